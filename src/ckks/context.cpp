@@ -1,0 +1,52 @@
+#include "ckks/context.h"
+
+#include <cmath>
+
+namespace pfhe::ckks {
+
+using ring::Modulus;
+using ring::u64;
+
+Context::Context(Parameters params)
+    : params_(std::move(params)), ring_q_(params_.n(), params_.q()), ring_p_(params_.n(), params_.p()) {
+  const std::size_t nq = params_.q().size();
+  const auto& qm = ring_q_.moduli();
+  const auto& pm = ring_p_.moduli();
+  mod_up_.resize(nq);
+  for (std::size_t level = 0; level < nq; ++level) {
+    for (std::size_t j = 0; j < params_.digits_at(level); ++j) {
+      std::vector<Modulus> from, to;
+      for (std::size_t i = 0; i <= level; ++i)
+        (i >= digit_begin(j) && i < digit_end(j, level) ? from : to).push_back(qm[i]);
+      to.insert(to.end(), pm.begin(), pm.end());
+      mod_up_[level].push_back(std::make_unique<ring::BaseConverter>(from, to));
+    }
+  }
+  p_to_q_ = std::make_unique<ring::BaseConverter>(pm, qm);
+  // P mod m, and (P - 1) / 2 mod m = (P mod m - 1) * 2^{-1} mod m (P is odd).
+  const auto p_mod = [&pm](const Modulus& m) {
+    u64 r = 1;
+    for (const auto& p : pm) r = ring::mul_mod(r, ring::reduce64(p.value(), m), m);
+    return r;
+  };
+  const auto half_p_mod = [&](const Modulus& m) {
+    return ring::mul_mod(ring::sub_mod(p_mod(m), 1, m.value()), ring::inv_mod(2, m), m);
+  };
+  for (std::size_t i = 0; i < nq; ++i) {
+    p_mod_q_.push_back(p_mod(qm[i]));
+    p_inv_mod_q_.push_back(ring::inv_mod(p_mod_q_.back(), qm[i]));
+    half_p_mod_q_.push_back(half_p_mod(qm[i]));
+  }
+  for (const auto& p : pm) half_p_mod_p_.push_back(half_p_mod(p));
+  rescale_inv_.resize(nq);
+  for (std::size_t l = 1; l < nq; ++l)
+    for (std::size_t i = 0; i < l; ++i)
+      rescale_inv_[l].push_back(ring::inv_mod(ring::reduce64(qm[l].value(), qm[i]), qm[i]));
+  double acc = 0;
+  for (std::size_t l = 0; l < nq; ++l) {
+    acc += std::log2(static_cast<double>(qm[l].value()));
+    log2_q_prefix_.push_back(acc);
+  }
+}
+
+}  // namespace pfhe::ckks

@@ -1,0 +1,249 @@
+#include "ckks/encoder.h"
+
+#include <cmath>
+#include <numbers>
+#include <stdexcept>
+#include <string>
+
+#include "ring/modarith.h"
+
+namespace pfhe::ckks {
+
+using ring::u64;
+
+namespace {
+
+void bit_reverse_permute(std::vector<std::complex<double>>& v) {
+  const std::size_t n = v.size();
+  for (std::size_t i = 1, j = 0; i < n; ++i) {
+    std::size_t bit = n >> 1;
+    for (; j & bit; bit >>= 1) j ^= bit;
+    j ^= bit;
+    if (i < j) std::swap(v[i], v[j]);
+  }
+}
+
+int log2_exact(std::size_t n) { return __builtin_ctzll(n); }
+
+// Residue of round(x) modulo q for any finite |x| (exact: x = m * 2^e with integer m).
+u64 residue_of(double x, const ring::Modulus& m) {
+  const double r = std::nearbyint(x);
+  if (std::fabs(r) < 9.2e18) return ring::from_signed(static_cast<std::int64_t>(r), m.value());
+  int e = 0;
+  const double frac = std::frexp(r, &e);                                  // r = frac * 2^e
+  const auto mant = static_cast<std::int64_t>(std::ldexp(frac, 62));      // exact, |mant| < 2^62
+  const u64 res = ring::from_signed(mant, m.value());
+  return ring::mul_mod(res, ring::pow_mod(2, static_cast<u64>(e - 62), m), m);
+}
+
+}  // namespace
+
+Encoder::Encoder(const Context& context) : context_(context) {
+  const std::size_t n = context.n(), m = 2 * n;
+  roots_.resize(m);
+  for (std::size_t k = 0; k < m; ++k) {
+    const long double angle = 2.0L * std::numbers::pi_v<long double> * k / m;
+    roots_[k] = {static_cast<double>(std::cos(angle)), static_cast<double>(std::sin(angle))};
+  }
+  rotation_group_.resize(n / 2);
+  std::size_t g = 1;
+  for (std::size_t j = 0; j < n / 2; ++j) {
+    rotation_group_[j] = g;
+    g = g * 5 % m;
+  }
+}
+
+void Encoder::fft_special(std::vector<std::complex<double>>& v) const {
+  const std::size_t size = v.size(), m = roots_.size();
+  bit_reverse_permute(v);
+  for (std::size_t len = 2; len <= size; len <<= 1) {
+    const std::size_t half = len / 2, quarter_order = 4 * len, stride = m / quarter_order;
+    for (std::size_t i = 0; i < size; i += len)
+      for (std::size_t j = 0; j < half; ++j) {
+        const std::size_t idx = (rotation_group_[j] % quarter_order) * stride;
+        const std::complex<double> u = v[i + j], t = v[i + j + half] * roots_[idx];
+        v[i + j] = u + t;
+        v[i + j + half] = u - t;
+      }
+  }
+}
+
+void Encoder::fft_special_inverse(std::vector<std::complex<double>>& v) const {
+  const std::size_t size = v.size(), m = roots_.size();
+  for (std::size_t len = size; len >= 2; len >>= 1) {
+    const std::size_t half = len / 2, quarter_order = 4 * len, stride = m / quarter_order;
+    for (std::size_t i = 0; i < size; i += len)
+      for (std::size_t j = 0; j < half; ++j) {
+        const std::size_t idx = (quarter_order - rotation_group_[j] % quarter_order) * stride;
+        const std::complex<double> u = v[i + j] + v[i + j + half];
+        const std::complex<double> t = (v[i + j] - v[i + j + half]) * roots_[idx];
+        v[i + j] = u;
+        v[i + j + half] = t;
+      }
+  }
+  bit_reverse_permute(v);
+  const double inv = 1.0 / static_cast<double>(size);
+  for (auto& x : v) x *= inv;
+}
+
+Plaintext Encoder::encode(std::span<const std::complex<double>> values, std::size_t level,
+                          double scale) const {
+  const std::size_t n = context_.n();
+  if (values.empty()) throw std::invalid_argument("encode: no values");
+  if (values.size() > n / 2)
+    throw std::invalid_argument("encode: " + std::to_string(values.size()) + " values exceed N/2 = " +
+                                std::to_string(n / 2) + " slots");
+  if (level > context_.max_level())
+    throw std::invalid_argument("encode: level " + std::to_string(level) + " above the top level " +
+                                std::to_string(context_.max_level()));
+  if (!(scale > 0) || !std::isfinite(scale)) throw std::invalid_argument("encode: scale must be positive");
+  std::size_t slots = 1;
+  while (slots < values.size()) slots <<= 1;
+  std::vector<std::complex<double>> v(values.begin(), values.end());
+  v.resize(slots);
+  for (const auto& x : v)
+    if (!std::isfinite(x.real()) || !std::isfinite(x.imag()))
+      throw std::invalid_argument("encode: value is not finite");
+  fft_special_inverse(v);
+
+  const double limit = std::ldexp(1.0, static_cast<int>(context_.log2_q_at(level)) - 2);
+  const std::size_t gap = n / (2 * slots);
+  Plaintext pt{context_.ring_q().make_poly(level + 1, false), scale, log2_exact(slots)};
+  for (std::size_t i = 0; i < slots; ++i) {
+    const double re = v[i].real() * scale, im = v[i].imag() * scale;
+    if (std::fabs(re) >= limit || std::fabs(im) >= limit)
+      throw std::invalid_argument("encode: scaled value overflows Q at level " + std::to_string(level) +
+                                  " (lower the scale or the values)");
+    for (std::size_t l = 0; l <= level; ++l) {
+      const auto& mod = context_.ring_q().modulus(l);
+      pt.poly.limb(l)[i * gap] = residue_of(re, mod);
+      pt.poly.limb(l)[(i + slots) * gap] = residue_of(im, mod);
+    }
+  }
+  context_.ring_q().to_ntt(pt.poly);
+  return pt;
+}
+
+Plaintext Encoder::encode(std::span<const double> values, std::size_t level, double scale) const {
+  std::vector<std::complex<double>> c(values.begin(), values.end());
+  return encode(c, level, scale);
+}
+
+namespace {
+
+// Centred CRT reconstruction of coefficient j of a level-l polynomial, as a long double.
+class CrtComposer {
+ public:
+  CrtComposer(const ring::Ring& ring, std::size_t limbs) : ring_(ring), limbs_(limbs) {
+    // Q as multiword, Q/q_i as multiword, (Q/q_i)^{-1} mod q_i.
+    big_q_ = {1};
+    for (std::size_t i = 0; i < limbs; ++i) big_q_ = mul_word(big_q_, ring.modulus(i).value());
+    for (std::size_t i = 0; i < limbs; ++i) {
+      std::vector<u64> hat = {1};
+      u64 hat_mod = 1;
+      for (std::size_t k = 0; k < limbs; ++k)
+        if (k != i) {
+          hat = mul_word(hat, ring.modulus(k).value());
+          hat_mod = ring::mul_mod(hat_mod, ring::reduce64(ring.modulus(k).value(), ring.modulus(i)),
+                                  ring.modulus(i));
+        }
+      hat.resize(limbs + 1, 0);
+      hats_.push_back(hat);
+      hat_inv_.push_back(ring::inv_mod(hat_mod, ring.modulus(i)));
+    }
+    big_q_.resize(limbs + 1, 0);
+  }
+
+  long double compose(const ring::Poly& p, std::size_t j) const {
+    std::vector<u64> acc(limbs_ + 1, 0);
+    for (std::size_t i = 0; i < limbs_; ++i) {
+      const u64 y = ring::mul_mod(p.limb(i)[j], hat_inv_[i], ring_.modulus(i));
+      ring::u128 carry = 0;
+      for (std::size_t w = 0; w <= limbs_; ++w) {
+        const ring::u128 t = static_cast<ring::u128>(hats_[i][w]) * y + acc[w] + carry;
+        acc[w] = static_cast<u64>(t);
+        carry = t >> 64;
+      }
+    }
+    while (!less(acc, big_q_)) subtract(acc, big_q_);  // sum < limbs * Q
+    std::vector<u64> half_q = big_q_;
+    shift_right_one(half_q);
+    bool negative = !less(acc, half_q) && !equal(acc, half_q);
+    if (negative) {
+      std::vector<u64> diff = big_q_;
+      subtract(diff, acc);
+      acc = diff;
+    }
+    long double v = 0;
+    for (std::size_t w = acc.size(); w-- > 0;) v = v * 18446744073709551616.0L + acc[w];
+    return negative ? -v : v;
+  }
+
+ private:
+  static std::vector<u64> mul_word(const std::vector<u64>& a, u64 b) {
+    std::vector<u64> out(a.size() + 1, 0);
+    ring::u128 carry = 0;
+    for (std::size_t w = 0; w < a.size(); ++w) {
+      const ring::u128 t = static_cast<ring::u128>(a[w]) * b + carry;
+      out[w] = static_cast<u64>(t);
+      carry = t >> 64;
+    }
+    out[a.size()] = static_cast<u64>(carry);
+    while (out.size() > 1 && out.back() == 0) out.pop_back();
+    return out;
+  }
+  static bool less(const std::vector<u64>& a, const std::vector<u64>& b) {
+    for (std::size_t w = a.size(); w-- > 0;)
+      if (a[w] != b[w]) return a[w] < b[w];
+    return false;
+  }
+  static bool equal(const std::vector<u64>& a, const std::vector<u64>& b) { return a == b; }
+  static void subtract(std::vector<u64>& a, const std::vector<u64>& b) {
+    u64 borrow = 0;
+    for (std::size_t w = 0; w < a.size(); ++w) {
+      const ring::u128 t = static_cast<ring::u128>(a[w]) - b[w] - borrow;
+      a[w] = static_cast<u64>(t);
+      borrow = (t >> 64) ? 1 : 0;
+    }
+  }
+  static void shift_right_one(std::vector<u64>& a) {
+    for (std::size_t w = 0; w < a.size(); ++w)
+      a[w] = (a[w] >> 1) | (w + 1 < a.size() ? a[w + 1] << 63 : 0);
+  }
+
+  const ring::Ring& ring_;
+  std::size_t limbs_;
+  std::vector<u64> big_q_;
+  std::vector<std::vector<u64>> hats_;
+  std::vector<u64> hat_inv_;
+};
+
+}  // namespace
+
+std::vector<std::complex<double>> Encoder::decode(const Plaintext& pt) const {
+  const std::size_t n = context_.n();
+  if (pt.poly.n() != n || pt.poly.limbs() == 0 || pt.level() > context_.max_level())
+    throw std::invalid_argument("decode: plaintext does not belong to this context");
+  if (pt.log_slots < 0 || (std::size_t{1} << pt.log_slots) > n / 2)
+    throw std::invalid_argument("decode: invalid slot count");
+  ring::Poly coeffs = pt.poly;
+  if (coeffs.ntt_form()) context_.ring_q().from_ntt(coeffs);
+  const std::size_t slots = pt.slots(), gap = n / (2 * slots);
+  const CrtComposer crt(context_.ring_q(), coeffs.limbs());
+  std::vector<std::complex<double>> v(slots);
+  const long double inv_scale = 1.0L / pt.scale;
+  for (std::size_t i = 0; i < slots; ++i)
+    v[i] = {static_cast<double>(crt.compose(coeffs, i * gap) * inv_scale),
+            static_cast<double>(crt.compose(coeffs, (i + slots) * gap) * inv_scale)};
+  fft_special(v);
+  return v;
+}
+
+std::vector<double> Encoder::decode_real(const Plaintext& pt) const {
+  const auto c = decode(pt);
+  std::vector<double> r(c.size());
+  for (std::size_t i = 0; i < c.size(); ++i) r[i] = c[i].real();
+  return r;
+}
+
+}  // namespace pfhe::ckks

@@ -1,0 +1,278 @@
+#include "ckks/evaluator.h"
+
+#include <omp.h>
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "ckks/key_switch.h"
+#include "ring/modarith.h"
+
+namespace pfhe::ckks {
+
+using ring::Poly;
+using ring::u64;
+
+namespace {
+constexpr double kScaleTolerance = 1e-9;
+
+bool same_scale(double a, double b) { return std::fabs(a - b) <= kScaleTolerance * std::max(a, b); }
+
+std::string level_scale(const Ciphertext& c) {
+  return "level " + std::to_string(c.level()) + ", scale 2^" + std::to_string(std::log2(c.scale));
+}
+}  // namespace
+
+Evaluator::Evaluator(const Context& context, const RelinKey* relin_key, const GaloisKeys* galois_keys)
+    : context_(context), relin_key_(relin_key), galois_keys_(galois_keys) {}
+
+void Evaluator::check_ciphertext(const Ciphertext& a, const char* op) const {
+  if (a.size() < 2 || a.polys[0].n() != context_.n() || a.level() > context_.max_level())
+    throw std::invalid_argument(std::string(op) + ": ciphertext does not belong to this context");
+  for (const auto& p : a.polys)
+    if (p.limbs() != a.level() + 1 || !p.ntt_form())
+      throw std::invalid_argument(std::string(op) + ": malformed ciphertext");
+}
+
+void Evaluator::check_compatible(const Ciphertext& a, const Ciphertext& b, const char* op) const {
+  check_ciphertext(a, op);
+  check_ciphertext(b, op);
+  if (a.level() != b.level() || !same_scale(a.scale, b.scale))
+    throw std::invalid_argument(std::string(op) + ": operands differ (" + level_scale(a) + " vs " +
+                                level_scale(b) + "); align them with drop_to_level or rescale");
+  if (a.log_slots != b.log_slots) throw std::invalid_argument(std::string(op) + ": slot counts differ");
+}
+
+void Evaluator::add_inplace(Ciphertext& a, const Ciphertext& b) const {
+  check_compatible(a, b, "add");
+  if (a.size() < b.size()) a.polys.resize(b.size(), context_.ring_q().make_poly(a.level() + 1));
+  for (std::size_t k = 0; k < b.size(); ++k) context_.ring_q().add(a.polys[k], b.polys[k], a.polys[k]);
+}
+
+void Evaluator::sub_inplace(Ciphertext& a, const Ciphertext& b) const {
+  check_compatible(a, b, "sub");
+  if (a.size() < b.size()) a.polys.resize(b.size(), context_.ring_q().make_poly(a.level() + 1));
+  for (std::size_t k = 0; k < b.size(); ++k) context_.ring_q().sub(a.polys[k], b.polys[k], a.polys[k]);
+}
+
+void Evaluator::negate_inplace(Ciphertext& a) const {
+  check_ciphertext(a, "negate");
+  for (auto& p : a.polys) context_.ring_q().negate(p, p);
+}
+
+Ciphertext Evaluator::add(const Ciphertext& a, const Ciphertext& b) const {
+  Ciphertext r = a;
+  add_inplace(r, b);
+  return r;
+}
+
+Ciphertext Evaluator::sub(const Ciphertext& a, const Ciphertext& b) const {
+  Ciphertext r = a;
+  sub_inplace(r, b);
+  return r;
+}
+
+namespace {
+void check_plain(const Context& ctx, const Ciphertext& a, const Plaintext& p, const char* op, bool need_scale) {
+  if (p.poly.n() != ctx.n() || !p.poly.ntt_form() || p.poly.limbs() < a.level() + 1)
+    throw std::invalid_argument(std::string(op) + ": plaintext level " + std::to_string(p.poly.limbs() - 1) +
+                                " is below the ciphertext level " + std::to_string(a.level()));
+  if (need_scale && !same_scale(a.scale, p.scale))
+    throw std::invalid_argument(std::string(op) + ": plaintext scale differs from the ciphertext scale");
+}
+}  // namespace
+
+void Evaluator::add_plain_inplace(Ciphertext& a, const Plaintext& p) const {
+  check_ciphertext(a, "add_plain");
+  check_plain(context_, a, p, "add_plain", true);
+  context_.ring_q().add(a.polys[0], p.poly, a.polys[0]);
+}
+
+void Evaluator::sub_plain_inplace(Ciphertext& a, const Plaintext& p) const {
+  check_ciphertext(a, "sub_plain");
+  check_plain(context_, a, p, "sub_plain", true);
+  context_.ring_q().sub(a.polys[0], p.poly, a.polys[0]);
+}
+
+void Evaluator::multiply_plain_inplace(Ciphertext& a, const Plaintext& p) const {
+  check_ciphertext(a, "multiply_plain");
+  check_plain(context_, a, p, "multiply_plain", false);
+  for (auto& c : a.polys) context_.ring_q().multiply(c, p.poly, c);
+  a.scale *= p.scale;
+}
+
+namespace {
+// round(x) modulo each of the first `limbs` primes.
+std::vector<u64> constant_residues(const Context& ctx, double x, std::size_t limbs) {
+  const double r = std::nearbyint(x);
+  if (!(std::fabs(r) < 9.2e18)) throw std::invalid_argument("constant too large for its scale");
+  std::vector<u64> res(limbs);
+  for (std::size_t i = 0; i < limbs; ++i)
+    res[i] = ring::from_signed(static_cast<std::int64_t>(r), ctx.ring_q().modulus(i).value());
+  return res;
+}
+}  // namespace
+
+void Evaluator::add_const_inplace(Ciphertext& a, double c) const {
+  check_ciphertext(a, "add_const");
+  context_.ring_q().add_scalar(a.polys[0], constant_residues(context_, c * a.scale, a.level() + 1), a.polys[0]);
+}
+
+void Evaluator::multiply_const_inplace(Ciphertext& a, double c) const {
+  check_ciphertext(a, "multiply_const");
+  if (a.level() == 0) throw std::invalid_argument("multiply_const: no level left to rescale");
+  const double const_scale = static_cast<double>(context_.ring_q().modulus(a.level()).value());
+  const auto res = constant_residues(context_, c * const_scale, a.level() + 1);
+  for (auto& p : a.polys) context_.ring_q().multiply_scalar(p, res, p);
+  a.scale *= const_scale;
+}
+
+void Evaluator::multiply_integer_inplace(Ciphertext& a, std::int64_t c) const {
+  check_ciphertext(a, "multiply_integer");
+  std::vector<u64> res(a.level() + 1);
+  for (std::size_t i = 0; i < res.size(); ++i) res[i] = ring::from_signed(c, context_.ring_q().modulus(i).value());
+  for (auto& p : a.polys) context_.ring_q().multiply_scalar(p, res, p);
+}
+
+Ciphertext Evaluator::multiply(const Ciphertext& a, const Ciphertext& b) const {
+  check_ciphertext(a, "multiply");
+  check_ciphertext(b, "multiply");
+  if (a.level() != b.level())
+    throw std::invalid_argument("multiply: operands differ (" + level_scale(a) + " vs " + level_scale(b) + ")");
+  if (a.size() != 2 || b.size() != 2) throw std::invalid_argument("multiply: relinearize the operands first");
+  if (a.log_slots != b.log_slots) throw std::invalid_argument("multiply: slot counts differ");
+  const auto& rq = context_.ring_q();
+  const std::size_t limbs = a.level() + 1;
+  Ciphertext r{{rq.make_poly(limbs), rq.make_poly(limbs), rq.make_poly(limbs)}, a.scale * b.scale, a.log_slots};
+  rq.multiply(a.polys[0], b.polys[0], r.polys[0]);
+  rq.multiply(a.polys[0], b.polys[1], r.polys[1]);
+  rq.multiply_add(a.polys[1], b.polys[0], r.polys[1]);
+  rq.multiply(a.polys[1], b.polys[1], r.polys[2]);
+  return r;
+}
+
+void Evaluator::relinearize_inplace(Ciphertext& a) const {
+  check_ciphertext(a, "relinearize");
+  if (a.size() == 2) return;
+  if (a.size() != 3) throw std::invalid_argument("relinearize: only size-3 ciphertexts are supported");
+  if (!relin_key_) throw std::logic_error("relinearize: the evaluator has no relinearization key");
+  const Decomposition d = decompose(context_, a.polys[2]);
+  Poly k0, k1;
+  key_switch_inner(context_, d, relin_key_->key, nullptr, k0, k1);
+  context_.ring_q().add(a.polys[0], k0, a.polys[0]);
+  context_.ring_q().add(a.polys[1], k1, a.polys[1]);
+  a.polys.pop_back();
+}
+
+Ciphertext Evaluator::multiply_relin(const Ciphertext& a, const Ciphertext& b) const {
+  Ciphertext r = multiply(a, b);
+  relinearize_inplace(r);
+  return r;
+}
+
+void Evaluator::rescale_inplace(Ciphertext& a) const {
+  check_ciphertext(a, "rescale");
+  const std::size_t l = a.level();
+  if (l == 0) throw std::invalid_argument("rescale: ciphertext is at level 0");
+  const auto& rq = context_.ring_q();
+  const u64 ql = rq.modulus(l).value(), half = ql / 2;
+  const auto& inv = context_.rescale_inv(l);
+  const ring::SimdPath path = ring::default_simd_path();
+  for (auto& p : a.polys) {
+    std::vector<u64> last(p.limb(l), p.limb(l) + context_.n());
+    rq.ntt(l).inverse(last.data(), path);
+    for (auto& v : last) v = v + half >= ql ? v + half - ql : v + half;  // round, not floor
+#pragma omp parallel for if (l > 1 && !omp_in_parallel())
+    for (std::size_t i = 0; i < l; ++i) {
+      const auto& m = rq.modulus(i);
+      const u64 q = m.value(), half_mod = ring::reduce64(half, m);
+      std::vector<u64> t(context_.n());
+      for (std::size_t k = 0; k < t.size(); ++k) t[k] = ring::sub_mod(ring::reduce64(last[k], m), half_mod, q);
+      rq.ntt(i).forward(t.data(), path);
+      const u64 w = inv[i], ws = ring::shoup(w, q);
+      u64* x = p.limb(i);
+      for (std::size_t k = 0; k < t.size(); ++k) x[k] = ring::mul_shoup(x[k] + q - t[k], w, ws, q);
+    }
+    p.truncate(l);
+  }
+  a.scale /= static_cast<double>(ql);
+}
+
+void Evaluator::drop_to_level_inplace(Ciphertext& a, std::size_t level) const {
+  check_ciphertext(a, "drop_to_level");
+  if (level > a.level())
+    throw std::invalid_argument("drop_to_level: target level " + std::to_string(level) + " is above " +
+                                std::to_string(a.level()));
+  for (auto& p : a.polys) p.truncate(level + 1);
+}
+
+std::uint64_t Evaluator::galois_element_for(long step, std::size_t slots) const {
+  const long n = static_cast<long>(slots);
+  long k = step % n;
+  if (k < 0) k += n;
+  const std::uint64_t g = galois_element_for_step(k, context_.n());
+  if (galois_keys_ && !galois_keys_->has(g) && k != 0) {
+    const std::uint64_t alt = galois_element_for_step(k - n, context_.n());
+    if (galois_keys_->has(alt)) return alt;
+  }
+  return g;
+}
+
+const SwitchingKey& Evaluator::galois_key(std::uint64_t g) const {
+  if (!galois_keys_) throw std::logic_error("rotation: the evaluator has no Galois keys");
+  const auto it = galois_keys_->keys.find(g);
+  if (it == galois_keys_->keys.end())
+    throw std::invalid_argument("rotation: no Galois key for element " + std::to_string(g));
+  return it->second;
+}
+
+Ciphertext Evaluator::apply_galois(const Ciphertext& a, std::uint64_t g) const {
+  check_ciphertext(a, "rotate");
+  if (a.size() != 2) throw std::invalid_argument("rotate: relinearize first");
+  if (g == 1) return a;
+  galois_key(g);  // fail before the expensive decomposition
+  return apply_galois(a, decompose(context_, a.polys[1]), g);
+}
+
+Ciphertext Evaluator::apply_galois(const Ciphertext& a, const Decomposition& d, std::uint64_t g) const {
+  if (g == 1) return a;
+  const auto& rq = context_.ring_q();
+  Ciphertext r{{Poly(), Poly()}, a.scale, a.log_slots};
+  key_switch_inner(context_, d, galois_key(g), &rq.automorphism_permutation(g), r.polys[0], r.polys[1]);
+  Poly rotated_c0 = rq.make_poly(a.level() + 1);
+  rq.automorphism_ntt(a.polys[0], g, rotated_c0);
+  rq.add(r.polys[0], rotated_c0, r.polys[0]);
+  return r;
+}
+
+Ciphertext Evaluator::rotate(const Ciphertext& a, long step) const {
+  return apply_galois(a, galois_element_for(step, a.slots()));
+}
+
+Ciphertext Evaluator::conjugate(const Ciphertext& a) const {
+  return apply_galois(a, galois_element_conjugate(context_.n()));
+}
+
+std::vector<Ciphertext> Evaluator::rotate_hoisted(const Ciphertext& a, const std::vector<long>& steps) const {
+  check_ciphertext(a, "rotate_hoisted");
+  if (a.size() != 2) throw std::invalid_argument("rotate_hoisted: relinearize first");
+  std::vector<std::uint64_t> elements;
+  for (long step : steps) {
+    elements.push_back(galois_element_for(step, a.slots()));
+    if (elements.back() != 1) galois_key(elements.back());  // fail before any work
+  }
+  const Decomposition d = decompose(context_, a.polys[1]);
+  std::vector<Ciphertext> out;
+  out.reserve(steps.size());
+  for (std::uint64_t g : elements) out.push_back(apply_galois(a, d, g));
+  return out;
+}
+
+Ciphertext Evaluator::sum_slots(const Ciphertext& a) const {
+  Ciphertext acc = a;
+  for (std::size_t step = 1; step < a.slots(); step <<= 1) add_inplace(acc, rotate(acc, static_cast<long>(step)));
+  return acc;
+}
+
+}  // namespace pfhe::ckks

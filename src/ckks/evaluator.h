@@ -1,0 +1,78 @@
+// Homomorphic operations on ciphertexts. An Evaluator is immutable after construction and
+// holds no hidden state, so one instance can be shared by many threads.
+//
+// Levels and scales are tracked: binary operations need equal levels and scales (within a
+// relative 1e-9) and throw std::invalid_argument otherwise; callers align explicitly with
+// drop_to_level / rescale.
+#pragma once
+#include <vector>
+
+#include "ckks/ciphertext.h"
+#include "ckks/context.h"
+#include "ckks/key_switch.h"
+#include "ckks/keys.h"
+
+namespace pfhe::ckks {
+
+class Evaluator {
+ public:
+  Evaluator(const Context& context, const RelinKey* relin_key = nullptr,
+            const GaloisKeys* galois_keys = nullptr);
+
+  const Context& context() const { return context_; }
+
+  void add_inplace(Ciphertext& a, const Ciphertext& b) const;
+  void sub_inplace(Ciphertext& a, const Ciphertext& b) const;
+  void negate_inplace(Ciphertext& a) const;
+  Ciphertext add(const Ciphertext& a, const Ciphertext& b) const;
+  Ciphertext sub(const Ciphertext& a, const Ciphertext& b) const;
+
+  void add_plain_inplace(Ciphertext& a, const Plaintext& p) const;
+  void sub_plain_inplace(Ciphertext& a, const Plaintext& p) const;
+  // Scale multiplies; the plaintext must be at the ciphertext's level or above.
+  void multiply_plain_inplace(Ciphertext& a, const Plaintext& p) const;
+
+  // Adds the real constant c to every slot (encoded at the ciphertext's scale).
+  void add_const_inplace(Ciphertext& a, double c) const;
+  // Multiplies by the real constant c encoded at scale q_level, so that the following
+  // rescale restores the input scale exactly. Needs level >= 1.
+  void multiply_const_inplace(Ciphertext& a, double c) const;
+  // Multiplies by an integer; scale and level unchanged.
+  void multiply_integer_inplace(Ciphertext& a, std::int64_t c) const;
+
+  // Tensor product: size-3 result (relinearize next). Scales multiply.
+  Ciphertext multiply(const Ciphertext& a, const Ciphertext& b) const;
+  void relinearize_inplace(Ciphertext& a) const;
+  Ciphertext multiply_relin(const Ciphertext& a, const Ciphertext& b) const;
+  Ciphertext square_relin(const Ciphertext& a) const { return multiply_relin(a, a); }
+
+  // Divides by the last prime: level - 1, scale / q_level (rounded).
+  void rescale_inplace(Ciphertext& a) const;
+  void drop_to_level_inplace(Ciphertext& a, std::size_t level) const;
+
+  // Left rotation of the slots by `step` (negative: right), modulo the slot count.
+  Ciphertext rotate(const Ciphertext& a, long step) const;
+  Ciphertext conjugate(const Ciphertext& a) const;
+  // Many rotations of one ciphertext sharing one decomposition (hoisting).
+  std::vector<Ciphertext> rotate_hoisted(const Ciphertext& a, const std::vector<long>& steps) const;
+  // Sum of all slots replicated in every slot (log2(slots) rotations).
+  Ciphertext sum_slots(const Ciphertext& a) const;
+
+  // Galois element used for a rotation of a ciphertext with `slots` slots: the key set
+  // may hold it for the step in [0, slots) or the equivalent negative step.
+  std::uint64_t galois_element_for(long step, std::size_t slots) const;
+
+ private:
+  void check_compatible(const Ciphertext& a, const Ciphertext& b, const char* op) const;
+  void check_ciphertext(const Ciphertext& a, const char* op) const;
+  const SwitchingKey& galois_key(std::uint64_t g) const;
+  Ciphertext apply_galois(const Ciphertext& a, std::uint64_t g) const;
+  // phi_g(a) given the decomposition d of a's c1 (shared by hoisted rotations).
+  Ciphertext apply_galois(const Ciphertext& a, const Decomposition& d, std::uint64_t g) const;
+
+  const Context& context_;
+  const RelinKey* relin_key_;
+  const GaloisKeys* galois_keys_;
+};
+
+}  // namespace pfhe::ckks

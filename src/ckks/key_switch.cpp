@@ -1,0 +1,129 @@
+#include "ckks/key_switch.h"
+
+#include <omp.h>
+
+#include <stdexcept>
+#include <string>
+
+namespace pfhe::ckks {
+
+using ring::Poly;
+using ring::u128;
+using ring::u64;
+
+Decomposition decompose(const Context& ctx, const Poly& c) {
+  if (!c.ntt_form()) throw std::logic_error("decompose expects an NTT-form polynomial");
+  const std::size_t level = c.limbs() - 1;
+  const auto& rq = ctx.ring_q();
+  const auto& rp = ctx.ring_p();
+  Poly coeff = c;
+  rq.from_ntt(coeff);
+  const std::size_t digits = ctx.params().digits_at(level);
+  Decomposition d;
+  d.level = level;
+  d.digits.resize(digits);
+  const ring::SimdPath path = ring::default_simd_path();
+#pragma omp parallel for schedule(dynamic) if (digits > 1 && !omp_in_parallel())
+  for (std::size_t j = 0; j < digits; ++j) {
+    QPPoly& out = d.digits[j];
+    out.q = rq.make_poly(level + 1);
+    out.p = rp.make_poly(rp.size());
+    const std::size_t begin = ctx.digit_begin(j), end = ctx.digit_end(j, level);
+    std::vector<const u64*> in;
+    std::vector<u64*> targets;
+    std::vector<const ring::NttTables*> tables;
+    for (std::size_t i = begin; i < end; ++i) in.push_back(coeff.limb(i));
+    for (std::size_t i = 0; i <= level; ++i)
+      if (i < begin || i >= end) { targets.push_back(out.q.limb(i)); tables.push_back(&rq.ntt(i)); }
+    for (std::size_t k = 0; k < rp.size(); ++k) { targets.push_back(out.p.limb(k)); tables.push_back(&rp.ntt(k)); }
+    ctx.mod_up(level, j).convert(in.data(), targets.data(), ctx.n());
+    for (std::size_t t = 0; t < targets.size(); ++t) tables[t]->forward(targets[t], path);
+    // The digit's own primes keep the original residues (already in NTT form).
+    for (std::size_t i = begin; i < end; ++i)
+      std::copy(c.limb(i), c.limb(i) + ctx.n(), out.q.limb(i));
+  }
+  return d;
+}
+
+namespace {
+
+// acc0/acc1 limb = sum_j d_j[perm] * key_j on one limb; u128 accumulation, one reduction.
+void inner_product_limb(const std::vector<const u64*>& d, const std::vector<const u64*>& b,
+                        const std::vector<const u64*>& a, const std::uint32_t* perm,
+                        const ring::Modulus& m, std::size_t n, u64* out0, u64* out1) {
+  const std::size_t digits = d.size();
+  for (std::size_t k = 0; k < n; ++k) {
+    const std::size_t src = perm ? perm[k] : k;
+    u128 s0 = 0, s1 = 0;
+    for (std::size_t j = 0; j < digits; ++j) {
+      const u64 x = d[j][src];
+      s0 += static_cast<u128>(x) * b[j][k];
+      s1 += static_cast<u128>(x) * a[j][k];
+    }
+    out0[k] = ring::reduce128(s0, m);
+    out1[k] = ring::reduce128(s1, m);
+  }
+}
+
+}  // namespace
+
+void key_switch_inner(const Context& ctx, const Decomposition& d, const SwitchingKey& key,
+                      const std::vector<std::uint32_t>* perm, Poly& out0, Poly& out1) {
+  const std::size_t level = d.level, digits = d.digits.size();
+  if (key.b.size() < digits || key.max_level() < level)
+    throw std::invalid_argument("switching key (level " + std::to_string(key.max_level()) +
+                                ") is too small for a ciphertext at level " + std::to_string(level));
+  // Products are < 2^122; the u128 sum holds up to 32 digits without overflow.
+  if (digits > 32) throw std::invalid_argument("more than 32 key-switching digits are not supported");
+  const auto& rq = ctx.ring_q();
+  const auto& rp = ctx.ring_p();
+  QPPoly acc0{rq.make_poly(level + 1), rp.make_poly(rp.size())};
+  QPPoly acc1{rq.make_poly(level + 1), rp.make_poly(rp.size())};
+  const std::size_t total = level + 1 + rp.size();
+  const std::uint32_t* perm_data = perm ? perm->data() : nullptr;
+#pragma omp parallel for if (!omp_in_parallel())
+  for (std::size_t t = 0; t < total; ++t) {
+    const bool is_q = t <= level;
+    const std::size_t i = is_q ? t : t - level - 1;
+    std::vector<const u64*> dv(digits), bv(digits), av(digits);
+    for (std::size_t j = 0; j < digits; ++j) {
+      dv[j] = is_q ? d.digits[j].q.limb(i) : d.digits[j].p.limb(i);
+      bv[j] = is_q ? key.b[j].q.limb(i) : key.b[j].p.limb(i);
+      av[j] = is_q ? key.a[j].q.limb(i) : key.a[j].p.limb(i);
+    }
+    inner_product_limb(dv, bv, av, perm_data, is_q ? rq.modulus(i) : rp.modulus(i), ctx.n(),
+                       is_q ? acc0.q.limb(i) : acc0.p.limb(i), is_q ? acc1.q.limb(i) : acc1.p.limb(i));
+  }
+  out0 = rq.make_poly(level + 1);
+  out1 = rq.make_poly(level + 1);
+  mod_down(ctx, acc0, out0);
+  mod_down(ctx, acc1, out1);
+}
+
+void mod_down(const Context& ctx, const QPPoly& x, Poly& out) {
+  const auto& rq = ctx.ring_q();
+  const auto& rp = ctx.ring_p();
+  const std::size_t limbs = x.q.limbs();
+  Poly p_coeff = x.p;
+  rp.from_ntt(p_coeff);
+  rp.add_to_each(p_coeff, ctx.half_p_mod_p(), p_coeff);  // x + (P-1)/2: round, not floor
+  Poly conv = rq.make_poly(limbs, false);
+  std::vector<const u64*> in;
+  std::vector<u64*> outs;
+  for (std::size_t k = 0; k < rp.size(); ++k) in.push_back(p_coeff.limb(k));
+  for (std::size_t i = 0; i < limbs; ++i) outs.push_back(conv.limb(i));
+  ctx.p_to_q().convert(in.data(), outs.data(), ctx.n(), limbs, /*exact=*/true);
+  rq.negate(conv, conv);
+  rq.add_to_each(conv, ctx.half_p_mod_q(), conv);  // -([x + (P-1)/2]_P - (P-1)/2)
+  rq.to_ntt(conv);
+  const auto& p_inv = ctx.p_inv_mod_q();
+  for (std::size_t i = 0; i < limbs; ++i) {
+    const u64 q = rq.modulus(i).value(), w = p_inv[i], ws = ring::shoup(w, q);
+    const u64 *a = x.q.limb(i), *b = conv.limb(i);
+    u64* z = out.limb(i);
+    for (std::size_t k = 0; k < ctx.n(); ++k) z[k] = ring::mul_shoup(a[k] + b[k], w, ws, q);
+  }
+  out.set_ntt_form(true);
+}
+
+}  // namespace pfhe::ckks

@@ -1,0 +1,29 @@
+// Hybrid key switching (Han-Ki): decompose a polynomial into digits of alpha primes, raise
+// each digit to Q_l x P (ModUp), take the inner product with a switching key, and divide
+// by P (ModDown). The decomposition can be reused for many keys (hoisting).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "ckks/context.h"
+#include "ckks/keys.h"
+
+namespace pfhe::ckks {
+
+struct Decomposition {
+  std::vector<QPPoly> digits;  // NTT form over Q_level x P
+  std::size_t level = 0;
+};
+
+// c: NTT form at some level l (l+1 limbs).
+Decomposition decompose(const Context& ctx, const ring::Poly& c);
+
+// (out0, out1) = ModDown(sum_j phi(d_j) * (b_j, a_j)) at the decomposition's level, where
+// phi is the NTT-domain permutation `perm` (nullptr: identity). Outputs are NTT form.
+void key_switch_inner(const Context& ctx, const Decomposition& d, const SwitchingKey& key,
+                      const std::vector<std::uint32_t>* perm, ring::Poly& out0, ring::Poly& out1);
+
+// ModDown: (x over Q_l x P, NTT) -> round(x / P) over Q_l (NTT).
+void mod_down(const Context& ctx, const QPPoly& x, ring::Poly& out);
+
+}  // namespace pfhe::ckks

@@ -1,0 +1,42 @@
+// Key generation: the secret key stays with the client; everything else is public.
+#pragma once
+#include <vector>
+
+#include "ckks/context.h"
+#include "ckks/keys.h"
+
+namespace pfhe::ckks {
+
+class KeyGenerator {
+ public:
+  explicit KeyGenerator(const Context& context);  // samples a fresh secret key
+  KeyGenerator(const Context& context, SecretKey secret_key);
+
+  const SecretKey& secret_key() const { return secret_key_; }
+  PublicKey create_public_key() const;
+  // max_level: highest level the key will be used at (default: top); lower levels make
+  // smaller keys because primes above the level are not stored.
+  RelinKey create_relin_key(std::size_t max_level) const;
+  RelinKey create_relin_key() const { return create_relin_key(context_.max_level()); }
+  SwitchingKey create_galois_key(std::uint64_t galois_element, std::size_t max_level) const;
+  // Keys for left rotations by each step (negative = right) and, if asked, conjugation.
+  GaloisKeys create_galois_keys(const std::vector<long>& steps, bool conjugate, std::size_t max_level) const;
+  GaloisKeys create_galois_keys(const std::vector<long>& steps, bool conjugate = false) const {
+    return create_galois_keys(steps, conjugate, context_.max_level());
+  }
+
+  // Switching key s' -> s where s' is given on the Q chain (NTT form, >= max_level+1 limbs).
+  SwitchingKey create_switching_key(const ring::Poly& s_prime, std::size_t max_level) const;
+
+ private:
+  ring::Poly secret_up_to(std::size_t level) const;  // s on q_0..q_level
+  const Context& context_;
+  SecretKey secret_key_;
+};
+
+// Regenerates the uniform `a` parts of a switching key from its seed (used by keygen and
+// by the loader of seeded keys, so both derive exactly the same polynomials).
+void expand_switching_key_a(const Context& context, const ring::Seed& seed, std::size_t max_level,
+                            std::vector<QPPoly>& a);
+
+}  // namespace pfhe::ckks

@@ -1,0 +1,37 @@
+// Fast RNS base conversion: x in basis B = {b_i} maps to x + u*B in basis C with
+// 0 <= u < |B| (Bajard et al.). ModUp tolerates the u*B term (it vanishes against the
+// gadget); ModDown asks for the exact variant, which estimates u in floating point
+// (Halevi-Polyakov-Shoup) and removes it, because u would otherwise add a biased error.
+#pragma once
+#include <vector>
+
+#include "ring/modarith.h"
+
+namespace pfhe::ring {
+
+class BaseConverter {
+ public:
+  BaseConverter(std::vector<Modulus> from, std::vector<Modulus> to);
+
+  std::size_t from_size() const { return from_.size(); }
+  std::size_t to_size() const { return to_.size(); }
+
+  // in[i] points to n coefficients modulo from[i] (coefficient form, reduced);
+  // out[k] receives n coefficients modulo to[k] for k < to_count (default: all).
+  // With `exact`, the result is x itself (for x in [0, B); off by one B only when x/B is
+  // within 2^-40 of an integer).
+  void convert(const u64* const* in, u64* const* out, std::size_t n, std::size_t to_count,
+               bool exact = false) const;
+  void convert(const u64* const* in, u64* const* out, std::size_t n) const {
+    convert(in, out, n, to_.size());
+  }
+
+ private:
+  std::vector<Modulus> from_, to_;
+  std::vector<u64> hat_inv_, hat_inv_shoup_;  // (B/b_i)^-1 mod b_i
+  std::vector<u64> hat_mod_to_;               // (B/b_i) mod c_k, row k
+  std::vector<u64> b_mod_to_;                 // B mod c_k
+  std::vector<double> inv_from_;              // 1 / b_i
+};
+
+}  // namespace pfhe::ring

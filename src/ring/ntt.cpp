@@ -1,0 +1,161 @@
+#include "ring/ntt.h"
+
+#include <stdexcept>
+#include <string>
+
+#include "ring/primes.h"
+
+namespace pfhe::ring {
+
+namespace {
+constexpr int kIfmaMaxBits = 50;  // lazy values < 4q must fit the 52-bit lanes
+
+u64 shoup52(u64 w, u64 q) { return static_cast<u64>((static_cast<u128>(w) << 52) / q); }
+}  // namespace
+
+std::size_t bit_reverse(std::size_t x, int bits) {
+  std::size_t r = 0;
+  for (int i = 0; i < bits; ++i) { r = (r << 1) | (x & 1); x >>= 1; }
+  return r;
+}
+
+NttTables::NttTables(std::size_t n, const Modulus& modulus) : n_(n), modulus_(modulus) {
+  if (n < 16 || (n & (n - 1)) != 0)
+    throw std::invalid_argument("NTT size must be a power of two >= 16, got " + std::to_string(n));
+  log_n_ = __builtin_ctzll(n);
+  const u64 q = modulus.value();
+  psi_ = primitive_2n_root(q, n);
+  const u64 psi_inv = inv_mod(psi_, modulus);
+  root_powers_.resize(n);
+  inv_root_powers_.resize(n);
+  u64 pw = 1, ipw = 1;
+  for (std::size_t k = 0; k < n; ++k) {
+    const std::size_t r = bit_reverse(k, log_n_);
+    root_powers_[r] = pw;
+    inv_root_powers_[r] = ipw;
+    pw = mul_mod(pw, psi_, modulus);
+    ipw = mul_mod(ipw, psi_inv, modulus);
+  }
+  root_powers_shoup_.resize(n);
+  inv_root_powers_shoup_.resize(n);
+  for (std::size_t k = 0; k < n; ++k) {
+    root_powers_shoup_[k] = shoup(root_powers_[k], q);
+    inv_root_powers_shoup_[k] = shoup(inv_root_powers_[k], q);
+  }
+  n_inv_ = inv_mod(n, modulus);
+  n_inv_shoup_ = shoup(n_inv_, q);
+  if (modulus.bits() > kIfmaMaxBits) return;
+
+  root_powers_shoup52_.resize(n);
+  inv_root_powers_shoup52_.resize(n);
+  for (std::size_t k = 0; k < n; ++k) {
+    root_powers_shoup52_[k] = shoup52(root_powers_[k], q);
+    inv_root_powers_shoup52_[k] = shoup52(inv_root_powers_[k], q);
+  }
+  n_inv_shoup52_ = shoup52(n_inv_, q);
+  // Forward stage with half-width t uses root_powers[m + k / t] with m = n / (2t);
+  // the inverse stage with half-width t uses inv_root_powers[h + k / t] with h = n / (2t).
+  for (int s = 0; s < 3; ++s) {
+    const std::size_t t = std::size_t{4} >> s, m = n / (2 * t);
+    for (auto* stage : {&fwd_small_[s], &inv_small_[s]}) {
+      const bool fwd = stage == &fwd_small_[s];
+      stage->w.resize(n / 2);
+      stage->w_shoup52.resize(n / 2);
+      for (std::size_t k = 0; k < n / 2; ++k) {
+        stage->w[k] = fwd ? root_powers_[m + k / t] : inv_root_powers_[m + k / t];
+        stage->w_shoup52[k] = shoup52(stage->w[k], q);
+      }
+    }
+  }
+}
+
+SimdPath NttTables::effective_path(SimdPath requested) const {
+  if (!cpu_supports(requested))
+    throw std::invalid_argument("SIMD path " + to_string(requested) + " is not supported by this CPU");
+  if (requested == SimdPath::kAvx512Ifma && modulus_.bits() > kIfmaMaxBits)
+    return cpu_supports(SimdPath::kAvx2) ? SimdPath::kAvx2 : SimdPath::kScalar;
+  return requested;
+}
+
+void NttTables::forward(u64* a, SimdPath path) const {
+  switch (effective_path(path)) {
+    case SimdPath::kAvx512Ifma: detail::ntt_forward_ifma(*this, a); return;
+    case SimdPath::kAvx2: detail::ntt_forward_avx2(*this, a); return;
+    case SimdPath::kScalar: detail::ntt_forward_scalar(*this, a); return;
+  }
+}
+
+void NttTables::inverse(u64* a, SimdPath path) const {
+  switch (effective_path(path)) {
+    case SimdPath::kAvx512Ifma: detail::ntt_inverse_ifma(*this, a); return;
+    case SimdPath::kAvx2: detail::ntt_inverse_avx2(*this, a); return;
+    case SimdPath::kScalar: detail::ntt_inverse_scalar(*this, a); return;
+  }
+}
+
+namespace detail {
+
+// Harvey forward butterflies for the stages with half-width t in [t_last, t_first]
+// (powers of two, decreasing): X in [0, 4q) is brought to [0, 2q); outputs in [0, 4q).
+void forward_stages_scalar(const NttTables& tab, u64* a, std::size_t t_first, std::size_t t_last) {
+  const u64 q = tab.modulus().value(), two_q = 2 * q;
+  const u64* w = tab.root_powers().data();
+  const u64* ws = tab.root_powers_shoup().data();
+  for (std::size_t t = t_first; t >= t_last; t >>= 1) {
+    const std::size_t m = tab.n() / (2 * t);
+    for (std::size_t i = 0; i < m; ++i) {
+      const u64 wi = w[m + i], wsi = ws[m + i];
+      u64* x = a + 2 * i * t;
+      u64* y = x + t;
+      for (std::size_t j = 0; j < t; ++j) {
+        u64 xv = x[j];
+        xv = xv >= two_q ? xv - two_q : xv;
+        const u64 tv = mul_shoup_lazy(y[j], wi, wsi, q);
+        x[j] = xv + tv;
+        y[j] = xv - tv + two_q;
+      }
+    }
+  }
+}
+
+// Gentleman-Sande butterflies on values in [0, 2q) for half-widths t_first..t_last
+// (increasing).
+void inverse_stages_scalar(const NttTables& tab, u64* a, std::size_t t_first, std::size_t t_last) {
+  const u64 q = tab.modulus().value(), two_q = 2 * q;
+  const u64* w = tab.inv_root_powers().data();
+  const u64* ws = tab.inv_root_powers_shoup().data();
+  for (std::size_t t = t_first; t <= t_last; t <<= 1) {
+    const std::size_t h = tab.n() / (2 * t);
+    for (std::size_t i = 0; i < h; ++i) {
+      const u64 wi = w[h + i], wsi = ws[h + i];
+      u64* x = a + 2 * i * t;
+      u64* y = x + t;
+      for (std::size_t j = 0; j < t; ++j) {
+        const u64 xv = x[j], yv = y[j];
+        const u64 s = xv + yv;
+        x[j] = s >= two_q ? s - two_q : s;
+        y[j] = mul_shoup_lazy(xv - yv + two_q, wi, wsi, q);
+      }
+    }
+  }
+}
+
+void ntt_forward_scalar(const NttTables& tab, u64* a) {
+  const u64 q = tab.modulus().value(), two_q = 2 * q;
+  forward_stages_scalar(tab, a, tab.n() / 2, 1);
+  for (std::size_t j = 0; j < tab.n(); ++j) {
+    u64 v = a[j];
+    v = v >= two_q ? v - two_q : v;
+    a[j] = v >= q ? v - q : v;
+  }
+}
+
+void ntt_inverse_scalar(const NttTables& tab, u64* a) {
+  const u64 q = tab.modulus().value();
+  inverse_stages_scalar(tab, a, 1, tab.n() / 2);
+  const u64 ni = tab.n_inv(), nis = tab.n_inv_shoup();
+  for (std::size_t j = 0; j < tab.n(); ++j) a[j] = mul_shoup(a[j], ni, nis, q);
+}
+
+}  // namespace detail
+}  // namespace pfhe::ring

@@ -1,0 +1,77 @@
+// Negacyclic number-theoretic transform over Z_q[X]/(X^N + 1) with Harvey's lazy
+// butterflies. The forward transform maps coefficients to evaluations at the odd powers of
+// a primitive 2N-th root psi, in bit-reversed order: out[i] = a(psi^(2*bitrev(i)+1)).
+#pragma once
+#include <cstddef>
+#include <vector>
+
+#include "ring/cpu.h"
+#include "ring/modarith.h"
+
+namespace pfhe::ring {
+
+class NttTables {
+ public:
+  NttTables(std::size_t n, const Modulus& modulus);
+
+  std::size_t n() const { return n_; }
+  int log_n() const { return log_n_; }
+  const Modulus& modulus() const { return modulus_; }
+  u64 psi() const { return psi_; }
+
+  // In place; input and output in [0, q). `path` is a request: a limb whose prime is
+  // too large for the IFMA path (>= 2^50) runs on the next best path.
+  void forward(u64* a, SimdPath path) const;
+  void inverse(u64* a, SimdPath path) const;
+  void forward(u64* a) const { forward(a, default_simd_path()); }
+  void inverse(u64* a) const { inverse(a, default_simd_path()); }
+
+  // Which path forward/inverse actually run for a requested one.
+  SimdPath effective_path(SimdPath requested) const;
+
+  // Twiddles, bit-reversed: root_powers[k] = psi^bitrev(k), inv_root_powers[k] = psi^-bitrev(k).
+  const std::vector<u64>& root_powers() const { return root_powers_; }
+  const std::vector<u64>& root_powers_shoup() const { return root_powers_shoup_; }
+  const std::vector<u64>& inv_root_powers() const { return inv_root_powers_; }
+  const std::vector<u64>& inv_root_powers_shoup() const { return inv_root_powers_shoup_; }
+  u64 n_inv() const { return n_inv_; }
+  u64 n_inv_shoup() const { return n_inv_shoup_; }
+
+  // IFMA data: Shoup constants with 52-bit precision, and per-butterfly twiddles for the
+  // three last forward (first three inverse) stages, where a stage's pairs sit inside one
+  // 8-lane vector. Index: stage_tw[s][k] for t = 4 >> s and butterfly k.
+  const std::vector<u64>& root_powers_shoup52() const { return root_powers_shoup52_; }
+  const std::vector<u64>& inv_root_powers_shoup52() const { return inv_root_powers_shoup52_; }
+  struct ExpandedStage {
+    std::vector<u64> w, w_shoup52;
+  };
+  const ExpandedStage& forward_small_stage(int s) const { return fwd_small_[s]; }
+  const ExpandedStage& inverse_small_stage(int s) const { return inv_small_[s]; }
+  u64 n_inv_shoup52() const { return n_inv_shoup52_; }
+
+ private:
+  std::size_t n_;
+  int log_n_;
+  Modulus modulus_;
+  u64 psi_;
+  std::vector<u64> root_powers_, root_powers_shoup_, inv_root_powers_, inv_root_powers_shoup_;
+  std::vector<u64> root_powers_shoup52_, inv_root_powers_shoup52_;
+  ExpandedStage fwd_small_[3], inv_small_[3];
+  u64 n_inv_, n_inv_shoup_, n_inv_shoup52_ = 0;
+};
+
+std::size_t bit_reverse(std::size_t x, int bits);
+
+// Kernels (one per SIMD path); called through NttTables.
+namespace detail {
+void forward_stages_scalar(const NttTables& t, u64* a, std::size_t t_first, std::size_t t_last);
+void inverse_stages_scalar(const NttTables& t, u64* a, std::size_t t_first, std::size_t t_last);
+void ntt_forward_scalar(const NttTables& t, u64* a);
+void ntt_inverse_scalar(const NttTables& t, u64* a);
+void ntt_forward_avx2(const NttTables& t, u64* a);
+void ntt_inverse_avx2(const NttTables& t, u64* a);
+void ntt_forward_ifma(const NttTables& t, u64* a);
+void ntt_inverse_ifma(const NttTables& t, u64* a);
+}  // namespace detail
+
+}  // namespace pfhe::ring

@@ -1,0 +1,130 @@
+#include "ring/poly.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <new>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace pfhe::ring {
+
+namespace {
+struct PoolState {
+  std::mutex mutex;
+  std::unordered_map<std::size_t, std::vector<std::uint64_t*>> free_lists;
+  std::size_t cached_words = 0;
+};
+// Beyond this many cached words (2 GiB) buffers go back to the system allocator.
+constexpr std::size_t kMaxCachedWords = std::size_t{1} << 28;
+
+PoolState& pool() {
+  static PoolState* state = new PoolState;  // never destroyed: usable during static teardown
+  return *state;
+}
+}  // namespace
+
+std::uint64_t* BufferPool::acquire(std::size_t words) {
+  if (words == 0) return nullptr;
+  {
+    PoolState& p = pool();
+    std::lock_guard lock(p.mutex);
+    auto it = p.free_lists.find(words);
+    if (it != p.free_lists.end() && !it->second.empty()) {
+      std::uint64_t* ptr = it->second.back();
+      it->second.pop_back();
+      p.cached_words -= words;
+      return ptr;
+    }
+  }
+  const std::size_t bytes = (words * sizeof(std::uint64_t) + 63) / 64 * 64;
+  void* ptr = std::aligned_alloc(64, bytes);
+  if (!ptr) throw std::bad_alloc();
+  return static_cast<std::uint64_t*>(ptr);
+}
+
+void BufferPool::release(std::uint64_t* ptr, std::size_t words) {
+  if (!ptr) return;
+  PoolState& p = pool();
+  {
+    std::lock_guard lock(p.mutex);
+    if (p.cached_words + words <= kMaxCachedWords) {
+      p.free_lists[words].push_back(ptr);
+      p.cached_words += words;
+      return;
+    }
+  }
+  std::free(ptr);
+}
+
+void BufferPool::trim() {
+  PoolState& p = pool();
+  std::lock_guard lock(p.mutex);
+  for (auto& [words, list] : p.free_lists)
+    for (std::uint64_t* ptr : list) std::free(ptr);
+  p.free_lists.clear();
+  p.cached_words = 0;
+}
+
+Poly::Poly(std::size_t n, std::size_t limbs, bool ntt_form)
+    : n_(n), limbs_(limbs), capacity_(n * limbs), ntt_form_(ntt_form) {
+  data_ = BufferPool::acquire(capacity_);
+  set_zero();
+}
+
+Poly::Poly(const Poly& other) : n_(other.n_), limbs_(other.limbs_), ntt_form_(other.ntt_form_) {
+  capacity_ = n_ * limbs_;
+  data_ = BufferPool::acquire(capacity_);
+  if (capacity_) std::memcpy(data_, other.data_, byte_size());
+}
+
+Poly::Poly(Poly&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)),
+      n_(std::exchange(other.n_, 0)),
+      limbs_(std::exchange(other.limbs_, 0)),
+      capacity_(std::exchange(other.capacity_, 0)),
+      ntt_form_(other.ntt_form_) {}
+
+Poly& Poly::operator=(const Poly& other) {
+  if (this == &other) return *this;
+  if (capacity_ != other.n_ * other.limbs_) {
+    release();
+    capacity_ = other.n_ * other.limbs_;
+    data_ = BufferPool::acquire(capacity_);
+  }
+  n_ = other.n_;
+  limbs_ = other.limbs_;
+  ntt_form_ = other.ntt_form_;
+  if (capacity_) std::memcpy(data_, other.data_, byte_size());
+  return *this;
+}
+
+Poly& Poly::operator=(Poly&& other) noexcept {
+  if (this == &other) return *this;
+  release();
+  data_ = std::exchange(other.data_, nullptr);
+  n_ = std::exchange(other.n_, 0);
+  limbs_ = std::exchange(other.limbs_, 0);
+  capacity_ = std::exchange(other.capacity_, 0);
+  ntt_form_ = other.ntt_form_;
+  return *this;
+}
+
+Poly::~Poly() { release(); }
+
+void Poly::release() {
+  BufferPool::release(data_, capacity_);
+  data_ = nullptr;
+  capacity_ = 0;
+}
+
+void Poly::truncate(std::size_t limbs) {
+  if (limbs < limbs_) limbs_ = limbs;  // the buffer keeps its capacity for the pool
+}
+
+void Poly::set_zero() {
+  if (data_) std::memset(data_, 0, byte_size());
+}
+
+}  // namespace pfhe::ring

@@ -1,0 +1,54 @@
+// RNS polynomial storage: `limbs` residue polynomials of n coefficients each, stored
+// contiguously limb-major in one 64-byte-aligned buffer taken from a size-keyed pool.
+// Which primes the limbs belong to is decided by the owner (a Ring and a level).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+namespace pfhe::ring {
+
+// Returns buffers of equal size to a free list so that the many temporaries of key
+// switching do not hit the system allocator. Thread-safe.
+class BufferPool {
+ public:
+  static std::uint64_t* acquire(std::size_t words);
+  static void release(std::uint64_t* p, std::size_t words);
+  // Drops every cached buffer (e.g. before a fork or at the end of a benchmark).
+  static void trim();
+};
+
+class Poly {
+ public:
+  Poly() = default;
+  Poly(std::size_t n, std::size_t limbs, bool ntt_form = true);  // zero-initialised
+  Poly(const Poly& other);
+  Poly(Poly&& other) noexcept;
+  Poly& operator=(const Poly& other);
+  Poly& operator=(Poly&& other) noexcept;
+  ~Poly();
+
+  std::size_t n() const { return n_; }
+  std::size_t limbs() const { return limbs_; }
+  bool empty() const { return limbs_ == 0; }
+  bool ntt_form() const { return ntt_form_; }
+  void set_ntt_form(bool v) { ntt_form_ = v; }
+
+  std::uint64_t* limb(std::size_t i) { return data_ + i * n_; }
+  const std::uint64_t* limb(std::size_t i) const { return data_ + i * n_; }
+  std::span<std::uint64_t> words() { return {data_, n_ * limbs_}; }
+  std::span<const std::uint64_t> words() const { return {data_, n_ * limbs_}; }
+
+  // Keeps the first `limbs` limbs (dropping primes from the top of the chain).
+  void truncate(std::size_t limbs);
+  void set_zero();
+  std::size_t byte_size() const { return n_ * limbs_ * sizeof(std::uint64_t); }
+
+ private:
+  void release();
+  std::uint64_t* data_ = nullptr;
+  std::size_t n_ = 0, limbs_ = 0, capacity_ = 0;
+  bool ntt_form_ = true;
+};
+
+}  // namespace pfhe::ring

@@ -1,0 +1,185 @@
+#include "ring/ring.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+#include <omp.h>
+
+namespace pfhe::ring {
+
+Ring::Ring(std::size_t n, const std::vector<u64>& primes) : n_(n) {
+  for (u64 p : primes) {
+    moduli_.emplace_back(p);
+    if ((p - 1) % (2 * n) != 0)
+      throw std::invalid_argument("prime " + std::to_string(p) + " is not 1 mod 2N");
+  }
+  ntt_.resize(primes.size());
+  // Twiddle tables are independent per prime; build them in parallel.
+#pragma omp parallel for schedule(dynamic)
+  for (std::size_t i = 0; i < primes.size(); ++i)
+    ntt_[i] = std::make_unique<NttTables>(n, moduli_[i]);
+}
+
+void Ring::check_limbs(const Poly& a, std::size_t limbs) const {
+  if (a.n() != n_ || limbs > moduli_.size() || a.limbs() < limbs)
+    throw std::invalid_argument("polynomial shape (" + std::to_string(a.n()) + " x " +
+                                std::to_string(a.limbs()) + ") does not fit ring of degree " +
+                                std::to_string(n_) + " with " + std::to_string(moduli_.size()) +
+                                " primes");
+}
+
+void Ring::to_ntt(Poly& a) const {
+  check_limbs(a, a.limbs());
+  if (a.ntt_form()) throw std::logic_error("to_ntt: polynomial is already in NTT form");
+  const SimdPath path = default_simd_path();
+#pragma omp parallel for if (a.limbs() > 1 && !omp_in_parallel())
+  for (std::size_t i = 0; i < a.limbs(); ++i) ntt_[i]->forward(a.limb(i), path);
+  a.set_ntt_form(true);
+}
+
+void Ring::from_ntt(Poly& a) const {
+  check_limbs(a, a.limbs());
+  if (!a.ntt_form()) throw std::logic_error("from_ntt: polynomial is already in coefficient form");
+  const SimdPath path = default_simd_path();
+#pragma omp parallel for if (a.limbs() > 1 && !omp_in_parallel())
+  for (std::size_t i = 0; i < a.limbs(); ++i) ntt_[i]->inverse(a.limb(i), path);
+  a.set_ntt_form(false);
+}
+
+namespace {
+template <typename F>
+void for_each_limb(const Ring& r, std::size_t limbs, F&& f) {
+  for (std::size_t i = 0; i < limbs; ++i) f(i, r.modulus(i));
+}
+}  // namespace
+
+void Ring::add(const Poly& a, const Poly& b, Poly& out) const {
+  const std::size_t limbs = std::min(a.limbs(), b.limbs());
+  check_limbs(a, limbs); check_limbs(b, limbs); check_limbs(out, limbs);
+  for_each_limb(*this, limbs, [&](std::size_t i, const Modulus& m) {
+    const u64 q = m.value();
+    const u64 *x = a.limb(i), *y = b.limb(i);
+    u64* z = out.limb(i);
+    for (std::size_t j = 0; j < n_; ++j) z[j] = add_mod(x[j], y[j], q);
+  });
+}
+
+void Ring::sub(const Poly& a, const Poly& b, Poly& out) const {
+  const std::size_t limbs = std::min(a.limbs(), b.limbs());
+  check_limbs(a, limbs); check_limbs(b, limbs); check_limbs(out, limbs);
+  for_each_limb(*this, limbs, [&](std::size_t i, const Modulus& m) {
+    const u64 q = m.value();
+    const u64 *x = a.limb(i), *y = b.limb(i);
+    u64* z = out.limb(i);
+    for (std::size_t j = 0; j < n_; ++j) z[j] = sub_mod(x[j], y[j], q);
+  });
+}
+
+void Ring::negate(const Poly& a, Poly& out) const {
+  check_limbs(out, a.limbs());
+  for_each_limb(*this, a.limbs(), [&](std::size_t i, const Modulus& m) {
+    const u64 q = m.value();
+    const u64* x = a.limb(i);
+    u64* z = out.limb(i);
+    for (std::size_t j = 0; j < n_; ++j) z[j] = neg_mod(x[j], q);
+  });
+}
+
+void Ring::multiply(const Poly& a, const Poly& b, Poly& out) const {
+  const std::size_t limbs = std::min(a.limbs(), b.limbs());
+  check_limbs(a, limbs); check_limbs(b, limbs); check_limbs(out, limbs);
+  for_each_limb(*this, limbs, [&](std::size_t i, const Modulus& m) {
+    const u64 *x = a.limb(i), *y = b.limb(i);
+    u64* z = out.limb(i);
+    for (std::size_t j = 0; j < n_; ++j) z[j] = mul_mod(x[j], y[j], m);
+  });
+}
+
+void Ring::multiply_add(const Poly& a, const Poly& b, Poly& acc) const {
+  const std::size_t limbs = std::min(a.limbs(), b.limbs());
+  check_limbs(a, limbs); check_limbs(b, limbs); check_limbs(acc, limbs);
+  for_each_limb(*this, limbs, [&](std::size_t i, const Modulus& m) {
+    const u64 *x = a.limb(i), *y = b.limb(i);
+    u64* z = acc.limb(i);
+    for (std::size_t j = 0; j < n_; ++j)
+      z[j] = reduce128(static_cast<u128>(x[j]) * y[j] + z[j], m);
+  });
+}
+
+void Ring::multiply_scalar(const Poly& a, const std::vector<u64>& c, Poly& out) const {
+  check_limbs(out, a.limbs());
+  if (c.size() < a.limbs()) throw std::invalid_argument("multiply_scalar: too few constants");
+  for_each_limb(*this, a.limbs(), [&](std::size_t i, const Modulus& m) {
+    const u64 q = m.value(), w = c[i], ws = shoup(w, q);
+    const u64* x = a.limb(i);
+    u64* z = out.limb(i);
+    for (std::size_t j = 0; j < n_; ++j) z[j] = mul_shoup(x[j], w, ws, q);
+  });
+}
+
+void Ring::add_to_each(const Poly& a, const std::vector<u64>& c, Poly& out) const {
+  check_limbs(out, a.limbs());
+  if (c.size() < a.limbs()) throw std::invalid_argument("add_to_each: too few constants");
+  for_each_limb(*this, a.limbs(), [&](std::size_t i, const Modulus& m) {
+    const u64 q = m.value();
+    const u64* x = a.limb(i);
+    u64* z = out.limb(i);
+    for (std::size_t j = 0; j < n_; ++j) z[j] = add_mod(x[j], c[i], q);
+  });
+}
+
+void Ring::add_scalar(const Poly& a, const std::vector<u64>& c, Poly& out) const {
+  if (a.ntt_form()) return add_to_each(a, c, out);
+  check_limbs(out, a.limbs());
+  if (c.size() < a.limbs()) throw std::invalid_argument("add_scalar: too few constants");
+  for (std::size_t i = 0; i < a.limbs(); ++i) {
+    if (out.limb(i) != a.limb(i)) std::copy(a.limb(i), a.limb(i) + n_, out.limb(i));
+    out.limb(i)[0] = add_mod(a.limb(i)[0], c[i], moduli_[i].value());
+  }
+}
+
+const std::vector<std::uint32_t>& Ring::automorphism_permutation(std::uint64_t g) const {
+  const std::uint64_t two_n = 2 * n_;
+  if ((g & 1) == 0 || g >= two_n)
+    throw std::invalid_argument("Galois element must be odd and below 2N");
+  std::lock_guard lock(perm_mutex_);
+  auto& slot = perm_cache_[g];
+  if (!slot) {
+    const int log_n = __builtin_ctzll(n_);
+    auto perm = std::make_unique<std::vector<std::uint32_t>>(n_);
+    for (std::size_t i = 0; i < n_; ++i) {
+      const std::uint64_t exponent = 2 * bit_reverse(i, log_n) + 1;
+      const std::uint64_t image = (exponent * g) % two_n;  // odd
+      (*perm)[i] = static_cast<std::uint32_t>(bit_reverse((image - 1) / 2, log_n));
+    }
+    slot = std::move(perm);
+  }
+  return *slot;
+}
+
+void Ring::automorphism_ntt(const Poly& a, std::uint64_t g, Poly& out) const {
+  if (!a.ntt_form()) throw std::logic_error("automorphism_ntt needs an NTT-form polynomial");
+  if (&a == &out) throw std::invalid_argument("automorphism_ntt cannot work in place");
+  check_limbs(out, a.limbs());
+  const auto& perm = automorphism_permutation(g);
+  for (std::size_t i = 0; i < a.limbs(); ++i) {
+    const u64* x = a.limb(i);
+    u64* z = out.limb(i);
+    for (std::size_t j = 0; j < n_; ++j) z[j] = x[perm[j]];
+  }
+  out.set_ntt_form(true);
+}
+
+bool Ring::is_reduced(const Poly& a) const {
+  if (a.n() != n_ || a.limbs() > moduli_.size()) return false;
+  for (std::size_t i = 0; i < a.limbs(); ++i) {
+    const u64 q = moduli_[i].value();
+    const u64* x = a.limb(i);
+    for (std::size_t j = 0; j < n_; ++j)
+      if (x[j] >= q) return false;
+  }
+  return true;
+}
+
+}  // namespace pfhe::ring

@@ -1,0 +1,251 @@
+// Ring layer: modular arithmetic, primes, NTT on every SIMD path, base conversion, sampling.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "ring/base_converter.h"
+#include "ring/modarith.h"
+#include "ring/ntt.h"
+#include "ring/primes.h"
+#include "ring/ring.h"
+#include "ring/sampler.h"
+
+using namespace pfhe::ring;
+
+namespace {
+std::mt19937_64 test_rng(42);  // test data only; keys never use it
+
+std::vector<u64> random_poly(std::size_t n, u64 q) {
+  std::vector<u64> a(n);
+  for (auto& x : a) x = test_rng() % q;
+  return a;
+}
+
+// Schoolbook product modulo X^n + 1.
+std::vector<u64> negacyclic_product(const std::vector<u64>& a, const std::vector<u64>& b, const Modulus& m) {
+  const std::size_t n = a.size();
+  std::vector<u64> c(n, 0);
+  for (std::size_t i = 0; i < n; ++i)
+    for (std::size_t j = 0; j < n; ++j) {
+      const u64 p = mul_mod(a[i], b[j], m);
+      const std::size_t k = i + j;
+      if (k < n) c[k] = add_mod(c[k], p, m.value());
+      else c[k - n] = sub_mod(c[k - n], p, m.value());
+    }
+  return c;
+}
+}  // namespace
+
+TEST(ModArith, BarrettMatchesDivision) {
+  for (int bits : {20, 40, 50, 60, 61}) {
+    const u64 q = generate_ntt_primes(bits, 1, 1024)[0];
+    const Modulus m(q);
+    for (int t = 0; t < 20000; ++t) {
+      const u128 z = (static_cast<u128>(test_rng()) << 64) | test_rng();
+      ASSERT_EQ(reduce128(z, m), static_cast<u64>(z % q));
+      const u64 a = test_rng() % q, b = test_rng() % q;
+      ASSERT_EQ(mul_mod(a, b, m), static_cast<u64>(static_cast<u128>(a) * b % q));
+      ASSERT_EQ(mul_shoup(a, b, shoup(b, q), q), mul_mod(a, b, m));
+    }
+    EXPECT_EQ(mul_mod(inv_mod(12345, m), 12345, m), 1u);
+  }
+  EXPECT_THROW(Modulus(u64{1} << 62), std::invalid_argument);
+  EXPECT_THROW(inv_mod(0, Modulus(97)), std::invalid_argument);
+}
+
+TEST(ModArith, SignedLifts) {
+  const u64 q = 97;
+  EXPECT_EQ(from_signed(-1, q), 96u);
+  EXPECT_EQ(from_signed(INT64_MIN, q), u64{97 - 9223372036854775807ULL % 97 - 1});
+  EXPECT_EQ(centered(96, q), -1);
+  EXPECT_EQ(centered(48, q), 48);
+}
+
+TEST(Primes, NttFriendlyDistinctAndSized) {
+  const std::size_t n = 1 << 13;
+  const auto ps = generate_ntt_primes(40, 10, n);
+  ASSERT_EQ(ps.size(), 10u);
+  for (std::size_t i = 0; i < ps.size(); ++i) {
+    EXPECT_TRUE(is_prime(ps[i]));
+    EXPECT_EQ((ps[i] - 1) % (2 * n), 0u);
+    EXPECT_EQ(64 - __builtin_clzll(ps[i]), 40);
+    for (std::size_t j = 0; j < i; ++j) EXPECT_NE(ps[i], ps[j]);
+  }
+  const auto more = generate_ntt_primes(40, 2, n, ps);
+  for (u64 p : more) EXPECT_EQ(std::count(ps.begin(), ps.end(), p), 0);
+  EXPECT_FALSE(is_prime(3215031751ULL));  // strong pseudoprime to bases 2,3,5,7
+  EXPECT_THROW(generate_ntt_primes(12, 5, 1 << 12), std::invalid_argument);
+}
+
+class NttPaths : public ::testing::TestWithParam<SimdPath> {};
+
+TEST_P(NttPaths, MatchesSchoolbookAndDirectEvaluation) {
+  const SimdPath path = GetParam();
+  if (!cpu_supports(path)) GTEST_SKIP() << to_string(path) << " not supported on this CPU";
+  for (int bits : {30, 45, 50, 59}) {
+    const std::size_t n = 64;
+    const Modulus m(generate_ntt_primes(bits, 1, n)[0]);
+    const NttTables tab(n, m);
+    const auto a = random_poly(n, m.value()), b = random_poly(n, m.value());
+    auto fa = a, fb = b;
+    tab.forward(fa.data(), path);
+    tab.forward(fb.data(), path);
+    // Evaluation order: fa[i] = a(psi^(2 bitrev(i) + 1)).
+    for (std::size_t i = 0; i < n; ++i) {
+      const u64 x = pow_mod(tab.psi(), 2 * bit_reverse(i, tab.log_n()) + 1, m);
+      u64 v = 0;
+      for (std::size_t k = n; k-- > 0;) v = add_mod(mul_mod(v, x, m), a[k], m.value());
+      ASSERT_EQ(fa[i], v) << "bits " << bits << " index " << i;
+    }
+    std::vector<u64> fc(n);
+    for (std::size_t i = 0; i < n; ++i) fc[i] = mul_mod(fa[i], fb[i], m);
+    tab.inverse(fc.data(), path);
+    EXPECT_EQ(fc, negacyclic_product(a, b, m)) << "bits " << bits;
+  }
+}
+
+TEST_P(NttPaths, AgreesWithScalarOnLargeRings) {
+  const SimdPath path = GetParam();
+  if (!cpu_supports(path)) GTEST_SKIP() << to_string(path) << " not supported on this CPU";
+  for (std::size_t n : {std::size_t{16}, std::size_t{1024}, std::size_t{1} << 14}) {
+    for (int bits : {36, 50, 61}) {
+      const Modulus m(generate_ntt_primes(bits, 1, n)[0]);
+      const NttTables tab(n, m);
+      const auto a = random_poly(n, m.value());
+      auto x = a, y = a;
+      tab.forward(x.data(), SimdPath::kScalar);
+      tab.forward(y.data(), path);
+      ASSERT_EQ(x, y) << "n " << n << " bits " << bits;
+      for (u64 v : y) ASSERT_LT(v, m.value());
+      tab.inverse(y.data(), path);
+      ASSERT_EQ(y, a);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllPaths, NttPaths,
+                         ::testing::Values(SimdPath::kScalar, SimdPath::kAvx2, SimdPath::kAvx512Ifma),
+                         [](const auto& info) { return to_string(info.param); });
+
+TEST(Ntt, ReportsEffectivePath) {
+  const std::size_t n = 1024;
+  const NttTables small(n, Modulus(generate_ntt_primes(50, 1, n)[0]));
+  const NttTables big(n, Modulus(generate_ntt_primes(55, 1, n)[0]));
+  if (cpu_supports(SimdPath::kAvx512Ifma)) {
+    EXPECT_EQ(small.effective_path(SimdPath::kAvx512Ifma), SimdPath::kAvx512Ifma);
+    EXPECT_NE(big.effective_path(SimdPath::kAvx512Ifma), SimdPath::kAvx512Ifma);
+  }
+  EXPECT_THROW(NttTables(100, Modulus(97)), std::invalid_argument);
+  EXPECT_THROW(parse_simd_path("sse9"), std::invalid_argument);
+}
+
+TEST(Ring, AutomorphismMatchesCoefficientMap) {
+  const std::size_t n = 256;
+  const Ring r(n, generate_ntt_primes(40, 2, n));
+  Poly a = r.make_poly(2, false);
+  for (std::size_t i = 0; i < 2; ++i) {
+    const auto v = random_poly(n, r.modulus(i).value());
+    std::copy(v.begin(), v.end(), a.limb(i));
+  }
+  for (u64 g : {u64{5}, u64{25}, u64{2 * n - 1}, u64{3}}) {
+    // Coefficient-domain reference: X^k -> +-X^(k g mod n).
+    Poly expect = r.make_poly(2, false);
+    for (std::size_t i = 0; i < 2; ++i)
+      for (std::size_t k = 0; k < n; ++k) {
+        const u64 e = k * g % (2 * n);
+        const u64 q = r.modulus(i).value();
+        if (e < n) expect.limb(i)[e] = a.limb(i)[k];
+        else expect.limb(i)[e - n] = neg_mod(a.limb(i)[k], q);
+      }
+    Poly an = a, out = r.make_poly(2);
+    r.to_ntt(an);
+    r.automorphism_ntt(an, g, out);
+    r.from_ntt(out);
+    for (std::size_t i = 0; i < 2; ++i)
+      for (std::size_t k = 0; k < n; ++k) ASSERT_EQ(out.limb(i)[k], expect.limb(i)[k]) << "g " << g;
+  }
+  Poly an = a;
+  r.to_ntt(an);
+  Poly out = r.make_poly(2);
+  EXPECT_THROW(r.automorphism_ntt(an, 4, out), std::invalid_argument);
+}
+
+TEST(BaseConverter, ExactUpToMultipleOfSourceProduct) {
+  const std::size_t n = 64;
+  const auto from_p = generate_ntt_primes(40, 3, n);
+  const auto to_p = generate_ntt_primes(50, 2, n);
+  std::vector<Modulus> from, to;
+  for (u64 p : from_p) from.emplace_back(p);
+  for (u64 p : to_p) to.emplace_back(p);
+  const BaseConverter conv(from, to);
+  // x < B, small values and values near B.
+  std::vector<std::vector<u64>> in(3, std::vector<u64>(n)), out(2, std::vector<u64>(n));
+  std::vector<u128> xs(n);
+  for (std::size_t j = 0; j < n; ++j) {
+    xs[j] = ((static_cast<u128>(test_rng()) << 64) | test_rng()) % (static_cast<u128>(from_p[0]) * from_p[1]);
+    for (std::size_t i = 0; i < 3; ++i) in[i][j] = static_cast<u64>(xs[j] % from_p[i]);
+  }
+  const u64* ins[3] = {in[0].data(), in[1].data(), in[2].data()};
+  u64* outs[2] = {out[0].data(), out[1].data()};
+  conv.convert(ins, outs, n);
+  // Result = x + u*B with 0 <= u < 3: check modulo each target prime for some u.
+  for (std::size_t j = 0; j < n; ++j)
+    for (std::size_t k = 0; k < 2; ++k) {
+      const Modulus& m = to[k];
+      const u64 b_mod = mul_mod(mul_mod(from_p[0] % m.value(), from_p[1] % m.value(), m), from_p[2] % m.value(), m);
+      bool found = false;
+      for (u64 u = 0; u < 3; ++u)
+        found |= out[k][j] == add_mod(static_cast<u64>(xs[j] % m.value()), mul_mod(u, b_mod, m), m.value());
+      ASSERT_TRUE(found);
+    }
+}
+
+TEST(Sampler, DistributionsHaveExpectedShape) {
+  Prng prng(random_seed());
+  const std::size_t n = 1 << 14;
+  const auto t = sample_ternary_uniform(prng, n);
+  std::array<int, 3> counts{};
+  for (auto v : t) { ASSERT_GE(v, -1); ASSERT_LE(v, 1); ++counts[v + 1]; }
+  for (int c : counts) EXPECT_NEAR(c, n / 3.0, 5 * std::sqrt(n * 2.0 / 9));
+  const auto h = sample_ternary_hamming(prng, n, 192);
+  EXPECT_EQ(std::count_if(h.begin(), h.end(), [](auto v) { return v != 0; }), 192);
+  const auto e = sample_gaussian(prng, n);
+  double mean = 0, var = 0;
+  for (auto v : e) { ASSERT_LE(std::abs(v), kErrorBound); mean += v; var += double(v) * v; }
+  mean /= n;
+  var = var / n - mean * mean;
+  EXPECT_NEAR(mean, 0, 0.1);
+  EXPECT_NEAR(std::sqrt(var), kErrorStdDev, 0.1);
+}
+
+TEST(Prng, SameSeedSameStreamDifferentSeedsDiffer) {
+  const Seed s = random_seed();
+  Prng a(s), b(s), c(random_seed());
+  for (int i = 0; i < 3000; ++i) {  // crosses buffer refills
+    const u64 x = a.next_u64();
+    ASSERT_EQ(x, b.next_u64());
+    (void)c;
+  }
+  Prng d(s), e(random_seed());
+  int equal = 0;
+  for (int i = 0; i < 100; ++i) equal += d.next_u64() == e.next_u64();
+  EXPECT_EQ(equal, 0);
+}
+
+TEST(Ring, UniformSamplingIsReducedAndPoolReusesBuffers) {
+  const std::size_t n = 1024;
+  const Ring r(n, generate_ntt_primes(50, 3, n));
+  Prng prng(random_seed());
+  Poly a = r.make_poly(3);
+  sample_uniform(prng, r, a);
+  EXPECT_TRUE(r.is_reduced(a));
+  a.limb(1)[7] = r.modulus(1).value();
+  EXPECT_FALSE(r.is_reduced(a));
+  Poly b = a;
+  b.truncate(2);
+  EXPECT_EQ(b.limbs(), 2u);
+  Poly c;
+  c = b;
+  EXPECT_EQ(c.limbs(), 2u);
+  EXPECT_EQ(c.limb(1)[7], r.modulus(1).value());
+}
