@@ -1,0 +1,437 @@
+#include "ckks/serialization.h"
+
+#include <zstd.h>
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+
+#include "ckks/keygen.h"
+
+namespace pfhe::ckks {
+
+namespace {
+
+constexpr char kMagic[4] = {'P', 'F', 'H', 'E'};
+constexpr std::size_t kHeaderSize = 40;
+constexpr std::uint32_t kFlagZstd = 1;
+// Upper bound on any decompressed payload (a full rotation-key set of N = 2^17 stays below).
+constexpr std::uint64_t kMaxPayload = std::uint64_t{1} << 40;
+
+class Writer {
+ public:
+  template <typename T>
+  void put(T v) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    const auto* p = reinterpret_cast<const std::uint8_t*>(&v);
+    out_.insert(out_.end(), p, p + sizeof(T));
+  }
+  void put_bytes(const std::uint8_t* p, std::size_t n) { out_.insert(out_.end(), p, p + n); }
+  void put_poly(const ring::Poly& p) {
+    put<std::uint32_t>(static_cast<std::uint32_t>(p.limbs()));
+    put_bytes(reinterpret_cast<const std::uint8_t*>(p.words().data()), p.byte_size());
+  }
+  void put_qp(const QPPoly& p) { put_poly(p.q); put_poly(p.p); }
+  Bytes& bytes() { return out_; }
+
+ private:
+  Bytes out_;
+};
+
+class Reader {
+ public:
+  explicit Reader(std::span<const std::uint8_t> in) : in_(in) {}
+  template <typename T>
+  T get(const char* what) {
+    need(sizeof(T), what);
+    T v;
+    std::memcpy(&v, in_.data() + pos_, sizeof(T));
+    pos_ += sizeof(T);
+    return v;
+  }
+  void get_bytes(std::uint8_t* out, std::size_t n, const char* what) {
+    need(n, what);
+    std::memcpy(out, in_.data() + pos_, n);
+    pos_ += n;
+  }
+  // A polynomial over `ring` with exactly `limbs` limbs (NTT form), every coefficient checked.
+  ring::Poly get_poly(const ring::Ring& ring, std::size_t limbs, const char* what) {
+    const auto stored = get<std::uint32_t>(what);
+    if (stored != limbs)
+      throw SerializationError(std::string(what) + ": " + std::to_string(stored) + " limbs stored, " +
+                               std::to_string(limbs) + " expected");
+    ring::Poly p = ring.make_poly(limbs);
+    get_bytes(reinterpret_cast<std::uint8_t*>(p.words().data()), p.byte_size(), what);
+    if (!ring.is_reduced(p))
+      throw SerializationError(std::string(what) + ": a coefficient is not reduced modulo its prime");
+    return p;
+  }
+  void expect_end(const char* what) const {
+    if (pos_ != in_.size())
+      throw SerializationError(std::string(what) + ": " + std::to_string(in_.size() - pos_) + " trailing bytes");
+  }
+
+ private:
+  void need(std::size_t n, const char* what) const {
+    if (in_.size() - pos_ < n) throw SerializationError(std::string(what) + ": truncated input");
+  }
+  std::span<const std::uint8_t> in_;
+  std::size_t pos_ = 0;
+};
+
+Bytes finish(ObjectType type, std::uint64_t fingerprint, Bytes payload, const SaveOptions& options) {
+  std::uint32_t flags = 0;
+  const std::uint64_t raw_size = payload.size();
+  if (options.compress) {
+    Bytes packed(ZSTD_compressBound(payload.size()));
+    const std::size_t n = ZSTD_compress(packed.data(), packed.size(), payload.data(), payload.size(),
+                                        options.compression_level);
+    if (ZSTD_isError(n)) throw SerializationError(std::string("zstd: ") + ZSTD_getErrorName(n));
+    packed.resize(n);
+    payload = std::move(packed);
+    flags |= kFlagZstd;
+  }
+  Writer w;
+  w.put_bytes(reinterpret_cast<const std::uint8_t*>(kMagic), 4);
+  w.put<std::uint16_t>(kFormatVersion);
+  w.put<std::uint16_t>(static_cast<std::uint16_t>(type));
+  w.put<std::uint32_t>(flags);
+  w.put<std::uint32_t>(0);  // reserved
+  w.put<std::uint64_t>(fingerprint);
+  w.put<std::uint64_t>(payload.size());
+  w.put<std::uint64_t>(raw_size);
+  Bytes out = std::move(w.bytes());
+  out.insert(out.end(), payload.begin(), payload.end());
+  return out;
+}
+
+struct Header {
+  ObjectType type;
+  std::uint32_t flags;
+  std::uint64_t fingerprint, stored_size, raw_size;
+};
+
+Header read_header(std::span<const std::uint8_t> bytes) {
+  if (bytes.size() < kHeaderSize) throw SerializationError("not a pfhe object: input shorter than the header");
+  if (std::memcmp(bytes.data(), kMagic, 4) != 0) throw SerializationError("not a pfhe object: bad magic");
+  Reader r(bytes.subspan(4, kHeaderSize - 4));
+  const auto version = r.get<std::uint16_t>("header");
+  if (version != kFormatVersion)
+    throw SerializationError("unsupported format version " + std::to_string(version) + " (this build reads " +
+                             std::to_string(kFormatVersion) + ")");
+  Header h;
+  const auto type = r.get<std::uint16_t>("header");
+  if (type < 1 || type > 8) throw SerializationError("unknown object type " + std::to_string(type));
+  h.type = static_cast<ObjectType>(type);
+  h.flags = r.get<std::uint32_t>("header");
+  if (h.flags & ~kFlagZstd) throw SerializationError("unknown header flags");
+  if (r.get<std::uint32_t>("header") != 0) throw SerializationError("reserved header field is not zero");
+  h.fingerprint = r.get<std::uint64_t>("header");
+  h.stored_size = r.get<std::uint64_t>("header");
+  h.raw_size = r.get<std::uint64_t>("header");
+  if (h.stored_size != bytes.size() - kHeaderSize)
+    throw SerializationError("payload size mismatch: header says " + std::to_string(h.stored_size) + " bytes, " +
+                             std::to_string(bytes.size() - kHeaderSize) + " present (truncated or padded file)");
+  if (h.raw_size > kMaxPayload) throw SerializationError("payload size exceeds the format limit");
+  if (!(h.flags & kFlagZstd) && h.raw_size != h.stored_size)
+    throw SerializationError("uncompressed payload size mismatch");
+  return h;
+}
+
+// Checks type and fingerprint; returns the (decompressed) payload.
+Bytes open_payload(std::span<const std::uint8_t> bytes, ObjectType expected, std::uint64_t fingerprint) {
+  const Header h = read_header(bytes);
+  if (h.type != expected)
+    throw SerializationError("expected a " + to_string(expected) + ", found a " + to_string(h.type));
+  if (h.fingerprint != fingerprint)
+    throw SerializationError(to_string(expected) + " was made for other parameters (fingerprint mismatch)");
+  const auto payload = bytes.subspan(kHeaderSize);
+  if (!(h.flags & kFlagZstd)) return Bytes(payload.begin(), payload.end());
+  const unsigned long long content = ZSTD_getFrameContentSize(payload.data(), payload.size());
+  if (content == ZSTD_CONTENTSIZE_ERROR || content == ZSTD_CONTENTSIZE_UNKNOWN || content != h.raw_size)
+    throw SerializationError("corrupt compressed payload");
+  Bytes raw(h.raw_size);
+  const std::size_t n = ZSTD_decompress(raw.data(), raw.size(), payload.data(), payload.size());
+  if (ZSTD_isError(n) || n != h.raw_size) throw SerializationError("corrupt compressed payload");
+  return raw;
+}
+
+double get_scale(Reader& r, const char* what) {
+  const double s = r.get<double>(what);
+  if (!std::isfinite(s) || !(s > 0)) throw SerializationError(std::string(what) + ": invalid scale");
+  return s;
+}
+
+int get_log_slots(Reader& r, const Context& ctx, const char* what) {
+  const auto v = r.get<std::uint32_t>(what);
+  if (v >= static_cast<std::uint32_t>(ctx.params().log_n()))
+    throw SerializationError(std::string(what) + ": slot count exceeds N/2");
+  return static_cast<int>(v);
+}
+
+std::size_t get_limbs_for_level(Reader& r, const Context& ctx, const char* what) {
+  const auto level = r.get<std::uint32_t>(what);
+  if (level > ctx.max_level())
+    throw SerializationError(std::string(what) + ": level " + std::to_string(level) + " above the top level " +
+                             std::to_string(ctx.max_level()));
+  return level + 1;
+}
+
+QPPoly get_qp(Reader& r, const Context& ctx, std::size_t q_limbs, const char* what) {
+  ring::Poly q = r.get_poly(ctx.ring_q(), q_limbs, what);
+  ring::Poly p = r.get_poly(ctx.ring_p(), ctx.ring_p().size(), what);
+  return QPPoly{std::move(q), std::move(p)};
+}
+
+void put_switching_key(Writer& w, const SwitchingKey& key) {
+  w.put<std::uint32_t>(static_cast<std::uint32_t>(key.max_level()));
+  w.put<std::uint32_t>(static_cast<std::uint32_t>(key.b.size()));
+  w.put_bytes(key.a_seed.data(), key.a_seed.size());
+  for (const auto& b : key.b) w.put_qp(b);
+}
+
+SwitchingKey get_switching_key(Reader& r, const Context& ctx, const char* what) {
+  const std::size_t limbs = get_limbs_for_level(r, ctx, what);
+  const auto digits = r.get<std::uint32_t>(what);
+  if (digits != ctx.params().digits_at(limbs - 1))
+    throw SerializationError(std::string(what) + ": wrong number of key-switching digits");
+  SwitchingKey key;
+  r.get_bytes(key.a_seed.data(), key.a_seed.size(), what);
+  for (std::uint32_t j = 0; j < digits; ++j) key.b.push_back(get_qp(r, ctx, limbs, what));
+  expand_switching_key_a(ctx, key.a_seed, limbs - 1, key.a);
+  return key;
+}
+
+}  // namespace
+
+std::string to_string(ObjectType type) {
+  switch (type) {
+    case ObjectType::kParameters: return "parameter set";
+    case ObjectType::kPlaintext: return "plaintext";
+    case ObjectType::kCiphertext: return "ciphertext";
+    case ObjectType::kSeededCiphertext: return "seeded ciphertext";
+    case ObjectType::kSecretKey: return "secret key";
+    case ObjectType::kPublicKey: return "public key";
+    case ObjectType::kRelinKey: return "relinearization key";
+    case ObjectType::kGaloisKeys: return "Galois key set";
+  }
+  return "unknown object";
+}
+
+ObjectType peek_type(std::span<const std::uint8_t> bytes) { return read_header(bytes).type; }
+
+Bytes save_parameters(const Parameters& params, SaveOptions options) {
+  Writer w;
+  w.put<std::uint32_t>(static_cast<std::uint32_t>(params.log_n()));
+  w.put<std::uint32_t>(static_cast<std::uint32_t>(params.q().size()));
+  w.put<std::uint32_t>(static_cast<std::uint32_t>(params.p().size()));
+  for (auto q : params.q()) w.put<std::uint64_t>(q);
+  for (auto p : params.p()) w.put<std::uint64_t>(p);
+  w.put<std::uint32_t>(static_cast<std::uint32_t>(params.dnum()));
+  w.put<std::uint8_t>(static_cast<std::uint8_t>(params.secret()));
+  w.put<std::uint32_t>(static_cast<std::uint32_t>(params.hamming_weight()));
+  w.put<double>(params.default_scale());
+  w.put<std::uint8_t>(params.insecure() ? 1 : 0);
+  return finish(ObjectType::kParameters, params.fingerprint(), std::move(w.bytes()), options);
+}
+
+Parameters load_parameters(std::span<const std::uint8_t> bytes) {
+  const Header h = read_header(bytes);
+  const Bytes payload = open_payload(bytes, ObjectType::kParameters, h.fingerprint);
+  Reader r(payload);
+  const char* what = "parameter set";
+  const auto log_n = r.get<std::uint32_t>(what);
+  const auto nq = r.get<std::uint32_t>(what), np = r.get<std::uint32_t>(what);
+  if (log_n < 4 || log_n > 17 || nq == 0 || nq > 256 || np == 0 || np > 64)
+    throw SerializationError("parameter set: sizes out of range");
+  std::vector<std::uint64_t> q(nq), p(np);
+  for (auto& v : q) v = r.get<std::uint64_t>(what);
+  for (auto& v : p) v = r.get<std::uint64_t>(what);
+  const auto dnum = r.get<std::uint32_t>(what);
+  const auto secret = r.get<std::uint8_t>(what);
+  const auto hamming = r.get<std::uint32_t>(what);
+  const double scale = r.get<double>(what);
+  const auto insecure = r.get<std::uint8_t>(what);
+  r.expect_end(what);
+  if (secret > 1 || insecure > 1 || dnum == 0 || dnum > nq || hamming > (1u << log_n))
+    throw SerializationError("parameter set: invalid field");
+  try {
+    Parameters params = Parameters::from_primes(static_cast<int>(log_n), q, p, static_cast<int>(dnum),
+                                                static_cast<SecretDistribution>(secret), static_cast<int>(hamming),
+                                                scale, insecure == 1);
+    if (params.fingerprint() != h.fingerprint)
+      throw SerializationError("parameter set: fingerprint does not match its contents");
+    return params;
+  } catch (const std::invalid_argument& e) {
+    throw SerializationError(std::string("parameter set rejected: ") + e.what());
+  }
+}
+
+Bytes save(const Context& ctx, const Plaintext& pt, SaveOptions options) {
+  Writer w;
+  w.put<std::uint32_t>(static_cast<std::uint32_t>(pt.level()));
+  w.put<double>(pt.scale);
+  w.put<std::uint32_t>(static_cast<std::uint32_t>(pt.log_slots));
+  w.put_poly(pt.poly);
+  return finish(ObjectType::kPlaintext, ctx.params().fingerprint(), std::move(w.bytes()), options);
+}
+
+Plaintext load_plaintext(const Context& ctx, std::span<const std::uint8_t> bytes) {
+  const Bytes payload = open_payload(bytes, ObjectType::kPlaintext, ctx.params().fingerprint());
+  Reader r(payload);
+  const char* what = "plaintext";
+  const std::size_t limbs = get_limbs_for_level(r, ctx, what);
+  Plaintext pt;
+  pt.scale = get_scale(r, what);
+  pt.log_slots = get_log_slots(r, ctx, what);
+  pt.poly = r.get_poly(ctx.ring_q(), limbs, what);
+  r.expect_end(what);
+  return pt;
+}
+
+Bytes save(const Context& ctx, const Ciphertext& ct, SaveOptions options) {
+  Writer w;
+  w.put<std::uint32_t>(static_cast<std::uint32_t>(ct.level()));
+  w.put<double>(ct.scale);
+  w.put<std::uint32_t>(static_cast<std::uint32_t>(ct.log_slots));
+  w.put<std::uint32_t>(static_cast<std::uint32_t>(ct.size()));
+  for (const auto& p : ct.polys) w.put_poly(p);
+  return finish(ObjectType::kCiphertext, ctx.params().fingerprint(), std::move(w.bytes()), options);
+}
+
+Ciphertext load_ciphertext(const Context& ctx, std::span<const std::uint8_t> bytes) {
+  const Bytes payload = open_payload(bytes, ObjectType::kCiphertext, ctx.params().fingerprint());
+  Reader r(payload);
+  const char* what = "ciphertext";
+  const std::size_t limbs = get_limbs_for_level(r, ctx, what);
+  Ciphertext ct;
+  ct.scale = get_scale(r, what);
+  ct.log_slots = get_log_slots(r, ctx, what);
+  const auto size = r.get<std::uint32_t>(what);
+  if (size < 2 || size > 3) throw SerializationError("ciphertext: must have 2 or 3 polynomials");
+  for (std::uint32_t k = 0; k < size; ++k) ct.polys.push_back(r.get_poly(ctx.ring_q(), limbs, what));
+  r.expect_end(what);
+  return ct;
+}
+
+Bytes save(const Context& ctx, const SeededCiphertext& ct, SaveOptions options) {
+  Writer w;
+  w.put<std::uint32_t>(static_cast<std::uint32_t>(ct.level()));
+  w.put<double>(ct.scale);
+  w.put<std::uint32_t>(static_cast<std::uint32_t>(ct.log_slots));
+  w.put_bytes(ct.seed.data(), ct.seed.size());
+  w.put_poly(ct.c0);
+  return finish(ObjectType::kSeededCiphertext, ctx.params().fingerprint(), std::move(w.bytes()), options);
+}
+
+SeededCiphertext load_seeded_ciphertext(const Context& ctx, std::span<const std::uint8_t> bytes) {
+  const Bytes payload = open_payload(bytes, ObjectType::kSeededCiphertext, ctx.params().fingerprint());
+  Reader r(payload);
+  const char* what = "seeded ciphertext";
+  const std::size_t limbs = get_limbs_for_level(r, ctx, what);
+  SeededCiphertext ct;
+  ct.scale = get_scale(r, what);
+  ct.log_slots = get_log_slots(r, ctx, what);
+  r.get_bytes(ct.seed.data(), ct.seed.size(), what);
+  ct.c0 = r.get_poly(ctx.ring_q(), limbs, what);
+  r.expect_end(what);
+  return ct;
+}
+
+Bytes save(const Context& ctx, const SecretKey& sk, SaveOptions options) {
+  Writer w;
+  w.put_qp(sk.s);
+  return finish(ObjectType::kSecretKey, ctx.params().fingerprint(), std::move(w.bytes()), options);
+}
+
+SecretKey load_secret_key(const Context& ctx, std::span<const std::uint8_t> bytes) {
+  const Bytes payload = open_payload(bytes, ObjectType::kSecretKey, ctx.params().fingerprint());
+  Reader r(payload);
+  SecretKey sk{get_qp(r, ctx, ctx.max_level() + 1, "secret key")};
+  r.expect_end("secret key");
+  return sk;
+}
+
+Bytes save(const Context& ctx, const PublicKey& pk, SaveOptions options) {
+  Writer w;
+  w.put_qp(pk.b);
+  w.put_qp(pk.a);
+  return finish(ObjectType::kPublicKey, ctx.params().fingerprint(), std::move(w.bytes()), options);
+}
+
+PublicKey load_public_key(const Context& ctx, std::span<const std::uint8_t> bytes) {
+  const Bytes payload = open_payload(bytes, ObjectType::kPublicKey, ctx.params().fingerprint());
+  Reader r(payload);
+  PublicKey pk;
+  pk.b = get_qp(r, ctx, ctx.max_level() + 1, "public key");
+  pk.a = get_qp(r, ctx, ctx.max_level() + 1, "public key");
+  r.expect_end("public key");
+  return pk;
+}
+
+Bytes save(const Context& ctx, const RelinKey& rk, SaveOptions options) {
+  Writer w;
+  put_switching_key(w, rk.key);
+  return finish(ObjectType::kRelinKey, ctx.params().fingerprint(), std::move(w.bytes()), options);
+}
+
+RelinKey load_relin_key(const Context& ctx, std::span<const std::uint8_t> bytes) {
+  const Bytes payload = open_payload(bytes, ObjectType::kRelinKey, ctx.params().fingerprint());
+  Reader r(payload);
+  RelinKey rk{get_switching_key(r, ctx, "relinearization key")};
+  r.expect_end("relinearization key");
+  return rk;
+}
+
+Bytes save(const Context& ctx, const GaloisKeys& gk, SaveOptions options) {
+  Writer w;
+  w.put<std::uint32_t>(static_cast<std::uint32_t>(gk.keys.size()));
+  for (const auto& [g, key] : gk.keys) {
+    w.put<std::uint64_t>(g);
+    put_switching_key(w, key);
+  }
+  return finish(ObjectType::kGaloisKeys, ctx.params().fingerprint(), std::move(w.bytes()), options);
+}
+
+GaloisKeys load_galois_keys(const Context& ctx, std::span<const std::uint8_t> bytes) {
+  const Bytes payload = open_payload(bytes, ObjectType::kGaloisKeys, ctx.params().fingerprint());
+  Reader r(payload);
+  const char* what = "Galois key set";
+  const auto count = r.get<std::uint32_t>(what);
+  GaloisKeys gk;
+  for (std::uint32_t k = 0; k < count; ++k) {
+    const auto g = r.get<std::uint64_t>(what);
+    if ((g & 1) == 0 || g >= 2 * ctx.n() || g == 1 || gk.has(g))
+      throw SerializationError("Galois key set: invalid or repeated Galois element " + std::to_string(g));
+    gk.keys.emplace(g, get_switching_key(r, ctx, what));
+  }
+  r.expect_end(what);
+  return gk;
+}
+
+void write_file(const std::string& path, std::span<const std::uint8_t> bytes) {
+  const std::string tmp = path + ".partial";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    if (!f) throw SerializationError("cannot open " + tmp + " for writing");
+    f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    f.flush();
+    if (!f) throw SerializationError("write to " + tmp + " failed (disk full?)");
+  }
+  // Rename last so that a reader never sees a half-written file.
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw SerializationError("cannot rename " + tmp + " to " + path);
+}
+
+Bytes read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
+  if (!f) throw SerializationError("cannot open " + path);
+  const auto size = f.tellg();
+  if (size < 0) throw SerializationError("cannot read " + path);
+  Bytes out(static_cast<std::size_t>(size));
+  f.seekg(0);
+  f.read(reinterpret_cast<char*>(out.data()), size);
+  if (!f) throw SerializationError("read of " + path + " failed");
+  return out;
+}
+
+}  // namespace pfhe::ckks

@@ -1,0 +1,72 @@
+// Versioned binary format for parameters, plaintexts, ciphertexts and keys
+// (documented in docs/FORMAT.md). Every loader validates the header (magic, version,
+// object type, parameter fingerprint, sizes) and every coefficient against its prime, and
+// throws SerializationError with a message naming what is wrong; it never crashes on
+// malformed input.
+#pragma once
+#include <cstdint>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "ckks/ciphertext.h"
+#include "ckks/context.h"
+#include "ckks/keys.h"
+
+namespace pfhe::ckks {
+
+class SerializationError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+inline constexpr std::uint16_t kFormatVersion = 1;
+
+enum class ObjectType : std::uint16_t {
+  kParameters = 1,
+  kPlaintext = 2,
+  kCiphertext = 3,
+  kSeededCiphertext = 4,
+  kSecretKey = 5,
+  kPublicKey = 6,
+  kRelinKey = 7,
+  kGaloisKeys = 8,
+};
+std::string to_string(ObjectType type);
+
+struct SaveOptions {
+  bool compress = false;  // zstd over the payload
+  int compression_level = 3;
+};
+
+using Bytes = std::vector<std::uint8_t>;
+
+Bytes save_parameters(const Parameters& params, SaveOptions options = {});
+Parameters load_parameters(std::span<const std::uint8_t> bytes);
+
+Bytes save(const Context& ctx, const Plaintext& pt, SaveOptions options = {});
+Bytes save(const Context& ctx, const Ciphertext& ct, SaveOptions options = {});
+Bytes save(const Context& ctx, const SeededCiphertext& ct, SaveOptions options = {});
+Bytes save(const Context& ctx, const SecretKey& sk, SaveOptions options = {});
+Bytes save(const Context& ctx, const PublicKey& pk, SaveOptions options = {});
+// Switching keys are stored seeded: the a_j are regenerated from the key's seed.
+Bytes save(const Context& ctx, const RelinKey& rk, SaveOptions options = {});
+Bytes save(const Context& ctx, const GaloisKeys& gk, SaveOptions options = {});
+
+Plaintext load_plaintext(const Context& ctx, std::span<const std::uint8_t> bytes);
+Ciphertext load_ciphertext(const Context& ctx, std::span<const std::uint8_t> bytes);
+SeededCiphertext load_seeded_ciphertext(const Context& ctx, std::span<const std::uint8_t> bytes);
+SecretKey load_secret_key(const Context& ctx, std::span<const std::uint8_t> bytes);
+PublicKey load_public_key(const Context& ctx, std::span<const std::uint8_t> bytes);
+RelinKey load_relin_key(const Context& ctx, std::span<const std::uint8_t> bytes);
+GaloisKeys load_galois_keys(const Context& ctx, std::span<const std::uint8_t> bytes);
+
+// Reads only the header: the object type stored in `bytes` (throws if not a pfhe object).
+ObjectType peek_type(std::span<const std::uint8_t> bytes);
+
+// Whole-file helpers; errors name the path.
+void write_file(const std::string& path, std::span<const std::uint8_t> bytes);
+Bytes read_file(const std::string& path);
+
+}  // namespace pfhe::ckks

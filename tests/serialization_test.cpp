@@ -1,0 +1,181 @@
+// Binary format: round trips for every object, and rejection of corrupt or foreign input.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "ckks/encoder.h"
+#include "ckks/encryptor.h"
+#include "ckks/evaluator.h"
+#include "ckks/keygen.h"
+#include "ckks/serialization.h"
+#include "test_util.h"
+
+using namespace pfhe;
+using namespace pfhe::ckks;
+
+namespace {
+
+bool same_poly(const ring::Poly& a, const ring::Poly& b) {
+  return a.limbs() == b.limbs() && std::equal(a.words().begin(), a.words().end(), b.words().begin());
+}
+
+class SerializationTest : public ::testing::Test {
+ protected:
+  SerializationTest()
+      : context_(test::small_params(10, 3)), encoder_(context_), keygen_(context_),
+        decryptor_(context_, keygen_.secret_key()) {}
+
+  Ciphertext sample_ciphertext(std::size_t level = 3) {
+    const Encryptor enc(context_, keygen_.secret_key());
+    return enc.encrypt(encoder_.encode(values_, level, context_.params().default_scale()));
+  }
+
+  const std::vector<double> values_ = test::random_real(64, 3);
+  Context context_;
+  Encoder encoder_;
+  KeyGenerator keygen_;
+  Decryptor decryptor_;
+};
+
+}  // namespace
+
+TEST_F(SerializationTest, ParametersRoundTripWithFingerprint) {
+  for (bool compress : {false, true}) {
+    const Bytes b = save_parameters(context_.params(), {compress});
+    const Parameters p = load_parameters(b);
+    EXPECT_EQ(p.fingerprint(), context_.params().fingerprint());
+    EXPECT_EQ(p.q(), context_.params().q());
+    EXPECT_TRUE(p.insecure());
+  }
+  // A secure set round-trips as secure; editing its primes breaks the fingerprint.
+  ParameterSpec spec;
+  spec.log_n = 12;
+  spec.q_bits = {38, 30};
+  spec.p_bits = {38};
+  Bytes b = save_parameters(Parameters::create(spec));
+  EXPECT_FALSE(load_parameters(b).insecure());
+  b[40 + 12] ^= 0x02;  // low byte of q_0
+  EXPECT_THROW(load_parameters(b), SerializationError);
+}
+
+TEST_F(SerializationTest, CiphertextsPlaintextsAndKeysRoundTrip) {
+  const Ciphertext ct = sample_ciphertext();
+  for (bool compress : {false, true}) {
+    const Ciphertext back = load_ciphertext(context_, save(context_, ct, {compress}));
+    ASSERT_EQ(back.size(), ct.size());
+    for (std::size_t k = 0; k < ct.size(); ++k) EXPECT_TRUE(same_poly(back.polys[k], ct.polys[k]));
+    EXPECT_EQ(back.scale, ct.scale);
+    EXPECT_EQ(back.log_slots, ct.log_slots);
+  }
+  const Plaintext pt = encoder_.encode(values_, 2, 1e9);
+  const Plaintext pt_back = load_plaintext(context_, save(context_, pt));
+  EXPECT_TRUE(same_poly(pt.poly, pt_back.poly));
+
+  const SecretKey sk = load_secret_key(context_, save(context_, keygen_.secret_key()));
+  EXPECT_TRUE(same_poly(sk.s.q, keygen_.secret_key().s.q));
+  const PublicKey pk = keygen_.create_public_key();
+  const PublicKey pk_back = load_public_key(context_, save(context_, pk, {true}));
+  EXPECT_TRUE(same_poly(pk.b.q, pk_back.b.q));
+  EXPECT_TRUE(same_poly(pk.a.p, pk_back.a.p));
+
+  // Seeded switching keys: a_j regenerated from the seed, so the stored form is about half.
+  const RelinKey rk = keygen_.create_relin_key();
+  const Bytes rk_bytes = save(context_, rk);
+  EXPECT_LT(rk_bytes.size(), rk.byte_size() * 6 / 10);
+  const RelinKey rk_back = load_relin_key(context_, rk_bytes);
+  for (std::size_t j = 0; j < rk.key.a.size(); ++j) {
+    EXPECT_TRUE(same_poly(rk.key.a[j].q, rk_back.key.a[j].q));
+    EXPECT_TRUE(same_poly(rk.key.b[j].p, rk_back.key.b[j].p));
+  }
+  const GaloisKeys gk = keygen_.create_galois_keys({1, -3}, true, 2);
+  const GaloisKeys gk_back = load_galois_keys(context_, save(context_, gk));
+  ASSERT_EQ(gk_back.keys.size(), 3u);
+  Evaluator eval(context_, &rk_back, &gk_back);
+  Ciphertext c2 = sample_ciphertext(2);
+  const auto rotated = encoder_.decode_real(decryptor_.decrypt(eval.rotate(c2, 1)));
+  for (std::size_t i = 0; i < values_.size(); ++i) EXPECT_NEAR(rotated[i], values_[(i + 1) % 64], 1e-5);
+}
+
+TEST_F(SerializationTest, SeededCiphertextIsHalfSizeAndDecrypts) {
+  const Encryptor enc(context_, keygen_.secret_key());
+  const SeededCiphertext s = enc.encrypt_seeded(encoder_.encode(values_, 3, context_.params().default_scale()));
+  const Bytes b = save(context_, s);
+  const Bytes full = save(context_, expand_seeded(context_, s));
+  EXPECT_LT(b.size(), full.size() / 2 + 100);
+  const Ciphertext ct = expand_seeded(context_, load_seeded_ciphertext(context_, b));
+  const auto got = encoder_.decode_real(decryptor_.decrypt(ct));
+  for (std::size_t i = 0; i < values_.size(); ++i) EXPECT_NEAR(got[i], values_[i], 1e-6);
+}
+
+TEST_F(SerializationTest, RejectsForeignAndCorruptInput) {
+  const Bytes good = save(context_, sample_ciphertext());
+  EXPECT_EQ(peek_type(good), ObjectType::kCiphertext);
+  auto expect_error = [&](Bytes b, const std::string& fragment) {
+    try {
+      load_ciphertext(context_, b);
+      ADD_FAILURE() << "accepted corrupt input (" << fragment << ")";
+    } catch (const SerializationError& e) {
+      EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+    }
+  };
+  Bytes b = good;
+  b[0] = 'X';
+  expect_error(b, "magic");
+  b = good;
+  b[4] = 9;
+  expect_error(b, "version");
+  b = good;
+  b.resize(b.size() - 1);
+  expect_error(b, "truncated");
+  b = good;
+  b.push_back(0);
+  expect_error(b, "size mismatch");
+  // A coefficient equal to its prime: all-ones bytes are >= every prime below 2^61.
+  b = good;
+  for (std::size_t i = 0; i < 8; ++i) b[b.size() - 8 + i] = 0xff;
+  expect_error(b, "not reduced");
+  // Wrong object type and other parameters.
+  EXPECT_THROW(load_plaintext(context_, good), SerializationError);
+  Context different(test::small_params(10, 4));
+  try {
+    load_ciphertext(different, good);
+    ADD_FAILURE() << "ciphertext of other parameters accepted";
+  } catch (const SerializationError& e) {
+    EXPECT_NE(std::string(e.what()).find("fingerprint"), std::string::npos);
+  }
+  EXPECT_THROW(load_galois_keys(different, save(context_, keygen_.create_galois_keys({1}))), SerializationError);
+  // Every truncation length is rejected cleanly.
+  for (std::size_t len = 0; len < good.size(); len += 97) {
+    const Bytes cut(good.begin(), good.begin() + static_cast<std::ptrdiff_t>(len));
+    EXPECT_THROW(load_ciphertext(context_, cut), SerializationError) << "length " << len;
+  }
+}
+
+TEST_F(SerializationTest, RandomCorruptionNeverCrashes) {
+  std::mt19937_64 rng(5);
+  const Bytes plain = save(context_, sample_ciphertext());
+  const Bytes packed = save(context_, sample_ciphertext(), {true});
+  const Bytes keys = save(context_, keygen_.create_galois_keys({2}), {true});
+  for (int trial = 0; trial < 300; ++trial) {
+    for (const Bytes* src : {&plain, &packed, &keys}) {
+      Bytes b = *src;
+      const int flips = 1 + static_cast<int>(rng() % 4);
+      for (int f = 0; f < flips; ++f) b[rng() % std::min<std::size_t>(b.size(), 4096)] ^= static_cast<std::uint8_t>(1 + rng() % 255);
+      try {
+        if (src == &keys) load_galois_keys(context_, b);
+        else load_ciphertext(context_, b);
+      } catch (const SerializationError&) {
+      }
+    }
+  }
+  SUCCEED() << "300 x 3 corrupted inputs either loaded or raised SerializationError";
+}
+
+TEST_F(SerializationTest, FilesAreWrittenAtomically) {
+  const std::string path = ::testing::TempDir() + "/pfhe_ct.bin";
+  const Bytes b = save(context_, sample_ciphertext());
+  write_file(path, b);
+  EXPECT_EQ(read_file(path), b);
+  EXPECT_THROW(read_file(path + ".missing"), SerializationError);
+  EXPECT_THROW(write_file("/nonexistent-dir/x.bin", b), SerializationError);
+}
