@@ -25,17 +25,6 @@ void bit_reverse_permute(std::vector<std::complex<double>>& v) {
 
 int log2_exact(std::size_t n) { return __builtin_ctzll(n); }
 
-// Residue of round(x) modulo q for any finite |x| (exact: x = m * 2^e with integer m).
-u64 residue_of(double x, const ring::Modulus& m) {
-  const double r = std::nearbyint(x);
-  if (std::fabs(r) < 9.2e18) return ring::from_signed(static_cast<std::int64_t>(r), m.value());
-  int e = 0;
-  const double frac = std::frexp(r, &e);                                  // r = frac * 2^e
-  const auto mant = static_cast<std::int64_t>(std::ldexp(frac, 62));      // exact, |mant| < 2^62
-  const u64 res = ring::from_signed(mant, m.value());
-  return ring::mul_mod(res, ring::pow_mod(2, static_cast<u64>(e - 62), m), m);
-}
-
 }  // namespace
 
 Encoder::Encoder(const Context& context) : context_(context) {
@@ -116,8 +105,8 @@ Plaintext Encoder::encode(std::span<const std::complex<double>> values, std::siz
                                   " (lower the scale or the values)");
     for (std::size_t l = 0; l <= level; ++l) {
       const auto& mod = context_.ring_q().modulus(l);
-      pt.poly.limb(l)[i * gap] = residue_of(re, mod);
-      pt.poly.limb(l)[(i + slots) * gap] = residue_of(im, mod);
+      pt.poly.limb(l)[i * gap] = ring::residue_of_rounded(re, mod);
+      pt.poly.limb(l)[(i + slots) * gap] = ring::residue_of_rounded(im, mod);
     }
   }
   context_.ring_q().to_ntt(pt.poly);

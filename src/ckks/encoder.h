@@ -14,6 +14,7 @@ namespace pfhe::ckks {
 class Encoder {
  public:
   explicit Encoder(const Context& context);
+  const Context& context() const { return context_; }
 
   // values.size() slots, rounded up to a power of two (zero padded). Throws if the slot
   // count exceeds N/2, the level is out of range, the scale is not positive, or a scaled

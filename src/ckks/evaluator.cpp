@@ -105,14 +105,45 @@ void Evaluator::multiply_plain_inplace(Ciphertext& a, const Plaintext& p) const 
 namespace {
 // round(x) modulo each of the first `limbs` primes.
 std::vector<u64> constant_residues(const Context& ctx, double x, std::size_t limbs) {
-  const double r = std::nearbyint(x);
-  if (!(std::fabs(r) < 9.2e18)) throw std::invalid_argument("constant too large for its scale");
+  if (!std::isfinite(x)) throw std::invalid_argument("constant is not finite");
+  if (std::fabs(x) >= std::ldexp(1.0, static_cast<int>(ctx.log2_q_at(limbs - 1)) - 2))
+    throw std::invalid_argument("scaled constant overflows Q at this level");
   std::vector<u64> res(limbs);
-  for (std::size_t i = 0; i < limbs; ++i)
-    res[i] = ring::from_signed(static_cast<std::int64_t>(r), ctx.ring_q().modulus(i).value());
+  for (std::size_t i = 0; i < limbs; ++i) res[i] = ring::residue_of_rounded(x, ctx.ring_q().modulus(i));
   return res;
 }
 }  // namespace
+
+void Evaluator::multiply_plain_accumulate(Ciphertext& acc, const Ciphertext& a, const Plaintext& p) const {
+  check_ciphertext(a, "multiply_plain_accumulate");
+  check_plain(context_, a, p, "multiply_plain_accumulate", false);
+  if (acc.polys.empty()) {
+    acc = a;
+    multiply_plain_inplace(acc, p);
+    return;
+  }
+  check_ciphertext(acc, "multiply_plain_accumulate");
+  if (acc.level() != a.level() || acc.size() != a.size() || !same_scale(acc.scale, a.scale * p.scale))
+    throw std::invalid_argument("multiply_plain_accumulate: accumulator does not match the product");
+  for (std::size_t k = 0; k < a.size(); ++k) context_.ring_q().multiply_add(a.polys[k], p.poly, acc.polys[k]);
+}
+
+Ciphertext Evaluator::multiply_const_to(const Ciphertext& a, double c, std::size_t level, double scale) const {
+  check_ciphertext(a, "multiply_const_to");
+  if (a.level() <= level)
+    throw std::invalid_argument("multiply_const_to: needs a level above the target (" + level_scale(a) +
+                                ", target level " + std::to_string(level) + ")");
+  if (!(scale > 0) || !std::isfinite(scale)) throw std::invalid_argument("multiply_const_to: invalid scale");
+  Ciphertext r = a;
+  drop_to_level_inplace(r, level + 1);
+  const double q_next = static_cast<double>(context_.ring_q().modulus(level + 1).value());
+  const auto res = constant_residues(context_, c * scale * q_next / a.scale, level + 2);
+  for (auto& p : r.polys) context_.ring_q().multiply_scalar(p, res, p);
+  r.scale = scale * q_next;
+  rescale_inplace(r);
+  r.scale = scale;  // exact by construction (up to the rounding of the constant)
+  return r;
+}
 
 void Evaluator::add_const_inplace(Ciphertext& a, double c) const {
   check_ciphertext(a, "add_const");

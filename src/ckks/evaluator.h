@@ -32,6 +32,14 @@ class Evaluator {
   // Scale multiplies; the plaintext must be at the ciphertext's level or above.
   void multiply_plain_inplace(Ciphertext& a, const Plaintext& p) const;
 
+  // acc += a * p (no rescale): acc must be at a's level with scale a.scale * p.scale.
+  void multiply_plain_accumulate(Ciphertext& acc, const Ciphertext& a, const Plaintext& p) const;
+
+  // c * a landing exactly at (level, scale): a is dropped to level + 1, multiplied by the
+  // integer round(c * scale * q_{level+1} / a.scale) and rescaled. Needs a.level() > level.
+  // With c = 1 this aligns a ciphertext to another one's level and scale.
+  Ciphertext multiply_const_to(const Ciphertext& a, double c, std::size_t level, double scale) const;
+
   // Adds the real constant c to every slot (encoded at the ciphertext's scale).
   void add_const_inplace(Ciphertext& a, double c) const;
   // Multiplies by the real constant c encoded at scale q_level, so that the following

@@ -1,5 +1,6 @@
 #include "ring/modarith.h"
 
+#include <cmath>
 #include <stdexcept>
 #include <string>
 
@@ -33,6 +34,16 @@ u64 inv_mod(u64 a, const Modulus& m) {
   a = reduce64(a, m);
   if (a == 0) throw std::invalid_argument("zero has no inverse modulo " + std::to_string(m.value()));
   return pow_mod(a, m.value() - 2, m);  // Fermat: every Modulus used for inverses is prime
+}
+
+u64 residue_of_rounded(double x, const Modulus& m) {
+  if (!std::isfinite(x)) throw std::invalid_argument("cannot reduce a non-finite value");
+  const double r = std::nearbyint(x);
+  if (std::fabs(r) < 9.2e18) return from_signed(static_cast<std::int64_t>(r), m.value());
+  int e = 0;
+  const double frac = std::frexp(r, &e);                              // r = frac * 2^e, e > 62
+  const auto mant = static_cast<std::int64_t>(std::ldexp(frac, 62));  // exact: 53 significant bits
+  return mul_mod(from_signed(mant, m.value()), pow_mod(2, static_cast<u64>(e - 62), m), m);
 }
 
 }  // namespace pfhe::ring

@@ -91,4 +91,7 @@ inline u64 from_signed(std::int64_t v, u64 q) {
   return q - 1 - r;
 }
 
+// round(x) modulo q for any finite x, exactly (x = m * 2^e with a 53-bit integer m).
+u64 residue_of_rounded(double x, const Modulus& m);
+
 }  // namespace pfhe::ring

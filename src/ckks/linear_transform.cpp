@@ -1,0 +1,121 @@
+#include "ckks/linear_transform.h"
+
+#include <set>
+#include <stdexcept>
+#include <string>
+
+namespace pfhe::ckks {
+
+namespace {
+long normalize(long k, std::size_t slots) {
+  const long n = static_cast<long>(slots);
+  return ((k % n) + n) % n;
+}
+}  // namespace
+
+std::size_t LinearTransform::optimal_baby_steps(const std::vector<long>& indices, std::size_t slots) {
+  std::size_t best = 1, best_cost = SIZE_MAX, best_giants = SIZE_MAX;
+  for (std::size_t n1 = 1; n1 <= slots; n1 <<= 1) {
+    std::set<long> babies, giants;
+    for (long k : indices) {
+      const long kk = normalize(k, slots);
+      babies.insert(kk % static_cast<long>(n1));
+      giants.insert(kk - kk % static_cast<long>(n1));
+    }
+    // Giant rotations are not hoisted, so they cost more than baby ones; weight them 2x.
+    const std::size_t cost = (babies.size() - babies.count(0)) + 2 * (giants.size() - giants.count(0));
+    // Ties go to fewer giant steps (more hoisted baby steps), then to the smaller n1.
+    if (cost < best_cost || (cost == best_cost && giants.size() < best_giants)) {
+      best_cost = cost;
+      best_giants = giants.size();
+      best = n1;
+    }
+  }
+  return best;
+}
+
+LinearTransform::LinearTransform(const Encoder& encoder, const Diagonals& diagonals, std::size_t slots,
+                                 std::size_t level, std::size_t baby_steps)
+    : slots_(slots), level_(level), baby_steps_(baby_steps) {
+  if (slots == 0 || (slots & (slots - 1)) != 0)
+    throw std::invalid_argument("linear transform: slot count must be a power of two");
+  if (diagonals.empty()) throw std::invalid_argument("linear transform: no diagonals");
+  if (level == 0) throw std::invalid_argument("linear transform: needs level >= 1 to rescale");
+  std::vector<long> indices;
+  for (const auto& [k, values] : diagonals) {
+    if (values.size() != slots)
+      throw std::invalid_argument("linear transform: diagonal " + std::to_string(k) + " has " +
+                                  std::to_string(values.size()) + " values, expected " + std::to_string(slots));
+    if (k <= -static_cast<long>(slots) || k >= static_cast<long>(slots))
+      throw std::invalid_argument("linear transform: diagonal index " + std::to_string(k) + " out of range");
+    indices.push_back(k);
+  }
+  if (baby_steps_ == 0) baby_steps_ = optimal_baby_steps(indices, slots);
+  if (baby_steps_ > slots || (baby_steps_ & (baby_steps_ - 1)) != 0)
+    throw std::invalid_argument("linear transform: baby steps must be a power of two <= slots");
+  const double scale = static_cast<double>(encoder.context().ring_q().modulus(level).value());
+  std::map<long, std::vector<std::complex<double>>> merged;  // k and k - slots are the same diagonal
+  for (const auto& [k, values] : diagonals) {
+    auto& d = merged[normalize(k, slots)];
+    if (d.empty()) d.assign(slots, 0.0);
+    for (std::size_t i = 0; i < slots; ++i) d[i] += values[i];
+  }
+  const long n1 = static_cast<long>(baby_steps_);
+  for (const auto& [k, values] : merged) {
+    const long giant = k - k % n1, baby = k % n1;
+    std::vector<std::complex<double>> rotated(slots);  // rot(diag, -giant)
+    for (std::size_t i = 0; i < slots; ++i) rotated[(i + static_cast<std::size_t>(giant)) % slots] = values[i];
+    plaintexts_[giant].emplace(baby, encoder.encode(rotated, level, scale));
+  }
+}
+
+std::size_t LinearTransform::diagonal_count() const {
+  std::size_t c = 0;
+  for (const auto& [g, row] : plaintexts_) c += row.size();
+  return c;
+}
+
+std::vector<long> LinearTransform::rotation_steps() const {
+  std::set<long> steps;
+  for (const auto& [g, row] : plaintexts_) {
+    if (g != 0) steps.insert(g);
+    for (const auto& [b, pt] : row)
+      if (b != 0) steps.insert(b);
+  }
+  return {steps.begin(), steps.end()};
+}
+
+std::size_t LinearTransform::plaintext_bytes() const {
+  std::size_t s = 0;
+  for (const auto& [g, row] : plaintexts_)
+    for (const auto& [b, pt] : row) s += pt.poly.byte_size();
+  return s;
+}
+
+Ciphertext LinearTransform::apply(const Evaluator& eval, const Ciphertext& input) const {
+  if (input.level() != level_)
+    throw std::invalid_argument("linear transform encoded for level " + std::to_string(level_) +
+                                ", input at level " + std::to_string(input.level()));
+  if (input.slots() != slots_)
+    throw std::invalid_argument("linear transform for " + std::to_string(slots_) + " slots, input has " +
+                                std::to_string(input.slots()));
+  std::set<long> baby_set;
+  for (const auto& [g, row] : plaintexts_)
+    for (const auto& [b, pt] : row) baby_set.insert(b);
+  const std::vector<long> babies(baby_set.begin(), baby_set.end());
+  const std::vector<Ciphertext> rotated = eval.rotate_hoisted(input, babies);
+  std::map<long, const Ciphertext*> by_step;
+  for (std::size_t i = 0; i < babies.size(); ++i) by_step[babies[i]] = &rotated[i];
+
+  Ciphertext result;
+  for (const auto& [g, row] : plaintexts_) {
+    Ciphertext inner;
+    for (const auto& [b, pt] : row) eval.multiply_plain_accumulate(inner, *by_step.at(b), pt);
+    if (g != 0) inner = eval.rotate(inner, g);
+    if (result.polys.empty()) result = std::move(inner);
+    else eval.add_inplace(result, inner);
+  }
+  return result;
+}
+
+}  // namespace pfhe::ckks

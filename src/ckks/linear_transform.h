@@ -1,0 +1,46 @@
+// Linear maps on slots given by their non-zero generalized diagonals,
+//   y = sum_k diag_k (.) rot(x, k),   diag_k[i] = M[i][(i + k) mod n],
+// evaluated with baby-step giant-step: k = g + b with g a multiple of the baby-step count
+// n1, y = sum_g rot( sum_b rot(diag_{g+b}, -g) (.) rot(x, b), g ). The baby rotations of x
+// share one decomposition (hoisting); the diagonals are pre-rotated by -g when encoded.
+#pragma once
+#include <complex>
+#include <map>
+#include <vector>
+
+#include "ckks/encoder.h"
+#include "ckks/evaluator.h"
+
+namespace pfhe::ckks {
+
+using Diagonals = std::map<long, std::vector<std::complex<double>>>;
+
+class LinearTransform {
+ public:
+  // diagonals: index k in (-slots, slots) -> `slots` values. level: the level of the input
+  // ciphertext. The diagonals are encoded at scale q_level, so that rescaling the result
+  // restores the input scale exactly. baby_steps = 0 picks the count minimising rotations.
+  LinearTransform(const Encoder& encoder, const Diagonals& diagonals, std::size_t slots,
+                  std::size_t level, std::size_t baby_steps = 0);
+
+  std::size_t slots() const { return slots_; }
+  std::size_t level() const { return level_; }
+  std::size_t baby_steps() const { return baby_steps_; }
+  std::size_t diagonal_count() const;
+  // Rotation steps whose Galois keys evaluation needs (baby steps and giant steps).
+  std::vector<long> rotation_steps() const;
+  std::size_t plaintext_bytes() const;
+
+  // Result: level unchanged, scale = input scale * q_level (rescale next).
+  Ciphertext apply(const Evaluator& eval, const Ciphertext& input) const;
+
+  // The baby-step count that minimises baby + giant rotations for these diagonal indices.
+  static std::size_t optimal_baby_steps(const std::vector<long>& indices, std::size_t slots);
+
+ private:
+  std::size_t slots_, level_, baby_steps_;
+  // giant step g -> (baby step b -> encoded rot(diag_{g+b}, -g))
+  std::map<long, std::map<long, Plaintext>> plaintexts_;
+};
+
+}  // namespace pfhe::ckks

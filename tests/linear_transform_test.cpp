@@ -1,0 +1,92 @@
+// BSGS linear transforms against a float64 matrix-vector product.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "ckks/encryptor.h"
+#include "ckks/keygen.h"
+#include "ckks/linear_transform.h"
+#include "test_util.h"
+
+using namespace pfhe;
+using namespace pfhe::ckks;
+
+namespace {
+
+std::vector<std::complex<double>> apply_plain(const Diagonals& diags, const std::vector<std::complex<double>>& x) {
+  const std::size_t n = x.size();
+  std::vector<std::complex<double>> y(n, 0.0);
+  for (const auto& [k, d] : diags)
+    for (std::size_t i = 0; i < n; ++i) y[i] += d[i] * x[(i + n + static_cast<std::size_t>(k % static_cast<long>(n))) % n];
+  return y;
+}
+
+Diagonals random_diagonals(const std::vector<long>& indices, std::size_t slots, std::uint64_t seed) {
+  Diagonals d;
+  for (long k : indices) d[k] = test::random_complex(slots, seed + static_cast<std::uint64_t>(k + 1000), 0.5);
+  return d;
+}
+
+}  // namespace
+
+class LinearTransformTest : public ::testing::TestWithParam<std::tuple<std::size_t, std::vector<long>, std::size_t>> {};
+
+TEST_P(LinearTransformTest, MatchesPlainMatrixVectorProduct) {
+  const auto& [slots, indices, baby_steps] = GetParam();
+  Context ctx(test::small_params(10, 3));
+  Encoder enc(ctx);
+  KeyGenerator kg(ctx);
+  const Diagonals diags = random_diagonals(indices, slots, 7);
+  const LinearTransform lt(enc, diags, slots, 3, baby_steps);
+  const GaloisKeys gk = kg.create_galois_keys(lt.rotation_steps());
+  Evaluator eval(ctx, nullptr, &gk);
+  const Encryptor encryptor(ctx, kg.secret_key());
+  const Decryptor decryptor(ctx, kg.secret_key());
+  const auto x = test::random_complex(slots, 3);
+  const Ciphertext in = encryptor.encrypt(enc.encode(x, 3, ctx.params().default_scale()));
+  Ciphertext out = lt.apply(eval, in);
+  eval.rescale_inplace(out);
+  EXPECT_EQ(out.level(), 2u);
+  EXPECT_NEAR(out.scale, in.scale, in.scale * 1e-12);
+  const auto got = enc.decode(decryptor.decrypt(out));
+  EXPECT_GT(test::precision_bits(got, apply_plain(diags, x)), 16) << "baby steps " << lt.baby_steps();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, LinearTransformTest,
+    ::testing::Values(std::make_tuple(std::size_t{32}, std::vector<long>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+                                                                           16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31},
+                                      std::size_t{0}),
+                      std::make_tuple(std::size_t{32}, std::vector<long>{-5, -1, 0, 1, 5, 9}, std::size_t{0}),
+                      std::make_tuple(std::size_t{32}, std::vector<long>{-5, -1, 0, 1, 5, 9}, std::size_t{1}),
+                      std::make_tuple(std::size_t{32}, std::vector<long>{3, 17}, std::size_t{32}),
+                      std::make_tuple(std::size_t{512}, [] {
+                        std::vector<long> v;
+                        for (long k = 0; k < 64; ++k) v.push_back(k * 7 - 200);
+                        return v;
+                      }(), std::size_t{0})));
+
+TEST(LinearTransform, ChoosesBalancedBabyStepsAndRejectsBadInput) {
+  std::vector<long> dense;
+  for (long k = 0; k < 64; ++k) dense.push_back(k);
+  EXPECT_EQ(LinearTransform::optimal_baby_steps(dense, 64), 16u);  // 15 + 2*3, ties 8 (7 + 2*7): fewer giants win
+  EXPECT_EQ(LinearTransform::optimal_baby_steps({0}, 64), 1u);
+  Context ctx(test::small_params(10, 2));
+  Encoder enc(ctx);
+  Diagonals d;
+  d[0] = std::vector<std::complex<double>>(16, 1.0);
+  EXPECT_THROW(LinearTransform(enc, d, 32, 2), std::invalid_argument);  // wrong length
+  EXPECT_THROW(LinearTransform(enc, d, 16, 0), std::invalid_argument);  // no level to rescale
+  d[40] = std::vector<std::complex<double>>(16, 1.0);
+  EXPECT_THROW(LinearTransform(enc, d, 16, 2), std::invalid_argument);  // index out of range
+  Diagonals ok;
+  ok[1] = std::vector<std::complex<double>>(16, 1.0);
+  const LinearTransform lt(enc, ok, 16, 2);
+  KeyGenerator kg(ctx);
+  const GaloisKeys gk = kg.create_galois_keys(lt.rotation_steps());
+  Evaluator eval(ctx, nullptr, &gk);
+  const Encryptor encryptor(ctx, kg.secret_key());
+  const std::vector<double> x(16, 1.0);
+  const Ciphertext wrong_level = encryptor.encrypt(enc.encode(x, 1, 1e9));
+  EXPECT_THROW(lt.apply(eval, wrong_level), std::invalid_argument);
+}
