@@ -170,34 +170,41 @@ TEST(Ring, AutomorphismMatchesCoefficientMap) {
   EXPECT_THROW(r.automorphism_ntt(an, 4, out), std::invalid_argument);
 }
 
+// Source bases with and without primes above 2^50 (those take the split IFMA terms), and
+// target primes on both sides of 2^50; the exact variant must return x itself.
 TEST(BaseConverter, ExactUpToMultipleOfSourceProduct) {
-  const std::size_t n = 64;
-  const auto from_p = generate_ntt_primes(40, 3, n);
-  const auto to_p = generate_ntt_primes(50, 2, n);
-  std::vector<Modulus> from, to;
-  for (u64 p : from_p) from.emplace_back(p);
-  for (u64 p : to_p) to.emplace_back(p);
-  const BaseConverter conv(from, to);
-  // x < B, small values and values near B.
-  std::vector<std::vector<u64>> in(3, std::vector<u64>(n)), out(2, std::vector<u64>(n));
-  std::vector<u128> xs(n);
-  for (std::size_t j = 0; j < n; ++j) {
-    xs[j] = ((static_cast<u128>(test_rng()) << 64) | test_rng()) % (static_cast<u128>(from_p[0]) * from_p[1]);
-    for (std::size_t i = 0; i < 3; ++i) in[i][j] = static_cast<u64>(xs[j] % from_p[i]);
-  }
-  const u64* ins[3] = {in[0].data(), in[1].data(), in[2].data()};
-  u64* outs[2] = {out[0].data(), out[1].data()};
-  conv.convert(ins, outs, n);
-  // Result = x + u*B with 0 <= u < 3: check modulo each target prime for some u.
-  for (std::size_t j = 0; j < n; ++j)
-    for (std::size_t k = 0; k < 2; ++k) {
-      const Modulus& m = to[k];
-      const u64 b_mod = mul_mod(mul_mod(from_p[0] % m.value(), from_p[1] % m.value(), m), from_p[2] % m.value(), m);
-      bool found = false;
-      for (u64 u = 0; u < 3; ++u)
-        found |= out[k][j] == add_mod(static_cast<u64>(xs[j] % m.value()), mul_mod(u, b_mod, m), m.value());
-      ASSERT_TRUE(found);
+  const std::size_t n = 300;  // not a multiple of the block size or of 8
+  for (int big_source : {0, 1}) {
+    std::vector<u64> from_p = generate_ntt_primes(40, 3, n);
+    if (big_source) from_p[1] = generate_ntt_primes(60, 1, n)[0];
+    std::vector<u64> to_p = generate_ntt_primes(50, 2, n);
+    to_p.push_back(generate_ntt_primes(58, 1, n)[0]);
+    std::vector<Modulus> from, to;
+    for (u64 p : from_p) from.emplace_back(p);
+    for (u64 p : to_p) to.emplace_back(p);
+    const BaseConverter conv(from, to);
+    std::vector<std::vector<u64>> in(3, std::vector<u64>(n)), out(3, std::vector<u64>(n)), exact(3, std::vector<u64>(n));
+    std::vector<u128> xs(n);
+    for (std::size_t j = 0; j < n; ++j) {
+      xs[j] = ((static_cast<u128>(test_rng()) << 64) | test_rng()) % (static_cast<u128>(from_p[0]) * from_p[1]);
+      for (std::size_t i = 0; i < 3; ++i) in[i][j] = static_cast<u64>(xs[j] % from_p[i]);
     }
+    const u64* ins[3] = {in[0].data(), in[1].data(), in[2].data()};
+    u64* outs[3] = {out[0].data(), out[1].data(), out[2].data()};
+    u64* exacts[3] = {exact[0].data(), exact[1].data(), exact[2].data()};
+    conv.convert(ins, outs, n);
+    conv.convert(ins, exacts, n, 3, /*exact=*/true);
+    for (std::size_t j = 0; j < n; ++j)
+      for (std::size_t k = 0; k < 3; ++k) {
+        const Modulus& m = to[k];
+        const u64 x_mod = static_cast<u64>(xs[j] % m.value());
+        ASSERT_EQ(exact[k][j], x_mod) << "exact, big source " << big_source;
+        const u64 b_mod = mul_mod(mul_mod(from_p[0] % m.value(), from_p[1] % m.value(), m), from_p[2] % m.value(), m);
+        bool found = false;  // x + u*B for some 0 <= u < 3
+        for (u64 u = 0; u < 3; ++u) found |= out[k][j] == add_mod(x_mod, mul_mod(u, b_mod, m), m.value());
+        ASSERT_TRUE(found) << "big source " << big_source << " target " << k;
+      }
+  }
 }
 
 TEST(Sampler, DistributionsHaveExpectedShape) {

@@ -35,7 +35,7 @@ Context::Context(Parameters params)
   for (std::size_t i = 0; i < nq; ++i) {
     p_mod_q_.push_back(p_mod(qm[i]));
     p_inv_mod_q_.push_back(ring::inv_mod(p_mod_q_.back(), qm[i]));
-    half_p_mod_q_.push_back(half_p_mod(qm[i]));
+    minus_half_p_mod_q_.push_back(ring::neg_mod(half_p_mod(qm[i]), qm[i].value()));
   }
   for (const auto& p : pm) half_p_mod_p_.push_back(half_p_mod(p));
   rescale_inv_.resize(nq);

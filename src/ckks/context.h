@@ -35,10 +35,11 @@ class Context {
   const ring::BaseConverter& p_to_q() const { return *p_to_q_; }
   const std::vector<ring::u64>& p_inv_mod_q() const { return p_inv_mod_q_; }
   const std::vector<ring::u64>& p_mod_q() const { return p_mod_q_; }
-  // (P - 1) / 2 modulo each special prime and each q prime: ModDown shifts by it so that
-  // it divides with rounding instead of flooring (a floor leaves a biased error).
+  // (P - 1) / 2 modulo each special prime, and its negation modulo each q prime: ModDown
+  // shifts by it so that it divides with rounding instead of flooring (a floor leaves a
+  // biased error).
   const std::vector<ring::u64>& half_p_mod_p() const { return half_p_mod_p_; }
-  const std::vector<ring::u64>& half_p_mod_q() const { return half_p_mod_q_; }
+  const std::vector<ring::u64>& minus_half_p_mod_q() const { return minus_half_p_mod_q_; }
   // q_l^{-1} mod q_i for i < l: rescale_inv_[l][i].
   const std::vector<ring::u64>& rescale_inv(std::size_t level) const { return rescale_inv_[level]; }
   // log2 of Q_l = q_0 * ... * q_l.
@@ -49,7 +50,7 @@ class Context {
   ring::Ring ring_q_, ring_p_;
   std::vector<std::vector<std::unique_ptr<ring::BaseConverter>>> mod_up_;
   std::unique_ptr<ring::BaseConverter> p_to_q_;
-  std::vector<ring::u64> p_inv_mod_q_, p_mod_q_, half_p_mod_p_, half_p_mod_q_;
+  std::vector<ring::u64> p_inv_mod_q_, p_mod_q_, half_p_mod_p_, minus_half_p_mod_q_;
   std::vector<std::vector<ring::u64>> rescale_inv_;
   std::vector<double> log2_q_prefix_;
 };

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "ckks/key_switch.h"
+#include "ring/kernels.h"
 #include "ring/modarith.h"
 
 namespace pfhe::ckks {
@@ -207,23 +208,25 @@ void Evaluator::rescale_inplace(Ciphertext& a) const {
   const std::size_t l = a.level();
   if (l == 0) throw std::invalid_argument("rescale: ciphertext is at level 0");
   const auto& rq = context_.ring_q();
-  const u64 ql = rq.modulus(l).value(), half = ql / 2;
+  const auto& last_modulus = rq.modulus(l);
+  const u64 ql = last_modulus.value(), half = ql / 2;
   const auto& inv = context_.rescale_inv(l);
   const ring::SimdPath path = ring::default_simd_path();
   for (auto& p : a.polys) {
-    std::vector<u64> last(p.limb(l), p.limb(l) + context_.n());
-    rq.ntt(l).inverse(last.data(), path);
-    for (auto& v : last) v = v + half >= ql ? v + half - ql : v + half;  // round, not floor
+    // round(c / q_l): shift by q_l/2 before taking the last limb's residue, undo after.
+    Poly last = rq.make_poly(1, false);
+    std::copy(p.limb(l), p.limb(l) + context_.n(), last.limb(0));
+    rq.ntt(l).inverse(last.limb(0), path);
+    for (std::size_t k = 0; k < context_.n(); ++k) last.limb(0)[k] = ring::add_mod(last.limb(0)[k], half, ql);
 #pragma omp parallel for if (l > 1 && !omp_in_parallel())
     for (std::size_t i = 0; i < l; ++i) {
       const auto& m = rq.modulus(i);
-      const u64 q = m.value(), half_mod = ring::reduce64(half, m);
-      std::vector<u64> t(context_.n());
-      for (std::size_t k = 0; k < t.size(); ++k) t[k] = ring::sub_mod(ring::reduce64(last[k], m), half_mod, q);
-      rq.ntt(i).forward(t.data(), path);
-      const u64 w = inv[i], ws = ring::shoup(w, q);
-      u64* x = p.limb(i);
-      for (std::size_t k = 0; k < t.size(); ++k) x[k] = ring::mul_shoup(x[k] + q - t[k], w, ws, q);
+      Poly t = rq.make_poly(1, false);
+      ring::kernels::reduce(last.limb(0), last_modulus.bits(), t.limb(0), context_.n(), m, path);
+      const u64 half_mod = ring::reduce64(half, m);
+      for (std::size_t k = 0; k < context_.n(); ++k) t.limb(0)[k] = ring::sub_mod(t.limb(0)[k], half_mod, m.value());
+      rq.ntt(i).forward(t.limb(0), path);
+      ring::kernels::subtract_multiply_constant(p.limb(i), t.limb(0), inv[i], p.limb(i), context_.n(), m, path);
     }
     p.truncate(l);
   }

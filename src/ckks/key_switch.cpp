@@ -1,5 +1,7 @@
 #include "ckks/key_switch.h"
 
+#include "ring/kernels.h"
+
 #include <omp.h>
 
 #include <stdexcept>
@@ -47,21 +49,24 @@ Decomposition decompose(const Context& ctx, const Poly& c) {
 
 namespace {
 
-// acc0/acc1 limb = sum_j d_j[perm] * key_j on one limb; u128 accumulation, one reduction.
+// out0/out1 limb = sum_j phi(d_j) * (b_j, a_j) on one limb.
 void inner_product_limb(const std::vector<const u64*>& d, const std::vector<const u64*>& b,
-                        const std::vector<const u64*>& a, const std::uint32_t* perm,
-                        const ring::Modulus& m, std::size_t n, u64* out0, u64* out1) {
-  const std::size_t digits = d.size();
-  for (std::size_t k = 0; k < n; ++k) {
-    const std::size_t src = perm ? perm[k] : k;
-    u128 s0 = 0, s1 = 0;
-    for (std::size_t j = 0; j < digits; ++j) {
-      const u64 x = d[j][src];
-      s0 += static_cast<u128>(x) * b[j][k];
-      s1 += static_cast<u128>(x) * a[j][k];
+                        const std::vector<const u64*>& a, const std::uint32_t* perm, const ring::Modulus& m,
+                        std::size_t n, u64* out0, u64* out1, ring::SimdPath path) {
+  std::vector<u64> permuted(perm ? n : 0);
+  for (std::size_t j = 0; j < d.size(); ++j) {
+    const u64* dj = d[j];
+    if (perm) {
+      for (std::size_t k = 0; k < n; ++k) permuted[k] = dj[perm[k]];
+      dj = permuted.data();
     }
-    out0[k] = ring::reduce128(s0, m);
-    out1[k] = ring::reduce128(s1, m);
+    if (j == 0) {
+      ring::kernels::multiply(dj, b[j], out0, n, m, path);
+      ring::kernels::multiply(dj, a[j], out1, n, m, path);
+    } else {
+      ring::kernels::multiply_add(dj, b[j], out0, n, m, path);
+      ring::kernels::multiply_add(dj, a[j], out1, n, m, path);
+    }
   }
 }
 
@@ -73,14 +78,13 @@ void key_switch_inner(const Context& ctx, const Decomposition& d, const Switchin
   if (key.b.size() < digits || key.max_level() < level)
     throw std::invalid_argument("switching key (level " + std::to_string(key.max_level()) +
                                 ") is too small for a ciphertext at level " + std::to_string(level));
-  // Products are < 2^122; the u128 sum holds up to 32 digits without overflow.
-  if (digits > 32) throw std::invalid_argument("more than 32 key-switching digits are not supported");
   const auto& rq = ctx.ring_q();
   const auto& rp = ctx.ring_p();
   QPPoly acc0{rq.make_poly(level + 1), rp.make_poly(rp.size())};
   QPPoly acc1{rq.make_poly(level + 1), rp.make_poly(rp.size())};
   const std::size_t total = level + 1 + rp.size();
   const std::uint32_t* perm_data = perm ? perm->data() : nullptr;
+  const ring::SimdPath path = ring::default_simd_path();
 #pragma omp parallel for if (!omp_in_parallel())
   for (std::size_t t = 0; t < total; ++t) {
     const bool is_q = t <= level;
@@ -92,7 +96,7 @@ void key_switch_inner(const Context& ctx, const Decomposition& d, const Switchin
       av[j] = is_q ? key.a[j].q.limb(i) : key.a[j].p.limb(i);
     }
     inner_product_limb(dv, bv, av, perm_data, is_q ? rq.modulus(i) : rp.modulus(i), ctx.n(),
-                       is_q ? acc0.q.limb(i) : acc0.p.limb(i), is_q ? acc1.q.limb(i) : acc1.p.limb(i));
+                       is_q ? acc0.q.limb(i) : acc0.p.limb(i), is_q ? acc1.q.limb(i) : acc1.p.limb(i), path);
   }
   out0 = rq.make_poly(level + 1);
   out1 = rq.make_poly(level + 1);
@@ -113,16 +117,14 @@ void mod_down(const Context& ctx, const QPPoly& x, Poly& out) {
   for (std::size_t k = 0; k < rp.size(); ++k) in.push_back(p_coeff.limb(k));
   for (std::size_t i = 0; i < limbs; ++i) outs.push_back(conv.limb(i));
   ctx.p_to_q().convert(in.data(), outs.data(), ctx.n(), limbs, /*exact=*/true);
-  rq.negate(conv, conv);
-  rq.add_to_each(conv, ctx.half_p_mod_q(), conv);  // -([x + (P-1)/2]_P - (P-1)/2)
+  rq.add_to_each(conv, ctx.minus_half_p_mod_q(), conv);  // [x + (P-1)/2]_P - (P-1)/2
   rq.to_ntt(conv);
   const auto& p_inv = ctx.p_inv_mod_q();
-  for (std::size_t i = 0; i < limbs; ++i) {
-    const u64 q = rq.modulus(i).value(), w = p_inv[i], ws = ring::shoup(w, q);
-    const u64 *a = x.q.limb(i), *b = conv.limb(i);
-    u64* z = out.limb(i);
-    for (std::size_t k = 0; k < ctx.n(); ++k) z[k] = ring::mul_shoup(a[k] + b[k], w, ws, q);
-  }
+  const ring::SimdPath path = ring::default_simd_path();
+  // out = (x_Q - conv) / P = round(x / P).
+  for (std::size_t i = 0; i < limbs; ++i)
+    ring::kernels::subtract_multiply_constant(x.q.limb(i), conv.limb(i), p_inv[i], out.limb(i), ctx.n(),
+                                              rq.modulus(i), path);
   out.set_ntt_form(true);
 }
 

@@ -2,6 +2,9 @@
 
 #include <stdexcept>
 
+#include "ring/cpu.h"
+#include "ring/kernels.h"
+
 namespace pfhe::ring {
 
 BaseConverter::BaseConverter(std::vector<Modulus> from, std::vector<Modulus> to)
@@ -9,13 +12,11 @@ BaseConverter::BaseConverter(std::vector<Modulus> from, std::vector<Modulus> to)
   if (from_.empty() || to_.empty()) throw std::invalid_argument("BaseConverter: empty basis");
   const std::size_t nb = from_.size();
   hat_inv_.resize(nb);
-  hat_inv_shoup_.resize(nb);
   for (std::size_t i = 0; i < nb; ++i) {
     u64 hat = 1;  // (B / b_i) mod b_i
     for (std::size_t l = 0; l < nb; ++l)
       if (l != i) hat = mul_mod(hat, reduce64(from_[l].value(), from_[i]), from_[i]);
     hat_inv_[i] = inv_mod(hat, from_[i]);
-    hat_inv_shoup_[i] = shoup(hat_inv_[i], from_[i].value());
   }
   hat_mod_to_.resize(to_.size() * nb);
   for (std::size_t k = 0; k < to_.size(); ++k)
@@ -31,24 +32,61 @@ BaseConverter::BaseConverter(std::vector<Modulus> from, std::vector<Modulus> to)
     b_mod_to_.push_back(b);
   }
   for (const auto& f : from_) inv_from_.push_back(1.0 / static_cast<double>(f.value()));
+  // IFMA terms: y_i itself for a source prime below 2^50; for a larger one, y_i is split
+  // into its low kSplitBits bits and the rest (weight * 2^kSplitBits), so that every lane
+  // input stays below 2^52.
+  for (std::size_t i = 0; i < nb; ++i) {
+    if (from_[i].ifma_eligible()) {
+      ifma_terms_.push_back({i, false});
+    } else {
+      ifma_terms_.push_back({i, false});
+      ifma_terms_.push_back({i, true});
+    }
+  }
+  const std::size_t nt = ifma_terms_.size();
+  ifma_weights_.resize(to_.size() * nt);
+  ifma_weights_shoup52_.resize(to_.size() * nt);
+  for (std::size_t k = 0; k < to_.size(); ++k) {
+    if (!to_[k].ifma_eligible()) continue;
+    const u64 shift = pow_mod(2, kSplitBits, to_[k]);
+    for (std::size_t t = 0; t < nt; ++t) {
+      const auto& term = ifma_terms_[t];
+      const u64 w = term.high ? mul_mod(hat_mod_to_[k * nb + term.source], shift, to_[k]) : hat_mod_to_[k * nb + term.source];
+      ifma_weights_[k * nt + t] = w;
+      ifma_weights_shoup52_[k * nt + t] = static_cast<u64>((static_cast<u128>(w) << 52) / to_[k].value());
+    }
+  }
 }
 
 void BaseConverter::convert(const u64* const* in, u64* const* out, std::size_t n,
                             std::size_t to_count, bool exact) const {
   if (to_count > to_.size()) throw std::invalid_argument("BaseConverter: too many outputs");
-  constexpr std::size_t kBlock = 64;
+  constexpr std::size_t kBlock = 256;
   // Products are < 2^122; 32 of them stay below 2^127, so reduce every 32 terms.
   constexpr std::size_t kTermsPerReduce = 32;
+  const SimdPath path = default_simd_path();
   const std::size_t nb = from_.size();
   std::vector<u64> y(nb * kBlock);
   std::vector<u64> overflow(kBlock, 0);  // u per coefficient (exact mode)
+  const std::size_t nt = ifma_terms_.size();
+  std::vector<u64> split(nt * kBlock);      // IFMA term rows
+  std::vector<const u64*> term_rows(nt);
+  for (std::size_t t = 0; t < nt; ++t) {
+    const auto& term = ifma_terms_[t];
+    const bool direct = from_[term.source].ifma_eligible();
+    term_rows[t] = direct ? y.data() + term.source * kBlock : split.data() + t * kBlock;
+  }
+  const u64 low_mask = (u64{1} << kSplitBits) - 1;
   for (std::size_t j0 = 0; j0 < n; j0 += kBlock) {
     const std::size_t len = std::min(kBlock, n - j0);
-    for (std::size_t i = 0; i < nb; ++i) {
-      const u64 q = from_[i].value(), w = hat_inv_[i], ws = hat_inv_shoup_[i];
-      const u64* x = in[i] + j0;
-      u64* yi = y.data() + i * kBlock;
-      for (std::size_t j = 0; j < len; ++j) yi[j] = mul_shoup(x[j], w, ws, q);
+    for (std::size_t i = 0; i < nb; ++i)
+      kernels::multiply_constant(in[i] + j0, hat_inv_[i], y.data() + i * kBlock, len, from_[i], path);
+    for (std::size_t t = 0; t < nt; ++t) {
+      const auto& term = ifma_terms_[t];
+      if (from_[term.source].ifma_eligible()) continue;
+      const u64* src = y.data() + term.source * kBlock;
+      u64* dst = split.data() + t * kBlock;
+      for (std::size_t j = 0; j < len; ++j) dst[j] = term.high ? src[j] >> kSplitBits : src[j] & low_mask;
     }
     if (exact) {
       // sum_i y_i / b_i = x / B + u with x / B in [0, 1).
@@ -61,15 +99,22 @@ void BaseConverter::convert(const u64* const* in, u64* const* out, std::size_t n
     for (std::size_t k = 0; k < to_count; ++k) {
       const u64* hat = hat_mod_to_.data() + k * nb;
       u64* z = out[k] + j0;
-      for (std::size_t j = 0; j < len; ++j) {
-        u128 acc = 0;
-        for (std::size_t i = 0; i < nb; ++i) {
-          acc += static_cast<u128>(y[i * kBlock + j]) * hat[i];
-          if ((i + 1) % kTermsPerReduce == 0) acc = reduce128(acc, to_[k]);
+      if (kernels::use_ifma(path, to_[k])) {
+        kernels::detail::dot_constant_ifma(term_rows.data(), ifma_weights_.data() + k * nt,
+                                           ifma_weights_shoup52_.data() + k * nt, nt, z, len, to_[k]);
+      } else {
+        for (std::size_t j = 0; j < len; ++j) {
+          u128 acc = 0;
+          for (std::size_t i = 0; i < nb; ++i) {
+            acc += static_cast<u128>(y[i * kBlock + j]) * hat[i];
+            if ((i + 1) % kTermsPerReduce == 0) acc = reduce128(acc, to_[k]);
+          }
+          z[j] = reduce128(acc, to_[k]);
         }
-        z[j] = reduce128(acc, to_[k]);
-        if (exact) z[j] = sub_mod(z[j], mul_mod(overflow[j], b_mod_to_[k], to_[k]), to_[k].value());
       }
+      if (exact)
+        for (std::size_t j = 0; j < len; ++j)
+          z[j] = sub_mod(z[j], mul_mod(overflow[j], b_mod_to_[k], to_[k]), to_[k].value());
     }
   }
 }

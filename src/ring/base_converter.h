@@ -28,8 +28,15 @@ class BaseConverter {
 
  private:
   std::vector<Modulus> from_, to_;
-  std::vector<u64> hat_inv_, hat_inv_shoup_;  // (B/b_i)^-1 mod b_i
+  static constexpr int kSplitBits = 26;
+  struct IfmaTerm {
+    std::size_t source;  // from-prime index
+    bool high;           // the bits of y above kSplitBits (primes >= 2^50 only)
+  };
+  std::vector<u64> hat_inv_;                  // (B/b_i)^-1 mod b_i
   std::vector<u64> hat_mod_to_;               // (B/b_i) mod c_k, row k
+  std::vector<IfmaTerm> ifma_terms_;
+  std::vector<u64> ifma_weights_, ifma_weights_shoup52_;  // per target row k, per IFMA term
   std::vector<u64> b_mod_to_;                 // B mod c_k
   std::vector<double> inv_from_;              // 1 / b_i
 };

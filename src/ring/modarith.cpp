@@ -17,6 +17,10 @@ Modulus::Modulus(u64 q) : q_(q) {
   const u128 ratio = all_ones / q + (((q & (q - 1)) == 0) ? 1 : 0);
   ratio_hi_ = static_cast<u64>(ratio >> 64);
   ratio_lo_ = static_cast<u64>(ratio);
+  if (ifma_eligible()) {
+    barrett52_ = static_cast<u64>((static_cast<u128>(1) << (2 * bits_)) / q);
+    one_shoup52_ = (u64{1} << 52) / q;
+  }
 }
 
 u64 pow_mod(u64 base, u64 exp, const Modulus& m) {

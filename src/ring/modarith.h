@@ -10,6 +10,7 @@ using u64 = std::uint64_t;
 __extension__ typedef unsigned __int128 u128;  // GCC/Clang extension, silences -Wpedantic
 
 inline constexpr int kMaxModulusBits = 61;  // keeps 4q < 2^64 for lazy butterflies
+inline constexpr int kIfmaMaxBits = 50;     // lazy values < 4q fit the 52-bit IFMA lanes
 
 // A prime modulus with its Barrett constant floor(2^128 / q).
 class Modulus {
@@ -21,10 +22,16 @@ class Modulus {
   int bits() const { return bits_; }
   u64 ratio_hi() const { return ratio_hi_; }
   u64 ratio_lo() const { return ratio_lo_; }
+  // For the 52-bit (AVX-512 IFMA) kernels, primes below 2^50 only: floor(2^(2b) / q) with
+  // b = bits(), and floor(2^52 / q) (Shoup constant of 1, used to reduce values < 2^52).
+  bool ifma_eligible() const { return bits_ <= kIfmaMaxBits; }
+  u64 barrett52() const { return barrett52_; }
+  u64 one_shoup52() const { return one_shoup52_; }
 
  private:
   u64 q_ = 0;
   u64 ratio_hi_ = 0, ratio_lo_ = 0;
+  u64 barrett52_ = 0, one_shoup52_ = 0;
   int bits_ = 0;
 };
 

@@ -8,8 +8,6 @@
 namespace pfhe::ring {
 
 namespace {
-constexpr int kIfmaMaxBits = 50;  // lazy values < 4q must fit the 52-bit lanes
-
 u64 shoup52(u64 w, u64 q) { return static_cast<u64>((static_cast<u128>(w) << 52) / q); }
 }  // namespace
 

@@ -1,5 +1,7 @@
 #include "ring/ring.h"
 
+#include "ring/kernels.h"
+
 #include <algorithm>
 #include <stdexcept>
 #include <string>
@@ -89,32 +91,27 @@ void Ring::negate(const Poly& a, Poly& out) const {
 void Ring::multiply(const Poly& a, const Poly& b, Poly& out) const {
   const std::size_t limbs = std::min(a.limbs(), b.limbs());
   check_limbs(a, limbs); check_limbs(b, limbs); check_limbs(out, limbs);
+  const SimdPath path = default_simd_path();
   for_each_limb(*this, limbs, [&](std::size_t i, const Modulus& m) {
-    const u64 *x = a.limb(i), *y = b.limb(i);
-    u64* z = out.limb(i);
-    for (std::size_t j = 0; j < n_; ++j) z[j] = mul_mod(x[j], y[j], m);
+    kernels::multiply(a.limb(i), b.limb(i), out.limb(i), n_, m, path);
   });
 }
 
 void Ring::multiply_add(const Poly& a, const Poly& b, Poly& acc) const {
   const std::size_t limbs = std::min(a.limbs(), b.limbs());
   check_limbs(a, limbs); check_limbs(b, limbs); check_limbs(acc, limbs);
+  const SimdPath path = default_simd_path();
   for_each_limb(*this, limbs, [&](std::size_t i, const Modulus& m) {
-    const u64 *x = a.limb(i), *y = b.limb(i);
-    u64* z = acc.limb(i);
-    for (std::size_t j = 0; j < n_; ++j)
-      z[j] = reduce128(static_cast<u128>(x[j]) * y[j] + z[j], m);
+    kernels::multiply_add(a.limb(i), b.limb(i), acc.limb(i), n_, m, path);
   });
 }
 
 void Ring::multiply_scalar(const Poly& a, const std::vector<u64>& c, Poly& out) const {
   check_limbs(out, a.limbs());
   if (c.size() < a.limbs()) throw std::invalid_argument("multiply_scalar: too few constants");
+  const SimdPath path = default_simd_path();
   for_each_limb(*this, a.limbs(), [&](std::size_t i, const Modulus& m) {
-    const u64 q = m.value(), w = c[i], ws = shoup(w, q);
-    const u64* x = a.limb(i);
-    u64* z = out.limb(i);
-    for (std::size_t j = 0; j < n_; ++j) z[j] = mul_shoup(x[j], w, ws, q);
+    kernels::multiply_constant(a.limb(i), c[i], out.limb(i), n_, m, path);
   });
 }
 

@@ -1,0 +1,223 @@
+// Engine benchmarks at the two reference parameter sets of the engine issue.
+//   P16: N = 2^16, q = 60 + 24 x 40 bits, P = 8 x 50 bits, dnum 3   (log2 QP ~ 1420)
+//   P15: N = 2^15, q = 60 + 18 x 40 bits, P = 2 x 50 bits, dnum 10  (log2 QP ~ 880)
+// Each op runs at the top level and at "mid" (12 primes left), with 1 and 2 OpenMP threads.
+//   ./build/bench/pfhe_bench --benchmark_filter=P16   (see docs/BENCHMARKS.md)
+#include <benchmark/benchmark.h>
+#include <omp.h>
+
+#include <map>
+#include <memory>
+#include <random>
+
+#include "ckks/encoder.h"
+#include "ckks/encryptor.h"
+#include "ckks/evaluator.h"
+#include "ckks/keygen.h"
+#include "ckks/linear_transform.h"
+
+using namespace pfhe::ckks;
+
+namespace {
+
+constexpr std::size_t kMidLimbs = 12;
+constexpr int kLtDiagonals = 64;
+
+struct Setup {
+  explicit Setup(bool p16) : ctx(Parameters::create(spec(p16))), encoder(ctx), keygen(ctx) {
+    pk = keygen.create_public_key();
+    rlk = keygen.create_relin_key();
+    std::vector<long> steps;
+    for (long k = 1; k <= 16; ++k) steps.push_back(k);
+    steps.push_back(32);
+    steps.push_back(48);
+    gk = keygen.create_galois_keys(steps);
+    eval = std::make_unique<Evaluator>(ctx, &rlk, &gk);
+    pk_encryptor = std::make_unique<Encryptor>(ctx, pk);
+    decryptor = std::make_unique<Decryptor>(ctx, keygen.secret_key());
+    std::mt19937_64 rng(1);
+    std::uniform_real_distribution<double> d(-1, 1);
+    values.resize(ctx.n() / 2);
+    for (auto& v : values) v = d(rng);
+  }
+
+  static ParameterSpec spec(bool p16) {
+    ParameterSpec s;
+    s.log_n = p16 ? 16 : 15;
+    s.q_bits.push_back(60);
+    s.q_bits.insert(s.q_bits.end(), p16 ? 24 : 18, 40);
+    s.p_bits.assign(p16 ? 8 : 2, 50);
+    s.dnum = p16 ? 3 : 10;
+    return s;
+  }
+
+  std::size_t level(bool mid) const { return mid ? kMidLimbs - 1 : ctx.max_level(); }
+  Plaintext plain(std::size_t level) const { return encoder.encode(values, level, ctx.params().default_scale()); }
+  Ciphertext cipher(std::size_t level) const { return pk_encryptor->encrypt(plain(level)); }
+
+  const LinearTransform& transform(std::size_t level) {
+    auto& slot = transforms[level];
+    if (!slot) {
+      Diagonals diags;
+      for (long k = 0; k < kLtDiagonals; ++k) diags[k] = std::vector<std::complex<double>>(values.begin(), values.end());
+      slot = std::make_unique<LinearTransform>(encoder, diags, ctx.n() / 2, level, 16);
+    }
+    return *slot;
+  }
+
+  Context ctx;
+  Encoder encoder;
+  KeyGenerator keygen;
+  PublicKey pk;
+  RelinKey rlk;
+  GaloisKeys gk;
+  std::unique_ptr<Evaluator> eval;
+  std::unique_ptr<Encryptor> pk_encryptor;
+  std::unique_ptr<Decryptor> decryptor;
+  std::vector<double> values;
+  std::map<std::size_t, std::unique_ptr<LinearTransform>> transforms;
+};
+
+Setup& setup(bool p16) {
+  static std::map<bool, std::unique_ptr<Setup>> cache;
+  auto& s = cache[p16];
+  if (!s) s = std::make_unique<Setup>(p16);
+  return *s;
+}
+
+// range(0): 16 for P16, 15 for P15; range(1): 1 = mid level; range(2): OpenMP threads.
+struct Args {
+  explicit Args(const benchmark::State& st)
+      : s(setup(st.range(0) == 16)), level(s.level(st.range(1) == 1)) {
+    omp_set_num_threads(static_cast<int>(st.range(2)));
+  }
+  Setup& s;
+  std::size_t level;
+};
+
+void BM_ntt_limb(benchmark::State& st) {
+  Args a(st);
+  std::vector<std::uint64_t> limb(a.s.ctx.n(), 12345);
+  const auto& ntt = a.s.ctx.ring_q().ntt(1);
+  for (auto _ : st) {
+    ntt.forward(limb.data());
+    benchmark::DoNotOptimize(limb.data());
+  }
+}
+
+void BM_encode(benchmark::State& st) {
+  Args a(st);
+  for (auto _ : st) benchmark::DoNotOptimize(a.s.plain(a.level));
+}
+
+void BM_encrypt_public(benchmark::State& st) {
+  Args a(st);
+  const Plaintext pt = a.s.plain(a.level);
+  for (auto _ : st) benchmark::DoNotOptimize(a.s.pk_encryptor->encrypt(pt));
+}
+
+void BM_decrypt_decode(benchmark::State& st) {
+  Args a(st);
+  const Ciphertext ct = a.s.cipher(a.level);
+  for (auto _ : st) benchmark::DoNotOptimize(a.s.encoder.decode(a.s.decryptor->decrypt(ct)));
+}
+
+void BM_add(benchmark::State& st) {
+  Args a(st);
+  Ciphertext x = a.s.cipher(a.level);
+  const Ciphertext y = a.s.cipher(a.level);
+  for (auto _ : st) a.s.eval->add_inplace(x, y);
+}
+
+void BM_mul_plain(benchmark::State& st) {
+  Args a(st);
+  const Ciphertext x = a.s.cipher(a.level);
+  const Plaintext p = a.s.plain(a.level);
+  for (auto _ : st) {
+    Ciphertext c = x;
+    a.s.eval->multiply_plain_inplace(c, p);
+    benchmark::DoNotOptimize(c);
+  }
+}
+
+void BM_mul_plain_rescale(benchmark::State& st) {
+  Args a(st);
+  const Ciphertext x = a.s.cipher(a.level);
+  const Plaintext p = a.s.plain(a.level);
+  for (auto _ : st) {
+    Ciphertext c = x;
+    a.s.eval->multiply_plain_inplace(c, p);
+    a.s.eval->rescale_inplace(c);
+    benchmark::DoNotOptimize(c);
+  }
+}
+
+void BM_rescale(benchmark::State& st) {
+  Args a(st);
+  const Ciphertext x = a.s.cipher(a.level);
+  for (auto _ : st) {
+    st.PauseTiming();
+    Ciphertext c = x;
+    st.ResumeTiming();
+    a.s.eval->rescale_inplace(c);
+  }
+}
+
+void BM_mul_relin(benchmark::State& st) {
+  Args a(st);
+  const Ciphertext x = a.s.cipher(a.level), y = a.s.cipher(a.level);
+  for (auto _ : st) benchmark::DoNotOptimize(a.s.eval->multiply_relin(x, y));
+}
+
+void BM_rotate(benchmark::State& st) {
+  Args a(st);
+  const Ciphertext x = a.s.cipher(a.level);
+  for (auto _ : st) benchmark::DoNotOptimize(a.s.eval->rotate(x, 1));
+}
+
+void BM_rotate_hoisted16(benchmark::State& st) {
+  Args a(st);
+  const Ciphertext x = a.s.cipher(a.level);
+  std::vector<long> steps;
+  for (long k = 1; k <= 16; ++k) steps.push_back(k);
+  for (auto _ : st) benchmark::DoNotOptimize(a.s.eval->rotate_hoisted(x, steps));
+}
+
+void BM_linear_transform64(benchmark::State& st) {
+  Args a(st);
+  const Ciphertext x = a.s.cipher(a.level);
+  const LinearTransform& lt = a.s.transform(a.level);
+  for (auto _ : st) benchmark::DoNotOptimize(lt.apply(*a.s.eval, x));
+}
+
+void register_all() {
+  const std::vector<std::pair<const char*, void (*)(benchmark::State&)>> ops = {
+      {"ntt_limb", BM_ntt_limb},         {"encode", BM_encode},
+      {"encrypt_pk", BM_encrypt_public}, {"decrypt_decode", BM_decrypt_decode},
+      {"add", BM_add},                   {"mul_plain", BM_mul_plain},
+      {"mul_plain_rescale", BM_mul_plain_rescale}, {"rescale", BM_rescale},
+      {"mul_relin", BM_mul_relin},       {"rotate", BM_rotate},
+      {"rotate_hoisted16", BM_rotate_hoisted16}, {"linear_transform64", BM_linear_transform64}};
+  for (int log_n : {16, 15})
+    for (int mid : {0, 1})
+      for (int threads : {1, 2})
+        for (const auto& [name, fn] : ops) {
+          const std::string full = std::string("P") + std::to_string(log_n) + (mid ? "/mid/" : "/top/") + name +
+                                   "/threads:" + std::to_string(threads);
+          benchmark::RegisterBenchmark(full.c_str(), fn)
+              ->Args({log_n, mid, threads})
+              ->Unit(benchmark::kMillisecond)
+              ->UseRealTime();
+        }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  register_all();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,33 @@
+#include "ring/kernels.h"
+
+namespace pfhe::ring::kernels {
+
+void multiply(const u64* a, const u64* b, u64* out, std::size_t n, const Modulus& m, SimdPath path) {
+  if (use_ifma(path, m)) return detail::multiply_ifma(a, b, out, n, m);
+  for (std::size_t j = 0; j < n; ++j) out[j] = mul_mod(a[j], b[j], m);
+}
+
+void multiply_add(const u64* a, const u64* b, u64* acc, std::size_t n, const Modulus& m, SimdPath path) {
+  if (use_ifma(path, m)) return detail::multiply_add_ifma(a, b, acc, n, m);
+  for (std::size_t j = 0; j < n; ++j) acc[j] = reduce128(static_cast<u128>(a[j]) * b[j] + acc[j], m);
+}
+
+void multiply_constant(const u64* a, u64 w, u64* out, std::size_t n, const Modulus& m, SimdPath path) {
+  if (use_ifma(path, m)) return detail::multiply_constant_ifma(a, w, out, n, m);
+  const u64 q = m.value(), ws = shoup(w, q);
+  for (std::size_t j = 0; j < n; ++j) out[j] = mul_shoup(a[j], w, ws, q);
+}
+
+void subtract_multiply_constant(const u64* a, const u64* b, u64 w, u64* out, std::size_t n, const Modulus& m,
+                                SimdPath path) {
+  if (use_ifma(path, m)) return detail::subtract_multiply_constant_ifma(a, b, w, out, n, m);
+  const u64 q = m.value(), ws = shoup(w, q);
+  for (std::size_t j = 0; j < n; ++j) out[j] = mul_shoup(a[j] + q - b[j], w, ws, q);
+}
+
+void reduce(const u64* x, int input_bits, u64* out, std::size_t n, const Modulus& m, SimdPath path) {
+  if (use_ifma(path, m) && input_bits <= 52) return detail::reduce_ifma(x, out, n, m);
+  for (std::size_t j = 0; j < n; ++j) out[j] = reduce64(x[j], m);
+}
+
+}  // namespace pfhe::ring::kernels

@@ -1,0 +1,40 @@
+// Element-wise kernels over one limb (n coefficients modulo one prime), in two versions:
+// portable scalar and AVX-512 IFMA (for primes below 2^50). The caller passes the path;
+// a limb whose prime is too large for IFMA runs the scalar version. All inputs < q,
+// all outputs < q, and `out` may alias an input.
+#pragma once
+#include <cstddef>
+
+#include "ring/cpu.h"
+#include "ring/modarith.h"
+
+namespace pfhe::ring::kernels {
+
+// The path a kernel really runs for a request (IFMA only for eligible primes).
+inline bool use_ifma(SimdPath path, const Modulus& m) {
+  return path == SimdPath::kAvx512Ifma && m.ifma_eligible();
+}
+
+void multiply(const u64* a, const u64* b, u64* out, std::size_t n, const Modulus& m, SimdPath path);
+void multiply_add(const u64* a, const u64* b, u64* acc, std::size_t n, const Modulus& m, SimdPath path);
+// out = a * w for a fixed w < q (Shoup).
+void multiply_constant(const u64* a, u64 w, u64* out, std::size_t n, const Modulus& m, SimdPath path);
+// out = (a - b) * w for a fixed w (the last step of rescale and ModDown).
+void subtract_multiply_constant(const u64* a, const u64* b, u64 w, u64* out, std::size_t n, const Modulus& m,
+                                SimdPath path);
+// out = x mod q for inputs below 2^input_bits (IFMA needs input_bits <= 52).
+void reduce(const u64* x, int input_bits, u64* out, std::size_t n, const Modulus& m, SimdPath path);
+
+namespace detail {
+void multiply_ifma(const u64* a, const u64* b, u64* out, std::size_t n, const Modulus& m);
+void multiply_add_ifma(const u64* a, const u64* b, u64* acc, std::size_t n, const Modulus& m);
+void multiply_constant_ifma(const u64* a, u64 w, u64* out, std::size_t n, const Modulus& m);
+void subtract_multiply_constant_ifma(const u64* a, const u64* b, u64 w, u64* out, std::size_t n, const Modulus& m);
+void reduce_ifma(const u64* x, u64* out, std::size_t n, const Modulus& m);
+// acc[j] = sum_i y[i][j] * w[i] mod q for fixed w[i] (Shoup constants w_shoup52[i]);
+// every y[i][j] < 2^50.
+void dot_constant_ifma(const u64* const* y, const u64* w, const u64* w_shoup52, std::size_t terms, u64* out,
+                       std::size_t n, const Modulus& m);
+}  // namespace detail
+
+}  // namespace pfhe::ring::kernels

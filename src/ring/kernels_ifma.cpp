@@ -1,0 +1,135 @@
+// AVX-512 IFMA element-wise kernels (primes below 2^50, 8 lanes of 52-bit products).
+#include <immintrin.h>
+
+#include "ring/kernels.h"
+
+// GCC 12 flags _mm512_undefined_epi32() inside the masked-min intrinsic; a false positive.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#define PFHE_IFMA __attribute__((target("avx512f,avx512ifma")))
+
+namespace pfhe::ring::kernels::detail {
+namespace {
+
+struct Lanes {
+  PFHE_IFMA explicit Lanes(const Modulus& m)
+      : q(_mm512_set1_epi64(static_cast<long long>(m.value()))),
+        mu(_mm512_set1_epi64(static_cast<long long>(m.barrett52()))),
+        one_shoup(_mm512_set1_epi64(static_cast<long long>(m.one_shoup52()))),
+        bits(m.bits()) {}
+  __m512i q, mu, one_shoup;
+  int bits;
+};
+
+PFHE_IFMA inline __m512i mask52() { return _mm512_set1_epi64((1LL << 52) - 1); }
+
+PFHE_IFMA inline __m512i reduce_once(__m512i x, __m512i bound) {
+  return _mm512_min_epu64(x, _mm512_sub_epi64(x, bound));
+}
+
+// a * b mod q for a, b < q < 2^50 (Barrett on the 104-bit product; estimate off by <= 2).
+PFHE_IFMA inline __m512i mul_barrett(__m512i a, __m512i b, const Lanes& l) {
+  const __m512i zero = _mm512_setzero_si512();
+  const __m512i zl = _mm512_madd52lo_epu64(zero, a, b);
+  const __m512i zh = _mm512_madd52hi_epu64(zero, a, b);
+  // z' = floor(z / 2^(b-1)) < 2^(b+1)
+  const __m512i zs = _mm512_or_si512(_mm512_slli_epi64(zh, static_cast<unsigned>(53 - l.bits)),
+                                     _mm512_srli_epi64(zl, static_cast<unsigned>(l.bits - 1)));
+  const __m512i tl = _mm512_madd52lo_epu64(zero, zs, l.mu);
+  const __m512i th = _mm512_madd52hi_epu64(zero, zs, l.mu);
+  // quotient = floor(z' * mu / 2^(b+1))
+  const __m512i quot = _mm512_or_si512(_mm512_slli_epi64(th, static_cast<unsigned>(51 - l.bits)),
+                                       _mm512_srli_epi64(tl, static_cast<unsigned>(l.bits + 1)));
+  __m512i r = _mm512_and_si512(_mm512_sub_epi64(zl, _mm512_madd52lo_epu64(zero, quot, l.q)), mask52());
+  const __m512i two_q = _mm512_add_epi64(l.q, l.q);
+  r = reduce_once(r, two_q);
+  return reduce_once(r, l.q);
+}
+
+// x * w mod q in [0, 2q) for a fixed w (Shoup, 52-bit), x < 2^52.
+PFHE_IFMA inline __m512i mul_shoup_lazy(__m512i x, __m512i w, __m512i w_shoup, __m512i q) {
+  const __m512i zero = _mm512_setzero_si512();
+  const __m512i quot = _mm512_madd52hi_epu64(zero, x, w_shoup);
+  const __m512i prod = _mm512_madd52lo_epu64(zero, x, w);
+  return _mm512_and_si512(_mm512_sub_epi64(prod, _mm512_madd52lo_epu64(zero, quot, q)), mask52());
+}
+
+inline u64 shoup52(u64 w, u64 q) { return static_cast<u64>((static_cast<u128>(w) << 52) / q); }
+
+}  // namespace
+
+// The vector loops run over n rounded down to 8 lanes; the scalar tail keeps odd sizes
+// correct (polynomials always have n >= 16, but the kernels do not rely on it).
+PFHE_IFMA void multiply_ifma(const u64* a, const u64* b, u64* out, std::size_t n, const Modulus& m) {
+  const Lanes l(m);
+  std::size_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    _mm512_storeu_si512(out + j, mul_barrett(_mm512_loadu_si512(a + j), _mm512_loadu_si512(b + j), l));
+  for (; j < n; ++j) out[j] = mul_mod(a[j], b[j], m);
+}
+
+PFHE_IFMA void multiply_add_ifma(const u64* a, const u64* b, u64* acc, std::size_t n, const Modulus& m) {
+  const Lanes l(m);
+  std::size_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m512i p = mul_barrett(_mm512_loadu_si512(a + j), _mm512_loadu_si512(b + j), l);
+    _mm512_storeu_si512(acc + j, reduce_once(_mm512_add_epi64(p, _mm512_loadu_si512(acc + j)), l.q));
+  }
+  for (; j < n; ++j) acc[j] = add_mod(mul_mod(a[j], b[j], m), acc[j], m.value());
+}
+
+PFHE_IFMA void multiply_constant_ifma(const u64* a, u64 w, u64* out, std::size_t n, const Modulus& m) {
+  const __m512i q = _mm512_set1_epi64(static_cast<long long>(m.value()));
+  const __m512i wv = _mm512_set1_epi64(static_cast<long long>(w));
+  const __m512i ws = _mm512_set1_epi64(static_cast<long long>(shoup52(w, m.value())));
+  std::size_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    _mm512_storeu_si512(out + j, reduce_once(mul_shoup_lazy(_mm512_loadu_si512(a + j), wv, ws, q), q));
+  for (; j < n; ++j) out[j] = mul_mod(a[j], w, m);
+}
+
+PFHE_IFMA void subtract_multiply_constant_ifma(const u64* a, const u64* b, u64 w, u64* out, std::size_t n,
+                                               const Modulus& m) {
+  const __m512i q = _mm512_set1_epi64(static_cast<long long>(m.value()));
+  const __m512i wv = _mm512_set1_epi64(static_cast<long long>(w));
+  const __m512i ws = _mm512_set1_epi64(static_cast<long long>(shoup52(w, m.value())));
+  std::size_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m512i diff = _mm512_sub_epi64(_mm512_add_epi64(_mm512_loadu_si512(a + j), q), _mm512_loadu_si512(b + j));
+    _mm512_storeu_si512(out + j, reduce_once(mul_shoup_lazy(diff, wv, ws, q), q));
+  }
+  for (; j < n; ++j) out[j] = mul_mod(sub_mod(a[j], b[j], m.value()), w, m);
+}
+
+PFHE_IFMA void reduce_ifma(const u64* x, u64* out, std::size_t n, const Modulus& m) {
+  const __m512i q = _mm512_set1_epi64(static_cast<long long>(m.value()));
+  const __m512i one = _mm512_set1_epi64(1);
+  const __m512i os = _mm512_set1_epi64(static_cast<long long>(m.one_shoup52()));
+  std::size_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    _mm512_storeu_si512(out + j, reduce_once(mul_shoup_lazy(_mm512_loadu_si512(x + j), one, os, q), q));
+  for (; j < n; ++j) out[j] = reduce64(x[j], m);
+}
+
+PFHE_IFMA void dot_constant_ifma(const u64* const* y, const u64* w, const u64* w_shoup52, std::size_t terms,
+                                 u64* out, std::size_t n, const Modulus& m) {
+  const __m512i q = _mm512_set1_epi64(static_cast<long long>(m.value()));
+  const __m512i two_q = _mm512_add_epi64(q, q);
+  std::size_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    __m512i acc = _mm512_setzero_si512();  // kept in [0, 2q)
+    for (std::size_t i = 0; i < terms; ++i) {
+      const __m512i p = mul_shoup_lazy(_mm512_loadu_si512(y[i] + j), _mm512_set1_epi64(static_cast<long long>(w[i])),
+                                       _mm512_set1_epi64(static_cast<long long>(w_shoup52[i])), q);
+      acc = reduce_once(_mm512_add_epi64(acc, p), two_q);
+    }
+    _mm512_storeu_si512(out + j, reduce_once(acc, q));
+  }
+  for (; j < n; ++j) {
+    u64 acc = 0;
+    for (std::size_t i = 0; i < terms; ++i) acc = add_mod(acc, mul_mod(y[i][j], w[i], m), m.value());
+    out[j] = acc;
+  }
+}
+
+}  // namespace pfhe::ring::kernels::detail

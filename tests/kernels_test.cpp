@@ -1,0 +1,85 @@
+// Element-wise kernels: every SIMD path against the scalar reference, odd lengths included.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "ring/kernels.h"
+#include "ring/primes.h"
+
+using namespace pfhe::ring;
+
+namespace {
+std::vector<u64> random_below(std::size_t n, u64 bound, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<u64> v(n);
+  for (auto& x : v) x = rng() % bound;
+  return v;
+}
+}  // namespace
+
+class KernelPaths : public ::testing::TestWithParam<SimdPath> {};
+
+TEST_P(KernelPaths, MatchScalarReference) {
+  const SimdPath path = GetParam();
+  if (!cpu_supports(path)) GTEST_SKIP() << to_string(path) << " not supported on this CPU";
+  for (int bits : {17, 30, 40, 49, 50, 55, 60}) {
+    const Modulus m(generate_ntt_primes(bits, 1, 16)[0]);
+    for (std::size_t n : {std::size_t{8}, std::size_t{37}, std::size_t{4096}}) {
+      const auto a = random_below(n, m.value(), bits * 7 + n), b = random_below(n, m.value(), bits * 11 + n);
+      // Extremes: q - 1 everywhere in the first lanes.
+      auto a2 = a;
+      for (std::size_t j = 0; j < std::min<std::size_t>(n, 8); ++j) a2[j] = m.value() - 1;
+      std::vector<u64> got(n), want(n);
+      kernels::multiply(a2.data(), b.data(), got.data(), n, m, path);
+      kernels::multiply(a2.data(), b.data(), want.data(), n, m, SimdPath::kScalar);
+      ASSERT_EQ(got, want) << "multiply bits " << bits << " n " << n;
+      for (std::size_t j = 0; j < n; ++j) ASSERT_EQ(want[j], static_cast<u64>(static_cast<u128>(a2[j]) * b[j] % m.value()));
+      got = b;
+      want = b;
+      kernels::multiply_add(a2.data(), b.data(), got.data(), n, m, path);
+      kernels::multiply_add(a2.data(), b.data(), want.data(), n, m, SimdPath::kScalar);
+      ASSERT_EQ(got, want) << "multiply_add bits " << bits;
+      const u64 w = m.value() - 2;
+      kernels::multiply_constant(a2.data(), w, got.data(), n, m, path);
+      kernels::multiply_constant(a2.data(), w, want.data(), n, m, SimdPath::kScalar);
+      ASSERT_EQ(got, want) << "multiply_constant bits " << bits;
+      kernels::subtract_multiply_constant(a2.data(), b.data(), w, got.data(), n, m, path);
+      kernels::subtract_multiply_constant(a2.data(), b.data(), w, want.data(), n, m, SimdPath::kScalar);
+      ASSERT_EQ(got, want) << "subtract_multiply_constant bits " << bits;
+      const auto big = random_below(n, u64{1} << 52, bits + n);
+      kernels::reduce(big.data(), 52, got.data(), n, m, path);
+      for (std::size_t j = 0; j < n; ++j) ASSERT_EQ(got[j], big[j] % m.value()) << "reduce bits " << bits;
+      // In place (out aliases a).
+      auto inplace = a2;
+      kernels::multiply(inplace.data(), b.data(), inplace.data(), n, m, path);
+      kernels::multiply(a2.data(), b.data(), want.data(), n, m, SimdPath::kScalar);
+      ASSERT_EQ(inplace, want);
+    }
+  }
+}
+
+TEST(Kernels, DotConstantIfmaMatchesScalar) {
+  if (!cpu_supports(SimdPath::kAvx512Ifma)) GTEST_SKIP() << "no AVX-512 IFMA";
+  const Modulus m(generate_ntt_primes(45, 1, 16)[0]);
+  const std::size_t n = 100, terms = 9;
+  std::vector<std::vector<u64>> y;
+  std::vector<const u64*> ptr;
+  std::vector<u64> w, ws;
+  for (std::size_t i = 0; i < terms; ++i) {
+    y.push_back(random_below(n, u64{1} << 50, i));
+    w.push_back(m.value() - 1 - i);
+    ws.push_back(static_cast<u64>((static_cast<u128>(w.back()) << 52) / m.value()));
+  }
+  for (auto& v : y) ptr.push_back(v.data());
+  std::vector<u64> out(n);
+  kernels::detail::dot_constant_ifma(ptr.data(), w.data(), ws.data(), terms, out.data(), n, m);
+  for (std::size_t j = 0; j < n; ++j) {
+    u64 acc = 0;
+    for (std::size_t i = 0; i < terms; ++i) acc = add_mod(acc, mul_mod(y[i][j] % m.value(), w[i], m), m.value());
+    ASSERT_EQ(out[j], acc);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllPaths, KernelPaths,
+                         ::testing::Values(SimdPath::kScalar, SimdPath::kAvx2, SimdPath::kAvx512Ifma),
+                         [](const auto& info) { return to_string(info.param); });
