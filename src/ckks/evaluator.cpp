@@ -191,7 +191,7 @@ void Evaluator::relinearize_inplace(Ciphertext& a) const {
   if (!relin_key_) throw std::logic_error("relinearize: the evaluator has no relinearization key");
   const Decomposition d = decompose(context_, a.polys[2]);
   Poly k0, k1;
-  key_switch_inner(context_, d, relin_key_->key, nullptr, k0, k1);
+  key_switch_inner(context_, d, relin_key_->key, k0, k1);
   context_.ring_q().add(a.polys[0], k0, a.polys[0]);
   context_.ring_q().add(a.polys[1], k1, a.polys[1]);
   a.polys.pop_back();
@@ -271,12 +271,16 @@ Ciphertext Evaluator::apply_galois(const Ciphertext& a, std::uint64_t g) const {
 
 Ciphertext Evaluator::apply_galois(const Ciphertext& a, const Decomposition& d, std::uint64_t g) const {
   if (g == 1) return a;
+  // The Galois key switches c1 from s to phi^{-1}(s) (see KeyGenerator::create_galois_key):
+  // (u0, u1) = KS(c1) with u0 + u1 phi^{-1}(s) ~ c1 s, so (phi(c0 + u0), phi(u1)) decrypts
+  // under s to phi(m). Permuting the two outputs is cheaper than permuting every digit.
   const auto& rq = context_.ring_q();
-  Ciphertext r{{Poly(), Poly()}, a.scale, a.log_slots};
-  key_switch_inner(context_, d, galois_key(g), &rq.automorphism_permutation(g), r.polys[0], r.polys[1]);
-  Poly rotated_c0 = rq.make_poly(a.level() + 1);
-  rq.automorphism_ntt(a.polys[0], g, rotated_c0);
-  rq.add(r.polys[0], rotated_c0, r.polys[0]);
+  Poly u0, u1;
+  key_switch_inner(context_, d, galois_key(g), u0, u1);
+  rq.add(u0, a.polys[0], u0);
+  Ciphertext r{{rq.make_poly(a.level() + 1), rq.make_poly(a.level() + 1)}, a.scale, a.log_slots};
+  rq.automorphism_ntt(u0, g, r.polys[0]);
+  rq.automorphism_ntt(u1, g, r.polys[1]);
   return r;
 }
 

@@ -49,31 +49,25 @@ Decomposition decompose(const Context& ctx, const Poly& c) {
 
 namespace {
 
-// out0/out1 limb = sum_j phi(d_j) * (b_j, a_j) on one limb.
+// out0/out1 limb = sum_j d_j * (b_j, a_j) on one limb.
 void inner_product_limb(const std::vector<const u64*>& d, const std::vector<const u64*>& b,
-                        const std::vector<const u64*>& a, const std::uint32_t* perm, const ring::Modulus& m,
-                        std::size_t n, u64* out0, u64* out1, ring::SimdPath path) {
-  std::vector<u64> permuted(perm ? n : 0);
+                        const std::vector<const u64*>& a, const ring::Modulus& m, std::size_t n, u64* out0,
+                        u64* out1, ring::SimdPath path) {
   for (std::size_t j = 0; j < d.size(); ++j) {
-    const u64* dj = d[j];
-    if (perm) {
-      for (std::size_t k = 0; k < n; ++k) permuted[k] = dj[perm[k]];
-      dj = permuted.data();
-    }
     if (j == 0) {
-      ring::kernels::multiply(dj, b[j], out0, n, m, path);
-      ring::kernels::multiply(dj, a[j], out1, n, m, path);
+      ring::kernels::multiply(d[j], b[j], out0, n, m, path);
+      ring::kernels::multiply(d[j], a[j], out1, n, m, path);
     } else {
-      ring::kernels::multiply_add(dj, b[j], out0, n, m, path);
-      ring::kernels::multiply_add(dj, a[j], out1, n, m, path);
+      ring::kernels::multiply_add(d[j], b[j], out0, n, m, path);
+      ring::kernels::multiply_add(d[j], a[j], out1, n, m, path);
     }
   }
 }
 
 }  // namespace
 
-void key_switch_inner(const Context& ctx, const Decomposition& d, const SwitchingKey& key,
-                      const std::vector<std::uint32_t>* perm, Poly& out0, Poly& out1) {
+void key_switch_inner(const Context& ctx, const Decomposition& d, const SwitchingKey& key, Poly& out0,
+                      Poly& out1) {
   const std::size_t level = d.level, digits = d.digits.size();
   if (key.b.size() < digits || key.max_level() < level)
     throw std::invalid_argument("switching key (level " + std::to_string(key.max_level()) +
@@ -83,7 +77,6 @@ void key_switch_inner(const Context& ctx, const Decomposition& d, const Switchin
   QPPoly acc0{rq.make_poly(level + 1), rp.make_poly(rp.size())};
   QPPoly acc1{rq.make_poly(level + 1), rp.make_poly(rp.size())};
   const std::size_t total = level + 1 + rp.size();
-  const std::uint32_t* perm_data = perm ? perm->data() : nullptr;
   const ring::SimdPath path = ring::default_simd_path();
 #pragma omp parallel for if (!omp_in_parallel())
   for (std::size_t t = 0; t < total; ++t) {
@@ -95,7 +88,7 @@ void key_switch_inner(const Context& ctx, const Decomposition& d, const Switchin
       bv[j] = is_q ? key.b[j].q.limb(i) : key.b[j].p.limb(i);
       av[j] = is_q ? key.a[j].q.limb(i) : key.a[j].p.limb(i);
     }
-    inner_product_limb(dv, bv, av, perm_data, is_q ? rq.modulus(i) : rp.modulus(i), ctx.n(),
+    inner_product_limb(dv, bv, av, is_q ? rq.modulus(i) : rp.modulus(i), ctx.n(),
                        is_q ? acc0.q.limb(i) : acc0.p.limb(i), is_q ? acc1.q.limb(i) : acc1.p.limb(i), path);
   }
   out0 = rq.make_poly(level + 1);

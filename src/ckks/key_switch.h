@@ -18,10 +18,9 @@ struct Decomposition {
 // c: NTT form at some level l (l+1 limbs).
 Decomposition decompose(const Context& ctx, const ring::Poly& c);
 
-// (out0, out1) = ModDown(sum_j phi(d_j) * (b_j, a_j)) at the decomposition's level, where
-// phi is the NTT-domain permutation `perm` (nullptr: identity). Outputs are NTT form.
-void key_switch_inner(const Context& ctx, const Decomposition& d, const SwitchingKey& key,
-                      const std::vector<std::uint32_t>* perm, ring::Poly& out0, ring::Poly& out1);
+// (out0, out1) = ModDown(sum_j d_j * (b_j, a_j)) at the decomposition's level (NTT form).
+void key_switch_inner(const Context& ctx, const Decomposition& d, const SwitchingKey& key, ring::Poly& out0,
+                      ring::Poly& out1);
 
 // ModDown: (x over Q_l x P, NTT) -> round(x / P) over Q_l (NTT).
 void mod_down(const Context& ctx, const QPPoly& x, ring::Poly& out);

@@ -76,7 +76,8 @@ void expand_switching_key_a(const Context& ctx, const ring::Seed& seed, std::siz
   }
 }
 
-SwitchingKey KeyGenerator::create_switching_key(const Poly& s_prime, std::size_t max_level) const {
+SwitchingKey KeyGenerator::create_switching_key(const Poly& s_prime, const QPPoly& under,
+                                               std::size_t max_level) const {
   check_level(context_, max_level);
   if (s_prime.limbs() < max_level + 1 || !s_prime.ntt_form())
     throw std::invalid_argument("create_switching_key: target key must be NTT form up to the key level");
@@ -90,8 +91,8 @@ SwitchingKey KeyGenerator::create_switching_key(const Poly& s_prime, std::size_t
   for (std::size_t j = 0; j < key.a.size(); ++j) {
     QPPoly bj = small_qp(context_, ring::sample_gaussian(error_prng, context_.n()), limbs);
     Poly as_q = rq.make_poly(limbs), as_p = rp.make_poly(rp.size());
-    rq.multiply(key.a[j].q, secret_key_.s.q, as_q);
-    rp.multiply(key.a[j].p, secret_key_.s.p, as_p);
+    rq.multiply(key.a[j].q, under.q, as_q);
+    rp.multiply(key.a[j].p, under.p, as_p);
     rq.sub(bj.q, as_q, bj.q);
     rp.sub(bj.p, as_p, bj.p);
     // Gadget P * [Q/Q_j * (Q/Q_j)^{-1}]_{Q_j}: P mod q_i on the digit's primes, 0 elsewhere.
@@ -123,9 +124,14 @@ RelinKey KeyGenerator::create_relin_key(std::size_t max_level) const {
 
 SwitchingKey KeyGenerator::create_galois_key(std::uint64_t galois_element, std::size_t max_level) const {
   const Poly s_q = secret_up_to(max_level);
-  Poly s_g = context_.ring_q().make_poly(max_level + 1);
-  context_.ring_q().automorphism_ntt(s_q, galois_element, s_g);
-  return create_switching_key(s_g, max_level);
+  // phi^{-1} = phi_{g^{-1} mod 2N}; odd g has order dividing N in (Z/2NZ)*, so g^{-1} = g^(N-1).
+  const std::uint64_t two_n = 2 * context_.n();
+  std::uint64_t g_inv = 1;
+  for (std::uint64_t k = 0; k + 1 < context_.n(); ++k) g_inv = g_inv * galois_element % two_n;
+  QPPoly under{context_.ring_q().make_poly(context_.max_level() + 1), context_.ring_p().make_poly(context_.ring_p().size())};
+  context_.ring_q().automorphism_ntt(secret_key_.s.q, g_inv, under.q);
+  context_.ring_p().automorphism_ntt(secret_key_.s.p, g_inv, under.p);
+  return create_switching_key(s_q, under, max_level);
 }
 
 GaloisKeys KeyGenerator::create_galois_keys(const std::vector<long>& steps, bool conjugate,

@@ -18,6 +18,8 @@ class KeyGenerator {
   // smaller keys because primes above the level are not stored.
   RelinKey create_relin_key(std::size_t max_level) const;
   RelinKey create_relin_key() const { return create_relin_key(context_.max_level()); }
+  // The key for X -> X^g switches s to phi_g^{-1}(s) (not phi_g(s) to s): rotation then
+  // permutes the two key-switched outputs instead of every decomposition digit.
   SwitchingKey create_galois_key(std::uint64_t galois_element, std::size_t max_level) const;
   // Keys for left rotations by each step (negative = right) and, if asked, conjugation.
   GaloisKeys create_galois_keys(const std::vector<long>& steps, bool conjugate, std::size_t max_level) const;
@@ -26,7 +28,11 @@ class KeyGenerator {
   }
 
   // Switching key s' -> s where s' is given on the Q chain (NTT form, >= max_level+1 limbs).
-  SwitchingKey create_switching_key(const ring::Poly& s_prime, std::size_t max_level) const;
+  SwitchingKey create_switching_key(const ring::Poly& s_prime, std::size_t max_level) const {
+    return create_switching_key(s_prime, secret_key_.s, max_level);
+  }
+  // Switching key s' -> `under` (a QP secret, NTT form).
+  SwitchingKey create_switching_key(const ring::Poly& s_prime, const QPPoly& under, std::size_t max_level) const;
 
  private:
   ring::Poly secret_up_to(std::size_t level) const;  // s on q_0..q_level

@@ -29,7 +29,7 @@ BaseConverter::BaseConverter(std::vector<Modulus> from, std::vector<Modulus> to)
   for (const auto& c : to_) {
     u64 b = 1;
     for (const auto& f : from_) b = mul_mod(b, reduce64(f.value(), c), c);
-    b_mod_to_.push_back(b);
+    for (u64 u = 0; u <= nb; ++u) b_multiples_.push_back(mul_mod(u, b, c));
   }
   for (const auto& f : from_) inv_from_.push_back(1.0 / static_cast<double>(f.value()));
   // IFMA terms: y_i itself for a source prime below 2^50; for a larger one, y_i is split
@@ -58,16 +58,51 @@ BaseConverter::BaseConverter(std::vector<Modulus> from, std::vector<Modulus> to)
   }
 }
 
+// z[j] = sum_i y[i][j] * hat[i] mod c. Four coefficients at a time: independent u128
+// accumulators keep the multiplier busy instead of waiting on one carry chain.
+void BaseConverter::convert_row_scalar(const u64* y, std::size_t stride, const u64* hat, u64* z,
+                                       std::size_t len, const Modulus& c) const {
+  // Products are < 2^122; 32 of them stay below 2^127, so reduce every 32 terms.
+  constexpr std::size_t kTermsPerReduce = 32;
+  const std::size_t nb = from_.size();
+  std::size_t j = 0;
+  for (; j + 4 <= len; j += 4) {
+    u128 a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    for (std::size_t i = 0; i < nb; ++i) {
+      const u64* yi = y + i * stride + j;
+      const u64 h = hat[i];
+      a0 += static_cast<u128>(yi[0]) * h;
+      a1 += static_cast<u128>(yi[1]) * h;
+      a2 += static_cast<u128>(yi[2]) * h;
+      a3 += static_cast<u128>(yi[3]) * h;
+      if ((i + 1) % kTermsPerReduce == 0) {
+        a0 = reduce128(a0, c); a1 = reduce128(a1, c); a2 = reduce128(a2, c); a3 = reduce128(a3, c);
+      }
+    }
+    z[j] = reduce128(a0, c);
+    z[j + 1] = reduce128(a1, c);
+    z[j + 2] = reduce128(a2, c);
+    z[j + 3] = reduce128(a3, c);
+  }
+  for (; j < len; ++j) {
+    u128 acc = 0;
+    for (std::size_t i = 0; i < nb; ++i) {
+      acc += static_cast<u128>(y[i * stride + j]) * hat[i];
+      if ((i + 1) % kTermsPerReduce == 0) acc = reduce128(acc, c);
+    }
+    z[j] = reduce128(acc, c);
+  }
+}
+
 void BaseConverter::convert(const u64* const* in, u64* const* out, std::size_t n,
                             std::size_t to_count, bool exact) const {
   if (to_count > to_.size()) throw std::invalid_argument("BaseConverter: too many outputs");
   constexpr std::size_t kBlock = 256;
-  // Products are < 2^122; 32 of them stay below 2^127, so reduce every 32 terms.
-  constexpr std::size_t kTermsPerReduce = 32;
   const SimdPath path = default_simd_path();
   const std::size_t nb = from_.size();
   std::vector<u64> y(nb * kBlock);
   std::vector<u64> overflow(kBlock, 0);  // u per coefficient (exact mode)
+  std::vector<double> fraction(kBlock);
   const std::size_t nt = ifma_terms_.size();
   std::vector<u64> split(nt * kBlock);      // IFMA term rows
   std::vector<const u64*> term_rows(nt);
@@ -89,12 +124,15 @@ void BaseConverter::convert(const u64* const* in, u64* const* out, std::size_t n
       for (std::size_t j = 0; j < len; ++j) dst[j] = term.high ? src[j] >> kSplitBits : src[j] & low_mask;
     }
     if (exact) {
-      // sum_i y_i / b_i = x / B + u with x / B in [0, 1).
-      for (std::size_t j = 0; j < len; ++j) {
-        double v = 0;
-        for (std::size_t i = 0; i < nb; ++i) v += static_cast<double>(y[i * kBlock + j]) * inv_from_[i];
-        overflow[j] = static_cast<u64>(v);
+      // sum_i y_i / b_i = x / B + u with x / B in [0, 1). Row by row so the loop vectorises;
+      // y < 2^61 converts through a signed integer (cheaper than an unsigned conversion).
+      std::fill(fraction.begin(), fraction.begin() + static_cast<std::ptrdiff_t>(len), 0.0);
+      for (std::size_t i = 0; i < nb; ++i) {
+        const u64* yi = y.data() + i * kBlock;
+        const double inv = inv_from_[i];
+        for (std::size_t j = 0; j < len; ++j) fraction[j] += static_cast<double>(static_cast<std::int64_t>(yi[j])) * inv;
       }
+      for (std::size_t j = 0; j < len; ++j) overflow[j] = static_cast<u64>(fraction[j]);
     }
     for (std::size_t k = 0; k < to_count; ++k) {
       const u64* hat = hat_mod_to_.data() + k * nb;
@@ -103,18 +141,13 @@ void BaseConverter::convert(const u64* const* in, u64* const* out, std::size_t n
         kernels::detail::dot_constant_ifma(term_rows.data(), ifma_weights_.data() + k * nt,
                                            ifma_weights_shoup52_.data() + k * nt, nt, z, len, to_[k]);
       } else {
-        for (std::size_t j = 0; j < len; ++j) {
-          u128 acc = 0;
-          for (std::size_t i = 0; i < nb; ++i) {
-            acc += static_cast<u128>(y[i * kBlock + j]) * hat[i];
-            if ((i + 1) % kTermsPerReduce == 0) acc = reduce128(acc, to_[k]);
-          }
-          z[j] = reduce128(acc, to_[k]);
-        }
+        convert_row_scalar(y.data(), kBlock, hat, z, len, to_[k]);
       }
-      if (exact)
-        for (std::size_t j = 0; j < len; ++j)
-          z[j] = sub_mod(z[j], mul_mod(overflow[j], b_mod_to_[k], to_[k]), to_[k].value());
+      if (exact) {
+        const u64* multiples = b_multiples_.data() + k * (nb + 1);  // u * B mod c_k, u <= nb
+        const u64 c = to_[k].value();
+        for (std::size_t j = 0; j < len; ++j) z[j] = sub_mod(z[j], multiples[overflow[j]], c);
+      }
     }
   }
 }

@@ -27,6 +27,8 @@ class BaseConverter {
   }
 
  private:
+  void convert_row_scalar(const u64* y, std::size_t stride, const u64* hat, u64* z, std::size_t len,
+                          const Modulus& c) const;
   std::vector<Modulus> from_, to_;
   static constexpr int kSplitBits = 26;
   struct IfmaTerm {
@@ -37,7 +39,7 @@ class BaseConverter {
   std::vector<u64> hat_mod_to_;               // (B/b_i) mod c_k, row k
   std::vector<IfmaTerm> ifma_terms_;
   std::vector<u64> ifma_weights_, ifma_weights_shoup52_;  // per target row k, per IFMA term
-  std::vector<u64> b_mod_to_;                 // B mod c_k
+  std::vector<u64> b_multiples_;              // u * B mod c_k for u = 0..|B|, row k
   std::vector<double> inv_from_;              // 1 / b_i
 };
 

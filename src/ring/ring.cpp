@@ -160,6 +160,7 @@ void Ring::automorphism_ntt(const Poly& a, std::uint64_t g, Poly& out) const {
   if (&a == &out) throw std::invalid_argument("automorphism_ntt cannot work in place");
   check_limbs(out, a.limbs());
   const auto& perm = automorphism_permutation(g);
+  // A plain gather loop: measured faster than AVX-512 vpgatherqq on the Zen 4 target.
   for (std::size_t i = 0; i < a.limbs(); ++i) {
     const u64* x = a.limb(i);
     u64* z = out.limb(i);

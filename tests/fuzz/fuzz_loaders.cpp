@@ -1,0 +1,39 @@
+// libFuzzer target for every loader of the binary format (docs/FORMAT.md). Built with
+// -DPFHE_BUILD_FUZZ=ON and clang; see docs/FUZZING.md for the corpus and how long it ran.
+// Every input must either load or raise SerializationError: any crash, sanitizer report
+// or other exception is a bug.
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "ckks/serialization.h"
+
+using namespace pfhe::ckks;
+
+namespace {
+// The fixed test-only parameter set the seed corpus was made with (tests/fuzz/make_corpus.cpp).
+const Context& context() {
+  static const Context ctx([] {
+    ParameterSpec spec;
+    spec.log_n = 6;
+    spec.q_bits = {40, 30};
+    spec.p_bits = {40};
+    return Parameters::create_insecure_for_testing(spec);
+  }());
+  return ctx;
+}
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  const std::span<const std::uint8_t> bytes(data, size);
+  const Context& ctx = context();
+  try { load_parameters(bytes); } catch (const SerializationError&) {}
+  try { load_plaintext(ctx, bytes); } catch (const SerializationError&) {}
+  try { load_ciphertext(ctx, bytes); } catch (const SerializationError&) {}
+  try { load_seeded_ciphertext(ctx, bytes); } catch (const SerializationError&) {}
+  try { load_secret_key(ctx, bytes); } catch (const SerializationError&) {}
+  try { load_public_key(ctx, bytes); } catch (const SerializationError&) {}
+  try { load_relin_key(ctx, bytes); } catch (const SerializationError&) {}
+  try { load_galois_keys(ctx, bytes); } catch (const SerializationError&) {}
+  return 0;
+}

@@ -1,0 +1,39 @@
+// Writes one valid object of every type (for the fuzz target's parameter set) into the
+// directory given as argument: the seed corpus of fuzz_loaders.
+#include <cstdio>
+#include <string>
+
+#include "ckks/encoder.h"
+#include "ckks/encryptor.h"
+#include "ckks/keygen.h"
+#include "ckks/serialization.h"
+
+using namespace pfhe::ckks;
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: make_corpus DIR\n");
+    return 2;
+  }
+  const std::string dir = argv[1];
+  ParameterSpec spec;
+  spec.log_n = 6;
+  spec.q_bits = {40, 30};
+  spec.p_bits = {40};
+  const Context ctx(Parameters::create_insecure_for_testing(spec));
+  Encoder enc(ctx);
+  KeyGenerator kg(ctx);
+  Encryptor encryptor(ctx, kg.secret_key());
+  const std::vector<double> v = {0.5, -0.25, 1.0, 2.0};
+  const Plaintext pt = enc.encode(v, 1, 1 << 20);
+  write_file(dir + "/parameters", save_parameters(ctx.params()));
+  write_file(dir + "/plaintext", save(ctx, pt));
+  write_file(dir + "/ciphertext", save(ctx, encryptor.encrypt(pt)));
+  write_file(dir + "/ciphertext_zstd", save(ctx, encryptor.encrypt(pt), {true}));
+  write_file(dir + "/seeded", save(ctx, encryptor.encrypt_seeded(pt)));
+  write_file(dir + "/secret_key", save(ctx, kg.secret_key()));
+  write_file(dir + "/public_key", save(ctx, kg.create_public_key()));
+  write_file(dir + "/relin_key", save(ctx, kg.create_relin_key()));
+  write_file(dir + "/galois_keys", save(ctx, kg.create_galois_keys({1, -1}, true)));
+  return 0;
+}
