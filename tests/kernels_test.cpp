@@ -30,6 +30,12 @@ TEST_P(KernelPaths, MatchScalarReference) {
       auto a2 = a;
       for (std::size_t j = 0; j < std::min<std::size_t>(n, 8); ++j) a2[j] = m.value() - 1;
       std::vector<u64> got(n), want(n);
+      kernels::add(a2.data(), b.data(), got.data(), n, m, path);
+      for (std::size_t j = 0; j < n; ++j) ASSERT_EQ(got[j], (a2[j] + b[j]) % m.value()) << "add bits " << bits;
+      kernels::sub(a2.data(), b.data(), got.data(), n, m, path);
+      for (std::size_t j = 0; j < n; ++j) ASSERT_EQ(got[j], (a2[j] + m.value() - b[j]) % m.value()) << "sub";
+      kernels::add_constant(a2.data(), m.value() - 1, got.data(), n, m, path);
+      for (std::size_t j = 0; j < n; ++j) ASSERT_EQ(got[j], (a2[j] + m.value() - 1) % m.value()) << "add_constant";
       kernels::multiply(a2.data(), b.data(), got.data(), n, m, path);
       kernels::multiply(a2.data(), b.data(), want.data(), n, m, SimdPath::kScalar);
       ASSERT_EQ(got, want) << "multiply bits " << bits << " n " << n;

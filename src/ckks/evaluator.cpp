@@ -176,7 +176,7 @@ Ciphertext Evaluator::multiply(const Ciphertext& a, const Ciphertext& b) const {
   if (a.log_slots != b.log_slots) throw std::invalid_argument("multiply: slot counts differ");
   const auto& rq = context_.ring_q();
   const std::size_t limbs = a.level() + 1;
-  Ciphertext r{{rq.make_poly(limbs), rq.make_poly(limbs), rq.make_poly(limbs)}, a.scale * b.scale, a.log_slots};
+  Ciphertext r{{rq.make_output(limbs), rq.make_output(limbs), rq.make_output(limbs)}, a.scale * b.scale, a.log_slots};
   rq.multiply(a.polys[0], b.polys[0], r.polys[0]);
   rq.multiply(a.polys[0], b.polys[1], r.polys[1]);
   rq.multiply_add(a.polys[1], b.polys[0], r.polys[1]);
@@ -214,17 +214,17 @@ void Evaluator::rescale_inplace(Ciphertext& a) const {
   const ring::SimdPath path = ring::default_simd_path();
   for (auto& p : a.polys) {
     // round(c / q_l): shift by q_l/2 before taking the last limb's residue, undo after.
-    Poly last = rq.make_poly(1, false);
+    Poly last = rq.make_output(1, false);
     std::copy(p.limb(l), p.limb(l) + context_.n(), last.limb(0));
     rq.ntt(l).inverse(last.limb(0), path);
-    for (std::size_t k = 0; k < context_.n(); ++k) last.limb(0)[k] = ring::add_mod(last.limb(0)[k], half, ql);
+    ring::kernels::add_constant(last.limb(0), half, last.limb(0), context_.n(), last_modulus, path);
 #pragma omp parallel for if (l > 1 && !omp_in_parallel())
     for (std::size_t i = 0; i < l; ++i) {
       const auto& m = rq.modulus(i);
-      Poly t = rq.make_poly(1, false);
+      Poly t = rq.make_output(1, false);
       ring::kernels::reduce(last.limb(0), last_modulus.bits(), t.limb(0), context_.n(), m, path);
-      const u64 half_mod = ring::reduce64(half, m);
-      for (std::size_t k = 0; k < context_.n(); ++k) t.limb(0)[k] = ring::sub_mod(t.limb(0)[k], half_mod, m.value());
+      ring::kernels::add_constant(t.limb(0), ring::neg_mod(ring::reduce64(half, m), m.value()), t.limb(0),
+                                  context_.n(), m, path);
       rq.ntt(i).forward(t.limb(0), path);
       ring::kernels::subtract_multiply_constant(p.limb(i), t.limb(0), inv[i], p.limb(i), context_.n(), m, path);
     }
@@ -278,7 +278,7 @@ Ciphertext Evaluator::apply_galois(const Ciphertext& a, const Decomposition& d, 
   Poly u0, u1;
   key_switch_inner(context_, d, galois_key(g), u0, u1);
   rq.add(u0, a.polys[0], u0);
-  Ciphertext r{{rq.make_poly(a.level() + 1), rq.make_poly(a.level() + 1)}, a.scale, a.log_slots};
+  Ciphertext r{{rq.make_output(a.level() + 1), rq.make_output(a.level() + 1)}, a.scale, a.log_slots};
   rq.automorphism_ntt(u0, g, r.polys[0]);
   rq.automorphism_ntt(u1, g, r.polys[1]);
   return r;

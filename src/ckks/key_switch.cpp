@@ -28,8 +28,8 @@ Decomposition decompose(const Context& ctx, const Poly& c) {
 #pragma omp parallel for schedule(dynamic) if (digits > 1 && !omp_in_parallel())
   for (std::size_t j = 0; j < digits; ++j) {
     QPPoly& out = d.digits[j];
-    out.q = rq.make_poly(level + 1);
-    out.p = rp.make_poly(rp.size());
+    out.q = rq.make_output(level + 1);
+    out.p = rp.make_output(rp.size());
     const std::size_t begin = ctx.digit_begin(j), end = ctx.digit_end(j, level);
     std::vector<const u64*> in;
     std::vector<u64*> targets;
@@ -74,8 +74,8 @@ void key_switch_inner(const Context& ctx, const Decomposition& d, const Switchin
                                 ") is too small for a ciphertext at level " + std::to_string(level));
   const auto& rq = ctx.ring_q();
   const auto& rp = ctx.ring_p();
-  QPPoly acc0{rq.make_poly(level + 1), rp.make_poly(rp.size())};
-  QPPoly acc1{rq.make_poly(level + 1), rp.make_poly(rp.size())};
+  QPPoly acc0{rq.make_output(level + 1), rp.make_output(rp.size())};
+  QPPoly acc1{rq.make_output(level + 1), rp.make_output(rp.size())};
   const std::size_t total = level + 1 + rp.size();
   const ring::SimdPath path = ring::default_simd_path();
 #pragma omp parallel for if (!omp_in_parallel())
@@ -91,8 +91,8 @@ void key_switch_inner(const Context& ctx, const Decomposition& d, const Switchin
     inner_product_limb(dv, bv, av, is_q ? rq.modulus(i) : rp.modulus(i), ctx.n(),
                        is_q ? acc0.q.limb(i) : acc0.p.limb(i), is_q ? acc1.q.limb(i) : acc1.p.limb(i), path);
   }
-  out0 = rq.make_poly(level + 1);
-  out1 = rq.make_poly(level + 1);
+  out0 = rq.make_output(level + 1);
+  out1 = rq.make_output(level + 1);
   mod_down(ctx, acc0, out0);
   mod_down(ctx, acc1, out1);
 }
@@ -104,7 +104,7 @@ void mod_down(const Context& ctx, const QPPoly& x, Poly& out) {
   Poly p_coeff = x.p;
   rp.from_ntt(p_coeff);
   rp.add_to_each(p_coeff, ctx.half_p_mod_p(), p_coeff);  // x + (P-1)/2: round, not floor
-  Poly conv = rq.make_poly(limbs, false);
+  Poly conv = rq.make_output(limbs, false);
   std::vector<const u64*> in;
   std::vector<u64*> outs;
   for (std::size_t k = 0; k < rp.size(); ++k) in.push_back(p_coeff.limb(k));

@@ -60,7 +60,7 @@ class Reader {
     if (stored != limbs)
       throw SerializationError(std::string(what) + ": " + std::to_string(stored) + " limbs stored, " +
                                std::to_string(limbs) + " expected");
-    ring::Poly p = ring.make_poly(limbs);
+    ring::Poly p = ring.make_output(limbs);
     get_bytes(reinterpret_cast<std::uint8_t*>(p.words().data()), p.byte_size(), what);
     if (!ring.is_reduced(p))
       throw SerializationError(std::string(what) + ": a coefficient is not reduced modulo its prime");

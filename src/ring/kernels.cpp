@@ -2,6 +2,21 @@
 
 namespace pfhe::ring::kernels {
 
+void add(const u64* a, const u64* b, u64* out, std::size_t n, const Modulus& m, SimdPath path) {
+  if (path == SimdPath::kAvx512Ifma) return detail::add_avx512(a, b, out, n, m.value());
+  for (std::size_t j = 0; j < n; ++j) out[j] = add_mod(a[j], b[j], m.value());
+}
+
+void sub(const u64* a, const u64* b, u64* out, std::size_t n, const Modulus& m, SimdPath path) {
+  if (path == SimdPath::kAvx512Ifma) return detail::sub_avx512(a, b, out, n, m.value());
+  for (std::size_t j = 0; j < n; ++j) out[j] = sub_mod(a[j], b[j], m.value());
+}
+
+void add_constant(const u64* a, u64 c, u64* out, std::size_t n, const Modulus& m, SimdPath path) {
+  if (path == SimdPath::kAvx512Ifma) return detail::add_constant_avx512(a, c, out, n, m.value());
+  for (std::size_t j = 0; j < n; ++j) out[j] = add_mod(a[j], c, m.value());
+}
+
 void multiply(const u64* a, const u64* b, u64* out, std::size_t n, const Modulus& m, SimdPath path) {
   if (use_ifma(path, m)) return detail::multiply_ifma(a, b, out, n, m);
   for (std::size_t j = 0; j < n; ++j) out[j] = mul_mod(a[j], b[j], m);

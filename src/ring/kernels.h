@@ -15,6 +15,11 @@ inline bool use_ifma(SimdPath path, const Modulus& m) {
   return path == SimdPath::kAvx512Ifma && m.ifma_eligible();
 }
 
+// Additive kernels (any prime): on the IFMA path they use plain AVX-512F lanes.
+void add(const u64* a, const u64* b, u64* out, std::size_t n, const Modulus& m, SimdPath path);
+void sub(const u64* a, const u64* b, u64* out, std::size_t n, const Modulus& m, SimdPath path);
+void add_constant(const u64* a, u64 c, u64* out, std::size_t n, const Modulus& m, SimdPath path);
+
 void multiply(const u64* a, const u64* b, u64* out, std::size_t n, const Modulus& m, SimdPath path);
 void multiply_add(const u64* a, const u64* b, u64* acc, std::size_t n, const Modulus& m, SimdPath path);
 // out = a * w for a fixed w < q (Shoup).
@@ -26,6 +31,9 @@ void subtract_multiply_constant(const u64* a, const u64* b, u64 w, u64* out, std
 void reduce(const u64* x, int input_bits, u64* out, std::size_t n, const Modulus& m, SimdPath path);
 
 namespace detail {
+void add_avx512(const u64* a, const u64* b, u64* out, std::size_t n, u64 q);
+void sub_avx512(const u64* a, const u64* b, u64* out, std::size_t n, u64 q);
+void add_constant_avx512(const u64* a, u64 c, u64* out, std::size_t n, u64 q);
 void multiply_ifma(const u64* a, const u64* b, u64* out, std::size_t n, const Modulus& m);
 void multiply_add_ifma(const u64* a, const u64* b, u64* acc, std::size_t n, const Modulus& m);
 void multiply_constant_ifma(const u64* a, u64 w, u64* out, std::size_t n, const Modulus& m);

@@ -58,6 +58,33 @@ inline u64 shoup52(u64 w, u64 q) { return static_cast<u64>((static_cast<u128>(w)
 
 }  // namespace
 
+PFHE_IFMA void add_avx512(const u64* a, const u64* b, u64* out, std::size_t n, u64 q) {
+  const __m512i qv = _mm512_set1_epi64(static_cast<long long>(q));
+  std::size_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    _mm512_storeu_si512(out + j, reduce_once(_mm512_add_epi64(_mm512_loadu_si512(a + j), _mm512_loadu_si512(b + j)), qv));
+  for (; j < n; ++j) out[j] = add_mod(a[j], b[j], q);
+}
+
+PFHE_IFMA void sub_avx512(const u64* a, const u64* b, u64* out, std::size_t n, u64 q) {
+  const __m512i qv = _mm512_set1_epi64(static_cast<long long>(q));
+  std::size_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m512i d = _mm512_sub_epi64(_mm512_add_epi64(_mm512_loadu_si512(a + j), qv), _mm512_loadu_si512(b + j));
+    _mm512_storeu_si512(out + j, reduce_once(d, qv));
+  }
+  for (; j < n; ++j) out[j] = sub_mod(a[j], b[j], q);
+}
+
+PFHE_IFMA void add_constant_avx512(const u64* a, u64 c, u64* out, std::size_t n, u64 q) {
+  const __m512i qv = _mm512_set1_epi64(static_cast<long long>(q));
+  const __m512i cv = _mm512_set1_epi64(static_cast<long long>(c));
+  std::size_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    _mm512_storeu_si512(out + j, reduce_once(_mm512_add_epi64(_mm512_loadu_si512(a + j), cv), qv));
+  for (; j < n; ++j) out[j] = add_mod(a[j], c, q);
+}
+
 // The vector loops run over n rounded down to 8 lanes; the scalar tail keeps odd sizes
 // correct (polynomials always have n >= 16, but the kernels do not rely on it).
 PFHE_IFMA void multiply_ifma(const u64* a, const u64* b, u64* out, std::size_t n, const Modulus& m) {

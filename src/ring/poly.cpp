@@ -73,6 +73,16 @@ Poly::Poly(std::size_t n, std::size_t limbs, bool ntt_form)
   set_zero();
 }
 
+Poly Poly::uninitialized(std::size_t n, std::size_t limbs, bool ntt_form) {
+  Poly p;
+  p.n_ = n;
+  p.limbs_ = limbs;
+  p.capacity_ = n * limbs;
+  p.ntt_form_ = ntt_form;
+  p.data_ = BufferPool::acquire(p.capacity_);
+  return p;
+}
+
 Poly::Poly(const Poly& other) : n_(other.n_), limbs_(other.limbs_), ntt_form_(other.ntt_form_) {
   capacity_ = n_ * limbs_;
   data_ = BufferPool::acquire(capacity_);

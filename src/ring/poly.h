@@ -22,6 +22,8 @@ class Poly {
  public:
   Poly() = default;
   Poly(std::size_t n, std::size_t limbs, bool ntt_form = true);  // zero-initialised
+  // Contents unspecified: for outputs that are written in full before being read.
+  static Poly uninitialized(std::size_t n, std::size_t limbs, bool ntt_form = true);
   Poly(const Poly& other);
   Poly(Poly&& other) noexcept;
   Poly& operator=(const Poly& other);

@@ -59,22 +59,18 @@ void for_each_limb(const Ring& r, std::size_t limbs, F&& f) {
 void Ring::add(const Poly& a, const Poly& b, Poly& out) const {
   const std::size_t limbs = std::min(a.limbs(), b.limbs());
   check_limbs(a, limbs); check_limbs(b, limbs); check_limbs(out, limbs);
+  const SimdPath path = default_simd_path();
   for_each_limb(*this, limbs, [&](std::size_t i, const Modulus& m) {
-    const u64 q = m.value();
-    const u64 *x = a.limb(i), *y = b.limb(i);
-    u64* z = out.limb(i);
-    for (std::size_t j = 0; j < n_; ++j) z[j] = add_mod(x[j], y[j], q);
+    kernels::add(a.limb(i), b.limb(i), out.limb(i), n_, m, path);
   });
 }
 
 void Ring::sub(const Poly& a, const Poly& b, Poly& out) const {
   const std::size_t limbs = std::min(a.limbs(), b.limbs());
   check_limbs(a, limbs); check_limbs(b, limbs); check_limbs(out, limbs);
+  const SimdPath path = default_simd_path();
   for_each_limb(*this, limbs, [&](std::size_t i, const Modulus& m) {
-    const u64 q = m.value();
-    const u64 *x = a.limb(i), *y = b.limb(i);
-    u64* z = out.limb(i);
-    for (std::size_t j = 0; j < n_; ++j) z[j] = sub_mod(x[j], y[j], q);
+    kernels::sub(a.limb(i), b.limb(i), out.limb(i), n_, m, path);
   });
 }
 
@@ -118,11 +114,9 @@ void Ring::multiply_scalar(const Poly& a, const std::vector<u64>& c, Poly& out) 
 void Ring::add_to_each(const Poly& a, const std::vector<u64>& c, Poly& out) const {
   check_limbs(out, a.limbs());
   if (c.size() < a.limbs()) throw std::invalid_argument("add_to_each: too few constants");
+  const SimdPath path = default_simd_path();
   for_each_limb(*this, a.limbs(), [&](std::size_t i, const Modulus& m) {
-    const u64 q = m.value();
-    const u64* x = a.limb(i);
-    u64* z = out.limb(i);
-    for (std::size_t j = 0; j < n_; ++j) z[j] = add_mod(x[j], c[i], q);
+    kernels::add_constant(a.limb(i), c[i], out.limb(i), n_, m, path);
   });
 }
 

@@ -24,6 +24,10 @@ class Ring {
   const NttTables& ntt(std::size_t i) const { return *ntt_[i]; }
 
   Poly make_poly(std::size_t limbs, bool ntt_form = true) const { return Poly(n_, limbs, ntt_form); }
+  // Unspecified contents, for outputs written in full before they are read.
+  Poly make_output(std::size_t limbs, bool ntt_form = true) const {
+    return Poly::uninitialized(n_, limbs, ntt_form);
+  }
 
   void to_ntt(Poly& a) const;
   void from_ntt(Poly& a) const;
