@@ -74,6 +74,7 @@ Parameters Parameters::from_primes(int log_n, std::vector<std::uint64_t> q, std:
   params.insecure_ = insecure;
   if (params.q_.empty()) throw std::invalid_argument("the q chain needs at least one prime");
   if (params.p_.empty()) throw std::invalid_argument("at least one special prime P is needed");
+  params.validate_moduli();  // before anything below takes logarithms of the primes
   if (dnum < 0) throw std::invalid_argument("dnum must be positive");
   const std::size_t nq = params.q_.size();
   if (dnum == 0) {
@@ -132,7 +133,7 @@ Parameters Parameters::create_insecure_for_testing(const ParameterSpec& spec) {
                      spec.hamming_weight, spec.default_scale, true);
 }
 
-void Parameters::validate() const {
+void Parameters::validate_moduli() const {
   const std::size_t n = this->n();
   if (log_n_ < 4 || log_n_ > 17) throw std::invalid_argument("log N must be in 4..17");
   std::vector<std::uint64_t> all = q_;
@@ -146,6 +147,10 @@ void Parameters::validate() const {
     for (std::size_t j = 0; j < i; ++j)
       if (all[j] == v) throw std::invalid_argument("modulus " + std::to_string(v) + " appears twice");
   }
+}
+
+void Parameters::validate() const {
+  const std::size_t n = this->n();
   if (secret_ == SecretDistribution::kTernaryHamming) {
     if (hamming_weight_ < 1 || static_cast<std::size_t>(hamming_weight_) > n)
       throw std::invalid_argument("Hamming weight must be in [1, N]");

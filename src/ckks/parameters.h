@@ -62,6 +62,7 @@ class Parameters {
 
  private:
   Parameters() = default;
+  void validate_moduli() const;
   void validate() const;
   void compute_fingerprint();
 

@@ -4,7 +4,9 @@
 #include "ring/kernels.h"
 
 // GCC 12 flags _mm512_undefined_epi32() inside the masked-min intrinsic; a false positive.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 #define PFHE_IFMA __attribute__((target("avx512f,avx512ifma")))
 

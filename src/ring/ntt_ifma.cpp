@@ -4,7 +4,9 @@
 #include <immintrin.h>
 
 // GCC 12 flags _mm512_undefined_epi32() inside the masked-min intrinsic; a false positive.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 #include <array>
 
