@@ -1,0 +1,43 @@
+// Where each tensor element lives in the slots of a ciphertext. A (C, H, W) tensor with
+// gap g occupies grids of (H g) x (W g) slots; each grid interleaves g^2 channels inside
+// its g x g cells (multiplexed packing), and ceil(C / g^2) grids follow each other.
+// A stride-s convolution maps gap g to gap g s on the same grid, so its output needs no
+// repacking and every linear layer stays a fixed set of slot diagonals.
+#pragma once
+#include <stdexcept>
+#include <string>
+
+#include "nn/tensor.h"
+
+namespace pfhe::nn {
+
+struct Layout {
+  Shape shape;
+  std::size_t gap = 1;
+  std::size_t slots = 0;  // slot count of the ciphertext holding the tensor
+
+  std::size_t grid_height() const { return shape.height * gap; }
+  std::size_t grid_width() const { return shape.width * gap; }
+  std::size_t channels_per_grid() const { return gap * gap; }
+  std::size_t grids() const { return (shape.channels + channels_per_grid() - 1) / channels_per_grid(); }
+  std::size_t span() const { return grids() * grid_height() * grid_width(); }  // slots touched
+
+  std::size_t slot(std::size_t c, std::size_t y, std::size_t x) const {
+    const std::size_t g = gap, sub = c % (g * g);
+    return (c / (g * g)) * grid_height() * grid_width() + (y * g + sub / g) * grid_width() + x * g + sub % g;
+  }
+
+  void validate() const {
+    if (gap == 0 || shape.size() == 0) throw std::invalid_argument("Layout: empty tensor or zero gap");
+    if (slots == 0 || (slots & (slots - 1)) != 0) throw std::invalid_argument("Layout: slot count must be a power of two");
+    if (span() > slots)
+      throw std::invalid_argument("Layout: tensor " + shape.str() + " with gap " + std::to_string(gap) + " needs " +
+                                  std::to_string(span()) + " slots, ciphertext has " + std::to_string(slots));
+  }
+};
+
+// Slot vector of a tensor (zeros elsewhere) and back.
+std::vector<double> pack(const Tensor& t, const Layout& layout);
+Tensor unpack(const std::vector<double>& slots, const Layout& layout);
+
+}  // namespace pfhe::nn

@@ -1,0 +1,42 @@
+// Linear layers lowered to linear maps between slot vectors, y = M x + b, and from there to
+// the generalized diagonals a LinearTransform evaluates. Lowering works from the layer
+// definition and the input/output layouts, so padding, strides, gaps and pooling are all
+// captured exactly; the number of distinct diagonals is the cost the layout choice drives.
+#pragma once
+#include <vector>
+
+#include "ckks/linear_transform.h"
+#include "nn/layers.h"
+#include "nn/layout.h"
+
+namespace pfhe::nn {
+
+struct SlotLinearMap {
+  struct Entry {
+    std::size_t out, in;
+    double weight;
+  };
+  std::size_t slots = 0;
+  std::vector<Entry> entries;
+  std::vector<double> bias;  // per output slot (empty: none)
+
+  std::vector<double> apply(const std::vector<double>& x) const;  // cleartext reference
+  ckks::Diagonals diagonals() const;
+};
+
+// The output layout a convolution produces from `in`: same grid, gap multiplied by stride.
+Layout conv_output_layout(const Conv2d& conv, const Layout& in);
+SlotLinearMap lower_conv(const Conv2d& conv, const Layout& in, const Layout& out);
+
+Layout pool_output_layout(const AvgPool2d& pool, const Layout& in);
+SlotLinearMap lower_avg_pool(const AvgPool2d& pool, const Layout& in, const Layout& out);
+
+// Linear layer over the channel-major flattening of the input tensor; output feature f
+// goes to slot f.
+SlotLinearMap lower_linear(const Linear& linear, const Layout& in);
+
+// Per-channel affine y = scale_c x + shift_c (folded BatchNorm) as a diagonal map.
+SlotLinearMap lower_channel_affine(const std::vector<double>& scale, const std::vector<double>& shift,
+                                   const Layout& layout);
+
+}  // namespace pfhe::nn

@@ -1,0 +1,37 @@
+// A dense float64 tensor in channel-major (C, H, W) order; a vector is (F, 1, 1).
+#pragma once
+#include <cstddef>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace pfhe::nn {
+
+struct Shape {
+  std::size_t channels = 0, height = 1, width = 1;
+  std::size_t size() const { return channels * height * width; }
+  bool operator==(const Shape&) const = default;
+  std::string str() const {
+    return "(" + std::to_string(channels) + ", " + std::to_string(height) + ", " + std::to_string(width) + ")";
+  }
+};
+
+struct Tensor {
+  Shape shape;
+  std::vector<double> data;
+
+  Tensor() = default;
+  explicit Tensor(Shape s, double fill = 0.0) : shape(s), data(s.size(), fill) {}
+
+  double& at(std::size_t c, std::size_t y, std::size_t x) { return data[(c * shape.height + y) * shape.width + x]; }
+  double at(std::size_t c, std::size_t y, std::size_t x) const {
+    return data[(c * shape.height + y) * shape.width + x];
+  }
+};
+
+inline void expect_shape(const Tensor& t, const Shape& s, const char* who) {
+  if (!(t.shape == s))
+    throw std::invalid_argument(std::string(who) + ": input shape " + t.shape.str() + ", expected " + s.str());
+}
+
+}  // namespace pfhe::nn

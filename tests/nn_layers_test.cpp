@@ -1,0 +1,181 @@
+// nn layers: plaintext references, HerPN fusion, slot layouts and linear-layer lowering,
+// in the clear and encrypted.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "ckks/encryptor.h"
+#include "ckks/keygen.h"
+#include "nn/layers.h"
+#include "nn/linear_map.h"
+#include "test_util.h"
+
+using namespace pfhe;
+using namespace pfhe::nn;
+
+namespace {
+std::mt19937_64 rng(99);
+
+std::vector<double> random_vec(std::size_t n, double lo, double hi) {
+  std::uniform_real_distribution<double> d(lo, hi);
+  std::vector<double> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+Tensor random_tensor(Shape s) {
+  Tensor t(s);
+  t.data = random_vec(s.size(), -1, 1);
+  return t;
+}
+
+Conv2d random_conv(std::size_t cin, std::size_t cout, std::size_t k, std::size_t stride, std::size_t pad, bool bias) {
+  Conv2d c{cin, cout, k, stride, pad, random_vec(cout * cin * k * k, -0.5, 0.5), {}};
+  if (bias) c.bias = random_vec(cout, -0.2, 0.2);
+  return c;
+}
+
+BatchNorm random_bn(std::size_t c, bool affine) {
+  BatchNorm bn{random_vec(c, -0.5, 0.5), random_vec(c, 0.2, 2.0), {}, {}, 1e-5};
+  if (affine) {
+    bn.gamma = random_vec(c, 0.5, 1.5);
+    bn.beta = random_vec(c, -0.3, 0.3);
+  }
+  return bn;
+}
+
+double max_diff(const Tensor& a, const Tensor& b) {
+  EXPECT_EQ(a.shape, b.shape);
+  double m = 0;
+  for (std::size_t i = 0; i < a.data.size(); ++i) m = std::max(m, std::fabs(a.data[i] - b.data[i]));
+  return m;
+}
+}  // namespace
+
+TEST(NnLayers, HerpnFusionEqualsTrainingForm) {
+  HerPN h{random_bn(8, false), random_bn(8, false), random_bn(8, false), random_vec(8, 0.5, 1.5), random_vec(8, -0.5, 0.5)};
+  const Tensor x = random_tensor({8, 5, 5});
+  EXPECT_LT(max_diff(h.forward(x), h.fuse().forward(x)), 1e-12);
+  h.gamma.pop_back();
+  EXPECT_THROW(h.fuse(), std::invalid_argument);
+}
+
+TEST(NnLayers, ConvPoolLinearShapesAndValues) {
+  const Conv2d conv = random_conv(2, 3, 3, 2, 1, true);
+  const Tensor x = random_tensor({2, 6, 6});
+  const Tensor y = conv.forward(x);
+  EXPECT_EQ(y.shape, (Shape{3, 3, 3}));
+  // Hand-computed corner (padding on top/left).
+  double acc = conv.bias[1];
+  for (std::size_t c = 0; c < 2; ++c)
+    for (std::size_t dy = 1; dy < 3; ++dy)
+      for (std::size_t dx = 1; dx < 3; ++dx) acc += conv.w(1, c, dy, dx) * x.at(c, dy - 1, dx - 1);
+  EXPECT_NEAR(y.at(1, 0, 0), acc, 1e-12);
+  EXPECT_THROW(conv.forward(random_tensor({3, 6, 6})), std::invalid_argument);
+  const Tensor p = AdaptiveAvgPool2d{2}.forward(x);
+  EXPECT_EQ(p.shape, (Shape{2, 2, 2}));
+  EXPECT_NEAR(p.at(1, 1, 0), (x.at(1, 3, 0) + x.at(1, 3, 1) + x.at(1, 3, 2) + x.at(1, 4, 0) + x.at(1, 4, 1) +
+                               x.at(1, 4, 2) + x.at(1, 5, 0) + x.at(1, 5, 1) + x.at(1, 5, 2)) / 9, 1e-12);
+  EXPECT_THROW(AdaptiveAvgPool2d{4}.forward(x), std::invalid_argument);
+  Linear lin{8, 3, random_vec(24, -1, 1), random_vec(3, -1, 1)};
+  const Tensor z = lin.forward(p);
+  EXPECT_NEAR(z.data[2], [&] {
+    double s = lin.bias[2];
+    for (std::size_t i = 0; i < 8; ++i) s += lin.weight[16 + i] * p.data[i];
+    return s;
+  }(), 1e-12);
+  const BatchNorm bn = random_bn(2, true);
+  const Tensor b = bn.forward(x);
+  EXPECT_NEAR(b.at(1, 2, 3), bn.gamma[1] * (x.at(1, 2, 3) - bn.mean[1]) / std::sqrt(bn.var[1] + bn.eps) + bn.beta[1], 1e-12);
+}
+
+TEST(NnLayout, MultiplexedSlotsAreDistinctAndInRange) {
+  const Layout l{{8, 4, 4}, 2, 256};
+  l.validate();
+  std::vector<int> seen(l.slots, 0);
+  for (std::size_t c = 0; c < 8; ++c)
+    for (std::size_t y = 0; y < 4; ++y)
+      for (std::size_t x = 0; x < 4; ++x) ++seen[l.slot(c, y, x)];
+  for (std::size_t s = 0; s < l.span(); ++s) EXPECT_EQ(seen[s], 1) << "slot " << s;
+  EXPECT_THROW((Layout{{64, 8, 8}, 1, 1024}.validate()), std::invalid_argument);
+  const Tensor t = random_tensor({8, 4, 4});
+  EXPECT_EQ(max_diff(unpack(pack(t, l), l), t), 0.0);
+}
+
+// A CryptoFace-like chain on a 16x16 input: conv s1, conv s2 (gap 1 -> 2), conv s1 at gap 2,
+// conv s2 (gap 2 -> 4), 1x1 shortcut conv s2, channel affine, average pool, linear.
+TEST(NnLowering, ChainMatchesPlaintextInTheClear) {
+  const std::size_t slots = 4096;
+  Layout l0{{3, 16, 16}, 1, slots};
+  Tensor x = random_tensor(l0.shape);
+  std::vector<double> v = pack(x, l0);
+  const Conv2d convs[] = {random_conv(3, 4, 3, 1, 1, false), random_conv(4, 8, 3, 2, 1, true),
+                          random_conv(8, 8, 3, 1, 1, false), random_conv(8, 16, 3, 2, 1, false)};
+  Layout cur = l0;
+  for (const Conv2d& c : convs) {
+    const Layout out = conv_output_layout(c, cur);
+    const SlotLinearMap m = lower_conv(c, cur, out);
+    v = m.apply(v);
+    x = c.forward(x);
+    cur = out;
+    EXPECT_LT(max_diff(unpack(v, cur), x), 1e-12) << "after conv to " << cur.shape.str() << " gap " << cur.gap;
+  }
+  EXPECT_EQ(cur.gap, 4u);
+  const BatchNorm bn = random_bn(16, true);
+  std::vector<double> scale, shift;
+  bn.affine_form(scale, shift);
+  v = lower_channel_affine(scale, shift, cur).apply(v);
+  x = bn.forward(x);
+  EXPECT_LT(max_diff(unpack(v, cur), x), 1e-12);
+  const AvgPool2d pool{2, 2};
+  const Layout pooled = pool_output_layout(pool, cur);
+  v = lower_avg_pool(pool, cur, pooled).apply(v);
+  x = pool.forward(x);
+  EXPECT_LT(max_diff(unpack(v, pooled), x), 1e-12);
+  const Linear lin{pooled.shape.size(), 10, random_vec(pooled.shape.size() * 10, -0.1, 0.1), random_vec(10, -1, 1)};
+  v = lower_linear(lin, pooled).apply(v);
+  x = lin.forward(x);
+  for (std::size_t f = 0; f < 10; ++f) EXPECT_NEAR(v[f], x.data[f], 1e-12);
+}
+
+TEST(NnLowering, DiagonalsReproduceTheMapAndStayFewWithGaps) {
+  const Layout in{{8, 8, 8}, 1, 1024};
+  const Conv2d c = random_conv(8, 8, 3, 2, 1, false);
+  const Layout out = conv_output_layout(c, in);
+  const SlotLinearMap m = lower_conv(c, in, out);
+  const auto diags = m.diagonals();
+  // With the gapped output layout every (input, output) channel pair and kernel tap is one
+  // diagonal whatever the position, so the count does not grow with the image: the same
+  // convolution on a 16x16 input has exactly as many diagonals as on 8x8.
+  const Layout big{{8, 16, 16}, 1, 4096};
+  EXPECT_EQ(lower_conv(c, big, conv_output_layout(c, big)).diagonals().size(), diags.size());
+  EXPECT_LE(diags.size(), 8u * 8u * 9u);
+  const auto x = random_vec(1024, -1, 1);
+  std::vector<double> y(1024, 0.0);
+  for (const auto& [k, d] : diags)
+    for (std::size_t i = 0; i < 1024; ++i) y[i] += d[i].real() * x[(i + static_cast<std::size_t>(k)) % 1024];
+  const auto want = m.apply(x);
+  for (std::size_t i = 0; i < 1024; ++i) ASSERT_NEAR(y[i], want[i], 1e-12);
+}
+
+TEST(NnLowering, EncryptedConvolutionMatchesPlaintext) {
+  ckks::Context ctx(test::small_params(11, 3));
+  ckks::Encoder enc(ctx);
+  ckks::KeyGenerator kg(ctx);
+  const std::size_t slots = ctx.n() / 2;
+  const Layout in{{4, 8, 8}, 1, slots};
+  const Conv2d conv = random_conv(4, 4, 3, 2, 1, true);
+  const Layout out = conv_output_layout(conv, in);
+  const SlotLinearMap map = lower_conv(conv, in, out);
+  const ckks::LinearTransform lt(enc, map.diagonals(), slots, 3);
+  const ckks::GaloisKeys gk = kg.create_galois_keys(lt.rotation_steps());
+  const ckks::Evaluator eval(ctx, nullptr, &gk);
+  const ckks::Encryptor encryptor(ctx, kg.secret_key());
+  const ckks::Decryptor decryptor(ctx, kg.secret_key());
+  const Tensor x = random_tensor(in.shape);
+  ckks::Ciphertext c = lt.apply(eval, encryptor.encrypt(enc.encode(pack(x, in), 3, ctx.params().default_scale())));
+  eval.rescale_inplace(c);
+  eval.add_plain_inplace(c, enc.encode(map.bias, c.level(), c.scale));
+  const Tensor got = unpack(enc.decode_real(decryptor.decrypt(c)), out);
+  EXPECT_LT(max_diff(got, conv.forward(x)), 1e-5);
+}
