@@ -133,7 +133,7 @@ TEST(NnLowering, ChainMatchesPlaintextInTheClear) {
   x = pool.forward(x);
   EXPECT_LT(max_diff(unpack(v, pooled), x), 1e-12);
   const Linear lin{pooled.shape.size(), 10, random_vec(pooled.shape.size() * 10, -0.1, 0.1), random_vec(10, -1, 1)};
-  v = lower_linear(lin, pooled).apply(v);
+  v = lower_linear(lin, pooled, Layout{{10, 1, 1}, 1, slots}).apply(v);
   x = lin.forward(x);
   for (std::size_t f = 0; f < 10; ++f) EXPECT_NEAR(v[f], x.data[f], 1e-12);
 }
@@ -178,4 +178,57 @@ TEST(NnLowering, EncryptedConvolutionMatchesPlaintext) {
   eval.add_plain_inplace(c, enc.encode(map.bias, c.level(), c.scale));
   const Tensor got = unpack(enc.decode_real(decryptor.decrypt(c)), out);
   EXPECT_LT(max_diff(got, conv.forward(x)), 1e-5);
+}
+
+// Fully replicated (cyclic) layouts: every output replica is right, and a stride-1
+// convolution needs C channel offsets instead of 2C - 1.
+TEST(NnLowering, ReplicatedLayoutsAreCyclicAndNeedFewerDiagonals) {
+  const std::size_t slots = 2048;
+  Layout cur = with_full_replication(Layout{{4, 8, 8}, 1, slots});
+  EXPECT_EQ(cur.replicas, 8u);
+  EXPECT_TRUE(cur.cyclic());
+  Tensor x = random_tensor(cur.shape);
+  std::vector<double> v = pack(x, cur);
+  for (const Conv2d& c : {random_conv(4, 4, 3, 1, 1, true), random_conv(4, 8, 3, 2, 1, false),
+                          random_conv(8, 8, 3, 1, 1, false)}) {
+    const Layout out = conv_output_layout(c, cur);
+    EXPECT_TRUE(out.cyclic());
+    v = lower_conv(c, cur, out).apply(v);
+    x = c.forward(x);
+    cur = out;
+    for (std::size_t r = 0; r < cur.replicas; ++r) {
+      std::vector<double> copy(slots, 0.0);
+      for (std::size_t s = 0; s < cur.span(); ++s) copy[s] = v[r * cur.span() + s];
+      ASSERT_LT(max_diff(unpack(copy, Layout{cur.shape, cur.gap, slots}), x), 1e-12) << "replica " << r;
+    }
+  }
+  const Conv2d c16 = random_conv(16, 16, 3, 1, 1, false);
+  const Layout plain{{16, 16, 16}, 1, 8192};
+  const Layout cyclic = with_full_replication(plain);
+  const std::size_t d_plain = lower_conv(c16, plain, conv_output_layout(c16, plain)).diagonals().size();
+  const std::size_t d_cyclic = lower_conv(c16, cyclic, conv_output_layout(c16, cyclic)).diagonals().size();
+  EXPECT_EQ(d_plain, 31u * 9u);
+  EXPECT_EQ(d_cyclic, 16u * 9u);
+}
+
+TEST(NnLowering, EncryptedReplicatedConvolution) {
+  ckks::Context ctx(test::small_params(11, 2));
+  ckks::Encoder enc(ctx);
+  ckks::KeyGenerator kg(ctx);
+  const std::size_t slots = ctx.n() / 2;
+  const Layout in = with_full_replication(Layout{{4, 8, 8}, 1, slots});
+  const Conv2d conv = random_conv(4, 4, 3, 1, 1, false);
+  const Layout out = conv_output_layout(conv, in);
+  const SlotLinearMap map = lower_conv(conv, in, out);
+  const ckks::LinearTransform lt(enc, map.diagonals(), slots, 2);
+  const ckks::GaloisKeys gk = kg.create_galois_keys(lt.rotation_steps());
+  const ckks::Evaluator eval(ctx, nullptr, &gk);
+  const ckks::Encryptor encryptor(ctx, kg.secret_key());
+  const ckks::Decryptor decryptor(ctx, kg.secret_key());
+  const Tensor x = random_tensor(in.shape);
+  ckks::Ciphertext c = lt.apply(eval, encryptor.encrypt(enc.encode(pack(x, in), 2, ctx.params().default_scale())));
+  eval.rescale_inplace(c);
+  const auto got = enc.decode_real(decryptor.decrypt(c));
+  const auto want = pack(conv.forward(x), out);
+  for (std::size_t s = 0; s < slots; ++s) ASSERT_NEAR(got[s], want[s], 1e-5) << "slot " << s;
 }

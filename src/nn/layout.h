@@ -3,6 +3,11 @@
 // its g x g cells (multiplexed packing), and ceil(C / g^2) grids follow each other.
 // A stride-s convolution maps gap g to gap g s on the same grid, so its output needs no
 // repacking and every linear layer stays a fixed set of slot diagonals.
+//
+// With `replicas` r, the whole span is stored r times back to back. When r * span equals
+// the slot count, a rotation by any offset is cyclic over the span, so a linear layer can
+// read every input at a non-negative offset below the span from its output: a convolution
+// then needs C channel offsets instead of 2C - 1 (fewer giant-step rotations).
 #pragma once
 #include <stdexcept>
 #include <string>
@@ -15,12 +20,15 @@ struct Layout {
   Shape shape;
   std::size_t gap = 1;
   std::size_t slots = 0;  // slot count of the ciphertext holding the tensor
+  std::size_t replicas = 1;
 
   std::size_t grid_height() const { return shape.height * gap; }
   std::size_t grid_width() const { return shape.width * gap; }
   std::size_t channels_per_grid() const { return gap * gap; }
   std::size_t grids() const { return (shape.channels + channels_per_grid() - 1) / channels_per_grid(); }
-  std::size_t span() const { return grids() * grid_height() * grid_width(); }  // slots touched
+  std::size_t span() const { return grids() * grid_height() * grid_width(); }  // slots of one copy
+  // Full replication: the copies fill the ciphertext exactly (rotations are cyclic on the span).
+  bool cyclic() const { return replicas * span() == slots; }
 
   std::size_t slot(std::size_t c, std::size_t y, std::size_t x) const {
     const std::size_t g = gap, sub = c % (g * g);
@@ -30,13 +38,17 @@ struct Layout {
   void validate() const {
     if (gap == 0 || shape.size() == 0) throw std::invalid_argument("Layout: empty tensor or zero gap");
     if (slots == 0 || (slots & (slots - 1)) != 0) throw std::invalid_argument("Layout: slot count must be a power of two");
-    if (span() > slots)
-      throw std::invalid_argument("Layout: tensor " + shape.str() + " with gap " + std::to_string(gap) + " needs " +
-                                  std::to_string(span()) + " slots, ciphertext has " + std::to_string(slots));
+    if (replicas == 0 || span() * replicas > slots)
+      throw std::invalid_argument("Layout: tensor " + shape.str() + " with gap " + std::to_string(gap) + " and " +
+                                  std::to_string(replicas) + " replicas needs " + std::to_string(span() * replicas) +
+                                  " slots, ciphertext has " + std::to_string(slots));
   }
 };
 
-// Slot vector of a tensor (zeros elsewhere) and back.
+// The largest replica count that fits (slots / span, a power of two when both are).
+Layout with_full_replication(Layout layout);
+
+// Slot vector of a tensor (every replica; zeros elsewhere) and back (from replica 0).
 std::vector<double> pack(const Tensor& t, const Layout& layout);
 Tensor unpack(const std::vector<double>& slots, const Layout& layout);
 

@@ -4,13 +4,21 @@
 
 namespace pfhe::nn {
 
+Layout with_full_replication(Layout layout) {
+  layout.replicas = 1;
+  layout.validate();
+  layout.replicas = layout.slots / layout.span();
+  return layout;
+}
+
 std::vector<double> pack(const Tensor& t, const Layout& layout) {
   layout.validate();
   expect_shape(t, layout.shape, "pack");
   std::vector<double> v(layout.slots, 0.0);
-  for (std::size_t c = 0; c < t.shape.channels; ++c)
-    for (std::size_t y = 0; y < t.shape.height; ++y)
-      for (std::size_t x = 0; x < t.shape.width; ++x) v[layout.slot(c, y, x)] = t.at(c, y, x);
+  for (std::size_t r = 0; r < layout.replicas; ++r)
+    for (std::size_t c = 0; c < t.shape.channels; ++c)
+      for (std::size_t y = 0; y < t.shape.height; ++y)
+        for (std::size_t x = 0; x < t.shape.width; ++x) v[r * layout.span() + layout.slot(c, y, x)] = t.at(c, y, x);
   return v;
 }
 
@@ -23,6 +31,39 @@ Tensor unpack(const std::vector<double>& slots, const Layout& layout) {
       for (std::size_t x = 0; x < t.shape.width; ++x) t.at(c, y, x) = slots[layout.slot(c, y, x)];
   return t;
 }
+
+namespace {
+
+// Expands a map given on replica 0 of both layouts to every output replica. With a cyclic
+// input layout each input is read from the copy at a non-negative offset below the input
+// span from its output slot, so all output copies share the same few diagonals.
+SlotLinearMap replicate(std::vector<SlotLinearMap::Entry> entries, const std::vector<double>& bias0,
+                        const Layout& in, const Layout& out) {
+  SlotLinearMap m;
+  m.slots = out.slots;
+  const std::size_t n = out.slots;
+  for (std::size_t k = 0; k < out.replicas; ++k)
+    for (const auto& e : entries) {
+      const std::size_t dst = e.out + k * out.span();
+      std::size_t src = e.in;
+      if (in.cyclic()) src = (dst + (e.in + n - dst % in.span()) % in.span()) % n;
+      m.entries.push_back({dst, src, e.weight});
+    }
+  if (!bias0.empty()) {
+    m.bias.assign(n, 0.0);
+    for (std::size_t k = 0; k < out.replicas; ++k)
+      for (std::size_t s = 0; s < out.span(); ++s) m.bias[s + k * out.span()] = bias0[s];
+  }
+  return m;
+}
+
+void check_pair(const Layout& in, const Layout& out, const char* who) {
+  in.validate();
+  out.validate();
+  if (in.slots != out.slots) throw std::invalid_argument(std::string(who) + ": layouts of different slot counts");
+}
+
+}  // namespace
 
 std::vector<double> SlotLinearMap::apply(const std::vector<double>& x) const {
   if (x.size() != slots) throw std::invalid_argument("SlotLinearMap: input has the wrong slot count");
@@ -48,18 +89,14 @@ Layout conv_output_layout(const Conv2d& conv, const Layout& in) {
   if (in.grid_height() % out.height != 0 || in.grid_width() % out.width != 0)
     throw std::invalid_argument("conv_output_layout: output " + out.str() + " does not tile the input grid");
   Layout o{out, in.grid_height() / out.height, in.slots};
-  o.validate();
-  return o;
+  return in.replicas > 1 ? with_full_replication(o) : (o.validate(), o);
 }
 
 SlotLinearMap lower_conv(const Conv2d& conv, const Layout& in, const Layout& out) {
   conv.validate();
-  in.validate();
-  out.validate();
+  check_pair(in, out, "lower_conv");
   if (!(out.shape == conv.output_shape(in.shape))) throw std::invalid_argument("lower_conv: output layout shape mismatch");
-  if (in.slots != out.slots) throw std::invalid_argument("lower_conv: layouts of different slot counts");
-  SlotLinearMap m;
-  m.slots = in.slots;
+  std::vector<SlotLinearMap::Entry> entries;
   for (std::size_t o = 0; o < conv.out_channels; ++o)
     for (std::size_t i = 0; i < out.shape.height; ++i)
       for (std::size_t j = 0; j < out.shape.width; ++j) {
@@ -73,16 +110,17 @@ SlotLinearMap lower_conv(const Conv2d& conv, const Layout& in, const Layout& out
                 continue;
               const double w = conv.w(o, c, dy, dx);
               if (w != 0.0)
-                m.entries.push_back({dst, in.slot(c, static_cast<std::size_t>(yy), static_cast<std::size_t>(xx)), w});
+                entries.push_back({dst, in.slot(c, static_cast<std::size_t>(yy), static_cast<std::size_t>(xx)), w});
             }
       }
+  std::vector<double> bias;
   if (!conv.bias.empty()) {
-    m.bias.assign(m.slots, 0.0);
+    bias.assign(out.span(), 0.0);
     for (std::size_t o = 0; o < conv.out_channels; ++o)
       for (std::size_t i = 0; i < out.shape.height; ++i)
-        for (std::size_t j = 0; j < out.shape.width; ++j) m.bias[out.slot(o, i, j)] = conv.bias[o];
+        for (std::size_t j = 0; j < out.shape.width; ++j) bias[out.slot(o, i, j)] = conv.bias[o];
   }
-  return m;
+  return replicate(std::move(entries), bias, in, out);
 }
 
 Layout pool_output_layout(const AvgPool2d& pool, const Layout& in) {
@@ -90,47 +128,47 @@ Layout pool_output_layout(const AvgPool2d& pool, const Layout& in) {
   if (in.grid_height() % out.height != 0 || in.grid_width() % out.width != 0)
     throw std::invalid_argument("pool_output_layout: output " + out.str() + " does not tile the input grid");
   Layout o{out, in.grid_height() / out.height, in.slots};
-  o.validate();
-  return o;
+  return in.replicas > 1 ? with_full_replication(o) : (o.validate(), o);
 }
 
 SlotLinearMap lower_avg_pool(const AvgPool2d& pool, const Layout& in, const Layout& out) {
-  if (!(out.shape == pool.output_shape(in.shape)) || in.slots != out.slots)
-    throw std::invalid_argument("lower_avg_pool: layout mismatch");
-  SlotLinearMap m;
-  m.slots = in.slots;
+  check_pair(in, out, "lower_avg_pool");
+  if (!(out.shape == pool.output_shape(in.shape))) throw std::invalid_argument("lower_avg_pool: layout mismatch");
+  std::vector<SlotLinearMap::Entry> entries;
   const double w = 1.0 / static_cast<double>(pool.kernel * pool.kernel);
   for (std::size_t c = 0; c < out.shape.channels; ++c)
     for (std::size_t i = 0; i < out.shape.height; ++i)
       for (std::size_t j = 0; j < out.shape.width; ++j)
         for (std::size_t dy = 0; dy < pool.kernel; ++dy)
           for (std::size_t dx = 0; dx < pool.kernel; ++dx)
-            m.entries.push_back({out.slot(c, i, j), in.slot(c, i * pool.stride + dy, j * pool.stride + dx), w});
-  return m;
+            entries.push_back({out.slot(c, i, j), in.slot(c, i * pool.stride + dy, j * pool.stride + dx), w});
+  return replicate(std::move(entries), {}, in, out);
 }
 
-SlotLinearMap lower_linear(const Linear& linear, const Layout& in) {
+SlotLinearMap lower_linear(const Linear& linear, const Layout& in, const Layout& out) {
   linear.validate();
-  in.validate();
+  check_pair(in, out, "lower_linear");
   if (in.shape.size() != linear.in_features)
     throw std::invalid_argument("lower_linear: input " + in.shape.str() + " has " + std::to_string(in.shape.size()) +
                                 " features, layer expects " + std::to_string(linear.in_features));
-  if (linear.out_features > in.slots) throw std::invalid_argument("lower_linear: more outputs than slots");
-  SlotLinearMap m;
-  m.slots = in.slots;
+  if (!(out.shape == Shape{linear.out_features, 1, 1}) || out.gap != 1)
+    throw std::invalid_argument("lower_linear: output layout must be (" + std::to_string(linear.out_features) +
+                                ", 1, 1) with gap 1");
+  std::vector<SlotLinearMap::Entry> entries;
   const Shape& s = in.shape;
   for (std::size_t f = 0; f < linear.out_features; ++f)
     for (std::size_t c = 0; c < s.channels; ++c)
       for (std::size_t y = 0; y < s.height; ++y)
         for (std::size_t x = 0; x < s.width; ++x) {
           const double w = linear.weight[f * linear.in_features + (c * s.height + y) * s.width + x];
-          if (w != 0.0) m.entries.push_back({f, in.slot(c, y, x), w});
+          if (w != 0.0) entries.push_back({out.slot(f, 0, 0), in.slot(c, y, x), w});
         }
+  std::vector<double> bias;
   if (!linear.bias.empty()) {
-    m.bias.assign(m.slots, 0.0);
-    for (std::size_t f = 0; f < linear.out_features; ++f) m.bias[f] = linear.bias[f];
+    bias.assign(out.span(), 0.0);
+    for (std::size_t f = 0; f < linear.out_features; ++f) bias[out.slot(f, 0, 0)] = linear.bias[f];
   }
-  return m;
+  return replicate(std::move(entries), bias, in, out);
 }
 
 SlotLinearMap lower_channel_affine(const std::vector<double>& scale, const std::vector<double>& shift,
@@ -138,17 +176,16 @@ SlotLinearMap lower_channel_affine(const std::vector<double>& scale, const std::
   layout.validate();
   if (scale.size() != layout.shape.channels || shift.size() != layout.shape.channels)
     throw std::invalid_argument("lower_channel_affine: channel count mismatch");
-  SlotLinearMap m;
-  m.slots = layout.slots;
-  m.bias.assign(m.slots, 0.0);
+  std::vector<SlotLinearMap::Entry> entries;
+  std::vector<double> bias(layout.span(), 0.0);
   for (std::size_t c = 0; c < layout.shape.channels; ++c)
     for (std::size_t y = 0; y < layout.shape.height; ++y)
       for (std::size_t x = 0; x < layout.shape.width; ++x) {
         const std::size_t s = layout.slot(c, y, x);
-        m.entries.push_back({s, s, scale[c]});
-        m.bias[s] = shift[c];
+        entries.push_back({s, s, scale[c]});
+        bias[s] = shift[c];
       }
-  return m;
+  return replicate(std::move(entries), bias, layout, layout);
 }
 
 }  // namespace pfhe::nn

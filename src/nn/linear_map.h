@@ -24,16 +24,17 @@ struct SlotLinearMap {
   ckks::Diagonals diagonals() const;
 };
 
-// The output layout a convolution produces from `in`: same grid, gap multiplied by stride.
+// The output layout a convolution produces from `in`: same grid, gap multiplied by stride,
+// fully replicated when the input is replicated.
 Layout conv_output_layout(const Conv2d& conv, const Layout& in);
 SlotLinearMap lower_conv(const Conv2d& conv, const Layout& in, const Layout& out);
 
 Layout pool_output_layout(const AvgPool2d& pool, const Layout& in);
 SlotLinearMap lower_avg_pool(const AvgPool2d& pool, const Layout& in, const Layout& out);
 
-// Linear layer over the channel-major flattening of the input tensor; output feature f
-// goes to slot f.
-SlotLinearMap lower_linear(const Linear& linear, const Layout& in);
+// Linear layer over the channel-major flattening of the input tensor; the output layout is
+// (out_features, 1, 1) with gap 1 (feature f in slot f of each replica).
+SlotLinearMap lower_linear(const Linear& linear, const Layout& in, const Layout& out);
 
 // Per-channel affine y = scale_c x + shift_c (folded BatchNorm) as a diagonal map.
 SlotLinearMap lower_channel_affine(const std::vector<double>& scale, const std::vector<double>& shift,
