@@ -1,5 +1,6 @@
 #include "ckks/linear_transform.h"
 
+#include <cmath>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -35,8 +36,8 @@ std::size_t LinearTransform::optimal_baby_steps(const std::vector<long>& indices
 }
 
 LinearTransform::LinearTransform(const Encoder& encoder, const Diagonals& diagonals, std::size_t slots,
-                                 std::size_t level, std::size_t baby_steps)
-    : slots_(slots), level_(level), baby_steps_(baby_steps) {
+                                 std::size_t level, std::size_t baby_steps, double diagonal_scale)
+    : slots_(slots), level_(level), baby_steps_(baby_steps), diagonal_scale_(diagonal_scale) {
   if (slots == 0 || (slots & (slots - 1)) != 0)
     throw std::invalid_argument("linear transform: slot count must be a power of two");
   if (diagonals.empty()) throw std::invalid_argument("linear transform: no diagonals");
@@ -53,7 +54,11 @@ LinearTransform::LinearTransform(const Encoder& encoder, const Diagonals& diagon
   if (baby_steps_ == 0) baby_steps_ = optimal_baby_steps(indices, slots);
   if (baby_steps_ > slots || (baby_steps_ & (baby_steps_ - 1)) != 0)
     throw std::invalid_argument("linear transform: baby steps must be a power of two <= slots");
-  const double scale = static_cast<double>(encoder.context().ring_q().modulus(level).value());
+  if (level > encoder.context().max_level()) throw std::invalid_argument("linear transform: level above the top");
+  if (diagonal_scale_ == 0) diagonal_scale_ = static_cast<double>(encoder.context().ring_q().modulus(level).value());
+  if (!(diagonal_scale_ > 0) || !std::isfinite(diagonal_scale_))
+    throw std::invalid_argument("linear transform: invalid diagonal scale");
+  const double scale = diagonal_scale_;
   std::map<long, std::vector<std::complex<double>>> merged;  // k and k - slots are the same diagonal
   for (const auto& [k, values] : diagonals) {
     auto& d = merged[normalize(k, slots)];

@@ -18,10 +18,11 @@ using Diagonals = std::map<long, std::vector<std::complex<double>>>;
 class LinearTransform {
  public:
   // diagonals: index k in (-slots, slots) -> `slots` values. level: the level of the input
-  // ciphertext. The diagonals are encoded at scale q_level, so that rescaling the result
-  // restores the input scale exactly. baby_steps = 0 picks the count minimising rotations.
+  // ciphertext. The diagonals are encoded at `diagonal_scale` (0: q_level, so that rescaling
+  // the result restores the input scale exactly; q_level * t / s maps an input of scale s
+  // to an output of scale t). baby_steps = 0 picks the count minimising rotations.
   LinearTransform(const Encoder& encoder, const Diagonals& diagonals, std::size_t slots,
-                  std::size_t level, std::size_t baby_steps = 0);
+                  std::size_t level, std::size_t baby_steps = 0, double diagonal_scale = 0);
 
   std::size_t slots() const { return slots_; }
   std::size_t level() const { return level_; }
@@ -31,7 +32,8 @@ class LinearTransform {
   std::vector<long> rotation_steps() const;
   std::size_t plaintext_bytes() const;
 
-  // Result: level unchanged, scale = input scale * q_level (rescale next).
+  double diagonal_scale() const { return diagonal_scale_; }
+  // Result: level unchanged, scale = input scale * diagonal_scale (rescale next).
   Ciphertext apply(const Evaluator& eval, const Ciphertext& input) const;
 
   // The baby-step count that minimises baby + giant rotations for these diagonal indices.
@@ -39,6 +41,7 @@ class LinearTransform {
 
  private:
   std::size_t slots_, level_, baby_steps_;
+  double diagonal_scale_;
   // giant step g -> (baby step b -> encoded rot(diag_{g+b}, -g))
   std::map<long, std::map<long, Plaintext>> plaintexts_;
 };

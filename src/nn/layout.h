@@ -9,6 +9,7 @@
 // read every input at a non-negative offset below the span from its output: a convolution
 // then needs C channel offsets instead of 2C - 1 (fewer giant-step rotations).
 #pragma once
+#include <bit>
 #include <stdexcept>
 #include <string>
 
@@ -26,7 +27,9 @@ struct Layout {
   std::size_t grid_width() const { return shape.width * gap; }
   std::size_t channels_per_grid() const { return gap * gap; }
   std::size_t grids() const { return (shape.channels + channels_per_grid() - 1) / channels_per_grid(); }
-  std::size_t span() const { return grids() * grid_height() * grid_width(); }  // slots of one copy
+  // Slots of one copy: the grids rounded up to a power of two, so that replicas of a
+  // power-of-two grid can fill a ciphertext exactly (3 input channels take 4 grids).
+  std::size_t span() const { return std::bit_ceil(grids()) * grid_height() * grid_width(); }
   // Full replication: the copies fill the ciphertext exactly (rotations are cyclic on the span).
   bool cyclic() const { return replicas * span() == slots; }
 

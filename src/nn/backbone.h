@@ -1,0 +1,47 @@
+// CryptoFace's per-patch backbone (PatchCNN, CVPR 2025) with its float64 forward:
+//   Conv3x3(3 -> c0, s1, p1, no bias)
+//   HerPNConv blocks: HerPN -> conv3x3(stride) -> HerPN -> conv3x3(s1), plus a shortcut from
+//     the first HerPN's output (identity, or conv1x1(stride) + BatchNorm2d when the shape
+//     changes), added to the second conv's output
+//   HerPNPool: HerPN -> AdaptiveAvgPool(2) -> Flatten -> BatchNorm1d
+// CryptoFaceNet uses channels 16, 16, 32 (s2), 32, 64 (s2), 64 on 32x32 patches.
+#pragma once
+#include <optional>
+#include <vector>
+
+#include "nn/layers.h"
+
+namespace pfhe::nn {
+
+struct HerPNConvBlock {
+  HerPN herpn1;
+  Conv2d conv1;
+  HerPN herpn2;
+  Conv2d conv2;
+  std::optional<Conv2d> shortcut_conv;  // with shortcut_bn, when the shape changes
+  std::optional<BatchNorm> shortcut_bn;
+
+  Tensor forward(const Tensor& x) const;
+  void validate() const;
+};
+
+struct Backbone {
+  Conv2d conv0;
+  std::vector<HerPNConvBlock> blocks;
+  HerPN pool_herpn;
+  std::size_t pool_size = 2;
+  BatchNorm bn1d;  // over the flattened (C * pool^2) features
+
+  Tensor forward(const Tensor& patch) const;  // -> (C * pool^2, 1, 1) features
+  Shape feature_shape(const Shape& patch) const;
+  void validate() const;
+};
+
+// Channel plan of a backbone: conv0 output channels and, per block, (out channels, stride).
+struct BackboneShape {
+  std::size_t in_channels = 3, stem_channels = 16;
+  std::vector<std::pair<std::size_t, std::size_t>> blocks = {{16, 1}, {32, 2}, {32, 1}, {64, 2}, {64, 1}};
+  std::size_t pool_size = 2;
+};
+
+}  // namespace pfhe::nn

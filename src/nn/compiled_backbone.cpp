@@ -1,0 +1,224 @@
+#include "nn/compiled_backbone.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "nn/linear_map.h"
+
+namespace pfhe::nn {
+
+namespace {
+
+double prime_at(const ckks::Context& ctx, std::size_t level) {
+  return static_cast<double>(ctx.ring_q().modulus(level).value());
+}
+
+void check_close(double got, double want, const char* what) {
+  if (std::fabs(got - want) > 1e-9 * want)
+    throw std::logic_error(std::string(what) + ": ciphertext scale differs from the compiled scale");
+}
+
+// A transform from (level, in_scale) landing exactly on (level - 1, target_scale).
+CompiledLinear make_linear(const ckks::Encoder& enc, const SlotLinearMap& map, const Layout& in, const Layout& out,
+                           std::size_t level, double in_scale, double target_scale) {
+  if (level == 0) throw std::invalid_argument("compile: the model is deeper than the available levels");
+  const double diagonal_scale = prime_at(enc.context(), level) * target_scale / in_scale;
+  CompiledLinear c{level, target_scale, ckks::LinearTransform(enc, map.diagonals(), in.slots, level, 0, diagonal_scale),
+                   std::nullopt, in, out};
+  if (std::any_of(map.bias.begin(), map.bias.end(), [](double b) { return b != 0.0; }))
+    c.bias = enc.encode(map.bias, level - 1, target_scale);
+  return c;
+}
+
+// HerPN as w2 * (x (x + a1) + a0); returns the compiled factored part and w2 per channel.
+CompiledQuadratic make_quadratic(const ckks::Encoder& enc, const HerPN& herpn, const Layout& layout, std::size_t level,
+                                 double scale, std::vector<double>& w2) {
+  if (level == 0) throw std::invalid_argument("compile: the model is deeper than the available levels");
+  const Quadratic q = herpn.fuse();
+  if (q.w2.size() != layout.shape.channels) throw std::invalid_argument("compile: HerPN channel count mismatch");
+  Tensor a1(layout.shape), a0(layout.shape);
+  const std::size_t plane = layout.shape.height * layout.shape.width;
+  for (std::size_t c = 0; c < q.w2.size(); ++c) {
+    if (!(std::fabs(q.w2[c]) > 1e-12))
+      throw std::invalid_argument("compile: HerPN channel " + std::to_string(c) +
+                                  " has a zero quadratic coefficient (gamma = 0); its factored form is undefined");
+    std::fill_n(a1.data.begin() + static_cast<std::ptrdiff_t>(c * plane), plane, q.w1[c] / q.w2[c]);
+    std::fill_n(a0.data.begin() + static_cast<std::ptrdiff_t>(c * plane), plane, q.w0[c] / q.w2[c]);
+  }
+  w2 = q.w2;
+  const double output_scale = scale * scale / prime_at(enc.context(), level);
+  return CompiledQuadratic{level, scale, output_scale, enc.encode(pack(a1, layout), level, scale),
+                           enc.encode(pack(a0, layout), level - 1, output_scale)};
+}
+
+// conv(w2 (.) x): the input-channel scaling folded into the weights.
+Conv2d fold_input_scale(Conv2d conv, const std::vector<double>& w2) {
+  if (w2.size() != conv.in_channels) throw std::invalid_argument("compile: channel count mismatch before a conv");
+  for (std::size_t o = 0; o < conv.out_channels; ++o)
+    for (std::size_t c = 0; c < conv.in_channels; ++c)
+      for (std::size_t t = 0; t < conv.kernel * conv.kernel; ++t)
+        conv.weight[(o * conv.in_channels + c) * conv.kernel * conv.kernel + t] *= w2[c];
+  return conv;
+}
+
+// bn(conv(x)) as one conv.
+Conv2d fold_output_bn(Conv2d conv, const BatchNorm& bn) {
+  std::vector<double> scale, shift;
+  bn.affine_form(scale, shift);
+  if (scale.size() != conv.out_channels) throw std::invalid_argument("compile: BatchNorm after conv: channel mismatch");
+  const std::size_t per_out = conv.in_channels * conv.kernel * conv.kernel;
+  std::vector<double> bias(conv.out_channels);
+  for (std::size_t o = 0; o < conv.out_channels; ++o) {
+    for (std::size_t k = 0; k < per_out; ++k) conv.weight[o * per_out + k] *= scale[o];
+    bias[o] = shift[o] + (conv.bias.empty() ? 0.0 : conv.bias[o] * scale[o]);
+  }
+  conv.bias = bias;
+  return conv;
+}
+
+// head(bn1d(flatten(avgpool(w2 (.) x)))) as one Linear over the flattened input tensor.
+Linear pool_head_linear(const Shape& in, std::size_t pool, const std::vector<double>& w2, const BatchNorm& bn1d,
+                        const Linear* head) {
+  const AdaptiveAvgPool2d adaptive{pool};
+  const Shape pooled = adaptive.output_shape(in);
+  const std::size_t features = pooled.size();
+  std::vector<double> scale, shift;
+  bn1d.affine_form(scale, shift);
+  if (scale.size() != features) throw std::invalid_argument("compile: BatchNorm1d size differs from the pooled features");
+  const std::size_t outs = head ? head->out_features : features;
+  if (head && head->in_features != features) throw std::invalid_argument("compile: head input size mismatch");
+  const std::size_t bh = in.height / pool, bw = in.width / pool;
+  const double inv_block = 1.0 / static_cast<double>(bh * bw);
+  Linear l{in.size(), outs, std::vector<double>(outs * in.size(), 0.0), std::vector<double>(outs, 0.0)};
+  for (std::size_t o = 0; o < outs; ++o) {
+    double b = head && !head->bias.empty() ? head->bias[o] : 0.0;
+    for (std::size_t f = 0; f < features; ++f) {
+      const double hw = head ? head->weight[o * features + f] : (o == f ? 1.0 : 0.0);
+      if (hw == 0.0) continue;
+      b += hw * shift[f];
+      const std::size_t c = f / (pool * pool), py = (f / pool) % pool, px = f % pool;
+      for (std::size_t y = py * bh; y < (py + 1) * bh; ++y)
+        for (std::size_t x = px * bw; x < (px + 1) * bw; ++x)
+          l.weight[o * in.size() + (c * in.height + y) * in.width + x] += hw * scale[f] * inv_block * w2[c];
+    }
+    l.bias[o] = b;
+  }
+  return l;
+}
+
+}  // namespace
+
+ckks::Ciphertext CompiledLinear::apply(const ckks::Evaluator& eval, const ckks::Ciphertext& x) const {
+  if (x.level() < input_level)
+    throw std::invalid_argument("compiled linear layer expects level " + std::to_string(input_level) + ", input at " +
+                                std::to_string(x.level()));
+  ckks::Ciphertext in = x;
+  eval.drop_to_level_inplace(in, input_level);
+  ckks::Ciphertext y = transform.apply(eval, in);
+  eval.rescale_inplace(y);
+  check_close(y.scale, output_scale, "compiled linear layer");
+  y.scale = output_scale;
+  if (bias) eval.add_plain_inplace(y, *bias);
+  return y;
+}
+
+ckks::Ciphertext CompiledQuadratic::apply(const ckks::Evaluator& eval, const ckks::Ciphertext& x) const {
+  if (x.level() != input_level) throw std::invalid_argument("compiled HerPN: input level mismatch");
+  check_close(x.scale, input_scale, "compiled HerPN");
+  ckks::Ciphertext shifted = x;
+  eval.add_plain_inplace(shifted, a1);
+  ckks::Ciphertext y = eval.multiply_relin(x, shifted);
+  eval.rescale_inplace(y);
+  check_close(y.scale, output_scale, "compiled HerPN");
+  y.scale = output_scale;
+  eval.add_plain_inplace(y, a0);
+  return y;
+}
+
+CompiledBackbone CompiledBackbone::compile(const Backbone& model, const ckks::Encoder& enc, const Shape& patch,
+                                           std::size_t input_level, double scale, const Linear* head) {
+  model.validate();
+  const std::size_t slots = enc.context().n() / 2;
+  CompiledBackbone cb;
+  Layout layout = with_full_replication(Layout{patch, 1, slots});
+  std::size_t level = input_level;
+  Layout out = conv_output_layout(model.conv0, layout);
+  cb.conv0_ = make_linear(enc, lower_conv(model.conv0, layout, out), layout, out, level, scale, scale);
+  layout = out;
+  --level;
+  std::vector<double> w2;
+  for (const auto& block : model.blocks) {
+    CompiledQuadratic h1 = make_quadratic(enc, block.herpn1, layout, level, scale, w2);
+    const Layout z_layout = layout;
+    const std::size_t z_level = level - 1;
+    const double z_scale = h1.output_scale;
+    const std::vector<double> z_w2 = w2;
+
+    const Conv2d conv1 = fold_input_scale(block.conv1, z_w2);
+    const Layout h_layout = conv_output_layout(conv1, z_layout);
+    CompiledLinear c1 = make_linear(enc, lower_conv(conv1, z_layout, h_layout), z_layout, h_layout, z_level, z_scale, scale);
+    CompiledQuadratic h2 = make_quadratic(enc, block.herpn2, h_layout, z_level - 1, scale, w2);
+    const Conv2d conv2 = fold_input_scale(block.conv2, w2);
+    const Layout m_layout = conv_output_layout(conv2, h_layout);
+    CompiledLinear c2 =
+        make_linear(enc, lower_conv(conv2, h_layout, m_layout), h_layout, m_layout, z_level - 2, h2.output_scale, scale);
+    // The shortcut reads z (three levels up) and lands where conv2 lands.
+    SlotLinearMap shortcut_map;
+    if (block.shortcut_conv) {
+      const Conv2d sc = fold_output_bn(fold_input_scale(*block.shortcut_conv, z_w2), *block.shortcut_bn);
+      if (!(conv_output_layout(sc, z_layout).shape == m_layout.shape))
+        throw std::invalid_argument("compile: shortcut and main path shapes differ");
+      shortcut_map = lower_conv(sc, z_layout, m_layout);
+    } else {
+      shortcut_map = lower_channel_affine(z_w2, std::vector<double>(z_w2.size(), 0.0), z_layout);
+    }
+    CompiledLinear s = make_linear(enc, shortcut_map, z_layout, m_layout, z_level - 2, z_scale, scale);
+    cb.blocks_.push_back({std::move(h1), std::move(c1), std::move(h2), std::move(c2), std::move(s)});
+    layout = m_layout;
+    level = z_level - 3;
+  }
+  cb.pool_herpn_ = make_quadratic(enc, model.pool_herpn, layout, level, scale, w2);
+  const Linear fused = pool_head_linear(layout.shape, model.pool_size, w2, model.bn1d, head);
+  const Layout head_layout = with_full_replication(Layout{{fused.out_features, 1, 1}, 1, slots});
+  cb.pool_head_ = make_linear(enc, lower_linear(fused, layout, head_layout), layout, head_layout, level - 1,
+                              cb.pool_herpn_->output_scale, scale);
+  return cb;
+}
+
+std::map<long, std::size_t> CompiledBackbone::rotation_levels() const {
+  std::map<long, std::size_t> levels;
+  const auto note = [&](const CompiledLinear& l) {
+    for (long step : l.transform.rotation_steps()) levels[step] = std::max(levels[step], l.input_level);
+  };
+  note(*conv0_);
+  for (const auto& b : blocks_) {
+    note(b.conv1);
+    note(b.conv2);
+    note(b.shortcut);
+  }
+  note(*pool_head_);
+  return levels;
+}
+
+std::size_t CompiledBackbone::plaintext_bytes() const {
+  std::size_t bytes = conv0_->transform.plaintext_bytes() + pool_head_->transform.plaintext_bytes();
+  for (const auto& b : blocks_)
+    bytes += b.conv1.transform.plaintext_bytes() + b.conv2.transform.plaintext_bytes() +
+             b.shortcut.transform.plaintext_bytes();
+  return bytes;
+}
+
+ckks::Ciphertext CompiledBackbone::run(const ckks::Evaluator& eval, const ckks::Ciphertext& patch) const {
+  ckks::Ciphertext x = conv0_->apply(eval, patch);
+  for (const auto& b : blocks_) {
+    const ckks::Ciphertext z = b.herpn1.apply(eval, x);
+    const ckks::Ciphertext main = b.conv2.apply(eval, b.herpn2.apply(eval, b.conv1.apply(eval, z)));
+    x = b.shortcut.apply(eval, z);
+    eval.add_inplace(x, main);
+  }
+  return pool_head_->apply(eval, pool_herpn_->apply(eval, x));
+}
+
+}  // namespace pfhe::nn

@@ -1,0 +1,76 @@
+// A Backbone compiled for encrypted evaluation: BatchNorms folded, each HerPN evaluated in
+// the factored form x (x + a1) + a0 with its leading coefficient w2 folded into the next
+// linear layer (conv, shortcut or pooling head), every linear layer lowered to one
+// LinearTransform on fully replicated slot layouts, and every step's level and scale fixed
+// at compile time (each linear layer lands exactly on the target scale, so scale drift
+// never accumulates).
+#pragma once
+#include <map>
+#include <optional>
+#include <vector>
+
+#include "ckks/encoder.h"
+#include "ckks/evaluator.h"
+#include "ckks/linear_transform.h"
+#include "nn/backbone.h"
+#include "nn/layout.h"
+
+namespace pfhe::nn {
+
+struct CompiledLinear {
+  std::size_t input_level = 0;
+  double output_scale = 0;
+  ckks::LinearTransform transform;
+  std::optional<ckks::Plaintext> bias;
+  Layout in, out;
+
+  // Drops x to input_level, applies the transform, rescales, adds the bias.
+  ckks::Ciphertext apply(const ckks::Evaluator& eval, const ckks::Ciphertext& x) const;
+};
+
+// u = x (x + a1) + a0 per channel (= HerPN(x) / w2).
+struct CompiledQuadratic {
+  std::size_t input_level = 0;
+  double input_scale = 0, output_scale = 0;
+  ckks::Plaintext a1, a0;
+
+  ckks::Ciphertext apply(const ckks::Evaluator& eval, const ckks::Ciphertext& x) const;
+};
+
+struct CompiledBlock {
+  CompiledQuadratic herpn1;
+  CompiledLinear conv1;
+  CompiledQuadratic herpn2;
+  CompiledLinear conv2;
+  CompiledLinear shortcut;  // conv1x1 + BN, or the per-channel w2 of an identity shortcut
+};
+
+class CompiledBackbone {
+ public:
+  // patch: input tensor shape; slots: ciphertext slots; input_level/scale: of the encrypted
+  // patch. `head` (optional) is a linear layer applied to the backbone features, fused
+  // with the pooling and BatchNorm1d into the last transform.
+  static CompiledBackbone compile(const Backbone& model, const ckks::Encoder& encoder, const Shape& patch,
+                                  std::size_t input_level, double scale, const Linear* head = nullptr);
+
+  const Layout& input_layout() const { return conv0_->in; }
+  const Layout& output_layout() const { return pool_head_->out; }
+  std::size_t input_level() const { return conv0_->input_level; }
+  std::size_t output_level() const { return pool_head_->input_level - 1; }
+  double output_scale() const { return pool_head_->output_scale; }
+  std::size_t depth() const { return input_level() - output_level(); }
+
+  // Rotation steps of all transforms with the highest level each one is used at.
+  std::map<long, std::size_t> rotation_levels() const;
+  std::size_t plaintext_bytes() const;
+
+  ckks::Ciphertext run(const ckks::Evaluator& eval, const ckks::Ciphertext& patch) const;
+
+ private:
+  std::optional<CompiledLinear> conv0_;
+  std::vector<CompiledBlock> blocks_;
+  std::optional<CompiledQuadratic> pool_herpn_;
+  std::optional<CompiledLinear> pool_head_;
+};
+
+}  // namespace pfhe::nn

@@ -1,0 +1,152 @@
+#include "nn/synthetic.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+#include <random>
+#include <stdexcept>
+
+namespace pfhe::nn {
+
+namespace {
+
+std::vector<double> normal(std::mt19937_64& rng, std::size_t n, double sd) {
+  std::normal_distribution<double> d(0.0, sd);
+  std::vector<double> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+std::vector<double> uniform(std::mt19937_64& rng, std::size_t n, double lo, double hi) {
+  std::uniform_real_distribution<double> d(lo, hi);
+  std::vector<double> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+Conv2d random_conv(std::mt19937_64& rng, std::size_t in, std::size_t out, std::size_t k, std::size_t stride) {
+  return Conv2d{in, out, k, stride, k / 2, normal(rng, out * in * k * k, std::sqrt(2.0 / static_cast<double>(in * k * k))), {}};
+}
+
+BatchNorm placeholder_bn(std::size_t c) { return BatchNorm{std::vector<double>(c, 0.0), std::vector<double>(c, 1.0), {}, {}, 1e-5}; }
+
+// gamma in [0.3, 0.5]: with statistics calibrated on >= 128 images this keeps the features
+// of unseen images of the same distribution within ~10 standard deviations at full size.
+HerPN random_herpn(std::mt19937_64& rng, std::size_t c) {
+  return HerPN{placeholder_bn(c), placeholder_bn(c), placeholder_bn(c), uniform(rng, c, 0.3, 0.5), uniform(rng, c, -0.1, 0.1)};
+}
+
+// Per-channel mean and (biased) variance over all tensors and positions.
+void channel_stats(const std::vector<Tensor>& xs, std::vector<double>& mean, std::vector<double>& var) {
+  if (xs.empty()) throw std::invalid_argument("calibrate: no calibration data");
+  const Shape s = xs[0].shape;
+  const std::size_t plane = s.height * s.width;
+  mean.assign(s.channels, 0.0);
+  var.assign(s.channels, 0.0);
+  for (const auto& t : xs)
+    for (std::size_t i = 0; i < t.data.size(); ++i) mean[i / plane] += t.data[i];
+  const double count = static_cast<double>(plane * xs.size());
+  for (auto& m : mean) m /= count;
+  for (const auto& t : xs)
+    for (std::size_t i = 0; i < t.data.size(); ++i) {
+      const double d = t.data[i] - mean[i / plane];
+      var[i / plane] += d * d;
+    }
+  for (auto& v : var) v /= count;
+}
+
+void calibrate_herpn(HerPN& h, const std::vector<Tensor>& xs) {
+  const std::size_t c = h.channels();
+  h.bn0.mean.assign(c, 1.0);  // the constant Hermite term: mean 1, variance 0
+  h.bn0.var.assign(c, 0.0);
+  channel_stats(xs, h.bn1.mean, h.bn1.var);
+  std::vector<Tensor> h2 = xs;
+  for (auto& t : h2)
+    for (auto& v : t.data) v = (v * v - 1.0) / std::numbers::sqrt2;
+  channel_stats(h2, h.bn2.mean, h.bn2.var);
+}
+
+template <typename F>
+std::vector<Tensor> map_all(const std::vector<Tensor>& xs, F&& f) {
+  std::vector<Tensor> out;
+  out.reserve(xs.size());
+  for (const auto& x : xs) out.push_back(f(x));
+  return out;
+}
+
+}  // namespace
+
+std::vector<Tensor> synthetic_images(std::size_t count, const Shape& shape, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  std::vector<Tensor> images;
+  for (std::size_t n = 0; n < count; ++n) {
+    Tensor t(shape);
+    for (std::size_t c = 0; c < shape.channels; ++c) {
+      const double fx = 1 + 3 * u(rng), fy = 1 + 3 * u(rng), ph = 2 * std::numbers::pi * u(rng);
+      const double bx = u(rng), by = u(rng), bw = 0.1 + 0.3 * u(rng), amp = u(rng);
+      for (std::size_t y = 0; y < shape.height; ++y)
+        for (std::size_t x = 0; x < shape.width; ++x) {
+          const double xn = static_cast<double>(x) / static_cast<double>(shape.width);
+          const double yn = static_cast<double>(y) / static_cast<double>(shape.height);
+          const double wave = std::sin(2 * std::numbers::pi * (fx * xn + fy * yn) + ph);
+          const double blob = std::exp(-((xn - bx) * (xn - bx) + (yn - by) * (yn - by)) / (2 * bw * bw));
+          t.at(c, y, x) = std::clamp(0.5 * wave + amp * blob - 0.3, -1.0, 1.0);
+        }
+    }
+    images.push_back(std::move(t));
+  }
+  return images;
+}
+
+Backbone make_synthetic_backbone(const BackboneShape& shape, std::uint64_t seed, const std::vector<Tensor>& calibration) {
+  std::mt19937_64 rng(seed);
+  Backbone b;
+  b.conv0 = random_conv(rng, shape.in_channels, shape.stem_channels, 3, 1);
+  std::size_t channels = shape.stem_channels;
+  for (const auto& [out, stride] : shape.blocks) {
+    HerPNConvBlock block{random_herpn(rng, channels), random_conv(rng, channels, out, 3, stride), random_herpn(rng, out),
+                         random_conv(rng, out, out, 3, 1), std::nullopt, std::nullopt};
+    if (stride != 1 || out != channels) {
+      block.shortcut_conv = random_conv(rng, channels, out, 1, stride);
+      block.shortcut_bn = placeholder_bn(out);
+      block.shortcut_bn->gamma = uniform(rng, out, 0.6, 1.1);
+      block.shortcut_bn->beta = uniform(rng, out, -0.1, 0.1);
+    }
+    b.blocks.push_back(std::move(block));
+    channels = out;
+  }
+  b.pool_herpn = random_herpn(rng, channels);
+  b.pool_size = shape.pool_size;
+  const std::size_t features = channels * shape.pool_size * shape.pool_size;
+  b.bn1d = placeholder_bn(features);
+  b.bn1d.gamma = uniform(rng, features, 0.6, 1.1);
+  b.bn1d.beta = uniform(rng, features, -0.1, 0.1);
+  calibrate(b, calibration);
+  return b;
+}
+
+void calibrate(Backbone& model, const std::vector<Tensor>& patches) {
+  std::vector<Tensor> x = map_all(patches, [&](const Tensor& p) { return model.conv0.forward(p); });
+  for (auto& block : model.blocks) {
+    calibrate_herpn(block.herpn1, x);
+    const auto z = map_all(x, [&](const Tensor& t) { return block.herpn1.forward(t); });
+    const auto h = map_all(z, [&](const Tensor& t) { return block.conv1.forward(t); });
+    calibrate_herpn(block.herpn2, h);
+    if (block.shortcut_conv) {
+      const auto s = map_all(z, [&](const Tensor& t) { return block.shortcut_conv->forward(t); });
+      channel_stats(s, block.shortcut_bn->mean, block.shortcut_bn->var);
+    }
+    x = map_all(x, [&](const Tensor& t) { return block.forward(t); });
+  }
+  calibrate_herpn(model.pool_herpn, x);
+  const auto features = map_all(x, [&](const Tensor& t) {
+    const Tensor pooled = AdaptiveAvgPool2d{model.pool_size}.forward(model.pool_herpn.forward(t));
+    Tensor flat({pooled.shape.size(), 1, 1});
+    flat.data = pooled.data;
+    return flat;
+  });
+  channel_stats(features, model.bn1d.mean, model.bn1d.var);
+}
+
+}  // namespace pfhe::nn

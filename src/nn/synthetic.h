@@ -1,0 +1,24 @@
+// Deterministic synthetic CryptoFace-style weights whose BatchNorm/HerPN statistics are
+// calibrated by running images through the network, layer by layer, so that every value
+// range (and so every polynomial input and the CKKS headroom) is realistic.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "nn/backbone.h"
+
+namespace pfhe::nn {
+
+// Smooth pseudo-images in [-1, 1] (sums of random sinusoids and blobs), channel-major.
+std::vector<Tensor> synthetic_images(std::size_t count, const Shape& shape, std::uint64_t seed);
+
+// Random weights (He-normal convolutions, HerPN gamma in [0.3, 0.5], beta near 0) from
+// `seed`, then running statistics measured on `calibration` patches. Quadratic networks
+// amplify inputs their statistics have not seen: calibrate on at least 128 images of the
+// input distribution (with 32, unseen images reached 10^4 standard deviations).
+Backbone make_synthetic_backbone(const BackboneShape& shape, std::uint64_t seed, const std::vector<Tensor>& calibration);
+
+// Sets every BatchNorm/HerPN running mean and variance from the given patches.
+void calibrate(Backbone& model, const std::vector<Tensor>& patches);
+
+}  // namespace pfhe::nn

@@ -1,0 +1,89 @@
+// A reduced CryptoFace backbone: calibrated synthetic weights, plaintext reference, and the
+// compiled encrypted evaluation on a small test ring.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+
+#include "ckks/encryptor.h"
+#include "ckks/keygen.h"
+#include "nn/compiled_backbone.h"
+#include "nn/linear_map.h"
+#include "nn/synthetic.h"
+#include "test_util.h"
+
+using namespace pfhe;
+using namespace pfhe::nn;
+
+namespace {
+
+BackboneShape reduced_shape() {
+  BackboneShape s;
+  s.stem_channels = 4;
+  s.blocks = {{4, 1}, {8, 2}, {8, 1}, {16, 2}, {16, 1}};
+  return s;
+}
+
+Linear random_head(std::size_t in, std::size_t out, std::uint64_t seed) {
+  const auto w = test::random_real(in * out, seed, 1.0 / std::sqrt(static_cast<double>(in)));
+  return Linear{in, out, w, test::random_real(out, seed + 1, 0.1)};
+}
+
+}  // namespace
+
+TEST(Backbone, CalibratedStatisticsNormaliseActivations) {
+  const Shape patch{3, 8, 8};
+  const auto images = synthetic_images(128, patch, 1);
+  const Backbone b = make_synthetic_backbone(reduced_shape(), 7, images);
+  EXPECT_EQ(b.feature_shape(patch), (Shape{64, 1, 1}));
+  // After calibration the BatchNorm1d output has mean ~0 and variance ~gamma^2 per feature.
+  double mean = 0;
+  for (const auto& img : images)
+    for (double v : b.forward(img).data) mean += v;
+  mean /= 128.0 * 64.0;
+  EXPECT_NEAR(mean, 0.0, 0.1);
+  // The constant Hermite term is calibrated to mean 1, variance 0 (it contributes nothing);
+  // the first block's input statistics are those measured on conv0's outputs.
+  EXPECT_EQ(b.blocks[0].herpn1.bn0.mean[0], 1.0);
+  EXPECT_EQ(b.blocks[0].herpn1.bn0.var[0], 0.0);
+  double m = 0;
+  for (const auto& img : images) {
+    const Tensor x = b.conv0.forward(img);
+    for (std::size_t i = 0; i < 64; ++i) m += x.data[i];  // channel 0
+  }
+  EXPECT_NEAR(b.blocks[0].herpn1.bn1.mean[0], m / (128.0 * 64.0), 1e-12);
+}
+
+TEST(Backbone, EncryptedReducedBackboneMatchesPlaintext) {
+  const Shape patch{3, 8, 8};
+  const Backbone model = make_synthetic_backbone(reduced_shape(), 11, synthetic_images(128, patch, 2));
+  const Linear head = random_head(64, 16, 5);
+  ckks::Context ctx(test::small_params(12, 24));
+  ckks::Encoder enc(ctx);
+  const double scale = ctx.params().default_scale();
+  const CompiledBackbone compiled = CompiledBackbone::compile(model, enc, patch, 24, scale, &head);
+  EXPECT_EQ(compiled.depth(), 23u);
+  ckks::KeyGenerator kg(ctx);
+  const ckks::RelinKey rlk = kg.create_relin_key();
+  ckks::GaloisKeys gk;
+  for (const auto& [step, level] : compiled.rotation_levels()) {
+    const std::uint64_t g = ckks::galois_element_for_step(step, ctx.n());
+    if (!gk.has(g)) gk.keys.emplace(g, kg.create_galois_key(g, level));
+  }
+  const ckks::Evaluator eval(ctx, &rlk, &gk);
+  const ckks::Encryptor encryptor(ctx, kg.secret_key());
+  const ckks::Decryptor decryptor(ctx, kg.secret_key());
+  for (const Tensor& image : synthetic_images(2, patch, 3)) {
+    const ckks::Ciphertext in = encryptor.encrypt(enc.encode(pack(image, compiled.input_layout()), 24, scale));
+    const ckks::Ciphertext out = compiled.run(eval, in);
+    EXPECT_EQ(out.level(), 1u);
+    const Tensor got = unpack(enc.decode_real(decryptor.decrypt(out)), compiled.output_layout());
+    const Tensor want = head.forward(model.forward(image));
+    double err = 0, norm = 0;
+    for (std::size_t i = 0; i < want.data.size(); ++i) {
+      err = std::max(err, std::fabs(got.data[i] - want.data[i]));
+      norm = std::max(norm, std::fabs(want.data[i]));
+    }
+    EXPECT_LT(err / norm, 1e-4) << "max abs error " << err << ", max |value| " << norm;
+    std::printf("reduced backbone: max abs error %.3e, max |value| %.3e\n", err, norm);
+  }
+}
