@@ -90,3 +90,26 @@ TEST(LinearTransform, ChoosesBalancedBabyStepsAndRejectsBadInput) {
   const Ciphertext wrong_level = encryptor.encrypt(enc.encode(x, 1, 1e9));
   EXPECT_THROW(lt.apply(eval, wrong_level), std::invalid_argument);
 }
+
+TEST(LinearTransform, JustInTimeStorageGivesIdenticalResults) {
+  Context ctx(test::small_params(10, 2));
+  Encoder enc(ctx);
+  KeyGenerator kg(ctx);
+  const Diagonals diags = random_diagonals({-3, 0, 2, 7, 12}, 64, 4);
+  const LinearTransform encoded(enc, diags, 64, 2);
+  LinearTransform jit(enc, diags, 64, 2, 0, 0, DiagonalStorage::kJustInTime);
+  EXPECT_EQ(jit.storage(), DiagonalStorage::kJustInTime);
+  EXPECT_LT(jit.plaintext_bytes(), encoded.plaintext_bytes());
+  const GaloisKeys gk = kg.create_galois_keys(encoded.rotation_steps());
+  Evaluator eval(ctx, nullptr, &gk);
+  const Encryptor encryptor(ctx, kg.secret_key());
+  const Ciphertext in = encryptor.encrypt(enc.encode(test::random_complex(64, 1), 2, ctx.params().default_scale()));
+  const Ciphertext a = encoded.apply(eval, in), b = jit.apply(eval, in);
+  for (std::size_t p = 0; p < 2; ++p)
+    EXPECT_TRUE(std::equal(a.polys[p].words().begin(), a.polys[p].words().end(), b.polys[p].words().begin()));
+  jit.encode_all();
+  EXPECT_EQ(jit.storage(), DiagonalStorage::kEncoded);
+  EXPECT_EQ(jit.plaintext_bytes(), encoded.plaintext_bytes());
+  const Ciphertext c = jit.apply(eval, in);
+  EXPECT_TRUE(std::equal(a.polys[0].words().begin(), a.polys[0].words().end(), c.polys[0].words().begin()));
+}

@@ -35,9 +35,15 @@ std::size_t LinearTransform::optimal_baby_steps(const std::vector<long>& indices
   return best;
 }
 
+std::size_t LinearTransform::encoded_bytes(const Context& context, std::size_t diagonals, std::size_t level) {
+  return diagonals * (level + 1) * context.n() * sizeof(std::uint64_t);
+}
+
 LinearTransform::LinearTransform(const Encoder& encoder, const Diagonals& diagonals, std::size_t slots,
-                                 std::size_t level, std::size_t baby_steps, double diagonal_scale)
-    : slots_(slots), level_(level), baby_steps_(baby_steps), diagonal_scale_(diagonal_scale) {
+                                 std::size_t level, std::size_t baby_steps, double diagonal_scale,
+                                 DiagonalStorage storage)
+    : encoder_(&encoder), slots_(slots), level_(level), baby_steps_(baby_steps), diagonal_scale_(diagonal_scale),
+      storage_(storage) {
   if (slots == 0 || (slots & (slots - 1)) != 0)
     throw std::invalid_argument("linear transform: slot count must be a power of two");
   if (diagonals.empty()) throw std::invalid_argument("linear transform: no diagonals");
@@ -70,19 +76,22 @@ LinearTransform::LinearTransform(const Encoder& encoder, const Diagonals& diagon
     const long giant = k - k % n1, baby = k % n1;
     std::vector<std::complex<double>> rotated(slots);  // rot(diag, -giant)
     for (std::size_t i = 0; i < slots; ++i) rotated[(i + static_cast<std::size_t>(giant)) % slots] = values[i];
-    plaintexts_[giant].emplace(baby, encoder.encode(rotated, level, scale));
+    Term term;
+    if (storage_ == DiagonalStorage::kEncoded) term.encoded = encoder.encode(rotated, level, scale);
+    else term.values = std::move(rotated);
+    terms_[giant].emplace(baby, std::move(term));
   }
 }
 
 std::size_t LinearTransform::diagonal_count() const {
   std::size_t c = 0;
-  for (const auto& [g, row] : plaintexts_) c += row.size();
+  for (const auto& [g, row] : terms_) c += row.size();
   return c;
 }
 
 std::vector<long> LinearTransform::rotation_steps() const {
   std::set<long> steps;
-  for (const auto& [g, row] : plaintexts_) {
+  for (const auto& [g, row] : terms_) {
     if (g != 0) steps.insert(g);
     for (const auto& [b, pt] : row)
       if (b != 0) steps.insert(b);
@@ -90,10 +99,21 @@ std::vector<long> LinearTransform::rotation_steps() const {
   return {steps.begin(), steps.end()};
 }
 
+void LinearTransform::encode_all() {
+  for (auto& [g, row] : terms_)
+    for (auto& [b, term] : row)
+      if (!term.encoded) {
+        term.encoded = encoder_->encode(term.values, level_, diagonal_scale_);
+        term.values = {};
+      }
+  storage_ = DiagonalStorage::kEncoded;
+}
+
 std::size_t LinearTransform::plaintext_bytes() const {
   std::size_t s = 0;
-  for (const auto& [g, row] : plaintexts_)
-    for (const auto& [b, pt] : row) s += pt.poly.byte_size();
+  for (const auto& [g, row] : terms_)
+    for (const auto& [b, term] : row)
+      s += term.encoded ? term.encoded->poly.byte_size() : term.values.size() * sizeof(term.values[0]);
   return s;
 }
 
@@ -105,17 +125,23 @@ Ciphertext LinearTransform::apply(const Evaluator& eval, const Ciphertext& input
     throw std::invalid_argument("linear transform for " + std::to_string(slots_) + " slots, input has " +
                                 std::to_string(input.slots()));
   std::set<long> baby_set;
-  for (const auto& [g, row] : plaintexts_)
-    for (const auto& [b, pt] : row) baby_set.insert(b);
+  for (const auto& [g, row] : terms_)
+    for (const auto& [b, term] : row) baby_set.insert(b);
   const std::vector<long> babies(baby_set.begin(), baby_set.end());
   const std::vector<Ciphertext> rotated = eval.rotate_hoisted(input, babies);
   std::map<long, const Ciphertext*> by_step;
   for (std::size_t i = 0; i < babies.size(); ++i) by_step[babies[i]] = &rotated[i];
 
   Ciphertext result;
-  for (const auto& [g, row] : plaintexts_) {
+  for (const auto& [g, row] : terms_) {
     Ciphertext inner;
-    for (const auto& [b, pt] : row) eval.multiply_plain_accumulate(inner, *by_step.at(b), pt);
+    for (const auto& [b, term] : row) {
+      if (term.encoded) {
+        eval.multiply_plain_accumulate(inner, *by_step.at(b), *term.encoded);
+      } else {
+        eval.multiply_plain_accumulate(inner, *by_step.at(b), encoder_->encode(term.values, level_, diagonal_scale_));
+      }
+    }
     if (g != 0) inner = eval.rotate(inner, g);
     if (result.polys.empty()) result = std::move(inner);
     else eval.add_inplace(result, inner);

@@ -6,6 +6,7 @@
 #pragma once
 #include <complex>
 #include <map>
+#include <optional>
 #include <vector>
 
 #include "ckks/encoder.h"
@@ -15,6 +16,11 @@ namespace pfhe::ckks {
 
 using Diagonals = std::map<long, std::vector<std::complex<double>>>;
 
+// Encoded: every diagonal is encoded once, at construction (fast to apply; (level+1) limbs
+// of N words each). JustInTime: the values are kept and encoded inside apply (one slot
+// vector per diagonal; the encoder must outlive the transform).
+enum class DiagonalStorage { kEncoded, kJustInTime };
+
 class LinearTransform {
  public:
   // diagonals: index k in (-slots, slots) -> `slots` values. level: the level of the input
@@ -22,7 +28,11 @@ class LinearTransform {
   // the result restores the input scale exactly; q_level * t / s maps an input of scale s
   // to an output of scale t). baby_steps = 0 picks the count minimising rotations.
   LinearTransform(const Encoder& encoder, const Diagonals& diagonals, std::size_t slots,
-                  std::size_t level, std::size_t baby_steps = 0, double diagonal_scale = 0);
+                  std::size_t level, std::size_t baby_steps = 0, double diagonal_scale = 0,
+                  DiagonalStorage storage = DiagonalStorage::kEncoded);
+
+  // Bytes the encoded plaintexts of these diagonals would take at this level.
+  static std::size_t encoded_bytes(const Context& context, std::size_t diagonals, std::size_t level);
 
   std::size_t slots() const { return slots_; }
   std::size_t level() const { return level_; }
@@ -30,7 +40,10 @@ class LinearTransform {
   std::size_t diagonal_count() const;
   // Rotation steps whose Galois keys evaluation needs (baby steps and giant steps).
   std::vector<long> rotation_steps() const;
-  std::size_t plaintext_bytes() const;
+  std::size_t plaintext_bytes() const;  // memory held for the diagonals
+  DiagonalStorage storage() const { return storage_; }
+  // Switches a just-in-time transform to encoded storage (encodes every diagonal now).
+  void encode_all();
 
   double diagonal_scale() const { return diagonal_scale_; }
   // Result: level unchanged, scale = input scale * diagonal_scale (rescale next).
@@ -40,10 +53,16 @@ class LinearTransform {
   static std::size_t optimal_baby_steps(const std::vector<long>& indices, std::size_t slots);
 
  private:
+  struct Term {
+    std::optional<Plaintext> encoded;            // kEncoded
+    std::vector<std::complex<double>> values;    // kJustInTime
+  };
+  const Encoder* encoder_;
   std::size_t slots_, level_, baby_steps_;
   double diagonal_scale_;
-  // giant step g -> (baby step b -> encoded rot(diag_{g+b}, -g))
-  std::map<long, std::map<long, Plaintext>> plaintexts_;
+  DiagonalStorage storage_;
+  // giant step g -> (baby step b -> rot(diag_{g+b}, -g))
+  std::map<long, std::map<long, Term>> terms_;
 };
 
 }  // namespace pfhe::ckks

@@ -25,7 +25,9 @@ CompiledLinear make_linear(const ckks::Encoder& enc, const SlotLinearMap& map, c
                            std::size_t level, double in_scale, double target_scale) {
   if (level == 0) throw std::invalid_argument("compile: the model is deeper than the available levels");
   const double diagonal_scale = prime_at(enc.context(), level) * target_scale / in_scale;
-  CompiledLinear c{level, target_scale, ckks::LinearTransform(enc, map.diagonals(), in.slots, level, 0, diagonal_scale),
+  CompiledLinear c{level, target_scale,
+                   ckks::LinearTransform(enc, map.diagonals(), in.slots, level, 0, diagonal_scale,
+                                         ckks::DiagonalStorage::kJustInTime),
                    std::nullopt, in, out};
   if (std::any_of(map.bias.begin(), map.bias.end(), [](double b) { return b != 0.0; }))
     c.bias = enc.encode(map.bias, level - 1, target_scale);
@@ -137,8 +139,21 @@ ckks::Ciphertext CompiledQuadratic::apply(const ckks::Evaluator& eval, const ckk
   return y;
 }
 
+template <typename Self>
+auto CompiledBackbone::linear_layers_of(Self& self) {
+  std::vector<decltype(&*self.conv0_)> layers = {&*self.conv0_};
+  for (auto& b : self.blocks_) {
+    layers.push_back(&b.conv1);
+    layers.push_back(&b.conv2);
+    layers.push_back(&b.shortcut);
+  }
+  layers.push_back(&*self.pool_head_);
+  return layers;
+}
+
 CompiledBackbone CompiledBackbone::compile(const Backbone& model, const ckks::Encoder& enc, const Shape& patch,
-                                           std::size_t input_level, double scale, const Linear* head) {
+                                           std::size_t input_level, double scale, const Linear* head,
+                                           std::size_t plaintext_budget) {
   model.validate();
   const std::size_t slots = enc.context().n() / 2;
   CompiledBackbone cb;
@@ -184,29 +199,32 @@ CompiledBackbone CompiledBackbone::compile(const Backbone& model, const ckks::En
   const Layout head_layout = with_full_replication(Layout{{fused.out_features, 1, 1}, 1, slots});
   cb.pool_head_ = make_linear(enc, lower_linear(fused, layout, head_layout), layout, head_layout, level - 1,
                               cb.pool_herpn_->output_scale, scale);
+  // Pre-encode within the budget, lowest level (fewest limbs per diagonal) first.
+  auto layers = linear_layers_of(cb);
+  std::stable_sort(layers.begin(), layers.end(),
+                   [](const CompiledLinear* a, const CompiledLinear* b) { return a->input_level < b->input_level; });
+  std::size_t used = 0;
+  for (CompiledLinear* l : layers) {
+    const std::size_t bytes =
+        ckks::LinearTransform::encoded_bytes(enc.context(), l->transform.diagonal_count(), l->input_level);
+    if (bytes > plaintext_budget - used) break;
+    l->transform.encode_all();
+    used += bytes;
+  }
   return cb;
 }
 
 std::map<long, std::size_t> CompiledBackbone::rotation_levels() const {
   std::map<long, std::size_t> levels;
-  const auto note = [&](const CompiledLinear& l) {
-    for (long step : l.transform.rotation_steps()) levels[step] = std::max(levels[step], l.input_level);
-  };
-  note(*conv0_);
-  for (const auto& b : blocks_) {
-    note(b.conv1);
-    note(b.conv2);
-    note(b.shortcut);
-  }
-  note(*pool_head_);
+  for (const CompiledLinear* l : linear_layers_of(*this))
+    for (long step : l->transform.rotation_steps()) levels[step] = std::max(levels[step], l->input_level);
   return levels;
 }
 
 std::size_t CompiledBackbone::plaintext_bytes() const {
-  std::size_t bytes = conv0_->transform.plaintext_bytes() + pool_head_->transform.plaintext_bytes();
-  for (const auto& b : blocks_)
-    bytes += b.conv1.transform.plaintext_bytes() + b.conv2.transform.plaintext_bytes() +
-             b.shortcut.transform.plaintext_bytes();
+  std::size_t bytes = 0;
+  for (const CompiledLinear* l : linear_layers_of(*this))
+    bytes += l->transform.plaintext_bytes();
   return bytes;
 }
 

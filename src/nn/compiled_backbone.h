@@ -5,6 +5,7 @@
 // at compile time (each linear layer lands exactly on the target scale, so scale drift
 // never accumulates).
 #pragma once
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <vector>
@@ -47,11 +48,14 @@ struct CompiledBlock {
 
 class CompiledBackbone {
  public:
-  // patch: input tensor shape; slots: ciphertext slots; input_level/scale: of the encrypted
-  // patch. `head` (optional) is a linear layer applied to the backbone features, fused
-  // with the pooling and BatchNorm1d into the last transform.
+  // patch: input tensor shape; input_level/scale: of the encrypted patch. `head` (optional)
+  // is a linear layer applied to the backbone features, fused with the pooling and
+  // BatchNorm1d into the last transform. Diagonals are pre-encoded, lowest level first
+  // (cheapest per diagonal), while their encoded size stays within `plaintext_budget`
+  // bytes; the rest are encoded just in time. The encoder must outlive the result.
   static CompiledBackbone compile(const Backbone& model, const ckks::Encoder& encoder, const Shape& patch,
-                                  std::size_t input_level, double scale, const Linear* head = nullptr);
+                                  std::size_t input_level, double scale, const Linear* head = nullptr,
+                                  std::size_t plaintext_budget = SIZE_MAX);
 
   const Layout& input_layout() const { return conv0_->in; }
   const Layout& output_layout() const { return pool_head_->out; }
@@ -67,6 +71,9 @@ class CompiledBackbone {
   ckks::Ciphertext run(const ckks::Evaluator& eval, const ckks::Ciphertext& patch) const;
 
  private:
+  // Pointers to every compiled linear layer (const-ness follows `self`).
+  template <typename Self>
+  static auto linear_layers_of(Self& self);
   std::optional<CompiledLinear> conv0_;
   std::vector<CompiledBlock> blocks_;
   std::optional<CompiledQuadratic> pool_herpn_;

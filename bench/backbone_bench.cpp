@@ -1,0 +1,100 @@
+// One CryptoFaceNet backbone (32x32 patch, channels 16-16-32-32-64-64) on N = 2^16:
+// synthetic weights calibrated on 128 images, compile, rotation keys at their levels,
+// encrypted evaluation on one core, precision against float64, peak RSS.
+//   pfhe_backbone_bench [--dry-run] [--budget-gb G]
+// --dry-run stops after compiling and prints the key set it would generate.
+#include <omp.h>
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "ckks/encryptor.h"
+#include "ckks/keygen.h"
+#include "nn/compiled_backbone.h"
+#include "nn/linear_map.h"
+#include "nn/synthetic.h"
+
+using namespace pfhe;
+
+namespace {
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+double peak_rss_gb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / (1024.0 * 1024.0);
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool dry_run = false;
+  double budget_gb = 4;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--dry-run")) dry_run = true;
+    else if (!std::strcmp(argv[i], "--budget-gb") && i + 1 < argc) budget_gb = std::stod(argv[++i]);
+    else {
+      std::fprintf(stderr, "usage: pfhe_backbone_bench [--dry-run] [--budget-gb G]\n");
+      return 2;
+    }
+  }
+  omp_set_num_threads(1);
+  auto t = std::chrono::steady_clock::now();
+  const nn::Shape patch{3, 32, 32};
+  const nn::Backbone model = nn::make_synthetic_backbone(nn::BackboneShape{}, 2025, nn::synthetic_images(128, patch, 1));
+  std::printf("synthetic backbone calibrated on 128 images: %.1f s\n", seconds_since(t));
+
+  ckks::ParameterSpec spec;
+  spec.log_n = 16;
+  spec.q_bits.push_back(50);
+  spec.q_bits.insert(spec.q_bits.end(), 28, 40);
+  spec.p_bits.assign(11, 50);
+  const ckks::Context ctx(ckks::Parameters::create(spec));
+  std::printf("parameters: %s\n", ctx.params().describe().c_str());
+  const ckks::Encoder enc(ctx);
+  const double scale = ctx.params().default_scale();
+  t = std::chrono::steady_clock::now();
+  const auto budget = static_cast<std::size_t>(budget_gb * (1ULL << 30));
+  const nn::CompiledBackbone compiled = nn::CompiledBackbone::compile(model, enc, patch, 28, scale, nullptr, budget);
+  std::printf("compile: %.1f s, depth %zu, diagonals held %.2f GB (budget %.1f GB)\n", seconds_since(t),
+              compiled.depth(), compiled.plaintext_bytes() / 1e9, budget_gb);
+  const auto levels = compiled.rotation_levels();
+  double key_bytes = 0;
+  for (const auto& [step, level] : levels)
+    key_bytes += static_cast<double>(ctx.params().digits_at(level)) * 2 * (level + 1 + ctx.ring_p().size()) * ctx.n() * 8;
+  std::printf("rotation keys: %zu steps, %.2f GB in memory at their levels\n", levels.size(), key_bytes / 1e9);
+  if (dry_run) return 0;
+
+  t = std::chrono::steady_clock::now();
+  ckks::KeyGenerator kg(ctx);
+  const ckks::RelinKey rlk = kg.create_relin_key();
+  ckks::GaloisKeys gk;
+  for (const auto& [step, level] : levels) {
+    const std::uint64_t g = ckks::galois_element_for_step(step, ctx.n());
+    if (!gk.has(g)) gk.keys.emplace(g, kg.create_galois_key(g, level));
+  }
+  std::printf("keygen: %.1f s, evaluation keys %.2f GB\n", seconds_since(t), (gk.byte_size() + rlk.byte_size()) / 1e9);
+  const ckks::Evaluator eval(ctx, &rlk, &gk);
+  const ckks::Encryptor encryptor(ctx, kg.secret_key());
+  const ckks::Decryptor decryptor(ctx, kg.secret_key());
+  const nn::Tensor image = nn::synthetic_images(1, patch, 77)[0];
+  const ckks::Ciphertext in = encryptor.encrypt(enc.encode(nn::pack(image, compiled.input_layout()), 28, scale));
+  t = std::chrono::steady_clock::now();
+  const ckks::Ciphertext out = compiled.run(eval, in);
+  const double run_s = seconds_since(t);
+  const nn::Tensor got = nn::unpack(enc.decode_real(decryptor.decrypt(out)), compiled.output_layout());
+  const nn::Tensor want = model.forward(image);
+  double err = 0, norm = 0;
+  for (std::size_t i = 0; i < want.data.size(); ++i) {
+    err = std::max(err, std::fabs(got.data[i] - want.data[i]));
+    norm = std::max(norm, std::fabs(want.data[i]));
+  }
+  std::printf("encrypted backbone on 1 core: %.1f s, output level %zu, max abs error %.3e (relative %.3e)\n", run_s,
+              out.level(), err, err / norm);
+  std::printf("peak RSS: %.2f GB\n", peak_rss_gb());
+  return 0;
+}
