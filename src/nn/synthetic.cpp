@@ -1,5 +1,7 @@
 #include "nn/synthetic.h"
 
+#include "nn/patch_cnn.h"
+
 #include <algorithm>
 #include <cmath>
 #include <numbers>
@@ -9,6 +11,12 @@
 namespace pfhe::nn {
 
 namespace {
+
+constexpr double kTemplateWeight = 0.0;
+// Calibrated variances are inflated by this factor, so that normalised activations have a
+// standard deviation of 1/sqrt(margin) on the calibration data: the quadratic HerPN terms
+// then stay moderate on the tails of unseen inputs instead of compounding across blocks.
+constexpr double kVarianceMargin = 4.0;
 
 std::vector<double> normal(std::mt19937_64& rng, std::size_t n, double sd) {
   std::normal_distribution<double> d(0.0, sd);
@@ -52,7 +60,7 @@ void channel_stats(const std::vector<Tensor>& xs, std::vector<double>& mean, std
       const double d = t.data[i] - mean[i / plane];
       var[i / plane] += d * d;
     }
-  for (auto& v : var) v /= count;
+  for (auto& v : var) v = kVarianceMargin * v / count;
 }
 
 void calibrate_herpn(HerPN& h, const std::vector<Tensor>& xs) {
@@ -76,24 +84,37 @@ std::vector<Tensor> map_all(const std::vector<Tensor>& xs, F&& f) {
 
 }  // namespace
 
-std::vector<Tensor> synthetic_images(std::size_t count, const Shape& shape, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
+namespace {
+// One smooth random field in [-1, 1]: a sinusoid plus a Gaussian blob per channel.
+Tensor smooth_field(std::mt19937_64& rng, const Shape& shape) {
   std::uniform_real_distribution<double> u(0.0, 1.0);
+  Tensor t(shape);
+  for (std::size_t c = 0; c < shape.channels; ++c) {
+    const double fx = 1 + 3 * u(rng), fy = 1 + 3 * u(rng), ph = 2 * std::numbers::pi * u(rng);
+    const double bx = u(rng), by = u(rng), bw = 0.1 + 0.3 * u(rng), amp = u(rng);
+    for (std::size_t y = 0; y < shape.height; ++y)
+      for (std::size_t x = 0; x < shape.width; ++x) {
+        const double xn = static_cast<double>(x) / static_cast<double>(shape.width);
+        const double yn = static_cast<double>(y) / static_cast<double>(shape.height);
+        const double wave = std::sin(2 * std::numbers::pi * (fx * xn + fy * yn) + ph);
+        const double blob = std::exp(-((xn - bx) * (xn - bx) + (yn - by) * (yn - by)) / (2 * bw * bw));
+        t.at(c, y, x) = std::clamp(0.5 * wave + amp * blob - 0.3, -1.0, 1.0);
+      }
+  }
+  return t;
+}
+}  // namespace
+
+std::vector<Tensor> synthetic_images(std::size_t count, const Shape& shape, std::uint64_t seed) {
+  // Like aligned faces, the images share a common structure (one template for every seed)
+  // and differ in a smaller per-image part; this keeps feature statistics well defined.
+  std::mt19937_64 template_rng(0x5eed);
+  const Tensor common = smooth_field(template_rng, shape);
+  std::mt19937_64 rng(seed);
   std::vector<Tensor> images;
   for (std::size_t n = 0; n < count; ++n) {
-    Tensor t(shape);
-    for (std::size_t c = 0; c < shape.channels; ++c) {
-      const double fx = 1 + 3 * u(rng), fy = 1 + 3 * u(rng), ph = 2 * std::numbers::pi * u(rng);
-      const double bx = u(rng), by = u(rng), bw = 0.1 + 0.3 * u(rng), amp = u(rng);
-      for (std::size_t y = 0; y < shape.height; ++y)
-        for (std::size_t x = 0; x < shape.width; ++x) {
-          const double xn = static_cast<double>(x) / static_cast<double>(shape.width);
-          const double yn = static_cast<double>(y) / static_cast<double>(shape.height);
-          const double wave = std::sin(2 * std::numbers::pi * (fx * xn + fy * yn) + ph);
-          const double blob = std::exp(-((xn - bx) * (xn - bx) + (yn - by) * (yn - by)) / (2 * bw * bw));
-          t.at(c, y, x) = std::clamp(0.5 * wave + amp * blob - 0.3, -1.0, 1.0);
-        }
-    }
+    Tensor t = smooth_field(rng, shape);
+    for (std::size_t i = 0; i < t.data.size(); ++i) t.data[i] = kTemplateWeight * common.data[i] + (1 - kTemplateWeight) * t.data[i];
     images.push_back(std::move(t));
   }
   return images;
@@ -124,6 +145,37 @@ Backbone make_synthetic_backbone(const BackboneShape& shape, std::uint64_t seed,
   b.bn1d.beta = uniform(rng, features, -0.1, 0.1);
   calibrate(b, calibration);
   return b;
+}
+
+PatchCNN make_synthetic_patch_cnn(const BackboneShape& shape, std::size_t grid, std::size_t patch, std::size_t embedding,
+                                  std::uint64_t seed, const std::vector<Tensor>& calibration) {
+  PatchCNN model;
+  model.grid = grid;
+  model.patch_size = patch;
+  for (std::size_t p = 0; p < grid * grid; ++p) {
+    std::vector<Tensor> patches;
+    for (const auto& img : calibration) patches.push_back(model.patch(img, p));
+    model.backbones.push_back(make_synthetic_backbone(shape, seed + 1000 * (p + 1), patches));
+  }
+  const std::size_t features = model.backbones[0].feature_shape({3, patch, patch}).size();
+  std::mt19937_64 rng(seed);
+  const std::size_t in = grid * grid * features;
+  model.head = Linear{in, embedding, normal(rng, in * embedding, 1.0 / std::sqrt(static_cast<double>(in))),
+                      std::vector<double>(embedding, 0.0)};
+  model.head_bn = placeholder_bn(embedding);
+  // Head BatchNorm statistics from the calibration images (placeholder 0/1 first).
+  std::vector<Tensor> raw;
+  for (const auto& img : calibration) raw.push_back(model.head.forward([&] {
+    Tensor concat({in, 1, 1});
+    for (std::size_t p = 0; p < grid * grid; ++p) {
+      const Tensor f = model.backbones[p].forward(model.patch(img, p));
+      std::copy(f.data.begin(), f.data.end(), concat.data.begin() + static_cast<std::ptrdiff_t>(p * features));
+    }
+    return concat;
+  }()));
+  channel_stats(raw, model.head_bn.mean, model.head_bn.var);
+  fit_l2_norm(model, calibration);
+  return model;
 }
 
 void calibrate(Backbone& model, const std::vector<Tensor>& patches) {

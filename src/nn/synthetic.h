@@ -9,7 +9,9 @@
 
 namespace pfhe::nn {
 
-// Smooth pseudo-images in [-1, 1] (sums of random sinusoids and blobs), channel-major.
+// Smooth pseudo-images in [-1, 1], channel-major: a template shared by all images (as
+// aligned faces share a structure) mixed with a per-image random field of sinusoids and
+// blobs.
 std::vector<Tensor> synthetic_images(std::size_t count, const Shape& shape, std::uint64_t seed);
 
 // Random weights (He-normal convolutions, HerPN gamma in [0.3, 0.5], beta near 0) from
@@ -17,6 +19,13 @@ std::vector<Tensor> synthetic_images(std::size_t count, const Shape& shape, std:
 // amplify inputs their statistics have not seen: calibrate on at least 128 images of the
 // input distribution (with 32, unseen images reached 10^4 standard deviations).
 Backbone make_synthetic_backbone(const BackboneShape& shape, std::uint64_t seed, const std::vector<Tensor>& calibration);
+
+// A synthetic PatchCNN: one calibrated backbone per patch position (each calibrated on its
+// patches of `calibration`), a random head to `embedding` features, the head BatchNorm and
+// the L2 polynomial fitted on the same images.
+struct PatchCNN;
+PatchCNN make_synthetic_patch_cnn(const BackboneShape& shape, std::size_t grid, std::size_t patch, std::size_t embedding,
+                                  std::uint64_t seed, const std::vector<Tensor>& calibration);
 
 // Sets every BatchNorm/HerPN running mean and variance from the given patches.
 void calibrate(Backbone& model, const std::vector<Tensor>& patches);

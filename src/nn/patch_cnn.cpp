@@ -1,0 +1,187 @@
+#include "nn/patch_cnn.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <stdexcept>
+#include <string>
+
+#include "ckks/polynomial.h"
+
+namespace pfhe::nn {
+
+void PatchCNN::validate() const {
+  if (grid == 0 || patch_size == 0) throw std::invalid_argument("PatchCNN: empty grid");
+  if (backbones.size() != grid * grid)
+    throw std::invalid_argument("PatchCNN: " + std::to_string(backbones.size()) + " backbones for a " +
+                                std::to_string(grid) + "x" + std::to_string(grid) + " grid");
+  for (const auto& b : backbones) b.validate();
+  head.validate();
+  head_bn.validate();
+  const std::size_t features = backbones[0].feature_shape({3, patch_size, patch_size}).size();
+  if (head.in_features != grid * grid * features || head_bn.channels() != head.out_features)
+    throw std::invalid_argument("PatchCNN: head sizes do not match the backbones");
+  if (!head_bn.gamma.empty() || !head_bn.beta.empty())
+    throw std::invalid_argument("PatchCNN: the head BatchNorm1d is affine-free in CryptoFace");
+}
+
+Tensor PatchCNN::patch(const Tensor& image, std::size_t index) const {
+  expect_shape(image, image_shape(), "PatchCNN::patch");
+  if (index >= grid * grid) throw std::invalid_argument("PatchCNN::patch: index out of range");
+  Tensor p({3, patch_size, patch_size});
+  const std::size_t y0 = (index / grid) * patch_size, x0 = (index % grid) * patch_size;
+  for (std::size_t c = 0; c < 3; ++c)
+    for (std::size_t y = 0; y < patch_size; ++y)
+      for (std::size_t x = 0; x < patch_size; ++x) p.at(c, y, x) = image.at(c, y0 + y, x0 + x);
+  return p;
+}
+
+Tensor PatchCNN::embedding(const Tensor& image) const {
+  validate();
+  Tensor concat({head.in_features, 1, 1});
+  std::size_t offset = 0;
+  for (std::size_t p = 0; p < backbones.size(); ++p) {
+    const Tensor f = backbones[p].forward(patch(image, p));
+    std::copy(f.data.begin(), f.data.end(), concat.data.begin() + static_cast<std::ptrdiff_t>(offset));
+    offset += f.data.size();
+  }
+  return head_bn.forward(head.forward(concat));
+}
+
+Tensor PatchCNN::normalized(const Tensor& image) const {
+  Tensor e = embedding(image);
+  const double y = std::inner_product(e.data.begin(), e.data.end(), e.data.begin(), 0.0);
+  for (auto& v : e.data) v *= l2(y);
+  return e;
+}
+
+Linear PatchCNN::head_block(std::size_t p) const {
+  std::vector<double> scale, shift;
+  head_bn.affine_form(scale, shift);
+  const std::size_t features = head.in_features / (grid * grid), outs = head.out_features;
+  Linear block{features, outs, std::vector<double>(features * outs), std::vector<double>(outs)};
+  const double share = 1.0 / static_cast<double>(grid * grid);
+  for (std::size_t o = 0; o < outs; ++o) {
+    for (std::size_t i = 0; i < features; ++i)
+      block.weight[o * features + i] = head.weight[o * head.in_features + p * features + i] * scale[o];
+    block.bias[o] = ((head.bias.empty() ? 0.0 : head.bias[o]) * scale[o] + shift[o]) * share;
+  }
+  return block;
+}
+
+void fit_l2_norm(PatchCNN& model, const std::vector<Tensor>& images) {
+  if (images.size() < 3) throw std::invalid_argument("fit_l2_norm: needs at least 3 images");
+  std::vector<double> ys;
+  for (const auto& img : images) {
+    const Tensor e = model.embedding(img);
+    ys.push_back(std::inner_product(e.data.begin(), e.data.end(), e.data.begin(), 0.0));
+  }
+  std::sort(ys.begin(), ys.end());
+  ys.resize(ys.size() - ys.size() / 100);  // trim the top 1 %
+  const double mu = std::accumulate(ys.begin(), ys.end(), 0.0) / static_cast<double>(ys.size());
+  double var = 0;
+  for (double y : ys) var += (y - mu) * (y - mu);
+  const double sigma = std::sqrt(var / static_cast<double>(ys.size()));
+  if (!(sigma > 0) || !(mu > 0))
+    throw std::invalid_argument("fit_l2_norm: degenerate sum-of-squares statistics (mean " + std::to_string(mu) +
+                                ", deviation " + std::to_string(sigma) + ")");
+  // Quadratic through (y_k, 1/sqrt(y_k)), k = 0..2 (Lagrange form, then power coefficients).
+  // Decision: with heavy-tailed statistics (sigma >= mu/2) the lower point is clamped at
+  // mu/2, keeping all three points on positive y where 1/sqrt is defined.
+  const double xs[3] = {std::max(mu - sigma, mu / 2), mu, mu + sigma};
+  double a = 0, b = 0, c = 0;
+  for (int k = 0; k < 3; ++k) {
+    const double f = 1.0 / std::sqrt(xs[k]);
+    const double u = xs[(k + 1) % 3], v = xs[(k + 2) % 3];
+    const double denom = (xs[k] - u) * (xs[k] - v);
+    a += f / denom;
+    b += -f * (u + v) / denom;
+    c += f * u * v / denom;
+  }
+  model.l2 = {a, b, c};
+}
+
+double match_score(const Tensor& probe, const Tensor& enrolled, double threshold) {
+  if (probe.data.size() != enrolled.data.size()) throw std::invalid_argument("match_score: size mismatch");
+  double d = 0;
+  for (std::size_t i = 0; i < probe.data.size(); ++i) d += (probe.data[i] - enrolled.data[i]) * (probe.data[i] - enrolled.data[i]);
+  return d - threshold;
+}
+
+CompiledPatchCNN CompiledPatchCNN::compile(const PatchCNN& model, const ckks::Encoder& encoder, std::size_t input_level,
+                                           double scale, std::size_t plaintext_budget) {
+  model.validate();
+  CompiledPatchCNN c;
+  const Shape patch{3, model.patch_size, model.patch_size};
+  for (std::size_t p = 0; p < model.backbones.size(); ++p) {
+    const Linear block = model.head_block(p);
+    c.backbones_.push_back(CompiledBackbone::compile(model.backbones[p], encoder, patch, input_level, scale, &block,
+                                                     plaintext_budget / model.backbones.size()));
+  }
+  c.l2_ = model.l2;
+  c.features_ = model.head.out_features;
+  if (c.backbones_.front().output_level() < 5)
+    throw std::invalid_argument("compile: " + std::to_string(input_level) +
+                                " levels leave too few for normalisation and matching (need backbone depth + 5)");
+  return c;
+}
+
+std::map<long, std::size_t> CompiledPatchCNN::rotation_levels() const {
+  std::map<long, std::size_t> levels;
+  for (const auto& b : backbones_)
+    for (const auto& [step, level] : b.rotation_levels()) levels[step] = std::max(levels[step], level);
+  // Slot sums over one replica of the embedding, after the first squaring.
+  const std::size_t sum_level = backbones_.front().output_level() - 1;
+  for (std::size_t step = 1; step < embedding_layout().span(); step <<= 1)
+    levels[static_cast<long>(step)] = std::max(levels[static_cast<long>(step)], sum_level);
+  return levels;
+}
+
+std::size_t CompiledPatchCNN::depth() const { return backbones_.front().depth() + 5; }
+
+ckks::Ciphertext CompiledPatchCNN::aggregate(const ckks::Evaluator& eval, std::vector<ckks::Ciphertext> heads) const {
+  if (heads.size() != backbones_.size())
+    throw std::invalid_argument("aggregate: " + std::to_string(heads.size()) + " head outputs for " +
+                                std::to_string(backbones_.size()) + " patches");
+  // Pairwise tree: the same association order whatever executor produced the heads.
+  while (heads.size() > 1) {
+    std::vector<ckks::Ciphertext> next;
+    for (std::size_t i = 0; i + 1 < heads.size(); i += 2) next.push_back(eval.add(heads[i], heads[i + 1]));
+    if (heads.size() % 2) next.push_back(std::move(heads.back()));
+    heads = std::move(next);
+  }
+  return std::move(heads.front());
+}
+
+namespace {
+ckks::Ciphertext sum_over_span(const ckks::Evaluator& eval, ckks::Ciphertext x, std::size_t span) {
+  for (std::size_t step = 1; step < span; step <<= 1) eval.add_inplace(x, eval.rotate(x, static_cast<long>(step)));
+  return x;
+}
+}  // namespace
+
+ckks::Ciphertext CompiledPatchCNN::normalize(const ckks::Evaluator& eval, const ckks::Ciphertext& embedding) const {
+  ckks::Ciphertext sq = eval.square_relin(embedding);
+  eval.rescale_inplace(sq);
+  const ckks::Ciphertext y = sum_over_span(eval, sq, embedding_layout().span());
+  ckks::Polynomial p;
+  p.coeffs = {l2_.c, l2_.b, l2_.a};
+  const ckks::Ciphertext factor = ckks::evaluate_polynomial(eval, y, p, embedding.scale);
+  ckks::Ciphertext e = embedding;
+  eval.drop_to_level_inplace(e, factor.level());
+  ckks::Ciphertext out = eval.multiply_relin(e, factor);
+  eval.rescale_inplace(out);
+  return out;
+}
+
+ckks::Ciphertext CompiledPatchCNN::match(const ckks::Evaluator& eval, const ckks::Ciphertext& probe,
+                                         const ckks::Ciphertext& enrolled, double threshold) const {
+  ckks::Ciphertext d = eval.sub(probe, enrolled);
+  ckks::Ciphertext sq = eval.square_relin(d);
+  eval.rescale_inplace(sq);
+  ckks::Ciphertext score = sum_over_span(eval, sq, embedding_layout().span());
+  eval.add_const_inplace(score, -threshold);
+  return score;
+}
+
+}  // namespace pfhe::nn

@@ -1,0 +1,69 @@
+// CryptoFace's PatchCNN: a G x G grid of P x P patches, one Backbone per patch, per-patch
+// blocks of one linear head summed (with BatchNorm1d(affine=False) folded in), then L2
+// normalisation by the polynomial e * (a y^2 + b y + c), y = sum e_i^2, and matching by
+// squared distance to an enrolled template.
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "nn/backbone.h"
+#include "nn/compiled_backbone.h"
+
+namespace pfhe::nn {
+
+struct L2NormPoly {
+  double a = 0, b = 0, c = 1;  // 1/sqrt(y) ~ a y^2 + b y + c
+  double operator()(double y) const { return (a * y + b) * y + c; }
+};
+
+struct PatchCNN {
+  std::size_t grid = 2, patch_size = 32;
+  std::vector<Backbone> backbones;  // grid * grid, row-major over patches
+  Linear head;                      // (grid^2 * F) -> E over the concatenated features
+  BatchNorm head_bn;                // affine-free BatchNorm1d(E)
+  L2NormPoly l2;
+
+  Shape image_shape() const { return {3, grid * patch_size, grid * patch_size}; }
+  Tensor patch(const Tensor& image, std::size_t index) const;
+  // head_bn(head(concat backbone features)) before normalisation.
+  Tensor embedding(const Tensor& image) const;
+  // embedding * l2(sum of squares): what the encrypted pipeline computes.
+  Tensor normalized(const Tensor& image) const;
+  // Head block of patch p with the BatchNorm folded in and the bias shared 1/grid^2 per patch.
+  Linear head_block(std::size_t p) const;
+  void validate() const;
+};
+
+// Fits l2 through y in {mu - sigma, mu, mu + sigma} of sum-of-squares statistics over the
+// given images (top 1 % of y trimmed), as CryptoFace does; the lower point is clamped at
+// mu / 2 when sigma > mu / 2.
+void fit_l2_norm(PatchCNN& model, const std::vector<Tensor>& images);
+
+// Squared distance minus threshold (negative: same person).
+double match_score(const Tensor& probe, const Tensor& enrolled, double threshold);
+
+class CompiledPatchCNN {
+ public:
+  static CompiledPatchCNN compile(const PatchCNN& model, const ckks::Encoder& encoder, std::size_t input_level,
+                                  double scale, std::size_t plaintext_budget = SIZE_MAX);
+
+  std::size_t patches() const { return backbones_.size(); }
+  const CompiledBackbone& backbone(std::size_t p) const { return backbones_[p]; }
+  const Layout& embedding_layout() const { return backbones_.front().output_layout(); }
+  std::map<long, std::size_t> rotation_levels() const;
+  std::size_t depth() const;  // backbone + normalisation + matching
+
+  // Server side: sum of the per-patch head outputs (tree reduction), then normalisation.
+  ckks::Ciphertext aggregate(const ckks::Evaluator& eval, std::vector<ckks::Ciphertext> heads) const;
+  ckks::Ciphertext normalize(const ckks::Evaluator& eval, const ckks::Ciphertext& embedding) const;
+  // Encrypted squared distance minus threshold, in every slot.
+  ckks::Ciphertext match(const ckks::Evaluator& eval, const ckks::Ciphertext& probe, const ckks::Ciphertext& enrolled,
+                         double threshold) const;
+
+ private:
+  std::vector<CompiledBackbone> backbones_;
+  L2NormPoly l2_;
+  std::size_t features_ = 0;
+};
+
+}  // namespace pfhe::nn

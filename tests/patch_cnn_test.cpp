@@ -1,0 +1,105 @@
+// A reduced PatchCNN (2x2 grid of 8x8 patches) end to end: per-patch encrypted backbones
+// with their head blocks, tree aggregation, polynomial L2 normalisation and encrypted
+// matching, against the float64 pipeline.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdio>
+
+#include "ckks/encryptor.h"
+#include "ckks/keygen.h"
+#include "nn/linear_map.h"
+#include "nn/patch_cnn.h"
+#include "nn/synthetic.h"
+#include "test_util.h"
+
+using namespace pfhe;
+using namespace pfhe::nn;
+
+TEST(PatchCnn, PlaintextPieces) {
+  BackboneShape shape;
+  shape.stem_channels = 4;
+  shape.blocks = {{4, 1}, {8, 2}, {8, 1}, {16, 2}, {16, 1}};
+  const auto images = synthetic_images(128, {3, 16, 16}, 4);
+  const PatchCNN model = make_synthetic_patch_cnn(shape, 2, 8, 16, 9, images);
+  // The head blocks with the folded BatchNorm sum to the full head + BatchNorm.
+  Tensor sum({16, 1, 1});
+  for (std::size_t p = 0; p < 4; ++p) {
+    const Tensor h = model.head_block(p).forward(model.backbones[p].forward(model.patch(images[0], p)));
+    for (std::size_t i = 0; i < 16; ++i) sum.data[i] += h.data[i];
+  }
+  const Tensor e = model.embedding(images[0]);
+  for (std::size_t i = 0; i < 16; ++i) EXPECT_NEAR(sum.data[i], e.data[i], 1e-9);
+  // The fitted polynomial normalises the bulk of the calibration embeddings to norm ~1
+  // (it is fitted around the mean of y; the tails are approximated less well).
+  std::vector<double> norms;
+  for (std::size_t k = 0; k < 32; ++k) {
+    const Tensor n = model.normalized(images[k]);
+    double norm = 0;
+    for (double v : n.data) norm += v * v;
+    norms.push_back(std::sqrt(norm));
+  }
+  std::sort(norms.begin(), norms.end());
+  EXPECT_NEAR(norms[16], 1.0, 0.25);
+  EXPECT_THROW(model.patch(images[0], 4), std::invalid_argument);
+}
+
+TEST(PatchCnn, EncryptedPipelineMatchesPlaintextAndDecisions) {
+  BackboneShape shape;
+  shape.stem_channels = 4;
+  shape.blocks = {{4, 1}, {8, 2}, {8, 1}, {16, 2}, {16, 1}};
+  const auto images = synthetic_images(128, {3, 16, 16}, 5);
+  const PatchCNN model = make_synthetic_patch_cnn(shape, 2, 8, 16, 13, images);
+  ckks::Context ctx(test::small_params(11, 28));
+  ckks::Encoder enc(ctx);
+  const double scale = ctx.params().default_scale();
+  const CompiledPatchCNN compiled = CompiledPatchCNN::compile(model, enc, 28, scale);
+  EXPECT_EQ(compiled.depth(), 28u);
+  ckks::KeyGenerator kg(ctx);
+  const ckks::RelinKey rlk = kg.create_relin_key();
+  ckks::GaloisKeys gk;
+  for (const auto& [step, level] : compiled.rotation_levels()) {
+    const std::uint64_t g = ckks::galois_element_for_step(step, ctx.n());
+    if (!gk.has(g)) gk.keys.emplace(g, kg.create_galois_key(g, level));
+  }
+  const ckks::Evaluator eval(ctx, &rlk, &gk);
+  const ckks::Encryptor encryptor(ctx, kg.secret_key());
+  const ckks::Decryptor decryptor(ctx, kg.secret_key());
+
+  const auto encrypt_image = [&](const Tensor& image) {
+    std::vector<ckks::Ciphertext> heads;
+    for (std::size_t p = 0; p < compiled.patches(); ++p) {
+      const auto& b = compiled.backbone(p);
+      const ckks::Ciphertext in = encryptor.encrypt(enc.encode(pack(model.patch(image, p), b.input_layout()), 28, scale));
+      heads.push_back(b.run(eval, in));
+    }
+    return compiled.normalize(eval, compiled.aggregate(eval, std::move(heads)));
+  };
+  const Tensor a = images[0];
+  const Tensor b = images[1];
+  Tensor a_noisy = a;  // the same "face" with a small perturbation
+  for (std::size_t i = 0; i < a_noisy.data.size(); ++i) a_noisy.data[i] += 0.01 * std::sin(static_cast<double>(i));
+  const ckks::Ciphertext enrolled = encrypt_image(a);
+  const Tensor e_enc = unpack(enc.decode_real(decryptor.decrypt(enrolled)), compiled.embedding_layout());
+  const Tensor e_ref = model.normalized(a);
+  double err = 0, norm = 0;
+  for (std::size_t i = 0; i < 16; ++i) {
+    err = std::max(err, std::fabs(e_enc.data[i] - e_ref.data[i]));
+    norm = std::max(norm, std::fabs(e_ref.data[i]));
+  }
+  std::printf("reduced PatchCNN embedding: max abs error %.3e, relative %.3e\n", err, err / norm);
+  EXPECT_LT(err / norm, 1e-3);
+
+  const double same = match_score(model.normalized(a_noisy), e_ref, 0.0);
+  const double other = match_score(model.normalized(b), e_ref, 0.0);
+  ASSERT_LT(same, other);
+  const double threshold = 0.5 * (same + other);
+  const Tensor* probes[] = {&a_noisy, &b};
+  for (const Tensor* probe : probes) {
+    const ckks::Ciphertext score = compiled.match(eval, encrypt_image(*probe), enrolled, threshold);
+    const double got = enc.decode_real(decryptor.decrypt(score))[0];
+    const double want = match_score(model.normalized(*probe), e_ref, threshold);
+    EXPECT_EQ(got < 0, want < 0) << "encrypted score " << got << ", plaintext " << want;
+    EXPECT_NEAR(got, want, 1e-3 * std::max(1.0, std::fabs(want)));
+  }
+}
