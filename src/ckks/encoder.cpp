@@ -1,10 +1,13 @@
 #include "ckks/encoder.h"
 
+#include <algorithm>
+#include <bit>
 #include <cmath>
 #include <numbers>
 #include <stdexcept>
 #include <string>
 
+#include "ring/kernels.h"
 #include "ring/modarith.h"
 
 namespace pfhe::ckks {
@@ -75,40 +78,104 @@ void Encoder::fft_special_inverse(std::vector<std::complex<double>>& v) const {
   for (auto& x : v) x *= inv;
 }
 
-Plaintext Encoder::encode(std::span<const std::complex<double>> values, std::size_t level,
-                          double scale) const {
+std::vector<std::complex<double>> Encoder::slots_to_coefficients(std::span<const std::complex<double>> values,
+                                                                 double scale) const {
   const std::size_t n = context_.n();
   if (values.empty()) throw std::invalid_argument("encode: no values");
   if (values.size() > n / 2)
     throw std::invalid_argument("encode: " + std::to_string(values.size()) + " values exceed N/2 = " +
                                 std::to_string(n / 2) + " slots");
-  if (level > context_.max_level())
-    throw std::invalid_argument("encode: level " + std::to_string(level) + " above the top level " +
-                                std::to_string(context_.max_level()));
   if (!(scale > 0) || !std::isfinite(scale)) throw std::invalid_argument("encode: scale must be positive");
-  std::size_t slots = 1;
-  while (slots < values.size()) slots <<= 1;
-  std::vector<std::complex<double>> v(values.begin(), values.end());
-  v.resize(slots);
+  std::vector<std::complex<double>> v(std::bit_ceil(values.size()));
+  std::copy(values.begin(), values.end(), v.begin());
   for (const auto& x : v)
     if (!std::isfinite(x.real()) || !std::isfinite(x.imag()))
       throw std::invalid_argument("encode: value is not finite");
   fft_special_inverse(v);
+  return v;
+}
 
-  const double limit = std::ldexp(1.0, static_cast<int>(context_.log2_q_at(level)) - 2);
-  const std::size_t gap = n / (2 * slots);
-  Plaintext pt{context_.ring_q().make_poly(level + 1, false), scale, log2_exact(slots)};
+namespace {
+// Scaled, rounded coefficients of an already transformed slot vector.
+Encoder::RoundedCoefficients round_transformed(const std::vector<std::complex<double>>& v, double scale) {
+  const std::size_t slots = v.size();
+  Encoder::RoundedCoefficients out{std::vector<std::int64_t>(2 * slots), scale, __builtin_ctzll(slots)};
+  constexpr double kLimit = 4.611686018427387904e18;  // 2^62
   for (std::size_t i = 0; i < slots; ++i) {
-    const double re = v[i].real() * scale, im = v[i].imag() * scale;
-    if (std::fabs(re) >= limit || std::fabs(im) >= limit)
+    const double re = std::nearbyint(v[i].real() * scale), im = std::nearbyint(v[i].imag() * scale);
+    if (!(std::fabs(re) < kLimit) || !(std::fabs(im) < kLimit))
+      throw std::invalid_argument("encode: scaled value reaches 2^62 (lower the scale or the values)");
+    out.values[i] = static_cast<std::int64_t>(re);
+    out.values[i + slots] = static_cast<std::int64_t>(im);
+  }
+  return out;
+}
+}  // namespace
+
+Encoder::RoundedCoefficients Encoder::round_coefficients(std::span<const std::complex<double>> values,
+                                                         double scale) const {
+  return round_transformed(slots_to_coefficients(values, scale), scale);
+}
+
+Plaintext Encoder::to_plaintext(const RoundedCoefficients& c, std::size_t level) const {
+  const std::size_t n = context_.n(), slots = c.values.size() / 2;
+  if (level > context_.max_level())
+    throw std::invalid_argument("encode: level " + std::to_string(level) + " above the top level " +
+                                std::to_string(context_.max_level()));
+  if (slots == 0 || (slots & (slots - 1)) != 0 || slots > n / 2)
+    throw std::invalid_argument("encode: invalid coefficient count");
+  // Magnitudes and signs once; every limb then reduces without a division.
+  const double limit = std::ldexp(1.0, static_cast<int>(context_.log2_q_at(level)) - 2);
+  std::vector<ring::u64> magnitude(2 * slots);
+  std::vector<std::uint8_t> negative(2 * slots);
+  int bits = 0;
+  for (std::size_t i = 0; i < 2 * slots; ++i) {
+    const std::int64_t v = c.values[i];
+    if (std::fabs(static_cast<double>(v)) >= limit)
       throw std::invalid_argument("encode: scaled value overflows Q at level " + std::to_string(level) +
                                   " (lower the scale or the values)");
+    negative[i] = v < 0;
+    magnitude[i] = v < 0 ? static_cast<ring::u64>(-(v + 1)) + 1 : static_cast<ring::u64>(v);
+    bits = std::max(bits, 64 - __builtin_clzll(magnitude[i] | 1));
+  }
+  const std::size_t gap = n / (2 * slots);
+  const ring::SimdPath path = ring::default_simd_path();
+  Plaintext pt{context_.ring_q().make_poly(level + 1, false), c.scale, c.log_slots};
+  std::vector<ring::u64> residues(2 * slots);
+  for (std::size_t l = 0; l <= level; ++l) {
+    const auto& mod = context_.ring_q().modulus(l);
+    ring::kernels::reduce(magnitude.data(), bits, residues.data(), 2 * slots, mod, path);
+    ring::u64* limb = pt.poly.limb(l);
+    for (std::size_t i = 0; i < 2 * slots; ++i)
+      limb[i * gap] = negative[i] ? ring::neg_mod(residues[i], mod.value()) : residues[i];
+  }
+  context_.ring_q().to_ntt(pt.poly);
+  return pt;
+}
+
+Plaintext Encoder::encode(std::span<const std::complex<double>> values, std::size_t level,
+                          double scale) const {
+  if (level > context_.max_level())
+    throw std::invalid_argument("encode: level " + std::to_string(level) + " above the top level " +
+                                std::to_string(context_.max_level()));
+  const auto v = slots_to_coefficients(values, scale);
+  const std::size_t slots = v.size();
+  const double limit = std::ldexp(1.0, static_cast<int>(context_.log2_q_at(level)) - 2);
+  double largest = 0;
+  for (const auto& x : v) largest = std::max({largest, std::fabs(x.real() * scale), std::fabs(x.imag() * scale)});
+  if (largest >= limit)
+    throw std::invalid_argument("encode: scaled value overflows Q at level " + std::to_string(level) +
+                                " (lower the scale or the values)");
+  if (largest < 4.0e18) return to_plaintext(round_transformed(v, scale), level);
+  // Coefficients beyond 64-bit integers (scales above ~2^62): exact residues per prime.
+  const std::size_t gap = context_.n() / (2 * slots);
+  Plaintext pt{context_.ring_q().make_poly(level + 1, false), scale, log2_exact(slots)};
+  for (std::size_t i = 0; i < slots; ++i)
     for (std::size_t l = 0; l <= level; ++l) {
       const auto& mod = context_.ring_q().modulus(l);
-      pt.poly.limb(l)[i * gap] = ring::residue_of_rounded(re, mod);
-      pt.poly.limb(l)[(i + slots) * gap] = ring::residue_of_rounded(im, mod);
+      pt.poly.limb(l)[i * gap] = ring::residue_of_rounded(v[i].real() * scale, mod);
+      pt.poly.limb(l)[(i + slots) * gap] = ring::residue_of_rounded(v[i].imag() * scale, mod);
     }
-  }
   context_.ring_q().to_ntt(pt.poly);
   return pt;
 }

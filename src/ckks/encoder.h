@@ -22,6 +22,18 @@ class Encoder {
   Plaintext encode(std::span<const std::complex<double>> values, std::size_t level, double scale) const;
   Plaintext encode(std::span<const double> values, std::size_t level, double scale) const;
 
+  // The level-independent half of encode: slot values -> scaled, rounded coefficients
+  // (2 * slots of them, the polynomial's coefficients at multiples of N / (2 slots)).
+  // Throws if a scaled coefficient reaches 2^62; use encode() for larger scales.
+  struct RoundedCoefficients {
+    std::vector<std::int64_t> values;
+    double scale = 1;
+    int log_slots = 0;
+  };
+  RoundedCoefficients round_coefficients(std::span<const std::complex<double>> values, double scale) const;
+  // The level-dependent half: reduce modulo each prime of the level and transform.
+  Plaintext to_plaintext(const RoundedCoefficients& coefficients, std::size_t level) const;
+
   std::vector<std::complex<double>> decode(const Plaintext& pt) const;
   std::vector<double> decode_real(const Plaintext& pt) const;
 
@@ -30,6 +42,9 @@ class Encoder {
   void fft_special_inverse(std::vector<std::complex<double>>& values) const;  // slots -> coefficients
 
  private:
+  // Checks and FFT shared by the encode paths: the n/2-point inverse special FFT of values.
+  std::vector<std::complex<double>> slots_to_coefficients(std::span<const std::complex<double>> values,
+                                                          double scale) const;
   const Context& context_;
   std::vector<std::complex<double>> roots_;  // exp(2 pi i k / 2N), k < 2N
   std::vector<std::size_t> rotation_group_;  // 5^j mod 2N, j < N/2

@@ -78,7 +78,7 @@ LinearTransform::LinearTransform(const Encoder& encoder, const Diagonals& diagon
     for (std::size_t i = 0; i < slots; ++i) rotated[(i + static_cast<std::size_t>(giant)) % slots] = values[i];
     Term term;
     if (storage_ == DiagonalStorage::kEncoded) term.encoded = encoder.encode(rotated, level, scale);
-    else term.values = std::move(rotated);
+    else term.coefficients = encoder.round_coefficients(rotated, scale);
     terms_[giant].emplace(baby, std::move(term));
   }
 }
@@ -103,8 +103,8 @@ void LinearTransform::encode_all() {
   for (auto& [g, row] : terms_)
     for (auto& [b, term] : row)
       if (!term.encoded) {
-        term.encoded = encoder_->encode(term.values, level_, diagonal_scale_);
-        term.values = {};
+        term.encoded = encoder_->to_plaintext(term.coefficients, level_);
+        term.coefficients = {};
       }
   storage_ = DiagonalStorage::kEncoded;
 }
@@ -113,7 +113,8 @@ std::size_t LinearTransform::plaintext_bytes() const {
   std::size_t s = 0;
   for (const auto& [g, row] : terms_)
     for (const auto& [b, term] : row)
-      s += term.encoded ? term.encoded->poly.byte_size() : term.values.size() * sizeof(term.values[0]);
+      s += term.encoded ? term.encoded->poly.byte_size()
+                        : term.coefficients.values.size() * sizeof(term.coefficients.values[0]);
   return s;
 }
 
@@ -139,7 +140,7 @@ Ciphertext LinearTransform::apply(const Evaluator& eval, const Ciphertext& input
       if (term.encoded) {
         eval.multiply_plain_accumulate(inner, *by_step.at(b), *term.encoded);
       } else {
-        eval.multiply_plain_accumulate(inner, *by_step.at(b), encoder_->encode(term.values, level_, diagonal_scale_));
+        eval.multiply_plain_accumulate(inner, *by_step.at(b), encoder_->to_plaintext(term.coefficients, level_));
       }
     }
     if (g != 0) inner = eval.rotate(inner, g);

@@ -17,8 +17,9 @@ namespace pfhe::ckks {
 using Diagonals = std::map<long, std::vector<std::complex<double>>>;
 
 // Encoded: every diagonal is encoded once, at construction (fast to apply; (level+1) limbs
-// of N words each). JustInTime: the values are kept and encoded inside apply (one slot
-// vector per diagonal; the encoder must outlive the transform).
+// of N words each). JustInTime: the scaled, rounded coefficients are kept (one N-word
+// vector per diagonal) and reduced + transformed inside apply; the encoder must outlive
+// the transform.
 enum class DiagonalStorage { kEncoded, kJustInTime };
 
 class LinearTransform {
@@ -54,8 +55,8 @@ class LinearTransform {
 
  private:
   struct Term {
-    std::optional<Plaintext> encoded;            // kEncoded
-    std::vector<std::complex<double>> values;    // kJustInTime
+    std::optional<Plaintext> encoded;              // kEncoded
+    Encoder::RoundedCoefficients coefficients;     // kJustInTime: only reduction + NTT left
   };
   const Encoder* encoder_;
   std::size_t slots_, level_, baby_steps_;
