@@ -13,6 +13,7 @@
 #include "ckks/evaluator.h"
 #include "ckks/keygen.h"
 #include "ring/cpu.h"
+#include "ring/poly.h"
 
 using namespace pfhe::ckks;
 
@@ -53,6 +54,7 @@ ParameterSpec demo_spec(int log_n) {
 
 int main(int argc, char** argv) {
   try {
+    pfhe::ring::keep_freed_memory_for_reuse();
     const int log_n = argc > 1 ? std::stoi(argv[1]) : 15;
     if (log_n != 15 && log_n != 16) throw std::invalid_argument("log_n must be 15 or 16");
     Stopwatch sw;

@@ -15,6 +15,7 @@
 #include "ckks/evaluator.h"
 #include "ckks/keygen.h"
 #include "ckks/linear_transform.h"
+#include "ring/poly.h"
 
 using namespace pfhe::ckks;
 
@@ -223,6 +224,7 @@ void register_all() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  pfhe::ring::keep_freed_memory_for_reuse();
   register_all();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;

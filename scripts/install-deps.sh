@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages pfhe needs (only those missing). Runs as root or via sudo.
+#   install-deps.sh [--with-tooling]   also python3-torch, for tools/ and their tests
 set -euo pipefail
 packages=(g++ cmake ninja-build pkg-config libssl-dev libzstd-dev libomp-dev
           libgtest-dev libbenchmark-dev nlohmann-json3-dev libfmt-dev libcli11-dev)
+if [ "${1:-}" = "--with-tooling" ]; then
+  packages+=(python3-torch python3-numpy)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -72,14 +72,23 @@ LinearTransform::LinearTransform(const Encoder& encoder, const Diagonals& diagon
     for (std::size_t i = 0; i < slots; ++i) d[i] += values[i];
   }
   const long n1 = static_cast<long>(baby_steps_);
-  for (const auto& [k, values] : merged) {
-    const long giant = k - k % n1, baby = k % n1;
+  // Each diagonal is encoded independently (the slow part of compiling a model): in
+  // parallel, then inserted in index order.
+  std::vector<const std::pair<const long, std::vector<std::complex<double>>>*> items;
+  for (const auto& item : merged) items.push_back(&item);
+  std::vector<Term> built(items.size());
+#pragma omp parallel for schedule(dynamic)
+  for (std::size_t t = 0; t < items.size(); ++t) {
+    const long k = items[t]->first, giant = k - k % n1;
+    const auto& values = items[t]->second;
     std::vector<std::complex<double>> rotated(slots);  // rot(diag, -giant)
     for (std::size_t i = 0; i < slots; ++i) rotated[(i + static_cast<std::size_t>(giant)) % slots] = values[i];
-    Term term;
-    if (storage_ == DiagonalStorage::kEncoded) term.encoded = encoder.encode(rotated, level, scale);
-    else term.coefficients = encoder.round_coefficients(rotated, scale);
-    terms_[giant].emplace(baby, std::move(term));
+    if (storage_ == DiagonalStorage::kEncoded) built[t].encoded = encoder.encode(rotated, level, scale);
+    else built[t].coefficients = encoder.round_coefficients(rotated, scale);
+  }
+  for (std::size_t t = 0; t < items.size(); ++t) {
+    const long k = items[t]->first;
+    terms_[k - k % n1].emplace(k % n1, std::move(built[t]));
   }
 }
 
@@ -100,12 +109,15 @@ std::vector<long> LinearTransform::rotation_steps() const {
 }
 
 void LinearTransform::encode_all() {
+  std::vector<Term*> pending;
   for (auto& [g, row] : terms_)
     for (auto& [b, term] : row)
-      if (!term.encoded) {
-        term.encoded = encoder_->to_plaintext(term.coefficients, level_);
-        term.coefficients = {};
-      }
+      if (!term.encoded) pending.push_back(&term);
+#pragma omp parallel for schedule(dynamic)
+  for (std::size_t t = 0; t < pending.size(); ++t) {
+    pending[t]->encoded = encoder_->to_plaintext(pending[t]->coefficients, level_);
+    pending[t]->coefficients = {};
+  }
   storage_ = DiagonalStorage::kEncoded;
 }
 

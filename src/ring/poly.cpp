@@ -1,5 +1,7 @@
 #include "ring/poly.h"
 
+#include <malloc.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -24,6 +26,11 @@ PoolState& pool() {
   return *state;
 }
 }  // namespace
+
+void keep_freed_memory_for_reuse() {
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+}
 
 std::uint64_t* BufferPool::acquire(std::size_t words) {
   if (words == 0) return nullptr;
