@@ -73,11 +73,7 @@ int main(int argc, char** argv) {
   t = std::chrono::steady_clock::now();
   ckks::KeyGenerator kg(ctx);
   const ckks::RelinKey rlk = kg.create_relin_key();
-  ckks::GaloisKeys gk;
-  for (const auto& [step, level] : levels) {
-    const std::uint64_t g = ckks::galois_element_for_step(step, ctx.n());
-    if (!gk.has(g)) gk.keys.emplace(g, kg.create_galois_key(g, level));
-  }
+  const ckks::GaloisKeys gk = kg.create_galois_keys(levels);
   std::printf("keygen: %.1f s, evaluation keys %.2f GB\n", seconds_since(t), (gk.byte_size() + rlk.byte_size()) / 1e9);
   const ckks::Evaluator eval(ctx, &rlk, &gk);
   const ckks::Encryptor encryptor(ctx, kg.secret_key());

@@ -64,11 +64,7 @@ TEST(Backbone, EncryptedReducedBackboneMatchesPlaintext) {
   EXPECT_EQ(compiled.depth(), 23u);
   ckks::KeyGenerator kg(ctx);
   const ckks::RelinKey rlk = kg.create_relin_key();
-  ckks::GaloisKeys gk;
-  for (const auto& [step, level] : compiled.rotation_levels()) {
-    const std::uint64_t g = ckks::galois_element_for_step(step, ctx.n());
-    if (!gk.has(g)) gk.keys.emplace(g, kg.create_galois_key(g, level));
-  }
+  const ckks::GaloisKeys gk = kg.create_galois_keys(compiled.rotation_levels());
   const ckks::Evaluator eval(ctx, &rlk, &gk);
   const ckks::Encryptor encryptor(ctx, kg.secret_key());
   const ckks::Decryptor decryptor(ctx, kg.secret_key());

@@ -16,12 +16,18 @@
 using namespace pfhe;
 using namespace pfhe::nn;
 
-TEST(PatchCnn, PlaintextPieces) {
+namespace {
+BackboneShape reduced_shape() {
   BackboneShape shape;
   shape.stem_channels = 4;
   shape.blocks = {{4, 1}, {8, 2}, {8, 1}, {16, 2}, {16, 1}};
+  return shape;
+}
+}  // namespace
+
+TEST(PatchCnn, PlaintextPieces) {
   const auto images = synthetic_images(128, {3, 16, 16}, 4);
-  const PatchCNN model = make_synthetic_patch_cnn(shape, 2, 8, 16, 9, images);
+  const PatchCNN model = make_synthetic_patch_cnn(reduced_shape(), 2, 8, 16, 9, images);
   // The head blocks with the folded BatchNorm sum to the full head + BatchNorm.
   Tensor sum({16, 1, 1});
   for (std::size_t p = 0; p < 4; ++p) {
@@ -45,11 +51,8 @@ TEST(PatchCnn, PlaintextPieces) {
 }
 
 TEST(PatchCnn, EncryptedPipelineMatchesPlaintextAndDecisions) {
-  BackboneShape shape;
-  shape.stem_channels = 4;
-  shape.blocks = {{4, 1}, {8, 2}, {8, 1}, {16, 2}, {16, 1}};
   const auto images = synthetic_images(128, {3, 16, 16}, 5);
-  const PatchCNN model = make_synthetic_patch_cnn(shape, 2, 8, 16, 13, images);
+  const PatchCNN model = make_synthetic_patch_cnn(reduced_shape(), 2, 8, 16, 13, images);
   ckks::Context ctx(test::small_params(11, 28));
   ckks::Encoder enc(ctx);
   const double scale = ctx.params().default_scale();
@@ -57,11 +60,7 @@ TEST(PatchCnn, EncryptedPipelineMatchesPlaintextAndDecisions) {
   EXPECT_EQ(compiled.depth(), 28u);
   ckks::KeyGenerator kg(ctx);
   const ckks::RelinKey rlk = kg.create_relin_key();
-  ckks::GaloisKeys gk;
-  for (const auto& [step, level] : compiled.rotation_levels()) {
-    const std::uint64_t g = ckks::galois_element_for_step(step, ctx.n());
-    if (!gk.has(g)) gk.keys.emplace(g, kg.create_galois_key(g, level));
-  }
+  const ckks::GaloisKeys gk = kg.create_galois_keys(compiled.rotation_levels());
   const ckks::Evaluator eval(ctx, &rlk, &gk);
   const ckks::Encryptor encryptor(ctx, kg.secret_key());
   const ckks::Decryptor decryptor(ctx, kg.secret_key());

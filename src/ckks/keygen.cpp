@@ -134,6 +134,18 @@ SwitchingKey KeyGenerator::create_galois_key(std::uint64_t galois_element, std::
   return create_switching_key(s_q, under, max_level);
 }
 
+GaloisKeys KeyGenerator::create_galois_keys(const std::map<long, std::size_t>& step_levels) const {
+  std::map<std::uint64_t, std::size_t> element_levels;
+  for (const auto& [step, level] : step_levels) {
+    check_level(context_, level);
+    const std::uint64_t g = galois_element_for_step(step, context_.n());
+    if (g != 1) element_levels[g] = std::max(element_levels[g], level);
+  }
+  GaloisKeys keys;
+  for (const auto& [g, level] : element_levels) keys.keys.emplace(g, create_galois_key(g, level));
+  return keys;
+}
+
 GaloisKeys KeyGenerator::create_galois_keys(const std::vector<long>& steps, bool conjugate,
                                             std::size_t max_level) const {
   GaloisKeys keys;

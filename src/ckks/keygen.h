@@ -1,5 +1,6 @@
 // Key generation: the secret key stays with the client; everything else is public.
 #pragma once
+#include <map>
 #include <vector>
 
 #include "ckks/context.h"
@@ -26,6 +27,11 @@ class KeyGenerator {
   GaloisKeys create_galois_keys(const std::vector<long>& steps, bool conjugate = false) const {
     return create_galois_keys(steps, conjugate, context_.max_level());
   }
+
+  // One key per rotation step, each generated only up to the level it is needed at (the
+  // highest level wins when two steps share a Galois element). This is the minimal key set
+  // a compiled model asks for (CompiledBackbone::rotation_levels()).
+  GaloisKeys create_galois_keys(const std::map<long, std::size_t>& step_levels) const;
 
   // Switching key s' -> s where s' is given on the Q chain (NTT form, >= max_level+1 limbs).
   SwitchingKey create_switching_key(const ring::Poly& s_prime, std::size_t max_level) const {
