@@ -63,6 +63,17 @@ int main(int argc, char** argv) {
   const nn::CompiledBackbone compiled = nn::CompiledBackbone::compile(model, enc, patch, 28, scale, nullptr, budget);
   std::printf("compile: %.1f s, depth %zu, diagonals held %.2f GB (budget %.1f GB)\n", seconds_since(t),
               compiled.depth(), compiled.plaintext_bytes() / 1e9, budget_gb);
+  {
+    t = std::chrono::steady_clock::now();
+    ckks::ByteWriter w;
+    compiled.save(w);
+    const double save_s = seconds_since(t);
+    t = std::chrono::steady_clock::now();
+    ckks::ByteReader r(w.bytes());
+    const nn::CompiledBackbone reloaded = nn::CompiledBackbone::load(enc, r);
+    std::printf("compiled artefact: %.2f GB, serialize %.1f s, load %.1f s\n", w.bytes().size() / 1e9, save_s,
+                seconds_since(t));
+  }
   const auto levels = compiled.rotation_levels();
   double key_bytes = 0;
   for (const auto& [step, level] : levels)

@@ -8,6 +8,7 @@
 
 #include "ckks/encryptor.h"
 #include "ckks/keygen.h"
+#include "ckks/serialization.h"
 #include "nn/linear_map.h"
 #include "nn/patch_cnn.h"
 #include "nn/synthetic.h"
@@ -74,6 +75,27 @@ TEST(PatchCnn, EncryptedPipelineMatchesPlaintextAndDecisions) {
     }
     return compiled.normalize(eval, compiled.aggregate(eval, std::move(heads)));
   };
+  // The compiled artefact round-trips through its file format and computes the same bytes.
+  const ckks::Bytes artefact = compiled.save();
+  const CompiledPatchCNN loaded = CompiledPatchCNN::load(enc, artefact);
+  {
+    const auto& b0 = compiled.backbone(0);
+    const ckks::Ciphertext in =
+        encryptor.encrypt(enc.encode(pack(model.patch(images[2], 0), b0.input_layout()), 28, scale));
+    const ckks::Ciphertext x = b0.run(eval, in), y = loaded.backbone(0).run(eval, in);
+    EXPECT_TRUE(std::equal(x.polys[0].words().begin(), x.polys[0].words().end(), y.polys[0].words().begin()));
+  }
+  EXPECT_EQ(loaded.save(), artefact);
+  ckks::Bytes bad = artefact;
+  bad[0] = 'X';
+  EXPECT_THROW(CompiledPatchCNN::load(enc, bad), ckks::SerializationError);
+  bad = artefact;
+  bad.resize(bad.size() / 2);
+  EXPECT_THROW(CompiledPatchCNN::load(enc, bad), ckks::SerializationError);
+  ckks::Context other_params(test::small_params(11, 27));
+  ckks::Encoder other_encoder(other_params);
+  EXPECT_THROW(CompiledPatchCNN::load(other_encoder, artefact), ckks::SerializationError);
+
   const Tensor a = images[0];
   const Tensor b = images[1];
   Tensor a_noisy = a;  // the same "face" with a small perturbation

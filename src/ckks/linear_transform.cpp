@@ -1,6 +1,9 @@
 #include "ckks/linear_transform.h"
 
+#include "ckks/serialization.h"
+
 #include <cmath>
+#include <limits>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -160,6 +163,78 @@ Ciphertext LinearTransform::apply(const Evaluator& eval, const Ciphertext& input
     else eval.add_inplace(result, inner);
   }
   return result;
+}
+
+void LinearTransform::save(ByteWriter& w) const {
+  const Context& ctx = encoder_->context();
+  w.put<std::uint64_t>(slots_);
+  w.put<std::uint64_t>(level_);
+  w.put<std::uint64_t>(baby_steps_);
+  w.put<double>(diagonal_scale_);
+  w.put<std::uint64_t>(diagonal_count());
+  for (const auto& [g, row] : terms_)
+    for (const auto& [b, term] : row) {
+      w.put<std::int64_t>(g);
+      w.put<std::int64_t>(b);
+      w.put<std::uint8_t>(term.encoded ? 0 : 1);
+      if (term.encoded) {
+        w.put_blob(ckks::save(ctx, *term.encoded));
+      } else {
+        w.put<double>(term.coefficients.scale);
+        w.put<std::int32_t>(term.coefficients.log_slots);
+        w.put<std::uint64_t>(term.coefficients.values.size());
+        w.put_bytes(reinterpret_cast<const std::uint8_t*>(term.coefficients.values.data()),
+                    term.coefficients.values.size() * sizeof(std::int64_t));
+      }
+    }
+}
+
+LinearTransform LinearTransform::load(const Encoder& encoder, ByteReader& r) {
+  const Context& ctx = encoder.context();
+  const char* what = "linear transform";
+  LinearTransform lt(encoder);
+  lt.slots_ = r.get_count(what, ctx.n() / 2);
+  lt.level_ = r.get_count(what, ctx.max_level());
+  lt.baby_steps_ = r.get_count(what, lt.slots_);
+  lt.diagonal_scale_ = r.get<double>(what);
+  const auto pow2 = [](std::size_t v) { return v != 0 && (v & (v - 1)) == 0; };
+  if (!pow2(lt.slots_) || !pow2(lt.baby_steps_) || lt.level_ == 0 || !(lt.diagonal_scale_ > 0) ||
+      !std::isfinite(lt.diagonal_scale_))
+    throw SerializationError("linear transform: invalid geometry");
+  const std::size_t count = r.get_count(what, lt.slots_);
+  bool any_coefficients = false;
+  for (std::size_t t = 0; t < count; ++t) {
+    const auto giant = r.get<std::int64_t>(what), baby = r.get<std::int64_t>(what);
+    const auto n1 = static_cast<std::int64_t>(lt.baby_steps_);
+    if (giant < 0 || giant >= static_cast<std::int64_t>(lt.slots_) || giant % n1 != 0 || baby < 0 || baby >= n1)
+      throw SerializationError("linear transform: diagonal index out of range");
+    Term term;
+    const auto kind = r.get<std::uint8_t>(what);
+    if (kind == 0) {
+      term.encoded = load_plaintext(ctx, r.get_blob(what));
+      if (term.encoded->level() != lt.level_ || term.encoded->slots() != lt.slots_)
+        throw SerializationError("linear transform: diagonal plaintext at the wrong level or slot count");
+    } else if (kind == 1) {
+      any_coefficients = true;
+      term.coefficients.scale = r.get<double>(what);
+      term.coefficients.log_slots = r.get<std::int32_t>(what);
+      const std::size_t n = r.get_count(what, ctx.n());
+      if (n != 2 * lt.slots_ || term.coefficients.log_slots < 0 ||
+          (std::size_t{1} << term.coefficients.log_slots) != lt.slots_ || !(term.coefficients.scale > 0))
+        throw SerializationError("linear transform: malformed diagonal coefficients");
+      term.coefficients.values.resize(n);
+      r.get_bytes(reinterpret_cast<std::uint8_t*>(term.coefficients.values.data()), n * sizeof(std::int64_t), what);
+      constexpr std::int64_t kLimit = std::int64_t{1} << 62;  // what round_coefficients produces
+      for (const std::int64_t v : term.coefficients.values)
+        if (v >= kLimit || v <= -kLimit) throw SerializationError("linear transform: coefficient out of range");
+    } else {
+      throw SerializationError("linear transform: unknown diagonal storage");
+    }
+    if (!lt.terms_[giant].emplace(baby, std::move(term)).second)
+      throw SerializationError("linear transform: repeated diagonal");
+  }
+  lt.storage_ = any_coefficients ? DiagonalStorage::kJustInTime : DiagonalStorage::kEncoded;
+  return lt;
 }
 
 }  // namespace pfhe::ckks

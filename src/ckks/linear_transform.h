@@ -9,6 +9,7 @@
 #include <optional>
 #include <vector>
 
+#include "ckks/byte_stream.h"
 #include "ckks/encoder.h"
 #include "ckks/evaluator.h"
 
@@ -43,6 +44,7 @@ class LinearTransform {
   std::vector<long> rotation_steps() const;
   std::size_t plaintext_bytes() const;  // memory held for the diagonals
   DiagonalStorage storage() const { return storage_; }
+  const Context& encoder_context() const { return encoder_->context(); }
   // Switches a just-in-time transform to encoded storage (encodes every diagonal now).
   void encode_all();
 
@@ -50,10 +52,18 @@ class LinearTransform {
   // Result: level unchanged, scale = input scale * diagonal_scale (rescale next).
   Ciphertext apply(const Evaluator& eval, const Ciphertext& input) const;
 
+  // Stored form (inside a compiled model file): geometry, then every diagonal either as a
+  // serialized plaintext or as its rounded coefficients. load validates everything.
+  void save(ByteWriter& w) const;
+  static LinearTransform load(const Encoder& encoder, ByteReader& r);
+
   // The baby-step count that minimises baby + giant rotations for these diagonal indices.
   static std::size_t optimal_baby_steps(const std::vector<long>& indices, std::size_t slots);
 
  private:
+  explicit LinearTransform(const Encoder& encoder)
+      : encoder_(&encoder), slots_(0), level_(0), baby_steps_(0), diagonal_scale_(0),
+        storage_(DiagonalStorage::kEncoded) {}
   struct Term {
     std::optional<Plaintext> encoded;              // kEncoded
     Encoder::RoundedCoefficients coefficients;     // kJustInTime: only reduction + NTT left

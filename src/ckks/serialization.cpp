@@ -18,67 +18,6 @@ constexpr std::uint32_t kFlagZstd = 1;
 // Upper bound on any decompressed payload (a full rotation-key set of N = 2^17 stays below).
 constexpr std::uint64_t kMaxPayload = std::uint64_t{1} << 40;
 
-class Writer {
- public:
-  template <typename T>
-  void put(T v) {
-    static_assert(std::is_trivially_copyable_v<T>);
-    const auto* p = reinterpret_cast<const std::uint8_t*>(&v);
-    out_.insert(out_.end(), p, p + sizeof(T));
-  }
-  void put_bytes(const std::uint8_t* p, std::size_t n) { out_.insert(out_.end(), p, p + n); }
-  void put_poly(const ring::Poly& p) {
-    put<std::uint32_t>(static_cast<std::uint32_t>(p.limbs()));
-    put_bytes(reinterpret_cast<const std::uint8_t*>(p.words().data()), p.byte_size());
-  }
-  void put_qp(const QPPoly& p) { put_poly(p.q); put_poly(p.p); }
-  Bytes& bytes() { return out_; }
-
- private:
-  Bytes out_;
-};
-
-class Reader {
- public:
-  explicit Reader(std::span<const std::uint8_t> in) : in_(in) {}
-  template <typename T>
-  T get(const char* what) {
-    need(sizeof(T), what);
-    T v;
-    std::memcpy(&v, in_.data() + pos_, sizeof(T));
-    pos_ += sizeof(T);
-    return v;
-  }
-  void get_bytes(std::uint8_t* out, std::size_t n, const char* what) {
-    need(n, what);
-    std::memcpy(out, in_.data() + pos_, n);
-    pos_ += n;
-  }
-  // A polynomial over `ring` with exactly `limbs` limbs (NTT form), every coefficient checked.
-  ring::Poly get_poly(const ring::Ring& ring, std::size_t limbs, const char* what) {
-    const auto stored = get<std::uint32_t>(what);
-    if (stored != limbs)
-      throw SerializationError(std::string(what) + ": " + std::to_string(stored) + " limbs stored, " +
-                               std::to_string(limbs) + " expected");
-    ring::Poly p = ring.make_output(limbs);
-    get_bytes(reinterpret_cast<std::uint8_t*>(p.words().data()), p.byte_size(), what);
-    if (!ring.is_reduced(p))
-      throw SerializationError(std::string(what) + ": a coefficient is not reduced modulo its prime");
-    return p;
-  }
-  void expect_end(const char* what) const {
-    if (pos_ != in_.size())
-      throw SerializationError(std::string(what) + ": " + std::to_string(in_.size() - pos_) + " trailing bytes");
-  }
-
- private:
-  void need(std::size_t n, const char* what) const {
-    if (in_.size() - pos_ < n) throw SerializationError(std::string(what) + ": truncated input");
-  }
-  std::span<const std::uint8_t> in_;
-  std::size_t pos_ = 0;
-};
-
 Bytes finish(ObjectType type, std::uint64_t fingerprint, Bytes payload, const SaveOptions& options) {
   std::uint32_t flags = 0;
   const std::uint64_t raw_size = payload.size();
@@ -91,7 +30,7 @@ Bytes finish(ObjectType type, std::uint64_t fingerprint, Bytes payload, const Sa
     payload = std::move(packed);
     flags |= kFlagZstd;
   }
-  Writer w;
+  ByteWriter w;
   w.put_bytes(reinterpret_cast<const std::uint8_t*>(kMagic), 4);
   w.put<std::uint16_t>(kFormatVersion);
   w.put<std::uint16_t>(static_cast<std::uint16_t>(type));
@@ -114,7 +53,7 @@ struct Header {
 Header read_header(std::span<const std::uint8_t> bytes) {
   if (bytes.size() < kHeaderSize) throw SerializationError("not a pfhe object: input shorter than the header");
   if (std::memcmp(bytes.data(), kMagic, 4) != 0) throw SerializationError("not a pfhe object: bad magic");
-  Reader r(bytes.subspan(4, kHeaderSize - 4));
+  ByteReader r(bytes.subspan(4, kHeaderSize - 4));
   const auto version = r.get<std::uint16_t>("header");
   if (version != kFormatVersion)
     throw SerializationError("unsupported format version " + std::to_string(version) + " (this build reads " +
@@ -156,20 +95,20 @@ Bytes open_payload(std::span<const std::uint8_t> bytes, ObjectType expected, std
   return raw;
 }
 
-double get_scale(Reader& r, const char* what) {
+double get_scale(ByteReader& r, const char* what) {
   const double s = r.get<double>(what);
   if (!std::isfinite(s) || !(s > 0)) throw SerializationError(std::string(what) + ": invalid scale");
   return s;
 }
 
-int get_log_slots(Reader& r, const Context& ctx, const char* what) {
+int get_log_slots(ByteReader& r, const Context& ctx, const char* what) {
   const auto v = r.get<std::uint32_t>(what);
   if (v >= static_cast<std::uint32_t>(ctx.params().log_n()))
     throw SerializationError(std::string(what) + ": slot count exceeds N/2");
   return static_cast<int>(v);
 }
 
-std::size_t get_limbs_for_level(Reader& r, const Context& ctx, const char* what) {
+std::size_t get_limbs_for_level(ByteReader& r, const Context& ctx, const char* what) {
   const auto level = r.get<std::uint32_t>(what);
   if (level > ctx.max_level())
     throw SerializationError(std::string(what) + ": level " + std::to_string(level) + " above the top level " +
@@ -177,20 +116,20 @@ std::size_t get_limbs_for_level(Reader& r, const Context& ctx, const char* what)
   return level + 1;
 }
 
-QPPoly get_qp(Reader& r, const Context& ctx, std::size_t q_limbs, const char* what) {
+QPPoly get_qp(ByteReader& r, const Context& ctx, std::size_t q_limbs, const char* what) {
   ring::Poly q = r.get_poly(ctx.ring_q(), q_limbs, what);
   ring::Poly p = r.get_poly(ctx.ring_p(), ctx.ring_p().size(), what);
   return QPPoly{std::move(q), std::move(p)};
 }
 
-void put_switching_key(Writer& w, const SwitchingKey& key) {
+void put_switching_key(ByteWriter& w, const SwitchingKey& key) {
   w.put<std::uint32_t>(static_cast<std::uint32_t>(key.max_level()));
   w.put<std::uint32_t>(static_cast<std::uint32_t>(key.b.size()));
   w.put_bytes(key.a_seed.data(), key.a_seed.size());
   for (const auto& b : key.b) w.put_qp(b);
 }
 
-SwitchingKey get_switching_key(Reader& r, const Context& ctx, const char* what) {
+SwitchingKey get_switching_key(ByteReader& r, const Context& ctx, const char* what) {
   const std::size_t limbs = get_limbs_for_level(r, ctx, what);
   const auto digits = r.get<std::uint32_t>(what);
   if (digits != ctx.params().digits_at(limbs - 1))
@@ -221,7 +160,7 @@ std::string to_string(ObjectType type) {
 ObjectType peek_type(std::span<const std::uint8_t> bytes) { return read_header(bytes).type; }
 
 Bytes save_parameters(const Parameters& params, SaveOptions options) {
-  Writer w;
+  ByteWriter w;
   w.put<std::uint32_t>(static_cast<std::uint32_t>(params.log_n()));
   w.put<std::uint32_t>(static_cast<std::uint32_t>(params.q().size()));
   w.put<std::uint32_t>(static_cast<std::uint32_t>(params.p().size()));
@@ -238,7 +177,7 @@ Bytes save_parameters(const Parameters& params, SaveOptions options) {
 Parameters load_parameters(std::span<const std::uint8_t> bytes) {
   const Header h = read_header(bytes);
   const Bytes payload = open_payload(bytes, ObjectType::kParameters, h.fingerprint);
-  Reader r(payload);
+  ByteReader r(payload);
   const char* what = "parameter set";
   const auto log_n = r.get<std::uint32_t>(what);
   const auto nq = r.get<std::uint32_t>(what), np = r.get<std::uint32_t>(what);
@@ -268,7 +207,7 @@ Parameters load_parameters(std::span<const std::uint8_t> bytes) {
 }
 
 Bytes save(const Context& ctx, const Plaintext& pt, SaveOptions options) {
-  Writer w;
+  ByteWriter w;
   w.put<std::uint32_t>(static_cast<std::uint32_t>(pt.level()));
   w.put<double>(pt.scale);
   w.put<std::uint32_t>(static_cast<std::uint32_t>(pt.log_slots));
@@ -278,7 +217,7 @@ Bytes save(const Context& ctx, const Plaintext& pt, SaveOptions options) {
 
 Plaintext load_plaintext(const Context& ctx, std::span<const std::uint8_t> bytes) {
   const Bytes payload = open_payload(bytes, ObjectType::kPlaintext, ctx.params().fingerprint());
-  Reader r(payload);
+  ByteReader r(payload);
   const char* what = "plaintext";
   const std::size_t limbs = get_limbs_for_level(r, ctx, what);
   Plaintext pt;
@@ -290,7 +229,7 @@ Plaintext load_plaintext(const Context& ctx, std::span<const std::uint8_t> bytes
 }
 
 Bytes save(const Context& ctx, const Ciphertext& ct, SaveOptions options) {
-  Writer w;
+  ByteWriter w;
   w.put<std::uint32_t>(static_cast<std::uint32_t>(ct.level()));
   w.put<double>(ct.scale);
   w.put<std::uint32_t>(static_cast<std::uint32_t>(ct.log_slots));
@@ -301,7 +240,7 @@ Bytes save(const Context& ctx, const Ciphertext& ct, SaveOptions options) {
 
 Ciphertext load_ciphertext(const Context& ctx, std::span<const std::uint8_t> bytes) {
   const Bytes payload = open_payload(bytes, ObjectType::kCiphertext, ctx.params().fingerprint());
-  Reader r(payload);
+  ByteReader r(payload);
   const char* what = "ciphertext";
   const std::size_t limbs = get_limbs_for_level(r, ctx, what);
   Ciphertext ct;
@@ -315,7 +254,7 @@ Ciphertext load_ciphertext(const Context& ctx, std::span<const std::uint8_t> byt
 }
 
 Bytes save(const Context& ctx, const SeededCiphertext& ct, SaveOptions options) {
-  Writer w;
+  ByteWriter w;
   w.put<std::uint32_t>(static_cast<std::uint32_t>(ct.level()));
   w.put<double>(ct.scale);
   w.put<std::uint32_t>(static_cast<std::uint32_t>(ct.log_slots));
@@ -326,7 +265,7 @@ Bytes save(const Context& ctx, const SeededCiphertext& ct, SaveOptions options) 
 
 SeededCiphertext load_seeded_ciphertext(const Context& ctx, std::span<const std::uint8_t> bytes) {
   const Bytes payload = open_payload(bytes, ObjectType::kSeededCiphertext, ctx.params().fingerprint());
-  Reader r(payload);
+  ByteReader r(payload);
   const char* what = "seeded ciphertext";
   const std::size_t limbs = get_limbs_for_level(r, ctx, what);
   SeededCiphertext ct;
@@ -339,21 +278,21 @@ SeededCiphertext load_seeded_ciphertext(const Context& ctx, std::span<const std:
 }
 
 Bytes save(const Context& ctx, const SecretKey& sk, SaveOptions options) {
-  Writer w;
+  ByteWriter w;
   w.put_qp(sk.s);
   return finish(ObjectType::kSecretKey, ctx.params().fingerprint(), std::move(w.bytes()), options);
 }
 
 SecretKey load_secret_key(const Context& ctx, std::span<const std::uint8_t> bytes) {
   const Bytes payload = open_payload(bytes, ObjectType::kSecretKey, ctx.params().fingerprint());
-  Reader r(payload);
+  ByteReader r(payload);
   SecretKey sk{get_qp(r, ctx, ctx.max_level() + 1, "secret key")};
   r.expect_end("secret key");
   return sk;
 }
 
 Bytes save(const Context& ctx, const PublicKey& pk, SaveOptions options) {
-  Writer w;
+  ByteWriter w;
   w.put_qp(pk.b);
   w.put_qp(pk.a);
   return finish(ObjectType::kPublicKey, ctx.params().fingerprint(), std::move(w.bytes()), options);
@@ -361,7 +300,7 @@ Bytes save(const Context& ctx, const PublicKey& pk, SaveOptions options) {
 
 PublicKey load_public_key(const Context& ctx, std::span<const std::uint8_t> bytes) {
   const Bytes payload = open_payload(bytes, ObjectType::kPublicKey, ctx.params().fingerprint());
-  Reader r(payload);
+  ByteReader r(payload);
   PublicKey pk;
   pk.b = get_qp(r, ctx, ctx.max_level() + 1, "public key");
   pk.a = get_qp(r, ctx, ctx.max_level() + 1, "public key");
@@ -370,21 +309,21 @@ PublicKey load_public_key(const Context& ctx, std::span<const std::uint8_t> byte
 }
 
 Bytes save(const Context& ctx, const RelinKey& rk, SaveOptions options) {
-  Writer w;
+  ByteWriter w;
   put_switching_key(w, rk.key);
   return finish(ObjectType::kRelinKey, ctx.params().fingerprint(), std::move(w.bytes()), options);
 }
 
 RelinKey load_relin_key(const Context& ctx, std::span<const std::uint8_t> bytes) {
   const Bytes payload = open_payload(bytes, ObjectType::kRelinKey, ctx.params().fingerprint());
-  Reader r(payload);
+  ByteReader r(payload);
   RelinKey rk{get_switching_key(r, ctx, "relinearization key")};
   r.expect_end("relinearization key");
   return rk;
 }
 
 Bytes save(const Context& ctx, const GaloisKeys& gk, SaveOptions options) {
-  Writer w;
+  ByteWriter w;
   w.put<std::uint32_t>(static_cast<std::uint32_t>(gk.keys.size()));
   for (const auto& [g, key] : gk.keys) {
     w.put<std::uint64_t>(g);
@@ -395,7 +334,7 @@ Bytes save(const Context& ctx, const GaloisKeys& gk, SaveOptions options) {
 
 GaloisKeys load_galois_keys(const Context& ctx, std::span<const std::uint8_t> bytes) {
   const Bytes payload = open_payload(bytes, ObjectType::kGaloisKeys, ctx.params().fingerprint());
-  Reader r(payload);
+  ByteReader r(payload);
   const char* what = "Galois key set";
   const auto count = r.get<std::uint32_t>(what);
   GaloisKeys gk;

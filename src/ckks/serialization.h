@@ -10,16 +10,12 @@
 #include <string>
 #include <vector>
 
+#include "ckks/byte_stream.h"
 #include "ckks/ciphertext.h"
 #include "ckks/context.h"
 #include "ckks/keys.h"
 
 namespace pfhe::ckks {
-
-class SerializationError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
 
 inline constexpr std::uint16_t kFormatVersion = 1;
 
@@ -39,8 +35,6 @@ struct SaveOptions {
   bool compress = false;  // zstd over the payload
   int compression_level = 3;
 };
-
-using Bytes = std::vector<std::uint8_t>;
 
 Bytes save_parameters(const Parameters& params, SaveOptions options = {});
 Parameters load_parameters(std::span<const std::uint8_t> bytes);

@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "ckks/serialization.h"
 #include "nn/linear_map.h"
 
 namespace pfhe::nn {
@@ -237,6 +238,117 @@ ckks::Ciphertext CompiledBackbone::run(const ckks::Evaluator& eval, const ckks::
     eval.add_inplace(x, main);
   }
   return pool_head_->apply(eval, pool_herpn_->apply(eval, x));
+}
+
+namespace {
+
+void put_layout(ckks::ByteWriter& w, const Layout& l) {
+  for (std::size_t v : {l.shape.channels, l.shape.height, l.shape.width, l.gap, l.slots, l.replicas})
+    w.put<std::uint64_t>(v);
+}
+
+Layout get_layout(ckks::ByteReader& r, std::size_t slots) {
+  const char* what = "compiled layer layout";
+  Layout l;
+  l.shape.channels = r.get_count(what, slots);
+  l.shape.height = r.get_count(what, slots);
+  l.shape.width = r.get_count(what, slots);
+  l.gap = r.get_count(what, slots);
+  l.slots = r.get_count(what, slots);
+  l.replicas = r.get_count(what, slots);
+  if (l.slots != slots) throw ckks::SerializationError("compiled layer layout: slot count mismatch");
+  try {
+    l.validate();
+  } catch (const std::invalid_argument& e) {
+    throw ckks::SerializationError(std::string("compiled layer layout: ") + e.what());
+  }
+  return l;
+}
+
+void put_linear(ckks::ByteWriter& w, const ckks::Context& ctx, const CompiledLinear& l) {
+  w.put<std::uint64_t>(l.input_level);
+  w.put<double>(l.output_scale);
+  l.transform.save(w);
+  w.put<std::uint8_t>(l.bias ? 1 : 0);
+  if (l.bias) w.put_blob(ckks::save(ctx, *l.bias));
+  put_layout(w, l.in);
+  put_layout(w, l.out);
+}
+
+CompiledLinear get_linear(const ckks::Encoder& enc, ckks::ByteReader& r) {
+  const ckks::Context& ctx = enc.context();
+  const char* what = "compiled linear layer";
+  const std::size_t level = r.get_count(what, ctx.max_level());
+  const double scale = r.get<double>(what);
+  if (level == 0 || !(scale > 0) || !std::isfinite(scale)) throw ckks::SerializationError("compiled linear layer: bad level or scale");
+  ckks::LinearTransform lt = ckks::LinearTransform::load(enc, r);
+  if (lt.level() != level) throw ckks::SerializationError("compiled linear layer: transform level mismatch");
+  std::optional<ckks::Plaintext> bias;
+  const auto has_bias = r.get<std::uint8_t>(what);
+  if (has_bias > 1) throw ckks::SerializationError("compiled linear layer: bad bias flag");
+  if (has_bias) {
+    bias = ckks::load_plaintext(ctx, r.get_blob(what));
+    if (bias->level() != level - 1) throw ckks::SerializationError("compiled linear layer: bias level mismatch");
+  }
+  const Layout in = get_layout(r, ctx.n() / 2), out = get_layout(r, ctx.n() / 2);
+  return CompiledLinear{level, scale, std::move(lt), std::move(bias), in, out};
+}
+
+void put_quadratic(ckks::ByteWriter& w, const ckks::Context& ctx, const CompiledQuadratic& q) {
+  w.put<std::uint64_t>(q.input_level);
+  w.put<double>(q.input_scale);
+  w.put<double>(q.output_scale);
+  w.put_blob(ckks::save(ctx, q.a1));
+  w.put_blob(ckks::save(ctx, q.a0));
+}
+
+CompiledQuadratic get_quadratic(const ckks::Context& ctx, ckks::ByteReader& r) {
+  const char* what = "compiled HerPN";
+  CompiledQuadratic q;
+  q.input_level = r.get_count(what, ctx.max_level());
+  q.input_scale = r.get<double>(what);
+  q.output_scale = r.get<double>(what);
+  q.a1 = ckks::load_plaintext(ctx, r.get_blob(what));
+  q.a0 = ckks::load_plaintext(ctx, r.get_blob(what));
+  if (q.input_level == 0 || q.a1.level() != q.input_level || q.a0.level() != q.input_level - 1 ||
+      !(q.input_scale > 0) || !(q.output_scale > 0))
+    throw ckks::SerializationError("compiled HerPN: inconsistent levels or scales");
+  return q;
+}
+
+}  // namespace
+
+void CompiledBackbone::save(ckks::ByteWriter& w) const {
+  const ckks::Context& ctx = conv0_->transform.encoder_context();
+  put_linear(w, ctx, *conv0_);
+  w.put<std::uint64_t>(blocks_.size());
+  for (const auto& b : blocks_) {
+    put_quadratic(w, ctx, b.herpn1);
+    put_linear(w, ctx, b.conv1);
+    put_quadratic(w, ctx, b.herpn2);
+    put_linear(w, ctx, b.conv2);
+    put_linear(w, ctx, b.shortcut);
+  }
+  put_quadratic(w, ctx, *pool_herpn_);
+  put_linear(w, ctx, *pool_head_);
+}
+
+CompiledBackbone CompiledBackbone::load(const ckks::Encoder& enc, ckks::ByteReader& r) {
+  const ckks::Context& ctx = enc.context();
+  CompiledBackbone cb;
+  cb.conv0_ = get_linear(enc, r);
+  const std::size_t blocks = r.get_count("compiled backbone", 64);
+  for (std::size_t i = 0; i < blocks; ++i) {
+    CompiledQuadratic h1 = get_quadratic(ctx, r);
+    CompiledLinear c1 = get_linear(enc, r);
+    CompiledQuadratic h2 = get_quadratic(ctx, r);
+    CompiledLinear c2 = get_linear(enc, r);
+    CompiledLinear s = get_linear(enc, r);
+    cb.blocks_.push_back({std::move(h1), std::move(c1), std::move(h2), std::move(c2), std::move(s)});
+  }
+  cb.pool_herpn_ = get_quadratic(ctx, r);
+  cb.pool_head_ = get_linear(enc, r);
+  return cb;
 }
 
 }  // namespace pfhe::nn

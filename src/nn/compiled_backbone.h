@@ -10,6 +10,7 @@
 #include <optional>
 #include <vector>
 
+#include "ckks/byte_stream.h"
 #include "ckks/encoder.h"
 #include "ckks/evaluator.h"
 #include "ckks/linear_transform.h"
@@ -69,6 +70,10 @@ class CompiledBackbone {
   std::size_t plaintext_bytes() const;
 
   ckks::Ciphertext run(const ckks::Evaluator& eval, const ckks::Ciphertext& patch) const;
+
+  // Stored form inside a compiled model file; load validates and needs the same parameters.
+  void save(ckks::ByteWriter& w) const;
+  static CompiledBackbone load(const ckks::Encoder& encoder, ckks::ByteReader& r);
 
  private:
   // Pointers to every compiled linear layer (const-ness follows `self`).

@@ -1,12 +1,14 @@
 #include "nn/patch_cnn.h"
 
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 #include <numeric>
 #include <stdexcept>
 #include <string>
 
 #include "ckks/polynomial.h"
+#include "ckks/serialization.h"
 
 namespace pfhe::nn {
 
@@ -112,6 +114,7 @@ CompiledPatchCNN CompiledPatchCNN::compile(const PatchCNN& model, const ckks::En
                                            double scale, std::size_t plaintext_budget) {
   model.validate();
   CompiledPatchCNN c;
+  c.encoder_ = &encoder;
   const Shape patch{3, model.patch_size, model.patch_size};
   for (std::size_t p = 0; p < model.backbones.size(); ++p) {
     const Linear block = model.head_block(p);
@@ -182,6 +185,49 @@ ckks::Ciphertext CompiledPatchCNN::match(const ckks::Evaluator& eval, const ckks
   ckks::Ciphertext score = sum_over_span(eval, sq, embedding_layout().span());
   eval.add_const_inplace(score, -threshold);
   return score;
+}
+
+namespace {
+constexpr char kCompiledMagic[4] = {'P', 'F', 'H', 'C'};
+constexpr std::uint32_t kCompiledVersion = 1;
+}  // namespace
+
+ckks::Bytes CompiledPatchCNN::save() const {
+  ckks::ByteWriter w;
+  w.put_bytes(reinterpret_cast<const std::uint8_t*>(kCompiledMagic), 4);
+  w.put<std::uint32_t>(kCompiledVersion);
+  w.put<std::uint64_t>(encoder_->context().params().fingerprint());
+  w.put<std::uint64_t>(backbones_.size());
+  for (const auto& b : backbones_) b.save(w);
+  w.put<double>(l2_.a);
+  w.put<double>(l2_.b);
+  w.put<double>(l2_.c);
+  w.put<std::uint64_t>(features_);
+  return std::move(w.bytes());
+}
+
+CompiledPatchCNN CompiledPatchCNN::load(const ckks::Encoder& encoder, std::span<const std::uint8_t> bytes) {
+  const char* what = "compiled model";
+  ckks::ByteReader r(bytes);
+  char magic[4];
+  r.get_bytes(reinterpret_cast<std::uint8_t*>(magic), 4, what);
+  if (std::memcmp(magic, kCompiledMagic, 4) != 0) throw ckks::SerializationError("not a pfhe compiled model (bad magic)");
+  const auto version = r.get<std::uint32_t>(what);
+  if (version != kCompiledVersion)
+    throw ckks::SerializationError("unsupported compiled model version " + std::to_string(version));
+  if (r.get<std::uint64_t>(what) != encoder.context().params().fingerprint())
+    throw ckks::SerializationError("compiled model was made for other parameters (fingerprint mismatch)");
+  CompiledPatchCNN c;
+  c.encoder_ = &encoder;
+  const std::size_t patches = r.get_count(what, 256);
+  if (patches == 0) throw ckks::SerializationError("compiled model: no backbones");
+  for (std::size_t p = 0; p < patches; ++p) c.backbones_.push_back(CompiledBackbone::load(encoder, r));
+  c.l2_ = {r.get<double>(what), r.get<double>(what), r.get<double>(what)};
+  c.features_ = r.get_count(what, encoder.context().n() / 2);
+  r.expect_end(what);
+  for (double v : {c.l2_.a, c.l2_.b, c.l2_.c})
+    if (!std::isfinite(v)) throw ckks::SerializationError("compiled model: L2 polynomial is not finite");
+  return c;
 }
 
 }  // namespace pfhe::nn

@@ -60,7 +60,15 @@ class CompiledPatchCNN {
   ckks::Ciphertext match(const ckks::Evaluator& eval, const ckks::Ciphertext& probe, const ckks::Ciphertext& enrolled,
                          double threshold) const;
 
+  // The compiled artefact as one file ("PFHC", version, parameter fingerprint, then every
+  // backbone, the L2 polynomial and the embedding size; docs/FORMAT.md). Loading checks
+  // the fingerprint against the encoder's parameters and validates every part; it is
+  // much faster than compiling (no lowering, no FFTs).
+  ckks::Bytes save() const;
+  static CompiledPatchCNN load(const ckks::Encoder& encoder, std::span<const std::uint8_t> bytes);
+
  private:
+  const ckks::Encoder* encoder_ = nullptr;
   std::vector<CompiledBackbone> backbones_;
   L2NormPoly l2_;
   std::size_t features_ = 0;

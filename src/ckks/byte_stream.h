@@ -1,0 +1,107 @@
+// Little-endian byte streams with bounds checks, shared by every pfhe binary format
+// (docs/FORMAT.md, the compiled model file). Reading past the end, or polynomials with
+// wrong shapes or unreduced coefficients, raise SerializationError naming `what`.
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "ckks/keys.h"
+#include "ring/ring.h"
+
+namespace pfhe::ckks {
+
+class SerializationError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+using Bytes = std::vector<std::uint8_t>;
+
+class ByteWriter {
+ public:
+  template <typename T>
+  void put(T v) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    const auto* p = reinterpret_cast<const std::uint8_t*>(&v);
+    out_.insert(out_.end(), p, p + sizeof(T));
+  }
+  void put_bytes(const std::uint8_t* p, std::size_t n) { out_.insert(out_.end(), p, p + n); }
+  // A length-prefixed nested object (u64 size, then the bytes).
+  void put_blob(std::span<const std::uint8_t> b) {
+    put<std::uint64_t>(b.size());
+    put_bytes(b.data(), b.size());
+  }
+  void put_poly(const ring::Poly& p) {
+    put<std::uint32_t>(static_cast<std::uint32_t>(p.limbs()));
+    put_bytes(reinterpret_cast<const std::uint8_t*>(p.words().data()), p.byte_size());
+  }
+  void put_qp(const QPPoly& p) {
+    put_poly(p.q);
+    put_poly(p.p);
+  }
+  Bytes& bytes() { return out_; }
+
+ private:
+  Bytes out_;
+};
+
+class ByteReader {
+ public:
+  explicit ByteReader(std::span<const std::uint8_t> in) : in_(in) {}
+  template <typename T>
+  T get(const char* what) {
+    need(sizeof(T), what);
+    T v;
+    std::memcpy(&v, in_.data() + pos_, sizeof(T));
+    pos_ += sizeof(T);
+    return v;
+  }
+  void get_bytes(std::uint8_t* out, std::size_t n, const char* what) {
+    need(n, what);
+    std::memcpy(out, in_.data() + pos_, n);
+    pos_ += n;
+  }
+  std::span<const std::uint8_t> get_blob(const char* what) {
+    const auto n = get<std::uint64_t>(what);
+    need(n, what);
+    const auto b = in_.subspan(pos_, n);
+    pos_ += n;
+    return b;
+  }
+  // A count that must not exceed `limit` (guards allocations driven by input).
+  std::size_t get_count(const char* what, std::size_t limit) {
+    const auto n = get<std::uint64_t>(what);
+    if (n > limit) throw SerializationError(std::string(what) + ": count " + std::to_string(n) + " out of range");
+    return n;
+  }
+  // A polynomial over `ring` with exactly `limbs` limbs (NTT form), every coefficient checked.
+  ring::Poly get_poly(const ring::Ring& ring, std::size_t limbs, const char* what) {
+    const auto stored = get<std::uint32_t>(what);
+    if (stored != limbs)
+      throw SerializationError(std::string(what) + ": " + std::to_string(stored) + " limbs stored, " +
+                               std::to_string(limbs) + " expected");
+    ring::Poly p = ring.make_output(limbs);
+    get_bytes(reinterpret_cast<std::uint8_t*>(p.words().data()), p.byte_size(), what);
+    if (!ring.is_reduced(p))
+      throw SerializationError(std::string(what) + ": a coefficient is not reduced modulo its prime");
+    return p;
+  }
+  void expect_end(const char* what) const {
+    if (pos_ != in_.size())
+      throw SerializationError(std::string(what) + ": " + std::to_string(in_.size() - pos_) + " trailing bytes");
+  }
+
+ private:
+  void need(std::size_t n, const char* what) const {
+    if (in_.size() - pos_ < n) throw SerializationError(std::string(what) + ": truncated input");
+  }
+  std::span<const std::uint8_t> in_;
+  std::size_t pos_ = 0;
+};
+
+}  // namespace pfhe::ckks
