@@ -44,6 +44,8 @@ class ByteWriter {
     put_poly(p.q);
     put_poly(p.p);
   }
+  // Grows capacity ahead of large writes (avoids repeated reallocation of big outputs).
+  void reserve_more(std::size_t n) { out_.reserve(out_.size() + n); }
   Bytes& bytes() { return out_; }
 
  private:

@@ -320,6 +320,7 @@ CompiledQuadratic get_quadratic(const ckks::Context& ctx, ckks::ByteReader& r) {
 
 void CompiledBackbone::save(ckks::ByteWriter& w) const {
   const ckks::Context& ctx = conv0_->transform.encoder_context();
+  w.reserve_more(plaintext_bytes() + (std::size_t{1} << 24));
   put_linear(w, ctx, *conv0_);
   w.put<std::uint64_t>(blocks_.size());
   for (const auto& b : blocks_) {
