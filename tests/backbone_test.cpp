@@ -9,19 +9,13 @@
 #include "nn/compiled_backbone.h"
 #include "nn/linear_map.h"
 #include "nn/synthetic.h"
+#include "nn_test_util.h"
 #include "test_util.h"
 
 using namespace pfhe;
 using namespace pfhe::nn;
 
 namespace {
-
-BackboneShape reduced_shape() {
-  BackboneShape s;
-  s.stem_channels = 4;
-  s.blocks = {{4, 1}, {8, 2}, {8, 1}, {16, 2}, {16, 1}};
-  return s;
-}
 
 Linear random_head(std::size_t in, std::size_t out, std::uint64_t seed) {
   const auto w = test::random_real(in * out, seed, 1.0 / std::sqrt(static_cast<double>(in)));
@@ -33,7 +27,7 @@ Linear random_head(std::size_t in, std::size_t out, std::uint64_t seed) {
 TEST(Backbone, CalibratedStatisticsNormaliseActivations) {
   const Shape patch{3, 8, 8};
   const auto images = synthetic_images(128, patch, 1);
-  const Backbone b = make_synthetic_backbone(reduced_shape(), 7, images);
+  const Backbone b = make_synthetic_backbone(test::reduced_backbone_shape(), 7, images);
   EXPECT_EQ(b.feature_shape(patch), (Shape{64, 1, 1}));
   // After calibration the BatchNorm1d output has mean ~0 and variance ~gamma^2 per feature.
   double mean = 0;
@@ -55,7 +49,7 @@ TEST(Backbone, CalibratedStatisticsNormaliseActivations) {
 
 TEST(Backbone, EncryptedReducedBackboneMatchesPlaintext) {
   const Shape patch{3, 8, 8};
-  const Backbone model = make_synthetic_backbone(reduced_shape(), 11, synthetic_images(128, patch, 2));
+  const Backbone model = make_synthetic_backbone(test::reduced_backbone_shape(), 11, synthetic_images(128, patch, 2));
   const Linear head = random_head(64, 16, 5);
   ckks::Context ctx(test::small_params(12, 24));
   ckks::Encoder enc(ctx);

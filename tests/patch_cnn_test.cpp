@@ -12,23 +12,16 @@
 #include "nn/linear_map.h"
 #include "nn/patch_cnn.h"
 #include "nn/synthetic.h"
+#include "nn_test_util.h"
 #include "test_util.h"
 
 using namespace pfhe;
 using namespace pfhe::nn;
 
-namespace {
-BackboneShape reduced_shape() {
-  BackboneShape shape;
-  shape.stem_channels = 4;
-  shape.blocks = {{4, 1}, {8, 2}, {8, 1}, {16, 2}, {16, 1}};
-  return shape;
-}
-}  // namespace
 
 TEST(PatchCnn, PlaintextPieces) {
   const auto images = synthetic_images(128, {3, 16, 16}, 4);
-  const PatchCNN model = make_synthetic_patch_cnn(reduced_shape(), 2, 8, 16, 9, images);
+  const PatchCNN model = make_synthetic_patch_cnn(test::reduced_backbone_shape(), 2, 8, 16, 9, images);
   // The head blocks with the folded BatchNorm sum to the full head + BatchNorm.
   Tensor sum({16, 1, 1});
   for (std::size_t p = 0; p < 4; ++p) {
@@ -53,7 +46,7 @@ TEST(PatchCnn, PlaintextPieces) {
 
 TEST(PatchCnn, EncryptedPipelineMatchesPlaintextAndDecisions) {
   const auto images = synthetic_images(128, {3, 16, 16}, 5);
-  const PatchCNN model = make_synthetic_patch_cnn(reduced_shape(), 2, 8, 16, 13, images);
+  const PatchCNN model = make_synthetic_patch_cnn(test::reduced_backbone_shape(), 2, 8, 16, 13, images);
   ckks::Context ctx(test::small_params(11, 28));
   ckks::Encoder enc(ctx);
   const double scale = ctx.params().default_scale();

@@ -2,9 +2,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ckks/serialization.h"
+
 #include <cmath>
 #include <cstring>
-#include <fstream>
 #include <map>
 
 namespace pfhe::nn {
@@ -248,25 +249,20 @@ PatchCNN load_model(std::span<const std::uint8_t> bytes) {
 }
 
 void save_model_file(const PatchCNN& model, const std::string& path) {
-  const auto bytes = save_model(model);
-  const std::string tmp = path + ".partial";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) throw ModelFormatError("cannot open " + tmp + " for writing");
-    f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-    if (!f) throw ModelFormatError("write to " + tmp + " failed");
+  try {
+    ckks::write_file(path, save_model(model));
+  } catch (const ckks::SerializationError& e) {
+    throw ModelFormatError(e.what());
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw ModelFormatError("cannot rename " + tmp + " to " + path);
 }
 
 PatchCNN load_model_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f) throw ModelFormatError("cannot open model file " + path);
-  const auto size = f.tellg();
-  std::vector<std::uint8_t> bytes(static_cast<std::size_t>(size));
-  f.seekg(0);
-  f.read(reinterpret_cast<char*>(bytes.data()), size);
-  if (!f) throw ModelFormatError("cannot read model file " + path);
+  ckks::Bytes bytes;
+  try {
+    bytes = ckks::read_file(path);
+  } catch (const ckks::SerializationError& e) {
+    throw ModelFormatError(std::string("model file: ") + e.what());
+  }
   return load_model(bytes);
 }
 

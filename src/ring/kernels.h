@@ -1,7 +1,8 @@
 // Element-wise kernels over one limb (n coefficients modulo one prime), in two versions:
 // portable scalar and AVX-512 IFMA (for primes below 2^50). The caller passes the path;
-// a limb whose prime is too large for IFMA runs the scalar version. All inputs < q,
-// all outputs < q, and `out` may alias an input.
+// a limb whose prime is too large for IFMA runs the scalar version, and so does the AVX2
+// path (only the NTT has AVX2 kernels). All inputs < q, all outputs < q, and `out` may
+// alias an input.
 #pragma once
 #include <cstddef>
 
