@@ -1,12 +1,16 @@
-// libFuzzer target for every loader of the binary format (docs/FORMAT.md). Built with
+// libFuzzer target for every loader: the CKKS binary format (docs/FORMAT.md), model files
+// (docs/MODEL_FORMAT.md) and compiled models. Built with
 // -DPFHE_BUILD_FUZZ=ON and clang; see docs/FUZZING.md for the corpus and how long it ran.
-// Every input must either load or raise SerializationError: any crash, sanitizer report
-// or other exception is a bug.
+// Every input must either load or raise SerializationError / ModelFormatError: any crash,
+// sanitizer report or other exception is a bug.
 #include <cstddef>
 #include <cstdint>
 #include <span>
 
+#include "ckks/encoder.h"
 #include "ckks/serialization.h"
+#include "nn/model_file.h"
+#include "nn/patch_cnn.h"
 
 using namespace pfhe::ckks;
 
@@ -35,5 +39,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   try { load_public_key(ctx, bytes); } catch (const SerializationError&) {}
   try { load_relin_key(ctx, bytes); } catch (const SerializationError&) {}
   try { load_galois_keys(ctx, bytes); } catch (const SerializationError&) {}
+  try { pfhe::nn::load_model(bytes); } catch (const pfhe::nn::ModelFormatError&) {}
+  static const Encoder encoder(ctx);
+  try { pfhe::nn::CompiledPatchCNN::load(encoder, bytes); } catch (const SerializationError&) {}
   return 0;
 }

@@ -7,6 +7,9 @@
 #include "ckks/encryptor.h"
 #include "ckks/keygen.h"
 #include "ckks/serialization.h"
+#include "nn/model_file.h"
+#include "nn/patch_cnn.h"
+#include "nn/synthetic.h"
 
 using namespace pfhe::ckks;
 
@@ -35,5 +38,11 @@ int main(int argc, char** argv) {
   write_file(dir + "/public_key", save(ctx, kg.create_public_key()));
   write_file(dir + "/relin_key", save(ctx, kg.create_relin_key()));
   write_file(dir + "/galois_keys", save(ctx, kg.create_galois_keys({1, -1}, true)));
+  // A tiny model file (1x1 grid of 4x4 patches, one block).
+  pfhe::nn::BackboneShape shape;
+  shape.stem_channels = 2;
+  shape.blocks = {{2, 1}};
+  const auto model = pfhe::nn::make_synthetic_patch_cnn(shape, 1, 4, 2, 1, pfhe::nn::synthetic_images(128, {3, 4, 4}, 2));
+  write_file(dir + "/model", pfhe::nn::save_model(model));
   return 0;
 }
