@@ -10,6 +10,7 @@
 #include "ckks/keygen.h"
 #include "ckks/serialization.h"
 #include "nn/linear_map.h"
+#include "nn/fit.h"
 #include "nn/patch_cnn.h"
 #include "nn/synthetic.h"
 #include "nn_test_util.h"
@@ -116,4 +117,20 @@ TEST(PatchCnn, EncryptedPipelineMatchesPlaintextAndDecisions) {
     EXPECT_EQ(got < 0, want < 0) << "encrypted score " << got << ", plaintext " << want;
     EXPECT_NEAR(got, want, 1e-3 * std::max(1.0, std::fabs(want)));
   }
+}
+
+TEST(PatchCnn, FitRecordsRangesAndChecksHeadroom) {
+  const auto images = synthetic_images(128, {3, 16, 16}, 8);
+  PatchCNN model = make_synthetic_patch_cnn(test::reduced_backbone_shape(), 2, 8, 16, 17, images);
+  const FitReport report = fit(model, images, 1e6);
+  // Every backbone's conv, 5 blocks x 3 points and pool input, then the two embeddings.
+  EXPECT_EQ(report.ranges.size(), 4u * (1 + 5 * 3 + 1) + 2);
+  EXPECT_EQ(report.ranges.front().name, "nets.0.conv output");
+  EXPECT_GT(report.max_abs(), 0.0);
+  EXPECT_GT(report.l2_domain_hi, report.l2_domain_lo);
+  EXPECT_LE(report.y_min, report.l2_domain_hi);
+  EXPECT_GE(report.fraction_outside, 0.0);
+  EXPECT_LE(report.fraction_outside, 1.0);
+  // A limit below the observed values is refused with the numbers in the message.
+  EXPECT_THROW(fit(model, images, report.max_abs()), std::invalid_argument);
 }

@@ -71,13 +71,8 @@ Linear PatchCNN::head_block(std::size_t p) const {
   return block;
 }
 
-void fit_l2_norm(PatchCNN& model, const std::vector<Tensor>& images) {
-  if (images.size() < 3) throw std::invalid_argument("fit_l2_norm: needs at least 3 images");
-  std::vector<double> ys;
-  for (const auto& img : images) {
-    const Tensor e = model.embedding(img);
-    ys.push_back(std::inner_product(e.data.begin(), e.data.end(), e.data.begin(), 0.0));
-  }
+L2FitPoints l2_fit_points(std::vector<double> ys) {
+  if (ys.size() < 3) throw std::invalid_argument("L2 fit: needs at least 3 samples");
   std::sort(ys.begin(), ys.end());
   ys.resize(ys.size() - ys.size() / 100);  // trim the top 1 %
   const double mu = std::accumulate(ys.begin(), ys.end(), 0.0) / static_cast<double>(ys.size());
@@ -85,12 +80,22 @@ void fit_l2_norm(PatchCNN& model, const std::vector<Tensor>& images) {
   for (double y : ys) var += (y - mu) * (y - mu);
   const double sigma = std::sqrt(var / static_cast<double>(ys.size()));
   if (!(sigma > 0) || !(mu > 0))
-    throw std::invalid_argument("fit_l2_norm: degenerate sum-of-squares statistics (mean " + std::to_string(mu) +
+    throw std::invalid_argument("L2 fit: degenerate sum-of-squares statistics (mean " + std::to_string(mu) +
                                 ", deviation " + std::to_string(sigma) + ")");
-  // Quadratic through (y_k, 1/sqrt(y_k)), k = 0..2 (Lagrange form, then power coefficients).
   // Decision: with heavy-tailed statistics (sigma >= mu/2) the lower point is clamped at
   // mu/2, keeping all three points on positive y where 1/sqrt is defined.
-  const double xs[3] = {std::max(mu - sigma, mu / 2), mu, mu + sigma};
+  return {std::max(mu - sigma, mu / 2), mu, mu + sigma};
+}
+
+void fit_l2_norm(PatchCNN& model, const std::vector<Tensor>& images) {
+  std::vector<double> ys;
+  for (const auto& img : images) {
+    const Tensor e = model.embedding(img);
+    ys.push_back(std::inner_product(e.data.begin(), e.data.end(), e.data.begin(), 0.0));
+  }
+  const L2FitPoints points = l2_fit_points(std::move(ys));
+  // Quadratic through (y_k, 1/sqrt(y_k)), k = 0..2 (Lagrange form, then power coefficients).
+  const double xs[3] = {points.lo, points.mid, points.hi};
   double a = 0, b = 0, c = 0;
   for (int k = 0; k < 3; ++k) {
     const double f = 1.0 / std::sqrt(xs[k]);

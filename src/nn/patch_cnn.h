@@ -34,6 +34,13 @@ struct PatchCNN {
   void validate() const;
 };
 
+// The three fit points of the L2 polynomial from sum-of-squares samples: mu - sigma (clamped
+// at mu / 2), mu, mu + sigma, with the top 1 % of samples trimmed first.
+struct L2FitPoints {
+  double lo = 0, mid = 0, hi = 0;
+};
+L2FitPoints l2_fit_points(std::vector<double> sums_of_squares);
+
 // Fits l2 through y in {mu - sigma, mu, mu + sigma} of sum-of-squares statistics over the
 // given images (top 1 % of y trimmed), as CryptoFace does; the lower point is clamped at
 // mu / 2 when sigma > mu / 2.
