@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "ring/sampler.h"
+
 namespace pfhe::ckks {
 
 using ring::Modulus;
@@ -47,6 +49,20 @@ Context::Context(Parameters params)
     acc += std::log2(static_cast<double>(qm[l].value()));
     log2_q_prefix_.push_back(acc);
   }
+}
+
+ring::Poly Context::small_poly(const std::vector<std::int64_t>& coeffs, std::size_t limbs) const {
+  ring::Poly p = ring_q_.make_poly(limbs, false);
+  ring::set_small(ring_q_, coeffs, p);
+  ring_q_.to_ntt(p);
+  return p;
+}
+
+QPPoly Context::small_qp_poly(const std::vector<std::int64_t>& coeffs, std::size_t limbs) const {
+  QPPoly out{small_poly(coeffs, limbs), ring_p_.make_poly(ring_p_.size(), false)};
+  ring::set_small(ring_p_, coeffs, out.p);
+  ring_p_.to_ntt(out.p);
+  return out;
 }
 
 }  // namespace pfhe::ckks

@@ -4,6 +4,7 @@
 #include <memory>
 #include <vector>
 
+#include "ckks/keys.h"
 #include "ckks/parameters.h"
 #include "ring/base_converter.h"
 #include "ring/ring.h"
@@ -42,6 +43,11 @@ class Context {
   const std::vector<ring::u64>& minus_half_p_mod_q() const { return minus_half_p_mod_q_; }
   // q_l^{-1} mod q_i for i < l: rescale_inv_[l][i].
   const std::vector<ring::u64>& rescale_inv(std::size_t level) const { return rescale_inv_[level]; }
+  // A small signed polynomial (secret, error or ternary mask) in NTT form on the first
+  // `limbs` q primes, and also on every special prime for the QP version.
+  ring::Poly small_poly(const std::vector<std::int64_t>& coeffs, std::size_t limbs) const;
+  QPPoly small_qp_poly(const std::vector<std::int64_t>& coeffs, std::size_t limbs) const;
+
   // log2 of Q_l = q_0 * ... * q_l.
   double log2_q_at(std::size_t level) const { return log2_q_prefix_[level]; }
 

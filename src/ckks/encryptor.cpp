@@ -10,20 +10,6 @@ namespace pfhe::ckks {
 using ring::Poly;
 
 namespace {
-Poly small_ntt(const Context& ctx, const std::vector<std::int64_t>& coeffs, std::size_t limbs) {
-  Poly p = ctx.ring_q().make_poly(limbs, false);
-  ring::set_small(ctx.ring_q(), coeffs, p);
-  ctx.ring_q().to_ntt(p);
-  return p;
-}
-
-QPPoly small_qp_ntt(const Context& ctx, const std::vector<std::int64_t>& coeffs, std::size_t limbs) {
-  QPPoly out{small_ntt(ctx, coeffs, limbs), ctx.ring_p().make_poly(ctx.ring_p().size(), false)};
-  ring::set_small(ctx.ring_p(), coeffs, out.p);
-  ctx.ring_p().to_ntt(out.p);
-  return out;
-}
-
 // out = ModDown(u * k + e) over Q_limbs: the public-key product computed over Q x P and
 // divided by P, so the fresh noise is the rounding error, not u*e.
 void encrypt_component(const Context& ctx, const QPPoly& u, const QPPoly& key, const QPPoly& e, Poly& out) {
@@ -70,9 +56,9 @@ Ciphertext Encryptor::encrypt(const Plaintext& pt) const {
   ring::Prng prng(ring::random_seed());
   Ciphertext ct{{rq.make_poly(limbs), rq.make_poly(limbs)}, pt.scale, pt.log_slots};
   if (public_key_) {
-    const QPPoly u = small_qp_ntt(context_, ring::sample_ternary_uniform(prng, context_.n()), limbs);
-    const QPPoly e0 = small_qp_ntt(context_, ring::sample_gaussian(prng, context_.n()), limbs);
-    const QPPoly e1 = small_qp_ntt(context_, ring::sample_gaussian(prng, context_.n()), limbs);
+    const QPPoly u = context_.small_qp_poly(ring::sample_ternary_uniform(prng, context_.n()), limbs);
+    const QPPoly e0 = context_.small_qp_poly(ring::sample_gaussian(prng, context_.n()), limbs);
+    const QPPoly e1 = context_.small_qp_poly(ring::sample_gaussian(prng, context_.n()), limbs);
     encrypt_component(context_, u, public_key_->b, e0, ct.polys[0]);
     encrypt_component(context_, u, public_key_->a, e1, ct.polys[1]);
   } else {
@@ -91,7 +77,7 @@ SeededCiphertext Encryptor::encrypt_seeded(const Plaintext& pt) const {
   SeededCiphertext out{rq.make_poly(limbs), ring::random_seed(), pt.scale, pt.log_slots};
   const Poly a = uniform_from_seed(context_, out.seed, limbs);
   ring::Prng prng(ring::random_seed());
-  const Poly e = small_ntt(context_, ring::sample_gaussian(prng, context_.n()), limbs);
+  const Poly e = context_.small_poly(ring::sample_gaussian(prng, context_.n()), limbs);
   rq.multiply(a, secret_key_->s.q, out.c0);
   rq.sub(e, out.c0, out.c0);  // c0 = e - a*s
   rq.add(out.c0, pt.poly, out.c0);

@@ -11,14 +11,15 @@ using ring::Poly;
 
 namespace {
 
-// A small polynomial (ternary or Gaussian) on Q (limbs_q limbs) and P, in NTT form.
-QPPoly small_qp(const Context& ctx, const std::vector<std::int64_t>& coeffs, std::size_t limbs_q) {
-  QPPoly out{ctx.ring_q().make_poly(limbs_q, false), ctx.ring_p().make_poly(ctx.ring_p().size(), false)};
-  ring::set_small(ctx.ring_q(), coeffs, out.q);
-  ring::set_small(ctx.ring_p(), coeffs, out.p);
-  ctx.ring_q().to_ntt(out.q);
-  ctx.ring_p().to_ntt(out.p);
-  return out;
+// b = e - a * s over Q_limbs x P with a fresh Gaussian e: an RLWE sample under s.
+QPPoly rlwe_sample_b(const Context& ctx, ring::Prng& prng, const QPPoly& a, const QPPoly& s, std::size_t limbs) {
+  QPPoly b = ctx.small_qp_poly(ring::sample_gaussian(prng, ctx.n()), limbs);
+  Poly as_q = ctx.ring_q().make_output(limbs), as_p = ctx.ring_p().make_output(ctx.ring_p().size());
+  ctx.ring_q().multiply(a.q, s.q, as_q);
+  ctx.ring_p().multiply(a.p, s.p, as_p);
+  ctx.ring_q().sub(b.q, as_q, b.q);
+  ctx.ring_p().sub(b.p, as_p, b.p);
+  return b;
 }
 
 void check_level(const Context& ctx, std::size_t level) {
@@ -36,7 +37,7 @@ KeyGenerator::KeyGenerator(const Context& context) : context_(context) {
                           ? ring::sample_ternary_hamming(prng, context.n(),
                                                          static_cast<std::size_t>(params.hamming_weight()))
                           : ring::sample_ternary_uniform(prng, context.n());
-  secret_key_.s = small_qp(context, coeffs, context.max_level() + 1);
+  secret_key_.s = context.small_qp_poly(coeffs, context.max_level() + 1);
 }
 
 KeyGenerator::KeyGenerator(const Context& context, SecretKey secret_key)
@@ -55,12 +56,7 @@ PublicKey KeyGenerator::create_public_key() const {
   pk.a = QPPoly{rq.make_poly(limbs), rp.make_poly(rp.size())};
   ring::sample_uniform(prng, rq, pk.a.q);
   ring::sample_uniform(prng, rp, pk.a.p);
-  pk.b = small_qp(context_, ring::sample_gaussian(prng, context_.n()), limbs);
-  Poly as_q = rq.make_poly(limbs), as_p = rp.make_poly(rp.size());
-  rq.multiply(pk.a.q, secret_key_.s.q, as_q);
-  rp.multiply(pk.a.p, secret_key_.s.p, as_p);
-  rq.sub(pk.b.q, as_q, pk.b.q);  // b = e - a*s
-  rp.sub(pk.b.p, as_p, pk.b.p);
+  pk.b = rlwe_sample_b(context_, prng, pk.a, secret_key_.s, limbs);
   return pk;
 }
 
@@ -82,19 +78,13 @@ SwitchingKey KeyGenerator::create_switching_key(const Poly& s_prime, const QPPol
   if (s_prime.limbs() < max_level + 1 || !s_prime.ntt_form())
     throw std::invalid_argument("create_switching_key: target key must be NTT form up to the key level");
   const auto& rq = context_.ring_q();
-  const auto& rp = context_.ring_p();
   SwitchingKey key;
   key.a_seed = ring::random_seed();
   expand_switching_key_a(context_, key.a_seed, max_level, key.a);
   ring::Prng error_prng(ring::random_seed());
   const std::size_t limbs = max_level + 1;
   for (std::size_t j = 0; j < key.a.size(); ++j) {
-    QPPoly bj = small_qp(context_, ring::sample_gaussian(error_prng, context_.n()), limbs);
-    Poly as_q = rq.make_poly(limbs), as_p = rp.make_poly(rp.size());
-    rq.multiply(key.a[j].q, under.q, as_q);
-    rp.multiply(key.a[j].p, under.p, as_p);
-    rq.sub(bj.q, as_q, bj.q);
-    rp.sub(bj.p, as_p, bj.p);
+    QPPoly bj = rlwe_sample_b(context_, error_prng, key.a[j], under, limbs);
     // Gadget P * [Q/Q_j * (Q/Q_j)^{-1}]_{Q_j}: P mod q_i on the digit's primes, 0 elsewhere.
     for (std::size_t i = context_.digit_begin(j); i < context_.digit_end(j, max_level); ++i) {
       const auto& m = rq.modulus(i);
