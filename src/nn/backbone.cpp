@@ -19,11 +19,16 @@ void HerPNConvBlock::validate() const {
   }
 }
 
-Tensor HerPNConvBlock::forward(const Tensor& x) const {
+Tensor HerPNConvBlock::forward(const Tensor& x, const TensorObserver* observe, const std::string& prefix) const {
+  if (observe) (*observe)(prefix + ".herpn1 input", x);
   const Tensor z = herpn1.forward(x);
-  const Tensor main = conv2.forward(herpn2.forward(conv1.forward(z)));
+  const Tensor h = conv1.forward(z);
+  if (observe) (*observe)(prefix + ".herpn2 input", h);
+  const Tensor main = conv2.forward(herpn2.forward(h));
   const Tensor shortcut = shortcut_conv ? shortcut_bn->forward(shortcut_conv->forward(z)) : z;
-  return add(main, shortcut);
+  Tensor y = add(main, shortcut);
+  if (observe) (*observe)(prefix + " output", y);
+  return y;
 }
 
 void Backbone::validate() const {
@@ -33,13 +38,19 @@ void Backbone::validate() const {
   bn1d.validate();
 }
 
-Tensor Backbone::forward(const Tensor& patch) const {
+Tensor Backbone::forward(const Tensor& patch, const TensorObserver* observe, const std::string& prefix) const {
   Tensor x = conv0.forward(patch);
-  for (const auto& b : blocks) x = b.forward(x);
-  const Tensor pooled = AdaptiveAvgPool2d{pool_size}.forward(pool_herpn.forward(x));
+  if (observe) (*observe)(prefix + ".conv output", x);
+  for (std::size_t j = 0; j < blocks.size(); ++j) x = blocks[j].forward(x, observe, prefix + ".layers." + std::to_string(j));
+  if (observe) (*observe)(prefix + ".herpnpool input", x);
+  return bn1d.forward(pooled_features(x));
+}
+
+Tensor Backbone::pooled_features(const Tensor& block_output) const {
+  const Tensor pooled = AdaptiveAvgPool2d{pool_size}.forward(pool_herpn.forward(block_output));
   Tensor flat({pooled.shape.size(), 1, 1});
   flat.data = pooled.data;
-  return bn1d.forward(flat);
+  return flat;
 }
 
 Shape Backbone::feature_shape(const Shape& patch) const {

@@ -6,12 +6,17 @@
 //   HerPNPool: HerPN -> AdaptiveAvgPool(2) -> Flatten -> BatchNorm1d
 // CryptoFaceNet uses channels 16, 16, 32 (s2), 32, 64 (s2), 64 on 32x32 patches.
 #pragma once
+#include <functional>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "nn/layers.h"
 
 namespace pfhe::nn {
+
+// Sees intermediate values of a forward pass by point name (fit() records ranges with it).
+using TensorObserver = std::function<void(const std::string& point, const Tensor& value)>;
 
 struct HerPNConvBlock {
   HerPN herpn1;
@@ -21,7 +26,8 @@ struct HerPNConvBlock {
   std::optional<Conv2d> shortcut_conv;  // with shortcut_bn, when the shape changes
   std::optional<BatchNorm> shortcut_bn;
 
-  Tensor forward(const Tensor& x) const;
+  // Observed points: "<prefix>.herpn1 input", "<prefix>.herpn2 input", "<prefix> output".
+  Tensor forward(const Tensor& x, const TensorObserver* observe = nullptr, const std::string& prefix = {}) const;
   void validate() const;
 };
 
@@ -32,7 +38,11 @@ struct Backbone {
   std::size_t pool_size = 2;
   BatchNorm bn1d;  // over the flattened (C * pool^2) features
 
-  Tensor forward(const Tensor& patch) const;  // -> (C * pool^2, 1, 1) features
+  // -> (C * pool^2, 1, 1) features. Observed points: "<prefix>.conv output", the blocks'
+  // points under "<prefix>.layers.<j>", and "<prefix>.herpnpool input".
+  Tensor forward(const Tensor& patch, const TensorObserver* observe = nullptr, const std::string& prefix = {}) const;
+  // HerPNPool without the BatchNorm1d: flattened AdaptiveAvgPool(HerPN(x)).
+  Tensor pooled_features(const Tensor& block_output) const;
   Shape feature_shape(const Shape& patch) const;
   void validate() const;
 };

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 #include <string>
 #include <stdexcept>
 
@@ -28,24 +27,6 @@ class RangeRecorder {
   std::vector<LayerRange> ranges_;
 };
 
-// The backbone forward of Backbone::forward, noting every polynomial input and output.
-Tensor traced_forward(const Backbone& b, const Tensor& patch, const std::string& prefix, RangeRecorder& rec) {
-  Tensor x = b.conv0.forward(patch);
-  rec.note(prefix + ".conv output", x);
-  for (std::size_t j = 0; j < b.blocks.size(); ++j) {
-    const auto& blk = b.blocks[j];
-    const std::string layer = prefix + ".layers." + std::to_string(j);
-    rec.note(layer + ".herpn1 input", x);
-    const Tensor z = blk.herpn1.forward(x);
-    const Tensor h = blk.conv1.forward(z);
-    rec.note(layer + ".herpn2 input", h);
-    x = blk.forward(x);
-    rec.note(layer + " output", x);
-  }
-  rec.note(prefix + ".herpnpool input", x);
-  return b.forward(patch);
-}
-
 }  // namespace
 
 double FitReport::max_abs() const {
@@ -56,23 +37,18 @@ double FitReport::max_abs() const {
 
 FitReport fit(PatchCNN& model, const std::vector<Tensor>& images, double value_limit, double headroom_factor) {
   model.validate();
-  fit_l2_norm(model, images);
   RangeRecorder rec;
+  const TensorObserver observe = [&rec](const std::string& point, const Tensor& t) { rec.note(point, t); };
   FitReport report;
+  std::vector<Tensor> embeddings;
   std::vector<double> ys;
   for (const auto& img : images) {
-    Tensor concat({model.head.in_features, 1, 1});
-    std::size_t offset = 0;
-    for (std::size_t p = 0; p < model.backbones.size(); ++p) {
-      const Tensor f = traced_forward(model.backbones[p], model.patch(img, p), "nets." + std::to_string(p), rec);
-      std::copy(f.data.begin(), f.data.end(), concat.data.begin() + static_cast<std::ptrdiff_t>(offset));
-      offset += f.data.size();
-    }
-    const Tensor e = model.head_bn.forward(model.head.forward(concat));
-    rec.note("embedding", e);
-    ys.push_back(std::inner_product(e.data.begin(), e.data.end(), e.data.begin(), 0.0));
-    rec.note("normalized embedding", model.normalized(img));
+    embeddings.push_back(model.head_bn.forward(model.head.forward(model.features(img, &observe))));
+    rec.note("embedding", embeddings.back());
+    ys.push_back(sum_of_squares(embeddings.back()));
   }
+  model.l2 = fit_l2_poly(ys);
+  for (const Tensor& e : embeddings) rec.note("normalized embedding", model.normalize(e));
   report.ranges = rec.take();
   report.y_min = *std::min_element(ys.begin(), ys.end());
   report.y_max = *std::max_element(ys.begin(), ys.end());

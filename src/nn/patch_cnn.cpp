@@ -38,22 +38,25 @@ Tensor PatchCNN::patch(const Tensor& image, std::size_t index) const {
   return p;
 }
 
-Tensor PatchCNN::embedding(const Tensor& image) const {
+Tensor PatchCNN::features(const Tensor& image, const TensorObserver* observe) const {
   validate();
   Tensor concat({head.in_features, 1, 1});
   std::size_t offset = 0;
   for (std::size_t p = 0; p < backbones.size(); ++p) {
-    const Tensor f = backbones[p].forward(patch(image, p));
+    const Tensor f = backbones[p].forward(patch(image, p), observe, "nets." + std::to_string(p));
     std::copy(f.data.begin(), f.data.end(), concat.data.begin() + static_cast<std::ptrdiff_t>(offset));
     offset += f.data.size();
   }
-  return head_bn.forward(head.forward(concat));
+  return concat;
 }
 
-Tensor PatchCNN::normalized(const Tensor& image) const {
-  Tensor e = embedding(image);
-  const double y = std::inner_product(e.data.begin(), e.data.end(), e.data.begin(), 0.0);
-  for (auto& v : e.data) v *= l2(y);
+Tensor PatchCNN::embedding(const Tensor& image) const { return head_bn.forward(head.forward(features(image))); }
+
+double sum_of_squares(const Tensor& t) { return std::inner_product(t.data.begin(), t.data.end(), t.data.begin(), 0.0); }
+
+Tensor PatchCNN::normalize(Tensor e) const {
+  const double factor = l2(sum_of_squares(e));
+  for (auto& v : e.data) v *= factor;
   return e;
 }
 
@@ -87,12 +90,7 @@ L2FitPoints l2_fit_points(std::vector<double> ys) {
   return {std::max(mu - sigma, mu / 2), mu, mu + sigma};
 }
 
-void fit_l2_norm(PatchCNN& model, const std::vector<Tensor>& images) {
-  std::vector<double> ys;
-  for (const auto& img : images) {
-    const Tensor e = model.embedding(img);
-    ys.push_back(std::inner_product(e.data.begin(), e.data.end(), e.data.begin(), 0.0));
-  }
+L2NormPoly fit_l2_poly(std::vector<double> ys) {
   const L2FitPoints points = l2_fit_points(std::move(ys));
   // Quadratic through (y_k, 1/sqrt(y_k)), k = 0..2 (Lagrange form, then power coefficients).
   const double xs[3] = {points.lo, points.mid, points.hi};
@@ -105,7 +103,13 @@ void fit_l2_norm(PatchCNN& model, const std::vector<Tensor>& images) {
     b += -f * (u + v) / denom;
     c += f * u * v / denom;
   }
-  model.l2 = {a, b, c};
+  return {a, b, c};
+}
+
+void fit_l2_norm(PatchCNN& model, const std::vector<Tensor>& images) {
+  std::vector<double> ys;
+  for (const auto& img : images) ys.push_back(sum_of_squares(model.embedding(img)));
+  model.l2 = fit_l2_poly(std::move(ys));
 }
 
 double match_score(const Tensor& probe, const Tensor& enrolled, double threshold) {

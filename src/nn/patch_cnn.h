@@ -25,10 +25,14 @@ struct PatchCNN {
 
   Shape image_shape() const { return {3, grid * patch_size, grid * patch_size}; }
   Tensor patch(const Tensor& image, std::size_t index) const;
+  // The backbone features of every patch, concatenated (the head's input); `observe` sees
+  // each backbone's intermediate values under "nets.<p>".
+  Tensor features(const Tensor& image, const TensorObserver* observe = nullptr) const;
   // head_bn(head(concat backbone features)) before normalisation.
   Tensor embedding(const Tensor& image) const;
   // embedding * l2(sum of squares): what the encrypted pipeline computes.
-  Tensor normalized(const Tensor& image) const;
+  Tensor normalized(const Tensor& image) const { return normalize(embedding(image)); }
+  Tensor normalize(Tensor embedding) const;
   // Head block of patch p with the BatchNorm folded in and the bias shared 1/grid^2 per patch.
   Linear head_block(std::size_t p) const;
   void validate() const;
@@ -40,6 +44,10 @@ struct L2FitPoints {
   double lo = 0, mid = 0, hi = 0;
 };
 L2FitPoints l2_fit_points(std::vector<double> sums_of_squares);
+
+// The quadratic through (y, 1/sqrt(y)) at the fit points of these samples.
+L2NormPoly fit_l2_poly(std::vector<double> sums_of_squares);
+double sum_of_squares(const Tensor& t);
 
 // Fits l2 through y in {mu - sigma, mu, mu + sigma} of sum-of-squares statistics over the
 // given images (top 1 % of y trimmed), as CryptoFace does; the lower point is clamped at

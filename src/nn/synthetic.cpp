@@ -165,14 +165,7 @@ PatchCNN make_synthetic_patch_cnn(const BackboneShape& shape, std::size_t grid, 
   model.head_bn = placeholder_bn(embedding);
   // Head BatchNorm statistics from the calibration images (placeholder 0/1 first).
   std::vector<Tensor> raw;
-  for (const auto& img : calibration) raw.push_back(model.head.forward([&] {
-    Tensor concat({in, 1, 1});
-    for (std::size_t p = 0; p < grid * grid; ++p) {
-      const Tensor f = model.backbones[p].forward(model.patch(img, p));
-      std::copy(f.data.begin(), f.data.end(), concat.data.begin() + static_cast<std::ptrdiff_t>(p * features));
-    }
-    return concat;
-  }()));
+  for (const auto& img : calibration) raw.push_back(model.head.forward(model.features(img)));
   channel_stats(raw, model.head_bn.mean, model.head_bn.var);
   fit_l2_norm(model, calibration);
   return model;
@@ -192,12 +185,7 @@ void calibrate(Backbone& model, const std::vector<Tensor>& patches) {
     x = map_all(x, [&](const Tensor& t) { return block.forward(t); });
   }
   calibrate_herpn(model.pool_herpn, x);
-  const auto features = map_all(x, [&](const Tensor& t) {
-    const Tensor pooled = AdaptiveAvgPool2d{model.pool_size}.forward(model.pool_herpn.forward(t));
-    Tensor flat({pooled.shape.size(), 1, 1});
-    flat.data = pooled.data;
-    return flat;
-  });
+  const auto features = map_all(x, [&](const Tensor& t) { return model.pooled_features(t); });
   channel_stats(features, model.bn1d.mean, model.bn1d.var);
 }
 
