@@ -160,13 +160,13 @@ Plaintext Encoder::encode(std::span<const std::complex<double>> values, std::siz
                                 std::to_string(context_.max_level()));
   const auto v = slots_to_coefficients(values, scale);
   const std::size_t slots = v.size();
-  const double limit = std::ldexp(1.0, static_cast<int>(context_.log2_q_at(level)) - 2);
   double largest = 0;
   for (const auto& x : v) largest = std::max({largest, std::fabs(x.real() * scale), std::fabs(x.imag() * scale)});
-  if (largest >= limit)
+  // to_plaintext checks the bound against Q_level for the integer path.
+  if (largest < 4.0e18) return to_plaintext(round_transformed(v, scale), level);
+  if (largest >= std::ldexp(1.0, static_cast<int>(context_.log2_q_at(level)) - 2))
     throw std::invalid_argument("encode: scaled value overflows Q at level " + std::to_string(level) +
                                 " (lower the scale or the values)");
-  if (largest < 4.0e18) return to_plaintext(round_transformed(v, scale), level);
   // Coefficients beyond 64-bit integers (scales above ~2^62): exact residues per prime.
   const std::size_t gap = context_.n() / (2 * slots);
   Plaintext pt{context_.ring_q().make_poly(level + 1, false), scale, log2_exact(slots)};
