@@ -3,7 +3,8 @@
 #   install-deps.sh [--with-tooling]   also python3-torch, for tools/ and their tests
 set -euo pipefail
 packages=(g++ cmake ninja-build pkg-config libssl-dev libzstd-dev libomp-dev
-          libgtest-dev libbenchmark-dev nlohmann-json3-dev libfmt-dev libcli11-dev)
+          libgtest-dev libbenchmark-dev nlohmann-json3-dev libfmt-dev libcli11-dev
+          libopenmpi-dev openmpi-bin libstb-dev)
 if [ "${1:-}" = "--with-tooling" ]; then
   packages+=(python3-torch python3-numpy)
 fi

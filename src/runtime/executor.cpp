@@ -1,0 +1,104 @@
+#include "runtime/executor.h"
+
+#include <omp.h>
+
+#include <atomic>
+#include <chrono>
+#include <exception>
+#include <filesystem>
+#include <stdexcept>
+#include <thread>
+
+namespace pfhe::runtime {
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+class SequentialExecutor final : public Executor {
+ public:
+  std::string name() const override { return "seq"; }
+  std::size_t workers() const override { return 1; }
+  std::vector<ckks::Ciphertext> run(const ckks::Context&, const TaskFunction& task,
+                                    const std::vector<ckks::Ciphertext>& inputs, RunStats* stats) override {
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<ckks::Ciphertext> out;
+    std::vector<double> times;
+    for (std::size_t t = 0; t < inputs.size(); ++t) {
+      const auto t0 = std::chrono::steady_clock::now();
+      out.push_back(task(t, inputs[t]));
+      times.push_back(seconds_since(t0));
+    }
+    if (stats) *stats = RunStats{seconds_since(start), 0, 0, std::move(times)};
+    return out;
+  }
+};
+
+class ThreadExecutor final : public Executor {
+ public:
+  explicit ThreadExecutor(std::size_t workers) : workers_(workers) {
+    if (workers == 0) throw std::invalid_argument("thread executor: needs at least one worker");
+  }
+  std::string name() const override { return "threads"; }
+  std::size_t workers() const override { return workers_; }
+  std::vector<ckks::Ciphertext> run(const ckks::Context&, const TaskFunction& task,
+                                    const std::vector<ckks::Ciphertext>& inputs, RunStats* stats) override {
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<ckks::Ciphertext> out(inputs.size());
+    std::vector<double> times(inputs.size(), 0.0);
+    std::vector<std::exception_ptr> errors(inputs.size());
+    std::atomic<std::size_t> next{0};
+    const auto work = [&] {
+      omp_set_num_threads(1);  // the pool, not OpenMP, uses the cores
+      for (std::size_t t = next++; t < inputs.size(); t = next++) {
+        const auto t0 = std::chrono::steady_clock::now();
+        try {
+          out[t] = task(t, inputs[t]);
+        } catch (...) {
+          errors[t] = std::current_exception();
+        }
+        times[t] = seconds_since(t0);
+      }
+    };
+    std::vector<std::thread> pool;
+    for (std::size_t w = 0; w < std::min(workers_, inputs.size()); ++w) pool.emplace_back(work);
+    for (auto& th : pool) th.join();
+    for (std::size_t t = 0; t < inputs.size(); ++t)
+      if (errors[t]) {
+        try {
+          std::rethrow_exception(errors[t]);
+        } catch (const std::exception& e) {
+          throw std::runtime_error("task " + std::to_string(t) + " failed: " + e.what());
+        }
+      }
+    if (stats) *stats = RunStats{seconds_since(start), 0, 0, std::move(times)};
+    return out;
+  }
+
+ private:
+  std::size_t workers_;
+};
+
+}  // namespace
+
+std::unique_ptr<Executor> make_sequential_executor() { return std::make_unique<SequentialExecutor>(); }
+std::unique_ptr<Executor> make_thread_executor(std::size_t workers) { return std::make_unique<ThreadExecutor>(workers); }
+
+TaskFunction backbone_tasks(const nn::CompiledPatchCNN& model, const ckks::Evaluator& eval) {
+  return [&model, &eval](std::size_t p, const ckks::Ciphertext& in) {
+    if (p >= model.patches())
+      throw std::invalid_argument("patch " + std::to_string(p) + " of a model with " + std::to_string(model.patches()) +
+                                  " patches");
+    return model.backbone(p).run(eval, in);
+  };
+}
+
+std::size_t live_thread_count() {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/task")) ++n;
+  return n;
+}
+
+}  // namespace pfhe::runtime

@@ -1,0 +1,59 @@
+// Where the independent patch backbones of a PatchCNN run: sequentially, on a pool of
+// threads, in forked worker processes (which inherit the compiled model and keys
+// copy-on-write and exchange serialized ciphertexts), or on MPI ranks (runtime/mpi.h).
+// An executor only places work: every task runs the same deterministic evaluation code on
+// the same input, so all executors give byte-identical outputs. Aggregation, normalisation
+// and matching stay with the caller, encrypted.
+// Layer: src/runtime may depend on ckks and nn; nothing below includes it.
+#pragma once
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ckks/ciphertext.h"
+#include "ckks/context.h"
+#include "ckks/evaluator.h"
+#include "nn/patch_cnn.h"
+
+namespace pfhe::runtime {
+
+// Task t maps input t to output t (for a PatchCNN: backbone t with its head block).
+using TaskFunction = std::function<ckks::Ciphertext(std::size_t task, const ckks::Ciphertext& input)>;
+
+struct RunStats {
+  double seconds = 0;            // wall time of the whole run
+  double transfer_seconds = 0;   // serializing, moving and validating ciphertexts (fork / MPI)
+  std::size_t transfer_bytes = 0;
+  std::vector<double> task_seconds;  // per task, measured where it ran
+};
+
+class Executor {
+ public:
+  virtual ~Executor() = default;
+  virtual std::string name() const = 0;
+  virtual std::size_t workers() const = 0;
+  // Runs every task; outputs in task order. Throws std::runtime_error naming the task
+  // when one fails (a worker's exception, a crashed or killed worker process).
+  virtual std::vector<ckks::Ciphertext> run(const ckks::Context& ctx, const TaskFunction& task,
+                                            const std::vector<ckks::Ciphertext>& inputs,
+                                            RunStats* stats = nullptr) = 0;
+};
+
+std::unique_ptr<Executor> make_sequential_executor();
+// W threads share the caller's model and keys; each task runs with one OpenMP thread.
+std::unique_ptr<Executor> make_thread_executor(std::size_t workers);
+// Forks W single-threaded workers per run (the parent must have no other thread alive:
+// it checks and refuses otherwise). Ciphertexts travel serialized over socket pairs and
+// are validated on arrival. A worker that dies is reported within about a second, the
+// others are killed and every child is reaped.
+std::unique_ptr<Executor> make_fork_executor(std::size_t workers);
+
+// The task function of a compiled PatchCNN: backbone p on patch ciphertext p.
+TaskFunction backbone_tasks(const nn::CompiledPatchCNN& model, const ckks::Evaluator& eval);
+
+// Thread count of this process (from /proc/self/task).
+std::size_t live_thread_count();
+
+}  // namespace pfhe::runtime

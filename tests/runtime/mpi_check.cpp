@@ -1,0 +1,56 @@
+// Run under mpirun (-np 3 in CTest): every rank compiles the same reduced PatchCNN; rank 0
+// generates the keys and broadcasts the evaluation keys; rank 0 then places the patch
+// backbones on ranks 1..n-1 and checks that the outputs are byte-identical to a sequential
+// run in rank 0. Exit status 0 only if they are.
+#include <mpi.h>
+
+#include <cstdio>
+
+#include "ckks/serialization.h"
+#include "reduced_server.h"
+#include "runtime/mpi.h"
+
+using namespace pfhe;
+
+namespace {
+ckks::Bytes broadcast(ckks::Bytes bytes, int rank) {
+  std::uint64_t size = bytes.size();
+  MPI_Bcast(&size, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD);
+  if (rank != 0) bytes.resize(size);
+  MPI_Bcast(bytes.data(), static_cast<int>(size), MPI_BYTE, 0, MPI_COMM_WORLD);
+  return bytes;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  runtime::MpiSession mpi(&argc, &argv);
+  try {
+    test::ReducedServer s;  // its own (random) keys on every rank; rank 0's are broadcast
+    const ckks::RelinKey relin =
+        ckks::load_relin_key(s.ctx, broadcast(mpi.rank() == 0 ? ckks::save(s.ctx, s.relin) : ckks::Bytes{}, mpi.rank()));
+    const ckks::GaloisKeys galois =
+        ckks::load_galois_keys(s.ctx, broadcast(mpi.rank() == 0 ? ckks::save(s.ctx, s.galois) : ckks::Bytes{}, mpi.rank()));
+    const ckks::Evaluator eval(s.ctx, &relin, &galois);
+    const runtime::TaskFunction task = runtime::backbone_tasks(s.compiled, eval);
+    if (mpi.rank() != 0) {
+      runtime::serve_mpi_tasks(mpi, s.ctx, task);
+      return 0;
+    }
+    const auto inputs = s.encrypt_patches(s.images[3]);
+    std::vector<ckks::Ciphertext> want = runtime::make_sequential_executor()->run(s.ctx, task, inputs);
+    runtime::RunStats stats;
+    std::vector<ckks::Ciphertext> got;
+    {
+      auto ex = runtime::make_mpi_executor(mpi);
+      got = ex->run(s.ctx, task, inputs, &stats);
+    }
+    bool same = got.size() == want.size();
+    for (std::size_t i = 0; same && i < got.size(); ++i) same = ckks::save(s.ctx, got[i]) == ckks::save(s.ctx, want[i]);
+    std::printf("MPI executor over %d ranks: %zu tasks, %.2f s, %zu bytes moved, %s\n", mpi.size(), got.size(),
+                stats.seconds, stats.transfer_bytes, same ? "byte-identical to sequential" : "MISMATCH");
+    return same ? 0 : 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "rank %d: %s\n", mpi.rank(), e.what());
+    MPI_Abort(MPI_COMM_WORLD, 2);
+  }
+}

@@ -1,0 +1,41 @@
+// A reduced PatchCNN (2x2 grid of 8x8 patches, narrow backbones) compiled on a small
+// insecure test ring, with its keys: the server state the runtime tests place work on.
+#pragma once
+#include <memory>
+
+#include "ckks/encryptor.h"
+#include "ckks/keygen.h"
+#include "nn/linear_map.h"
+#include "nn/patch_cnn.h"
+#include "nn/synthetic.h"
+#include "../nn_test_util.h"
+#include "../test_util.h"
+
+namespace pfhe::test {
+
+struct ReducedServer {
+  static constexpr std::size_t kLevels = 28;
+  ckks::Context ctx{small_params(11, kLevels)};
+  ckks::Encoder enc{ctx};
+  std::vector<nn::Tensor> images = nn::synthetic_images(128, {3, 16, 16}, 5);
+  nn::PatchCNN model = nn::make_synthetic_patch_cnn(reduced_backbone_shape(), 2, 8, 16, 13, images);
+  nn::CompiledPatchCNN compiled =
+      nn::CompiledPatchCNN::compile(model, enc, kLevels, ctx.params().default_scale());
+  ckks::KeyGenerator keygen{ctx};
+  ckks::RelinKey relin = keygen.create_relin_key();
+  ckks::GaloisKeys galois = keygen.create_galois_keys(compiled.rotation_levels());
+  ckks::Evaluator eval{ctx, &relin, &galois};
+  ckks::Encryptor encryptor{ctx, keygen.secret_key()};
+
+  std::vector<ckks::Ciphertext> encrypt_patches(const nn::Tensor& image) const {
+    std::vector<ckks::Ciphertext> out;
+    for (std::size_t p = 0; p < compiled.patches(); ++p) {
+      const auto& b = compiled.backbone(p);
+      out.push_back(encryptor.encrypt(
+          enc.encode(nn::pack(model.patch(image, p), b.input_layout()), kLevels, ctx.params().default_scale())));
+    }
+    return out;
+  }
+};
+
+}  // namespace pfhe::test

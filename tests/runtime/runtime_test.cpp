@@ -1,0 +1,162 @@
+// Executors: sequential, threads and fork pool give byte-identical results on a reduced
+// PatchCNN; scheduling of 4/9/16/64 tasks over W workers; failures (a killed worker, a
+// throwing task, a multi-threaded parent at fork time) end in clear errors, no zombies.
+// These tests run with OMP_NUM_THREADS=1 (tests/CMakeLists.txt) so that the fork pool's
+// parent is single-threaded.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <thread>
+
+#include "ckks/serialization.h"
+#include "reduced_server.h"
+#include "runtime/executor.h"
+
+using namespace pfhe;
+
+namespace {
+
+std::vector<ckks::Bytes> serialized(const ckks::Context& ctx, const std::vector<ckks::Ciphertext>& cts) {
+  std::vector<ckks::Bytes> out;
+  for (const auto& c : cts) out.push_back(ckks::save(ctx, c));
+  return out;
+}
+
+bool no_children_left() {
+  errno = 0;
+  return ::waitpid(-1, nullptr, WNOHANG) == -1 && errno == ECHILD;
+}
+
+// A cheap task for scheduling tests: multiply the input by (task + 1).
+runtime::TaskFunction scaling_tasks(const ckks::Evaluator& eval) {
+  return [&eval](std::size_t t, const ckks::Ciphertext& x) {
+    ckks::Ciphertext y = x;
+    eval.multiply_const_inplace(y, static_cast<double>(t + 1));
+    return y;
+  };
+}
+
+}  // namespace
+
+TEST(Runtime, ExecutorsGiveByteIdenticalBackboneOutputs) {
+  const test::ReducedServer s;
+  const auto inputs = s.encrypt_patches(s.images[3]);
+  const runtime::TaskFunction task = runtime::backbone_tasks(s.compiled, s.eval);
+  const auto reference = serialized(s.ctx, runtime::make_sequential_executor()->run(s.ctx, task, inputs));
+  ASSERT_EQ(reference.size(), 4u);
+  std::vector<std::unique_ptr<runtime::Executor>> executors;
+  executors.push_back(runtime::make_thread_executor(2));
+  executors.push_back(runtime::make_thread_executor(3));
+  executors.push_back(runtime::make_fork_executor(2));
+  executors.push_back(runtime::make_fork_executor(3));
+  executors.push_back(runtime::make_fork_executor(8));  // more workers than patches
+  for (const auto& ex : executors) {
+    runtime::RunStats stats;
+    const auto got = serialized(s.ctx, ex->run(s.ctx, task, inputs, &stats));
+    EXPECT_EQ(got, reference) << ex->name() << " W=" << ex->workers();
+    EXPECT_EQ(stats.task_seconds.size(), 4u);
+    if (ex->name() == "fork") {
+      EXPECT_GT(stats.transfer_bytes, 0u);
+    }
+  }
+  EXPECT_TRUE(no_children_left());
+  // The aggregated, normalised embedding is the same bytes too.
+  const auto outputs = runtime::make_fork_executor(2)->run(s.ctx, task, inputs);
+  const auto agg_fork = s.compiled.normalize(s.eval, s.compiled.aggregate(s.eval, outputs));
+  const auto agg_seq =
+      s.compiled.normalize(s.eval, s.compiled.aggregate(s.eval, runtime::make_sequential_executor()->run(s.ctx, task, inputs)));
+  EXPECT_EQ(ckks::save(s.ctx, agg_fork), ckks::save(s.ctx, agg_seq));
+}
+
+TEST(Runtime, SchedulesManyTasksOverAnyWorkerCount) {
+  ckks::Context ctx(test::small_params(10, 2));
+  ckks::Encoder enc(ctx);
+  ckks::KeyGenerator kg(ctx);
+  const ckks::Encryptor encryptor(ctx, kg.secret_key());
+  const ckks::Evaluator eval(ctx);
+  const auto task = scaling_tasks(eval);
+  for (std::size_t tasks : {4u, 9u, 16u, 64u}) {
+    std::vector<ckks::Ciphertext> inputs;
+    for (std::size_t t = 0; t < tasks; ++t)
+      inputs.push_back(encryptor.encrypt(enc.encode(std::vector<double>(ctx.n() / 2, 0.001 * t), 2, ctx.params().default_scale())));
+    const auto want = serialized(ctx, runtime::make_sequential_executor()->run(ctx, task, inputs));
+    for (std::size_t w : {1u, 2u, 3u, 5u}) {
+      EXPECT_EQ(serialized(ctx, runtime::make_thread_executor(w)->run(ctx, task, inputs)), want) << tasks << " " << w;
+      EXPECT_EQ(serialized(ctx, runtime::make_fork_executor(w)->run(ctx, task, inputs)), want) << tasks << " " << w;
+    }
+  }
+  EXPECT_TRUE(no_children_left());
+}
+
+TEST(Runtime, KilledWorkerIsReportedQuicklyAndReaped) {
+  ckks::Context ctx(test::small_params(10, 2));
+  ckks::Encoder enc(ctx);
+  ckks::KeyGenerator kg(ctx);
+  const ckks::Encryptor encryptor(ctx, kg.secret_key());
+  const ckks::Evaluator eval(ctx);
+  std::vector<ckks::Ciphertext> inputs(6, encryptor.encrypt(enc.encode(std::vector<double>(4, 0.5), 2, ctx.params().default_scale())));
+  const auto inner = scaling_tasks(eval);
+  const runtime::TaskFunction dies_on_task_2 = [&](std::size_t t, const ckks::Ciphertext& x) {
+    if (t == 2) ::raise(SIGKILL);  // only ever runs inside a forked worker here
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // keep the others busy
+    return inner(t, x);
+  };
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    runtime::make_fork_executor(2)->run(ctx, dies_on_task_2, inputs);
+    FAIL() << "a killed worker went unnoticed";
+  } catch (const std::runtime_error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("signal 9"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("task 2"), std::string::npos) << msg;
+  }
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 5.0);
+  EXPECT_TRUE(no_children_left());
+}
+
+TEST(Runtime, TaskErrorsNameTheTask) {
+  ckks::Context ctx(test::small_params(10, 2));
+  ckks::Encoder enc(ctx);
+  ckks::KeyGenerator kg(ctx);
+  const ckks::Encryptor encryptor(ctx, kg.secret_key());
+  std::vector<ckks::Ciphertext> inputs(3, encryptor.encrypt(enc.encode(std::vector<double>(4, 0.5), 2, ctx.params().default_scale())));
+  const runtime::TaskFunction throws = [](std::size_t t, const ckks::Ciphertext& x) {
+    if (t == 1) throw std::invalid_argument("ciphertext at the wrong level");
+    return x;
+  };
+  std::vector<std::unique_ptr<runtime::Executor>> executors;
+  executors.push_back(runtime::make_thread_executor(2));
+  executors.push_back(runtime::make_fork_executor(2));
+  for (const auto& ex : executors) {
+    try {
+      ex->run(ctx, throws, inputs);
+      FAIL() << ex->name() << ": error lost";
+    } catch (const std::runtime_error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("task 1"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("wrong level"), std::string::npos) << msg;
+    }
+  }
+  EXPECT_TRUE(no_children_left());
+  EXPECT_THROW(runtime::make_fork_executor(0), std::invalid_argument);
+  EXPECT_THROW(runtime::make_thread_executor(0), std::invalid_argument);
+}
+
+TEST(Runtime, ForkRefusesAMultiThreadedParent) {
+  ckks::Context ctx(test::small_params(10, 2));
+  ckks::Encoder enc(ctx);
+  ckks::KeyGenerator kg(ctx);
+  const ckks::Encryptor encryptor(ctx, kg.secret_key());
+  std::vector<ckks::Ciphertext> inputs(2, encryptor.encrypt(enc.encode(std::vector<double>(4, 0.5), 2, ctx.params().default_scale())));
+  std::atomic<bool> stop{false};
+  std::thread busy([&] {
+    while (!stop) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  });
+  EXPECT_THROW(runtime::make_fork_executor(2)->run(ctx, [](std::size_t, const ckks::Ciphertext& x) { return x; }, inputs),
+               std::runtime_error);
+  stop = true;
+  busy.join();
+  EXPECT_TRUE(no_children_left());
+}
