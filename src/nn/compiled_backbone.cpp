@@ -215,6 +215,12 @@ CompiledBackbone CompiledBackbone::compile(const Backbone& model, const ckks::En
   return cb;
 }
 
+double CompiledBackbone::input_scale() const {
+  // The first transform maps the input scale s to its output scale t with diagonals at q_level t / s.
+  return prime_at(conv0_->transform.encoder_context(), conv0_->input_level) * conv0_->output_scale /
+         conv0_->transform.diagonal_scale();
+}
+
 std::map<long, std::size_t> CompiledBackbone::rotation_levels() const {
   std::map<long, std::size_t> levels;
   for (const CompiledLinear* l : linear_layers_of(*this))

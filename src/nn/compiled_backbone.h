@@ -61,6 +61,7 @@ class CompiledBackbone {
   const Layout& input_layout() const { return conv0_->in; }
   const Layout& output_layout() const { return pool_head_->out; }
   std::size_t input_level() const { return conv0_->input_level; }
+  double input_scale() const;  // the scale patches are encrypted at
   std::size_t output_level() const { return pool_head_->input_level - 1; }
   double output_scale() const { return pool_head_->output_scale; }
   std::size_t depth() const { return input_level() - output_level(); }

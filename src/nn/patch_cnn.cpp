@@ -27,15 +27,19 @@ void PatchCNN::validate() const {
     throw std::invalid_argument("PatchCNN: the head BatchNorm1d is affine-free in CryptoFace");
 }
 
-Tensor PatchCNN::patch(const Tensor& image, std::size_t index) const {
-  expect_shape(image, image_shape(), "PatchCNN::patch");
-  if (index >= grid * grid) throw std::invalid_argument("PatchCNN::patch: index out of range");
-  Tensor p({3, patch_size, patch_size});
-  const std::size_t y0 = (index / grid) * patch_size, x0 = (index % grid) * patch_size;
+Tensor extract_patch(const Tensor& image, std::size_t grid, std::size_t size, std::size_t index) {
+  expect_shape(image, {3, grid * size, grid * size}, "extract_patch");
+  if (index >= grid * grid) throw std::invalid_argument("extract_patch: patch index out of range");
+  Tensor p({3, size, size});
+  const std::size_t y0 = (index / grid) * size, x0 = (index % grid) * size;
   for (std::size_t c = 0; c < 3; ++c)
-    for (std::size_t y = 0; y < patch_size; ++y)
-      for (std::size_t x = 0; x < patch_size; ++x) p.at(c, y, x) = image.at(c, y0 + y, x0 + x);
+    for (std::size_t y = 0; y < size; ++y)
+      for (std::size_t x = 0; x < size; ++x) p.at(c, y, x) = image.at(c, y0 + y, x0 + x);
   return p;
+}
+
+Tensor PatchCNN::patch(const Tensor& image, std::size_t index) const {
+  return extract_patch(image, grid, patch_size, index);
 }
 
 Tensor PatchCNN::features(const Tensor& image, const TensorObserver* observe) const {
@@ -147,6 +151,12 @@ std::map<long, std::size_t> CompiledPatchCNN::rotation_levels() const {
   for (std::size_t step = 1; step < embedding_layout().span(); step <<= 1)
     levels[static_cast<long>(step)] = std::max(levels[static_cast<long>(step)], sum_level);
   return levels;
+}
+
+std::size_t CompiledPatchCNN::plaintext_bytes() const {
+  std::size_t bytes = 0;
+  for (const auto& b : backbones_) bytes += b.plaintext_bytes();
+  return bytes;
 }
 
 std::size_t CompiledPatchCNN::depth() const { return backbones_.front().depth() + 5; }

@@ -16,6 +16,9 @@ struct L2NormPoly {
   double operator()(double y) const { return (a * y + b) * y + c; }
 };
 
+// Patch `index` (row-major) of a (3, grid * size, grid * size) image.
+Tensor extract_patch(const Tensor& image, std::size_t grid, std::size_t size, std::size_t index);
+
 struct PatchCNN {
   std::size_t grid = 2, patch_size = 32;
   std::vector<Backbone> backbones;  // grid * grid, row-major over patches
@@ -67,6 +70,7 @@ class CompiledPatchCNN {
   const Layout& embedding_layout() const { return backbones_.front().output_layout(); }
   std::map<long, std::size_t> rotation_levels() const;
   std::size_t depth() const;  // backbone + normalisation + matching
+  std::size_t plaintext_bytes() const;  // memory held by every backbone's diagonals
 
   // Server side: sum of the per-patch head outputs (tree reduction), then normalisation.
   ckks::Ciphertext aggregate(const ckks::Evaluator& eval, std::vector<ckks::Ciphertext> heads) const;

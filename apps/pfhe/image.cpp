@@ -1,0 +1,73 @@
+#include "image.h"
+
+#include <stb_image.h>
+#include <stb_image_write.h>
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <stdexcept>
+#include <vector>
+
+namespace pfhe::app {
+
+namespace {
+
+nn::Tensor to_tensor(const unsigned char* rgb, int w, int h, std::size_t size) {
+  const int side = std::min(w, h), x0 = (w - side) / 2, y0 = (h - side) / 2;
+  nn::Tensor t({3, size, size});
+  const double step = static_cast<double>(side) / static_cast<double>(size);
+  const auto pixel = [&](int x, int y, std::size_t c) {
+    x = std::clamp(x, 0, side - 1);
+    y = std::clamp(y, 0, side - 1);
+    return static_cast<double>(rgb[(static_cast<std::size_t>(y0 + y) * w + (x0 + x)) * 3 + c]);
+  };
+  for (std::size_t y = 0; y < size; ++y)
+    for (std::size_t x = 0; x < size; ++x) {
+      // Sample at the output pixel's centre in source coordinates.
+      const double sx = (static_cast<double>(x) + 0.5) * step - 0.5, sy = (static_cast<double>(y) + 0.5) * step - 0.5;
+      const int ix = static_cast<int>(std::floor(sx)), iy = static_cast<int>(std::floor(sy));
+      const double fx = sx - ix, fy = sy - iy;
+      for (std::size_t c = 0; c < 3; ++c) {
+        const double v = (1 - fy) * ((1 - fx) * pixel(ix, iy, c) + fx * pixel(ix + 1, iy, c)) +
+                         fy * ((1 - fx) * pixel(ix, iy + 1, c) + fx * pixel(ix + 1, iy + 1, c));
+        t.at(c, y, x) = v / 127.5 - 1.0;
+      }
+    }
+  return t;
+}
+
+using StbPixels = std::unique_ptr<unsigned char, void (*)(void*)>;
+
+}  // namespace
+
+nn::Tensor decode_image(const unsigned char* data, std::size_t length, std::size_t size, const std::string& what) {
+  if (size == 0) throw std::invalid_argument("decode_image: zero output size");
+  if (length > static_cast<std::size_t>(INT32_MAX)) throw std::invalid_argument(what + ": image too large");
+  int w = 0, h = 0, channels = 0;
+  StbPixels pixels(stbi_load_from_memory(data, static_cast<int>(length), &w, &h, &channels, 3), stbi_image_free);
+  if (!pixels) throw std::invalid_argument(what + ": cannot decode image (" + stbi_failure_reason() + ")");
+  return to_tensor(pixels.get(), w, h, size);
+}
+
+nn::Tensor load_image(const std::string& path, std::size_t size) {
+  int w = 0, h = 0, channels = 0;
+  StbPixels pixels(stbi_load(path.c_str(), &w, &h, &channels, 3), stbi_image_free);
+  if (!pixels) throw std::invalid_argument(path + ": cannot read image (" + stbi_failure_reason() + ")");
+  return to_tensor(pixels.get(), w, h, size);
+}
+
+void save_png(const nn::Tensor& image, const std::string& path) {
+  const std::size_t h = image.shape.height, w = image.shape.width;
+  if (image.shape.channels != 3) throw std::invalid_argument("save_png: needs 3 channels");
+  std::vector<unsigned char> rgb(h * w * 3);
+  for (std::size_t y = 0; y < h; ++y)
+    for (std::size_t x = 0; x < w; ++x)
+      for (std::size_t c = 0; c < 3; ++c)
+        rgb[(y * w + x) * 3 + c] =
+            static_cast<unsigned char>(std::lround(std::clamp((image.at(c, y, x) + 1.0) * 127.5, 0.0, 255.0)));
+  if (!stbi_write_png(path.c_str(), static_cast<int>(w), static_cast<int>(h), 3, rgb.data(), static_cast<int>(w * 3)))
+    throw std::runtime_error(path + ": cannot write PNG");
+}
+
+}  // namespace pfhe::app

@@ -1,0 +1,17 @@
+// Image files for the CLI: PNG, PPM/PGM, JPEG and BMP through Debian's libstb.
+#pragma once
+#include <string>
+
+#include "nn/tensor.h"
+
+namespace pfhe::app {
+
+// Decodes an image, takes its centred square, resizes it (bilinear) to size x size and
+// maps pixels to [-1, 1] as CryptoFace's preprocessing does (x / 127.5 - 1); RGB order.
+nn::Tensor load_image(const std::string& path, std::size_t size);
+// Encoded image bytes (e.g. from an HDF5 dataset), same preprocessing.
+nn::Tensor decode_image(const unsigned char* data, std::size_t length, std::size_t size, const std::string& what);
+// Writes a (3, H, W) tensor with values in [-1, 1] as PNG.
+void save_png(const nn::Tensor& image, const std::string& path);
+
+}  // namespace pfhe::app

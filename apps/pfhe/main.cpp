@@ -1,0 +1,417 @@
+// pfhe: encrypted PatchCNN inference from the command line, split the way it is deployed.
+//   server: make-model, compile, infer, enroll, match
+//   client: keygen, encrypt, decrypt (the secret key never leaves the client)
+// `pfhe <command> --help` lists each command's options; docs/CLI.md walks through a run.
+#include <CLI/CLI.hpp>
+#include <omp.h>
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "ckks/keygen.h"
+#include "ckks/serialization.h"
+#include "image.h"
+#include "nn/model_file.h"
+#include "nn/parameter_choice.h"
+#include "nn/synthetic.h"
+#include "ring/poly.h"
+#include "runtime/client_server.h"
+#ifdef PFHE_HAVE_MPI
+#include "runtime/mpi.h"
+#endif
+
+using namespace pfhe;
+namespace fs = std::filesystem;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+double peak_rss_gb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / (1024.0 * 1024.0);
+}
+
+void progress(const char* fmt, auto... args) {
+  std::fprintf(stderr, "[pfhe] ");
+  std::fprintf(stderr, fmt, args...);
+  std::fprintf(stderr, "\n");
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::invalid_argument(path + ": cannot open");
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+void write_text(const std::string& path, const std::string& text) {
+  ckks::write_file(path, {reinterpret_cast<const std::uint8_t*>(text.data()), text.size()});
+}
+
+void write_json_report(const std::string& path, const nlohmann::json& j) {
+  if (path.empty()) return;
+  if (path == "-") std::printf("%s\n", j.dump(1).c_str());
+  else write_text(path, j.dump(1) + "\n");
+}
+
+runtime::ClientSpec read_spec(const std::string& path) { return runtime::ClientSpec::from_json(read_text(path)); }
+
+runtime::CiphertextFile read_single_ciphertext(const std::string& path, const ckks::Context& ctx) {
+  runtime::CiphertextFile f = runtime::read_ciphertexts(path, ctx);
+  if (f.ciphertexts.size() != 1)
+    throw std::invalid_argument(path + ": expected one ciphertext, found " + std::to_string(f.ciphertexts.size()));
+  return f;
+}
+
+// ---- make-model / sample-image -------------------------------------------------------
+
+struct ModelKind {
+  nn::BackboneShape shape;
+  std::size_t grid, patch, embedding;
+};
+
+ModelKind model_kind(const std::string& name) {
+  if (name == "reduced") {
+    nn::BackboneShape s;  // every CryptoFace layer type, narrow (channels 4..16)
+    s.stem_channels = 4;
+    s.blocks = {{4, 1}, {8, 2}, {8, 1}, {16, 2}, {16, 1}};
+    return {s, 2, 8, 16};
+  }
+  if (name == "tiny") {
+    nn::BackboneShape s;  // two blocks (one strided): shallow enough for N = 2^15
+    s.stem_channels = 4;
+    s.blocks = {{4, 1}, {8, 2}};
+    return {s, 2, 8, 8};
+  }
+  if (name == "cryptofacenet4") return {nn::BackboneShape{}, 2, 32, 256};
+  if (name == "cryptofacenet9") return {nn::BackboneShape{}, 3, 32, 256};
+  if (name == "cryptofacenet16") return {nn::BackboneShape{}, 4, 32, 256};
+  throw std::invalid_argument("unknown model kind '" + name + "' (tiny, reduced, cryptofacenet4, cryptofacenet9, cryptofacenet16)");
+}
+
+int cmd_make_model(const std::string& kind_name, std::uint64_t seed, const std::string& out) {
+  const ModelKind kind = model_kind(kind_name);
+  const auto t = Clock::now();
+  const std::size_t side = kind.grid * kind.patch;
+  progress("generating a synthetic %s (seed %llu), BatchNorm statistics calibrated on 128 images", kind_name.c_str(),
+           static_cast<unsigned long long>(seed));
+  const nn::PatchCNN model = nn::make_synthetic_patch_cnn(kind.shape, kind.grid, kind.patch, kind.embedding, seed,
+                                                          nn::synthetic_images(128, {3, side, side}, seed + 1));
+  nn::save_model_file(model, out);
+  progress("wrote %s in %.1f s", out.c_str(), seconds_since(t));
+  return 0;
+}
+
+// A synthetic face-like image; with variation v > 0, the same image blended with a fraction
+// v of another one ("the same person, another photo").
+int cmd_sample_image(std::size_t size, std::uint64_t seed, double variation, const std::string& out) {
+  if (!(variation >= 0 && variation <= 1)) throw std::invalid_argument("--variation must be in [0, 1]");
+  nn::Tensor image = nn::synthetic_images(1, {3, size, size}, seed)[0];
+  const nn::Tensor other = nn::synthetic_images(1, {3, size, size}, seed + 1000)[0];
+  for (std::size_t i = 0; i < image.data.size(); ++i)
+    image.data[i] = (1 - variation) * image.data[i] + variation * other.data[i];
+  app::save_png(image, out);
+  progress("wrote %s (%zux%zu synthetic face-like image)", out.c_str(), size, size);
+  return 0;
+}
+
+// ---- compile (server) ----------------------------------------------------------------
+
+int cmd_compile(const std::string& model_path, const std::string& out_dir, double budget_gb) {
+  auto t = Clock::now();
+  const nn::PatchCNN model = nn::load_model_file(model_path);
+  const std::size_t levels = nn::required_levels(model);
+  const ckks::ParameterSpec spec = nn::choose_parameters(levels);
+  const ckks::Context ctx(ckks::Parameters::create(spec));
+  progress("model %s: %zu patches, depth %zu -> parameters %s", model_path.c_str(), model.backbones.size(), levels,
+           ctx.params().describe().c_str());
+  const ckks::Encoder enc(ctx);
+  const auto budget = static_cast<std::size_t>(budget_gb * static_cast<double>(1ULL << 30));
+  const nn::CompiledPatchCNN compiled =
+      nn::CompiledPatchCNN::compile(model, enc, levels, ctx.params().default_scale(), budget);
+  const double compile_s = seconds_since(t);
+  progress("compiled in %.1f s: diagonals hold %.2f GB, %zu rotation keys needed", compile_s,
+           static_cast<double>(compiled.plaintext_bytes()) / 1e9, compiled.rotation_levels().size());
+  fs::create_directories(out_dir);
+  t = Clock::now();
+  ckks::write_file(out_dir + "/params.pfhe", ckks::save_parameters(ctx.params()));
+  ckks::write_file(out_dir + "/model.pfhc", compiled.save());
+  write_text(out_dir + "/client.json", runtime::ClientSpec::of(compiled, ctx.params()).to_json());
+  progress("wrote %s/{params.pfhe, model.pfhc, client.json} in %.1f s", out_dir.c_str(), seconds_since(t));
+  return 0;
+}
+
+// ---- keygen / encrypt / decrypt (client) -----------------------------------------------
+
+int cmd_keygen(const std::string& spec_path, const std::string& params_path, const std::string& secret_out,
+               const std::string& eval_out) {
+  const auto t = Clock::now();
+  const ckks::Context ctx(runtime::read_secure_parameters(params_path));
+  const runtime::ClientSpec spec = read_spec(spec_path);
+  progress("generating the secret key, a relinearization key and %zu Galois keys", spec.rotation_levels.size());
+  const auto [secret, keys] = runtime::generate_keys(ctx, spec);
+  runtime::write_secret_key(secret_out, ctx, secret);
+  runtime::write_evaluation_keys(eval_out, ctx, keys);
+  progress("keys in %.1f s: secret key %s (keep it), evaluation keys %s (%.2f GB, for the server)", seconds_since(t),
+           secret_out.c_str(), eval_out.c_str(), static_cast<double>(fs::file_size(eval_out)) / 1e9);
+  return 0;
+}
+
+int cmd_encrypt(const std::string& spec_path, const std::string& params_path, const std::string& secret_path,
+                const std::string& image_path, const std::string& out) {
+  const auto t = Clock::now();
+  const ckks::Context ctx(runtime::read_secure_parameters(params_path));
+  const runtime::ClientSpec spec = read_spec(spec_path);
+  const runtime::Client client(ctx, spec, runtime::read_secret_key(secret_path, ctx));
+  const nn::Tensor image = app::load_image(image_path, spec.image_shape().height);
+  ckks::write_file(out, runtime::save_bundle(client.encrypt_image(image)));
+  progress("encrypted %zu patches of %s in %.2f s -> %s (%.1f MB)", spec.grid * spec.grid, image_path.c_str(),
+           seconds_since(t), out.c_str(), static_cast<double>(fs::file_size(out)) / 1e6);
+  return 0;
+}
+
+struct DecryptOptions {
+  std::string spec, params, secret, input, model, image, json;
+  bool score = false;
+};
+
+int cmd_decrypt(const DecryptOptions& o) {
+  const ckks::Context ctx(runtime::read_secure_parameters(o.params));
+  const runtime::Client client(ctx, read_spec(o.spec), runtime::read_secret_key(o.secret, ctx));
+  const runtime::CiphertextFile ct = read_single_ciphertext(o.input, ctx);
+  nlohmann::json report;
+  if (o.score) {
+    const double score = client.decrypt_score(ct);
+    std::printf("score %.6f -> %s\n", score, score < 0 ? "MATCH (same person)" : "NO MATCH");
+    report = {{"score", score}, {"match", score < 0}};
+  } else {
+    const nn::Tensor e = client.decrypt_embedding(ct);
+    double norm = 0;
+    for (double v : e.data) norm += v * v;
+    std::printf("embedding: %zu values, L2 norm %.6f, first values %.6f %.6f %.6f\n", e.data.size(), std::sqrt(norm),
+                e.data[0], e.data[1], e.data[2]);
+    report = {{"embedding", e.data}};
+    if (!o.model.empty()) {
+      // Precision against the float64 reference (needs the plaintext model: demo/testing).
+      const nn::PatchCNN model = nn::load_model_file(o.model);
+      const nn::Tensor want = model.normalized(app::load_image(o.image, model.image_shape().height));
+      double max_err = 0, sum_err = 0, max_ref = 0;
+      for (std::size_t i = 0; i < want.data.size(); ++i) {
+        const double err = std::fabs(e.data[i] - want.data[i]);
+        max_err = std::max(max_err, err);
+        sum_err += err;
+        max_ref = std::max(max_ref, std::fabs(want.data[i]));
+      }
+      const double rel = max_err / max_ref;
+      std::printf("precision vs float64: max abs error %.3e, mean abs error %.3e, relative %.3e (%.1f bits)\n", max_err,
+                  sum_err / static_cast<double>(want.data.size()), rel, -std::log2(rel));
+      report["max_abs_error"] = max_err;
+      report["relative_error"] = rel;
+    }
+  }
+  write_json_report(o.json, report);
+  return 0;
+}
+
+// ---- infer / enroll / match (server) ---------------------------------------------------
+
+struct InferOptions {
+  std::string params, model, keys, input, out, executor = "seq", json;
+  std::size_t workers = 1;
+};
+
+std::unique_ptr<runtime::Executor> make_executor(const std::string& name, std::size_t workers) {
+  if (name == "seq") return runtime::make_sequential_executor();
+  if (name == "threads") return runtime::make_thread_executor(workers);
+  if (name == "fork") return runtime::make_fork_executor(workers);
+  throw std::invalid_argument("unknown executor '" + name + "' (seq, threads, fork, mpi)");
+}
+
+int run_inference(const InferOptions& o, const runtime::Server& server, runtime::Executor& executor, double load_s) {
+  const auto inputs = runtime::read_ciphertexts(o.input, server.context());
+  progress("running %zu patch backbones on the %s executor (%zu workers)", inputs.ciphertexts.size(), executor.name().c_str(),
+           executor.workers());
+  const auto t = Clock::now();
+  runtime::RunStats stats;
+  const runtime::CiphertextFile embedding = server.infer(inputs, executor, &stats);
+  const double infer_s = seconds_since(t);
+  runtime::write_ciphertexts(o.out, server.context(), embedding);
+  progress("encrypted embedding in %.2f s (backbones %.2f s, serialization/transfer %.3f s) -> %s", infer_s,
+           stats.seconds, stats.transfer_seconds, o.out.c_str());
+  write_json_report(o.json, {{"executor", executor.name()},
+                             {"workers", executor.workers()},
+                             {"load_seconds", load_s},
+                             {"infer_seconds", infer_s},
+                             {"backbone_seconds", stats.seconds},
+                             {"task_seconds", stats.task_seconds},
+                             {"transfer_seconds", stats.transfer_seconds},
+                             {"transfer_bytes", stats.transfer_bytes},
+                             {"peak_rss_gb", peak_rss_gb()}});
+  return 0;
+}
+
+int cmd_infer(InferOptions o, int* argc, char*** argv) {
+  if (o.executor == "fork") omp_set_num_threads(1);  // the parent must stay single-threaded
+  if (o.executor == "mpi") {
+#ifdef PFHE_HAVE_MPI
+    runtime::MpiSession mpi(argc, argv);
+    omp_set_num_threads(1);
+    const auto t = Clock::now();
+    const runtime::Server server(o.params, o.model, o.keys);
+    if (mpi.rank() != 0) {
+      runtime::serve_mpi_tasks(mpi, server.context(), server.tasks());
+      return 0;
+    }
+    const double load_s = seconds_since(t);
+    auto executor = runtime::make_mpi_executor(mpi);
+    return run_inference(o, server, *executor, load_s);
+#else
+    (void)argc;
+    (void)argv;
+    throw std::invalid_argument("this pfhe was built without MPI (install libopenmpi-dev and rebuild)");
+#endif
+  }
+  if (o.workers == 0) throw std::invalid_argument("--workers must be at least 1");
+  auto executor = make_executor(o.executor, o.workers);
+  const auto t = Clock::now();
+  progress("loading parameters, compiled model and evaluation keys");
+  const runtime::Server server(o.params, o.model, o.keys);
+  const double load_s = seconds_since(t);
+  progress("loaded in %.1f s", load_s);
+  return run_inference(o, server, *executor, load_s);
+}
+
+std::string template_path(const std::string& store, const std::string& name) {
+  if (name.empty() || name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
+                          std::string::npos)
+    throw std::invalid_argument("template name must be non-empty and use only letters, digits, '_' and '-'");
+  return store + "/" + name + ".ct";
+}
+
+int cmd_enroll(const std::string& params, const std::string& store, const std::string& name, const std::string& input) {
+  const ckks::Context ctx(runtime::read_secure_parameters(params));
+  const runtime::CiphertextFile e = read_single_ciphertext(input, ctx);  // validated before it is stored
+  fs::create_directories(store);
+  runtime::write_ciphertexts(template_path(store, name), ctx, e);
+  progress("enrolled '%s' (encrypted template) in %s", name.c_str(), store.c_str());
+  return 0;
+}
+
+int cmd_match(const InferOptions& o, const std::string& store, const std::string& name, double threshold) {
+  const runtime::Server server(o.params, o.model, o.keys);
+  const std::string path = template_path(store, name);
+  if (!fs::exists(path)) throw std::invalid_argument("no enrolled template '" + name + "' in " + store);
+  const runtime::CiphertextFile enrolled = read_single_ciphertext(path, server.context());
+  const runtime::CiphertextFile probe = read_single_ciphertext(o.input, server.context());
+  runtime::write_ciphertexts(o.out, server.context(), server.match(probe, enrolled, threshold));
+  progress("encrypted match score against '%s' -> %s", name.c_str(), o.out.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ring::keep_freed_memory_for_reuse();
+  CLI::App app{"pfhe: encrypted PatchCNN (CryptoFace) inference under RNS-CKKS"};
+  app.require_subcommand(1);
+
+  std::string kind = "reduced", out, model, out_dir, spec, params, secret, keys, image, input, store, name, json;
+  std::uint64_t seed = 2025;
+  std::size_t size = 64;
+  double budget_gb = 4, threshold = 0, variation = 0;
+  InferOptions infer;
+  DecryptOptions dec;
+
+  auto* make = app.add_subcommand("make-model", "write a synthetic calibrated PatchCNN model file");
+  make->add_option("--kind", kind, "tiny | reduced | cryptofacenet4 | cryptofacenet9 | cryptofacenet16")->capture_default_str();
+  make->add_option("--seed", seed)->capture_default_str();
+  make->add_option("--out", out, "model file (.pfhm)")->required();
+
+  auto* sample = app.add_subcommand("sample-image", "write a synthetic face-like PNG image");
+  sample->add_option("--size", size)->capture_default_str();
+  sample->add_option("--seed", seed)->capture_default_str();
+  sample->add_option("--variation", variation, "blend in this fraction of another image")->capture_default_str();
+  sample->add_option("--out", out)->required();
+
+  auto* compile = app.add_subcommand("compile", "server: model file -> parameters, compiled artefact, client spec");
+  compile->add_option("--model", model)->required()->check(CLI::ExistingFile);
+  compile->add_option("--out-dir", out_dir)->required();
+  compile->add_option("--budget-gb", budget_gb, "memory for pre-encoded diagonals (the rest is encoded just in time)")
+      ->capture_default_str();
+
+  auto* keygen = app.add_subcommand("keygen", "client: secret key + evaluation keys for a compiled model");
+  keygen->add_option("--spec", spec, "client.json from compile")->required()->check(CLI::ExistingFile);
+  keygen->add_option("--params", params)->required()->check(CLI::ExistingFile);
+  keygen->add_option("--secret-key", secret, "output; stays with the client")->required();
+  keygen->add_option("--eval-keys", keys, "output; sent to the server")->required();
+
+  auto* encrypt = app.add_subcommand("encrypt", "client: image -> encrypted patches");
+  encrypt->add_option("--spec", spec)->required()->check(CLI::ExistingFile);
+  encrypt->add_option("--params", params)->required()->check(CLI::ExistingFile);
+  encrypt->add_option("--secret-key", secret)->required()->check(CLI::ExistingFile);
+  encrypt->add_option("--image", image, "PNG / PPM / JPEG / BMP")->required()->check(CLI::ExistingFile);
+  encrypt->add_option("--out", out)->required();
+
+  auto* run = app.add_subcommand("infer", "server: encrypted patches -> encrypted normalised embedding");
+  auto* match = app.add_subcommand("match", "server: encrypted embedding vs enrolled template -> encrypted score");
+  for (auto* c : {run, match}) {
+    c->add_option("--params", infer.params)->required()->check(CLI::ExistingFile);
+    c->add_option("--model", infer.model, "model.pfhc from compile")->required()->check(CLI::ExistingFile);
+    c->add_option("--eval-keys", infer.keys)->required()->check(CLI::ExistingFile);
+    c->add_option("--input", infer.input)->required()->check(CLI::ExistingFile);
+    c->add_option("--out", infer.out)->required();
+  }
+  run->add_option("--executor", infer.executor, "seq | threads | fork | mpi (under mpirun)")->capture_default_str();
+  run->add_option("--workers", infer.workers)->capture_default_str();
+  run->add_option("--json", infer.json, "write a timing report (- for stdout)");
+  match->add_option("--store", store)->required();
+  match->add_option("--name", name)->required();
+  match->add_option("--threshold", threshold, "squared-distance threshold")->required();
+
+  auto* enroll = app.add_subcommand("enroll", "server: store an encrypted embedding as a named template");
+  enroll->add_option("--params", params)->required()->check(CLI::ExistingFile);
+  enroll->add_option("--store", store)->required();
+  enroll->add_option("--name", name)->required();
+  enroll->add_option("--embedding", input)->required()->check(CLI::ExistingFile);
+
+  auto* decrypt = app.add_subcommand("decrypt", "client: decrypt an embedding or a match score");
+  decrypt->add_option("--spec", dec.spec)->required()->check(CLI::ExistingFile);
+  decrypt->add_option("--params", dec.params)->required()->check(CLI::ExistingFile);
+  decrypt->add_option("--secret-key", dec.secret)->required()->check(CLI::ExistingFile);
+  decrypt->add_option("--input", dec.input)->required()->check(CLI::ExistingFile);
+  decrypt->add_flag("--score", dec.score, "the input is a match score");
+  decrypt->add_option("--reference-model", dec.model, "plaintext model: report precision against float64");
+  decrypt->add_option("--reference-image", dec.image, "the image that was encrypted");
+  decrypt->add_option("--json", dec.json, "write the result as JSON (- for stdout)");
+
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (*make) return cmd_make_model(kind, seed, out);
+    if (*sample) return cmd_sample_image(size, seed, variation, out);
+    if (*compile) return cmd_compile(model, out_dir, budget_gb);
+    if (*keygen) return cmd_keygen(spec, params, secret, keys);
+    if (*encrypt) return cmd_encrypt(spec, params, secret, image, out);
+    if (*run) return cmd_infer(infer, &argc, &argv);
+    if (*enroll) return cmd_enroll(params, store, name, input);
+    if (*match) return cmd_match(infer, store, name, threshold);
+    if (*decrypt) {
+      if (dec.model.empty() != dec.image.empty())
+        throw std::invalid_argument("--reference-model and --reference-image go together");
+      return cmd_decrypt(dec);
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "pfhe: error: %s\n", e.what());
+    return 1;
+  }
+  return 2;
+}

@@ -1,0 +1,42 @@
+#include "nn/parameter_choice.h"
+
+#include <stdexcept>
+#include <string>
+
+namespace pfhe::nn {
+
+std::size_t required_levels(const PatchCNN& model) {
+  model.validate();
+  // conv0, then per block HerPN + conv + HerPN + conv (the shortcut runs beside them),
+  // then the pooling HerPN and the fused pool/BatchNorm1d/head transform; + 5 for
+  // normalisation (square, degree-2 polynomial, product) and matching (square).
+  return 1 + 4 * model.backbones.front().blocks.size() + 2 + 5;
+}
+
+ckks::ParameterSpec choose_parameters(std::size_t levels, int scale_bits, int base_bits) {
+  if (levels == 0 || levels > 64) throw std::invalid_argument("choose_parameters: unsupported level count");
+  const int q_total = base_bits + static_cast<int>(levels) * scale_bits;
+  for (int log_n = 13; log_n <= 17; ++log_n) {
+    const int limit = ckks::max_log_qp_128(log_n);
+    // About three key-switching digits: P just above one digit of Q (fewer digits need a
+    // larger P, more digits cost time and key size).
+    for (int p_count = (q_total / 3 + base_bits - 1) / base_bits; p_count <= q_total / base_bits + 1; ++p_count) {
+      if (q_total + p_count * base_bits > limit) break;
+      ckks::ParameterSpec spec;
+      spec.log_n = log_n;
+      spec.q_bits.push_back(base_bits);
+      spec.q_bits.insert(spec.q_bits.end(), levels, scale_bits);
+      spec.p_bits.assign(static_cast<std::size_t>(p_count), base_bits);
+      try {
+        (void)ckks::Parameters::create(spec);
+        return spec;
+      } catch (const std::invalid_argument&) {
+        // digits too large for this P, or too few primes of that size: try the next one
+      }
+    }
+  }
+  throw std::invalid_argument("choose_parameters: " + std::to_string(levels) +
+                              " levels do not fit any ring up to 2^17 at 128-bit security");
+}
+
+}  // namespace pfhe::nn

@@ -1,0 +1,20 @@
+// Parameter selection from a model's depth: the smallest ring that holds q_0 + levels
+// scaling primes + the special primes at 128-bit security (HomomorphicEncryption.org
+// table), without bootstrapping. Scaling primes have `scale_bits`; q_0 and P primes
+// `base_bits` (q_0 - scale_bits bits of headroom above the scale for the final values).
+#pragma once
+#include <cstddef>
+
+#include "ckks/parameters.h"
+#include "nn/patch_cnn.h"
+
+namespace pfhe::nn {
+
+// Levels an encrypted PatchCNN inference consumes: backbone (with its head block),
+// L2 normalisation and matching.
+std::size_t required_levels(const PatchCNN& model);
+
+// Throws std::invalid_argument when no tabulated ring (up to 2^17) is large enough.
+ckks::ParameterSpec choose_parameters(std::size_t levels, int scale_bits = 40, int base_bits = 50);
+
+}  // namespace pfhe::nn

@@ -1,0 +1,133 @@
+#include "runtime/bundle.h"
+
+#include <sys/stat.h>
+
+#include <cstring>
+
+#include "ckks/encryptor.h"
+#include "ckks/serialization.h"
+#include "ring/prng.h"
+
+namespace pfhe::runtime {
+
+namespace {
+constexpr char kMagic[4] = {'P', 'F', 'H', 'B'};
+constexpr std::uint32_t kVersion = 1;
+constexpr std::size_t kMaxObjects = 1 << 16;
+
+// Runs a loader on a file's bundle; loader errors name the file.
+template <typename F>
+auto load_from(const std::string& path, F&& f) {
+  try {
+    return f(load_bundle(ckks::read_file(path)));
+  } catch (const ckks::SerializationError& e) {
+    throw ckks::SerializationError(path + ": " + e.what());
+  }
+}
+
+std::string hex(std::uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+}  // namespace
+
+ckks::Bytes save_bundle(const Bundle& bundle) {
+  ckks::ByteWriter w;
+  std::size_t total = 0;
+  for (const auto& o : bundle.objects) total += o.size() + 8;
+  w.reserve_more(total + 24);
+  w.put_bytes(reinterpret_cast<const std::uint8_t*>(kMagic), 4);
+  w.put<std::uint32_t>(kVersion);
+  w.put<std::uint64_t>(bundle.key_set);
+  w.put<std::uint64_t>(bundle.objects.size());
+  for (const auto& o : bundle.objects) w.put_blob(o);
+  return std::move(w.bytes());
+}
+
+Bundle load_bundle(std::span<const std::uint8_t> bytes) {
+  const char* what = "bundle";
+  ckks::ByteReader r(bytes);
+  char magic[4];
+  r.get_bytes(reinterpret_cast<std::uint8_t*>(magic), 4, what);
+  if (std::memcmp(magic, kMagic, 4) != 0) throw ckks::SerializationError("not a pfhe bundle (bad magic)");
+  const auto version = r.get<std::uint32_t>(what);
+  if (version != kVersion) throw ckks::SerializationError("unsupported bundle version " + std::to_string(version));
+  Bundle b;
+  b.key_set = r.get<std::uint64_t>(what);
+  const std::size_t count = r.get_count(what, kMaxObjects);
+  for (std::size_t i = 0; i < count; ++i) {
+    const auto blob = r.get_blob(what);
+    b.objects.emplace_back(blob.begin(), blob.end());
+  }
+  r.expect_end(what);
+  return b;
+}
+
+std::uint64_t new_key_set_tag() {
+  for (;;) {
+    const ring::Seed s = ring::random_seed();
+    std::uint64_t tag;
+    std::memcpy(&tag, s.data(), sizeof tag);
+    if (tag != 0) return tag;
+  }
+}
+
+void check_same_key_set(std::uint64_t a, const std::string& what_a, std::uint64_t b, const std::string& what_b) {
+  if (a != 0 && b != 0 && a != b)
+    throw std::invalid_argument(what_a + " (key set " + hex(a) + ") and " + what_b + " (key set " + hex(b) +
+                                ") belong to different key sets");
+}
+
+void write_ciphertexts(const std::string& path, const ckks::Context& ctx, const CiphertextFile& file) {
+  Bundle b{file.key_set, {}};
+  for (const auto& c : file.ciphertexts) b.objects.push_back(ckks::save(ctx, c, {.compress = true}));
+  ckks::write_file(path, save_bundle(b));
+}
+
+CiphertextFile read_ciphertexts(const std::string& path, const ckks::Context& ctx) {
+  return load_from(path, [&](const Bundle& b) {
+    CiphertextFile out{b.key_set, {}};
+    for (const auto& o : b.objects) {
+      if (ckks::peek_type(o) == ckks::ObjectType::kSeededCiphertext)
+        out.ciphertexts.push_back(ckks::expand_seeded(ctx, ckks::load_seeded_ciphertext(ctx, o)));
+      else
+        out.ciphertexts.push_back(ckks::load_ciphertext(ctx, o));
+    }
+    if (out.ciphertexts.empty()) throw ckks::SerializationError("no ciphertexts");
+    return out;
+  });
+}
+
+void write_evaluation_keys(const std::string& path, const ckks::Context& ctx, const EvaluationKeys& keys) {
+  ckks::write_file(path, save_bundle({keys.key_set, {ckks::save(ctx, keys.relin), ckks::save(ctx, keys.galois)}}));
+}
+
+EvaluationKeys read_evaluation_keys(const std::string& path, const ckks::Context& ctx) {
+  return load_from(path, [&](const Bundle& b) {
+    if (b.objects.size() != 2) throw ckks::SerializationError("evaluation keys: expected a relinearization key and Galois keys");
+    return EvaluationKeys{b.key_set, ckks::load_relin_key(ctx, b.objects[0]), ckks::load_galois_keys(ctx, b.objects[1])};
+  });
+}
+
+void write_secret_key(const std::string& path, const ckks::Context& ctx, const SecretKeyFile& key) {
+  const ckks::Bytes bytes = save_bundle({key.key_set, {ckks::save(ctx, key.key)}});
+  // Created owner-only from the start (no window in which the file is world-readable).
+  const mode_t old = ::umask(077);
+  try {
+    ckks::write_file(path, bytes);
+  } catch (...) {
+    ::umask(old);
+    throw;
+  }
+  ::umask(old);
+}
+
+SecretKeyFile read_secret_key(const std::string& path, const ckks::Context& ctx) {
+  return load_from(path, [&](const Bundle& b) {
+    if (b.objects.size() != 1) throw ckks::SerializationError("secret key file: expected one secret key");
+    return SecretKeyFile{b.key_set, ckks::load_secret_key(ctx, b.objects[0])};
+  });
+}
+
+}  // namespace pfhe::runtime

@@ -1,0 +1,55 @@
+// A bundle file: several serialized pfhe objects in one file ("PFHB", version, key-set
+// tag, count, then length-prefixed objects). Patch ciphertexts, results, the secret key
+// and the evaluation keys travel as bundles. The key-set tag is a random 64-bit number
+// drawn at key generation and carried by every file made under that key set, so that
+// mixing files of different key sets is a clear error instead of silent garbage (0: no
+// tag). Loading checks the framing; every object is validated by its own loader (type,
+// parameter fingerprint, sizes, coefficient ranges).
+#pragma once
+#include <span>
+#include <string>
+#include <vector>
+
+#include "ckks/byte_stream.h"
+#include "ckks/ciphertext.h"
+#include "ckks/context.h"
+#include "ckks/keys.h"
+
+namespace pfhe::runtime {
+
+struct Bundle {
+  std::uint64_t key_set = 0;
+  std::vector<ckks::Bytes> objects;
+};
+ckks::Bytes save_bundle(const Bundle& bundle);
+Bundle load_bundle(std::span<const std::uint8_t> bytes);
+
+std::uint64_t new_key_set_tag();  // from the OS CSPRNG, never 0
+// Throws std::invalid_argument naming both files when two tags differ.
+void check_same_key_set(std::uint64_t a, const std::string& what_a, std::uint64_t b, const std::string& what_b);
+
+struct CiphertextFile {
+  std::uint64_t key_set = 0;
+  std::vector<ckks::Ciphertext> ciphertexts;
+};
+// Compressed; seeded ciphertexts in a file are expanded on reading.
+void write_ciphertexts(const std::string& path, const ckks::Context& ctx, const CiphertextFile& file);
+CiphertextFile read_ciphertexts(const std::string& path, const ckks::Context& ctx);
+
+struct EvaluationKeys {
+  std::uint64_t key_set = 0;
+  ckks::RelinKey relin;
+  ckks::GaloisKeys galois;
+};
+void write_evaluation_keys(const std::string& path, const ckks::Context& ctx, const EvaluationKeys& keys);
+EvaluationKeys read_evaluation_keys(const std::string& path, const ckks::Context& ctx);
+
+struct SecretKeyFile {
+  std::uint64_t key_set = 0;
+  ckks::SecretKey key;
+};
+// Written readable by its owner only.
+void write_secret_key(const std::string& path, const ckks::Context& ctx, const SecretKeyFile& key);
+SecretKeyFile read_secret_key(const std::string& path, const ckks::Context& ctx);
+
+}  // namespace pfhe::runtime

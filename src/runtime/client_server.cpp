@@ -1,0 +1,184 @@
+#include "runtime/client_server.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <stdexcept>
+
+#include "ckks/keygen.h"
+#include "ckks/serialization.h"
+#include "nn/linear_map.h"
+
+namespace pfhe::runtime {
+
+namespace {
+
+nlohmann::json layout_json(const nn::Layout& l) {
+  return {{"channels", l.shape.channels}, {"height", l.shape.height}, {"width", l.shape.width},
+          {"gap", l.gap},               {"slots", l.slots},          {"replicas", l.replicas}};
+}
+
+nn::Layout layout_from(const nlohmann::json& j) {
+  nn::Layout l;
+  l.shape = {j.at("channels").get<std::size_t>(), j.at("height").get<std::size_t>(), j.at("width").get<std::size_t>()};
+  l.gap = j.at("gap").get<std::size_t>();
+  l.slots = j.at("slots").get<std::size_t>();
+  l.replicas = j.at("replicas").get<std::size_t>();
+  l.validate();
+  return l;
+}
+
+}  // namespace
+
+std::string ClientSpec::to_json() const {
+  nlohmann::json rotations = nlohmann::json::array();
+  for (const auto& [step, level] : rotation_levels) rotations.push_back({step, level});
+  const nlohmann::json j = {{"format", "pfhe-client-spec"},
+                            {"version", 1},
+                            {"parameter_fingerprint", fingerprint},
+                            {"grid", grid},
+                            {"patch_size", patch_size},
+                            {"embedding_size", embedding_size},
+                            {"input_level", input_level},
+                            {"input_scale", input_scale},
+                            {"input_layout", layout_json(input_layout)},
+                            {"embedding_layout", layout_json(embedding_layout)},
+                            {"rotations", rotations}};
+  return j.dump(1);
+}
+
+ClientSpec ClientSpec::from_json(const std::string& text) {
+  try {
+    const nlohmann::json j = nlohmann::json::parse(text);
+    if (j.at("format") != "pfhe-client-spec" || j.at("version") != 1)
+      throw std::invalid_argument("not a version-1 pfhe client spec");
+    ClientSpec s;
+    s.fingerprint = j.at("parameter_fingerprint").get<std::uint64_t>();
+    s.grid = j.at("grid").get<std::size_t>();
+    s.patch_size = j.at("patch_size").get<std::size_t>();
+    s.embedding_size = j.at("embedding_size").get<std::size_t>();
+    s.input_level = j.at("input_level").get<std::size_t>();
+    s.input_scale = j.at("input_scale").get<double>();
+    s.input_layout = layout_from(j.at("input_layout"));
+    s.embedding_layout = layout_from(j.at("embedding_layout"));
+    for (const auto& r : j.at("rotations")) s.rotation_levels[r.at(0).get<long>()] = r.at(1).get<std::size_t>();
+    if (s.grid == 0 || s.grid > 16 || s.patch_size == 0 || s.patch_size > 256 || s.input_level == 0 ||
+        !(s.input_scale > 1) || !std::isfinite(s.input_scale) ||
+        !(s.input_layout.shape == nn::Shape{3, s.patch_size, s.patch_size}) ||
+        s.embedding_layout.shape.size() != s.embedding_size)
+      throw std::invalid_argument("inconsistent geometry");
+    return s;
+  } catch (const nlohmann::json::exception& e) {
+    throw std::invalid_argument(std::string("client spec: ") + e.what());
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(std::string("client spec: ") + e.what());
+  }
+}
+
+ClientSpec ClientSpec::of(const nn::CompiledPatchCNN& model, const ckks::Parameters& params) {
+  ClientSpec s;
+  s.fingerprint = params.fingerprint();
+  s.grid = static_cast<std::size_t>(std::lround(std::sqrt(static_cast<double>(model.patches()))));
+  const nn::CompiledBackbone& b = model.backbone(0);
+  s.patch_size = b.input_layout().shape.height;
+  s.input_level = b.input_level();
+  s.input_scale = b.input_scale();
+  s.input_layout = b.input_layout();
+  s.embedding_layout = model.embedding_layout();
+  s.embedding_size = s.embedding_layout.shape.size();
+  s.rotation_levels = model.rotation_levels();
+  return s;
+}
+
+ckks::Parameters read_secure_parameters(const std::string& path) {
+  ckks::Parameters p = [&] {
+    try {
+      return ckks::load_parameters(ckks::read_file(path));
+    } catch (const ckks::SerializationError& e) {
+      throw ckks::SerializationError(path + ": " + e.what());
+    }
+  }();
+  if (p.insecure()) throw std::invalid_argument(path + ": parameters are marked insecure (test only); refused");
+  return p;
+}
+
+Client::Client(const ckks::Context& context, const ClientSpec& s, SecretKeyFile key)
+    : ctx(context), spec(s), secret_key(std::move(key)), encoder(context), encryptor(context, secret_key.key),
+      decryptor(context, secret_key.key) {
+  if (spec.fingerprint != ctx.params().fingerprint())
+    throw std::invalid_argument("client spec was made for other parameters (fingerprint mismatch)");
+}
+
+Bundle Client::encrypt_image(const nn::Tensor& image) const {
+  nn::expect_shape(image, spec.image_shape(), "encrypt_image");
+  Bundle out{secret_key.key_set, {}};
+  for (std::size_t p = 0; p < spec.grid * spec.grid; ++p) {
+    const nn::Tensor patch = nn::extract_patch(image, spec.grid, spec.patch_size, p);
+    const ckks::Plaintext pt = encoder.encode(nn::pack(patch, spec.input_layout), spec.input_level, spec.input_scale);
+    out.objects.push_back(ckks::save(ctx, encryptor.encrypt_seeded(pt), {.compress = true}));
+  }
+  return out;
+}
+
+namespace {
+const ckks::Ciphertext& single(const CiphertextFile& file, std::uint64_t key_set) {
+  check_same_key_set(file.key_set, "the ciphertext", key_set, "the secret key");
+  if (file.ciphertexts.size() != 1)
+    throw std::invalid_argument("expected one ciphertext, found " + std::to_string(file.ciphertexts.size()));
+  return file.ciphertexts.front();
+}
+}  // namespace
+
+nn::Tensor Client::decrypt_embedding(const CiphertextFile& file) const {
+  return nn::unpack(encoder.decode_real(decryptor.decrypt(single(file, secret_key.key_set))), spec.embedding_layout);
+}
+
+double Client::decrypt_score(const CiphertextFile& file) const {
+  return encoder.decode_real(decryptor.decrypt(single(file, secret_key.key_set)))[0];
+}
+
+std::pair<SecretKeyFile, EvaluationKeys> generate_keys(const ckks::Context& ctx, const ClientSpec& spec) {
+  if (spec.fingerprint != ctx.params().fingerprint())
+    throw std::invalid_argument("client spec was made for other parameters (fingerprint mismatch)");
+  ckks::KeyGenerator kg(ctx);
+  const std::uint64_t tag = new_key_set_tag();
+  EvaluationKeys keys{tag, kg.create_relin_key(), kg.create_galois_keys(spec.rotation_levels)};
+  return {SecretKeyFile{tag, kg.secret_key()}, std::move(keys)};
+}
+
+Server::Server(const std::string& params_path, const std::string& model_path, const std::string& keys_path) {
+  ctx_ = std::make_unique<ckks::Context>(read_secure_parameters(params_path));
+  enc_ = std::make_unique<ckks::Encoder>(*ctx_);
+  try {
+    model_ = std::make_unique<nn::CompiledPatchCNN>(nn::CompiledPatchCNN::load(*enc_, ckks::read_file(model_path)));
+  } catch (const ckks::SerializationError& e) {
+    throw ckks::SerializationError(model_path + ": " + e.what());
+  }
+  keys_ = std::make_unique<EvaluationKeys>(read_evaluation_keys(keys_path, *ctx_));
+  for (const auto& [step, level] : model_->rotation_levels()) {
+    const auto key = keys_->galois.keys.find(ckks::galois_element_for_step(step, ctx_->n()));
+    if (key == keys_->galois.keys.end() || key->second.max_level() < level)
+      throw std::invalid_argument(keys_path + ": no Galois key for rotation " + std::to_string(step) + " at level " +
+                                  std::to_string(level) + " (keys generated for another model?)");
+  }
+  eval_ = std::make_unique<ckks::Evaluator>(*ctx_, &keys_->relin, &keys_->galois);
+}
+
+CiphertextFile Server::infer(const CiphertextFile& patches, Executor& executor, RunStats* stats) const {
+  check_same_key_set(patches.key_set, "the encrypted patches", keys_->key_set, "the evaluation keys");
+  if (patches.ciphertexts.size() != model_->patches())
+    throw std::invalid_argument("the model has " + std::to_string(model_->patches()) + " patches, the input " +
+                                std::to_string(patches.ciphertexts.size()) + " ciphertexts");
+  const auto heads = executor.run(*ctx_, tasks(), patches.ciphertexts, stats);
+  return {keys_->key_set, {model_->normalize(*eval_, model_->aggregate(*eval_, heads))}};
+}
+
+CiphertextFile Server::match(const CiphertextFile& probe, const CiphertextFile& enrolled, double threshold) const {
+  check_same_key_set(probe.key_set, "the probe", keys_->key_set, "the evaluation keys");
+  check_same_key_set(enrolled.key_set, "the enrolled template", keys_->key_set, "the evaluation keys");
+  if (probe.ciphertexts.size() != 1 || enrolled.ciphertexts.size() != 1)
+    throw std::invalid_argument("match: the probe and the template must be one ciphertext each");
+  return {keys_->key_set, {model_->match(*eval_, probe.ciphertexts[0], enrolled.ciphertexts[0], threshold)}};
+}
+
+}  // namespace pfhe::runtime

@@ -1,0 +1,86 @@
+// The client/server split of encrypted PatchCNN inference, shared by the CLI (apps/pfhe)
+// and the benchmark-harness stages. The client holds the secret key: it generates keys
+// for the rotation set the compiled model needs, encrypts image patches and decrypts
+// results. The server holds the compiled model and the evaluation keys only.
+#pragma once
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ckks/encoder.h"
+#include "ckks/encryptor.h"
+#include "ckks/evaluator.h"
+#include "nn/patch_cnn.h"
+#include "runtime/bundle.h"
+#include "runtime/executor.h"
+
+namespace pfhe::runtime {
+
+// What a client must know about a compiled model (JSON written next to the artefact):
+// the parameter fingerprint, the image geometry, how patches are packed and at which
+// level and scale they are encrypted, how the embedding comes back, and which rotation
+// keys to generate at which level.
+struct ClientSpec {
+  std::uint64_t fingerprint = 0;
+  std::size_t grid = 0, patch_size = 0, embedding_size = 0, input_level = 0;
+  double input_scale = 0;
+  nn::Layout input_layout, embedding_layout;
+  std::map<long, std::size_t> rotation_levels;
+
+  nn::Shape image_shape() const { return {3, grid * patch_size, grid * patch_size}; }
+  std::string to_json() const;
+  // Validates every field (throws std::invalid_argument naming the problem).
+  static ClientSpec from_json(const std::string& text);
+  static ClientSpec of(const nn::CompiledPatchCNN& model, const ckks::Parameters& params);
+};
+
+// Reads parameters and refuses insecure (test-only) sets: the CLI never uses them.
+ckks::Parameters read_secure_parameters(const std::string& path);
+
+// Not copyable or movable: its encryptor and decryptor refer to its own secret key.
+struct Client {
+  Client(const ckks::Context& ctx, const ClientSpec& spec, SecretKeyFile secret_key);
+  // One seeded ciphertext per patch (compressed), in patch order, tagged with the key set.
+  Bundle encrypt_image(const nn::Tensor& image) const;
+  // Both check that the file belongs to this client's key set.
+  nn::Tensor decrypt_embedding(const CiphertextFile& file) const;
+  double decrypt_score(const CiphertextFile& file) const;  // slot 0
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  const ckks::Context& ctx;
+  ClientSpec spec;
+  SecretKeyFile secret_key;  // owned: the encryptor and decryptor refer to it
+  ckks::Encoder encoder;
+  ckks::Encryptor encryptor;
+  ckks::Decryptor decryptor;
+};
+
+// Creates the client's secret key and the evaluation keys the spec asks for.
+std::pair<SecretKeyFile, EvaluationKeys> generate_keys(const ckks::Context& ctx, const ClientSpec& spec);
+
+class Server {
+ public:
+  // Loads and cross-checks parameters, compiled model and evaluation keys.
+  Server(const std::string& params_path, const std::string& model_path, const std::string& keys_path);
+
+  const ckks::Context& context() const { return *ctx_; }
+  const nn::CompiledPatchCNN& model() const { return *model_; }
+  const ckks::Evaluator& evaluator() const { return *eval_; }
+  TaskFunction tasks() const { return backbone_tasks(*model_, *eval_); }
+
+  // Patch backbones on the executor, then tree aggregation and L2 normalisation. The
+  // patches must belong to the evaluation keys' key set; the result carries it too.
+  CiphertextFile infer(const CiphertextFile& patches, Executor& executor, RunStats* stats = nullptr) const;
+  CiphertextFile match(const CiphertextFile& probe, const CiphertextFile& enrolled, double threshold) const;
+
+ private:
+  std::unique_ptr<ckks::Context> ctx_;
+  std::unique_ptr<ckks::Encoder> enc_;
+  std::unique_ptr<nn::CompiledPatchCNN> model_;
+  std::unique_ptr<EvaluationKeys> keys_;
+  std::unique_ptr<ckks::Evaluator> eval_;
+};
+
+}  // namespace pfhe::runtime

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The client/server CLI end to end on the "tiny" PatchCNN at 128-bit secure parameters:
+# compile, keygen, encrypt, infer on every executor (outputs must be byte-identical),
+# decrypt (precision against float64), enroll and match (decisions), and the failure
+# cases: truncated and corrupted inputs, files of another key set, missing files.
+#   cli_flow.sh PFHE_BINARY [MPIRUN]
+set -euo pipefail
+pfhe=$1
+mpirun=${2:-}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+# expect_error PATTERN CMD...: CMD must exit non-zero (not crash) and print PATTERN.
+expect_error() {
+  local pattern=$1; shift
+  local status=0
+  "$@" > out.txt 2>&1 || status=$?
+  [ "$status" -ne 0 ] || fail "expected failure: $*"
+  [ "$status" -lt 128 ] || fail "crashed (status $status): $*"
+  grep -q -- "$pattern" out.txt || { cat out.txt; fail "message lacks '$pattern': $*"; }
+}
+
+spec=(--spec srv/client.json --params srv/params.pfhe)
+server=(--params srv/params.pfhe --model srv/model.pfhc --eval-keys eval.keys)
+
+"$pfhe" make-model --kind tiny --out model.pfhm
+"$pfhe" sample-image --size 16 --seed 8 --out alice.png
+"$pfhe" sample-image --size 16 --seed 8 --variation 0.05 --out alice2.png
+"$pfhe" sample-image --size 16 --seed 14 --out bob.png
+"$pfhe" compile --model model.pfhm --out-dir srv --budget-gb 0.25
+"$pfhe" keygen "${spec[@]}" --secret-key sk.key --eval-keys eval.keys
+[ "$(stat -c %a sk.key)" = 600 ] || fail "secret key file is not owner-only"
+for img in alice alice2 bob; do
+  "$pfhe" encrypt "${spec[@]}" --secret-key sk.key --image $img.png --out $img.cts
+done
+
+# Every executor gives the same bytes.
+"$pfhe" infer "${server[@]}" --input alice.cts --out alice.seq.ct --executor seq --json seq.json
+"$pfhe" infer "${server[@]}" --input alice.cts --out alice.threads.ct --executor threads --workers 2
+"$pfhe" infer "${server[@]}" --input alice.cts --out alice.fork.ct --executor fork --workers 3
+"$pfhe" infer "${server[@]}" --input alice.cts --out alice.fork8.ct --executor fork --workers 8
+for e in threads fork fork8; do cmp alice.seq.ct alice.$e.ct || fail "$e output differs from sequential"; done
+if [ -n "$mpirun" ]; then
+  OMP_NUM_THREADS=1 "$mpirun" -np 3 --oversubscribe --allow-run-as-root \
+    "$pfhe" infer "${server[@]}" --input alice.cts --out alice.mpi.ct --executor mpi
+  cmp alice.seq.ct alice.mpi.ct || fail "MPI output differs from sequential"
+fi
+grep -q '"executor": "seq"' seq.json || fail "no JSON report"
+
+# Precision against the float64 reference.
+"$pfhe" decrypt "${spec[@]}" --secret-key sk.key --input alice.seq.ct \
+  --reference-model model.pfhm --reference-image alice.png --json precision.json
+python3 -c "import json,sys; r=json.load(open('precision.json'))['relative_error']; sys.exit(0 if r < 1e-3 else 1)" \
+  || fail "relative error above 1e-3: $(cat precision.json)"
+
+# Enrolment and encrypted matching: the same face matches, another does not.
+"$pfhe" enroll --params srv/params.pfhe --store store --name alice --embedding alice.seq.ct
+for img in alice2 bob; do
+  "$pfhe" infer "${server[@]}" --input $img.cts --out $img.ct --executor fork --workers 2
+  "$pfhe" match "${server[@]}" --input $img.ct --out $img.score --store store --name alice --threshold 0.5
+  "$pfhe" decrypt "${spec[@]}" --secret-key sk.key --input $img.score --score --json $img.decision.json
+done
+grep -q '"match": true' alice2.decision.json || fail "the same face did not match: $(cat alice2.decision.json)"
+grep -q '"match": false' bob.decision.json || fail "another face matched: $(cat bob.decision.json)"
+
+# Failures: clear errors, never a crash.
+head -c 1000000 alice.cts > truncated.cts
+expect_error "truncated\|ends\|short" "$pfhe" infer "${server[@]}" --input truncated.cts --out x.ct
+cp alice.cts corrupt.cts
+printf '\xff\xff\xff\xff\xff\xff\xff\xff' | dd of=corrupt.cts bs=1 seek=200 conv=notrunc status=none
+expect_error "error" "$pfhe" infer "${server[@]}" --input corrupt.cts --out x.ct
+"$pfhe" keygen "${spec[@]}" --secret-key other.key --eval-keys other.keys
+expect_error "different key sets" "$pfhe" infer --params srv/params.pfhe --model srv/model.pfhc \
+  --eval-keys other.keys --input alice.cts --out x.ct
+expect_error "different key sets" "$pfhe" decrypt "${spec[@]}" --secret-key other.key --input alice.seq.ct
+expect_error "not a pfhe" "$pfhe" infer --params srv/params.pfhe --model model.pfhm --eval-keys eval.keys \
+  --input alice.cts --out x.ct
+expect_error "does not exist\|not found\|cannot" "$pfhe" infer "${server[@]}" --input missing.cts --out x.ct
+expect_error "no enrolled template" "$pfhe" match "${server[@]}" --input bob.ct --out x --store store --name carol \
+  --threshold 0.5
+expect_error "unknown executor" "$pfhe" infer "${server[@]}" --input alice.cts --out x.ct --executor gpu
+echo "cli flow: all checks passed"
