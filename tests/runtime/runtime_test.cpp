@@ -12,6 +12,7 @@
 
 #include "ckks/serialization.h"
 #include "reduced_server.h"
+#include "runtime/client_server.h"
 #include "runtime/executor.h"
 
 using namespace pfhe;
@@ -159,4 +160,51 @@ TEST(Runtime, ForkRefusesAMultiThreadedParent) {
   stop = true;
   busy.join();
   EXPECT_TRUE(no_children_left());
+}
+
+TEST(ClientServer, ClientOwnsItsSecretKeyAndSpecRoundTrips) {
+  const test::ReducedServer s;
+  const runtime::ClientSpec spec = runtime::ClientSpec::of(s.compiled, s.ctx.params());
+  const runtime::ClientSpec back = runtime::ClientSpec::from_json(spec.to_json());
+  EXPECT_EQ(back.to_json(), spec.to_json());
+  EXPECT_EQ(back.rotation_levels, s.compiled.rotation_levels());
+  EXPECT_THROW(runtime::ClientSpec::from_json("{}"), std::invalid_argument);
+  EXPECT_THROW(runtime::ClientSpec::from_json("not json"), std::invalid_argument);
+  std::string bad = spec.to_json();
+  bad.replace(bad.find("\"patch_size\": 8"), 15, "\"patch_size\": 9");
+  EXPECT_THROW(runtime::ClientSpec::from_json(bad), std::invalid_argument);
+
+  // Regression: the client used to keep a reference to a temporary secret key.
+  const runtime::Client client(s.ctx, spec, runtime::SecretKeyFile{42, s.keygen.secret_key()});
+  const runtime::Bundle patches = client.encrypt_image(s.images[0]);
+  EXPECT_EQ(patches.key_set, 42u);
+  runtime::CiphertextFile file{42, {}};
+  for (const auto& o : patches.objects)
+    file.ciphertexts.push_back(ckks::expand_seeded(s.ctx, ckks::load_seeded_ciphertext(s.ctx, o)));
+  const auto heads = runtime::make_sequential_executor()->run(s.ctx, runtime::backbone_tasks(s.compiled, s.eval),
+                                                              file.ciphertexts);
+  const runtime::CiphertextFile embedding{42, {s.compiled.normalize(s.eval, s.compiled.aggregate(s.eval, heads))}};
+  const nn::Tensor got = client.decrypt_embedding(embedding);
+  const nn::Tensor want = s.model.normalized(s.images[0]);
+  for (std::size_t i = 0; i < want.data.size(); ++i) EXPECT_NEAR(got.data[i], want.data[i], 1e-4);
+  EXPECT_THROW(client.decrypt_embedding({43, embedding.ciphertexts}), std::invalid_argument);
+}
+
+TEST(ClientServer, BundlesRejectDamage) {
+  const runtime::Bundle b{7, {{1, 2, 3}, {4, 5}}};
+  const ckks::Bytes bytes = runtime::save_bundle(b);
+  const runtime::Bundle back = runtime::load_bundle(bytes);
+  EXPECT_EQ(back.key_set, 7u);
+  EXPECT_EQ(back.objects, b.objects);
+  for (std::size_t cut : {0ul, 3ul, 10ul, bytes.size() - 1})
+    EXPECT_THROW(runtime::load_bundle({bytes.data(), cut}), ckks::SerializationError) << cut;
+  ckks::Bytes bad = bytes;
+  bad[0] = 'X';
+  EXPECT_THROW(runtime::load_bundle(bad), ckks::SerializationError);
+  bad = bytes;
+  bad.push_back(0);
+  EXPECT_THROW(runtime::load_bundle(bad), ckks::SerializationError);
+  EXPECT_NE(runtime::new_key_set_tag(), runtime::new_key_set_tag());
+  EXPECT_THROW(runtime::check_same_key_set(1, "a", 2, "b"), std::invalid_argument);
+  EXPECT_NO_THROW(runtime::check_same_key_set(0, "a", 2, "b"));
 }
