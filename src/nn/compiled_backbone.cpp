@@ -1,6 +1,7 @@
 #include "nn/compiled_backbone.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -29,7 +30,7 @@ CompiledLinear make_linear(const ckks::Encoder& enc, const SlotLinearMap& map, c
   CompiledLinear c{level, target_scale,
                    ckks::LinearTransform(enc, map.diagonals(), in.slots, level, 0, diagonal_scale,
                                          ckks::DiagonalStorage::kJustInTime),
-                   std::nullopt, in, out};
+                   std::nullopt, in, out, map.post_sum_steps};
   if (std::any_of(map.bias.begin(), map.bias.end(), [](double b) { return b != 0.0; }))
     c.bias = enc.encode(map.bias, level - 1, target_scale);
   return c;
@@ -123,6 +124,7 @@ ckks::Ciphertext CompiledLinear::apply(const ckks::Evaluator& eval, const ckks::
   eval.rescale_inplace(y);
   check_close(y.scale, output_scale, "compiled linear layer");
   y.scale = output_scale;
+  for (long step : post_sum_steps) eval.add_inplace(y, eval.rotate(y, step));
   if (bias) eval.add_plain_inplace(y, *bias);
   return y;
 }
@@ -223,8 +225,10 @@ double CompiledBackbone::input_scale() const {
 
 std::map<long, std::size_t> CompiledBackbone::rotation_levels() const {
   std::map<long, std::size_t> levels;
-  for (const CompiledLinear* l : linear_layers_of(*this))
+  for (const CompiledLinear* l : linear_layers_of(*this)) {
     for (long step : l->transform.rotation_steps()) levels[step] = std::max(levels[step], l->input_level);
+    for (long step : l->post_sum_steps) levels[step] = std::max(levels[step], l->input_level - 1);
+  }
   return levels;
 }
 
@@ -235,15 +239,28 @@ std::size_t CompiledBackbone::plaintext_bytes() const {
   return bytes;
 }
 
-ckks::Ciphertext CompiledBackbone::run(const ckks::Evaluator& eval, const ckks::Ciphertext& patch) const {
-  ckks::Ciphertext x = conv0_->apply(eval, patch);
-  for (const auto& b : blocks_) {
-    const ckks::Ciphertext z = b.herpn1.apply(eval, x);
-    const ckks::Ciphertext main = b.conv2.apply(eval, b.herpn2.apply(eval, b.conv1.apply(eval, z)));
-    x = b.shortcut.apply(eval, z);
+ckks::Ciphertext CompiledBackbone::run(const ckks::Evaluator& eval, const ckks::Ciphertext& patch,
+                                       std::vector<StepTiming>* timings) const {
+  // Runs one step and, when asked, records its name, input level and time.
+  const auto step = [&](const std::string& name, const auto& op, const ckks::Ciphertext& x) {
+    const auto start = std::chrono::steady_clock::now();
+    ckks::Ciphertext y = op.apply(eval, x);
+    if (timings)
+      timings->push_back({name, x.level(),
+                          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()});
+    return y;
+  };
+  ckks::Ciphertext x = step("conv0", *conv0_, patch);
+  for (std::size_t i = 0; i < blocks_.size(); ++i) {
+    const auto& b = blocks_[i];
+    const std::string name = "block" + std::to_string(i + 1) + ".";
+    const ckks::Ciphertext z = step(name + "herpn1", b.herpn1, x);
+    const ckks::Ciphertext h = step(name + "conv1", b.conv1, z);
+    const ckks::Ciphertext main = step(name + "conv2", b.conv2, step(name + "herpn2", b.herpn2, h));
+    x = step(name + "shortcut", b.shortcut, z);
     eval.add_inplace(x, main);
   }
-  return pool_head_->apply(eval, pool_herpn_->apply(eval, x));
+  return step("pool+head", *pool_head_, step("pool.herpn", *pool_herpn_, x));
 }
 
 namespace {
@@ -279,6 +296,8 @@ void put_linear(ckks::ByteWriter& w, const ckks::Context& ctx, const CompiledLin
   if (l.bias) w.put_blob(ckks::save(ctx, *l.bias));
   put_layout(w, l.in);
   put_layout(w, l.out);
+  w.put<std::uint64_t>(l.post_sum_steps.size());
+  for (long step : l.post_sum_steps) w.put<std::int64_t>(step);
 }
 
 CompiledLinear get_linear(const ckks::Encoder& enc, ckks::ByteReader& r) {
@@ -297,7 +316,13 @@ CompiledLinear get_linear(const ckks::Encoder& enc, ckks::ByteReader& r) {
     if (bias->level() != level - 1) throw ckks::SerializationError("compiled linear layer: bias level mismatch");
   }
   const Layout in = get_layout(r, ctx.n() / 2), out = get_layout(r, ctx.n() / 2);
-  return CompiledLinear{level, scale, std::move(lt), std::move(bias), in, out};
+  std::vector<long> steps(r.get_count(what, 64));
+  for (long& step : steps) {
+    step = r.get<std::int64_t>(what);
+    if (step <= 0 || step >= static_cast<long>(ctx.n() / 2))
+      throw ckks::SerializationError("compiled linear layer: rotate-and-sum step out of range");
+  }
+  return CompiledLinear{level, scale, std::move(lt), std::move(bias), in, out, std::move(steps)};
 }
 
 void put_quadratic(ckks::ByteWriter& w, const ckks::Context& ctx, const CompiledQuadratic& q) {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "ckks/byte_stream.h"
@@ -25,8 +26,9 @@ struct CompiledLinear {
   ckks::LinearTransform transform;
   std::optional<ckks::Plaintext> bias;
   Layout in, out;
+  std::vector<long> post_sum_steps;  // rotate-and-sum after rescaling (SlotLinearMap)
 
-  // Drops x to input_level, applies the transform, rescales, adds the bias.
+  // Drops x to input_level, applies the transform, rescales, rotates and sums, adds the bias.
   ckks::Ciphertext apply(const ckks::Evaluator& eval, const ckks::Ciphertext& x) const;
 };
 
@@ -70,7 +72,14 @@ class CompiledBackbone {
   std::map<long, std::size_t> rotation_levels() const;
   std::size_t plaintext_bytes() const;
 
-  ckks::Ciphertext run(const ckks::Evaluator& eval, const ckks::Ciphertext& patch) const;
+  // Per-step report of run(): what ran, at which input level, how long.
+  struct StepTiming {
+    std::string name;
+    std::size_t level;
+    double seconds;
+  };
+  ckks::Ciphertext run(const ckks::Evaluator& eval, const ckks::Ciphertext& patch,
+                       std::vector<StepTiming>* timings = nullptr) const;
 
   // Stored form inside a compiled model file; load validates and needs the same parameters.
   void save(ckks::ByteWriter& w) const;

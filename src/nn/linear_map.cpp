@@ -36,19 +36,35 @@ namespace {
 
 // Expands a map given on replica 0 of both layouts to every output replica. With a cyclic
 // input layout each input is read from the copy at a non-negative offset below the input
-// span from its output slot, so all output copies share the same few diagonals.
+// span from its output slot, so all output copies share the same few diagonals. When the
+// output span is also smaller than the input span (both cyclic), the output copies inside
+// one input span split every row by offset window instead, and rotate-and-sum steps add
+// the partial rows up (SlotLinearMap::post_sum_steps).
 SlotLinearMap replicate(std::vector<SlotLinearMap::Entry> entries, const std::vector<double>& bias0,
                         const Layout& in, const Layout& out) {
   SlotLinearMap m;
   m.slots = out.slots;
   const std::size_t n = out.slots;
-  for (std::size_t k = 0; k < out.replicas; ++k)
-    for (const auto& e : entries) {
-      const std::size_t dst = e.out + k * out.span();
-      std::size_t src = e.in;
-      if (in.cyclic()) src = (dst + (e.in + n - dst % in.span()) % in.span()) % n;
-      m.entries.push_back({dst, src, e.weight});
-    }
+  const bool hybrid = in.cyclic() && out.cyclic() && in.span() > out.span();
+  if (hybrid) {
+    const std::size_t window = out.span();
+    for (std::size_t block = 0; block < n; block += in.span())
+      for (const auto& e : entries) {
+        const std::size_t offset = (e.in + in.span() - e.out % in.span()) % in.span();
+        const std::size_t copy = offset / window;  // the output copy whose window holds this input
+        const std::size_t dst = block + e.out + copy * window;
+        m.entries.push_back({dst, (dst + offset % window) % n, e.weight});
+      }
+    for (std::size_t step = window; step < in.span(); step <<= 1) m.post_sum_steps.push_back(static_cast<long>(step));
+  } else {
+    for (std::size_t k = 0; k < out.replicas; ++k)
+      for (const auto& e : entries) {
+        const std::size_t dst = e.out + k * out.span();
+        std::size_t src = e.in;
+        if (in.cyclic()) src = (dst + (e.in + n - dst % in.span()) % in.span()) % n;
+        m.entries.push_back({dst, src, e.weight});
+      }
+  }
   if (!bias0.empty()) {
     m.bias.assign(n, 0.0);
     for (std::size_t k = 0; k < out.replicas; ++k)
@@ -67,8 +83,14 @@ void check_pair(const Layout& in, const Layout& out, const char* who) {
 
 std::vector<double> SlotLinearMap::apply(const std::vector<double>& x) const {
   if (x.size() != slots) throw std::invalid_argument("SlotLinearMap: input has the wrong slot count");
-  std::vector<double> y = bias.empty() ? std::vector<double>(slots, 0.0) : bias;
+  std::vector<double> y(slots, 0.0);
   for (const auto& e : entries) y[e.out] += e.weight * x[e.in];
+  for (long step : post_sum_steps) {
+    const std::vector<double> partial = y;
+    for (std::size_t i = 0; i < slots; ++i) y[i] += partial[(i + static_cast<std::size_t>(step)) % slots];
+  }
+  if (!bias.empty())
+    for (std::size_t i = 0; i < slots; ++i) y[i] += bias[i];
   return y;
 }
 

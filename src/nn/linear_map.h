@@ -19,6 +19,12 @@ struct SlotLinearMap {
   std::size_t slots = 0;
   std::vector<Entry> entries;
   std::vector<double> bias;  // per output slot (empty: none)
+  // Rotate-and-sum steps after the diagonals, before the bias: y += rot(y, step) in order.
+  // Used when the output span is smaller than the input span (strided convolutions, the
+  // pooling head): each output copy inside one input span then sums a different window of
+  // inputs, which cuts the diagonal count by span_in / span_out for log2 of that many
+  // rotations (the hybrid method for wide matrices).
+  std::vector<long> post_sum_steps;
 
   std::vector<double> apply(const std::vector<double>& x) const;  // cleartext reference
   ckks::Diagonals diagonals() const;

@@ -208,7 +208,7 @@ ckks::Ciphertext CompiledPatchCNN::match(const ckks::Evaluator& eval, const ckks
 
 namespace {
 constexpr char kCompiledMagic[4] = {'P', 'F', 'H', 'C'};
-constexpr std::uint32_t kCompiledVersion = 1;
+constexpr std::uint32_t kCompiledVersion = 2;  // 2: rotate-and-sum steps per linear layer
 }  // namespace
 
 ckks::Bytes CompiledPatchCNN::save() const {

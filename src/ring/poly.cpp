@@ -4,9 +4,9 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <new>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -15,7 +15,7 @@ namespace pfhe::ring {
 namespace {
 struct PoolState {
   std::mutex mutex;
-  std::unordered_map<std::size_t, std::vector<std::uint64_t*>> free_lists;
+  std::map<std::size_t, std::vector<std::uint64_t*>> free_lists;  // by capacity
   std::size_t cached_words = 0;
 };
 // Beyond this many cached words (2 GiB) buffers go back to the system allocator.
@@ -32,16 +32,18 @@ void keep_freed_memory_for_reuse() {
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
 }
 
-std::uint64_t* BufferPool::acquire(std::size_t words) {
+std::uint64_t* BufferPool::acquire(std::size_t words, std::size_t& capacity) {
+  capacity = words;
   if (words == 0) return nullptr;
   {
     PoolState& p = pool();
     std::lock_guard lock(p.mutex);
-    auto it = p.free_lists.find(words);
-    if (it != p.free_lists.end() && !it->second.empty()) {
+    for (auto it = p.free_lists.lower_bound(words); it != p.free_lists.end() && it->first <= words + words / 2; ++it) {
+      if (it->second.empty()) continue;
       std::uint64_t* ptr = it->second.back();
       it->second.pop_back();
-      p.cached_words -= words;
+      capacity = it->first;
+      p.cached_words -= capacity;
       return ptr;
     }
   }
@@ -75,8 +77,8 @@ void BufferPool::trim() {
 }
 
 Poly::Poly(std::size_t n, std::size_t limbs, bool ntt_form)
-    : n_(n), limbs_(limbs), capacity_(n * limbs), ntt_form_(ntt_form) {
-  data_ = BufferPool::acquire(capacity_);
+    : n_(n), limbs_(limbs), ntt_form_(ntt_form) {
+  data_ = BufferPool::acquire(n * limbs, capacity_);
   set_zero();
 }
 
@@ -84,15 +86,13 @@ Poly Poly::uninitialized(std::size_t n, std::size_t limbs, bool ntt_form) {
   Poly p;
   p.n_ = n;
   p.limbs_ = limbs;
-  p.capacity_ = n * limbs;
   p.ntt_form_ = ntt_form;
-  p.data_ = BufferPool::acquire(p.capacity_);
+  p.data_ = BufferPool::acquire(n * limbs, p.capacity_);
   return p;
 }
 
 Poly::Poly(const Poly& other) : n_(other.n_), limbs_(other.limbs_), ntt_form_(other.ntt_form_) {
-  capacity_ = n_ * limbs_;
-  data_ = BufferPool::acquire(capacity_);
+  data_ = BufferPool::acquire(n_ * limbs_, capacity_);
   if (capacity_) std::memcpy(data_, other.data_, byte_size());
 }
 
@@ -105,10 +105,10 @@ Poly::Poly(Poly&& other) noexcept
 
 Poly& Poly::operator=(const Poly& other) {
   if (this == &other) return *this;
-  if (capacity_ != other.n_ * other.limbs_) {
+  const std::size_t needed = other.n_ * other.limbs_;
+  if (capacity_ < needed || capacity_ > needed + needed / 2) {
     release();
-    capacity_ = other.n_ * other.limbs_;
-    data_ = BufferPool::acquire(capacity_);
+    data_ = BufferPool::acquire(needed, capacity_);
   }
   n_ = other.n_;
   limbs_ = other.limbs_;

@@ -18,12 +18,30 @@ nlohmann::json layout_json(const nn::Layout& l) {
           {"gap", l.gap},               {"slots", l.slots},          {"replicas", l.replicas}};
 }
 
+// Strict readers: nlohmann's get<integer>() converts a float (1e30) with undefined
+// behaviour (found by fuzzing), so the JSON type is checked first.
+std::uint64_t unsigned_at(const nlohmann::json& j, const char* key, std::uint64_t max) {
+  const nlohmann::json& v = j.at(key);
+  if (!v.is_number_unsigned() || v.get<std::uint64_t>() > max)
+    throw std::invalid_argument(std::string("'") + key + "' must be an integer in [0, " + std::to_string(max) + "]");
+  return v.get<std::uint64_t>();
+}
+
+long signed_value(const nlohmann::json& v, long bound) {
+  if (!v.is_number_integer()) throw std::invalid_argument("rotation steps must be integers");
+  const auto x = v.get<std::int64_t>();
+  if (x <= -bound || x >= bound) throw std::invalid_argument("rotation step out of range");
+  return static_cast<long>(x);
+}
+
+constexpr std::uint64_t kMaxSlots = std::uint64_t{1} << 16;
+
 nn::Layout layout_from(const nlohmann::json& j) {
   nn::Layout l;
-  l.shape = {j.at("channels").get<std::size_t>(), j.at("height").get<std::size_t>(), j.at("width").get<std::size_t>()};
-  l.gap = j.at("gap").get<std::size_t>();
-  l.slots = j.at("slots").get<std::size_t>();
-  l.replicas = j.at("replicas").get<std::size_t>();
+  l.shape = {unsigned_at(j, "channels", kMaxSlots), unsigned_at(j, "height", kMaxSlots), unsigned_at(j, "width", kMaxSlots)};
+  l.gap = unsigned_at(j, "gap", kMaxSlots);
+  l.slots = unsigned_at(j, "slots", kMaxSlots);
+  l.replicas = unsigned_at(j, "replicas", kMaxSlots);
   l.validate();
   return l;
 }
@@ -53,16 +71,22 @@ ClientSpec ClientSpec::from_json(const std::string& text) {
     if (j.at("format") != "pfhe-client-spec" || j.at("version") != 1)
       throw std::invalid_argument("not a version-1 pfhe client spec");
     ClientSpec s;
-    s.fingerprint = j.at("parameter_fingerprint").get<std::uint64_t>();
-    s.grid = j.at("grid").get<std::size_t>();
-    s.patch_size = j.at("patch_size").get<std::size_t>();
-    s.embedding_size = j.at("embedding_size").get<std::size_t>();
-    s.input_level = j.at("input_level").get<std::size_t>();
+    s.fingerprint = unsigned_at(j, "parameter_fingerprint", UINT64_MAX);
+    s.grid = unsigned_at(j, "grid", 16);
+    s.patch_size = unsigned_at(j, "patch_size", 256);
+    s.embedding_size = unsigned_at(j, "embedding_size", kMaxSlots);
+    s.input_level = unsigned_at(j, "input_level", 64);
+    if (!j.at("input_scale").is_number()) throw std::invalid_argument("'input_scale' must be a number");
     s.input_scale = j.at("input_scale").get<double>();
     s.input_layout = layout_from(j.at("input_layout"));
     s.embedding_layout = layout_from(j.at("embedding_layout"));
-    for (const auto& r : j.at("rotations")) s.rotation_levels[r.at(0).get<long>()] = r.at(1).get<std::size_t>();
-    if (s.grid == 0 || s.grid > 16 || s.patch_size == 0 || s.patch_size > 256 || s.input_level == 0 ||
+    const nlohmann::json& rotations = j.at("rotations");
+    if (!rotations.is_array() || rotations.size() > kMaxSlots) throw std::invalid_argument("'rotations' must be a list");
+    for (const auto& r : rotations) {
+      if (!r.is_array() || r.size() != 2) throw std::invalid_argument("a rotation is [step, level]");
+      s.rotation_levels[signed_value(r[0], static_cast<long>(kMaxSlots))] = unsigned_at({{"level", r[1]}}, "level", 64);
+    }
+    if (s.grid == 0 || s.patch_size == 0 || s.input_level == 0 ||
         !(s.input_scale > 1) || !std::isfinite(s.input_scale) ||
         !(s.input_layout.shape == nn::Shape{3, s.patch_size, s.patch_size}) ||
         s.embedding_layout.shape.size() != s.embedding_size)

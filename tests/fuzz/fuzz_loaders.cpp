@@ -1,7 +1,8 @@
 // libFuzzer target for every loader: the CKKS binary format (docs/FORMAT.md), model files
-// (docs/MODEL_FORMAT.md) and compiled models. Built with
+// (docs/MODEL_FORMAT.md), compiled models, bundle files and the client spec (JSON). Built with
 // -DPFHE_BUILD_FUZZ=ON and clang; see docs/FUZZING.md for the corpus and how long it ran.
-// Every input must either load or raise SerializationError / ModelFormatError: any crash,
+// Every input must either load or raise SerializationError / ModelFormatError (or
+// invalid_argument from the client spec parser): any crash,
 // sanitizer report or other exception is a bug.
 #include <cstddef>
 #include <cstdint>
@@ -11,6 +12,8 @@
 #include "ckks/serialization.h"
 #include "nn/model_file.h"
 #include "nn/patch_cnn.h"
+#include "runtime/bundle.h"
+#include "runtime/client_server.h"
 
 using namespace pfhe::ckks;
 
@@ -42,5 +45,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   try { pfhe::nn::load_model(bytes); } catch (const pfhe::nn::ModelFormatError&) {}
   static const Encoder encoder(ctx);
   try { pfhe::nn::CompiledPatchCNN::load(encoder, bytes); } catch (const SerializationError&) {}
+  try { pfhe::runtime::load_bundle(bytes); } catch (const SerializationError&) {}
+  try {
+    pfhe::runtime::ClientSpec::from_json(std::string(reinterpret_cast<const char*>(data), size));
+  } catch (const std::invalid_argument&) {}
   return 0;
 }

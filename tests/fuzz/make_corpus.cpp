@@ -10,6 +10,8 @@
 #include "nn/model_file.h"
 #include "nn/patch_cnn.h"
 #include "nn/synthetic.h"
+#include "runtime/bundle.h"
+#include "runtime/client_server.h"
 
 using namespace pfhe::ckks;
 
@@ -44,5 +46,19 @@ int main(int argc, char** argv) {
   shape.blocks = {{2, 1}};
   const auto model = pfhe::nn::make_synthetic_patch_cnn(shape, 1, 4, 2, 1, pfhe::nn::synthetic_images(128, {3, 4, 4}, 2));
   write_file(dir + "/model", pfhe::nn::save_model(model));
+  write_file(dir + "/bundle", pfhe::runtime::save_bundle({7, {save(ctx, encryptor.encrypt(pt)), save(ctx, pt)}}));
+  // A client spec of the same shape as the CLI writes (JSON text).
+  pfhe::runtime::ClientSpec client;
+  client.fingerprint = ctx.params().fingerprint();
+  client.grid = 1;
+  client.patch_size = 4;
+  client.input_level = 1;
+  client.input_scale = 1 << 20;
+  client.input_layout = {{3, 4, 4}, 1, 32, 1};
+  client.embedding_layout = {{2, 1, 1}, 1, 32, 16};
+  client.embedding_size = 2;
+  client.rotation_levels = {{1, 1}, {-1, 1}};
+  const std::string json = client.to_json();
+  write_file(dir + "/client_spec", {reinterpret_cast<const std::uint8_t*>(json.data()), json.size()});
   return 0;
 }

@@ -173,6 +173,20 @@ TEST(ClientServer, ClientOwnsItsSecretKeyAndSpecRoundTrips) {
   std::string bad = spec.to_json();
   bad.replace(bad.find("\"patch_size\": 8"), 15, "\"patch_size\": 9");
   EXPECT_THROW(runtime::ClientSpec::from_json(bad), std::invalid_argument);
+  // Regression (fuzzing): numbers of the wrong JSON type were converted with undefined
+  // behaviour (a float fingerprint of 9e19).
+  for (const char* field : {"\"grid\": 2", "\"input_level\": 28"}) {
+    std::string wrong = spec.to_json();
+    const std::string f = field;
+    wrong.replace(wrong.find(f), f.size(), f.substr(0, f.find(':') + 1) + " 9.03809e+19");
+    EXPECT_THROW(runtime::ClientSpec::from_json(wrong), std::invalid_argument) << field;
+  }
+  {
+    std::string wrong = spec.to_json();
+    const std::size_t at = wrong.find("\"parameter_fingerprint\": ") + 25;
+    wrong.replace(at, wrong.find(',', at) - at, "90380912169428077370.0");
+    EXPECT_THROW(runtime::ClientSpec::from_json(wrong), std::invalid_argument);
+  }
 
   // Regression: the client used to keep a reference to a temporary secret key.
   const runtime::Client client(s.ctx, spec, runtime::SecretKeyFile{42, s.keygen.secret_key()});
