@@ -45,14 +45,20 @@ TEST(PatchCnn, PlaintextPieces) {
   EXPECT_THROW(model.patch(images[0], 4), std::invalid_argument);
 }
 
-TEST(PatchCnn, EncryptedPipelineMatchesPlaintextAndDecisions) {
+// lanes = 1: one ciphertext per patch (four tasks); lanes = 4: the whole image in one
+// ciphertext, the four backbones side by side in interleaved lanes.
+class PatchCnnLanes : public ::testing::TestWithParam<std::size_t> {};
+
+TEST_P(PatchCnnLanes, EncryptedPipelineMatchesPlaintextAndDecisions) {
   const auto images = synthetic_images(128, {3, 16, 16}, 5);
   const PatchCNN model = make_synthetic_patch_cnn(test::reduced_backbone_shape(), 2, 8, 16, 13, images);
   ckks::Context ctx(test::small_params(11, 28));
   ckks::Encoder enc(ctx);
   const double scale = ctx.params().default_scale();
-  const CompiledPatchCNN compiled = CompiledPatchCNN::compile(model, enc, 28, scale);
+  const CompiledPatchCNN compiled = CompiledPatchCNN::compile(model, enc, 28, scale, SIZE_MAX, GetParam());
   EXPECT_EQ(compiled.depth(), 28u);
+  EXPECT_EQ(compiled.lanes(), GetParam());
+  EXPECT_EQ(compiled.groups(), 4 / GetParam());
   ckks::KeyGenerator kg(ctx);
   const ckks::RelinKey rlk = kg.create_relin_key();
   const ckks::GaloisKeys gk = kg.create_galois_keys(compiled.rotation_levels());
@@ -60,23 +66,26 @@ TEST(PatchCnn, EncryptedPipelineMatchesPlaintextAndDecisions) {
   const ckks::Encryptor encryptor(ctx, kg.secret_key());
   const ckks::Decryptor decryptor(ctx, kg.secret_key());
 
+  const auto encrypt_groups = [&](const Tensor& image) {
+    std::vector<Tensor> patches;
+    for (std::size_t p = 0; p < compiled.patches(); ++p) patches.push_back(model.patch(image, p));
+    std::vector<ckks::Ciphertext> out;
+    for (const auto& slots : pack_patch_groups(patches, compiled.input_layout()))
+      out.push_back(encryptor.encrypt(enc.encode(slots, 28, scale)));
+    return out;
+  };
   const auto encrypt_image = [&](const Tensor& image) {
     std::vector<ckks::Ciphertext> heads;
-    for (std::size_t p = 0; p < compiled.patches(); ++p) {
-      const auto& b = compiled.backbone(p);
-      const ckks::Ciphertext in = encryptor.encrypt(enc.encode(pack(model.patch(image, p), b.input_layout()), 28, scale));
-      heads.push_back(b.run(eval, in));
-    }
+    const auto groups = encrypt_groups(image);
+    for (std::size_t g = 0; g < compiled.groups(); ++g) heads.push_back(compiled.group(g).run(eval, groups[g]));
     return compiled.normalize(eval, compiled.aggregate(eval, std::move(heads)));
   };
   // The compiled artefact round-trips through its file format and computes the same bytes.
   const ckks::Bytes artefact = compiled.save();
   const CompiledPatchCNN loaded = CompiledPatchCNN::load(enc, artefact);
   {
-    const auto& b0 = compiled.backbone(0);
-    const ckks::Ciphertext in =
-        encryptor.encrypt(enc.encode(pack(model.patch(images[2], 0), b0.input_layout()), 28, scale));
-    const ckks::Ciphertext x = b0.run(eval, in), y = loaded.backbone(0).run(eval, in);
+    const ckks::Ciphertext in = encrypt_groups(images[2]).front();
+    const ckks::Ciphertext x = compiled.group(0).run(eval, in), y = loaded.group(0).run(eval, in);
     EXPECT_TRUE(std::equal(x.polys[0].words().begin(), x.polys[0].words().end(), y.polys[0].words().begin()));
   }
   EXPECT_EQ(loaded.save(), artefact);
@@ -117,6 +126,29 @@ TEST(PatchCnn, EncryptedPipelineMatchesPlaintextAndDecisions) {
     EXPECT_EQ(got < 0, want < 0) << "encrypted score " << got << ", plaintext " << want;
     EXPECT_NEAR(got, want, 1e-3 * std::max(1.0, std::fabs(want)));
   }
+}
+
+INSTANTIATE_TEST_SUITE_P(Lanes, PatchCnnLanes, ::testing::Values(1, 4));
+
+// Patches fill the lanes of consecutive groups; a last, partial group has zero lanes.
+TEST(PatchCnn, PatchGroupsAndLaneLimits) {
+  const Layout in = with_full_replication(Layout{{3, 4, 4}, 1, 256, 1, 2});
+  std::vector<Tensor> patches;
+  for (int p = 0; p < 3; ++p) {
+    Tensor t({3, 4, 4});
+    for (double& v : t.data) v = p + 1;
+    patches.push_back(t);
+  }
+  const auto groups = pack_patch_groups(patches, in);
+  ASSERT_EQ(groups.size(), 2u);
+  EXPECT_EQ(unpack(groups[0], in, 1).data[5], 2.0);
+  EXPECT_EQ(unpack(groups[1], in, 0).data[5], 3.0);
+  EXPECT_EQ(unpack(groups[1], in, 1).data[5], 0.0);
+  for (std::size_t s = 0; s < 256; s += 2) EXPECT_EQ(groups[0][s], groups[0][s % in.period()]);
+  // CryptoFace's backbone: 16 x 32 x 32 after the stem, so two lanes fit 2^15 slots.
+  const Backbone b = make_synthetic_backbone(BackboneShape{}, 1, synthetic_images(128, {3, 32, 32}, 1));
+  EXPECT_EQ(max_lanes(b, {3, 32, 32}, 32768), 2u);
+  EXPECT_EQ(max_lanes(b, {3, 32, 32}, 16384), 1u);
 }
 
 TEST(PatchCnn, FitRecordsRangesAndChecksHeadroom) {

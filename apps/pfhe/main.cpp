@@ -127,7 +127,7 @@ int cmd_sample_image(std::size_t size, std::uint64_t seed, double variation, con
 
 // ---- compile (server) ----------------------------------------------------------------
 
-int cmd_compile(const std::string& model_path, const std::string& out_dir, double budget_gb) {
+int cmd_compile(const std::string& model_path, const std::string& out_dir, double budget_gb, std::size_t lanes) {
   auto t = Clock::now();
   const nn::PatchCNN model = nn::load_model_file(model_path);
   const std::size_t levels = nn::required_levels(model);
@@ -138,9 +138,10 @@ int cmd_compile(const std::string& model_path, const std::string& out_dir, doubl
   const ckks::Encoder enc(ctx);
   const auto budget = static_cast<std::size_t>(budget_gb * static_cast<double>(1ULL << 30));
   const nn::CompiledPatchCNN compiled =
-      nn::CompiledPatchCNN::compile(model, enc, levels, ctx.params().default_scale(), budget);
+      nn::CompiledPatchCNN::compile(model, enc, levels, ctx.params().default_scale(), budget, lanes);
   const double compile_s = seconds_since(t);
-  progress("compiled in %.1f s: diagonals hold %.2f GB, %zu rotation keys needed", compile_s,
+  progress("compiled in %.1f s: %zu patches in %zu ciphertext(s) of %zu lanes, diagonals hold %.2f GB, %zu rotation keys",
+           compile_s, compiled.patches(), compiled.groups(), compiled.lanes(),
            static_cast<double>(compiled.plaintext_bytes()) / 1e9, compiled.rotation_levels().size());
   fs::create_directories(out_dir);
   t = Clock::now();
@@ -239,7 +240,7 @@ std::unique_ptr<runtime::Executor> make_executor(const std::string& name, std::s
 
 int run_inference(const InferOptions& o, const runtime::Server& server, runtime::Executor& executor, double load_s) {
   const auto inputs = runtime::read_ciphertexts(o.input, server.context());
-  progress("running %zu patch backbones on the %s executor (%zu workers)", inputs.ciphertexts.size(), executor.name().c_str(),
+  progress("running %zu patch group(s) on the %s executor (%zu workers)", inputs.ciphertexts.size(), executor.name().c_str(),
            executor.workers());
   const auto t = Clock::now();
   runtime::RunStats stats;
@@ -327,7 +328,7 @@ int main(int argc, char** argv) {
 
   std::string kind = "reduced", out, model, out_dir, spec, params, secret, keys, image, input, store, name, json;
   std::uint64_t seed = 2025;
-  std::size_t size = 64;
+  std::size_t size = 64, lanes = 0;
   double budget_gb = 4, threshold = 0, variation = 0;
   InferOptions infer;
   DecryptOptions dec;
@@ -348,6 +349,7 @@ int main(int argc, char** argv) {
   compile->add_option("--out-dir", out_dir)->required();
   compile->add_option("--budget-gb", budget_gb, "memory for pre-encoded diagonals (the rest is encoded just in time)")
       ->capture_default_str();
+  compile->add_option("--lanes", lanes, "patches per ciphertext (power of two; 0: as many as fit)")->capture_default_str();
 
   auto* keygen = app.add_subcommand("keygen", "client: secret key + evaluation keys for a compiled model");
   keygen->add_option("--spec", spec, "client.json from compile")->required()->check(CLI::ExistingFile);
@@ -398,7 +400,7 @@ int main(int argc, char** argv) {
   try {
     if (*make) return cmd_make_model(kind, seed, out);
     if (*sample) return cmd_sample_image(size, seed, variation, out);
-    if (*compile) return cmd_compile(model, out_dir, budget_gb);
+    if (*compile) return cmd_compile(model, out_dir, budget_gb, lanes);
     if (*keygen) return cmd_keygen(spec, params, secret, keys);
     if (*encrypt) return cmd_encrypt(spec, params, secret, image, out);
     if (*run) return cmd_infer(infer, &argc, &argv);

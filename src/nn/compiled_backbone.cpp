@@ -36,25 +36,33 @@ CompiledLinear make_linear(const ckks::Encoder& enc, const SlotLinearMap& map, c
   return c;
 }
 
-// HerPN as w2 * (x (x + a1) + a0); returns the compiled factored part and w2 per channel.
-CompiledQuadratic make_quadratic(const ckks::Encoder& enc, const HerPN& herpn, const Layout& layout, std::size_t level,
-                                 double scale, std::vector<double>& w2) {
+// Per lane: HerPN as w2 * (x (x + a1) + a0); returns the compiled factored part (every
+// lane's a1, a0 side by side) and w2 per lane and channel.
+using LaneScales = std::vector<std::vector<double>>;
+
+CompiledQuadratic make_quadratic(const ckks::Encoder& enc, const std::vector<const HerPN*>& herpns, const Layout& layout,
+                                 std::size_t level, double scale, LaneScales& w2) {
   if (level == 0) throw std::invalid_argument("compile: the model is deeper than the available levels");
-  const Quadratic q = herpn.fuse();
-  if (q.w2.size() != layout.shape.channels) throw std::invalid_argument("compile: HerPN channel count mismatch");
-  Tensor a1(layout.shape), a0(layout.shape);
+  std::vector<Tensor> a1, a0;
+  w2.clear();
   const std::size_t plane = layout.shape.height * layout.shape.width;
-  for (std::size_t c = 0; c < q.w2.size(); ++c) {
-    if (!(std::fabs(q.w2[c]) > 1e-12))
-      throw std::invalid_argument("compile: HerPN channel " + std::to_string(c) +
-                                  " has a zero quadratic coefficient (gamma = 0); its factored form is undefined");
-    std::fill_n(a1.data.begin() + static_cast<std::ptrdiff_t>(c * plane), plane, q.w1[c] / q.w2[c]);
-    std::fill_n(a0.data.begin() + static_cast<std::ptrdiff_t>(c * plane), plane, q.w0[c] / q.w2[c]);
+  for (const HerPN* herpn : herpns) {
+    const Quadratic q = herpn->fuse();
+    if (q.w2.size() != layout.shape.channels) throw std::invalid_argument("compile: HerPN channel count mismatch");
+    a1.emplace_back(layout.shape);
+    a0.emplace_back(layout.shape);
+    for (std::size_t c = 0; c < q.w2.size(); ++c) {
+      if (!(std::fabs(q.w2[c]) > 1e-12))
+        throw std::invalid_argument("compile: HerPN channel " + std::to_string(c) +
+                                    " has a zero quadratic coefficient (gamma = 0); its factored form is undefined");
+      std::fill_n(a1.back().data.begin() + static_cast<std::ptrdiff_t>(c * plane), plane, q.w1[c] / q.w2[c]);
+      std::fill_n(a0.back().data.begin() + static_cast<std::ptrdiff_t>(c * plane), plane, q.w0[c] / q.w2[c]);
+    }
+    w2.push_back(q.w2);
   }
-  w2 = q.w2;
   const double output_scale = scale * scale / prime_at(enc.context(), level);
-  return CompiledQuadratic{level, scale, output_scale, enc.encode(pack(a1, layout), level, scale),
-                           enc.encode(pack(a0, layout), level - 1, output_scale)};
+  return CompiledQuadratic{level, scale, output_scale, enc.encode(pack_lanes(a1, layout), level, scale),
+                           enc.encode(pack_lanes(a0, layout), level - 1, output_scale)};
 }
 
 // conv(w2 (.) x): the input-channel scaling folded into the weights.
@@ -157,49 +165,101 @@ auto CompiledBackbone::linear_layers_of(Self& self) {
 CompiledBackbone CompiledBackbone::compile(const Backbone& model, const ckks::Encoder& enc, const Shape& patch,
                                            std::size_t input_level, double scale, const Linear* head,
                                            std::size_t plaintext_budget) {
-  model.validate();
+  std::vector<const Linear*> heads;
+  if (head) heads.push_back(head);
+  return compile({&model}, enc, patch, input_level, scale, heads, 1, plaintext_budget);
+}
+
+namespace {
+
+void check_same_architecture(const std::vector<const Backbone*>& models) {
+  for (const Backbone* m : models) {
+    m->validate();
+    const Backbone& first = *models.front();
+    bool same = m->blocks.size() == first.blocks.size() && m->conv0.out_channels == first.conv0.out_channels &&
+                m->pool_size == first.pool_size;
+    for (std::size_t i = 0; same && i < m->blocks.size(); ++i)
+      same = m->blocks[i].conv1.out_channels == first.blocks[i].conv1.out_channels &&
+             m->blocks[i].conv1.stride == first.blocks[i].conv1.stride &&
+             m->blocks[i].shortcut_conv.has_value() == first.blocks[i].shortcut_conv.has_value();
+    if (!same) throw std::invalid_argument("compile: the backbones of one lane group differ in architecture");
+  }
+}
+
+// One layer of every lane's model, transformed.
+template <typename F>
+auto per_lane(const std::vector<const Backbone*>& models, F&& f) {
+  std::vector<decltype(f(*models.front(), std::size_t{0}))> out;
+  for (std::size_t l = 0; l < models.size(); ++l) out.push_back(f(*models[l], l));
+  return out;
+}
+
+}  // namespace
+
+CompiledBackbone CompiledBackbone::compile(const std::vector<const Backbone*>& models, const ckks::Encoder& enc,
+                                           const Shape& patch, std::size_t input_level, double scale,
+                                           const std::vector<const Linear*>& heads, std::size_t lanes,
+                                           std::size_t plaintext_budget) {
+  if (models.empty() || models.size() > lanes) throw std::invalid_argument("compile: 1 to `lanes` backbones per group");
+  if (!heads.empty() && heads.size() != models.size()) throw std::invalid_argument("compile: one head block per backbone");
+  if (heads.empty() && lanes > 1) throw std::invalid_argument("compile: lane groups need head blocks (they are summed)");
+  check_same_architecture(models);
   const std::size_t slots = enc.context().n() / 2;
   CompiledBackbone cb;
-  Layout layout = with_full_replication(Layout{patch, 1, slots});
+  Layout layout = with_full_replication(Layout{patch, 1, slots, 1, lanes});
   std::size_t level = input_level;
-  Layout out = conv_output_layout(model.conv0, layout);
-  cb.conv0_ = make_linear(enc, lower_conv(model.conv0, layout, out), layout, out, level, scale, scale);
+  Layout out = conv_output_layout(models.front()->conv0, layout);
+  cb.conv0_ = make_linear(enc, lower_conv(per_lane(models, [](const Backbone& m, std::size_t) { return m.conv0; }), layout, out),
+                          layout, out, level, scale, scale);
   layout = out;
   --level;
-  std::vector<double> w2;
-  for (const auto& block : model.blocks) {
-    CompiledQuadratic h1 = make_quadratic(enc, block.herpn1, layout, level, scale, w2);
+  LaneScales w2;
+  for (std::size_t bi = 0; bi < models.front()->blocks.size(); ++bi) {
+    const auto block = [&](std::size_t l) -> const HerPNConvBlock& { return models[l]->blocks[bi]; };
+    CompiledQuadratic h1 = make_quadratic(
+        enc, per_lane(models, [&](const Backbone&, std::size_t l) { return &block(l).herpn1; }), layout, level, scale, w2);
     const Layout z_layout = layout;
     const std::size_t z_level = level - 1;
     const double z_scale = h1.output_scale;
-    const std::vector<double> z_w2 = w2;
+    const LaneScales z_w2 = w2;
 
-    const Conv2d conv1 = fold_input_scale(block.conv1, z_w2);
-    const Layout h_layout = conv_output_layout(conv1, z_layout);
+    const auto conv1 = per_lane(models, [&](const Backbone&, std::size_t l) { return fold_input_scale(block(l).conv1, z_w2[l]); });
+    const Layout h_layout = conv_output_layout(conv1.front(), z_layout);
     CompiledLinear c1 = make_linear(enc, lower_conv(conv1, z_layout, h_layout), z_layout, h_layout, z_level, z_scale, scale);
-    CompiledQuadratic h2 = make_quadratic(enc, block.herpn2, h_layout, z_level - 1, scale, w2);
-    const Conv2d conv2 = fold_input_scale(block.conv2, w2);
-    const Layout m_layout = conv_output_layout(conv2, h_layout);
+    CompiledQuadratic h2 = make_quadratic(
+        enc, per_lane(models, [&](const Backbone&, std::size_t l) { return &block(l).herpn2; }), h_layout, z_level - 1,
+        scale, w2);
+    const auto conv2 = per_lane(models, [&](const Backbone&, std::size_t l) { return fold_input_scale(block(l).conv2, w2[l]); });
+    const Layout m_layout = conv_output_layout(conv2.front(), h_layout);
     CompiledLinear c2 =
         make_linear(enc, lower_conv(conv2, h_layout, m_layout), h_layout, m_layout, z_level - 2, h2.output_scale, scale);
     // The shortcut reads z (three levels up) and lands where conv2 lands.
     SlotLinearMap shortcut_map;
-    if (block.shortcut_conv) {
-      const Conv2d sc = fold_output_bn(fold_input_scale(*block.shortcut_conv, z_w2), *block.shortcut_bn);
-      if (!(conv_output_layout(sc, z_layout).shape == m_layout.shape))
+    if (block(0).shortcut_conv) {
+      const auto sc = per_lane(models, [&](const Backbone&, std::size_t l) {
+        return fold_output_bn(fold_input_scale(*block(l).shortcut_conv, z_w2[l]), *block(l).shortcut_bn);
+      });
+      if (!(conv_output_layout(sc.front(), z_layout).shape == m_layout.shape))
         throw std::invalid_argument("compile: shortcut and main path shapes differ");
       shortcut_map = lower_conv(sc, z_layout, m_layout);
     } else {
-      shortcut_map = lower_channel_affine(z_w2, std::vector<double>(z_w2.size(), 0.0), z_layout);
+      shortcut_map = lower_channel_affine(
+          per_lane(models, [&](const Backbone&, std::size_t l) {
+            return ChannelAffine{z_w2[l], std::vector<double>(z_w2[l].size(), 0.0)};
+          }),
+          z_layout);
     }
     CompiledLinear s = make_linear(enc, shortcut_map, z_layout, m_layout, z_level - 2, z_scale, scale);
     cb.blocks_.push_back({std::move(h1), std::move(c1), std::move(h2), std::move(c2), std::move(s)});
     layout = m_layout;
     level = z_level - 3;
   }
-  cb.pool_herpn_ = make_quadratic(enc, model.pool_herpn, layout, level, scale, w2);
-  const Linear fused = pool_head_linear(layout.shape, model.pool_size, w2, model.bn1d, head);
-  const Layout head_layout = with_full_replication(Layout{{fused.out_features, 1, 1}, 1, slots});
+  cb.pool_herpn_ = make_quadratic(
+      enc, per_lane(models, [](const Backbone& m, std::size_t) { return &m.pool_herpn; }), layout, level, scale, w2);
+  const auto fused = per_lane(models, [&](const Backbone& m, std::size_t l) {
+    return pool_head_linear(layout.shape, m.pool_size, w2[l], m.bn1d, heads.empty() ? nullptr : heads[l]);
+  });
+  const Layout head_layout = with_full_replication(Layout{{fused.front().out_features, 1, 1}, 1, slots});
   cb.pool_head_ = make_linear(enc, lower_linear(fused, layout, head_layout), layout, head_layout, level - 1,
                               cb.pool_herpn_->output_scale, scale);
   // Pre-encode within the budget, lowest level (fewest limbs per diagonal) first.
@@ -266,7 +326,7 @@ ckks::Ciphertext CompiledBackbone::run(const ckks::Evaluator& eval, const ckks::
 namespace {
 
 void put_layout(ckks::ByteWriter& w, const Layout& l) {
-  for (std::size_t v : {l.shape.channels, l.shape.height, l.shape.width, l.gap, l.slots, l.replicas})
+  for (std::size_t v : {l.shape.channels, l.shape.height, l.shape.width, l.gap, l.slots, l.replicas, l.lanes})
     w.put<std::uint64_t>(v);
 }
 
@@ -279,6 +339,7 @@ Layout get_layout(ckks::ByteReader& r, std::size_t slots) {
   l.gap = r.get_count(what, slots);
   l.slots = r.get_count(what, slots);
   l.replicas = r.get_count(what, slots);
+  l.lanes = r.get_count(what, slots);
   if (l.slots != slots) throw ckks::SerializationError("compiled layer layout: slot count mismatch");
   try {
     l.validate();

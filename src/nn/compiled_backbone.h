@@ -59,6 +59,13 @@ class CompiledBackbone {
   static CompiledBackbone compile(const Backbone& model, const ckks::Encoder& encoder, const Shape& patch,
                                   std::size_t input_level, double scale, const Linear* head = nullptr,
                                   std::size_t plaintext_budget = SIZE_MAX);
+  // A lane group: up to `lanes` backbones of the same architecture (the patches of one
+  // group, each with its own weights and head block) evaluated together in one ciphertext
+  // with interleaved lanes (nn/layout.h); the output is the sum of their head outputs.
+  static CompiledBackbone compile(const std::vector<const Backbone*>& models, const ckks::Encoder& encoder,
+                                  const Shape& patch, std::size_t input_level, double scale,
+                                  const std::vector<const Linear*>& heads, std::size_t lanes,
+                                  std::size_t plaintext_budget = SIZE_MAX);
 
   const Layout& input_layout() const { return conv0_->in; }
   const Layout& output_layout() const { return pool_head_->out; }

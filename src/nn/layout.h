@@ -8,6 +8,12 @@
 // the slot count, a rotation by any offset is cyclic over the span, so a linear layer can
 // read every input at a non-negative offset below the span from its output: a convolution
 // then needs C channel offsets instead of 2C - 1 (fewer giant-step rotations).
+//
+// With `lanes` L > 1, the ciphertext holds L independent tensors (the patches of one
+// group, each with its own weights) interleaved slot by slot: lane l owns the slots
+// s = l + L p, and p runs over slots / L positions laid out as above. A rotation by L k
+// moves every lane by k positions at once, so L patches cost one set of rotations and
+// one set of diagonals (their weights side by side in each diagonal).
 #pragma once
 #include <bit>
 #include <stdexcept>
@@ -22,7 +28,9 @@ struct Layout {
   std::size_t gap = 1;
   std::size_t slots = 0;  // slot count of the ciphertext holding the tensor
   std::size_t replicas = 1;
+  std::size_t lanes = 1;
 
+  std::size_t lane_slots() const { return slots / lanes; }
   std::size_t grid_height() const { return shape.height * gap; }
   std::size_t grid_width() const { return shape.width * gap; }
   std::size_t channels_per_grid() const { return gap * gap; }
@@ -30,29 +38,38 @@ struct Layout {
   // Slots of one copy: the grids rounded up to a power of two, so that replicas of a
   // power-of-two grid can fill a ciphertext exactly (3 input channels take 4 grids).
   std::size_t span() const { return std::bit_ceil(grids()) * grid_height() * grid_width(); }
-  // Full replication: the copies fill the ciphertext exactly (rotations are cyclic on the span).
-  bool cyclic() const { return replicas * span() == slots; }
+  // Slots one copy of every lane spans: the period of a fully replicated layout.
+  std::size_t period() const { return lanes * span(); }
+  // Full replication: the copies fill each lane exactly (rotations are cyclic on the span).
+  bool cyclic() const { return replicas * span() == lane_slots(); }
 
   std::size_t slot(std::size_t c, std::size_t y, std::size_t x) const {
     const std::size_t g = gap, sub = c % (g * g);
     return (c / (g * g)) * grid_height() * grid_width() + (y * g + sub / g) * grid_width() + x * g + sub % g;
   }
+  std::size_t global_slot(std::size_t lane, std::size_t c, std::size_t y, std::size_t x) const {
+    return lane + lanes * slot(c, y, x);
+  }
 
   void validate() const {
     if (gap == 0 || shape.size() == 0) throw std::invalid_argument("Layout: empty tensor or zero gap");
     if (slots == 0 || (slots & (slots - 1)) != 0) throw std::invalid_argument("Layout: slot count must be a power of two");
-    if (replicas == 0 || span() * replicas > slots)
+    if (lanes == 0 || (lanes & (lanes - 1)) != 0 || lanes > slots)
+      throw std::invalid_argument("Layout: lane count must be a power of two <= slots");
+    if (replicas == 0 || span() * replicas > lane_slots())
       throw std::invalid_argument("Layout: tensor " + shape.str() + " with gap " + std::to_string(gap) + " and " +
                                   std::to_string(replicas) + " replicas needs " + std::to_string(span() * replicas) +
-                                  " slots, ciphertext has " + std::to_string(slots));
+                                  " slots, each of " + std::to_string(lanes) + " lanes has " + std::to_string(lane_slots()));
   }
 };
 
-// The largest replica count that fits (slots / span, a power of two when both are).
+// The largest replica count that fits (lane slots / span, a power of two when both are).
 Layout with_full_replication(Layout layout);
 
-// Slot vector of a tensor (every replica; zeros elsewhere) and back (from replica 0).
-std::vector<double> pack(const Tensor& t, const Layout& layout);
-Tensor unpack(const std::vector<double>& slots, const Layout& layout);
+// Slot vector of one tensor per lane (every replica; lanes without a tensor and unused
+// slots are zero) and back (one lane, from replica 0).
+std::vector<double> pack_lanes(const std::vector<Tensor>& per_lane, const Layout& layout);
+std::vector<double> pack(const Tensor& t, const Layout& layout);  // into lane 0
+Tensor unpack(const std::vector<double>& slots, const Layout& layout, std::size_t lane = 0);
 
 }  // namespace pfhe::nn

@@ -7,68 +7,78 @@ namespace pfhe::nn {
 Layout with_full_replication(Layout layout) {
   layout.replicas = 1;
   layout.validate();
-  layout.replicas = layout.slots / layout.span();
+  layout.replicas = layout.lane_slots() / layout.span();
   return layout;
 }
 
-std::vector<double> pack(const Tensor& t, const Layout& layout) {
+std::vector<double> pack_lanes(const std::vector<Tensor>& per_lane, const Layout& layout) {
   layout.validate();
-  expect_shape(t, layout.shape, "pack");
+  if (per_lane.size() > layout.lanes) throw std::invalid_argument("pack: more tensors than lanes");
   std::vector<double> v(layout.slots, 0.0);
-  for (std::size_t r = 0; r < layout.replicas; ++r)
-    for (std::size_t c = 0; c < t.shape.channels; ++c)
-      for (std::size_t y = 0; y < t.shape.height; ++y)
-        for (std::size_t x = 0; x < t.shape.width; ++x) v[r * layout.span() + layout.slot(c, y, x)] = t.at(c, y, x);
+  for (std::size_t l = 0; l < per_lane.size(); ++l) {
+    const Tensor& t = per_lane[l];
+    expect_shape(t, layout.shape, "pack");
+    for (std::size_t r = 0; r < layout.replicas; ++r)
+      for (std::size_t c = 0; c < t.shape.channels; ++c)
+        for (std::size_t y = 0; y < t.shape.height; ++y)
+          for (std::size_t x = 0; x < t.shape.width; ++x)
+            v[r * layout.period() + layout.global_slot(l, c, y, x)] = t.at(c, y, x);
+  }
   return v;
 }
 
-Tensor unpack(const std::vector<double>& slots, const Layout& layout) {
+std::vector<double> pack(const Tensor& t, const Layout& layout) { return pack_lanes({t}, layout); }
+
+Tensor unpack(const std::vector<double>& slots, const Layout& layout, std::size_t lane) {
   layout.validate();
   if (slots.size() != layout.slots) throw std::invalid_argument("unpack: slot count mismatch");
+  if (lane >= layout.lanes) throw std::invalid_argument("unpack: lane out of range");
   Tensor t(layout.shape);
   for (std::size_t c = 0; c < t.shape.channels; ++c)
     for (std::size_t y = 0; y < t.shape.height; ++y)
-      for (std::size_t x = 0; x < t.shape.width; ++x) t.at(c, y, x) = slots[layout.slot(c, y, x)];
+      for (std::size_t x = 0; x < t.shape.width; ++x) t.at(c, y, x) = slots[layout.global_slot(lane, c, y, x)];
   return t;
 }
 
 namespace {
 
-// Expands a map given on replica 0 of both layouts to every output replica. With a cyclic
-// input layout each input is read from the copy at a non-negative offset below the input
-// span from its output slot, so all output copies share the same few diagonals. When the
-// output span is also smaller than the input span (both cyclic), the output copies inside
-// one input span split every row by offset window instead, and rotate-and-sum steps add
-// the partial rows up (SlotLinearMap::post_sum_steps).
+// Expands a map given on replica 0 of both layouts (global slots, every lane) to every
+// output replica. With a cyclic input layout each input is read from the copy at a
+// non-negative offset below the input period from its output slot, so all output copies
+// share the same few diagonals. When the output period is also smaller than the input
+// period (both cyclic), the output copies inside one input period split every row by
+// offset window instead, and rotate-and-sum steps add the partial rows up
+// (SlotLinearMap::post_sum_steps).
 SlotLinearMap replicate(std::vector<SlotLinearMap::Entry> entries, const std::vector<double>& bias0,
                         const Layout& in, const Layout& out) {
   SlotLinearMap m;
   m.slots = out.slots;
   const std::size_t n = out.slots;
-  const bool hybrid = in.cyclic() && out.cyclic() && in.span() > out.span();
+  const std::size_t in_period = in.period(), out_period = out.period();
+  const bool hybrid = in.cyclic() && out.cyclic() && in_period > out_period;
   if (hybrid) {
-    const std::size_t window = out.span();
-    for (std::size_t block = 0; block < n; block += in.span())
+    const std::size_t window = out_period;
+    for (std::size_t block = 0; block < n; block += in_period)
       for (const auto& e : entries) {
-        const std::size_t offset = (e.in + in.span() - e.out % in.span()) % in.span();
+        const std::size_t offset = (e.in + in_period - e.out % in_period) % in_period;
         const std::size_t copy = offset / window;  // the output copy whose window holds this input
         const std::size_t dst = block + e.out + copy * window;
         m.entries.push_back({dst, (dst + offset % window) % n, e.weight});
       }
-    for (std::size_t step = window; step < in.span(); step <<= 1) m.post_sum_steps.push_back(static_cast<long>(step));
+    for (std::size_t step = window; step < in_period; step <<= 1) m.post_sum_steps.push_back(static_cast<long>(step));
   } else {
     for (std::size_t k = 0; k < out.replicas; ++k)
       for (const auto& e : entries) {
-        const std::size_t dst = e.out + k * out.span();
+        const std::size_t dst = e.out + k * out_period;
         std::size_t src = e.in;
-        if (in.cyclic()) src = (dst + (e.in + n - dst % in.span()) % in.span()) % n;
+        if (in.cyclic()) src = (dst + (e.in + n - dst % in_period) % in_period) % n;
         m.entries.push_back({dst, src, e.weight});
       }
   }
   if (!bias0.empty()) {
     m.bias.assign(n, 0.0);
     for (std::size_t k = 0; k < out.replicas; ++k)
-      for (std::size_t s = 0; s < out.span(); ++s) m.bias[s + k * out.span()] = bias0[s];
+      for (std::size_t s = 0; s < out_period; ++s) m.bias[s + k * out_period] = bias0[s];
   }
   return m;
 }
@@ -77,6 +87,12 @@ void check_pair(const Layout& in, const Layout& out, const char* who) {
   in.validate();
   out.validate();
   if (in.slots != out.slots) throw std::invalid_argument(std::string(who) + ": layouts of different slot counts");
+}
+
+void check_lanes(std::size_t layers, const Layout& in, const Layout& out, bool may_sum, const char* who) {
+  if (layers == 0 || layers > in.lanes) throw std::invalid_argument(std::string(who) + ": one layer per lane expected");
+  if (out.lanes != in.lanes && !(may_sum && out.lanes == 1))
+    throw std::invalid_argument(std::string(who) + ": input and output lane counts differ");
 }
 
 }  // namespace
@@ -110,37 +126,43 @@ Layout conv_output_layout(const Conv2d& conv, const Layout& in) {
   const Shape out = conv.output_shape(in.shape);
   if (in.grid_height() % out.height != 0 || in.grid_width() % out.width != 0)
     throw std::invalid_argument("conv_output_layout: output " + out.str() + " does not tile the input grid");
-  Layout o{out, in.grid_height() / out.height, in.slots};
+  Layout o{out, in.grid_height() / out.height, in.slots, 1, in.lanes};
   return in.replicas > 1 ? with_full_replication(o) : (o.validate(), o);
 }
 
-SlotLinearMap lower_conv(const Conv2d& conv, const Layout& in, const Layout& out) {
-  conv.validate();
+SlotLinearMap lower_conv(const std::vector<Conv2d>& per_lane, const Layout& in, const Layout& out) {
   check_pair(in, out, "lower_conv");
-  if (!(out.shape == conv.output_shape(in.shape))) throw std::invalid_argument("lower_conv: output layout shape mismatch");
+  check_lanes(per_lane.size(), in, out, false, "lower_conv");
   std::vector<SlotLinearMap::Entry> entries;
-  for (std::size_t o = 0; o < conv.out_channels; ++o)
-    for (std::size_t i = 0; i < out.shape.height; ++i)
-      for (std::size_t j = 0; j < out.shape.width; ++j) {
-        const std::size_t dst = out.slot(o, i, j);
-        for (std::size_t c = 0; c < conv.in_channels; ++c)
-          for (std::size_t dy = 0; dy < conv.kernel; ++dy)
-            for (std::size_t dx = 0; dx < conv.kernel; ++dx) {
-              const long yy = static_cast<long>(i * conv.stride + dy) - static_cast<long>(conv.padding);
-              const long xx = static_cast<long>(j * conv.stride + dx) - static_cast<long>(conv.padding);
-              if (yy < 0 || xx < 0 || yy >= static_cast<long>(in.shape.height) || xx >= static_cast<long>(in.shape.width))
-                continue;
-              const double w = conv.w(o, c, dy, dx);
-              if (w != 0.0)
-                entries.push_back({dst, in.slot(c, static_cast<std::size_t>(yy), static_cast<std::size_t>(xx)), w});
-            }
-      }
   std::vector<double> bias;
-  if (!conv.bias.empty()) {
-    bias.assign(out.span(), 0.0);
+  for (std::size_t lane = 0; lane < per_lane.size(); ++lane) {
+    const Conv2d& conv = per_lane[lane];
+    conv.validate();
+    if (!(out.shape == conv.output_shape(in.shape))) throw std::invalid_argument("lower_conv: output layout shape mismatch");
     for (std::size_t o = 0; o < conv.out_channels; ++o)
       for (std::size_t i = 0; i < out.shape.height; ++i)
-        for (std::size_t j = 0; j < out.shape.width; ++j) bias[out.slot(o, i, j)] = conv.bias[o];
+        for (std::size_t j = 0; j < out.shape.width; ++j) {
+          const std::size_t dst = out.global_slot(lane, o, i, j);
+          for (std::size_t c = 0; c < conv.in_channels; ++c)
+            for (std::size_t dy = 0; dy < conv.kernel; ++dy)
+              for (std::size_t dx = 0; dx < conv.kernel; ++dx) {
+                const long yy = static_cast<long>(i * conv.stride + dy) - static_cast<long>(conv.padding);
+                const long xx = static_cast<long>(j * conv.stride + dx) - static_cast<long>(conv.padding);
+                if (yy < 0 || xx < 0 || yy >= static_cast<long>(in.shape.height) ||
+                    xx >= static_cast<long>(in.shape.width))
+                  continue;
+                const double w = conv.w(o, c, dy, dx);
+                if (w != 0.0)
+                  entries.push_back(
+                      {dst, in.global_slot(lane, c, static_cast<std::size_t>(yy), static_cast<std::size_t>(xx)), w});
+              }
+        }
+    if (!conv.bias.empty()) {
+      bias.resize(out.period(), 0.0);
+      for (std::size_t o = 0; o < conv.out_channels; ++o)
+        for (std::size_t i = 0; i < out.shape.height; ++i)
+          for (std::size_t j = 0; j < out.shape.width; ++j) bias[out.global_slot(lane, o, i, j)] = conv.bias[o];
+    }
   }
   return replicate(std::move(entries), bias, in, out);
 }
@@ -149,64 +171,75 @@ Layout pool_output_layout(const AvgPool2d& pool, const Layout& in) {
   const Shape out = pool.output_shape(in.shape);
   if (in.grid_height() % out.height != 0 || in.grid_width() % out.width != 0)
     throw std::invalid_argument("pool_output_layout: output " + out.str() + " does not tile the input grid");
-  Layout o{out, in.grid_height() / out.height, in.slots};
+  Layout o{out, in.grid_height() / out.height, in.slots, 1, in.lanes};
   return in.replicas > 1 ? with_full_replication(o) : (o.validate(), o);
 }
 
 SlotLinearMap lower_avg_pool(const AvgPool2d& pool, const Layout& in, const Layout& out) {
   check_pair(in, out, "lower_avg_pool");
-  if (!(out.shape == pool.output_shape(in.shape))) throw std::invalid_argument("lower_avg_pool: layout mismatch");
+  if (!(out.shape == pool.output_shape(in.shape)) || in.lanes != out.lanes)
+    throw std::invalid_argument("lower_avg_pool: layout mismatch");
   std::vector<SlotLinearMap::Entry> entries;
   const double w = 1.0 / static_cast<double>(pool.kernel * pool.kernel);
-  for (std::size_t c = 0; c < out.shape.channels; ++c)
-    for (std::size_t i = 0; i < out.shape.height; ++i)
-      for (std::size_t j = 0; j < out.shape.width; ++j)
-        for (std::size_t dy = 0; dy < pool.kernel; ++dy)
-          for (std::size_t dx = 0; dx < pool.kernel; ++dx)
-            entries.push_back({out.slot(c, i, j), in.slot(c, i * pool.stride + dy, j * pool.stride + dx), w});
+  for (std::size_t lane = 0; lane < in.lanes; ++lane)
+    for (std::size_t c = 0; c < out.shape.channels; ++c)
+      for (std::size_t i = 0; i < out.shape.height; ++i)
+        for (std::size_t j = 0; j < out.shape.width; ++j)
+          for (std::size_t dy = 0; dy < pool.kernel; ++dy)
+            for (std::size_t dx = 0; dx < pool.kernel; ++dx)
+              entries.push_back({out.global_slot(lane, c, i, j),
+                                 in.global_slot(lane, c, i * pool.stride + dy, j * pool.stride + dx), w});
   return replicate(std::move(entries), {}, in, out);
 }
 
-SlotLinearMap lower_linear(const Linear& linear, const Layout& in, const Layout& out) {
-  linear.validate();
+SlotLinearMap lower_linear(const std::vector<Linear>& per_lane, const Layout& in, const Layout& out) {
   check_pair(in, out, "lower_linear");
-  if (in.shape.size() != linear.in_features)
-    throw std::invalid_argument("lower_linear: input " + in.shape.str() + " has " + std::to_string(in.shape.size()) +
-                                " features, layer expects " + std::to_string(linear.in_features));
-  if (!(out.shape == Shape{linear.out_features, 1, 1}) || out.gap != 1)
-    throw std::invalid_argument("lower_linear: output layout must be (" + std::to_string(linear.out_features) +
-                                ", 1, 1) with gap 1");
+  check_lanes(per_lane.size(), in, out, true, "lower_linear");
   std::vector<SlotLinearMap::Entry> entries;
-  const Shape& s = in.shape;
-  for (std::size_t f = 0; f < linear.out_features; ++f)
-    for (std::size_t c = 0; c < s.channels; ++c)
-      for (std::size_t y = 0; y < s.height; ++y)
-        for (std::size_t x = 0; x < s.width; ++x) {
-          const double w = linear.weight[f * linear.in_features + (c * s.height + y) * s.width + x];
-          if (w != 0.0) entries.push_back({out.slot(f, 0, 0), in.slot(c, y, x), w});
-        }
   std::vector<double> bias;
-  if (!linear.bias.empty()) {
-    bias.assign(out.span(), 0.0);
-    for (std::size_t f = 0; f < linear.out_features; ++f) bias[out.slot(f, 0, 0)] = linear.bias[f];
+  for (std::size_t lane = 0; lane < per_lane.size(); ++lane) {
+    const Linear& linear = per_lane[lane];
+    linear.validate();
+    if (in.shape.size() != linear.in_features)
+      throw std::invalid_argument("lower_linear: input " + in.shape.str() + " has " + std::to_string(in.shape.size()) +
+                                  " features, layer expects " + std::to_string(linear.in_features));
+    if (!(out.shape == Shape{linear.out_features, 1, 1}) || out.gap != 1)
+      throw std::invalid_argument("lower_linear: output layout must be (" + std::to_string(linear.out_features) +
+                                  ", 1, 1) with gap 1");
+    const std::size_t out_lane = out.lanes == 1 ? 0 : lane;
+    const Shape& s = in.shape;
+    for (std::size_t f = 0; f < linear.out_features; ++f)
+      for (std::size_t c = 0; c < s.channels; ++c)
+        for (std::size_t y = 0; y < s.height; ++y)
+          for (std::size_t x = 0; x < s.width; ++x) {
+            const double w = linear.weight[f * linear.in_features + (c * s.height + y) * s.width + x];
+            if (w != 0.0) entries.push_back({out.global_slot(out_lane, f, 0, 0), in.global_slot(lane, c, y, x), w});
+          }
+    if (!linear.bias.empty()) {
+      bias.resize(out.period(), 0.0);
+      for (std::size_t f = 0; f < linear.out_features; ++f) bias[out.global_slot(out_lane, f, 0, 0)] += linear.bias[f];
+    }
   }
   return replicate(std::move(entries), bias, in, out);
 }
 
-SlotLinearMap lower_channel_affine(const std::vector<double>& scale, const std::vector<double>& shift,
-                                   const Layout& layout) {
+SlotLinearMap lower_channel_affine(const std::vector<ChannelAffine>& per_lane, const Layout& layout) {
   layout.validate();
-  if (scale.size() != layout.shape.channels || shift.size() != layout.shape.channels)
-    throw std::invalid_argument("lower_channel_affine: channel count mismatch");
+  check_lanes(per_lane.size(), layout, layout, false, "lower_channel_affine");
   std::vector<SlotLinearMap::Entry> entries;
-  std::vector<double> bias(layout.span(), 0.0);
-  for (std::size_t c = 0; c < layout.shape.channels; ++c)
-    for (std::size_t y = 0; y < layout.shape.height; ++y)
-      for (std::size_t x = 0; x < layout.shape.width; ++x) {
-        const std::size_t s = layout.slot(c, y, x);
-        entries.push_back({s, s, scale[c]});
-        bias[s] = shift[c];
-      }
+  std::vector<double> bias(layout.period(), 0.0);
+  for (std::size_t lane = 0; lane < per_lane.size(); ++lane) {
+    const ChannelAffine& a = per_lane[lane];
+    if (a.scale.size() != layout.shape.channels || a.shift.size() != layout.shape.channels)
+      throw std::invalid_argument("lower_channel_affine: channel count mismatch");
+    for (std::size_t c = 0; c < layout.shape.channels; ++c)
+      for (std::size_t y = 0; y < layout.shape.height; ++y)
+        for (std::size_t x = 0; x < layout.shape.width; ++x) {
+          const std::size_t s = layout.global_slot(lane, c, y, x);
+          entries.push_back({s, s, a.scale[c]});
+          bias[s] = a.shift[c];
+        }
+  }
   return replicate(std::move(entries), bias, layout, layout);
 }
 

@@ -30,20 +30,37 @@ struct SlotLinearMap {
   ckks::Diagonals diagonals() const;
 };
 
-// The output layout a convolution produces from `in`: same grid, gap multiplied by stride,
-// fully replicated when the input is replicated.
+// The lowering functions take one layer per lane (fewer than `lanes`: the other lanes
+// are zero); a single layer is the one-lane case.
+
+// The output layout a convolution produces from `in`: same grid and lanes, gap multiplied
+// by stride, fully replicated when the input is replicated.
 Layout conv_output_layout(const Conv2d& conv, const Layout& in);
-SlotLinearMap lower_conv(const Conv2d& conv, const Layout& in, const Layout& out);
+SlotLinearMap lower_conv(const std::vector<Conv2d>& per_lane, const Layout& in, const Layout& out);
+inline SlotLinearMap lower_conv(const Conv2d& conv, const Layout& in, const Layout& out) {
+  return lower_conv(std::vector<Conv2d>{conv}, in, out);
+}
 
 Layout pool_output_layout(const AvgPool2d& pool, const Layout& in);
 SlotLinearMap lower_avg_pool(const AvgPool2d& pool, const Layout& in, const Layout& out);
 
 // Linear layer over the channel-major flattening of the input tensor; the output layout is
-// (out_features, 1, 1) with gap 1 (feature f in slot f of each replica).
-SlotLinearMap lower_linear(const Linear& linear, const Layout& in, const Layout& out);
+// (out_features, 1, 1) with gap 1 (feature f in slot f of each replica). With a one-lane
+// output the lanes' results are summed (a PatchCNN group's head blocks).
+SlotLinearMap lower_linear(const std::vector<Linear>& per_lane, const Layout& in, const Layout& out);
+inline SlotLinearMap lower_linear(const Linear& linear, const Layout& in, const Layout& out) {
+  return lower_linear(std::vector<Linear>{linear}, in, out);
+}
 
-// Per-channel affine y = scale_c x + shift_c (folded BatchNorm) as a diagonal map.
-SlotLinearMap lower_channel_affine(const std::vector<double>& scale, const std::vector<double>& shift,
-                                   const Layout& layout);
+// Per-channel affine y = scale_c x + shift_c (folded BatchNorm) as a diagonal map; one
+// (scale, shift) pair per lane.
+struct ChannelAffine {
+  std::vector<double> scale, shift;
+};
+SlotLinearMap lower_channel_affine(const std::vector<ChannelAffine>& per_lane, const Layout& layout);
+inline SlotLinearMap lower_channel_affine(const std::vector<double>& scale, const std::vector<double>& shift,
+                                          const Layout& layout) {
+  return lower_channel_affine(std::vector<ChannelAffine>{{scale, shift}}, layout);
+}
 
 }  // namespace pfhe::nn

@@ -1,6 +1,7 @@
 #include "nn/patch_cnn.h"
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <cmath>
 #include <numeric>
@@ -9,6 +10,7 @@
 
 #include "ckks/polynomial.h"
 #include "ckks/serialization.h"
+#include "nn/linear_map.h"
 
 namespace pfhe::nn {
 
@@ -123,20 +125,57 @@ double match_score(const Tensor& probe, const Tensor& enrolled, double threshold
   return d - threshold;
 }
 
+std::size_t max_lanes(const Backbone& model, const Shape& patch, std::size_t slots) {
+  // Walk the one-lane layouts of every layer and keep the largest span.
+  Layout layout{patch, 1, slots};
+  std::size_t span = layout.span();
+  layout = conv_output_layout(model.conv0, layout);
+  span = std::max(span, layout.span());
+  for (const auto& b : model.blocks) {
+    layout = conv_output_layout(b.conv2, conv_output_layout(b.conv1, layout));
+    span = std::max(span, layout.span());
+  }
+  return std::bit_floor(slots / span);
+}
+
+std::vector<std::vector<double>> pack_patch_groups(const std::vector<Tensor>& patches, const Layout& input_layout) {
+  std::vector<std::vector<double>> out;
+  for (std::size_t first = 0; first < patches.size(); first += input_layout.lanes) {
+    const std::size_t end = std::min(patches.size(), first + input_layout.lanes);
+    out.push_back(pack_lanes({patches.begin() + static_cast<std::ptrdiff_t>(first),
+                              patches.begin() + static_cast<std::ptrdiff_t>(end)},
+                             input_layout));
+  }
+  return out;
+}
+
 CompiledPatchCNN CompiledPatchCNN::compile(const PatchCNN& model, const ckks::Encoder& encoder, std::size_t input_level,
-                                           double scale, std::size_t plaintext_budget) {
+                                           double scale, std::size_t plaintext_budget, std::size_t lanes) {
   model.validate();
   CompiledPatchCNN c;
   c.encoder_ = &encoder;
+  c.patches_ = model.backbones.size();
   const Shape patch{3, model.patch_size, model.patch_size};
-  for (std::size_t p = 0; p < model.backbones.size(); ++p) {
-    const Linear block = model.head_block(p);
-    c.backbones_.push_back(CompiledBackbone::compile(model.backbones[p], encoder, patch, input_level, scale, &block,
-                                                     plaintext_budget / model.backbones.size()));
+  const std::size_t fit = max_lanes(model.backbones.front(), patch, encoder.context().n() / 2);
+  if (lanes == 0) lanes = std::min(fit, std::bit_ceil(c.patches_));
+  if (lanes == 0 || (lanes & (lanes - 1)) != 0 || lanes > fit)
+    throw std::invalid_argument("compile: lanes must be a power of two up to " + std::to_string(fit) + " for this model");
+  std::vector<Linear> head_blocks;
+  for (std::size_t p = 0; p < c.patches_; ++p) head_blocks.push_back(model.head_block(p));
+  const std::size_t groups = (c.patches_ + lanes - 1) / lanes;
+  for (std::size_t g = 0; g < groups; ++g) {
+    std::vector<const Backbone*> members;
+    std::vector<const Linear*> heads;
+    for (std::size_t p = g * lanes; p < std::min(c.patches_, (g + 1) * lanes); ++p) {
+      members.push_back(&model.backbones[p]);
+      heads.push_back(&head_blocks[p]);
+    }
+    c.groups_.push_back(
+        CompiledBackbone::compile(members, encoder, patch, input_level, scale, heads, lanes, plaintext_budget / groups));
   }
   c.l2_ = model.l2;
   c.features_ = model.head.out_features;
-  if (c.backbones_.front().output_level() < 5)
+  if (c.groups_.front().output_level() < 5)
     throw std::invalid_argument("compile: " + std::to_string(input_level) +
                                 " levels leave too few for normalisation and matching (need backbone depth + 5)");
   return c;
@@ -144,10 +183,10 @@ CompiledPatchCNN CompiledPatchCNN::compile(const PatchCNN& model, const ckks::En
 
 std::map<long, std::size_t> CompiledPatchCNN::rotation_levels() const {
   std::map<long, std::size_t> levels;
-  for (const auto& b : backbones_)
+  for (const auto& b : groups_)
     for (const auto& [step, level] : b.rotation_levels()) levels[step] = std::max(levels[step], level);
   // Slot sums over one replica of the embedding, after the first squaring.
-  const std::size_t sum_level = backbones_.front().output_level() - 1;
+  const std::size_t sum_level = groups_.front().output_level() - 1;
   for (std::size_t step = 1; step < embedding_layout().span(); step <<= 1)
     levels[static_cast<long>(step)] = std::max(levels[static_cast<long>(step)], sum_level);
   return levels;
@@ -155,16 +194,16 @@ std::map<long, std::size_t> CompiledPatchCNN::rotation_levels() const {
 
 std::size_t CompiledPatchCNN::plaintext_bytes() const {
   std::size_t bytes = 0;
-  for (const auto& b : backbones_) bytes += b.plaintext_bytes();
+  for (const auto& b : groups_) bytes += b.plaintext_bytes();
   return bytes;
 }
 
-std::size_t CompiledPatchCNN::depth() const { return backbones_.front().depth() + 5; }
+std::size_t CompiledPatchCNN::depth() const { return groups_.front().depth() + 5; }
 
 ckks::Ciphertext CompiledPatchCNN::aggregate(const ckks::Evaluator& eval, std::vector<ckks::Ciphertext> heads) const {
-  if (heads.size() != backbones_.size())
+  if (heads.size() != groups_.size())
     throw std::invalid_argument("aggregate: " + std::to_string(heads.size()) + " head outputs for " +
-                                std::to_string(backbones_.size()) + " patches");
+                                std::to_string(groups_.size()) + " lane groups");
   // Pairwise tree: the same association order whatever executor produced the heads.
   while (heads.size() > 1) {
     std::vector<ckks::Ciphertext> next;
@@ -216,8 +255,9 @@ ckks::Bytes CompiledPatchCNN::save() const {
   w.put_bytes(reinterpret_cast<const std::uint8_t*>(kCompiledMagic), 4);
   w.put<std::uint32_t>(kCompiledVersion);
   w.put<std::uint64_t>(encoder_->context().params().fingerprint());
-  w.put<std::uint64_t>(backbones_.size());
-  for (const auto& b : backbones_) b.save(w);
+  w.put<std::uint64_t>(patches_);
+  w.put<std::uint64_t>(groups_.size());
+  for (const auto& b : groups_) b.save(w);
   w.put<double>(l2_.a);
   w.put<double>(l2_.b);
   w.put<double>(l2_.c);
@@ -238,9 +278,18 @@ CompiledPatchCNN CompiledPatchCNN::load(const ckks::Encoder& encoder, std::span<
     throw ckks::SerializationError("compiled model was made for other parameters (fingerprint mismatch)");
   CompiledPatchCNN c;
   c.encoder_ = &encoder;
-  const std::size_t patches = r.get_count(what, 256);
-  if (patches == 0) throw ckks::SerializationError("compiled model: no backbones");
-  for (std::size_t p = 0; p < patches; ++p) c.backbones_.push_back(CompiledBackbone::load(encoder, r));
+  c.patches_ = r.get_count(what, 256);
+  const std::size_t groups = r.get_count(what, 256);
+  if (c.patches_ == 0 || groups == 0) throw ckks::SerializationError("compiled model: no backbones");
+  for (std::size_t g = 0; g < groups; ++g) c.groups_.push_back(CompiledBackbone::load(encoder, r));
+  const std::size_t lanes = c.groups_.front().input_layout().lanes;
+  for (const auto& g : c.groups_)
+    if (!(g.input_layout().shape == c.groups_.front().input_layout().shape) || g.input_layout().lanes != lanes ||
+        !(g.output_layout().shape == c.groups_.front().output_layout().shape) ||
+        g.output_level() != c.groups_.front().output_level())
+      throw ckks::SerializationError("compiled model: lane groups disagree in layout or level");
+  if ((c.patches_ + lanes - 1) / lanes != groups)
+    throw ckks::SerializationError("compiled model: patch count does not match the lane groups");
   c.l2_ = {r.get<double>(what), r.get<double>(what), r.get<double>(what)};
   c.features_ = r.get_count(what, encoder.context().n() / 2);
   r.expect_end(what);

@@ -60,19 +60,33 @@ void fit_l2_norm(PatchCNN& model, const std::vector<Tensor>& images);
 // Squared distance minus threshold (negative: same person).
 double match_score(const Tensor& probe, const Tensor& enrolled, double threshold);
 
+// The most lanes (patches per ciphertext) every layer of this backbone leaves room for.
+std::size_t max_lanes(const Backbone& model, const Shape& patch, std::size_t slots);
+
+// Slot vectors of an image's patches, one per lane group: patch p goes to lane
+// p % lanes of group p / lanes (input_layout.lanes lanes).
+std::vector<std::vector<double>> pack_patch_groups(const std::vector<Tensor>& patches, const Layout& input_layout);
+
 class CompiledPatchCNN {
  public:
+  // lanes: patches evaluated together per ciphertext (a power of two); 0 picks the most
+  // that fit, capped at the patch count. Fewer lanes give more, smaller tasks to spread
+  // over workers; more lanes less total work.
   static CompiledPatchCNN compile(const PatchCNN& model, const ckks::Encoder& encoder, std::size_t input_level,
-                                  double scale, std::size_t plaintext_budget = SIZE_MAX);
+                                  double scale, std::size_t plaintext_budget = SIZE_MAX, std::size_t lanes = 0);
 
-  std::size_t patches() const { return backbones_.size(); }
-  const CompiledBackbone& backbone(std::size_t p) const { return backbones_[p]; }
-  const Layout& embedding_layout() const { return backbones_.front().output_layout(); }
+  std::size_t patches() const { return patches_; }
+  std::size_t lanes() const { return groups_.front().input_layout().lanes; }
+  // One task per lane group: group g holds patches g * lanes ... (g + 1) * lanes - 1.
+  std::size_t groups() const { return groups_.size(); }
+  const CompiledBackbone& group(std::size_t g) const { return groups_[g]; }
+  const Layout& input_layout() const { return groups_.front().input_layout(); }
+  const Layout& embedding_layout() const { return groups_.front().output_layout(); }
   std::map<long, std::size_t> rotation_levels() const;
   std::size_t depth() const;  // backbone + normalisation + matching
   std::size_t plaintext_bytes() const;  // memory held by every backbone's diagonals
 
-  // Server side: sum of the per-patch head outputs (tree reduction), then normalisation.
+  // Server side: sum of the groups' head outputs (tree reduction), then normalisation.
   ckks::Ciphertext aggregate(const ckks::Evaluator& eval, std::vector<ckks::Ciphertext> heads) const;
   ckks::Ciphertext normalize(const ckks::Evaluator& eval, const ckks::Ciphertext& embedding) const;
   // Encrypted squared distance minus threshold, in every slot.
@@ -88,7 +102,8 @@ class CompiledPatchCNN {
 
  private:
   const ckks::Encoder* encoder_ = nullptr;
-  std::vector<CompiledBackbone> backbones_;
+  std::vector<CompiledBackbone> groups_;
+  std::size_t patches_ = 0;
   L2NormPoly l2_;
   std::size_t features_ = 0;
 };

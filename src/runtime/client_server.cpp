@@ -14,8 +14,8 @@ namespace pfhe::runtime {
 namespace {
 
 nlohmann::json layout_json(const nn::Layout& l) {
-  return {{"channels", l.shape.channels}, {"height", l.shape.height}, {"width", l.shape.width},
-          {"gap", l.gap},               {"slots", l.slots},          {"replicas", l.replicas}};
+  return {{"channels", l.shape.channels}, {"height", l.shape.height}, {"width", l.shape.width}, {"gap", l.gap},
+          {"slots", l.slots},           {"replicas", l.replicas},    {"lanes", l.lanes}};
 }
 
 // Strict readers: nlohmann's get<integer>() converts a float (1e30) with undefined
@@ -42,6 +42,7 @@ nn::Layout layout_from(const nlohmann::json& j) {
   l.gap = unsigned_at(j, "gap", kMaxSlots);
   l.slots = unsigned_at(j, "slots", kMaxSlots);
   l.replicas = unsigned_at(j, "replicas", kMaxSlots);
+  l.lanes = unsigned_at(j, "lanes", kMaxSlots);
   l.validate();
   return l;
 }
@@ -103,7 +104,7 @@ ClientSpec ClientSpec::of(const nn::CompiledPatchCNN& model, const ckks::Paramet
   ClientSpec s;
   s.fingerprint = params.fingerprint();
   s.grid = static_cast<std::size_t>(std::lround(std::sqrt(static_cast<double>(model.patches()))));
-  const nn::CompiledBackbone& b = model.backbone(0);
+  const nn::CompiledBackbone& b = model.group(0);
   s.patch_size = b.input_layout().shape.height;
   s.input_level = b.input_level();
   s.input_scale = b.input_scale();
@@ -135,10 +136,12 @@ Client::Client(const ckks::Context& context, const ClientSpec& s, SecretKeyFile 
 
 Bundle Client::encrypt_image(const nn::Tensor& image) const {
   nn::expect_shape(image, spec.image_shape(), "encrypt_image");
+  std::vector<nn::Tensor> patches;
+  for (std::size_t p = 0; p < spec.grid * spec.grid; ++p)
+    patches.push_back(nn::extract_patch(image, spec.grid, spec.patch_size, p));
   Bundle out{secret_key.key_set, {}};
-  for (std::size_t p = 0; p < spec.grid * spec.grid; ++p) {
-    const nn::Tensor patch = nn::extract_patch(image, spec.grid, spec.patch_size, p);
-    const ckks::Plaintext pt = encoder.encode(nn::pack(patch, spec.input_layout), spec.input_level, spec.input_scale);
+  for (const auto& slots : nn::pack_patch_groups(patches, spec.input_layout)) {
+    const ckks::Plaintext pt = encoder.encode(slots, spec.input_level, spec.input_scale);
     out.objects.push_back(ckks::save(ctx, encryptor.encrypt_seeded(pt), {.compress = true}));
   }
   return out;
@@ -190,9 +193,11 @@ Server::Server(const std::string& params_path, const std::string& model_path, co
 
 CiphertextFile Server::infer(const CiphertextFile& patches, Executor& executor, RunStats* stats) const {
   check_same_key_set(patches.key_set, "the encrypted patches", keys_->key_set, "the evaluation keys");
-  if (patches.ciphertexts.size() != model_->patches())
-    throw std::invalid_argument("the model has " + std::to_string(model_->patches()) + " patches, the input " +
-                                std::to_string(patches.ciphertexts.size()) + " ciphertexts");
+  if (patches.ciphertexts.size() != model_->groups())
+    throw std::invalid_argument("the model takes " + std::to_string(model_->groups()) + " patch ciphertexts (" +
+                                std::to_string(model_->patches()) + " patches in groups of " +
+                                std::to_string(model_->lanes()) + "), the input has " +
+                                std::to_string(patches.ciphertexts.size()));
   const auto heads = executor.run(*ctx_, tasks(), patches.ciphertexts, stats);
   return {keys_->key_set, {model_->normalize(*eval_, model_->aggregate(*eval_, heads))}};
 }

@@ -41,7 +41,8 @@ ckks::Parameters read_secure_parameters(const std::string& path);
 // Not copyable or movable: its encryptor and decryptor refer to its own secret key.
 struct Client {
   Client(const ckks::Context& ctx, const ClientSpec& spec, SecretKeyFile secret_key);
-  // One seeded ciphertext per patch (compressed), in patch order, tagged with the key set.
+  // One seeded ciphertext per lane group of patches (compressed), in group order, tagged
+  // with the key set.
   Bundle encrypt_image(const nn::Tensor& image) const;
   // Both check that the file belongs to this client's key set.
   nn::Tensor decrypt_embedding(const CiphertextFile& file) const;

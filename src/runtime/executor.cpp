@@ -87,11 +87,11 @@ std::unique_ptr<Executor> make_sequential_executor() { return std::make_unique<S
 std::unique_ptr<Executor> make_thread_executor(std::size_t workers) { return std::make_unique<ThreadExecutor>(workers); }
 
 TaskFunction backbone_tasks(const nn::CompiledPatchCNN& model, const ckks::Evaluator& eval) {
-  return [&model, &eval](std::size_t p, const ckks::Ciphertext& in) {
-    if (p >= model.patches())
-      throw std::invalid_argument("patch " + std::to_string(p) + " of a model with " + std::to_string(model.patches()) +
-                                  " patches");
-    return model.backbone(p).run(eval, in);
+  return [&model, &eval](std::size_t g, const ckks::Ciphertext& in) {
+    if (g >= model.groups())
+      throw std::invalid_argument("lane group " + std::to_string(g) + " of a model with " +
+                                  std::to_string(model.groups()) + " groups");
+    return model.group(g).run(eval, in);
   };
 }
 

@@ -50,7 +50,8 @@ std::unique_ptr<Executor> make_thread_executor(std::size_t workers);
 // others are killed and every child is reaped.
 std::unique_ptr<Executor> make_fork_executor(std::size_t workers);
 
-// The task function of a compiled PatchCNN: backbone p on patch ciphertext p.
+// The task function of a compiled PatchCNN: lane group g (its patches' backbones and
+// summed head blocks) on the group's ciphertext g.
 TaskFunction backbone_tasks(const nn::CompiledPatchCNN& model, const ckks::Evaluator& eval);
 
 // Thread count of this process (from /proc/self/task).

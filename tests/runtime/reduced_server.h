@@ -19,8 +19,9 @@ struct ReducedServer {
   ckks::Encoder enc{ctx};
   std::vector<nn::Tensor> images = nn::synthetic_images(128, {3, 16, 16}, 5);
   nn::PatchCNN model = nn::make_synthetic_patch_cnn(reduced_backbone_shape(), 2, 8, 16, 13, images);
+  // One patch per ciphertext: four tasks for the executors to place.
   nn::CompiledPatchCNN compiled =
-      nn::CompiledPatchCNN::compile(model, enc, kLevels, ctx.params().default_scale());
+      nn::CompiledPatchCNN::compile(model, enc, kLevels, ctx.params().default_scale(), SIZE_MAX, 1);
   ckks::KeyGenerator keygen{ctx};
   ckks::RelinKey relin = keygen.create_relin_key();
   ckks::GaloisKeys galois = keygen.create_galois_keys(compiled.rotation_levels());
@@ -28,12 +29,11 @@ struct ReducedServer {
   ckks::Encryptor encryptor{ctx, keygen.secret_key()};
 
   std::vector<ckks::Ciphertext> encrypt_patches(const nn::Tensor& image) const {
+    std::vector<nn::Tensor> patches;
+    for (std::size_t p = 0; p < compiled.patches(); ++p) patches.push_back(model.patch(image, p));
     std::vector<ckks::Ciphertext> out;
-    for (std::size_t p = 0; p < compiled.patches(); ++p) {
-      const auto& b = compiled.backbone(p);
-      out.push_back(encryptor.encrypt(
-          enc.encode(nn::pack(model.patch(image, p), b.input_layout()), kLevels, ctx.params().default_scale())));
-    }
+    for (const auto& slots : nn::pack_patch_groups(patches, compiled.input_layout()))
+      out.push_back(encryptor.encrypt(enc.encode(slots, kLevels, ctx.params().default_scale())));
     return out;
   }
 };
