@@ -211,6 +211,21 @@ TEST(NnLowering, ReplicatedLayoutsAreCyclicAndNeedFewerDiagonals) {
   EXPECT_EQ(d_cyclic, 16u * 9u);
 }
 
+// Regression: a cyclic layout with exactly one replica (span = slots) lost its cyclic
+// property at the next strided convolution, whose output was then left unreplicated.
+TEST(NnLowering, CyclicSingleReplicaStaysCyclicThroughStride) {
+  const Layout in = with_full_replication(Layout{{4, 8, 8}, 1, 256});
+  ASSERT_EQ(in.replicas, 1u);
+  ASSERT_TRUE(in.cyclic());
+  const Conv2d c = random_conv(4, 8, 3, 2, 1, false);
+  const Layout out = conv_output_layout(c, in);
+  EXPECT_TRUE(out.cyclic());
+  EXPECT_EQ(out.replicas, 2u);
+  const Tensor x = random_tensor(in.shape);
+  const auto y = lower_conv(c, in, out).apply(pack(x, in));
+  EXPECT_LT(max_diff(unpack(y, out), c.forward(x)), 1e-12);
+}
+
 TEST(NnLowering, EncryptedReplicatedConvolution) {
   ckks::Context ctx(test::small_params(11, 2));
   ckks::Encoder enc(ctx);

@@ -127,7 +127,7 @@ Layout conv_output_layout(const Conv2d& conv, const Layout& in) {
   if (in.grid_height() % out.height != 0 || in.grid_width() % out.width != 0)
     throw std::invalid_argument("conv_output_layout: output " + out.str() + " does not tile the input grid");
   Layout o{out, in.grid_height() / out.height, in.slots, 1, in.lanes};
-  return in.replicas > 1 ? with_full_replication(o) : (o.validate(), o);
+  return in.cyclic() ? with_full_replication(o) : (o.validate(), o);
 }
 
 SlotLinearMap lower_conv(const std::vector<Conv2d>& per_lane, const Layout& in, const Layout& out) {
@@ -172,7 +172,7 @@ Layout pool_output_layout(const AvgPool2d& pool, const Layout& in) {
   if (in.grid_height() % out.height != 0 || in.grid_width() % out.width != 0)
     throw std::invalid_argument("pool_output_layout: output " + out.str() + " does not tile the input grid");
   Layout o{out, in.grid_height() / out.height, in.slots, 1, in.lanes};
-  return in.replicas > 1 ? with_full_replication(o) : (o.validate(), o);
+  return in.cyclic() ? with_full_replication(o) : (o.validate(), o);
 }
 
 SlotLinearMap lower_avg_pool(const AvgPool2d& pool, const Layout& in, const Layout& out) {

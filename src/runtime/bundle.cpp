@@ -7,6 +7,7 @@
 #include "ckks/encryptor.h"
 #include "ckks/serialization.h"
 #include "ring/prng.h"
+#include "runtime/mapped_file.h"
 
 namespace pfhe::runtime {
 
@@ -19,7 +20,8 @@ constexpr std::size_t kMaxObjects = 1 << 16;
 template <typename F>
 auto load_from(const std::string& path, F&& f) {
   try {
-    return f(load_bundle(ckks::read_file(path)));
+    const MappedFile file(path);
+    return f(load_bundle(file.bytes()));
   } catch (const ckks::SerializationError& e) {
     throw ckks::SerializationError(path + ": " + e.what());
   }
@@ -45,7 +47,7 @@ ckks::Bytes save_bundle(const Bundle& bundle) {
   return std::move(w.bytes());
 }
 
-Bundle load_bundle(std::span<const std::uint8_t> bytes) {
+BundleView load_bundle(std::span<const std::uint8_t> bytes) {
   const char* what = "bundle";
   ckks::ByteReader r(bytes);
   char magic[4];
@@ -53,13 +55,10 @@ Bundle load_bundle(std::span<const std::uint8_t> bytes) {
   if (std::memcmp(magic, kMagic, 4) != 0) throw ckks::SerializationError("not a pfhe bundle (bad magic)");
   const auto version = r.get<std::uint32_t>(what);
   if (version != kVersion) throw ckks::SerializationError("unsupported bundle version " + std::to_string(version));
-  Bundle b;
+  BundleView b;
   b.key_set = r.get<std::uint64_t>(what);
   const std::size_t count = r.get_count(what, kMaxObjects);
-  for (std::size_t i = 0; i < count; ++i) {
-    const auto blob = r.get_blob(what);
-    b.objects.emplace_back(blob.begin(), blob.end());
-  }
+  for (std::size_t i = 0; i < count; ++i) b.objects.push_back(r.get_blob(what));
   r.expect_end(what);
   return b;
 }
@@ -86,7 +85,7 @@ void write_ciphertexts(const std::string& path, const ckks::Context& ctx, const 
 }
 
 CiphertextFile read_ciphertexts(const std::string& path, const ckks::Context& ctx) {
-  return load_from(path, [&](const Bundle& b) {
+  return load_from(path, [&](const BundleView& b) {
     CiphertextFile out{b.key_set, {}};
     for (const auto& o : b.objects) {
       if (ckks::peek_type(o) == ckks::ObjectType::kSeededCiphertext)
@@ -104,7 +103,7 @@ void write_evaluation_keys(const std::string& path, const ckks::Context& ctx, co
 }
 
 EvaluationKeys read_evaluation_keys(const std::string& path, const ckks::Context& ctx) {
-  return load_from(path, [&](const Bundle& b) {
+  return load_from(path, [&](const BundleView& b) {
     if (b.objects.size() != 2) throw ckks::SerializationError("evaluation keys: expected a relinearization key and Galois keys");
     return EvaluationKeys{b.key_set, ckks::load_relin_key(ctx, b.objects[0]), ckks::load_galois_keys(ctx, b.objects[1])};
   });
@@ -124,7 +123,7 @@ void write_secret_key(const std::string& path, const ckks::Context& ctx, const S
 }
 
 SecretKeyFile read_secret_key(const std::string& path, const ckks::Context& ctx) {
-  return load_from(path, [&](const Bundle& b) {
+  return load_from(path, [&](const BundleView& b) {
     if (b.objects.size() != 1) throw ckks::SerializationError("secret key file: expected one secret key");
     return SecretKeyFile{b.key_set, ckks::load_secret_key(ctx, b.objects[0])};
   });

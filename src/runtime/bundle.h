@@ -22,7 +22,12 @@ struct Bundle {
   std::vector<ckks::Bytes> objects;
 };
 ckks::Bytes save_bundle(const Bundle& bundle);
-Bundle load_bundle(std::span<const std::uint8_t> bytes);
+// A parsed bundle: views into the bytes it was parsed from (no copy of the objects).
+struct BundleView {
+  std::uint64_t key_set = 0;
+  std::vector<std::span<const std::uint8_t>> objects;
+};
+BundleView load_bundle(std::span<const std::uint8_t> bytes);
 
 std::uint64_t new_key_set_tag();  // from the OS CSPRNG, never 0
 // Throws std::invalid_argument naming both files when two tags differ.
@@ -32,6 +37,7 @@ struct CiphertextFile {
   std::uint64_t key_set = 0;
   std::vector<ckks::Ciphertext> ciphertexts;
 };
+// Files are read through a memory mapping (runtime/mapped_file.h).
 // Compressed; seeded ciphertexts in a file are expanded on reading.
 void write_ciphertexts(const std::string& path, const ckks::Context& ctx, const CiphertextFile& file);
 CiphertextFile read_ciphertexts(const std::string& path, const ckks::Context& ctx);

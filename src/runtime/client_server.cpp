@@ -8,6 +8,7 @@
 #include "ckks/keygen.h"
 #include "ckks/serialization.h"
 #include "nn/linear_map.h"
+#include "runtime/mapped_file.h"
 
 namespace pfhe::runtime {
 
@@ -177,7 +178,8 @@ Server::Server(const std::string& params_path, const std::string& model_path, co
   ctx_ = std::make_unique<ckks::Context>(read_secure_parameters(params_path));
   enc_ = std::make_unique<ckks::Encoder>(*ctx_);
   try {
-    model_ = std::make_unique<nn::CompiledPatchCNN>(nn::CompiledPatchCNN::load(*enc_, ckks::read_file(model_path)));
+    const MappedFile file(model_path);
+    model_ = std::make_unique<nn::CompiledPatchCNN>(nn::CompiledPatchCNN::load(*enc_, file.bytes()));
   } catch (const ckks::SerializationError& e) {
     throw ckks::SerializationError(model_path + ": " + e.what());
   }

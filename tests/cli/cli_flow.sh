@@ -29,7 +29,7 @@ server=(--params srv/params.pfhe --model srv/model.pfhc --eval-keys eval.keys)
 "$pfhe" sample-image --size 16 --seed 8 --out alice.png
 "$pfhe" sample-image --size 16 --seed 8 --variation 0.05 --out alice2.png
 "$pfhe" sample-image --size 16 --seed 14 --out bob.png
-"$pfhe" compile --model model.pfhm --out-dir srv --budget-gb 0.25
+"$pfhe" compile --model model.pfhm --out-dir srv --budget-gb 0.25 --lanes 2  # two tasks of two patches
 "$pfhe" keygen "${spec[@]}" --secret-key sk.key --eval-keys eval.keys
 [ "$(stat -c %a sk.key)" = 600 ] || fail "secret key file is not owner-only"
 for img in alice alice2 bob; do

@@ -1,0 +1,28 @@
+// A read-only memory mapping of a whole file. Loading the compiled model and the
+// evaluation keys through it keeps the file's bytes in the page cache (shared by every
+// process that maps the same file, and reclaimable) instead of a private copy next to the
+// decoded objects, which would double the peak memory of loading.
+#pragma once
+#include <cstdint>
+#include <span>
+#include <string>
+
+namespace pfhe::runtime {
+
+class MappedFile {
+ public:
+  explicit MappedFile(const std::string& path);  // throws ckks::SerializationError naming the path
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  std::span<const std::uint8_t> bytes() const { return {data_, size_}; }
+  // Tells the kernel the pages may be dropped now (after decoding).
+  void release_pages() const;
+
+ private:
+  const std::uint8_t* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+}  // namespace pfhe::runtime
