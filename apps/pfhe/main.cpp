@@ -146,7 +146,7 @@ int cmd_compile(const std::string& model_path, const std::string& out_dir, doubl
   fs::create_directories(out_dir);
   t = Clock::now();
   ckks::write_file(out_dir + "/params.pfhe", ckks::save_parameters(ctx.params()));
-  ckks::write_file(out_dir + "/model.pfhc", compiled.save());
+  compiled.save_file(out_dir + "/model.pfhc");
   write_text(out_dir + "/client.json", runtime::ClientSpec::of(compiled, ctx.params()).to_json());
   progress("wrote %s/{params.pfhe, model.pfhc, client.json} in %.1f s", out_dir.c_str(), seconds_since(t));
   return 0;

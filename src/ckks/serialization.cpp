@@ -348,17 +348,37 @@ GaloisKeys load_galois_keys(const Context& ctx, std::span<const std::uint8_t> by
   return gk;
 }
 
-void write_file(const std::string& path, std::span<const std::uint8_t> bytes) {
-  const std::string tmp = path + ".partial";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) throw SerializationError("cannot open " + tmp + " for writing");
-    f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-    f.flush();
-    if (!f) throw SerializationError("write to " + tmp + " failed (disk full?)");
+FileWriter::FileWriter(const std::string& path) : path_(path), partial_(path + ".partial") {
+  out_.open(partial_, std::ios::binary | std::ios::trunc);
+  if (!out_) throw SerializationError("cannot open " + partial_ + " for writing");
+}
+
+FileWriter::~FileWriter() {
+  if (!committed_) {
+    out_.close();
+    std::remove(partial_.c_str());  // an abandoned write leaves nothing behind
   }
+}
+
+void FileWriter::write(std::span<const std::uint8_t> bytes) {
+  out_.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  if (!out_) throw SerializationError("write to " + partial_ + " failed (disk full?)");
+}
+
+void FileWriter::commit() {
+  out_.flush();
+  out_.close();
+  if (!out_) throw SerializationError("write to " + partial_ + " failed (disk full?)");
   // Rename last so that a reader never sees a half-written file.
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw SerializationError("cannot rename " + tmp + " to " + path);
+  if (std::rename(partial_.c_str(), path_.c_str()) != 0)
+    throw SerializationError("cannot rename " + partial_ + " to " + path_);
+  committed_ = true;
+}
+
+void write_file(const std::string& path, std::span<const std::uint8_t> bytes) {
+  FileWriter f(path);
+  f.write(bytes);
+  f.commit();
 }
 
 Bytes read_file(const std::string& path) {

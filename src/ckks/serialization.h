@@ -5,6 +5,7 @@
 // malformed input.
 #pragma once
 #include <cstdint>
+#include <fstream>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -58,6 +59,24 @@ GaloisKeys load_galois_keys(const Context& ctx, std::span<const std::uint8_t> by
 
 // Reads only the header: the object type stored in `bytes` (throws if not a pfhe object).
 ObjectType peek_type(std::span<const std::uint8_t> bytes);
+
+// Writes a file in pieces (large artefacts without one buffer for all of it) to
+// "<path>.partial" and renames it into place on commit(); destroyed uncommitted (an
+// error on the way), it removes the partial file. Errors name the path.
+class FileWriter {
+ public:
+  explicit FileWriter(const std::string& path);
+  ~FileWriter();
+  FileWriter(const FileWriter&) = delete;
+  FileWriter& operator=(const FileWriter&) = delete;
+  void write(std::span<const std::uint8_t> bytes);
+  void commit();
+
+ private:
+  std::string path_, partial_;
+  std::ofstream out_;
+  bool committed_ = false;
+};
 
 // Whole-file helpers; errors name the path.
 void write_file(const std::string& path, std::span<const std::uint8_t> bytes);

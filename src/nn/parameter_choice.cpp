@@ -1,5 +1,6 @@
 #include "nn/parameter_choice.h"
 
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -18,22 +19,28 @@ ckks::ParameterSpec choose_parameters(std::size_t levels, int scale_bits, int ba
   const int q_total = base_bits + static_cast<int>(levels) * scale_bits;
   for (int log_n = 13; log_n <= 17; ++log_n) {
     const int limit = ckks::max_log_qp_128(log_n);
-    // About three key-switching digits: P just above one digit of Q (fewer digits need a
-    // larger P, more digits cost time and key size).
-    for (int p_count = (q_total / 3 + base_bits - 1) / base_bits; p_count <= q_total / base_bits + 1; ++p_count) {
-      if (q_total + p_count * base_bits > limit) break;
+    // Among the special-prime counts that fit, the one with the smallest switching keys:
+    // dnum x (levels + 1 + |P|) limbs per key polynomial (dnum follows from |P|).
+    std::optional<ckks::ParameterSpec> best;
+    std::size_t best_limbs = SIZE_MAX;
+    for (int p_count = 1; q_total + p_count * base_bits <= limit; ++p_count) {
       ckks::ParameterSpec spec;
       spec.log_n = log_n;
       spec.q_bits.push_back(base_bits);
       spec.q_bits.insert(spec.q_bits.end(), levels, scale_bits);
       spec.p_bits.assign(static_cast<std::size_t>(p_count), base_bits);
       try {
-        (void)ckks::Parameters::create(spec);
-        return spec;
+        const ckks::Parameters params = ckks::Parameters::create(spec);
+        const std::size_t limbs = static_cast<std::size_t>(params.dnum()) * (levels + 1 + static_cast<std::size_t>(p_count));
+        if (limbs < best_limbs) {
+          best_limbs = limbs;
+          best = spec;
+        }
       } catch (const std::invalid_argument&) {
-        // digits too large for this P, or too few primes of that size: try the next one
+        // digits too large for this P: more special primes are needed
       }
     }
+    if (best) return *best;
   }
   throw std::invalid_argument("choose_parameters: " + std::to_string(levels) +
                               " levels do not fit any ring up to 2^17 at 128-bit security");

@@ -1,6 +1,7 @@
 // Parameter selection from a model's depth: the smallest ring that holds q_0 + levels
 // scaling primes + the special primes at 128-bit security (HomomorphicEncryption.org
-// table), without bootstrapping. Scaling primes have `scale_bits`; q_0 and P primes
+// table), without bootstrapping, with the special-prime count that makes the switching
+// keys smallest. Scaling primes have `scale_bits`; q_0 and P primes
 // `base_bits` (q_0 - scale_bits bits of headroom above the scale for the final values).
 #pragma once
 #include <cstddef>

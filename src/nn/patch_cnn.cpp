@@ -250,19 +250,37 @@ constexpr char kCompiledMagic[4] = {'P', 'F', 'H', 'C'};
 constexpr std::uint32_t kCompiledVersion = 2;  // 2: rotate-and-sum steps per linear layer
 }  // namespace
 
+void CompiledPatchCNN::save(const std::function<void(std::span<const std::uint8_t>)>& sink) const {
+  ckks::ByteWriter head;
+  head.put_bytes(reinterpret_cast<const std::uint8_t*>(kCompiledMagic), 4);
+  head.put<std::uint32_t>(kCompiledVersion);
+  head.put<std::uint64_t>(encoder_->context().params().fingerprint());
+  head.put<std::uint64_t>(patches_);
+  head.put<std::uint64_t>(groups_.size());
+  sink(head.bytes());
+  for (const auto& b : groups_) {  // one group's bytes in memory at a time
+    ckks::ByteWriter w;
+    b.save(w);
+    sink(w.bytes());
+  }
+  ckks::ByteWriter tail;
+  tail.put<double>(l2_.a);
+  tail.put<double>(l2_.b);
+  tail.put<double>(l2_.c);
+  tail.put<std::uint64_t>(features_);
+  sink(tail.bytes());
+}
+
 ckks::Bytes CompiledPatchCNN::save() const {
-  ckks::ByteWriter w;
-  w.put_bytes(reinterpret_cast<const std::uint8_t*>(kCompiledMagic), 4);
-  w.put<std::uint32_t>(kCompiledVersion);
-  w.put<std::uint64_t>(encoder_->context().params().fingerprint());
-  w.put<std::uint64_t>(patches_);
-  w.put<std::uint64_t>(groups_.size());
-  for (const auto& b : groups_) b.save(w);
-  w.put<double>(l2_.a);
-  w.put<double>(l2_.b);
-  w.put<double>(l2_.c);
-  w.put<std::uint64_t>(features_);
-  return std::move(w.bytes());
+  ckks::Bytes out;
+  save([&](std::span<const std::uint8_t> piece) { out.insert(out.end(), piece.begin(), piece.end()); });
+  return out;
+}
+
+void CompiledPatchCNN::save_file(const std::string& path) const {
+  ckks::FileWriter f(path);
+  save([&](std::span<const std::uint8_t> piece) { f.write(piece); });
+  f.commit();
 }
 
 CompiledPatchCNN CompiledPatchCNN::load(const ckks::Encoder& encoder, std::span<const std::uint8_t> bytes) {

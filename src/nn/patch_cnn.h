@@ -3,7 +3,10 @@
 // normalisation by the polynomial e * (a y^2 + b y + c), y = sum e_i^2, and matching by
 // squared distance to an enrolled template.
 #pragma once
+#include <functional>
 #include <memory>
+#include <span>
+#include <string>
 #include <vector>
 
 #include "nn/backbone.h"
@@ -98,6 +101,8 @@ class CompiledPatchCNN {
   // the fingerprint against the encoder's parameters and validates every part; it is
   // much faster than compiling (no lowering, no FFTs).
   ckks::Bytes save() const;
+  void save_file(const std::string& path) const;  // streamed: one lane group in memory at a time
+  void save(const std::function<void(std::span<const std::uint8_t>)>& sink) const;
   static CompiledPatchCNN load(const ckks::Encoder& encoder, std::span<const std::uint8_t> bytes);
 
  private:

@@ -34,17 +34,40 @@ std::string hex(std::uint64_t v) {
 }
 }  // namespace
 
+namespace {
+ckks::Bytes bundle_header(std::uint64_t key_set, std::size_t count) {
+  ckks::ByteWriter w;
+  w.put_bytes(reinterpret_cast<const std::uint8_t*>(kMagic), 4);
+  w.put<std::uint32_t>(kVersion);
+  w.put<std::uint64_t>(key_set);
+  w.put<std::uint64_t>(count);
+  return std::move(w.bytes());
+}
+}  // namespace
+
 ckks::Bytes save_bundle(const Bundle& bundle) {
   ckks::ByteWriter w;
   std::size_t total = 0;
   for (const auto& o : bundle.objects) total += o.size() + 8;
   w.reserve_more(total + 24);
-  w.put_bytes(reinterpret_cast<const std::uint8_t*>(kMagic), 4);
-  w.put<std::uint32_t>(kVersion);
-  w.put<std::uint64_t>(bundle.key_set);
-  w.put<std::uint64_t>(bundle.objects.size());
+  const ckks::Bytes header = bundle_header(bundle.key_set, bundle.objects.size());
+  w.put_bytes(header.data(), header.size());
   for (const auto& o : bundle.objects) w.put_blob(o);
   return std::move(w.bytes());
+}
+
+void write_bundle_file(const std::string& path, std::uint64_t key_set, std::size_t count,
+                       const std::function<ckks::Bytes(std::size_t)>& make_object) {
+  ckks::FileWriter f(path);
+  f.write(bundle_header(key_set, count));
+  for (std::size_t i = 0; i < count; ++i) {
+    const ckks::Bytes object = make_object(i);
+    ckks::ByteWriter length;
+    length.put<std::uint64_t>(object.size());
+    f.write(length.bytes());
+    f.write(object);
+  }
+  f.commit();
 }
 
 BundleView load_bundle(std::span<const std::uint8_t> bytes) {
@@ -99,7 +122,9 @@ CiphertextFile read_ciphertexts(const std::string& path, const ckks::Context& ct
 }
 
 void write_evaluation_keys(const std::string& path, const ckks::Context& ctx, const EvaluationKeys& keys) {
-  ckks::write_file(path, save_bundle({keys.key_set, {ckks::save(ctx, keys.relin), ckks::save(ctx, keys.galois)}}));
+  write_bundle_file(path, keys.key_set, 2, [&](std::size_t i) {
+    return i == 0 ? ckks::save(ctx, keys.relin) : ckks::save(ctx, keys.galois);
+  });
 }
 
 EvaluationKeys read_evaluation_keys(const std::string& path, const ckks::Context& ctx) {

@@ -6,6 +6,7 @@
 // tag). Loading checks the framing; every object is validated by its own loader (type,
 // parameter fingerprint, sizes, coefficient ranges).
 #pragma once
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -22,6 +23,10 @@ struct Bundle {
   std::vector<ckks::Bytes> objects;
 };
 ckks::Bytes save_bundle(const Bundle& bundle);
+// The same bytes written straight to a file, one object at a time: `make_object(i)`
+// produces object i, so at most one serialized object is in memory.
+void write_bundle_file(const std::string& path, std::uint64_t key_set, std::size_t count,
+                       const std::function<ckks::Bytes(std::size_t)>& make_object);
 // A parsed bundle: views into the bytes it was parsed from (no copy of the objects).
 struct BundleView {
   std::uint64_t key_set = 0;
