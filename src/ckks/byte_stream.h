@@ -93,6 +93,14 @@ class ByteReader {
       throw SerializationError(std::string(what) + ": a coefficient is not reduced modulo its prime");
     return p;
   }
+  // A 4-character magic and a u32 version of a file kind (`what`: "bundle", ...).
+  void expect_magic_and_version(const char (&magic)[4], std::uint32_t version, const char* what) {
+    char got[4];
+    get_bytes(reinterpret_cast<std::uint8_t*>(got), 4, what);
+    if (std::memcmp(got, magic, 4) != 0) throw SerializationError(std::string("not a pfhe ") + what + " (bad magic)");
+    const auto v = get<std::uint32_t>(what);
+    if (v != version) throw SerializationError("unsupported " + std::string(what) + " version " + std::to_string(v));
+  }
   void expect_end(const char* what) const {
     if (pos_ != in_.size())
       throw SerializationError(std::string(what) + ": " + std::to_string(in_.size() - pos_) + " trailing bytes");

@@ -286,12 +286,7 @@ void CompiledPatchCNN::save_file(const std::string& path) const {
 CompiledPatchCNN CompiledPatchCNN::load(const ckks::Encoder& encoder, std::span<const std::uint8_t> bytes) {
   const char* what = "compiled model";
   ckks::ByteReader r(bytes);
-  char magic[4];
-  r.get_bytes(reinterpret_cast<std::uint8_t*>(magic), 4, what);
-  if (std::memcmp(magic, kCompiledMagic, 4) != 0) throw ckks::SerializationError("not a pfhe compiled model (bad magic)");
-  const auto version = r.get<std::uint32_t>(what);
-  if (version != kCompiledVersion)
-    throw ckks::SerializationError("unsupported compiled model version " + std::to_string(version));
+  r.expect_magic_and_version(kCompiledMagic, kCompiledVersion, what);
   if (r.get<std::uint64_t>(what) != encoder.context().params().fingerprint())
     throw ckks::SerializationError("compiled model was made for other parameters (fingerprint mismatch)");
   CompiledPatchCNN c;

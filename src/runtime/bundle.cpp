@@ -73,11 +73,7 @@ void write_bundle_file(const std::string& path, std::uint64_t key_set, std::size
 BundleView load_bundle(std::span<const std::uint8_t> bytes) {
   const char* what = "bundle";
   ckks::ByteReader r(bytes);
-  char magic[4];
-  r.get_bytes(reinterpret_cast<std::uint8_t*>(magic), 4, what);
-  if (std::memcmp(magic, kMagic, 4) != 0) throw ckks::SerializationError("not a pfhe bundle (bad magic)");
-  const auto version = r.get<std::uint32_t>(what);
-  if (version != kVersion) throw ckks::SerializationError("unsupported bundle version " + std::to_string(version));
+  r.expect_magic_and_version(kMagic, kVersion, what);
   BundleView b;
   b.key_set = r.get<std::uint64_t>(what);
   const std::size_t count = r.get_count(what, kMaxObjects);

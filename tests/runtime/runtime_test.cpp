@@ -30,6 +30,19 @@ bool no_children_left() {
   return ::waitpid(-1, nullptr, WNOHANG) == -1 && errno == ECHILD;
 }
 
+// A small test ring with a secret key, for the executor tests that need cheap ciphertexts.
+struct SmallRing {
+  ckks::Context ctx{test::small_params(10, 2)};
+  ckks::Encoder enc{ctx};
+  ckks::KeyGenerator kg{ctx};
+  ckks::Encryptor encryptor{ctx, kg.secret_key()};
+  ckks::Evaluator eval{ctx};
+
+  ckks::Ciphertext encrypt(double value) const {
+    return encryptor.encrypt(enc.encode(std::vector<double>(ctx.n() / 2, value), 2, ctx.params().default_scale()));
+  }
+};
+
 // A cheap task for scheduling tests: multiply the input by (task + 1).
 runtime::TaskFunction scaling_tasks(const ckks::Evaluator& eval) {
   return [&eval](std::size_t t, const ckks::Ciphertext& x) {
@@ -72,16 +85,12 @@ TEST(Runtime, ExecutorsGiveByteIdenticalBackboneOutputs) {
 }
 
 TEST(Runtime, SchedulesManyTasksOverAnyWorkerCount) {
-  ckks::Context ctx(test::small_params(10, 2));
-  ckks::Encoder enc(ctx);
-  ckks::KeyGenerator kg(ctx);
-  const ckks::Encryptor encryptor(ctx, kg.secret_key());
-  const ckks::Evaluator eval(ctx);
-  const auto task = scaling_tasks(eval);
+  const SmallRing r;
+  const ckks::Context& ctx = r.ctx;
+  const auto task = scaling_tasks(r.eval);
   for (std::size_t tasks : {4u, 9u, 16u, 64u}) {
     std::vector<ckks::Ciphertext> inputs;
-    for (std::size_t t = 0; t < tasks; ++t)
-      inputs.push_back(encryptor.encrypt(enc.encode(std::vector<double>(ctx.n() / 2, 0.001 * t), 2, ctx.params().default_scale())));
+    for (std::size_t t = 0; t < tasks; ++t) inputs.push_back(r.encrypt(0.001 * static_cast<double>(t)));
     const auto want = serialized(ctx, runtime::make_sequential_executor()->run(ctx, task, inputs));
     for (std::size_t w : {1u, 2u, 3u, 5u}) {
       EXPECT_EQ(serialized(ctx, runtime::make_thread_executor(w)->run(ctx, task, inputs)), want) << tasks << " " << w;
@@ -92,13 +101,10 @@ TEST(Runtime, SchedulesManyTasksOverAnyWorkerCount) {
 }
 
 TEST(Runtime, KilledWorkerIsReportedQuicklyAndReaped) {
-  ckks::Context ctx(test::small_params(10, 2));
-  ckks::Encoder enc(ctx);
-  ckks::KeyGenerator kg(ctx);
-  const ckks::Encryptor encryptor(ctx, kg.secret_key());
-  const ckks::Evaluator eval(ctx);
-  std::vector<ckks::Ciphertext> inputs(6, encryptor.encrypt(enc.encode(std::vector<double>(4, 0.5), 2, ctx.params().default_scale())));
-  const auto inner = scaling_tasks(eval);
+  const SmallRing r;
+  const ckks::Context& ctx = r.ctx;
+  const std::vector<ckks::Ciphertext> inputs(6, r.encrypt(0.5));
+  const auto inner = scaling_tasks(r.eval);
   const runtime::TaskFunction dies_on_task_2 = [&](std::size_t t, const ckks::Ciphertext& x) {
     if (t == 2) ::raise(SIGKILL);  // only ever runs inside a forked worker here
     std::this_thread::sleep_for(std::chrono::milliseconds(200));  // keep the others busy
@@ -118,11 +124,9 @@ TEST(Runtime, KilledWorkerIsReportedQuicklyAndReaped) {
 }
 
 TEST(Runtime, TaskErrorsNameTheTask) {
-  ckks::Context ctx(test::small_params(10, 2));
-  ckks::Encoder enc(ctx);
-  ckks::KeyGenerator kg(ctx);
-  const ckks::Encryptor encryptor(ctx, kg.secret_key());
-  std::vector<ckks::Ciphertext> inputs(3, encryptor.encrypt(enc.encode(std::vector<double>(4, 0.5), 2, ctx.params().default_scale())));
+  const SmallRing r;
+  const ckks::Context& ctx = r.ctx;
+  const std::vector<ckks::Ciphertext> inputs(3, r.encrypt(0.5));
   const runtime::TaskFunction throws = [](std::size_t t, const ckks::Ciphertext& x) {
     if (t == 1) throw std::invalid_argument("ciphertext at the wrong level");
     return x;
@@ -146,11 +150,9 @@ TEST(Runtime, TaskErrorsNameTheTask) {
 }
 
 TEST(Runtime, ForkRefusesAMultiThreadedParent) {
-  ckks::Context ctx(test::small_params(10, 2));
-  ckks::Encoder enc(ctx);
-  ckks::KeyGenerator kg(ctx);
-  const ckks::Encryptor encryptor(ctx, kg.secret_key());
-  std::vector<ckks::Ciphertext> inputs(2, encryptor.encrypt(enc.encode(std::vector<double>(4, 0.5), 2, ctx.params().default_scale())));
+  const SmallRing r;
+  const ckks::Context& ctx = r.ctx;
+  const std::vector<ckks::Ciphertext> inputs(2, r.encrypt(0.5));
   std::atomic<bool> stop{false};
   std::thread busy([&] {
     while (!stop) std::this_thread::sleep_for(std::chrono::milliseconds(5));
