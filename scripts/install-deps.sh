@@ -4,7 +4,7 @@
 set -euo pipefail
 packages=(g++ cmake ninja-build pkg-config libssl-dev libzstd-dev libomp-dev
           libgtest-dev libbenchmark-dev nlohmann-json3-dev libfmt-dev libcli11-dev
-          libopenmpi-dev openmpi-bin libstb-dev)
+          libopenmpi-dev openmpi-bin libstb-dev zlib1g-dev dataset-fashion-mnist)
 if [ "${1:-}" = "--with-tooling" ]; then
   packages+=(python3-torch python3-numpy)
 fi

@@ -11,7 +11,8 @@ bn. Strides are not stored in a state_dict; as in CryptoFace, a block whose shor
 convolution halves the resolution (stride 2) and the others keep it (stride 1).
 The L2-normalisation polynomial y -> a y^2 + b y + c is taken from --l2, or from the
 checkpoint keys l2.a/l2.b/l2.c (or norm.a/...) when present; without either the export
-refuses (fit it with pfhe on calibration images instead of guessing).
+refuses (fit it with pfhe on calibration images instead of guessing). --classifier marks a
+model whose head outputs class logits (no normalisation; docs/MODEL_FORMAT.md "task").
 The file format is documented in docs/MODEL_FORMAT.md.
 """
 import argparse
@@ -41,7 +42,7 @@ def load_state_dict(path):
     return out
 
 
-def architecture(sd, patch_size, l2):
+def architecture(sd, patch_size, l2, classifier=False):
     nets = sorted({int(m.group(1)) for k in sd for m in [re.match(r"nets\.(\d+)\.", k)] if m})
     if not nets or nets != list(range(len(nets))):
         sys.exit("checkpoint has no nets.0, nets.1, ... backbones")
@@ -60,6 +61,8 @@ def architecture(sd, patch_size, l2):
         j += 1
     if not blocks:
         sys.exit("checkpoint has no HerPNConv blocks (nets.0.layers.0...)")
+    if l2 is None and classifier:
+        l2 = [0.0, 0.0, 1.0]  # unused: a classifier's output is its logits
     if l2 is None:
         for prefix in ("l2", "norm", "l2norm"):
             if all(f"{prefix}.{c}" in sd for c in "abc"):
@@ -75,6 +78,7 @@ def architecture(sd, patch_size, l2):
         "blocks": blocks,
         "pool_size": 2,
         "l2": l2,
+        "task": "classification" if classifier else "verification",
     }
 
 
@@ -101,9 +105,11 @@ def main():
     p.add_argument("output")
     p.add_argument("--patch-size", type=int, default=32)
     p.add_argument("--l2", type=float, nargs=3, metavar=("A", "B", "C"))
+    p.add_argument("--classifier", action="store_true",
+                   help="the head outputs class logits (no L2 normalisation, no matching)")
     args = p.parse_args()
     sd = load_state_dict(args.checkpoint)
-    write(args.output, architecture(sd, args.patch_size, args.l2), sd)
+    write(args.output, architecture(sd, args.patch_size, args.l2, args.classifier), sd)
     print(f"wrote {args.output}")
 
 

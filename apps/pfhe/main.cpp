@@ -7,6 +7,7 @@
 #include <sys/resource.h>
 
 #include <chrono>
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -197,15 +198,22 @@ int cmd_decrypt(const DecryptOptions& o) {
     report = {{"score", score}, {"match", score < 0}};
   } else {
     const nn::Tensor e = client.decrypt_embedding(ct);
-    double norm = 0;
-    for (double v : e.data) norm += v * v;
-    std::printf("embedding: %zu values, L2 norm %.6f, first values %.6f %.6f %.6f\n", e.data.size(), std::sqrt(norm),
-                e.data[0], e.data[1], e.data[2]);
-    report = {{"embedding", e.data}};
+    if (client.spec.classifier) {
+      const auto best = std::max_element(e.data.begin(), e.data.end()) - e.data.begin();
+      std::printf("logits: %zu classes, predicted class %td (logit %.6f)\n", e.data.size(), best, e.data[best]);
+      report = {{"logits", e.data}, {"class", best}};
+    } else {
+      double norm = 0;
+      for (double v : e.data) norm += v * v;
+      std::printf("embedding: %zu values, L2 norm %.6f, first values %.6f %.6f %.6f\n", e.data.size(), std::sqrt(norm),
+                  e.data[0], e.data[1], e.data[2]);
+      report = {{"embedding", e.data}};
+    }
     if (!o.model.empty()) {
       // Precision against the float64 reference (needs the plaintext model: demo/testing).
       const nn::PatchCNN model = nn::load_model_file(o.model);
-      const nn::Tensor want = model.normalized(app::load_image(o.image, model.image_shape().height));
+      const nn::Tensor image = app::load_image(o.image, model.image_shape().height);
+      const nn::Tensor want = model.classifier ? model.embedding(image) : model.normalized(image);
       double max_err = 0, sum_err = 0, max_ref = 0;
       for (std::size_t i = 0; i < want.data.size(); ++i) {
         const double err = std::fabs(e.data[i] - want.data[i]);

@@ -131,6 +131,7 @@ std::vector<std::uint8_t> save_model(const PatchCNN& model) {
   arch["blocks"] = blocks;
   arch["pool_size"] = b0.pool_size;
   arch["l2"] = {model.l2.a, model.l2.b, model.l2.c};
+  arch["task"] = model.classifier ? "classification" : "verification";
   TensorWriter w;
   for (std::size_t p = 0; p < model.backbones.size(); ++p) {
     const Backbone& b = model.backbones[p];
@@ -209,6 +210,10 @@ PatchCNN load_model(std::span<const std::uint8_t> bytes) {
         embedding == 0 || blocks.empty() || l2.size() != 3)
       throw ModelFormatError("model: architecture fields out of range");
     m.l2 = {l2[0], l2[1], l2[2]};
+    const std::string task = arch.value("task", "verification");
+    if (task != "verification" && task != "classification")
+      throw ModelFormatError("model: unknown task '" + task + "' (verification or classification)");
+    m.classifier = task == "classification";
     std::size_t features = 0;
     for (std::size_t p = 0; p < m.grid * m.grid; ++p) {
       const std::string net = "nets." + std::to_string(p);

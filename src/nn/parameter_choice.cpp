@@ -10,8 +10,9 @@ std::size_t required_levels(const PatchCNN& model) {
   model.validate();
   // conv0, then per block HerPN + conv + HerPN + conv (the shortcut runs beside them),
   // then the pooling HerPN and the fused pool/BatchNorm1d/head transform; + 5 for
-  // normalisation (square, degree-2 polynomial, product) and matching (square).
-  return 1 + 4 * model.backbones.front().blocks.size() + 2 + 5;
+  // normalisation (square, degree-2 polynomial, product) and matching (square) unless the
+  // model is a classifier.
+  return 1 + 4 * model.backbones.front().blocks.size() + 2 + (model.classifier ? 0 : 5);
 }
 
 ckks::ParameterSpec choose_parameters(std::size_t levels, int scale_bits, int base_bits) {

@@ -175,7 +175,8 @@ CompiledPatchCNN CompiledPatchCNN::compile(const PatchCNN& model, const ckks::En
   }
   c.l2_ = model.l2;
   c.features_ = model.head.out_features;
-  if (c.groups_.front().output_level() < 5)
+  c.classifier_ = model.classifier;
+  if (!c.classifier_ && c.groups_.front().output_level() < 5)
     throw std::invalid_argument("compile: " + std::to_string(input_level) +
                                 " levels leave too few for normalisation and matching (need backbone depth + 5)");
   return c;
@@ -185,6 +186,7 @@ std::map<long, std::size_t> CompiledPatchCNN::rotation_levels() const {
   std::map<long, std::size_t> levels;
   for (const auto& b : groups_)
     for (const auto& [step, level] : b.rotation_levels()) levels[step] = std::max(levels[step], level);
+  if (classifier_) return levels;
   // Slot sums over one replica of the embedding, after the first squaring.
   const std::size_t sum_level = groups_.front().output_level() - 1;
   for (std::size_t step = 1; step < embedding_layout().span(); step <<= 1)
@@ -198,7 +200,7 @@ std::size_t CompiledPatchCNN::plaintext_bytes() const {
   return bytes;
 }
 
-std::size_t CompiledPatchCNN::depth() const { return groups_.front().depth() + 5; }
+std::size_t CompiledPatchCNN::depth() const { return groups_.front().depth() + (classifier_ ? 0 : 5); }
 
 ckks::Ciphertext CompiledPatchCNN::aggregate(const ckks::Evaluator& eval, std::vector<ckks::Ciphertext> heads) const {
   if (heads.size() != groups_.size())
@@ -222,6 +224,7 @@ ckks::Ciphertext sum_over_span(const ckks::Evaluator& eval, ckks::Ciphertext x, 
 }  // namespace
 
 ckks::Ciphertext CompiledPatchCNN::normalize(const ckks::Evaluator& eval, const ckks::Ciphertext& embedding) const {
+  if (classifier_) throw std::logic_error("normalize: a classifier's output is its logits");
   ckks::Ciphertext sq = eval.square_relin(embedding);
   eval.rescale_inplace(sq);
   const ckks::Ciphertext y = sum_over_span(eval, sq, embedding_layout().span());
@@ -268,6 +271,7 @@ void CompiledPatchCNN::save(const std::function<void(std::span<const std::uint8_
   tail.put<double>(l2_.b);
   tail.put<double>(l2_.c);
   tail.put<std::uint64_t>(features_);
+  tail.put<std::uint8_t>(classifier_ ? 1 : 0);
   sink(tail.bytes());
 }
 
@@ -305,6 +309,9 @@ CompiledPatchCNN CompiledPatchCNN::load(const ckks::Encoder& encoder, std::span<
     throw ckks::SerializationError("compiled model: patch count does not match the lane groups");
   c.l2_ = {r.get<double>(what), r.get<double>(what), r.get<double>(what)};
   c.features_ = r.get_count(what, encoder.context().n() / 2);
+  const auto classifier = r.get<std::uint8_t>(what);
+  if (classifier > 1) throw ckks::SerializationError("compiled model: bad output kind");
+  c.classifier_ = classifier == 1;
   r.expect_end(what);
   for (double v : {c.l2_.a, c.l2_.b, c.l2_.c})
     if (!std::isfinite(v)) throw ckks::SerializationError("compiled model: L2 polynomial is not finite");

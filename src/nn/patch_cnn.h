@@ -28,6 +28,9 @@ struct PatchCNN {
   Linear head;                      // (grid^2 * F) -> E over the concatenated features
   BatchNorm head_bn;                // affine-free BatchNorm1d(E)
   L2NormPoly l2;
+  // A classifier's output is its logits (head_bn(head(...))): no L2 normalisation and no
+  // matching, so the encrypted program needs 5 levels less.
+  bool classifier = false;
 
   Shape image_shape() const { return {3, grid * patch_size, grid * patch_size}; }
   Tensor patch(const Tensor& image, std::size_t index) const;
@@ -86,7 +89,8 @@ class CompiledPatchCNN {
   const Layout& input_layout() const { return groups_.front().input_layout(); }
   const Layout& embedding_layout() const { return groups_.front().output_layout(); }
   std::map<long, std::size_t> rotation_levels() const;
-  std::size_t depth() const;  // backbone + normalisation + matching
+  std::size_t depth() const;  // backbone (+ normalisation + matching unless a classifier)
+  bool classifier() const { return classifier_; }
   std::size_t plaintext_bytes() const;  // memory held by every backbone's diagonals
 
   // Server side: sum of the groups' head outputs (tree reduction), then normalisation.
@@ -110,6 +114,7 @@ class CompiledPatchCNN {
   std::vector<CompiledBackbone> groups_;
   std::size_t patches_ = 0;
   L2NormPoly l2_;
+  bool classifier_ = false;
   std::size_t features_ = 0;
 };
 

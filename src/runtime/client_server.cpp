@@ -63,6 +63,7 @@ std::string ClientSpec::to_json() const {
                             {"input_scale", input_scale},
                             {"input_layout", layout_json(input_layout)},
                             {"embedding_layout", layout_json(embedding_layout)},
+                            {"output", classifier ? "logits" : "embedding"},
                             {"rotations", rotations}};
   return j.dump(1);
 }
@@ -82,6 +83,9 @@ ClientSpec ClientSpec::from_json(const std::string& text) {
     s.input_scale = j.at("input_scale").get<double>();
     s.input_layout = layout_from(j.at("input_layout"));
     s.embedding_layout = layout_from(j.at("embedding_layout"));
+    const nlohmann::json& output = j.at("output");
+    if (output != "logits" && output != "embedding") throw std::invalid_argument("'output' must be logits or embedding");
+    s.classifier = output == "logits";
     const nlohmann::json& rotations = j.at("rotations");
     if (!rotations.is_array() || rotations.size() > kMaxSlots) throw std::invalid_argument("'rotations' must be a list");
     for (const auto& r : rotations) {
@@ -113,6 +117,7 @@ ClientSpec ClientSpec::of(const nn::CompiledPatchCNN& model, const ckks::Paramet
   s.embedding_layout = model.embedding_layout();
   s.embedding_size = s.embedding_layout.shape.size();
   s.rotation_levels = model.rotation_levels();
+  s.classifier = model.classifier();
   return s;
 }
 
@@ -201,10 +206,13 @@ CiphertextFile Server::infer(const CiphertextFile& patches, Executor& executor, 
                                 std::to_string(model_->lanes()) + "), the input has " +
                                 std::to_string(patches.ciphertexts.size()));
   const auto heads = executor.run(*ctx_, tasks(), patches.ciphertexts, stats);
-  return {keys_->key_set, {model_->normalize(*eval_, model_->aggregate(*eval_, heads))}};
+  ckks::Ciphertext out = model_->aggregate(*eval_, heads);
+  if (!model_->classifier()) out = model_->normalize(*eval_, out);
+  return {keys_->key_set, {std::move(out)}};
 }
 
 CiphertextFile Server::match(const CiphertextFile& probe, const CiphertextFile& enrolled, double threshold) const {
+  if (model_->classifier()) throw std::invalid_argument("match: the model is a classifier, not a face matcher");
   check_same_key_set(probe.key_set, "the probe", keys_->key_set, "the evaluation keys");
   check_same_key_set(enrolled.key_set, "the enrolled template", keys_->key_set, "the evaluation keys");
   if (probe.ciphertexts.size() != 1 || enrolled.ciphertexts.size() != 1)

@@ -27,6 +27,7 @@ struct ClientSpec {
   double input_scale = 0;
   nn::Layout input_layout, embedding_layout;
   std::map<long, std::size_t> rotation_levels;
+  bool classifier = false;  // the output is logits (no normalisation), not an embedding
 
   nn::Shape image_shape() const { return {3, grid * patch_size, grid * patch_size}; }
   std::string to_json() const;
@@ -71,7 +72,8 @@ class Server {
   const ckks::Evaluator& evaluator() const { return *eval_; }
   TaskFunction tasks() const { return backbone_tasks(*model_, *eval_); }
 
-  // Patch backbones on the executor, then tree aggregation and L2 normalisation. The
+  // Patch backbones on the executor, then tree aggregation and (unless the model is a
+  // classifier, whose output is its logits) L2 normalisation. The
   // patches must belong to the evaluation keys' key set; the result carries it too.
   CiphertextFile infer(const CiphertextFile& patches, Executor& executor, RunStats* stats = nullptr) const;
   CiphertextFile match(const CiphertextFile& probe, const CiphertextFile& enrolled, double threshold) const;

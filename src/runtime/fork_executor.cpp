@@ -1,6 +1,7 @@
 // The fork pool: "compile once, fork to inherit, serialize ciphertexts". Workers are forked
 // per run, so they see the model and keys exactly as the parent holds them (copy-on-write,
 // nothing reloaded) and never outlive the run.
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -14,6 +15,7 @@
 #include <stdexcept>
 
 #include "ckks/serialization.h"
+#include "ring/poly.h"
 #include "runtime/executor.h"
 #include "runtime/transport.h"
 
@@ -174,6 +176,11 @@ class ForkExecutor final : public Executor {
   static void spawn(WorkerSet& set, std::size_t count, const ckks::Context& ctx, const TaskFunction& task) {
     std::fflush(stdout);
     std::fflush(stderr);
+    // Cached buffers and free heap inherited by a worker become copy-on-write pages: its
+    // first write to each 4 KiB page copies it. Returning them to the kernel first lets the
+    // workers start from zero-filled pages instead, which are cheaper to fault in.
+    ring::BufferPool::trim();
+    ::malloc_trim(0);
     for (std::size_t i = 0; i < count; ++i) {
       int sv[2];
       if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
