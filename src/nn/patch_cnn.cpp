@@ -238,6 +238,14 @@ ckks::Ciphertext CompiledPatchCNN::normalize(const ckks::Evaluator& eval, const 
   return out;
 }
 
+ckks::Ciphertext CompiledPatchCNN::similarity(const ckks::Evaluator& eval, const ckks::Ciphertext& a,
+                                              const ckks::Ciphertext& b) const {
+  if (classifier_) throw std::logic_error("similarity: a classifier has no embeddings");
+  ckks::Ciphertext product = eval.multiply_relin(a, b);
+  eval.rescale_inplace(product);
+  return sum_over_span(eval, product, embedding_layout().span());
+}
+
 ckks::Ciphertext CompiledPatchCNN::match(const ckks::Evaluator& eval, const ckks::Ciphertext& probe,
                                          const ckks::Ciphertext& enrolled, double threshold) const {
   ckks::Ciphertext d = eval.sub(probe, enrolled);

@@ -96,6 +96,9 @@ class CompiledPatchCNN {
   // Server side: sum of the groups' head outputs (tree reduction), then normalisation.
   ckks::Ciphertext aggregate(const ckks::Evaluator& eval, std::vector<ckks::Ciphertext> heads) const;
   ckks::Ciphertext normalize(const ckks::Evaluator& eval, const ckks::Ciphertext& embedding) const;
+  // Encrypted inner product of two normalised embeddings (their cosine similarity when
+  // both have unit norm), in every slot.
+  ckks::Ciphertext similarity(const ckks::Evaluator& eval, const ckks::Ciphertext& a, const ckks::Ciphertext& b) const;
   // Encrypted squared distance minus threshold, in every slot.
   ckks::Ciphertext match(const ckks::Evaluator& eval, const ckks::Ciphertext& probe, const ckks::Ciphertext& enrolled,
                          double threshold) const;

@@ -1,0 +1,260 @@
+// The pfhe submission to the HomomorphicEncryption.org face-verification benchmark
+// (fhe-benchmarking/face-recognition, docs/submission-interface.md there): one source,
+// built once per stage with PFHE_STAGE set to the stage name (apps/CMakeLists.txt). Every
+// stage runs from the benchmark's repository root, exits non-zero on failure and writes its
+// outputs atomically. Layout under io/<instance>/ (docs/SUBMISSION.md):
+//   client/  secret.key, inputs.bin (prepared tensors), scores.txt   -- never read by the server
+//   public/  params.pfhe, client.json, eval.keys, enc/<pair>_<k>.cts, scores.cts
+//   server/  model.pfhc
+// The model is a PatchCNN made deterministically from public information on both sides
+// (PFHE_SUBMISSION_MODEL: a .pfhm file; else a synthetic calibrated model of the kind in
+// PFHE_SUBMISSION_KIND, default cryptofacenet4). Score = encrypted inner product of the
+// two L2-normalised embeddings (cosine similarity).
+#include <omp.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+
+#include "ckks/serialization.h"
+#include "image.h"
+#include "nn/model_file.h"
+#include "nn/parameter_choice.h"
+#include "nn/synthetic.h"
+#include "ring/poly.h"
+#include "runtime/client_server.h"
+#include "test_pairs.h"
+
+using namespace pfhe;
+namespace fs = std::filesystem;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+struct Instance {
+  std::string name;
+  std::size_t pairs;
+  fs::path io, client, pub, server, dataset;
+};
+
+Instance instance(const char* arg) {
+  static const char* names[] = {"single", "small", "medium", "large"};
+  static const std::size_t pairs[] = {1, 128, 256, 1024};
+  const std::string s = arg ? arg : "";
+  if (s.size() != 1 || s[0] < '0' || s[0] > '3') throw std::invalid_argument("size must be 0, 1, 2 or 3");
+  const int k = s[0] - '0';
+  const fs::path io = fs::path("io") / names[k];
+  return {names[k], pairs[k], io, io / "client", io / "public", io / "server",
+          fs::path("datasets") / names[k] / "intermediate" / "test_pairs.h5"};
+}
+
+nn::PatchCNN submission_model() {
+  if (const char* path = std::getenv("PFHE_SUBMISSION_MODEL")) return nn::load_model_file(path);
+  const char* kind_env = std::getenv("PFHE_SUBMISSION_KIND");
+  const std::string kind = kind_env ? kind_env : "cryptofacenet4";
+  nn::BackboneShape shape;
+  std::size_t grid = 2, patch = 32, embedding = 256;
+  if (kind == "tiny") {
+    shape.stem_channels = 4;
+    shape.blocks = {{4, 1}, {8, 2}};
+    patch = 8;
+    embedding = 8;
+  } else if (kind != "cryptofacenet4") {
+    throw std::invalid_argument("PFHE_SUBMISSION_KIND must be tiny or cryptofacenet4");
+  }
+  const std::size_t side = grid * patch;
+  return nn::make_synthetic_patch_cnn(shape, grid, patch, embedding, 2025,
+                                      nn::synthetic_images(128, {3, side, side}, 2026));
+}
+
+nn::CompiledPatchCNN compile(const nn::PatchCNN& model, const ckks::Encoder& enc) {
+  return nn::CompiledPatchCNN::compile(model, enc, nn::required_levels(model), enc.context().params().default_scale(),
+                                       std::size_t{1} << 30);
+}
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path);
+  if (!in) throw std::invalid_argument(path.string() + ": cannot open");
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+void write_text(const fs::path& path, const std::string& text) {
+  ckks::write_file(path.string(), {reinterpret_cast<const std::uint8_t*>(text.data()), text.size()});
+}
+
+// Stage 2: the client learns the model's rotation set by compiling the public model
+// itself, then makes its keys.
+void client_key_generation(const Instance& in) {
+  fs::create_directories(in.client);
+  fs::create_directories(in.pub);
+  const nn::PatchCNN model = submission_model();
+  const ckks::Context ctx(ckks::Parameters::create(nn::choose_parameters(nn::required_levels(model))));
+  const ckks::Encoder enc(ctx);
+  const runtime::ClientSpec spec = runtime::ClientSpec::of(compile(model, enc), ctx.params());
+  const auto [secret, keys] = runtime::generate_keys(ctx, spec);
+  ckks::write_file((in.pub / "params.pfhe").string(), ckks::save_parameters(ctx.params()));
+  write_text(in.pub / "client.json", spec.to_json());
+  runtime::write_evaluation_keys((in.pub / "eval.keys").string(), ctx, keys);
+  runtime::write_secret_key((in.client / "secret.key").string(), ctx, secret);
+}
+
+// Stage 3: the server compiles the same public model for the client's parameters.
+void server_preprocess_model(const Instance& in) {
+  fs::create_directories(in.server);
+  const ckks::Context ctx(runtime::read_secure_parameters((in.pub / "params.pfhe").string()));
+  const ckks::Encoder enc(ctx);
+  compile(submission_model(), enc).save_file((in.server / "model.pfhc").string());
+}
+
+// Stage 5: decode, crop and resize every image of the pairs to the model's input.
+void client_preprocess_input(const Instance& in) {
+  const runtime::ClientSpec spec = runtime::ClientSpec::from_json(read_text(in.pub / "client.json"));
+  const TestPairs pairs = read_test_pairs(in.dataset.string());
+  if (pairs.image0.size() != in.pairs)
+    throw std::invalid_argument(in.dataset.string() + ": " + std::to_string(pairs.image0.size()) + " pairs, the " +
+                                in.name + " instance has " + std::to_string(in.pairs));
+  ckks::ByteWriter w;
+  w.put<std::uint64_t>(in.pairs);
+  const std::size_t side = spec.image_shape().height;
+  for (std::size_t i = 0; i < in.pairs; ++i)
+    for (const auto* images : {&pairs.image0, &pairs.image1}) {
+      const auto& bytes = (*images)[i];
+      const nn::Tensor t = app::decode_image(bytes.data(), bytes.size(), side, "pair " + std::to_string(i));
+      for (double v : t.data) w.put<float>(static_cast<float>(v));
+    }
+  ckks::write_file((in.client / "inputs.bin").string(), w.bytes());
+}
+
+fs::path encrypted_image(const Instance& in, std::size_t pair, int k) {
+  return in.pub / "enc" / (std::to_string(pair) + "_" + std::to_string(k) + ".cts");
+}
+
+// Stage 6: encrypt every prepared image (one bundle of patch groups per image).
+void client_encode_encrypt_input(const Instance& in) {
+  const ckks::Context ctx(runtime::read_secure_parameters((in.pub / "params.pfhe").string()));
+  const runtime::ClientSpec spec = runtime::ClientSpec::from_json(read_text(in.pub / "client.json"));
+  const runtime::Client client(ctx, spec, runtime::read_secret_key((in.client / "secret.key").string(), ctx));
+  const ckks::Bytes inputs = ckks::read_file((in.client / "inputs.bin").string());
+  ckks::ByteReader r(inputs);
+  if (r.get_count("prepared inputs", 1 << 20) != in.pairs) throw std::invalid_argument("prepared inputs: wrong pair count");
+  fs::create_directories(in.pub / "enc");
+  for (std::size_t i = 0; i < in.pairs; ++i)
+    for (int k = 0; k < 2; ++k) {
+      nn::Tensor t(spec.image_shape());
+      for (double& v : t.data) v = r.get<float>("prepared inputs");
+      ckks::write_file(encrypted_image(in, i, k).string(), runtime::save_bundle(client.encrypt_image(t)));
+    }
+  r.expect_end("prepared inputs");
+}
+
+// Stage 7: embeddings of both images of every pair, then their encrypted inner product.
+// Never opens client/.
+void server_encrypted_compute(const Instance& in) {
+  const auto start = Clock::now();
+  const runtime::Server server((in.pub / "params.pfhe").string(), (in.server / "model.pfhc").string(),
+                               (in.pub / "eval.keys").string());
+  const double load_s = seconds_since(start);
+  auto executor = runtime::make_thread_executor(static_cast<std::size_t>(omp_get_num_procs()));
+  runtime::CiphertextFile scores{0, {}};
+  const auto compute_start = Clock::now();
+  for (std::size_t i = 0; i < in.pairs; ++i) {
+    runtime::CiphertextFile e[2];
+    for (int k = 0; k < 2; ++k)
+      e[k] = server.infer(runtime::read_ciphertexts(encrypted_image(in, i, k).string(), server.context()), *executor);
+    scores.key_set = e[0].key_set;
+    scores.ciphertexts.push_back(
+        server.model().similarity(server.evaluator(), e[0].ciphertexts[0], e[1].ciphertexts[0]));
+  }
+  const double compute_s = seconds_since(compute_start);
+  runtime::write_ciphertexts((in.pub / "scores.cts").string(), server.context(), scores);
+  write_text(in.io / "server_reported.json",
+             nlohmann::json{{"load_model_and_keys", load_s},
+                            {"encrypted_compute", compute_s},
+                            {"per_pair", compute_s / static_cast<double>(in.pairs)}}
+                 .dump(1));
+}
+
+// Stage 8: decrypt the scores (slot 0 of each ciphertext).
+void client_decrypt_decode(const Instance& in) {
+  const ckks::Context ctx(runtime::read_secure_parameters((in.pub / "params.pfhe").string()));
+  const runtime::ClientSpec spec = runtime::ClientSpec::from_json(read_text(in.pub / "client.json"));
+  const runtime::Client client(ctx, spec, runtime::read_secret_key((in.client / "secret.key").string(), ctx));
+  const runtime::CiphertextFile scores = runtime::read_ciphertexts((in.pub / "scores.cts").string(), ctx);
+  if (scores.ciphertexts.size() != in.pairs) throw std::invalid_argument("scores: wrong count");
+  std::string text;
+  char line[64];
+  for (const auto& c : scores.ciphertexts) {
+    std::snprintf(line, sizeof line, "%.9g\n", client.decrypt_score({scores.key_set, {c}}));
+    text += line;
+  }
+  write_text(in.client / "scores.txt", text);
+}
+
+// Stage 9: the benchmark format, after checking count and finiteness.
+void client_postprocess(const Instance& in) {
+  std::istringstream s(read_text(in.client / "scores.txt"));
+  std::string text;
+  std::size_t n = 0;
+  for (double v; s >> v; ++n) {
+    if (!std::isfinite(v)) throw std::invalid_argument("score " + std::to_string(n) + " is not finite");
+    char line[64];
+    std::snprintf(line, sizeof line, "%.9g\n", v);
+    text += line;
+  }
+  if (n != in.pairs) throw std::invalid_argument("expected " + std::to_string(in.pairs) + " scores, found " + std::to_string(n));
+  write_text(in.io / "encrypted_model_predictions.txt", text);
+  const auto size = [](const fs::path& p) { return fs::exists(p) ? fs::file_size(p) : 0; };
+  std::uintmax_t encrypted_inputs = 0;
+  for (const auto& f : fs::directory_iterator(in.pub / "enc")) encrypted_inputs += f.file_size();
+  write_text(in.io / "submission_reported.json",
+             nlohmann::json{{"Bandwidth",
+                             {{"evaluation_keys", size(in.pub / "eval.keys")},
+                              {"encrypted_inputs", encrypted_inputs},
+                              {"encrypted_scores", size(in.pub / "scores.cts")}}}}
+                 .dump(1));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ring::keep_freed_memory_for_reuse();
+  const std::string stage = PFHE_STAGE;
+  try {
+    if (stage == "server_preprocess_model") {
+      // No size argument; every instance's parameters are the same, so the first one
+      // present is used.
+      bool found = false;
+      for (const char* size : {"0", "1", "2", "3"}) {
+        const Instance in = instance(size);
+        if (!fs::exists(in.pub / "params.pfhe")) continue;
+        server_preprocess_model(in);
+        found = true;
+      }
+      if (!found) throw std::invalid_argument("no io/<instance>/public/params.pfhe: run client_key_generation first");
+      return 0;
+    }
+    if (argc != 2) throw std::invalid_argument("usage: " + stage + " <size 0|1|2|3>");
+    const Instance in = instance(argv[1]);
+    if (stage == "client_key_generation") client_key_generation(in);
+    else if (stage == "client_preprocess_input") client_preprocess_input(in);
+    else if (stage == "client_encode_encrypt_input") client_encode_encrypt_input(in);
+    else if (stage == "server_encrypted_compute") server_encrypted_compute(in);
+    else if (stage == "client_decrypt_decode") client_decrypt_decode(in);
+    else if (stage == "client_postprocess") client_postprocess(in);
+    else throw std::logic_error("unknown stage " + stage);
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: error: %s\n", stage.c_str(), e.what());
+    return 1;
+  }
+}
