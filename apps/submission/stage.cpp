@@ -93,11 +93,14 @@ void write_text(const fs::path& path, const std::string& text) {
 }
 
 // Stage 2: the client learns the model's rotation set by compiling the public model
-// itself, then makes its keys.
+// itself, then makes its keys. The model file it used is left in public/ so that the
+// server compiles exactly the same one without synthesising it again.
 void client_key_generation(const Instance& in) {
   fs::create_directories(in.client);
   fs::create_directories(in.pub);
-  const nn::PatchCNN model = submission_model();
+  // Saved and read back: the file stores float32, and both sides must use the same weights.
+  nn::save_model_file(submission_model(), (in.pub / "model.pfhm").string());
+  const nn::PatchCNN model = nn::load_model_file((in.pub / "model.pfhm").string());
   const ckks::Context ctx(ckks::Parameters::create(nn::choose_parameters(nn::required_levels(model))));
   const ckks::Encoder enc(ctx);
   const runtime::ClientSpec spec = runtime::ClientSpec::of(compile(model, enc), ctx.params());
@@ -113,7 +116,9 @@ void server_preprocess_model(const Instance& in) {
   fs::create_directories(in.server);
   const ckks::Context ctx(runtime::read_secure_parameters((in.pub / "params.pfhe").string()));
   const ckks::Encoder enc(ctx);
-  compile(submission_model(), enc).save_file((in.server / "model.pfhc").string());
+  const fs::path shared = in.pub / "model.pfhm";
+  const nn::PatchCNN model = fs::exists(shared) ? nn::load_model_file(shared.string()) : submission_model();
+  compile(model, enc).save_file((in.server / "model.pfhc").string());
 }
 
 // Stage 5: decode, crop and resize every image of the pairs to the model's input.
