@@ -419,6 +419,11 @@ int main(int argc, char** argv) {
         throw std::invalid_argument("--reference-model and --reference-image go together");
       return cmd_decrypt(dec);
     }
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr,
+                 "pfhe: error: out of memory: this step needs more RAM than the process may use (peak figures in "
+                 "docs/BENCHMARKS.md); compile with a smaller --budget-gb or run fewer workers\n");
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "pfhe: error: %s\n", e.what());
     return 1;

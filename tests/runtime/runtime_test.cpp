@@ -84,6 +84,19 @@ TEST(Runtime, ExecutorsGiveByteIdenticalBackboneOutputs) {
   EXPECT_EQ(ckks::save(s.ctx, agg_fork), ckks::save(s.ctx, agg_seq));
 }
 
+// A memory budget too small for any pre-encoded diagonal only moves work to just-in-time
+// encoding: the outputs are the same bytes.
+TEST(Runtime, ZeroDiagonalBudgetGivesTheSameBytes) {
+  const test::ReducedServer s;
+  const nn::CompiledPatchCNN lean =
+      nn::CompiledPatchCNN::compile(s.model, s.enc, test::ReducedServer::kLevels, s.ctx.params().default_scale(), 0, 1);
+  EXPECT_LT(lean.plaintext_bytes(), s.compiled.plaintext_bytes());
+  const auto inputs = s.encrypt_patches(s.images[4]);
+  EXPECT_EQ(serialized(s.ctx, runtime::make_sequential_executor()->run(s.ctx, runtime::backbone_tasks(lean, s.eval), inputs)),
+            serialized(s.ctx, runtime::make_sequential_executor()->run(s.ctx, runtime::backbone_tasks(s.compiled, s.eval),
+                                                                       inputs)));
+}
+
 TEST(Runtime, SchedulesManyTasksOverAnyWorkerCount) {
   const SmallRing r;
   const ckks::Context& ctx = r.ctx;
