@@ -36,7 +36,7 @@ lines=$(wc -l < io/single/encrypted_model_predictions.txt)
 score=$(cat io/single/encrypted_model_predictions.txt)
 python3 -c "import math,sys; v=float('$score'); sys.exit(0 if math.isfinite(v) and -1.5 < v < 1.5 else 1)" \
   || fail "score $score is not a plausible cosine similarity"
-for report in server_reported.json submission_reported.json; do
+for report in server_reported.json submission_reported.json provenance.json; do
   python3 -c "import json; json.load(open('io/single/$report'))" || fail "$report is not JSON"
 done
 grep -q '"encrypted_compute"' io/single/server_reported.json || fail "no timing report"
