@@ -37,8 +37,4 @@ MappedFile::~MappedFile() {
   if (data_) ::munmap(const_cast<std::uint8_t*>(data_), size_);
 }
 
-void MappedFile::release_pages() const {
-  if (data_) ::madvise(const_cast<std::uint8_t*>(data_), size_, MADV_DONTNEED);
-}
-
 }  // namespace pfhe::runtime

@@ -17,8 +17,6 @@ class MappedFile {
   MappedFile& operator=(const MappedFile&) = delete;
 
   std::span<const std::uint8_t> bytes() const { return {data_, size_}; }
-  // Tells the kernel the pages may be dropped now (after decoding).
-  void release_pages() const;
 
  private:
   const std::uint8_t* data_ = nullptr;
