@@ -8,7 +8,6 @@
 //   pfhe_backbone_bench [--dry-run] [--budget-gb G] [--lanes L]
 // --dry-run stops after compiling and prints the key set it would generate.
 #include <omp.h>
-#include <sys/resource.h>
 
 #include <chrono>
 #include <cmath>
@@ -23,18 +22,13 @@
 #include "nn/compiled_backbone.h"
 #include "nn/linear_map.h"
 #include "nn/synthetic.h"
+#include "runtime/process_stats.h"
 
 using namespace pfhe;
 
 namespace {
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
-double peak_rss_gb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_maxrss) / (1024.0 * 1024.0);
-}
+using runtime::peak_rss_gb;
+using runtime::seconds_since;
 }  // namespace
 
 int main(int argc, char** argv) {

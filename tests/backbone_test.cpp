@@ -56,12 +56,10 @@ TEST(Backbone, EncryptedReducedBackboneMatchesPlaintext) {
   const double scale = ctx.params().default_scale();
   const CompiledBackbone compiled = CompiledBackbone::compile(model, enc, patch, 24, scale, &head);
   EXPECT_EQ(compiled.depth(), 23u);
-  ckks::KeyGenerator kg(ctx);
-  const ckks::RelinKey rlk = kg.create_relin_key();
-  const ckks::GaloisKeys gk = kg.create_galois_keys(compiled.rotation_levels());
-  const ckks::Evaluator eval(ctx, &rlk, &gk);
-  const ckks::Encryptor encryptor(ctx, kg.secret_key());
-  const ckks::Decryptor decryptor(ctx, kg.secret_key());
+  const test::ModelKeys keys(ctx, compiled.rotation_levels());
+  const ckks::Evaluator& eval = keys.eval;
+  const ckks::Encryptor& encryptor = keys.encryptor;
+  const ckks::Decryptor& decryptor = keys.decryptor;
   // All diagonals encoded just in time (budget 0): bit-identical results.
   const CompiledBackbone jit = CompiledBackbone::compile(model, enc, patch, 24, scale, &head, 0);
   EXPECT_LT(jit.plaintext_bytes(), compiled.plaintext_bytes());

@@ -59,12 +59,10 @@ TEST_P(PatchCnnLanes, EncryptedPipelineMatchesPlaintextAndDecisions) {
   EXPECT_EQ(compiled.depth(), 28u);
   EXPECT_EQ(compiled.lanes(), GetParam());
   EXPECT_EQ(compiled.groups(), 4 / GetParam());
-  ckks::KeyGenerator kg(ctx);
-  const ckks::RelinKey rlk = kg.create_relin_key();
-  const ckks::GaloisKeys gk = kg.create_galois_keys(compiled.rotation_levels());
-  const ckks::Evaluator eval(ctx, &rlk, &gk);
-  const ckks::Encryptor encryptor(ctx, kg.secret_key());
-  const ckks::Decryptor decryptor(ctx, kg.secret_key());
+  const test::ModelKeys keys(ctx, compiled.rotation_levels());
+  const ckks::Evaluator& eval = keys.eval;
+  const ckks::Encryptor& encryptor = keys.encryptor;
+  const ckks::Decryptor& decryptor = keys.decryptor;
 
   const auto encrypt_groups = [&](const Tensor& image) {
     std::vector<Tensor> patches;

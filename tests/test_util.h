@@ -3,10 +3,14 @@
 #pragma once
 #include <cmath>
 #include <complex>
+#include <map>
 #include <random>
 #include <vector>
 
 #include "ckks/context.h"
+#include "ckks/encryptor.h"
+#include "ckks/evaluator.h"
+#include "ckks/keygen.h"
 #include "ckks/parameters.h"
 
 namespace pfhe::test {
@@ -21,6 +25,24 @@ inline ckks::Parameters small_params(int log_n, int levels, int dnum = 0, int sc
   spec.default_scale = std::ldexp(1.0, scale_bits);
   return ckks::Parameters::create_insecure_for_testing(spec);
 }
+
+// A fresh key set for a compiled program: secret key, relinearization key, the Galois keys
+// at the levels the program asks for, and an evaluator, encryptor and decryptor over them.
+struct ModelKeys {
+  ModelKeys(const ckks::Context& ctx, const std::map<long, std::size_t>& rotation_levels)
+      : keygen(ctx),
+        relin(keygen.create_relin_key()),
+        galois(keygen.create_galois_keys(rotation_levels)),
+        eval(ctx, &relin, &galois),
+        encryptor(ctx, keygen.secret_key()),
+        decryptor(ctx, keygen.secret_key()) {}
+  ckks::KeyGenerator keygen;
+  ckks::RelinKey relin;
+  ckks::GaloisKeys galois;
+  ckks::Evaluator eval;
+  ckks::Encryptor encryptor;
+  ckks::Decryptor decryptor;
+};
 
 inline std::vector<std::complex<double>> random_complex(std::size_t n, std::uint64_t seed, double bound = 1.0) {
   std::mt19937_64 rng(seed);

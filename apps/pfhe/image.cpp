@@ -3,6 +3,8 @@
 #include <stb_image.h>
 #include <stb_image_write.h>
 
+#include "ckks/serialization.h"
+
 #include <algorithm>
 #include <cmath>
 #include <memory>
@@ -57,17 +59,30 @@ nn::Tensor load_image(const std::string& path, std::size_t size) {
   return to_tensor(pixels.get(), w, h, size);
 }
 
-void save_png(const nn::Tensor& image, const std::string& path) {
+std::vector<unsigned char> encode_png(const nn::Tensor& image) {
   const std::size_t h = image.shape.height, w = image.shape.width;
-  if (image.shape.channels != 3) throw std::invalid_argument("save_png: needs 3 channels");
+  if (image.shape.channels != 3) throw std::invalid_argument("encode_png: needs 3 channels");
   std::vector<unsigned char> rgb(h * w * 3);
   for (std::size_t y = 0; y < h; ++y)
     for (std::size_t x = 0; x < w; ++x)
       for (std::size_t c = 0; c < 3; ++c)
         rgb[(y * w + x) * 3 + c] =
             static_cast<unsigned char>(std::lround(std::clamp((image.at(c, y, x) + 1.0) * 127.5, 0.0, 255.0)));
-  if (!stbi_write_png(path.c_str(), static_cast<int>(w), static_cast<int>(h), 3, rgb.data(), static_cast<int>(w * 3)))
-    throw std::runtime_error(path + ": cannot write PNG");
+  std::vector<unsigned char> png;
+  const auto append = [](void* out, void* data, int size) {
+    auto* bytes = static_cast<unsigned char*>(data);
+    static_cast<std::vector<unsigned char>*>(out)->insert(static_cast<std::vector<unsigned char>*>(out)->end(), bytes,
+                                                          bytes + size);
+  };
+  if (!stbi_write_png_to_func(append, &png, static_cast<int>(w), static_cast<int>(h), 3, rgb.data(),
+                              static_cast<int>(w * 3)))
+    throw std::runtime_error("encode_png: PNG encoding failed");
+  return png;
+}
+
+void save_png(const nn::Tensor& image, const std::string& path) {
+  const std::vector<unsigned char> png = encode_png(image);
+  ckks::write_file(path, {png.data(), png.size()});
 }
 
 }  // namespace pfhe::app

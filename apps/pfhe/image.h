@@ -1,6 +1,7 @@
 // Image files for the CLI: PNG, PPM/PGM, JPEG and BMP through Debian's libstb.
 #pragma once
 #include <string>
+#include <vector>
 
 #include "nn/tensor.h"
 
@@ -11,7 +12,8 @@ namespace pfhe::app {
 nn::Tensor load_image(const std::string& path, std::size_t size);
 // Encoded image bytes (e.g. from an HDF5 dataset), same preprocessing.
 nn::Tensor decode_image(const unsigned char* data, std::size_t length, std::size_t size, const std::string& what);
-// Writes a (3, H, W) tensor with values in [-1, 1] as PNG.
+// A (3, H, W) tensor with values in [-1, 1] as PNG bytes, and as a PNG file.
+std::vector<unsigned char> encode_png(const nn::Tensor& image);
 void save_png(const nn::Tensor& image, const std::string& path);
 
 }  // namespace pfhe::app

@@ -4,17 +4,13 @@
 // `pfhe <command> --help` lists each command's options; docs/CLI.md walks through a run.
 #include <CLI/CLI.hpp>
 #include <omp.h>
-#include <sys/resource.h>
 
-#include <chrono>
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <sstream>
 
 #include "ckks/keygen.h"
 #include "ckks/serialization.h"
@@ -24,6 +20,7 @@
 #include "nn/synthetic.h"
 #include "ring/poly.h"
 #include "runtime/client_server.h"
+#include "runtime/process_stats.h"
 #ifdef PFHE_HAVE_MPI
 #include "runtime/mpi.h"
 #endif
@@ -33,14 +30,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-double peak_rss_gb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_maxrss) / (1024.0 * 1024.0);
-}
+using runtime::Clock;
+using runtime::seconds_since;
 
 void progress(const char* fmt, auto... args) {
   std::fprintf(stderr, "[pfhe] ");
@@ -48,25 +39,11 @@ void progress(const char* fmt, auto... args) {
   std::fprintf(stderr, "\n");
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw std::invalid_argument(path + ": cannot open");
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-void write_text(const std::string& path, const std::string& text) {
-  ckks::write_file(path, {reinterpret_cast<const std::uint8_t*>(text.data()), text.size()});
-}
-
 void write_json_report(const std::string& path, const nlohmann::json& j) {
   if (path.empty()) return;
   if (path == "-") std::printf("%s\n", j.dump(1).c_str());
-  else write_text(path, j.dump(1) + "\n");
+  else ckks::write_text_file(path, j.dump(1) + "\n");
 }
-
-runtime::ClientSpec read_spec(const std::string& path) { return runtime::ClientSpec::from_json(read_text(path)); }
 
 runtime::CiphertextFile read_single_ciphertext(const std::string& path, const ckks::Context& ctx) {
   runtime::CiphertextFile f = runtime::read_ciphertexts(path, ctx);
@@ -76,30 +53,6 @@ runtime::CiphertextFile read_single_ciphertext(const std::string& path, const ck
 }
 
 // ---- make-model / sample-image -------------------------------------------------------
-
-struct ModelKind {
-  nn::BackboneShape shape;
-  std::size_t grid, patch, embedding;
-};
-
-ModelKind model_kind(const std::string& name) {
-  if (name == "reduced") {
-    nn::BackboneShape s;  // every CryptoFace layer type, narrow (channels 4..16)
-    s.stem_channels = 4;
-    s.blocks = {{4, 1}, {8, 2}, {8, 1}, {16, 2}, {16, 1}};
-    return {s, 2, 8, 16};
-  }
-  if (name == "tiny") {
-    nn::BackboneShape s;  // two blocks (one strided): shallow enough for N = 2^15
-    s.stem_channels = 4;
-    s.blocks = {{4, 1}, {8, 2}};
-    return {s, 2, 8, 8};
-  }
-  if (name == "cryptofacenet4") return {nn::BackboneShape{}, 2, 32, 256};
-  if (name == "cryptofacenet9") return {nn::BackboneShape{}, 3, 32, 256};
-  if (name == "cryptofacenet16") return {nn::BackboneShape{}, 4, 32, 256};
-  throw std::invalid_argument("unknown model kind '" + name + "' (tiny, reduced, cryptofacenet4, cryptofacenet9, cryptofacenet16)");
-}
 
 // 128 calibration images: random square crops (side 1/4 to all of the shorter edge,
 // seeded) of the images in `dir`, resized to the model input; synthetic images without one.
@@ -133,7 +86,7 @@ std::vector<nn::Tensor> calibration_images(const std::string& dir, std::size_t s
 
 int cmd_make_model(const std::string& kind_name, std::uint64_t seed, const std::string& calibrate_on,
                    const std::string& out) {
-  const ModelKind kind = model_kind(kind_name);
+  const nn::SyntheticKind kind = nn::synthetic_kind(kind_name);
   const auto t = Clock::now();
   const std::size_t side = kind.grid * kind.patch;
   progress("generating a synthetic %s (seed %llu), BatchNorm statistics calibrated on 128 %s", kind_name.c_str(),
@@ -180,7 +133,7 @@ int cmd_compile(const std::string& model_path, const std::string& out_dir, doubl
   t = Clock::now();
   ckks::write_file(out_dir + "/params.pfhe", ckks::save_parameters(ctx.params()));
   compiled.save_file(out_dir + "/model.pfhc");
-  write_text(out_dir + "/client.json", runtime::ClientSpec::of(compiled, ctx.params()).to_json());
+  runtime::ClientSpec::of(compiled, ctx.params()).write(out_dir + "/client.json");
   progress("wrote %s/{params.pfhe, model.pfhc, client.json} in %.1f s", out_dir.c_str(), seconds_since(t));
   return 0;
 }
@@ -191,7 +144,7 @@ int cmd_keygen(const std::string& spec_path, const std::string& params_path, con
                const std::string& eval_out) {
   const auto t = Clock::now();
   const ckks::Context ctx(runtime::read_secure_parameters(params_path));
-  const runtime::ClientSpec spec = read_spec(spec_path);
+  const runtime::ClientSpec spec = runtime::ClientSpec::read(spec_path);
   progress("generating the secret key, a relinearization key and %zu Galois keys", spec.rotation_levels.size());
   const auto [secret, keys] = runtime::generate_keys(ctx, spec);
   runtime::write_secret_key(secret_out, ctx, secret);
@@ -205,7 +158,7 @@ int cmd_encrypt(const std::string& spec_path, const std::string& params_path, co
                 const std::string& image_path, const std::string& out) {
   const auto t = Clock::now();
   const ckks::Context ctx(runtime::read_secure_parameters(params_path));
-  const runtime::ClientSpec spec = read_spec(spec_path);
+  const runtime::ClientSpec spec = runtime::ClientSpec::read(spec_path);
   const runtime::Client client(ctx, spec, runtime::read_secret_key(secret_path, ctx));
   const nn::Tensor image = app::load_image(image_path, spec.image_shape().height);
   ckks::write_file(out, runtime::save_bundle(client.encrypt_image(image)));
@@ -221,7 +174,7 @@ struct DecryptOptions {
 
 int cmd_decrypt(const DecryptOptions& o) {
   const ckks::Context ctx(runtime::read_secure_parameters(o.params));
-  const runtime::Client client(ctx, read_spec(o.spec), runtime::read_secret_key(o.secret, ctx));
+  const runtime::Client client(ctx, runtime::ClientSpec::read(o.spec), runtime::read_secret_key(o.secret, ctx));
   const runtime::CiphertextFile ct = read_single_ciphertext(o.input, ctx);
   nlohmann::json report;
   if (o.score) {
@@ -300,7 +253,7 @@ int run_inference(const InferOptions& o, const runtime::Server& server, runtime:
                              {"task_seconds", stats.task_seconds},
                              {"transfer_seconds", stats.transfer_seconds},
                              {"transfer_bytes", stats.transfer_bytes},
-                             {"peak_rss_gb", peak_rss_gb()}});
+                             {"peak_rss_gb", runtime::peak_rss_gb()}});
   return 0;
 }
 

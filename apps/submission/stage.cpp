@@ -12,12 +12,10 @@
 // two L2-normalised embeddings (cosine similarity).
 #include <omp.h>
 
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -29,6 +27,7 @@
 #include "nn/synthetic.h"
 #include "ring/poly.h"
 #include "runtime/client_server.h"
+#include "runtime/process_stats.h"
 #include "test_pairs.h"
 
 using namespace pfhe;
@@ -36,8 +35,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+using runtime::Clock;
+using runtime::seconds_since;
 
 struct Instance {
   std::string name;
@@ -45,33 +44,19 @@ struct Instance {
   fs::path io, client, pub, server, dataset;
 };
 
-Instance instance(const char* arg) {
-  static const char* names[] = {"single", "small", "medium", "large"};
-  static const std::size_t pairs[] = {1, 128, 256, 1024};
-  const std::string s = arg ? arg : "";
-  if (s.size() != 1 || s[0] < '0' || s[0] > '3') throw std::invalid_argument("size must be 0, 1, 2 or 3");
-  const int k = s[0] - '0';
-  const fs::path io = fs::path("io") / names[k];
-  return {names[k], pairs[k], io, io / "client", io / "public", io / "server",
-          fs::path("datasets") / names[k] / "intermediate" / "test_pairs.h5"};
+Instance instance(const std::string& arg) {
+  const InstanceSize size = instance_size(arg);
+  const fs::path io = fs::path("io") / size.name;
+  return {size.name, size.pairs, io, io / "client", io / "public", io / "server",
+          fs::path("datasets") / size.name / "intermediate" / "test_pairs.h5"};
 }
 
 nn::PatchCNN submission_model() {
   if (const char* path = std::getenv("PFHE_SUBMISSION_MODEL")) return nn::load_model_file(path);
   const char* kind_env = std::getenv("PFHE_SUBMISSION_KIND");
-  const std::string kind = kind_env ? kind_env : "cryptofacenet4";
-  nn::BackboneShape shape;
-  std::size_t grid = 2, patch = 32, embedding = 256;
-  if (kind == "tiny") {
-    shape.stem_channels = 4;
-    shape.blocks = {{4, 1}, {8, 2}};
-    patch = 8;
-    embedding = 8;
-  } else if (kind != "cryptofacenet4") {
-    throw std::invalid_argument("PFHE_SUBMISSION_KIND must be tiny or cryptofacenet4");
-  }
-  const std::size_t side = grid * patch;
-  return nn::make_synthetic_patch_cnn(shape, grid, patch, embedding, 2025,
+  const nn::SyntheticKind kind = nn::synthetic_kind(kind_env ? kind_env : "cryptofacenet4");
+  const std::size_t side = kind.grid * kind.patch;
+  return nn::make_synthetic_patch_cnn(kind.shape, kind.grid, kind.patch, kind.embedding, 2025,
                                       nn::synthetic_images(128, {3, side, side}, 2026));
 }
 
@@ -80,17 +65,7 @@ nn::CompiledPatchCNN compile(const nn::PatchCNN& model, const ckks::Encoder& enc
                                        std::size_t{1} << 30);
 }
 
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) throw std::invalid_argument(path.string() + ": cannot open");
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-void write_text(const fs::path& path, const std::string& text) {
-  ckks::write_file(path.string(), {reinterpret_cast<const std::uint8_t*>(text.data()), text.size()});
-}
+void write_text(const fs::path& path, const std::string& text) { ckks::write_text_file(path.string(), text); }
 
 // Stage 2: the client learns the model's rotation set by compiling the public model
 // itself, then makes its keys. The model file it used is left in public/ so that the
@@ -106,7 +81,7 @@ void client_key_generation(const Instance& in) {
   const runtime::ClientSpec spec = runtime::ClientSpec::of(compile(model, enc), ctx.params());
   const auto [secret, keys] = runtime::generate_keys(ctx, spec);
   ckks::write_file((in.pub / "params.pfhe").string(), ckks::save_parameters(ctx.params()));
-  write_text(in.pub / "client.json", spec.to_json());
+  spec.write((in.pub / "client.json").string());
   runtime::write_evaluation_keys((in.pub / "eval.keys").string(), ctx, keys);
   runtime::write_secret_key((in.client / "secret.key").string(), ctx, secret);
 }
@@ -123,7 +98,7 @@ void server_preprocess_model(const Instance& in) {
 
 // Stage 5: decode, crop and resize every image of the pairs to the model's input.
 void client_preprocess_input(const Instance& in) {
-  const runtime::ClientSpec spec = runtime::ClientSpec::from_json(read_text(in.pub / "client.json"));
+  const runtime::ClientSpec spec = runtime::ClientSpec::read((in.pub / "client.json").string());
   const TestPairs pairs = read_test_pairs(in.dataset.string());
   if (pairs.image0.size() != in.pairs)
     throw std::invalid_argument(in.dataset.string() + ": " + std::to_string(pairs.image0.size()) + " pairs, the " +
@@ -147,7 +122,7 @@ fs::path encrypted_image(const Instance& in, std::size_t pair, int k) {
 // Stage 6: encrypt every prepared image (one bundle of patch groups per image).
 void client_encode_encrypt_input(const Instance& in) {
   const ckks::Context ctx(runtime::read_secure_parameters((in.pub / "params.pfhe").string()));
-  const runtime::ClientSpec spec = runtime::ClientSpec::from_json(read_text(in.pub / "client.json"));
+  const runtime::ClientSpec spec = runtime::ClientSpec::read((in.pub / "client.json").string());
   const runtime::Client client(ctx, spec, runtime::read_secret_key((in.client / "secret.key").string(), ctx));
   const ckks::Bytes inputs = ckks::read_file((in.client / "inputs.bin").string());
   ckks::ByteReader r(inputs);
@@ -192,7 +167,7 @@ void server_encrypted_compute(const Instance& in) {
 // Stage 8: decrypt the scores (slot 0 of each ciphertext).
 void client_decrypt_decode(const Instance& in) {
   const ckks::Context ctx(runtime::read_secure_parameters((in.pub / "params.pfhe").string()));
-  const runtime::ClientSpec spec = runtime::ClientSpec::from_json(read_text(in.pub / "client.json"));
+  const runtime::ClientSpec spec = runtime::ClientSpec::read((in.pub / "client.json").string());
   const runtime::Client client(ctx, spec, runtime::read_secret_key((in.client / "secret.key").string(), ctx));
   const runtime::CiphertextFile scores = runtime::read_ciphertexts((in.pub / "scores.cts").string(), ctx);
   if (scores.ciphertexts.size() != in.pairs) throw std::invalid_argument("scores: wrong count");
@@ -207,7 +182,7 @@ void client_decrypt_decode(const Instance& in) {
 
 // Stage 9: the benchmark format, after checking count and finiteness.
 void client_postprocess(const Instance& in) {
-  std::istringstream s(read_text(in.client / "scores.txt"));
+  std::istringstream s(ckks::read_text_file((in.client / "scores.txt").string()));
   std::string text;
   std::size_t n = 0;
   for (double v; s >> v; ++n) {

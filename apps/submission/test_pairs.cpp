@@ -52,6 +52,12 @@ void write_vlen_bytes(hid_t file, const char* name, const std::vector<std::vecto
 
 }  // namespace
 
+InstanceSize instance_size(const std::string& size) {
+  static const InstanceSize sizes[] = {{"single", 1}, {"small", 128}, {"medium", 256}, {"large", 1024}};
+  if (size.size() != 1 || size[0] < '0' || size[0] > '3') throw std::invalid_argument("size must be 0, 1, 2 or 3");
+  return sizes[size[0] - '0'];
+}
+
 TestPairs read_test_pairs(const std::string& path) {
   if (!std::filesystem::exists(path)) throw std::invalid_argument(path + ": no such file");
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // errors become exceptions, not HDF5's stack dump

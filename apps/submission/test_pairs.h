@@ -5,6 +5,14 @@
 #include <string>
 #include <vector>
 
+// The benchmark's instance sizes: argument 0..3 -> directory name and face-pair count.
+struct InstanceSize {
+  std::string name;
+  std::size_t pairs;
+};
+// Throws std::invalid_argument unless `size` is "0", "1", "2" or "3".
+InstanceSize instance_size(const std::string& size);
+
 struct TestPairs {
   std::vector<std::vector<std::uint8_t>> image0, image1;
 };

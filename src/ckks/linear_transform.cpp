@@ -3,7 +3,6 @@
 #include "ckks/serialization.h"
 
 #include <cmath>
-#include <limits>
 #include <set>
 #include <stdexcept>
 #include <string>

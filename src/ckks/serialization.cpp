@@ -393,4 +393,13 @@ Bytes read_file(const std::string& path) {
   return out;
 }
 
+void write_text_file(const std::string& path, std::string_view text) {
+  write_file(path, {reinterpret_cast<const std::uint8_t*>(text.data()), text.size()});
+}
+
+std::string read_text_file(const std::string& path) {
+  const Bytes bytes = read_file(path);
+  return {bytes.begin(), bytes.end()};
+}
+
 }  // namespace pfhe::ckks

@@ -9,6 +9,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "ckks/byte_stream.h"
@@ -81,5 +82,8 @@ class FileWriter {
 // Whole-file helpers; errors name the path.
 void write_file(const std::string& path, std::span<const std::uint8_t> bytes);
 Bytes read_file(const std::string& path);
+// The same for text files (JSON specs and reports, score lists).
+void write_text_file(const std::string& path, std::string_view text);
+std::string read_text_file(const std::string& path);
 
 }  // namespace pfhe::ckks

@@ -22,10 +22,15 @@ void check_close(double got, double want, const char* what) {
     throw std::logic_error(std::string(what) + ": ciphertext scale differs from the compiled scale");
 }
 
+// Every step consumes one level; level 0 has none left.
+void require_level(std::size_t level) {
+  if (level == 0) throw std::invalid_argument("compile: the model is deeper than the available levels");
+}
+
 // A transform from (level, in_scale) landing exactly on (level - 1, target_scale).
 CompiledLinear make_linear(const ckks::Encoder& enc, const SlotLinearMap& map, const Layout& in, const Layout& out,
                            std::size_t level, double in_scale, double target_scale) {
-  if (level == 0) throw std::invalid_argument("compile: the model is deeper than the available levels");
+  require_level(level);
   const double diagonal_scale = prime_at(enc.context(), level) * target_scale / in_scale;
   CompiledLinear c{level, target_scale,
                    ckks::LinearTransform(enc, map.diagonals(), in.slots, level, 0, diagonal_scale,
@@ -42,7 +47,7 @@ using LaneScales = std::vector<std::vector<double>>;
 
 CompiledQuadratic make_quadratic(const ckks::Encoder& enc, const std::vector<const HerPN*>& herpns, const Layout& layout,
                                  std::size_t level, double scale, LaneScales& w2) {
-  if (level == 0) throw std::invalid_argument("compile: the model is deeper than the available levels");
+  require_level(level);
   std::vector<Tensor> a1, a0;
   w2.clear();
   const std::size_t plane = layout.shape.height * layout.shape.width;

@@ -147,6 +147,23 @@ Backbone make_synthetic_backbone(const BackboneShape& shape, std::uint64_t seed,
   return b;
 }
 
+SyntheticKind synthetic_kind(const std::string& name) {
+  BackboneShape narrow;
+  narrow.stem_channels = 4;
+  if (name == "tiny") {
+    narrow.blocks = {{4, 1}, {8, 2}};
+    return {narrow, 2, 8, 8};
+  }
+  if (name == "reduced") {
+    narrow.blocks = {{4, 1}, {8, 2}, {8, 1}, {16, 2}, {16, 1}};
+    return {narrow, 2, 8, 16};
+  }
+  for (std::size_t grid : {2, 3, 4})
+    if (name == "cryptofacenet" + std::to_string(grid * grid)) return {BackboneShape{}, grid, 32, 256};
+  throw std::invalid_argument("unknown model kind '" + name +
+                              "' (tiny, reduced, cryptofacenet4, cryptofacenet9, cryptofacenet16)");
+}
+
 PatchCNN make_synthetic_patch_cnn(const BackboneShape& shape, std::size_t grid, std::size_t patch, std::size_t embedding,
                                   std::uint64_t seed, const std::vector<Tensor>& calibration) {
   PatchCNN model;

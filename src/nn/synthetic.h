@@ -3,6 +3,7 @@
 // range (and so every polynomial input and the CKKS headroom) is realistic.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "nn/backbone.h"
@@ -26,6 +27,16 @@ Backbone make_synthetic_backbone(const BackboneShape& shape, std::uint64_t seed,
 struct PatchCNN;
 PatchCNN make_synthetic_patch_cnn(const BackboneShape& shape, std::size_t grid, std::size_t patch, std::size_t embedding,
                                   std::uint64_t seed, const std::vector<Tensor>& calibration);
+
+// The named model sizes of the CLI, the benchmark stages and the tests: "tiny" (two blocks,
+// one strided; shallow enough for N = 2^15), "reduced" (every CryptoFace layer type,
+// channels 4..16, 8x8 patches), "cryptofacenet4|9|16" (the full backbone on a 2x2, 3x3, 4x4
+// grid of 32x32 patches). Throws std::invalid_argument naming the valid kinds.
+struct SyntheticKind {
+  BackboneShape shape;
+  std::size_t grid, patch, embedding;
+};
+SyntheticKind synthetic_kind(const std::string& name);
 
 // Sets every BatchNorm/HerPN running mean and variance from the given patches.
 void calibrate(Backbone& model, const std::vector<Tensor>& patches);

@@ -19,12 +19,7 @@ constexpr std::size_t kMaxObjects = 1 << 16;
 // Runs a loader on a file's bundle; loader errors name the file.
 template <typename F>
 auto load_from(const std::string& path, F&& f) {
-  try {
-    const MappedFile file(path);
-    return f(load_bundle(file.bytes()));
-  } catch (const ckks::SerializationError& e) {
-    throw ckks::SerializationError(path + ": " + e.what());
-  }
+  return load_mapped(path, [&](std::span<const std::uint8_t> bytes) { return f(load_bundle(bytes)); });
 }
 
 std::string hex(std::uint64_t v) {
@@ -103,18 +98,26 @@ void write_ciphertexts(const std::string& path, const ckks::Context& ctx, const 
   ckks::write_file(path, save_bundle(b));
 }
 
+BundleView view_of(const Bundle& bundle) {
+  BundleView v{bundle.key_set, {}};
+  for (const auto& o : bundle.objects) v.objects.emplace_back(o);
+  return v;
+}
+
+CiphertextFile load_ciphertexts(const BundleView& bundle, const ckks::Context& ctx) {
+  CiphertextFile out{bundle.key_set, {}};
+  for (const auto& o : bundle.objects) {
+    if (ckks::peek_type(o) == ckks::ObjectType::kSeededCiphertext)
+      out.ciphertexts.push_back(ckks::expand_seeded(ctx, ckks::load_seeded_ciphertext(ctx, o)));
+    else
+      out.ciphertexts.push_back(ckks::load_ciphertext(ctx, o));
+  }
+  if (out.ciphertexts.empty()) throw ckks::SerializationError("no ciphertexts");
+  return out;
+}
+
 CiphertextFile read_ciphertexts(const std::string& path, const ckks::Context& ctx) {
-  return load_from(path, [&](const BundleView& b) {
-    CiphertextFile out{b.key_set, {}};
-    for (const auto& o : b.objects) {
-      if (ckks::peek_type(o) == ckks::ObjectType::kSeededCiphertext)
-        out.ciphertexts.push_back(ckks::expand_seeded(ctx, ckks::load_seeded_ciphertext(ctx, o)));
-      else
-        out.ciphertexts.push_back(ckks::load_ciphertext(ctx, o));
-    }
-    if (out.ciphertexts.empty()) throw ckks::SerializationError("no ciphertexts");
-    return out;
-  });
+  return load_from(path, [&](const BundleView& b) { return load_ciphertexts(b, ctx); });
 }
 
 void write_evaluation_keys(const std::string& path, const ckks::Context& ctx, const EvaluationKeys& keys) {

@@ -33,6 +33,7 @@ struct BundleView {
   std::vector<std::span<const std::uint8_t>> objects;
 };
 BundleView load_bundle(std::span<const std::uint8_t> bytes);
+BundleView view_of(const Bundle& bundle);
 
 std::uint64_t new_key_set_tag();  // from the OS CSPRNG, never 0
 // Throws std::invalid_argument naming both files when two tags differ.
@@ -46,6 +47,9 @@ struct CiphertextFile {
 // Compressed; seeded ciphertexts in a file are expanded on reading.
 void write_ciphertexts(const std::string& path, const ckks::Context& ctx, const CiphertextFile& file);
 CiphertextFile read_ciphertexts(const std::string& path, const ckks::Context& ctx);
+// The ciphertexts of a bundle in memory (e.g. a client's freshly encrypted patches), each
+// validated; seeded ones expanded.
+CiphertextFile load_ciphertexts(const BundleView& bundle, const ckks::Context& ctx);
 
 struct EvaluationKeys {
   std::uint64_t key_set = 0;

@@ -105,6 +105,16 @@ ClientSpec ClientSpec::from_json(const std::string& text) {
   }
 }
 
+ClientSpec ClientSpec::read(const std::string& path) {
+  try {
+    return from_json(ckks::read_text_file(path));
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(path + ": " + e.what());
+  }
+}
+
+void ClientSpec::write(const std::string& path) const { ckks::write_text_file(path, to_json()); }
+
 ClientSpec ClientSpec::of(const nn::CompiledPatchCNN& model, const ckks::Parameters& params) {
   ClientSpec s;
   s.fingerprint = params.fingerprint();
@@ -122,22 +132,22 @@ ClientSpec ClientSpec::of(const nn::CompiledPatchCNN& model, const ckks::Paramet
 }
 
 ckks::Parameters read_secure_parameters(const std::string& path) {
-  ckks::Parameters p = [&] {
-    try {
-      return ckks::load_parameters(ckks::read_file(path));
-    } catch (const ckks::SerializationError& e) {
-      throw ckks::SerializationError(path + ": " + e.what());
-    }
-  }();
+  ckks::Parameters p = load_mapped(path, [](std::span<const std::uint8_t> bytes) { return ckks::load_parameters(bytes); });
   if (p.insecure()) throw std::invalid_argument(path + ": parameters are marked insecure (test only); refused");
   return p;
 }
 
+namespace {
+void check_spec_parameters(const ckks::Context& ctx, const ClientSpec& spec) {
+  if (spec.fingerprint != ctx.params().fingerprint())
+    throw std::invalid_argument("client spec was made for other parameters (fingerprint mismatch)");
+}
+}  // namespace
+
 Client::Client(const ckks::Context& context, const ClientSpec& s, SecretKeyFile key)
     : ctx(context), spec(s), secret_key(std::move(key)), encoder(context), encryptor(context, secret_key.key),
       decryptor(context, secret_key.key) {
-  if (spec.fingerprint != ctx.params().fingerprint())
-    throw std::invalid_argument("client spec was made for other parameters (fingerprint mismatch)");
+  check_spec_parameters(ctx, spec);
 }
 
 Bundle Client::encrypt_image(const nn::Tensor& image) const {
@@ -171,8 +181,7 @@ double Client::decrypt_score(const CiphertextFile& file) const {
 }
 
 std::pair<SecretKeyFile, EvaluationKeys> generate_keys(const ckks::Context& ctx, const ClientSpec& spec) {
-  if (spec.fingerprint != ctx.params().fingerprint())
-    throw std::invalid_argument("client spec was made for other parameters (fingerprint mismatch)");
+  check_spec_parameters(ctx, spec);
   ckks::KeyGenerator kg(ctx);
   const std::uint64_t tag = new_key_set_tag();
   EvaluationKeys keys{tag, kg.create_relin_key(), kg.create_galois_keys(spec.rotation_levels)};
@@ -182,12 +191,9 @@ std::pair<SecretKeyFile, EvaluationKeys> generate_keys(const ckks::Context& ctx,
 Server::Server(const std::string& params_path, const std::string& model_path, const std::string& keys_path) {
   ctx_ = std::make_unique<ckks::Context>(read_secure_parameters(params_path));
   enc_ = std::make_unique<ckks::Encoder>(*ctx_);
-  try {
-    const MappedFile file(model_path);
-    model_ = std::make_unique<nn::CompiledPatchCNN>(nn::CompiledPatchCNN::load(*enc_, file.bytes()));
-  } catch (const ckks::SerializationError& e) {
-    throw ckks::SerializationError(model_path + ": " + e.what());
-  }
+  model_ = load_mapped(model_path, [&](std::span<const std::uint8_t> bytes) {
+    return std::make_unique<nn::CompiledPatchCNN>(nn::CompiledPatchCNN::load(*enc_, bytes));
+  });
   keys_ = std::make_unique<EvaluationKeys>(read_evaluation_keys(keys_path, *ctx_));
   for (const auto& [step, level] : model_->rotation_levels()) {
     const auto key = keys_->galois.keys.find(ckks::galois_element_for_step(step, ctx_->n()));

@@ -33,6 +33,9 @@ struct ClientSpec {
   std::string to_json() const;
   // Validates every field (throws std::invalid_argument naming the problem).
   static ClientSpec from_json(const std::string& text);
+  // client.json on disk; errors name the path.
+  static ClientSpec read(const std::string& path);
+  void write(const std::string& path) const;
   static ClientSpec of(const nn::CompiledPatchCNN& model, const ckks::Parameters& params);
 };
 

@@ -1,4 +1,5 @@
 #include "runtime/executor.h"
+#include "runtime/process_stats.h"
 
 #include <omp.h>
 
@@ -12,10 +13,6 @@
 namespace pfhe::runtime {
 
 namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
 
 class SequentialExecutor final : public Executor {
  public:

@@ -17,15 +17,12 @@
 #include "ckks/serialization.h"
 #include "ring/poly.h"
 #include "runtime/executor.h"
+#include "runtime/process_stats.h"
 #include "runtime/transport.h"
 
 namespace pfhe::runtime {
 
 namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
 
 std::string describe_exit(int status) {
   if (WIFSIGNALED(status)) {

@@ -7,6 +7,8 @@
 #include <span>
 #include <string>
 
+#include "ckks/byte_stream.h"
+
 namespace pfhe::runtime {
 
 class MappedFile {
@@ -22,5 +24,17 @@ class MappedFile {
   const std::uint8_t* data_ = nullptr;
   std::size_t size_ = 0;
 };
+
+// Maps the file at `path` and decodes it with `decode(bytes)`; SerializationErrors of the
+// decoder come back prefixed with the path.
+template <typename Decode>
+auto load_mapped(const std::string& path, Decode&& decode) {
+  try {
+    const MappedFile file(path);
+    return decode(file.bytes());
+  } catch (const ckks::SerializationError& e) {
+    throw ckks::SerializationError(path + ": " + e.what());
+  }
+}
 
 }  // namespace pfhe::runtime

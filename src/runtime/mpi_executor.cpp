@@ -7,16 +7,13 @@
 
 #include "ckks/serialization.h"
 #include "runtime/mpi.h"
+#include "runtime/process_stats.h"
 
 namespace pfhe::runtime {
 
 namespace {
 
 constexpr int kTaskTag = 1, kResultTag = 2, kStopTag = 3;
-
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
 
 // Result header: task, status (0 ok / 1 error text), task seconds, worker transfer seconds.
 struct ResultHeader {
@@ -57,56 +54,49 @@ class MpiExecutor final : public Executor {
 
   std::vector<ckks::Ciphertext> run(const ckks::Context& ctx, const TaskFunction& task,
                                     const std::vector<ckks::Ciphertext>& inputs, RunStats* stats) override {
+    if (size_ == 1) return make_sequential_executor()->run(ctx, task, inputs, stats);  // no worker ranks
     const auto start = std::chrono::steady_clock::now();
     RunStats local;
     local.task_seconds.assign(inputs.size(), 0.0);
     std::vector<ckks::Ciphertext> out(inputs.size());
-    if (size_ == 1) {
-      for (std::size_t t = 0; t < inputs.size(); ++t) {
-        const auto t0 = std::chrono::steady_clock::now();
-        out[t] = task(t, inputs[t]);
-        local.task_seconds[t] = seconds_since(t0);
-      }
-    } else {
-      std::deque<std::size_t> pending;
-      for (std::size_t t = 0; t < inputs.size(); ++t) pending.push_back(t);
-      const auto dispatch = [&](int rank) {
-        if (pending.empty()) return false;
-        const std::size_t t = pending.front();
-        pending.pop_front();
-        const auto t0 = std::chrono::steady_clock::now();
-        ckks::ByteWriter w;
-        w.put<std::uint64_t>(t);
-        w.put_blob(ckks::save(ctx, inputs[t]));
-        send_bytes(w.bytes(), rank, kTaskTag);
-        local.transfer_seconds += seconds_since(t0);
-        local.transfer_bytes += w.bytes().size();
-        return true;
-      };
-      std::size_t in_flight = 0;
-      for (int r = 1; r < size_; ++r) in_flight += dispatch(r) ? 1 : 0;
-      while (in_flight > 0) {
-        MPI_Status status;
-        const ckks::Bytes msg = receive_bytes(MPI_ANY_SOURCE, kResultTag, status);
-        const auto t0 = std::chrono::steady_clock::now();
-        --in_flight;
-        ckks::ByteReader r(msg);
-        ResultHeader h{};
-        h.task = r.get<std::uint64_t>("MPI result");
-        h.status = r.get<std::uint64_t>("MPI result");
-        h.task_seconds = r.get<double>("MPI result");
-        h.transfer_seconds = r.get<double>("MPI result");
-        const auto payload = r.get_blob("MPI result");
-        if (h.task >= inputs.size()) throw std::runtime_error("MPI: a worker answered an unknown task");
-        if (h.status != 0)
-          throw std::runtime_error("task " + std::to_string(h.task) + " failed on MPI rank " +
-                                   std::to_string(status.MPI_SOURCE) + ": " + std::string(payload.begin(), payload.end()));
-        out[h.task] = ckks::load_ciphertext(ctx, payload);
-        local.task_seconds[h.task] = h.task_seconds;
-        local.transfer_seconds += seconds_since(t0) + h.transfer_seconds;
-        local.transfer_bytes += msg.size();
-        in_flight += dispatch(status.MPI_SOURCE) ? 1 : 0;
-      }
+    std::deque<std::size_t> pending;
+    for (std::size_t t = 0; t < inputs.size(); ++t) pending.push_back(t);
+    const auto dispatch = [&](int rank) {
+      if (pending.empty()) return false;
+      const std::size_t t = pending.front();
+      pending.pop_front();
+      const auto t0 = std::chrono::steady_clock::now();
+      ckks::ByteWriter w;
+      w.put<std::uint64_t>(t);
+      w.put_blob(ckks::save(ctx, inputs[t]));
+      send_bytes(w.bytes(), rank, kTaskTag);
+      local.transfer_seconds += seconds_since(t0);
+      local.transfer_bytes += w.bytes().size();
+      return true;
+    };
+    std::size_t in_flight = 0;
+    for (int r = 1; r < size_; ++r) in_flight += dispatch(r) ? 1 : 0;
+    while (in_flight > 0) {
+      MPI_Status status;
+      const ckks::Bytes msg = receive_bytes(MPI_ANY_SOURCE, kResultTag, status);
+      const auto t0 = std::chrono::steady_clock::now();
+      --in_flight;
+      ckks::ByteReader r(msg);
+      ResultHeader h{};
+      h.task = r.get<std::uint64_t>("MPI result");
+      h.status = r.get<std::uint64_t>("MPI result");
+      h.task_seconds = r.get<double>("MPI result");
+      h.transfer_seconds = r.get<double>("MPI result");
+      const auto payload = r.get_blob("MPI result");
+      if (h.task >= inputs.size()) throw std::runtime_error("MPI: a worker answered an unknown task");
+      if (h.status != 0)
+        throw std::runtime_error("task " + std::to_string(h.task) + " failed on MPI rank " +
+                                 std::to_string(status.MPI_SOURCE) + ": " + std::string(payload.begin(), payload.end()));
+      out[h.task] = ckks::load_ciphertext(ctx, payload);
+      local.task_seconds[h.task] = h.task_seconds;
+      local.transfer_seconds += seconds_since(t0) + h.transfer_seconds;
+      local.transfer_bytes += msg.size();
+      in_flight += dispatch(status.MPI_SOURCE) ? 1 : 0;
     }
     local.seconds = seconds_since(start);
     if (stats) *stats = std::move(local);

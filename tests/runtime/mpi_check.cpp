@@ -27,9 +27,9 @@ int main(int argc, char** argv) {
   try {
     test::ReducedServer s;  // its own (random) keys on every rank; rank 0's are broadcast
     const ckks::RelinKey relin =
-        ckks::load_relin_key(s.ctx, broadcast(mpi.rank() == 0 ? ckks::save(s.ctx, s.relin) : ckks::Bytes{}, mpi.rank()));
+        ckks::load_relin_key(s.ctx, broadcast(mpi.rank() == 0 ? ckks::save(s.ctx, s.keys.relin) : ckks::Bytes{}, mpi.rank()));
     const ckks::GaloisKeys galois =
-        ckks::load_galois_keys(s.ctx, broadcast(mpi.rank() == 0 ? ckks::save(s.ctx, s.galois) : ckks::Bytes{}, mpi.rank()));
+        ckks::load_galois_keys(s.ctx, broadcast(mpi.rank() == 0 ? ckks::save(s.ctx, s.keys.galois) : ckks::Bytes{}, mpi.rank()));
     const ckks::Evaluator eval(s.ctx, &relin, &galois);
     const runtime::TaskFunction task = runtime::backbone_tasks(s.compiled, eval);
     if (mpi.rank() != 0) {

@@ -22,18 +22,15 @@ struct ReducedServer {
   // One patch per ciphertext: four tasks for the executors to place.
   nn::CompiledPatchCNN compiled =
       nn::CompiledPatchCNN::compile(model, enc, kLevels, ctx.params().default_scale(), SIZE_MAX, 1);
-  ckks::KeyGenerator keygen{ctx};
-  ckks::RelinKey relin = keygen.create_relin_key();
-  ckks::GaloisKeys galois = keygen.create_galois_keys(compiled.rotation_levels());
-  ckks::Evaluator eval{ctx, &relin, &galois};
-  ckks::Encryptor encryptor{ctx, keygen.secret_key()};
+  ModelKeys keys{ctx, compiled.rotation_levels()};
+  const ckks::Evaluator& eval = keys.eval;
 
   std::vector<ckks::Ciphertext> encrypt_patches(const nn::Tensor& image) const {
     std::vector<nn::Tensor> patches;
     for (std::size_t p = 0; p < compiled.patches(); ++p) patches.push_back(model.patch(image, p));
     std::vector<ckks::Ciphertext> out;
     for (const auto& slots : nn::pack_patch_groups(patches, compiled.input_layout()))
-      out.push_back(encryptor.encrypt(enc.encode(slots, kLevels, ctx.params().default_scale())));
+      out.push_back(keys.encryptor.encrypt(enc.encode(slots, kLevels, ctx.params().default_scale())));
     return out;
   }
 };

@@ -204,12 +204,11 @@ TEST(ClientServer, ClientOwnsItsSecretKeyAndSpecRoundTrips) {
   }
 
   // Regression: the client used to keep a reference to a temporary secret key.
-  const runtime::Client client(s.ctx, spec, runtime::SecretKeyFile{42, s.keygen.secret_key()});
+  const runtime::Client client(s.ctx, spec, runtime::SecretKeyFile{42, s.keys.keygen.secret_key()});
   const runtime::Bundle patches = client.encrypt_image(s.images[0]);
   EXPECT_EQ(patches.key_set, 42u);
-  runtime::CiphertextFile file{42, {}};
-  for (const auto& o : patches.objects)
-    file.ciphertexts.push_back(ckks::expand_seeded(s.ctx, ckks::load_seeded_ciphertext(s.ctx, o)));
+  const runtime::CiphertextFile file = runtime::load_ciphertexts(runtime::view_of(patches), s.ctx);
+  EXPECT_EQ(file.key_set, 42u);
   const auto heads = runtime::make_sequential_executor()->run(s.ctx, runtime::backbone_tasks(s.compiled, s.eval),
                                                               file.ciphertexts);
   const runtime::CiphertextFile embedding{42, {s.compiled.normalize(s.eval, s.compiled.aggregate(s.eval, heads))}};

@@ -1,0 +1,58 @@
+// The trained Fashion-MNIST model (tests/data/fashion_pcnn.pfhm) set up for encrypted
+// classification at 128-bit secure parameters chosen from its depth: a client with the
+// secret key and the server's compiled model and evaluator, shared by the CI test and the
+// benchmark (bench/fashion_mnist_bench.cpp).
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+#include "nn/model_file.h"
+#include "nn/parameter_choice.h"
+#include "runtime/client_server.h"
+#include "runtime/process_stats.h"
+
+namespace pfhe::test {
+
+inline std::size_t argmax(const std::vector<double>& v) {
+  return static_cast<std::size_t>(std::max_element(v.begin(), v.end()) - v.begin());
+}
+
+// max |got - want| / max |want|.
+inline double relative_error(const nn::Tensor& got, const nn::Tensor& want) {
+  double err = 0, scale = 0;
+  for (std::size_t k = 0; k < want.data.size(); ++k) {
+    err = std::max(err, std::fabs(got.data[k] - want.data[k]));
+    scale = std::max(scale, std::fabs(want.data[k]));
+  }
+  return err / scale;
+}
+
+inline nn::PatchCNN load_fashion_model() { return nn::load_model_file(PFHE_SOURCE_DIR "/tests/data/fashion_pcnn.pfhm"); }
+
+struct EncryptedClassifier {
+  nn::PatchCNN model = load_fashion_model();
+  ckks::Context ctx{ckks::Parameters::create(nn::choose_parameters(nn::required_levels(model)))};
+  ckks::Encoder enc{ctx};
+  runtime::Clock::time_point start = runtime::Clock::now();
+  nn::CompiledPatchCNN compiled =
+      nn::CompiledPatchCNN::compile(model, enc, nn::required_levels(model), ctx.params().default_scale());
+  double compile_seconds = runtime::seconds_since(start);
+  runtime::ClientSpec spec = runtime::ClientSpec::of(compiled, ctx.params());
+  std::pair<runtime::SecretKeyFile, runtime::EvaluationKeys> keys = runtime::generate_keys(ctx, spec);
+  double keygen_seconds = runtime::seconds_since(start) - compile_seconds;
+  runtime::Client client{ctx, spec, keys.first};
+  ckks::Evaluator eval{ctx, &keys.second.relin, &keys.second.galois};
+  runtime::TaskFunction tasks = runtime::backbone_tasks(compiled, eval);
+
+  // The client encrypts the image's patch groups, the server evaluates them and sums the
+  // heads, the client decrypts the logits.
+  nn::Tensor logits(const nn::Tensor& image) const {
+    const runtime::CiphertextFile patches = runtime::load_ciphertexts(runtime::view_of(client.encrypt_image(image)), ctx);
+    std::vector<ckks::Ciphertext> heads;
+    for (std::size_t g = 0; g < compiled.groups(); ++g) heads.push_back(tasks(g, patches.ciphertexts[g]));
+    return client.decrypt_embedding({patches.key_set, {compiled.aggregate(eval, heads)}});
+  }
+};
+
+}  // namespace pfhe::test
