@@ -337,7 +337,7 @@ int main(int argc, char** argv) {
   make->add_option("--out", out, "model file (.pfhm)")->required();
 
   auto* sample = app.add_subcommand("sample-image", "write a synthetic face-like PNG image");
-  sample->add_option("--size", size)->capture_default_str();
+  sample->add_option("--size", size)->capture_default_str()->check(CLI::Range(1, 4096));
   sample->add_option("--seed", seed)->capture_default_str();
   sample->add_option("--variation", variation, "blend in this fraction of another image")->capture_default_str();
   sample->add_option("--out", out)->required();
@@ -346,7 +346,8 @@ int main(int argc, char** argv) {
   compile->add_option("--model", model)->required()->check(CLI::ExistingFile);
   compile->add_option("--out-dir", out_dir)->required();
   compile->add_option("--budget-gb", budget_gb, "memory for pre-encoded diagonals (the rest is encoded just in time)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e6));
   compile->add_option("--lanes", lanes, "patches per ciphertext (power of two; 0: as many as fit)")->capture_default_str();
 
   auto* keygen = app.add_subcommand("keygen", "client: secret key + evaluation keys for a compiled model");

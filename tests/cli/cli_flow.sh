@@ -80,6 +80,7 @@ expect_error "not a pfhe" "$pfhe" infer --params srv/params.pfhe --model model.p
 expect_error "does not exist\|not found\|cannot" "$pfhe" infer "${server[@]}" --input missing.cts --out x.ct
 expect_error "no enrolled template" "$pfhe" match "${server[@]}" --input bob.ct --out x --store store --name carol \
   --threshold 0.5
+expect_error "budget-gb" "$pfhe" compile --model model.pfhm --out-dir bad --budget-gb -1
 expect_error "unknown executor" "$pfhe" infer "${server[@]}" --input alice.cts --out x.ct --executor gpu
 # Running out of memory (address space capped below what loading needs) is a clear error.
 expect_error "memory" bash -c "ulimit -v 600000; exec \"$pfhe\" infer ${server[*]} --input alice.cts --out x.ct"
