@@ -114,7 +114,10 @@ int main(int argc, char** argv) {
   std::vector<nn::CompiledBackbone::StepTiming> steps;
   const ckks::Ciphertext out = compiled.run(eval, in, &steps);
   const double run_s = seconds_since(t);
-  for (const auto& s : steps) std::printf("  %-16s level %2zu  %6.2f s\n", s.name.c_str(), s.level, s.seconds);
+  std::printf("  %-16s %5s %8s %9s %6s %6s %4s\n", "step", "level", "seconds", "diagonals", "baby", "giant", "sum");
+  for (const auto& s : steps)
+    std::printf("  %-16s %5zu %8.2f %9zu %6zu %6zu %4zu\n", s.name.c_str(), s.level, s.seconds, s.diagonals,
+                s.baby_rotations, s.giant_rotations, s.sum_rotations);
   const nn::Tensor got = nn::unpack(enc.decode_real(decryptor.decrypt(out)), compiled.output_layout());
   nn::Tensor want = heads[0].forward(models[0].forward(images[0]));  // the lanes' head outputs, summed
   for (std::size_t l = 1; l < lanes; ++l) {

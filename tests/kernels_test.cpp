@@ -55,6 +55,25 @@ TEST_P(KernelPaths, MatchScalarReference) {
       const auto big = random_below(n, u64{1} << 52, bits + n);
       kernels::reduce(big.data(), 52, got.data(), n, m, path);
       for (std::size_t j = 0; j < n; ++j) ASSERT_EQ(got[j], big[j] % m.value()) << "reduce bits " << bits;
+      // Signed inputs, both magnitude ranges (the IFMA path takes <= 52 bits), zero and the
+      // 64-bit extremes included.
+      for (const int magnitude_bits : {52, 63}) {
+        std::vector<std::int64_t> signed_in(n);
+        std::mt19937_64 rng(bits * 13 + n + magnitude_bits);
+        for (auto& v : signed_in)
+          v = static_cast<std::int64_t>(rng() >> (64 - magnitude_bits)) * ((rng() & 1) ? -1 : 1);
+        signed_in[0] = 0;
+        if (magnitude_bits == 63) {
+          signed_in[1] = INT64_MIN;
+          signed_in[2] = INT64_MAX;
+        }
+        kernels::reduce_signed(signed_in.data(), magnitude_bits + (magnitude_bits == 63), got.data(), n, m, path);
+        for (std::size_t j = 0; j < n; ++j) {
+          const auto q = static_cast<__int128>(m.value());
+          const auto expected = static_cast<u64>(((static_cast<__int128>(signed_in[j]) % q) + q) % q);
+          ASSERT_EQ(got[j], expected) << "reduce_signed bits " << bits << " input " << signed_in[j];
+        }
+      }
       // In place (out aliases a).
       auto inplace = a2;
       kernels::multiply(inplace.data(), b.data(), inplace.data(), n, m, path);

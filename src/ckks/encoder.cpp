@@ -124,30 +124,30 @@ Plaintext Encoder::to_plaintext(const RoundedCoefficients& c, std::size_t level)
                                 std::to_string(context_.max_level()));
   if (slots == 0 || (slots & (slots - 1)) != 0 || slots > n / 2)
     throw std::invalid_argument("encode: invalid coefficient count");
-  // Magnitudes and signs once; every limb then reduces without a division.
-  const double limit = std::ldexp(1.0, static_cast<int>(context_.log2_q_at(level)) - 2);
-  std::vector<ring::u64> magnitude(2 * slots);
-  std::vector<std::uint8_t> negative(2 * slots);
-  int bits = 0;
-  for (std::size_t i = 0; i < 2 * slots; ++i) {
-    const std::int64_t v = c.values[i];
-    if (std::fabs(static_cast<double>(v)) >= limit)
-      throw std::invalid_argument("encode: scaled value overflows Q at level " + std::to_string(level) +
-                                  " (lower the scale or the values)");
-    negative[i] = v < 0;
-    magnitude[i] = v < 0 ? static_cast<ring::u64>(-(v + 1)) + 1 : static_cast<ring::u64>(v);
-    bits = std::max(bits, 64 - __builtin_clzll(magnitude[i] | 1));
-  }
+  // The largest magnitude decides the reduction path (IFMA needs <= 52 bits) and is checked
+  // against Q_level; then each limb is one vectorised signed reduction.
+  std::uint64_t largest = 0;
+  for (const std::int64_t v : c.values)
+    largest = std::max(largest, v < 0 ? std::uint64_t{0} - static_cast<std::uint64_t>(v) : static_cast<std::uint64_t>(v));
+  const int bits = 64 - __builtin_clzll(largest | 1);
+  if (bits + 2 > static_cast<int>(context_.log2_q_at(level)))
+    throw std::invalid_argument("encode: scaled value overflows Q at level " + std::to_string(level) +
+                                " (lower the scale or the values)");
   const std::size_t gap = n / (2 * slots);
   const ring::SimdPath path = ring::default_simd_path();
-  Plaintext pt{context_.ring_q().make_poly(level + 1, false), c.scale, c.log_slots};
-  std::vector<ring::u64> residues(2 * slots);
+  // With full slots every coefficient is written; sparse packing leaves zeros between them.
+  Plaintext pt{gap == 1 ? context_.ring_q().make_output(level + 1, false) : context_.ring_q().make_poly(level + 1, false),
+               c.scale, c.log_slots};
+  std::vector<ring::u64> residues(gap == 1 ? 0 : 2 * slots);
   for (std::size_t l = 0; l <= level; ++l) {
     const auto& mod = context_.ring_q().modulus(l);
-    ring::kernels::reduce(magnitude.data(), bits, residues.data(), 2 * slots, mod, path);
     ring::u64* limb = pt.poly.limb(l);
-    for (std::size_t i = 0; i < 2 * slots; ++i)
-      limb[i * gap] = negative[i] ? ring::neg_mod(residues[i], mod.value()) : residues[i];
+    if (gap == 1) {
+      ring::kernels::reduce_signed(c.values.data(), bits, limb, 2 * slots, mod, path);
+    } else {
+      ring::kernels::reduce_signed(c.values.data(), bits, residues.data(), 2 * slots, mod, path);
+      for (std::size_t i = 0; i < 2 * slots; ++i) limb[i * gap] = residues[i];
+    }
   }
   context_.ring_q().to_ntt(pt.poly);
   return pt;

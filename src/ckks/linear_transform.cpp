@@ -100,6 +100,16 @@ std::size_t LinearTransform::diagonal_count() const {
   return c;
 }
 
+std::size_t LinearTransform::baby_rotations() const {
+  std::set<long> babies;
+  for (const auto& [g, row] : terms_)
+    for (const auto& [b, term] : row)
+      if (b != 0) babies.insert(b);
+  return babies.size();
+}
+
+std::size_t LinearTransform::giant_rotations() const { return terms_.size() - terms_.count(0); }
+
 std::vector<long> LinearTransform::rotation_steps() const {
   std::set<long> steps;
   for (const auto& [g, row] : terms_) {

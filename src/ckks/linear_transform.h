@@ -40,6 +40,9 @@ class LinearTransform {
   std::size_t level() const { return level_; }
   std::size_t baby_steps() const { return baby_steps_; }
   std::size_t diagonal_count() const;
+  // Rotations one apply() performs: hoisted baby steps and (full) giant steps.
+  std::size_t baby_rotations() const;
+  std::size_t giant_rotations() const;
   // Rotation steps whose Galois keys evaluation needs (baby steps and giant steps).
   std::vector<long> rotation_steps() const;
   std::size_t plaintext_bytes() const;  // memory held for the diagonals

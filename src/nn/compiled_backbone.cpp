@@ -5,6 +5,7 @@
 #include <cmath>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "ckks/serialization.h"
 #include "nn/linear_map.h"
@@ -310,9 +311,16 @@ ckks::Ciphertext CompiledBackbone::run(const ckks::Evaluator& eval, const ckks::
   const auto step = [&](const std::string& name, const auto& op, const ckks::Ciphertext& x) {
     const auto start = std::chrono::steady_clock::now();
     ckks::Ciphertext y = op.apply(eval, x);
-    if (timings)
-      timings->push_back({name, x.level(),
-                          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()});
+    if (timings) {
+      StepTiming t{name, x.level(), std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()};
+      if constexpr (std::is_same_v<std::decay_t<decltype(op)>, CompiledLinear>) {
+        t.diagonals = op.transform.diagonal_count();
+        t.baby_rotations = op.transform.baby_rotations();
+        t.giant_rotations = op.transform.giant_rotations();
+        t.sum_rotations = op.post_sum_steps.size();
+      }
+      timings->push_back(std::move(t));
+    }
     return y;
   };
   ckks::Ciphertext x = step("conv0", *conv0_, patch);

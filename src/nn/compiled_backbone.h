@@ -79,11 +79,13 @@ class CompiledBackbone {
   std::map<long, std::size_t> rotation_levels() const;
   std::size_t plaintext_bytes() const;
 
-  // Per-step report of run(): what ran, at which input level, how long.
+  // Per-step report of run(): what ran, at which input level, how long, and for linear
+  // steps the plaintext diagonals and rotations (hoisted baby, giant, post-sum) it used.
   struct StepTiming {
     std::string name;
     std::size_t level;
     double seconds;
+    std::size_t diagonals = 0, baby_rotations = 0, giant_rotations = 0, sum_rotations = 0;
   };
   ckks::Ciphertext run(const ckks::Evaluator& eval, const ckks::Ciphertext& patch,
                        std::vector<StepTiming>* timings = nullptr) const;

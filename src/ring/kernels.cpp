@@ -45,4 +45,10 @@ void reduce(const u64* x, int input_bits, u64* out, std::size_t n, const Modulus
   for (std::size_t j = 0; j < n; ++j) out[j] = reduce64(x[j], m);
 }
 
+void reduce_signed(const std::int64_t* x, int magnitude_bits, u64* out, std::size_t n, const Modulus& m,
+                   SimdPath path) {
+  if (use_ifma(path, m) && magnitude_bits <= 52) return detail::reduce_signed_ifma(x, out, n, m);
+  for (std::size_t j = 0; j < n; ++j) out[j] = reduce_signed64(x[j], m);
+}
+
 }  // namespace pfhe::ring::kernels

@@ -30,6 +30,9 @@ void subtract_multiply_constant(const u64* a, const u64* b, u64 w, u64* out, std
                                 SimdPath path);
 // out = x mod q for inputs below 2^input_bits (IFMA needs input_bits <= 52).
 void reduce(const u64* x, int input_bits, u64* out, std::size_t n, const Modulus& m, SimdPath path);
+// out = x mod q in [0, q) for signed inputs with |x| < 2^magnitude_bits (IFMA: <= 52).
+void reduce_signed(const std::int64_t* x, int magnitude_bits, u64* out, std::size_t n, const Modulus& m,
+                   SimdPath path);
 
 namespace detail {
 void add_avx512(const u64* a, const u64* b, u64* out, std::size_t n, u64 q);
@@ -40,6 +43,7 @@ void multiply_add_ifma(const u64* a, const u64* b, u64* acc, std::size_t n, cons
 void multiply_constant_ifma(const u64* a, u64 w, u64* out, std::size_t n, const Modulus& m);
 void subtract_multiply_constant_ifma(const u64* a, const u64* b, u64 w, u64* out, std::size_t n, const Modulus& m);
 void reduce_ifma(const u64* x, u64* out, std::size_t n, const Modulus& m);
+void reduce_signed_ifma(const std::int64_t* x, u64* out, std::size_t n, const Modulus& m);
 // acc[j] = sum_i y[i][j] * w[i] mod q for fixed w[i] (Shoup constants w_shoup52[i]);
 // every y[i][j] < 2^50.
 void dot_constant_ifma(const u64* const* y, const u64* w, const u64* w_shoup52, std::size_t terms, u64* out,

@@ -140,6 +140,22 @@ PFHE_IFMA void reduce_ifma(const u64* x, u64* out, std::size_t n, const Modulus&
   for (; j < n; ++j) out[j] = reduce64(x[j], m);
 }
 
+PFHE_IFMA void reduce_signed_ifma(const std::int64_t* x, u64* out, std::size_t n, const Modulus& m) {
+  const __m512i q = _mm512_set1_epi64(static_cast<long long>(m.value()));
+  const __m512i one = _mm512_set1_epi64(1);
+  const __m512i os = _mm512_set1_epi64(static_cast<long long>(m.one_shoup52()));
+  const __m512i zero = _mm512_setzero_si512();
+  std::size_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m512i v = _mm512_loadu_si512(x + j);
+    const __m512i r = reduce_once(mul_shoup_lazy(_mm512_abs_epi64(v), one, os, q), q);
+    // Negative inputs with a non-zero residue become q - r.
+    const __mmask8 flip = _mm512_cmplt_epi64_mask(v, zero) & _mm512_cmpneq_epi64_mask(r, zero);
+    _mm512_storeu_si512(out + j, _mm512_mask_sub_epi64(r, flip, q, r));
+  }
+  for (; j < n; ++j) out[j] = reduce_signed64(x[j], m);
+}
+
 PFHE_IFMA void dot_constant_ifma(const u64* const* y, const u64* w, const u64* w_shoup52, std::size_t terms,
                                  u64* out, std::size_t n, const Modulus& m) {
   const __m512i q = _mm512_set1_epi64(static_cast<long long>(m.value()));

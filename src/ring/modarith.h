@@ -67,6 +67,14 @@ inline u64 sub_mod(u64 a, u64 b, u64 q) { return a >= b ? a - b : a + q - b; }
 
 inline u64 neg_mod(u64 a, u64 q) { return a == 0 ? 0 : q - a; }
 
+// x mod q in [0, q) for any signed 64-bit x (the magnitude is taken in unsigned arithmetic,
+// so INT64_MIN is fine).
+inline u64 reduce_signed64(std::int64_t x, const Modulus& m) {
+  const u64 magnitude = x < 0 ? u64{0} - static_cast<u64>(x) : static_cast<u64>(x);
+  const u64 r = reduce64(magnitude, m);
+  return x < 0 ? neg_mod(r, m.value()) : r;
+}
+
 // Shoup: w_shoup = floor(w * 2^64 / q) for a fixed w < q.
 inline u64 shoup(u64 w, u64 q) { return static_cast<u64>((static_cast<u128>(w) << 64) / q); }
 
