@@ -1,5 +1,5 @@
 // pfhe: encrypted PatchCNN inference from the command line, split the way it is deployed.
-//   server: make-model, compile, infer, enroll, match
+//   server: make-model, compile, infer, enroll, match, bench
 //   client: keygen, encrypt, decrypt (the secret key never leaves the client)
 // `pfhe <command> --help` lists each command's options; docs/CLI.md walks through a run.
 #include <CLI/CLI.hpp>
@@ -13,6 +13,7 @@
 #include <random>
 
 #include "ckks/keygen.h"
+#include "bench.h"
 #include "ckks/serialization.h"
 #include "image.h"
 #include "nn/model_file.h"
@@ -385,6 +386,19 @@ int main(int argc, char** argv) {
   enroll->add_option("--name", name)->required();
   enroll->add_option("--embedding", input)->required()->check(CLI::ExistingFile);
 
+  app::BenchOptions bench;
+  auto* bench_cmd = app.add_subcommand("bench", "server: time executor configurations on one encrypted input");
+  bench_cmd->add_option("--params", bench.params)->required()->check(CLI::ExistingFile);
+  bench_cmd->add_option("--model", bench.model, "model.pfhc from compile")->required()->check(CLI::ExistingFile);
+  bench_cmd->add_option("--eval-keys", bench.keys)->required()->check(CLI::ExistingFile);
+  bench_cmd->add_option("--input", bench.input, "encrypted patches from encrypt")->required()->check(CLI::ExistingFile);
+  bench_cmd->add_option("--runs", bench.runs, "comma-separated: seq, threads:W, fork:W, recompile:W")
+      ->capture_default_str();
+  bench_cmd->add_option("--model-file", bench.model_file, "model weights (.pfhm), for recompile runs")
+      ->check(CLI::ExistingFile);
+  bench_cmd->add_option("--out-dir", bench.out_dir, "keep each run's output ciphertext here");
+  bench_cmd->add_option("--json", bench.json, "write the report as JSON (- for stdout)");
+
   auto* decrypt = app.add_subcommand("decrypt", "client: decrypt an embedding or a match score");
   decrypt->add_option("--spec", dec.spec)->required()->check(CLI::ExistingFile);
   decrypt->add_option("--params", dec.params)->required()->check(CLI::ExistingFile);
@@ -405,6 +419,7 @@ int main(int argc, char** argv) {
     if (*run) return cmd_infer(infer, &argc, &argv);
     if (*enroll) return cmd_enroll(params, store, name, input);
     if (*match) return cmd_match(infer, store, name, threshold);
+    if (*bench_cmd) return app::run_bench(bench);
     if (*decrypt) {
       if (dec.model.empty() != dec.image.empty())
         throw std::invalid_argument("--reference-model and --reference-image go together");

@@ -149,6 +149,25 @@ std::vector<std::vector<double>> pack_patch_groups(const std::vector<Tensor>& pa
   return out;
 }
 
+CompiledBackbone CompiledPatchCNN::compile_group(const PatchCNN& model, const ckks::Encoder& encoder,
+                                                std::size_t input_level, double scale, std::size_t plaintext_budget,
+                                                std::size_t lanes, std::size_t g) {
+  const std::size_t patches = model.backbones.size();
+  if (lanes == 0 || g * lanes >= patches)
+    throw std::invalid_argument("compile_group: lane group " + std::to_string(g) + " of " + std::to_string(lanes) +
+                                " lanes is beyond the model's " + std::to_string(patches) + " patches");
+  std::vector<Linear> head_blocks;
+  std::vector<const Backbone*> members;
+  for (std::size_t p = g * lanes; p < std::min(patches, (g + 1) * lanes); ++p) {
+    members.push_back(&model.backbones[p]);
+    head_blocks.push_back(model.head_block(p));
+  }
+  std::vector<const Linear*> heads;
+  for (const Linear& h : head_blocks) heads.push_back(&h);
+  const Shape patch{3, model.patch_size, model.patch_size};
+  return CompiledBackbone::compile(members, encoder, patch, input_level, scale, heads, lanes, plaintext_budget);
+}
+
 CompiledPatchCNN CompiledPatchCNN::compile(const PatchCNN& model, const ckks::Encoder& encoder, std::size_t input_level,
                                            double scale, std::size_t plaintext_budget, std::size_t lanes) {
   model.validate();
@@ -160,19 +179,9 @@ CompiledPatchCNN CompiledPatchCNN::compile(const PatchCNN& model, const ckks::En
   if (lanes == 0) lanes = std::min(fit, std::bit_ceil(c.patches_));
   if (lanes == 0 || (lanes & (lanes - 1)) != 0 || lanes > fit)
     throw std::invalid_argument("compile: lanes must be a power of two up to " + std::to_string(fit) + " for this model");
-  std::vector<Linear> head_blocks;
-  for (std::size_t p = 0; p < c.patches_; ++p) head_blocks.push_back(model.head_block(p));
   const std::size_t groups = (c.patches_ + lanes - 1) / lanes;
-  for (std::size_t g = 0; g < groups; ++g) {
-    std::vector<const Backbone*> members;
-    std::vector<const Linear*> heads;
-    for (std::size_t p = g * lanes; p < std::min(c.patches_, (g + 1) * lanes); ++p) {
-      members.push_back(&model.backbones[p]);
-      heads.push_back(&head_blocks[p]);
-    }
-    c.groups_.push_back(
-        CompiledBackbone::compile(members, encoder, patch, input_level, scale, heads, lanes, plaintext_budget / groups));
-  }
+  for (std::size_t g = 0; g < groups; ++g)
+    c.groups_.push_back(compile_group(model, encoder, input_level, scale, plaintext_budget / groups, lanes, g));
   c.l2_ = model.l2;
   c.features_ = model.head.out_features;
   c.classifier_ = model.classifier;

@@ -81,6 +81,12 @@ class CompiledPatchCNN {
   static CompiledPatchCNN compile(const PatchCNN& model, const ckks::Encoder& encoder, std::size_t input_level,
                                   double scale, std::size_t plaintext_budget = SIZE_MAX, std::size_t lanes = 0);
 
+  // Lane group g alone, exactly as compile() builds it (same diagonals, so the same
+  // outputs): for workers that compile what they run instead of inheriting a compiled model.
+  // plaintext_budget is this group's share.
+  static CompiledBackbone compile_group(const PatchCNN& model, const ckks::Encoder& encoder, std::size_t input_level,
+                                        double scale, std::size_t plaintext_budget, std::size_t lanes, std::size_t g);
+
   std::size_t patches() const { return patches_; }
   std::size_t lanes() const { return groups_.front().input_layout().lanes; }
   // One task per lane group: group g holds patches g * lanes ... (g + 1) * lanes - 1.

@@ -205,13 +205,18 @@ Server::Server(const std::string& params_path, const std::string& model_path, co
 }
 
 CiphertextFile Server::infer(const CiphertextFile& patches, Executor& executor, RunStats* stats) const {
+  return infer(patches, executor, tasks(), stats);
+}
+
+CiphertextFile Server::infer(const CiphertextFile& patches, Executor& executor, const TaskFunction& tasks,
+                             RunStats* stats) const {
   check_same_key_set(patches.key_set, "the encrypted patches", keys_->key_set, "the evaluation keys");
   if (patches.ciphertexts.size() != model_->groups())
     throw std::invalid_argument("the model takes " + std::to_string(model_->groups()) + " patch ciphertexts (" +
                                 std::to_string(model_->patches()) + " patches in groups of " +
                                 std::to_string(model_->lanes()) + "), the input has " +
                                 std::to_string(patches.ciphertexts.size()));
-  const auto heads = executor.run(*ctx_, tasks(), patches.ciphertexts, stats);
+  const auto heads = executor.run(*ctx_, tasks, patches.ciphertexts, stats);
   ckks::Ciphertext out = model_->aggregate(*eval_, heads);
   if (!model_->classifier()) out = model_->normalize(*eval_, out);
   return {keys_->key_set, {std::move(out)}};

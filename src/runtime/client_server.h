@@ -72,6 +72,7 @@ class Server {
 
   const ckks::Context& context() const { return *ctx_; }
   const nn::CompiledPatchCNN& model() const { return *model_; }
+  const ckks::Encoder& encoder() const { return *enc_; }
   const ckks::Evaluator& evaluator() const { return *eval_; }
   TaskFunction tasks() const { return backbone_tasks(*model_, *eval_); }
 
@@ -79,6 +80,9 @@ class Server {
   // classifier, whose output is its logits) L2 normalisation. The
   // patches must belong to the evaluation keys' key set; the result carries it too.
   CiphertextFile infer(const CiphertextFile& patches, Executor& executor, RunStats* stats = nullptr) const;
+  // The same with another task function (e.g. recompiling_backbone_tasks).
+  CiphertextFile infer(const CiphertextFile& patches, Executor& executor, const TaskFunction& tasks,
+                       RunStats* stats = nullptr) const;
   CiphertextFile match(const CiphertextFile& probe, const CiphertextFile& enrolled, double threshold) const;
 
  private:

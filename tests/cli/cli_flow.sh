@@ -49,6 +49,17 @@ if [ -n "$mpirun" ]; then
 fi
 grep -q '"executor": "seq"' seq.json || fail "no JSON report"
 
+# pfhe bench: every configuration in its own process, outputs compared byte for byte
+# (exit status 0 only when all agree), the sequential run's bytes equal infer's.
+"$pfhe" bench "${server[@]}" --input alice.cts --model-file model.pfhm --runs seq,threads:2,fork:3,recompile:2 \
+  --out-dir bench-out --json bench.json > bench.md
+grep -q '| recompile W=2 |.*| byte-identical |' bench.md || { cat bench.md; fail "bench table lacks the recompile row"; }
+cmp alice.seq.ct bench-out/run-0.ct || fail "bench sequential output differs from infer's"
+python3 -c "import json,sys; r=json.load(open('bench.json'))['runs']; sys.exit(0 if len(r) == 4 and all(x['byte_identical'] for x in r) else 1)" \
+  || fail "bench JSON: $(cat bench.json)"
+expect_error "fork:W" "$pfhe" bench "${server[@]}" --input alice.cts --runs seq,fork:0
+expect_error "model-file" "$pfhe" bench "${server[@]}" --input alice.cts --runs recompile:2
+
 # Precision against the float64 reference.
 "$pfhe" decrypt "${spec[@]}" --secret-key sk.key --input alice.seq.ct \
   --reference-model model.pfhm --reference-image alice.png --json precision.json

@@ -97,6 +97,22 @@ TEST(Runtime, ZeroDiagonalBudgetGivesTheSameBytes) {
                                                                        inputs)));
 }
 
+// The "recompile in every worker" baseline: fork workers compile their groups from the
+// weights (just in time) and still produce the inherited model's bytes.
+TEST(Runtime, RecompilingWorkersGiveTheSameBytes) {
+  const test::ReducedServer s;
+  const auto inputs = s.encrypt_patches(s.images[6]);
+  const auto reference =
+      serialized(s.ctx, runtime::make_sequential_executor()->run(s.ctx, runtime::backbone_tasks(s.compiled, s.eval), inputs));
+  const runtime::TaskFunction recompiling = runtime::recompiling_backbone_tasks(s.model, s.compiled, s.enc, s.eval);
+  EXPECT_EQ(serialized(s.ctx, runtime::make_fork_executor(2)->run(s.ctx, recompiling, inputs)), reference);
+  EXPECT_EQ(serialized(s.ctx, runtime::make_thread_executor(2)->run(s.ctx, recompiling, inputs)), reference);
+  EXPECT_TRUE(no_children_left());
+  nn::PatchCNN fewer = s.model;
+  fewer.backbones.pop_back();
+  EXPECT_THROW(runtime::recompiling_backbone_tasks(fewer, s.compiled, s.enc, s.eval), std::invalid_argument);
+}
+
 TEST(Runtime, SchedulesManyTasksOverAnyWorkerCount) {
   const SmallRing r;
   const ckks::Context& ctx = r.ctx;
