@@ -116,7 +116,8 @@ RunResult run_in_child(const BenchRun& run, const runtime::Server& server, const
   while (waitpid(pid, &status, 0) < 0) {
     if (errno != EINTR) throw std::runtime_error("pfhe bench: waitpid failed");
   }
-  RunResult result{run};
+  RunResult result;
+  result.run = run;
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     if (WIFSIGNALED(status))
       std::fprintf(stderr, "pfhe bench: %s: the run's process died of signal %d\n", run.label().c_str(),

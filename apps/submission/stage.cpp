@@ -67,8 +67,8 @@ nn::CompiledPatchCNN compile(const nn::PatchCNN& model, const ckks::Encoder& enc
 
 void write_text(const fs::path& path, const std::string& text) { ckks::write_text_file(path.string(), text); }
 
-// Stage 2: the client learns the model's rotation set by compiling the public model
-// itself, then makes its keys. The model file it used is left in public/ so that the
+// Stage 2: the client learns the model's rotation set from a plan of the public model
+// (the compiler's lowering without any encoding), then makes its keys. The model file it used is left in public/ so that the
 // server compiles exactly the same one without synthesising it again.
 void client_key_generation(const Instance& in) {
   fs::create_directories(in.client);
@@ -78,7 +78,8 @@ void client_key_generation(const Instance& in) {
   const nn::PatchCNN model = nn::load_model_file((in.pub / "model.pfhm").string());
   const ckks::Context ctx(ckks::Parameters::create(nn::choose_parameters(nn::required_levels(model))));
   const ckks::Encoder enc(ctx);
-  const runtime::ClientSpec spec = runtime::ClientSpec::of(compile(model, enc), ctx.params());
+  const runtime::ClientSpec spec = runtime::ClientSpec::of(
+      nn::CompiledPatchCNN::plan(model, enc, nn::required_levels(model), ctx.params().default_scale()), ctx.params());
   const auto [secret, keys] = runtime::generate_keys(ctx, spec);
   ckks::write_file((in.pub / "params.pfhe").string(), ckks::save_parameters(ctx.params()));
   spec.write((in.pub / "client.json").string());

@@ -49,6 +49,7 @@ LinearTransform::LinearTransform(const Encoder& encoder, const Diagonals& diagon
   if (slots == 0 || (slots & (slots - 1)) != 0)
     throw std::invalid_argument("linear transform: slot count must be a power of two");
   if (diagonals.empty()) throw std::invalid_argument("linear transform: no diagonals");
+  if (storage == DiagonalStorage::kPlanOnly) throw std::invalid_argument("linear transform: plans come from plan()");
   if (level == 0) throw std::invalid_argument("linear transform: needs level >= 1 to rescale");
   std::vector<long> indices;
   for (const auto& [k, values] : diagonals) {
@@ -94,6 +95,25 @@ LinearTransform::LinearTransform(const Encoder& encoder, const Diagonals& diagon
   }
 }
 
+LinearTransform LinearTransform::plan(const Encoder& encoder, const std::vector<long>& indices, std::size_t slots,
+                                      std::size_t level, double diagonal_scale) {
+  if (slots == 0 || (slots & (slots - 1)) != 0 || slots > encoder.context().n() / 2)
+    throw std::invalid_argument("linear transform plan: invalid slot count");
+  if (indices.empty()) throw std::invalid_argument("linear transform plan: no diagonals");
+  LinearTransform lt(encoder);
+  lt.slots_ = slots;
+  lt.level_ = level;
+  lt.diagonal_scale_ = diagonal_scale;
+  lt.storage_ = DiagonalStorage::kPlanOnly;
+  lt.baby_steps_ = optimal_baby_steps(indices, slots);
+  const long n1 = static_cast<long>(lt.baby_steps_);
+  for (const long index : indices) {
+    const long k = normalize(index, slots);
+    lt.terms_[k - k % n1].try_emplace(k % n1);
+  }
+  return lt;
+}
+
 std::size_t LinearTransform::diagonal_count() const {
   std::size_t c = 0;
   for (const auto& [g, row] : terms_) c += row.size();
@@ -121,6 +141,7 @@ std::vector<long> LinearTransform::rotation_steps() const {
 }
 
 void LinearTransform::encode_all() {
+  if (storage_ == DiagonalStorage::kPlanOnly) throw std::logic_error("linear transform: a plan has nothing to encode");
   std::vector<Term*> pending;
   for (auto& [g, row] : terms_)
     for (auto& [b, term] : row)
@@ -143,6 +164,8 @@ std::size_t LinearTransform::plaintext_bytes() const {
 }
 
 Ciphertext LinearTransform::apply(const Evaluator& eval, const Ciphertext& input) const {
+  if (storage_ == DiagonalStorage::kPlanOnly)
+    throw std::logic_error("linear transform: a plan (rotation steps only) cannot be evaluated");
   if (input.level() != level_)
     throw std::invalid_argument("linear transform encoded for level " + std::to_string(level_) +
                                 ", input at level " + std::to_string(input.level()));
@@ -175,6 +198,8 @@ Ciphertext LinearTransform::apply(const Evaluator& eval, const Ciphertext& input
 }
 
 void LinearTransform::save(ByteWriter& w) const {
+  if (storage_ == DiagonalStorage::kPlanOnly)
+    throw std::logic_error("linear transform: a plan (rotation steps only) cannot be saved");
   const Context& ctx = encoder_->context();
   w.put<std::uint64_t>(slots_);
   w.put<std::uint64_t>(level_);

@@ -21,7 +21,9 @@ using Diagonals = std::map<long, std::vector<std::complex<double>>>;
 // of N words each). JustInTime: the scaled, rounded coefficients are kept (one N-word
 // vector per diagonal) and reduced + transformed inside apply; the encoder must outlive
 // the transform.
-enum class DiagonalStorage { kEncoded, kJustInTime };
+// PlanOnly: no diagonal values at all, only which diagonals exist (LinearTransform::plan):
+// enough to list the rotation keys a client must generate; apply() and save() refuse it.
+enum class DiagonalStorage { kEncoded, kJustInTime, kPlanOnly };
 
 class LinearTransform {
  public:
@@ -32,6 +34,11 @@ class LinearTransform {
   LinearTransform(const Encoder& encoder, const Diagonals& diagonals, std::size_t slots,
                   std::size_t level, std::size_t baby_steps = 0, double diagonal_scale = 0,
                   DiagonalStorage storage = DiagonalStorage::kEncoded);
+
+  // The geometry of a transform with diagonals at these indices (baby steps chosen as the
+  // constructor would), without their values.
+  static LinearTransform plan(const Encoder& encoder, const std::vector<long>& indices, std::size_t slots,
+                              std::size_t level, double diagonal_scale);
 
   // Bytes the encoded plaintexts of these diagonals would take at this level.
   static std::size_t encoded_bytes(const Context& context, std::size_t diagonals, std::size_t level);

@@ -29,10 +29,13 @@ void require_level(std::size_t level) {
 }
 
 // A transform from (level, in_scale) landing exactly on (level - 1, target_scale).
-CompiledLinear make_linear(const ckks::Encoder& enc, const SlotLinearMap& map, const Layout& in, const Layout& out,
-                           std::size_t level, double in_scale, double target_scale) {
+CompiledLinear make_linear(const ckks::Encoder& enc, Compilation mode, const SlotLinearMap& map, const Layout& in,
+                           const Layout& out, std::size_t level, double in_scale, double target_scale) {
   require_level(level);
   const double diagonal_scale = prime_at(enc.context(), level) * target_scale / in_scale;
+  if (mode == Compilation::kPlanOnly)
+    return {level, target_scale, ckks::LinearTransform::plan(enc, map.diagonal_indices(), in.slots, level, diagonal_scale),
+            std::nullopt, in, out, map.post_sum_steps};
   CompiledLinear c{level, target_scale,
                    ckks::LinearTransform(enc, map.diagonals(), in.slots, level, 0, diagonal_scale,
                                          ckks::DiagonalStorage::kJustInTime),
@@ -205,7 +208,7 @@ auto per_lane(const std::vector<const Backbone*>& models, F&& f) {
 CompiledBackbone CompiledBackbone::compile(const std::vector<const Backbone*>& models, const ckks::Encoder& enc,
                                            const Shape& patch, std::size_t input_level, double scale,
                                            const std::vector<const Linear*>& heads, std::size_t lanes,
-                                           std::size_t plaintext_budget) {
+                                           std::size_t plaintext_budget, Compilation mode) {
   if (models.empty() || models.size() > lanes) throw std::invalid_argument("compile: 1 to `lanes` backbones per group");
   if (!heads.empty() && heads.size() != models.size()) throw std::invalid_argument("compile: one head block per backbone");
   if (heads.empty() && lanes > 1) throw std::invalid_argument("compile: lane groups need head blocks (they are summed)");
@@ -215,7 +218,7 @@ CompiledBackbone CompiledBackbone::compile(const std::vector<const Backbone*>& m
   Layout layout = with_full_replication(Layout{patch, 1, slots, 1, lanes});
   std::size_t level = input_level;
   Layout out = conv_output_layout(models.front()->conv0, layout);
-  cb.conv0_ = make_linear(enc, lower_conv(per_lane(models, [](const Backbone& m, std::size_t) { return m.conv0; }), layout, out),
+  cb.conv0_ = make_linear(enc, mode, lower_conv(per_lane(models, [](const Backbone& m, std::size_t) { return m.conv0; }), layout, out),
                           layout, out, level, scale, scale);
   layout = out;
   --level;
@@ -231,14 +234,14 @@ CompiledBackbone CompiledBackbone::compile(const std::vector<const Backbone*>& m
 
     const auto conv1 = per_lane(models, [&](const Backbone&, std::size_t l) { return fold_input_scale(block(l).conv1, z_w2[l]); });
     const Layout h_layout = conv_output_layout(conv1.front(), z_layout);
-    CompiledLinear c1 = make_linear(enc, lower_conv(conv1, z_layout, h_layout), z_layout, h_layout, z_level, z_scale, scale);
+    CompiledLinear c1 = make_linear(enc, mode, lower_conv(conv1, z_layout, h_layout), z_layout, h_layout, z_level, z_scale, scale);
     CompiledQuadratic h2 = make_quadratic(
         enc, per_lane(models, [&](const Backbone&, std::size_t l) { return &block(l).herpn2; }), h_layout, z_level - 1,
         scale, w2);
     const auto conv2 = per_lane(models, [&](const Backbone&, std::size_t l) { return fold_input_scale(block(l).conv2, w2[l]); });
     const Layout m_layout = conv_output_layout(conv2.front(), h_layout);
     CompiledLinear c2 =
-        make_linear(enc, lower_conv(conv2, h_layout, m_layout), h_layout, m_layout, z_level - 2, h2.output_scale, scale);
+        make_linear(enc, mode, lower_conv(conv2, h_layout, m_layout), h_layout, m_layout, z_level - 2, h2.output_scale, scale);
     // The shortcut reads z (three levels up) and lands where conv2 lands.
     SlotLinearMap shortcut_map;
     if (block(0).shortcut_conv) {
@@ -255,7 +258,7 @@ CompiledBackbone CompiledBackbone::compile(const std::vector<const Backbone*>& m
           }),
           z_layout);
     }
-    CompiledLinear s = make_linear(enc, shortcut_map, z_layout, m_layout, z_level - 2, z_scale, scale);
+    CompiledLinear s = make_linear(enc, mode, shortcut_map, z_layout, m_layout, z_level - 2, z_scale, scale);
     cb.blocks_.push_back({std::move(h1), std::move(c1), std::move(h2), std::move(c2), std::move(s)});
     layout = m_layout;
     level = z_level - 3;
@@ -266,8 +269,9 @@ CompiledBackbone CompiledBackbone::compile(const std::vector<const Backbone*>& m
     return pool_head_linear(layout.shape, m.pool_size, w2[l], m.bn1d, heads.empty() ? nullptr : heads[l]);
   });
   const Layout head_layout = with_full_replication(Layout{{fused.front().out_features, 1, 1}, 1, slots});
-  cb.pool_head_ = make_linear(enc, lower_linear(fused, layout, head_layout), layout, head_layout, level - 1,
+  cb.pool_head_ = make_linear(enc, mode, lower_linear(fused, layout, head_layout), layout, head_layout, level - 1,
                               cb.pool_herpn_->output_scale, scale);
+  if (mode == Compilation::kPlanOnly) return cb;
   // Pre-encode within the budget, lowest level (fewest limbs per diagonal) first.
   auto layers = linear_layers_of(cb);
   std::stable_sort(layers.begin(), layers.end(),

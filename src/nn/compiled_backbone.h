@@ -20,6 +20,11 @@
 
 namespace pfhe::nn {
 
+// kPlanOnly lowers every layer but keeps only which diagonals each transform has: the
+// rotation keys and layouts a client needs, in a fraction of the time, and nothing that
+// can be evaluated or saved.
+enum class Compilation { kFull, kPlanOnly };
+
 struct CompiledLinear {
   std::size_t input_level = 0;
   double output_scale = 0;
@@ -65,7 +70,7 @@ class CompiledBackbone {
   static CompiledBackbone compile(const std::vector<const Backbone*>& models, const ckks::Encoder& encoder,
                                   const Shape& patch, std::size_t input_level, double scale,
                                   const std::vector<const Linear*>& heads, std::size_t lanes,
-                                  std::size_t plaintext_budget = SIZE_MAX);
+                                  std::size_t plaintext_budget = SIZE_MAX, Compilation mode = Compilation::kFull);
 
   const Layout& input_layout() const { return conv0_->in; }
   const Layout& output_layout() const { return pool_head_->out; }

@@ -1,5 +1,6 @@
 #include "nn/layers.h"
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
 #include <string>
@@ -28,21 +29,31 @@ Shape Conv2d::output_shape(const Shape& in) const {
 Tensor Conv2d::forward(const Tensor& x) const {
   validate();
   Tensor y(output_shape(x.shape));
-  for (std::size_t o = 0; o < out_channels; ++o)
-    for (std::size_t i = 0; i < y.shape.height; ++i)
-      for (std::size_t j = 0; j < y.shape.width; ++j) {
-        double acc = bias.empty() ? 0.0 : bias[o];
-        for (std::size_t c = 0; c < in_channels; ++c)
-          for (std::size_t dy = 0; dy < kernel; ++dy)
-            for (std::size_t dx = 0; dx < kernel; ++dx) {
-              const long yy = static_cast<long>(i * stride + dy) - static_cast<long>(padding);
-              const long xx = static_cast<long>(j * stride + dx) - static_cast<long>(padding);
-              if (yy < 0 || xx < 0 || yy >= static_cast<long>(x.shape.height) || xx >= static_cast<long>(x.shape.width))
-                continue;
-              acc += w(o, c, dy, dx) * x.at(c, static_cast<std::size_t>(yy), static_cast<std::size_t>(xx));
-            }
-        y.at(o, i, j) = acc;
-      }
+  const long height = static_cast<long>(x.shape.height), width = static_cast<long>(x.shape.width);
+  const long pad = static_cast<long>(padding), step = static_cast<long>(stride);
+  for (std::size_t o = 0; o < out_channels; ++o) {
+    double* out = &y.at(o, 0, 0);
+    std::fill(out, out + y.shape.height * y.shape.width, bias.empty() ? 0.0 : bias[o]);
+    // Every output element receives its terms in (c, dy, dx) order, as a per-element sum
+    // would add them, so results do not depend on this loop order; the inner loop runs
+    // along an input row and vectorises.
+    for (std::size_t c = 0; c < in_channels; ++c)
+      for (std::size_t dy = 0; dy < kernel; ++dy)
+        for (std::size_t dx = 0; dx < kernel; ++dx) {
+          const double weight = w(o, c, dy, dx);
+          const long off = static_cast<long>(dx) - pad;
+          // Output columns j whose input column j * stride + off lies inside the row.
+          const long first = off >= 0 ? 0 : (-off + step - 1) / step;
+          const long last = std::min(static_cast<long>(y.shape.width), (width - off + step - 1) / step);
+          for (std::size_t i = 0; i < y.shape.height; ++i) {
+            const long yy = static_cast<long>(i) * step + static_cast<long>(dy) - pad;
+            if (yy < 0 || yy >= height) continue;
+            const double* row = x.data.data() + (c * x.shape.height + static_cast<std::size_t>(yy)) * x.shape.width;
+            double* dst = out + i * y.shape.width;
+            for (long j = first; j < last; ++j) dst[j] += weight * row[j * step + off];
+          }
+        }
+  }
   return y;
 }
 

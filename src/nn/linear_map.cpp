@@ -110,11 +110,26 @@ std::vector<double> SlotLinearMap::apply(const std::vector<double>& x) const {
   return y;
 }
 
+namespace {
+long diagonal_of(const SlotLinearMap::Entry& e, std::size_t slots) {
+  const long n = static_cast<long>(slots);
+  return ((static_cast<long>(e.in) - static_cast<long>(e.out)) % n + n) % n;
+}
+}  // namespace
+
+std::vector<long> SlotLinearMap::diagonal_indices() const {
+  std::vector<char> present(slots, 0);
+  for (const auto& e : entries) present[static_cast<std::size_t>(diagonal_of(e, slots))] = 1;
+  std::vector<long> indices;
+  for (std::size_t k = 0; k < slots; ++k)
+    if (present[k]) indices.push_back(static_cast<long>(k));
+  return indices;
+}
+
 ckks::Diagonals SlotLinearMap::diagonals() const {
   ckks::Diagonals d;
-  const long n = static_cast<long>(slots);
   for (const auto& e : entries) {
-    const long k = ((static_cast<long>(e.in) - static_cast<long>(e.out)) % n + n) % n;
+    const long k = diagonal_of(e, slots);
     auto& diag = d[k];
     if (diag.empty()) diag.assign(slots, 0.0);
     diag[e.out] += e.weight;

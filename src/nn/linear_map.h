@@ -28,6 +28,8 @@ struct SlotLinearMap {
 
   std::vector<double> apply(const std::vector<double>& x) const;  // cleartext reference
   ckks::Diagonals diagonals() const;
+  // The keys diagonals() would have (offsets in [0, slots)), without building the values.
+  std::vector<long> diagonal_indices() const;
 };
 
 // The lowering functions take one layer per lane (fewer than `lanes`: the other lanes

@@ -113,9 +113,7 @@ L2NormPoly fit_l2_poly(std::vector<double> ys) {
 }
 
 void fit_l2_norm(PatchCNN& model, const std::vector<Tensor>& images) {
-  std::vector<double> ys;
-  for (const auto& img : images) ys.push_back(sum_of_squares(model.embedding(img)));
-  model.l2 = fit_l2_poly(std::move(ys));
+  model.l2 = fit_l2_poly(parallel_map(images, [&](const Tensor& img) { return sum_of_squares(model.embedding(img)); }));
 }
 
 double match_score(const Tensor& probe, const Tensor& enrolled, double threshold) {
@@ -151,7 +149,7 @@ std::vector<std::vector<double>> pack_patch_groups(const std::vector<Tensor>& pa
 
 CompiledBackbone CompiledPatchCNN::compile_group(const PatchCNN& model, const ckks::Encoder& encoder,
                                                 std::size_t input_level, double scale, std::size_t plaintext_budget,
-                                                std::size_t lanes, std::size_t g) {
+                                                std::size_t lanes, std::size_t g, Compilation mode) {
   const std::size_t patches = model.backbones.size();
   if (lanes == 0 || g * lanes >= patches)
     throw std::invalid_argument("compile_group: lane group " + std::to_string(g) + " of " + std::to_string(lanes) +
@@ -165,11 +163,22 @@ CompiledBackbone CompiledPatchCNN::compile_group(const PatchCNN& model, const ck
   std::vector<const Linear*> heads;
   for (const Linear& h : head_blocks) heads.push_back(&h);
   const Shape patch{3, model.patch_size, model.patch_size};
-  return CompiledBackbone::compile(members, encoder, patch, input_level, scale, heads, lanes, plaintext_budget);
+  return CompiledBackbone::compile(members, encoder, patch, input_level, scale, heads, lanes, plaintext_budget, mode);
 }
 
 CompiledPatchCNN CompiledPatchCNN::compile(const PatchCNN& model, const ckks::Encoder& encoder, std::size_t input_level,
                                            double scale, std::size_t plaintext_budget, std::size_t lanes) {
+  return build(model, encoder, input_level, scale, plaintext_budget, lanes, Compilation::kFull);
+}
+
+CompiledPatchCNN CompiledPatchCNN::plan(const PatchCNN& model, const ckks::Encoder& encoder, std::size_t input_level,
+                                        double scale, std::size_t lanes) {
+  return build(model, encoder, input_level, scale, 0, lanes, Compilation::kPlanOnly);
+}
+
+CompiledPatchCNN CompiledPatchCNN::build(const PatchCNN& model, const ckks::Encoder& encoder, std::size_t input_level,
+                                         double scale, std::size_t plaintext_budget, std::size_t lanes,
+                                         Compilation mode) {
   model.validate();
   CompiledPatchCNN c;
   c.encoder_ = &encoder;
@@ -181,7 +190,7 @@ CompiledPatchCNN CompiledPatchCNN::compile(const PatchCNN& model, const ckks::En
     throw std::invalid_argument("compile: lanes must be a power of two up to " + std::to_string(fit) + " for this model");
   const std::size_t groups = (c.patches_ + lanes - 1) / lanes;
   for (std::size_t g = 0; g < groups; ++g)
-    c.groups_.push_back(compile_group(model, encoder, input_level, scale, plaintext_budget / groups, lanes, g));
+    c.groups_.push_back(compile_group(model, encoder, input_level, scale, plaintext_budget / groups, lanes, g, mode));
   c.l2_ = model.l2;
   c.features_ = model.head.out_features;
   c.classifier_ = model.classifier;

@@ -85,7 +85,13 @@ class CompiledPatchCNN {
   // outputs): for workers that compile what they run instead of inheriting a compiled model.
   // plaintext_budget is this group's share.
   static CompiledBackbone compile_group(const PatchCNN& model, const ckks::Encoder& encoder, std::size_t input_level,
-                                        double scale, std::size_t plaintext_budget, std::size_t lanes, std::size_t g);
+                                        double scale, std::size_t plaintext_budget, std::size_t lanes, std::size_t g,
+                                        Compilation mode = Compilation::kFull);
+  // What a client needs to make its keys (rotation steps and levels, layouts, depth) without
+  // any diagonal values: the same lowering as compile(), none of its encoding. The result
+  // can be described (runtime::ClientSpec::of) but neither run nor saved.
+  static CompiledPatchCNN plan(const PatchCNN& model, const ckks::Encoder& encoder, std::size_t input_level,
+                               double scale, std::size_t lanes = 0);
 
   std::size_t patches() const { return patches_; }
   std::size_t lanes() const { return groups_.front().input_layout().lanes; }
@@ -119,6 +125,8 @@ class CompiledPatchCNN {
   static CompiledPatchCNN load(const ckks::Encoder& encoder, std::span<const std::uint8_t> bytes);
 
  private:
+  static CompiledPatchCNN build(const PatchCNN& model, const ckks::Encoder& encoder, std::size_t input_level,
+                                double scale, std::size_t plaintext_budget, std::size_t lanes, Compilation mode);
   const ckks::Encoder* encoder_ = nullptr;
   std::vector<CompiledBackbone> groups_;
   std::size_t patches_ = 0;

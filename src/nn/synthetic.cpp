@@ -74,17 +74,6 @@ void calibrate_herpn(HerPN& h, const std::vector<Tensor>& xs) {
   channel_stats(h2, h.bn2.mean, h.bn2.var);
 }
 
-template <typename F>
-std::vector<Tensor> map_all(const std::vector<Tensor>& xs, F&& f) {
-  std::vector<Tensor> out;
-  out.reserve(xs.size());
-  for (const auto& x : xs) out.push_back(f(x));
-  return out;
-}
-
-}  // namespace
-
-namespace {
 // One smooth random field in [-1, 1]: a sinusoid plus a Gaussian blob per channel.
 Tensor smooth_field(std::mt19937_64& rng, const Shape& shape) {
   std::uniform_real_distribution<double> u(0.0, 1.0);
@@ -181,28 +170,28 @@ PatchCNN make_synthetic_patch_cnn(const BackboneShape& shape, std::size_t grid, 
                       std::vector<double>(embedding, 0.0)};
   model.head_bn = placeholder_bn(embedding);
   // Head BatchNorm statistics from the calibration images (placeholder 0/1 first).
-  std::vector<Tensor> raw;
-  for (const auto& img : calibration) raw.push_back(model.head.forward(model.features(img)));
+  const std::vector<Tensor> raw =
+      parallel_map(calibration, [&](const Tensor& img) { return model.head.forward(model.features(img)); });
   channel_stats(raw, model.head_bn.mean, model.head_bn.var);
   fit_l2_norm(model, calibration);
   return model;
 }
 
 void calibrate(Backbone& model, const std::vector<Tensor>& patches) {
-  std::vector<Tensor> x = map_all(patches, [&](const Tensor& p) { return model.conv0.forward(p); });
+  std::vector<Tensor> x = parallel_map(patches, [&](const Tensor& p) { return model.conv0.forward(p); });
   for (auto& block : model.blocks) {
     calibrate_herpn(block.herpn1, x);
-    const auto z = map_all(x, [&](const Tensor& t) { return block.herpn1.forward(t); });
-    const auto h = map_all(z, [&](const Tensor& t) { return block.conv1.forward(t); });
+    const auto z = parallel_map(x, [&](const Tensor& t) { return block.herpn1.forward(t); });
+    const auto h = parallel_map(z, [&](const Tensor& t) { return block.conv1.forward(t); });
     calibrate_herpn(block.herpn2, h);
     if (block.shortcut_conv) {
-      const auto s = map_all(z, [&](const Tensor& t) { return block.shortcut_conv->forward(t); });
+      const auto s = parallel_map(z, [&](const Tensor& t) { return block.shortcut_conv->forward(t); });
       channel_stats(s, block.shortcut_bn->mean, block.shortcut_bn->var);
     }
-    x = map_all(x, [&](const Tensor& t) { return block.forward(t); });
+    x = parallel_map(x, [&](const Tensor& t) { return block.forward(t); });
   }
   calibrate_herpn(model.pool_herpn, x);
-  const auto features = map_all(x, [&](const Tensor& t) { return model.pooled_features(t); });
+  const auto features = parallel_map(x, [&](const Tensor& t) { return model.pooled_features(t); });
   channel_stats(features, model.bn1d.mean, model.bn1d.var);
 }
 

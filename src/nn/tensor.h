@@ -1,6 +1,7 @@
 // A dense float64 tensor in channel-major (C, H, W) order; a vector is (F, 1, 1).
 #pragma once
 #include <cstddef>
+#include <exception>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -32,6 +33,25 @@ struct Tensor {
 inline void expect_shape(const Tensor& t, const Shape& s, const char* who) {
   if (!(t.shape == s))
     throw std::invalid_argument(std::string(who) + ": input shape " + t.shape.str() + ", expected " + s.str());
+}
+
+// f over every element, in parallel (OpenMP), results in input order; the first exception
+// a call throws is rethrown here (it must not escape the parallel region).
+template <typename T, typename F>
+auto parallel_map(const std::vector<T>& xs, F&& f) {
+  std::vector<decltype(f(xs.front()))> out(xs.size());
+  std::exception_ptr error;
+#pragma omp parallel for schedule(dynamic)
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    try {
+      out[i] = f(xs[i]);
+    } catch (...) {
+#pragma omp critical(pfhe_parallel_map_error)
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
+  return out;
 }
 
 }  // namespace pfhe::nn

@@ -234,6 +234,18 @@ TEST(ClientServer, ClientOwnsItsSecretKeyAndSpecRoundTrips) {
   EXPECT_THROW(client.decrypt_embedding({43, embedding.ciphertexts}), std::invalid_argument);
 }
 
+// A plan (lowering without encoding) tells a client exactly what the compiled model needs.
+TEST(ClientServer, PlanGivesTheCompiledModelsClientSpec) {
+  const test::ReducedServer s;
+  const nn::CompiledPatchCNN plan =
+      nn::CompiledPatchCNN::plan(s.model, s.enc, test::ReducedServer::kLevels, s.ctx.params().default_scale(), 1);
+  EXPECT_EQ(runtime::ClientSpec::of(plan, s.ctx.params()).to_json(),
+            runtime::ClientSpec::of(s.compiled, s.ctx.params()).to_json());
+  EXPECT_EQ(plan.plaintext_bytes(), 0u);
+  EXPECT_THROW(plan.save(), std::logic_error);
+  EXPECT_THROW(plan.group(0).run(s.eval, s.encrypt_patches(s.images[0])[0]), std::logic_error);
+}
+
 TEST(ClientServer, BundlesRejectDamage) {
   const runtime::Bundle b{7, {{1, 2, 3}, {4, 5}}};
   const ckks::Bytes bytes = runtime::save_bundle(b);
