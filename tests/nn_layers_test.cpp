@@ -226,6 +226,55 @@ TEST(NnLowering, CyclicSingleReplicaStaysCyclicThroughStride) {
   EXPECT_LT(max_diff(unpack(y, out), c.forward(x)), 1e-12);
 }
 
+// Rotated copies: a convolution writes them (from a plain input, strided or not), the next
+// one splits its channel offsets over them and rotate-and-sums, needing 1/replicas of the
+// diagonals. Checked on two lanes, every copy of every slot, biases and per-channel affine
+// maps included.
+TEST(NnLowering, RotatedCopiesSplitTheNextConvolution) {
+  const std::size_t slots = 2048, lanes = 2;
+  const Layout in = with_full_replication(Layout{{8, 8, 8}, 1, slots, 1, lanes});
+  ASSERT_EQ(in.replicas, 2u);
+  const std::vector<Conv2d> strided{random_conv(8, 16, 3, 2, 1, true), random_conv(8, 16, 3, 2, 1, true)};
+  const Layout rotated = with_rotated_replicas(conv_output_layout(strided[0], in));
+  ASSERT_TRUE(rotated.rotated);
+  ASSERT_EQ(rotated.replicas, 4u);
+  const std::vector<Conv2d> same{random_conv(16, 16, 3, 1, 1, true), random_conv(16, 16, 3, 1, 1, true)};
+  const Layout plain = conv_output_layout(same[0], rotated);
+  EXPECT_FALSE(plain.rotated);
+  const std::vector<Tensor> x{random_tensor(in.shape), random_tensor(in.shape)};
+  // Every copy k of every lane holds the tensor as replica_slot places it.
+  const auto expect_packed = [&](const std::vector<double>& v, const std::vector<Tensor>& want, const Layout& layout) {
+    ASSERT_EQ(v.size(), slots);
+    const std::vector<double> packed = pack_lanes(want, layout);
+    for (std::size_t s = 0; s < slots; ++s) ASSERT_NEAR(v[s], packed[s], 1e-12) << "slot " << s;
+  };
+  const SlotLinearMap first = lower_conv(strided, in, rotated);
+  EXPECT_TRUE(first.post_sum_steps.empty());
+  const std::vector<double> h = first.apply(pack_lanes(x, in));
+  const std::vector<Tensor> h_want{strided[0].forward(x[0]), strided[1].forward(x[1])};
+  expect_packed(h, h_want, rotated);
+  for (std::size_t l = 0; l < lanes; ++l) EXPECT_LT(max_diff(unpack(h, rotated, l), h_want[l]), 1e-12);
+
+  const SlotLinearMap split = lower_conv(same, rotated, plain);
+  EXPECT_EQ(split.post_sum_steps.size(), 2u);  // log2(4 copies)
+  expect_packed(split.apply(h), {same[0].forward(h_want[0]), same[1].forward(h_want[1])}, plain);
+  const Layout unrotated = conv_output_layout(strided[0], in);
+  const std::size_t full = lower_conv(same, unrotated, plain).diagonals().size();
+  EXPECT_EQ(split.diagonals().size() * rotated.replicas, full);
+
+  // A per-channel affine map keeps rotated copies rotated with a single diagonal.
+  const ChannelAffine affine{random_vec(16, 0.5, 1.5), random_vec(16, -0.2, 0.2)};
+  const SlotLinearMap scale = lower_channel_affine({affine, affine}, rotated);
+  EXPECT_EQ(scale.diagonals().size(), 1u);
+  std::vector<Tensor> scaled = h_want;
+  const std::size_t plane = rotated.shape.height * rotated.shape.width;
+  for (auto& t : scaled)
+    for (std::size_t c = 0; c < 16; ++c)
+      for (std::size_t i = 0; i < plane; ++i)
+        t.data[c * plane + i] = affine.scale[c] * t.data[c * plane + i] + affine.shift[c];
+  expect_packed(scale.apply(h), scaled, rotated);
+}
+
 TEST(NnLowering, EncryptedReplicatedConvolution) {
   ckks::Context ctx(test::small_params(11, 2));
   ckks::Encoder enc(ctx);

@@ -233,7 +233,14 @@ CompiledBackbone CompiledBackbone::compile(const std::vector<const Backbone*>& m
     const LaneScales z_w2 = w2;
 
     const auto conv1 = per_lane(models, [&](const Backbone&, std::size_t l) { return fold_input_scale(block(l).conv1, z_w2[l]); });
-    const Layout h_layout = conv_output_layout(conv1.front(), z_layout);
+    // conv1 writes rotated copies so that conv2 can split its channel offsets over them
+    // (conv2 needs 1/copies of its diagonals). A strided conv1 reading a single copy gives
+    // up its own rotate-and-sum split for that and doubles its diagonals; measured on
+    // CryptoFace's block 2 (one copy in, two out) that costs as much as it saves (6.5 s
+    // vs 6.1 s for the pair), so that case keeps plain copies. Block 4 (two copies in,
+    // four out) gains 1.2 s, blocks 3 and 5 (stride 1) 0.9 s and 2.0 s.
+    Layout h_layout = conv_output_layout(conv1.front(), z_layout);
+    if (conv1.front().stride == 1 || z_layout.replicas > 1) h_layout = with_rotated_replicas(h_layout);
     CompiledLinear c1 = make_linear(enc, mode, lower_conv(conv1, z_layout, h_layout), z_layout, h_layout, z_level, z_scale, scale);
     CompiledQuadratic h2 = make_quadratic(
         enc, per_lane(models, [&](const Backbone&, std::size_t l) { return &block(l).herpn2; }), h_layout, z_level - 1,
@@ -345,6 +352,7 @@ namespace {
 void put_layout(ckks::ByteWriter& w, const Layout& l) {
   for (std::size_t v : {l.shape.channels, l.shape.height, l.shape.width, l.gap, l.slots, l.replicas, l.lanes})
     w.put<std::uint64_t>(v);
+  w.put<std::uint8_t>(l.rotated ? 1 : 0);
 }
 
 Layout get_layout(ckks::ByteReader& r, std::size_t slots) {
@@ -357,6 +365,9 @@ Layout get_layout(ckks::ByteReader& r, std::size_t slots) {
   l.slots = r.get_count(what, slots);
   l.replicas = r.get_count(what, slots);
   l.lanes = r.get_count(what, slots);
+  const auto rotated = r.get<std::uint8_t>(what);
+  if (rotated > 1) throw ckks::SerializationError("compiled layer layout: invalid rotated-copies flag");
+  l.rotated = rotated == 1;
   if (l.slots != slots) throw ckks::SerializationError("compiled layer layout: slot count mismatch");
   try {
     l.validate();

@@ -9,6 +9,13 @@
 // read every input at a non-negative offset below the span from its output: a convolution
 // then needs C channel offsets instead of 2C - 1 (fewer giant-step rotations).
 //
+// With `rotated` replicas, copy k holds the tensor rotated by k * span / replicas positions
+// (the slot of replica k at position p holds the element whose copy-0 position is
+// p + k span / replicas, cyclically within the span). A linear layer reading such an input
+// can let each copy sum a different window of the inputs and add the copies up by
+// rotate-and-sum: a convolution then needs span / replicas of its channel offsets, not
+// all of them (SlotLinearMap::post_sum_steps). Its output is plainly replicated.
+//
 // With `lanes` L > 1, the ciphertext holds L independent tensors (the patches of one
 // group, each with its own weights) interleaved slot by slot: lane l owns the slots
 // s = l + L p, and p runs over slots / L positions laid out as above. A rotation by L k
@@ -29,6 +36,7 @@ struct Layout {
   std::size_t slots = 0;  // slot count of the ciphertext holding the tensor
   std::size_t replicas = 1;
   std::size_t lanes = 1;
+  bool rotated = false;  // copies rotated against each other (see above)
 
   std::size_t lane_slots() const { return slots / lanes; }
   std::size_t grid_height() const { return shape.height * gap; }
@@ -50,12 +58,21 @@ struct Layout {
   std::size_t global_slot(std::size_t lane, std::size_t c, std::size_t y, std::size_t x) const {
     return lane + lanes * slot(c, y, x);
   }
+  // Positions copy k is rotated by (0 without rotated replicas).
+  std::size_t replica_shift(std::size_t k) const { return rotated ? k * (span() / replicas) % span() : 0; }
+  // Where copy k keeps the element that copy 0 keeps at global slot `base` (< period()).
+  std::size_t replica_slot(std::size_t k, std::size_t base) const {
+    const std::size_t lane = base % lanes, position = base / lanes;
+    return lane + lanes * (k * span() + (position + span() - replica_shift(k)) % span());
+  }
 
   void validate() const {
     if (gap == 0 || shape.size() == 0) throw std::invalid_argument("Layout: empty tensor or zero gap");
     if (slots == 0 || (slots & (slots - 1)) != 0) throw std::invalid_argument("Layout: slot count must be a power of two");
     if (lanes == 0 || (lanes & (lanes - 1)) != 0 || lanes > slots)
       throw std::invalid_argument("Layout: lane count must be a power of two <= slots");
+    if (rotated && (replicas < 2 || span() % replicas != 0))
+      throw std::invalid_argument("Layout: rotated copies need at least 2 replicas dividing the span");
     if (replicas == 0 || span() * replicas > lane_slots())
       throw std::invalid_argument("Layout: tensor " + shape.str() + " with gap " + std::to_string(gap) + " and " +
                                   std::to_string(replicas) + " replicas needs " + std::to_string(span() * replicas) +
@@ -65,6 +82,8 @@ struct Layout {
 
 // The largest replica count that fits (lane slots / span, a power of two when both are).
 Layout with_full_replication(Layout layout);
+// The same layout with rotated copies when it has several (unchanged otherwise).
+Layout with_rotated_replicas(Layout layout);
 
 // Slot vector of one tensor per lane (every replica; lanes without a tensor and unused
 // slots are zero) and back (one lane, from replica 0).

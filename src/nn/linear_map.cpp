@@ -11,6 +11,12 @@ Layout with_full_replication(Layout layout) {
   return layout;
 }
 
+Layout with_rotated_replicas(Layout layout) {
+  layout.rotated = layout.replicas > 1;
+  layout.validate();
+  return layout;
+}
+
 std::vector<double> pack_lanes(const std::vector<Tensor>& per_lane, const Layout& layout) {
   layout.validate();
   if (per_lane.size() > layout.lanes) throw std::invalid_argument("pack: more tensors than lanes");
@@ -22,7 +28,7 @@ std::vector<double> pack_lanes(const std::vector<Tensor>& per_lane, const Layout
       for (std::size_t c = 0; c < t.shape.channels; ++c)
         for (std::size_t y = 0; y < t.shape.height; ++y)
           for (std::size_t x = 0; x < t.shape.width; ++x)
-            v[r * layout.period() + layout.global_slot(l, c, y, x)] = t.at(c, y, x);
+            v[layout.replica_slot(r, layout.global_slot(l, c, y, x))] = t.at(c, y, x);
   }
   return v;
 }
@@ -42,20 +48,24 @@ Tensor unpack(const std::vector<double>& slots, const Layout& layout, std::size_
 
 namespace {
 
-// Expands a map given on replica 0 of both layouts (global slots, every lane) to every
-// output replica. With a cyclic input layout each input is read from the copy at a
+// Expands a map given on copy 0 of both layouts (global slots, every lane) to every
+// output copy. With a cyclic input layout each input is read from the copy at a
 // non-negative offset below the input period from its output slot, so all output copies
-// share the same few diagonals. When the output period is also smaller than the input
-// period (both cyclic), the output copies inside one input period split every row by
-// offset window instead, and rotate-and-sum steps add the partial rows up
-// (SlotLinearMap::post_sum_steps).
+// share the same few diagonals. Two layouts let the copies share the work instead
+// (rotate-and-sum steps add them up, SlotLinearMap::post_sum_steps):
+// - the output period is smaller than the input period (both plain and cyclic): the output
+//   copies inside one input period split every row by offset window (hybrid method);
+// - the input copies are rotated (same period, plain cyclic output): an entry at offset t
+//   (in copy-0 positions) is read from copy k = t / (span / replicas) at the offset
+//   t mod (span / replicas), so all copies use the same span / replicas offset window.
 SlotLinearMap replicate(std::vector<SlotLinearMap::Entry> entries, const std::vector<double>& bias0,
                         const Layout& in, const Layout& out) {
   SlotLinearMap m;
   m.slots = out.slots;
   const std::size_t n = out.slots;
   const std::size_t in_period = in.period(), out_period = out.period();
-  const bool hybrid = in.cyclic() && out.cyclic() && in_period > out_period;
+  const bool hybrid = !in.rotated && !out.rotated && in.cyclic() && out.cyclic() && in_period > out_period;
+  const bool copies_split = in.rotated && !out.rotated && in.cyclic() && out.cyclic() && in_period == out_period;
   if (hybrid) {
     const std::size_t window = out_period;
     for (std::size_t block = 0; block < n; block += in_period)
@@ -66,19 +76,29 @@ SlotLinearMap replicate(std::vector<SlotLinearMap::Entry> entries, const std::ve
         m.entries.push_back({dst, (dst + offset % window) % n, e.weight});
       }
     for (std::size_t step = window; step < in_period; step <<= 1) m.post_sum_steps.push_back(static_cast<long>(step));
+  } else if (copies_split) {
+    const std::size_t window = in_period / in.replicas;  // global slots of one rotation step
+    for (const auto& e : entries) {
+      const std::size_t offset = (e.in + in_period - e.out) % in_period;
+      const std::size_t copy = offset / window;
+      const std::size_t src = in.replica_slot(copy, e.in);
+      m.entries.push_back({(src + n - offset % window) % n, src, e.weight});
+    }
+    for (std::size_t step = out_period; step < n; step <<= 1) m.post_sum_steps.push_back(static_cast<long>(step));
   } else {
     for (std::size_t k = 0; k < out.replicas; ++k)
       for (const auto& e : entries) {
-        const std::size_t dst = e.out + k * out_period;
-        std::size_t src = e.in;
-        if (in.cyclic()) src = (dst + (e.in + n - dst % in_period) % in_period) % n;
+        const std::size_t dst = out.replica_slot(k, e.out);
+        std::size_t src = e.in;  // copy 0 of a non-cyclic input
+        if (in.rotated) src = in.replica_slot(k % in.replicas, e.in);  // the same copy: per-channel maps stay diagonal
+        else if (in.cyclic()) src = (dst + (e.in + n - dst % in_period) % in_period) % n;
         m.entries.push_back({dst, src, e.weight});
       }
   }
   if (!bias0.empty()) {
     m.bias.assign(n, 0.0);
     for (std::size_t k = 0; k < out.replicas; ++k)
-      for (std::size_t s = 0; s < out_period; ++s) m.bias[s + k * out_period] = bias0[s];
+      for (std::size_t s = 0; s < out_period; ++s) m.bias[out.replica_slot(k, s)] = bias0[s];
   }
   return m;
 }

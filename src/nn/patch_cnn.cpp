@@ -276,7 +276,7 @@ ckks::Ciphertext CompiledPatchCNN::match(const ckks::Evaluator& eval, const ckks
 
 namespace {
 constexpr char kCompiledMagic[4] = {'P', 'F', 'H', 'C'};
-constexpr std::uint32_t kCompiledVersion = 2;  // 2: rotate-and-sum steps per linear layer
+constexpr std::uint32_t kCompiledVersion = 3;  // 2: rotate-and-sum steps per linear layer; 3: rotated copies
 }  // namespace
 
 void CompiledPatchCNN::save(const std::function<void(std::span<const std::uint8_t>)>& sink) const {
