@@ -69,7 +69,9 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(LinearTransform, ChoosesBalancedBabyStepsAndRejectsBadInput) {
   std::vector<long> dense;
   for (long k = 0; k < 64; ++k) dense.push_back(k);
-  EXPECT_EQ(LinearTransform::optimal_baby_steps(dense, 64), 16u);  // 15 + 2*3, ties 8 (7 + 2*7): fewer giants win
+  // Cost 5 per baby step, 7 per giant step: n1 = 8 (7 and 7: 84) beats 16 (15 and 3: 96)
+  // and 4 (3 and 15: 120).
+  EXPECT_EQ(LinearTransform::optimal_baby_steps(dense, 64), 8u);
   EXPECT_EQ(LinearTransform::optimal_baby_steps({0}, 64), 1u);
   Context ctx(test::small_params(10, 2));
   Encoder enc(ctx);

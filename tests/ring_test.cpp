@@ -239,6 +239,29 @@ TEST(Prng, SameSeedSameStreamDifferentSeedsDiffer) {
   EXPECT_EQ(equal, 0);
 }
 
+// Seeded keys and ciphertexts are re-expanded from their seed: uniform sampling must
+// consume the stream exactly as one draw per element plus one per rejection, and leave
+// it at the same position. Small primes (17 bits in 20-bit masks) reject often.
+TEST(Ring, UniformSamplingConsumesTheStreamDrawByDraw) {
+  const std::size_t n = 8192;  // several blocks per limb
+  const Ring r(n, {generate_ntt_primes(17, 1, n)[0], generate_ntt_primes(50, 1, n)[0]});
+  const Seed seed = random_seed();
+  Prng bulk(seed), reference(seed);
+  Poly a = r.make_poly(2);
+  sample_uniform(bulk, r, a);
+  std::size_t rejections = 0;
+  for (std::size_t i = 0; i < 2; ++i) {
+    const u64 q = r.modulus(i).value(), mask = (u64{1} << r.modulus(i).bits()) - 1;
+    for (std::size_t j = 0; j < n; ++j) {
+      u64 v;
+      while ((v = reference.next_u64() & mask) >= q) ++rejections;
+      ASSERT_EQ(a.limb(i)[j], v) << "limb " << i << " coefficient " << j;
+    }
+  }
+  EXPECT_GT(rejections, 0u);
+  EXPECT_EQ(bulk.next_u64(), reference.next_u64());  // same stream position afterwards
+}
+
 TEST(Ring, UniformSamplingIsReducedAndPoolReusesBuffers) {
   const std::size_t n = 1024;
   const Ring r(n, generate_ntt_primes(50, 3, n));

@@ -44,6 +44,10 @@ class ByteWriter {
     put_poly(p.q);
     put_poly(p.p);
   }
+  // Zero bytes up to a multiple of `alignment` (relative to the start of this writer).
+  void align(std::size_t alignment) {
+    while (out_.size() % alignment != 0) out_.push_back(0);
+  }
   // Grows capacity ahead of large writes (avoids repeated reallocation of big outputs).
   void reserve_more(std::size_t n) { out_.reserve(out_.size() + n); }
   Bytes& bytes() { return out_; }
@@ -68,12 +72,21 @@ class ByteReader {
     std::memcpy(out, in_.data() + pos_, n);
     pos_ += n;
   }
-  std::span<const std::uint8_t> get_blob(const char* what) {
-    const auto n = get<std::uint64_t>(what);
+  // Skips the zero padding ByteWriter::align wrote (anything else is corrupt input).
+  void align(std::size_t alignment, const char* what) {
+    while (pos_ % alignment != 0) {
+      if (get<std::uint8_t>(what) != 0) throw SerializationError(std::string(what) + ": non-zero padding");
+    }
+  }
+  // The next n bytes in place (no copy); they live as long as the reader's input.
+  std::span<const std::uint8_t> get_view(std::size_t n, const char* what) {
     need(n, what);
     const auto b = in_.subspan(pos_, n);
     pos_ += n;
     return b;
+  }
+  std::span<const std::uint8_t> get_blob(const char* what) {
+    return get_view(get<std::uint64_t>(what), what);
   }
   // A count that must not exceed `limit` (guards allocations driven by input).
   std::size_t get_count(const char* what, std::size_t limit) {

@@ -3,6 +3,7 @@
 // and conjugation act on them exactly as on full packing (sparse packing).
 #pragma once
 #include <complex>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -25,8 +26,12 @@ class Encoder {
   // The level-independent half of encode: slot values -> scaled, rounded coefficients
   // (2 * slots of them, the polynomial's coefficients at multiples of N / (2 slots)).
   // Throws if a scaled coefficient reaches 2^62; use encode() for larger scales.
+  // `values` views memory kept alive by `owner`: a buffer computed here, or the mapped
+  // compiled-model file the coefficients were loaded from (no private copy). Copies share
+  // it; the values are never modified.
   struct RoundedCoefficients {
-    std::vector<std::int64_t> values;
+    std::span<const std::int64_t> values;
+    std::shared_ptr<const void> owner;
     double scale = 1;
     int log_slots = 0;
   };

@@ -3,6 +3,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "ring/parallel.h"
 #include "ring/sampler.h"
 
 namespace pfhe::ckks {
@@ -131,8 +132,12 @@ GaloisKeys KeyGenerator::create_galois_keys(const std::map<long, std::size_t>& s
     const std::uint64_t g = galois_element_for_step(step, context_.n());
     if (g != 1) element_levels[g] = std::max(element_levels[g], level);
   }
+  // Keys are independent (own seeds, own error streams): made in parallel, inserted in order.
+  const std::vector<std::pair<std::uint64_t, std::size_t>> todo(element_levels.begin(), element_levels.end());
+  std::vector<SwitchingKey> made(todo.size());
+  ring::parallel_for(todo.size(), [&](std::size_t i) { made[i] = create_galois_key(todo[i].first, todo[i].second); });
   GaloisKeys keys;
-  for (const auto& [g, level] : element_levels) keys.keys.emplace(g, create_galois_key(g, level));
+  for (std::size_t i = 0; i < todo.size(); ++i) keys.keys.emplace(todo[i].first, std::move(made[i]));
   return keys;
 }
 

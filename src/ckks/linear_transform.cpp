@@ -3,6 +3,8 @@
 #include "ckks/serialization.h"
 
 #include <cmath>
+#include <cstring>
+#include <memory>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -25,8 +27,9 @@ std::size_t LinearTransform::optimal_baby_steps(const std::vector<long>& indices
       babies.insert(kk % static_cast<long>(n1));
       giants.insert(kk - kk % static_cast<long>(n1));
     }
-    // Giant rotations are not hoisted, so they cost more than baby ones; weight them 2x.
-    const std::size_t cost = (babies.size() - babies.count(0)) + 2 * (giants.size() - giants.count(0));
+    // Giant rotations are not hoisted: an extra hoisted (baby) rotation costs ~0.7 of a full
+    // one (docs/BENCHMARKS.md, 16 hoisted rotations), so a giant step weighs 7/5 of a baby.
+    const std::size_t cost = 5 * (babies.size() - babies.count(0)) + 7 * (giants.size() - giants.count(0));
     // Ties go to fewer giant steps (more hoisted baby steps), then to the smaller n1.
     if (cost < best_cost || (cost == best_cost && giants.size() < best_giants)) {
       best_cost = cost;
@@ -217,13 +220,14 @@ void LinearTransform::save(ByteWriter& w) const {
         w.put<double>(term.coefficients.scale);
         w.put<std::int32_t>(term.coefficients.log_slots);
         w.put<std::uint64_t>(term.coefficients.values.size());
+        w.align(sizeof(std::int64_t));  // so that a mapped file can be read in place
         w.put_bytes(reinterpret_cast<const std::uint8_t*>(term.coefficients.values.data()),
                     term.coefficients.values.size() * sizeof(std::int64_t));
       }
     }
 }
 
-LinearTransform LinearTransform::load(const Encoder& encoder, ByteReader& r) {
+LinearTransform LinearTransform::load(const Encoder& encoder, ByteReader& r, const std::shared_ptr<const void>& backing) {
   const Context& ctx = encoder.context();
   const char* what = "linear transform";
   LinearTransform lt(encoder);
@@ -256,8 +260,18 @@ LinearTransform LinearTransform::load(const Encoder& encoder, ByteReader& r) {
       if (n != 2 * lt.slots_ || term.coefficients.log_slots < 0 ||
           (std::size_t{1} << term.coefficients.log_slots) != lt.slots_ || !(term.coefficients.scale > 0))
         throw SerializationError("linear transform: malformed diagonal coefficients");
-      term.coefficients.values.resize(n);
-      r.get_bytes(reinterpret_cast<std::uint8_t*>(term.coefficients.values.data()), n * sizeof(std::int64_t), what);
+      r.align(sizeof(std::int64_t), what);
+      const std::span<const std::uint8_t> bytes = r.get_view(n * sizeof(std::int64_t), what);
+      if (backing && reinterpret_cast<std::uintptr_t>(bytes.data()) % alignof(std::int64_t) == 0) {
+        // In place: the pages stay those of the mapped file (shared, reclaimable).
+        term.coefficients.values = {reinterpret_cast<const std::int64_t*>(bytes.data()), n};
+        term.coefficients.owner = backing;
+      } else {
+        auto copy = std::make_shared<std::vector<std::int64_t>>(n);
+        std::memcpy(copy->data(), bytes.data(), bytes.size());
+        term.coefficients.values = *copy;
+        term.coefficients.owner = std::move(copy);
+      }
       constexpr std::int64_t kLimit = std::int64_t{1} << 62;  // what round_coefficients produces
       for (const std::int64_t v : term.coefficients.values)
         if (v >= kLimit || v <= -kLimit) throw SerializationError("linear transform: coefficient out of range");

@@ -6,6 +6,7 @@
 #pragma once
 #include <complex>
 #include <map>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -65,7 +66,9 @@ class LinearTransform {
   // Stored form (inside a compiled model file): geometry, then every diagonal either as a
   // serialized plaintext or as its rounded coefficients. load validates everything.
   void save(ByteWriter& w) const;
-  static LinearTransform load(const Encoder& encoder, ByteReader& r);
+  // With `backing` (what keeps the reader's bytes alive, e.g. a file mapping), rounded
+  // coefficients are used in place instead of copied.
+  static LinearTransform load(const Encoder& encoder, ByteReader& r, const std::shared_ptr<const void>& backing = {});
 
   // The baby-step count that minimises baby + giant rotations for these diagonal indices.
   static std::size_t optimal_baby_steps(const std::vector<long>& indices, std::size_t slots);

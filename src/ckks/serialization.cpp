@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "ckks/keygen.h"
+#include "ring/parallel.h"
 
 namespace pfhe::ckks {
 
@@ -129,7 +130,8 @@ void put_switching_key(ByteWriter& w, const SwitchingKey& key) {
   for (const auto& b : key.b) w.put_qp(b);
 }
 
-SwitchingKey get_switching_key(ByteReader& r, const Context& ctx, const char* what) {
+// The stored part of a switching key (b and the seed of a); expand_a completes it.
+SwitchingKey get_switching_key_b(ByteReader& r, const Context& ctx, const char* what) {
   const std::size_t limbs = get_limbs_for_level(r, ctx, what);
   const auto digits = r.get<std::uint32_t>(what);
   if (digits != ctx.params().digits_at(limbs - 1))
@@ -137,7 +139,14 @@ SwitchingKey get_switching_key(ByteReader& r, const Context& ctx, const char* wh
   SwitchingKey key;
   r.get_bytes(key.a_seed.data(), key.a_seed.size(), what);
   for (std::uint32_t j = 0; j < digits; ++j) key.b.push_back(get_qp(r, ctx, limbs, what));
-  expand_switching_key_a(ctx, key.a_seed, limbs - 1, key.a);
+  return key;
+}
+
+void expand_a(const Context& ctx, SwitchingKey& key) { expand_switching_key_a(ctx, key.a_seed, key.max_level(), key.a); }
+
+SwitchingKey get_switching_key(ByteReader& r, const Context& ctx, const char* what) {
+  SwitchingKey key = get_switching_key_b(r, ctx, what);
+  expand_a(ctx, key);
   return key;
 }
 
@@ -342,9 +351,13 @@ GaloisKeys load_galois_keys(const Context& ctx, std::span<const std::uint8_t> by
     const auto g = r.get<std::uint64_t>(what);
     if ((g & 1) == 0 || g >= 2 * ctx.n() || g == 1 || gk.has(g))
       throw SerializationError("Galois key set: invalid or repeated Galois element " + std::to_string(g));
-    gk.keys.emplace(g, get_switching_key(r, ctx, what));
+    gk.keys.emplace(g, get_switching_key_b(r, ctx, what));
   }
   r.expect_end(what);
+  // Expanding every a_j from its seed is most of the loading time; keys are independent.
+  std::vector<SwitchingKey*> keys;
+  for (auto& [g, key] : gk.keys) keys.push_back(&key);
+  ring::parallel_for(keys.size(), [&](std::size_t k) { expand_a(ctx, *keys[k]); });
   return gk;
 }
 

@@ -389,13 +389,13 @@ void put_linear(ckks::ByteWriter& w, const ckks::Context& ctx, const CompiledLin
   for (long step : l.post_sum_steps) w.put<std::int64_t>(step);
 }
 
-CompiledLinear get_linear(const ckks::Encoder& enc, ckks::ByteReader& r) {
+CompiledLinear get_linear(const ckks::Encoder& enc, ckks::ByteReader& r, const std::shared_ptr<const void>& backing) {
   const ckks::Context& ctx = enc.context();
   const char* what = "compiled linear layer";
   const std::size_t level = r.get_count(what, ctx.max_level());
   const double scale = r.get<double>(what);
   if (level == 0 || !(scale > 0) || !std::isfinite(scale)) throw ckks::SerializationError("compiled linear layer: bad level or scale");
-  ckks::LinearTransform lt = ckks::LinearTransform::load(enc, r);
+  ckks::LinearTransform lt = ckks::LinearTransform::load(enc, r, backing);
   if (lt.level() != level) throw ckks::SerializationError("compiled linear layer: transform level mismatch");
   std::optional<ckks::Plaintext> bias;
   const auto has_bias = r.get<std::uint8_t>(what);
@@ -452,23 +452,26 @@ void CompiledBackbone::save(ckks::ByteWriter& w) const {
   }
   put_quadratic(w, ctx, *pool_herpn_);
   put_linear(w, ctx, *pool_head_);
+  w.align(8);  // the next group starts 8-aligned too (coefficients are read in place)
 }
 
-CompiledBackbone CompiledBackbone::load(const ckks::Encoder& enc, ckks::ByteReader& r) {
+CompiledBackbone CompiledBackbone::load(const ckks::Encoder& enc, ckks::ByteReader& r,
+                                        const std::shared_ptr<const void>& backing) {
   const ckks::Context& ctx = enc.context();
   CompiledBackbone cb;
-  cb.conv0_ = get_linear(enc, r);
+  cb.conv0_ = get_linear(enc, r, backing);
   const std::size_t blocks = r.get_count("compiled backbone", 64);
   for (std::size_t i = 0; i < blocks; ++i) {
     CompiledQuadratic h1 = get_quadratic(ctx, r);
-    CompiledLinear c1 = get_linear(enc, r);
+    CompiledLinear c1 = get_linear(enc, r, backing);
     CompiledQuadratic h2 = get_quadratic(ctx, r);
-    CompiledLinear c2 = get_linear(enc, r);
-    CompiledLinear s = get_linear(enc, r);
+    CompiledLinear c2 = get_linear(enc, r, backing);
+    CompiledLinear s = get_linear(enc, r, backing);
     cb.blocks_.push_back({std::move(h1), std::move(c1), std::move(h2), std::move(c2), std::move(s)});
   }
   cb.pool_herpn_ = get_quadratic(ctx, r);
-  cb.pool_head_ = get_linear(enc, r);
+  cb.pool_head_ = get_linear(enc, r, backing);
+  r.align(8, "compiled backbone");
   return cb;
 }
 

@@ -7,6 +7,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -97,7 +98,10 @@ class CompiledBackbone {
 
   // Stored form inside a compiled model file; load validates and needs the same parameters.
   void save(ckks::ByteWriter& w) const;
-  static CompiledBackbone load(const ckks::Encoder& encoder, ckks::ByteReader& r);
+  // `backing` keeps the reader's bytes alive (a file mapping): coefficients are then used
+  // in place (ckks::LinearTransform::load).
+  static CompiledBackbone load(const ckks::Encoder& encoder, ckks::ByteReader& r,
+                               const std::shared_ptr<const void>& backing = {});
 
  private:
   // Pointers to every compiled linear layer (const-ness follows `self`).

@@ -313,7 +313,8 @@ void CompiledPatchCNN::save_file(const std::string& path) const {
   f.commit();
 }
 
-CompiledPatchCNN CompiledPatchCNN::load(const ckks::Encoder& encoder, std::span<const std::uint8_t> bytes) {
+CompiledPatchCNN CompiledPatchCNN::load(const ckks::Encoder& encoder, std::span<const std::uint8_t> bytes,
+                                        const std::shared_ptr<const void>& backing) {
   const char* what = "compiled model";
   ckks::ByteReader r(bytes);
   r.expect_magic_and_version(kCompiledMagic, kCompiledVersion, what);
@@ -324,7 +325,7 @@ CompiledPatchCNN CompiledPatchCNN::load(const ckks::Encoder& encoder, std::span<
   c.patches_ = r.get_count(what, 256);
   const std::size_t groups = r.get_count(what, 256);
   if (c.patches_ == 0 || groups == 0) throw ckks::SerializationError("compiled model: no backbones");
-  for (std::size_t g = 0; g < groups; ++g) c.groups_.push_back(CompiledBackbone::load(encoder, r));
+  for (std::size_t g = 0; g < groups; ++g) c.groups_.push_back(CompiledBackbone::load(encoder, r, backing));
   const std::size_t lanes = c.groups_.front().input_layout().lanes;
   for (const auto& g : c.groups_)
     if (!(g.input_layout().shape == c.groups_.front().input_layout().shape) || g.input_layout().lanes != lanes ||

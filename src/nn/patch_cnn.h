@@ -122,7 +122,10 @@ class CompiledPatchCNN {
   ckks::Bytes save() const;
   void save_file(const std::string& path) const;  // streamed: one lane group in memory at a time
   void save(const std::function<void(std::span<const std::uint8_t>)>& sink) const;
-  static CompiledPatchCNN load(const ckks::Encoder& encoder, std::span<const std::uint8_t> bytes);
+  // With `backing` (what keeps `bytes` alive, e.g. the file mapping), the just-in-time
+  // diagonals are read in place: processes mapping the same file share those pages.
+  static CompiledPatchCNN load(const ckks::Encoder& encoder, std::span<const std::uint8_t> bytes,
+                               const std::shared_ptr<const void>& backing = {});
 
  private:
   static CompiledPatchCNN build(const PatchCNN& model, const ckks::Encoder& encoder, std::size_t input_level,

@@ -1,10 +1,11 @@
 // A dense float64 tensor in channel-major (C, H, W) order; a vector is (F, 1, 1).
 #pragma once
 #include <cstddef>
-#include <exception>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "ring/parallel.h"
 
 namespace pfhe::nn {
 
@@ -35,22 +36,11 @@ inline void expect_shape(const Tensor& t, const Shape& s, const char* who) {
     throw std::invalid_argument(std::string(who) + ": input shape " + t.shape.str() + ", expected " + s.str());
 }
 
-// f over every element, in parallel (OpenMP), results in input order; the first exception
-// a call throws is rethrown here (it must not escape the parallel region).
+// f over every element, in parallel, results in input order (exceptions: ring::parallel_for).
 template <typename T, typename F>
 auto parallel_map(const std::vector<T>& xs, F&& f) {
   std::vector<decltype(f(xs.front()))> out(xs.size());
-  std::exception_ptr error;
-#pragma omp parallel for schedule(dynamic)
-  for (std::size_t i = 0; i < xs.size(); ++i) {
-    try {
-      out[i] = f(xs[i]);
-    } catch (...) {
-#pragma omp critical(pfhe_parallel_map_error)
-      if (!error) error = std::current_exception();
-    }
-  }
-  if (error) std::rethrow_exception(error);
+  ring::parallel_for(xs.size(), [&](std::size_t i) { out[i] = f(xs[i]); });
   return out;
 }
 

@@ -1,5 +1,6 @@
 #include "ring/sampler.h"
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <stdexcept>
@@ -7,15 +8,26 @@
 namespace pfhe::ring {
 
 void sample_uniform(Prng& prng, const Ring& ring, Poly& out) {
+  // Reads the stream in blocks yet consumes it word by word, exactly as one draw per
+  // element (and one more per rejection) would: a block never holds more words than
+  // elements are left, so the stream position afterwards is the same and expanding a
+  // stored seed gives the same polynomial (seeded keys and ciphertexts depend on it).
+  constexpr std::size_t kBlock = 4096;
+  std::array<u64, kBlock> block;
   for (std::size_t i = 0; i < out.limbs(); ++i) {
     const u64 q = ring.modulus(i).value();
     const int bits = ring.modulus(i).bits();
     const u64 mask = bits == 64 ? ~u64{0} : (u64{1} << bits) - 1;
     u64* x = out.limb(i);
-    for (std::size_t j = 0; j < ring.n(); ++j) {
-      u64 v;
-      do { v = prng.next_u64() & mask; } while (v >= q);  // rejection keeps it exactly uniform
-      x[j] = v;
+    std::size_t j = 0, used = 0, have = 0;
+    while (j < ring.n()) {
+      if (used == have) {
+        have = std::min(kBlock, ring.n() - j);
+        prng.fill(reinterpret_cast<std::uint8_t*>(block.data()), have * sizeof(u64));
+        used = 0;
+      }
+      const u64 v = block[used++] & mask;
+      if (v < q) x[j++] = v;  // a rejected word is replaced by the next one: exactly uniform
     }
   }
 }

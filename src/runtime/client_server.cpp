@@ -191,8 +191,11 @@ std::pair<SecretKeyFile, EvaluationKeys> generate_keys(const ckks::Context& ctx,
 Server::Server(const std::string& params_path, const std::string& model_path, const std::string& keys_path) {
   ctx_ = std::make_unique<ckks::Context>(read_secure_parameters(params_path));
   enc_ = std::make_unique<ckks::Encoder>(*ctx_);
-  model_ = load_mapped(model_path, [&](std::span<const std::uint8_t> bytes) {
-    return std::make_unique<nn::CompiledPatchCNN>(nn::CompiledPatchCNN::load(*enc_, bytes));
+  // The just-in-time diagonals stay in the mapped file (shared by every process that maps
+  // it, reclaimable), not in a private copy.
+  model_ = load_mapped_in_place(model_path, [&](std::span<const std::uint8_t> bytes,
+                                                const std::shared_ptr<const void>& mapping) {
+    return std::make_unique<nn::CompiledPatchCNN>(nn::CompiledPatchCNN::load(*enc_, bytes, mapping));
   });
   keys_ = std::make_unique<EvaluationKeys>(read_evaluation_keys(keys_path, *ctx_));
   for (const auto& [step, level] : model_->rotation_levels()) {

@@ -4,6 +4,7 @@
 // decoded objects, which would double the peak memory of loading.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 
@@ -25,16 +26,25 @@ class MappedFile {
   std::size_t size_ = 0;
 };
 
-// Maps the file at `path` and decodes it with `decode(bytes)`; SerializationErrors of the
-// decoder come back prefixed with the path.
+// Maps the file at `path` and decodes it with `decode(bytes, mapping)`, where `mapping`
+// keeps the file mapped for as long as a decoded object holds it (objects that use the
+// file's bytes in place); SerializationErrors come back prefixed with the path.
 template <typename Decode>
-auto load_mapped(const std::string& path, Decode&& decode) {
+auto load_mapped_in_place(const std::string& path, Decode&& decode) {
   try {
-    const MappedFile file(path);
-    return decode(file.bytes());
+    const auto file = std::make_shared<const MappedFile>(path);
+    return decode(file->bytes(), std::shared_ptr<const void>(file));
   } catch (const ckks::SerializationError& e) {
     throw ckks::SerializationError(path + ": " + e.what());
   }
+}
+
+// The same for decoders that copy what they keep: the file is unmapped afterwards.
+template <typename Decode>
+auto load_mapped(const std::string& path, Decode&& decode) {
+  return load_mapped_in_place(path, [&](std::span<const std::uint8_t> bytes, const std::shared_ptr<const void>&) {
+    return decode(bytes);
+  });
 }
 
 }  // namespace pfhe::runtime

@@ -92,6 +92,13 @@ TEST(Runtime, ZeroDiagonalBudgetGivesTheSameBytes) {
       nn::CompiledPatchCNN::compile(s.model, s.enc, test::ReducedServer::kLevels, s.ctx.params().default_scale(), 0, 1);
   EXPECT_LT(lean.plaintext_bytes(), s.compiled.plaintext_bytes());
   const auto inputs = s.encrypt_patches(s.images[4]);
+  // Loaded in place (the coefficients viewed in the artefact's bytes, as from a mapped
+  // file): the same artefact and the same outputs.
+  const auto bytes = std::make_shared<const ckks::Bytes>(lean.save());
+  const nn::CompiledPatchCNN in_place = nn::CompiledPatchCNN::load(s.enc, *bytes, bytes);
+  EXPECT_EQ(in_place.save(), *bytes);
+  EXPECT_EQ(serialized(s.ctx, runtime::make_sequential_executor()->run(s.ctx, runtime::backbone_tasks(in_place, s.eval), inputs)),
+            serialized(s.ctx, runtime::make_sequential_executor()->run(s.ctx, runtime::backbone_tasks(lean, s.eval), inputs)));
   EXPECT_EQ(serialized(s.ctx, runtime::make_sequential_executor()->run(s.ctx, runtime::backbone_tasks(lean, s.eval), inputs)),
             serialized(s.ctx, runtime::make_sequential_executor()->run(s.ctx, runtime::backbone_tasks(s.compiled, s.eval),
                                                                        inputs)));
