@@ -21,4 +21,4 @@ for stage in "client_key_generation 0" server_preprocess_model "client_preproces
   /usr/bin/time -f "$stage: wall %e s, peak RSS %M KB" "$build/submission/"$stage
 done
 cat io/single/encrypted_model_predictions.txt io/single/server_reported.json io/single/submission_reported.json
-du -sh io/single/public/eval.keys io/single/public/enc io/single/server/model.pfhc
+du -sh io/single/public_keys io/single/ciphertexts_upload io/single/ciphertexts_download io/single/server/model.pfhc

@@ -39,7 +39,7 @@ python3 -c "import math,sys; v=float('$score'); sys.exit(0 if math.isfinite(v) a
 for report in server_reported.json submission_reported.json provenance.json; do
   python3 -c "import json; json.load(open('io/single/$report'))" || fail "$report is not JSON"
 done
-grep -q '"encrypted_compute"' io/single/server_reported.json || fail "no timing report"
+grep -q "\"Encrypted computation\"" io/single/server_reported.json || fail "no timing report in the harness schema"
 
 # Failures: a missing and a corrupt input file give a clear error, not a crash.
 expect_error() {
@@ -56,6 +56,6 @@ expect_error "test_pairs.h5" stage client_preprocess_input 0
 echo "garbage" > datasets/single/intermediate/test_pairs.h5
 expect_error "not an HDF5 file" stage client_preprocess_input 0
 expect_error "size must be" stage client_postprocess 7
-rm io/single/public/scores.cts
+rm io/single/ciphertexts_download/scores.cts
 expect_error "scores.cts" stage client_decrypt_decode 0
 echo "submission stages: all checks passed (score $score)"
