@@ -4,7 +4,7 @@
 # (threads:1 = one core, threads:2), then tools/plot_scaling.py draws the latency and
 # memory plot. Each grid's artefact and keys are deleted before the next one is built.
 # ~25 minutes, ~24 GB of RAM and ~25 GB of disk on 2 cores; needs python3-matplotlib
-# (scripts/install-deps.sh --with-tooling) for the plot.
+# (scripts/install-deps.sh --with-tooling; Debian's /usr/bin/python3) for the plot.
 #   bench/scaling.sh [WORK_DIR] [PLOT_PNG]   (defaults build/scaling, WORK_DIR/scaling.png)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,4 +28,4 @@ for grid in 2 3 4; do
   rm -f srv/model.pfhc eval.keys
   cd "$work"
 done
-python3 "$root/tools/plot_scaling.py" --out "$plot" cryptofacenet*/bench.json
+/usr/bin/python3 "$root/tools/plot_scaling.py" --out "$plot" cryptofacenet*/bench.json
