@@ -235,13 +235,26 @@ std::unique_ptr<runtime::Executor> make_executor(const std::string& name, std::s
   throw std::invalid_argument("unknown executor '" + name + "' (seq, threads, fork, mpi)");
 }
 
+// The server's task function, printing a line as each lane group finishes, wherever it
+// runs (thread, forked worker or MPI rank: each prints to the inherited stderr), so long
+// runs show progress.
+runtime::TaskFunction with_progress(runtime::TaskFunction tasks, std::size_t groups) {
+  return [tasks = std::move(tasks), groups](std::size_t g, const ckks::Ciphertext& in) {
+    const auto start = Clock::now();
+    ckks::Ciphertext out = tasks(g, in);
+    progress("lane group %zu of %zu done in %.1f s", g + 1, groups, seconds_since(start));
+    return out;
+  };
+}
+
 int run_inference(const InferOptions& o, const runtime::Server& server, runtime::Executor& executor, double load_s) {
   const auto inputs = runtime::read_ciphertexts(o.input, server.context());
   progress("running %zu patch group(s) on the %s executor (%zu workers)", inputs.ciphertexts.size(), executor.name().c_str(),
            executor.workers());
   const auto t = Clock::now();
   runtime::RunStats stats;
-  const runtime::CiphertextFile embedding = server.infer(inputs, executor, &stats);
+  const runtime::CiphertextFile embedding =
+      server.infer(inputs, executor, with_progress(server.tasks(), server.model().groups()), &stats);
   const double infer_s = seconds_since(t);
   runtime::write_ciphertexts(o.out, server.context(), embedding);
   progress("encrypted embedding in %.2f s (backbones %.2f s, serialization/transfer %.3f s) -> %s", infer_s,
@@ -267,7 +280,7 @@ int cmd_infer(InferOptions o, int* argc, char*** argv) {
     const auto t = Clock::now();
     const runtime::Server server(o.params, o.model, o.keys);
     if (mpi.rank() != 0) {
-      runtime::serve_mpi_tasks(mpi, server.context(), server.tasks());
+      runtime::serve_mpi_tasks(mpi, server.context(), with_progress(server.tasks(), server.model().groups()));
       return 0;
     }
     const double load_s = seconds_since(t);

@@ -39,7 +39,10 @@ done
 # Every executor gives the same bytes.
 "$pfhe" infer "${server[@]}" --input alice.cts --out alice.seq.ct --executor seq --json seq.json
 "$pfhe" infer "${server[@]}" --input alice.cts --out alice.threads.ct --executor threads --workers 2
-"$pfhe" infer "${server[@]}" --input alice.cts --out alice.fork.ct --executor fork --workers 3
+"$pfhe" infer "${server[@]}" --input alice.cts --out alice.fork.ct --executor fork --workers 3 2> fork-progress.txt
+for g in 1 2; do  # every lane group reports from its worker
+  grep -q "lane group $g of 2 done" fork-progress.txt || { cat fork-progress.txt; fail "no progress line for group $g"; }
+done
 "$pfhe" infer "${server[@]}" --input alice.cts --out alice.fork8.ct --executor fork --workers 8
 for e in threads fork fork8; do cmp alice.seq.ct alice.$e.ct || fail "$e output differs from sequential"; done
 if [ -n "$mpirun" ]; then
