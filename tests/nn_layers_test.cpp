@@ -275,6 +275,23 @@ TEST(NnLowering, RotatedCopiesSplitTheNextConvolution) {
   expect_packed(scale.apply(h), scaled, rotated);
 }
 
+// Regression: a tensor smaller than its copy count (span 16, 64 copies in a lane) asked
+// for rotated copies, whose rotation step would be zero positions; compiling the
+// reduced demo model failed with "rotated copies need at least 2 replicas dividing the
+// span". Such layouts keep plain copies, and convolutions on them stay exact.
+TEST(NnLowering, TinyTensorsKeepPlainCopies) {
+  const Layout in = with_full_replication(Layout{{4, 2, 2}, 1, 2048});
+  ASSERT_EQ(in.span(), 16u);
+  ASSERT_EQ(in.replicas, 128u);
+  const Conv2d c = random_conv(4, 4, 3, 1, 1, false);
+  const Layout out = with_rotated_replicas(conv_output_layout(c, in));
+  EXPECT_FALSE(out.rotated);
+  const Tensor x = random_tensor(in.shape);
+  EXPECT_LT(max_diff(unpack(lower_conv(c, in, out).apply(pack(x, in)), out), c.forward(x)), 1e-12);
+  const Layout split = with_rotated_replicas(with_full_replication(Layout{{16, 4, 4}, 1, 2048}));
+  EXPECT_TRUE(split.rotated);  // span 256 >= 4 copies
+}
+
 TEST(NnLowering, EncryptedReplicatedConvolution) {
   ckks::Context ctx(test::small_params(11, 2));
   ckks::Encoder enc(ctx);

@@ -11,6 +11,7 @@
 #include "ckks/serialization.h"
 #include "nn/linear_map.h"
 #include "nn/fit.h"
+#include "nn/parameter_choice.h"
 #include "nn/patch_cnn.h"
 #include "nn/synthetic.h"
 #include "nn_test_util.h"
@@ -129,6 +130,24 @@ TEST_P(PatchCnnLanes, EncryptedPipelineMatchesPlaintextAndDecisions) {
 INSTANTIATE_TEST_SUITE_P(Lanes, PatchCnnLanes, ::testing::Values(1, 4));
 
 // Patches fill the lanes of consecutive groups; a last, partial group has zero lanes.
+// Every model the CLI can make lays out at the parameters the CLI would choose (a plan:
+// the full lowering, no encoding). Regression: the reduced demo model failed to compile
+// at N = 2^16 with rotated copies of a tensor smaller than its copy count.
+TEST(PatchCnn, EveryModelKindPlansAtItsSecureParameters) {
+  for (const char* name : {"tiny", "reduced", "cryptofacenet4"}) {
+    const SyntheticKind kind = synthetic_kind(name);
+    const std::size_t side = kind.grid * kind.patch;
+    const PatchCNN model = make_synthetic_patch_cnn(kind.shape, kind.grid, kind.patch, kind.embedding, 3,
+                                                    synthetic_images(8, {3, side, side}, 4));
+    const std::size_t levels = required_levels(model);
+    const ckks::Context ctx(ckks::Parameters::create(choose_parameters(levels)));
+    const ckks::Encoder enc(ctx);
+    const CompiledPatchCNN plan = CompiledPatchCNN::plan(model, enc, levels, ctx.params().default_scale());
+    EXPECT_EQ(plan.patches(), kind.grid * kind.grid) << name;
+    EXPECT_FALSE(plan.rotation_levels().empty()) << name;
+  }
+}
+
 TEST(PatchCnn, PatchGroupsAndLaneLimits) {
   const Layout in = with_full_replication(Layout{{3, 4, 4}, 1, 256, 1, 2});
   std::vector<Tensor> patches;

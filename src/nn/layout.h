@@ -82,7 +82,8 @@ struct Layout {
 
 // The largest replica count that fits (lane slots / span, a power of two when both are).
 Layout with_full_replication(Layout layout);
-// The same layout with rotated copies when it has several (unchanged otherwise).
+// The same layout with rotated copies when it has several and they fit a rotation step
+// of at least one position (replicas <= span); unchanged otherwise.
 Layout with_rotated_replicas(Layout layout);
 
 // Slot vector of one tensor per lane (every replica; lanes without a tensor and unused

@@ -12,7 +12,9 @@ Layout with_full_replication(Layout layout) {
 }
 
 Layout with_rotated_replicas(Layout layout) {
-  layout.rotated = layout.replicas > 1;
+  // A rotation step is span / replicas positions: it needs at least two copies and no
+  // more copies than positions (tiny tensors in a large lane keep plain copies).
+  layout.rotated = layout.replicas > 1 && layout.span() % layout.replicas == 0;
   layout.validate();
   return layout;
 }
