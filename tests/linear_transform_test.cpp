@@ -1,6 +1,8 @@
 // BSGS linear transforms against a float64 matrix-vector product.
 #include <gtest/gtest.h>
 
+#include <cstring>
+#include <memory>
 #include <random>
 
 #include "ckks/encryptor.h"
@@ -114,4 +116,32 @@ TEST(LinearTransform, JustInTimeStorageGivesIdenticalResults) {
   EXPECT_EQ(jit.plaintext_bytes(), encoded.plaintext_bytes());
   const Ciphertext c = jit.apply(eval, in);
   EXPECT_TRUE(std::equal(a.polys[0].words().begin(), a.polys[0].words().end(), c.polys[0].words().begin()));
+}
+
+// Regression (found by fuzz_loaders, input kept in tests/fuzz/regressions/): a stored
+// log2 slot count of 255 was used as a shift before any range check (undefined
+// behaviour). Out-of-range counts are a SerializationError, and a valid transform still
+// round-trips, copied and in place.
+TEST(LinearTransform, LoadRejectsOutOfRangeSlotExponent) {
+  Context ctx(test::small_params(10, 2));
+  Encoder enc(ctx);
+  Diagonals d;
+  d[0] = std::vector<std::complex<double>>(16, 0.5);
+  d[3] = std::vector<std::complex<double>>(16, -0.25);
+  const LinearTransform lt(enc, d, 16, 1, 0, 0, DiagonalStorage::kJustInTime);
+  ByteWriter w;
+  lt.save(w);
+  const auto good = std::make_shared<const Bytes>(w.bytes());
+  ByteReader copied(*good), in_place(*good);
+  EXPECT_EQ(LinearTransform::load(enc, copied).diagonal_count(), 2u);
+  EXPECT_EQ(LinearTransform::load(enc, in_place, good).diagonal_count(), 2u);
+  // Header: slots, level, baby steps (u64), scale (f64), count (u64); per diagonal: giant,
+  // baby (i64), kind (u8), scale (f64), then the i32 log2 slot count.
+  const std::size_t log_slots_at = 5 * 8 + 2 * 8 + 1 + 8;
+  for (const std::int32_t bad : {255, 63, 64, -1, 5}) {
+    Bytes damaged = *good;
+    std::memcpy(damaged.data() + log_slots_at, &bad, sizeof bad);
+    ByteReader r(damaged);
+    EXPECT_THROW(LinearTransform::load(enc, r), SerializationError) << bad;
+  }
 }

@@ -257,7 +257,8 @@ LinearTransform LinearTransform::load(const Encoder& encoder, ByteReader& r, con
       term.coefficients.scale = r.get<double>(what);
       term.coefficients.log_slots = r.get<std::int32_t>(what);
       const std::size_t n = r.get_count(what, ctx.n());
-      if (n != 2 * lt.slots_ || term.coefficients.log_slots < 0 ||
+      // log_slots is range-checked before it is used as a shift (a stored 255 was UB).
+      if (n != 2 * lt.slots_ || term.coefficients.log_slots < 0 || term.coefficients.log_slots >= 63 ||
           (std::size_t{1} << term.coefficients.log_slots) != lt.slots_ || !(term.coefficients.scale > 0))
         throw SerializationError("linear transform: malformed diagonal coefficients");
       r.align(sizeof(std::int64_t), what);

@@ -1,14 +1,17 @@
 // libFuzzer target for every loader: the CKKS binary format (docs/FORMAT.md), model files
-// (docs/MODEL_FORMAT.md), compiled models, bundle files and the client spec (JSON). Built with
+// (docs/MODEL_FORMAT.md), compiled models and their linear transforms, bundle files and
+// the client spec (JSON). Built with
 // -DPFHE_BUILD_FUZZ=ON and clang; see docs/FUZZING.md for the corpus and how long it ran.
 // Every input must either load or raise SerializationError / ModelFormatError (or
 // invalid_argument from the client spec parser): any crash,
 // sanitizer report or other exception is a bug.
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 
 #include "ckks/encoder.h"
+#include "ckks/linear_transform.h"
 #include "ckks/serialization.h"
 #include "nn/model_file.h"
 #include "nn/patch_cnn.h"
@@ -45,6 +48,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   try { pfhe::nn::load_model(bytes); } catch (const pfhe::nn::ModelFormatError&) {}
   static const Encoder encoder(ctx);
   try { pfhe::nn::CompiledPatchCNN::load(encoder, bytes); } catch (const SerializationError&) {}
+  // A compiled model's layers cannot be reached through the fingerprint check of the test
+  // parameters above (no backbone fits two levels), so its linear transforms are loaded
+  // directly too, copied and in place (the input is the backing).
+  try {
+    ByteReader r(bytes);
+    LinearTransform::load(encoder, r);
+  } catch (const SerializationError&) {}
+  try {
+    const auto backing = std::make_shared<const std::vector<std::uint8_t>>(bytes.begin(), bytes.end());
+    ByteReader r(*backing);
+    LinearTransform::load(encoder, r, backing);
+  } catch (const SerializationError&) {}
   try { pfhe::runtime::load_bundle(bytes); } catch (const SerializationError&) {}
   try {
     pfhe::runtime::ClientSpec::from_json(std::string(reinterpret_cast<const char*>(data), size));

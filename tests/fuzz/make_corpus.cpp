@@ -6,6 +6,7 @@
 #include "ckks/encoder.h"
 #include "ckks/encryptor.h"
 #include "ckks/keygen.h"
+#include "ckks/linear_transform.h"
 #include "ckks/serialization.h"
 #include "nn/model_file.h"
 #include "nn/patch_cnn.h"
@@ -46,6 +47,15 @@ int main(int argc, char** argv) {
   shape.blocks = {{2, 1}};
   const auto model = pfhe::nn::make_synthetic_patch_cnn(shape, 1, 4, 2, 1, pfhe::nn::synthetic_images(128, {3, 4, 4}, 2));
   write_file(dir + "/model", pfhe::nn::save_model(model));
+  // Linear transforms (the bulk of a compiled model), one with encoded diagonals and one
+  // with just-in-time coefficients (8-aligned arrays behind zero padding).
+  Diagonals diagonals;
+  for (const long k : {0L, 1L, 5L}) diagonals[k] = std::vector<std::complex<double>>(32, {0.25 * static_cast<double>(k + 1), 0.0});
+  for (const auto storage : {DiagonalStorage::kEncoded, DiagonalStorage::kJustInTime}) {
+    ByteWriter w;
+    LinearTransform(enc, diagonals, 32, 1, 0, 0, storage).save(w);
+    write_file(dir + (storage == DiagonalStorage::kEncoded ? "/transform_encoded" : "/transform_jit"), w.bytes());
+  }
   write_file(dir + "/bundle", pfhe::runtime::save_bundle({7, {save(ctx, encryptor.encrypt(pt)), save(ctx, pt)}}));
   // A client spec of the same shape as the CLI writes (JSON text).
   pfhe::runtime::ClientSpec client;
