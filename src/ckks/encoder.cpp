@@ -99,16 +99,16 @@ namespace {
 // Scaled, rounded coefficients of an already transformed slot vector.
 Encoder::RoundedCoefficients round_transformed(const std::vector<std::complex<double>>& v, double scale) {
   const std::size_t slots = v.size();
-  auto values = std::make_shared<std::vector<std::int64_t>>(2 * slots);
+  std::vector<std::int64_t> values(2 * slots);
   constexpr double kLimit = 4.611686018427387904e18;  // 2^62
   for (std::size_t i = 0; i < slots; ++i) {
     const double re = std::nearbyint(v[i].real() * scale), im = std::nearbyint(v[i].imag() * scale);
     if (!(std::fabs(re) < kLimit) || !(std::fabs(im) < kLimit))
       throw std::invalid_argument("encode: scaled value reaches 2^62 (lower the scale or the values)");
-    (*values)[i] = static_cast<std::int64_t>(re);
-    (*values)[i + slots] = static_cast<std::int64_t>(im);
+    values[i] = static_cast<std::int64_t>(re);
+    values[i + slots] = static_cast<std::int64_t>(im);
   }
-  return {*values, values, scale, __builtin_ctzll(slots)};
+  return Encoder::RoundedCoefficients::owning(std::move(values), scale, __builtin_ctzll(slots));
 }
 }  // namespace
 

@@ -34,6 +34,11 @@ class Encoder {
     std::shared_ptr<const void> owner;
     double scale = 1;
     int log_slots = 0;
+    // Coefficients that own their buffer.
+    static RoundedCoefficients owning(std::vector<std::int64_t> values, double scale, int log_slots) {
+      auto buffer = std::make_shared<const std::vector<std::int64_t>>(std::move(values));
+      return {*buffer, buffer, scale, log_slots};
+    }
   };
   RoundedCoefficients round_coefficients(std::span<const std::complex<double>> values, double scale) const;
   // The level-dependent half: reduce modulo each prime of the level and transform.

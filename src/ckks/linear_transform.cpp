@@ -123,23 +123,26 @@ std::size_t LinearTransform::diagonal_count() const {
   return c;
 }
 
-std::size_t LinearTransform::baby_rotations() const {
+std::vector<long> LinearTransform::baby_steps_used() const {
   std::set<long> babies;
   for (const auto& [g, row] : terms_)
-    for (const auto& [b, term] : row)
-      if (b != 0) babies.insert(b);
-  return babies.size();
+    for (const auto& [b, term] : row) babies.insert(b);
+  return {babies.begin(), babies.end()};
+}
+
+std::size_t LinearTransform::baby_rotations() const {
+  const std::vector<long> babies = baby_steps_used();
+  return babies.size() - (!babies.empty() && babies.front() == 0 ? 1 : 0);
 }
 
 std::size_t LinearTransform::giant_rotations() const { return terms_.size() - terms_.count(0); }
 
 std::vector<long> LinearTransform::rotation_steps() const {
   std::set<long> steps;
-  for (const auto& [g, row] : terms_) {
+  for (const long b : baby_steps_used())
+    if (b != 0) steps.insert(b);
+  for (const auto& [g, row] : terms_)
     if (g != 0) steps.insert(g);
-    for (const auto& [b, pt] : row)
-      if (b != 0) steps.insert(b);
-  }
   return {steps.begin(), steps.end()};
 }
 
@@ -175,10 +178,7 @@ Ciphertext LinearTransform::apply(const Evaluator& eval, const Ciphertext& input
   if (input.slots() != slots_)
     throw std::invalid_argument("linear transform for " + std::to_string(slots_) + " slots, input has " +
                                 std::to_string(input.slots()));
-  std::set<long> baby_set;
-  for (const auto& [g, row] : terms_)
-    for (const auto& [b, term] : row) baby_set.insert(b);
-  const std::vector<long> babies(baby_set.begin(), baby_set.end());
+  const std::vector<long> babies = baby_steps_used();
   const std::vector<Ciphertext> rotated = eval.rotate_hoisted(input, babies);
   std::map<long, const Ciphertext*> by_step;
   for (std::size_t i = 0; i < babies.size(); ++i) by_step[babies[i]] = &rotated[i];
@@ -268,10 +268,10 @@ LinearTransform LinearTransform::load(const Encoder& encoder, ByteReader& r, con
         term.coefficients.values = {reinterpret_cast<const std::int64_t*>(bytes.data()), n};
         term.coefficients.owner = backing;
       } else {
-        auto copy = std::make_shared<std::vector<std::int64_t>>(n);
-        std::memcpy(copy->data(), bytes.data(), bytes.size());
-        term.coefficients.values = *copy;
-        term.coefficients.owner = std::move(copy);
+        std::vector<std::int64_t> copy(n);
+        std::memcpy(copy.data(), bytes.data(), bytes.size());
+        term.coefficients = Encoder::RoundedCoefficients::owning(std::move(copy), term.coefficients.scale,
+                                                                 term.coefficients.log_slots);
       }
       constexpr std::int64_t kLimit = std::int64_t{1} << 62;  // what round_coefficients produces
       for (const std::int64_t v : term.coefficients.values)

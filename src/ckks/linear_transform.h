@@ -81,6 +81,9 @@ class LinearTransform {
     std::optional<Plaintext> encoded;              // kEncoded
     Encoder::RoundedCoefficients coefficients;     // kJustInTime: only reduction + NTT left
   };
+  // The baby steps the diagonals use, sorted, 0 included when present (one hoisted
+  // rotation each in apply(), the identity for 0).
+  std::vector<long> baby_steps_used() const;
   const Encoder* encoder_;
   std::size_t slots_, level_, baby_steps_;
   double diagonal_scale_;
