@@ -89,6 +89,18 @@ TEST(NnLayers, ConvPoolLinearShapesAndValues) {
   EXPECT_NEAR(b.at(1, 2, 3), bn.gamma[1] * (x.at(1, 2, 3) - bn.mean[1]) / std::sqrt(bn.var[1] + bn.eps) + bn.beta[1], 1e-12);
 }
 
+// Regression: the adaptive pool took its block width from the input height, so a
+// non-square input (4 x 8 -> 2 x 2) averaged 2 x 2 blocks instead of 2 x 4.
+TEST(NnLayers, AdaptivePoolOfNonSquareInputAveragesWholeBlocks) {
+  const Tensor x = random_tensor({1, 4, 8});
+  const Tensor p = AdaptiveAvgPool2d{2}.forward(x);
+  ASSERT_EQ(p.shape, (Shape{1, 2, 2}));
+  double block = 0;
+  for (std::size_t y = 2; y < 4; ++y)
+    for (std::size_t c = 4; c < 8; ++c) block += x.at(0, y, c);
+  EXPECT_NEAR(p.at(0, 1, 1), block / 8, 1e-12);
+}
+
 TEST(NnLayout, MultiplexedSlotsAreDistinctAndInRange) {
   const Layout l{{8, 4, 4}, 2, 256};
   l.validate();

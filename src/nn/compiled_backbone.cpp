@@ -14,44 +14,12 @@ namespace pfhe::nn {
 
 namespace {
 
-double prime_at(const ckks::Context& ctx, std::size_t level) {
-  return static_cast<double>(ctx.ring_q().modulus(level).value());
-}
-
-void check_close(double got, double want, const char* what) {
-  if (std::fabs(got - want) > 1e-9 * want)
-    throw std::logic_error(std::string(what) + ": ciphertext scale differs from the compiled scale");
-}
-
-// Every step consumes one level; level 0 has none left.
-void require_level(std::size_t level) {
-  if (level == 0) throw std::invalid_argument("compile: the model is deeper than the available levels");
-}
-
-// A transform from (level, in_scale) landing exactly on (level - 1, target_scale).
-CompiledLinear make_linear(const ckks::Encoder& enc, Compilation mode, const SlotLinearMap& map, const Layout& in,
-                           const Layout& out, std::size_t level, double in_scale, double target_scale) {
-  require_level(level);
-  const double diagonal_scale = prime_at(enc.context(), level) * target_scale / in_scale;
-  if (mode == Compilation::kPlanOnly)
-    return {level, target_scale, ckks::LinearTransform::plan(enc, map.diagonal_indices(), in.slots, level, diagonal_scale),
-            std::nullopt, in, out, map.post_sum_steps};
-  CompiledLinear c{level, target_scale,
-                   ckks::LinearTransform(enc, map.diagonals(), in.slots, level, 0, diagonal_scale,
-                                         ckks::DiagonalStorage::kJustInTime),
-                   std::nullopt, in, out, map.post_sum_steps};
-  if (std::any_of(map.bias.begin(), map.bias.end(), [](double b) { return b != 0.0; }))
-    c.bias = enc.encode(map.bias, level - 1, target_scale);
-  return c;
-}
-
 // Per lane: HerPN as w2 * (x (x + a1) + a0); returns the compiled factored part (every
 // lane's a1, a0 side by side) and w2 per lane and channel.
 using LaneScales = std::vector<std::vector<double>>;
 
-CompiledQuadratic make_quadratic(const ckks::Encoder& enc, const std::vector<const HerPN*>& herpns, const Layout& layout,
-                                 std::size_t level, double scale, LaneScales& w2) {
-  require_level(level);
+CompiledQuadratic make_herpn(const ckks::Encoder& enc, const std::vector<const HerPN*>& herpns, const Layout& layout,
+                             std::size_t level, double scale, LaneScales& w2) {
   std::vector<Tensor> a1, a0;
   w2.clear();
   const std::size_t plane = layout.shape.height * layout.shape.width;
@@ -69,9 +37,7 @@ CompiledQuadratic make_quadratic(const ckks::Encoder& enc, const std::vector<con
     }
     w2.push_back(q.w2);
   }
-  const double output_scale = scale * scale / prime_at(enc.context(), level);
-  return CompiledQuadratic{level, scale, output_scale, enc.encode(pack_lanes(a1, layout), level, scale),
-                           enc.encode(pack_lanes(a0, layout), level - 1, output_scale)};
+  return make_quadratic(enc, a1, a0, layout, level, scale);
 }
 
 // conv(w2 (.) x): the input-channel scaling folded into the weights.
@@ -130,34 +96,6 @@ Linear pool_head_linear(const Shape& in, std::size_t pool, const std::vector<dou
 }
 
 }  // namespace
-
-ckks::Ciphertext CompiledLinear::apply(const ckks::Evaluator& eval, const ckks::Ciphertext& x) const {
-  if (x.level() < input_level)
-    throw std::invalid_argument("compiled linear layer expects level " + std::to_string(input_level) + ", input at " +
-                                std::to_string(x.level()));
-  ckks::Ciphertext in = x;
-  eval.drop_to_level_inplace(in, input_level);
-  ckks::Ciphertext y = transform.apply(eval, in);
-  eval.rescale_inplace(y);
-  check_close(y.scale, output_scale, "compiled linear layer");
-  y.scale = output_scale;
-  for (long step : post_sum_steps) eval.add_inplace(y, eval.rotate(y, step));
-  if (bias) eval.add_plain_inplace(y, *bias);
-  return y;
-}
-
-ckks::Ciphertext CompiledQuadratic::apply(const ckks::Evaluator& eval, const ckks::Ciphertext& x) const {
-  if (x.level() != input_level) throw std::invalid_argument("compiled HerPN: input level mismatch");
-  check_close(x.scale, input_scale, "compiled HerPN");
-  ckks::Ciphertext shifted = x;
-  eval.add_plain_inplace(shifted, a1);
-  ckks::Ciphertext y = eval.multiply_relin(x, shifted);
-  eval.rescale_inplace(y);
-  check_close(y.scale, output_scale, "compiled HerPN");
-  y.scale = output_scale;
-  eval.add_plain_inplace(y, a0);
-  return y;
-}
 
 template <typename Self>
 auto CompiledBackbone::linear_layers_of(Self& self) {
@@ -225,7 +163,7 @@ CompiledBackbone CompiledBackbone::compile(const std::vector<const Backbone*>& m
   LaneScales w2;
   for (std::size_t bi = 0; bi < models.front()->blocks.size(); ++bi) {
     const auto block = [&](std::size_t l) -> const HerPNConvBlock& { return models[l]->blocks[bi]; };
-    CompiledQuadratic h1 = make_quadratic(
+    CompiledQuadratic h1 = make_herpn(
         enc, per_lane(models, [&](const Backbone&, std::size_t l) { return &block(l).herpn1; }), layout, level, scale, w2);
     const Layout z_layout = layout;
     const std::size_t z_level = level - 1;
@@ -242,7 +180,7 @@ CompiledBackbone CompiledBackbone::compile(const std::vector<const Backbone*>& m
     Layout h_layout = conv_output_layout(conv1.front(), z_layout);
     if (conv1.front().stride == 1 || z_layout.replicas > 1) h_layout = with_rotated_replicas(h_layout);
     CompiledLinear c1 = make_linear(enc, mode, lower_conv(conv1, z_layout, h_layout), z_layout, h_layout, z_level, z_scale, scale);
-    CompiledQuadratic h2 = make_quadratic(
+    CompiledQuadratic h2 = make_herpn(
         enc, per_lane(models, [&](const Backbone&, std::size_t l) { return &block(l).herpn2; }), h_layout, z_level - 1,
         scale, w2);
     const auto conv2 = per_lane(models, [&](const Backbone&, std::size_t l) { return fold_input_scale(block(l).conv2, w2[l]); });
@@ -270,7 +208,7 @@ CompiledBackbone CompiledBackbone::compile(const std::vector<const Backbone*>& m
     layout = m_layout;
     level = z_level - 3;
   }
-  cb.pool_herpn_ = make_quadratic(
+  cb.pool_herpn_ = make_herpn(
       enc, per_lane(models, [](const Backbone& m, std::size_t) { return &m.pool_herpn; }), layout, level, scale, w2);
   const auto fused = per_lane(models, [&](const Backbone& m, std::size_t l) {
     return pool_head_linear(layout.shape, m.pool_size, w2[l], m.bn1d, heads.empty() ? nullptr : heads[l]);
@@ -279,18 +217,8 @@ CompiledBackbone CompiledBackbone::compile(const std::vector<const Backbone*>& m
   cb.pool_head_ = make_linear(enc, mode, lower_linear(fused, layout, head_layout), layout, head_layout, level - 1,
                               cb.pool_herpn_->output_scale, scale);
   if (mode == Compilation::kPlanOnly) return cb;
-  // Pre-encode within the budget, lowest level (fewest limbs per diagonal) first.
   auto layers = linear_layers_of(cb);
-  std::stable_sort(layers.begin(), layers.end(),
-                   [](const CompiledLinear* a, const CompiledLinear* b) { return a->input_level < b->input_level; });
-  std::size_t used = 0;
-  for (CompiledLinear* l : layers) {
-    const std::size_t bytes =
-        ckks::LinearTransform::encoded_bytes(enc.context(), l->transform.diagonal_count(), l->input_level);
-    if (bytes > plaintext_budget - used) break;
-    l->transform.encode_all();
-    used += bytes;
-  }
+  pre_encode_within_budget(enc.context(), {layers.begin(), layers.end()}, plaintext_budget);
   return cb;
 }
 
@@ -301,12 +229,8 @@ double CompiledBackbone::input_scale() const {
 }
 
 std::map<long, std::size_t> CompiledBackbone::rotation_levels() const {
-  std::map<long, std::size_t> levels;
-  for (const CompiledLinear* l : linear_layers_of(*this)) {
-    for (long step : l->transform.rotation_steps()) levels[step] = std::max(levels[step], l->input_level);
-    for (long step : l->post_sum_steps) levels[step] = std::max(levels[step], l->input_level - 1);
-  }
-  return levels;
+  const auto layers = linear_layers_of(*this);
+  return nn::rotation_levels({layers.begin(), layers.end()});
 }
 
 std::size_t CompiledBackbone::plaintext_bytes() const {
@@ -347,111 +271,20 @@ ckks::Ciphertext CompiledBackbone::run(const ckks::Evaluator& eval, const ckks::
   return step("pool+head", *pool_head_, step("pool.herpn", *pool_herpn_, x));
 }
 
-namespace {
-
-void put_layout(ckks::ByteWriter& w, const Layout& l) {
-  for (std::size_t v : {l.shape.channels, l.shape.height, l.shape.width, l.gap, l.slots, l.replicas, l.lanes})
-    w.put<std::uint64_t>(v);
-  w.put<std::uint8_t>(l.rotated ? 1 : 0);
-}
-
-Layout get_layout(ckks::ByteReader& r, std::size_t slots) {
-  const char* what = "compiled layer layout";
-  Layout l;
-  l.shape.channels = r.get_count(what, slots);
-  l.shape.height = r.get_count(what, slots);
-  l.shape.width = r.get_count(what, slots);
-  l.gap = r.get_count(what, slots);
-  l.slots = r.get_count(what, slots);
-  l.replicas = r.get_count(what, slots);
-  l.lanes = r.get_count(what, slots);
-  const auto rotated = r.get<std::uint8_t>(what);
-  if (rotated > 1) throw ckks::SerializationError("compiled layer layout: invalid rotated-copies flag");
-  l.rotated = rotated == 1;
-  if (l.slots != slots) throw ckks::SerializationError("compiled layer layout: slot count mismatch");
-  try {
-    l.validate();
-  } catch (const std::invalid_argument& e) {
-    throw ckks::SerializationError(std::string("compiled layer layout: ") + e.what());
-  }
-  return l;
-}
-
-void put_linear(ckks::ByteWriter& w, const ckks::Context& ctx, const CompiledLinear& l) {
-  w.put<std::uint64_t>(l.input_level);
-  w.put<double>(l.output_scale);
-  l.transform.save(w);
-  w.put<std::uint8_t>(l.bias ? 1 : 0);
-  if (l.bias) w.put_blob(ckks::save(ctx, *l.bias));
-  put_layout(w, l.in);
-  put_layout(w, l.out);
-  w.put<std::uint64_t>(l.post_sum_steps.size());
-  for (long step : l.post_sum_steps) w.put<std::int64_t>(step);
-}
-
-CompiledLinear get_linear(const ckks::Encoder& enc, ckks::ByteReader& r, const std::shared_ptr<const void>& backing) {
-  const ckks::Context& ctx = enc.context();
-  const char* what = "compiled linear layer";
-  const std::size_t level = r.get_count(what, ctx.max_level());
-  const double scale = r.get<double>(what);
-  if (level == 0 || !(scale > 0) || !std::isfinite(scale)) throw ckks::SerializationError("compiled linear layer: bad level or scale");
-  ckks::LinearTransform lt = ckks::LinearTransform::load(enc, r, backing);
-  if (lt.level() != level) throw ckks::SerializationError("compiled linear layer: transform level mismatch");
-  std::optional<ckks::Plaintext> bias;
-  const auto has_bias = r.get<std::uint8_t>(what);
-  if (has_bias > 1) throw ckks::SerializationError("compiled linear layer: bad bias flag");
-  if (has_bias) {
-    bias = ckks::load_plaintext(ctx, r.get_blob(what));
-    if (bias->level() != level - 1) throw ckks::SerializationError("compiled linear layer: bias level mismatch");
-  }
-  const Layout in = get_layout(r, ctx.n() / 2), out = get_layout(r, ctx.n() / 2);
-  std::vector<long> steps(r.get_count(what, 64));
-  for (long& step : steps) {
-    step = r.get<std::int64_t>(what);
-    if (step <= 0 || step >= static_cast<long>(ctx.n() / 2))
-      throw ckks::SerializationError("compiled linear layer: rotate-and-sum step out of range");
-  }
-  return CompiledLinear{level, scale, std::move(lt), std::move(bias), in, out, std::move(steps)};
-}
-
-void put_quadratic(ckks::ByteWriter& w, const ckks::Context& ctx, const CompiledQuadratic& q) {
-  w.put<std::uint64_t>(q.input_level);
-  w.put<double>(q.input_scale);
-  w.put<double>(q.output_scale);
-  w.put_blob(ckks::save(ctx, q.a1));
-  w.put_blob(ckks::save(ctx, q.a0));
-}
-
-CompiledQuadratic get_quadratic(const ckks::Context& ctx, ckks::ByteReader& r) {
-  const char* what = "compiled HerPN";
-  CompiledQuadratic q;
-  q.input_level = r.get_count(what, ctx.max_level());
-  q.input_scale = r.get<double>(what);
-  q.output_scale = r.get<double>(what);
-  q.a1 = ckks::load_plaintext(ctx, r.get_blob(what));
-  q.a0 = ckks::load_plaintext(ctx, r.get_blob(what));
-  if (q.input_level == 0 || q.a1.level() != q.input_level || q.a0.level() != q.input_level - 1 ||
-      !(q.input_scale > 0) || !(q.output_scale > 0))
-    throw ckks::SerializationError("compiled HerPN: inconsistent levels or scales");
-  return q;
-}
-
-}  // namespace
-
 void CompiledBackbone::save(ckks::ByteWriter& w) const {
   const ckks::Context& ctx = conv0_->transform.encoder_context();
   w.reserve_more(plaintext_bytes() + (std::size_t{1} << 24));
-  put_linear(w, ctx, *conv0_);
+  save_linear(w, ctx, *conv0_);
   w.put<std::uint64_t>(blocks_.size());
   for (const auto& b : blocks_) {
-    put_quadratic(w, ctx, b.herpn1);
-    put_linear(w, ctx, b.conv1);
-    put_quadratic(w, ctx, b.herpn2);
-    put_linear(w, ctx, b.conv2);
-    put_linear(w, ctx, b.shortcut);
+    save_quadratic(w, ctx, b.herpn1);
+    save_linear(w, ctx, b.conv1);
+    save_quadratic(w, ctx, b.herpn2);
+    save_linear(w, ctx, b.conv2);
+    save_linear(w, ctx, b.shortcut);
   }
-  put_quadratic(w, ctx, *pool_herpn_);
-  put_linear(w, ctx, *pool_head_);
+  save_quadratic(w, ctx, *pool_herpn_);
+  save_linear(w, ctx, *pool_head_);
   w.align(8);  // the next group starts 8-aligned too (coefficients are read in place)
 }
 
@@ -459,18 +292,18 @@ CompiledBackbone CompiledBackbone::load(const ckks::Encoder& enc, ckks::ByteRead
                                         const std::shared_ptr<const void>& backing) {
   const ckks::Context& ctx = enc.context();
   CompiledBackbone cb;
-  cb.conv0_ = get_linear(enc, r, backing);
+  cb.conv0_ = load_linear(enc, r, backing);
   const std::size_t blocks = r.get_count("compiled backbone", 64);
   for (std::size_t i = 0; i < blocks; ++i) {
-    CompiledQuadratic h1 = get_quadratic(ctx, r);
-    CompiledLinear c1 = get_linear(enc, r, backing);
-    CompiledQuadratic h2 = get_quadratic(ctx, r);
-    CompiledLinear c2 = get_linear(enc, r, backing);
-    CompiledLinear s = get_linear(enc, r, backing);
+    CompiledQuadratic h1 = load_quadratic(ctx, r);
+    CompiledLinear c1 = load_linear(enc, r, backing);
+    CompiledQuadratic h2 = load_quadratic(ctx, r);
+    CompiledLinear c2 = load_linear(enc, r, backing);
+    CompiledLinear s = load_linear(enc, r, backing);
     cb.blocks_.push_back({std::move(h1), std::move(c1), std::move(h2), std::move(c2), std::move(s)});
   }
-  cb.pool_herpn_ = get_quadratic(ctx, r);
-  cb.pool_head_ = get_linear(enc, r, backing);
+  cb.pool_herpn_ = load_quadratic(ctx, r);
+  cb.pool_head_ = load_linear(enc, r, backing);
   r.align(8, "compiled backbone");
   return cb;
 }

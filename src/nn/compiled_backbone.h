@@ -17,35 +17,10 @@
 #include "ckks/evaluator.h"
 #include "ckks/linear_transform.h"
 #include "nn/backbone.h"
+#include "nn/compiled_layers.h"
 #include "nn/layout.h"
 
 namespace pfhe::nn {
-
-// kPlanOnly lowers every layer but keeps only which diagonals each transform has: the
-// rotation keys and layouts a client needs, in a fraction of the time, and nothing that
-// can be evaluated or saved.
-enum class Compilation { kFull, kPlanOnly };
-
-struct CompiledLinear {
-  std::size_t input_level = 0;
-  double output_scale = 0;
-  ckks::LinearTransform transform;
-  std::optional<ckks::Plaintext> bias;
-  Layout in, out;
-  std::vector<long> post_sum_steps;  // rotate-and-sum after rescaling (SlotLinearMap)
-
-  // Drops x to input_level, applies the transform, rescales, rotates and sums, adds the bias.
-  ckks::Ciphertext apply(const ckks::Evaluator& eval, const ckks::Ciphertext& x) const;
-};
-
-// u = x (x + a1) + a0 per channel (= HerPN(x) / w2).
-struct CompiledQuadratic {
-  std::size_t input_level = 0;
-  double input_scale = 0, output_scale = 0;
-  ckks::Plaintext a1, a0;
-
-  ckks::Ciphertext apply(const ckks::Evaluator& eval, const ckks::Ciphertext& x) const;
-};
 
 struct CompiledBlock {
   CompiledQuadratic herpn1;

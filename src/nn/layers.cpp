@@ -172,9 +172,20 @@ Shape AdaptiveAvgPool2d::output_shape(const Shape& in) const {
 }
 
 Tensor AdaptiveAvgPool2d::forward(const Tensor& x) const {
-  const Shape out = output_shape(x.shape);
-  const AvgPool2d pool{x.shape.height / out.height, x.shape.height / out.height};
-  return pool.forward(x);
+  // Blocks of bh x bw: rows and columns divide separately (a non-square input has
+  // non-square blocks).
+  Tensor y(output_shape(x.shape));
+  const std::size_t bh = x.shape.height / output_size, bw = x.shape.width / output_size;
+  const double inv = 1.0 / static_cast<double>(bh * bw);
+  for (std::size_t c = 0; c < y.shape.channels; ++c)
+    for (std::size_t i = 0; i < output_size; ++i)
+      for (std::size_t j = 0; j < output_size; ++j) {
+        double acc = 0;
+        for (std::size_t dy = 0; dy < bh; ++dy)
+          for (std::size_t dx = 0; dx < bw; ++dx) acc += x.at(c, i * bh + dy, j * bw + dx);
+        y.at(c, i, j) = acc * inv;
+      }
+  return y;
 }
 
 void Linear::validate() const {

@@ -38,6 +38,8 @@ struct Layout {
   std::size_t lanes = 1;
   bool rotated = false;  // copies rotated against each other (see above)
 
+  bool operator==(const Layout&) const = default;
+
   std::size_t lane_slots() const { return slots / lanes; }
   std::size_t grid_height() const { return shape.height * gap; }
   std::size_t grid_width() const { return shape.width * gap; }

@@ -260,6 +260,21 @@ SlotLinearMap lower_linear(const std::vector<Linear>& per_lane, const Layout& in
   return replicate(std::move(entries), bias, in, out);
 }
 
+SlotLinearMap lower_elementwise(const std::vector<double>& weights, const Layout& in, const Layout& out) {
+  check_pair(in, out, "lower_elementwise");
+  if (in.lanes != 1 || out.lanes != 1) throw std::invalid_argument("lower_elementwise: one lane only");
+  if (in.shape.size() != out.shape.size() || weights.size() != in.shape.size())
+    throw std::invalid_argument("lower_elementwise: element counts differ");
+  const auto slot_of = [](const Layout& l, std::size_t e) {
+    const std::size_t plane = l.shape.height * l.shape.width;
+    return l.slot(e / plane, (e % plane) / l.shape.width, e % l.shape.width);
+  };
+  std::vector<SlotLinearMap::Entry> entries;
+  for (std::size_t e = 0; e < weights.size(); ++e)
+    if (weights[e] != 0.0) entries.push_back({slot_of(out, e), slot_of(in, e), weights[e]});
+  return replicate(std::move(entries), {}, in, out);
+}
+
 SlotLinearMap lower_channel_affine(const std::vector<ChannelAffine>& per_lane, const Layout& layout) {
   layout.validate();
   check_lanes(per_lane.size(), layout, layout, false, "lower_channel_affine");

@@ -54,6 +54,11 @@ inline SlotLinearMap lower_linear(const Linear& linear, const Layout& in, const 
   return lower_linear(std::vector<Linear>{linear}, in, out);
 }
 
+// y = w (.) x element by element between two layouts of tensors with the same element
+// count (one lane): element e (channel-major index) of `in` goes to element e of `out`, so
+// a flattened tensor and its (C, H, W) original are interchangeable.
+SlotLinearMap lower_elementwise(const std::vector<double>& weights, const Layout& in, const Layout& out);
+
 // Per-channel affine y = scale_c x + shift_c (folded BatchNorm) as a diagonal map; one
 // (scale, shift) pair per lane.
 struct ChannelAffine {

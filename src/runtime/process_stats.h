@@ -20,4 +20,19 @@ inline double peak_rss_gb() {
   return static_cast<double>(usage.ru_maxrss) / (1024.0 * 1024.0);
 }
 
+// User and system CPU seconds of this process so far (getrusage). System time is the
+// kernel's share (page faults, mapping), which a benchmark reports to show what memory
+// traffic costs.
+struct CpuSeconds {
+  double user = 0;
+  double system = 0;
+};
+
+inline CpuSeconds cpu_seconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  const auto to_s = [](const timeval& t) { return static_cast<double>(t.tv_sec) + 1e-6 * static_cast<double>(t.tv_usec); };
+  return {to_s(usage.ru_utime), to_s(usage.ru_stime)};
+}
+
 }  // namespace pfhe::runtime

@@ -1,0 +1,503 @@
+#include "nn/compiled_graph.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "ckks/serialization.h"
+
+namespace pfhe::nn {
+
+namespace {
+
+constexpr char kGraphMagic[4] = {'P', 'F', 'H', 'G'};
+constexpr std::uint32_t kGraphVersion = 1;
+
+template <class... F>
+struct Overloaded : F... {
+  using F::operator()...;
+};
+
+// Compile-time state of one graph node's output: value = multiplier (.) stored, where
+// stored is program value `index` (multiplier empty: all ones).
+struct Value {
+  std::size_t index = 0;
+  Layout layout;
+  Shape shape;  // the graph's (logical) shape; layout.shape differs after a Flatten
+  std::size_t level = 0;
+  double scale = 0;
+  std::vector<double> multiplier;
+};
+
+std::vector<double> multiplier_of(const Value& v) {
+  return v.multiplier.empty() ? std::vector<double>(v.shape.size(), 1.0) : v.multiplier;
+}
+
+// Channel of element e (channel-major) of a tensor of shape s; a flattened (F, 1, 1)
+// tensor has one element per channel.
+std::size_t channel_of(const Shape& s, std::size_t e) { return e / (s.height * s.width); }
+
+// A slot vector holding per-element values of v's tensor in every replica.
+std::vector<double> pack_elements(const std::vector<double>& per_element, const Layout& layout) {
+  Tensor t(layout.shape);
+  t.data = per_element;
+  return pack(t, layout);
+}
+
+bool is_zero(const std::vector<double>& v) {
+  return std::all_of(v.begin(), v.end(), [](double x) { return x == 0.0; });
+}
+
+}  // namespace
+
+class CompiledGraph::Builder {
+ public:
+  Builder(const ckks::Encoder& enc, Compilation mode, double scale, CompiledGraph& out)
+      : enc_(enc), mode_(mode), scale_(scale), out_(out) {}
+
+  // A linear node: folds v's multiplier into the map, lands on target_scale one level down.
+  Value linear(const std::string& name, const Value& v, SlotLinearMap map, const Layout& out, const Shape& shape,
+               double target_scale) {
+    if (!v.multiplier.empty()) {
+      const std::vector<double> packed = pack_elements(v.multiplier, v.layout);
+      for (auto& e : map.entries) e.weight *= packed[e.in];
+    }
+    require_level(v.level);
+    CompiledLinear l = make_linear(enc_, mode_, map, v.layout, out, v.level, v.scale, target_scale);
+    return {push(name, {v.index}, std::move(l)), out, shape, v.level - 1, target_scale, {}};
+  }
+
+  // y = weights (.) value + shift (of the value itself, multiplier included: linear()
+  // folds it in) in layout `out` at target_scale; one level.
+  Value affine(const std::string& name, const Value& v, const std::vector<double>& weights,
+               const std::vector<double>& shift, const Layout& out, double target_scale) {
+    SlotLinearMap map = lower_elementwise(weights, v.layout, out);
+    if (!is_zero(shift)) map.bias = pack_elements(shift, out);
+    return linear(name, v, std::move(map), out, v.shape, target_scale);
+  }
+
+  // The value with multiplier one (one level when it is not one already).
+  Value materialize(const std::string& name, const Value& v) {
+    if (v.multiplier.empty()) return v;
+    return affine(name, v, std::vector<double>(v.shape.size(), 1.0), {}, v.layout, scale_);
+  }
+
+  Value batch_norm(const std::string& name, const Value& v, const BatchNorm& bn) {
+    std::vector<double> s, t;
+    bn.affine_form(s, t);
+    std::vector<double> m = multiplier_of(v), shift(m.size());
+    bool foldable = true;
+    for (std::size_t e = 0; e < m.size(); ++e) {
+      const std::size_t c = channel_of(v.shape, e);
+      m[e] *= s[c];
+      foldable = foldable && std::isfinite(m[e]) && std::fabs(m[e]) > 1e-12;
+      shift[e] = t[c];
+    }
+    if (!foldable) {  // a zero scale (gamma = 0): the output is the shift alone, applied exactly
+      std::vector<double> weights(m.size());
+      for (std::size_t e = 0; e < m.size(); ++e) weights[e] = s[channel_of(v.shape, e)];
+      return affine(name, v, weights, shift, v.layout, scale_);
+    }
+    Value y = v;
+    y.multiplier = m;
+    if (is_zero(shift)) return y;
+    for (std::size_t e = 0; e < m.size(); ++e) shift[e] /= m[e];
+    y.index = push(name, {v.index}, Shift{enc_.encode(pack_elements(shift, v.layout), v.level, v.scale)});
+    return y;
+  }
+
+  Value herpn(const std::string& name, const Value& v, const HerPN& herpn) {
+    const Quadratic q = herpn.fuse();
+    const std::vector<double> m = multiplier_of(v);
+    Tensor a1(v.layout.shape), a0(v.layout.shape);
+    std::vector<double> w2(m.size());
+    for (std::size_t e = 0; e < m.size(); ++e) {
+      const std::size_t c = channel_of(v.shape, e);
+      if (!(std::fabs(q.w2[c]) > 1e-12))
+        throw std::invalid_argument("compile: node '" + name + "': HerPN channel " + std::to_string(c) +
+                                    " has a zero quadratic coefficient (gamma = 0); its factored form is undefined");
+      w2[e] = q.w2[c] * m[e] * m[e];
+      a1.data[e] = q.w1[c] / (q.w2[c] * m[e]);
+      a0.data[e] = q.w0[c] / (q.w2[c] * m[e] * m[e]);
+    }
+    require_level(v.level);
+    CompiledQuadratic quadratic = make_quadratic(enc_, {a1}, {a0}, v.layout, v.level, v.scale);
+    const double output_scale = quadratic.output_scale;
+    return {push(name, {v.index}, std::move(quadratic)), v.layout, v.shape, v.level - 1, output_scale, w2};
+  }
+
+  Value polynomial(const std::string& name, const Value& v, const PolynomialActivation& activation) {
+    const std::vector<double> m = multiplier_of(v);
+    const bool uniform = std::all_of(m.begin(), m.end(), [&](double x) { return x == m.front(); });
+    const Value x = uniform ? v : materialize(name + ".multiplier", v);
+    ckks::Polynomial p{ckks::PolynomialBasis::kPower, activation.coeffs};
+    const double c = uniform ? m.front() : 1.0;  // p(c u) as a polynomial in u
+    double power = 1;
+    for (double& coeff : p.coeffs) coeff *= power, power *= c;
+    if (p.degree() == 0) throw std::invalid_argument("compile: node '" + name + "': constant polynomial activation");
+    if (p.depth() > x.level)
+      throw std::invalid_argument("compile: node '" + name + "': the polynomial needs " + std::to_string(p.depth()) +
+                                  " levels, " + std::to_string(x.level) + " are left (the model is too deep)");
+    const std::size_t depth = p.depth();
+    return {push(name, {x.index}, Poly{x.level, x.scale, scale_, std::move(p)}), x.layout, x.shape, x.level - depth,
+            scale_, {}};
+  }
+
+  Value add(const std::string& name, const Value& a, const Value& b) {
+    const bool agree = a.layout == b.layout && multiplier_of(a) == multiplier_of(b) &&
+                       std::fabs(a.scale - b.scale) <= 1e-9 * b.scale;
+    if (agree) return sum(name, a, b, b);
+    // Bring the operand with more levels left to the other's layout, multiplier and scale:
+    // stored = value / (the other's multiplier).
+    const bool a_first = a.level >= b.level;
+    const Value& ahead = a_first ? a : b;
+    const Value& other = a_first ? b : a;
+    std::vector<double> inverse = multiplier_of(other);
+    for (double& m : inverse) m = 1.0 / m;
+    const Value moved = affine(name + ".align", ahead, inverse, {}, other.layout, other.scale);
+    Value fixed = other;
+    return a_first ? sum(name, moved, other, fixed) : sum(name, other, moved, fixed);
+  }
+
+ private:
+  Value sum(const std::string& name, const Value& a, const Value& b, Value like) {
+    like.level = std::min(a.level, b.level);
+    like.index = push(name, {a.index, b.index}, Sum{like.level});
+    return like;
+  }
+
+  std::size_t push(const std::string& name, std::vector<std::size_t> inputs, StepOp op) {
+    out_.steps_.push_back({name, std::move(inputs), std::move(op)});
+    return out_.steps_.size();
+  }
+
+  const ckks::Encoder& enc_;
+  Compilation mode_;
+  double scale_;
+  CompiledGraph& out_;
+};
+
+CompiledGraph CompiledGraph::compile(const Graph& graph, const ckks::Encoder& encoder, std::size_t input_level,
+                                     double scale, std::size_t plaintext_budget, Compilation mode) {
+  if (input_level > encoder.context().max_level()) throw std::invalid_argument("compile: input level above the top");
+  CompiledGraph g;
+  g.encoder_ = &encoder;
+  g.input_level_ = input_level;
+  g.input_scale_ = scale;
+  const std::size_t slots = encoder.context().n() / 2;
+  g.input_layout_ = with_full_replication(Layout{graph.input_shape(), 1, slots});
+  Builder b(encoder, mode, scale, g);
+  std::vector<Value> values;
+  values.push_back({0, g.input_layout_, graph.input_shape(), input_level, scale, {}});
+  for (std::size_t n = 1; n < graph.nodes().size(); ++n) {
+    const GraphNode& node = graph.nodes()[n];
+    const Value& x = values[node.inputs[0]];
+    const auto spatial = [&](const char* what) {
+      if (!(x.layout.shape == x.shape))
+        throw std::invalid_argument(std::string("compile: node '") + node.name + "': " + what +
+                                    " of a flattened tensor");
+    };
+    const auto pool = [&](const AvgPool2d& p) {
+      spatial("pooling");
+      const Layout out = pool_output_layout(p, x.layout);
+      return b.linear(node.name, x, lower_avg_pool(p, x.layout, out), out, node.shape, scale);
+    };
+    try {
+      values.push_back(std::visit(
+          Overloaded{
+              [&](const GraphInput&) -> Value { throw std::logic_error("second graph input"); },
+              [&](const Conv2d& conv) {
+                spatial("Conv2d");
+                const Layout out = conv_output_layout(conv, x.layout);
+                return b.linear(node.name, x, lower_conv(conv, x.layout, out), out, node.shape, scale);
+              },
+              [&](const BatchNorm& bn) { return b.batch_norm(node.name, x, bn); },
+              [&](const AvgPool2d& p) { return pool(p); },
+              [&](const AdaptiveAvgPool2d& p) {
+                const std::size_t bh = x.shape.height / p.output_size, bw = x.shape.width / p.output_size;
+                if (bh != bw)
+                  throw std::invalid_argument("compile: node '" + node.name +
+                                              "': adaptive pooling with non-square blocks is not supported encrypted");
+                return pool(AvgPool2d{bh, bh});
+              },
+              [&](const Flatten&) {
+                Value y = x;
+                y.shape = node.shape;
+                return y;
+              },
+              [&](const Linear& linear) {
+                const Layout out = with_full_replication(Layout{node.shape, 1, slots});
+                return b.linear(node.name, x, lower_linear(linear, x.layout, out), out, node.shape, scale);
+              },
+              [&](const Add&) { return b.add(node.name, x, values[node.inputs[1]]); },
+              [&](const Scale& s) {
+                Value y = x;
+                y.multiplier = multiplier_of(x);
+                for (double& m : y.multiplier) m *= s.factor;
+                return y;
+              },
+              [&](const HerPN& h) { return b.herpn(node.name, x, h); },
+              [&](const PolynomialActivation& p) { return b.polynomial(node.name, x, p); },
+          },
+          node.op));
+    } catch (const std::invalid_argument& e) {
+      const std::string what = e.what();
+      if (what.find("compile: node") == 0) throw;
+      throw std::invalid_argument("compile: node '" + node.name + "' (" + op_name(node.op) + "): " + what);
+    }
+  }
+  const Value out = b.materialize(graph.nodes().back().name + ".multiplier", values.back());
+  g.output_value_ = out.index;
+  g.output_layout_ = out.layout;
+  g.output_shape_ = out.shape;
+  g.output_level_ = out.level;
+  g.output_scale_ = out.scale;
+  if (mode == Compilation::kFull) {
+    std::vector<CompiledLinear*> layers;
+    for (Step& s : g.steps_)
+      if (auto* l = std::get_if<CompiledLinear>(&s.op)) layers.push_back(l);
+    pre_encode_within_budget(encoder.context(), layers, plaintext_budget);
+  }
+  return g;
+}
+
+Tensor CompiledGraph::unpack_output(const std::vector<double>& slots) const {
+  Tensor t = unpack(slots, output_layout_);
+  t.shape = output_shape_;
+  return t;
+}
+
+std::map<long, std::size_t> CompiledGraph::rotation_levels() const {
+  std::vector<const CompiledLinear*> layers;
+  for (const Step& s : steps_)
+    if (const auto* l = std::get_if<CompiledLinear>(&s.op)) layers.push_back(l);
+  return nn::rotation_levels(layers);
+}
+
+std::size_t CompiledGraph::plaintext_bytes() const {
+  std::size_t bytes = 0;
+  for (const Step& s : steps_)
+    if (const auto* l = std::get_if<CompiledLinear>(&s.op)) bytes += l->transform.plaintext_bytes();
+  return bytes;
+}
+
+namespace {
+
+void check_scale(double got, double want, const std::string& where) {
+  if (!(std::fabs(got - want) <= 1e-9 * want))
+    throw std::invalid_argument(where + ": ciphertext scale differs from the compiled scale");
+}
+
+ckks::Ciphertext apply_step(const ckks::Evaluator& eval, const CompiledGraph::Step& step,
+                            const std::vector<const ckks::Ciphertext*>& in) {
+  return std::visit(
+      Overloaded{
+          [&](const CompiledLinear& l) { return l.apply(eval, *in[0]); },
+          [&](const CompiledQuadratic& q) { return q.apply(eval, *in[0]); },
+          [&](const CompiledGraph::Shift& s) {
+            ckks::Ciphertext y = *in[0];
+            eval.add_plain_inplace(y, s.shift);
+            return y;
+          },
+          [&](const CompiledGraph::Poly& p) {
+            if (in[0]->level() != p.input_level) throw std::invalid_argument(step.name + ": input level mismatch");
+            check_scale(in[0]->scale, p.input_scale, step.name);
+            return ckks::evaluate_polynomial(eval, *in[0], p.polynomial, p.output_scale);
+          },
+          [&](const CompiledGraph::Sum& s) {
+            ckks::Ciphertext a = *in[0], b = *in[1];
+            eval.drop_to_level_inplace(a, s.level);
+            eval.drop_to_level_inplace(b, s.level);
+            check_scale(a.scale, b.scale, step.name);
+            b.scale = a.scale;  // equal within 1e-9 (checked)
+            eval.add_inplace(a, b);
+            return a;
+          },
+      },
+      step.op);
+}
+
+}  // namespace
+
+ckks::Ciphertext CompiledGraph::run(const ckks::Evaluator& eval, const ckks::Ciphertext& input,
+                                    std::vector<StepTiming>* timings) const {
+  if (input.level() < input_level_)
+    throw std::invalid_argument("compiled graph: input at level " + std::to_string(input.level()) + ", needs " +
+                                std::to_string(input_level_));
+  if (input.slots() != input_layout_.slots) throw std::invalid_argument("compiled graph: input slot count mismatch");
+  check_scale(input.scale, input_scale_, "compiled graph input");
+  // Values are freed after their last use.
+  std::vector<std::size_t> uses(steps_.size() + 1, 0);
+  for (const Step& s : steps_)
+    for (const std::size_t i : s.inputs) ++uses[i];
+  ++uses[output_value_];
+  std::vector<ckks::Ciphertext> values(steps_.size() + 1);
+  values[0] = input;
+  eval.drop_to_level_inplace(values[0], input_level_);
+  for (std::size_t i = 0; i < steps_.size(); ++i) {
+    const Step& step = steps_[i];
+    std::vector<const ckks::Ciphertext*> in;
+    for (const std::size_t v : step.inputs) in.push_back(&values[v]);
+    const auto start = std::chrono::steady_clock::now();
+    values[i + 1] = apply_step(eval, step, in);
+    if (timings)
+      timings->push_back({step.name, in[0]->level(),
+                          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()});
+    for (const std::size_t v : step.inputs)
+      if (--uses[v] == 0) values[v] = {};
+  }
+  return values[output_value_];
+}
+
+namespace {
+
+enum class StepKind : std::uint8_t { kLinear = 0, kQuadratic = 1, kShift = 2, kPoly = 3, kSum = 4 };
+
+}  // namespace
+
+ckks::Bytes CompiledGraph::save() const {
+  const ckks::Context& ctx = encoder_->context();
+  ckks::ByteWriter w;
+  w.put_bytes(reinterpret_cast<const std::uint8_t*>(kGraphMagic), 4);
+  w.put<std::uint32_t>(kGraphVersion);
+  w.put<std::uint64_t>(ctx.params().fingerprint());
+  w.put<std::uint64_t>(input_level_);
+  w.put<double>(input_scale_);
+  save_layout(w, input_layout_);
+  w.put<std::uint64_t>(steps_.size());
+  for (const Step& s : steps_) {
+    w.put<std::uint64_t>(s.name.size());
+    w.put_bytes(reinterpret_cast<const std::uint8_t*>(s.name.data()), s.name.size());
+    w.put<std::uint64_t>(s.inputs.size());
+    for (const std::size_t i : s.inputs) w.put<std::uint64_t>(i);
+    w.put<std::uint8_t>(static_cast<std::uint8_t>(s.op.index()));
+    std::visit(Overloaded{
+                   [&](const CompiledLinear& l) { save_linear(w, ctx, l); },
+                   [&](const CompiledQuadratic& q) { save_quadratic(w, ctx, q); },
+                   [&](const Shift& sh) { w.put_blob(ckks::save(ctx, sh.shift)); },
+                   [&](const Poly& p) {
+                     w.put<std::uint64_t>(p.input_level);
+                     w.put<double>(p.input_scale);
+                     w.put<double>(p.output_scale);
+                     w.put<std::uint64_t>(p.polynomial.coeffs.size());
+                     for (const double c : p.polynomial.coeffs) w.put<double>(c);
+                   },
+                   [&](const Sum& sum) { w.put<std::uint64_t>(sum.level); },
+               },
+               s.op);
+    w.align(8);  // keeps just-in-time coefficients 8-aligned for in-place use
+  }
+  w.put<std::uint64_t>(output_value_);
+  for (std::size_t v : {output_shape_.channels, output_shape_.height, output_shape_.width}) w.put<std::uint64_t>(v);
+  return std::move(w.bytes());
+}
+
+CompiledGraph CompiledGraph::load(const ckks::Encoder& encoder, std::span<const std::uint8_t> bytes,
+                                  const std::shared_ptr<const void>& backing) {
+  const char* what = "compiled graph";
+  const ckks::Context& ctx = encoder.context();
+  const std::size_t slots = ctx.n() / 2;
+  ckks::ByteReader r(bytes);
+  r.expect_magic_and_version(kGraphMagic, kGraphVersion, what);
+  if (r.get<std::uint64_t>(what) != ctx.params().fingerprint())
+    throw ckks::SerializationError("compiled graph was made for other parameters (fingerprint mismatch)");
+  CompiledGraph g;
+  g.encoder_ = &encoder;
+  g.input_level_ = r.get_count(what, ctx.max_level());
+  g.input_scale_ = r.get<double>(what);
+  if (!(g.input_scale_ > 0) || !std::isfinite(g.input_scale_)) throw ckks::SerializationError("compiled graph: bad scale");
+  g.input_layout_ = load_layout(r, slots);
+  // Levels and layouts of every value, to check each step against its inputs.
+  std::vector<std::size_t> level{g.input_level_};
+  std::vector<Layout> layout{g.input_layout_};
+  std::vector<double> scale{g.input_scale_};
+  const std::size_t count = r.get_count(what, 1 << 20);
+  for (std::size_t i = 0; i < count; ++i) {
+    Step s{{}, {}, Sum{}};  // the op is read below
+    const auto name = r.get_view(r.get_count(what, 4096), what);
+    s.name.assign(name.begin(), name.end());
+    s.inputs.resize(r.get_count(what, 2));
+    for (std::size_t& v : s.inputs) v = r.get_count(what, i);  // an earlier value
+    const auto kind = static_cast<StepKind>(r.get<std::uint8_t>(what));
+    const std::size_t arity = kind == StepKind::kSum ? 2 : 1;
+    if (s.inputs.size() != arity) throw ckks::SerializationError("compiled graph: wrong input count for a step");
+    const std::size_t in_level = level[s.inputs[0]];
+    std::size_t out_level = 0;
+    Layout out_layout = layout[s.inputs[0]];
+    double out_scale = scale[s.inputs[0]];
+    switch (kind) {
+      case StepKind::kLinear: {
+        CompiledLinear l = load_linear(encoder, r, backing);
+        if (l.input_level > in_level || !(l.in == layout[s.inputs[0]]))
+          throw ckks::SerializationError("compiled graph: linear step does not fit its input");
+        out_level = l.input_level - 1;
+        out_layout = l.out;
+        out_scale = l.output_scale;
+        s.op = std::move(l);
+        break;
+      }
+      case StepKind::kQuadratic: {
+        CompiledQuadratic q = load_quadratic(ctx, r);
+        if (q.input_level != in_level) throw ckks::SerializationError("compiled graph: quadratic level mismatch");
+        out_level = in_level - 1;
+        out_scale = q.output_scale;
+        s.op = std::move(q);
+        break;
+      }
+      case StepKind::kShift: {
+        Shift sh{ckks::load_plaintext(ctx, r.get_blob(what))};
+        if (sh.shift.level() != in_level) throw ckks::SerializationError("compiled graph: shift level mismatch");
+        out_level = in_level;
+        s.op = std::move(sh);
+        break;
+      }
+      case StepKind::kPoly: {
+        Poly p;
+        p.input_level = r.get_count(what, ctx.max_level());
+        p.input_scale = r.get<double>(what);
+        p.output_scale = r.get<double>(what);
+        p.polynomial.coeffs.resize(r.get_count(what, 1 << 12));
+        for (double& c : p.polynomial.coeffs) c = r.get<double>(what);
+        const bool finite = std::all_of(p.polynomial.coeffs.begin(), p.polynomial.coeffs.end(),
+                                        [](double c) { return std::isfinite(c); });
+        if (p.input_level != in_level || !finite || p.polynomial.degree() == 0 ||
+            p.polynomial.depth() > p.input_level || !(p.input_scale > 0) || !(p.output_scale > 0))
+          throw ckks::SerializationError("compiled graph: malformed polynomial step");
+        out_level = in_level - p.polynomial.depth();
+        out_scale = p.output_scale;
+        s.op = std::move(p);
+        break;
+      }
+      case StepKind::kSum: {
+        const Sum sum{r.get_count(what, ctx.max_level())};
+        if (sum.level > std::min(in_level, level[s.inputs[1]]) || !(layout[s.inputs[1]] == out_layout))
+          throw ckks::SerializationError("compiled graph: sum of values that do not agree");
+        out_level = sum.level;
+        s.op = sum;
+        break;
+      }
+      default:
+        throw ckks::SerializationError("compiled graph: unknown step kind");
+    }
+    r.align(8, what);
+    level.push_back(out_level);
+    layout.push_back(out_layout);
+    scale.push_back(out_scale);
+    g.steps_.push_back(std::move(s));
+  }
+  g.output_value_ = r.get_count(what, count);
+  g.output_level_ = level[g.output_value_];
+  g.output_layout_ = layout[g.output_value_];
+  g.output_scale_ = scale[g.output_value_];
+  g.output_shape_.channels = r.get_count(what, slots);
+  g.output_shape_.height = r.get_count(what, slots);
+  g.output_shape_.width = r.get_count(what, slots);
+  r.expect_end(what);
+  if (g.output_shape_.size() != g.output_layout_.shape.size())
+    throw ckks::SerializationError("compiled graph: output shape does not match its layout");
+  return g;
+}
+
+}  // namespace pfhe::nn

@@ -1,0 +1,104 @@
+// A Graph (nn/graph.h) compiled for encrypted evaluation. Every linear node (Conv2d,
+// AvgPool2d, AdaptiveAvgPool2d, Linear) is one LinearTransform costing one level; HerPN is
+// the factored quadratic x (x + a1) + a0 (one level); a PolynomialActivation costs
+// ceil(log2(degree + 1)) levels; BatchNorm, Scale and Flatten cost none; Add costs none
+// when its operands agree.
+//
+// How BatchNorm and HerPN become free of levels: the compiler keeps, for each value, an
+// element-wise multiplier m next to the ciphertext (value = m * stored). A BatchNorm
+// y = s x + t multiplies m by s and adds t / m' to the ciphertext as a plaintext; a HerPN
+// w2 x^2 + w1 x + w0 becomes w2 m^2 * (u (u + a1) + a0) with u the stored value; Scale
+// multiplies m. The next linear node folds m into its weights (exactly: per input slot of
+// its slot map, which keeps zero padding zero, unlike folding a shift would). Where m
+// cannot be folded (an Add whose operands carry different multipliers, layouts or scales;
+// a polynomial over a non-uniform m; the model output) one element-wise linear map
+// applies it, placed on the operand with more levels left, so that a residual shortcut
+// costs no depth.
+//
+// Layouts: the input is fully replicated at gap 1; a strided convolution or a pool
+// multiplies the gap (no repacking); Linear outputs (F, 1, 1) at gap 1; all replicated.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "ckks/polynomial.h"
+#include "nn/compiled_layers.h"
+#include "nn/graph.h"
+
+namespace pfhe::nn {
+
+class CompiledGraph {
+ public:
+  // input_level and scale: those of the encrypted input. Throws std::invalid_argument
+  // naming the node when the graph needs more levels than input_level provides, or a
+  // node cannot be evaluated encrypted (non-square adaptive pooling blocks, a HerPN
+  // channel with gamma = 0). Diagonals are pre-encoded within `plaintext_budget` bytes,
+  // lowest level first, the rest just in time. The encoder must outlive the result.
+  static CompiledGraph compile(const Graph& graph, const ckks::Encoder& encoder, std::size_t input_level, double scale,
+                               std::size_t plaintext_budget = SIZE_MAX, Compilation mode = Compilation::kFull);
+
+  const Layout& input_layout() const { return input_layout_; }
+  const Layout& output_layout() const { return output_layout_; }
+  std::size_t input_level() const { return input_level_; }
+  double input_scale() const { return input_scale_; }
+  std::size_t output_level() const { return output_level_; }
+  double output_scale() const { return output_scale_; }
+  std::size_t depth() const { return input_level_ - output_level_; }
+
+  // Slot vector of an input tensor, and the output tensor (the graph's output shape) from
+  // decrypted and decoded slots.
+  std::vector<double> pack_input(const Tensor& x) const { return pack(x, input_layout_); }
+  Tensor unpack_output(const std::vector<double>& slots) const;
+
+  std::map<long, std::size_t> rotation_levels() const;
+  std::size_t plaintext_bytes() const;
+
+  struct StepTiming {
+    std::string name;  // the graph node's name (a suffix marks extra steps)
+    std::size_t level;
+    double seconds;
+  };
+  ckks::Ciphertext run(const ckks::Evaluator& eval, const ckks::Ciphertext& input,
+                       std::vector<StepTiming>* timings = nullptr) const;
+
+  // One self-contained stored form (magic "PFHG", parameter fingerprint; docs/FORMAT.md).
+  ckks::Bytes save() const;
+  // `backing` keeps `bytes` alive (a file mapping) so just-in-time diagonals are used in place.
+  static CompiledGraph load(const ckks::Encoder& encoder, std::span<const std::uint8_t> bytes,
+                            const std::shared_ptr<const void>& backing = {});
+
+  // The step kinds besides linear layers and quadratics.
+  struct Shift {  // x + plaintext (a BatchNorm's shift), no level
+    ckks::Plaintext shift;
+  };
+  struct Poly {  // p(x) landing on output_scale, depth levels
+    std::size_t input_level = 0;
+    double input_scale = 0, output_scale = 0;
+    ckks::Polynomial polynomial;
+  };
+  struct Sum {  // both inputs dropped to `level`, then added
+    std::size_t level = 0;
+  };
+  using StepOp = std::variant<CompiledLinear, CompiledQuadratic, Shift, Poly, Sum>;
+  struct Step {
+    std::string name;
+    std::vector<std::size_t> inputs;  // value indices: 0 is the input, i + 1 the output of step i
+    StepOp op;
+  };
+
+ private:
+  class Builder;
+  const ckks::Encoder* encoder_ = nullptr;
+  std::vector<Step> steps_;
+  Layout input_layout_, output_layout_;
+  Shape output_shape_;
+  std::size_t input_level_ = 0, output_level_ = 0, output_value_ = 0;
+  double input_scale_ = 0, output_scale_ = 0;
+};
+
+}  // namespace pfhe::nn

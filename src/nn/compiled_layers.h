@@ -1,0 +1,78 @@
+// The compiled building blocks every encrypted model is made of: a linear layer lowered to
+// one LinearTransform landing exactly on a target scale, the factored quadratic
+// x (x + a1) + a0, how they are built, stored and loaded, and the rotation keys and
+// pre-encoding budget over a set of them. Used by CompiledBackbone (CryptoFace's
+// structure) and CompiledGraph (any model DAG).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "ckks/byte_stream.h"
+#include "ckks/encoder.h"
+#include "ckks/evaluator.h"
+#include "ckks/linear_transform.h"
+#include "nn/layout.h"
+#include "nn/linear_map.h"
+
+namespace pfhe::nn {
+
+// kPlanOnly lowers every layer but keeps only which diagonals each transform has: the
+// rotation keys and layouts a client needs, in a fraction of the time, and nothing that
+// can be evaluated or saved.
+enum class Compilation { kFull, kPlanOnly };
+
+struct CompiledLinear {
+  std::size_t input_level = 0;
+  double output_scale = 0;
+  ckks::LinearTransform transform;
+  std::optional<ckks::Plaintext> bias;
+  Layout in, out;
+  std::vector<long> post_sum_steps;  // rotate-and-sum after rescaling (SlotLinearMap)
+
+  // Drops x to input_level, applies the transform, rescales, rotates and sums, adds the bias.
+  ckks::Ciphertext apply(const ckks::Evaluator& eval, const ckks::Ciphertext& x) const;
+};
+
+// u = x (x + a1) + a0 element-wise (a HerPN divided by its leading coefficient).
+struct CompiledQuadratic {
+  std::size_t input_level = 0;
+  double input_scale = 0, output_scale = 0;
+  ckks::Plaintext a1, a0;
+
+  ckks::Ciphertext apply(const ckks::Evaluator& eval, const ckks::Ciphertext& x) const;
+};
+
+// The prime q_level as a double (the scale a rescale at that level divides by).
+double prime_at(const ckks::Context& ctx, std::size_t level);
+
+// Throws when a compiled step would need a level below 0.
+void require_level(std::size_t level);
+
+// A transform from (level, in_scale) landing exactly on (level - 1, target_scale); the
+// diagonals are kept for just-in-time encoding (pre_encode_within_budget encodes them).
+CompiledLinear make_linear(const ckks::Encoder& enc, Compilation mode, const SlotLinearMap& map, const Layout& in,
+                           const Layout& out, std::size_t level, double in_scale, double target_scale);
+
+// x (x + a1) + a0 at (level, scale): a1 and a0 given per lane as tensors of layout.shape.
+CompiledQuadratic make_quadratic(const ckks::Encoder& enc, const std::vector<Tensor>& a1, const std::vector<Tensor>& a0,
+                                 const Layout& layout, std::size_t level, double scale);
+
+// Rotation steps of the layers with the highest level each one is used at.
+std::map<long, std::size_t> rotation_levels(const std::vector<const CompiledLinear*>& layers);
+
+// Pre-encodes whole layers, lowest level (fewest limbs per diagonal) first, while their
+// encoded size stays within `budget` bytes; the rest stay just in time.
+void pre_encode_within_budget(const ckks::Context& ctx, std::vector<CompiledLinear*> layers, std::size_t budget);
+
+// Stored forms (docs/FORMAT.md, compiled models); loading validates against the context.
+void save_linear(ckks::ByteWriter& w, const ckks::Context& ctx, const CompiledLinear& l);
+CompiledLinear load_linear(const ckks::Encoder& enc, ckks::ByteReader& r, const std::shared_ptr<const void>& backing);
+void save_quadratic(ckks::ByteWriter& w, const ckks::Context& ctx, const CompiledQuadratic& q);
+CompiledQuadratic load_quadratic(const ckks::Context& ctx, ckks::ByteReader& r);
+void save_layout(ckks::ByteWriter& w, const Layout& l);
+Layout load_layout(ckks::ByteReader& r, std::size_t slots);
+
+}  // namespace pfhe::nn

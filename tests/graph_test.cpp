@@ -1,0 +1,216 @@
+// The generic model IR (nn/graph.h) and its compiler (nn/compiled_graph.h): shape checks,
+// the float64 forward, encrypted evaluation of a small residual network with every layer
+// kind against that forward, the stored form, and the errors.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "ckks/serialization.h"
+#include "nn/compiled_graph.h"
+#include "test_util.h"
+
+using namespace pfhe;
+using namespace pfhe::nn;
+
+namespace {
+
+std::vector<double> uniform(std::size_t n, double lo, double hi, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> d(lo, hi);
+  std::vector<double> v(n);
+  for (double& x : v) x = d(rng);
+  return v;
+}
+
+Conv2d conv(std::size_t cin, std::size_t cout, std::size_t stride, bool bias, std::uint64_t seed) {
+  const double bound = 1.0 / std::sqrt(static_cast<double>(cin * 9));
+  Conv2d c{cin, cout, 3, stride, 1, uniform(cout * cin * 9, -bound, bound, seed), {}};
+  if (bias) c.bias = uniform(cout, -0.1, 0.1, seed + 1);
+  return c;
+}
+
+BatchNorm batch_norm(std::size_t c, std::uint64_t seed) {
+  return {uniform(c, -0.2, 0.2, seed), uniform(c, 0.3, 1.5, seed + 1), uniform(c, 0.6, 1.4, seed + 2),
+          uniform(c, -0.3, 0.3, seed + 3), 1e-5};
+}
+
+HerPN herpn(std::size_t c, std::uint64_t seed) {
+  const auto stats = [&](std::uint64_t s) { return BatchNorm{uniform(c, -0.1, 0.1, s), uniform(c, 0.8, 1.2, s + 1), {}, {}, 1e-5}; };
+  return {stats(seed), stats(seed + 2), stats(seed + 4), uniform(c, 0.5, 1.0, seed + 6), uniform(c, -0.2, 0.2, seed + 7)};
+}
+
+// A small residual network with every node kind: conv + BN + HerPN, a residual Add whose
+// operands carry different multipliers, a polynomial over a per-channel multiplier
+// (materialized) and one over a uniform multiplier (folded), pooling, a strided conv,
+// flatten, BatchNorm1d and a linear head. Depth 12.
+Graph residual_net() {
+  Graph g({3, 8, 8});
+  std::size_t x = g.add("stem", conv(3, 4, 1, true, 1), 0);
+  x = g.add("stem.bn", batch_norm(4, 10), x);
+  const std::size_t z = g.add("herpn", herpn(4, 20), x);
+  x = g.add("conv", conv(4, 4, 1, false, 30), z);
+  x = g.add("conv.bn", batch_norm(4, 40), x);
+  x = g.add("residual", Add{}, {x, z});
+  x = g.add("cubic", PolynomialActivation{{0.1, 0.5, 0.2, -0.02}, -6, 6}, x);
+  x = g.add("pool", AvgPool2d{2, 2}, x);
+  x = g.add("down", conv(4, 8, 2, true, 50), x);
+  x = g.add("half", Scale{0.5}, x);
+  x = g.add("square", PolynomialActivation{{0.0, 1.0, 1.0}}, x);
+  x = g.add("gap", AdaptiveAvgPool2d{1}, x);
+  x = g.add("flatten", Flatten{}, x);
+  x = g.add("bn1d", batch_norm(8, 60), x);
+  g.add("head", Linear{8, 5, uniform(40, -0.4, 0.4, 70), uniform(5, -0.1, 0.1, 71)}, x);
+  return g;
+}
+
+Tensor input_image(std::uint64_t seed) {
+  Tensor t({3, 8, 8});
+  t.data = uniform(t.data.size(), -1, 1, seed);
+  return t;
+}
+
+double relative_error(const Tensor& got, const Tensor& want) {
+  double err = 0, norm = 0;
+  for (std::size_t i = 0; i < want.data.size(); ++i) {
+    err = std::max(err, std::fabs(got.data[i] - want.data[i]));
+    norm = std::max(norm, std::fabs(want.data[i]));
+  }
+  return err / norm;
+}
+
+}  // namespace
+
+TEST(Graph, ShapesAreCheckedWhenNodesAreAdded) {
+  Graph g({3, 8, 8});
+  const std::size_t c = g.add("c", conv(3, 4, 2, false, 1), 0);
+  EXPECT_EQ(g.nodes()[c].shape, (Shape{4, 4, 4}));
+  EXPECT_THROW(g.add("bad-input", Flatten{}, 7), std::invalid_argument);
+  EXPECT_THROW(g.add("no-flatten", Linear{64, 2, std::vector<double>(128), {}}, c), std::invalid_argument);
+  EXPECT_THROW(g.add("add", Add{}, {0, c}), std::invalid_argument);
+  EXPECT_THROW(g.add("add-one", Add{}, std::vector<std::size_t>{c}), std::invalid_argument);
+  EXPECT_THROW(g.add("zero", Scale{0.0}, c), std::invalid_argument);
+  EXPECT_THROW(g.add("poly", PolynomialActivation{{}}, c), std::invalid_argument);
+  try {
+    g.add("wrong-channels", batch_norm(3, 1), c);
+    FAIL() << "no exception";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("wrong-channels"), std::string::npos) << e.what();
+  }
+  const std::size_t f = g.add("f", Flatten{}, c);
+  EXPECT_EQ(g.nodes()[f].shape, (Shape{64, 1, 1}));
+}
+
+TEST(Graph, ForwardComposesTheLayers) {
+  const Graph g = residual_net();
+  const Tensor x = input_image(5);
+  const std::vector<Tensor> all = g.forward_all(x);
+  ASSERT_EQ(all.size(), g.nodes().size());
+  // Recompute a few nodes by hand from their inputs.
+  const auto& n = g.nodes();
+  const Tensor stem = std::get<Conv2d>(n[1].op).forward(x);
+  EXPECT_EQ(all[1].data, stem.data);
+  const Tensor sum = add(all[5], all[3]);
+  EXPECT_EQ(all[6].data, sum.data);
+  for (std::size_t i = 0; i < all[7].data.size(); ++i)
+    EXPECT_DOUBLE_EQ(all[7].data[i], std::get<PolynomialActivation>(n[7].op).evaluate(all[6].data[i]));
+  EXPECT_EQ(all.back().shape, (Shape{5, 1, 1}));
+  EXPECT_EQ(g.forward(x).data, all.back().data);
+}
+
+class CompiledGraphTest : public ::testing::Test {
+ protected:
+  static constexpr std::size_t kLevels = 14;
+  CompiledGraphTest() : ctx_(test::small_params(12, kLevels)), enc_(ctx_) {}
+  ckks::Context ctx_;
+  ckks::Encoder enc_;
+};
+
+TEST_F(CompiledGraphTest, EncryptedResidualNetworkMatchesFloat64) {
+  const Graph g = residual_net();
+  const double scale = ctx_.params().default_scale();
+  const CompiledGraph compiled = CompiledGraph::compile(g, enc_, kLevels, scale);
+  EXPECT_EQ(compiled.depth(), 12u);  // the residual alignment and folded BatchNorms cost nothing
+  test::ModelKeys keys(ctx_, compiled.rotation_levels());
+  for (const std::uint64_t seed : {5, 6}) {
+    const Tensor x = input_image(seed);
+    const ckks::Ciphertext in = keys.encryptor.encrypt(enc_.encode(compiled.pack_input(x), kLevels, scale));
+    std::vector<CompiledGraph::StepTiming> steps;
+    const ckks::Ciphertext out = compiled.run(keys.eval, in, &steps);
+    EXPECT_EQ(out.level(), compiled.output_level());
+    EXPECT_FALSE(steps.empty());
+    const Tensor got = compiled.unpack_output(enc_.decode_real(keys.decryptor.decrypt(out)));
+    const Tensor want = g.forward(x);
+    ASSERT_EQ(got.shape, want.shape);
+    EXPECT_LT(relative_error(got, want), 1e-5) << "seed " << seed;
+  }
+}
+
+TEST_F(CompiledGraphTest, StoredFormRunsIdenticallyAndRejectsCorruption) {
+  const Graph g = residual_net();
+  const double scale = ctx_.params().default_scale();
+  // A small budget: some diagonals pre-encoded, the rest kept for just-in-time encoding.
+  const CompiledGraph compiled = CompiledGraph::compile(g, enc_, kLevels, scale, std::size_t{4} << 20);
+  const ckks::Bytes bytes = compiled.save();
+  const CompiledGraph loaded = CompiledGraph::load(enc_, bytes);
+  EXPECT_EQ(loaded.rotation_levels(), compiled.rotation_levels());
+  EXPECT_EQ(loaded.output_level(), compiled.output_level());
+  EXPECT_EQ(loaded.output_scale(), compiled.output_scale());
+  EXPECT_EQ(loaded.save(), bytes);
+  test::ModelKeys keys(ctx_, compiled.rotation_levels());
+  const ckks::Ciphertext in = keys.encryptor.encrypt(enc_.encode(compiled.pack_input(input_image(9)), kLevels, scale));
+  EXPECT_EQ(ckks::save(ctx_, compiled.run(keys.eval, in)), ckks::save(ctx_, loaded.run(keys.eval, in)));
+
+  ckks::Bytes truncated(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(bytes.size() / 2));
+  EXPECT_THROW(CompiledGraph::load(enc_, truncated), ckks::SerializationError);
+  ckks::Bytes bad_magic = bytes;
+  bad_magic[0] = 'X';
+  EXPECT_THROW(CompiledGraph::load(enc_, bad_magic), ckks::SerializationError);
+  const ckks::Context other(test::small_params(12, kLevels, 0, 41));
+  const ckks::Encoder other_enc(other);
+  EXPECT_THROW(CompiledGraph::load(other_enc, bytes), ckks::SerializationError);
+}
+
+TEST_F(CompiledGraphTest, PlanHasTheSameRotationKeys) {
+  const Graph g = residual_net();
+  const double scale = ctx_.params().default_scale();
+  EXPECT_EQ(CompiledGraph::compile(g, enc_, kLevels, scale, SIZE_MAX, Compilation::kPlanOnly).rotation_levels(),
+            CompiledGraph::compile(g, enc_, kLevels, scale).rotation_levels());
+}
+
+TEST_F(CompiledGraphTest, TooDeepOrUnsupportedGraphsFailNamingTheNode) {
+  const double scale = ctx_.params().default_scale();
+  try {
+    CompiledGraph::compile(residual_net(), enc_, 8, scale);
+    FAIL() << "no exception";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("compile: node"), std::string::npos) << e.what();
+  }
+  Graph g({2, 4, 8});
+  g.add("pool", AdaptiveAvgPool2d{2}, 0);  // 2 x 4 blocks
+  EXPECT_THROW(CompiledGraph::compile(g, enc_, kLevels, scale), std::invalid_argument);
+  // Evaluating a graph encrypted at another level or scale is refused, not wrong.
+  const CompiledGraph compiled = CompiledGraph::compile(residual_net(), enc_, kLevels, scale);
+  test::ModelKeys keys(ctx_, compiled.rotation_levels());
+  const ckks::Ciphertext low = keys.encryptor.encrypt(enc_.encode(compiled.pack_input(input_image(1)), 5, scale));
+  EXPECT_THROW(compiled.run(keys.eval, low), std::invalid_argument);
+}
+TEST_F(CompiledGraphTest, ZeroScaleBatchNormAndAgreeingSumsAreExact) {
+  // A BatchNorm with gamma = 0 on a channel cannot move into a multiplier: it is applied
+  // as its own element-wise layer. x + x agrees with itself and needs no alignment.
+  Graph g({2, 4, 4});
+  BatchNorm bn = batch_norm(2, 3);
+  bn.gamma[1] = 0.0;
+  std::size_t x = g.add("bn", bn, 0);
+  x = g.add("double", Add{}, {x, x});
+  x = g.add("flatten", Flatten{}, x);
+  g.add("head", Linear{32, 3, uniform(96, -0.3, 0.3, 4), {}}, x);
+  const double scale = ctx_.params().default_scale();
+  const CompiledGraph compiled = CompiledGraph::compile(g, enc_, kLevels, scale);
+  EXPECT_EQ(compiled.depth(), 2u);
+  test::ModelKeys keys(ctx_, compiled.rotation_levels());
+  Tensor input({2, 4, 4});
+  input.data = uniform(32, -1, 1, 8);
+  const ckks::Ciphertext in = keys.encryptor.encrypt(enc_.encode(compiled.pack_input(input), kLevels, scale));
+  const Tensor got = compiled.unpack_output(enc_.decode_real(keys.decryptor.decrypt(compiled.run(keys.eval, in))));
+  EXPECT_LT(relative_error(got, g.forward(input)), 1e-6);
+}
