@@ -7,6 +7,7 @@
 
 #include "ckks/serialization.h"
 #include "nn/compiled_graph.h"
+#include "nn/fit.h"
 #include "test_util.h"
 
 using namespace pfhe;
@@ -213,4 +214,21 @@ TEST_F(CompiledGraphTest, ZeroScaleBatchNormAndAgreeingSumsAreExact) {
   const ckks::Ciphertext in = keys.encryptor.encrypt(enc_.encode(compiled.pack_input(input), kLevels, scale));
   const Tensor got = compiled.unpack_output(enc_.decode_real(keys.decryptor.decrypt(compiled.run(keys.eval, in))));
   EXPECT_LT(relative_error(got, g.forward(input)), 1e-6);
+}
+
+TEST(GraphFit, RecordsRangesAndChecksPolynomialDomains) {
+  const Graph g = residual_net();
+  const std::vector<Tensor> inputs = {input_image(1), input_image(2), input_image(3)};
+  const FitReport report = fit(g, inputs, 1e6);
+  ASSERT_EQ(report.ranges.size(), g.nodes().size());
+  EXPECT_EQ(report.ranges[7].name, "cubic");
+  double want = 0;
+  for (const Tensor& x : inputs)
+    for (const double v : g.forward_all(x)[7].data) want = std::max(want, std::fabs(v));
+  EXPECT_DOUBLE_EQ(report.ranges[7].max_abs, want);
+  // Values over the parameters' limit, and a polynomial fed outside its domain, are refused.
+  EXPECT_THROW(fit(g, inputs, report.max_abs()), std::invalid_argument);
+  Graph narrow({3, 8, 8});
+  narrow.add("p", PolynomialActivation{{0.0, 1.0}, -0.5, 0.5}, 0);
+  EXPECT_THROW(fit(narrow, inputs, 1e6), std::invalid_argument);
 }

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "ckks/serialization.h"
+#include "nn/overloaded.h"
 
 namespace pfhe::nn {
 
@@ -14,11 +15,6 @@ namespace {
 
 constexpr char kGraphMagic[4] = {'P', 'F', 'H', 'G'};
 constexpr std::uint32_t kGraphVersion = 1;
-
-template <class... F>
-struct Overloaded : F... {
-  using F::operator()...;
-};
 
 // Compile-time state of one graph node's output: value = multiplier (.) stored, where
 // stored is program value `index` (multiplier empty: all ones).

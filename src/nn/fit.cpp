@@ -35,6 +35,17 @@ double FitReport::max_abs() const {
   return m;
 }
 
+namespace {
+
+void check_value_limit(const FitReport& report, double value_limit, double headroom_factor) {
+  if (report.max_abs() * headroom_factor > value_limit)
+    throw std::invalid_argument("fit: values reach " + std::to_string(report.max_abs()) + ", above " +
+                                std::to_string(value_limit / headroom_factor) +
+                                " (the parameters' limit over the headroom factor)");
+}
+
+}  // namespace
+
 FitReport fit(PatchCNN& model, const std::vector<Tensor>& images, double value_limit, double headroom_factor) {
   model.validate();
   RangeRecorder rec;
@@ -59,10 +70,30 @@ FitReport fit(PatchCNN& model, const std::vector<Tensor>& images, double value_l
       static_cast<double>(std::count_if(ys.begin(), ys.end(), [&](double y) {
         return y < report.l2_domain_lo || y > report.l2_domain_hi;
       })) / static_cast<double>(ys.size());
-  if (report.max_abs() * headroom_factor > value_limit)
-    throw std::invalid_argument("fit: values reach " + std::to_string(report.max_abs()) + ", above " +
-                                std::to_string(value_limit / headroom_factor) +
-                                " (the parameters' limit over the headroom factor)");
+  check_value_limit(report, value_limit, headroom_factor);
+  return report;
+}
+
+FitReport fit(const Graph& graph, const std::vector<Tensor>& inputs, double value_limit, double headroom_factor) {
+  if (inputs.empty()) throw std::invalid_argument("fit: no calibration inputs");
+  RangeRecorder rec;
+  for (const Tensor& x : inputs) {
+    const std::vector<Tensor> values = graph.forward_all(x);
+    for (std::size_t n = 0; n < values.size(); ++n) {
+      const GraphNode& node = graph.nodes()[n];
+      rec.note(node.name, values[n]);
+      const auto* p = std::get_if<PolynomialActivation>(&node.op);
+      if (!p) continue;
+      for (const double v : values[node.inputs[0]].data)
+        if (v < p->lower || v > p->upper)
+          throw std::invalid_argument("fit: the input of polynomial '" + node.name + "' reaches " + std::to_string(v) +
+                                      ", outside its domain [" + std::to_string(p->lower) + ", " +
+                                      std::to_string(p->upper) + "]");
+    }
+  }
+  FitReport report;
+  report.ranges = rec.take();
+  check_value_limit(report, value_limit, headroom_factor);
   return report;
 }
 

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "nn/graph.h"
 #include "nn/patch_cnn.h"
 
 namespace pfhe::nn {
@@ -26,5 +27,10 @@ struct FitReport {
 // value is not finite, or if max |value| * headroom_factor exceeds `value_limit` (pass
 // the largest magnitude the chosen parameters decrypt correctly, e.g. q_0 / (2 scale)).
 FitReport fit(PatchCNN& model, const std::vector<Tensor>& images, double value_limit, double headroom_factor = 4.0);
+
+// The same for a model graph (nn/graph.h): one range per node (named by the node), and
+// std::invalid_argument when a PolynomialActivation's input leaves the domain it was
+// designed for ([lower, upper]), besides the value-limit check above.
+FitReport fit(const Graph& graph, const std::vector<Tensor>& inputs, double value_limit, double headroom_factor = 4.0);
 
 }  // namespace pfhe::nn

@@ -3,14 +3,11 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "nn/overloaded.h"
+
 namespace pfhe::nn {
 
 namespace {
-
-template <class... F>
-struct Overloaded : F... {
-  using F::operator()...;
-};
 
 std::size_t expected_inputs(const GraphOp& op) {
   if (std::holds_alternative<GraphInput>(op)) return 0;

@@ -1,5 +1,5 @@
 // libFuzzer target for every loader: the CKKS binary format (docs/FORMAT.md), model files
-// (docs/MODEL_FORMAT.md), compiled models and their linear transforms, bundle files and
+// (docs/MODEL_FORMAT.md), compiled models and their linear transforms, compiled graphs, bundle files and
 // the client spec (JSON). Built with
 // -DPFHE_BUILD_FUZZ=ON and clang; see docs/FUZZING.md for the corpus and how long it ran.
 // Every input must either load or raise SerializationError / ModelFormatError (or
@@ -13,6 +13,7 @@
 #include "ckks/encoder.h"
 #include "ckks/linear_transform.h"
 #include "ckks/serialization.h"
+#include "nn/compiled_graph.h"
 #include "nn/model_file.h"
 #include "nn/patch_cnn.h"
 #include "runtime/bundle.h"
@@ -59,6 +60,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const auto backing = std::make_shared<const std::vector<std::uint8_t>>(bytes.begin(), bytes.end());
     ByteReader r(*backing);
     LinearTransform::load(encoder, r, backing);
+  } catch (const SerializationError&) {}
+  try { pfhe::nn::CompiledGraph::load(encoder, bytes); } catch (const SerializationError&) {}
+  try {
+    const auto backing = std::make_shared<const std::vector<std::uint8_t>>(bytes.begin(), bytes.end());
+    pfhe::nn::CompiledGraph::load(encoder, *backing, backing);
   } catch (const SerializationError&) {}
   try { pfhe::runtime::load_bundle(bytes); } catch (const SerializationError&) {}
   try {

@@ -8,6 +8,7 @@
 #include "ckks/keygen.h"
 #include "ckks/linear_transform.h"
 #include "ckks/serialization.h"
+#include "nn/compiled_graph.h"
 #include "nn/model_file.h"
 #include "nn/patch_cnn.h"
 #include "nn/synthetic.h"
@@ -55,6 +56,20 @@ int main(int argc, char** argv) {
     ByteWriter w;
     LinearTransform(enc, diagonals, 32, 1, 0, 0, storage).save(w);
     write_file(dir + (storage == DiagonalStorage::kEncoded ? "/transform_encoded" : "/transform_jit"), w.bytes());
+  }
+  // Compiled graphs with every step kind that fits one level: shift, sum and linear; and a
+  // polynomial.
+  {
+    using namespace pfhe::nn;
+    Graph linear_graph({2, 2, 2});
+    std::size_t x = linear_graph.add("bn", BatchNorm{{0.1, -0.2}, {1.0, 2.0}, {}, {0.5, 0.25}, 1e-5}, 0);
+    x = linear_graph.add("sum", Add{}, {x, x});
+    x = linear_graph.add("flatten", Flatten{}, x);
+    linear_graph.add("head", Linear{8, 3, std::vector<double>(24, 0.125), {0.0, 1.0, 2.0}}, x);
+    write_file(dir + "/graph_linear", CompiledGraph::compile(linear_graph, enc, 1, 1 << 20, 0).save());
+    Graph poly_graph({2, 2, 2});
+    poly_graph.add("p", PolynomialActivation{{0.1, 0.5}}, 0);
+    write_file(dir + "/graph_polynomial", CompiledGraph::compile(poly_graph, enc, 1, 1 << 20).save());
   }
   write_file(dir + "/bundle", pfhe::runtime::save_bundle({7, {save(ctx, encryptor.encrypt(pt)), save(ctx, pt)}}));
   // A client spec of the same shape as the CLI writes (JSON text).
