@@ -8,6 +8,7 @@
 #include "ckks/serialization.h"
 #include "nn/compiled_graph.h"
 #include "nn/fit.h"
+#include "nn/parameter_choice.h"
 #include "test_util.h"
 
 using namespace pfhe;
@@ -231,4 +232,34 @@ TEST(GraphFit, RecordsRangesAndChecksPolynomialDomains) {
   Graph narrow({3, 8, 8});
   narrow.add("p", PolynomialActivation{{0.0, 1.0}, -0.5, 0.5}, 0);
   EXPECT_THROW(fit(narrow, inputs, 1e6), std::invalid_argument);
+}
+
+TEST(GraphParameters, QZeroFollowsTheFittedRange) {
+  EXPECT_EQ(base_bits_for_range(0.5, 40), 50);
+  EXPECT_EQ(base_bits_for_range(300, 40), 52);  // 40 + 1 + ceil(log2(1200))
+  EXPECT_THROW(base_bits_for_range(1e6, 40), std::invalid_argument);
+  // Values in the hundreds at scale 2^30: the fit's range picks q_0, and at those
+  // parameters the encrypted graph decrypts correctly.
+  Graph g({2, 4, 4});
+  std::size_t x = g.add("big", Scale{200}, 0);
+  x = g.add("flatten", Flatten{}, x);
+  g.add("head", Linear{32, 3, uniform(96, -0.2, 0.2, 12), {}}, x);
+  Tensor input({2, 4, 4});
+  input.data = uniform(32, -1, 1, 13);
+  const int scale_bits = 30;
+  const FitReport report = fit(g, {input}, INFINITY);
+  const int base_bits = base_bits_for_range(report.max_abs(), scale_bits);
+  EXPECT_NO_THROW(fit(g, {input}, std::ldexp(1.0, base_bits - scale_bits - 1)));
+  ckks::ParameterSpec spec;
+  spec.log_n = 11;
+  spec.q_bits = {base_bits, scale_bits};
+  spec.p_bits = {60};
+  spec.default_scale = std::ldexp(1.0, scale_bits);
+  const ckks::Context ctx(ckks::Parameters::create_insecure_for_testing(spec));
+  const ckks::Encoder enc(ctx);
+  const CompiledGraph compiled = CompiledGraph::compile(g, enc, 1, spec.default_scale);
+  test::ModelKeys keys(ctx, compiled.rotation_levels());
+  const ckks::Ciphertext in = keys.encryptor.encrypt(enc.encode(compiled.pack_input(input), 1, spec.default_scale));
+  const Tensor got = compiled.unpack_output(enc.decode_real(keys.decryptor.decrypt(compiled.run(keys.eval, in))));
+  EXPECT_LT(relative_error(got, g.forward(input)), 1e-4);
 }

@@ -1,5 +1,7 @@
 #include "nn/parameter_choice.h"
 
+#include <algorithm>
+#include <cmath>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -13,6 +15,16 @@ std::size_t required_levels(const PatchCNN& model) {
   // normalisation (square, degree-2 polynomial, product) and matching (square) unless the
   // model is a classifier.
   return 1 + 4 * model.backbones.front().blocks.size() + 2 + (model.classifier ? 0 : 5);
+}
+
+int base_bits_for_range(double max_abs, int scale_bits, double headroom_factor) {
+  if (!(max_abs >= 0) || !std::isfinite(max_abs) || !(headroom_factor >= 1))
+    throw std::invalid_argument("base_bits_for_range: invalid range or headroom");
+  const double needed = static_cast<double>(scale_bits) + 1 + std::ceil(std::log2(std::max(max_abs * headroom_factor, 1.0)));
+  if (needed > 60)
+    throw std::invalid_argument("values up to " + std::to_string(max_abs) + " need a " + std::to_string(needed) +
+                                "-bit q_0 at scale 2^" + std::to_string(scale_bits) + " (at most 60): use a smaller scale");
+  return std::max(50, static_cast<int>(needed));
 }
 
 ckks::ParameterSpec choose_parameters(std::size_t levels, int scale_bits, int base_bits) {

@@ -15,6 +15,14 @@ namespace pfhe::nn {
 // L2 normalisation and matching.
 std::size_t required_levels(const PatchCNN& model);
 
+// Bits of q_0 (and of the special primes) for values up to `max_abs` (the largest |value|
+// a fit recorded, nn/fit.h) at scale 2^scale_bits with `headroom_factor` to spare: a
+// decrypted value must stay below q_0 / (2 scale), so q_0 needs
+// scale_bits + log2(max_abs * headroom) + 1 bits. At least 50 (the fast path's limit is
+// 2^50, and 9 bits of headroom cost nothing there), at most 60 (the largest prime the ring
+// layer makes); beyond that std::invalid_argument asks for a smaller scale.
+int base_bits_for_range(double max_abs, int scale_bits, double headroom_factor = 4.0);
+
 // Throws std::invalid_argument when no tabulated ring (up to 2^17) is large enough.
 ckks::ParameterSpec choose_parameters(std::size_t levels, int scale_bits = 40, int base_bits = 50);
 
