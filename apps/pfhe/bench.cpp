@@ -162,13 +162,14 @@ int run_bench(const BenchOptions& o) {
   // Forked workers need a single-threaded process: nothing here may start OpenMP threads.
   omp_set_num_threads(1);
   const auto start = Clock::now();
-  std::fprintf(stderr, "[pfhe] bench: loading parameters, compiled model and evaluation keys\n");
-  const runtime::Server server(o.params, o.model, o.keys);
+  std::fprintf(stderr, "[pfhe] bench: loading parameters, model and evaluation keys\n");
+  const runtime::Server server(o.params, o.model, o.keys, o.lanes);
   const runtime::CiphertextFile inputs = runtime::read_ciphertexts(o.input, server.context());
   std::optional<nn::PatchCNN> weights;
   if (recompiles) weights = nn::load_model_file(o.model_file);
   const double load_seconds = seconds_since(start);
-  std::fprintf(stderr, "[pfhe] bench: loaded in %.1f s (peak RSS %.1f GB)\n", load_seconds, runtime::peak_rss_gb());
+  std::fprintf(stderr, "[pfhe] bench: loaded in %.1f s (peak RSS %.1f GB)%s\n", load_seconds, runtime::peak_rss_gb(),
+               server.compiles_per_task() ? "; a model file: every task compiles its lane group" : "");
 
   const bool keep = !o.out_dir.empty();
   fs::path dir = keep ? fs::path(o.out_dir) : fs::temp_directory_path() / ("pfhe-bench-" + std::to_string(getpid()));
@@ -193,6 +194,7 @@ int run_bench(const BenchOptions& o) {
                            {"patches", server.model().patches()},
                            {"lane_groups", server.model().groups()},
                            {"lanes", server.model().lanes()},
+                           {"compiled_per_task", server.compiles_per_task()},
                            {"runs", nlohmann::json::array()}};
   for (const RunResult& r : results) {
     const bool identical = reference && r.ok && r.output == reference->output;

@@ -26,6 +26,7 @@ struct BenchOptions {
   std::string runs = "seq,threads:2,threads:4,fork:2,fork:4,recompile:2";
   std::string json;     // report path ("-": stdout)
   std::string out_dir;  // where each run's output ciphertext is kept (default: not kept)
+  std::size_t lanes = 0;  // with a model file as --model (compiled per task)
 };
 
 // Returns 0 when every run succeeded and all outputs are byte-identical, 1 otherwise.

@@ -114,7 +114,10 @@ int cmd_sample_image(std::size_t size, std::uint64_t seed, double variation, con
 
 // ---- compile (server) ----------------------------------------------------------------
 
-int cmd_compile(const std::string& model_path, const std::string& out_dir, double budget_gb, std::size_t lanes) {
+// plan_only: parameters and client spec without the artefact (no diagonals encoded), for
+// a server that is given the model file and compiles each lane group per task.
+int cmd_compile(const std::string& model_path, const std::string& out_dir, double budget_gb, std::size_t lanes,
+                bool plan_only) {
   auto t = Clock::now();
   const nn::PatchCNN model = nn::load_model_file(model_path);
   const std::size_t levels = nn::required_levels(model);
@@ -123,6 +126,18 @@ int cmd_compile(const std::string& model_path, const std::string& out_dir, doubl
   progress("model %s: %zu patches, depth %zu -> parameters %s", model_path.c_str(), model.backbones.size(), levels,
            ctx.params().describe().c_str());
   const ckks::Encoder enc(ctx);
+  if (plan_only) {
+    const nn::CompiledPatchCNN plan =
+        nn::CompiledPatchCNN::plan(model, enc, levels, ctx.params().default_scale(), lanes);
+    fs::create_directories(out_dir);
+    ckks::write_file(out_dir + "/params.pfhe", ckks::save_parameters(ctx.params()));
+    runtime::ClientSpec::of(plan, ctx.params()).write(out_dir + "/client.json");
+    progress("planned in %.1f s: %zu patches in %zu ciphertext(s) of %zu lanes, %zu rotation keys; wrote "
+             "%s/{params.pfhe, client.json} (serve the model file itself: each lane group compiles per task)",
+             seconds_since(t), plan.patches(), plan.groups(), plan.lanes(), plan.rotation_levels().size(),
+             out_dir.c_str());
+    return 0;
+  }
   const auto budget = static_cast<std::size_t>(budget_gb * static_cast<double>(1ULL << 30));
   const nn::CompiledPatchCNN compiled =
       nn::CompiledPatchCNN::compile(model, enc, levels, ctx.params().default_scale(), budget, lanes);
@@ -226,6 +241,7 @@ int cmd_decrypt(const DecryptOptions& o) {
 struct InferOptions {
   std::string params, model, keys, input, out, executor = "seq", json;
   std::size_t workers = 1;
+  std::size_t lanes = 0;  // model files only: as planned by compile --plan-only
 };
 
 std::unique_ptr<runtime::Executor> make_executor(const std::string& name, std::size_t workers) {
@@ -278,7 +294,7 @@ int cmd_infer(InferOptions o, int* argc, char*** argv) {
     runtime::MpiSession mpi(argc, argv);
     omp_set_num_threads(1);
     const auto t = Clock::now();
-    const runtime::Server server(o.params, o.model, o.keys);
+    const runtime::Server server(o.params, o.model, o.keys, o.lanes);
     if (mpi.rank() != 0) {
       runtime::serve_mpi_tasks(mpi, server.context(), with_progress(server.tasks(), server.model().groups()));
       return 0;
@@ -295,10 +311,11 @@ int cmd_infer(InferOptions o, int* argc, char*** argv) {
   if (o.workers == 0) throw std::invalid_argument("--workers must be at least 1");
   auto executor = make_executor(o.executor, o.workers);
   const auto t = Clock::now();
-  progress("loading parameters, compiled model and evaluation keys");
-  const runtime::Server server(o.params, o.model, o.keys);
+  progress("loading parameters, model and evaluation keys");
+  const runtime::Server server(o.params, o.model, o.keys, o.lanes);
   const double load_s = seconds_since(t);
-  progress("loaded in %.1f s", load_s);
+  progress("loaded in %.1f s%s", load_s,
+           server.compiles_per_task() ? " (a model file: each lane group is compiled when its task runs)" : "");
   return run_inference(o, server, *executor, load_s);
 }
 
@@ -319,7 +336,7 @@ int cmd_enroll(const std::string& params, const std::string& store, const std::s
 }
 
 int cmd_match(const InferOptions& o, const std::string& store, const std::string& name, double threshold) {
-  const runtime::Server server(o.params, o.model, o.keys);
+  const runtime::Server server(o.params, o.model, o.keys, o.lanes);
   const std::string path = template_path(store, name);
   if (!fs::exists(path)) throw std::invalid_argument("no enrolled template '" + name + "' in " + store);
   const runtime::CiphertextFile enrolled = read_single_ciphertext(path, server.context());
@@ -340,6 +357,7 @@ int main(int argc, char** argv) {
   std::uint64_t seed = 2025;
   std::size_t size = 64, lanes = 0;
   double budget_gb = 4, threshold = 0, variation = 0;
+  bool plan_only = false;
   InferOptions infer;
   DecryptOptions dec;
 
@@ -363,6 +381,8 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1e6));
   compile->add_option("--lanes", lanes, "patches per ciphertext (power of two; 0: as many as fit)")->capture_default_str();
+  compile->add_flag("--plan-only", plan_only,
+                    "write params.pfhe and client.json only; serve the model file itself (compiled per task)");
 
   auto* keygen = app.add_subcommand("keygen", "client: secret key + evaluation keys for a compiled model");
   keygen->add_option("--spec", spec, "client.json from compile")->required()->check(CLI::ExistingFile);
@@ -381,7 +401,11 @@ int main(int argc, char** argv) {
   auto* match = app.add_subcommand("match", "server: encrypted embedding vs enrolled template -> encrypted score");
   for (auto* c : {run, match}) {
     c->add_option("--params", infer.params)->required()->check(CLI::ExistingFile);
-    c->add_option("--model", infer.model, "model.pfhc from compile")->required()->check(CLI::ExistingFile);
+    c->add_option("--model", infer.model, "model.pfhc from compile, or the model file (.pfhm): compiled per task")
+        ->required()
+        ->check(CLI::ExistingFile);
+    c->add_option("--lanes", infer.lanes, "with a model file: the lanes compile --plan-only was given")
+        ->capture_default_str();
     c->add_option("--eval-keys", infer.keys)->required()->check(CLI::ExistingFile);
     c->add_option("--input", infer.input)->required()->check(CLI::ExistingFile);
     c->add_option("--out", infer.out)->required();
@@ -402,7 +426,11 @@ int main(int argc, char** argv) {
   app::BenchOptions bench;
   auto* bench_cmd = app.add_subcommand("bench", "server: time executor configurations on one encrypted input");
   bench_cmd->add_option("--params", bench.params)->required()->check(CLI::ExistingFile);
-  bench_cmd->add_option("--model", bench.model, "model.pfhc from compile")->required()->check(CLI::ExistingFile);
+  bench_cmd->add_option("--model", bench.model, "model.pfhc from compile, or the model file (.pfhm): compiled per task")
+      ->required()
+      ->check(CLI::ExistingFile);
+  bench_cmd->add_option("--lanes", bench.lanes, "with a model file: the lanes compile --plan-only was given")
+      ->capture_default_str();
   bench_cmd->add_option("--eval-keys", bench.keys)->required()->check(CLI::ExistingFile);
   bench_cmd->add_option("--input", bench.input, "encrypted patches from encrypt")->required()->check(CLI::ExistingFile);
   bench_cmd->add_option("--runs", bench.runs, "comma-separated: seq, threads:W, fork:W, recompile:W")
@@ -426,7 +454,7 @@ int main(int argc, char** argv) {
   try {
     if (*make) return cmd_make_model(kind, seed, calibrate_on, out);
     if (*sample) return cmd_sample_image(size, seed, variation, out);
-    if (*compile) return cmd_compile(model, out_dir, budget_gb, lanes);
+    if (*compile) return cmd_compile(model, out_dir, budget_gb, lanes, plan_only);
     if (*keygen) return cmd_keygen(spec, params, secret, keys);
     if (*encrypt) return cmd_encrypt(spec, params, secret, image, out);
     if (*run) return cmd_infer(infer, &argc, &argv);

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <map>
 
 namespace pfhe::nn {
@@ -269,6 +270,14 @@ PatchCNN load_model_file(const std::string& path) {
     throw ModelFormatError(std::string("model file: ") + e.what());
   }
   return load_model(bytes);
+}
+
+bool is_model_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::invalid_argument(path + ": cannot open");
+  char magic[4] = {};
+  in.read(magic, 4);
+  return in.gcount() == 4 && std::memcmp(magic, kMagic, 4) == 0;
 }
 
 }  // namespace pfhe::nn

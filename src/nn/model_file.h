@@ -25,5 +25,8 @@ PatchCNN load_model(std::span<const std::uint8_t> bytes);
 
 void save_model_file(const PatchCNN& model, const std::string& path);
 PatchCNN load_model_file(const std::string& path);
+// Whether the file starts like a model file (its magic), without loading it; a file that
+// cannot be opened throws std::invalid_argument naming it.
+bool is_model_file(const std::string& path);
 
 }  // namespace pfhe::nn

@@ -8,6 +8,8 @@
 #include "ckks/keygen.h"
 #include "ckks/serialization.h"
 #include "nn/linear_map.h"
+#include "nn/model_file.h"
+#include "nn/parameter_choice.h"
 #include "runtime/mapped_file.h"
 
 namespace pfhe::runtime {
@@ -188,23 +190,38 @@ std::pair<SecretKeyFile, EvaluationKeys> generate_keys(const ckks::Context& ctx,
   return {SecretKeyFile{tag, kg.secret_key()}, std::move(keys)};
 }
 
-Server::Server(const std::string& params_path, const std::string& model_path, const std::string& keys_path) {
+Server::Server(const std::string& params_path, const std::string& model_path, const std::string& keys_path,
+               std::size_t lanes) {
   ctx_ = std::make_unique<ckks::Context>(read_secure_parameters(params_path));
   enc_ = std::make_unique<ckks::Encoder>(*ctx_);
-  // The just-in-time diagonals stay in the mapped file (shared by every process that maps
-  // it, reclaimable), not in a private copy.
-  model_ = load_mapped_in_place(model_path, [&](std::span<const std::uint8_t> bytes,
-                                                const std::shared_ptr<const void>& mapping) {
-    return std::make_unique<nn::CompiledPatchCNN>(nn::CompiledPatchCNN::load(*enc_, bytes, mapping));
-  });
+  if (nn::is_model_file(model_path)) {
+    weights_ = std::make_unique<nn::PatchCNN>(nn::load_model_file(model_path));
+    // The level and scale `pfhe compile` compiles at: the model's depth, the default scale.
+    model_ = std::make_unique<nn::CompiledPatchCNN>(nn::CompiledPatchCNN::plan(
+        *weights_, *enc_, nn::required_levels(*weights_), ctx_->params().default_scale(), lanes));
+  } else {
+    if (lanes != 0) throw std::invalid_argument("lanes are chosen when compiling; a compiled model has its own");
+    // The just-in-time diagonals stay in the mapped file (shared by every process that maps
+    // it, reclaimable), not in a private copy.
+    model_ = load_mapped_in_place(model_path, [&](std::span<const std::uint8_t> bytes,
+                                                  const std::shared_ptr<const void>& mapping) {
+      return std::make_unique<nn::CompiledPatchCNN>(nn::CompiledPatchCNN::load(*enc_, bytes, mapping));
+    });
+  }
   keys_ = std::make_unique<EvaluationKeys>(read_evaluation_keys(keys_path, *ctx_));
   for (const auto& [step, level] : model_->rotation_levels()) {
     const auto key = keys_->galois.keys.find(ckks::galois_element_for_step(step, ctx_->n()));
     if (key == keys_->galois.keys.end() || key->second.max_level() < level)
       throw std::invalid_argument(keys_path + ": no Galois key for rotation " + std::to_string(step) + " at level " +
-                                  std::to_string(level) + " (keys generated for another model?)");
+                                  std::to_string(level) +
+                                  (weights_ ? " (keys generated for another model or another --lanes?)"
+                                            : " (keys generated for another model?)"));
   }
   eval_ = std::make_unique<ckks::Evaluator>(*ctx_, &keys_->relin, &keys_->galois);
+}
+
+TaskFunction Server::tasks() const {
+  return weights_ ? recompiling_backbone_tasks(*weights_, *model_, *enc_, *eval_) : backbone_tasks(*model_, *eval_);
 }
 
 CiphertextFile Server::infer(const CiphertextFile& patches, Executor& executor, RunStats* stats) const {

@@ -67,14 +67,23 @@ std::pair<SecretKeyFile, EvaluationKeys> generate_keys(const ckks::Context& ctx,
 
 class Server {
  public:
-  // Loads and cross-checks parameters, compiled model and evaluation keys.
-  Server(const std::string& params_path, const std::string& model_path, const std::string& keys_path);
+  // Loads and cross-checks parameters, model and evaluation keys. `model_path` is either a
+  // compiled artefact (model.pfhc from `pfhe compile`, used in place from its mapping) or
+  // a model file (.pfhm): then the server keeps a plan (geometry and rotation keys, no
+  // diagonals) and every task compiles its lane group when it runs and drops it after
+  // (recompiling_backbone_tasks), for models whose artefact would not fit on disk or in
+  // memory. `lanes` (model files only; 0: as many as fit) must be what the client's
+  // spec was planned with (`pfhe compile --plan-only --lanes`).
+  Server(const std::string& params_path, const std::string& model_path, const std::string& keys_path,
+         std::size_t lanes = 0);
+  // True when tasks compile their lane group (a model file was given).
+  bool compiles_per_task() const { return weights_ != nullptr; }
 
   const ckks::Context& context() const { return *ctx_; }
   const nn::CompiledPatchCNN& model() const { return *model_; }
   const ckks::Encoder& encoder() const { return *enc_; }
   const ckks::Evaluator& evaluator() const { return *eval_; }
-  TaskFunction tasks() const { return backbone_tasks(*model_, *eval_); }
+  TaskFunction tasks() const;
 
   // Patch backbones on the executor, then tree aggregation and (unless the model is a
   // classifier, whose output is its logits) L2 normalisation. The
@@ -88,7 +97,8 @@ class Server {
  private:
   std::unique_ptr<ckks::Context> ctx_;
   std::unique_ptr<ckks::Encoder> enc_;
-  std::unique_ptr<nn::CompiledPatchCNN> model_;
+  std::unique_ptr<nn::PatchCNN> weights_;  // only when serving a model file
+  std::unique_ptr<nn::CompiledPatchCNN> model_;  // compiled, or a plan when weights_ is set
   std::unique_ptr<EvaluationKeys> keys_;
   std::unique_ptr<ckks::Evaluator> eval_;
 };

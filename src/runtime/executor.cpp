@@ -7,8 +7,6 @@
 #include <chrono>
 #include <exception>
 #include <filesystem>
-#include <mutex>
-#include <map>
 #include <stdexcept>
 #include <thread>
 
@@ -99,28 +97,15 @@ TaskFunction recompiling_backbone_tasks(const nn::PatchCNN& model, const nn::Com
   if (model.backbones.size() != plan.patches())
     throw std::invalid_argument("the model file has " + std::to_string(model.backbones.size()) +
                                 " patches, the compiled model " + std::to_string(plan.patches()));
-  struct Cache {
-    std::mutex mutex;
-    std::map<std::size_t, std::shared_ptr<const nn::CompiledBackbone>> groups;
-  };
-  auto cache = std::make_shared<Cache>();
-  return [&model, &plan, &encoder, &eval, cache](std::size_t g, const ckks::Ciphertext& in) {
+  return [&model, &plan, &encoder, &eval](std::size_t g, const ckks::Ciphertext& in) {
     if (g >= plan.groups())
       throw std::invalid_argument("lane group " + std::to_string(g) + " of a model with " +
                                   std::to_string(plan.groups()) + " groups");
-    std::shared_ptr<const nn::CompiledBackbone> group;
-    {
-      std::lock_guard lock(cache->mutex);
-      group = cache->groups[g];
-    }
-    if (!group) {
-      const nn::CompiledBackbone& geometry = plan.group(g);
-      group = std::make_shared<const nn::CompiledBackbone>(nn::CompiledPatchCNN::compile_group(
-          model, encoder, geometry.input_level(), geometry.input_scale(), 0, plan.lanes(), g));
-      std::lock_guard lock(cache->mutex);
-      cache->groups[g] = group;
-    }
-    return group->run(eval, in);
+    // Compiled here, dropped on return: a worker holds one lane group at a time.
+    const nn::CompiledBackbone& geometry = plan.group(g);
+    const nn::CompiledBackbone group = nn::CompiledPatchCNN::compile_group(
+        model, encoder, geometry.input_level(), geometry.input_scale(), 0, plan.lanes(), g);
+    return group.run(eval, in);
   };
 }
 

@@ -54,11 +54,12 @@ std::unique_ptr<Executor> make_fork_executor(std::size_t workers);
 // summed head blocks) on the group's ciphertext g.
 TaskFunction backbone_tasks(const nn::CompiledPatchCNN& model, const ckks::Evaluator& eval);
 
-// The "recompile in every worker" baseline (what the Orion prototype's workers did): each
-// process compiles the lane groups it is given from the model's weights on first use
-// (diagonals encoded just in time) instead of inheriting a compiled model. `plan` only
-// supplies the geometry (lanes, input level and scale); outputs equal backbone_tasks'.
-// Meant for the fork pool, where each worker has its own cache.
+// Tasks that compile their lane group from the model's weights when they run (diagonals
+// encoded just in time) and drop it on return, so a worker holds one group at a time:
+// the "recompile in every worker" baseline (what the Orion prototype's workers did), and
+// the server's lazy mode for models whose compiled artefact would not fit (an 8x8 grid).
+// `plan` (a compiled model or a plan, nn::CompiledPatchCNN::plan) only supplies the
+// geometry (lanes, input level and scale); outputs equal backbone_tasks'.
 TaskFunction recompiling_backbone_tasks(const nn::PatchCNN& model, const nn::CompiledPatchCNN& plan,
                                         const ckks::Encoder& encoder, const ckks::Evaluator& eval);
 

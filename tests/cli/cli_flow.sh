@@ -52,6 +52,20 @@ if [ -n "$mpirun" ]; then
 fi
 grep -q '"executor": "seq"' seq.json || fail "no JSON report"
 
+# Serving the model file itself (lazy mode, for grids whose artefact would not fit): a
+# plan-only compile gives the same client spec, and the tasks compile their lane groups
+# when they run: the same bytes.
+"$pfhe" compile --model model.pfhm --out-dir plan --lanes 2 --plan-only
+[ ! -e plan/model.pfhc ] || fail "plan-only compile wrote an artefact"
+cmp plan/client.json srv/client.json || fail "plan-only client spec differs from the compiled one"
+lazy=(--params srv/params.pfhe --model model.pfhm --eval-keys eval.keys --lanes 2)
+"$pfhe" infer "${lazy[@]}" --input alice.cts --out alice.lazy.ct --executor fork --workers 2 2> lazy-progress.txt
+grep -q "compiled when its task runs" lazy-progress.txt || { cat lazy-progress.txt; fail "no lazy-mode notice"; }
+cmp alice.seq.ct alice.lazy.ct || fail "lazy (per-task compile) output differs from the compiled model's"
+expect_error "another --lanes" "$pfhe" infer --params srv/params.pfhe --model model.pfhm --eval-keys eval.keys \
+  --lanes 4 --input alice.cts --out x.ct
+expect_error "lanes are chosen when compiling" "$pfhe" infer "${server[@]}" --lanes 2 --input alice.cts --out x.ct
+
 # pfhe bench: every configuration in its own process, outputs compared byte for byte
 # (exit status 0 only when all agree), the sequential run's bytes equal infer's.
 "$pfhe" bench "${server[@]}" --input alice.cts --model-file model.pfhm --runs seq,threads:2,fork:3,recompile:2 \
@@ -89,7 +103,7 @@ expect_error "error" "$pfhe" infer "${server[@]}" --input corrupt.cts --out x.ct
 expect_error "different key sets" "$pfhe" infer --params srv/params.pfhe --model srv/model.pfhc \
   --eval-keys other.keys --input alice.cts --out x.ct
 expect_error "different key sets" "$pfhe" decrypt "${spec[@]}" --secret-key other.key --input alice.seq.ct
-expect_error "not a pfhe" "$pfhe" infer --params srv/params.pfhe --model model.pfhm --eval-keys eval.keys \
+expect_error "not a pfhe" "$pfhe" infer --params srv/params.pfhe --model alice.png --eval-keys eval.keys \
   --input alice.cts --out x.ct
 expect_error "does not exist\|not found\|cannot" "$pfhe" infer "${server[@]}" --input missing.cts --out x.ct
 expect_error "no enrolled template" "$pfhe" match "${server[@]}" --input bob.ct --out x --store store --name carol \
