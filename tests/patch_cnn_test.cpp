@@ -145,7 +145,9 @@ TEST(PatchCnn, EveryModelKindPlansAtItsSecureParameters) {
     const CompiledPatchCNN plan = CompiledPatchCNN::plan(model, enc, levels, ctx.params().default_scale());
     EXPECT_EQ(plan.patches(), kind.grid * kind.grid) << name;
     EXPECT_FALSE(plan.rotation_levels().empty()) << name;
-  }
+  }  // The 8x8 grid (bench/scaling.sh) has the CryptoFace backbone on 256x256 images.
+  EXPECT_EQ(synthetic_kind("cryptofacenet64").grid, 8u);
+  EXPECT_EQ(synthetic_kind("cryptofacenet64").patch, 32u);
 }
 
 TEST(PatchCnn, PatchGroupsAndLaneLimits) {

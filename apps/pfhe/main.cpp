@@ -362,7 +362,7 @@ int main(int argc, char** argv) {
   DecryptOptions dec;
 
   auto* make = app.add_subcommand("make-model", "write a synthetic calibrated PatchCNN model file");
-  make->add_option("--kind", kind, "tiny | reduced | cryptofacenet4 | cryptofacenet9 | cryptofacenet16")->capture_default_str();
+  make->add_option("--kind", kind, "tiny | reduced | cryptofacenet4 | cryptofacenet9 | cryptofacenet16 | cryptofacenet64 (8x8)")->capture_default_str();
   make->add_option("--seed", seed)->capture_default_str();
   make->add_option("--calibrate-on", calibrate_on, "directory of real images to calibrate on (random crops)")
       ->check(CLI::ExistingDirectory);

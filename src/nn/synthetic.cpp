@@ -147,10 +147,12 @@ SyntheticKind synthetic_kind(const std::string& name) {
     narrow.blocks = {{4, 1}, {8, 2}, {8, 1}, {16, 2}, {16, 1}};
     return {narrow, 2, 8, 16};
   }
-  for (std::size_t grid : {2, 3, 4})
+  // CryptoFaceNet4/9/16 (2x2, 3x3, 4x4 grids of 32x32 patches) and the same backbone on an
+  // 8x8 grid (256x256 input), the largest grid the issues ask to schedule.
+  for (std::size_t grid : {2, 3, 4, 8})
     if (name == "cryptofacenet" + std::to_string(grid * grid)) return {BackboneShape{}, grid, 32, 256};
   throw std::invalid_argument("unknown model kind '" + name +
-                              "' (tiny, reduced, cryptofacenet4, cryptofacenet9, cryptofacenet16)");
+                              "' (tiny, reduced, cryptofacenet4, cryptofacenet9, cryptofacenet16, cryptofacenet64)");
 }
 
 PatchCNN make_synthetic_patch_cnn(const BackboneShape& shape, std::size_t grid, std::size_t patch, std::size_t embedding,
