@@ -175,8 +175,12 @@ TEST_F(CompiledGraphTest, StoredFormRunsIdenticallyAndRejectsCorruption) {
 TEST_F(CompiledGraphTest, PlanHasTheSameRotationKeys) {
   const Graph g = residual_net();
   const double scale = ctx_.params().default_scale();
-  EXPECT_EQ(CompiledGraph::compile(g, enc_, kLevels, scale, SIZE_MAX, Compilation::kPlanOnly).rotation_levels(),
-            CompiledGraph::compile(g, enc_, kLevels, scale).rotation_levels());
+  const CompiledGraph plan = CompiledGraph::compile(g, enc_, kLevels, scale, SIZE_MAX, Compilation::kPlanOnly);
+  EXPECT_EQ(plan.rotation_levels(), CompiledGraph::compile(g, enc_, kLevels, scale).rotation_levels());
+  EXPECT_THROW(plan.save(), std::logic_error);
+  test::ModelKeys keys(ctx_, plan.rotation_levels());
+  const ckks::Ciphertext in = keys.encryptor.encrypt(enc_.encode(plan.pack_input(input_image(1)), kLevels, scale));
+  EXPECT_THROW(plan.run(keys.eval, in), std::logic_error);
 }
 
 TEST_F(CompiledGraphTest, TooDeepOrUnsupportedGraphsFailNamingTheNode) {

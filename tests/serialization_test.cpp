@@ -1,6 +1,7 @@
 // Binary format: round trips for every object, and rejection of corrupt or foreign input.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <random>
 
 #include "ckks/encoder.h"
@@ -190,4 +191,26 @@ TEST_F(SerializationTest, FilesAreWrittenAtomically) {
   EXPECT_EQ(read_file(path), b);
   EXPECT_THROW(read_file(path + ".missing"), SerializationError);
   EXPECT_THROW(write_file("/nonexistent-dir/x.bin", b), SerializationError);
+}
+
+// Galois keys written key by key (client key generation without the set in memory) are
+// byte for byte the stored form of the whole set, at every key's own level, and load back.
+TEST_F(SerializationTest, StreamedGaloisKeysEqualTheWholeSet) {
+  const std::map<long, std::size_t> step_levels = {{1, 3}, {2, 1}, {-1, 2}, {5, 3}, {3, 0}};
+  const GaloisKeys whole = keygen_.create_galois_keys(step_levels);
+  const StreamedGaloisKeys streamed{context_, galois_element_levels(context_, step_levels)};
+  ASSERT_EQ(streamed.element_levels.size(), whole.keys.size());
+  Bytes out;
+  std::atomic<std::size_t> made = 0;  // keys are made in parallel
+  streamed.write(
+      [&](std::uint64_t g, std::size_t level) {
+        ++made;
+        EXPECT_EQ(whole.keys.at(g).max_level(), level);
+        return whole.keys.at(g);
+      },
+      [&](std::span<const std::uint8_t> piece) { out.insert(out.end(), piece.begin(), piece.end()); });
+  EXPECT_EQ(made.load(), whole.keys.size());
+  EXPECT_EQ(out.size(), streamed.stored_size());
+  EXPECT_EQ(out, save(context_, whole));
+  EXPECT_EQ(load_galois_keys(context_, out).keys.size(), whole.keys.size());
 }

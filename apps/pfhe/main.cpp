@@ -162,9 +162,9 @@ int cmd_keygen(const std::string& spec_path, const std::string& params_path, con
   const ckks::Context ctx(runtime::read_secure_parameters(params_path));
   const runtime::ClientSpec spec = runtime::ClientSpec::read(spec_path);
   progress("generating the secret key, a relinearization key and %zu Galois keys", spec.rotation_levels.size());
-  const auto [secret, keys] = runtime::generate_keys(ctx, spec);
+  // The evaluation keys go to their file as they are made; the secret key is written after.
+  const runtime::SecretKeyFile secret = runtime::generate_keys(ctx, spec, eval_out);
   runtime::write_secret_key(secret_out, ctx, secret);
-  runtime::write_evaluation_keys(eval_out, ctx, keys);
   progress("keys in %.1f s: secret key %s (keep it), evaluation keys %s (%.2f GB, for the server)", seconds_since(t),
            secret_out.c_str(), eval_out.c_str(), static_cast<double>(fs::file_size(eval_out)) / 1e9);
   return 0;

@@ -93,10 +93,9 @@ void client_key_generation(const Instance& in) {
   const ckks::Encoder enc(ctx);
   const runtime::ClientSpec spec = runtime::ClientSpec::of(
       nn::CompiledPatchCNN::plan(model, enc, nn::required_levels(model), ctx.params().default_scale()), ctx.params());
-  const auto [secret, keys] = runtime::generate_keys(ctx, spec);
   ckks::write_file((in.keys / "params.pfhe").string(), ckks::save_parameters(ctx.params()));
   spec.write((in.keys / "client.json").string());
-  runtime::write_evaluation_keys((in.keys / "eval.keys").string(), ctx, keys);
+  const runtime::SecretKeyFile secret = runtime::generate_keys(ctx, spec, (in.keys / "eval.keys").string());
   runtime::write_secret_key((in.client / "secret.key").string(), ctx, secret);
 }
 

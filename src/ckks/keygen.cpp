@@ -125,13 +125,19 @@ SwitchingKey KeyGenerator::create_galois_key(std::uint64_t galois_element, std::
   return create_switching_key(s_q, under, max_level);
 }
 
-GaloisKeys KeyGenerator::create_galois_keys(const std::map<long, std::size_t>& step_levels) const {
+std::map<std::uint64_t, std::size_t> galois_element_levels(const Context& context,
+                                                           const std::map<long, std::size_t>& step_levels) {
   std::map<std::uint64_t, std::size_t> element_levels;
   for (const auto& [step, level] : step_levels) {
-    check_level(context_, level);
-    const std::uint64_t g = galois_element_for_step(step, context_.n());
+    check_level(context, level);
+    const std::uint64_t g = galois_element_for_step(step, context.n());
     if (g != 1) element_levels[g] = std::max(element_levels[g], level);
   }
+  return element_levels;
+}
+
+GaloisKeys KeyGenerator::create_galois_keys(const std::map<long, std::size_t>& step_levels) const {
+  const std::map<std::uint64_t, std::size_t> element_levels = galois_element_levels(context_, step_levels);
   // Keys are independent (own seeds, own error streams): made in parallel, inserted in order.
   const std::vector<std::pair<std::uint64_t, std::size_t>> todo(element_levels.begin(), element_levels.end());
   std::vector<SwitchingKey> made(todo.size());

@@ -46,6 +46,11 @@ class KeyGenerator {
   SecretKey secret_key_;
 };
 
+// The Galois elements a set of rotation steps needs, each with the highest level one of its
+// steps is used at (steps that are the identity are dropped): what create_galois_keys makes.
+std::map<std::uint64_t, std::size_t> galois_element_levels(const Context& context,
+                                                           const std::map<long, std::size_t>& step_levels);
+
 // Regenerates the uniform `a` parts of a switching key from its seed (used by keygen and
 // by the loader of seeded keys, so both derive exactly the same polynomials).
 void expand_switching_key_a(const Context& context, const ring::Seed& seed, std::size_t max_level,

@@ -1,5 +1,7 @@
 #include "ckks/serialization.h"
 
+#include <omp.h>
+
 #include <zstd.h>
 
 #include <cmath>
@@ -19,6 +21,20 @@ constexpr std::uint32_t kFlagZstd = 1;
 // Upper bound on any decompressed payload (a full rotation-key set of N = 2^17 stays below).
 constexpr std::uint64_t kMaxPayload = std::uint64_t{1} << 40;
 
+Bytes object_header(ObjectType type, std::uint64_t fingerprint, std::uint32_t flags, std::uint64_t stored_size,
+                    std::uint64_t raw_size) {
+  ByteWriter w;
+  w.put_bytes(reinterpret_cast<const std::uint8_t*>(kMagic), 4);
+  w.put<std::uint16_t>(kFormatVersion);
+  w.put<std::uint16_t>(static_cast<std::uint16_t>(type));
+  w.put<std::uint32_t>(flags);
+  w.put<std::uint32_t>(0);  // reserved
+  w.put<std::uint64_t>(fingerprint);
+  w.put<std::uint64_t>(stored_size);
+  w.put<std::uint64_t>(raw_size);
+  return std::move(w.bytes());
+}
+
 Bytes finish(ObjectType type, std::uint64_t fingerprint, Bytes payload, const SaveOptions& options) {
   std::uint32_t flags = 0;
   const std::uint64_t raw_size = payload.size();
@@ -31,16 +47,7 @@ Bytes finish(ObjectType type, std::uint64_t fingerprint, Bytes payload, const Sa
     payload = std::move(packed);
     flags |= kFlagZstd;
   }
-  ByteWriter w;
-  w.put_bytes(reinterpret_cast<const std::uint8_t*>(kMagic), 4);
-  w.put<std::uint16_t>(kFormatVersion);
-  w.put<std::uint16_t>(static_cast<std::uint16_t>(type));
-  w.put<std::uint32_t>(flags);
-  w.put<std::uint32_t>(0);  // reserved
-  w.put<std::uint64_t>(fingerprint);
-  w.put<std::uint64_t>(payload.size());
-  w.put<std::uint64_t>(raw_size);
-  Bytes out = std::move(w.bytes());
+  Bytes out = object_header(type, fingerprint, flags, payload.size(), raw_size);
   out.insert(out.end(), payload.begin(), payload.end());
   return out;
 }
@@ -339,6 +346,46 @@ Bytes save(const Context& ctx, const GaloisKeys& gk, SaveOptions options) {
     put_switching_key(w, key);
   }
   return finish(ObjectType::kGaloisKeys, ctx.params().fingerprint(), std::move(w.bytes()), options);
+}
+
+namespace {
+// What put_switching_key writes for a key at `level`.
+std::size_t stored_switching_key_size(const Context& ctx, std::size_t level) {
+  const std::size_t poly_q = 4 + (level + 1) * ctx.n() * 8, poly_p = 4 + ctx.ring_p().size() * ctx.n() * 8;
+  return 4 + 4 + ring::Seed{}.size() + ctx.params().digits_at(level) * (poly_q + poly_p);
+}
+}  // namespace
+
+std::size_t StreamedGaloisKeys::stored_size() const {
+  std::size_t payload = 4;
+  for (const auto& [g, level] : element_levels) payload += 8 + stored_switching_key_size(ctx, level);
+  return kHeaderSize + payload;
+}
+
+void StreamedGaloisKeys::write(const std::function<SwitchingKey(std::uint64_t element, std::size_t level)>& make,
+                               const std::function<void(std::span<const std::uint8_t>)>& sink) const {
+  const std::uint64_t payload = stored_size() - kHeaderSize;
+  sink(object_header(ObjectType::kGaloisKeys, ctx.params().fingerprint(), 0, payload, payload));
+  ByteWriter count;
+  count.put<std::uint32_t>(static_cast<std::uint32_t>(element_levels.size()));
+  sink(count.bytes());
+  std::size_t written = count.bytes().size();
+  const std::vector<std::pair<std::uint64_t, std::size_t>> todo(element_levels.begin(), element_levels.end());
+  // A batch of keys per round, one per thread: the memory of a few keys, the speed of all cores.
+  const std::size_t batch = 2 * static_cast<std::size_t>(std::max(1, omp_get_max_threads()));
+  for (std::size_t first = 0; first < todo.size(); first += batch) {
+    const std::size_t count_now = std::min(batch, todo.size() - first);
+    std::vector<SwitchingKey> keys(count_now);
+    ring::parallel_for(count_now, [&](std::size_t i) { keys[i] = make(todo[first + i].first, todo[first + i].second); });
+    for (std::size_t i = 0; i < count_now; ++i) {
+      ByteWriter w;
+      w.put<std::uint64_t>(todo[first + i].first);
+      put_switching_key(w, keys[i]);
+      written += w.bytes().size();
+      sink(w.bytes());
+    }
+  }
+  if (written != payload) throw std::logic_error("streamed Galois keys: size differs from the computed size");
 }
 
 GaloisKeys load_galois_keys(const Context& ctx, std::span<const std::uint8_t> bytes) {

@@ -6,6 +6,8 @@
 #pragma once
 #include <cstdint>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -49,6 +51,19 @@ Bytes save(const Context& ctx, const PublicKey& pk, SaveOptions options = {});
 // Switching keys are stored seeded: the a_j are regenerated from the key's seed.
 Bytes save(const Context& ctx, const RelinKey& rk, SaveOptions options = {});
 Bytes save(const Context& ctx, const GaloisKeys& gk, SaveOptions options = {});
+
+// A Galois key set written key by key, byte for byte what save(ctx, keys) (uncompressed)
+// writes for the keys make(g, level) returns, without the whole set in memory: keys are
+// made a few at a time (in parallel), serialized in increasing element order and handed to
+// `sink`, then dropped. `element_levels` as from galois_element_levels (ckks/keygen.h).
+// stored_size is the byte count the sink receives (for length-prefixed containers).
+struct StreamedGaloisKeys {
+  const Context& ctx;
+  std::map<std::uint64_t, std::size_t> element_levels;
+  std::size_t stored_size() const;
+  void write(const std::function<SwitchingKey(std::uint64_t element, std::size_t level)>& make,
+             const std::function<void(std::span<const std::uint8_t>)>& sink) const;
+};
 
 Plaintext load_plaintext(const Context& ctx, std::span<const std::uint8_t> bytes);
 Ciphertext load_ciphertext(const Context& ctx, std::span<const std::uint8_t> bytes);

@@ -18,8 +18,8 @@ namespace {
 // lane's a1, a0 side by side) and w2 per lane and channel.
 using LaneScales = std::vector<std::vector<double>>;
 
-CompiledQuadratic make_herpn(const ckks::Encoder& enc, const std::vector<const HerPN*>& herpns, const Layout& layout,
-                             std::size_t level, double scale, LaneScales& w2) {
+CompiledQuadratic make_herpn(const ckks::Encoder& enc, Compilation mode, const std::vector<const HerPN*>& herpns,
+                             const Layout& layout, std::size_t level, double scale, LaneScales& w2) {
   std::vector<Tensor> a1, a0;
   w2.clear();
   const std::size_t plane = layout.shape.height * layout.shape.width;
@@ -37,7 +37,7 @@ CompiledQuadratic make_herpn(const ckks::Encoder& enc, const std::vector<const H
     }
     w2.push_back(q.w2);
   }
-  return make_quadratic(enc, a1, a0, layout, level, scale);
+  return make_quadratic(enc, mode, a1, a0, layout, level, scale);
 }
 
 // conv(w2 (.) x): the input-channel scaling folded into the weights.
@@ -164,7 +164,7 @@ CompiledBackbone CompiledBackbone::compile(const std::vector<const Backbone*>& m
   for (std::size_t bi = 0; bi < models.front()->blocks.size(); ++bi) {
     const auto block = [&](std::size_t l) -> const HerPNConvBlock& { return models[l]->blocks[bi]; };
     CompiledQuadratic h1 = make_herpn(
-        enc, per_lane(models, [&](const Backbone&, std::size_t l) { return &block(l).herpn1; }), layout, level, scale, w2);
+        enc, mode, per_lane(models, [&](const Backbone&, std::size_t l) { return &block(l).herpn1; }), layout, level, scale, w2);
     const Layout z_layout = layout;
     const std::size_t z_level = level - 1;
     const double z_scale = h1.output_scale;
@@ -181,7 +181,7 @@ CompiledBackbone CompiledBackbone::compile(const std::vector<const Backbone*>& m
     if (conv1.front().stride == 1 || z_layout.replicas > 1) h_layout = with_rotated_replicas(h_layout);
     CompiledLinear c1 = make_linear(enc, mode, lower_conv(conv1, z_layout, h_layout), z_layout, h_layout, z_level, z_scale, scale);
     CompiledQuadratic h2 = make_herpn(
-        enc, per_lane(models, [&](const Backbone&, std::size_t l) { return &block(l).herpn2; }), h_layout, z_level - 1,
+        enc, mode, per_lane(models, [&](const Backbone&, std::size_t l) { return &block(l).herpn2; }), h_layout, z_level - 1,
         scale, w2);
     const auto conv2 = per_lane(models, [&](const Backbone&, std::size_t l) { return fold_input_scale(block(l).conv2, w2[l]); });
     const Layout m_layout = conv_output_layout(conv2.front(), h_layout);
@@ -209,7 +209,7 @@ CompiledBackbone CompiledBackbone::compile(const std::vector<const Backbone*>& m
     level = z_level - 3;
   }
   cb.pool_herpn_ = make_herpn(
-      enc, per_lane(models, [](const Backbone& m, std::size_t) { return &m.pool_herpn; }), layout, level, scale, w2);
+      enc, mode, per_lane(models, [](const Backbone& m, std::size_t) { return &m.pool_herpn; }), layout, level, scale, w2);
   const auto fused = per_lane(models, [&](const Backbone& m, std::size_t l) {
     return pool_head_linear(layout.shape, m.pool_size, w2[l], m.bn1d, heads.empty() ? nullptr : heads[l]);
   });

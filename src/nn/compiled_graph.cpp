@@ -119,7 +119,7 @@ class CompiledGraph::Builder {
       a0.data[e] = q.w0[c] / (q.w2[c] * m[e] * m[e]);
     }
     require_level(v.level);
-    CompiledQuadratic quadratic = make_quadratic(enc_, {a1}, {a0}, v.layout, v.level, v.scale);
+    CompiledQuadratic quadratic = make_quadratic(enc_, mode_, {a1}, {a0}, v.layout, v.level, v.scale);
     const double output_scale = quadratic.output_scale;
     return {push(name, {v.index}, std::move(quadratic)), v.layout, v.shape, v.level - 1, output_scale, w2};
   }
@@ -182,6 +182,7 @@ CompiledGraph CompiledGraph::compile(const Graph& graph, const ckks::Encoder& en
   g.encoder_ = &encoder;
   g.input_level_ = input_level;
   g.input_scale_ = scale;
+  g.plan_ = mode == Compilation::kPlanOnly;
   const std::size_t slots = encoder.context().n() / 2;
   g.input_layout_ = with_full_replication(Layout{graph.input_shape(), 1, slots});
   Builder b(encoder, mode, scale, g);
@@ -319,6 +320,7 @@ ckks::Ciphertext apply_step(const ckks::Evaluator& eval, const CompiledGraph::St
 
 ckks::Ciphertext CompiledGraph::run(const ckks::Evaluator& eval, const ckks::Ciphertext& input,
                                     std::vector<StepTiming>* timings) const {
+  if (plan_) throw std::logic_error("compiled graph: a plan (rotation keys and layouts only) cannot run");
   if (input.level() < input_level_)
     throw std::invalid_argument("compiled graph: input at level " + std::to_string(input.level()) + ", needs " +
                                 std::to_string(input_level_));
@@ -354,6 +356,7 @@ enum class StepKind : std::uint8_t { kLinear = 0, kQuadratic = 1, kShift = 2, kP
 }  // namespace
 
 ckks::Bytes CompiledGraph::save() const {
+  if (plan_) throw std::logic_error("compiled graph: a plan (rotation keys and layouts only) cannot be saved");
   const ckks::Context& ctx = encoder_->context();
   ckks::ByteWriter w;
   w.put_bytes(reinterpret_cast<const std::uint8_t*>(kGraphMagic), 4);

@@ -66,6 +66,7 @@ class CompiledGraph {
   ckks::Ciphertext run(const ckks::Evaluator& eval, const ckks::Ciphertext& input,
                        std::vector<StepTiming>* timings = nullptr) const;
 
+  // A plan (Compilation::kPlanOnly) can neither run nor be saved (std::logic_error).
   // One self-contained stored form (magic "PFHG", parameter fingerprint; docs/FORMAT.md).
   ckks::Bytes save() const;
   // `backing` keeps `bytes` alive (a file mapping) so just-in-time diagonals are used in place.
@@ -99,6 +100,7 @@ class CompiledGraph {
   Shape output_shape_;
   std::size_t input_level_ = 0, output_level_ = 0, output_value_ = 0;
   double input_scale_ = 0, output_scale_ = 0;
+  bool plan_ = false;  // Compilation::kPlanOnly: rotation keys and layouts only
 };
 
 }  // namespace pfhe::nn

@@ -45,10 +45,11 @@ CompiledLinear make_linear(const ckks::Encoder& enc, Compilation mode, const Slo
 }
 
 
-CompiledQuadratic make_quadratic(const ckks::Encoder& enc, const std::vector<Tensor>& a1, const std::vector<Tensor>& a0,
-                                 const Layout& layout, std::size_t level, double scale) {
+CompiledQuadratic make_quadratic(const ckks::Encoder& enc, Compilation mode, const std::vector<Tensor>& a1,
+                                 const std::vector<Tensor>& a0, const Layout& layout, std::size_t level, double scale) {
   require_level(level);
   const double output_scale = scale * scale / prime_at(enc.context(), level);
+  if (mode == Compilation::kPlanOnly) return CompiledQuadratic{level, scale, output_scale, {}, {}};
   return CompiledQuadratic{level, scale, output_scale, enc.encode(pack_lanes(a1, layout), level, scale),
                            enc.encode(pack_lanes(a0, layout), level - 1, output_scale)};
 }

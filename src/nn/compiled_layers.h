@@ -57,8 +57,10 @@ CompiledLinear make_linear(const ckks::Encoder& enc, Compilation mode, const Slo
                            const Layout& out, std::size_t level, double in_scale, double target_scale);
 
 // x (x + a1) + a0 at (level, scale): a1 and a0 given per lane as tensors of layout.shape.
-CompiledQuadratic make_quadratic(const ckks::Encoder& enc, const std::vector<Tensor>& a1, const std::vector<Tensor>& a0,
-                                 const Layout& layout, std::size_t level, double scale);
+// A plan leaves a1 and a0 unencoded (levels and scales only): a plan of a large grid would
+// otherwise hold every group's plaintexts (~5 GB for 8x8 CryptoFace).
+CompiledQuadratic make_quadratic(const ckks::Encoder& enc, Compilation mode, const std::vector<Tensor>& a1,
+                                 const std::vector<Tensor>& a0, const Layout& layout, std::size_t level, double scale);
 
 // Rotation steps of the layers with the highest level each one is used at.
 std::map<long, std::size_t> rotation_levels(const std::vector<const CompiledLinear*>& layers);

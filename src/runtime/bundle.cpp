@@ -51,15 +51,21 @@ ckks::Bytes save_bundle(const Bundle& bundle) {
   return std::move(w.bytes());
 }
 
+namespace {
+void write_length(ckks::FileWriter& f, std::uint64_t size) {
+  ckks::ByteWriter length;
+  length.put<std::uint64_t>(size);
+  f.write(length.bytes());
+}
+}  // namespace
+
 void write_bundle_file(const std::string& path, std::uint64_t key_set, std::size_t count,
                        const std::function<ckks::Bytes(std::size_t)>& make_object) {
   ckks::FileWriter f(path);
   f.write(bundle_header(key_set, count));
   for (std::size_t i = 0; i < count; ++i) {
     const ckks::Bytes object = make_object(i);
-    ckks::ByteWriter length;
-    length.put<std::uint64_t>(object.size());
-    f.write(length.bytes());
+    write_length(f, object.size());
     f.write(object);
   }
   f.commit();
@@ -124,6 +130,20 @@ void write_evaluation_keys(const std::string& path, const ckks::Context& ctx, co
   write_bundle_file(path, keys.key_set, 2, [&](std::size_t i) {
     return i == 0 ? ckks::save(ctx, keys.relin) : ckks::save(ctx, keys.galois);
   });
+}
+
+void write_evaluation_keys(const std::string& path, const ckks::Context& ctx, std::uint64_t key_set,
+                           const ckks::KeyGenerator& keygen, const std::map<long, std::size_t>& rotation_levels) {
+  ckks::FileWriter f(path);
+  f.write(bundle_header(key_set, 2));
+  const ckks::Bytes relin = ckks::save(ctx, keygen.create_relin_key());
+  write_length(f, relin.size());
+  f.write(relin);
+  const ckks::StreamedGaloisKeys galois{ctx, ckks::galois_element_levels(ctx, rotation_levels)};
+  write_length(f, galois.stored_size());
+  galois.write([&](std::uint64_t g, std::size_t level) { return keygen.create_galois_key(g, level); },
+               [&](std::span<const std::uint8_t> bytes) { f.write(bytes); });
+  f.commit();
 }
 
 EvaluationKeys read_evaluation_keys(const std::string& path, const ckks::Context& ctx) {

@@ -7,6 +7,7 @@
 // parameter fingerprint, sizes, coefficient ranges).
 #pragma once
 #include <functional>
+#include <map>
 #include <span>
 #include <string>
 #include <vector>
@@ -14,6 +15,7 @@
 #include "ckks/byte_stream.h"
 #include "ckks/ciphertext.h"
 #include "ckks/context.h"
+#include "ckks/keygen.h"
 #include "ckks/keys.h"
 
 namespace pfhe::runtime {
@@ -57,6 +59,11 @@ struct EvaluationKeys {
   ckks::GaloisKeys galois;
 };
 void write_evaluation_keys(const std::string& path, const ckks::Context& ctx, const EvaluationKeys& keys);
+// The same file, made by `keygen` as it is written: the relinearization key, then the
+// Galois keys for `rotation_levels` a few at a time (ckks::StreamedGaloisKeys), so the
+// key set (10 GB in memory for CryptoFaceNet) never is in memory at once.
+void write_evaluation_keys(const std::string& path, const ckks::Context& ctx, std::uint64_t key_set,
+                           const ckks::KeyGenerator& keygen, const std::map<long, std::size_t>& rotation_levels);
 EvaluationKeys read_evaluation_keys(const std::string& path, const ckks::Context& ctx);
 
 struct SecretKeyFile {

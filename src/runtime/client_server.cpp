@@ -190,6 +190,14 @@ std::pair<SecretKeyFile, EvaluationKeys> generate_keys(const ckks::Context& ctx,
   return {SecretKeyFile{tag, kg.secret_key()}, std::move(keys)};
 }
 
+SecretKeyFile generate_keys(const ckks::Context& ctx, const ClientSpec& spec, const std::string& eval_keys_path) {
+  check_spec_parameters(ctx, spec);
+  ckks::KeyGenerator kg(ctx);
+  const std::uint64_t tag = new_key_set_tag();
+  write_evaluation_keys(eval_keys_path, ctx, tag, kg, spec.rotation_levels);
+  return SecretKeyFile{tag, kg.secret_key()};
+}
+
 Server::Server(const std::string& params_path, const std::string& model_path, const std::string& keys_path,
                std::size_t lanes) {
   ctx_ = std::make_unique<ckks::Context>(read_secure_parameters(params_path));

@@ -64,6 +64,9 @@ struct Client {
 
 // Creates the client's secret key and the evaluation keys the spec asks for.
 std::pair<SecretKeyFile, EvaluationKeys> generate_keys(const ckks::Context& ctx, const ClientSpec& spec);
+// The same, with the evaluation keys written to `eval_keys_path` as they are made (the key
+// set is never in memory at once); returns the secret key.
+SecretKeyFile generate_keys(const ckks::Context& ctx, const ClientSpec& spec, const std::string& eval_keys_path);
 
 class Server {
  public:
