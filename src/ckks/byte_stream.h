@@ -114,6 +114,8 @@ class ByteReader {
     const auto v = get<std::uint32_t>(what);
     if (v != version) throw SerializationError("unsupported " + std::string(what) + " version " + std::to_string(v));
   }
+  // Where reading has got to (the next unread byte of the input).
+  const std::uint8_t* position() const { return in_.data() + pos_; }
   void expect_end(const char* what) const {
     if (pos_ != in_.size())
       throw SerializationError(std::string(what) + ": " + std::to_string(in_.size() - pos_) + " trailing bytes");

@@ -86,21 +86,37 @@ Header read_header(std::span<const std::uint8_t> bytes) {
 }
 
 // Checks type and fingerprint; returns the (decompressed) payload.
-Bytes open_payload(std::span<const std::uint8_t> bytes, ObjectType expected, std::uint64_t fingerprint) {
+// An object's payload: a view into the input when it is stored uncompressed (no copy: the
+// Galois keys of a CryptoFace model are 4.8 GB), else the decompressed bytes it owns.
+class Payload {
+ public:
+  explicit Payload(std::span<const std::uint8_t> view) : view_(view) {}
+  explicit Payload(Bytes owned) : owned_(std::move(owned)), view_(owned_) {}
+  Payload(const Payload&) = delete;
+  Payload& operator=(const Payload&) = delete;
+  operator std::span<const std::uint8_t>() const { return view_; }
+  bool in_place() const { return owned_.empty(); }  // a view into the caller's input
+
+ private:
+  Bytes owned_;
+  std::span<const std::uint8_t> view_;
+};
+
+Payload open_payload(std::span<const std::uint8_t> bytes, ObjectType expected, std::uint64_t fingerprint) {
   const Header h = read_header(bytes);
   if (h.type != expected)
     throw SerializationError("expected a " + to_string(expected) + ", found a " + to_string(h.type));
   if (h.fingerprint != fingerprint)
     throw SerializationError(to_string(expected) + " was made for other parameters (fingerprint mismatch)");
   const auto payload = bytes.subspan(kHeaderSize);
-  if (!(h.flags & kFlagZstd)) return Bytes(payload.begin(), payload.end());
+  if (!(h.flags & kFlagZstd)) return Payload(payload);
   const unsigned long long content = ZSTD_getFrameContentSize(payload.data(), payload.size());
   if (content == ZSTD_CONTENTSIZE_ERROR || content == ZSTD_CONTENTSIZE_UNKNOWN || content != h.raw_size)
     throw SerializationError("corrupt compressed payload");
   Bytes raw(h.raw_size);
   const std::size_t n = ZSTD_decompress(raw.data(), raw.size(), payload.data(), payload.size());
   if (ZSTD_isError(n) || n != h.raw_size) throw SerializationError("corrupt compressed payload");
-  return raw;
+  return Payload(std::move(raw));
 }
 
 double get_scale(ByteReader& r, const char* what) {
@@ -192,7 +208,7 @@ Bytes save_parameters(const Parameters& params, SaveOptions options) {
 
 Parameters load_parameters(std::span<const std::uint8_t> bytes) {
   const Header h = read_header(bytes);
-  const Bytes payload = open_payload(bytes, ObjectType::kParameters, h.fingerprint);
+  const Payload payload = open_payload(bytes, ObjectType::kParameters, h.fingerprint);
   ByteReader r(payload);
   const char* what = "parameter set";
   const auto log_n = r.get<std::uint32_t>(what);
@@ -232,7 +248,7 @@ Bytes save(const Context& ctx, const Plaintext& pt, SaveOptions options) {
 }
 
 Plaintext load_plaintext(const Context& ctx, std::span<const std::uint8_t> bytes) {
-  const Bytes payload = open_payload(bytes, ObjectType::kPlaintext, ctx.params().fingerprint());
+  const Payload payload = open_payload(bytes, ObjectType::kPlaintext, ctx.params().fingerprint());
   ByteReader r(payload);
   const char* what = "plaintext";
   const std::size_t limbs = get_limbs_for_level(r, ctx, what);
@@ -255,7 +271,7 @@ Bytes save(const Context& ctx, const Ciphertext& ct, SaveOptions options) {
 }
 
 Ciphertext load_ciphertext(const Context& ctx, std::span<const std::uint8_t> bytes) {
-  const Bytes payload = open_payload(bytes, ObjectType::kCiphertext, ctx.params().fingerprint());
+  const Payload payload = open_payload(bytes, ObjectType::kCiphertext, ctx.params().fingerprint());
   ByteReader r(payload);
   const char* what = "ciphertext";
   const std::size_t limbs = get_limbs_for_level(r, ctx, what);
@@ -280,7 +296,7 @@ Bytes save(const Context& ctx, const SeededCiphertext& ct, SaveOptions options) 
 }
 
 SeededCiphertext load_seeded_ciphertext(const Context& ctx, std::span<const std::uint8_t> bytes) {
-  const Bytes payload = open_payload(bytes, ObjectType::kSeededCiphertext, ctx.params().fingerprint());
+  const Payload payload = open_payload(bytes, ObjectType::kSeededCiphertext, ctx.params().fingerprint());
   ByteReader r(payload);
   const char* what = "seeded ciphertext";
   const std::size_t limbs = get_limbs_for_level(r, ctx, what);
@@ -300,7 +316,7 @@ Bytes save(const Context& ctx, const SecretKey& sk, SaveOptions options) {
 }
 
 SecretKey load_secret_key(const Context& ctx, std::span<const std::uint8_t> bytes) {
-  const Bytes payload = open_payload(bytes, ObjectType::kSecretKey, ctx.params().fingerprint());
+  const Payload payload = open_payload(bytes, ObjectType::kSecretKey, ctx.params().fingerprint());
   ByteReader r(payload);
   SecretKey sk{get_qp(r, ctx, ctx.max_level() + 1, "secret key")};
   r.expect_end("secret key");
@@ -315,7 +331,7 @@ Bytes save(const Context& ctx, const PublicKey& pk, SaveOptions options) {
 }
 
 PublicKey load_public_key(const Context& ctx, std::span<const std::uint8_t> bytes) {
-  const Bytes payload = open_payload(bytes, ObjectType::kPublicKey, ctx.params().fingerprint());
+  const Payload payload = open_payload(bytes, ObjectType::kPublicKey, ctx.params().fingerprint());
   ByteReader r(payload);
   PublicKey pk;
   pk.b = get_qp(r, ctx, ctx.max_level() + 1, "public key");
@@ -331,7 +347,7 @@ Bytes save(const Context& ctx, const RelinKey& rk, SaveOptions options) {
 }
 
 RelinKey load_relin_key(const Context& ctx, std::span<const std::uint8_t> bytes) {
-  const Bytes payload = open_payload(bytes, ObjectType::kRelinKey, ctx.params().fingerprint());
+  const Payload payload = open_payload(bytes, ObjectType::kRelinKey, ctx.params().fingerprint());
   ByteReader r(payload);
   RelinKey rk{get_switching_key(r, ctx, "relinearization key")};
   r.expect_end("relinearization key");
@@ -388,8 +404,9 @@ void StreamedGaloisKeys::write(const std::function<SwitchingKey(std::uint64_t el
   if (written != payload) throw std::logic_error("streamed Galois keys: size differs from the computed size");
 }
 
-GaloisKeys load_galois_keys(const Context& ctx, std::span<const std::uint8_t> bytes) {
-  const Bytes payload = open_payload(bytes, ObjectType::kGaloisKeys, ctx.params().fingerprint());
+GaloisKeys load_galois_keys(const Context& ctx, std::span<const std::uint8_t> bytes,
+                            const std::function<void(const std::uint8_t* consumed_until)>& consumed) {
+  const Payload payload = open_payload(bytes, ObjectType::kGaloisKeys, ctx.params().fingerprint());
   ByteReader r(payload);
   const char* what = "Galois key set";
   const auto count = r.get<std::uint32_t>(what);
@@ -399,6 +416,7 @@ GaloisKeys load_galois_keys(const Context& ctx, std::span<const std::uint8_t> by
     if ((g & 1) == 0 || g >= 2 * ctx.n() || g == 1 || gk.has(g))
       throw SerializationError("Galois key set: invalid or repeated Galois element " + std::to_string(g));
     gk.keys.emplace(g, get_switching_key_b(r, ctx, what));
+    if (consumed && payload.in_place()) consumed(r.position());
   }
   r.expect_end(what);
   // Expanding every a_j from its seed is most of the loading time; keys are independent.

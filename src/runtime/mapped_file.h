@@ -26,6 +26,11 @@ class MappedFile {
   std::size_t size_ = 0;
 };
 
+// Drops this process's pages of a mapped range that has been read and will not be read
+// again (the whole pages inside it; the file stays in the page cache): resident memory
+// falls while a large file is decoded. Reading the range again would fault it back in.
+void release_mapped_pages(std::span<const std::uint8_t> range);
+
 // Maps the file at `path` and decodes it with `decode(bytes, mapping)`, where `mapping`
 // keeps the file mapped for as long as a decoded object holds it (objects that use the
 // file's bytes in place); SerializationErrors come back prefixed with the path.
