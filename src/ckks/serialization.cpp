@@ -85,7 +85,6 @@ Header read_header(std::span<const std::uint8_t> bytes) {
   return h;
 }
 
-// Checks type and fingerprint; returns the (decompressed) payload.
 // An object's payload: a view into the input when it is stored uncompressed (no copy: the
 // Galois keys of a CryptoFace model are 4.8 GB), else the decompressed bytes it owns.
 class Payload {
@@ -102,6 +101,7 @@ class Payload {
   std::span<const std::uint8_t> view_;
 };
 
+// Checks type and fingerprint; returns the payload (decompressed if it was compressed).
 Payload open_payload(std::span<const std::uint8_t> bytes, ObjectType expected, std::uint64_t fingerprint) {
   const Header h = read_header(bytes);
   if (h.type != expected)

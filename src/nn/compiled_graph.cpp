@@ -153,8 +153,7 @@ class CompiledGraph::Builder {
     std::vector<double> inverse = multiplier_of(other);
     for (double& m : inverse) m = 1.0 / m;
     const Value moved = affine(name + ".align", ahead, inverse, {}, other.layout, other.scale);
-    Value fixed = other;
-    return a_first ? sum(name, moved, other, fixed) : sum(name, other, moved, fixed);
+    return a_first ? sum(name, moved, other, other) : sum(name, other, moved, other);
   }
 
  private:

@@ -16,6 +16,13 @@ void check_close(double got, double want, const char* what) {
     throw std::logic_error(std::string(what) + ": ciphertext scale differs from the compiled scale");
 }
 
+// Rescales y and pins its scale to the compiled one (equal within 1e-9 by construction).
+void rescale_to(const ckks::Evaluator& eval, ckks::Ciphertext& y, double output_scale, const char* what) {
+  eval.rescale_inplace(y);
+  check_close(y.scale, output_scale, what);
+  y.scale = output_scale;
+}
+
 }  // namespace
 
 double prime_at(const ckks::Context& ctx, std::size_t level) {
@@ -61,9 +68,7 @@ ckks::Ciphertext CompiledLinear::apply(const ckks::Evaluator& eval, const ckks::
   ckks::Ciphertext in = x;
   eval.drop_to_level_inplace(in, input_level);
   ckks::Ciphertext y = transform.apply(eval, in);
-  eval.rescale_inplace(y);
-  check_close(y.scale, output_scale, "compiled linear layer");
-  y.scale = output_scale;
+  rescale_to(eval, y, output_scale, "compiled linear layer");
   for (long step : post_sum_steps) eval.add_inplace(y, eval.rotate(y, step));
   if (bias) eval.add_plain_inplace(y, *bias);
   return y;
@@ -75,9 +80,7 @@ ckks::Ciphertext CompiledQuadratic::apply(const ckks::Evaluator& eval, const ckk
   ckks::Ciphertext shifted = x;
   eval.add_plain_inplace(shifted, a1);
   ckks::Ciphertext y = eval.multiply_relin(x, shifted);
-  eval.rescale_inplace(y);
-  check_close(y.scale, output_scale, "compiled quadratic");
-  y.scale = output_scale;
+  rescale_to(eval, y, output_scale, "compiled quadratic");
   eval.add_plain_inplace(y, a0);
   return y;
 }
