@@ -192,6 +192,19 @@ void BM_rotate_hoisted16(benchmark::State& st) {
   for (auto _ : st) benchmark::DoNotOptimize(a.s.eval->rotate_hoisted(x, steps));
 }
 
+// The giant steps of a transform: 16 ciphertexts rotated by 1..16 and summed, one ModDown.
+void BM_rotation_sum16(benchmark::State& st) {
+  Args a(st);
+  const Ciphertext x = a.s.cipher(a.level);
+  const auto run = [&] {
+    RotationSum sum(*a.s.eval);
+    for (long k = 1; k <= 16; ++k) sum.add(x, k);
+    return sum.result();
+  };
+  benchmark::DoNotOptimize(run());
+  for (auto _ : st) benchmark::DoNotOptimize(run());
+}
+
 void BM_linear_transform64(benchmark::State& st) {
   Args a(st);
   const Ciphertext x = a.s.cipher(a.level);
@@ -207,7 +220,8 @@ void register_all() {
       {"add", BM_add},                   {"mul_plain", BM_mul_plain},
       {"mul_plain_rescale", BM_mul_plain_rescale}, {"rescale", BM_rescale},
       {"mul_relin", BM_mul_relin},       {"rotate", BM_rotate},
-      {"rotate_hoisted16", BM_rotate_hoisted16}, {"linear_transform64", BM_linear_transform64}};
+      {"rotate_hoisted16", BM_rotate_hoisted16}, {"rotation_sum16", BM_rotation_sum16},
+      {"linear_transform64", BM_linear_transform64}};
   for (int log_n : {16, 15})
     for (int mid : {0, 1})
       for (int threads : {1, 2})

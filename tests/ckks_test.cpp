@@ -288,6 +288,51 @@ TEST(CkksRotation, EveryStepBothDirectionsConjugateAndHoisted) {
   }
 }
 
+TEST(CkksRotation, RotationSumMatchesSumOfRotationsWithOneModDown) {
+  Context ctx(test::small_params(11, 3, 2));
+  Encoder enc(ctx);
+  KeyGenerator kg(ctx);
+  Encryptor encryptor(ctx, kg.secret_key());
+  Decryptor decryptor(ctx, kg.secret_key());
+  const std::size_t slots = ctx.n() / 2;
+  const std::vector<long> steps = {0, 5, -7, 64, 0, 5};  // repeats and the identity on purpose
+  const GaloisKeys gk = kg.create_galois_keys({5, -7, 64}, false);
+  Evaluator eval(ctx, nullptr, &gk);
+  std::vector<Ciphertext> terms;
+  std::vector<std::complex<double>> want(slots, 0.0);
+  for (std::size_t t = 0; t < steps.size(); ++t) {
+    const auto v = test::random_complex(slots, 100 + t);
+    terms.push_back(encryptor.encrypt(enc.encode(v, 3, ctx.params().default_scale())));
+    for (std::size_t i = 0; i < slots; ++i) want[i] += v[(i + slots + steps[t]) % slots];
+  }
+  RotationSum sum(eval);
+  Ciphertext reference = terms[0];
+  for (std::size_t t = 0; t < steps.size(); ++t) {
+    sum.add(terms[t], steps[t]);
+    if (t > 0) eval.add_inplace(reference, eval.rotate(terms[t], steps[t]));
+  }
+  const Ciphertext summed = sum.result();
+  EXPECT_EQ(summed.level(), 3u);
+  EXPECT_EQ(summed.scale, terms[0].scale);
+  const double bits = precision_bits(enc.decode(decryptor.decrypt(summed)), want);
+  EXPECT_GT(bits, 20);
+  // One rounding instead of one per rotation: at least as precise as rotating one by one.
+  EXPECT_GE(bits + 0.5, precision_bits(enc.decode(decryptor.decrypt(reference)), want));
+  // Only the identity: the plain sum, no key switching.
+  RotationSum identity(eval);
+  identity.add(terms[0], 0);
+  identity.add(terms[1], 0);
+  const Ciphertext plain = eval.add(terms[0], terms[1]);
+  EXPECT_TRUE(std::equal(plain.polys[0].words().begin(), plain.polys[0].words().end(),
+                         identity.result().polys[0].words().begin()));
+  // Refused: nothing added, mismatched levels, a missing key (before any work).
+  EXPECT_THROW(RotationSum(eval).result(), std::logic_error);
+  Ciphertext lower = terms[1];
+  eval.drop_to_level_inplace(lower, 2);
+  EXPECT_THROW(sum.add(lower, 5), std::invalid_argument);
+  EXPECT_THROW(sum.add(terms[1], 3), std::invalid_argument);
+}
+
 TEST(CkksKeys, TruncatedKeysAreSmallerAndRefuseHigherLevels) {
   Context ctx(test::small_params(10, 5, 3));
   Encoder enc(ctx);

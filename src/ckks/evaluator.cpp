@@ -313,4 +313,64 @@ Ciphertext Evaluator::sum_slots(const Ciphertext& a) const {
   return acc;
 }
 
+void RotationSum::check_term(const Ciphertext& c) {
+  eval_.check_ciphertext(c, "rotation sum");
+  if (c.size() != 2) throw std::invalid_argument("rotation sum: relinearize first");
+  if (terms_ == 0) {
+    level_ = c.level();
+    scale_ = c.scale;
+    log_slots_ = c.log_slots;
+  } else if (c.level() != level_ || !same_scale(c.scale, scale_) || c.log_slots != log_slots_) {
+    throw std::invalid_argument("rotation sum: terms differ (" + level_scale(c) + " vs level " +
+                                std::to_string(level_) + ", scale 2^" + std::to_string(std::log2(scale_)) +
+                                ", or the slot count)");
+  }
+  ++terms_;
+}
+
+void RotationSum::add(const Ciphertext& c, long step) {
+  const std::uint64_t g = eval_.galois_element_for(step, c.slots());
+  if (g != 1) eval_.galois_key(g);  // fail before any work
+  check_term(c);
+  if (g == 1) {
+    if (unrotated_.polys.empty()) unrotated_ = c;
+    else eval_.add_inplace(unrotated_, c);
+    return;
+  }
+  const Context& ctx = eval_.context_;
+  const auto& rq = ctx.ring_q();
+  const auto& rp = ctx.ring_p();
+  // As Evaluator::apply_galois, with (u0 + P c0, u1) kept over Q x P: phi(c0 + u0/P) =
+  // phi(u0 + P c0) / P, and the P part of P c0 is zero.
+  QPPoly u0, u1;
+  key_switch_product(ctx, decompose(ctx, c.polys[1]), eval_.galois_key(g), u0, u1);
+  Poly p_c0 = rq.make_output(level_ + 1);
+  rq.multiply_scalar(c.polys[0], ctx.p_mod_q(), p_c0);
+  rq.add(u0.q, p_c0, u0.q);
+  if (sum0_.q.limbs() == 0) {
+    sum0_ = {rq.make_output(level_ + 1), rp.make_output(rp.size())};
+    sum1_ = {rq.make_output(level_ + 1), rp.make_output(rp.size())};
+    rq.automorphism_ntt(u0.q, g, sum0_.q);
+    rp.automorphism_ntt(u0.p, g, sum0_.p);
+    rq.automorphism_ntt(u1.q, g, sum1_.q);
+    rp.automorphism_ntt(u1.p, g, sum1_.p);
+  } else {
+    rq.automorphism_ntt_add(u0.q, g, sum0_.q);
+    rp.automorphism_ntt_add(u0.p, g, sum0_.p);
+    rq.automorphism_ntt_add(u1.q, g, sum1_.q);
+    rp.automorphism_ntt_add(u1.p, g, sum1_.p);
+  }
+}
+
+Ciphertext RotationSum::result() const {
+  if (terms_ == 0) throw std::logic_error("rotation sum: no terms");
+  if (sum0_.q.limbs() == 0) return unrotated_;
+  const auto& rq = eval_.context_.ring_q();
+  Ciphertext r{{rq.make_output(level_ + 1), rq.make_output(level_ + 1)}, scale_, log_slots_};
+  mod_down(eval_.context_, sum0_, r.polys[0]);
+  mod_down(eval_.context_, sum1_, r.polys[1]);
+  if (!unrotated_.polys.empty()) eval_.add_inplace(r, unrotated_);
+  return r;
+}
+
 }  // namespace pfhe::ckks

@@ -71,6 +71,7 @@ class Evaluator {
   std::uint64_t galois_element_for(long step, std::size_t slots) const;
 
  private:
+  friend class RotationSum;
   void check_compatible(const Ciphertext& a, const Ciphertext& b, const char* op) const;
   void check_ciphertext(const Ciphertext& a, const char* op) const;
   const SwitchingKey& galois_key(std::uint64_t g) const;
@@ -81,6 +82,28 @@ class Evaluator {
   const Context& context_;
   const RelinKey* relin_key_;
   const GaloisKeys* galois_keys_;
+};
+
+// sum_k rot(c_k, step_k) over ciphertexts of one level, scale and slot count, divided by P
+// once: every key switch stays over Q x P, its automorphism is applied there (it permutes
+// coefficients with signs, which commutes with ModDown's symmetric rounding) and a single
+// ModDown ends the sum. The giant steps of a BSGS transform save a ModDown each and add
+// one rounding error instead of one per rotation.
+class RotationSum {
+ public:
+  explicit RotationSum(const Evaluator& eval) : eval_(eval) {}
+  void add(const Ciphertext& c, long step);
+  // The sum; throws when nothing was added.
+  Ciphertext result() const;
+
+ private:
+  void check_term(const Ciphertext& c);
+  const Evaluator& eval_;
+  std::size_t terms_ = 0, level_ = 0;
+  double scale_ = 0;
+  int log_slots_ = 0;
+  Ciphertext unrotated_;  // step-0 terms (empty until one arrives)
+  QPPoly sum0_, sum1_;    // rotated terms, over Q x P (empty until one arrives)
 };
 
 }  // namespace pfhe::ckks

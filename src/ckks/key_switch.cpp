@@ -66,16 +66,16 @@ void inner_product_limb(const std::vector<const u64*>& d, const std::vector<cons
 
 }  // namespace
 
-void key_switch_inner(const Context& ctx, const Decomposition& d, const SwitchingKey& key, Poly& out0,
-                      Poly& out1) {
+void key_switch_product(const Context& ctx, const Decomposition& d, const SwitchingKey& key, QPPoly& acc0,
+                        QPPoly& acc1) {
   const std::size_t level = d.level, digits = d.digits.size();
   if (key.b.size() < digits || key.max_level() < level)
     throw std::invalid_argument("switching key (level " + std::to_string(key.max_level()) +
                                 ") is too small for a ciphertext at level " + std::to_string(level));
   const auto& rq = ctx.ring_q();
   const auto& rp = ctx.ring_p();
-  QPPoly acc0{rq.make_output(level + 1), rp.make_output(rp.size())};
-  QPPoly acc1{rq.make_output(level + 1), rp.make_output(rp.size())};
+  acc0 = {rq.make_output(level + 1), rp.make_output(rp.size())};
+  acc1 = {rq.make_output(level + 1), rp.make_output(rp.size())};
   const std::size_t total = level + 1 + rp.size();
   const ring::SimdPath path = ring::default_simd_path();
 #pragma omp parallel for if (!omp_in_parallel())
@@ -91,8 +91,14 @@ void key_switch_inner(const Context& ctx, const Decomposition& d, const Switchin
     inner_product_limb(dv, bv, av, is_q ? rq.modulus(i) : rp.modulus(i), ctx.n(),
                        is_q ? acc0.q.limb(i) : acc0.p.limb(i), is_q ? acc1.q.limb(i) : acc1.p.limb(i), path);
   }
-  out0 = rq.make_output(level + 1);
-  out1 = rq.make_output(level + 1);
+}
+
+void key_switch_inner(const Context& ctx, const Decomposition& d, const SwitchingKey& key, Poly& out0,
+                      Poly& out1) {
+  QPPoly acc0, acc1;
+  key_switch_product(ctx, d, key, acc0, acc1);
+  out0 = ctx.ring_q().make_output(d.level + 1);
+  out1 = ctx.ring_q().make_output(d.level + 1);
   mod_down(ctx, acc0, out0);
   mod_down(ctx, acc1, out1);
 }

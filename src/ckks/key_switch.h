@@ -18,6 +18,11 @@ struct Decomposition {
 // c: NTT form at some level l (l+1 limbs).
 Decomposition decompose(const Context& ctx, const ring::Poly& c);
 
+// (out0, out1) = sum_j d_j * (b_j, a_j) over Q_level x P (NTT form), not yet divided by P:
+// callers that add several key-switch results divide their sum once (RotationSum).
+void key_switch_product(const Context& ctx, const Decomposition& d, const SwitchingKey& key, QPPoly& out0,
+                        QPPoly& out1);
+
 // (out0, out1) = ModDown(sum_j d_j * (b_j, a_j)) at the decomposition's level (NTT form).
 void key_switch_inner(const Context& ctx, const Decomposition& d, const SwitchingKey& key, ring::Poly& out0,
                       ring::Poly& out1);

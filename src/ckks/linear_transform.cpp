@@ -27,9 +27,10 @@ std::size_t LinearTransform::optimal_baby_steps(const std::vector<long>& indices
       babies.insert(kk % static_cast<long>(n1));
       giants.insert(kk - kk % static_cast<long>(n1));
     }
-    // Giant rotations are not hoisted: an extra hoisted (baby) rotation costs ~0.7 of a full
-    // one (docs/BENCHMARKS.md, 16 hoisted rotations), so a giant step weighs 7/5 of a baby.
-    const std::size_t cost = 5 * (babies.size() - babies.count(0)) + 7 * (giants.size() - giants.count(0));
+    // A hoisted baby rotation skips the decomposition, a giant rotation skips the division by
+    // P (RotationSum): measured 0.71 / 0.68 (top level) and 0.77 / 0.65 (12 limbs) of a full
+    // rotation (docs/BENCHMARKS.md), so a giant step weighs 9/10 of a baby step.
+    const std::size_t cost = 10 * (babies.size() - babies.count(0)) + 9 * (giants.size() - giants.count(0));
     // Ties go to fewer giant steps (more hoisted baby steps), then to the smaller n1.
     if (cost < best_cost || (cost == best_cost && giants.size() < best_giants)) {
       best_cost = cost;
@@ -183,7 +184,7 @@ Ciphertext LinearTransform::apply(const Evaluator& eval, const Ciphertext& input
   std::map<long, const Ciphertext*> by_step;
   for (std::size_t i = 0; i < babies.size(); ++i) by_step[babies[i]] = &rotated[i];
 
-  Ciphertext result;
+  RotationSum giant_steps(eval);
   for (const auto& [g, row] : terms_) {
     Ciphertext inner;
     for (const auto& [b, term] : row) {
@@ -193,11 +194,9 @@ Ciphertext LinearTransform::apply(const Evaluator& eval, const Ciphertext& input
         eval.multiply_plain_accumulate(inner, *by_step.at(b), encoder_->to_plaintext(term.coefficients, level_));
       }
     }
-    if (g != 0) inner = eval.rotate(inner, g);
-    if (result.polys.empty()) result = std::move(inner);
-    else eval.add_inplace(result, inner);
+    giant_steps.add(inner, g);
   }
-  return result;
+  return giant_steps.result();
 }
 
 void LinearTransform::save(ByteWriter& w) const {

@@ -2,7 +2,8 @@
 //   y = sum_k diag_k (.) rot(x, k),   diag_k[i] = M[i][(i + k) mod n],
 // evaluated with baby-step giant-step: k = g + b with g a multiple of the baby-step count
 // n1, y = sum_g rot( sum_b rot(diag_{g+b}, -g) (.) rot(x, b), g ). The baby rotations of x
-// share one decomposition (hoisting); the diagonals are pre-rotated by -g when encoded.
+// share one decomposition (hoisting); the diagonals are pre-rotated by -g when encoded; the
+// giant-step rotations are summed over Q x P and divided by P once (RotationSum).
 #pragma once
 #include <complex>
 #include <map>

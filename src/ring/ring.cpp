@@ -163,6 +163,20 @@ void Ring::automorphism_ntt(const Poly& a, std::uint64_t g, Poly& out) const {
   out.set_ntt_form(true);
 }
 
+void Ring::automorphism_ntt_add(const Poly& a, std::uint64_t g, Poly& acc) const {
+  if (!a.ntt_form() || !acc.ntt_form()) throw std::logic_error("automorphism_ntt_add needs NTT-form polynomials");
+  if (&a == &acc) throw std::invalid_argument("automorphism_ntt_add cannot work in place");
+  check_limbs(a, acc.limbs());
+  check_limbs(acc, acc.limbs());
+  const auto& perm = automorphism_permutation(g);
+  for (std::size_t i = 0; i < acc.limbs(); ++i) {
+    const u64 q = moduli_[i].value();
+    const u64* x = a.limb(i);
+    u64* z = acc.limb(i);
+    for (std::size_t j = 0; j < n_; ++j) z[j] = add_mod(z[j], x[perm[j]], q);
+  }
+}
+
 bool Ring::is_reduced(const Poly& a) const {
   if (a.n() != n_ || a.limbs() > moduli_.size()) return false;
   for (std::size_t i = 0; i < a.limbs(); ++i) {

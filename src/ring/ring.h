@@ -48,6 +48,8 @@ class Ring {
 
   // out = a(X^g) for odd g, on NTT-form polynomials (a permutation of evaluations).
   void automorphism_ntt(const Poly& a, std::uint64_t galois_element, Poly& out) const;
+  // acc += phi_g(a), both NTT form (sums of rotations without a temporary).
+  void automorphism_ntt_add(const Poly& a, std::uint64_t galois_element, Poly& acc) const;
   // The permutation used above: out[i] = a[perm[i]].
   const std::vector<std::uint32_t>& automorphism_permutation(std::uint64_t galois_element) const;
 
