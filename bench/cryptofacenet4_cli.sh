@@ -17,7 +17,7 @@ spec=(--spec srv/client.json --params srv/params.pfhe)
 srv=(--params srv/params.pfhe --model srv/model.pfhc --eval-keys eval.keys)
 T "$pfhe" make-model --kind cryptofacenet4 --out model.pfhm
 T "$pfhe" sample-image --size 64 --seed 8 --out alice.png
-T "$pfhe" compile --model model.pfhm --out-dir srv --budget-gb 1 --lanes "$lanes"
+T "$pfhe" compile --model model.pfhm --out-dir srv --lanes "$lanes"
 T "$pfhe" keygen "${spec[@]}" --secret-key sk.key --eval-keys eval.keys
 T "$pfhe" encrypt "${spec[@]}" --secret-key sk.key --image alice.png --out alice.cts
 T "$pfhe" bench "${srv[@]}" --input alice.cts --model-file model.pfhm \

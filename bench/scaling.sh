@@ -30,7 +30,7 @@ for grid in ${GRIDS:-2 3 4 8}; do
     T "$pfhe" compile --model model.pfhm --out-dir srv --plan-only
     served=model.pfhm
   else
-    T "$pfhe" compile --model model.pfhm --out-dir srv --budget-gb 1
+    T "$pfhe" compile --model model.pfhm --out-dir srv
   fi
   T "$pfhe" keygen "${spec[@]}" --secret-key sk.key --eval-keys eval.keys
   T "$pfhe" encrypt "${spec[@]}" --secret-key sk.key --image face.png --out face.cts

@@ -71,8 +71,8 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(LinearTransform, ChoosesBalancedBabyStepsAndRejectsBadInput) {
   std::vector<long> dense;
   for (long k = 0; k < 64; ++k) dense.push_back(k);
-  // Cost 5 per baby step, 7 per giant step: n1 = 8 (7 and 7: 84) beats 16 (15 and 3: 96)
-  // and 4 (3 and 15: 120).
+  // Cost 10 per baby step, 9 per giant step: n1 = 8 (7 and 7: 133) beats 16 (15 and 3: 177)
+  // and 4 (3 and 15: 165).
   EXPECT_EQ(LinearTransform::optimal_baby_steps(dense, 64), 8u);
   EXPECT_EQ(LinearTransform::optimal_baby_steps({0}, 64), 1u);
   Context ctx(test::small_params(10, 2));
@@ -118,6 +118,41 @@ TEST(LinearTransform, JustInTimeStorageGivesIdenticalResults) {
   EXPECT_TRUE(std::equal(a.polys[0].words().begin(), a.polys[0].words().end(), c.polys[0].words().begin()));
 }
 
+// A backing that records what it is given back (a file mapping drops those pages).
+struct RecordingBacking final : Backing {
+  explicit RecordingBacking(Bytes b) : bytes(std::move(b)) {}
+  void release(std::span<const std::uint8_t> used) const override {
+    EXPECT_GE(used.data(), bytes.data());
+    EXPECT_LE(used.data() + used.size(), bytes.data() + bytes.size());
+    released += used.size();
+  }
+  Bytes bytes;
+  mutable std::size_t released = 0;
+};
+
+TEST(LinearTransform, InPlaceCoefficientsAreGivenBackAfterValidationAndEachUse) {
+  Context ctx(test::small_params(10, 2));
+  Encoder enc(ctx);
+  KeyGenerator kg(ctx);
+  const Diagonals diags = random_diagonals({-3, 0, 2, 7, 12}, 64, 4);
+  const LinearTransform jit(enc, diags, 64, 2, 0, 0, DiagonalStorage::kJustInTime);
+  ByteWriter w;
+  jit.save(w);
+  const auto backing = std::make_shared<const RecordingBacking>(w.bytes());
+  ByteReader r(backing->bytes);
+  const LinearTransform loaded = LinearTransform::load(enc, r, backing);
+  const std::size_t per_pass = diags.size() * 2 * 64 * sizeof(std::int64_t);  // 2 x slots coefficients each
+  EXPECT_EQ(backing->released, per_pass);  // once validated
+  const GaloisKeys gk = kg.create_galois_keys(jit.rotation_steps());
+  Evaluator eval(ctx, nullptr, &gk);
+  const Encryptor encryptor(ctx, kg.secret_key());
+  const Ciphertext in = encryptor.encrypt(enc.encode(test::random_complex(64, 1), 2, ctx.params().default_scale()));
+  const Ciphertext a = jit.apply(eval, in), b = loaded.apply(eval, in);
+  EXPECT_EQ(backing->released, 2 * per_pass);  // and after each use
+  for (std::size_t p = 0; p < 2; ++p)
+    EXPECT_TRUE(std::equal(a.polys[p].words().begin(), a.polys[p].words().end(), b.polys[p].words().begin()));
+}
+
 // Regression (found by fuzz_loaders, input kept in tests/fuzz/regressions/): a stored
 // log2 slot count of 255 was used as a shift before any range check (undefined
 // behaviour). Out-of-range counts are a SerializationError, and a valid transform still
@@ -131,15 +166,15 @@ TEST(LinearTransform, LoadRejectsOutOfRangeSlotExponent) {
   const LinearTransform lt(enc, d, 16, 1, 0, 0, DiagonalStorage::kJustInTime);
   ByteWriter w;
   lt.save(w);
-  const auto good = std::make_shared<const Bytes>(w.bytes());
-  ByteReader copied(*good), in_place(*good);
+  const auto good = std::make_shared<const HeldBytes>(w.bytes());
+  ByteReader copied(good->bytes), in_place(good->bytes);
   EXPECT_EQ(LinearTransform::load(enc, copied).diagonal_count(), 2u);
   EXPECT_EQ(LinearTransform::load(enc, in_place, good).diagonal_count(), 2u);
   // Header: slots, level, baby steps (u64), scale (f64), count (u64); per diagonal: giant,
   // baby (i64), kind (u8), scale (f64), then the i32 log2 slot count.
   const std::size_t log_slots_at = 5 * 8 + 2 * 8 + 1 + 8;
   for (const std::int32_t bad : {255, 63, 64, -1, 5}) {
-    Bytes damaged = *good;
+    Bytes damaged = good->bytes;
     std::memcpy(damaged.data() + log_slots_at, &bad, sizeof bad);
     ByteReader r(damaged);
     EXPECT_THROW(LinearTransform::load(enc, r), SerializationError) << bad;

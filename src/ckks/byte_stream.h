@@ -22,6 +22,23 @@ class SerializationError : public std::runtime_error {
 
 using Bytes = std::vector<std::uint8_t>;
 
+// What keeps bytes that loaded objects use in place alive (a file mapping, or bytes held in
+// memory). release() says a range has been read and is not needed again soon: a file
+// mapping drops those pages from the process (they stay in the page cache and fault back
+// in if read again), so that data used once per inference (just-in-time diagonals) is not
+// resident all at once; bytes held in memory are kept (the default).
+class Backing {
+ public:
+  virtual ~Backing() = default;
+  virtual void release(std::span<const std::uint8_t> used) const { (void)used; }
+};
+
+// Bytes held in memory as a backing (tests, the fuzzer, callers without a file).
+struct HeldBytes final : Backing {
+  explicit HeldBytes(Bytes b) : bytes(std::move(b)) {}
+  Bytes bytes;
+};
+
 class ByteWriter {
  public:
   template <typename T>

@@ -156,7 +156,9 @@ void LinearTransform::encode_all() {
 #pragma omp parallel for schedule(dynamic)
   for (std::size_t t = 0; t < pending.size(); ++t) {
     pending[t]->encoded = encoder_->to_plaintext(pending[t]->coefficients, level_);
+    release(*pending[t]);
     pending[t]->coefficients = {};
+    pending[t]->in_place = false;
   }
   storage_ = DiagonalStorage::kEncoded;
 }
@@ -192,11 +194,18 @@ Ciphertext LinearTransform::apply(const Evaluator& eval, const Ciphertext& input
         eval.multiply_plain_accumulate(inner, *by_step.at(b), *term.encoded);
       } else {
         eval.multiply_plain_accumulate(inner, *by_step.at(b), encoder_->to_plaintext(term.coefficients, level_));
+        release(term);
       }
     }
     giant_steps.add(inner, g);
   }
   return giant_steps.result();
+}
+
+void LinearTransform::release(const Term& term) const {
+  if (!term.in_place) return;
+  const auto& values = term.coefficients.values;
+  backing_->release({reinterpret_cast<const std::uint8_t*>(values.data()), values.size() * sizeof(values[0])});
 }
 
 void LinearTransform::save(ByteWriter& w) const {
@@ -226,7 +235,7 @@ void LinearTransform::save(ByteWriter& w) const {
     }
 }
 
-LinearTransform LinearTransform::load(const Encoder& encoder, ByteReader& r, const std::shared_ptr<const void>& backing) {
+LinearTransform LinearTransform::load(const Encoder& encoder, ByteReader& r, const std::shared_ptr<const Backing>& backing) {
   const Context& ctx = encoder.context();
   const char* what = "linear transform";
   LinearTransform lt(encoder);
@@ -266,6 +275,8 @@ LinearTransform LinearTransform::load(const Encoder& encoder, ByteReader& r, con
         // In place: the pages stay those of the mapped file (shared, reclaimable).
         term.coefficients.values = {reinterpret_cast<const std::int64_t*>(bytes.data()), n};
         term.coefficients.owner = backing;
+        term.in_place = true;
+        lt.backing_ = backing;
       } else {
         std::vector<std::int64_t> copy(n);
         std::memcpy(copy.data(), bytes.data(), bytes.size());
@@ -275,6 +286,7 @@ LinearTransform LinearTransform::load(const Encoder& encoder, ByteReader& r, con
       constexpr std::int64_t kLimit = std::int64_t{1} << 62;  // what round_coefficients produces
       for (const std::int64_t v : term.coefficients.values)
         if (v >= kLimit || v <= -kLimit) throw SerializationError("linear transform: coefficient out of range");
+      lt.release(term);  // validated; read again only when applied
     } else {
       throw SerializationError("linear transform: unknown diagonal storage");
     }

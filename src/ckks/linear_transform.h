@@ -68,8 +68,10 @@ class LinearTransform {
   // serialized plaintext or as its rounded coefficients. load validates everything.
   void save(ByteWriter& w) const;
   // With `backing` (what keeps the reader's bytes alive, e.g. a file mapping), rounded
-  // coefficients are used in place instead of copied.
-  static LinearTransform load(const Encoder& encoder, ByteReader& r, const std::shared_ptr<const void>& backing = {});
+  // coefficients are used in place instead of copied, and given back to the backing
+  // (Backing::release) once validated and again after each use in apply(): a mapped
+  // model's just-in-time diagonals are resident only while they are encoded.
+  static LinearTransform load(const Encoder& encoder, ByteReader& r, const std::shared_ptr<const Backing>& backing = {});
 
   // The baby-step count that minimises baby + giant rotations for these diagonal indices.
   static std::size_t optimal_baby_steps(const std::vector<long>& indices, std::size_t slots);
@@ -81,7 +83,10 @@ class LinearTransform {
   struct Term {
     std::optional<Plaintext> encoded;              // kEncoded
     Encoder::RoundedCoefficients coefficients;     // kJustInTime: only reduction + NTT left
+    bool in_place = false;                         // coefficients viewed in backing_'s bytes
   };
+  // Gives an in-place term's coefficient bytes back to the backing.
+  void release(const Term& term) const;
   // The baby steps the diagonals use, sorted, 0 included when present (one hoisted
   // rotation each in apply(), the identity for 0).
   std::vector<long> baby_steps_used() const;
@@ -91,6 +96,7 @@ class LinearTransform {
   DiagonalStorage storage_;
   // giant step g -> (baby step b -> rot(diag_{g+b}, -g))
   std::map<long, std::map<long, Term>> terms_;
+  std::shared_ptr<const Backing> backing_;  // set when terms are used in place
 };
 
 }  // namespace pfhe::ckks

@@ -289,7 +289,7 @@ void CompiledBackbone::save(ckks::ByteWriter& w) const {
 }
 
 CompiledBackbone CompiledBackbone::load(const ckks::Encoder& enc, ckks::ByteReader& r,
-                                        const std::shared_ptr<const void>& backing) {
+                                        const std::shared_ptr<const ckks::Backing>& backing) {
   const ckks::Context& ctx = enc.context();
   CompiledBackbone cb;
   cb.conv0_ = load_linear(enc, r, backing);

@@ -76,7 +76,7 @@ class CompiledBackbone {
   // `backing` keeps the reader's bytes alive (a file mapping): coefficients are then used
   // in place (ckks::LinearTransform::load).
   static CompiledBackbone load(const ckks::Encoder& encoder, ckks::ByteReader& r,
-                               const std::shared_ptr<const void>& backing = {});
+                               const std::shared_ptr<const ckks::Backing>& backing = {});
 
  private:
   // Pointers to every compiled linear layer (const-ness follows `self`).

@@ -393,7 +393,7 @@ ckks::Bytes CompiledGraph::save() const {
 }
 
 CompiledGraph CompiledGraph::load(const ckks::Encoder& encoder, std::span<const std::uint8_t> bytes,
-                                  const std::shared_ptr<const void>& backing) {
+                                  const std::shared_ptr<const ckks::Backing>& backing) {
   const char* what = "compiled graph";
   const ckks::Context& ctx = encoder.context();
   const std::size_t slots = ctx.n() / 2;

@@ -71,7 +71,7 @@ class CompiledGraph {
   ckks::Bytes save() const;
   // `backing` keeps `bytes` alive (a file mapping) so just-in-time diagonals are used in place.
   static CompiledGraph load(const ckks::Encoder& encoder, std::span<const std::uint8_t> bytes,
-                            const std::shared_ptr<const void>& backing = {});
+                            const std::shared_ptr<const ckks::Backing>& backing = {});
 
   // The step kinds besides linear layers and quadratics.
   struct Shift {  // x + plaintext (a BatchNorm's shift), no level

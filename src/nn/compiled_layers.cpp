@@ -147,7 +147,7 @@ void save_linear(ckks::ByteWriter& w, const ckks::Context& ctx, const CompiledLi
   for (long step : l.post_sum_steps) w.put<std::int64_t>(step);
 }
 
-CompiledLinear load_linear(const ckks::Encoder& enc, ckks::ByteReader& r, const std::shared_ptr<const void>& backing) {
+CompiledLinear load_linear(const ckks::Encoder& enc, ckks::ByteReader& r, const std::shared_ptr<const ckks::Backing>& backing) {
   const ckks::Context& ctx = enc.context();
   const char* what = "compiled linear layer";
   const std::size_t level = r.get_count(what, ctx.max_level());

@@ -71,7 +71,7 @@ void pre_encode_within_budget(const ckks::Context& ctx, std::vector<CompiledLine
 
 // Stored forms (docs/FORMAT.md, compiled models); loading validates against the context.
 void save_linear(ckks::ByteWriter& w, const ckks::Context& ctx, const CompiledLinear& l);
-CompiledLinear load_linear(const ckks::Encoder& enc, ckks::ByteReader& r, const std::shared_ptr<const void>& backing);
+CompiledLinear load_linear(const ckks::Encoder& enc, ckks::ByteReader& r, const std::shared_ptr<const ckks::Backing>& backing);
 void save_quadratic(ckks::ByteWriter& w, const ckks::Context& ctx, const CompiledQuadratic& q);
 CompiledQuadratic load_quadratic(const ckks::Context& ctx, ckks::ByteReader& r);
 void save_layout(ckks::ByteWriter& w, const Layout& l);

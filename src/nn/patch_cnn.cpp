@@ -314,7 +314,7 @@ void CompiledPatchCNN::save_file(const std::string& path) const {
 }
 
 CompiledPatchCNN CompiledPatchCNN::load(const ckks::Encoder& encoder, std::span<const std::uint8_t> bytes,
-                                        const std::shared_ptr<const void>& backing) {
+                                        const std::shared_ptr<const ckks::Backing>& backing) {
   const char* what = "compiled model";
   ckks::ByteReader r(bytes);
   r.expect_magic_and_version(kCompiledMagic, kCompiledVersion, what);

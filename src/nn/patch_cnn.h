@@ -125,7 +125,7 @@ class CompiledPatchCNN {
   // With `backing` (what keeps `bytes` alive, e.g. the file mapping), the just-in-time
   // diagonals are read in place: processes mapping the same file share those pages.
   static CompiledPatchCNN load(const ckks::Encoder& encoder, std::span<const std::uint8_t> bytes,
-                               const std::shared_ptr<const void>& backing = {});
+                               const std::shared_ptr<const ckks::Backing>& backing = {});
 
  private:
   static CompiledPatchCNN build(const PatchCNN& model, const ckks::Encoder& encoder, std::size_t input_level,

@@ -210,10 +210,14 @@ Server::Server(const std::string& params_path, const std::string& model_path, co
   } else {
     if (lanes != 0) throw std::invalid_argument("lanes are chosen when compiling; a compiled model has its own");
     // The just-in-time diagonals stay in the mapped file (shared by every process that maps
-    // it, reclaimable), not in a private copy.
+    // it, reclaimable), not in a private copy. Once decoded, none of the file's pages needs
+    // to stay resident: what was copied (encoded plaintexts, geometry) is never read again,
+    // and each diagonal is faulted back in when its layer runs and released after.
     model_ = load_mapped_in_place(model_path, [&](std::span<const std::uint8_t> bytes,
-                                                  const std::shared_ptr<const void>& mapping) {
-      return std::make_unique<nn::CompiledPatchCNN>(nn::CompiledPatchCNN::load(*enc_, bytes, mapping));
+                                                  const std::shared_ptr<const ckks::Backing>& mapping) {
+      auto model = std::make_unique<nn::CompiledPatchCNN>(nn::CompiledPatchCNN::load(*enc_, bytes, mapping));
+      mapping->release(bytes);
+      return model;
     });
   }
   keys_ = std::make_unique<EvaluationKeys>(read_evaluation_keys(keys_path, *ctx_));

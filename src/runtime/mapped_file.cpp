@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <stdexcept>
 
 #include "ckks/byte_stream.h"
 
@@ -35,6 +36,12 @@ MappedFile::MappedFile(const std::string& path) {
 
 MappedFile::~MappedFile() {
   if (data_) ::munmap(const_cast<std::uint8_t*>(data_), size_);
+}
+
+void MappedFile::release(std::span<const std::uint8_t> used) const {
+  if (used.data() < data_ || used.data() + used.size() > data_ + size_)
+    throw std::logic_error("MappedFile::release: range outside the mapping");
+  release_mapped_pages(used);
 }
 
 void release_mapped_pages(std::span<const std::uint8_t> range) {

@@ -12,7 +12,7 @@
 
 namespace pfhe::runtime {
 
-class MappedFile {
+class MappedFile final : public ckks::Backing {
  public:
   explicit MappedFile(const std::string& path);  // throws ckks::SerializationError naming the path
   ~MappedFile();
@@ -20,6 +20,8 @@ class MappedFile {
   MappedFile& operator=(const MappedFile&) = delete;
 
   std::span<const std::uint8_t> bytes() const { return {data_, size_}; }
+  // Drops the process's pages of a used range (release_mapped_pages).
+  void release(std::span<const std::uint8_t> used) const override;
 
  private:
   const std::uint8_t* data_ = nullptr;
@@ -38,7 +40,7 @@ template <typename Decode>
 auto load_mapped_in_place(const std::string& path, Decode&& decode) {
   try {
     const auto file = std::make_shared<const MappedFile>(path);
-    return decode(file->bytes(), std::shared_ptr<const void>(file));
+    return decode(file->bytes(), std::shared_ptr<const ckks::Backing>(file));
   } catch (const ckks::SerializationError& e) {
     throw ckks::SerializationError(path + ": " + e.what());
   }
@@ -47,7 +49,7 @@ auto load_mapped_in_place(const std::string& path, Decode&& decode) {
 // The same for decoders that copy what they keep: the file is unmapped afterwards.
 template <typename Decode>
 auto load_mapped(const std::string& path, Decode&& decode) {
-  return load_mapped_in_place(path, [&](std::span<const std::uint8_t> bytes, const std::shared_ptr<const void>&) {
+  return load_mapped_in_place(path, [&](std::span<const std::uint8_t> bytes, const std::shared_ptr<const ckks::Backing>&) {
     return decode(bytes);
   });
 }

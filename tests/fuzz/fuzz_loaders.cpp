@@ -57,14 +57,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     LinearTransform::load(encoder, r);
   } catch (const SerializationError&) {}
   try {
-    const auto backing = std::make_shared<const std::vector<std::uint8_t>>(bytes.begin(), bytes.end());
-    ByteReader r(*backing);
+    const auto backing = std::make_shared<const pfhe::ckks::HeldBytes>(Bytes(bytes.begin(), bytes.end()));
+    ByteReader r(backing->bytes);
     LinearTransform::load(encoder, r, backing);
   } catch (const SerializationError&) {}
   try { pfhe::nn::CompiledGraph::load(encoder, bytes); } catch (const SerializationError&) {}
   try {
-    const auto backing = std::make_shared<const std::vector<std::uint8_t>>(bytes.begin(), bytes.end());
-    pfhe::nn::CompiledGraph::load(encoder, *backing, backing);
+    const auto backing = std::make_shared<const pfhe::ckks::HeldBytes>(Bytes(bytes.begin(), bytes.end()));
+    pfhe::nn::CompiledGraph::load(encoder, backing->bytes, backing);
   } catch (const SerializationError&) {}
   try { pfhe::runtime::load_bundle(bytes); } catch (const SerializationError&) {}
   try {

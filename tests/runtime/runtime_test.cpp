@@ -94,9 +94,9 @@ TEST(Runtime, ZeroDiagonalBudgetGivesTheSameBytes) {
   const auto inputs = s.encrypt_patches(s.images[4]);
   // Loaded in place (the coefficients viewed in the artefact's bytes, as from a mapped
   // file): the same artefact and the same outputs.
-  const auto bytes = std::make_shared<const ckks::Bytes>(lean.save());
-  const nn::CompiledPatchCNN in_place = nn::CompiledPatchCNN::load(s.enc, *bytes, bytes);
-  EXPECT_EQ(in_place.save(), *bytes);
+  const auto held = std::make_shared<const ckks::HeldBytes>(lean.save());
+  const nn::CompiledPatchCNN in_place = nn::CompiledPatchCNN::load(s.enc, held->bytes, held);
+  EXPECT_EQ(in_place.save(), held->bytes);
   EXPECT_EQ(serialized(s.ctx, runtime::make_sequential_executor()->run(s.ctx, runtime::backbone_tasks(in_place, s.eval), inputs)),
             serialized(s.ctx, runtime::make_sequential_executor()->run(s.ctx, runtime::backbone_tasks(lean, s.eval), inputs)));
   EXPECT_EQ(serialized(s.ctx, runtime::make_sequential_executor()->run(s.ctx, runtime::backbone_tasks(lean, s.eval), inputs)),
