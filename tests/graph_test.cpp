@@ -8,6 +8,9 @@
 #include "ckks/serialization.h"
 #include "nn/compiled_graph.h"
 #include "nn/fit.h"
+#include "nn/graph_file.h"
+#include "nn/model_container.h"
+#include "nn/synthetic.h"
 #include "nn/parameter_choice.h"
 #include "test_util.h"
 
@@ -267,3 +270,98 @@ TEST(GraphParameters, QZeroFollowsTheFittedRange) {
   const Tensor got = compiled.unpack_output(enc.decode_real(keys.decryptor.decrypt(compiled.run(keys.eval, in))));
   EXPECT_LT(relative_error(got, g.forward(input)), 1e-4);
 }
+
+// ---- graph model files ----
+
+namespace {
+
+// The stored graph with its JSON header edited (the container rewritten around it).
+ckks::Bytes edited(const ckks::Bytes& bytes, const std::function<void(container::json&)>& edit) {
+  container::Parsed p = container::read(bytes);
+  edit(p.header);
+  return container::write(p.header, p.floats);
+}
+
+container::json& node(container::json& header, const std::string& name) {
+  for (auto& n : header["nodes"])
+    if (n["name"] == name) return n;
+  throw std::logic_error("no node " + name);
+}
+
+std::string load_error(const ckks::Bytes& bytes) {
+  try {
+    load_graph(bytes);
+  } catch (const ModelFormatError& e) {
+    return e.what();
+  }
+  return "(loaded)";
+}
+
+}  // namespace
+
+TEST(GraphFile, EveryNodeKindRoundTrips) {
+  const Graph g = residual_net();
+  const ckks::Bytes bytes = save_graph(g);
+  const Graph loaded = load_graph(bytes);
+  EXPECT_EQ(save_graph(loaded), bytes);  // float32 tensors: stable after the first store
+  ASSERT_EQ(loaded.nodes().size(), g.nodes().size());
+  for (std::size_t i = 0; i < g.nodes().size(); ++i) {
+    const GraphNode &a = g.nodes()[i], &b = loaded.nodes()[i];
+    EXPECT_EQ(a.name, b.name);
+    EXPECT_EQ(a.op.index(), b.op.index()) << a.name;
+    EXPECT_EQ(a.inputs, b.inputs) << a.name;
+    EXPECT_EQ(a.shape, b.shape) << a.name;
+  }
+  // Attributes kept in the header are exact (JSON doubles), unbounded domains stay unbounded.
+  const auto& cubic = std::get<PolynomialActivation>(loaded.nodes()[7].op);
+  EXPECT_EQ(cubic.coeffs, std::get<PolynomialActivation>(g.nodes()[7].op).coeffs);
+  EXPECT_EQ(cubic.lower, -6);
+  EXPECT_TRUE(std::isinf(std::get<PolynomialActivation>(loaded.nodes()[11].op).upper));
+  EXPECT_EQ(std::get<Scale>(loaded.nodes()[10].op).factor, 0.5);
+  // Tensors are float32: the outputs agree to float32 precision.
+  const Tensor x = input_image(9);
+  EXPECT_LT(relative_error(loaded.forward(x), g.forward(x)), 1e-5);
+  const std::string path = ::testing::TempDir() + "/graph.pfhm";
+  save_graph_file(g, path);
+  EXPECT_EQ(save_graph(load_graph_file(path)), bytes);
+  EXPECT_TRUE(is_model_file(path));
+  EXPECT_THROW(load_model_file(path), ModelFormatError);  // a graph is not a PatchCNN
+  std::remove(path.c_str());
+}
+
+TEST(GraphFile, MalformedFilesAreRefusedNamingTheNode) {
+  const ckks::Bytes bytes = save_graph(residual_net());
+  EXPECT_NE(load_error(ckks::Bytes(bytes.begin(), bytes.end() - 4)).find("truncated"), std::string::npos);
+  const auto expect_error = [&](const std::function<void(container::json&)>& edit, const std::string& what) {
+    const std::string error = load_error(edited(bytes, edit));
+    EXPECT_NE(error.find(what), std::string::npos) << "expected '" << what << "' in: " << error;
+  };
+  expect_error([](auto& h) { node(h, "conv")["op"] = "Softmax"; }, "'conv': unknown op 'Softmax'");
+  expect_error([](auto& h) { node(h, "conv")["name"] = "stem"; }, "'stem': the name is used twice");
+  expect_error([](auto& h) { node(h, "residual")["inputs"] = {5, 9}; }, "residual");
+  expect_error([](auto& h) { node(h, "residual")["inputs"] = {5}; }, "residual");
+  expect_error([](auto& h) { node(h, "stem")["in_channels"] = 2; }, "tensor stem.weight has the wrong shape");
+  expect_error([](auto& h) { node(h, "stem")["padding"] = 3; }, "'stem': Conv2d geometry");
+  expect_error([](auto& h) { node(h, "stem.bn")["eps"] = 0.0; }, "'stem.bn': BatchNorm eps");
+  expect_error([](auto& h) { node(h, "half")["factor"] = 0.0; }, "half");
+  expect_error([](auto& h) { node(h, "cubic")["coeffs"] = "x^3"; }, "'cubic': malformed");
+  expect_error([](auto& h) { h["nodes"][0]["op"] = "Conv2d"; }, "node 0 must be the Input");
+  expect_error([](auto& h) {
+    auto& tensors = h["tensors"];
+    for (std::size_t i = 0; i < tensors.size(); ++i)
+      if (tensors[i]["name"] == "head.weight") tensors.erase(i);
+  }, "missing tensor head.weight");
+  expect_error([](auto& h) { h["architecture"] = "cryptoface_pcnn"; }, "is not a graph");
+  // A PatchCNN file is not a graph either.
+  const SyntheticKind tiny = synthetic_kind("tiny");
+  const std::size_t side = tiny.grid * tiny.patch;
+  const ckks::Bytes pcnn = save_model(make_synthetic_patch_cnn(tiny.shape, tiny.grid, tiny.patch, tiny.embedding, 1,
+                                                               synthetic_images(4, {3, side, side}, 2)));
+  EXPECT_NE(load_error(pcnn).find("is not a graph"), std::string::npos);
+  // Names identify the tensors: a graph with two nodes of one name cannot be stored.
+  Graph twice({3, 8, 8});
+  twice.add("same", Scale{2}, 0);
+  twice.add("same", Scale{3}, 1);
+  EXPECT_THROW(save_graph(twice), ModelFormatError);
+}
+

@@ -67,7 +67,7 @@ TEST(ModelFile, RejectsBadFilesWithClearErrors) {
   expect_error(b, "size");
   expect_error(std::vector<std::uint8_t>(good.begin(), good.begin() + 10), "magic");
   expect_error(patch_json(good, "\"architecture\":\"cryptoface_pcnn\"", "\"architecture\":\"cryptoface_xxxx\""),
-               "unknown architecture");
+               "\"cryptoface_xxxx\" is not a PatchCNN");
   expect_error(patch_json(good, "nets.0.conv.weight", "nets.0.conv.WEIGHT"), "missing tensor nets.0.conv.weight");
   expect_error(patch_json(good, "{", "["), "JSON");
   // A NaN in the data section and a negative variance.

@@ -139,12 +139,17 @@ TEST(PatchCnn, EveryModelKindPlansAtItsSecureParameters) {
     const std::size_t side = kind.grid * kind.patch;
     const PatchCNN model = make_synthetic_patch_cnn(kind.shape, kind.grid, kind.patch, kind.embedding, 3,
                                                     synthetic_images(8, {3, side, side}, 4));
-    const std::size_t levels = required_levels(model);
-    const ckks::Context ctx(ckks::Parameters::create(choose_parameters(levels)));
+    const ckks::Context ctx(ckks::Parameters::create(parameters_for(model)));
     const ckks::Encoder enc(ctx);
-    const CompiledPatchCNN plan = CompiledPatchCNN::plan(model, enc, levels, ctx.params().default_scale());
+    const CompileTarget target = compile_target(model, ctx.params());
+    EXPECT_EQ(target.level, required_levels(model)) << name;
+    EXPECT_EQ(target.scale, ctx.params().default_scale()) << name;
+    const CompiledPatchCNN plan = CompiledPatchCNN::plan(model, enc, target.level, target.scale);
     EXPECT_EQ(plan.patches(), kind.grid * kind.grid) << name;
     EXPECT_FALSE(plan.rotation_levels().empty()) << name;
+    // Parameters of a shallower model: refused with the depth the model needs.
+    const ckks::Parameters shallow = ckks::Parameters::create(choose_parameters(target.level - 1));
+    EXPECT_THROW(compile_target(model, shallow), std::invalid_argument) << name;
   }  // The 8x8 grid (bench/scaling.sh) has the CryptoFace backbone on 256x256 images.
   EXPECT_EQ(synthetic_kind("cryptofacenet64").grid, 8u);
   EXPECT_EQ(synthetic_kind("cryptofacenet64").patch, 32u);

@@ -120,15 +120,13 @@ int cmd_compile(const std::string& model_path, const std::string& out_dir, doubl
                 bool plan_only) {
   auto t = Clock::now();
   const nn::PatchCNN model = nn::load_model_file(model_path);
-  const std::size_t levels = nn::required_levels(model);
-  const ckks::ParameterSpec spec = nn::choose_parameters(levels);
-  const ckks::Context ctx(ckks::Parameters::create(spec));
-  progress("model %s: %zu patches, depth %zu -> parameters %s", model_path.c_str(), model.backbones.size(), levels,
-           ctx.params().describe().c_str());
+  const ckks::Context ctx(ckks::Parameters::create(nn::parameters_for(model)));
+  const nn::CompileTarget target = nn::compile_target(model, ctx.params());
+  progress("model %s: %zu patches, depth %zu -> parameters %s", model_path.c_str(), model.backbones.size(),
+           target.level, ctx.params().describe().c_str());
   const ckks::Encoder enc(ctx);
   if (plan_only) {
-    const nn::CompiledPatchCNN plan =
-        nn::CompiledPatchCNN::plan(model, enc, levels, ctx.params().default_scale(), lanes);
+    const nn::CompiledPatchCNN plan = nn::CompiledPatchCNN::plan(model, enc, target.level, target.scale, lanes);
     fs::create_directories(out_dir);
     ckks::write_file(out_dir + "/params.pfhe", ckks::save_parameters(ctx.params()));
     runtime::ClientSpec::of(plan, ctx.params()).write(out_dir + "/client.json");
@@ -140,7 +138,7 @@ int cmd_compile(const std::string& model_path, const std::string& out_dir, doubl
   }
   const auto budget = static_cast<std::size_t>(budget_gb * static_cast<double>(1ULL << 30));
   const nn::CompiledPatchCNN compiled =
-      nn::CompiledPatchCNN::compile(model, enc, levels, ctx.params().default_scale(), budget, lanes);
+      nn::CompiledPatchCNN::compile(model, enc, target.level, target.scale, budget, lanes);
   const double compile_s = seconds_since(t);
   progress("compiled in %.1f s: %zu patches in %zu ciphertext(s) of %zu lanes, diagonals hold %.2f GB, %zu rotation keys",
            compile_s, compiled.patches(), compiled.groups(), compiled.lanes(),

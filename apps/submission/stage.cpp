@@ -73,8 +73,8 @@ nn::PatchCNN submission_model() {
 }
 
 nn::CompiledPatchCNN compile(const nn::PatchCNN& model, const ckks::Encoder& enc) {
-  return nn::CompiledPatchCNN::compile(model, enc, nn::required_levels(model), enc.context().params().default_scale(),
-                                       std::size_t{1} << 30);
+  const nn::CompileTarget target = nn::compile_target(model, enc.context().params());
+  return nn::CompiledPatchCNN::compile(model, enc, target.level, target.scale, std::size_t{1} << 30);
 }
 
 void write_text(const fs::path& path, const std::string& text) { ckks::write_text_file(path.string(), text); }
@@ -89,10 +89,11 @@ void client_key_generation(const Instance& in) {
   // Saved and read back: the file stores float32, and both sides must use the same weights.
   nn::save_model_file(submission_model(), (in.model / "model.pfhm").string());
   const nn::PatchCNN model = nn::load_model_file((in.model / "model.pfhm").string());
-  const ckks::Context ctx(ckks::Parameters::create(nn::choose_parameters(nn::required_levels(model))));
+  const ckks::Context ctx(ckks::Parameters::create(nn::parameters_for(model)));
   const ckks::Encoder enc(ctx);
-  const runtime::ClientSpec spec = runtime::ClientSpec::of(
-      nn::CompiledPatchCNN::plan(model, enc, nn::required_levels(model), ctx.params().default_scale()), ctx.params());
+  const nn::CompileTarget target = nn::compile_target(model, ctx.params());
+  const runtime::ClientSpec spec =
+      runtime::ClientSpec::of(nn::CompiledPatchCNN::plan(model, enc, target.level, target.scale), ctx.params());
   ckks::write_file((in.keys / "params.pfhe").string(), ckks::save_parameters(ctx.params()));
   spec.write((in.keys / "client.json").string());
   const runtime::SecretKeyFile secret = runtime::generate_keys(ctx, spec, (in.keys / "eval.keys").string());

@@ -1,8 +1,7 @@
 #include "nn/model_file.h"
 
-#include <nlohmann/json.hpp>
-
 #include "ckks/serialization.h"
+#include "nn/model_container.h"
 
 #include <cmath>
 #include <cstring>
@@ -11,112 +10,9 @@
 
 namespace pfhe::nn {
 
-namespace {
-
-using json = nlohmann::json;
-constexpr char kMagic[4] = {'P', 'F', 'H', 'M'};
-constexpr double kBatchNormEps = 1e-5;  // PyTorch's default, used by CryptoFace
-
-struct TensorRef {
-  std::vector<std::size_t> shape;
-  std::vector<double> values;
-};
-
-// Writer side: collects named tensors in order.
-class TensorWriter {
- public:
-  void add(const std::string& name, std::vector<std::size_t> shape, const std::vector<double>& values) {
-    std::size_t count = 1;
-    for (auto d : shape) count *= d;
-    if (count != values.size()) throw ModelFormatError("save_model: tensor " + name + " has the wrong size");
-    entries_.push_back({{"name", name}, {"shape", shape}, {"offset", floats_.size()}});
-    for (double v : values) floats_.push_back(static_cast<float>(v));
-  }
-  void add_bn(const std::string& prefix, const BatchNorm& bn) {
-    add(prefix + ".running_mean", {bn.channels()}, bn.mean);
-    add(prefix + ".running_var", {bn.channels()}, bn.var);
-    if (!bn.gamma.empty()) add(prefix + ".weight", {bn.channels()}, bn.gamma);
-    if (!bn.beta.empty()) add(prefix + ".bias", {bn.channels()}, bn.beta);
-  }
-  void add_herpn(const std::string& prefix, const HerPN& h) {
-    add_bn(prefix + ".bn0", h.bn0);
-    add_bn(prefix + ".bn1", h.bn1);
-    add_bn(prefix + ".bn2", h.bn2);
-    add(prefix + ".weight", {h.channels()}, h.gamma);
-    add(prefix + ".bias", {h.channels()}, h.beta);
-  }
-  void add_conv(const std::string& name, const Conv2d& c) {
-    add(name + ".weight", {c.out_channels, c.in_channels, c.kernel, c.kernel}, c.weight);
-    if (!c.bias.empty()) add(name + ".bias", {c.out_channels}, c.bias);
-  }
-  const json& entries() const { return entries_; }
-  const std::vector<float>& floats() const { return floats_; }
-
- private:
-  json entries_ = json::array();
-  std::vector<float> floats_;
-};
-
-// Reader side: name -> tensor, with shape checks on access.
-class TensorReader {
- public:
-  TensorReader(const json& entries, std::span<const float> blob) {
-    if (!entries.is_array()) throw ModelFormatError("model: 'tensors' must be an array");
-    for (const auto& e : entries) {
-      const std::string name = e.at("name").get<std::string>();
-      TensorRef t;
-      t.shape = e.at("shape").get<std::vector<std::size_t>>();
-      const auto offset = e.at("offset").get<std::size_t>();
-      std::size_t count = 1;
-      for (auto d : t.shape) {
-        if (d == 0 || d > (1u << 24)) throw ModelFormatError("model: tensor " + name + " has an invalid dimension");
-        count *= d;
-      }
-      if (offset > blob.size() || count > blob.size() - offset)
-        throw ModelFormatError("model: tensor " + name + " lies outside the data section (truncated file?)");
-      t.values.reserve(count);
-      for (std::size_t i = 0; i < count; ++i) {
-        const float v = blob[offset + i];
-        if (!std::isfinite(v)) throw ModelFormatError("model: tensor " + name + " holds a non-finite value");
-        t.values.push_back(v);
-      }
-      if (!tensors_.emplace(name, std::move(t)).second) throw ModelFormatError("model: tensor " + name + " appears twice");
-    }
-  }
-
-  std::vector<double> get(const std::string& name, const std::vector<std::size_t>& shape) const {
-    const auto it = tensors_.find(name);
-    if (it == tensors_.end()) throw ModelFormatError("model: missing tensor " + name);
-    if (it->second.shape != shape) throw ModelFormatError("model: tensor " + name + " has the wrong shape");
-    return it->second.values;
-  }
-  bool has(const std::string& name) const { return tensors_.count(name) != 0; }
-
-  BatchNorm bn(const std::string& prefix, std::size_t c, bool affine) const {
-    BatchNorm b{get(prefix + ".running_mean", {c}), get(prefix + ".running_var", {c}), {}, {}, kBatchNormEps};
-    if (affine) {
-      b.gamma = get(prefix + ".weight", {c});
-      b.beta = get(prefix + ".bias", {c});
-    }
-    for (double v : b.var)
-      if (v < 0) throw ModelFormatError("model: " + prefix + ".running_var has a negative variance");
-    return b;
-  }
-  HerPN herpn(const std::string& prefix, std::size_t c) const {
-    return HerPN{bn(prefix + ".bn0", c, false), bn(prefix + ".bn1", c, false), bn(prefix + ".bn2", c, false),
-                 get(prefix + ".weight", {c}), get(prefix + ".bias", {c})};
-  }
-  Conv2d conv(const std::string& name, std::size_t in, std::size_t out, std::size_t k, std::size_t stride) const {
-    Conv2d c{in, out, k, stride, k / 2, get(name + ".weight", {out, in, k, k}), {}};
-    if (has(name + ".bias")) c.bias = get(name + ".bias", {out});
-    return c;
-  }
-
- private:
-  std::map<std::string, TensorRef> tensors_;
-};
-
-}  // namespace
+using container::json;
+using container::TensorReader;
+using container::TensorWriter;
 
 std::vector<std::uint8_t> save_model(const PatchCNN& model) {
   model.validate();
@@ -157,47 +53,17 @@ std::vector<std::uint8_t> save_model(const PatchCNN& model) {
   if (!model.head.bias.empty()) w.add("linear.bias", {model.head.out_features}, model.head.bias);
   w.add_bn("bn", model.head_bn);
   arch["tensors"] = w.entries();
-  const std::string text = arch.dump();
-  std::vector<std::uint8_t> out(kMagic, kMagic + 4);
-  const auto put = [&out](const void* p, std::size_t n) {
-    const auto* b = static_cast<const std::uint8_t*>(p);
-    out.insert(out.end(), b, b + n);
-  };
-  const std::uint32_t version = kModelFormatVersion;
-  const std::uint64_t json_size = text.size(), float_count = w.floats().size();
-  put(&version, 4);
-  put(&json_size, 8);
-  put(&float_count, 8);
-  put(text.data(), text.size());
-  put(w.floats().data(), w.floats().size() * sizeof(float));
-  return out;
+  return container::write(arch, w.floats());
 }
 
 PatchCNN load_model(std::span<const std::uint8_t> bytes) {
-  constexpr std::size_t kHeader = 24;
-  if (bytes.size() < kHeader || std::memcmp(bytes.data(), kMagic, 4) != 0)
-    throw ModelFormatError("not a pfhe model file (bad magic or too short)");
-  std::uint32_t version;
-  std::uint64_t json_size, float_count;
-  std::memcpy(&version, bytes.data() + 4, 4);
-  std::memcpy(&json_size, bytes.data() + 8, 8);
-  std::memcpy(&float_count, bytes.data() + 16, 8);
-  if (version != kModelFormatVersion)
-    throw ModelFormatError("unsupported model format version " + std::to_string(version));
-  if (json_size > bytes.size() - kHeader || float_count > (bytes.size() - kHeader - json_size) / sizeof(float) ||
-      kHeader + json_size + float_count * sizeof(float) != bytes.size())
-    throw ModelFormatError("model file size does not match its header (truncated or padded file)");
-  json arch;
-  try {
-    arch = json::parse(bytes.begin() + kHeader, bytes.begin() + static_cast<std::ptrdiff_t>(kHeader + json_size));
-  } catch (const json::exception& e) {
-    throw ModelFormatError(std::string("model: invalid JSON header: ") + e.what());
-  }
-  std::vector<float> blob(float_count);
-  std::memcpy(blob.data(), bytes.data() + kHeader + json_size, float_count * sizeof(float));
+  const container::Parsed parsed = container::read(bytes);
+  const json& arch = parsed.header;
+  const std::vector<float>& blob = parsed.floats;
   try {
     if (arch.at("architecture").get<std::string>() != "cryptoface_pcnn")
-      throw ModelFormatError("model: unknown architecture " + arch.at("architecture").dump());
+      throw ModelFormatError("model: architecture " + arch.at("architecture").dump() +
+                             " is not a PatchCNN (cryptoface_pcnn)");
     const TensorReader r(arch.at("tensors"), blob);
     PatchCNN m;
     m.grid = arch.at("grid").get<std::size_t>();
@@ -219,17 +85,17 @@ PatchCNN load_model(std::span<const std::uint8_t> bytes) {
     for (std::size_t p = 0; p < m.grid * m.grid; ++p) {
       const std::string net = "nets." + std::to_string(p);
       Backbone b;
-      b.conv0 = r.conv(net + ".conv", 3, stem, 3, 1);
+      b.conv0 = r.conv(net + ".conv", 3, stem, 3, 1, 1);
       std::size_t channels = stem;
       for (std::size_t j = 0; j < blocks.size(); ++j) {
         const auto [out, stride] = blocks[j];
         if (out == 0 || stride == 0 || stride > 4) throw ModelFormatError("model: invalid block description");
         const std::string layer = net + ".layers." + std::to_string(j);
-        HerPNConvBlock blk{r.herpn(layer + ".herpn1", channels), r.conv(layer + ".conv1", channels, out, 3, stride),
-                           r.herpn(layer + ".herpn2", out), r.conv(layer + ".conv2", out, out, 3, 1), std::nullopt,
+        HerPNConvBlock blk{r.herpn(layer + ".herpn1", channels), r.conv(layer + ".conv1", channels, out, 3, stride, 1),
+                           r.herpn(layer + ".herpn2", out), r.conv(layer + ".conv2", out, out, 3, 1, 1), std::nullopt,
                            std::nullopt};
         if (stride != 1 || out != channels) {
-          blk.shortcut_conv = r.conv(layer + ".shortcut.0", channels, out, 1, stride);
+          blk.shortcut_conv = r.conv(layer + ".shortcut.0", channels, out, 1, stride, 0);
           blk.shortcut_bn = r.bn(layer + ".shortcut.1", out, true);
         }
         b.blocks.push_back(std::move(blk));
@@ -254,30 +120,16 @@ PatchCNN load_model(std::span<const std::uint8_t> bytes) {
   }
 }
 
-void save_model_file(const PatchCNN& model, const std::string& path) {
-  try {
-    ckks::write_file(path, save_model(model));
-  } catch (const ckks::SerializationError& e) {
-    throw ModelFormatError(e.what());
-  }
-}
+void save_model_file(const PatchCNN& model, const std::string& path) { container::write_file(path, save_model(model)); }
 
-PatchCNN load_model_file(const std::string& path) {
-  ckks::Bytes bytes;
-  try {
-    bytes = ckks::read_file(path);
-  } catch (const ckks::SerializationError& e) {
-    throw ModelFormatError(std::string("model file: ") + e.what());
-  }
-  return load_model(bytes);
-}
+PatchCNN load_model_file(const std::string& path) { return load_model(container::read_file(path)); }
 
 bool is_model_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::invalid_argument(path + ": cannot open");
-  char magic[4] = {};
-  in.read(magic, 4);
-  return in.gcount() == 4 && std::memcmp(magic, kMagic, 4) == 0;
+  std::uint8_t magic[4] = {};
+  in.read(reinterpret_cast<char*>(magic), 4);
+  return in.gcount() == 4 && container::has_magic(magic);
 }
 
 }  // namespace pfhe::nn

@@ -59,4 +59,14 @@ ckks::ParameterSpec choose_parameters(std::size_t levels, int scale_bits, int ba
                               " levels do not fit any ring up to 2^17 at 128-bit security");
 }
 
+ckks::ParameterSpec parameters_for(const PatchCNN& model) { return choose_parameters(required_levels(model)); }
+
+CompileTarget compile_target(const PatchCNN& model, const ckks::Parameters& params) {
+  const std::size_t levels = required_levels(model);
+  if (params.max_level() < levels)
+    throw std::invalid_argument("the model needs " + std::to_string(levels) + " levels, the parameters have " +
+                                std::to_string(params.max_level()));
+  return {levels, params.default_scale()};
+}
+
 }  // namespace pfhe::nn

@@ -26,4 +26,17 @@ int base_bits_for_range(double max_abs, int scale_bits, double headroom_factor =
 // Throws std::invalid_argument when no tabulated ring (up to 2^17) is large enough.
 ckks::ParameterSpec choose_parameters(std::size_t levels, int scale_bits = 40, int base_bits = 50);
 
+// The parameters `pfhe compile` chooses for a model: choose_parameters(required_levels(model)).
+ckks::ParameterSpec parameters_for(const PatchCNN& model);
+
+// Where a PatchCNN is compiled (by `pfhe compile`, and by every server, stage and test that
+// must agree with its artefact and client spec): inputs encrypted at level
+// required_levels(model), at the parameters' default scale. Throws std::invalid_argument
+// when the parameters have fewer levels than the model needs.
+struct CompileTarget {
+  std::size_t level;
+  double scale;
+};
+CompileTarget compile_target(const PatchCNN& model, const ckks::Parameters& params);
+
 }  // namespace pfhe::nn

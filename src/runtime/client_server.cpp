@@ -204,9 +204,9 @@ Server::Server(const std::string& params_path, const std::string& model_path, co
   enc_ = std::make_unique<ckks::Encoder>(*ctx_);
   if (nn::is_model_file(model_path)) {
     weights_ = std::make_unique<nn::PatchCNN>(nn::load_model_file(model_path));
-    // The level and scale `pfhe compile` compiles at: the model's depth, the default scale.
-    model_ = std::make_unique<nn::CompiledPatchCNN>(nn::CompiledPatchCNN::plan(
-        *weights_, *enc_, nn::required_levels(*weights_), ctx_->params().default_scale(), lanes));
+    const nn::CompileTarget target = nn::compile_target(*weights_, ctx_->params());
+    model_ = std::make_unique<nn::CompiledPatchCNN>(
+        nn::CompiledPatchCNN::plan(*weights_, *enc_, target.level, target.scale, lanes));
   } else {
     if (lanes != 0) throw std::invalid_argument("lanes are chosen when compiling; a compiled model has its own");
     // The just-in-time diagonals stay in the mapped file (shared by every process that maps

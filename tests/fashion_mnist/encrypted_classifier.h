@@ -32,11 +32,11 @@ inline nn::PatchCNN load_fashion_model() { return nn::load_model_file(PFHE_SOURC
 
 struct EncryptedClassifier {
   nn::PatchCNN model = load_fashion_model();
-  ckks::Context ctx{ckks::Parameters::create(nn::choose_parameters(nn::required_levels(model)))};
+  ckks::Context ctx{ckks::Parameters::create(nn::parameters_for(model))};
   ckks::Encoder enc{ctx};
+  nn::CompileTarget target = nn::compile_target(model, ctx.params());
   runtime::Clock::time_point start = runtime::Clock::now();
-  nn::CompiledPatchCNN compiled =
-      nn::CompiledPatchCNN::compile(model, enc, nn::required_levels(model), ctx.params().default_scale());
+  nn::CompiledPatchCNN compiled = nn::CompiledPatchCNN::compile(model, enc, target.level, target.scale);
   double compile_seconds = runtime::seconds_since(start);
   runtime::ClientSpec spec = runtime::ClientSpec::of(compiled, ctx.params());
   std::pair<runtime::SecretKeyFile, runtime::EvaluationKeys> keys = runtime::generate_keys(ctx, spec);

@@ -1,5 +1,5 @@
 // libFuzzer target for every loader: the CKKS binary format (docs/FORMAT.md), model files
-// (docs/MODEL_FORMAT.md), compiled models and their linear transforms, compiled graphs, bundle files and
+// (docs/MODEL_FORMAT.md: PatchCNNs and graphs), compiled models and their linear transforms, compiled graphs, bundle files and
 // the client spec (JSON). Built with
 // -DPFHE_BUILD_FUZZ=ON and clang; see docs/FUZZING.md for the corpus and how long it ran.
 // Every input must either load or raise SerializationError / ModelFormatError (or
@@ -14,6 +14,7 @@
 #include "ckks/linear_transform.h"
 #include "ckks/serialization.h"
 #include "nn/compiled_graph.h"
+#include "nn/graph_file.h"
 #include "nn/model_file.h"
 #include "nn/patch_cnn.h"
 #include "runtime/bundle.h"
@@ -47,6 +48,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   try { load_relin_key(ctx, bytes); } catch (const SerializationError&) {}
   try { load_galois_keys(ctx, bytes); } catch (const SerializationError&) {}
   try { pfhe::nn::load_model(bytes); } catch (const pfhe::nn::ModelFormatError&) {}
+  try { pfhe::nn::load_graph(bytes); } catch (const pfhe::nn::ModelFormatError&) {}
   static const Encoder encoder(ctx);
   try { pfhe::nn::CompiledPatchCNN::load(encoder, bytes); } catch (const SerializationError&) {}
   // A compiled model's layers cannot be reached through the fingerprint check of the test

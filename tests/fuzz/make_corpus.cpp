@@ -9,6 +9,7 @@
 #include "ckks/linear_transform.h"
 #include "ckks/serialization.h"
 #include "nn/compiled_graph.h"
+#include "nn/graph_file.h"
 #include "nn/model_file.h"
 #include "nn/patch_cnn.h"
 #include "nn/synthetic.h"
@@ -67,9 +68,11 @@ int main(int argc, char** argv) {
     x = linear_graph.add("flatten", Flatten{}, x);
     linear_graph.add("head", Linear{8, 3, std::vector<double>(24, 0.125), {0.0, 1.0, 2.0}}, x);
     write_file(dir + "/graph_linear", CompiledGraph::compile(linear_graph, enc, 1, 1 << 20, 0).save());
+    write_file(dir + "/graph_model_linear", pfhe::nn::save_graph(linear_graph));
     Graph poly_graph({2, 2, 2});
     poly_graph.add("p", PolynomialActivation{{0.1, 0.5}}, 0);
     write_file(dir + "/graph_polynomial", CompiledGraph::compile(poly_graph, enc, 1, 1 << 20).save());
+    write_file(dir + "/graph_model_polynomial", pfhe::nn::save_graph(poly_graph));
   }
   write_file(dir + "/bundle", pfhe::runtime::save_bundle({7, {save(ctx, encryptor.encrypt(pt)), save(ctx, pt)}}));
   // A client spec of the same shape as the CLI writes (JSON text).
