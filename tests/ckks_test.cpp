@@ -274,13 +274,22 @@ TEST(CkksRotation, EveryStepBothDirectionsConjugateAndHoisted) {
     const std::vector<long> hs = {0, 1, 3, -2, 17 % static_cast<long>(slots)};
     const auto hoisted = eval.rotate_hoisted(c, hs);
     ASSERT_EQ(hoisted.size(), hs.size());
+    const Decomposition d = eval.hoist(c);
     for (std::size_t h = 0; h < hs.size(); ++h) {
       const auto plain = eval.rotate(c, hs[h]);
+      const auto one = eval.rotate_hoisted(c, d, hs[h]);
       // Hoisting reuses the decomposition: results are identical, not just close.
-      for (std::size_t p = 0; p < 2; ++p)
+      for (std::size_t p = 0; p < 2; ++p) {
         ASSERT_TRUE(std::equal(plain.polys[p].words().begin(), plain.polys[p].words().end(),
                                hoisted[h].polys[p].words().begin()));
+        ASSERT_TRUE(std::equal(plain.polys[p].words().begin(), plain.polys[p].words().end(),
+                               one.polys[p].words().begin()));
+      }
     }
+    // A decomposition belongs to its ciphertext's level.
+    Ciphertext lower = c;
+    eval.drop_to_level_inplace(lower, 1);
+    EXPECT_THROW(eval.rotate_hoisted(lower, d, 1), std::invalid_argument);
     const auto summed = enc.decode(decryptor.decrypt(eval.sum_slots(c)));
     std::complex<double> total = 0;
     for (auto x : v) total += x;

@@ -365,3 +365,20 @@ TEST(GraphFile, MalformedFilesAreRefusedNamingTheNode) {
   EXPECT_THROW(save_graph(twice), ModelFormatError);
 }
 
+// Regression (found by fuzz_loaders on its seed, input kept in tests/fuzz/regressions/):
+// a graph without tensors has an empty data section, which was copied from a null pointer
+// (undefined behaviour).
+TEST(GraphFile, GraphWithoutTensorsRoundTrips) {
+  Graph g({2, 2, 2});
+  g.add("p", PolynomialActivation{{0.1, 0.5}}, 0);
+  const ckks::Bytes bytes = save_graph(g);
+  const Graph loaded = load_graph(bytes);
+  EXPECT_EQ(save_graph(loaded), bytes);
+  const Tensor x = [] {
+    Tensor t({2, 2, 2});
+    t.data = uniform(8, -1, 1, 3);
+    return t;
+  }();
+  EXPECT_EQ(loaded.forward(x).data, g.forward(x).data);
+}
+

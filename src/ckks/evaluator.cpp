@@ -294,17 +294,29 @@ Ciphertext Evaluator::conjugate(const Ciphertext& a) const {
 
 std::vector<Ciphertext> Evaluator::rotate_hoisted(const Ciphertext& a, const std::vector<long>& steps) const {
   check_ciphertext(a, "rotate_hoisted");
-  if (a.size() != 2) throw std::invalid_argument("rotate_hoisted: relinearize first");
   std::vector<std::uint64_t> elements;
   for (long step : steps) {
     elements.push_back(galois_element_for(step, a.slots()));
     if (elements.back() != 1) galois_key(elements.back());  // fail before any work
   }
-  const Decomposition d = decompose(context_, a.polys[1]);
+  const Decomposition d = hoist(a);
   std::vector<Ciphertext> out;
   out.reserve(steps.size());
   for (std::uint64_t g : elements) out.push_back(apply_galois(a, d, g));
   return out;
+}
+
+Decomposition Evaluator::hoist(const Ciphertext& a) const {
+  check_ciphertext(a, "hoist");
+  if (a.size() != 2) throw std::invalid_argument("hoist: relinearize first");
+  return decompose(context_, a.polys[1]);
+}
+
+Ciphertext Evaluator::rotate_hoisted(const Ciphertext& a, const Decomposition& d, long step) const {
+  check_ciphertext(a, "rotate_hoisted");
+  if (d.level != a.level() || d.digits.size() != context_.params().digits_at(a.level()))
+    throw std::invalid_argument("rotate_hoisted: the decomposition is of another ciphertext");
+  return apply_galois(a, d, galois_element_for(step, a.slots()));
 }
 
 Ciphertext Evaluator::sum_slots(const Ciphertext& a) const {

@@ -63,6 +63,10 @@ class Evaluator {
   Ciphertext conjugate(const Ciphertext& a) const;
   // Many rotations of one ciphertext sharing one decomposition (hoisting).
   std::vector<Ciphertext> rotate_hoisted(const Ciphertext& a, const std::vector<long>& steps) const;
+  // The same one rotation at a time: hoist() decomposes a's c1 once, rotate_hoisted(a, d,
+  // step) then costs what one of the rotations above costs (identical results).
+  Decomposition hoist(const Ciphertext& a) const;
+  Ciphertext rotate_hoisted(const Ciphertext& a, const Decomposition& d, long step) const;
   // Sum of all slots replicated in every slot (log2(slots) rotations).
   Ciphertext sum_slots(const Ciphertext& a) const;
 

@@ -182,24 +182,41 @@ Ciphertext LinearTransform::apply(const Evaluator& eval, const Ciphertext& input
     throw std::invalid_argument("linear transform for " + std::to_string(slots_) + " slots, input has " +
                                 std::to_string(input.slots()));
   const std::vector<long> babies = baby_steps_used();
-  const std::vector<Ciphertext> rotated = eval.rotate_hoisted(input, babies);
-  std::map<long, const Ciphertext*> by_step;
-  for (std::size_t i = 0; i < babies.size(); ++i) by_step[babies[i]] = &rotated[i];
-
   RotationSum giant_steps(eval);
-  for (const auto& [g, row] : terms_) {
-    Ciphertext inner;
-    for (const auto& [b, term] : row) {
-      if (term.encoded) {
-        eval.multiply_plain_accumulate(inner, *by_step.at(b), *term.encoded);
-      } else {
-        eval.multiply_plain_accumulate(inner, *by_step.at(b), encoder_->to_plaintext(term.coefficients, level_));
-        release(term);
-      }
+  if (babies.size() <= terms_.size()) {
+    // All baby rotations at once, then one giant step after the other.
+    const std::vector<Ciphertext> rotated = eval.rotate_hoisted(input, babies);
+    std::map<long, const Ciphertext*> by_step;
+    for (std::size_t i = 0; i < babies.size(); ++i) by_step[babies[i]] = &rotated[i];
+    for (const auto& [g, row] : terms_) {
+      Ciphertext inner;
+      for (const auto& [b, term] : row) accumulate(eval, inner, *by_step.at(b), term);
+      giant_steps.add(inner, g);
     }
-    giant_steps.add(inner, g);
+  } else {
+    // More baby steps than giant steps: one baby rotation at a time into one accumulator
+    // per giant step, so that the transform holds min(baby, giant) ciphertexts (modular
+    // sums: the result is the same in either order).
+    const Decomposition hoisted = eval.hoist(input);
+    std::map<long, Ciphertext> inner;
+    for (const long b : babies) {
+      const Ciphertext rotated = eval.rotate_hoisted(input, hoisted, b);
+      for (const auto& [g, row] : terms_)
+        if (const auto term = row.find(b); term != row.end()) accumulate(eval, inner[g], rotated, term->second);
+    }
+    for (const auto& [g, sum] : inner) giant_steps.add(sum, g);
   }
   return giant_steps.result();
+}
+
+void LinearTransform::accumulate(const Evaluator& eval, Ciphertext& acc, const Ciphertext& rotated,
+                                 const Term& term) const {
+  if (term.encoded) {
+    eval.multiply_plain_accumulate(acc, rotated, *term.encoded);
+  } else {
+    eval.multiply_plain_accumulate(acc, rotated, encoder_->to_plaintext(term.coefficients, level_));
+    release(term);
+  }
 }
 
 void LinearTransform::release(const Term& term) const {

@@ -139,7 +139,9 @@ Parsed read(std::span<const std::uint8_t> bytes) {
   if (!p.header.is_object() || !p.header.contains("architecture") || !p.header["architecture"].is_string())
     throw ModelFormatError("model: the header names no architecture");
   p.floats.resize(float_count);
-  std::memcpy(p.floats.data(), bytes.data() + kHeaderBytes + json_size, float_count * sizeof(float));
+  // A model without tensors has an empty data section (and a null data()): no copy at all.
+  if (float_count > 0)
+    std::memcpy(p.floats.data(), bytes.data() + kHeaderBytes + json_size, float_count * sizeof(float));
   return p;
 }
 
