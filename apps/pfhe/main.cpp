@@ -239,14 +239,16 @@ int cmd_decrypt(const DecryptOptions& o) {
 struct InferOptions {
   std::string params, model, keys, input, out, executor = "seq", json;
   std::size_t workers = 1;
-  std::size_t lanes = 0;  // model files only: as planned by compile --plan-only
+  std::size_t retries = 0;  // fork only: runs of a task again after its worker died
+  std::size_t lanes = 0;    // model files only: as planned by compile --plan-only
 };
 
-std::unique_ptr<runtime::Executor> make_executor(const std::string& name, std::size_t workers) {
-  if (name == "seq") return runtime::make_sequential_executor();
-  if (name == "threads") return runtime::make_thread_executor(workers);
-  if (name == "fork") return runtime::make_fork_executor(workers);
-  throw std::invalid_argument("unknown executor '" + name + "' (seq, threads, fork, mpi)");
+std::unique_ptr<runtime::Executor> make_executor(const InferOptions& o) {
+  if (o.workers == 0) throw std::invalid_argument("--workers must be at least 1");
+  if (o.executor == "seq") return runtime::make_sequential_executor();
+  if (o.executor == "threads") return runtime::make_thread_executor(o.workers);
+  if (o.executor == "fork") return runtime::make_fork_executor(o.workers, o.retries);
+  throw std::invalid_argument("unknown executor '" + o.executor + "' (seq, threads, fork, mpi)");
 }
 
 // The server's task function, printing a line as each lane group finishes, wherever it
@@ -286,6 +288,8 @@ int run_inference(const InferOptions& o, const runtime::Server& server, runtime:
 }
 
 int cmd_infer(InferOptions o, int* argc, char*** argv) {
+  if (o.retries > 0 && o.executor != "fork")
+    throw std::invalid_argument("--retries applies to the fork executor (a dead thread or rank ends the run)");
   if (o.executor == "fork") omp_set_num_threads(1);  // the parent must stay single-threaded
   if (o.executor == "mpi") {
 #ifdef PFHE_HAVE_MPI
@@ -306,8 +310,7 @@ int cmd_infer(InferOptions o, int* argc, char*** argv) {
     throw std::invalid_argument("this pfhe was built without MPI (install libopenmpi-dev and rebuild)");
 #endif
   }
-  if (o.workers == 0) throw std::invalid_argument("--workers must be at least 1");
-  auto executor = make_executor(o.executor, o.workers);
+  auto executor = make_executor(o);
   const auto t = Clock::now();
   progress("loading parameters, model and evaluation keys");
   const runtime::Server server(o.params, o.model, o.keys, o.lanes);
@@ -412,6 +415,8 @@ int main(int argc, char** argv) {
   }
   run->add_option("--executor", infer.executor, "seq | threads | fork | mpi (under mpirun)")->capture_default_str();
   run->add_option("--workers", infer.workers)->capture_default_str();
+  run->add_option("--retries", infer.retries, "fork: run a task again on a new worker if its worker dies")
+      ->capture_default_str();
   run->add_option("--json", infer.json, "write a timing report (- for stdout)");
   match->add_option("--store", store)->required();
   match->add_option("--name", name)->required();

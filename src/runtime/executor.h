@@ -47,8 +47,10 @@ std::unique_ptr<Executor> make_thread_executor(std::size_t workers);
 // Forks W single-threaded workers per run (the parent must have no other thread alive:
 // it checks and refuses otherwise). Ciphertexts travel serialized over socket pairs and
 // are validated on arrival. A worker that dies is reported within about a second, the
-// others are killed and every child is reaped.
-std::unique_ptr<Executor> make_fork_executor(std::size_t workers);
+// others are killed and every child is reaped; with `retries` > 0 its task is first run
+// again on a new worker, up to `retries` times per task (a note goes to stderr; a task
+// that throws is not retried: it would throw again).
+std::unique_ptr<Executor> make_fork_executor(std::size_t workers, std::size_t retries = 0);
 
 // The task function of a compiled PatchCNN: lane group g (its patches' backbones and
 // summed head blocks) on the group's ciphertext g.

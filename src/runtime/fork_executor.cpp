@@ -93,7 +93,7 @@ class WorkerSet {
 
 class ForkExecutor final : public Executor {
  public:
-  explicit ForkExecutor(std::size_t workers) : workers_(workers) {
+  ForkExecutor(std::size_t workers, std::size_t retries) : workers_(workers), retries_(retries) {
     if (workers == 0) throw std::invalid_argument("fork executor: needs at least one worker");
   }
   std::string name() const override { return "fork"; }
@@ -114,22 +114,44 @@ class ForkExecutor final : public Executor {
     local.transfer_seconds += seconds_since(t0);
 
     WorkerSet set;
-    spawn(set, std::min(workers_, inputs.size()), ctx, task);
+    prepare_fork();
+    for (std::size_t i = 0; i < std::min(workers_, inputs.size()); ++i) set.workers.push_back(spawn(set, ctx, task));
     std::deque<std::size_t> pending;
     for (std::size_t t = 0; t < inputs.size(); ++t) pending.push_back(t);
     std::vector<ckks::Ciphertext> out(inputs.size());
+    std::vector<std::size_t> attempts(inputs.size(), 0);
     std::size_t done = 0;
     const auto dispatch = [&](Worker& w) {
       if (pending.empty()) return;
       Frame f;
       f.task = pending.front();
       pending.pop_front();
-      f.payload = std::move(serialized[f.task]);
+      ++attempts[f.task];
+      // The last attempt may give the serialized input away; earlier ones keep it for a retry.
+      if (attempts[f.task] > retries_) f.payload = std::move(serialized[f.task]);
+      else f.payload = serialized[f.task];
       w.task = static_cast<long>(f.task);
       const auto ts = std::chrono::steady_clock::now();
       send_frame(w.fd, f);
       local.transfer_seconds += seconds_since(ts);
       local.transfer_bytes += f.payload.size();
+    };
+    // A worker that died: its task goes back to the queue on a new worker while it has
+    // retries left (tasks are deterministic: the retried output is the same bytes).
+    const auto replace = [&](Worker& w) {
+      const std::runtime_error lost = worker_lost(w);
+      ::close(w.fd);
+      w.fd = -1;
+      if (w.task < 0 || attempts[static_cast<std::size_t>(w.task)] > retries_)
+        throw w.task >= 0 && retries_ > 0
+            ? std::runtime_error(std::string(lost.what()) + " (after " + std::to_string(retries_) + " retries)")
+            : lost;
+      std::fprintf(stderr, "[pfhe] %s; retrying it on a new worker (retry %zu of %zu)\n", lost.what(),
+                   attempts[static_cast<std::size_t>(w.task)], retries_);
+      pending.push_front(static_cast<std::size_t>(w.task));
+      prepare_fork();
+      w = spawn(set, ctx, task);
+      dispatch(w);
     };
     for (auto& w : set.workers) dispatch(w);
     while (done < inputs.size()) {
@@ -148,7 +170,10 @@ class ForkExecutor final : public Executor {
         } catch (const std::exception&) {
           got = false;
         }
-        if (!got) throw worker_lost(w);
+        if (!got) {
+          replace(w);
+          continue;
+        }
         if (f.status != 0)
           throw std::runtime_error("task " + std::to_string(f.task) + " failed in fork worker " +
                                    std::to_string(w.pid) + ": " + std::string(f.payload.begin(), f.payload.end()));
@@ -170,7 +195,7 @@ class ForkExecutor final : public Executor {
   }
 
  private:
-  static void spawn(WorkerSet& set, std::size_t count, const ckks::Context& ctx, const TaskFunction& task) {
+  static void prepare_fork() {
     std::fflush(stdout);
     std::fflush(stderr);
     // Cached buffers and free heap inherited by a worker become copy-on-write pages: its
@@ -178,24 +203,27 @@ class ForkExecutor final : public Executor {
     // workers start from zero-filled pages instead, which are cheaper to fault in.
     ring::BufferPool::trim();
     ::malloc_trim(0);
-    for (std::size_t i = 0; i < count; ++i) {
-      int sv[2];
-      if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
-        throw std::runtime_error(std::string("fork executor: socketpair: ") + std::strerror(errno));
-      const pid_t pid = ::fork();
-      if (pid < 0) {
-        ::close(sv[0]);
-        ::close(sv[1]);
-        throw std::runtime_error(std::string("fork executor: fork: ") + std::strerror(errno));
-      }
-      if (pid == 0) {
-        ::close(sv[0]);
-        for (const auto& w : set.workers) ::close(w.fd);  // earlier workers' parent ends
-        serve(sv[1], ctx, task);
-      }
+  }
+
+  // A new worker; the caller puts it in `set` (whose other sockets the child closes).
+  static Worker spawn(const WorkerSet& set, const ckks::Context& ctx, const TaskFunction& task) {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+      throw std::runtime_error(std::string("fork executor: socketpair: ") + std::strerror(errno));
+    const pid_t pid = ::fork();
+    if (pid < 0) {
+      ::close(sv[0]);
       ::close(sv[1]);
-      set.workers.push_back({pid, sv[0], -1});
+      throw std::runtime_error(std::string("fork executor: fork: ") + std::strerror(errno));
     }
+    if (pid == 0) {
+      ::close(sv[0]);
+      for (const auto& w : set.workers)
+        if (w.fd >= 0) ::close(w.fd);  // other workers' parent ends
+      serve(sv[1], ctx, task);
+    }
+    ::close(sv[1]);
+    return {pid, sv[0], -1};
   }
 
   static std::runtime_error worker_lost(Worker& w) {
@@ -209,11 +237,13 @@ class ForkExecutor final : public Executor {
                               (w.task >= 0 ? " while running task " + std::to_string(w.task) : std::string()));
   }
 
-  std::size_t workers_;
+  std::size_t workers_, retries_;
 };
 
 }  // namespace
 
-std::unique_ptr<Executor> make_fork_executor(std::size_t workers) { return std::make_unique<ForkExecutor>(workers); }
+std::unique_ptr<Executor> make_fork_executor(std::size_t workers, std::size_t retries) {
+  return std::make_unique<ForkExecutor>(workers, retries);
+}
 
 }  // namespace pfhe::runtime

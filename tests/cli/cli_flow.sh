@@ -110,6 +110,8 @@ expect_error "no enrolled template" "$pfhe" match "${server[@]}" --input bob.ct 
   --threshold 0.5
 expect_error "budget-gb" "$pfhe" compile --model model.pfhm --out-dir bad --budget-gb -1
 expect_error "unknown executor" "$pfhe" infer "${server[@]}" --input alice.cts --out x.ct --executor gpu
+expect_error "applies to the fork executor" "$pfhe" infer "${server[@]}" --input alice.cts --out x.ct \
+  --executor threads --retries 1
 # Running out of memory (address space capped below what loading needs) is a clear error.
 expect_error "memory" bash -c "ulimit -v 600000; exec \"$pfhe\" infer ${server[*]} --input alice.cts --out x.ct"
 echo "cli flow: all checks passed"

@@ -8,6 +8,9 @@
 #include <sys/wait.h>
 
 #include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "ckks/serialization.h"
@@ -156,6 +159,43 @@ TEST(Runtime, KilledWorkerIsReportedQuicklyAndReaped) {
     EXPECT_NE(msg.find("task 2"), std::string::npos) << msg;
   }
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 5.0);
+  EXPECT_TRUE(no_children_left());
+}
+
+TEST(Runtime, KilledWorkersTaskIsRetriedOnANewWorker) {
+  const SmallRing r;
+  const ckks::Context& ctx = r.ctx;
+  const std::vector<ckks::Ciphertext> inputs(6, r.encrypt(0.5));
+  const auto inner = scaling_tasks(r.eval);
+  // Workers are separate processes: a file tells the retry that task 2 already died once.
+  const std::string marker = ::testing::TempDir() + "/pfhe_retry_" + std::to_string(::getpid());
+  std::remove(marker.c_str());
+  const runtime::TaskFunction dies_once_on_task_2 = [&](std::size_t t, const ckks::Ciphertext& x) {
+    if (t == 2 && !std::filesystem::exists(marker)) {
+      std::ofstream(marker) << "died";
+      ::raise(SIGKILL);
+    }
+    return inner(t, x);
+  };
+  const auto want = serialized(ctx, runtime::make_sequential_executor()->run(ctx, inner, inputs));
+  EXPECT_EQ(serialized(ctx, runtime::make_fork_executor(2, 1)->run(ctx, dies_once_on_task_2, inputs)), want);
+  EXPECT_TRUE(std::filesystem::exists(marker));  // it did die once
+  std::remove(marker.c_str());
+  EXPECT_TRUE(no_children_left());
+  // A task that kills every worker it runs on: the error says it was retried.
+  const runtime::TaskFunction always_dies_on_task_2 = [&](std::size_t t, const ckks::Ciphertext& x) {
+    if (t == 2) ::raise(SIGKILL);
+    return inner(t, x);
+  };
+  try {
+    runtime::make_fork_executor(2, 2)->run(ctx, always_dies_on_task_2, inputs);
+    FAIL() << "a task that always kills its worker succeeded";
+  } catch (const std::runtime_error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("signal 9"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("task 2"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("after 2 retries"), std::string::npos) << msg;
+  }
   EXPECT_TRUE(no_children_left());
 }
 
