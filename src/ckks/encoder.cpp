@@ -1,5 +1,7 @@
 #include "ckks/encoder.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -117,7 +119,7 @@ Encoder::RoundedCoefficients Encoder::round_coefficients(std::span<const std::co
   return round_transformed(slots_to_coefficients(values, scale), scale);
 }
 
-Plaintext Encoder::to_plaintext(const RoundedCoefficients& c, std::size_t level) const {
+int Encoder::coefficient_bits(const RoundedCoefficients& c, std::size_t level) const {
   const std::size_t n = context_.n(), slots = c.values.size() / 2;
   if (level > context_.max_level())
     throw std::invalid_argument("encode: level " + std::to_string(level) + " above the top level " +
@@ -133,23 +135,30 @@ Plaintext Encoder::to_plaintext(const RoundedCoefficients& c, std::size_t level)
   if (bits + 2 > static_cast<int>(context_.log2_q_at(level)))
     throw std::invalid_argument("encode: scaled value overflows Q at level " + std::to_string(level) +
                                 " (lower the scale or the values)");
-  const std::size_t gap = n / (2 * slots);
+  return bits;
+}
+
+void Encoder::to_limb(const RoundedCoefficients& c, int bits, std::size_t l, ring::u64* out) const {
+  const std::size_t n = context_.n(), count = c.values.size(), gap = n / count;
+  const auto& mod = context_.ring_q().modulus(l);
   const ring::SimdPath path = ring::default_simd_path();
-  // With full slots every coefficient is written; sparse packing leaves zeros between them.
-  Plaintext pt{gap == 1 ? context_.ring_q().make_output(level + 1, false) : context_.ring_q().make_poly(level + 1, false),
-               c.scale, c.log_slots};
-  std::vector<ring::u64> residues(gap == 1 ? 0 : 2 * slots);
-  for (std::size_t l = 0; l <= level; ++l) {
-    const auto& mod = context_.ring_q().modulus(l);
-    ring::u64* limb = pt.poly.limb(l);
-    if (gap == 1) {
-      ring::kernels::reduce_signed(c.values.data(), bits, limb, 2 * slots, mod, path);
-    } else {
-      ring::kernels::reduce_signed(c.values.data(), bits, residues.data(), 2 * slots, mod, path);
-      for (std::size_t i = 0; i < 2 * slots; ++i) limb[i * gap] = residues[i];
-    }
+  if (gap == 1) {
+    ring::kernels::reduce_signed(c.values.data(), bits, out, count, mod, path);
+  } else {
+    // Sparse packing: the coefficients sit at multiples of the gap, zeros between them.
+    std::vector<ring::u64> residues(count);
+    ring::kernels::reduce_signed(c.values.data(), bits, residues.data(), count, mod, path);
+    std::fill(out, out + n, ring::u64{0});
+    for (std::size_t i = 0; i < count; ++i) out[i * gap] = residues[i];
   }
-  context_.ring_q().to_ntt(pt.poly);
+  context_.ring_q().ntt(l).forward(out, path);
+}
+
+Plaintext Encoder::to_plaintext(const RoundedCoefficients& c, std::size_t level) const {
+  const int bits = coefficient_bits(c, level);
+  Plaintext pt{context_.ring_q().make_output(level + 1), c.scale, c.log_slots};
+#pragma omp parallel for if (level > 0 && !omp_in_parallel())
+  for (std::size_t l = 0; l <= level; ++l) to_limb(c, bits, l, pt.poly.limb(l));
   return pt;
 }
 

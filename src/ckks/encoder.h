@@ -43,6 +43,11 @@ class Encoder {
   RoundedCoefficients round_coefficients(std::span<const std::complex<double>> values, double scale) const;
   // The level-dependent half: reduce modulo each prime of the level and transform.
   Plaintext to_plaintext(const RoundedCoefficients& coefficients, std::size_t level) const;
+  // The same one limb at a time (for a product that uses each limb while it is in cache):
+  // coefficient_bits checks the coefficients against Q_level and returns their width once,
+  // to_limb writes limb l (l <= level) in NTT form into `out` (N words).
+  int coefficient_bits(const RoundedCoefficients& coefficients, std::size_t level) const;
+  void to_limb(const RoundedCoefficients& coefficients, int bits, std::size_t l, ring::u64* out) const;
 
   std::vector<std::complex<double>> decode(const Plaintext& pt) const;
   std::vector<double> decode_real(const Plaintext& pt) const;

@@ -129,6 +129,32 @@ void Evaluator::multiply_plain_accumulate(Ciphertext& acc, const Ciphertext& a, 
   for (std::size_t k = 0; k < a.size(); ++k) context_.ring_q().multiply_add(a.polys[k], p.poly, acc.polys[k]);
 }
 
+void Evaluator::multiply_plain_accumulate(Ciphertext& acc, const Ciphertext& a, double p_scale,
+                                          const std::function<void(std::size_t, u64*)>& limb) const {
+  check_ciphertext(a, "multiply_plain_accumulate");
+  const bool first = acc.polys.empty();
+  if (first) {
+    acc = Ciphertext{{}, a.scale * p_scale, a.log_slots};
+    for (std::size_t k = 0; k < a.size(); ++k) acc.polys.push_back(context_.ring_q().make_output(a.level() + 1));
+  } else {
+    check_ciphertext(acc, "multiply_plain_accumulate");
+    if (acc.level() != a.level() || acc.size() != a.size() || !same_scale(acc.scale, a.scale * p_scale))
+      throw std::invalid_argument("multiply_plain_accumulate: accumulator does not match the product");
+  }
+  const ring::SimdPath path = ring::default_simd_path();
+  const std::size_t n = context_.n();
+#pragma omp parallel for if (a.level() > 0 && !omp_in_parallel())
+  for (std::size_t l = 0; l <= a.level(); ++l) {
+    Poly scratch = context_.ring_q().make_output(1);
+    limb(l, scratch.limb(0));
+    const auto& m = context_.ring_q().modulus(l);
+    for (std::size_t k = 0; k < a.size(); ++k) {
+      if (first) ring::kernels::multiply(a.polys[k].limb(l), scratch.limb(0), acc.polys[k].limb(l), n, m, path);
+      else ring::kernels::multiply_add(a.polys[k].limb(l), scratch.limb(0), acc.polys[k].limb(l), n, m, path);
+    }
+  }
+}
+
 Ciphertext Evaluator::multiply_const_to(const Ciphertext& a, double c, std::size_t level, double scale) const {
   check_ciphertext(a, "multiply_const_to");
   if (a.level() <= level)

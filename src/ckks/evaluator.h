@@ -5,6 +5,7 @@
 // relative 1e-9) and throw std::invalid_argument otherwise; callers align explicitly with
 // drop_to_level / rescale.
 #pragma once
+#include <functional>
 #include <vector>
 
 #include "ckks/ciphertext.h"
@@ -34,6 +35,11 @@ class Evaluator {
 
   // acc += a * p (no rescale): acc must be at a's level with scale a.scale * p.scale.
   void multiply_plain_accumulate(Ciphertext& acc, const Ciphertext& a, const Plaintext& p) const;
+  // The same for a plaintext of scale p_scale made one limb at a time: limb(l, out) writes
+  // its NTT-form limb l (N words). Each limb is multiplied while it is in cache, instead of
+  // a whole plaintext being written to memory and read back (just-in-time diagonals).
+  void multiply_plain_accumulate(Ciphertext& acc, const Ciphertext& a, double p_scale,
+                                 const std::function<void(std::size_t, ring::u64*)>& limb) const;
 
   // c * a landing exactly at (level, scale): a is dropped to level + 1, multiplied by the
   // integer round(c * scale * q_{level+1} / a.scale) and rescaled. Needs a.level() > level.

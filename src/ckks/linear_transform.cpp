@@ -214,7 +214,10 @@ void LinearTransform::accumulate(const Evaluator& eval, Ciphertext& acc, const C
   if (term.encoded) {
     eval.multiply_plain_accumulate(acc, rotated, *term.encoded);
   } else {
-    eval.multiply_plain_accumulate(acc, rotated, encoder_->to_plaintext(term.coefficients, level_));
+    const int bits = encoder_->coefficient_bits(term.coefficients, level_);
+    eval.multiply_plain_accumulate(acc, rotated, term.coefficients.scale, [&](std::size_t l, ring::u64* out) {
+      encoder_->to_limb(term.coefficients, bits, l, out);
+    });
     release(term);
   }
 }
