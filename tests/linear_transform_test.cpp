@@ -95,49 +95,36 @@ TEST(LinearTransform, ChoosesBalancedBabyStepsAndRejectsBadInput) {
   EXPECT_THROW(lt.apply(eval, wrong_level), std::invalid_argument);
 }
 
-// Just-in-time diagonals are encoded limb by limb inside the product
-// (Evaluator::multiply_plain_accumulate with a limb source): the same bytes as encoded
-// plaintexts, with sparse packing (64 of 512 slots) and with full slots.
-TEST(LinearTransform, JustInTimeDiagonalsOfFullSlotsGiveIdenticalResults) {
-  Context ctx(test::small_params(10, 2));
-  Encoder enc(ctx);
-  KeyGenerator kg(ctx);
-  const Diagonals diags = random_diagonals({-3, 0, 2, 7, 12, 300}, 512, 5);
-  const LinearTransform encoded(enc, diags, 512, 2);
-  const LinearTransform jit(enc, diags, 512, 2, 0, 0, DiagonalStorage::kJustInTime);
-  const GaloisKeys gk = kg.create_galois_keys(encoded.rotation_steps());
-  Evaluator eval(ctx, nullptr, &gk);
-  const Encryptor encryptor(ctx, kg.secret_key());
-  const Ciphertext in = encryptor.encrypt(enc.encode(test::random_complex(512, 2), 2, ctx.params().default_scale()));
-  const Ciphertext a = encoded.apply(eval, in), b = jit.apply(eval, in);
-  for (std::size_t p = 0; p < 2; ++p)
-    EXPECT_TRUE(std::equal(a.polys[p].words().begin(), a.polys[p].words().end(), b.polys[p].words().begin()));
-  // The limb-source product refuses an accumulator of another scale.
-  Ciphertext acc = a;
-  EXPECT_THROW(eval.multiply_plain_accumulate(acc, in, 3.0, [](std::size_t, ring::u64*) {}), std::invalid_argument);
-}
-
+// Just-in-time diagonals are encoded limb by limb inside the product (the limb-source
+// Evaluator::multiply_plain_accumulate): the same bytes as encoded plaintexts, with sparse
+// packing (64 of 512 slots) and with full slots.
 TEST(LinearTransform, JustInTimeStorageGivesIdenticalResults) {
   Context ctx(test::small_params(10, 2));
   Encoder enc(ctx);
   KeyGenerator kg(ctx);
-  const Diagonals diags = random_diagonals({-3, 0, 2, 7, 12}, 64, 4);
-  const LinearTransform encoded(enc, diags, 64, 2);
-  LinearTransform jit(enc, diags, 64, 2, 0, 0, DiagonalStorage::kJustInTime);
-  EXPECT_EQ(jit.storage(), DiagonalStorage::kJustInTime);
-  EXPECT_LT(jit.plaintext_bytes(), encoded.plaintext_bytes());
-  const GaloisKeys gk = kg.create_galois_keys(encoded.rotation_steps());
-  Evaluator eval(ctx, nullptr, &gk);
   const Encryptor encryptor(ctx, kg.secret_key());
-  const Ciphertext in = encryptor.encrypt(enc.encode(test::random_complex(64, 1), 2, ctx.params().default_scale()));
-  const Ciphertext a = encoded.apply(eval, in), b = jit.apply(eval, in);
-  for (std::size_t p = 0; p < 2; ++p)
-    EXPECT_TRUE(std::equal(a.polys[p].words().begin(), a.polys[p].words().end(), b.polys[p].words().begin()));
-  jit.encode_all();
-  EXPECT_EQ(jit.storage(), DiagonalStorage::kEncoded);
-  EXPECT_EQ(jit.plaintext_bytes(), encoded.plaintext_bytes());
-  const Ciphertext c = jit.apply(eval, in);
-  EXPECT_TRUE(std::equal(a.polys[0].words().begin(), a.polys[0].words().end(), c.polys[0].words().begin()));
+  for (const std::size_t slots : {std::size_t{64}, std::size_t{512}}) {
+    const Diagonals diags = random_diagonals({-3, 0, 2, 7, 12, 33}, slots, 4);
+    const LinearTransform encoded(enc, diags, slots, 2);
+    LinearTransform jit(enc, diags, slots, 2, 0, 0, DiagonalStorage::kJustInTime);
+    EXPECT_EQ(jit.storage(), DiagonalStorage::kJustInTime);
+    EXPECT_LT(jit.plaintext_bytes(), encoded.plaintext_bytes());
+    const GaloisKeys gk = kg.create_galois_keys(encoded.rotation_steps());
+    Evaluator eval(ctx, nullptr, &gk);
+    const Ciphertext in = encryptor.encrypt(enc.encode(test::random_complex(slots, 1), 2, ctx.params().default_scale()));
+    const Ciphertext a = encoded.apply(eval, in), b = jit.apply(eval, in);
+    for (std::size_t p = 0; p < 2; ++p)
+      EXPECT_TRUE(std::equal(a.polys[p].words().begin(), a.polys[p].words().end(), b.polys[p].words().begin()))
+          << slots;
+    jit.encode_all();
+    EXPECT_EQ(jit.storage(), DiagonalStorage::kEncoded);
+    EXPECT_EQ(jit.plaintext_bytes(), encoded.plaintext_bytes());
+    const Ciphertext c = jit.apply(eval, in);
+    EXPECT_TRUE(std::equal(a.polys[0].words().begin(), a.polys[0].words().end(), c.polys[0].words().begin()));
+    // The limb-source product refuses an accumulator of another scale.
+    Ciphertext acc = a;
+    EXPECT_THROW(eval.multiply_plain_accumulate(acc, in, 3.0, [](std::size_t, ring::u64*) {}), std::invalid_argument);
+  }
 }
 
 // A backing that records what it is given back (a file mapping drops those pages).
