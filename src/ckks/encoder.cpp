@@ -142,15 +142,15 @@ void Encoder::to_limb(const RoundedCoefficients& c, int bits, std::size_t l, rin
   const std::size_t n = context_.n(), count = c.values.size(), gap = n / count;
   const auto& mod = context_.ring_q().modulus(l);
   const ring::SimdPath path = ring::default_simd_path();
-  if (gap == 1) {
-    ring::kernels::reduce_signed(c.values.data(), bits, out, count, mod, path);
-  } else {
-    // Sparse packing: the coefficients sit at multiples of the gap, zeros between them.
-    std::vector<ring::u64> residues(count);
-    ring::kernels::reduce_signed(c.values.data(), bits, residues.data(), count, mod, path);
-    std::fill(out, out + n, ring::u64{0});
-    for (std::size_t i = 0; i < count; ++i) out[i * gap] = residues[i];
-  }
+  ring::kernels::reduce_signed(c.values.data(), bits, out, count, mod, path);
+  // Sparse packing: the coefficients sit at multiples of the gap, zeros between them;
+  // spread backwards in place (position i * gap >= i is never a residue still to move).
+  if (gap > 1)
+    for (std::size_t i = count; i-- > 0;) {
+      const u64 residue = out[i];
+      std::fill(out + i * gap + 1, out + (i + 1) * gap, u64{0});
+      out[i * gap] = residue;
+    }
   context_.ring_q().ntt(l).forward(out, path);
 }
 
