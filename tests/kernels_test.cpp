@@ -5,6 +5,7 @@
 
 #include "ring/kernels.h"
 #include "ring/primes.h"
+#include "ring/ring.h"
 
 using namespace pfhe::ring;
 
@@ -79,6 +80,28 @@ TEST_P(KernelPaths, MatchScalarReference) {
       kernels::multiply(inplace.data(), b.data(), inplace.data(), n, m, path);
       kernels::multiply(a2.data(), b.data(), want.data(), n, m, SimdPath::kScalar);
       ASSERT_EQ(inplace, want);
+    }
+  }
+}
+
+// Automorphism permutations on every path (the AVX-512 version permutes whole cache lines)
+// against the plain gather, for several Galois elements and ring sizes.
+TEST_P(KernelPaths, PermuteMatchesGather) {
+  const SimdPath path = GetParam();
+  if (!cpu_supports(path)) GTEST_SKIP() << to_string(path) << " not supported on this CPU";
+  for (std::size_t n : {std::size_t{16}, std::size_t{64}, std::size_t{4096}}) {
+    const Ring r(n, generate_ntt_primes(50, 1, n));
+    const Modulus& m = r.modulus(0);
+    const auto x = random_below(n, m.value(), n + 1), acc = random_below(n, m.value(), n + 2);
+    for (const u64 g : {u64{5}, u64{3}, u64{25}, u64{2 * n - 1}, u64{2 * n - 5}}) {
+      const auto& perm = r.automorphism_permutation(g);
+      std::vector<u64> got(n), got_acc = acc;
+      kernels::permute(x.data(), perm.data(), got.data(), n, path);
+      kernels::permute_add(x.data(), perm.data(), got_acc.data(), n, m, path);
+      for (std::size_t j = 0; j < n; ++j) {
+        ASSERT_EQ(got[j], x[perm[j]]) << "n " << n << " g " << g;
+        ASSERT_EQ(got_acc[j], add_mod(acc[j], x[perm[j]], m.value())) << "n " << n << " g " << g;
+      }
     }
   }
 }

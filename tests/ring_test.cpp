@@ -139,6 +139,14 @@ TEST(Ntt, ReportsEffectivePath) {
   EXPECT_THROW(parse_simd_path("sse9"), std::invalid_argument);
 }
 
+// Regression: a degree below the NTT's minimum threw inside the parallel construction of
+// the NTT tables, which terminated the process; it is a clear error now.
+TEST(Ring, RefusesDegreesTheNttCannotHandle) {
+  const auto primes = generate_ntt_primes(40, 2, 64);
+  EXPECT_THROW(Ring(8, primes), std::invalid_argument);
+  EXPECT_THROW(Ring(48, primes), std::invalid_argument);
+}
+
 TEST(Ring, AutomorphismMatchesCoefficientMap) {
   const std::size_t n = 256;
   const Ring r(n, generate_ntt_primes(40, 2, n));

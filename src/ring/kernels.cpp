@@ -2,6 +2,17 @@
 
 namespace pfhe::ring::kernels {
 
+void permute(const u64* x, const std::uint32_t* perm, u64* out, std::size_t n, SimdPath path) {
+  if (path == SimdPath::kAvx512Ifma && n % 8 == 0) return detail::permute_blocks_avx512(x, perm, out, n);
+  // A plain gather loop: faster than AVX-512 vpgatherqq on the Zen 4 target.
+  for (std::size_t j = 0; j < n; ++j) out[j] = x[perm[j]];
+}
+
+void permute_add(const u64* x, const std::uint32_t* perm, u64* acc, std::size_t n, const Modulus& m, SimdPath path) {
+  if (path == SimdPath::kAvx512Ifma && n % 8 == 0) return detail::permute_blocks_add_avx512(x, perm, acc, n, m.value());
+  for (std::size_t j = 0; j < n; ++j) acc[j] = add_mod(acc[j], x[perm[j]], m.value());
+}
+
 void add(const u64* a, const u64* b, u64* out, std::size_t n, const Modulus& m, SimdPath path) {
   if (path == SimdPath::kAvx512Ifma) return detail::add_avx512(a, b, out, n, m.value());
   for (std::size_t j = 0; j < n; ++j) out[j] = add_mod(a[j], b[j], m.value());

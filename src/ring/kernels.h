@@ -5,6 +5,7 @@
 // alias an input.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 
 #include "ring/cpu.h"
 #include "ring/modarith.h"
@@ -34,7 +35,17 @@ void reduce(const u64* x, int input_bits, u64* out, std::size_t n, const Modulus
 void reduce_signed(const std::int64_t* x, int magnitude_bits, u64* out, std::size_t n, const Modulus& m,
                    SimdPath path);
 
+// out[j] = x[perm[j]], and acc[j] = acc[j] + x[perm[j]] mod q: the permutation of an
+// NTT-form automorphism. The AVX-512 versions need every aligned block of 8 outputs to read
+// one aligned block of 8 inputs (true of every automorphism permutation in NTT order for
+// n >= 8, checked by Ring when it builds one): they load one cache line and permute its
+// lanes instead of gathering 8 scattered words (~4x faster at n = 2^16).
+void permute(const u64* x, const std::uint32_t* perm, u64* out, std::size_t n, SimdPath path);
+void permute_add(const u64* x, const std::uint32_t* perm, u64* acc, std::size_t n, const Modulus& m, SimdPath path);
+
 namespace detail {
+void permute_blocks_avx512(const u64* x, const std::uint32_t* perm, u64* out, std::size_t n);
+void permute_blocks_add_avx512(const u64* x, const std::uint32_t* perm, u64* acc, std::size_t n, u64 q);
 void add_avx512(const u64* a, const u64* b, u64* out, std::size_t n, u64 q);
 void sub_avx512(const u64* a, const u64* b, u64* out, std::size_t n, u64 q);
 void add_constant_avx512(const u64* a, u64 c, u64* out, std::size_t n, u64 q);

@@ -60,6 +60,25 @@ inline u64 shoup52(u64 w, u64 q) { return static_cast<u64>((static_cast<u128>(w)
 
 }  // namespace
 
+namespace {
+// The 8 inputs of output block j: one aligned line of x, its lanes in perm's order.
+PFHE_IFMA inline __m512i permuted_block(const u64* x, const std::uint32_t* perm, std::size_t j) {
+  const __m256i lanes = _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(perm + j)),
+                                         _mm256_set1_epi32(7));
+  return _mm512_permutexvar_epi64(_mm512_cvtepu32_epi64(lanes), _mm512_loadu_si512(x + (perm[j] & ~7U)));
+}
+}  // namespace
+
+PFHE_IFMA void permute_blocks_avx512(const u64* x, const std::uint32_t* perm, u64* out, std::size_t n) {
+  for (std::size_t j = 0; j < n; j += 8) _mm512_storeu_si512(out + j, permuted_block(x, perm, j));
+}
+
+PFHE_IFMA void permute_blocks_add_avx512(const u64* x, const std::uint32_t* perm, u64* acc, std::size_t n, u64 q) {
+  const __m512i qv = _mm512_set1_epi64(static_cast<long long>(q));
+  for (std::size_t j = 0; j < n; j += 8)
+    _mm512_storeu_si512(acc + j, reduce_once(_mm512_add_epi64(_mm512_loadu_si512(acc + j), permuted_block(x, perm, j)), qv));
+}
+
 PFHE_IFMA void add_avx512(const u64* a, const u64* b, u64* out, std::size_t n, u64 q) {
   const __m512i qv = _mm512_set1_epi64(static_cast<long long>(q));
   std::size_t j = 0;

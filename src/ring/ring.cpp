@@ -11,6 +11,10 @@
 namespace pfhe::ring {
 
 Ring::Ring(std::size_t n, const std::vector<u64>& primes) : n_(n) {
+  // Checked here, not only by NttTables: an exception escaping the parallel loop below
+  // would terminate the process instead of reaching the caller.
+  if (n < 16 || (n & (n - 1)) != 0)
+    throw std::invalid_argument("ring degree must be a power of two >= 16, got " + std::to_string(n));
   for (u64 p : primes) {
     moduli_.emplace_back(p);
     if ((p - 1) % (2 * n) != 0)
@@ -144,6 +148,12 @@ const std::vector<std::uint32_t>& Ring::automorphism_permutation(std::uint64_t g
       const std::uint64_t image = (exponent * g) % two_n;  // odd
       (*perm)[i] = static_cast<std::uint32_t>(bit_reverse((image - 1) / 2, log_n));
     }
+    // kernels::permute's vector path relies on it: in natural order the map is affine
+    // (k -> g k + (g - 1) / 2 mod n), so after bit reversal every aligned block of 8
+    // outputs reads one aligned block of 8 inputs.
+    for (std::size_t i = 0; n_ % 8 == 0 && i < n_; ++i)
+      if (((*perm)[i] >> 3) != ((*perm)[i & ~std::size_t{7}] >> 3))
+        throw std::logic_error("automorphism permutation without 8-blocks");
     slot = std::move(perm);
   }
   return *slot;
@@ -154,12 +164,8 @@ void Ring::automorphism_ntt(const Poly& a, std::uint64_t g, Poly& out) const {
   if (&a == &out) throw std::invalid_argument("automorphism_ntt cannot work in place");
   check_limbs(out, a.limbs());
   const auto& perm = automorphism_permutation(g);
-  // A plain gather loop: measured faster than AVX-512 vpgatherqq on the Zen 4 target.
-  for (std::size_t i = 0; i < a.limbs(); ++i) {
-    const u64* x = a.limb(i);
-    u64* z = out.limb(i);
-    for (std::size_t j = 0; j < n_; ++j) z[j] = x[perm[j]];
-  }
+  const SimdPath path = default_simd_path();
+  for (std::size_t i = 0; i < a.limbs(); ++i) kernels::permute(a.limb(i), perm.data(), out.limb(i), n_, path);
   out.set_ntt_form(true);
 }
 
@@ -169,12 +175,9 @@ void Ring::automorphism_ntt_add(const Poly& a, std::uint64_t g, Poly& acc) const
   check_limbs(a, acc.limbs());
   check_limbs(acc, acc.limbs());
   const auto& perm = automorphism_permutation(g);
-  for (std::size_t i = 0; i < acc.limbs(); ++i) {
-    const u64 q = moduli_[i].value();
-    const u64* x = a.limb(i);
-    u64* z = acc.limb(i);
-    for (std::size_t j = 0; j < n_; ++j) z[j] = add_mod(z[j], x[perm[j]], q);
-  }
+  const SimdPath path = default_simd_path();
+  for (std::size_t i = 0; i < acc.limbs(); ++i)
+    kernels::permute_add(a.limb(i), perm.data(), acc.limb(i), n_, moduli_[i], path);
 }
 
 bool Ring::is_reduced(const Poly& a) const {
