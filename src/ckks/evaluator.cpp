@@ -115,32 +115,32 @@ std::vector<u64> constant_residues(const Context& ctx, double x, std::size_t lim
 }
 }  // namespace
 
+bool Evaluator::start_accumulation(Ciphertext& acc, const Ciphertext& a, double p_scale) const {
+  if (acc.polys.empty()) {
+    acc = Ciphertext{{}, a.scale * p_scale, a.log_slots};
+    for (std::size_t k = 0; k < a.size(); ++k) acc.polys.push_back(context_.ring_q().make_output(a.level() + 1));
+    return true;
+  }
+  check_ciphertext(acc, "multiply_plain_accumulate");
+  if (acc.level() != a.level() || acc.size() != a.size() || !same_scale(acc.scale, a.scale * p_scale))
+    throw std::invalid_argument("multiply_plain_accumulate: accumulator does not match the product");
+  return false;
+}
+
 void Evaluator::multiply_plain_accumulate(Ciphertext& acc, const Ciphertext& a, const Plaintext& p) const {
   check_ciphertext(a, "multiply_plain_accumulate");
   check_plain(context_, a, p, "multiply_plain_accumulate", false);
-  if (acc.polys.empty()) {
-    acc = a;
-    multiply_plain_inplace(acc, p);
-    return;
+  const bool first = start_accumulation(acc, a, p.scale);
+  for (std::size_t k = 0; k < a.size(); ++k) {
+    if (first) context_.ring_q().multiply(a.polys[k], p.poly, acc.polys[k]);
+    else context_.ring_q().multiply_add(a.polys[k], p.poly, acc.polys[k]);
   }
-  check_ciphertext(acc, "multiply_plain_accumulate");
-  if (acc.level() != a.level() || acc.size() != a.size() || !same_scale(acc.scale, a.scale * p.scale))
-    throw std::invalid_argument("multiply_plain_accumulate: accumulator does not match the product");
-  for (std::size_t k = 0; k < a.size(); ++k) context_.ring_q().multiply_add(a.polys[k], p.poly, acc.polys[k]);
 }
 
 void Evaluator::multiply_plain_accumulate(Ciphertext& acc, const Ciphertext& a, double p_scale,
                                           const std::function<void(std::size_t, u64*)>& limb) const {
   check_ciphertext(a, "multiply_plain_accumulate");
-  const bool first = acc.polys.empty();
-  if (first) {
-    acc = Ciphertext{{}, a.scale * p_scale, a.log_slots};
-    for (std::size_t k = 0; k < a.size(); ++k) acc.polys.push_back(context_.ring_q().make_output(a.level() + 1));
-  } else {
-    check_ciphertext(acc, "multiply_plain_accumulate");
-    if (acc.level() != a.level() || acc.size() != a.size() || !same_scale(acc.scale, a.scale * p_scale))
-      throw std::invalid_argument("multiply_plain_accumulate: accumulator does not match the product");
-  }
+  const bool first = start_accumulation(acc, a, p_scale);
   const ring::SimdPath path = ring::default_simd_path();
   const std::size_t n = context_.n();
 #pragma omp parallel for if (a.level() > 0 && !omp_in_parallel())
@@ -385,19 +385,14 @@ void RotationSum::add(const Ciphertext& c, long step) {
   Poly p_c0 = rq.make_output(level_ + 1);
   rq.multiply_scalar(c.polys[0], ctx.p_mod_q(), p_c0);
   rq.add(u0.q, p_c0, u0.q);
-  if (sum0_.q.limbs() == 0) {
-    sum0_ = {rq.make_output(level_ + 1), rp.make_output(rp.size())};
-    sum1_ = {rq.make_output(level_ + 1), rp.make_output(rp.size())};
-    rq.automorphism_ntt(u0.q, g, sum0_.q);
-    rp.automorphism_ntt(u0.p, g, sum0_.p);
-    rq.automorphism_ntt(u1.q, g, sum1_.q);
-    rp.automorphism_ntt(u1.p, g, sum1_.p);
-  } else {
-    rq.automorphism_ntt_add(u0.q, g, sum0_.q);
-    rp.automorphism_ntt_add(u0.p, g, sum0_.p);
-    rq.automorphism_ntt_add(u1.q, g, sum1_.q);
-    rp.automorphism_ntt_add(u1.p, g, sum1_.p);
+  if (sum0_.q.limbs() == 0) {  // zeros, so that every term is added
+    sum0_ = {rq.make_poly(level_ + 1), rp.make_poly(rp.size())};
+    sum1_ = {rq.make_poly(level_ + 1), rp.make_poly(rp.size())};
   }
+  rq.automorphism_ntt_add(u0.q, g, sum0_.q);
+  rp.automorphism_ntt_add(u0.p, g, sum0_.p);
+  rq.automorphism_ntt_add(u1.q, g, sum1_.q);
+  rp.automorphism_ntt_add(u1.p, g, sum1_.p);
 }
 
 Ciphertext RotationSum::result() const {

@@ -82,6 +82,10 @@ class Evaluator {
 
  private:
   friend class RotationSum;
+  // For acc += a * p with p of scale p_scale (a already checked): checks acc; an empty acc
+  // becomes a's shape at the product's scale (contents unset) and true says "write, do
+  // not add".
+  bool start_accumulation(Ciphertext& acc, const Ciphertext& a, double p_scale) const;
   void check_compatible(const Ciphertext& a, const Ciphertext& b, const char* op) const;
   void check_ciphertext(const Ciphertext& a, const char* op) const;
   const SwitchingKey& galois_key(std::uint64_t g) const;
