@@ -50,7 +50,7 @@ int main(int argc, char** argv) {
       const auto t0 = runtime::Clock::now();
       const nn::Tensor got = c.logits(all.images[i]);  // client encrypts, server evaluates, client decrypts
       latency[i] = seconds_since(t0);
-      rel_err[i] = test::relative_error(got, model.embedding(all.images[i]));
+      rel_err[i] = nn::precision_of(got, model.embedding(all.images[i])).relative;
       enc_label[i] = argmax(got.data);
     }
   };

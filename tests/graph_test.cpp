@@ -10,6 +10,7 @@
 #include "nn/fit.h"
 #include "nn/graph_file.h"
 #include "nn/model_container.h"
+#include "nn/precision.h"
 #include "nn/synthetic.h"
 #include "nn/parameter_choice.h"
 #include "test_util.h"
@@ -72,15 +73,6 @@ Tensor input_image(std::uint64_t seed) {
   Tensor t({3, 8, 8});
   t.data = uniform(t.data.size(), -1, 1, seed);
   return t;
-}
-
-double relative_error(const Tensor& got, const Tensor& want) {
-  double err = 0, norm = 0;
-  for (std::size_t i = 0; i < want.data.size(); ++i) {
-    err = std::max(err, std::fabs(got.data[i] - want.data[i]));
-    norm = std::max(norm, std::fabs(want.data[i]));
-  }
-  return err / norm;
 }
 
 }  // namespace
@@ -146,7 +138,7 @@ TEST_F(CompiledGraphTest, EncryptedResidualNetworkMatchesFloat64) {
     const Tensor got = compiled.unpack_output(enc_.decode_real(keys.decryptor.decrypt(out)));
     const Tensor want = g.forward(x);
     ASSERT_EQ(got.shape, want.shape);
-    EXPECT_LT(relative_error(got, want), 1e-5) << "seed " << seed;
+    EXPECT_LT(precision_of(got, want).relative, 1e-5) << "seed " << seed;
   }
 }
 
@@ -221,7 +213,7 @@ TEST_F(CompiledGraphTest, ZeroScaleBatchNormAndAgreeingSumsAreExact) {
   input.data = uniform(32, -1, 1, 8);
   const ckks::Ciphertext in = keys.encryptor.encrypt(enc_.encode(compiled.pack_input(input), kLevels, scale));
   const Tensor got = compiled.unpack_output(enc_.decode_real(keys.decryptor.decrypt(compiled.run(keys.eval, in))));
-  EXPECT_LT(relative_error(got, g.forward(input)), 1e-6);
+  EXPECT_LT(precision_of(got, g.forward(input)).relative, 1e-6);
 }
 
 TEST(GraphFit, RecordsRangesAndChecksPolynomialDomains) {
@@ -268,7 +260,7 @@ TEST(GraphParameters, QZeroFollowsTheFittedRange) {
   test::ModelKeys keys(ctx, compiled.rotation_levels());
   const ckks::Ciphertext in = keys.encryptor.encrypt(enc.encode(compiled.pack_input(input), 1, spec.default_scale));
   const Tensor got = compiled.unpack_output(enc.decode_real(keys.decryptor.decrypt(compiled.run(keys.eval, in))));
-  EXPECT_LT(relative_error(got, g.forward(input)), 1e-4);
+  EXPECT_LT(precision_of(got, g.forward(input)).relative, 1e-4);
 }
 
 // ---- graph model files ----
@@ -320,7 +312,7 @@ TEST(GraphFile, EveryNodeKindRoundTrips) {
   EXPECT_EQ(std::get<Scale>(loaded.nodes()[10].op).factor, 0.5);
   // Tensors are float32: the outputs agree to float32 precision.
   const Tensor x = input_image(9);
-  EXPECT_LT(relative_error(loaded.forward(x), g.forward(x)), 1e-5);
+  EXPECT_LT(precision_of(loaded.forward(x), g.forward(x)).relative, 1e-5);
   const std::string path = ::testing::TempDir() + "/graph.pfhm";
   save_graph_file(g, path);
   EXPECT_EQ(save_graph(load_graph_file(path)), bytes);

@@ -4,11 +4,11 @@
 // benchmark (bench/fashion_mnist_bench.cpp).
 #pragma once
 #include <algorithm>
-#include <cmath>
 #include <utility>
 
 #include "nn/model_file.h"
 #include "nn/parameter_choice.h"
+#include "nn/precision.h"
 #include "runtime/client_server.h"
 #include "runtime/process_stats.h"
 
@@ -16,16 +16,6 @@ namespace pfhe::test {
 
 inline std::size_t argmax(const std::vector<double>& v) {
   return static_cast<std::size_t>(std::max_element(v.begin(), v.end()) - v.begin());
-}
-
-// max |got - want| / max |want|.
-inline double relative_error(const nn::Tensor& got, const nn::Tensor& want) {
-  double err = 0, scale = 0;
-  for (std::size_t k = 0; k < want.data.size(); ++k) {
-    err = std::max(err, std::fabs(got.data[k] - want.data[k]));
-    scale = std::max(scale, std::fabs(want.data[k]));
-  }
-  return err / scale;
 }
 
 inline nn::PatchCNN load_fashion_model() { return nn::load_model_file(PFHE_SOURCE_DIR "/tests/data/fashion_pcnn.pfhm"); }

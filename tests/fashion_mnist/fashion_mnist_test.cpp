@@ -32,7 +32,7 @@ TEST(FashionMnist, EncryptedLabelsEqualPlaintextOnes) {
   for (std::size_t i = 0; i < data.images.size(); ++i) {
     const nn::Tensor got = c.logits(data.images[i]);
     const nn::Tensor want = c.model.embedding(data.images[i]);
-    worst = std::max(worst, test::relative_error(got, want));
+    worst = std::max(worst, nn::precision_of(got, want).relative);
     EXPECT_EQ(test::argmax(got.data), test::argmax(want.data)) << "image " << i;
   }
   std::printf("20 encrypted test images: labels equal, max relative logit error %.3e\n", worst);
