@@ -10,6 +10,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-$root/build/real_faces}
 faces=${2:-6}
+bash "$root/scripts/build.sh" --with-tooling  # python3-skimage holds the faces
 mkdir -p "$work" && cd "$work"
 /usr/bin/python3 "$root/tools/lfw_faces.py" lfw
 /usr/bin/time -f "  [make-model] wall %e s, peak RSS %M KB" \

@@ -21,11 +21,10 @@ constexpr double kVarianceMargin = 4.0;
 // HerPN's output is then ~1/7 of the linear branch's (standard deviations on calibration
 // data) instead of ~1/2. A random quadratic network maps an input k standard deviations
 // off its calibration data to ~k^2 at the next HerPN, doubly exponentially over the 11
-// HerPNs of a CryptoFace backbone; with the smaller share, held-out real faces stay in
-// range. Measured on CryptoFaceNet4 calibrated on 80 LFW faces (python3-skimage's
-// lfw_subset): with margin 4 one of 20 held-out faces reached 2e9 as embedding sum of
-// squares (calibration: 15-170) and an astronaut photograph 1e95; with 64 all stay
-// within 1.3x of the calibration maxima.
+// HerPNs of a CryptoFace backbone. Measured on CryptoFaceNet4 calibrated on 80 LFW faces
+// (tools/lfw_faces.py): with margin 4, two of 20 held-out faces reached 1.1e4 and 2.2e9
+// as the embedding's sum of squares (calibration faces: ~15-170) and a grey-scale
+// astronaut photograph 4e95; with 64 the held-out faces give 26-186 and the photograph 873.
 constexpr double kQuadraticMargin = 64.0;
 
 std::vector<double> normal(std::mt19937_64& rng, std::size_t n, double sd) {

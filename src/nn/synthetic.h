@@ -17,8 +17,9 @@ std::vector<Tensor> synthetic_images(std::size_t count, const Shape& shape, std:
 
 // Random weights (He-normal convolutions, HerPN gamma in [0.3, 0.5], beta near 0) from
 // `seed`, then running statistics measured on `calibration` patches. Quadratic networks
-// amplify inputs their statistics have not seen: calibrate on at least 128 images of the
-// input distribution (with 32, unseen images reached 10^4 standard deviations).
+// amplify inputs their statistics have not seen: calibrate on at least 80-128 images of
+// the input distribution (with 32, unseen images reached 10^4 standard deviations); the
+// quadratic HerPN branch is damped so that held-out real faces stay in range (synthetic.cpp).
 Backbone make_synthetic_backbone(const BackboneShape& shape, std::uint64_t seed, const std::vector<Tensor>& calibration);
 
 // A synthetic PatchCNN: one calibrated backbone per patch position (each calibrated on its
