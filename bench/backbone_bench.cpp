@@ -5,7 +5,9 @@
 // times, precision against float64, peak RSS. --lanes 2 (default) puts two patches in one
 // ciphertext, the most CryptoFace's 16x32x32 stem output leaves room for; --lanes 1 is
 // one backbone alone.
-//   pfhe_backbone_bench [--dry-run] [--budget-gb G] [--lanes L]
+//   pfhe_backbone_bench [--dry-run] [--budget-gb G] [--lanes L] [--special-primes K]
+// Parameters: those `pfhe compile` chooses for CryptoFaceNet (depth 28); --special-primes
+// replaces the special-prime count (50-bit primes) to compare key-switching costs.
 // --dry-run stops after compiling and prints the key set it would generate.
 #include <omp.h>
 
@@ -21,6 +23,8 @@
 #include "ring/poly.h"
 #include "nn/compiled_backbone.h"
 #include "nn/linear_map.h"
+#include "nn/parameter_choice.h"
+#include "nn/precision.h"
 #include "nn/synthetic.h"
 #include "runtime/process_stats.h"
 
@@ -36,12 +40,14 @@ int main(int argc, char** argv) {
   bool dry_run = false;
   double budget_gb = 4;
   std::size_t lanes = 2;
+  std::size_t special_primes = 0;  // 0: what pfhe compile chooses for CryptoFaceNet (nn::choose_parameters)
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--dry-run")) dry_run = true;
     else if (!std::strcmp(argv[i], "--budget-gb") && i + 1 < argc) budget_gb = std::stod(argv[++i]);
     else if (!std::strcmp(argv[i], "--lanes") && i + 1 < argc) lanes = std::stoul(argv[++i]);
+    else if (!std::strcmp(argv[i], "--special-primes") && i + 1 < argc) special_primes = std::stoul(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: pfhe_backbone_bench [--dry-run] [--budget-gb G] [--lanes 1|2]\n");
+      std::fprintf(stderr, "usage: pfhe_backbone_bench [--dry-run] [--budget-gb G] [--lanes 1|2] [--special-primes K]\n");
       return 2;
     }
   }
@@ -59,11 +65,10 @@ int main(int argc, char** argv) {
   }
   std::printf("%zu synthetic backbone(s) calibrated on 128 images each: %.1f s\n", lanes, seconds_since(t));
 
-  ckks::ParameterSpec spec;
-  spec.log_n = 16;
-  spec.q_bits.push_back(50);
-  spec.q_bits.insert(spec.q_bits.end(), 28, 40);
-  spec.p_bits.assign(11, 50);
+  // The parameters of a whole CryptoFaceNet inference (depth 28: backbone 23, then
+  // normalisation and matching), as `pfhe compile` chooses them.
+  ckks::ParameterSpec spec = nn::choose_parameters(28);
+  if (special_primes) spec.p_bits.assign(special_primes, 50);
   const ckks::Context ctx(ckks::Parameters::create(spec));
   std::printf("parameters: %s\n", ctx.params().describe().c_str());
   const ckks::Encoder enc(ctx);
@@ -127,14 +132,10 @@ int main(int argc, char** argv) {
     const nn::Tensor h = heads[l].forward(models[l].forward(images[l]));
     for (std::size_t i = 0; i < want.data.size(); ++i) want.data[i] += h.data[i];
   }
-  double err = 0, norm = 0;
-  for (std::size_t i = 0; i < want.data.size(); ++i) {
-    err = std::max(err, std::fabs(got.data[i] - want.data[i]));
-    norm = std::max(norm, std::fabs(want.data[i]));
-  }
+  const nn::Precision precision = nn::precision_of(got, want);
   std::printf("encrypted lane group of %zu backbone(s) on 1 core: %.1f s (%.1f s per patch), output level %zu, "
               "max abs error %.3e (relative %.3e)\n",
-              lanes, run_s, run_s / static_cast<double>(lanes), out.level(), err, err / norm);
+              lanes, run_s, run_s / static_cast<double>(lanes), out.level(), precision.max_abs, precision.relative);
   std::printf("encrypted run CPU time: user %.1f s, system %.1f s\n", cpu_after.user - cpu_before.user,
               cpu_after.system - cpu_before.system);
   std::printf("peak RSS: %.2f GB\n", peak_rss_gb());

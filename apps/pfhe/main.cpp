@@ -56,8 +56,6 @@ runtime::CiphertextFile read_single_ciphertext(const std::string& path, const ck
 
 // ---- make-model / sample-image -------------------------------------------------------
 
-// 128 calibration images: random square crops (side 1/4 to all of the shorter edge,
-// seeded) of the images in `dir`, resized to the model input; synthetic images without one.
 // Calibration inputs for make-model: 128 synthetic images, or every decodable image of
 // `dir` as an input would be (centre square, resized), topped up to 128 with random crops
 // of them (a quarter to the whole side) when the directory holds fewer. Decision: whole

@@ -404,19 +404,22 @@ void StreamedGaloisKeys::write(const std::function<SwitchingKey(std::uint64_t el
   if (written != payload) throw std::logic_error("streamed Galois keys: size differs from the computed size");
 }
 
-GaloisKeys load_galois_keys(const Context& ctx, std::span<const std::uint8_t> bytes,
-                            const std::function<void(const std::uint8_t* consumed_until)>& consumed) {
+GaloisKeys load_galois_keys(const Context& ctx, std::span<const std::uint8_t> bytes, const Backing* backing) {
   const Payload payload = open_payload(bytes, ObjectType::kGaloisKeys, ctx.params().fingerprint());
   ByteReader r(payload);
   const char* what = "Galois key set";
   const auto count = r.get<std::uint32_t>(what);
   GaloisKeys gk;
+  const std::uint8_t* released = r.position();
   for (std::uint32_t k = 0; k < count; ++k) {
     const auto g = r.get<std::uint64_t>(what);
     if ((g & 1) == 0 || g >= 2 * ctx.n() || g == 1 || gk.has(g))
       throw SerializationError("Galois key set: invalid or repeated Galois element " + std::to_string(g));
     gk.keys.emplace(g, get_switching_key_b(r, ctx, what));
-    if (consumed && payload.in_place()) consumed(r.position());
+    if (backing && payload.in_place()) {
+      backing->release({released, static_cast<std::size_t>(r.position() - released)});
+      released = r.position();
+    }
   }
   r.expect_end(what);
   // Expanding every a_j from its seed is most of the loading time; keys are independent.

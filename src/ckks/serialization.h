@@ -71,12 +71,10 @@ SeededCiphertext load_seeded_ciphertext(const Context& ctx, std::span<const std:
 SecretKey load_secret_key(const Context& ctx, std::span<const std::uint8_t> bytes);
 PublicKey load_public_key(const Context& ctx, std::span<const std::uint8_t> bytes);
 RelinKey load_relin_key(const Context& ctx, std::span<const std::uint8_t> bytes);
-// `consumed` (optional) is told, after each key, up to where the input has been read when
-// the set is stored uncompressed (read in place): a caller reading from a file mapping
-// can release those pages as it goes (runtime::release_mapped_pages), so that loading
-// does not hold the stored keys and the expanded ones at once.
-GaloisKeys load_galois_keys(const Context& ctx, std::span<const std::uint8_t> bytes,
-                            const std::function<void(const std::uint8_t* consumed_until)>& consumed = {});
+// With `backing` (what holds `bytes`, e.g. a file mapping) and the set stored uncompressed
+// (read in place), each key's stored bytes are handed back to it (Backing::release) once
+// parsed, so that loading does not hold the stored keys and the expanded ones at once.
+GaloisKeys load_galois_keys(const Context& ctx, std::span<const std::uint8_t> bytes, const Backing* backing = nullptr);
 
 // Reads only the header: the object type stored in `bytes` (throws if not a pfhe object).
 ObjectType peek_type(std::span<const std::uint8_t> bytes);

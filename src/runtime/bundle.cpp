@@ -147,17 +147,14 @@ void write_evaluation_keys(const std::string& path, const ckks::Context& ctx, st
 }
 
 EvaluationKeys read_evaluation_keys(const std::string& path, const ckks::Context& ctx) {
-  return load_from(path, [&](const BundleView& b) {
+  return load_mapped_in_place(path, [&](std::span<const std::uint8_t> bytes,
+                                        const std::shared_ptr<const ckks::Backing>& mapping) {
+    const BundleView b = load_bundle(bytes);
     if (b.objects.size() != 2) throw ckks::SerializationError("evaluation keys: expected a relinearization key and Galois keys");
     // The stored keys' pages are released as they are parsed: loading then peaks near the
     // expanded keys alone, not the expanded keys plus the 4.8 GB file of CryptoFaceNet's.
-    const std::uint8_t* released = b.objects[1].data();
-    const auto release = [&](const std::uint8_t* until) {
-      release_mapped_pages({released, static_cast<std::size_t>(until - released)});
-      released = until;
-    };
     return EvaluationKeys{b.key_set, ckks::load_relin_key(ctx, b.objects[0]),
-                          ckks::load_galois_keys(ctx, b.objects[1], release)};
+                          ckks::load_galois_keys(ctx, b.objects[1], mapping.get())};
   });
 }
 

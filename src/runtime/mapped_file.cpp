@@ -41,13 +41,9 @@ MappedFile::~MappedFile() {
 void MappedFile::release(std::span<const std::uint8_t> used) const {
   if (used.data() < data_ || used.data() + used.size() > data_ + size_)
     throw std::logic_error("MappedFile::release: range outside the mapping");
-  release_mapped_pages(used);
-}
-
-void release_mapped_pages(std::span<const std::uint8_t> range) {
   const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
-  const auto begin = reinterpret_cast<std::uintptr_t>(range.data());
-  const std::uintptr_t first = (begin + page - 1) / page * page, last = (begin + range.size()) / page * page;
+  const auto begin = reinterpret_cast<std::uintptr_t>(used.data());
+  const std::uintptr_t first = (begin + page - 1) / page * page, last = (begin + used.size()) / page * page;
   // Advice only: a failure leaves the pages resident, which is what happens without it.
   if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
 }

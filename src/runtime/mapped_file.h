@@ -20,18 +20,15 @@ class MappedFile final : public ckks::Backing {
   MappedFile& operator=(const MappedFile&) = delete;
 
   std::span<const std::uint8_t> bytes() const { return {data_, size_}; }
-  // Drops the process's pages of a used range (release_mapped_pages).
+  // Drops this process's pages of a range that has been read and will not be read again
+  // (the whole pages inside it; the file stays in the page cache): resident memory falls
+  // while a large file is decoded. Reading the range again would fault it back in.
   void release(std::span<const std::uint8_t> used) const override;
 
  private:
   const std::uint8_t* data_ = nullptr;
   std::size_t size_ = 0;
 };
-
-// Drops this process's pages of a mapped range that has been read and will not be read
-// again (the whole pages inside it; the file stays in the page cache): resident memory
-// falls while a large file is decoded. Reading the range again would fault it back in.
-void release_mapped_pages(std::span<const std::uint8_t> range);
 
 // Maps the file at `path` and decodes it with `decode(bytes, mapping)`, where `mapping`
 // keeps the file mapped for as long as a decoded object holds it (objects that use the
