@@ -238,3 +238,36 @@ TEST_F(SerializationTest, GaloisKeyLoadingGivesBackWhatItHasRead) {
   load_galois_keys(context_, save(context_, keys, {true}), &compressed);
   EXPECT_TRUE(compressed.ranges.empty());
 }
+
+// A streaming writer hands on the same bytes as one that keeps them, in pieces no larger
+// than one piece plus the largest single write, with alignment counted from its start.
+TEST_F(SerializationTest, StreamingWriterHandsOnTheSameBytesInPieces) {
+  const Ciphertext ct = sample_ciphertext();
+  const auto write = [&](ByteWriter& w) {
+    w.put<std::uint8_t>(7);
+    w.align(8);
+    for (int i = 0; i < 3; ++i) {
+      w.put_poly(ct.polys[0]);
+      w.put<std::uint16_t>(static_cast<std::uint16_t>(i));
+      w.put_blob(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>("abc"), 3));
+    }
+    w.align(8);
+  };
+  ByteWriter whole;
+  write(whole);
+  Bytes streamed;
+  std::size_t pieces = 0, largest = 0;
+  const ByteWriter::Sink sink = [&](std::span<const std::uint8_t> piece) {
+    streamed.insert(streamed.end(), piece.begin(), piece.end());
+    ++pieces;
+    largest = std::max(largest, piece.size());
+  };
+  ByteWriter w(sink, 1000);
+  write(w);
+  EXPECT_EQ(w.size(), whole.bytes().size());
+  w.flush();
+  EXPECT_EQ(streamed, whole.bytes());
+  EXPECT_GE(pieces, 3u);
+  EXPECT_LE(largest, 1000 + ct.polys[0].byte_size() + 64);
+  EXPECT_THROW(w.bytes(), std::logic_error);
+}

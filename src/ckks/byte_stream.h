@@ -2,8 +2,10 @@
 // (docs/FORMAT.md, the compiled model file). Reading past the end, or polynomials with
 // wrong shapes or unreduced coefficients, raise SerializationError naming `what`.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -41,6 +43,15 @@ struct HeldBytes final : Backing {
 
 class ByteWriter {
  public:
+  using Sink = std::function<void(std::span<const std::uint8_t>)>;
+  ByteWriter() = default;
+  // A streaming writer: its bytes go to `sink` in pieces of about `piece` bytes (checked
+  // after each polynomial or blob, the large writes), and the rest on flush(), so a
+  // multi-GB output (a compiled lane group) is never one buffer. `sink` must outlive the
+  // writer (held by pointer: a std::function member makes GCC 12 report false
+  // -Wstringop-overflow on every vector insert here).
+  explicit ByteWriter(const Sink& sink, std::size_t piece = std::size_t{64} << 20) : sink_(&sink), piece_(piece) {}
+
   template <typename T>
   void put(T v) {
     static_assert(std::is_trivially_copyable_v<T>);
@@ -52,10 +63,12 @@ class ByteWriter {
   void put_blob(std::span<const std::uint8_t> b) {
     put<std::uint64_t>(b.size());
     put_bytes(b.data(), b.size());
+    flush_full_piece();
   }
   void put_poly(const ring::Poly& p) {
     put<std::uint32_t>(static_cast<std::uint32_t>(p.limbs()));
     put_bytes(reinterpret_cast<const std::uint8_t*>(p.words().data()), p.byte_size());
+    flush_full_piece();
   }
   void put_qp(const QPPoly& p) {
     put_poly(p.q);
@@ -63,14 +76,33 @@ class ByteWriter {
   }
   // Zero bytes up to a multiple of `alignment` (relative to the start of this writer).
   void align(std::size_t alignment) {
-    while (out_.size() % alignment != 0) out_.push_back(0);
+    while (size() % alignment != 0) put<std::uint8_t>(0);
   }
-  // Grows capacity ahead of large writes (avoids repeated reallocation of big outputs).
-  void reserve_more(std::size_t n) { out_.reserve(out_.size() + n); }
-  Bytes& bytes() { return out_; }
+  // Grows capacity ahead of large writes (avoids repeated reallocation of big outputs); a
+  // streaming writer never holds more than about one piece.
+  void reserve_more(std::size_t n) { out_.reserve(out_.size() + (sink_ ? std::min(n, piece_) : n)); }
+  std::size_t size() const { return flushed_ + out_.size(); }  // bytes written so far
+  // Everything written, for a writer without a sink.
+  Bytes& bytes() {
+    if (sink_) throw std::logic_error("ByteWriter::bytes: a streaming writer hands its bytes to its sink");
+    return out_;
+  }
+  // Hands what is buffered to the sink (streaming writers; call once the object is complete).
+  void flush() {
+    if (!sink_ || out_.empty()) return;
+    (*sink_)(out_);
+    flushed_ += out_.size();
+    out_.clear();
+  }
 
  private:
+  void flush_full_piece() {
+    if (sink_ && out_.size() >= piece_) flush();
+  }
+
   Bytes out_;
+  const Sink* sink_ = nullptr;
+  std::size_t piece_ = 0, flushed_ = 0;
 };
 
 class ByteReader {

@@ -34,28 +34,41 @@ int log2_exact(std::size_t n) { return __builtin_ctzll(n); }
 
 Encoder::Encoder(const Context& context) : context_(context) {
   const std::size_t n = context.n(), m = 2 * n;
-  roots_.resize(m);
+  std::vector<std::complex<double>> roots(m);  // exp(2 pi i k / 2N), k < 2N
   for (std::size_t k = 0; k < m; ++k) {
     const long double angle = 2.0L * std::numbers::pi_v<long double> * k / m;
-    roots_[k] = {static_cast<double>(std::cos(angle)), static_cast<double>(std::sin(angle))};
+    roots[k] = {static_cast<double>(std::cos(angle)), static_cast<double>(std::sin(angle))};
   }
-  rotation_group_.resize(n / 2);
-  std::size_t g = 1;
-  for (std::size_t j = 0; j < n / 2; ++j) {
-    rotation_group_[j] = g;
-    g = g * 5 % m;
+  // Butterfly j of a stage of length len uses the root of index 5^j mod 4 len (times
+  // 2N / 4 len), and its inverse the root of the negated index.
+  twiddles_.resize(n / 2);
+  inverse_twiddles_.resize(n / 2);
+  for (std::size_t half = 1; half < n / 2; half <<= 1) {
+    const std::size_t quarter_order = 8 * half, stride = m / quarter_order;
+    std::size_t g = 1;  // 5^j mod 2N
+    for (std::size_t j = 0; j < half; ++j, g = g * 5 % m) {
+      twiddles_[half - 1 + j] = roots[(g % quarter_order) * stride];
+      inverse_twiddles_[half - 1 + j] = roots[(quarter_order - g % quarter_order) * stride];
+    }
   }
 }
 
+namespace {
+// (a + bi)(c + di) without std::complex's NaN recovery branch, which keeps the butterfly
+// loops from vectorising; the same products and sums, so the same results for finite input.
+inline std::complex<double> times(std::complex<double> x, std::complex<double> y) {
+  return {x.real() * y.real() - x.imag() * y.imag(), x.real() * y.imag() + x.imag() * y.real()};
+}
+}  // namespace
+
 void Encoder::fft_special(std::vector<std::complex<double>>& v) const {
-  const std::size_t size = v.size(), m = roots_.size();
+  const std::size_t size = v.size();
   bit_reverse_permute(v);
-  for (std::size_t len = 2; len <= size; len <<= 1) {
-    const std::size_t half = len / 2, quarter_order = 4 * len, stride = m / quarter_order;
-    for (std::size_t i = 0; i < size; i += len)
+  for (std::size_t half = 1; half < size; half <<= 1) {
+    const std::complex<double>* w = twiddles_.data() + half - 1;
+    for (std::size_t i = 0; i < size; i += 2 * half)
       for (std::size_t j = 0; j < half; ++j) {
-        const std::size_t idx = (rotation_group_[j] % quarter_order) * stride;
-        const std::complex<double> u = v[i + j], t = v[i + j + half] * roots_[idx];
+        const std::complex<double> u = v[i + j], t = times(v[i + j + half], w[j]);
         v[i + j] = u + t;
         v[i + j + half] = u - t;
       }
@@ -63,14 +76,13 @@ void Encoder::fft_special(std::vector<std::complex<double>>& v) const {
 }
 
 void Encoder::fft_special_inverse(std::vector<std::complex<double>>& v) const {
-  const std::size_t size = v.size(), m = roots_.size();
-  for (std::size_t len = size; len >= 2; len >>= 1) {
-    const std::size_t half = len / 2, quarter_order = 4 * len, stride = m / quarter_order;
-    for (std::size_t i = 0; i < size; i += len)
+  const std::size_t size = v.size();
+  for (std::size_t half = size / 2; half >= 1; half >>= 1) {
+    const std::complex<double>* w = inverse_twiddles_.data() + half - 1;
+    for (std::size_t i = 0; i < size; i += 2 * half)
       for (std::size_t j = 0; j < half; ++j) {
-        const std::size_t idx = (quarter_order - rotation_group_[j] % quarter_order) * stride;
         const std::complex<double> u = v[i + j] + v[i + j + half];
-        const std::complex<double> t = (v[i + j] - v[i + j + half]) * roots_[idx];
+        const std::complex<double> t = times(v[i + j] - v[i + j + half], w[j]);
         v[i + j] = u;
         v[i + j + half] = t;
       }

@@ -61,8 +61,9 @@ class Encoder {
   std::vector<std::complex<double>> slots_to_coefficients(std::span<const std::complex<double>> values,
                                                           double scale) const;
   const Context& context_;
-  std::vector<std::complex<double>> roots_;  // exp(2 pi i k / 2N), k < 2N
-  std::vector<std::size_t> rotation_group_;  // 5^j mod 2N, j < N/2
+  // Roots of unity of the special FFT per butterfly: stage `half` (1, 2, 4, ... < N/2)
+  // holds its `half` roots at index half - 1 + j (forward; inverse: their conjugates).
+  std::vector<std::complex<double>> twiddles_, inverse_twiddles_;
 };
 
 }  // namespace pfhe::ckks

@@ -1,5 +1,6 @@
 #include "nn/linear_map.h"
 
+#include <complex>
 #include <string>
 
 namespace pfhe::nn {
@@ -149,13 +150,16 @@ std::vector<long> SlotLinearMap::diagonal_indices() const {
 }
 
 ckks::Diagonals SlotLinearMap::diagonals() const {
+  // Entries are scattered through a flat table from diagonal to its values (millions of
+  // entries for the large convolutions: a map lookup each was most of this function).
+  const std::vector<long> indices = diagonal_indices();
+  std::vector<std::vector<std::complex<double>>*> column(slots, nullptr);
   ckks::Diagonals d;
-  for (const auto& e : entries) {
-    const long k = diagonal_of(e, slots);
-    auto& diag = d[k];
-    if (diag.empty()) diag.assign(slots, 0.0);
-    diag[e.out] += e.weight;
+  for (long k : indices) {
+    auto& diag = d.emplace_hint(d.end(), k, std::vector<std::complex<double>>(slots, 0.0))->second;
+    column[static_cast<std::size_t>(k)] = &diag;
   }
+  for (const auto& e : entries) (*column[static_cast<std::size_t>(diagonal_of(e, slots))])[e.out] += e.weight;
   return d;
 }
 

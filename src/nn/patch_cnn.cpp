@@ -287,10 +287,10 @@ void CompiledPatchCNN::save(const std::function<void(std::span<const std::uint8_
   head.put<std::uint64_t>(patches_);
   head.put<std::uint64_t>(groups_.size());
   sink(head.bytes());
-  for (const auto& b : groups_) {  // one group's bytes in memory at a time
-    ckks::ByteWriter w;
+  for (const auto& b : groups_) {  // streamed: a group's bytes are never one buffer
+    ckks::ByteWriter w(sink);
     b.save(w);
-    sink(w.bytes());
+    w.flush();
   }
   ckks::ByteWriter tail;
   tail.put<double>(l2_.a);

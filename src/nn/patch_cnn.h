@@ -120,7 +120,7 @@ class CompiledPatchCNN {
   // the fingerprint against the encoder's parameters and validates every part; it is
   // much faster than compiling (no lowering, no FFTs).
   ckks::Bytes save() const;
-  void save_file(const std::string& path) const;  // streamed: one lane group in memory at a time
+  void save_file(const std::string& path) const;  // streamed in pieces of 64 MB (ckks::ByteWriter)
   void save(const std::function<void(std::span<const std::uint8_t>)>& sink) const;
   // With `backing` (what keeps `bytes` alive, e.g. the file mapping), the just-in-time
   // diagonals are read in place: processes mapping the same file share those pages.
