@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <random>
 
@@ -187,5 +188,20 @@ TEST(LinearTransform, LoadRejectsOutOfRangeSlotExponent) {
     std::memcpy(damaged.data() + log_slots_at, &bad, sizeof bad);
     ByteReader r(damaged);
     EXPECT_THROW(LinearTransform::load(enc, r), SerializationError) << bad;
+  }
+  // The last stored coefficient: magnitudes of 2^62 and more are refused (round_coefficients
+  // never writes them), copied or in place; 2^62 - 1 loads.
+  const std::int64_t limit = std::int64_t{1} << 62;
+  for (const std::int64_t value : {limit, -limit, std::numeric_limits<std::int64_t>::min(), limit - 1}) {
+    const auto damaged = std::make_shared<HeldBytes>(good->bytes);
+    std::memcpy(damaged->bytes.data() + damaged->bytes.size() - sizeof value, &value, sizeof value);
+    ByteReader a(damaged->bytes), b(damaged->bytes);
+    if (value == limit - 1) {
+      EXPECT_NO_THROW(LinearTransform::load(enc, a));
+      EXPECT_NO_THROW(LinearTransform::load(enc, b, damaged));
+    } else {
+      EXPECT_THROW(LinearTransform::load(enc, a), SerializationError) << value;
+      EXPECT_THROW(LinearTransform::load(enc, b, damaged), SerializationError) << value;
+    }
   }
 }

@@ -131,6 +131,13 @@ Encoder::RoundedCoefficients Encoder::round_coefficients(std::span<const std::co
   return round_transformed(slots_to_coefficients(values, scale), scale);
 }
 
+int Encoder::RoundedCoefficients::width_of_largest(std::span<const std::int64_t> values) {
+  std::uint64_t largest = 0;
+  for (const std::int64_t v : values)
+    largest = std::max(largest, v < 0 ? std::uint64_t{0} - static_cast<std::uint64_t>(v) : static_cast<std::uint64_t>(v));
+  return 64 - __builtin_clzll(largest | 1);
+}
+
 int Encoder::coefficient_bits(const RoundedCoefficients& c, std::size_t level) const {
   const std::size_t n = context_.n(), slots = c.values.size() / 2;
   if (level > context_.max_level())
@@ -140,10 +147,7 @@ int Encoder::coefficient_bits(const RoundedCoefficients& c, std::size_t level) c
     throw std::invalid_argument("encode: invalid coefficient count");
   // The largest magnitude decides the reduction path (IFMA needs <= 52 bits) and is checked
   // against Q_level; then each limb is one vectorised signed reduction.
-  std::uint64_t largest = 0;
-  for (const std::int64_t v : c.values)
-    largest = std::max(largest, v < 0 ? std::uint64_t{0} - static_cast<std::uint64_t>(v) : static_cast<std::uint64_t>(v));
-  const int bits = 64 - __builtin_clzll(largest | 1);
+  const int bits = c.magnitude_bits >= 0 ? c.magnitude_bits : RoundedCoefficients::width_of_largest(c.values);
   if (bits + 2 > static_cast<int>(context_.log2_q_at(level)))
     throw std::invalid_argument("encode: scaled value overflows Q at level " + std::to_string(level) +
                                 " (lower the scale or the values)");

@@ -34,11 +34,15 @@ class Encoder {
     std::shared_ptr<const void> owner;
     double scale = 1;
     int log_slots = 0;
+    // Bit width of the largest |value|, measured once (just-in-time encoding needs it at
+    // every use); -1: not measured yet.
+    int magnitude_bits = -1;
     // Coefficients that own their buffer.
     static RoundedCoefficients owning(std::vector<std::int64_t> values, double scale, int log_slots) {
       auto buffer = std::make_shared<const std::vector<std::int64_t>>(std::move(values));
-      return {*buffer, buffer, scale, log_slots};
+      return {*buffer, buffer, scale, log_slots, width_of_largest(*buffer)};
     }
+    static int width_of_largest(std::span<const std::int64_t> values);
   };
   RoundedCoefficients round_coefficients(std::span<const std::complex<double>> values, double scale) const;
   // The level-dependent half: reduce modulo each prime of the level and transform.

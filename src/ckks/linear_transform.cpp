@@ -303,9 +303,9 @@ LinearTransform LinearTransform::load(const Encoder& encoder, ByteReader& r, con
         term.coefficients = Encoder::RoundedCoefficients::owning(std::move(copy), term.coefficients.scale,
                                                                  term.coefficients.log_slots);
       }
-      constexpr std::int64_t kLimit = std::int64_t{1} << 62;  // what round_coefficients produces
-      for (const std::int64_t v : term.coefficients.values)
-        if (v >= kLimit || v <= -kLimit) throw SerializationError("linear transform: coefficient out of range");
+      const int bits = Encoder::RoundedCoefficients::width_of_largest(term.coefficients.values);
+      if (bits > 62) throw SerializationError("linear transform: coefficient out of range");  // round_coefficients' limit
+      term.coefficients.magnitude_bits = bits;
       lt.release(term);  // validated; read again only when applied
     } else {
       throw SerializationError("linear transform: unknown diagonal storage");
