@@ -37,9 +37,9 @@ std::vector<std::filesystem::path> face_files(const std::string& dir, std::size_
   for (const auto& entry : std::filesystem::directory_iterator(dir))
     if (entry.path().extension() == ".png") paths.push_back(entry.path());
   std::sort(paths.begin(), paths.end());
-  if (paths.size() < std::max<std::size_t>(count, 2))
-    throw std::invalid_argument(dir + ": needs at least " + std::to_string(std::max<std::size_t>(count, 2)) +
-                                " PNG faces, has " + std::to_string(paths.size()));
+  if (paths.size() < count)
+    throw std::invalid_argument(dir + ": needs at least " + std::to_string(count) + " PNG faces, has " +
+                                std::to_string(paths.size()));
   paths.resize(count);
   return paths;
 }
@@ -52,6 +52,9 @@ int run(int argc, char** argv) {
   const std::size_t count = argc > 3 ? std::stoul(argv[3]) : 6;
   const std::size_t workers = argc > 4 ? std::stoul(argv[4]) : 2;
   const double budget_gb = argc > 5 ? std::stod(argv[5]) : 0.5;
+  if (count < 2) throw std::invalid_argument("FACES must be at least 2 (faces are matched in pairs)");
+  if (workers == 0) throw std::invalid_argument("W must be at least 1");
+  if (!(budget_gb >= 0)) throw std::invalid_argument("BUDGET_GB must be non-negative");
   ring::keep_freed_memory_for_reuse();
   const nn::PatchCNN model = nn::load_model_file(argv[1]);
   if (model.classifier) throw std::invalid_argument("the model is a classifier: this benchmark matches faces");
@@ -105,7 +108,7 @@ int run(int argc, char** argv) {
   // where a difference in the last bits would flip a decision.
   std::vector<double> sorted = distances;
   std::sort(sorted.begin(), sorted.end());
-  const std::size_t middle = std::max<std::size_t>(sorted.size() / 2, 1);
+  const std::size_t middle = std::max<std::size_t>(sorted.size() / 2, 1);  // at least one pair (count >= 2)
   const double threshold = sorted.size() == 1 ? sorted[0] / 2 : (sorted[middle - 1] + sorted[middle]) / 2;
   std::size_t equal = 0, matches = 0, pair = 0;
   double score_err = 0;

@@ -2,12 +2,14 @@
 // in the clear and encrypted.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <random>
 
 #include "ckks/encryptor.h"
 #include "ckks/keygen.h"
 #include "nn/layers.h"
 #include "nn/linear_map.h"
+#include "nn/precision.h"
 #include "test_util.h"
 
 using namespace pfhe;
@@ -324,4 +326,23 @@ TEST(NnLowering, EncryptedReplicatedConvolution) {
   const auto got = enc.decode_real(decryptor.decrypt(c));
   const auto want = pack(conv.forward(x), out);
   for (std::size_t s = 0; s < slots; ++s) ASSERT_NEAR(got[s], want[s], 1e-5) << "slot " << s;
+}
+
+// The precision report: max and mean absolute error, relative to the largest reference
+// magnitude, in bits; a size mismatch or a non-finite reference is an error, never a pass
+// (a NaN error would compare false against every bound).
+TEST(NnPrecision, ReportsErrorsAndRefusesNonFiniteReferences) {
+  Tensor want({4, 1, 1}), got({4, 1, 1});
+  want.data = {1.0, -4.0, 2.0, 0.5};
+  got.data = {1.0, -4.0 + 1e-3, 2.0 - 3e-3, 0.5};
+  const Precision p = precision_of(got, want);
+  EXPECT_NEAR(p.max_abs, 3e-3, 1e-15);
+  EXPECT_NEAR(p.mean_abs, 1e-3, 1e-15);
+  EXPECT_NEAR(p.relative, 3e-3 / 4.0, 1e-15);
+  EXPECT_NEAR(p.bits(), -std::log2(3e-3 / 4.0), 1e-9);
+  EXPECT_THROW(precision_of(Tensor({3, 1, 1}), want), std::invalid_argument);
+  want.data[2] = std::nan("");
+  EXPECT_THROW(precision_of(got, want), std::invalid_argument);
+  want.data[2] = INFINITY;
+  EXPECT_THROW(precision_of(got, want), std::invalid_argument);
 }

@@ -225,9 +225,6 @@ int cmd_decrypt(const DecryptOptions& o) {
       const nn::PatchCNN model = nn::load_model_file(o.model);
       const nn::Tensor image = app::load_image(o.image, model.image_shape().height);
       const nn::Tensor want = model.classifier ? model.embedding(image) : model.normalized(image);
-      if (!std::all_of(want.data.begin(), want.data.end(), [](double v) { return std::isfinite(v); }))
-        throw std::invalid_argument("the float64 reference output is not finite: this image drives the model far "
-                                    "outside the value ranges it was calibrated on");
       const nn::Precision p = nn::precision_of(e, want);
       std::printf("precision vs float64: max abs error %.3e, mean abs error %.3e, relative %.3e (%.1f bits)\n",
                   p.max_abs, p.mean_abs, p.relative, p.bits());

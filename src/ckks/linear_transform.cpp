@@ -295,6 +295,7 @@ LinearTransform LinearTransform::load(const Encoder& encoder, ByteReader& r, con
         // In place: the pages stay those of the mapped file (shared, reclaimable).
         term.coefficients.values = {reinterpret_cast<const std::int64_t*>(bytes.data()), n};
         term.coefficients.owner = backing;
+        term.coefficients.magnitude_bits = Encoder::RoundedCoefficients::width_of_largest(term.coefficients.values);
         term.in_place = true;
         lt.backing_ = backing;
       } else {
@@ -303,9 +304,8 @@ LinearTransform LinearTransform::load(const Encoder& encoder, ByteReader& r, con
         term.coefficients = Encoder::RoundedCoefficients::owning(std::move(copy), term.coefficients.scale,
                                                                  term.coefficients.log_slots);
       }
-      const int bits = Encoder::RoundedCoefficients::width_of_largest(term.coefficients.values);
-      if (bits > 62) throw SerializationError("linear transform: coefficient out of range");  // round_coefficients' limit
-      term.coefficients.magnitude_bits = bits;
+      // Magnitudes below 2^62, what round_coefficients produces (measured once, above).
+      if (term.coefficients.magnitude_bits > 62) throw SerializationError("linear transform: coefficient out of range");
       lt.release(term);  // validated; read again only when applied
     } else {
       throw SerializationError("linear transform: unknown diagonal storage");

@@ -16,10 +16,15 @@ struct Precision {
   double bits() const { return -std::log2(relative); }
 };
 
+// Throws std::invalid_argument when the sizes differ or the reference is not finite (a
+// comparison with NaN would pass every bound).
 inline Precision precision_of(const Tensor& got, const Tensor& want) {
   if (got.data.size() != want.data.size() || want.data.empty())
     throw std::invalid_argument("precision: " + std::to_string(got.data.size()) + " values against a reference of " +
                                 std::to_string(want.data.size()));
+  if (!std::all_of(want.data.begin(), want.data.end(), [](double v) { return std::isfinite(v); }))
+    throw std::invalid_argument("the float64 reference output is not finite: this input drives the model far "
+                                "outside the value ranges it was calibrated on");
   Precision p;
   double max_ref = 0;
   for (std::size_t i = 0; i < want.data.size(); ++i) {
