@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -36,7 +37,8 @@ using runtime::peak_rss_gb;
 using runtime::seconds_since;
 }  // namespace
 
-int main(int argc, char** argv) {
+namespace {
+int run(int argc, char** argv) {
   bool dry_run = false;
   double budget_gb = 4;
   std::size_t lanes = 2;
@@ -45,7 +47,8 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--dry-run")) dry_run = true;
     else if (!std::strcmp(argv[i], "--budget-gb") && i + 1 < argc) budget_gb = std::stod(argv[++i]);
     else if (!std::strcmp(argv[i], "--lanes") && i + 1 < argc) lanes = std::stoul(argv[++i]);
-    else if (!std::strcmp(argv[i], "--special-primes") && i + 1 < argc) special_primes = std::stoul(argv[++i]);
+    else if (!std::strcmp(argv[i], "--special-primes") && i + 1 < argc && std::atoi(argv[i + 1]) > 0)
+      special_primes = static_cast<std::size_t>(std::atoi(argv[++i]));  // Parameters::create checks the rest
     else {
       std::fprintf(stderr, "usage: pfhe_backbone_bench [--dry-run] [--budget-gb G] [--lanes 1|2] [--special-primes K]\n");
       return 2;
@@ -140,4 +143,14 @@ int main(int argc, char** argv) {
               cpu_after.system - cpu_before.system);
   std::printf("peak RSS: %.2f GB\n", peak_rss_gb());
   return 0;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "pfhe_backbone_bench: error: %s\n", e.what());
+    return 1;
+  }
 }
