@@ -29,6 +29,8 @@
 #include "nn/synthetic.h"
 #include "runtime/process_stats.h"
 
+#include "report_errors.h"
+
 using namespace pfhe;
 
 namespace {
@@ -146,11 +148,4 @@ int run(int argc, char** argv) {
 }
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "pfhe_backbone_bench: error: %s\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return pfhe::bench::run_reporting_errors("pfhe_backbone_bench", run, argc, argv); }

@@ -26,6 +26,8 @@
 #include "runtime/client_server.h"
 #include "runtime/process_stats.h"
 
+#include "report_errors.h"
+
 using namespace pfhe;
 using runtime::Clock;
 using runtime::seconds_since;
@@ -130,11 +132,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "pfhe_real_faces_bench: error: %s\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return pfhe::bench::run_reporting_errors("pfhe_real_faces_bench", run, argc, argv); }
