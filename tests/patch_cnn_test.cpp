@@ -179,8 +179,9 @@ TEST(PatchCnn, FitRecordsRangesAndChecksHeadroom) {
   const auto images = synthetic_images(128, {3, 16, 16}, 8);
   PatchCNN model = make_synthetic_patch_cnn(test::reduced_backbone_shape(), 2, 8, 16, 17, images);
   const FitReport report = fit(model, images, 1e6);
-  // Every backbone's conv, 5 blocks x 3 points and pool input, then the two embeddings.
-  EXPECT_EQ(report.ranges.size(), 4u * (1 + 5 * 3 + 1) + 2);
+  // Every backbone's conv, 5 blocks x 5 points, the pooling HerPN's input and output, then
+  // the two embeddings.
+  EXPECT_EQ(report.ranges.size(), 4u * (1 + 5 * 5 + 2) + 2);
   EXPECT_EQ(report.ranges.front().name, "nets.0.conv output");
   EXPECT_GT(report.max_abs(), 0.0);
   EXPECT_GT(report.l2_domain_hi, report.l2_domain_lo);

@@ -16,7 +16,9 @@
 #include "bench.h"
 #include "ckks/serialization.h"
 #include "image.h"
+#include "nn/fit.h"
 #include "nn/model_file.h"
+#include "nn/noise_estimate.h"
 #include "nn/parameter_choice.h"
 #include "nn/precision.h"
 #include "nn/synthetic.h"
@@ -56,14 +58,14 @@ runtime::CiphertextFile read_single_ciphertext(const std::string& path, const ck
 
 // ---- make-model / sample-image -------------------------------------------------------
 
-// Calibration inputs for make-model: 128 synthetic images, or every decodable image of
-// `dir` as an input would be (centre square, resized), topped up to 128 with random crops
-// of them (a quarter to the whole side) when the directory holds fewer. Decision: whole
-// images first, because aligned faces are what the model sees; crops only widen the
-// statistics when there are few.
-std::vector<nn::Tensor> calibration_images(const std::string& dir, std::size_t side, std::uint64_t seed) {
-  constexpr std::size_t kCount = 128;
-  if (dir.empty()) return nn::synthetic_images(kCount, {3, side, side}, seed + 1);
+// Calibration inputs: `count` synthetic images, or every decodable image of `dir` as an
+// input would be (centre square, resized), topped up to `count` with random crops of them
+// (a quarter to the whole side) when the directory holds fewer. Decision: whole images
+// first, because aligned faces are what the model sees; crops only widen the statistics
+// when there are few.
+std::vector<nn::Tensor> calibration_images(const std::string& dir, std::size_t side, std::uint64_t seed,
+                                           std::size_t count) {
+  if (dir.empty()) return nn::synthetic_images(count, {3, side, side}, seed + 1);
   std::vector<fs::path> paths;
   for (const auto& entry : fs::directory_iterator(dir)) paths.push_back(entry.path());
   std::sort(paths.begin(), paths.end());  // directory order is not deterministic
@@ -79,10 +81,10 @@ std::vector<nn::Tensor> calibration_images(const std::string& dir, std::size_t s
   }
   if (out.empty()) throw std::invalid_argument(dir + ": no decodable images for calibration");
   std::vector<nn::Tensor> sources;  // crops are cut from a 4x larger decode
-  if (out.size() < kCount)
+  if (out.size() < count)
     for (const auto& path : images) sources.push_back(app::load_image(path.string(), 4 * side));
   std::mt19937_64 rng(seed);
-  for (std::size_t n = 0; out.size() < kCount; ++n) {
+  for (std::size_t n = 0; out.size() < count; ++n) {
     const nn::Tensor& src = sources[n % sources.size()];
     const std::size_t full = src.shape.width;
     const std::size_t crop = std::uniform_int_distribution<std::size_t>(full / 4, full)(rng);
@@ -105,7 +107,7 @@ int cmd_make_model(const std::string& kind_name, std::uint64_t seed, const std::
   progress("generating a synthetic %s (seed %llu), BatchNorm statistics calibrated on %s", kind_name.c_str(),
            static_cast<unsigned long long>(seed), calibrate_on.empty() ? "128 synthetic images" : calibrate_on.c_str());
   const nn::PatchCNN model = nn::make_synthetic_patch_cnn(kind.shape, kind.grid, kind.patch, kind.embedding, seed,
-                                                          calibration_images(calibrate_on, side, seed));
+                                                          calibration_images(calibrate_on, side, seed, 128));
   nn::save_model_file(model, out);
   progress("wrote %s in %.1f s", out.c_str(), seconds_since(t));
   return 0;
@@ -126,13 +128,40 @@ int cmd_sample_image(std::size_t size, std::uint64_t seed, double variation, con
 
 // ---- compile (server) ----------------------------------------------------------------
 
+// The parameters of a compile: from the depth at a 2^40 scale, or with precision_bits > 0
+// the smallest scale whose estimated precision reaches it (nn/parameter_choice.h); q_0 from
+// the range of the model's output on a few calibration images (the model file's own
+// inputs if none are given: synthetic images like make-model's). Reports the estimated
+// precision either way (nn/noise_estimate.h).
+ckks::Parameters compile_parameters(const nn::PatchCNN& model, const std::string& calibrate_on, double precision_bits) {
+  constexpr std::size_t kImages = 8;  // enough for the range and the estimate (~1 s at full size)
+  const auto t = Clock::now();
+  const std::vector<nn::Tensor> images = calibration_images(calibrate_on, model.image_shape().height, 1, kImages);
+  ckks::ParameterSpec spec;
+  if (precision_bits > 0) {
+    spec = nn::parameters_for_precision(model, images, precision_bits).spec;
+  } else {
+    const nn::FitReport ranges = nn::measure_ranges(model, images, nn::kIntermediateLimit);
+    constexpr int kScaleBits = 40;
+    spec = nn::choose_parameters(nn::required_levels(model), kScaleBits,
+                                 nn::base_bits_for_range(nn::output_bound(model, ranges), kScaleBits));
+  }
+  const ckks::Parameters params = ckks::Parameters::create(spec);
+  const nn::PrecisionEstimate estimate =
+      nn::estimate_precision(model, images, params.n(), params.default_scale());
+  progress("estimated precision of the encrypted output: %.1f bits (relative error %.1e) on %zu %s images, %.1f s%s",
+           estimate.bits(), estimate.relative, images.size(), calibrate_on.empty() ? "synthetic" : "calibration",
+           seconds_since(t), precision_bits > 0 ? " (scale chosen for the target)" : "");
+  return params;
+}
+
 // plan_only: parameters and client spec without the artefact (no diagonals encoded), for
 // a server that is given the model file and compiles each lane group per task.
 int cmd_compile(const std::string& model_path, const std::string& out_dir, double budget_gb, std::size_t lanes,
-                bool plan_only) {
+                bool plan_only, const std::string& calibrate_on, double precision_bits) {
   auto t = Clock::now();
   const nn::PatchCNN model = nn::load_model_file(model_path);
-  const ckks::Context ctx(ckks::Parameters::create(nn::parameters_for(model)));
+  const ckks::Context ctx(compile_parameters(model, calibrate_on, precision_bits));
   const nn::CompileTarget target = nn::compile_target(model, ctx.params());
   progress("model %s: %zu patches, depth %zu -> parameters %s", model_path.c_str(), model.backbones.size(),
            target.level, ctx.params().describe().c_str());
@@ -362,7 +391,7 @@ int main(int argc, char** argv) {
   std::size_t size = 64, lanes = 0;
   // 0.5 GB of pre-encoded diagonals by default: each GB spares ~2,000 limb NTTs (~0.35 s
   // of a 60 s CryptoFaceNet4 inference) but adds a GB to the server's resident memory.
-  double budget_gb = 0.5, threshold = 0, variation = 0;
+  double budget_gb = 0.5, threshold = 0, variation = 0, precision_bits = 0;
   bool plan_only = false;
   InferOptions infer;
   DecryptOptions dec;
@@ -387,6 +416,14 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1e6));
   compile->add_option("--lanes", lanes, "patches per ciphertext (power of two; 0: as many as fit)")->capture_default_str();
+  compile->add_option("--precision-bits", precision_bits,
+                      "target bits of the encrypted output (-log2 relative error): the scale is chosen for it "
+                      "(0: a 2^40 scale)")
+      ->check(CLI::Range(0.0, 40.0))
+      ->capture_default_str();
+  compile->add_option("--calibrate-on", calibrate_on,
+                      "directory of images for the output range and the precision estimate (default: synthetic)")
+      ->check(CLI::ExistingDirectory);
   compile->add_flag("--plan-only", plan_only,
                     "write params.pfhe and client.json only; serve the model file itself (compiled per task)");
 
@@ -462,7 +499,7 @@ int main(int argc, char** argv) {
   try {
     if (*make) return cmd_make_model(kind, seed, calibrate_on, out);
     if (*sample) return cmd_sample_image(size, seed, variation, out);
-    if (*compile) return cmd_compile(model, out_dir, budget_gb, lanes, plan_only);
+    if (*compile) return cmd_compile(model, out_dir, budget_gb, lanes, plan_only, calibrate_on, precision_bits);
     if (*keygen) return cmd_keygen(spec, params, secret, keys);
     if (*encrypt) return cmd_encrypt(spec, params, secret, image, out);
     if (*run) return cmd_infer(infer, &argc, &argv);

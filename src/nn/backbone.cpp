@@ -19,16 +19,17 @@ void HerPNConvBlock::validate() const {
   }
 }
 
-Tensor HerPNConvBlock::forward(const Tensor& x, const TensorObserver* observe, const std::string& prefix) const {
-  if (observe) (*observe)(prefix + ".herpn1 input", x);
-  const Tensor z = herpn1.forward(x);
-  const Tensor h = conv1.forward(z);
-  if (observe) (*observe)(prefix + ".herpn2 input", h);
-  const Tensor main = conv2.forward(herpn2.forward(h));
+Tensor HerPNConvBlock::forward(const Tensor& input, const TensorObserver* observe, const std::string& prefix) const {
+  const auto seen = [&](const char* point, Tensor t) {
+    if (observe) (*observe)(prefix + point, t);
+    return t;
+  };
+  const Tensor x = seen(".herpn1 input", input);
+  const Tensor z = seen(".conv1 input", herpn1.forward(x));
+  const Tensor h = seen(".herpn2 input", conv1.forward(z));
+  const Tensor main = conv2.forward(seen(".conv2 input", herpn2.forward(h)));
   const Tensor shortcut = shortcut_conv ? shortcut_bn->forward(shortcut_conv->forward(z)) : z;
-  Tensor y = add(main, shortcut);
-  if (observe) (*observe)(prefix + " output", y);
-  return y;
+  return seen(" output", add(main, shortcut));
 }
 
 void Backbone::validate() const {
@@ -42,12 +43,16 @@ Tensor Backbone::forward(const Tensor& patch, const TensorObserver* observe, con
   Tensor x = conv0.forward(patch);
   if (observe) (*observe)(prefix + ".conv output", x);
   for (std::size_t j = 0; j < blocks.size(); ++j) x = blocks[j].forward(x, observe, prefix + ".layers." + std::to_string(j));
-  if (observe) (*observe)(prefix + ".herpnpool input", x);
-  return bn1d.forward(pooled_features(x));
+  return bn1d.forward(pooled_features(x, observe, prefix));
 }
 
-Tensor Backbone::pooled_features(const Tensor& block_output) const {
-  const Tensor pooled = AdaptiveAvgPool2d{pool_size}.forward(pool_herpn.forward(block_output));
+Tensor Backbone::pooled_features(const Tensor& block_output, const TensorObserver* observe,
+                                 const std::string& prefix) const {
+  Tensor x = block_output;
+  if (observe) (*observe)(prefix + ".herpnpool input", x);
+  Tensor activated = pool_herpn.forward(x);
+  if (observe) (*observe)(prefix + ".pool input", activated);
+  const Tensor pooled = AdaptiveAvgPool2d{pool_size}.forward(activated);
   Tensor flat({pooled.shape.size(), 1, 1});
   flat.data = pooled.data;
   return flat;

@@ -15,8 +15,10 @@
 
 namespace pfhe::nn {
 
-// Sees intermediate values of a forward pass by point name (fit() records ranges with it).
-using TensorObserver = std::function<void(const std::string& point, const Tensor& value)>;
+// Sees intermediate values of a forward pass by point name and may change them before the
+// pass goes on: fit() records ranges with it, the noise estimate (nn/noise_estimate.h) adds
+// the error an encrypted step would add at that point.
+using TensorObserver = std::function<void(const std::string& point, Tensor& value)>;
 
 struct HerPNConvBlock {
   HerPN herpn1;
@@ -26,7 +28,9 @@ struct HerPNConvBlock {
   std::optional<Conv2d> shortcut_conv;  // with shortcut_bn, when the shape changes
   std::optional<BatchNorm> shortcut_bn;
 
-  // Observed points: "<prefix>.herpn1 input", "<prefix>.herpn2 input", "<prefix> output".
+  // Observed points, in order: "<prefix>.herpn1 input", "<prefix>.conv1 input" (herpn1's
+  // output, also the shortcut's input), "<prefix>.herpn2 input", "<prefix>.conv2 input",
+  // "<prefix> output".
   Tensor forward(const Tensor& x, const TensorObserver* observe = nullptr, const std::string& prefix = {}) const;
   void validate() const;
 };
@@ -39,10 +43,12 @@ struct Backbone {
   BatchNorm bn1d;  // over the flattened (C * pool^2) features
 
   // -> (C * pool^2, 1, 1) features. Observed points: "<prefix>.conv output", the blocks'
-  // points under "<prefix>.layers.<j>", and "<prefix>.herpnpool input".
+  // points under "<prefix>.layers.<j>", "<prefix>.herpnpool input" and "<prefix>.pool input"
+  // (the pooling HerPN's output).
   Tensor forward(const Tensor& patch, const TensorObserver* observe = nullptr, const std::string& prefix = {}) const;
   // HerPNPool without the BatchNorm1d: flattened AdaptiveAvgPool(HerPN(x)).
-  Tensor pooled_features(const Tensor& block_output) const;
+  Tensor pooled_features(const Tensor& block_output, const TensorObserver* observe = nullptr,
+                         const std::string& prefix = {}) const;
   Shape feature_shape(const Shape& patch) const;
   void validate() const;
 };

@@ -68,8 +68,11 @@ ckks::Ciphertext CompiledLinear::apply(const ckks::Evaluator& eval, const ckks::
   ckks::Ciphertext in = x;
   eval.drop_to_level_inplace(in, input_level);
   ckks::Ciphertext y = transform.apply(eval, in);
-  rescale_to(eval, y, output_scale, "compiled linear layer");
+  // Rotate-and-sum before rescaling: each step adds up 2^k copies of the error already in
+  // y, and the product's scale (input scale x q_level) makes those ModDown errors ~2^-40
+  // of what they would be after the rescale, whose single rounding then comes last.
   for (long step : post_sum_steps) eval.add_inplace(y, eval.rotate(y, step));
+  rescale_to(eval, y, output_scale, "compiled linear layer");
   if (bias) eval.add_plain_inplace(y, *bias);
   return y;
 }
@@ -90,7 +93,7 @@ std::map<long, std::size_t> rotation_levels(const std::vector<const CompiledLine
   std::map<long, std::size_t> levels;
   for (const CompiledLinear* l : layers) {
     for (long step : l->transform.rotation_steps()) levels[step] = std::max(levels[step], l->input_level);
-    for (long step : l->post_sum_steps) levels[step] = std::max(levels[step], l->input_level - 1);
+    for (long step : l->post_sum_steps) levels[step] = std::max(levels[step], l->input_level);
   }
   return levels;
 }

@@ -30,7 +30,7 @@ struct CompiledLinear {
   ckks::LinearTransform transform;
   std::optional<ckks::Plaintext> bias;
   Layout in, out;
-  std::vector<long> post_sum_steps;  // rotate-and-sum after rescaling (SlotLinearMap)
+  std::vector<long> post_sum_steps;  // rotate-and-sum before rescaling (SlotLinearMap)
 
   // Drops x to input_level, applies the transform, rescales, rotates and sums, adds the bias.
   ckks::Ciphertext apply(const ckks::Evaluator& eval, const ckks::Ciphertext& x) const;

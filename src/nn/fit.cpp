@@ -46,8 +46,14 @@ void check_value_limit(const FitReport& report, double value_limit, double headr
 
 }  // namespace
 
-FitReport fit(PatchCNN& model, const std::vector<Tensor>& images, double value_limit, double headroom_factor) {
+namespace {
+
+// One float64 pass over the images recording every range; with refit_l2, the L2
+// polynomial is fitted on the pass's embeddings before the normalised ones are recorded.
+FitReport record_ranges(PatchCNN& model, const std::vector<Tensor>& images, bool refit_l2, double value_limit,
+                        double headroom_factor) {
   model.validate();
+  if (images.empty()) throw std::invalid_argument("fit: no calibration images");
   RangeRecorder rec;
   const TensorObserver observe = [&rec](const std::string& point, const Tensor& t) { rec.note(point, t); };
   FitReport report;
@@ -58,8 +64,12 @@ FitReport fit(PatchCNN& model, const std::vector<Tensor>& images, double value_l
     rec.note("embedding", embeddings.back());
     ys.push_back(sum_of_squares(embeddings.back()));
   }
-  model.l2 = fit_l2_poly(ys);
-  for (const Tensor& e : embeddings) rec.note("normalized embedding", model.normalize(e));
+  // A classifier's output is its logits: no normalisation to fit or to record (its
+  // polynomial on logits could reach any size and fail the limit for nothing).
+  if (!model.classifier) {
+    if (refit_l2) model.l2 = fit_l2_poly(ys);
+    for (const Tensor& e : embeddings) rec.note("normalized embedding", model.normalize(e));
+  }
   report.ranges = rec.take();
   report.y_min = *std::min_element(ys.begin(), ys.end());
   report.y_max = *std::max_element(ys.begin(), ys.end());
@@ -72,6 +82,18 @@ FitReport fit(PatchCNN& model, const std::vector<Tensor>& images, double value_l
       })) / static_cast<double>(ys.size());
   check_value_limit(report, value_limit, headroom_factor);
   return report;
+}
+
+}  // namespace
+
+FitReport fit(PatchCNN& model, const std::vector<Tensor>& images, double value_limit, double headroom_factor) {
+  return record_ranges(model, images, true, value_limit, headroom_factor);
+}
+
+FitReport measure_ranges(const PatchCNN& model, const std::vector<Tensor>& images, double value_limit,
+                         double headroom_factor) {
+  PatchCNN copy = model;  // record_ranges leaves l2 alone without refit_l2
+  return record_ranges(copy, images, false, value_limit, headroom_factor);
 }
 
 FitReport fit(const Graph& graph, const std::vector<Tensor>& inputs, double value_limit, double headroom_factor) {

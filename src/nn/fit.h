@@ -23,10 +23,17 @@ struct FitReport {
   double max_abs() const;            // largest |value| anywhere
 };
 
-// Fits model.l2 on the images and reports the ranges. Throws std::invalid_argument if a
-// value is not finite, or if max |value| * headroom_factor exceeds `value_limit` (pass
-// the largest magnitude the chosen parameters decrypt correctly, e.g. q_0 / (2 scale)).
+// Fits model.l2 on the images (not for a classifier) and reports the ranges. Throws
+// std::invalid_argument if a value is not finite, or if max |value| * headroom_factor
+// exceeds `value_limit` (pass the largest magnitude the chosen parameters decrypt
+// correctly, e.g. q_0 / (2 scale)).
 FitReport fit(PatchCNN& model, const std::vector<Tensor>& images, double value_limit, double headroom_factor = 4.0);
+
+// The ranges of a fitted model on these images, its L2 polynomial unchanged (l2_domain_*
+// and fraction_outside then say how well the images match the statistics it was fitted
+// on): what `pfhe compile` checks a model file with.
+FitReport measure_ranges(const PatchCNN& model, const std::vector<Tensor>& images, double value_limit,
+                         double headroom_factor = 4.0);
 
 // The same for a model graph (nn/graph.h): one range per node (named by the node), and
 // std::invalid_argument when a PolynomialActivation's input leaves the domain it was

@@ -2,9 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <optional>
 #include <stdexcept>
 #include <string>
+
+#include "nn/fit.h"
+#include "nn/noise_estimate.h"
 
 namespace pfhe::nn {
 
@@ -60,6 +64,60 @@ ckks::ParameterSpec choose_parameters(std::size_t levels, int scale_bits, int ba
 }
 
 ckks::ParameterSpec parameters_for(const PatchCNN& model) { return choose_parameters(required_levels(model)); }
+
+namespace {
+std::string bits_message(const char* format, double target, double margin, double estimated, int scale_bits) {
+  char text[200];
+  std::snprintf(text, sizeof text, format, target, margin, estimated, scale_bits);
+  return text;
+}
+}  // namespace
+
+double output_bound(const PatchCNN& model, const FitReport& ranges) {
+  const std::string output = model.classifier ? "embedding" : "normalized embedding";
+  const auto it = std::find_if(ranges.ranges.begin(), ranges.ranges.end(),
+                               [&](const LayerRange& r) { return r.name == output; });
+  if (it == ranges.ranges.end()) throw std::logic_error("output_bound: the ranges do not include the model output");
+  // A match score, |p - g|^2 - T for embeddings of norm ~1, stays near 4 in magnitude.
+  return model.classifier ? it->max_abs : std::max(it->max_abs, 4.0);
+}
+
+PrecisionChoice parameters_for_precision(const PatchCNN& model, const std::vector<Tensor>& images, double target_bits,
+                                         double margin_bits) {
+  if (!(target_bits > 0 && target_bits <= 40) || !(margin_bits >= 0))
+    throw std::invalid_argument("precision target must be in (0, 40] bits");
+  const double max_abs = output_bound(model, measure_ranges(model, images, kIntermediateLimit));
+  const std::size_t levels = required_levels(model);
+  const auto at = [&](int scale_bits) {
+    PrecisionChoice c;
+    c.scale_bits = scale_bits;
+    c.base_bits = base_bits_for_range(max_abs, scale_bits);
+    c.spec = choose_parameters(levels, scale_bits, c.base_bits);
+    c.estimated_bits =
+        estimate_precision(model, images, std::size_t{1} << c.spec.log_n, std::ldexp(1.0, scale_bits)).bits();
+    return c;
+  };
+  const double wanted = target_bits + margin_bits;
+  // About one bit of precision per bit of scale: start from the guess a 40-bit scale gives,
+  // then walk to the smallest scale that reaches the target.
+  const PrecisionChoice reference = at(40);
+  int s = std::clamp(static_cast<int>(std::ceil(40 + wanted - reference.estimated_bits)), kMinScaleBits, kMaxScaleBits);
+  PrecisionChoice c = s == 40 ? reference : at(s);
+  while (c.estimated_bits < wanted) {
+    if (s == kMaxScaleBits)
+      throw std::invalid_argument(bits_message("precision target of %.1f bits (+%.1f margin) not reachable: %.1f bits "
+                                               "estimated at the largest scale, 2^%d",
+                                               target_bits, margin_bits, c.estimated_bits, kMaxScaleBits));
+    c = at(++s);
+  }
+  while (s > kMinScaleBits) {
+    const PrecisionChoice smaller = at(s - 1);
+    if (smaller.estimated_bits < wanted) break;
+    c = smaller;
+    --s;
+  }
+  return c;
+}
 
 CompileTarget compile_target(const PatchCNN& model, const ckks::Parameters& params) {
   const std::size_t levels = required_levels(model);

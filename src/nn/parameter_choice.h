@@ -29,6 +29,31 @@ ckks::ParameterSpec choose_parameters(std::size_t levels, int scale_bits = 40, i
 // The parameters `pfhe compile` chooses for a model: choose_parameters(required_levels(model)).
 ckks::ParameterSpec parameters_for(const PatchCNN& model);
 
+// The largest |value| that reaches level 0, where q_0 alone must hold it: the model's output
+// (logits, or the normalised embedding and a match score ~4 for embeddings), from ranges
+// measured on calibration images (nn/fit.h). A value at level l >= 1 has q_0 q_1 ... q_l
+// to fit in, at least 2^49 times its scale: kIntermediateLimit, what the ranges are checked
+// against (with nn::fit's headroom factor).
+inline constexpr double kIntermediateLimit = 562949953421312.0;  // 2^49
+struct FitReport;
+double output_bound(const PatchCNN& model, const FitReport& ranges);
+
+// Parameters from a precision target (`pfhe compile --precision-bits B`): the smallest
+// scale in [kMinScaleBits, kMaxScaleBits] whose estimated precision (nn/noise_estimate.h)
+// on `images` reaches target_bits + margin_bits, q_0 from the images' value range
+// (output_bound, base_bits_for_range), then the ring as choose_parameters does. The margin covers the
+// estimate's error (within a bit of measured runs, docs/STATUS.md). Throws
+// std::invalid_argument when the target is out of (0, 40] or no scale reaches it.
+inline constexpr int kMinScaleBits = 30;  // enough NTT-friendly primes for every ring
+inline constexpr int kMaxScaleBits = 49;  // scaling primes stay below the IFMA limit 2^50
+struct PrecisionChoice {
+  ckks::ParameterSpec spec;
+  int scale_bits = 0, base_bits = 0;
+  double estimated_bits = 0;
+};
+PrecisionChoice parameters_for_precision(const PatchCNN& model, const std::vector<Tensor>& images, double target_bits,
+                                         double margin_bits = 1.0);
+
 // Where a PatchCNN is compiled (by `pfhe compile`, and by every server, stage and test that
 // must agree with its artefact and client spec): inputs encrypted at level
 // required_levels(model), at the parameters' default scale. Throws std::invalid_argument
