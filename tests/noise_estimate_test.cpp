@@ -23,20 +23,25 @@ PatchCNN reduced_model() {
   return make_synthetic_patch_cnn(test::reduced_backbone_shape(), 2, 8, 16, 13, synthetic_images(128, {3, 16, 16}, 5));
 }
 
-// Relative error of the encrypted normalised embedding of `image` (nn::precision_of).
-double encrypted_relative_error(const PatchCNN& model, const ckks::Context& ctx, const Tensor& image) {
+// Largest relative error of the encrypted normalised embeddings of `images` (four lanes,
+// one lane group; nn::precision_of).
+double encrypted_relative_error(const PatchCNN& model, const ckks::Context& ctx, const std::vector<Tensor>& images) {
   const ckks::Encoder enc(ctx);
   const double scale = ctx.params().default_scale();
   const std::size_t level = ctx.params().max_level();
   const CompiledPatchCNN compiled = CompiledPatchCNN::compile(model, enc, level, scale, SIZE_MAX, 4);
   const test::ModelKeys keys(ctx, compiled.rotation_levels());
-  std::vector<Tensor> patches;
-  for (std::size_t p = 0; p < compiled.patches(); ++p) patches.push_back(model.patch(image, p));
-  const auto slots = pack_patch_groups(patches, compiled.input_layout()).front();
-  const ckks::Ciphertext head = compiled.group(0).run(keys.eval, keys.encryptor.encrypt(enc.encode(slots, level, scale)));
-  const ckks::Ciphertext out = compiled.normalize(keys.eval, compiled.aggregate(keys.eval, {head}));
-  const Tensor got = unpack(enc.decode_real(keys.decryptor.decrypt(out)), compiled.embedding_layout());
-  return precision_of(got, model.normalized(image)).relative;
+  double worst = 0;
+  for (const Tensor& image : images) {
+    std::vector<Tensor> patches;
+    for (std::size_t p = 0; p < compiled.patches(); ++p) patches.push_back(model.patch(image, p));
+    const auto slots = pack_patch_groups(patches, compiled.input_layout()).front();
+    const ckks::Ciphertext in = keys.encryptor.encrypt(enc.encode(slots, level, scale));
+    const ckks::Ciphertext out = compiled.normalize(keys.eval, compiled.aggregate(keys.eval, {compiled.group(0).run(keys.eval, in)}));
+    const Tensor got = unpack(enc.decode_real(keys.decryptor.decrypt(out)), compiled.embedding_layout());
+    worst = std::max(worst, precision_of(got, model.normalized(image)).relative);
+  }
+  return worst;
 }
 
 }  // namespace
@@ -59,20 +64,18 @@ TEST(NoiseEstimate, RoundingNoiseFollowsRingAndScale) {
 
 // The estimate against the encrypted pipeline (four lanes, normalisation included) at a
 // ring whose layers rotate-and-sum many copies. Regression: those sums ran after the
-// rescale and added up the copies' rounding errors (2.1 bits worse than estimated at
-// N = 2^16 for the CLI's reduced model); they now run before it.
+// rescale and added up the copies' rounding errors (measured 17.3 bits here against 19.4
+// estimated; 2.1 bits lost at N = 2^16 by the CLI's reduced model); they now run before
+// it (measured 19.0 in two runs).
 TEST(NoiseEstimate, MatchesEncryptedRuns) {
   const PatchCNN model = reduced_model();
-  const auto images = synthetic_images(2, {3, 16, 16}, 99);
-  for (const int scale_bits : {30, 36}) {
-    const ckks::Context ctx(test::small_params(13, 28, 0, scale_bits));
-    double measured = 0;
-    for (const Tensor& image : images) measured = std::max(measured, encrypted_relative_error(model, ctx, image));
-    const double estimated = estimate_precision(model, images, ctx.n(), ctx.params().default_scale()).relative;
-    std::printf("N = 2^13, scale 2^%d: measured %.2f bits, estimated %.2f bits\n", scale_bits, -std::log2(measured),
-                -std::log2(estimated));
-    EXPECT_NEAR(std::log2(measured), std::log2(estimated), 1.0) << "scale 2^" << scale_bits;
-  }
+  const auto images = synthetic_images(3, {3, 16, 16}, 99);
+  const ckks::Context ctx(test::small_params(14, 28, 0, 36));
+  const double measured = encrypted_relative_error(model, ctx, images);
+  const double estimated = estimate_precision(model, images, ctx.n(), ctx.params().default_scale()).relative;
+  std::printf("N = 2^14, scale 2^36: measured %.2f bits, estimated %.2f bits\n", -std::log2(measured),
+              -std::log2(estimated));
+  EXPECT_NEAR(std::log2(measured), std::log2(estimated), 1.0);
 }
 
 TEST(ParametersForPrecision, PicksTheSmallestScaleThatReachesTheTarget) {

@@ -17,13 +17,19 @@ class RangeRecorder {
       if (!std::isfinite(v)) throw std::invalid_argument("fit: non-finite value at " + name);
       m = std::max(m, std::fabs(v));
     }
-    auto it = std::find_if(ranges_.begin(), ranges_.end(), [&](const LayerRange& r) { return r.name == name; });
-    if (it == ranges_.end()) ranges_.push_back({name, m});
-    else it->max_abs = std::max(it->max_abs, m);
+    note(name, m);
+  }
+  void merge(const RangeRecorder& other) {
+    for (const LayerRange& r : other.ranges_) note(r.name, r.max_abs);
   }
   std::vector<LayerRange> take() { return std::move(ranges_); }
 
  private:
+  void note(const std::string& name, double m) {
+    auto it = std::find_if(ranges_.begin(), ranges_.end(), [&](const LayerRange& r) { return r.name == name; });
+    if (it == ranges_.end()) ranges_.push_back({name, m});
+    else it->max_abs = std::max(it->max_abs, m);
+  }
   std::vector<LayerRange> ranges_;
 };
 
@@ -54,15 +60,26 @@ FitReport record_ranges(PatchCNN& model, const std::vector<Tensor>& images, bool
                         double headroom_factor) {
   model.validate();
   if (images.empty()) throw std::invalid_argument("fit: no calibration images");
+  // Images in parallel, one recorder each, merged in image order (the same report).
+  struct Pass {
+    RangeRecorder ranges;
+    Tensor embedding;
+  };
+  std::vector<Pass> passes = parallel_map(images, [&](const Tensor& img) {
+    Pass pass;
+    const TensorObserver observe = [&](const std::string& point, const Tensor& t) { pass.ranges.note(point, t); };
+    pass.embedding = model.head_bn.forward(model.head.forward(model.features(img, &observe)));
+    pass.ranges.note("embedding", pass.embedding);
+    return pass;
+  });
   RangeRecorder rec;
-  const TensorObserver observe = [&rec](const std::string& point, const Tensor& t) { rec.note(point, t); };
   FitReport report;
   std::vector<Tensor> embeddings;
   std::vector<double> ys;
-  for (const auto& img : images) {
-    embeddings.push_back(model.head_bn.forward(model.head.forward(model.features(img, &observe))));
-    rec.note("embedding", embeddings.back());
-    ys.push_back(sum_of_squares(embeddings.back()));
+  for (Pass& pass : passes) {
+    rec.merge(pass.ranges);
+    ys.push_back(sum_of_squares(pass.embedding));
+    embeddings.push_back(std::move(pass.embedding));
   }
   // A classifier's output is its logits: no normalisation to fit or to record (its
   // polynomial on logits could reach any size and fail the limit for nothing).

@@ -1,7 +1,9 @@
 #include "nn/noise_estimate.h"
 
 #include <cmath>
+#include <algorithm>
 #include <map>
+#include <numeric>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -63,24 +65,29 @@ PrecisionEstimate estimate_precision(const PatchCNN& model, const std::vector<Te
   const double sigma = rounding_noise(ring_degree, scale);
   const double fresh = 3.2 * std::sqrt(static_cast<double>(ring_degree) / 2) / scale;
   const NoisePlan plan = noise_plan(model, sigma);
-  std::mt19937_64 rng(seed);
-  const TensorObserver perturb = [&](const std::string& point, Tensor& t) {
-    if (const auto it = plan.find(point); it != plan.end()) add_noise(t, it->second, rng);
-  };
-  PrecisionEstimate estimate;
-  for (const Tensor& image : images) {
-    Tensor noisy_image = image;
+  std::vector<std::size_t> indices(images.size());
+  std::iota(indices.begin(), indices.end(), std::size_t{0});
+  // Images in parallel, each with its own generator (seed + index): the same estimate for
+  // any thread count.
+  const std::vector<double> errors = parallel_map(indices, [&](std::size_t i) {
+    std::mt19937_64 rng(seed + i);
+    const TensorObserver perturb = [&](const std::string& point, Tensor& t) {
+      if (const auto it = plan.find(point); it != plan.end()) add_noise(t, it->second, rng);
+    };
+    Tensor noisy_image = images[i];
     add_noise(noisy_image, {fresh}, rng);
     Tensor noisy = model.head_bn.forward(model.head.forward(model.features(noisy_image, &perturb)));
     add_noise(noisy, {std::sqrt(static_cast<double>(model.backbones.size())) * sigma}, rng);
-    Tensor exact = model.embedding(image);
+    Tensor exact = model.embedding(images[i]);
     if (!model.classifier) {
       noisy = model.normalize(std::move(noisy));
       add_noise(noisy, {std::sqrt(2.0) * sigma}, rng);
       exact = model.normalize(std::move(exact));
     }
-    estimate.relative = std::max(estimate.relative, precision_of(noisy, exact).relative);
-  }
+    return precision_of(noisy, exact).relative;
+  });
+  PrecisionEstimate estimate;
+  estimate.relative = *std::max_element(errors.begin(), errors.end());
   return estimate;
 }
 
