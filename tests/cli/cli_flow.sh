@@ -58,6 +58,13 @@ grep -q '"executor": "seq"' seq.json || fail "no JSON report"
 "$pfhe" compile --model model.pfhm --out-dir plan --lanes 2 --plan-only
 [ ! -e plan/model.pfhc ] || fail "plan-only compile wrote an artefact"
 cmp plan/client.json srv/client.json || fail "plan-only client spec differs from the compiled one"
+# A precision target picks a smaller scale than the default 2^40; targets beyond reach
+# or out of range are refused.
+"$pfhe" compile --model model.pfhm --out-dir plan12 --plan-only --precision-bits 12 2> compile12.txt
+grep -Eq "scale=2\^3[0-9]($|[^0-9])" compile12.txt || { cat compile12.txt; fail "--precision-bits 12 did not choose a 30-39 bit scale"; }
+grep -q "estimated precision of the encrypted output" compile12.txt || fail "compile prints no precision estimate"
+expect_error "not reachable" "$pfhe" compile --model model.pfhm --out-dir plan39 --plan-only --precision-bits 39
+expect_error "precision-bits" "$pfhe" compile --model model.pfhm --out-dir plan41 --plan-only --precision-bits 41
 lazy=(--params srv/params.pfhe --model model.pfhm --eval-keys eval.keys --lanes 2)
 "$pfhe" infer "${lazy[@]}" --input alice.cts --out alice.lazy.ct --executor fork --workers 2 2> lazy-progress.txt
 grep -q "compiled when its task runs" lazy-progress.txt || { cat lazy-progress.txt; fail "no lazy-mode notice"; }
