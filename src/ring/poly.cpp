@@ -1,6 +1,7 @@
 #include "ring/poly.h"
 
 #include <malloc.h>
+#include <sys/mman.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -24,6 +25,25 @@ constexpr std::size_t kMaxCachedWords = std::size_t{1} << 28;
 PoolState& pool() {
   static PoolState* state = new PoolState;  // never destroyed: usable during static teardown
   return *state;
+}
+// Large buffers ask for transparent huge pages over the 2 MiB blocks that lie wholly
+// inside them (the ends keep small pages: no memory is added and the allocator's layout
+// is unchanged): one page fault per 2 MiB instead of per 4 KiB. Measured on a backbone
+// lane group (pfhe_backbone_bench, THP in madvise mode): system time of the run 3.1 ->
+// 1.7-1.9 s, 6.9 of its 12.5 GB in huge pages; the wall-clock gain (~2 %) is within this
+// machine's run-to-run noise, and microbenchmarks with warm buffers show none.
+constexpr std::uintptr_t kHugePage = std::uintptr_t{1} << 21;
+
+std::uint64_t* allocate(std::size_t bytes) {
+  bytes = (bytes + 63) / 64 * 64;
+  void* ptr = std::aligned_alloc(64, bytes);
+  if (!ptr) throw std::bad_alloc();
+  const auto begin = (reinterpret_cast<std::uintptr_t>(ptr) + kHugePage - 1) & ~(kHugePage - 1);
+  const auto end = (reinterpret_cast<std::uintptr_t>(ptr) + bytes) & ~(kHugePage - 1);
+  // Advice only: without huge pages (or with THP off) the buffer keeps small pages, so the
+  // result is not checked.
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+  return static_cast<std::uint64_t*>(ptr);
 }
 }  // namespace
 
@@ -60,10 +80,7 @@ std::uint64_t* BufferPool::acquire(std::size_t words, std::size_t& capacity) {
     }
   }
   for (std::uint64_t* ptr : stale) std::free(ptr);
-  const std::size_t bytes = (words * sizeof(std::uint64_t) + 63) / 64 * 64;
-  void* ptr = std::aligned_alloc(64, bytes);
-  if (!ptr) throw std::bad_alloc();
-  return static_cast<std::uint64_t*>(ptr);
+  return allocate(words * sizeof(std::uint64_t));
 }
 
 void BufferPool::release(std::uint64_t* ptr, std::size_t words) {
