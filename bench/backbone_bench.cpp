@@ -6,8 +6,11 @@
 // ciphertext, the most CryptoFace's 16x32x32 stem output leaves room for; --lanes 1 is
 // one backbone alone.
 //   pfhe_backbone_bench [--dry-run] [--budget-gb G] [--lanes L] [--special-primes K]
+//                       [--ring-switch-after B [--half-special-primes K']]
 // Parameters: those `pfhe compile` chooses for CryptoFaceNet (depth 28); --special-primes
 // replaces the special-prime count (50-bit primes) to compare key-switching costs.
+// --ring-switch-after B runs the blocks after block B (1-5) in the half ring N = 2^15 with
+// K' (default 4) of the special primes (ckks/ring_switch.h; experimental).
 // --dry-run stops after compiling and prints the key set it would generate.
 #include <omp.h>
 
@@ -16,11 +19,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <string>
 
 #include "ckks/encryptor.h"
 #include "ckks/keygen.h"
+#include "ckks/ring_switch.h"
 #include "ring/poly.h"
 #include "nn/compiled_backbone.h"
 #include "nn/linear_map.h"
@@ -45,14 +50,21 @@ int run(int argc, char** argv) {
   double budget_gb = 4;
   std::size_t lanes = 2;
   std::size_t special_primes = 0;  // 0: what pfhe compile chooses for CryptoFaceNet (nn::choose_parameters)
+  std::size_t switch_after = 0, half_special_primes = 4;  // 0: no ring switch
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--dry-run")) dry_run = true;
     else if (!std::strcmp(argv[i], "--budget-gb") && i + 1 < argc) budget_gb = std::stod(argv[++i]);
     else if (!std::strcmp(argv[i], "--lanes") && i + 1 < argc) lanes = std::stoul(argv[++i]);
     else if (!std::strcmp(argv[i], "--special-primes") && i + 1 < argc && std::atoi(argv[i + 1]) > 0)
       special_primes = static_cast<std::size_t>(std::atoi(argv[++i]));  // Parameters::create checks the rest
+    else if (!std::strcmp(argv[i], "--ring-switch-after") && i + 1 < argc && std::atoi(argv[i + 1]) >= 1 &&
+             std::atoi(argv[i + 1]) <= 5)
+      switch_after = static_cast<std::size_t>(std::atoi(argv[++i]));
+    else if (!std::strcmp(argv[i], "--half-special-primes") && i + 1 < argc && std::atoi(argv[i + 1]) > 0)
+      half_special_primes = static_cast<std::size_t>(std::atoi(argv[++i]));
     else {
-      std::fprintf(stderr, "usage: pfhe_backbone_bench [--dry-run] [--budget-gb G] [--lanes 1|2] [--special-primes K]\n");
+      std::fprintf(stderr, "usage: pfhe_backbone_bench [--dry-run] [--budget-gb G] [--lanes 1|2] [--special-primes K] "
+                           "[--ring-switch-after 1-5 [--half-special-primes K]]\n");
       return 2;
     }
   }
@@ -86,8 +98,21 @@ int run(int argc, char** argv) {
     model_ptrs.push_back(&models[l]);
     head_ptrs.push_back(&heads[l]);
   }
-  const nn::CompiledBackbone compiled =
-      nn::CompiledBackbone::compile(model_ptrs, enc, patch, 28, scale, head_ptrs, lanes, budget);
+  // The half ring starts at the switch block's output level: conv0 takes one level, each
+  // block four.
+  const std::size_t switch_level = switch_after ? 27 - 4 * switch_after : 0;
+  std::optional<ckks::Context> half_ctx, switch_ctx;
+  std::optional<ckks::Encoder> half_enc;
+  if (switch_after) {
+    half_ctx.emplace(ckks::half_ring_parameters(ctx.params(), switch_level, half_special_primes));
+    switch_ctx.emplace(ckks::switch_key_parameters(ctx.params(), switch_level, half_special_primes));
+    half_enc.emplace(*half_ctx);
+    std::printf("half ring after block %zu: %s\n", switch_after, half_ctx->params().describe().c_str());
+  }
+  const nn::RingSwitchPlan plan{half_enc ? *half_enc : enc, switch_after - 1};
+  const nn::CompiledBackbone compiled = nn::CompiledBackbone::compile(model_ptrs, enc, patch, 28, scale, head_ptrs, lanes,
+                                                                      budget, nn::Compilation::kFull,
+                                                                      switch_after ? &plan : nullptr);
   std::printf("compile: %.1f s, depth %zu, diagonals held %.2f GB (budget %.1f GB)\n", seconds_since(t),
               compiled.depth(), compiled.plaintext_bytes() / 1e9, budget_gb);
   const auto levels = compiled.rotation_levels();
@@ -95,6 +120,8 @@ int run(int argc, char** argv) {
   for (const auto& [step, level] : levels)
     key_bytes += static_cast<double>(ctx.params().digits_at(level)) * 2 * (level + 1 + ctx.ring_p().size()) * ctx.n() * 8;
   std::printf("rotation keys: %zu steps, %.2f GB in memory at their levels\n", levels.size(), key_bytes / 1e9);
+  const auto half_levels = compiled.half_ring_rotation_levels();
+  if (half_ctx) std::printf("half-ring rotation keys: %zu steps\n", half_levels.size());
   if (dry_run) {
     // The artefact round trip is measured here only: holding a second copy next to the
     // evaluation keys would not fit the 24 GB machine.
@@ -117,21 +144,41 @@ int run(int argc, char** argv) {
   std::printf("keygen: %.1f s, evaluation keys %.2f GB\n", seconds_since(t), (gk.byte_size() + rlk.byte_size()) / 1e9);
   const ckks::Evaluator eval(ctx, &rlk, &gk);
   const ckks::Encryptor encryptor(ctx, kg.secret_key());
-  const ckks::Decryptor decryptor(ctx, kg.secret_key());
+  // The half ring's own secret, keys and switch key (what a client would make too).
+  std::optional<ckks::KeyGenerator> half_kg;
+  std::optional<ckks::RelinKey> half_rlk;
+  std::optional<ckks::GaloisKeys> half_gk;
+  std::optional<ckks::SwitchingKey> switch_key;
+  std::optional<ckks::Evaluator> half_eval;
+  std::optional<nn::HalfRingEvaluation> half;
+  if (half_ctx) {
+    t = std::chrono::steady_clock::now();
+    half_kg.emplace(*half_ctx);
+    half_rlk = half_kg->create_relin_key();
+    half_gk = half_kg->create_galois_keys(half_levels);
+    switch_key = ckks::create_ring_switch_key(*switch_ctx, kg.secret_key(), *half_ctx, half_kg->secret_key());
+    half_eval.emplace(*half_ctx, &*half_rlk, &*half_gk);
+    half.emplace(nn::HalfRingEvaluation{*switch_ctx, *switch_key, *half_eval});
+    std::printf("half-ring keygen: %.1f s, evaluation keys %.2f GB + switch key %.2f GB\n", seconds_since(t),
+                (half_gk->byte_size() + half_rlk->byte_size()) / 1e9, switch_key->byte_size() / 1e9);
+  }
+  const ckks::Context& out_ctx = half_ctx ? *half_ctx : ctx;
+  const ckks::Decryptor decryptor(out_ctx, half_kg ? half_kg->secret_key() : kg.secret_key());
+  const ckks::Encoder& out_enc = half_enc ? *half_enc : enc;
   const std::vector<nn::Tensor> images = nn::synthetic_images(lanes, patch, 77);
   const ckks::Ciphertext in = encryptor.encrypt(enc.encode(nn::pack_lanes(images, compiled.input_layout()), 28, scale));
   omp_set_num_threads(1);  // the backbone figure is for one core; compile and keygen use both
   t = std::chrono::steady_clock::now();
   const runtime::CpuSeconds cpu_before = cpu_seconds();
   std::vector<nn::CompiledBackbone::StepTiming> steps;
-  const ckks::Ciphertext out = compiled.run(eval, in, &steps);
+  const ckks::Ciphertext out = compiled.run(eval, in, &steps, half ? &*half : nullptr);
   const double run_s = seconds_since(t);
   const runtime::CpuSeconds cpu_after = cpu_seconds();
   std::printf("  %-16s %5s %8s %9s %6s %6s %4s\n", "step", "level", "seconds", "diagonals", "baby", "giant", "sum");
   for (const auto& s : steps)
     std::printf("  %-16s %5zu %8.2f %9zu %6zu %6zu %4zu\n", s.name.c_str(), s.level, s.seconds, s.diagonals,
                 s.baby_rotations, s.giant_rotations, s.sum_rotations);
-  const nn::Tensor got = nn::unpack(enc.decode_real(decryptor.decrypt(out)), compiled.output_layout());
+  const nn::Tensor got = nn::unpack(out_enc.decode_real(decryptor.decrypt(out)), compiled.output_layout());
   nn::Tensor want = heads[0].forward(models[0].forward(images[0]));  // the lanes' head outputs, summed
   for (std::size_t l = 1; l < lanes; ++l) {
     const nn::Tensor h = heads[l].forward(models[l].forward(images[l]));

@@ -7,6 +7,7 @@
 #include <string>
 #include <type_traits>
 
+#include "ckks/ring_switch.h"
 #include "ckks/serialization.h"
 #include "nn/linear_map.h"
 
@@ -141,22 +142,41 @@ auto per_lane(const std::vector<const Backbone*>& models, F&& f) {
   return out;
 }
 
+// The layout a block output keeps after the switch to the half ring: the first half of its
+// slots, which hold the first half of its replicas (nn/layout.h: copies follow each other
+// per lane), so the data needs no moving.
+Layout half_ring_layout(const Layout& big, const ckks::Context& half, std::size_t level) {
+  if (half.max_level() != level)
+    throw std::invalid_argument("compile: the half ring starts at level " + std::to_string(half.max_level()) +
+                                ", the switch happens at level " + std::to_string(level));
+  if (big.rotated || !big.cyclic() || big.replicas < 2 || half.n() / 2 != big.slots / 2)
+    throw std::invalid_argument("compile: a ring switch needs a fully replicated layout with at least two copies "
+                                "and a half ring of half the slots");
+  Layout out = big;
+  out.slots = big.slots / 2;
+  out.replicas = big.replicas / 2;
+  out.validate();
+  return out;
+}
+
 }  // namespace
 
-CompiledBackbone CompiledBackbone::compile(const std::vector<const Backbone*>& models, const ckks::Encoder& enc,
+CompiledBackbone CompiledBackbone::compile(const std::vector<const Backbone*>& models, const ckks::Encoder& big_encoder,
                                            const Shape& patch, std::size_t input_level, double scale,
                                            const std::vector<const Linear*>& heads, std::size_t lanes,
-                                           std::size_t plaintext_budget, Compilation mode) {
+                                           std::size_t plaintext_budget, Compilation mode,
+                                           const RingSwitchPlan* ring_switch) {
   if (models.empty() || models.size() > lanes) throw std::invalid_argument("compile: 1 to `lanes` backbones per group");
   if (!heads.empty() && heads.size() != models.size()) throw std::invalid_argument("compile: one head block per backbone");
   if (heads.empty() && lanes > 1) throw std::invalid_argument("compile: lane groups need head blocks (they are summed)");
   check_same_architecture(models);
-  const std::size_t slots = enc.context().n() / 2;
+  const ckks::Encoder* enc = &big_encoder;  // the half ring's after a switch
+  std::size_t slots = enc->context().n() / 2;
   CompiledBackbone cb;
   Layout layout = with_full_replication(Layout{patch, 1, slots, 1, lanes});
   std::size_t level = input_level;
   Layout out = conv_output_layout(models.front()->conv0, layout);
-  cb.conv0_ = make_linear(enc, mode, lower_conv(per_lane(models, [](const Backbone& m, std::size_t) { return m.conv0; }), layout, out),
+  cb.conv0_ = make_linear(*enc, mode, lower_conv(per_lane(models, [](const Backbone& m, std::size_t) { return m.conv0; }), layout, out),
                           layout, out, level, scale, scale);
   layout = out;
   --level;
@@ -164,7 +184,7 @@ CompiledBackbone CompiledBackbone::compile(const std::vector<const Backbone*>& m
   for (std::size_t bi = 0; bi < models.front()->blocks.size(); ++bi) {
     const auto block = [&](std::size_t l) -> const HerPNConvBlock& { return models[l]->blocks[bi]; };
     CompiledQuadratic h1 = make_herpn(
-        enc, mode, per_lane(models, [&](const Backbone&, std::size_t l) { return &block(l).herpn1; }), layout, level, scale, w2);
+        *enc, mode, per_lane(models, [&](const Backbone&, std::size_t l) { return &block(l).herpn1; }), layout, level, scale, w2);
     const Layout z_layout = layout;
     const std::size_t z_level = level - 1;
     const double z_scale = h1.output_scale;
@@ -179,14 +199,14 @@ CompiledBackbone CompiledBackbone::compile(const std::vector<const Backbone*>& m
     // four out) gains 1.2 s, blocks 3 and 5 (stride 1) 0.9 s and 2.0 s.
     Layout h_layout = conv_output_layout(conv1.front(), z_layout);
     if (conv1.front().stride == 1 || z_layout.replicas > 1) h_layout = with_rotated_replicas(h_layout);
-    CompiledLinear c1 = make_linear(enc, mode, lower_conv(conv1, z_layout, h_layout), z_layout, h_layout, z_level, z_scale, scale);
+    CompiledLinear c1 = make_linear(*enc, mode, lower_conv(conv1, z_layout, h_layout), z_layout, h_layout, z_level, z_scale, scale);
     CompiledQuadratic h2 = make_herpn(
-        enc, mode, per_lane(models, [&](const Backbone&, std::size_t l) { return &block(l).herpn2; }), h_layout, z_level - 1,
+        *enc, mode, per_lane(models, [&](const Backbone&, std::size_t l) { return &block(l).herpn2; }), h_layout, z_level - 1,
         scale, w2);
     const auto conv2 = per_lane(models, [&](const Backbone&, std::size_t l) { return fold_input_scale(block(l).conv2, w2[l]); });
     const Layout m_layout = conv_output_layout(conv2.front(), h_layout);
     CompiledLinear c2 =
-        make_linear(enc, mode, lower_conv(conv2, h_layout, m_layout), h_layout, m_layout, z_level - 2, h2.output_scale, scale);
+        make_linear(*enc, mode, lower_conv(conv2, h_layout, m_layout), h_layout, m_layout, z_level - 2, h2.output_scale, scale);
     // The shortcut reads z (three levels up) and lands where conv2 lands.
     SlotLinearMap shortcut_map;
     if (block(0).shortcut_conv) {
@@ -203,22 +223,30 @@ CompiledBackbone CompiledBackbone::compile(const std::vector<const Backbone*>& m
           }),
           z_layout);
     }
-    CompiledLinear s = make_linear(enc, mode, shortcut_map, z_layout, m_layout, z_level - 2, z_scale, scale);
+    CompiledLinear s = make_linear(*enc, mode, shortcut_map, z_layout, m_layout, z_level - 2, z_scale, scale);
     cb.blocks_.push_back({std::move(h1), std::move(c1), std::move(h2), std::move(c2), std::move(s)});
     layout = m_layout;
     level = z_level - 3;
+    if (ring_switch && bi == ring_switch->after_block) {
+      layout = half_ring_layout(layout, ring_switch->half_encoder.context(), level);
+      enc = &ring_switch->half_encoder;
+      slots = layout.slots;
+      cb.switch_after_ = bi;
+    }
   }
+  if (ring_switch && !cb.switches_ring())
+    throw std::invalid_argument("compile: no block " + std::to_string(ring_switch->after_block) + " to switch rings after");
   cb.pool_herpn_ = make_herpn(
-      enc, mode, per_lane(models, [](const Backbone& m, std::size_t) { return &m.pool_herpn; }), layout, level, scale, w2);
+      *enc, mode, per_lane(models, [](const Backbone& m, std::size_t) { return &m.pool_herpn; }), layout, level, scale, w2);
   const auto fused = per_lane(models, [&](const Backbone& m, std::size_t l) {
     return pool_head_linear(layout.shape, m.pool_size, w2[l], m.bn1d, heads.empty() ? nullptr : heads[l]);
   });
   const Layout head_layout = with_full_replication(Layout{{fused.front().out_features, 1, 1}, 1, slots});
-  cb.pool_head_ = make_linear(enc, mode, lower_linear(fused, layout, head_layout), layout, head_layout, level - 1,
+  cb.pool_head_ = make_linear(*enc, mode, lower_linear(fused, layout, head_layout), layout, head_layout, level - 1,
                               cb.pool_herpn_->output_scale, scale);
   if (mode == Compilation::kPlanOnly) return cb;
   auto layers = linear_layers_of(cb);
-  pre_encode_within_budget(enc.context(), {layers.begin(), layers.end()}, plaintext_budget);
+  pre_encode_within_budget({layers.begin(), layers.end()}, plaintext_budget);
   return cb;
 }
 
@@ -228,9 +256,22 @@ double CompiledBackbone::input_scale() const {
          conv0_->transform.diagonal_scale();
 }
 
+std::vector<const CompiledLinear*> CompiledBackbone::layers_in_ring(bool half) const {
+  std::vector<const CompiledLinear*> out;
+  if (!half) out.push_back(&*conv0_);
+  for (std::size_t i = 0; i < blocks_.size(); ++i)
+    if (half == (switches_ring() && i > switch_after_))
+      for (const CompiledLinear* l : {&blocks_[i].conv1, &blocks_[i].conv2, &blocks_[i].shortcut}) out.push_back(l);
+  if (half == switches_ring()) out.push_back(&*pool_head_);
+  return out;
+}
+
 std::map<long, std::size_t> CompiledBackbone::rotation_levels() const {
-  const auto layers = linear_layers_of(*this);
-  return nn::rotation_levels({layers.begin(), layers.end()});
+  return nn::rotation_levels(layers_in_ring(false));
+}
+
+std::map<long, std::size_t> CompiledBackbone::half_ring_rotation_levels() const {
+  return nn::rotation_levels(layers_in_ring(true));
 }
 
 std::size_t CompiledBackbone::plaintext_bytes() const {
@@ -240,12 +281,16 @@ std::size_t CompiledBackbone::plaintext_bytes() const {
   return bytes;
 }
 
-ckks::Ciphertext CompiledBackbone::run(const ckks::Evaluator& eval, const ckks::Ciphertext& patch,
-                                       std::vector<StepTiming>* timings) const {
+ckks::Ciphertext CompiledBackbone::run(const ckks::Evaluator& big_eval, const ckks::Ciphertext& patch,
+                                       std::vector<StepTiming>* timings, const HalfRingEvaluation* half) const {
+  if (switches_ring() != (half != nullptr))
+    throw std::invalid_argument(switches_ring() ? "run: this lane group switches rings and needs the half-ring keys"
+                                                : "run: this lane group does not switch rings");
+  const ckks::Evaluator* eval = &big_eval;
   // Runs one step and, when asked, records its name, input level and time.
   const auto step = [&](const std::string& name, const auto& op, const ckks::Ciphertext& x) {
     const auto start = std::chrono::steady_clock::now();
-    ckks::Ciphertext y = op.apply(eval, x);
+    ckks::Ciphertext y = op.apply(*eval, x);
     if (timings) {
       StepTiming t{name, x.level(), std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()};
       if constexpr (std::is_same_v<std::decay_t<decltype(op)>, CompiledLinear>) {
@@ -266,12 +311,21 @@ ckks::Ciphertext CompiledBackbone::run(const ckks::Evaluator& eval, const ckks::
     const ckks::Ciphertext h = step(name + "conv1", b.conv1, z);
     const ckks::Ciphertext main = step(name + "conv2", b.conv2, step(name + "herpn2", b.herpn2, h));
     x = step(name + "shortcut", b.shortcut, z);
-    eval.add_inplace(x, main);
+    eval->add_inplace(x, main);
+    if (switches_ring() && i == switch_after_) {
+      const auto start = std::chrono::steady_clock::now();
+      x = ckks::switch_to_half_ring(half->switch_context, half->evaluator.context(), half->switch_key, std::move(x));
+      eval = &half->evaluator;
+      if (timings)
+        timings->push_back({"ring switch", x.level(),
+                            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()});
+    }
   }
   return step("pool+head", *pool_head_, step("pool.herpn", *pool_herpn_, x));
 }
 
 void CompiledBackbone::save(ckks::ByteWriter& w) const {
+  if (switches_ring()) throw std::logic_error("compiled backbone: ring switching is not part of the model format yet");
   const ckks::Context& ctx = conv0_->transform.encoder_context();
   w.reserve_more(plaintext_bytes() + (std::size_t{1} << 24));
   save_linear(w, ctx, *conv0_);

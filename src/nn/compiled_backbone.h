@@ -22,6 +22,23 @@
 
 namespace pfhe::nn {
 
+// Evaluating the blocks after a ring switch (ckks/ring_switch.h): the switch key with its
+// context, and an evaluator of the half ring holding its relinearization and Galois keys.
+struct HalfRingEvaluation {
+  const ckks::Context& switch_context;
+  const ckks::SwitchingKey& switch_key;
+  const ckks::Evaluator& evaluator;
+};
+
+// Where a lane group leaves N for N/2: after block `after_block` (0-based), whose output
+// level must be the half ring's top level and whose output layout repeats with period N/4
+// (two or more replicas). Experimental: measured by pfhe_backbone_bench --ring-switch,
+// not yet part of the model format or the CLI.
+struct RingSwitchPlan {
+  const ckks::Encoder& half_encoder;
+  std::size_t after_block;
+};
+
 struct CompiledBlock {
   CompiledQuadratic herpn1;
   CompiledLinear conv1;
@@ -46,7 +63,8 @@ class CompiledBackbone {
   static CompiledBackbone compile(const std::vector<const Backbone*>& models, const ckks::Encoder& encoder,
                                   const Shape& patch, std::size_t input_level, double scale,
                                   const std::vector<const Linear*>& heads, std::size_t lanes,
-                                  std::size_t plaintext_budget = SIZE_MAX, Compilation mode = Compilation::kFull);
+                                  std::size_t plaintext_budget = SIZE_MAX, Compilation mode = Compilation::kFull,
+                                  const RingSwitchPlan* ring_switch = nullptr);
 
   const Layout& input_layout() const { return conv0_->in; }
   const Layout& output_layout() const { return pool_head_->out; }
@@ -56,8 +74,11 @@ class CompiledBackbone {
   double output_scale() const { return pool_head_->output_scale; }
   std::size_t depth() const { return input_level() - output_level(); }
 
-  // Rotation steps of all transforms with the highest level each one is used at.
+  // Rotation steps of all transforms with the highest level each one is used at; with a
+  // ring switch, those of the big ring (before it) and of the half ring (after it).
   std::map<long, std::size_t> rotation_levels() const;
+  std::map<long, std::size_t> half_ring_rotation_levels() const;
+  bool switches_ring() const { return switch_after_ != kNoSwitch; }
   std::size_t plaintext_bytes() const;
 
   // Per-step report of run(): what ran, at which input level, how long, and for linear
@@ -68,10 +89,12 @@ class CompiledBackbone {
     double seconds;
     std::size_t diagonals = 0, baby_rotations = 0, giant_rotations = 0, sum_rotations = 0;
   };
+  // `half` is required exactly when the group switches rings.
   ckks::Ciphertext run(const ckks::Evaluator& eval, const ckks::Ciphertext& patch,
-                       std::vector<StepTiming>* timings = nullptr) const;
+                       std::vector<StepTiming>* timings = nullptr, const HalfRingEvaluation* half = nullptr) const;
 
   // Stored form inside a compiled model file; load validates and needs the same parameters.
+  // Throws std::logic_error for a group that switches rings (not in the format yet).
   void save(ckks::ByteWriter& w) const;
   // `backing` keeps the reader's bytes alive (a file mapping): coefficients are then used
   // in place (ckks::LinearTransform::load).
@@ -82,6 +105,10 @@ class CompiledBackbone {
   // Pointers to every compiled linear layer (const-ness follows `self`).
   template <typename Self>
   static auto linear_layers_of(Self& self);
+  // The linear layers evaluated in the big ring (half = false) or after the switch.
+  std::vector<const CompiledLinear*> layers_in_ring(bool half) const;
+  static constexpr std::size_t kNoSwitch = SIZE_MAX;
+  std::size_t switch_after_ = kNoSwitch;
   std::optional<CompiledLinear> conv0_;
   std::vector<CompiledBlock> blocks_;
   std::optional<CompiledQuadratic> pool_herpn_;

@@ -254,7 +254,7 @@ CompiledGraph CompiledGraph::compile(const Graph& graph, const ckks::Encoder& en
     std::vector<CompiledLinear*> layers;
     for (Step& s : g.steps_)
       if (auto* l = std::get_if<CompiledLinear>(&s.op)) layers.push_back(l);
-    pre_encode_within_budget(encoder.context(), layers, plaintext_budget);
+    pre_encode_within_budget(layers, plaintext_budget);
   }
   return g;
 }

@@ -98,12 +98,13 @@ std::map<long, std::size_t> rotation_levels(const std::vector<const CompiledLine
   return levels;
 }
 
-void pre_encode_within_budget(const ckks::Context& ctx, std::vector<CompiledLinear*> layers, std::size_t budget) {
+void pre_encode_within_budget(std::vector<CompiledLinear*> layers, std::size_t budget) {
   std::stable_sort(layers.begin(), layers.end(),
                    [](const CompiledLinear* a, const CompiledLinear* b) { return a->input_level < b->input_level; });
   std::size_t used = 0;
   for (CompiledLinear* l : layers) {
-    const std::size_t bytes = ckks::LinearTransform::encoded_bytes(ctx, l->transform.diagonal_count(), l->input_level);
+    const std::size_t bytes = ckks::LinearTransform::encoded_bytes(l->transform.encoder_context(),
+                                                                   l->transform.diagonal_count(), l->input_level);
     if (bytes > budget - used) break;
     l->transform.encode_all();
     used += bytes;

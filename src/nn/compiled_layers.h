@@ -67,7 +67,7 @@ std::map<long, std::size_t> rotation_levels(const std::vector<const CompiledLine
 
 // Pre-encodes whole layers, lowest level (fewest limbs per diagonal) first, while their
 // encoded size stays within `budget` bytes; the rest stay just in time.
-void pre_encode_within_budget(const ckks::Context& ctx, std::vector<CompiledLinear*> layers, std::size_t budget);
+void pre_encode_within_budget(std::vector<CompiledLinear*> layers, std::size_t budget);
 
 // Stored forms (docs/FORMAT.md, compiled models); loading validates against the context.
 void save_linear(ckks::ByteWriter& w, const ckks::Context& ctx, const CompiledLinear& l);
