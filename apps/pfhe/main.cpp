@@ -142,9 +142,8 @@ ckks::Parameters compile_parameters(const nn::PatchCNN& model, const std::string
     spec = nn::parameters_for_precision(model, images, precision_bits).spec;
   } else {
     const nn::FitReport ranges = nn::measure_ranges(model, images, nn::kIntermediateLimit);
-    constexpr int kScaleBits = 40;
-    spec = nn::choose_parameters(nn::required_levels(model), kScaleBits,
-                                 nn::base_bits_for_range(nn::output_bound(model, ranges), kScaleBits));
+    spec = nn::choose_parameters(nn::required_levels(model), nn::kDefaultScaleBits,
+                                 nn::base_bits_for_range(nn::output_bound(model, ranges), nn::kDefaultScaleBits));
   }
   const ckks::Parameters params = ckks::Parameters::create(spec);
   const nn::PrecisionEstimate estimate =

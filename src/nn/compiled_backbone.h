@@ -32,7 +32,7 @@ struct HalfRingEvaluation {
 
 // Where a lane group leaves N for N/2: after block `after_block` (0-based), whose output
 // level must be the half ring's top level and whose output layout repeats with period N/4
-// (two or more replicas). Experimental: measured by pfhe_backbone_bench --ring-switch,
+// (two or more replicas). Experimental: measured by pfhe_backbone_bench --ring-switch-after,
 // not yet part of the model format or the CLI.
 struct RingSwitchPlan {
   const ckks::Encoder& half_encoder;

@@ -68,7 +68,7 @@ FitReport record_ranges(PatchCNN& model, const std::vector<Tensor>& images, bool
   std::vector<Pass> passes = parallel_map(images, [&](const Tensor& img) {
     Pass pass;
     const TensorObserver observe = [&](const std::string& point, const Tensor& t) { pass.ranges.note(point, t); };
-    pass.embedding = model.head_bn.forward(model.head.forward(model.features(img, &observe)));
+    pass.embedding = model.embedding(img, &observe);
     pass.ranges.note("embedding", pass.embedding);
     return pass;
   });

@@ -76,7 +76,7 @@ PrecisionEstimate estimate_precision(const PatchCNN& model, const std::vector<Te
     };
     Tensor noisy_image = images[i];
     add_noise(noisy_image, {fresh}, rng);
-    Tensor noisy = model.head_bn.forward(model.head.forward(model.features(noisy_image, &perturb)));
+    Tensor noisy = model.embedding(noisy_image, &perturb);
     add_noise(noisy, {std::sqrt(static_cast<double>(model.backbones.size())) * sigma}, rng);
     Tensor exact = model.embedding(images[i]);
     if (!model.classifier) {

@@ -28,7 +28,7 @@ int base_bits_for_range(double max_abs, int scale_bits, double headroom_factor) 
   if (needed > 60)
     throw std::invalid_argument("values up to " + std::to_string(max_abs) + " need a " + std::to_string(needed) +
                                 "-bit q_0 at scale 2^" + std::to_string(scale_bits) + " (at most 60): use a smaller scale");
-  return std::max(50, static_cast<int>(needed));
+  return std::max(kDefaultBaseBits, static_cast<int>(needed));
 }
 
 ckks::ParameterSpec choose_parameters(std::size_t levels, int scale_bits, int base_bits) {
@@ -98,11 +98,12 @@ PrecisionChoice parameters_for_precision(const PatchCNN& model, const std::vecto
     return c;
   };
   const double wanted = target_bits + margin_bits;
-  // About one bit of precision per bit of scale: start from the guess a 40-bit scale gives,
-  // then walk to the smallest scale that reaches the target.
-  const PrecisionChoice reference = at(40);
-  int s = std::clamp(static_cast<int>(std::ceil(40 + wanted - reference.estimated_bits)), kMinScaleBits, kMaxScaleBits);
-  PrecisionChoice c = s == 40 ? reference : at(s);
+  // About one bit of precision per bit of scale: start from the guess the default scale
+  // gives, then walk to the smallest scale that reaches the target.
+  const PrecisionChoice reference = at(kDefaultScaleBits);
+  int s = std::clamp(static_cast<int>(std::ceil(kDefaultScaleBits + wanted - reference.estimated_bits)), kMinScaleBits,
+                     kMaxScaleBits);
+  PrecisionChoice c = s == kDefaultScaleBits ? reference : at(s);
   while (c.estimated_bits < wanted) {
     if (s == kMaxScaleBits)
       throw std::invalid_argument(bits_message("precision target of %.1f bits (+%.1f margin) not reachable: %.1f bits "

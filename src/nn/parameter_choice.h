@@ -23,8 +23,13 @@ std::size_t required_levels(const PatchCNN& model);
 // layer makes); beyond that std::invalid_argument asks for a smaller scale.
 int base_bits_for_range(double max_abs, int scale_bits, double headroom_factor = 4.0);
 
+// The scale `pfhe compile` uses without a precision target, and the smallest q_0.
+inline constexpr int kDefaultScaleBits = 40;
+inline constexpr int kDefaultBaseBits = 50;
+
 // Throws std::invalid_argument when no tabulated ring (up to 2^17) is large enough.
-ckks::ParameterSpec choose_parameters(std::size_t levels, int scale_bits = 40, int base_bits = 50);
+ckks::ParameterSpec choose_parameters(std::size_t levels, int scale_bits = kDefaultScaleBits,
+                                      int base_bits = kDefaultBaseBits);
 
 // The parameters `pfhe compile` chooses for a model: choose_parameters(required_levels(model)).
 ckks::ParameterSpec parameters_for(const PatchCNN& model);

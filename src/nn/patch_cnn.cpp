@@ -56,7 +56,9 @@ Tensor PatchCNN::features(const Tensor& image, const TensorObserver* observe) co
   return concat;
 }
 
-Tensor PatchCNN::embedding(const Tensor& image) const { return head_bn.forward(head.forward(features(image))); }
+Tensor PatchCNN::embedding(const Tensor& image, const TensorObserver* observe) const {
+  return head_bn.forward(head.forward(features(image, observe)));
+}
 
 double sum_of_squares(const Tensor& t) { return std::inner_product(t.data.begin(), t.data.end(), t.data.begin(), 0.0); }
 

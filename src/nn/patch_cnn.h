@@ -37,8 +37,8 @@ struct PatchCNN {
   // The backbone features of every patch, concatenated (the head's input); `observe` sees
   // each backbone's intermediate values under "nets.<p>".
   Tensor features(const Tensor& image, const TensorObserver* observe = nullptr) const;
-  // head_bn(head(concat backbone features)) before normalisation.
-  Tensor embedding(const Tensor& image) const;
+  // head_bn(head(concat backbone features)) before normalisation; `observe` as for features.
+  Tensor embedding(const Tensor& image, const TensorObserver* observe = nullptr) const;
   // embedding * l2(sum of squares): what the encrypted pipeline computes.
   Tensor normalized(const Tensor& image) const { return normalize(embedding(image)); }
   Tensor normalize(Tensor embedding) const;
