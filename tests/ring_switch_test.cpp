@@ -13,6 +13,7 @@
 #include "ckks/keygen.h"
 #include "ckks/ring_switch.h"
 #include "nn/compiled_backbone.h"
+#include "nn/patch_cnn.h"
 #include "nn/precision.h"
 #include "nn/synthetic.h"
 #include "nn_test_util.h"
@@ -133,4 +134,43 @@ TEST(RingSwitch, LaneGroupSwitchingAfterBlockThreeMatchesFloat64) {
     for (std::size_t i = 0; i < want.data.size(); ++i) want.data[i] += h.data[i];
   }
   EXPECT_LT(nn::precision_of(got, want).relative, 1e-5);
+}
+
+// The whole reduced PatchCNN (four patches in one lane group) switching after block 3:
+// aggregation, normalisation and matching run in the half ring with its own keys, and the
+// normalised embedding and a match score agree with float64; saving is refused up front.
+TEST(RingSwitch, PatchCnnNormalisesAndMatchesInTheHalfRing) {
+  const auto images = nn::synthetic_images(128, {3, 16, 16}, 5);
+  const nn::PatchCNN model = nn::make_synthetic_patch_cnn(test::reduced_backbone_shape(), 2, 8, 16, 13, images);
+  const Context big(test::small_params(12, 28));
+  const Encoder enc(big);
+  const double scale = big.params().default_scale();
+  const Context half(half_ring_parameters(big.params(), 15, 2));
+  const Context switch_ctx(switch_key_parameters(big.params(), 15, 2));
+  const Encoder half_enc(half);
+  const nn::RingSwitchPlan plan{half_enc, 2};
+  const nn::CompiledPatchCNN compiled = nn::CompiledPatchCNN::compile(model, enc, 28, scale, SIZE_MAX, 4, &plan);
+  ASSERT_TRUE(compiled.switches_ring());
+  EXPECT_THROW(compiled.save(), std::logic_error);
+  const auto half_levels = compiled.half_ring_rotation_levels();
+  EXPECT_TRUE(half_levels.count(1));  // the embedding's slot sums happen in the half ring
+  const test::ModelKeys big_keys(big, compiled.rotation_levels());
+  const test::ModelKeys half_keys(half, half_levels);
+  const SwitchingKey key = create_ring_switch_key(switch_ctx, big_keys.keygen.secret_key(), half,
+                                                  half_keys.keygen.secret_key());
+  const nn::HalfRingEvaluation evaluation{switch_ctx, key, half_keys.eval};
+  const auto embed = [&](const nn::Tensor& image) {
+    std::vector<nn::Tensor> patches;
+    for (std::size_t p = 0; p < compiled.patches(); ++p) patches.push_back(model.patch(image, p));
+    const auto slots = nn::pack_patch_groups(patches, compiled.input_layout()).front();
+    const Ciphertext in = big_keys.encryptor.encrypt(enc.encode(slots, 28, scale));
+    const Ciphertext head = compiled.group(0).run(big_keys.eval, in, nullptr, &evaluation);
+    return compiled.normalize(half_keys.eval, compiled.aggregate(half_keys.eval, {head}));
+  };
+  const Ciphertext a = embed(images[0]), b = embed(images[1]);
+  const nn::Tensor got = nn::unpack(half_enc.decode_real(half_keys.decryptor.decrypt(a)), compiled.embedding_layout());
+  EXPECT_LT(nn::precision_of(got, model.normalized(images[0])).relative, 1e-5);
+  const double want = nn::match_score(model.normalized(images[1]), model.normalized(images[0]), 0.5);
+  const double score = half_enc.decode_real(half_keys.decryptor.decrypt(compiled.match(half_keys.eval, b, a, 0.5)))[0];
+  EXPECT_NEAR(score, want, 1e-4 * std::max(1.0, std::fabs(want)));
 }

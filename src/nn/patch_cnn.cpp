@@ -151,7 +151,8 @@ std::vector<std::vector<double>> pack_patch_groups(const std::vector<Tensor>& pa
 
 CompiledBackbone CompiledPatchCNN::compile_group(const PatchCNN& model, const ckks::Encoder& encoder,
                                                 std::size_t input_level, double scale, std::size_t plaintext_budget,
-                                                std::size_t lanes, std::size_t g, Compilation mode) {
+                                                std::size_t lanes, std::size_t g, Compilation mode,
+                                                const RingSwitchPlan* ring_switch) {
   const std::size_t patches = model.backbones.size();
   if (lanes == 0 || g * lanes >= patches)
     throw std::invalid_argument("compile_group: lane group " + std::to_string(g) + " of " + std::to_string(lanes) +
@@ -165,22 +166,24 @@ CompiledBackbone CompiledPatchCNN::compile_group(const PatchCNN& model, const ck
   std::vector<const Linear*> heads;
   for (const Linear& h : head_blocks) heads.push_back(&h);
   const Shape patch{3, model.patch_size, model.patch_size};
-  return CompiledBackbone::compile(members, encoder, patch, input_level, scale, heads, lanes, plaintext_budget, mode);
+  return CompiledBackbone::compile(members, encoder, patch, input_level, scale, heads, lanes, plaintext_budget, mode,
+                                   ring_switch);
 }
 
 CompiledPatchCNN CompiledPatchCNN::compile(const PatchCNN& model, const ckks::Encoder& encoder, std::size_t input_level,
-                                           double scale, std::size_t plaintext_budget, std::size_t lanes) {
-  return build(model, encoder, input_level, scale, plaintext_budget, lanes, Compilation::kFull);
+                                           double scale, std::size_t plaintext_budget, std::size_t lanes,
+                                           const RingSwitchPlan* ring_switch) {
+  return build(model, encoder, input_level, scale, plaintext_budget, lanes, Compilation::kFull, ring_switch);
 }
 
 CompiledPatchCNN CompiledPatchCNN::plan(const PatchCNN& model, const ckks::Encoder& encoder, std::size_t input_level,
                                         double scale, std::size_t lanes) {
-  return build(model, encoder, input_level, scale, 0, lanes, Compilation::kPlanOnly);
+  return build(model, encoder, input_level, scale, 0, lanes, Compilation::kPlanOnly, nullptr);
 }
 
 CompiledPatchCNN CompiledPatchCNN::build(const PatchCNN& model, const ckks::Encoder& encoder, std::size_t input_level,
                                          double scale, std::size_t plaintext_budget, std::size_t lanes,
-                                         Compilation mode) {
+                                         Compilation mode, const RingSwitchPlan* ring_switch) {
   model.validate();
   CompiledPatchCNN c;
   c.encoder_ = &encoder;
@@ -192,7 +195,8 @@ CompiledPatchCNN CompiledPatchCNN::build(const PatchCNN& model, const ckks::Enco
     throw std::invalid_argument("compile: lanes must be a power of two up to " + std::to_string(fit) + " for this model");
   const std::size_t groups = (c.patches_ + lanes - 1) / lanes;
   for (std::size_t g = 0; g < groups; ++g)
-    c.groups_.push_back(compile_group(model, encoder, input_level, scale, plaintext_budget / groups, lanes, g, mode));
+    c.groups_.push_back(
+        compile_group(model, encoder, input_level, scale, plaintext_budget / groups, lanes, g, mode, ring_switch));
   c.l2_ = model.l2;
   c.features_ = model.head.out_features;
   c.classifier_ = model.classifier;
@@ -202,15 +206,34 @@ CompiledPatchCNN CompiledPatchCNN::build(const PatchCNN& model, const ckks::Enco
   return c;
 }
 
-std::map<long, std::size_t> CompiledPatchCNN::rotation_levels() const {
+std::map<long, std::size_t> CompiledPatchCNN::slot_sum_levels() const {
   std::map<long, std::size_t> levels;
-  for (const auto& b : groups_)
-    for (const auto& [step, level] : b.rotation_levels()) levels[step] = std::max(levels[step], level);
   if (classifier_) return levels;
   // Slot sums over one replica of the embedding, after the first squaring.
-  const std::size_t sum_level = groups_.front().output_level() - 1;
   for (std::size_t step = 1; step < embedding_layout().span(); step <<= 1)
-    levels[static_cast<long>(step)] = std::max(levels[static_cast<long>(step)], sum_level);
+    levels[static_cast<long>(step)] = groups_.front().output_level() - 1;
+  return levels;
+}
+
+namespace {
+// Union of key sets, each step at the highest level any of them needs.
+void merge_levels(std::map<long, std::size_t>& into, const std::map<long, std::size_t>& more) {
+  for (const auto& [step, level] : more) into[step] = std::max(into[step], level);
+}
+}  // namespace
+
+std::map<long, std::size_t> CompiledPatchCNN::rotation_levels() const {
+  std::map<long, std::size_t> levels;
+  for (const auto& b : groups_) merge_levels(levels, b.rotation_levels());
+  if (!switches_ring()) merge_levels(levels, slot_sum_levels());
+  return levels;
+}
+
+std::map<long, std::size_t> CompiledPatchCNN::half_ring_rotation_levels() const {
+  std::map<long, std::size_t> levels;
+  if (!switches_ring()) return levels;
+  for (const auto& b : groups_) merge_levels(levels, b.half_ring_rotation_levels());
+  merge_levels(levels, slot_sum_levels());
   return levels;
 }
 
@@ -282,6 +305,8 @@ constexpr std::uint32_t kCompiledVersion = 3;  // 2: rotate-and-sum steps per li
 }  // namespace
 
 void CompiledPatchCNN::save(const std::function<void(std::span<const std::uint8_t>)>& sink) const {
+  // Before any byte goes to the sink (a file would be left half written).
+  if (switches_ring()) throw std::logic_error("compiled model: ring switching is not part of the model format yet");
   ckks::ByteWriter head;
   head.put_bytes(reinterpret_cast<const std::uint8_t*>(kCompiledMagic), 4);
   head.put<std::uint32_t>(kCompiledVersion);

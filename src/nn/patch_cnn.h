@@ -77,16 +77,20 @@ class CompiledPatchCNN {
  public:
   // lanes: patches evaluated together per ciphertext (a power of two); 0 picks the most
   // that fit, capped at the patch count. Fewer lanes give more, smaller tasks to spread
-  // over workers; more lanes less total work.
+  // over workers; more lanes less total work. With `ring_switch` every group runs its
+  // blocks after the plan's block in the half ring, and so do aggregation, normalisation
+  // and matching (experimental: such a model cannot be saved yet).
   static CompiledPatchCNN compile(const PatchCNN& model, const ckks::Encoder& encoder, std::size_t input_level,
-                                  double scale, std::size_t plaintext_budget = SIZE_MAX, std::size_t lanes = 0);
+                                  double scale, std::size_t plaintext_budget = SIZE_MAX, std::size_t lanes = 0,
+                                  const RingSwitchPlan* ring_switch = nullptr);
 
   // Lane group g alone, exactly as compile() builds it (same diagonals, so the same
   // outputs): for workers that compile what they run instead of inheriting a compiled model.
   // plaintext_budget is this group's share.
   static CompiledBackbone compile_group(const PatchCNN& model, const ckks::Encoder& encoder, std::size_t input_level,
                                         double scale, std::size_t plaintext_budget, std::size_t lanes, std::size_t g,
-                                        Compilation mode = Compilation::kFull);
+                                        Compilation mode = Compilation::kFull,
+                                        const RingSwitchPlan* ring_switch = nullptr);
   // What a client needs to make its keys (rotation steps and levels, layouts, depth) without
   // any diagonal values: the same lowering as compile(), none of its encoding. The result
   // can be described (runtime::ClientSpec::of) but neither run nor saved.
@@ -100,7 +104,11 @@ class CompiledPatchCNN {
   const CompiledBackbone& group(std::size_t g) const { return groups_[g]; }
   const Layout& input_layout() const { return groups_.front().input_layout(); }
   const Layout& embedding_layout() const { return groups_.front().output_layout(); }
+  // Rotation keys by ring: the big ring's, and with a ring switch the half ring's (where the
+  // embedding's slot sums then happen too).
   std::map<long, std::size_t> rotation_levels() const;
+  std::map<long, std::size_t> half_ring_rotation_levels() const;
+  bool switches_ring() const { return groups_.front().switches_ring(); }
   std::size_t depth() const;  // backbone (+ normalisation + matching unless a classifier)
   bool classifier() const { return classifier_; }
   std::size_t plaintext_bytes() const;  // memory held by every backbone's diagonals
@@ -129,7 +137,10 @@ class CompiledPatchCNN {
 
  private:
   static CompiledPatchCNN build(const PatchCNN& model, const ckks::Encoder& encoder, std::size_t input_level,
-                                double scale, std::size_t plaintext_budget, std::size_t lanes, Compilation mode);
+                                double scale, std::size_t plaintext_budget, std::size_t lanes, Compilation mode,
+                                const RingSwitchPlan* ring_switch);
+  // The embedding's slot-sum steps (normalisation, matching) with their level.
+  std::map<long, std::size_t> slot_sum_levels() const;
   const ckks::Encoder* encoder_ = nullptr;
   std::vector<CompiledBackbone> groups_;
   std::size_t patches_ = 0;
