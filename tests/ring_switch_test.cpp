@@ -13,6 +13,7 @@
 #include "ckks/keygen.h"
 #include "ckks/ring_switch.h"
 #include "nn/compiled_backbone.h"
+#include "nn/parameter_choice.h"
 #include "nn/patch_cnn.h"
 #include "nn/precision.h"
 #include "nn/synthetic.h"
@@ -173,4 +174,20 @@ TEST(RingSwitch, PatchCnnNormalisesAndMatchesInTheHalfRing) {
   const double want = nn::match_score(model.normalized(images[1]), model.normalized(images[0]), 0.5);
   const double score = half_enc.decode_real(half_keys.decryptor.decrypt(compiled.match(half_keys.eval, b, a, 0.5)))[0];
   EXPECT_NEAR(score, want, 1e-4 * std::max(1.0, std::fabs(want)));
+}
+
+// The automatic choice at the parameters `pfhe compile` picks for a 28-level PatchCNN:
+// after block 3 with 4 special primes. Block 1 ends at level 23, where no half ring is
+// secure; block 2 at level 19 leaves one special prime and 20 digits, whose key switches
+// cost more than the big ring's.
+TEST(RingSwitch, ChoiceAtCryptoFaceDepthIsAfterBlockThree) {
+  const nn::SyntheticKind kind = nn::synthetic_kind("reduced");
+  const nn::PatchCNN model = nn::make_synthetic_patch_cnn(kind.shape, kind.grid, kind.patch, kind.embedding, 3,
+                                                          nn::synthetic_images(32, {3, 16, 16}, 1));
+  const Parameters params = Parameters::create(nn::parameters_for(model));
+  const auto choice = nn::choose_ring_switch(model, params, nn::required_levels(model));
+  ASSERT_TRUE(choice.has_value());
+  EXPECT_EQ(choice->after_block, 2u);
+  EXPECT_EQ(choice->level, 15u);
+  EXPECT_EQ(choice->special_primes, 4u);
 }

@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "ckks/ring_switch.h"
 #include "nn/fit.h"
 #include "nn/noise_estimate.h"
 
@@ -118,6 +119,52 @@ PrecisionChoice parameters_for_precision(const PatchCNN& model, const std::vecto
     --s;
   }
   return c;
+}
+
+namespace {
+// Relative work of one key switch at `level`: degree x digits x (limbs + special primes).
+double key_switch_work(const ckks::Parameters& p, std::size_t level) {
+  return static_cast<double>(p.n()) * static_cast<double>(p.digits_at(level)) *
+         static_cast<double>(level + 1 + p.p().size());
+}
+}  // namespace
+
+std::optional<RingSwitchChoice> choose_ring_switch(const PatchCNN& model, const ckks::Parameters& params,
+                                                   std::size_t input_level, std::size_t lanes) {
+  const std::size_t blocks = model.backbones.front().blocks.size();
+  for (std::size_t b = 0; b < blocks; ++b) {
+    if (input_level < 1 + 4 * (b + 1)) break;
+    const std::size_t level = input_level - 1 - 4 * (b + 1);
+    // Estimated time of the remaining layers in the half ring relative to the big ring:
+    // diagonal products and their encoding (~60 % of a backbone's time, measured) halve,
+    // key switching (~40 %) scales with key_switch_work. Worth switching below 3/4.
+    const double big_work = key_switch_work(params, level);
+    std::optional<RingSwitchChoice> best;
+    double best_ratio = 0.75;
+    for (std::size_t k = 1; k <= params.p().size(); ++k) {
+      try {
+        const double ks = key_switch_work(ckks::half_ring_parameters(params, level, k), level) / big_work;
+        const double ratio = 0.6 * 0.5 + 0.4 * ks;
+        if (ratio <= best_ratio) {
+          best_ratio = ratio;
+          best = RingSwitchChoice{b, level, k};
+        }
+      } catch (const std::invalid_argument&) {
+        break;  // insecure from here on: more special primes only grow the modulus
+      }
+    }
+    if (!best) continue;
+    try {  // the layout must allow the switch: plan the model with it
+      const ckks::Context big_ctx(params), half_ctx(ckks::half_ring_parameters(params, level, best->special_primes));
+      const ckks::Encoder big_enc(big_ctx), half_enc(half_ctx);
+      const RingSwitchPlan plan{half_enc, b};
+      CompiledPatchCNN::plan(model, big_enc, input_level, params.default_scale(), lanes, &plan);
+      return best;
+    } catch (const std::invalid_argument&) {
+      // e.g. a single copy of this block's output: try a later block
+    }
+  }
+  return std::nullopt;
 }
 
 CompileTarget compile_target(const PatchCNN& model, const ckks::Parameters& params) {

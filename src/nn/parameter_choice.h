@@ -5,6 +5,7 @@
 // `base_bits` (q_0 - scale_bits bits of headroom above the scale for the final values).
 #pragma once
 #include <cstddef>
+#include <optional>
 
 #include "ckks/parameters.h"
 #include "nn/patch_cnn.h"
@@ -63,6 +64,21 @@ PrecisionChoice parameters_for_precision(const PatchCNN& model, const std::vecto
 // must agree with its artefact and client spec): inputs encrypted at level
 // required_levels(model), at the parameters' default scale. Throws std::invalid_argument
 // when the parameters have fewer levels than the model needs.
+// Where a PatchCNN compiled at (params, input_level) with `lanes` (0: as compile picks)
+// should leave its ring for the half ring (ckks/ring_switch.h), if anywhere: the earliest
+// block after which the rest is estimated at most 3/4 of its big-ring time (diagonal work,
+// ~60 % of a backbone, halves; key switching, ~40 %, scales with degree x digits x (limbs
+// + special primes), what ModUp's NTTs and the key products grow with), using the
+// special-prime count that makes it cheapest among the 128-bit secure ones, and whose
+// output layout can switch (checked by planning the model with it). CryptoFaceNet4: after block 3 with 4 special primes
+// (block 2 would leave one special prime, dnum 20: measured slower). nullopt: no block
+// qualifies.
+struct RingSwitchChoice {
+  std::size_t after_block, level, special_primes;
+};
+std::optional<RingSwitchChoice> choose_ring_switch(const PatchCNN& model, const ckks::Parameters& params,
+                                                   std::size_t input_level, std::size_t lanes = 0);
+
 struct CompileTarget {
   std::size_t level;
   double scale;

@@ -177,8 +177,8 @@ CompiledPatchCNN CompiledPatchCNN::compile(const PatchCNN& model, const ckks::En
 }
 
 CompiledPatchCNN CompiledPatchCNN::plan(const PatchCNN& model, const ckks::Encoder& encoder, std::size_t input_level,
-                                        double scale, std::size_t lanes) {
-  return build(model, encoder, input_level, scale, 0, lanes, Compilation::kPlanOnly, nullptr);
+                                        double scale, std::size_t lanes, const RingSwitchPlan* ring_switch) {
+  return build(model, encoder, input_level, scale, 0, lanes, Compilation::kPlanOnly, ring_switch);
 }
 
 CompiledPatchCNN CompiledPatchCNN::build(const PatchCNN& model, const ckks::Encoder& encoder, std::size_t input_level,

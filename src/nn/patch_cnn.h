@@ -95,7 +95,7 @@ class CompiledPatchCNN {
   // any diagonal values: the same lowering as compile(), none of its encoding. The result
   // can be described (runtime::ClientSpec::of) but neither run nor saved.
   static CompiledPatchCNN plan(const PatchCNN& model, const ckks::Encoder& encoder, std::size_t input_level,
-                               double scale, std::size_t lanes = 0);
+                               double scale, std::size_t lanes = 0, const RingSwitchPlan* ring_switch = nullptr);
 
   std::size_t patches() const { return patches_; }
   std::size_t lanes() const { return groups_.front().input_layout().lanes; }
