@@ -23,6 +23,40 @@
 using namespace pfhe;
 using namespace pfhe::ckks;
 
+namespace {
+
+// A test ring N = 2^12 with `levels` levels, and its half ring from `switch_level` with both
+// special primes, as a model switching after `after_block` compiles against.
+struct TwoRings {
+  TwoRings(int levels, std::size_t switch_level, std::size_t after_block)
+      : big(test::small_params(12, levels)),
+        half(half_ring_parameters(big.params(), switch_level, 2)),
+        switch_ctx(switch_key_parameters(big.params(), switch_level, 2)),
+        enc(big),
+        half_enc(half),
+        plan{half_enc, after_block} {}
+  Context big, half, switch_ctx;
+  Encoder enc, half_enc;
+  nn::RingSwitchPlan plan;
+};
+
+// Fresh keys of both rings for a compiled program, the switch key and the evaluation that
+// carries them.
+struct TwoRingKeys {
+  TwoRingKeys(const TwoRings& rings, const std::map<long, std::size_t>& big_levels,
+              const std::map<long, std::size_t>& half_levels)
+      : big(rings.big, big_levels),
+        half(rings.half, half_levels),
+        switch_key(create_ring_switch_key(rings.switch_ctx, big.keygen.secret_key(), rings.half,
+                                          half.keygen.secret_key())),
+        evaluation{rings.switch_ctx, switch_key, half.eval} {}
+  test::ModelKeys big, half;
+  SwitchingKey switch_key;
+  nn::HalfRingEvaluation evaluation;
+};
+
+}  // namespace
+
 TEST(RingSwitch, HalfRingCiphertextDecryptsToTheSameSlots) {
   const Context big(test::small_params(12, 6));
   const std::size_t level = 3;
@@ -100,35 +134,28 @@ TEST(RingSwitch, LaneGroupSwitchingAfterBlockThreeMatchesFloat64) {
     model_ptrs.push_back(&models[l]);
     head_ptrs.push_back(&heads[l]);
   }
-  const Context big(test::small_params(12, 24));
-  const Encoder enc(big);
-  const double scale = big.params().default_scale();
   // conv0 takes level 24 -> 23, each block four levels: block 3 ends at level 11.
-  const Context half(half_ring_parameters(big.params(), 11, 2));
-  const Context switch_ctx(switch_key_parameters(big.params(), 11, 2));
-  const Encoder half_enc(half);
-  const nn::RingSwitchPlan plan{half_enc, 2};
-  const nn::CompiledBackbone compiled = nn::CompiledBackbone::compile(model_ptrs, enc, patch, 24, scale, head_ptrs, 4,
-                                                                      SIZE_MAX, nn::Compilation::kFull, &plan);
+  const TwoRings rings(24, 11, 2);
+  const double scale = rings.big.params().default_scale();
+  const nn::CompiledBackbone compiled = nn::CompiledBackbone::compile(
+      model_ptrs, rings.enc, patch, 24, scale, head_ptrs, 4, SIZE_MAX, nn::Compilation::kFull, &rings.plan);
   ASSERT_TRUE(compiled.switches_ring());
-  EXPECT_EQ(compiled.output_layout().slots, half.n() / 2);
+  EXPECT_EQ(compiled.output_layout().slots, rings.half.n() / 2);
   for (const auto& [step, level] : compiled.half_ring_rotation_levels()) EXPECT_LE(level, 11u);
   for (const auto& [step, level] : compiled.rotation_levels()) EXPECT_GT(level, 11u);
   ckks::ByteWriter w;
   EXPECT_THROW(compiled.save(w), std::logic_error);
 
-  const test::ModelKeys big_keys(big, compiled.rotation_levels());
-  const test::ModelKeys half_keys(half, compiled.half_ring_rotation_levels());
-  const SwitchingKey key = create_ring_switch_key(switch_ctx, big_keys.keygen.secret_key(), half,
-                                                  half_keys.keygen.secret_key());
-  const nn::HalfRingEvaluation evaluation{switch_ctx, key, half_keys.eval};
+  const TwoRingKeys keys(rings, compiled.rotation_levels(), compiled.half_ring_rotation_levels());
   const auto images = nn::synthetic_images(4, patch, 9);
-  const Ciphertext in = big_keys.encryptor.encrypt(enc.encode(nn::pack_lanes(images, compiled.input_layout()), 24, scale));
-  EXPECT_THROW(compiled.run(big_keys.eval, in), std::invalid_argument);  // the half ring's keys are needed
+  const Ciphertext in =
+      keys.big.encryptor.encrypt(rings.enc.encode(nn::pack_lanes(images, compiled.input_layout()), 24, scale));
+  EXPECT_THROW(compiled.run(keys.big.eval, in), std::invalid_argument);  // the half ring's keys are needed
   std::vector<nn::CompiledBackbone::StepTiming> steps;
-  const Ciphertext out = compiled.run(big_keys.eval, in, &steps, &evaluation);
+  const Ciphertext out = compiled.run(keys.big.eval, in, &steps, &keys.evaluation);
   EXPECT_TRUE(std::any_of(steps.begin(), steps.end(), [](const auto& s) { return s.name == "ring switch"; }));
-  const nn::Tensor got = nn::unpack(half_enc.decode_real(half_keys.decryptor.decrypt(out)), compiled.output_layout());
+  const nn::Tensor got =
+      nn::unpack(rings.half_enc.decode_real(keys.half.decryptor.decrypt(out)), compiled.output_layout());
   nn::Tensor want = heads[0].forward(models[0].forward(images[0]));
   for (std::size_t l = 1; l < 4; ++l) {
     const nn::Tensor h = heads[l].forward(models[l].forward(images[l]));
@@ -143,36 +170,29 @@ TEST(RingSwitch, LaneGroupSwitchingAfterBlockThreeMatchesFloat64) {
 TEST(RingSwitch, PatchCnnNormalisesAndMatchesInTheHalfRing) {
   const auto images = nn::synthetic_images(128, {3, 16, 16}, 5);
   const nn::PatchCNN model = nn::make_synthetic_patch_cnn(test::reduced_backbone_shape(), 2, 8, 16, 13, images);
-  const Context big(test::small_params(12, 28));
-  const Encoder enc(big);
-  const double scale = big.params().default_scale();
-  const Context half(half_ring_parameters(big.params(), 15, 2));
-  const Context switch_ctx(switch_key_parameters(big.params(), 15, 2));
-  const Encoder half_enc(half);
-  const nn::RingSwitchPlan plan{half_enc, 2};
-  const nn::CompiledPatchCNN compiled = nn::CompiledPatchCNN::compile(model, enc, 28, scale, SIZE_MAX, 4, &plan);
+  const TwoRings rings(28, 15, 2);
+  const double scale = rings.big.params().default_scale();
+  const nn::CompiledPatchCNN compiled = nn::CompiledPatchCNN::compile(model, rings.enc, 28, scale, SIZE_MAX, 4, &rings.plan);
   ASSERT_TRUE(compiled.switches_ring());
   EXPECT_THROW(compiled.save(), std::logic_error);
   const auto half_levels = compiled.half_ring_rotation_levels();
   EXPECT_TRUE(half_levels.count(1));  // the embedding's slot sums happen in the half ring
-  const test::ModelKeys big_keys(big, compiled.rotation_levels());
-  const test::ModelKeys half_keys(half, half_levels);
-  const SwitchingKey key = create_ring_switch_key(switch_ctx, big_keys.keygen.secret_key(), half,
-                                                  half_keys.keygen.secret_key());
-  const nn::HalfRingEvaluation evaluation{switch_ctx, key, half_keys.eval};
+  const TwoRingKeys keys(rings, compiled.rotation_levels(), half_levels);
   const auto embed = [&](const nn::Tensor& image) {
     std::vector<nn::Tensor> patches;
     for (std::size_t p = 0; p < compiled.patches(); ++p) patches.push_back(model.patch(image, p));
     const auto slots = nn::pack_patch_groups(patches, compiled.input_layout()).front();
-    const Ciphertext in = big_keys.encryptor.encrypt(enc.encode(slots, 28, scale));
-    const Ciphertext head = compiled.group(0).run(big_keys.eval, in, nullptr, &evaluation);
-    return compiled.normalize(half_keys.eval, compiled.aggregate(half_keys.eval, {head}));
+    const Ciphertext in = keys.big.encryptor.encrypt(rings.enc.encode(slots, 28, scale));
+    const Ciphertext head = compiled.group(0).run(keys.big.eval, in, nullptr, &keys.evaluation);
+    return compiled.normalize(keys.half.eval, compiled.aggregate(keys.half.eval, {head}));
   };
   const Ciphertext a = embed(images[0]), b = embed(images[1]);
-  const nn::Tensor got = nn::unpack(half_enc.decode_real(half_keys.decryptor.decrypt(a)), compiled.embedding_layout());
+  const nn::Tensor got =
+      nn::unpack(rings.half_enc.decode_real(keys.half.decryptor.decrypt(a)), compiled.embedding_layout());
   EXPECT_LT(nn::precision_of(got, model.normalized(images[0])).relative, 1e-5);
   const double want = nn::match_score(model.normalized(images[1]), model.normalized(images[0]), 0.5);
-  const double score = half_enc.decode_real(half_keys.decryptor.decrypt(compiled.match(half_keys.eval, b, a, 0.5)))[0];
+  const double score =
+      rings.half_enc.decode_real(keys.half.decryptor.decrypt(compiled.match(keys.half.eval, b, a, 0.5)))[0];
   EXPECT_NEAR(score, want, 1e-4 * std::max(1.0, std::fabs(want)));
 }
 
