@@ -138,18 +138,21 @@ ckks::Parameters compile_parameters(const nn::PatchCNN& model, const std::string
   const auto t = Clock::now();
   const std::vector<nn::Tensor> images = calibration_images(calibrate_on, model.image_shape().height, 1, kImages);
   ckks::ParameterSpec spec;
+  double estimated_bits = 0;
   if (precision_bits > 0) {
-    spec = nn::parameters_for_precision(model, images, precision_bits).spec;
+    const nn::PrecisionChoice choice = nn::parameters_for_precision(model, images, precision_bits);
+    spec = choice.spec;
+    estimated_bits = choice.estimated_bits;  // made at exactly these parameters by the search
   } else {
     const nn::FitReport ranges = nn::measure_ranges(model, images, nn::kIntermediateLimit);
     spec = nn::choose_parameters(nn::required_levels(model), nn::kDefaultScaleBits,
                                  nn::base_bits_for_range(nn::output_bound(model, ranges), nn::kDefaultScaleBits));
   }
   const ckks::Parameters params = ckks::Parameters::create(spec);
-  const nn::PrecisionEstimate estimate =
-      nn::estimate_precision(model, images, params.n(), params.default_scale());
+  if (precision_bits <= 0)
+    estimated_bits = nn::estimate_precision(model, images, params.n(), params.default_scale()).bits();
   progress("estimated precision of the encrypted output: %.1f bits (relative error %.1e) on %zu %s images, %.1f s%s",
-           estimate.bits(), estimate.relative, images.size(), calibrate_on.empty() ? "synthetic" : "calibration",
+           estimated_bits, std::exp2(-estimated_bits), images.size(), calibrate_on.empty() ? "synthetic" : "calibration",
            seconds_since(t), precision_bits > 0 ? " (scale chosen for the target)" : "");
   return params;
 }

@@ -132,6 +132,8 @@ double key_switch_work(const ckks::Parameters& p, std::size_t level) {
 std::optional<RingSwitchChoice> choose_ring_switch(const PatchCNN& model, const ckks::Parameters& params,
                                                    std::size_t input_level, std::size_t lanes) {
   const std::size_t blocks = model.backbones.front().blocks.size();
+  std::optional<ckks::Context> big_ctx;
+  std::optional<ckks::Encoder> big_enc;
   for (std::size_t b = 0; b < blocks; ++b) {
     if (input_level < 1 + 4 * (b + 1)) break;
     const std::size_t level = input_level - 1 - 4 * (b + 1);
@@ -154,11 +156,15 @@ std::optional<RingSwitchChoice> choose_ring_switch(const PatchCNN& model, const 
       }
     }
     if (!best) continue;
+    if (!big_ctx) {  // built once, for the first block worth planning
+      big_ctx.emplace(params);
+      big_enc.emplace(*big_ctx);
+    }
     try {  // the layout must allow the switch: plan the model with it
-      const ckks::Context big_ctx(params), half_ctx(ckks::half_ring_parameters(params, level, best->special_primes));
-      const ckks::Encoder big_enc(big_ctx), half_enc(half_ctx);
+      const ckks::Context half_ctx(ckks::half_ring_parameters(params, level, best->special_primes));
+      const ckks::Encoder half_enc(half_ctx);
       const RingSwitchPlan plan{half_enc, b};
-      CompiledPatchCNN::plan(model, big_enc, input_level, params.default_scale(), lanes, &plan);
+      CompiledPatchCNN::plan(model, *big_enc, input_level, params.default_scale(), lanes, &plan);
       return best;
     } catch (const std::invalid_argument&) {
       // e.g. a single copy of this block's output: try a later block
