@@ -28,6 +28,7 @@
 #include "ckks/ring_switch.h"
 #include "ring/poly.h"
 #include "nn/compiled_backbone.h"
+#include "nn/half_ring.h"
 #include "nn/linear_map.h"
 #include "nn/parameter_choice.h"
 #include "nn/precision.h"
@@ -100,19 +101,16 @@ int run(int argc, char** argv) {
   }
   // The half ring starts at the switch block's output level: conv0 takes one level, each
   // block four.
-  const std::size_t switch_level = switch_after ? 27 - 4 * switch_after : 0;
-  std::optional<ckks::Context> half_ctx, switch_ctx;
-  std::optional<ckks::Encoder> half_enc;
+  std::shared_ptr<const nn::HalfRing> half_ring;
+  std::optional<nn::RingSwitchPlan> plan;
   if (switch_after) {
-    half_ctx.emplace(ckks::half_ring_parameters(ctx.params(), switch_level, half_special_primes));
-    switch_ctx.emplace(ckks::switch_key_parameters(ctx.params(), switch_level, half_special_primes));
-    half_enc.emplace(*half_ctx);
-    std::printf("half ring after block %zu: %s\n", switch_after, half_ctx->params().describe().c_str());
+    half_ring = nn::HalfRing::make(ctx.params(), {switch_after - 1, 27 - 4 * switch_after, half_special_primes});
+    plan.emplace(half_ring->plan());
+    std::printf("half ring after block %zu: %s\n", switch_after, half_ring->context.params().describe().c_str());
   }
-  const nn::RingSwitchPlan plan{half_enc ? *half_enc : enc, switch_after - 1};
   const nn::CompiledBackbone compiled = nn::CompiledBackbone::compile(model_ptrs, enc, patch, 28, scale, head_ptrs, lanes,
                                                                       budget, nn::Compilation::kFull,
-                                                                      switch_after ? &plan : nullptr);
+                                                                      plan ? &*plan : nullptr);
   std::printf("compile: %.1f s, depth %zu, diagonals held %.2f GB (budget %.1f GB)\n", seconds_since(t),
               compiled.depth(), compiled.plaintext_bytes() / 1e9, budget_gb);
   const auto levels = compiled.rotation_levels();
@@ -121,7 +119,7 @@ int run(int argc, char** argv) {
     key_bytes += static_cast<double>(ctx.params().digits_at(level)) * 2 * (level + 1 + ctx.ring_p().size()) * ctx.n() * 8;
   std::printf("rotation keys: %zu steps, %.2f GB in memory at their levels\n", levels.size(), key_bytes / 1e9);
   const auto half_levels = compiled.half_ring_rotation_levels();
-  if (half_ctx) std::printf("half-ring rotation keys: %zu steps\n", half_levels.size());
+  if (half_ring) std::printf("half-ring rotation keys: %zu steps\n", half_levels.size());
   if (dry_run) {
     // The artefact round trip is measured here only: holding a second copy next to the
     // evaluation keys would not fit the 24 GB machine.
@@ -151,20 +149,21 @@ int run(int argc, char** argv) {
   std::optional<ckks::SwitchingKey> switch_key;
   std::optional<ckks::Evaluator> half_eval;
   std::optional<nn::HalfRingEvaluation> half;
-  if (half_ctx) {
+  if (half_ring) {
+    const ckks::Context& half_ctx = half_ring->context;
     t = std::chrono::steady_clock::now();
-    half_kg.emplace(*half_ctx);
+    half_kg.emplace(half_ctx);
     half_rlk = half_kg->create_relin_key();
     half_gk = half_kg->create_galois_keys(half_levels);
-    switch_key = ckks::create_ring_switch_key(*switch_ctx, kg.secret_key(), *half_ctx, half_kg->secret_key());
-    half_eval.emplace(*half_ctx, &*half_rlk, &*half_gk);
-    half.emplace(nn::HalfRingEvaluation{*switch_ctx, *switch_key, *half_eval});
+    switch_key = ckks::create_ring_switch_key(half_ring->switch_context, kg.secret_key(), half_ctx, half_kg->secret_key());
+    half_eval.emplace(half_ctx, &*half_rlk, &*half_gk);
+    half.emplace(nn::HalfRingEvaluation{half_ring->switch_context, *switch_key, *half_eval});
     std::printf("half-ring keygen: %.1f s, evaluation keys %.2f GB + switch key %.2f GB\n", seconds_since(t),
                 (half_gk->byte_size() + half_rlk->byte_size()) / 1e9, switch_key->byte_size() / 1e9);
   }
-  const ckks::Context& out_ctx = half_ctx ? *half_ctx : ctx;
+  const ckks::Context& out_ctx = half_ring ? half_ring->context : ctx;
   const ckks::Decryptor decryptor(out_ctx, half_kg ? half_kg->secret_key() : kg.secret_key());
-  const ckks::Encoder& out_enc = half_enc ? *half_enc : enc;
+  const ckks::Encoder& out_enc = half_ring ? half_ring->encoder : enc;
   const std::vector<nn::Tensor> images = nn::synthetic_images(lanes, patch, 77);
   const ckks::Ciphertext in = encryptor.encrypt(enc.encode(nn::pack_lanes(images, compiled.input_layout()), 28, scale));
   omp_set_num_threads(1);  // the backbone figure is for one core; compile and keygen use both

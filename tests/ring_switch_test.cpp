@@ -12,6 +12,7 @@
 #include "ckks/encryptor.h"
 #include "ckks/keygen.h"
 #include "ckks/ring_switch.h"
+#include "ckks/serialization.h"
 #include "nn/compiled_backbone.h"
 #include "nn/parameter_choice.h"
 #include "nn/patch_cnn.h"
@@ -30,13 +31,17 @@ namespace {
 struct TwoRings {
   TwoRings(int levels, std::size_t switch_level, std::size_t after_block)
       : big(test::small_params(12, levels)),
-        half(half_ring_parameters(big.params(), switch_level, 2)),
-        switch_ctx(switch_key_parameters(big.params(), switch_level, 2)),
         enc(big),
-        half_enc(half),
-        plan{half_enc, after_block} {}
-  Context big, half, switch_ctx;
-  Encoder enc, half_enc;
+        half_ring(nn::HalfRing::make(big.params(), {after_block, switch_level, 2})),
+        half(half_ring->context),
+        switch_ctx(half_ring->switch_context),
+        half_enc(half_ring->encoder),
+        plan(half_ring->plan()) {}
+  Context big;
+  Encoder enc;
+  std::shared_ptr<const nn::HalfRing> half_ring;
+  const Context &half, &switch_ctx;
+  const Encoder& half_enc;
   nn::RingSwitchPlan plan;
 };
 
@@ -116,8 +121,7 @@ TEST(RingSwitch, SecureSetsKeepTheHalfRingBound) {
 }
 
 // A reduced lane group that leaves N = 2^12 for 2^11 after block 3 (of 5) computes the
-// head outputs of its four patches as float64 does; its keys split by ring; the model
-// format refuses it (not part of it yet).
+// head outputs of its four patches as float64 does; its keys split by ring.
 TEST(RingSwitch, LaneGroupSwitchingAfterBlockThreeMatchesFloat64) {
   const nn::Shape patch{3, 8, 8};
   std::vector<nn::Backbone> models;
@@ -143,8 +147,6 @@ TEST(RingSwitch, LaneGroupSwitchingAfterBlockThreeMatchesFloat64) {
   EXPECT_EQ(compiled.output_layout().slots, rings.half.n() / 2);
   for (const auto& [step, level] : compiled.half_ring_rotation_levels()) EXPECT_LE(level, 11u);
   for (const auto& [step, level] : compiled.rotation_levels()) EXPECT_GT(level, 11u);
-  ckks::ByteWriter w;
-  EXPECT_THROW(compiled.save(w), std::logic_error);
 
   const TwoRingKeys keys(rings, compiled.rotation_levels(), compiled.half_ring_rotation_levels());
   const auto images = nn::synthetic_images(4, patch, 9);
@@ -166,15 +168,17 @@ TEST(RingSwitch, LaneGroupSwitchingAfterBlockThreeMatchesFloat64) {
 
 // The whole reduced PatchCNN (four patches in one lane group) switching after block 3:
 // aggregation, normalisation and matching run in the half ring with its own keys, and the
-// normalised embedding and a match score agree with float64; saving is refused up front.
+// normalised embedding and a match score agree with float64; the saved artefact keeps the
+// switch (same outputs once loaded) and its stored switch is validated.
 TEST(RingSwitch, PatchCnnNormalisesAndMatchesInTheHalfRing) {
   const auto images = nn::synthetic_images(128, {3, 16, 16}, 5);
   const nn::PatchCNN model = nn::make_synthetic_patch_cnn(test::reduced_backbone_shape(), 2, 8, 16, 13, images);
   const TwoRings rings(28, 15, 2);
   const double scale = rings.big.params().default_scale();
-  const nn::CompiledPatchCNN compiled = nn::CompiledPatchCNN::compile(model, rings.enc, 28, scale, SIZE_MAX, 4, &rings.plan);
+  // Diagonals of the first layers pre-encoded, the rest just in time: both kinds in both rings.
+  const nn::CompiledPatchCNN compiled =
+      nn::CompiledPatchCNN::compile(model, rings.enc, 28, scale, std::size_t{8} << 20, 4, rings.half_ring);
   ASSERT_TRUE(compiled.switches_ring());
-  EXPECT_THROW(compiled.save(), std::logic_error);
   const auto half_levels = compiled.half_ring_rotation_levels();
   EXPECT_TRUE(half_levels.count(1));  // the embedding's slot sums happen in the half ring
   const TwoRingKeys keys(rings, compiled.rotation_levels(), half_levels);
@@ -194,6 +198,31 @@ TEST(RingSwitch, PatchCnnNormalisesAndMatchesInTheHalfRing) {
   const double score =
       rings.half_enc.decode_real(keys.half.decryptor.decrypt(compiled.match(keys.half.eval, b, a, 0.5)))[0];
   EXPECT_NEAR(score, want, 1e-4 * std::max(1.0, std::fabs(want)));
+
+  // The artefact keeps the switch: loaded, the group gives the same ciphertext bytes.
+  const ckks::Bytes stored = compiled.save();
+  const nn::CompiledPatchCNN loaded = nn::CompiledPatchCNN::load(rings.enc, stored);
+  ASSERT_TRUE(loaded.switches_ring());
+  EXPECT_EQ(loaded.half_ring()->choice, rings.half_ring->choice);
+  EXPECT_EQ(loaded.rotation_levels(), compiled.rotation_levels());
+  EXPECT_EQ(loaded.half_ring_rotation_levels(), half_levels);
+  EXPECT_EQ(loaded.embedding_layout().slots, compiled.embedding_layout().slots);
+  const Ciphertext in = keys.big.encryptor.encrypt(rings.enc.encode(
+      nn::pack_patch_groups({model.patch(images[2], 0), model.patch(images[2], 1), model.patch(images[2], 2),
+                             model.patch(images[2], 3)},
+                            compiled.input_layout())
+          .front(),
+      28, scale));
+  EXPECT_EQ(save(rings.half, compiled.group(0).run(keys.big.eval, in, nullptr, &keys.evaluation)),
+            save(rings.half, loaded.group(0).run(keys.big.eval, in, nullptr, &keys.evaluation)));
+  // A half-ring fingerprint that does not match the stored switch is refused.
+  ckks::Bytes bad = stored;
+  bad[4 + 4 + 8 + 8 + 3 * 8] ^= 1;
+  EXPECT_THROW(nn::CompiledPatchCNN::load(rings.enc, bad), ckks::SerializationError);
+  // So is a switch level the big ring cannot start a half ring at.
+  bad = stored;
+  bad[4 + 4 + 8 + 8 + 8] ^= 4;
+  EXPECT_THROW(nn::CompiledPatchCNN::load(rings.enc, bad), ckks::SerializationError);
 }
 
 // The automatic choice at the parameters `pfhe compile` picks for a 28-level PatchCNN:

@@ -325,40 +325,51 @@ ckks::Ciphertext CompiledBackbone::run(const ckks::Evaluator& big_eval, const ck
 }
 
 void CompiledBackbone::save(ckks::ByteWriter& w) const {
-  if (switches_ring()) throw std::logic_error("compiled backbone: ring switching is not part of the model format yet");
-  const ckks::Context& ctx = conv0_->transform.encoder_context();
+  // Each layer is stored in the ring it runs in (the switch block's successors in the half ring).
+  const ckks::Context* ctx = &conv0_->transform.encoder_context();
   w.reserve_more(plaintext_bytes() + (std::size_t{1} << 24));
-  save_linear(w, ctx, *conv0_);
+  w.put<std::uint64_t>(switch_after_);
+  save_linear(w, *ctx, *conv0_);
   w.put<std::uint64_t>(blocks_.size());
   for (const auto& b : blocks_) {
-    save_quadratic(w, ctx, b.herpn1);
-    save_linear(w, ctx, b.conv1);
-    save_quadratic(w, ctx, b.herpn2);
-    save_linear(w, ctx, b.conv2);
-    save_linear(w, ctx, b.shortcut);
+    save_quadratic(w, *ctx, b.herpn1);
+    save_linear(w, *ctx, b.conv1);
+    save_quadratic(w, *ctx, b.herpn2);
+    save_linear(w, *ctx, b.conv2);
+    save_linear(w, *ctx, b.shortcut);
+    if (&b - blocks_.data() == static_cast<std::ptrdiff_t>(switch_after_))
+      ctx = &pool_head_->transform.encoder_context();
   }
-  save_quadratic(w, ctx, *pool_herpn_);
-  save_linear(w, ctx, *pool_head_);
+  save_quadratic(w, *ctx, *pool_herpn_);
+  save_linear(w, *ctx, *pool_head_);
   w.align(8);  // the next group starts 8-aligned too (coefficients are read in place)
 }
 
-CompiledBackbone CompiledBackbone::load(const ckks::Encoder& enc, ckks::ByteReader& r,
-                                        const std::shared_ptr<const ckks::Backing>& backing) {
-  const ckks::Context& ctx = enc.context();
+CompiledBackbone CompiledBackbone::load(const ckks::Encoder& big_encoder, ckks::ByteReader& r,
+                                        const std::shared_ptr<const ckks::Backing>& backing,
+                                        const RingSwitchPlan* ring_switch) {
+  const char* what = "compiled backbone";
   CompiledBackbone cb;
-  cb.conv0_ = load_linear(enc, r, backing);
-  const std::size_t blocks = r.get_count("compiled backbone", 64);
+  cb.switch_after_ = r.get<std::uint64_t>(what);
+  if (cb.switch_after_ != (ring_switch ? ring_switch->after_block : kNoSwitch))
+    throw ckks::SerializationError("compiled backbone: its ring switch differs from the model's");
+  const ckks::Encoder* enc = &big_encoder;
+  cb.conv0_ = load_linear(*enc, r, backing);
+  const std::size_t blocks = r.get_count(what, 64);
+  if (cb.switches_ring() && cb.switch_after_ + 1 >= blocks)
+    throw ckks::SerializationError("compiled backbone: the ring switch is not followed by a block");
   for (std::size_t i = 0; i < blocks; ++i) {
-    CompiledQuadratic h1 = load_quadratic(ctx, r);
-    CompiledLinear c1 = load_linear(enc, r, backing);
-    CompiledQuadratic h2 = load_quadratic(ctx, r);
-    CompiledLinear c2 = load_linear(enc, r, backing);
-    CompiledLinear s = load_linear(enc, r, backing);
+    CompiledQuadratic h1 = load_quadratic(enc->context(), r);
+    CompiledLinear c1 = load_linear(*enc, r, backing);
+    CompiledQuadratic h2 = load_quadratic(enc->context(), r);
+    CompiledLinear c2 = load_linear(*enc, r, backing);
+    CompiledLinear s = load_linear(*enc, r, backing);
     cb.blocks_.push_back({std::move(h1), std::move(c1), std::move(h2), std::move(c2), std::move(s)});
+    if (i == cb.switch_after_) enc = &ring_switch->half_encoder;
   }
-  cb.pool_herpn_ = load_quadratic(ctx, r);
-  cb.pool_head_ = load_linear(enc, r, backing);
-  r.align(8, "compiled backbone");
+  cb.pool_herpn_ = load_quadratic(enc->context(), r);
+  cb.pool_head_ = load_linear(*enc, r, backing);
+  r.align(8, what);
   return cb;
 }
 

@@ -32,8 +32,7 @@ struct HalfRingEvaluation {
 
 // Where a lane group leaves N for N/2: after block `after_block` (0-based), whose output
 // level must be the half ring's top level and whose output layout repeats with period N/4
-// (two or more replicas). Experimental: measured by pfhe_backbone_bench --ring-switch-after,
-// not yet part of the model format or the CLI.
+// (two or more replicas). nn::HalfRing (nn/half_ring.h) makes one for a whole model.
 struct RingSwitchPlan {
   const ckks::Encoder& half_encoder;
   std::size_t after_block;
@@ -93,13 +92,14 @@ class CompiledBackbone {
   ckks::Ciphertext run(const ckks::Evaluator& eval, const ckks::Ciphertext& patch,
                        std::vector<StepTiming>* timings = nullptr, const HalfRingEvaluation* half = nullptr) const;
 
-  // Stored form inside a compiled model file; load validates and needs the same parameters.
-  // Throws std::logic_error for a group that switches rings (not in the format yet).
+  // Stored form inside a compiled model file; load validates and needs the same parameters
+  // and the same ring switch (the model file's).
   void save(ckks::ByteWriter& w) const;
   // `backing` keeps the reader's bytes alive (a file mapping): coefficients are then used
   // in place (ckks::LinearTransform::load).
   static CompiledBackbone load(const ckks::Encoder& encoder, ckks::ByteReader& r,
-                               const std::shared_ptr<const ckks::Backing>& backing = {});
+                               const std::shared_ptr<const ckks::Backing>& backing = {},
+                               const RingSwitchPlan* ring_switch = nullptr);
 
  private:
   // Pointers to every compiled linear layer (const-ness follows `self`).

@@ -161,10 +161,7 @@ std::optional<RingSwitchChoice> choose_ring_switch(const PatchCNN& model, const 
       big_enc.emplace(*big_ctx);
     }
     try {  // the layout must allow the switch: plan the model with it
-      const ckks::Context half_ctx(ckks::half_ring_parameters(params, level, best->special_primes));
-      const ckks::Encoder half_enc(half_ctx);
-      const RingSwitchPlan plan{half_enc, b};
-      CompiledPatchCNN::plan(model, *big_enc, input_level, params.default_scale(), lanes, &plan);
+      CompiledPatchCNN::plan(model, *big_enc, input_level, params.default_scale(), lanes, HalfRing::make(params, *best));
       return best;
     } catch (const std::invalid_argument&) {
       // e.g. a single copy of this block's output: try a later block

@@ -73,9 +73,6 @@ PrecisionChoice parameters_for_precision(const PatchCNN& model, const std::vecto
 // output layout can switch (checked by planning the model with it). CryptoFaceNet4: after block 3 with 4 special primes
 // (block 2 would leave one special prime, dnum 20: measured slower). nullopt: no block
 // qualifies.
-struct RingSwitchChoice {
-  std::size_t after_block, level, special_primes;
-};
 std::optional<RingSwitchChoice> choose_ring_switch(const PatchCNN& model, const ckks::Parameters& params,
                                                    std::size_t input_level, std::size_t lanes = 0);
 

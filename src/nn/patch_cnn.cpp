@@ -5,6 +5,7 @@
 #include <cstring>
 #include <cmath>
 #include <numeric>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -152,7 +153,7 @@ std::vector<std::vector<double>> pack_patch_groups(const std::vector<Tensor>& pa
 CompiledBackbone CompiledPatchCNN::compile_group(const PatchCNN& model, const ckks::Encoder& encoder,
                                                 std::size_t input_level, double scale, std::size_t plaintext_budget,
                                                 std::size_t lanes, std::size_t g, Compilation mode,
-                                                const RingSwitchPlan* ring_switch) {
+                                                const HalfRing* half_ring) {
   const std::size_t patches = model.backbones.size();
   if (lanes == 0 || g * lanes >= patches)
     throw std::invalid_argument("compile_group: lane group " + std::to_string(g) + " of " + std::to_string(lanes) +
@@ -166,27 +167,29 @@ CompiledBackbone CompiledPatchCNN::compile_group(const PatchCNN& model, const ck
   std::vector<const Linear*> heads;
   for (const Linear& h : head_blocks) heads.push_back(&h);
   const Shape patch{3, model.patch_size, model.patch_size};
+  const std::optional<RingSwitchPlan> plan = half_ring ? std::optional(half_ring->plan()) : std::nullopt;
   return CompiledBackbone::compile(members, encoder, patch, input_level, scale, heads, lanes, plaintext_budget, mode,
-                                   ring_switch);
+                                   plan ? &*plan : nullptr);
 }
 
 CompiledPatchCNN CompiledPatchCNN::compile(const PatchCNN& model, const ckks::Encoder& encoder, std::size_t input_level,
                                            double scale, std::size_t plaintext_budget, std::size_t lanes,
-                                           const RingSwitchPlan* ring_switch) {
-  return build(model, encoder, input_level, scale, plaintext_budget, lanes, Compilation::kFull, ring_switch);
+                                           std::shared_ptr<const HalfRing> half_ring) {
+  return build(model, encoder, input_level, scale, plaintext_budget, lanes, Compilation::kFull, std::move(half_ring));
 }
 
 CompiledPatchCNN CompiledPatchCNN::plan(const PatchCNN& model, const ckks::Encoder& encoder, std::size_t input_level,
-                                        double scale, std::size_t lanes, const RingSwitchPlan* ring_switch) {
-  return build(model, encoder, input_level, scale, 0, lanes, Compilation::kPlanOnly, ring_switch);
+                                        double scale, std::size_t lanes, std::shared_ptr<const HalfRing> half_ring) {
+  return build(model, encoder, input_level, scale, 0, lanes, Compilation::kPlanOnly, std::move(half_ring));
 }
 
 CompiledPatchCNN CompiledPatchCNN::build(const PatchCNN& model, const ckks::Encoder& encoder, std::size_t input_level,
                                          double scale, std::size_t plaintext_budget, std::size_t lanes,
-                                         Compilation mode, const RingSwitchPlan* ring_switch) {
+                                         Compilation mode, std::shared_ptr<const HalfRing> half_ring) {
   model.validate();
   CompiledPatchCNN c;
   c.encoder_ = &encoder;
+  c.half_ring_ = std::move(half_ring);
   c.patches_ = model.backbones.size();
   const Shape patch{3, model.patch_size, model.patch_size};
   const std::size_t fit = max_lanes(model.backbones.front(), patch, encoder.context().n() / 2);
@@ -196,7 +199,7 @@ CompiledPatchCNN CompiledPatchCNN::build(const PatchCNN& model, const ckks::Enco
   const std::size_t groups = (c.patches_ + lanes - 1) / lanes;
   for (std::size_t g = 0; g < groups; ++g)
     c.groups_.push_back(
-        compile_group(model, encoder, input_level, scale, plaintext_budget / groups, lanes, g, mode, ring_switch));
+        compile_group(model, encoder, input_level, scale, plaintext_budget / groups, lanes, g, mode, c.half_ring_.get()));
   c.l2_ = model.l2;
   c.features_ = model.head.out_features;
   c.classifier_ = model.classifier;
@@ -301,16 +304,23 @@ ckks::Ciphertext CompiledPatchCNN::match(const ckks::Evaluator& eval, const ckks
 
 namespace {
 constexpr char kCompiledMagic[4] = {'P', 'F', 'H', 'C'};
-constexpr std::uint32_t kCompiledVersion = 3;  // 2: rotate-and-sum steps per linear layer; 3: rotated copies
+// 2: rotate-and-sum steps per linear layer; 3: rotated copies; 4: the ring switch.
+constexpr std::uint32_t kCompiledVersion = 4;
 }  // namespace
 
 void CompiledPatchCNN::save(const std::function<void(std::span<const std::uint8_t>)>& sink) const {
-  // Before any byte goes to the sink (a file would be left half written).
-  if (switches_ring()) throw std::logic_error("compiled model: ring switching is not part of the model format yet");
   ckks::ByteWriter head;
   head.put_bytes(reinterpret_cast<const std::uint8_t*>(kCompiledMagic), 4);
   head.put<std::uint32_t>(kCompiledVersion);
   head.put<std::uint64_t>(encoder_->context().params().fingerprint());
+  // Whole words: every group starts 8-aligned in the file (its coefficients are read in place).
+  head.put<std::uint64_t>(half_ring_ ? 1 : 0);
+  if (half_ring_) {
+    head.put<std::uint64_t>(half_ring_->choice.after_block);
+    head.put<std::uint64_t>(half_ring_->choice.level);
+    head.put<std::uint64_t>(half_ring_->choice.special_primes);
+    head.put<std::uint64_t>(half_ring_->context.params().fingerprint());
+  }
   head.put<std::uint64_t>(patches_);
   head.put<std::uint64_t>(groups_.size());
   sink(head.bytes());
@@ -340,6 +350,31 @@ void CompiledPatchCNN::save_file(const std::string& path) const {
   f.commit();
 }
 
+namespace {
+// The stored ring switch, its half ring derived again from the big parameters and checked
+// against the stored fingerprint.
+std::shared_ptr<const HalfRing> load_half_ring(const ckks::Parameters& big, ckks::ByteReader& r) {
+  const char* what = "compiled model";
+  const auto flag = r.get<std::uint64_t>(what);
+  if (flag > 1) throw ckks::SerializationError("compiled model: bad ring-switch flag");
+  if (flag == 0) return nullptr;
+  RingSwitchChoice choice;
+  choice.after_block = r.get_count(what, 64);
+  choice.level = r.get_count(what, big.max_level());
+  choice.special_primes = r.get_count(what, big.p().size());
+  const auto fingerprint = r.get<std::uint64_t>(what);
+  std::shared_ptr<const HalfRing> half;
+  try {
+    half = HalfRing::make(big, choice);
+  } catch (const std::invalid_argument& e) {
+    throw ckks::SerializationError(std::string("compiled model: invalid ring switch: ") + e.what());
+  }
+  if (half->context.params().fingerprint() != fingerprint)
+    throw ckks::SerializationError("compiled model: the half ring's fingerprint does not match its parameters");
+  return half;
+}
+}  // namespace
+
 CompiledPatchCNN CompiledPatchCNN::load(const ckks::Encoder& encoder, std::span<const std::uint8_t> bytes,
                                         const std::shared_ptr<const ckks::Backing>& backing) {
   const char* what = "compiled model";
@@ -349,10 +384,13 @@ CompiledPatchCNN CompiledPatchCNN::load(const ckks::Encoder& encoder, std::span<
     throw ckks::SerializationError("compiled model was made for other parameters (fingerprint mismatch)");
   CompiledPatchCNN c;
   c.encoder_ = &encoder;
+  c.half_ring_ = load_half_ring(encoder.context().params(), r);
   c.patches_ = r.get_count(what, 256);
   const std::size_t groups = r.get_count(what, 256);
   if (c.patches_ == 0 || groups == 0) throw ckks::SerializationError("compiled model: no backbones");
-  for (std::size_t g = 0; g < groups; ++g) c.groups_.push_back(CompiledBackbone::load(encoder, r, backing));
+  const std::optional<RingSwitchPlan> plan = c.half_ring_ ? std::optional(c.half_ring_->plan()) : std::nullopt;
+  for (std::size_t g = 0; g < groups; ++g)
+    c.groups_.push_back(CompiledBackbone::load(encoder, r, backing, plan ? &*plan : nullptr));
   const std::size_t lanes = c.groups_.front().input_layout().lanes;
   for (const auto& g : c.groups_)
     if (!(g.input_layout().shape == c.groups_.front().input_layout().shape) || g.input_layout().lanes != lanes ||

@@ -11,6 +11,7 @@
 
 #include "nn/backbone.h"
 #include "nn/compiled_backbone.h"
+#include "nn/half_ring.h"
 
 namespace pfhe::nn {
 
@@ -77,12 +78,12 @@ class CompiledPatchCNN {
  public:
   // lanes: patches evaluated together per ciphertext (a power of two); 0 picks the most
   // that fit, capped at the patch count. Fewer lanes give more, smaller tasks to spread
-  // over workers; more lanes less total work. With `ring_switch` every group runs its
-  // blocks after the plan's block in the half ring, and so do aggregation, normalisation
-  // and matching (experimental: such a model cannot be saved yet).
+  // over workers; more lanes less total work. With `half_ring` every group runs its
+  // blocks after the switch block in the half ring, and so do aggregation, normalisation
+  // and matching.
   static CompiledPatchCNN compile(const PatchCNN& model, const ckks::Encoder& encoder, std::size_t input_level,
                                   double scale, std::size_t plaintext_budget = SIZE_MAX, std::size_t lanes = 0,
-                                  const RingSwitchPlan* ring_switch = nullptr);
+                                  std::shared_ptr<const HalfRing> half_ring = nullptr);
 
   // Lane group g alone, exactly as compile() builds it (same diagonals, so the same
   // outputs): for workers that compile what they run instead of inheriting a compiled model.
@@ -90,12 +91,12 @@ class CompiledPatchCNN {
   static CompiledBackbone compile_group(const PatchCNN& model, const ckks::Encoder& encoder, std::size_t input_level,
                                         double scale, std::size_t plaintext_budget, std::size_t lanes, std::size_t g,
                                         Compilation mode = Compilation::kFull,
-                                        const RingSwitchPlan* ring_switch = nullptr);
+                                        const HalfRing* half_ring = nullptr);
   // What a client needs to make its keys (rotation steps and levels, layouts, depth) without
   // any diagonal values: the same lowering as compile(), none of its encoding. The result
   // can be described (runtime::ClientSpec::of) but neither run nor saved.
   static CompiledPatchCNN plan(const PatchCNN& model, const ckks::Encoder& encoder, std::size_t input_level,
-                               double scale, std::size_t lanes = 0, const RingSwitchPlan* ring_switch = nullptr);
+                               double scale, std::size_t lanes = 0, std::shared_ptr<const HalfRing> half_ring = nullptr);
 
   std::size_t patches() const { return patches_; }
   std::size_t lanes() const { return groups_.front().input_layout().lanes; }
@@ -108,7 +109,10 @@ class CompiledPatchCNN {
   // embedding's slot sums then happen too).
   std::map<long, std::size_t> rotation_levels() const;
   std::map<long, std::size_t> half_ring_rotation_levels() const;
-  bool switches_ring() const { return groups_.front().switches_ring(); }
+  bool switches_ring() const { return half_ring_ != nullptr; }
+  // Where the groups switch rings (null: they do not); its context is then the one of the
+  // embedding, the scores and the half-ring keys.
+  const std::shared_ptr<const HalfRing>& half_ring() const { return half_ring_; }
   std::size_t depth() const;  // backbone (+ normalisation + matching unless a classifier)
   bool classifier() const { return classifier_; }
   std::size_t plaintext_bytes() const;  // memory held by every backbone's diagonals
@@ -123,10 +127,11 @@ class CompiledPatchCNN {
   ckks::Ciphertext match(const ckks::Evaluator& eval, const ckks::Ciphertext& probe, const ckks::Ciphertext& enrolled,
                          double threshold) const;
 
-  // The compiled artefact as one file ("PFHC", version, parameter fingerprint, then every
-  // backbone, the L2 polynomial and the embedding size; docs/FORMAT.md). Loading checks
-  // the fingerprint against the encoder's parameters and validates every part; it is
-  // much faster than compiling (no lowering, no FFTs).
+  // The compiled artefact as one file ("PFHC", version, parameter fingerprint, the ring
+  // switch if any, then every backbone, the L2 polynomial and the embedding size;
+  // docs/FORMAT.md). Loading checks the fingerprints (the half ring's is derived again from
+  // the encoder's parameters and the stored switch) and validates every part; it is much
+  // faster than compiling (no lowering, no FFTs).
   ckks::Bytes save() const;
   void save_file(const std::string& path) const;  // streamed in pieces of 64 MB (ckks::ByteWriter)
   void save(const std::function<void(std::span<const std::uint8_t>)>& sink) const;
@@ -138,10 +143,11 @@ class CompiledPatchCNN {
  private:
   static CompiledPatchCNN build(const PatchCNN& model, const ckks::Encoder& encoder, std::size_t input_level,
                                 double scale, std::size_t plaintext_budget, std::size_t lanes, Compilation mode,
-                                const RingSwitchPlan* ring_switch);
+                                std::shared_ptr<const HalfRing> half_ring);
   // The embedding's slot-sum steps (normalisation, matching) with their level.
   std::map<long, std::size_t> slot_sum_levels() const;
   const ckks::Encoder* encoder_ = nullptr;
+  std::shared_ptr<const HalfRing> half_ring_;
   std::vector<CompiledBackbone> groups_;
   std::size_t patches_ = 0;
   L2NormPoly l2_;
