@@ -66,16 +66,19 @@ int run(int argc, char** argv) {
   const ckks::Context ctx(ckks::Parameters::create(nn::parameters_for(model)));
   const ckks::Encoder enc(ctx);
   const nn::CompileTarget target = nn::compile_target(model, ctx.params());
-  const nn::CompiledPatchCNN compiled = nn::CompiledPatchCNN::compile(
-      model, enc, target.level, target.scale, static_cast<std::size_t>(budget_gb * (1ull << 30)));
+  const nn::CompiledPatchCNN compiled =
+      nn::CompiledPatchCNN::compile(model, enc, target.level, target.scale,
+                                    static_cast<std::size_t>(budget_gb * (1ull << 30)), 0,
+                                    nn::chosen_half_ring(model, ctx.params(), target.level));
   std::printf("parameters: %s\ncompile: %.1f s (%zu lane groups of %zu)\n", ctx.params().describe().c_str(),
               seconds_since(t), compiled.groups(), compiled.lanes());
   t = Clock::now();
   const runtime::ClientSpec spec = runtime::ClientSpec::of(compiled, ctx.params());
   auto [secret, keys] = runtime::generate_keys(ctx, spec);
   const runtime::Client client(ctx, spec, std::move(secret));
-  const ckks::Evaluator eval(ctx, &keys.relin, &keys.galois);
-  const runtime::TaskFunction tasks = runtime::backbone_tasks(compiled, eval);
+  const runtime::Evaluators evaluators(ctx, compiled.half_ring().get(), keys);
+  const ckks::Evaluator& eval = evaluators.output();
+  const runtime::TaskFunction tasks = runtime::backbone_tasks(compiled, evaluators.big(), evaluators.half_ring());
   const auto executor = runtime::make_thread_executor(workers);
   std::printf("keygen: %.1f s\n", seconds_since(t));
 
@@ -89,7 +92,7 @@ int run(int argc, char** argv) {
     const runtime::CiphertextFile patches = runtime::load_ciphertexts(runtime::view_of(client.encrypt_image(image)), ctx);
     const double encrypt_s = seconds_since(t);
     t = Clock::now();
-    const auto heads = executor->run(ctx, tasks, patches.ciphertexts);
+    const auto heads = executor->run(evaluators.rings(), tasks, patches.ciphertexts);
     embeddings.push_back(compiled.normalize(eval, compiled.aggregate(eval, heads)));
     const double infer_s = seconds_since(t);
     t = Clock::now();

@@ -46,7 +46,7 @@ done
 step "client: decrypt alice's embedding, precision against the float64 model"
 "$pfhe" decrypt "${spec[@]}" --secret-key secret.key --input alice.ct --reference-model model.pfhm --reference-image alice.png
 step "server: enroll alice's encrypted embedding; match the two probes encrypted"
-"$pfhe" enroll --params server/params.pfhe --store templates --name alice --embedding alice.ct
+"$pfhe" enroll --params server/params.pfhe --spec server/client.json --store templates --name alice --embedding alice.ct
 for probe in alice2 bob; do
   "$pfhe" match "${srv[@]}" --input $probe.ct --out $probe.score --store templates --name alice --threshold 0.5
   echo -n "client decrypts the score of $probe vs alice: "

@@ -66,7 +66,7 @@ TEST(NoiseEstimate, RoundingNoiseFollowsRingAndScale) {
 // ring whose layers rotate-and-sum many copies. Regression: those sums ran after the
 // rescale and added up the copies' rounding errors (measured 17.3 bits here against 19.4
 // estimated; 2.1 bits lost at N = 2^16 by the CLI's reduced model); they now run before
-// it (measured 19.0 in two runs).
+// it.
 TEST(NoiseEstimate, MatchesEncryptedRuns) {
   const PatchCNN model = reduced_model();
   const auto images = synthetic_images(3, {3, 16, 16}, 99);
@@ -75,7 +75,11 @@ TEST(NoiseEstimate, MatchesEncryptedRuns) {
   const double estimated = estimate_precision(model, images, ctx.n(), ctx.params().default_scale()).relative;
   std::printf("N = 2^14, scale 2^36: measured %.2f bits, estimated %.2f bits\n", -std::log2(measured),
               -std::log2(estimated));
-  EXPECT_NEAR(std::log2(measured), std::log2(estimated), 1.0);
+  // The measurement is the worst of three images under fresh random noise: it spread over
+  // 18.35-19.6 bits in the runs so far (estimate 19.42), so it may fall 1.5 bits below the estimate
+  // (the regression above lost 2.1) and rise 1 bit above it.
+  EXPECT_GE(-std::log2(measured), -std::log2(estimated) - 1.5);
+  EXPECT_LE(-std::log2(measured), -std::log2(estimated) + 1.0);
 }
 
 TEST(ParametersForPrecision, PicksTheSmallestScaleThatReachesTheTarget) {

@@ -81,13 +81,14 @@ int run_child(const BenchRun& run, const runtime::Server& server, const runtime:
     else executor = runtime::make_fork_executor(run.workers);
     const runtime::TaskFunction tasks =
         run.executor == "recompile"
-            ? runtime::recompiling_backbone_tasks(*weights, server.model(), server.encoder(), server.evaluator())
+            ? runtime::recompiling_backbone_tasks(*weights, server.model(), server.encoder(), server.evaluators().big(),
+                                                  server.evaluators().half_ring())
             : server.tasks();
     const auto start = Clock::now();
     runtime::RunStats stats;
     const runtime::CiphertextFile out = server.infer(inputs, *executor, tasks, &stats);
     const double seconds = seconds_since(start);
-    runtime::write_ciphertexts(output_path, server.context(), out);
+    runtime::write_ciphertexts(output_path, server.output_context(), out);
     const nlohmann::json report = {{"infer_seconds", seconds},
                                    {"backbone_seconds", stats.seconds},
                                    {"transfer_seconds", stats.transfer_seconds},

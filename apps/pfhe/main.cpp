@@ -159,33 +159,61 @@ ckks::Parameters compile_parameters(const nn::PatchCNN& model, const std::string
 
 // plan_only: parameters and client spec without the artefact (no diagonals encoded), for
 // a server that is given the model file and compiles each lane group per task.
-int cmd_compile(const std::string& model_path, const std::string& out_dir, double budget_gb, std::size_t lanes,
-                bool plan_only, const std::string& calibrate_on, double precision_bits) {
+struct CompileOptions {
+  std::string model, out_dir, calibrate_on;
+  // 0.5 GB of pre-encoded diagonals by default: each GB spares ~2,000 limb NTTs (~0.35 s
+  // of a 60 s CryptoFaceNet4 inference) but adds a GB to the server's resident memory.
+  double budget_gb = 0.5, precision_bits = 0;
+  std::size_t lanes = 0;
+  bool plan_only = false, no_ring_switch = false;
+};
+
+// The automatic ring switch (nn::choose_ring_switch) unless switched off; reported.
+std::shared_ptr<const nn::HalfRing> compile_half_ring(const CompileOptions& o, const nn::PatchCNN& model,
+                                                      const ckks::Parameters& params, std::size_t level) {
+  // A server given the model file plans with the automatic choice; a plan without it would
+  // not match the keys made from its spec.
+  if (o.no_ring_switch && o.plan_only)
+    throw std::invalid_argument("--no-ring-switch applies to compiled artefacts, not to --plan-only");
+  const auto half = o.no_ring_switch ? nullptr : nn::chosen_half_ring(model, params, level, o.lanes);
+  if (half)
+    progress("ring switch after block %zu: the rest runs at %s", half->choice.after_block + 1,
+             half->context.params().describe().c_str());
+  else
+    progress("no ring switch (%s)", o.no_ring_switch ? "--no-ring-switch" : "no block where the half ring pays off");
+  return half;
+}
+
+int cmd_compile(const CompileOptions& o) {
   auto t = Clock::now();
-  const nn::PatchCNN model = nn::load_model_file(model_path);
-  const ckks::Context ctx(compile_parameters(model, calibrate_on, precision_bits));
+  const nn::PatchCNN model = nn::load_model_file(o.model);
+  const ckks::Context ctx(compile_parameters(model, o.calibrate_on, o.precision_bits));
   const nn::CompileTarget target = nn::compile_target(model, ctx.params());
-  progress("model %s: %zu patches, depth %zu -> parameters %s", model_path.c_str(), model.backbones.size(),
+  progress("model %s: %zu patches, depth %zu -> parameters %s", o.model.c_str(), model.backbones.size(),
            target.level, ctx.params().describe().c_str());
   const ckks::Encoder enc(ctx);
-  if (plan_only) {
-    const nn::CompiledPatchCNN plan = nn::CompiledPatchCNN::plan(model, enc, target.level, target.scale, lanes);
+  const auto half_ring = compile_half_ring(o, model, ctx.params(), target.level);
+  const std::string& out_dir = o.out_dir;
+  if (o.plan_only) {
+    const nn::CompiledPatchCNN plan =
+        nn::CompiledPatchCNN::plan(model, enc, target.level, target.scale, o.lanes, half_ring);
     fs::create_directories(out_dir);
     ckks::write_file(out_dir + "/params.pfhe", ckks::save_parameters(ctx.params()));
     runtime::ClientSpec::of(plan, ctx.params()).write(out_dir + "/client.json");
     progress("planned in %.1f s: %zu patches in %zu ciphertext(s) of %zu lanes, %zu rotation keys; wrote "
              "%s/{params.pfhe, client.json} (serve the model file itself: each lane group compiles per task)",
-             seconds_since(t), plan.patches(), plan.groups(), plan.lanes(), plan.rotation_levels().size(),
-             out_dir.c_str());
+             seconds_since(t), plan.patches(), plan.groups(), plan.lanes(),
+             plan.rotation_levels().size() + plan.half_ring_rotation_levels().size(), out_dir.c_str());
     return 0;
   }
-  const auto budget = static_cast<std::size_t>(budget_gb * static_cast<double>(1ULL << 30));
+  const auto budget = static_cast<std::size_t>(o.budget_gb * static_cast<double>(1ULL << 30));
   const nn::CompiledPatchCNN compiled =
-      nn::CompiledPatchCNN::compile(model, enc, target.level, target.scale, budget, lanes);
+      nn::CompiledPatchCNN::compile(model, enc, target.level, target.scale, budget, o.lanes, half_ring);
   const double compile_s = seconds_since(t);
   progress("compiled in %.1f s: %zu patches in %zu ciphertext(s) of %zu lanes, diagonals hold %.2f GB, %zu rotation keys",
            compile_s, compiled.patches(), compiled.groups(), compiled.lanes(),
-           static_cast<double>(compiled.plaintext_bytes()) / 1e9, compiled.rotation_levels().size());
+           static_cast<double>(compiled.plaintext_bytes()) / 1e9,
+           compiled.rotation_levels().size() + compiled.half_ring_rotation_levels().size());
   fs::create_directories(out_dir);
   t = Clock::now();
   ckks::write_file(out_dir + "/params.pfhe", ckks::save_parameters(ctx.params()));
@@ -202,10 +230,16 @@ int cmd_keygen(const std::string& spec_path, const std::string& params_path, con
   const auto t = Clock::now();
   const ckks::Context ctx(runtime::read_secure_parameters(params_path));
   const runtime::ClientSpec spec = runtime::ClientSpec::read(spec_path);
-  progress("generating the secret key, a relinearization key and %zu Galois keys", spec.rotation_levels.size());
+  const auto half_ring = spec.half_ring(ctx.params());
+  if (half_ring)
+    progress("generating the secret keys of both rings, their relinearization keys, %zu + %zu Galois keys and the "
+             "ring-switch key",
+             spec.rotation_levels.size(), spec.half_ring_rotation_levels.size());
+  else
+    progress("generating the secret key, a relinearization key and %zu Galois keys", spec.rotation_levels.size());
   // The evaluation keys go to their file as they are made; the secret key is written after.
   const runtime::SecretKeyFile secret = runtime::generate_keys(ctx, spec, eval_out);
-  runtime::write_secret_key(secret_out, ctx, secret);
+  runtime::write_secret_key(secret_out, ctx, half_ring.get(), secret);
   progress("keys in %.1f s: secret key %s (keep it), evaluation keys %s (%.2f GB, for the server)", seconds_since(t),
            secret_out.c_str(), eval_out.c_str(), static_cast<double>(fs::file_size(eval_out)) / 1e9);
   return 0;
@@ -214,11 +248,10 @@ int cmd_keygen(const std::string& spec_path, const std::string& params_path, con
 int cmd_encrypt(const std::string& spec_path, const std::string& params_path, const std::string& secret_path,
                 const std::string& image_path, const std::string& out) {
   const auto t = Clock::now();
-  const ckks::Context ctx(runtime::read_secure_parameters(params_path));
-  const runtime::ClientSpec spec = runtime::ClientSpec::read(spec_path);
-  const runtime::Client client(ctx, spec, runtime::read_secret_key(secret_path, ctx));
+  const runtime::LoadedClient loaded(params_path, spec_path, secret_path);
+  const runtime::ClientSpec& spec = loaded.spec;
   const nn::Tensor image = app::load_image(image_path, spec.image_shape().height);
-  ckks::write_file(out, runtime::save_bundle(client.encrypt_image(image)));
+  ckks::write_file(out, runtime::save_bundle(loaded.client.encrypt_image(image)));
   progress("encrypted %zu patches of %s in %.2f s -> %s (%.1f MB)", spec.grid * spec.grid, image_path.c_str(),
            seconds_since(t), out.c_str(), static_cast<double>(fs::file_size(out)) / 1e6);
   return 0;
@@ -230,9 +263,9 @@ struct DecryptOptions {
 };
 
 int cmd_decrypt(const DecryptOptions& o) {
-  const ckks::Context ctx(runtime::read_secure_parameters(o.params));
-  const runtime::Client client(ctx, runtime::ClientSpec::read(o.spec), runtime::read_secret_key(o.secret, ctx));
-  const runtime::CiphertextFile ct = read_single_ciphertext(o.input, ctx);
+  const runtime::LoadedClient loaded(o.params, o.spec, o.secret);
+  const runtime::Client& client = loaded.client;
+  const runtime::CiphertextFile ct = read_single_ciphertext(o.input, client.output_context());
   nlohmann::json report;
   if (o.score) {
     const double score = client.decrypt_score(ct);
@@ -306,7 +339,7 @@ int run_inference(const InferOptions& o, const runtime::Server& server, runtime:
   const runtime::CiphertextFile embedding =
       server.infer(inputs, executor, with_progress(server.tasks(), server.model().groups()), &stats);
   const double infer_s = seconds_since(t);
-  runtime::write_ciphertexts(o.out, server.context(), embedding);
+  runtime::write_ciphertexts(o.out, server.output_context(), embedding);
   progress("encrypted embedding in %.2f s (backbones %.2f s, serialization/transfer %.3f s) -> %s", infer_s,
            stats.seconds, stats.transfer_seconds, o.out.c_str());
   write_json_report(o.json, {{"executor", executor.name()},
@@ -332,7 +365,7 @@ int cmd_infer(InferOptions o, int* argc, char*** argv) {
     const auto t = Clock::now();
     const runtime::Server server(o.params, o.model, o.keys, o.lanes);
     if (mpi.rank() != 0) {
-      runtime::serve_mpi_tasks(mpi, server.context(), with_progress(server.tasks(), server.model().groups()));
+      runtime::serve_mpi_tasks(mpi, server.rings(), with_progress(server.tasks(), server.model().groups()));
       return 0;
     }
     const double load_s = seconds_since(t);
@@ -361,11 +394,15 @@ std::string template_path(const std::string& store, const std::string& name) {
   return store + "/" + name + ".ct";
 }
 
-int cmd_enroll(const std::string& params, const std::string& store, const std::string& name, const std::string& input) {
+// The spec says in which ring embeddings come back (the half ring's after a ring switch).
+int cmd_enroll(const std::string& params, const std::string& spec_path, const std::string& store,
+               const std::string& name, const std::string& input) {
   const ckks::Context ctx(runtime::read_secure_parameters(params));
-  const runtime::CiphertextFile e = read_single_ciphertext(input, ctx);  // validated before it is stored
+  const auto half_ring = runtime::ClientSpec::read(spec_path).half_ring(ctx.params());
+  const ckks::Context& output = half_ring ? half_ring->context : ctx;
+  const runtime::CiphertextFile e = read_single_ciphertext(input, output);  // validated before it is stored
   fs::create_directories(store);
-  runtime::write_ciphertexts(template_path(store, name), ctx, e);
+  runtime::write_ciphertexts(template_path(store, name), output, e);
   progress("enrolled '%s' (encrypted template) in %s", name.c_str(), store.c_str());
   return 0;
 }
@@ -374,9 +411,9 @@ int cmd_match(const InferOptions& o, const std::string& store, const std::string
   const runtime::Server server(o.params, o.model, o.keys, o.lanes);
   const std::string path = template_path(store, name);
   if (!fs::exists(path)) throw std::invalid_argument("no enrolled template '" + name + "' in " + store);
-  const runtime::CiphertextFile enrolled = read_single_ciphertext(path, server.context());
-  const runtime::CiphertextFile probe = read_single_ciphertext(o.input, server.context());
-  runtime::write_ciphertexts(o.out, server.context(), server.match(probe, enrolled, threshold));
+  const runtime::CiphertextFile enrolled = read_single_ciphertext(path, server.output_context());
+  const runtime::CiphertextFile probe = read_single_ciphertext(o.input, server.output_context());
+  runtime::write_ciphertexts(o.out, server.output_context(), server.match(probe, enrolled, threshold));
   progress("encrypted match score against '%s' -> %s", name.c_str(), o.out.c_str());
   return 0;
 }
@@ -390,11 +427,8 @@ int main(int argc, char** argv) {
 
   std::string kind = "reduced", calibrate_on, out, model, out_dir, spec, params, secret, keys, image, input, store, name, json;
   std::uint64_t seed = 2025;
-  std::size_t size = 64, lanes = 0;
-  // 0.5 GB of pre-encoded diagonals by default: each GB spares ~2,000 limb NTTs (~0.35 s
-  // of a 60 s CryptoFaceNet4 inference) but adds a GB to the server's resident memory.
-  double budget_gb = 0.5, threshold = 0, variation = 0, precision_bits = 0;
-  bool plan_only = false;
+  std::size_t size = 64;
+  double threshold = 0, variation = 0;
   InferOptions infer;
   DecryptOptions dec;
 
@@ -411,23 +445,26 @@ int main(int argc, char** argv) {
   sample->add_option("--variation", variation, "blend in this fraction of another image")->capture_default_str();
   sample->add_option("--out", out)->required();
 
+  CompileOptions comp;
   auto* compile = app.add_subcommand("compile", "server: model file -> parameters, compiled artefact, client spec");
-  compile->add_option("--model", model)->required()->check(CLI::ExistingFile);
-  compile->add_option("--out-dir", out_dir)->required();
-  compile->add_option("--budget-gb", budget_gb, "memory for pre-encoded diagonals (the rest is encoded just in time)")
+  compile->add_option("--model", comp.model)->required()->check(CLI::ExistingFile);
+  compile->add_option("--out-dir", comp.out_dir)->required();
+  compile->add_option("--budget-gb", comp.budget_gb, "memory for pre-encoded diagonals (the rest is encoded just in time)")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1e6));
-  compile->add_option("--lanes", lanes, "patches per ciphertext (power of two; 0: as many as fit)")->capture_default_str();
-  compile->add_option("--precision-bits", precision_bits,
+  compile->add_option("--lanes", comp.lanes, "patches per ciphertext (power of two; 0: as many as fit)")->capture_default_str();
+  compile->add_option("--precision-bits", comp.precision_bits,
                       "target bits of the encrypted output (-log2 relative error): the scale is chosen for it "
                       "(0: a 2^40 scale)")
       ->check(CLI::Range(0.0, 40.0))
       ->capture_default_str();
-  compile->add_option("--calibrate-on", calibrate_on,
+  compile->add_option("--calibrate-on", comp.calibrate_on,
                       "directory of images for the output range and the precision estimate (default: synthetic)")
       ->check(CLI::ExistingDirectory);
-  compile->add_flag("--plan-only", plan_only,
+  compile->add_flag("--plan-only", comp.plan_only,
                     "write params.pfhe and client.json only; serve the model file itself (compiled per task)");
+  compile->add_flag("--no-ring-switch", comp.no_ring_switch,
+                    "keep every block in the big ring (default: switch to N/2 where it is estimated to pay off)");
 
   auto* keygen = app.add_subcommand("keygen", "client: secret key + evaluation keys for a compiled model");
   keygen->add_option("--spec", spec, "client.json from compile")->required()->check(CLI::ExistingFile);
@@ -466,6 +503,9 @@ int main(int argc, char** argv) {
 
   auto* enroll = app.add_subcommand("enroll", "server: store an encrypted embedding as a named template");
   enroll->add_option("--params", params)->required()->check(CLI::ExistingFile);
+  enroll->add_option("--spec", spec, "client.json from compile (in which ring embeddings come back)")
+      ->required()
+      ->check(CLI::ExistingFile);
   enroll->add_option("--store", store)->required();
   enroll->add_option("--name", name)->required();
   enroll->add_option("--embedding", input)->required()->check(CLI::ExistingFile);
@@ -501,11 +541,11 @@ int main(int argc, char** argv) {
   try {
     if (*make) return cmd_make_model(kind, seed, calibrate_on, out);
     if (*sample) return cmd_sample_image(size, seed, variation, out);
-    if (*compile) return cmd_compile(model, out_dir, budget_gb, lanes, plan_only, calibrate_on, precision_bits);
+    if (*compile) return cmd_compile(comp);
     if (*keygen) return cmd_keygen(spec, params, secret, keys);
     if (*encrypt) return cmd_encrypt(spec, params, secret, image, out);
     if (*run) return cmd_infer(infer, &argc, &argv);
-    if (*enroll) return cmd_enroll(params, store, name, input);
+    if (*enroll) return cmd_enroll(params, spec, store, name, input);
     if (*match) return cmd_match(infer, store, name, threshold);
     if (*bench_cmd) return app::run_bench(bench);
     if (*decrypt) {

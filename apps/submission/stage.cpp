@@ -72,9 +72,15 @@ nn::PatchCNN submission_model() {
                                       nn::synthetic_images(128, {3, side, side}, 2026));
 }
 
-nn::CompiledPatchCNN compile(const nn::PatchCNN& model, const ckks::Encoder& enc) {
-  const nn::CompileTarget target = nn::compile_target(model, enc.context().params());
-  return nn::CompiledPatchCNN::compile(model, enc, target.level, target.scale, std::size_t{1} << 30);
+// The client's plan and the server's compile of the same model, ring switch included.
+nn::CompiledPatchCNN compile(const nn::PatchCNN& model, const ckks::Encoder& enc, nn::Compilation mode) {
+  const ckks::Parameters& params = enc.context().params();
+  const nn::CompileTarget target = nn::compile_target(model, params);
+  auto half_ring = nn::chosen_half_ring(model, params, target.level);
+  return mode == nn::Compilation::kPlanOnly
+             ? nn::CompiledPatchCNN::plan(model, enc, target.level, target.scale, 0, std::move(half_ring))
+             : nn::CompiledPatchCNN::compile(model, enc, target.level, target.scale, std::size_t{1} << 30, 0,
+                                             std::move(half_ring));
 }
 
 void write_text(const fs::path& path, const std::string& text) { ckks::write_text_file(path.string(), text); }
@@ -91,13 +97,12 @@ void client_key_generation(const Instance& in) {
   const nn::PatchCNN model = nn::load_model_file((in.model / "model.pfhm").string());
   const ckks::Context ctx(ckks::Parameters::create(nn::parameters_for(model)));
   const ckks::Encoder enc(ctx);
-  const nn::CompileTarget target = nn::compile_target(model, ctx.params());
-  const runtime::ClientSpec spec =
-      runtime::ClientSpec::of(nn::CompiledPatchCNN::plan(model, enc, target.level, target.scale), ctx.params());
+  const nn::CompiledPatchCNN plan = compile(model, enc, nn::Compilation::kPlanOnly);
+  const runtime::ClientSpec spec = runtime::ClientSpec::of(plan, ctx.params());
   ckks::write_file((in.keys / "params.pfhe").string(), ckks::save_parameters(ctx.params()));
   spec.write((in.keys / "client.json").string());
   const runtime::SecretKeyFile secret = runtime::generate_keys(ctx, spec, (in.keys / "eval.keys").string());
-  runtime::write_secret_key((in.client / "secret.key").string(), ctx, secret);
+  runtime::write_secret_key((in.client / "secret.key").string(), ctx, plan.half_ring().get(), secret);
 }
 
 // Stage 3: the server compiles the same public model for the client's parameters.
@@ -107,7 +112,7 @@ void server_preprocess_model(const Instance& in) {
   const ckks::Encoder enc(ctx);
   const fs::path shared = in.model / "model.pfhm";
   const nn::PatchCNN model = fs::exists(shared) ? nn::load_model_file(shared.string()) : submission_model();
-  compile(model, enc).save_file((in.server / "model.pfhc").string());
+  compile(model, enc, nn::Compilation::kFull).save_file((in.server / "model.pfhc").string());
 }
 
 // Stage 5: decode, crop and resize every image of the pairs to the model's input.
@@ -135,9 +140,10 @@ fs::path encrypted_image(const Instance& in, std::size_t pair, int k) {
 
 // Stage 6: encrypt every prepared image (one bundle of patch groups per image).
 void client_encode_encrypt_input(const Instance& in) {
-  const ckks::Context ctx(runtime::read_secure_parameters((in.keys / "params.pfhe").string()));
-  const runtime::ClientSpec spec = runtime::ClientSpec::read((in.keys / "client.json").string());
-  const runtime::Client client(ctx, spec, runtime::read_secret_key((in.client / "secret.key").string(), ctx));
+  const runtime::LoadedClient loaded((in.keys / "params.pfhe").string(), (in.keys / "client.json").string(),
+                                     (in.client / "secret.key").string());
+  const runtime::ClientSpec& spec = loaded.spec;
+  const runtime::Client& client = loaded.client;
   const ckks::Bytes inputs = ckks::read_file((in.client / "inputs.bin").string());
   ckks::ByteReader r(inputs);
   if (r.get_count("prepared inputs", 1 << 20) != in.pairs) throw std::invalid_argument("prepared inputs: wrong pair count");
@@ -167,11 +173,11 @@ void server_encrypted_compute(const Instance& in) {
       e[k] = server.infer(runtime::read_ciphertexts(encrypted_image(in, i, k).string(), server.context()), *executor);
     scores.key_set = e[0].key_set;
     scores.ciphertexts.push_back(
-        server.model().similarity(server.evaluator(), e[0].ciphertexts[0], e[1].ciphertexts[0]));
+        server.model().similarity(server.evaluators().output(), e[0].ciphertexts[0], e[1].ciphertexts[0]));
   }
   const double compute_s = seconds_since(compute_start);
   fs::create_directories(in.download);
-  runtime::write_ciphertexts((in.download / "scores.cts").string(), server.context(), scores);
+  runtime::write_ciphertexts((in.download / "scores.cts").string(), server.output_context(), scores);
   // The harness's schema (harness/utils.py): seconds, pure compute and the stage's total.
   write_text(in.io / "server_reported.json",
              nlohmann::json{{"Encrypted computation", compute_s},
@@ -184,10 +190,11 @@ void server_encrypted_compute(const Instance& in) {
 
 // Stage 8: decrypt the scores (slot 0 of each ciphertext).
 void client_decrypt_decode(const Instance& in) {
-  const ckks::Context ctx(runtime::read_secure_parameters((in.keys / "params.pfhe").string()));
-  const runtime::ClientSpec spec = runtime::ClientSpec::read((in.keys / "client.json").string());
-  const runtime::Client client(ctx, spec, runtime::read_secret_key((in.client / "secret.key").string(), ctx));
-  const runtime::CiphertextFile scores = runtime::read_ciphertexts((in.download / "scores.cts").string(), ctx);
+  const runtime::LoadedClient loaded((in.keys / "params.pfhe").string(), (in.keys / "client.json").string(),
+                                     (in.client / "secret.key").string());
+  const runtime::Client& client = loaded.client;
+  const runtime::CiphertextFile scores =
+      runtime::read_ciphertexts((in.download / "scores.cts").string(), client.output_context());
   if (scores.ciphertexts.size() != in.pairs) throw std::invalid_argument("scores: wrong count");
   std::string text;
   char line[64];

@@ -68,7 +68,7 @@ Header read_header(std::span<const std::uint8_t> bytes) {
                              std::to_string(kFormatVersion) + ")");
   Header h;
   const auto type = r.get<std::uint16_t>("header");
-  if (type < 1 || type > 8) throw SerializationError("unknown object type " + std::to_string(type));
+  if (type < 1 || type > 9) throw SerializationError("unknown object type " + std::to_string(type));
   h.type = static_cast<ObjectType>(type);
   h.flags = r.get<std::uint32_t>("header");
   if (h.flags & ~kFlagZstd) throw SerializationError("unknown header flags");
@@ -185,6 +185,7 @@ std::string to_string(ObjectType type) {
     case ObjectType::kPublicKey: return "public key";
     case ObjectType::kRelinKey: return "relinearization key";
     case ObjectType::kGaloisKeys: return "Galois key set";
+    case ObjectType::kRingSwitchKey: return "ring-switch key";
   }
   return "unknown object";
 }
@@ -352,6 +353,23 @@ RelinKey load_relin_key(const Context& ctx, std::span<const std::uint8_t> bytes)
   RelinKey rk{get_switching_key(r, ctx, "relinearization key")};
   r.expect_end("relinearization key");
   return rk;
+}
+
+Bytes save_ring_switch_key(const Context& switch_ctx, const SwitchingKey& key, SaveOptions options) {
+  if (key.max_level() != switch_ctx.max_level()) throw std::invalid_argument("ring-switch key: not at the context's top level");
+  ByteWriter w;
+  put_switching_key(w, key);
+  return finish(ObjectType::kRingSwitchKey, switch_ctx.params().fingerprint(), std::move(w.bytes()), options);
+}
+
+SwitchingKey load_ring_switch_key(const Context& switch_ctx, std::span<const std::uint8_t> bytes) {
+  const char* what = "ring-switch key";
+  const Payload payload = open_payload(bytes, ObjectType::kRingSwitchKey, switch_ctx.params().fingerprint());
+  ByteReader r(payload);
+  SwitchingKey key = get_switching_key(r, switch_ctx, what);
+  r.expect_end(what);
+  if (key.max_level() != switch_ctx.max_level()) throw SerializationError("ring-switch key: not at the top level");
+  return key;
 }
 
 Bytes save(const Context& ctx, const GaloisKeys& gk, SaveOptions options) {

@@ -32,6 +32,7 @@ enum class ObjectType : std::uint16_t {
   kPublicKey = 6,
   kRelinKey = 7,
   kGaloisKeys = 8,
+  kRingSwitchKey = 9,
 };
 std::string to_string(ObjectType type);
 
@@ -51,6 +52,9 @@ Bytes save(const Context& ctx, const PublicKey& pk, SaveOptions options = {});
 // Switching keys are stored seeded: the a_j are regenerated from the key's seed.
 Bytes save(const Context& ctx, const RelinKey& rk, SaveOptions options = {});
 Bytes save(const Context& ctx, const GaloisKeys& gk, SaveOptions options = {});
+// The key of a ring switch (ckks/ring_switch.h) in its own context (switch_key_parameters),
+// at that context's top level.
+Bytes save_ring_switch_key(const Context& switch_ctx, const SwitchingKey& key, SaveOptions options = {});
 
 // A Galois key set written key by key, byte for byte what save(ctx, keys) (uncompressed)
 // writes for the keys make(g, level) returns, without the whole set in memory: keys are
@@ -71,6 +75,7 @@ SeededCiphertext load_seeded_ciphertext(const Context& ctx, std::span<const std:
 SecretKey load_secret_key(const Context& ctx, std::span<const std::uint8_t> bytes);
 PublicKey load_public_key(const Context& ctx, std::span<const std::uint8_t> bytes);
 RelinKey load_relin_key(const Context& ctx, std::span<const std::uint8_t> bytes);
+SwitchingKey load_ring_switch_key(const Context& switch_ctx, std::span<const std::uint8_t> bytes);
 // With `backing` (what holds `bytes`, e.g. a file mapping) and the set stored uncompressed
 // (read in place), each key's stored bytes are handed back to it (Backing::release) once
 // parsed, so that loading does not hold the stored keys and the expanded ones at once.

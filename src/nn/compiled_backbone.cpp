@@ -356,8 +356,8 @@ CompiledBackbone CompiledBackbone::load(const ckks::Encoder& big_encoder, ckks::
   const ckks::Encoder* enc = &big_encoder;
   cb.conv0_ = load_linear(*enc, r, backing);
   const std::size_t blocks = r.get_count(what, 64);
-  if (cb.switches_ring() && cb.switch_after_ + 1 >= blocks)
-    throw ckks::SerializationError("compiled backbone: the ring switch is not followed by a block");
+  if (cb.switches_ring() && cb.switch_after_ >= blocks)
+    throw ckks::SerializationError("compiled backbone: it switches rings after a block it does not have");
   for (std::size_t i = 0; i < blocks; ++i) {
     CompiledQuadratic h1 = load_quadratic(enc->context(), r);
     CompiledLinear c1 = load_linear(*enc, r, backing);

@@ -170,6 +170,12 @@ std::optional<RingSwitchChoice> choose_ring_switch(const PatchCNN& model, const 
   return std::nullopt;
 }
 
+std::shared_ptr<const HalfRing> chosen_half_ring(const PatchCNN& model, const ckks::Parameters& params,
+                                                 std::size_t input_level, std::size_t lanes) {
+  const auto choice = choose_ring_switch(model, params, input_level, lanes);
+  return choice ? HalfRing::make(params, *choice) : nullptr;
+}
+
 CompileTarget compile_target(const PatchCNN& model, const ckks::Parameters& params) {
   const std::size_t levels = required_levels(model);
   if (params.max_level() < levels)

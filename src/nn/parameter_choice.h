@@ -75,6 +75,10 @@ PrecisionChoice parameters_for_precision(const PatchCNN& model, const std::vecto
 // qualifies.
 std::optional<RingSwitchChoice> choose_ring_switch(const PatchCNN& model, const ckks::Parameters& params,
                                                    std::size_t input_level, std::size_t lanes = 0);
+// The half ring of that choice (null: none), as `pfhe compile` and a server given a model
+// file decide it.
+std::shared_ptr<const HalfRing> chosen_half_ring(const PatchCNN& model, const ckks::Parameters& params,
+                                                 std::size_t input_level, std::size_t lanes = 0);
 
 struct CompileTarget {
   std::size_t level;

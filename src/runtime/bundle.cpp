@@ -1,7 +1,5 @@
 #include "runtime/bundle.h"
 
-#include <sys/stat.h>
-
 #include <cstring>
 
 #include "ckks/encryptor.h"
@@ -59,14 +57,22 @@ void write_length(ckks::FileWriter& f, std::uint64_t size) {
 }
 }  // namespace
 
-void write_bundle_file(const std::string& path, std::uint64_t key_set, std::size_t count,
-                       const std::function<ckks::Bytes(std::size_t)>& make_object) {
+StreamedObject streamed(ckks::Bytes bytes) {
+  auto shared = std::make_shared<const ckks::Bytes>(std::move(bytes));
+  return {shared->size(), [shared](const ByteSink& sink) { sink(*shared); }};
+}
+
+void write_bundle_file(const std::string& path, std::uint64_t key_set, const std::vector<StreamedObject>& objects) {
   ckks::FileWriter f(path);
-  f.write(bundle_header(key_set, count));
-  for (std::size_t i = 0; i < count; ++i) {
-    const ckks::Bytes object = make_object(i);
-    write_length(f, object.size());
-    f.write(object);
+  f.write(bundle_header(key_set, objects.size()));
+  for (const StreamedObject& o : objects) {
+    write_length(f, o.size);
+    std::uint64_t written = 0;
+    o.write([&](std::span<const std::uint8_t> piece) {
+      written += piece.size();
+      f.write(piece);
+    });
+    if (written != o.size) throw std::logic_error("bundle: an object's bytes differ from its declared size");
   }
   f.commit();
 }
@@ -124,58 +130,6 @@ CiphertextFile load_ciphertexts(const BundleView& bundle, const ckks::Context& c
 
 CiphertextFile read_ciphertexts(const std::string& path, const ckks::Context& ctx) {
   return load_from(path, [&](const BundleView& b) { return load_ciphertexts(b, ctx); });
-}
-
-void write_evaluation_keys(const std::string& path, const ckks::Context& ctx, const EvaluationKeys& keys) {
-  write_bundle_file(path, keys.key_set, 2, [&](std::size_t i) {
-    return i == 0 ? ckks::save(ctx, keys.relin) : ckks::save(ctx, keys.galois);
-  });
-}
-
-void write_evaluation_keys(const std::string& path, const ckks::Context& ctx, std::uint64_t key_set,
-                           const ckks::KeyGenerator& keygen, const std::map<long, std::size_t>& rotation_levels) {
-  ckks::FileWriter f(path);
-  f.write(bundle_header(key_set, 2));
-  const ckks::Bytes relin = ckks::save(ctx, keygen.create_relin_key());
-  write_length(f, relin.size());
-  f.write(relin);
-  const ckks::StreamedGaloisKeys galois{ctx, ckks::galois_element_levels(ctx, rotation_levels)};
-  write_length(f, galois.stored_size());
-  galois.write([&](std::uint64_t g, std::size_t level) { return keygen.create_galois_key(g, level); },
-               [&](std::span<const std::uint8_t> bytes) { f.write(bytes); });
-  f.commit();
-}
-
-EvaluationKeys read_evaluation_keys(const std::string& path, const ckks::Context& ctx) {
-  return load_mapped_in_place(path, [&](std::span<const std::uint8_t> bytes,
-                                        const std::shared_ptr<const ckks::Backing>& mapping) {
-    const BundleView b = load_bundle(bytes);
-    if (b.objects.size() != 2) throw ckks::SerializationError("evaluation keys: expected a relinearization key and Galois keys");
-    // The stored keys' pages are released as they are parsed: loading then peaks near the
-    // expanded keys alone, not the expanded keys plus the 4.8 GB file of CryptoFaceNet's.
-    return EvaluationKeys{b.key_set, ckks::load_relin_key(ctx, b.objects[0]),
-                          ckks::load_galois_keys(ctx, b.objects[1], mapping.get())};
-  });
-}
-
-void write_secret_key(const std::string& path, const ckks::Context& ctx, const SecretKeyFile& key) {
-  const ckks::Bytes bytes = save_bundle({key.key_set, {ckks::save(ctx, key.key)}});
-  // Created owner-only from the start (no window in which the file is world-readable).
-  const mode_t old = ::umask(077);
-  try {
-    ckks::write_file(path, bytes);
-  } catch (...) {
-    ::umask(old);
-    throw;
-  }
-  ::umask(old);
-}
-
-SecretKeyFile read_secret_key(const std::string& path, const ckks::Context& ctx) {
-  return load_from(path, [&](const BundleView& b) {
-    if (b.objects.size() != 1) throw ckks::SerializationError("secret key file: expected one secret key");
-    return SecretKeyFile{b.key_set, ckks::load_secret_key(ctx, b.objects[0])};
-  });
 }
 
 }  // namespace pfhe::runtime

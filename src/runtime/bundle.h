@@ -4,7 +4,7 @@
 // drawn at key generation and carried by every file made under that key set, so that
 // mixing files of different key sets is a clear error instead of silent garbage (0: no
 // tag). Loading checks the framing; every object is validated by its own loader (type,
-// parameter fingerprint, sizes, coefficient ranges).
+// parameter fingerprint, sizes, coefficient ranges). The key files: runtime/key_files.h.
 #pragma once
 #include <functional>
 #include <map>
@@ -15,8 +15,6 @@
 #include "ckks/byte_stream.h"
 #include "ckks/ciphertext.h"
 #include "ckks/context.h"
-#include "ckks/keygen.h"
-#include "ckks/keys.h"
 
 namespace pfhe::runtime {
 
@@ -25,10 +23,16 @@ struct Bundle {
   std::vector<ckks::Bytes> objects;
 };
 ckks::Bytes save_bundle(const Bundle& bundle);
-// The same bytes written straight to a file, one object at a time: `make_object(i)`
-// produces object i, so at most one serialized object is in memory.
-void write_bundle_file(const std::string& path, std::uint64_t key_set, std::size_t count,
-                       const std::function<ckks::Bytes(std::size_t)>& make_object);
+// An object of a bundle file produced as the file is written: its exact size, then its
+// bytes handed to the sink in pieces (e.g. Galois keys made a few at a time).
+using ByteSink = std::function<void(std::span<const std::uint8_t>)>;
+struct StreamedObject {
+  std::uint64_t size;
+  std::function<void(const ByteSink&)> write;
+};
+StreamedObject streamed(ckks::Bytes bytes);  // an object already in memory
+// The same bytes as save_bundle, written straight to a file one object at a time.
+void write_bundle_file(const std::string& path, std::uint64_t key_set, const std::vector<StreamedObject>& objects);
 // A parsed bundle: views into the bytes it was parsed from (no copy of the objects).
 struct BundleView {
   std::uint64_t key_set = 0;
@@ -52,26 +56,5 @@ CiphertextFile read_ciphertexts(const std::string& path, const ckks::Context& ct
 // The ciphertexts of a bundle in memory (e.g. a client's freshly encrypted patches), each
 // validated; seeded ones expanded.
 CiphertextFile load_ciphertexts(const BundleView& bundle, const ckks::Context& ctx);
-
-struct EvaluationKeys {
-  std::uint64_t key_set = 0;
-  ckks::RelinKey relin;
-  ckks::GaloisKeys galois;
-};
-void write_evaluation_keys(const std::string& path, const ckks::Context& ctx, const EvaluationKeys& keys);
-// The same file, made by `keygen` as it is written: the relinearization key, then the
-// Galois keys for `rotation_levels` a few at a time (ckks::StreamedGaloisKeys), so the
-// key set (10 GB in memory for CryptoFaceNet) never is in memory at once.
-void write_evaluation_keys(const std::string& path, const ckks::Context& ctx, std::uint64_t key_set,
-                           const ckks::KeyGenerator& keygen, const std::map<long, std::size_t>& rotation_levels);
-EvaluationKeys read_evaluation_keys(const std::string& path, const ckks::Context& ctx);
-
-struct SecretKeyFile {
-  std::uint64_t key_set = 0;
-  ckks::SecretKey key;
-};
-// Written readable by its owner only.
-void write_secret_key(const std::string& path, const ckks::Context& ctx, const SecretKeyFile& key);
-SecretKeyFile read_secret_key(const std::string& path, const ckks::Context& ctx);
 
 }  // namespace pfhe::runtime

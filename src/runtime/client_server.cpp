@@ -52,11 +52,34 @@ nn::Layout layout_from(const nlohmann::json& j) {
 
 }  // namespace
 
-std::string ClientSpec::to_json() const {
+namespace {
+nlohmann::json rotations_json(const std::map<long, std::size_t>& levels) {
   nlohmann::json rotations = nlohmann::json::array();
-  for (const auto& [step, level] : rotation_levels) rotations.push_back({step, level});
+  for (const auto& [step, level] : levels) rotations.push_back({step, level});
+  return rotations;
+}
+
+std::map<long, std::size_t> rotations_from(const nlohmann::json& rotations) {
+  if (!rotations.is_array() || rotations.size() > kMaxSlots) throw std::invalid_argument("'rotations' must be a list");
+  std::map<long, std::size_t> levels;
+  for (const auto& r : rotations) {
+    if (!r.is_array() || r.size() != 2) throw std::invalid_argument("a rotation is [step, level]");
+    levels[signed_value(r[0], static_cast<long>(kMaxSlots))] = unsigned_at({{"level", r[1]}}, "level", 64);
+  }
+  return levels;
+}
+}  // namespace
+
+std::string ClientSpec::to_json() const {
+  nlohmann::json ring_switch_json = nullptr;
+  if (ring_switch)
+    ring_switch_json = {{"after_block", ring_switch->after_block},
+                        {"level", ring_switch->level},
+                        {"special_primes", ring_switch->special_primes},
+                        {"parameter_fingerprint", half_ring_fingerprint},
+                        {"rotations", rotations_json(half_ring_rotation_levels)}};
   const nlohmann::json j = {{"format", "pfhe-client-spec"},
-                            {"version", 1},
+                            {"version", 2},
                             {"parameter_fingerprint", fingerprint},
                             {"grid", grid},
                             {"patch_size", patch_size},
@@ -66,15 +89,16 @@ std::string ClientSpec::to_json() const {
                             {"input_layout", layout_json(input_layout)},
                             {"embedding_layout", layout_json(embedding_layout)},
                             {"output", classifier ? "logits" : "embedding"},
-                            {"rotations", rotations}};
+                            {"rotations", rotations_json(rotation_levels)},
+                            {"ring_switch", ring_switch_json}};
   return j.dump(1);
 }
 
 ClientSpec ClientSpec::from_json(const std::string& text) {
   try {
     const nlohmann::json j = nlohmann::json::parse(text);
-    if (j.at("format") != "pfhe-client-spec" || j.at("version") != 1)
-      throw std::invalid_argument("not a version-1 pfhe client spec");
+    if (j.at("format") != "pfhe-client-spec" || j.at("version") != 2)
+      throw std::invalid_argument("not a version-2 pfhe client spec (rerun pfhe compile)");
     ClientSpec s;
     s.fingerprint = unsigned_at(j, "parameter_fingerprint", UINT64_MAX);
     s.grid = unsigned_at(j, "grid", 16);
@@ -88,11 +112,15 @@ ClientSpec ClientSpec::from_json(const std::string& text) {
     const nlohmann::json& output = j.at("output");
     if (output != "logits" && output != "embedding") throw std::invalid_argument("'output' must be logits or embedding");
     s.classifier = output == "logits";
-    const nlohmann::json& rotations = j.at("rotations");
-    if (!rotations.is_array() || rotations.size() > kMaxSlots) throw std::invalid_argument("'rotations' must be a list");
-    for (const auto& r : rotations) {
-      if (!r.is_array() || r.size() != 2) throw std::invalid_argument("a rotation is [step, level]");
-      s.rotation_levels[signed_value(r[0], static_cast<long>(kMaxSlots))] = unsigned_at({{"level", r[1]}}, "level", 64);
+    s.rotation_levels = rotations_from(j.at("rotations"));
+    const nlohmann::json& ring_switch = j.at("ring_switch");
+    if (!ring_switch.is_null()) {
+      if (!ring_switch.is_object()) throw std::invalid_argument("'ring_switch' must be null or an object");
+      s.ring_switch = nn::RingSwitchChoice{unsigned_at(ring_switch, "after_block", 64),
+                                           unsigned_at(ring_switch, "level", 64),
+                                           unsigned_at(ring_switch, "special_primes", 64)};
+      s.half_ring_fingerprint = unsigned_at(ring_switch, "parameter_fingerprint", UINT64_MAX);
+      s.half_ring_rotation_levels = rotations_from(ring_switch.at("rotations"));
     }
     if (s.grid == 0 || s.patch_size == 0 || s.input_level == 0 ||
         !(s.input_scale > 1) || !std::isfinite(s.input_scale) ||
@@ -130,7 +158,25 @@ ClientSpec ClientSpec::of(const nn::CompiledPatchCNN& model, const ckks::Paramet
   s.embedding_size = s.embedding_layout.shape.size();
   s.rotation_levels = model.rotation_levels();
   s.classifier = model.classifier();
+  if (const auto& half = model.half_ring()) {
+    s.ring_switch = half->choice;
+    s.half_ring_fingerprint = half->context.params().fingerprint();
+    s.half_ring_rotation_levels = model.half_ring_rotation_levels();
+  }
   return s;
+}
+
+std::shared_ptr<const nn::HalfRing> ClientSpec::half_ring(const ckks::Parameters& big) const {
+  if (!ring_switch) return nullptr;
+  std::shared_ptr<const nn::HalfRing> half;
+  try {
+    half = nn::HalfRing::make(big, *ring_switch);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(std::string("client spec: invalid ring switch: ") + e.what());
+  }
+  if (half->context.params().fingerprint() != half_ring_fingerprint)
+    throw std::invalid_argument("client spec: the half ring's fingerprint does not match its parameters");
+  return half;
 }
 
 ckks::Parameters read_secure_parameters(const std::string& path) {
@@ -147,8 +193,21 @@ void check_spec_parameters(const ckks::Context& ctx, const ClientSpec& spec) {
 }  // namespace
 
 Client::Client(const ckks::Context& context, const ClientSpec& s, SecretKeyFile key)
-    : ctx(context), spec(s), secret_key(std::move(key)), encoder(context), encryptor(context, secret_key.key),
-      decryptor(context, secret_key.key) {
+    : Client(context, s, s.half_ring(context.params()), std::move(key)) {}
+
+namespace {
+const ckks::SecretKey& output_secret(const nn::HalfRing* half_ring, const SecretKeyFile& key) {
+  if ((half_ring != nullptr) != key.half_key.has_value())
+    throw std::invalid_argument(half_ring ? "the secret key file has no half-ring secret (keys of another model?)"
+                                          : "the secret key file has a half-ring secret the model does not use");
+  return half_ring ? *key.half_key : key.key;
+}
+}  // namespace
+
+Client::Client(const ckks::Context& context, const ClientSpec& s, std::shared_ptr<const nn::HalfRing> half,
+               SecretKeyFile key)
+    : ctx(context), spec(s), half_ring(std::move(half)), secret_key(std::move(key)), encoder(context),
+      encryptor(context, secret_key.key), decryptor(output_context(), output_secret(half_ring.get(), secret_key)) {
   check_spec_parameters(ctx, spec);
 }
 
@@ -175,27 +234,52 @@ const ckks::Ciphertext& single(const CiphertextFile& file, std::uint64_t key_set
 }  // namespace
 
 nn::Tensor Client::decrypt_embedding(const CiphertextFile& file) const {
-  return nn::unpack(encoder.decode_real(decryptor.decrypt(single(file, secret_key.key_set))), spec.embedding_layout);
+  return nn::unpack(output_encoder().decode_real(decryptor.decrypt(single(file, secret_key.key_set))),
+                    spec.embedding_layout);
 }
 
 double Client::decrypt_score(const CiphertextFile& file) const {
-  return encoder.decode_real(decryptor.decrypt(single(file, secret_key.key_set)))[0];
+  return output_encoder().decode_real(decryptor.decrypt(single(file, secret_key.key_set)))[0];
 }
+
+LoadedClient::LoadedClient(const std::string& params_path, const std::string& spec_path,
+                           const std::string& secret_key_path)
+    : ctx(read_secure_parameters(params_path)),
+      spec(ClientSpec::read(spec_path)),
+      half_ring(spec.half_ring(ctx.params())),
+      client(ctx, spec, half_ring, read_secret_key(secret_key_path, ctx, half_ring.get())) {}
 
 std::pair<SecretKeyFile, EvaluationKeys> generate_keys(const ckks::Context& ctx, const ClientSpec& spec) {
   check_spec_parameters(ctx, spec);
-  ckks::KeyGenerator kg(ctx);
-  const std::uint64_t tag = new_key_set_tag();
-  EvaluationKeys keys{tag, kg.create_relin_key(), kg.create_galois_keys(spec.rotation_levels)};
-  return {SecretKeyFile{tag, kg.secret_key()}, std::move(keys)};
+  const auto half = spec.half_ring(ctx.params());
+  SecretKeyFile secret = new_secret_keys(ctx, half.get());
+  EvaluationKeys keys = make_evaluation_keys(ctx, half.get(), secret, spec.rotations());
+  return {std::move(secret), std::move(keys)};
 }
 
 SecretKeyFile generate_keys(const ckks::Context& ctx, const ClientSpec& spec, const std::string& eval_keys_path) {
   check_spec_parameters(ctx, spec);
-  ckks::KeyGenerator kg(ctx);
-  const std::uint64_t tag = new_key_set_tag();
-  write_evaluation_keys(eval_keys_path, ctx, tag, kg, spec.rotation_levels);
-  return SecretKeyFile{tag, kg.secret_key()};
+  const auto half = spec.half_ring(ctx.params());
+  SecretKeyFile secret = new_secret_keys(ctx, half.get());
+  write_evaluation_keys(eval_keys_path, ctx, half.get(), secret, spec.rotations());
+  return secret;
+}
+
+namespace {
+const HalfRingKeys* half_ring_keys(const nn::HalfRing* half_ring, const EvaluationKeys& keys) {
+  if ((half_ring != nullptr) != keys.half.has_value())
+    throw std::invalid_argument(half_ring ? "the evaluation keys have no half-ring keys (keys of another model?)"
+                                          : "the evaluation keys have half-ring keys the model does not use");
+  return keys.half ? &*keys.half : nullptr;
+}
+}  // namespace
+
+Evaluators::Evaluators(const ckks::Context& ctx, const nn::HalfRing* half_ring, const EvaluationKeys& keys)
+    : big_(ctx, &keys.relin, &keys.galois) {
+  if (const HalfRingKeys* half = half_ring_keys(half_ring, keys)) {
+    half_.emplace(half_ring->context, &half->relin, &half->galois);
+    switch_.emplace(nn::HalfRingEvaluation{half_ring->switch_context, half->switch_key, *half_});
+  }
 }
 
 Server::Server(const std::string& params_path, const std::string& model_path, const std::string& keys_path,
@@ -204,9 +288,11 @@ Server::Server(const std::string& params_path, const std::string& model_path, co
   enc_ = std::make_unique<ckks::Encoder>(*ctx_);
   if (nn::is_model_file(model_path)) {
     weights_ = std::make_unique<nn::PatchCNN>(nn::load_model_file(model_path));
+    // Planned as `pfhe compile --plan-only` plans it, ring switch included.
     const nn::CompileTarget target = nn::compile_target(*weights_, ctx_->params());
-    model_ = std::make_unique<nn::CompiledPatchCNN>(
-        nn::CompiledPatchCNN::plan(*weights_, *enc_, target.level, target.scale, lanes));
+    model_ = std::make_unique<nn::CompiledPatchCNN>(nn::CompiledPatchCNN::plan(
+        *weights_, *enc_, target.level, target.scale, lanes,
+        nn::chosen_half_ring(*weights_, ctx_->params(), target.level, lanes)));
   } else {
     if (lanes != 0) throw std::invalid_argument("lanes are chosen when compiling; a compiled model has its own");
     // The just-in-time diagonals stay in the mapped file (shared by every process that maps
@@ -220,20 +306,30 @@ Server::Server(const std::string& params_path, const std::string& model_path, co
       return model;
     });
   }
-  keys_ = std::make_unique<EvaluationKeys>(read_evaluation_keys(keys_path, *ctx_));
-  for (const auto& [step, level] : model_->rotation_levels()) {
-    const auto key = keys_->galois.keys.find(ckks::galois_element_for_step(step, ctx_->n()));
-    if (key == keys_->galois.keys.end() || key->second.max_level() < level)
+  const nn::HalfRing* half_ring = model_->half_ring().get();
+  keys_ = std::make_unique<EvaluationKeys>(read_evaluation_keys(keys_path, *ctx_, half_ring));
+  check_rotation_keys(model_->rotation_levels(), keys_->galois, ctx_->n(), keys_path);
+  if (half_ring)
+    check_rotation_keys(model_->half_ring_rotation_levels(), keys_->half->galois, half_ring->context.n(), keys_path);
+  evaluators_ = std::make_unique<Evaluators>(*ctx_, half_ring, *keys_);
+}
+
+void Server::check_rotation_keys(const std::map<long, std::size_t>& levels, const ckks::GaloisKeys& keys,
+                                 std::size_t n, const std::string& keys_path) const {
+  for (const auto& [step, level] : levels) {
+    const auto key = keys.keys.find(ckks::galois_element_for_step(step, n));
+    if (key == keys.keys.end() || key->second.max_level() < level)
       throw std::invalid_argument(keys_path + ": no Galois key for rotation " + std::to_string(step) + " at level " +
-                                  std::to_string(level) +
+                                  std::to_string(level) + (n < ctx_->n() ? " of the half ring" : "") +
                                   (weights_ ? " (keys generated for another model or another --lanes?)"
                                             : " (keys generated for another model?)"));
   }
-  eval_ = std::make_unique<ckks::Evaluator>(*ctx_, &keys_->relin, &keys_->galois);
 }
 
 TaskFunction Server::tasks() const {
-  return weights_ ? recompiling_backbone_tasks(*weights_, *model_, *enc_, *eval_) : backbone_tasks(*model_, *eval_);
+  const Evaluators& e = *evaluators_;
+  return weights_ ? recompiling_backbone_tasks(*weights_, *model_, *enc_, e.big(), e.half_ring())
+                  : backbone_tasks(*model_, e.big(), e.half_ring());
 }
 
 CiphertextFile Server::infer(const CiphertextFile& patches, Executor& executor, RunStats* stats) const {
@@ -248,9 +344,9 @@ CiphertextFile Server::infer(const CiphertextFile& patches, Executor& executor, 
                                 std::to_string(model_->patches()) + " patches in groups of " +
                                 std::to_string(model_->lanes()) + "), the input has " +
                                 std::to_string(patches.ciphertexts.size()));
-  const auto heads = executor.run(*ctx_, tasks, patches.ciphertexts, stats);
-  ckks::Ciphertext out = model_->aggregate(*eval_, heads);
-  if (!model_->classifier()) out = model_->normalize(*eval_, out);
+  const auto heads = executor.run(rings(), tasks, patches.ciphertexts, stats);
+  ckks::Ciphertext out = model_->aggregate(evaluators_->output(), heads);
+  if (!model_->classifier()) out = model_->normalize(evaluators_->output(), out);
   return {keys_->key_set, {std::move(out)}};
 }
 
@@ -260,7 +356,8 @@ CiphertextFile Server::match(const CiphertextFile& probe, const CiphertextFile& 
   check_same_key_set(enrolled.key_set, "the enrolled template", keys_->key_set, "the evaluation keys");
   if (probe.ciphertexts.size() != 1 || enrolled.ciphertexts.size() != 1)
     throw std::invalid_argument("match: the probe and the template must be one ciphertext each");
-  return {keys_->key_set, {model_->match(*eval_, probe.ciphertexts[0], enrolled.ciphertexts[0], threshold)}};
+  return {keys_->key_set,
+          {model_->match(evaluators_->output(), probe.ciphertexts[0], enrolled.ciphertexts[0], threshold)}};
 }
 
 }  // namespace pfhe::runtime

@@ -5,6 +5,7 @@
 #pragma once
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,13 +15,15 @@
 #include "nn/patch_cnn.h"
 #include "runtime/bundle.h"
 #include "runtime/executor.h"
+#include "runtime/key_files.h"
 
 namespace pfhe::runtime {
 
 // What a client must know about a compiled model (JSON written next to the artefact):
 // the parameter fingerprint, the image geometry, how patches are packed and at which
-// level and scale they are encrypted, how the embedding comes back, and which rotation
-// keys to generate at which level.
+// level and scale they are encrypted, how the embedding comes back, which rotation keys
+// to generate at which level, and where the model switches to the half ring (its keys
+// and the embedding then belong to that ring).
 struct ClientSpec {
   std::uint64_t fingerprint = 0;
   std::size_t grid = 0, patch_size = 0, embedding_size = 0, input_level = 0;
@@ -28,6 +31,14 @@ struct ClientSpec {
   nn::Layout input_layout, embedding_layout;
   std::map<long, std::size_t> rotation_levels;
   bool classifier = false;  // the output is logits (no normalisation), not an embedding
+  std::optional<nn::RingSwitchChoice> ring_switch;
+  std::uint64_t half_ring_fingerprint = 0;  // with a ring switch
+  std::map<long, std::size_t> half_ring_rotation_levels;
+
+  // The half ring of `big` (these parameters) the spec names, checked against its
+  // fingerprint; null without a ring switch.
+  std::shared_ptr<const nn::HalfRing> half_ring(const ckks::Parameters& big) const;
+  RotationRequest rotations() const { return {rotation_levels, half_ring_rotation_levels}; }
 
   nn::Shape image_shape() const { return {3, grid * patch_size, grid * patch_size}; }
   std::string to_json() const;
@@ -44,7 +55,10 @@ ckks::Parameters read_secure_parameters(const std::string& path);
 
 // Not copyable or movable: its encryptor and decryptor refer to its own secret key.
 struct Client {
+  // `secret_key` as read_secret_key(path, ctx, spec.half_ring(...).get()) gives it.
   Client(const ckks::Context& ctx, const ClientSpec& spec, SecretKeyFile secret_key);
+  Client(const ckks::Context& ctx, const ClientSpec& spec, std::shared_ptr<const nn::HalfRing> half_ring,
+         SecretKeyFile secret_key);
   // One seeded ciphertext per lane group of patches (compressed), in group order, tagged
   // with the key set.
   Bundle encrypt_image(const nn::Tensor& image) const;
@@ -54,19 +68,58 @@ struct Client {
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
+  // The ring of the results (the half ring's after a switch): the context to read them in.
+  const ckks::Context& output_context() const { return half_ring ? half_ring->context : ctx; }
+
   const ckks::Context& ctx;
   ClientSpec spec;
+  std::shared_ptr<const nn::HalfRing> half_ring;
   SecretKeyFile secret_key;  // owned: the encryptor and decryptor refer to it
   ckks::Encoder encoder;
   ckks::Encryptor encryptor;
-  ckks::Decryptor decryptor;
+  ckks::Decryptor decryptor;  // of the output ring
+
+ private:
+  const ckks::Encoder& output_encoder() const { return half_ring ? half_ring->encoder : encoder; }
 };
 
-// Creates the client's secret key and the evaluation keys the spec asks for.
+// A client from its files (parameters, spec, secret key), owning its context; errors name
+// the file. Not copyable or movable (the client refers to the context).
+struct LoadedClient {
+  LoadedClient(const std::string& params_path, const std::string& spec_path, const std::string& secret_key_path);
+  const ckks::Context ctx;
+  const ClientSpec spec;
+  const std::shared_ptr<const nn::HalfRing> half_ring;
+  const Client client;
+};
+
+// Creates the client's secret key(s) and the evaluation keys the spec asks for.
 std::pair<SecretKeyFile, EvaluationKeys> generate_keys(const ckks::Context& ctx, const ClientSpec& spec);
 // The same, with the evaluation keys written to `eval_keys_path` as they are made (the key
-// set is never in memory at once); returns the secret key.
+// set is never in memory at once); returns the secret key(s).
 SecretKeyFile generate_keys(const ckks::Context& ctx, const ClientSpec& spec, const std::string& eval_keys_path);
+
+// The evaluators of a compiled model over one key set: the big ring's and, with a ring
+// switch, the half ring's together with the switch key. Refers to `keys` and `half_ring`
+// (both must outlive it); not copyable or movable.
+class Evaluators {
+ public:
+  // Throws std::invalid_argument when the keys lack the half ring's part the model needs.
+  Evaluators(const ckks::Context& ctx, const nn::HalfRing* half_ring, const EvaluationKeys& keys);
+  Evaluators(const Evaluators&) = delete;
+  Evaluators& operator=(const Evaluators&) = delete;
+
+  const ckks::Evaluator& big() const { return big_; }
+  // Results (aggregation, normalisation, similarity, matching) are evaluated here.
+  const ckks::Evaluator& output() const { return half_ ? *half_ : big_; }
+  const nn::HalfRingEvaluation* half_ring() const { return switch_ ? &*switch_ : nullptr; }
+  TaskRings rings() const { return {big_.context(), output().context()}; }
+
+ private:
+  ckks::Evaluator big_;
+  std::optional<ckks::Evaluator> half_;
+  std::optional<nn::HalfRingEvaluation> switch_;
+};
 
 class Server {
  public:
@@ -82,10 +135,13 @@ class Server {
   // True when tasks compile their lane group (a model file was given).
   bool compiles_per_task() const { return weights_ != nullptr; }
 
-  const ckks::Context& context() const { return *ctx_; }
+  const ckks::Context& context() const { return *ctx_; }  // of the encrypted patches
+  // Of the results (embeddings, templates, scores): the half ring's when the model switches.
+  const ckks::Context& output_context() const { return evaluators_->output().context(); }
+  TaskRings rings() const { return evaluators_->rings(); }
   const nn::CompiledPatchCNN& model() const { return *model_; }
   const ckks::Encoder& encoder() const { return *enc_; }
-  const ckks::Evaluator& evaluator() const { return *eval_; }
+  const Evaluators& evaluators() const { return *evaluators_; }
   TaskFunction tasks() const;
 
   // Patch backbones on the executor, then tree aggregation and (unless the model is a
@@ -102,8 +158,10 @@ class Server {
   std::unique_ptr<ckks::Encoder> enc_;
   std::unique_ptr<nn::PatchCNN> weights_;  // only when serving a model file
   std::unique_ptr<nn::CompiledPatchCNN> model_;  // compiled, or a plan when weights_ is set
+  void check_rotation_keys(const std::map<long, std::size_t>& levels, const ckks::GaloisKeys& keys, std::size_t n,
+                           const std::string& keys_path) const;
   std::unique_ptr<EvaluationKeys> keys_;
-  std::unique_ptr<ckks::Evaluator> eval_;
+  std::unique_ptr<Evaluators> evaluators_;
 };
 
 }  // namespace pfhe::runtime

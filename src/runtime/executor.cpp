@@ -18,7 +18,7 @@ class SequentialExecutor final : public Executor {
  public:
   std::string name() const override { return "seq"; }
   std::size_t workers() const override { return 1; }
-  std::vector<ckks::Ciphertext> run(const ckks::Context&, const TaskFunction& task,
+  std::vector<ckks::Ciphertext> run(const TaskRings&, const TaskFunction& task,
                                     const std::vector<ckks::Ciphertext>& inputs, RunStats* stats) override {
     const auto start = std::chrono::steady_clock::now();
     std::vector<ckks::Ciphertext> out;
@@ -40,7 +40,7 @@ class ThreadExecutor final : public Executor {
   }
   std::string name() const override { return "threads"; }
   std::size_t workers() const override { return workers_; }
-  std::vector<ckks::Ciphertext> run(const ckks::Context&, const TaskFunction& task,
+  std::vector<ckks::Ciphertext> run(const TaskRings&, const TaskFunction& task,
                                     const std::vector<ckks::Ciphertext>& inputs, RunStats* stats) override {
     const auto start = std::chrono::steady_clock::now();
     std::vector<ckks::Ciphertext> out(inputs.size());
@@ -83,29 +83,36 @@ class ThreadExecutor final : public Executor {
 std::unique_ptr<Executor> make_sequential_executor() { return std::make_unique<SequentialExecutor>(); }
 std::unique_ptr<Executor> make_thread_executor(std::size_t workers) { return std::make_unique<ThreadExecutor>(workers); }
 
-TaskFunction backbone_tasks(const nn::CompiledPatchCNN& model, const ckks::Evaluator& eval) {
-  return [&model, &eval](std::size_t g, const ckks::Ciphertext& in) {
-    if (g >= model.groups())
-      throw std::invalid_argument("lane group " + std::to_string(g) + " of a model with " +
-                                  std::to_string(model.groups()) + " groups");
-    return model.group(g).run(eval, in);
+namespace {
+void check_group(std::size_t g, const nn::CompiledPatchCNN& model) {
+  if (g >= model.groups())
+    throw std::invalid_argument("lane group " + std::to_string(g) + " of a model with " +
+                                std::to_string(model.groups()) + " groups");
+}
+}  // namespace
+
+TaskFunction backbone_tasks(const nn::CompiledPatchCNN& model, const ckks::Evaluator& eval,
+                            const nn::HalfRingEvaluation* half) {
+  return [&model, &eval, half](std::size_t g, const ckks::Ciphertext& in) {
+    check_group(g, model);
+    return model.group(g).run(eval, in, nullptr, half);
   };
 }
 
 TaskFunction recompiling_backbone_tasks(const nn::PatchCNN& model, const nn::CompiledPatchCNN& plan,
-                                        const ckks::Encoder& encoder, const ckks::Evaluator& eval) {
+                                        const ckks::Encoder& encoder, const ckks::Evaluator& eval,
+                                        const nn::HalfRingEvaluation* half) {
   if (model.backbones.size() != plan.patches())
     throw std::invalid_argument("the model file has " + std::to_string(model.backbones.size()) +
                                 " patches, the compiled model " + std::to_string(plan.patches()));
-  return [&model, &plan, &encoder, &eval](std::size_t g, const ckks::Ciphertext& in) {
-    if (g >= plan.groups())
-      throw std::invalid_argument("lane group " + std::to_string(g) + " of a model with " +
-                                  std::to_string(plan.groups()) + " groups");
+  return [&model, &plan, &encoder, &eval, half](std::size_t g, const ckks::Ciphertext& in) {
+    check_group(g, plan);
     // Compiled here, dropped on return: a worker holds one lane group at a time.
     const nn::CompiledBackbone& geometry = plan.group(g);
-    const nn::CompiledBackbone group = nn::CompiledPatchCNN::compile_group(
-        model, encoder, geometry.input_level(), geometry.input_scale(), 0, plan.lanes(), g);
-    return group.run(eval, in);
+    const nn::CompiledBackbone group =
+        nn::CompiledPatchCNN::compile_group(model, encoder, geometry.input_level(), geometry.input_scale(), 0,
+                                            plan.lanes(), g, nn::Compilation::kFull, plan.half_ring().get());
+    return group.run(eval, in, nullptr, half);
   };
 }
 

@@ -22,6 +22,13 @@ namespace pfhe::runtime {
 // Task t maps input t to output t (for a PatchCNN: backbone t with its head block).
 using TaskFunction = std::function<ckks::Ciphertext(std::size_t task, const ckks::Ciphertext& input)>;
 
+// The rings of a task's input and of its output (they differ when the backbones switch to
+// the half ring): what serialized ciphertexts are validated against on arrival.
+struct TaskRings {
+  const ckks::Context& input;
+  const ckks::Context& output;
+};
+
 struct RunStats {
   double seconds = 0;            // wall time of the whole run
   double transfer_seconds = 0;   // serializing, moving and validating ciphertexts (fork / MPI)
@@ -36,7 +43,7 @@ class Executor {
   virtual std::size_t workers() const = 0;
   // Runs every task; outputs in task order. Throws std::runtime_error naming the task
   // when one fails (a worker's exception, a crashed or killed worker process).
-  virtual std::vector<ckks::Ciphertext> run(const ckks::Context& ctx, const TaskFunction& task,
+  virtual std::vector<ckks::Ciphertext> run(const TaskRings& rings, const TaskFunction& task,
                                             const std::vector<ckks::Ciphertext>& inputs,
                                             RunStats* stats = nullptr) = 0;
 };
@@ -53,8 +60,10 @@ std::unique_ptr<Executor> make_thread_executor(std::size_t workers);
 std::unique_ptr<Executor> make_fork_executor(std::size_t workers, std::size_t retries = 0);
 
 // The task function of a compiled PatchCNN: lane group g (its patches' backbones and
-// summed head blocks) on the group's ciphertext g.
-TaskFunction backbone_tasks(const nn::CompiledPatchCNN& model, const ckks::Evaluator& eval);
+// summed head blocks) on the group's ciphertext g. `half` is required exactly when the
+// model switches rings.
+TaskFunction backbone_tasks(const nn::CompiledPatchCNN& model, const ckks::Evaluator& eval,
+                            const nn::HalfRingEvaluation* half = nullptr);
 
 // Tasks that compile their lane group from the model's weights when they run (diagonals
 // encoded just in time) and drop it on return, so a worker holds one group at a time:
@@ -63,7 +72,8 @@ TaskFunction backbone_tasks(const nn::CompiledPatchCNN& model, const ckks::Evalu
 // `plan` (a compiled model or a plan, nn::CompiledPatchCNN::plan) only supplies the
 // geometry (lanes, input level and scale); outputs equal backbone_tasks'.
 TaskFunction recompiling_backbone_tasks(const nn::PatchCNN& model, const nn::CompiledPatchCNN& plan,
-                                        const ckks::Encoder& encoder, const ckks::Evaluator& eval);
+                                        const ckks::Encoder& encoder, const ckks::Evaluator& eval,
+                                        const nn::HalfRingEvaluation* half = nullptr);
 
 // Thread count of this process (from /proc/self/task).
 std::size_t live_thread_count();

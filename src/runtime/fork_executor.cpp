@@ -34,7 +34,7 @@ std::string describe_exit(int status) {
 }
 
 // Child side: answer task frames until the parent closes the socket. Never returns.
-[[noreturn]] void serve(int fd, const ckks::Context& ctx, const TaskFunction& task) {
+[[noreturn]] void serve(int fd, const TaskRings& rings, const TaskFunction& task) {
   const std::size_t max_payload = std::size_t{1} << 34;
   int code = 0;
   try {
@@ -44,13 +44,13 @@ std::string describe_exit(int status) {
       out.task = in.task;
       try {
         auto t0 = std::chrono::steady_clock::now();
-        const ckks::Ciphertext x = ckks::load_ciphertext(ctx, in.payload);
+        const ckks::Ciphertext x = ckks::load_ciphertext(rings.input, in.payload);
         out.transfer_seconds = seconds_since(t0);
         t0 = std::chrono::steady_clock::now();
         const ckks::Ciphertext y = task(in.task, x);
         out.task_seconds = seconds_since(t0);
         t0 = std::chrono::steady_clock::now();
-        out.payload = ckks::save(ctx, y);
+        out.payload = ckks::save(rings.output, y);
         out.transfer_seconds += seconds_since(t0);
       } catch (const std::exception& e) {
         out.status = 1;
@@ -99,7 +99,7 @@ class ForkExecutor final : public Executor {
   std::string name() const override { return "fork"; }
   std::size_t workers() const override { return workers_; }
 
-  std::vector<ckks::Ciphertext> run(const ckks::Context& ctx, const TaskFunction& task,
+  std::vector<ckks::Ciphertext> run(const TaskRings& rings, const TaskFunction& task,
                                     const std::vector<ckks::Ciphertext>& inputs, RunStats* stats) override {
     const auto start = std::chrono::steady_clock::now();
     if (const std::size_t threads = live_thread_count(); threads != 1)
@@ -110,12 +110,12 @@ class ForkExecutor final : public Executor {
     local.task_seconds.assign(inputs.size(), 0.0);
     std::vector<ckks::Bytes> serialized;
     auto t0 = std::chrono::steady_clock::now();
-    for (const auto& in : inputs) serialized.push_back(ckks::save(ctx, in));
+    for (const auto& in : inputs) serialized.push_back(ckks::save(rings.input, in));
     local.transfer_seconds += seconds_since(t0);
 
     WorkerSet set;
     prepare_fork();
-    for (std::size_t i = 0; i < std::min(workers_, inputs.size()); ++i) set.workers.push_back(spawn(set, ctx, task));
+    for (std::size_t i = 0; i < std::min(workers_, inputs.size()); ++i) set.workers.push_back(spawn(set, rings, task));
     std::deque<std::size_t> pending;
     for (std::size_t t = 0; t < inputs.size(); ++t) pending.push_back(t);
     std::vector<ckks::Ciphertext> out(inputs.size());
@@ -150,7 +150,7 @@ class ForkExecutor final : public Executor {
                    attempts[static_cast<std::size_t>(w.task)], retries_);
       pending.push_front(static_cast<std::size_t>(w.task));
       prepare_fork();
-      w = spawn(set, ctx, task);
+      w = spawn(set, rings, task);
       dispatch(w);
     };
     for (auto& w : set.workers) dispatch(w);
@@ -178,7 +178,7 @@ class ForkExecutor final : public Executor {
           throw std::runtime_error("task " + std::to_string(f.task) + " failed in fork worker " +
                                    std::to_string(w.pid) + ": " + std::string(f.payload.begin(), f.payload.end()));
         if (static_cast<long>(f.task) != w.task) throw std::runtime_error("fork executor: worker answered the wrong task");
-        out[f.task] = ckks::load_ciphertext(ctx, f.payload);
+        out[f.task] = ckks::load_ciphertext(rings.output, f.payload);
         local.transfer_seconds += seconds_since(tr) + f.transfer_seconds;
         local.transfer_bytes += f.payload.size();
         local.task_seconds[f.task] = f.task_seconds;
@@ -206,7 +206,7 @@ class ForkExecutor final : public Executor {
   }
 
   // A new worker; the caller puts it in `set` (whose other sockets the child closes).
-  static Worker spawn(const WorkerSet& set, const ckks::Context& ctx, const TaskFunction& task) {
+  static Worker spawn(const WorkerSet& set, const TaskRings& rings, const TaskFunction& task) {
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
       throw std::runtime_error(std::string("fork executor: socketpair: ") + std::strerror(errno));
@@ -220,7 +220,7 @@ class ForkExecutor final : public Executor {
       ::close(sv[0]);
       for (const auto& w : set.workers)
         if (w.fd >= 0) ::close(w.fd);  // other workers' parent ends
-      serve(sv[1], ctx, task);
+      serve(sv[1], rings, task);
     }
     ::close(sv[1]);
     return {pid, sv[0], -1};

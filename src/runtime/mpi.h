@@ -28,6 +28,6 @@ class MpiSession {
 std::unique_ptr<Executor> make_mpi_executor(const MpiSession& session);
 
 // On ranks other than 0: run tasks sent by rank 0 until it says stop.
-void serve_mpi_tasks(const MpiSession& session, const ckks::Context& ctx, const TaskFunction& task);
+void serve_mpi_tasks(const MpiSession& session, const TaskRings& rings, const TaskFunction& task);
 
 }  // namespace pfhe::runtime

@@ -52,9 +52,9 @@ class MpiExecutor final : public Executor {
   std::string name() const override { return "mpi"; }
   std::size_t workers() const override { return size_ > 1 ? static_cast<std::size_t>(size_ - 1) : 1; }
 
-  std::vector<ckks::Ciphertext> run(const ckks::Context& ctx, const TaskFunction& task,
+  std::vector<ckks::Ciphertext> run(const TaskRings& rings, const TaskFunction& task,
                                     const std::vector<ckks::Ciphertext>& inputs, RunStats* stats) override {
-    if (size_ == 1) return make_sequential_executor()->run(ctx, task, inputs, stats);  // no worker ranks
+    if (size_ == 1) return make_sequential_executor()->run(rings, task, inputs, stats);  // no worker ranks
     const auto start = std::chrono::steady_clock::now();
     RunStats local;
     local.task_seconds.assign(inputs.size(), 0.0);
@@ -68,7 +68,7 @@ class MpiExecutor final : public Executor {
       const auto t0 = std::chrono::steady_clock::now();
       ckks::ByteWriter w;
       w.put<std::uint64_t>(t);
-      w.put_blob(ckks::save(ctx, inputs[t]));
+      w.put_blob(ckks::save(rings.input, inputs[t]));
       send_bytes(w.bytes(), rank, kTaskTag);
       local.transfer_seconds += seconds_since(t0);
       local.transfer_bytes += w.bytes().size();
@@ -92,7 +92,7 @@ class MpiExecutor final : public Executor {
       if (h.status != 0)
         throw std::runtime_error("task " + std::to_string(h.task) + " failed on MPI rank " +
                                  std::to_string(status.MPI_SOURCE) + ": " + std::string(payload.begin(), payload.end()));
-      out[h.task] = ckks::load_ciphertext(ctx, payload);
+      out[h.task] = ckks::load_ciphertext(rings.output, payload);
       local.task_seconds[h.task] = h.task_seconds;
       local.transfer_seconds += seconds_since(t0) + h.transfer_seconds;
       local.transfer_bytes += msg.size();
@@ -122,7 +122,7 @@ std::unique_ptr<Executor> make_mpi_executor(const MpiSession& session) {
   return std::make_unique<MpiExecutor>(session);
 }
 
-void serve_mpi_tasks(const MpiSession& session, const ckks::Context& ctx, const TaskFunction& task) {
+void serve_mpi_tasks(const MpiSession& session, const TaskRings& rings, const TaskFunction& task) {
   if (session.rank() == 0) throw std::logic_error("rank 0 coordinates; it does not serve tasks");
   for (;;) {
     MPI_Status status;
@@ -141,13 +141,13 @@ void serve_mpi_tasks(const MpiSession& session, const ckks::Context& ctx, const 
       ckks::ByteReader r(msg);
       t = r.get<std::uint64_t>("MPI task");
       auto t0 = std::chrono::steady_clock::now();
-      const ckks::Ciphertext x = ckks::load_ciphertext(ctx, r.get_blob("MPI task"));
+      const ckks::Ciphertext x = ckks::load_ciphertext(rings.input, r.get_blob("MPI task"));
       transfer_s = seconds_since(t0);
       t0 = std::chrono::steady_clock::now();
       const ckks::Ciphertext y = task(t, x);
       task_s = seconds_since(t0);
       t0 = std::chrono::steady_clock::now();
-      result = ckks::save(ctx, y);
+      result = ckks::save(rings.output, y);
       transfer_s += seconds_since(t0);
     } catch (const std::exception& e) {
       code = 1;

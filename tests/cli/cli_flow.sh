@@ -29,7 +29,11 @@ server=(--params srv/params.pfhe --model srv/model.pfhc --eval-keys eval.keys)
 "$pfhe" sample-image --size 16 --seed 8 --out alice.png
 "$pfhe" sample-image --size 16 --seed 8 --variation 0.05 --out alice2.png
 "$pfhe" sample-image --size 16 --seed 14 --out bob.png
-"$pfhe" compile --model model.pfhm --out-dir srv --budget-gb 0.25 --lanes 2  # two tasks of two patches
+"$pfhe" compile --model model.pfhm --out-dir srv --budget-gb 0.25 --lanes 2 2> compile.txt  # two tasks of two patches
+cat compile.txt >&2
+# The tiny model's pooling head runs in the half ring (every command below goes through it).
+grep -q "ring switch after block 2" compile.txt || fail "compile did not switch rings for the tiny model"
+grep -q '"ring_switch": {' srv/client.json || fail "the client spec does not name the ring switch"
 "$pfhe" keygen "${spec[@]}" --secret-key sk.key --eval-keys eval.keys
 [ "$(stat -c %a sk.key)" = 600 ] || fail "secret key file is not owner-only"
 for img in alice alice2 bob; do
@@ -91,7 +95,7 @@ python3 -c "import json,sys; r=json.load(open('precision.json'))['relative_error
   || fail "relative error above 1e-3: $(cat precision.json)"
 
 # Enrolment and encrypted matching: the same face matches, another does not.
-"$pfhe" enroll --params srv/params.pfhe --store store --name alice --embedding alice.seq.ct
+"$pfhe" enroll --params srv/params.pfhe --spec srv/client.json --store store --name alice --embedding alice.seq.ct
 for img in alice2 bob; do
   "$pfhe" infer "${server[@]}" --input $img.cts --out $img.ct --executor fork --workers 2
   "$pfhe" match "${server[@]}" --input $img.ct --out $img.score --store store --name alice --threshold 0.5
@@ -119,6 +123,14 @@ expect_error "budget-gb" "$pfhe" compile --model model.pfhm --out-dir bad --budg
 expect_error "unknown executor" "$pfhe" infer "${server[@]}" --input alice.cts --out x.ct --executor gpu
 expect_error "applies to the fork executor" "$pfhe" infer "${server[@]}" --input alice.cts --out x.ct \
   --executor threads --retries 1
+# The same model without the ring switch: its keys and files do not mix with the switching one's.
+"$pfhe" compile --model model.pfhm --out-dir flat --budget-gb 0.25 --lanes 2 --no-ring-switch
+grep -q '"ring_switch": null' flat/client.json || fail "--no-ring-switch still switches"
+expect_error "made for a model that switches to the half ring" "$pfhe" infer --params flat/params.pfhe \
+  --model flat/model.pfhc --eval-keys eval.keys --input alice.cts --out x.ct
+expect_error "made for a model that switches to the half ring" "$pfhe" decrypt --spec flat/client.json \
+  --params flat/params.pfhe --secret-key sk.key --input alice.seq.ct
+expect_error "not to --plan-only" "$pfhe" compile --model model.pfhm --out-dir bad --plan-only --no-ring-switch
 # Running out of memory (address space capped below what loading needs) is a clear error.
 expect_error "memory" bash -c "ulimit -v 600000; exec \"$pfhe\" infer ${server[*]} --input alice.cts --out x.ct"
 echo "cli flow: all checks passed"

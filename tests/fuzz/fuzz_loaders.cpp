@@ -47,6 +47,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   try { load_public_key(ctx, bytes); } catch (const SerializationError&) {}
   try { load_relin_key(ctx, bytes); } catch (const SerializationError&) {}
   try { load_galois_keys(ctx, bytes); } catch (const SerializationError&) {}
+  try { load_ring_switch_key(ctx, bytes); } catch (const SerializationError&) {}
   try { pfhe::nn::load_model(bytes); } catch (const pfhe::nn::ModelFormatError&) {}
   try { pfhe::nn::load_graph(bytes); } catch (const pfhe::nn::ModelFormatError&) {}
   static const Encoder encoder(ctx);

@@ -7,6 +7,7 @@
 #include "ckks/encryptor.h"
 #include "ckks/keygen.h"
 #include "ckks/linear_transform.h"
+#include "ckks/ring_switch.h"
 #include "ckks/serialization.h"
 #include "nn/compiled_graph.h"
 #include "nn/graph_file.h"
@@ -88,5 +89,21 @@ int main(int argc, char** argv) {
   client.rotation_levels = {{1, 1}, {-1, 1}};
   const std::string json = client.to_json();
   write_file(dir + "/client_spec", {reinterpret_cast<const std::uint8_t*>(json.data()), json.size()});
+  // A ring switch at the top level with the one special prime: its switch-key context has
+  // the fuzz parameters' primes (and fingerprint), so the key loads against them.
+  const auto half_ring = pfhe::nn::HalfRing::make(ctx.params(), {0, 1, 1});
+  if (half_ring->switch_context.params().fingerprint() != ctx.params().fingerprint())
+    throw std::logic_error("the switch key's parameters differ from the fuzz parameters");
+  const KeyGenerator half_kg(half_ring->context);
+  write_file(dir + "/ring_switch_key",
+             save_ring_switch_key(half_ring->switch_context,
+                                  create_ring_switch_key(half_ring->switch_context, kg.secret_key(), half_ring->context,
+                                                         half_kg.secret_key())));
+  client.ring_switch = half_ring->choice;
+  client.half_ring_fingerprint = half_ring->context.params().fingerprint();
+  client.half_ring_rotation_levels = {{1, 1}};
+  const std::string switching_json = client.to_json();
+  write_file(dir + "/client_spec_ring_switch",
+             {reinterpret_cast<const std::uint8_t*>(switching_json.data()), switching_json.size()});
   return 0;
 }

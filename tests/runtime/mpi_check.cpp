@@ -33,16 +33,16 @@ int main(int argc, char** argv) {
     const ckks::Evaluator eval(s.ctx, &relin, &galois);
     const runtime::TaskFunction task = runtime::backbone_tasks(s.compiled, eval);
     if (mpi.rank() != 0) {
-      runtime::serve_mpi_tasks(mpi, s.ctx, task);
+      runtime::serve_mpi_tasks(mpi, {s.ctx, s.ctx}, task);
       return 0;
     }
     const auto inputs = s.encrypt_patches(s.images[3]);
-    std::vector<ckks::Ciphertext> want = runtime::make_sequential_executor()->run(s.ctx, task, inputs);
+    std::vector<ckks::Ciphertext> want = runtime::make_sequential_executor()->run({s.ctx, s.ctx}, task, inputs);
     runtime::RunStats stats;
     std::vector<ckks::Ciphertext> got;
     {
       auto ex = runtime::make_mpi_executor(mpi);
-      got = ex->run(s.ctx, task, inputs, &stats);
+      got = ex->run({s.ctx, s.ctx}, task, inputs, &stats);
     }
     bool same = got.size() == want.size();
     for (std::size_t i = 0; same && i < got.size(); ++i) same = ckks::save(s.ctx, got[i]) == ckks::save(s.ctx, want[i]);

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -17,6 +18,7 @@
 #include "reduced_server.h"
 #include "runtime/client_server.h"
 #include "runtime/executor.h"
+#include "nn/precision.h"
 
 using namespace pfhe;
 
@@ -61,7 +63,7 @@ TEST(Runtime, ExecutorsGiveByteIdenticalBackboneOutputs) {
   const test::ReducedServer s;
   const auto inputs = s.encrypt_patches(s.images[3]);
   const runtime::TaskFunction task = runtime::backbone_tasks(s.compiled, s.eval);
-  const auto reference = serialized(s.ctx, runtime::make_sequential_executor()->run(s.ctx, task, inputs));
+  const auto reference = serialized(s.ctx, runtime::make_sequential_executor()->run({s.ctx, s.ctx}, task, inputs));
   ASSERT_EQ(reference.size(), 4u);
   std::vector<std::unique_ptr<runtime::Executor>> executors;
   executors.push_back(runtime::make_thread_executor(2));
@@ -71,7 +73,7 @@ TEST(Runtime, ExecutorsGiveByteIdenticalBackboneOutputs) {
   executors.push_back(runtime::make_fork_executor(8));  // more workers than patches
   for (const auto& ex : executors) {
     runtime::RunStats stats;
-    const auto got = serialized(s.ctx, ex->run(s.ctx, task, inputs, &stats));
+    const auto got = serialized(s.ctx, ex->run({s.ctx, s.ctx}, task, inputs, &stats));
     EXPECT_EQ(got, reference) << ex->name() << " W=" << ex->workers();
     EXPECT_EQ(stats.task_seconds.size(), 4u);
     if (ex->name() == "fork") {
@@ -80,10 +82,10 @@ TEST(Runtime, ExecutorsGiveByteIdenticalBackboneOutputs) {
   }
   EXPECT_TRUE(no_children_left());
   // The aggregated, normalised embedding is the same bytes too.
-  const auto outputs = runtime::make_fork_executor(2)->run(s.ctx, task, inputs);
+  const auto outputs = runtime::make_fork_executor(2)->run({s.ctx, s.ctx}, task, inputs);
   const auto agg_fork = s.compiled.normalize(s.eval, s.compiled.aggregate(s.eval, outputs));
   const auto agg_seq =
-      s.compiled.normalize(s.eval, s.compiled.aggregate(s.eval, runtime::make_sequential_executor()->run(s.ctx, task, inputs)));
+      s.compiled.normalize(s.eval, s.compiled.aggregate(s.eval, runtime::make_sequential_executor()->run({s.ctx, s.ctx}, task, inputs)));
   EXPECT_EQ(ckks::save(s.ctx, agg_fork), ckks::save(s.ctx, agg_seq));
 }
 
@@ -100,10 +102,10 @@ TEST(Runtime, ZeroDiagonalBudgetGivesTheSameBytes) {
   const auto held = std::make_shared<const ckks::HeldBytes>(lean.save());
   const nn::CompiledPatchCNN in_place = nn::CompiledPatchCNN::load(s.enc, held->bytes, held);
   EXPECT_EQ(in_place.save(), held->bytes);
-  EXPECT_EQ(serialized(s.ctx, runtime::make_sequential_executor()->run(s.ctx, runtime::backbone_tasks(in_place, s.eval), inputs)),
-            serialized(s.ctx, runtime::make_sequential_executor()->run(s.ctx, runtime::backbone_tasks(lean, s.eval), inputs)));
-  EXPECT_EQ(serialized(s.ctx, runtime::make_sequential_executor()->run(s.ctx, runtime::backbone_tasks(lean, s.eval), inputs)),
-            serialized(s.ctx, runtime::make_sequential_executor()->run(s.ctx, runtime::backbone_tasks(s.compiled, s.eval),
+  EXPECT_EQ(serialized(s.ctx, runtime::make_sequential_executor()->run({s.ctx, s.ctx}, runtime::backbone_tasks(in_place, s.eval), inputs)),
+            serialized(s.ctx, runtime::make_sequential_executor()->run({s.ctx, s.ctx}, runtime::backbone_tasks(lean, s.eval), inputs)));
+  EXPECT_EQ(serialized(s.ctx, runtime::make_sequential_executor()->run({s.ctx, s.ctx}, runtime::backbone_tasks(lean, s.eval), inputs)),
+            serialized(s.ctx, runtime::make_sequential_executor()->run({s.ctx, s.ctx}, runtime::backbone_tasks(s.compiled, s.eval),
                                                                        inputs)));
 }
 
@@ -113,10 +115,10 @@ TEST(Runtime, RecompilingWorkersGiveTheSameBytes) {
   const test::ReducedServer s;
   const auto inputs = s.encrypt_patches(s.images[6]);
   const auto reference =
-      serialized(s.ctx, runtime::make_sequential_executor()->run(s.ctx, runtime::backbone_tasks(s.compiled, s.eval), inputs));
+      serialized(s.ctx, runtime::make_sequential_executor()->run({s.ctx, s.ctx}, runtime::backbone_tasks(s.compiled, s.eval), inputs));
   const runtime::TaskFunction recompiling = runtime::recompiling_backbone_tasks(s.model, s.compiled, s.enc, s.eval);
-  EXPECT_EQ(serialized(s.ctx, runtime::make_fork_executor(2)->run(s.ctx, recompiling, inputs)), reference);
-  EXPECT_EQ(serialized(s.ctx, runtime::make_thread_executor(2)->run(s.ctx, recompiling, inputs)), reference);
+  EXPECT_EQ(serialized(s.ctx, runtime::make_fork_executor(2)->run({s.ctx, s.ctx}, recompiling, inputs)), reference);
+  EXPECT_EQ(serialized(s.ctx, runtime::make_thread_executor(2)->run({s.ctx, s.ctx}, recompiling, inputs)), reference);
   EXPECT_TRUE(no_children_left());
   nn::PatchCNN fewer = s.model;
   fewer.backbones.pop_back();
@@ -130,10 +132,10 @@ TEST(Runtime, SchedulesManyTasksOverAnyWorkerCount) {
   for (std::size_t tasks : {4u, 9u, 16u, 64u}) {
     std::vector<ckks::Ciphertext> inputs;
     for (std::size_t t = 0; t < tasks; ++t) inputs.push_back(r.encrypt(0.001 * static_cast<double>(t)));
-    const auto want = serialized(ctx, runtime::make_sequential_executor()->run(ctx, task, inputs));
+    const auto want = serialized(ctx, runtime::make_sequential_executor()->run({ctx, ctx}, task, inputs));
     for (std::size_t w : {1u, 2u, 3u, 5u}) {
-      EXPECT_EQ(serialized(ctx, runtime::make_thread_executor(w)->run(ctx, task, inputs)), want) << tasks << " " << w;
-      EXPECT_EQ(serialized(ctx, runtime::make_fork_executor(w)->run(ctx, task, inputs)), want) << tasks << " " << w;
+      EXPECT_EQ(serialized(ctx, runtime::make_thread_executor(w)->run({ctx, ctx}, task, inputs)), want) << tasks << " " << w;
+      EXPECT_EQ(serialized(ctx, runtime::make_fork_executor(w)->run({ctx, ctx}, task, inputs)), want) << tasks << " " << w;
     }
   }
   EXPECT_TRUE(no_children_left());
@@ -151,7 +153,7 @@ TEST(Runtime, KilledWorkerIsReportedQuicklyAndReaped) {
   };
   const auto start = std::chrono::steady_clock::now();
   try {
-    runtime::make_fork_executor(2)->run(ctx, dies_on_task_2, inputs);
+    runtime::make_fork_executor(2)->run({ctx, ctx}, dies_on_task_2, inputs);
     FAIL() << "a killed worker went unnoticed";
   } catch (const std::runtime_error& e) {
     const std::string msg = e.what();
@@ -177,8 +179,8 @@ TEST(Runtime, KilledWorkersTaskIsRetriedOnANewWorker) {
     }
     return inner(t, x);
   };
-  const auto want = serialized(ctx, runtime::make_sequential_executor()->run(ctx, inner, inputs));
-  EXPECT_EQ(serialized(ctx, runtime::make_fork_executor(2, 1)->run(ctx, dies_once_on_task_2, inputs)), want);
+  const auto want = serialized(ctx, runtime::make_sequential_executor()->run({ctx, ctx}, inner, inputs));
+  EXPECT_EQ(serialized(ctx, runtime::make_fork_executor(2, 1)->run({ctx, ctx}, dies_once_on_task_2, inputs)), want);
   EXPECT_TRUE(std::filesystem::exists(marker));  // it did die once
   std::remove(marker.c_str());
   EXPECT_TRUE(no_children_left());
@@ -188,7 +190,7 @@ TEST(Runtime, KilledWorkersTaskIsRetriedOnANewWorker) {
     return inner(t, x);
   };
   try {
-    runtime::make_fork_executor(2, 2)->run(ctx, always_dies_on_task_2, inputs);
+    runtime::make_fork_executor(2, 2)->run({ctx, ctx}, always_dies_on_task_2, inputs);
     FAIL() << "a task that always kills its worker succeeded";
   } catch (const std::runtime_error& e) {
     const std::string msg = e.what();
@@ -212,7 +214,7 @@ TEST(Runtime, TaskErrorsNameTheTask) {
   executors.push_back(runtime::make_fork_executor(2));
   for (const auto& ex : executors) {
     try {
-      ex->run(ctx, throws, inputs);
+      ex->run({ctx, ctx}, throws, inputs);
       FAIL() << ex->name() << ": error lost";
     } catch (const std::runtime_error& e) {
       const std::string msg = e.what();
@@ -233,7 +235,7 @@ TEST(Runtime, ForkRefusesAMultiThreadedParent) {
   std::thread busy([&] {
     while (!stop) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   });
-  EXPECT_THROW(runtime::make_fork_executor(2)->run(ctx, [](std::size_t, const ckks::Ciphertext& x) { return x; }, inputs),
+  EXPECT_THROW(runtime::make_fork_executor(2)->run({ctx, ctx}, [](std::size_t, const ckks::Ciphertext& x) { return x; }, inputs),
                std::runtime_error);
   stop = true;
   busy.join();
@@ -272,7 +274,7 @@ TEST(ClientServer, ClientOwnsItsSecretKeyAndSpecRoundTrips) {
   EXPECT_EQ(patches.key_set, 42u);
   const runtime::CiphertextFile file = runtime::load_ciphertexts(runtime::view_of(patches), s.ctx);
   EXPECT_EQ(file.key_set, 42u);
-  const auto heads = runtime::make_sequential_executor()->run(s.ctx, runtime::backbone_tasks(s.compiled, s.eval),
+  const auto heads = runtime::make_sequential_executor()->run({s.ctx, s.ctx}, runtime::backbone_tasks(s.compiled, s.eval),
                                                               file.ciphertexts);
   const runtime::CiphertextFile embedding{42, {s.compiled.normalize(s.eval, s.compiled.aggregate(s.eval, heads))}};
   const nn::Tensor got = client.decrypt_embedding(embedding);
@@ -312,4 +314,68 @@ TEST(ClientServer, BundlesRejectDamage) {
   EXPECT_NE(runtime::new_key_set_tag(), runtime::new_key_set_tag());
   EXPECT_THROW(runtime::check_same_key_set(1, "a", 2, "b"), std::invalid_argument);
   EXPECT_NO_THROW(runtime::check_same_key_set(0, "a", 2, "b"));
+}
+
+// A model that switches to the half ring, through the client/server pieces: the spec names
+// the switch (and refuses a wrong fingerprint), the key files carry both rings (and refuse
+// the other kind), thread and fork workers return half-ring ciphertexts byte-identical to
+// sequential runs, and the client decrypts the embedding with the half-ring secret.
+TEST(ClientServer, RingSwitchingModelKeysSpecAndExecutors) {
+  const ckks::Context ctx(test::small_params(12, 28));
+  const ckks::Encoder enc(ctx);
+  const auto images = nn::synthetic_images(128, {3, 16, 16}, 5);
+  const nn::PatchCNN model = nn::make_synthetic_patch_cnn(test::reduced_backbone_shape(), 2, 8, 16, 13, images);
+  const auto half_ring = nn::HalfRing::make(ctx.params(), {2, 15, 2});
+  const nn::CompiledPatchCNN compiled =
+      nn::CompiledPatchCNN::compile(model, enc, 28, ctx.params().default_scale(), SIZE_MAX, 2, half_ring);
+  const runtime::ClientSpec spec = runtime::ClientSpec::of(compiled, ctx.params());
+  const runtime::ClientSpec back = runtime::ClientSpec::from_json(spec.to_json());
+  ASSERT_TRUE(back.ring_switch.has_value());
+  EXPECT_EQ(*back.ring_switch, half_ring->choice);
+  EXPECT_EQ(back.half_ring_rotation_levels, compiled.half_ring_rotation_levels());
+  EXPECT_EQ(back.half_ring(ctx.params())->context.params().fingerprint(), half_ring->context.params().fingerprint());
+  runtime::ClientSpec wrong = back;
+  wrong.half_ring_fingerprint ^= 1;
+  EXPECT_THROW(wrong.half_ring(ctx.params()), std::invalid_argument);
+
+  // Key files of both rings round-trip; the other kind of model's files are refused.
+  const std::string dir = std::filesystem::temp_directory_path() / ("pfhe_ring_switch_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const runtime::SecretKeyFile secret = runtime::generate_keys(ctx, spec, dir + "/eval.keys");
+  runtime::write_secret_key(dir + "/secret.key", ctx, half_ring.get(), secret);
+  EXPECT_THROW(runtime::write_secret_key(dir + "/x.key", ctx, nullptr, secret), std::invalid_argument);
+  const runtime::SecretKeyFile secret_back = runtime::read_secret_key(dir + "/secret.key", ctx, half_ring.get());
+  EXPECT_EQ(ckks::save(half_ring->context, *secret_back.half_key), ckks::save(half_ring->context, *secret.half_key));
+  EXPECT_THROW(runtime::read_secret_key(dir + "/secret.key", ctx, nullptr), ckks::SerializationError);
+  const runtime::EvaluationKeys keys = runtime::read_evaluation_keys(dir + "/eval.keys", ctx, half_ring.get());
+  ASSERT_TRUE(keys.half.has_value());
+  EXPECT_EQ(keys.key_set, secret.key_set);
+  EXPECT_EQ(keys.half->galois.keys.size(), compiled.half_ring_rotation_levels().size());
+  try {
+    runtime::read_evaluation_keys(dir + "/eval.keys", ctx, nullptr);
+    ADD_FAILURE() << "keys of a switching model were accepted for one that does not switch";
+  } catch (const ckks::SerializationError& e) {
+    EXPECT_NE(std::string(e.what()).find("switches to the half ring"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove_all(dir);
+
+  const runtime::Evaluators evaluators(ctx, half_ring.get(), keys);
+  EXPECT_EQ(&evaluators.rings().output, &half_ring->context);
+  const runtime::Client client(ctx, spec, half_ring, secret_back);
+  const auto patches = runtime::load_ciphertexts(runtime::view_of(client.encrypt_image(images[1])), ctx);
+  ASSERT_EQ(patches.ciphertexts.size(), 2u);
+  const runtime::TaskFunction task = runtime::backbone_tasks(compiled, evaluators.big(), evaluators.half_ring());
+  const auto heads = runtime::make_sequential_executor()->run(evaluators.rings(), task, patches.ciphertexts);
+  const auto reference = serialized(half_ring->context, heads);
+  for (const auto& ex : {runtime::make_thread_executor(2), runtime::make_fork_executor(2)})
+    EXPECT_EQ(serialized(half_ring->context, ex->run(evaluators.rings(), task, patches.ciphertexts)), reference)
+        << ex->name();
+  EXPECT_TRUE(no_children_left());
+  const ckks::Ciphertext embedding =
+      compiled.normalize(evaluators.output(), compiled.aggregate(evaluators.output(), heads));
+  const nn::Tensor got = client.decrypt_embedding({secret.key_set, {embedding}});
+  EXPECT_LT(nn::precision_of(got, model.normalized(images[1])).relative, 1e-5);
+  // Keys without the half ring's part cannot drive this model.
+  runtime::EvaluationKeys big_only{keys.key_set, keys.relin, keys.galois, std::nullopt};
+  EXPECT_THROW(runtime::Evaluators(ctx, half_ring.get(), big_only), std::invalid_argument);
 }

@@ -1,0 +1,129 @@
+#include "runtime/key_files.h"
+
+#include <sys/stat.h>
+
+#include <stdexcept>
+
+#include "ckks/ring_switch.h"
+#include "ckks/serialization.h"
+#include "runtime/bundle.h"
+#include "runtime/mapped_file.h"
+
+namespace pfhe::runtime {
+
+namespace {
+void check_secrets(const nn::HalfRing* half_ring, const SecretKeyFile& key) {
+  if ((half_ring != nullptr) != key.half_key.has_value())
+    throw std::invalid_argument(half_ring ? "the model switches to the half ring: its secret key is missing"
+                                          : "the model does not switch rings: unexpected half-ring secret key");
+}
+
+std::string count_problem(const char* what, std::size_t found, std::size_t big_only, std::size_t with_half,
+                          const nn::HalfRing* half_ring) {
+  std::string s = std::string(what) + ": " + std::to_string(found) + " objects, expected " +
+                  std::to_string(half_ring ? with_half : big_only);
+  if (found == (half_ring ? big_only : with_half))
+    s += half_ring ? " (made for a model that does not switch to the half ring?)"
+                   : " (made for a model that switches to the half ring?)";
+  return s;
+}
+}  // namespace
+
+SecretKeyFile new_secret_keys(const ckks::Context& ctx, const nn::HalfRing* half_ring) {
+  SecretKeyFile f{new_key_set_tag(), ckks::KeyGenerator(ctx).secret_key(), std::nullopt};
+  if (half_ring) f.half_key = ckks::KeyGenerator(half_ring->context).secret_key();
+  return f;
+}
+
+void write_secret_key(const std::string& path, const ckks::Context& ctx, const nn::HalfRing* half_ring,
+                      const SecretKeyFile& key) {
+  check_secrets(half_ring, key);
+  Bundle b{key.key_set, {ckks::save(ctx, key.key)}};
+  if (half_ring) b.objects.push_back(ckks::save(half_ring->context, *key.half_key));
+  const ckks::Bytes bytes = save_bundle(b);
+  // Created owner-only from the start (no window in which the file is world-readable).
+  const mode_t old = ::umask(077);
+  try {
+    ckks::write_file(path, bytes);
+  } catch (...) {
+    ::umask(old);
+    throw;
+  }
+  ::umask(old);
+}
+
+SecretKeyFile read_secret_key(const std::string& path, const ckks::Context& ctx, const nn::HalfRing* half_ring) {
+  return load_mapped(path, [&](std::span<const std::uint8_t> bytes) {
+    const BundleView b = load_bundle(bytes);
+    if (b.objects.size() != (half_ring ? 2u : 1u))
+      throw ckks::SerializationError(count_problem("secret key file", b.objects.size(), 1, 2, half_ring));
+    SecretKeyFile f{b.key_set, ckks::load_secret_key(ctx, b.objects[0]), std::nullopt};
+    if (half_ring) f.half_key = ckks::load_secret_key(half_ring->context, b.objects[1]);
+    return f;
+  });
+}
+
+EvaluationKeys make_evaluation_keys(const ckks::Context& ctx, const nn::HalfRing* half_ring, const SecretKeyFile& secret,
+                                    const RotationRequest& rotations) {
+  check_secrets(half_ring, secret);
+  const ckks::KeyGenerator kg(ctx, secret.key);
+  EvaluationKeys keys{secret.key_set, kg.create_relin_key(), kg.create_galois_keys(rotations.big), std::nullopt};
+  if (half_ring) {
+    const ckks::KeyGenerator half(half_ring->context, *secret.half_key);
+    keys.half = HalfRingKeys{
+        half.create_relin_key(), half.create_galois_keys(rotations.half),
+        ckks::create_ring_switch_key(half_ring->switch_context, secret.key, half_ring->context, *secret.half_key)};
+  }
+  return keys;
+}
+
+namespace {
+// One ring's relinearization key and Galois keys as two streamed bundle objects.
+void add_ring_keys(std::vector<StreamedObject>& objects, const ckks::Context& ctx, const ckks::KeyGenerator& kg,
+                   const std::map<long, std::size_t>& rotation_levels) {
+  objects.push_back(streamed(ckks::save(ctx, kg.create_relin_key())));
+  auto galois = std::make_shared<ckks::StreamedGaloisKeys>(
+      ckks::StreamedGaloisKeys{ctx, ckks::galois_element_levels(ctx, rotation_levels)});
+  objects.push_back({galois->stored_size(), [galois, &kg](const ByteSink& sink) {
+                       galois->write([&](std::uint64_t g, std::size_t level) { return kg.create_galois_key(g, level); },
+                                     sink);
+                     }});
+}
+}  // namespace
+
+void write_evaluation_keys(const std::string& path, const ckks::Context& ctx, const nn::HalfRing* half_ring,
+                           const SecretKeyFile& secret, const RotationRequest& rotations) {
+  check_secrets(half_ring, secret);
+  const ckks::KeyGenerator kg(ctx, secret.key);
+  std::vector<StreamedObject> objects;
+  add_ring_keys(objects, ctx, kg, rotations.big);
+  std::optional<ckks::KeyGenerator> half;
+  if (half_ring) {
+    half.emplace(half_ring->context, *secret.half_key);
+    add_ring_keys(objects, half_ring->context, *half, rotations.half);
+    objects.push_back(streamed(ckks::save_ring_switch_key(
+        half_ring->switch_context,
+        ckks::create_ring_switch_key(half_ring->switch_context, secret.key, half_ring->context, *secret.half_key))));
+  }
+  write_bundle_file(path, secret.key_set, objects);
+}
+
+EvaluationKeys read_evaluation_keys(const std::string& path, const ckks::Context& ctx, const nn::HalfRing* half_ring) {
+  return load_mapped_in_place(path, [&](std::span<const std::uint8_t> bytes,
+                                        const std::shared_ptr<const ckks::Backing>& mapping) {
+    const BundleView b = load_bundle(bytes);
+    if (b.objects.size() != (half_ring ? 5u : 2u))
+      throw ckks::SerializationError(count_problem("evaluation keys", b.objects.size(), 2, 5, half_ring));
+    // The stored keys' pages are released as they are parsed: loading then peaks near the
+    // expanded keys alone, not the expanded keys plus the 4.8 GB file of CryptoFaceNet's.
+    EvaluationKeys keys{b.key_set, ckks::load_relin_key(ctx, b.objects[0]),
+                        ckks::load_galois_keys(ctx, b.objects[1], mapping.get()), std::nullopt};
+    if (half_ring)
+      keys.half = HalfRingKeys{ckks::load_relin_key(half_ring->context, b.objects[2]),
+                               ckks::load_galois_keys(half_ring->context, b.objects[3], mapping.get()),
+                               ckks::load_ring_switch_key(half_ring->switch_context, b.objects[4])};
+    return keys;
+  });
+}
+
+}  // namespace pfhe::runtime
