@@ -10,7 +10,8 @@
 // Parameters: those `pfhe compile` chooses for CryptoFaceNet (depth 28); --special-primes
 // replaces the special-prime count (50-bit primes) to compare key-switching costs.
 // --ring-switch-after B runs the blocks after block B (1-5) in the half ring N = 2^15 with
-// K' (default 4) of the special primes (ckks/ring_switch.h; experimental).
+// K' (default 4) of the special primes (nn/half_ring.h; `pfhe compile` switches after block 3
+// with 4).
 // --dry-run stops after compiling and prints the key set it would generate.
 #include <omp.h>
 
@@ -24,8 +25,6 @@
 #include <string>
 
 #include "ckks/encryptor.h"
-#include "ckks/keygen.h"
-#include "ckks/ring_switch.h"
 #include "ring/poly.h"
 #include "nn/compiled_backbone.h"
 #include "nn/half_ring.h"
@@ -33,6 +32,7 @@
 #include "nn/parameter_choice.h"
 #include "nn/precision.h"
 #include "nn/synthetic.h"
+#include "runtime/client_server.h"
 #include "runtime/process_stats.h"
 
 #include "report_errors.h"
@@ -135,34 +135,21 @@ int run(int argc, char** argv) {
     return 0;
   }
 
+  // Keys as a client makes them: with a ring switch, the half ring's secret and keys and
+  // the switch key too.
   t = std::chrono::steady_clock::now();
-  ckks::KeyGenerator kg(ctx);
-  const ckks::RelinKey rlk = kg.create_relin_key();
-  const ckks::GaloisKeys gk = kg.create_galois_keys(levels);
-  std::printf("keygen: %.1f s, evaluation keys %.2f GB\n", seconds_since(t), (gk.byte_size() + rlk.byte_size()) / 1e9);
-  const ckks::Evaluator eval(ctx, &rlk, &gk);
-  const ckks::Encryptor encryptor(ctx, kg.secret_key());
-  // The half ring's own secret, keys and switch key (what a client would make too).
-  std::optional<ckks::KeyGenerator> half_kg;
-  std::optional<ckks::RelinKey> half_rlk;
-  std::optional<ckks::GaloisKeys> half_gk;
-  std::optional<ckks::SwitchingKey> switch_key;
-  std::optional<ckks::Evaluator> half_eval;
-  std::optional<nn::HalfRingEvaluation> half;
-  if (half_ring) {
-    const ckks::Context& half_ctx = half_ring->context;
-    t = std::chrono::steady_clock::now();
-    half_kg.emplace(half_ctx);
-    half_rlk = half_kg->create_relin_key();
-    half_gk = half_kg->create_galois_keys(half_levels);
-    switch_key = ckks::create_ring_switch_key(half_ring->switch_context, kg.secret_key(), half_ctx, half_kg->secret_key());
-    half_eval.emplace(half_ctx, &*half_rlk, &*half_gk);
-    half.emplace(nn::HalfRingEvaluation{half_ring->switch_context, *switch_key, *half_eval});
-    std::printf("half-ring keygen: %.1f s, evaluation keys %.2f GB + switch key %.2f GB\n", seconds_since(t),
-                (half_gk->byte_size() + half_rlk->byte_size()) / 1e9, switch_key->byte_size() / 1e9);
-  }
-  const ckks::Context& out_ctx = half_ring ? half_ring->context : ctx;
-  const ckks::Decryptor decryptor(out_ctx, half_kg ? half_kg->secret_key() : kg.secret_key());
+  const runtime::SecretKeyFile secret = runtime::new_secret_keys(ctx, half_ring.get());
+  const runtime::EvaluationKeys keys = runtime::make_evaluation_keys(ctx, half_ring.get(), secret, {levels, half_levels});
+  std::printf("keygen: %.1f s, evaluation keys %.2f GB", seconds_since(t),
+              (keys.galois.byte_size() + keys.relin.byte_size()) / 1e9);
+  if (keys.half)
+    std::printf(" + half ring %.2f GB + switch key %.2f GB",
+                (keys.half->galois.byte_size() + keys.half->relin.byte_size()) / 1e9,
+                keys.half->switch_key.byte_size() / 1e9);
+  std::printf("\n");
+  const runtime::Evaluators evaluators(ctx, half_ring.get(), keys);
+  const ckks::Encryptor encryptor(ctx, secret.key);
+  const ckks::Decryptor decryptor(evaluators.output().context(), half_ring ? *secret.half_key : secret.key);
   const ckks::Encoder& out_enc = half_ring ? half_ring->encoder : enc;
   const std::vector<nn::Tensor> images = nn::synthetic_images(lanes, patch, 77);
   const ckks::Ciphertext in = encryptor.encrypt(enc.encode(nn::pack_lanes(images, compiled.input_layout()), 28, scale));
@@ -170,7 +157,7 @@ int run(int argc, char** argv) {
   t = std::chrono::steady_clock::now();
   const runtime::CpuSeconds cpu_before = cpu_seconds();
   std::vector<nn::CompiledBackbone::StepTiming> steps;
-  const ckks::Ciphertext out = compiled.run(eval, in, &steps, half ? &*half : nullptr);
+  const ckks::Ciphertext out = compiled.run(evaluators.big(), in, &steps, evaluators.half_ring());
   const double run_s = seconds_since(t);
   const runtime::CpuSeconds cpu_after = cpu_seconds();
   std::printf("  %-16s %5s %8s %9s %6s %6s %4s\n", "step", "level", "seconds", "diagonals", "baby", "giant", "sum");

@@ -5,19 +5,21 @@
 # fork workers that recompile their groups), each run in its own process with its peak
 # RSS, outputs compared byte for byte; decrypt with the precision against float64.
 # Needs ~24 GB of RAM and ~20 GB of disk; ~12 minutes on 2 cores.
-#   bench/cryptofacenet4_cli.sh [WORK_DIR] [LANES]   (default build/cfn4, 0 = as many as fit)
+#   bench/cryptofacenet4_cli.sh [WORK_DIR] [LANES] [COMPILE_FLAGS...]
+# (default build/cfn4, 0 = as many as fit; e.g. --no-ring-switch for the one-ring A/B)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 pfhe=$root/build/apps/pfhe
 work=${1:-$root/build/cfn4}
 lanes=${2:-0}
+compile_flags=("${@:3}")
 mkdir -p "$work" && cd "$work"
 T() { /usr/bin/time -f "  [%C] wall %e s, peak RSS %M KB" "$@"; }
 spec=(--spec srv/client.json --params srv/params.pfhe)
 srv=(--params srv/params.pfhe --model srv/model.pfhc --eval-keys eval.keys)
 T "$pfhe" make-model --kind cryptofacenet4 --out model.pfhm
 T "$pfhe" sample-image --size 64 --seed 8 --out alice.png
-T "$pfhe" compile --model model.pfhm --out-dir srv --lanes "$lanes"
+T "$pfhe" compile --model model.pfhm --out-dir srv --lanes "$lanes" "${compile_flags[@]}"
 T "$pfhe" keygen "${spec[@]}" --secret-key sk.key --eval-keys eval.keys
 T "$pfhe" encrypt "${spec[@]}" --secret-key sk.key --image alice.png --out alice.cts
 T "$pfhe" bench "${srv[@]}" --input alice.cts --model-file model.pfhm \

@@ -179,6 +179,10 @@ TEST(RingSwitch, PatchCnnNormalisesAndMatchesInTheHalfRing) {
   const nn::CompiledPatchCNN compiled =
       nn::CompiledPatchCNN::compile(model, rings.enc, 28, scale, std::size_t{8} << 20, 4, rings.half_ring);
   ASSERT_TRUE(compiled.switches_ring());
+  // A half ring derived from other parameters is refused.
+  const Context other(test::small_params(12, 29));
+  EXPECT_THROW(nn::CompiledPatchCNN::plan(model, rings.enc, 28, scale, 4, nn::HalfRing::make(other.params(), {2, 15, 2})),
+               std::invalid_argument);
   const auto half_levels = compiled.half_ring_rotation_levels();
   EXPECT_TRUE(half_levels.count(1));  // the embedding's slot sums happen in the half ring
   const TwoRingKeys keys(rings, compiled.rotation_levels(), half_levels);

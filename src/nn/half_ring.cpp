@@ -10,6 +10,7 @@ std::shared_ptr<const HalfRing> HalfRing::make(const ckks::Parameters& big, cons
 
 HalfRing::HalfRing(const ckks::Parameters& big, const RingSwitchChoice& c)
     : choice(c),
+      big_fingerprint(big.fingerprint()),
       context(ckks::half_ring_parameters(big, c.level, c.special_primes)),
       switch_context(ckks::switch_key_parameters(big, c.level, c.special_primes)),
       encoder(context) {}

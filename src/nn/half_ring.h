@@ -4,6 +4,7 @@
 // switch (block, level, special primes) and check the derived fingerprint.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 
 #include "ckks/context.h"
@@ -31,6 +32,7 @@ class HalfRing {
   RingSwitchPlan plan() const { return {encoder, choice.after_block}; }
 
   const RingSwitchChoice choice;
+  const std::uint64_t big_fingerprint;  // of the parameters it was derived from
   const ckks::Context context;         // N/2, q_0..q_level, the first special primes
   const ckks::Context switch_context;  // the switch key's: N with the half ring's primes
   const ckks::Encoder encoder;         // of `context`

@@ -190,6 +190,8 @@ CompiledPatchCNN CompiledPatchCNN::build(const PatchCNN& model, const ckks::Enco
   CompiledPatchCNN c;
   c.encoder_ = &encoder;
   c.half_ring_ = std::move(half_ring);
+  if (c.half_ring_ && c.half_ring_->big_fingerprint != encoder.context().params().fingerprint())
+    throw std::invalid_argument("compile: the half ring was derived from other parameters than the encoder's");
   c.patches_ = model.backbones.size();
   const Shape patch{3, model.patch_size, model.patch_size};
   const std::size_t fit = max_lanes(model.backbones.front(), patch, encoder.context().n() / 2);

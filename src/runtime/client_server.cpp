@@ -197,9 +197,7 @@ Client::Client(const ckks::Context& context, const ClientSpec& s, SecretKeyFile 
 
 namespace {
 const ckks::SecretKey& output_secret(const nn::HalfRing* half_ring, const SecretKeyFile& key) {
-  if ((half_ring != nullptr) != key.half_key.has_value())
-    throw std::invalid_argument(half_ring ? "the secret key file has no half-ring secret (keys of another model?)"
-                                          : "the secret key file has a half-ring secret the model does not use");
+  check_secret_keys(half_ring, key);
   return half_ring ? *key.half_key : key.key;
 }
 }  // namespace

@@ -154,12 +154,12 @@ class Server {
   CiphertextFile match(const CiphertextFile& probe, const CiphertextFile& enrolled, double threshold) const;
 
  private:
+  void check_rotation_keys(const std::map<long, std::size_t>& levels, const ckks::GaloisKeys& keys, std::size_t n,
+                           const std::string& keys_path) const;
   std::unique_ptr<ckks::Context> ctx_;
   std::unique_ptr<ckks::Encoder> enc_;
   std::unique_ptr<nn::PatchCNN> weights_;  // only when serving a model file
   std::unique_ptr<nn::CompiledPatchCNN> model_;  // compiled, or a plan when weights_ is set
-  void check_rotation_keys(const std::map<long, std::size_t>& levels, const ckks::GaloisKeys& keys, std::size_t n,
-                           const std::string& keys_path) const;
   std::unique_ptr<EvaluationKeys> keys_;
   std::unique_ptr<Evaluators> evaluators_;
 };

@@ -11,12 +11,13 @@
 
 namespace pfhe::runtime {
 
-namespace {
-void check_secrets(const nn::HalfRing* half_ring, const SecretKeyFile& key) {
+void check_secret_keys(const nn::HalfRing* half_ring, const SecretKeyFile& key) {
   if ((half_ring != nullptr) != key.half_key.has_value())
     throw std::invalid_argument(half_ring ? "the model switches to the half ring: its secret key is missing"
                                           : "the model does not switch rings: unexpected half-ring secret key");
 }
+
+namespace {
 
 std::string count_problem(const char* what, std::size_t found, std::size_t big_only, std::size_t with_half,
                           const nn::HalfRing* half_ring) {
@@ -37,7 +38,7 @@ SecretKeyFile new_secret_keys(const ckks::Context& ctx, const nn::HalfRing* half
 
 void write_secret_key(const std::string& path, const ckks::Context& ctx, const nn::HalfRing* half_ring,
                       const SecretKeyFile& key) {
-  check_secrets(half_ring, key);
+  check_secret_keys(half_ring, key);
   Bundle b{key.key_set, {ckks::save(ctx, key.key)}};
   if (half_ring) b.objects.push_back(ckks::save(half_ring->context, *key.half_key));
   const ckks::Bytes bytes = save_bundle(b);
@@ -65,7 +66,7 @@ SecretKeyFile read_secret_key(const std::string& path, const ckks::Context& ctx,
 
 EvaluationKeys make_evaluation_keys(const ckks::Context& ctx, const nn::HalfRing* half_ring, const SecretKeyFile& secret,
                                     const RotationRequest& rotations) {
-  check_secrets(half_ring, secret);
+  check_secret_keys(half_ring, secret);
   const ckks::KeyGenerator kg(ctx, secret.key);
   EvaluationKeys keys{secret.key_set, kg.create_relin_key(), kg.create_galois_keys(rotations.big), std::nullopt};
   if (half_ring) {
@@ -93,7 +94,7 @@ void add_ring_keys(std::vector<StreamedObject>& objects, const ckks::Context& ct
 
 void write_evaluation_keys(const std::string& path, const ckks::Context& ctx, const nn::HalfRing* half_ring,
                            const SecretKeyFile& secret, const RotationRequest& rotations) {
-  check_secrets(half_ring, secret);
+  check_secret_keys(half_ring, secret);
   const ckks::KeyGenerator kg(ctx, secret.key);
   std::vector<StreamedObject> objects;
   add_ring_keys(objects, ctx, kg, rotations.big);

@@ -20,6 +20,9 @@ struct SecretKeyFile {
   ckks::SecretKey key;
   std::optional<ckks::SecretKey> half_key;  // with a ring switch
 };
+// Throws std::invalid_argument unless the file has the half-ring secret exactly when
+// `half_ring` is given.
+void check_secret_keys(const nn::HalfRing* half_ring, const SecretKeyFile& key);
 // A new key set: a fresh tag (OS CSPRNG) and secret(s).
 SecretKeyFile new_secret_keys(const ckks::Context& ctx, const nn::HalfRing* half_ring);
 // Written readable by its owner only.
