@@ -102,15 +102,13 @@ int run(int argc, char** argv) {
   // The half ring starts at the switch block's output level: conv0 takes one level, each
   // block four.
   std::shared_ptr<const nn::HalfRing> half_ring;
-  std::optional<nn::RingSwitchPlan> plan;
   if (switch_after) {
     half_ring = nn::HalfRing::make(ctx.params(), {switch_after - 1, 27 - 4 * switch_after, half_special_primes});
-    plan.emplace(half_ring->plan());
     std::printf("half ring after block %zu: %s\n", switch_after, half_ring->context.params().describe().c_str());
   }
   const nn::CompiledBackbone compiled = nn::CompiledBackbone::compile(model_ptrs, enc, patch, 28, scale, head_ptrs, lanes,
                                                                       budget, nn::Compilation::kFull,
-                                                                      plan ? &*plan : nullptr);
+                                                                      half_ring ? &half_ring->plan : nullptr);
   std::printf("compile: %.1f s, depth %zu, diagonals held %.2f GB (budget %.1f GB)\n", seconds_since(t),
               compiled.depth(), compiled.plaintext_bytes() / 1e9, budget_gb);
   const auto levels = compiled.rotation_levels();

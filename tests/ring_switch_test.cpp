@@ -36,13 +36,13 @@ struct TwoRings {
         half(half_ring->context),
         switch_ctx(half_ring->switch_context),
         half_enc(half_ring->encoder),
-        plan(half_ring->plan()) {}
+        plan(half_ring->plan) {}
   Context big;
   Encoder enc;
   std::shared_ptr<const nn::HalfRing> half_ring;
   const Context &half, &switch_ctx;
   const Encoder& half_enc;
-  nn::RingSwitchPlan plan;
+  const nn::RingSwitchPlan& plan;
 };
 
 // Fresh keys of both rings for a compiled program, the switch key and the evaluation that

@@ -13,6 +13,7 @@ HalfRing::HalfRing(const ckks::Parameters& big, const RingSwitchChoice& c)
       big_fingerprint(big.fingerprint()),
       context(ckks::half_ring_parameters(big, c.level, c.special_primes)),
       switch_context(ckks::switch_key_parameters(big, c.level, c.special_primes)),
-      encoder(context) {}
+      encoder(context),
+      plan{encoder, c.after_block} {}
 
 }  // namespace pfhe::nn

@@ -29,13 +29,12 @@ class HalfRing {
   HalfRing(const HalfRing&) = delete;
   HalfRing& operator=(const HalfRing&) = delete;
 
-  RingSwitchPlan plan() const { return {encoder, choice.after_block}; }
-
   const RingSwitchChoice choice;
   const std::uint64_t big_fingerprint;  // of the parameters it was derived from
   const ckks::Context context;         // N/2, q_0..q_level, the first special primes
   const ckks::Context switch_context;  // the switch key's: N with the half ring's primes
   const ckks::Encoder encoder;         // of `context`
+  const RingSwitchPlan plan;           // what CompiledBackbone compiles and loads with
 };
 
 }  // namespace pfhe::nn

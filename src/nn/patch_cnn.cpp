@@ -5,7 +5,6 @@
 #include <cstring>
 #include <cmath>
 #include <numeric>
-#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -167,9 +166,8 @@ CompiledBackbone CompiledPatchCNN::compile_group(const PatchCNN& model, const ck
   std::vector<const Linear*> heads;
   for (const Linear& h : head_blocks) heads.push_back(&h);
   const Shape patch{3, model.patch_size, model.patch_size};
-  const std::optional<RingSwitchPlan> plan = half_ring ? std::optional(half_ring->plan()) : std::nullopt;
   return CompiledBackbone::compile(members, encoder, patch, input_level, scale, heads, lanes, plaintext_budget, mode,
-                                   plan ? &*plan : nullptr);
+                                   half_ring ? &half_ring->plan : nullptr);
 }
 
 CompiledPatchCNN CompiledPatchCNN::compile(const PatchCNN& model, const ckks::Encoder& encoder, std::size_t input_level,
@@ -390,9 +388,8 @@ CompiledPatchCNN CompiledPatchCNN::load(const ckks::Encoder& encoder, std::span<
   c.patches_ = r.get_count(what, 256);
   const std::size_t groups = r.get_count(what, 256);
   if (c.patches_ == 0 || groups == 0) throw ckks::SerializationError("compiled model: no backbones");
-  const std::optional<RingSwitchPlan> plan = c.half_ring_ ? std::optional(c.half_ring_->plan()) : std::nullopt;
   for (std::size_t g = 0; g < groups; ++g)
-    c.groups_.push_back(CompiledBackbone::load(encoder, r, backing, plan ? &*plan : nullptr));
+    c.groups_.push_back(CompiledBackbone::load(encoder, r, backing, c.half_ring_ ? &c.half_ring_->plan : nullptr));
   const std::size_t lanes = c.groups_.front().input_layout().lanes;
   for (const auto& g : c.groups_)
     if (!(g.input_layout().shape == c.groups_.front().input_layout().shape) || g.input_layout().lanes != lanes ||

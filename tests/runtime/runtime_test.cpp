@@ -269,7 +269,7 @@ TEST(ClientServer, ClientOwnsItsSecretKeyAndSpecRoundTrips) {
   }
 
   // Regression: the client used to keep a reference to a temporary secret key.
-  const runtime::Client client(s.ctx, spec, runtime::SecretKeyFile{42, s.keys.keygen.secret_key()});
+  const runtime::Client client(s.ctx, spec, runtime::SecretKeyFile{42, s.keys.keygen.secret_key(), std::nullopt});
   const runtime::Bundle patches = client.encrypt_image(s.images[0]);
   EXPECT_EQ(patches.key_set, 42u);
   const runtime::CiphertextFile file = runtime::load_ciphertexts(runtime::view_of(patches), s.ctx);
