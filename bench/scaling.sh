@@ -3,10 +3,10 @@
 # (2x2, 3x3, 4x4, 8x8 grids of 32x32 patches) through the CLI, `pfhe bench` with one and
 # two thread workers (threads:1 = one core, threads:2), then tools/plot_scaling.py draws
 # the latency and memory plot. Grids up to 4x4 are compiled once and served from the
-# artefact; the 8x8 grid's artefact (~65 GB) would not fit, so it is served from the model
+# artefact; the 8x8 grid's artefact (~50 GB) would not fit, so it is served from the model
 # file and every task compiles its lane group when it runs (`compile --plan-only`; the
 # task times include compiling). Each grid's artefact and keys are deleted before the
-# next one is built. ~60 minutes, ~24 GB of RAM and ~25 GB of disk on 2 cores; needs
+# next one is built. ~55 minutes, ~24 GB of RAM and ~25 GB of disk on 2 cores; needs
 # python3-matplotlib (scripts/install-deps.sh --with-tooling; Debian's /usr/bin/python3).
 #   GRIDS="2 3 4 8" bench/scaling.sh [WORK_DIR] [PLOT_PNG]
 #   (defaults: all four grids, build/scaling, WORK_DIR/scaling.png; the plot uses every

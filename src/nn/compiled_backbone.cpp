@@ -196,7 +196,10 @@ CompiledBackbone CompiledBackbone::compile(const std::vector<const Backbone*>& m
     // up its own rotate-and-sum split for that and doubles its diagonals; measured on
     // CryptoFace's block 2 (one copy in, two out) that costs as much as it saves (6.5 s
     // vs 6.1 s for the pair), so that case keeps plain copies. Block 4 (two copies in,
-    // four out) gains 1.2 s, blocks 3 and 5 (stride 1) 0.9 s and 2.0 s.
+    // four out) gains 1.2 s, blocks 3 and 5 (stride 1) 0.9 s and 2.0 s. Re-measured in
+    // session 9 with the ring switch: rotated copies for every block save 0.4-0.6 s on
+    // block 2's pair in one lane group, but through the CLI (threads W=2, three runs each)
+    // 24.8-28.1 s against 26.3-26.8 s is no difference, at +0.3 GB peak RSS: kept as is.
     Layout h_layout = conv_output_layout(conv1.front(), z_layout);
     if (conv1.front().stride == 1 || z_layout.replicas > 1) h_layout = with_rotated_replicas(h_layout);
     CompiledLinear c1 = make_linear(*enc, mode, lower_conv(conv1, z_layout, h_layout), z_layout, h_layout, z_level, z_scale, scale);

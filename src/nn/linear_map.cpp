@@ -69,6 +69,9 @@ SlotLinearMap replicate(std::vector<SlotLinearMap::Entry> entries, const std::ve
   const std::size_t in_period = in.period(), out_period = out.period();
   const bool hybrid = !in.rotated && !out.rotated && in.cyclic() && out.cyclic() && in_period > out_period;
   const bool copies_split = in.rotated && !out.rotated && in.cyclic() && out.cyclic() && in_period == out_period;
+  // Sized once: these maps reach tens of millions of entries, and growing them by doubling
+  // cost CryptoFaceNet4's compile ~10 % in page faults and copies.
+  m.entries.reserve(entries.size() * (hybrid ? n / in_period : copies_split ? 1 : out.replicas));
   if (hybrid) {
     const std::size_t window = out_period;
     for (std::size_t block = 0; block < n; block += in_period)
