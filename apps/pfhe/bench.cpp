@@ -169,7 +169,8 @@ int run_bench(const BenchOptions& o) {
   std::optional<nn::PatchCNN> weights;
   if (recompiles) weights = nn::load_model_file(o.model_file);
   const double load_seconds = seconds_since(start);
-  std::fprintf(stderr, "[pfhe] bench: loaded in %.1f s (peak RSS %.1f GB)%s\n", load_seconds, runtime::peak_rss_gb(),
+  std::fprintf(stderr, "[pfhe] bench: loaded in %.1f s (model %.1f s, evaluation keys %.1f s; peak RSS %.1f GB)%s\n",
+               load_seconds, server.load_seconds().model, server.load_seconds().keys, runtime::peak_rss_gb(),
                server.compiles_per_task() ? "; a model file: every task compiles its lane group" : "");
 
   const bool keep = !o.out_dir.empty();

@@ -382,8 +382,9 @@ int cmd_infer(InferOptions o, int* argc, char*** argv) {
   progress("loading parameters, model and evaluation keys");
   const runtime::Server server(o.params, o.model, o.keys, o.lanes);
   const double load_s = seconds_since(t);
-  progress("loaded in %.1f s%s", load_s,
-           server.compiles_per_task() ? " (a model file: each lane group is compiled when its task runs)" : "");
+  progress("loaded in %.1f s (model %.1f s, evaluation keys %.1f s)%s", load_s, server.load_seconds().model,
+           server.load_seconds().keys,
+           server.compiles_per_task() ? "; a model file: each lane group is compiled when its task runs" : "");
   return run_inference(o, server, *executor, load_s);
 }
 

@@ -11,6 +11,7 @@
 #include "nn/model_file.h"
 #include "nn/parameter_choice.h"
 #include "runtime/mapped_file.h"
+#include "runtime/process_stats.h"
 
 namespace pfhe::runtime {
 
@@ -284,6 +285,7 @@ Server::Server(const std::string& params_path, const std::string& model_path, co
                std::size_t lanes) {
   ctx_ = std::make_unique<ckks::Context>(read_secure_parameters(params_path));
   enc_ = std::make_unique<ckks::Encoder>(*ctx_);
+  auto start = Clock::now();
   if (nn::is_model_file(model_path)) {
     weights_ = std::make_unique<nn::PatchCNN>(nn::load_model_file(model_path));
     // Planned as `pfhe compile --plan-only` plans it, ring switch included.
@@ -304,8 +306,11 @@ Server::Server(const std::string& params_path, const std::string& model_path, co
       return model;
     });
   }
+  load_seconds_.model = seconds_since(start);
+  start = Clock::now();
   const nn::HalfRing* half_ring = model_->half_ring().get();
   keys_ = std::make_unique<EvaluationKeys>(read_evaluation_keys(keys_path, *ctx_, half_ring));
+  load_seconds_.keys = seconds_since(start);
   check_rotation_keys(model_->rotation_levels(), keys_->galois, ctx_->n(), keys_path);
   if (half_ring)
     check_rotation_keys(model_->half_ring_rotation_levels(), keys_->half->galois, half_ring->context.n(), keys_path);

@@ -134,6 +134,12 @@ class Server {
          std::size_t lanes = 0);
   // True when tasks compile their lane group (a model file was given).
   bool compiles_per_task() const { return weights_ != nullptr; }
+  // Wall time of the constructor's two loads: the model (artefact, or the plan of a model
+  // file) and the evaluation keys, which dominate a CryptoFaceNet server's start-up.
+  struct LoadSeconds {
+    double model = 0, keys = 0;
+  };
+  const LoadSeconds& load_seconds() const { return load_seconds_; }
 
   const ckks::Context& context() const { return *ctx_; }  // of the encrypted patches
   // Of the results (embeddings, templates, scores): the half ring's when the model switches.
@@ -162,6 +168,7 @@ class Server {
   std::unique_ptr<nn::CompiledPatchCNN> model_;  // compiled, or a plan when weights_ is set
   std::unique_ptr<EvaluationKeys> keys_;
   std::unique_ptr<Evaluators> evaluators_;
+  LoadSeconds load_seconds_;
 };
 
 }  // namespace pfhe::runtime

@@ -47,6 +47,8 @@ done
 for g in 1 2; do  # every lane group reports from its worker
   grep -q "lane group $g of 2 done" fork-progress.txt || { cat fork-progress.txt; fail "no progress line for group $g"; }
 done
+grep -Eq "loaded in [0-9.]+ s \(model [0-9.]+ s, evaluation keys [0-9.]+ s\)" fork-progress.txt ||
+  { cat fork-progress.txt; fail "infer does not report its model and key loading times"; }
 "$pfhe" infer "${server[@]}" --input alice.cts --out alice.fork8.ct --executor fork --workers 8
 for e in threads fork fork8; do cmp alice.seq.ct alice.$e.ct || fail "$e output differs from sequential"; done
 if [ -n "$mpirun" ]; then
