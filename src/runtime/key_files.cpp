@@ -64,6 +64,13 @@ SecretKeyFile read_secret_key(const std::string& path, const ckks::Context& ctx,
   });
 }
 
+namespace {
+// The key that moves a ciphertext from the big secret to the half ring's (ckks/ring_switch.h).
+ckks::SwitchingKey ring_switch_key(const nn::HalfRing& half_ring, const SecretKeyFile& secret) {
+  return ckks::create_ring_switch_key(half_ring.switch_context, secret.key, half_ring.context, *secret.half_key);
+}
+}  // namespace
+
 EvaluationKeys make_evaluation_keys(const ckks::Context& ctx, const nn::HalfRing* half_ring, const SecretKeyFile& secret,
                                     const RotationRequest& rotations) {
   check_secret_keys(half_ring, secret);
@@ -73,7 +80,7 @@ EvaluationKeys make_evaluation_keys(const ckks::Context& ctx, const nn::HalfRing
     const ckks::KeyGenerator half(half_ring->context, *secret.half_key);
     keys.half = HalfRingKeys{
         half.create_relin_key(), half.create_galois_keys(rotations.half),
-        ckks::create_ring_switch_key(half_ring->switch_context, secret.key, half_ring->context, *secret.half_key)};
+        ring_switch_key(*half_ring, secret)};
   }
   return keys;
 }
@@ -102,9 +109,7 @@ void write_evaluation_keys(const std::string& path, const ckks::Context& ctx, co
   if (half_ring) {
     half.emplace(half_ring->context, *secret.half_key);
     add_ring_keys(objects, half_ring->context, *half, rotations.half);
-    objects.push_back(streamed(ckks::save_ring_switch_key(
-        half_ring->switch_context,
-        ckks::create_ring_switch_key(half_ring->switch_context, secret.key, half_ring->context, *secret.half_key))));
+    objects.push_back(streamed(ckks::save_ring_switch_key(half_ring->switch_context, ring_switch_key(*half_ring, secret))));
   }
   write_bundle_file(path, secret.key_set, objects);
 }
