@@ -56,12 +56,12 @@ struct Setup {
   Plaintext plain(std::size_t level) const { return encoder.encode(values, level, ctx.params().default_scale()); }
   Ciphertext cipher(std::size_t level) const { return pk_encryptor->encrypt(plain(level)); }
 
-  const LinearTransform& transform(std::size_t level) {
-    auto& slot = transforms[level];
+  const LinearTransform& transform(std::size_t level, DiagonalStorage storage = DiagonalStorage::kEncoded) {
+    auto& slot = transforms[{level, storage}];
     if (!slot) {
       Diagonals diags;
       for (long k = 0; k < kLtDiagonals; ++k) diags[k] = std::vector<std::complex<double>>(values.begin(), values.end());
-      slot = std::make_unique<LinearTransform>(encoder, diags, ctx.n() / 2, level, 16);
+      slot = std::make_unique<LinearTransform>(encoder, diags, ctx.n() / 2, level, 16, 0, storage);
     }
     return *slot;
   }
@@ -76,7 +76,7 @@ struct Setup {
   std::unique_ptr<Encryptor> pk_encryptor;
   std::unique_ptr<Decryptor> decryptor;
   std::vector<double> values;
-  std::map<std::size_t, std::unique_ptr<LinearTransform>> transforms;
+  std::map<std::pair<std::size_t, DiagonalStorage>, std::unique_ptr<LinearTransform>> transforms;
 };
 
 Setup& setup(bool p16) {
@@ -213,6 +213,16 @@ void BM_linear_transform64(benchmark::State& st) {
   for (auto _ : st) benchmark::DoNotOptimize(lt.apply(*a.s.eval, x));
 }
 
+// The same transform with its diagonals encoded inside apply (the compiled CNN's layers
+// over the pre-encoding budget): reduction + NTT per limb of every diagonal.
+void BM_linear_transform64_jit(benchmark::State& st) {
+  Args a(st);
+  const Ciphertext x = a.s.cipher(a.level);
+  const LinearTransform& lt = a.s.transform(a.level, DiagonalStorage::kJustInTime);
+  benchmark::DoNotOptimize(lt.apply(*a.s.eval, x));
+  for (auto _ : st) benchmark::DoNotOptimize(lt.apply(*a.s.eval, x));
+}
+
 void register_all() {
   const std::vector<std::pair<const char*, void (*)(benchmark::State&)>> ops = {
       {"ntt_limb", BM_ntt_limb},         {"encode", BM_encode},
@@ -221,7 +231,7 @@ void register_all() {
       {"mul_plain_rescale", BM_mul_plain_rescale}, {"rescale", BM_rescale},
       {"mul_relin", BM_mul_relin},       {"rotate", BM_rotate},
       {"rotate_hoisted16", BM_rotate_hoisted16}, {"rotation_sum16", BM_rotation_sum16},
-      {"linear_transform64", BM_linear_transform64}};
+      {"linear_transform64", BM_linear_transform64}, {"linear_transform64_jit", BM_linear_transform64_jit}};
   for (int log_n : {16, 15})
     for (int mid : {0, 1})
       for (int threads : {1, 2})

@@ -1,6 +1,7 @@
 // BSGS linear transforms against a float64 matrix-vector product.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -126,6 +127,61 @@ TEST(LinearTransform, JustInTimeStorageGivesIdenticalResults) {
     Ciphertext acc = a;
     EXPECT_THROW(eval.multiply_plain_accumulate(acc, in, 3.0, [](std::size_t, ring::u64*) {}), std::invalid_argument);
   }
+}
+
+// The batched multiply-accumulate (limb l of every product, then limb l + 1) sums what one
+// product at a time sums: products sharing an accumulator, sharing an input, encoded and
+// limb-source plaintexts mixed; a batch across levels or without a plaintext is refused.
+TEST(LinearTransform, BatchedPlainProductsEqualOneAtATime) {
+  Context ctx(test::small_params(10, 2));
+  Encoder enc(ctx);
+  KeyGenerator kg(ctx);
+  const Encryptor encryptor(ctx, kg.secret_key());
+  const Evaluator eval(ctx);
+  const std::size_t slots = 512;
+  const double scale = ctx.params().default_scale();
+  std::vector<Ciphertext> inputs;
+  std::vector<Plaintext> plains;
+  for (int i = 0; i < 3; ++i) {
+    inputs.push_back(encryptor.encrypt(enc.encode(test::random_complex(slots, 1), 2, scale)));
+    plains.push_back(enc.encode(test::random_complex(slots, 1), 2, scale));
+  }
+  // Plaintext 2 as a limb source (its NTT limbs copied out), the others encoded.
+  const auto limb_of_plain_2 = [&](std::size_t l, ring::u64* out) {
+    std::copy_n(plains[2].poly.limb(l), ctx.n(), out);
+  };
+  // (accumulator, input, plaintext): accumulator 0 takes three products, input 1 feeds two.
+  const std::vector<std::array<int, 3>> shape = {{0, 0, 0}, {0, 1, 1}, {1, 1, 2}, {0, 2, 2}, {1, 0, 1}};
+  std::vector<Ciphertext> one_at_a_time(2), batched(2);
+  std::vector<Evaluator::PlainProduct> batch;
+  for (const auto& [acc, in, pt] : shape) {
+    if (pt == 2) {
+      eval.multiply_plain_accumulate(one_at_a_time[acc], inputs[in], plains[2].scale, limb_of_plain_2);
+      batch.push_back({&batched[acc], &inputs[in], nullptr, plains[2].scale, limb_of_plain_2});
+    } else {
+      eval.multiply_plain_accumulate(one_at_a_time[acc], inputs[in], plains[pt]);
+      batch.push_back({&batched[acc], &inputs[in], &plains[pt], 0, {}});
+    }
+  }
+  eval.multiply_plain_accumulate(batch);
+  for (int a = 0; a < 2; ++a)
+    for (std::size_t p = 0; p < 2; ++p) {
+      const auto x = one_at_a_time[a].polys[p].words(), y = batched[a].polys[p].words();
+      ASSERT_TRUE(std::equal(x.begin(), x.end(), y.begin(), y.end())) << "accumulator " << a;
+    }
+  Ciphertext fresh;
+  const Ciphertext lower = encryptor.encrypt(enc.encode(test::random_complex(slots, 1), 1, scale));
+  const std::vector<Evaluator::PlainProduct> mixed_levels = {{&fresh, &inputs[0], &plains[0], 0, {}},
+                                                             {&fresh, &lower, &plains[0], 0, {}}};
+  EXPECT_THROW(eval.multiply_plain_accumulate(mixed_levels), std::invalid_argument);
+  const std::vector<Evaluator::PlainProduct> no_plaintext = {{&fresh, &inputs[0], nullptr, scale, {}}};
+  EXPECT_THROW(eval.multiply_plain_accumulate(no_plaintext), std::invalid_argument);
+  // A second product into the fresh accumulator at another scale: refused, and the
+  // accumulator the batch had started is empty again.
+  const std::vector<Evaluator::PlainProduct> mismatched = {{&fresh, &inputs[0], &plains[0], 0, {}},
+                                                           {&fresh, &inputs[1], nullptr, 3.0, limb_of_plain_2}};
+  EXPECT_THROW(eval.multiply_plain_accumulate(mismatched), std::invalid_argument);
+  EXPECT_TRUE(fresh.polys.empty());
 }
 
 // A backing that records what it is given back (a file mapping drops those pages).

@@ -107,7 +107,9 @@ TEST_P(NttPaths, MatchesSchoolbookAndDirectEvaluation) {
 TEST_P(NttPaths, AgreesWithScalarOnLargeRings) {
   const SimdPath path = GetParam();
   if (!cpu_supports(path)) GTEST_SKIP() << to_string(path) << " not supported on this CPU";
-  for (std::size_t n : {std::size_t{16}, std::size_t{1024}, std::size_t{1} << 14}) {
+  // Odd and even counts of large-stride stages (the IFMA kernels pair them): 2^4 has one,
+  // 2^5 two, 2^10 seven, 2^14 eleven, 2^15 twelve.
+  for (std::size_t n : {std::size_t{16}, std::size_t{32}, std::size_t{1024}, std::size_t{1} << 14, std::size_t{1} << 15}) {
     for (int bits : {36, 50, 61}) {
       const Modulus m(generate_ntt_primes(bits, 1, n)[0]);
       const NttTables tab(n, m);

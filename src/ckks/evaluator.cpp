@@ -128,29 +128,55 @@ bool Evaluator::start_accumulation(Ciphertext& acc, const Ciphertext& a, double 
 }
 
 void Evaluator::multiply_plain_accumulate(Ciphertext& acc, const Ciphertext& a, const Plaintext& p) const {
-  check_ciphertext(a, "multiply_plain_accumulate");
-  check_plain(context_, a, p, "multiply_plain_accumulate", false);
-  const bool first = start_accumulation(acc, a, p.scale);
-  for (std::size_t k = 0; k < a.size(); ++k) {
-    if (first) context_.ring_q().multiply(a.polys[k], p.poly, acc.polys[k]);
-    else context_.ring_q().multiply_add(a.polys[k], p.poly, acc.polys[k]);
-  }
+  const PlainProduct product{&acc, &a, &p, 0, {}};
+  multiply_plain_accumulate(std::span(&product, 1));
 }
 
 void Evaluator::multiply_plain_accumulate(Ciphertext& acc, const Ciphertext& a, double p_scale,
                                           const std::function<void(std::size_t, u64*)>& limb) const {
-  check_ciphertext(a, "multiply_plain_accumulate");
-  const bool first = start_accumulation(acc, a, p_scale);
+  const PlainProduct product{&acc, &a, nullptr, p_scale, limb};
+  multiply_plain_accumulate(std::span(&product, 1));
+}
+
+void Evaluator::multiply_plain_accumulate(std::span<const PlainProduct> products) const {
+  if (products.empty()) return;
+  const std::size_t level = products.front().a->level();
+  bool any_limb_source = false;
+  for (const PlainProduct& p : products) {
+    check_ciphertext(*p.a, "multiply_plain_accumulate");
+    if (p.a->level() != level) throw std::invalid_argument("multiply_plain_accumulate: batch inputs at different levels");
+    if (p.encoded) check_plain(context_, *p.a, *p.encoded, "multiply_plain_accumulate", false);
+    else if (!p.limb) throw std::invalid_argument("multiply_plain_accumulate: product without a plaintext");
+    any_limb_source = any_limb_source || !p.encoded;
+  }
+  // Started in order, so that of several products into one fresh accumulator only the
+  // first writes (the others add). An accumulator that does not match leaves the ones this
+  // batch started empty again, not holding unwritten memory.
+  std::vector<char> first(products.size());
+  try {
+    for (std::size_t i = 0; i < products.size(); ++i) {
+      const PlainProduct& p = products[i];
+      first[i] = start_accumulation(*p.acc, *p.a, p.encoded ? p.encoded->scale : p.p_scale);
+    }
+  } catch (...) {
+    for (std::size_t i = 0; i < products.size(); ++i)
+      if (first[i]) products[i].acc->polys.clear();
+    throw;
+  }
   const ring::SimdPath path = ring::default_simd_path();
   const std::size_t n = context_.n();
-#pragma omp parallel for if (a.level() > 0 && !omp_in_parallel())
-  for (std::size_t l = 0; l <= a.level(); ++l) {
-    Poly scratch = context_.ring_q().make_output(1);
-    limb(l, scratch.limb(0));
+#pragma omp parallel for if (level > 0 && !omp_in_parallel())
+  for (std::size_t l = 0; l <= level; ++l) {
+    Poly scratch = any_limb_source ? context_.ring_q().make_output(1) : Poly{};
     const auto& m = context_.ring_q().modulus(l);
-    for (std::size_t k = 0; k < a.size(); ++k) {
-      if (first) ring::kernels::multiply(a.polys[k].limb(l), scratch.limb(0), acc.polys[k].limb(l), n, m, path);
-      else ring::kernels::multiply_add(a.polys[k].limb(l), scratch.limb(0), acc.polys[k].limb(l), n, m, path);
+    for (std::size_t i = 0; i < products.size(); ++i) {
+      const PlainProduct& p = products[i];
+      const u64* plain = p.encoded ? p.encoded->poly.limb(l) : scratch.limb(0);
+      if (!p.encoded) p.limb(l, scratch.limb(0));
+      for (std::size_t k = 0; k < p.a->size(); ++k) {
+        if (first[i]) ring::kernels::multiply(p.a->polys[k].limb(l), plain, p.acc->polys[k].limb(l), n, m, path);
+        else ring::kernels::multiply_add(p.a->polys[k].limb(l), plain, p.acc->polys[k].limb(l), n, m, path);
+      }
     }
   }
 }

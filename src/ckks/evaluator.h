@@ -6,6 +6,7 @@
 // drop_to_level / rescale.
 #pragma once
 #include <functional>
+#include <span>
 #include <vector>
 
 #include "ckks/ciphertext.h"
@@ -40,6 +41,21 @@ class Evaluator {
   // a whole plaintext being written to memory and read back (just-in-time diagonals).
   void multiply_plain_accumulate(Ciphertext& acc, const Ciphertext& a, double p_scale,
                                  const std::function<void(std::size_t, ring::u64*)>& limb) const;
+
+  // One product of a batch: *acc += *a * plaintext, the plaintext either `encoded` or made
+  // limb by limb by `limb` at scale `p_scale` (as in the two calls above).
+  struct PlainProduct {
+    Ciphertext* acc;
+    const Ciphertext* a;
+    const Plaintext* encoded = nullptr;
+    double p_scale = 0;
+    std::function<void(std::size_t, ring::u64*)> limb;
+  };
+  // All products limb by limb: limb l of every product, then limb l + 1. Products that
+  // share an accumulator or an input (a linear transform's row, or one baby rotation) then
+  // find that limb in cache instead of streaming the whole ciphertext from memory once per
+  // product. Every input must be at one level; the sums are those of one product at a time.
+  void multiply_plain_accumulate(std::span<const PlainProduct> products) const;
 
   // c * a landing exactly at (level, scale): a is dropped to level + 1, multiplied by the
   // integer round(c * scale * q_{level+1} / a.scale) and rescaled. Needs a.level() > level.

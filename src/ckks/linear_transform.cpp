@@ -189,8 +189,10 @@ Ciphertext LinearTransform::apply(const Evaluator& eval, const Ciphertext& input
     std::map<long, const Ciphertext*> by_step;
     for (std::size_t i = 0; i < babies.size(); ++i) by_step[babies[i]] = &rotated[i];
     for (const auto& [g, row] : terms_) {
-      Ciphertext inner;
-      for (const auto& [b, term] : row) accumulate(eval, inner, *by_step.at(b), term);
+      Ciphertext inner;  // one row into one accumulator
+      std::vector<Product> products;
+      for (const auto& [b, term] : row) products.push_back({&inner, by_step.at(b), &term});
+      accumulate(eval, products);
       giant_steps.add(inner, g);
     }
   } else {
@@ -200,26 +202,32 @@ Ciphertext LinearTransform::apply(const Evaluator& eval, const Ciphertext& input
     const Decomposition hoisted = eval.hoist(input);
     std::map<long, Ciphertext> inner;
     for (const long b : babies) {
-      const Ciphertext rotated = eval.rotate_hoisted(input, hoisted, b);
+      const Ciphertext rotated = eval.rotate_hoisted(input, hoisted, b);  // one input, many accumulators
+      std::vector<Product> products;
       for (const auto& [g, row] : terms_)
-        if (const auto term = row.find(b); term != row.end()) accumulate(eval, inner[g], rotated, term->second);
+        if (const auto term = row.find(b); term != row.end()) products.push_back({&inner[g], &rotated, &term->second});
+      accumulate(eval, products);
     }
     for (const auto& [g, sum] : inner) giant_steps.add(sum, g);
   }
   return giant_steps.result();
 }
 
-void LinearTransform::accumulate(const Evaluator& eval, Ciphertext& acc, const Ciphertext& rotated,
-                                 const Term& term) const {
-  if (term.encoded) {
-    eval.multiply_plain_accumulate(acc, rotated, *term.encoded);
-  } else {
+void LinearTransform::accumulate(const Evaluator& eval, const std::vector<Product>& products) const {
+  std::vector<Evaluator::PlainProduct> batch;
+  batch.reserve(products.size());
+  for (const Product& p : products) {
+    const Term& term = *p.term;
+    if (term.encoded) {
+      batch.push_back({p.acc, p.rotated, &*term.encoded, 0, {}});
+      continue;
+    }
     const int bits = encoder_->coefficient_bits(term.coefficients, level_);
-    eval.multiply_plain_accumulate(acc, rotated, term.coefficients.scale, [&](std::size_t l, ring::u64* out) {
-      encoder_->to_limb(term.coefficients, bits, l, out);
-    });
-    release(term);
+    batch.push_back({p.acc, p.rotated, nullptr, term.coefficients.scale,
+                     [this, &term, bits](std::size_t l, ring::u64* out) { encoder_->to_limb(term.coefficients, bits, l, out); }});
   }
+  eval.multiply_plain_accumulate(batch);
+  for (const Product& p : products) release(*p.term);
 }
 
 void LinearTransform::release(const Term& term) const {

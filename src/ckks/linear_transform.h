@@ -87,8 +87,14 @@ class LinearTransform {
   };
   // Gives an in-place term's coefficient bytes back to the backing.
   void release(const Term& term) const;
-  // acc += diagonal (encoded now if kept as coefficients) * rotated.
-  void accumulate(const Evaluator& eval, Ciphertext& acc, const Ciphertext& rotated, const Term& term) const;
+  // *acc += diagonal (encoded now if kept as coefficients) * *rotated, for a batch of
+  // products computed limb by limb (Evaluator::multiply_plain_accumulate).
+  struct Product {
+    Ciphertext* acc;
+    const Ciphertext* rotated;
+    const Term* term;
+  };
+  void accumulate(const Evaluator& eval, const std::vector<Product>& products) const;
   // The baby steps the diagonals use, sorted, 0 included when present (one hoisted
   // rotation each in apply(), the identity for 0).
   std::vector<long> baby_steps_used() const;

@@ -17,19 +17,81 @@
 namespace pfhe::ring::detail {
 namespace {
 
-// y * w mod q in [0, 2q) for y < 2^52 (Shoup with 52-bit precision).
-PFHE_IFMA inline __m512i mul_shoup52(__m512i y, __m512i w, __m512i w_shoup, __m512i q) {
+// y * w mod q in [0, 2q) for y < 2^52 (Shoup with 52-bit precision). neg_q = 2^52 - q:
+// adding quot * neg_q to the low product subtracts quot * q modulo 2^52 inside the
+// multiply-add, one instruction fewer than a separate subtraction.
+PFHE_IFMA inline __m512i mul_shoup52(__m512i y, __m512i w, __m512i w_shoup, __m512i neg_q) {
   const __m512i zero = _mm512_setzero_si512();
   const __m512i mask52 = _mm512_set1_epi64((1LL << 52) - 1);
   const __m512i quot = _mm512_madd52hi_epu64(zero, y, w_shoup);
   const __m512i prod = _mm512_madd52lo_epu64(zero, y, w);
-  const __m512i qq = _mm512_madd52lo_epu64(zero, quot, q);
-  return _mm512_and_si512(_mm512_sub_epi64(prod, qq), mask52);
+  return _mm512_and_si512(_mm512_madd52lo_epu64(prod, quot, neg_q), mask52);
 }
+
+PFHE_IFMA inline __m512i negated_modulus(__m512i q) { return _mm512_sub_epi64(_mm512_set1_epi64(1LL << 52), q); }
 
 // x >= bound ? x - bound : x, for x < 2 * bound (unsigned min trick).
 PFHE_IFMA inline __m512i reduce_once(__m512i x, __m512i bound) {
   return _mm512_min_epu64(x, _mm512_sub_epi64(x, bound));
+}
+
+// A twiddle and its 52-bit Shoup constant, broadcast.
+struct Twiddle {
+  __m512i w, w_shoup;
+};
+
+PFHE_IFMA inline Twiddle twiddle(const u64* w, const u64* ws, std::size_t k) {
+  return {_mm512_set1_epi64(static_cast<long long>(w[k])), _mm512_set1_epi64(static_cast<long long>(ws[k]))};
+}
+
+// Cooley-Tukey butterfly with Harvey's lazy reduction: inputs and outputs in [0, 4q).
+struct ForwardButterfly {
+  __m512i q, two_q, neg_q;  // neg_q = 2^52 - q (mul_shoup52)
+  PFHE_IFMA void operator()(__m512i& x, __m512i& y, const Twiddle& tw) const {
+    const __m512i xr = reduce_once(x, two_q);
+    const __m512i t = mul_shoup52(y, tw.w, tw.w_shoup, neg_q);
+    x = _mm512_add_epi64(xr, t);
+    y = _mm512_sub_epi64(_mm512_add_epi64(xr, two_q), t);
+  }
+};
+
+// Gentleman-Sande butterfly: inputs and outputs in [0, 2q).
+struct InverseButterfly {
+  __m512i q, two_q, neg_q;  // neg_q = 2^52 - q (mul_shoup52)
+  PFHE_IFMA void operator()(__m512i& x, __m512i& y, const Twiddle& tw) const {
+    const __m512i sum = reduce_once(_mm512_add_epi64(x, y), two_q);
+    y = mul_shoup52(_mm512_sub_epi64(_mm512_add_epi64(x, two_q), y), tw.w, tw.w_shoup, neg_q);
+    x = sum;
+  }
+};
+
+// One radix-2 stage: `blocks` blocks of 2t elements, block i pairing (x, x + t) with
+// twiddle k0 + i. For the stages whose pairs are at least a vector apart (t >= 8).
+template <class Butterfly>
+PFHE_IFMA void radix2_stage(u64* a, std::size_t blocks, std::size_t t, const u64* w, const u64* ws, std::size_t k0,
+                            const Butterfly& butterfly) {
+  for (std::size_t i = 0; i < blocks; ++i) {
+    const Twiddle tw = twiddle(w, ws, k0 + i);
+    u64* x = a + 2 * i * t;
+    for (std::size_t j = 0; j < t; j += 8) {
+      __m512i xv = _mm512_loadu_si512(x + j), yv = _mm512_loadu_si512(x + t + j);
+      butterfly(xv, yv, tw);
+      _mm512_storeu_si512(x + j, xv);
+      _mm512_storeu_si512(x + t + j, yv);
+    }
+  }
+}
+
+// Two stages in one pass over 4-vector groups x, x + s, x + 2s, x + 3s (s >= 8): `stages`
+// gets the group and runs the four butterflies of both stages on it in registers.
+template <class Stages>
+PFHE_IFMA void quad_pass(u64* x, std::size_t s, const Stages& stages) {
+  for (std::size_t j = 0; j < s; j += 8) {
+    __m512i v[4];
+    for (std::size_t k = 0; k < 4; ++k) v[k] = _mm512_loadu_si512(x + k * s + j);
+    stages(v);
+    for (std::size_t k = 0; k < 4; ++k) _mm512_storeu_si512(x + k * s + j, v[k]);
+  }
 }
 
 // Lane permutations for stages whose butterfly pairs lie in one 16-element block.
@@ -54,98 +116,103 @@ PFHE_IFMA SmallStagePerm make_perm(int t) {
           _mm512_load_si512(sa.data()), _mm512_load_si512(sb.data())};
 }
 
+// Raw pointers to one small stage's per-butterfly twiddles.
+struct ExpandedStageData {
+  const u64 *w, *w_shoup;
+};
+
+inline ExpandedStageData stage_data(const NttTables::ExpandedStage& stage) {
+  return {stage.w.data(), stage.w_shoup52.data()};
+}
+
+// One of the three stages inside a 16-element block (A = av, B = bv), block b's twiddles.
+template <class Butterfly>
+PFHE_IFMA inline void block_stage(__m512i& av, __m512i& bv, const SmallStagePerm& perm, const ExpandedStageData& stage,
+                                  std::size_t b, const Butterfly& butterfly) {
+  __m512i xv = _mm512_permutex2var_epi64(av, perm.gather_x, bv);
+  __m512i yv = _mm512_permutex2var_epi64(av, perm.gather_y, bv);
+  butterfly(xv, yv, Twiddle{_mm512_loadu_si512(stage.w + 8 * b), _mm512_loadu_si512(stage.w_shoup + 8 * b)});
+  av = _mm512_permutex2var_epi64(xv, perm.scatter_a, yv);
+  bv = _mm512_permutex2var_epi64(xv, perm.scatter_b, yv);
+}
+
 }  // namespace
 
 PFHE_IFMA void ntt_forward_ifma(const NttTables& tab, u64* a) {
   const std::size_t n = tab.n();
   const __m512i q = _mm512_set1_epi64(static_cast<long long>(tab.modulus().value()));
-  const __m512i two_q = _mm512_add_epi64(q, q);
+  const ForwardButterfly butterfly{q, _mm512_add_epi64(q, q), negated_modulus(q)};
   const u64* w = tab.root_powers().data();
   const u64* ws = tab.root_powers_shoup52().data();
   std::size_t m = 1, t = n / 2;
-  for (; t >= 8; m <<= 1, t >>= 1) {
+  // Two stages per pass while both have pairs at least a vector apart: the pass reads and
+  // writes the limb once instead of twice (same butterflies in the same order, so the
+  // result is the radix-2 result bit for bit).
+  for (; t >= 32; m <<= 2, t >>= 2) {
     for (std::size_t i = 0; i < m; ++i) {
-      const __m512i wv = _mm512_set1_epi64(static_cast<long long>(w[m + i]));
-      const __m512i wsv = _mm512_set1_epi64(static_cast<long long>(ws[m + i]));
-      u64* x = a + 2 * i * t;
-      u64* y = x + t;
-      for (std::size_t j = 0; j < t; j += 8) {
-        __m512i xv = _mm512_loadu_si512(x + j);
-        const __m512i yv = _mm512_loadu_si512(y + j);
-        xv = reduce_once(xv, two_q);
-        const __m512i tv = mul_shoup52(yv, wv, wsv, q);
-        _mm512_storeu_si512(x + j, _mm512_add_epi64(xv, tv));
-        _mm512_storeu_si512(y + j, _mm512_sub_epi64(_mm512_add_epi64(xv, two_q), tv));
-      }
+      const Twiddle outer = twiddle(w, ws, m + i);
+      const Twiddle inner_lo = twiddle(w, ws, 2 * m + 2 * i), inner_hi = twiddle(w, ws, 2 * m + 2 * i + 1);
+      quad_pass(a + 2 * i * t, t / 2, [&](__m512i* v) PFHE_IFMA {
+        butterfly(v[0], v[2], outer);
+        butterfly(v[1], v[3], outer);
+        butterfly(v[0], v[1], inner_lo);
+        butterfly(v[2], v[3], inner_hi);
+      });
     }
   }
-  for (int s = 0; s < 3; ++s) {  // t = 4, 2, 1
-    const SmallStagePerm perm = make_perm(4 >> s);
-    const auto& stage = tab.forward_small_stage(s);
-    for (std::size_t b = 0; b < n / 16; ++b) {
-      u64* blk = a + 16 * b;
-      const __m512i av = _mm512_loadu_si512(blk), bv = _mm512_loadu_si512(blk + 8);
-      __m512i xv = _mm512_permutex2var_epi64(av, perm.gather_x, bv);
-      const __m512i yv = _mm512_permutex2var_epi64(av, perm.gather_y, bv);
-      const __m512i wv = _mm512_loadu_si512(stage.w.data() + 8 * b);
-      const __m512i wsv = _mm512_loadu_si512(stage.w_shoup52.data() + 8 * b);
-      xv = reduce_once(xv, two_q);
-      const __m512i tv = mul_shoup52(yv, wv, wsv, q);
-      const __m512i x_out = _mm512_add_epi64(xv, tv);
-      __m512i y_out = _mm512_sub_epi64(_mm512_add_epi64(xv, two_q), tv);
-      __m512i a_out = _mm512_permutex2var_epi64(x_out, perm.scatter_a, y_out);
-      __m512i b_out = _mm512_permutex2var_epi64(x_out, perm.scatter_b, y_out);
-      if (s == 2) {  // last stage: reduce [0, 4q) -> [0, q)
-        a_out = reduce_once(reduce_once(a_out, two_q), q);
-        b_out = reduce_once(reduce_once(b_out, two_q), q);
-      }
-      _mm512_storeu_si512(blk, a_out);
-      _mm512_storeu_si512(blk + 8, b_out);
-    }
+  for (; t >= 16; m <<= 1, t >>= 1) radix2_stage(a, m, t, w, ws, m, butterfly);
+  // The four last stages (t = 8, 4, 2, 1) stay inside one 16-element block: all four run
+  // on the block in registers, one pass over the limb. t = 8 pairs the block's two vectors.
+  const SmallStagePerm perms[3] = {make_perm(4), make_perm(2), make_perm(1)};
+  const ExpandedStageData stages[3] = {stage_data(tab.forward_small_stage(0)), stage_data(tab.forward_small_stage(1)),
+                                       stage_data(tab.forward_small_stage(2))};
+  for (std::size_t b = 0; b < n / 16; ++b) {
+    u64* blk = a + 16 * b;
+    __m512i av = _mm512_loadu_si512(blk), bv = _mm512_loadu_si512(blk + 8);
+    butterfly(av, bv, twiddle(w, ws, n / 16 + b));
+    for (int s = 0; s < 3; ++s) block_stage(av, bv, perms[s], stages[s], b, butterfly);
+    // [0, 4q) -> [0, q)
+    _mm512_storeu_si512(blk, reduce_once(reduce_once(av, butterfly.two_q), q));
+    _mm512_storeu_si512(blk + 8, reduce_once(reduce_once(bv, butterfly.two_q), q));
   }
 }
 
 PFHE_IFMA void ntt_inverse_ifma(const NttTables& tab, u64* a) {
   const std::size_t n = tab.n();
   const __m512i q = _mm512_set1_epi64(static_cast<long long>(tab.modulus().value()));
-  const __m512i two_q = _mm512_add_epi64(q, q);
-  for (int s = 2; s >= 0; --s) {  // t = 1, 2, 4
-    const SmallStagePerm perm = make_perm(4 >> s);
-    const auto& stage = tab.inverse_small_stage(s);
-    for (std::size_t b = 0; b < n / 16; ++b) {
-      u64* blk = a + 16 * b;
-      const __m512i av = _mm512_loadu_si512(blk), bv = _mm512_loadu_si512(blk + 8);
-      const __m512i xv = _mm512_permutex2var_epi64(av, perm.gather_x, bv);
-      const __m512i yv = _mm512_permutex2var_epi64(av, perm.gather_y, bv);
-      const __m512i wv = _mm512_loadu_si512(stage.w.data() + 8 * b);
-      const __m512i wsv = _mm512_loadu_si512(stage.w_shoup52.data() + 8 * b);
-      const __m512i x_out = reduce_once(_mm512_add_epi64(xv, yv), two_q);
-      const __m512i y_out = mul_shoup52(_mm512_sub_epi64(_mm512_add_epi64(xv, two_q), yv), wv, wsv, q);
-      _mm512_storeu_si512(blk, _mm512_permutex2var_epi64(x_out, perm.scatter_a, y_out));
-      _mm512_storeu_si512(blk + 8, _mm512_permutex2var_epi64(x_out, perm.scatter_b, y_out));
-    }
-  }
+  const InverseButterfly butterfly{q, _mm512_add_epi64(q, q), negated_modulus(q)};
   const u64* w = tab.inv_root_powers().data();
   const u64* ws = tab.inv_root_powers_shoup52().data();
-  for (std::size_t h = n / 16, t = 8; h >= 1; h >>= 1, t <<= 1) {
-    for (std::size_t i = 0; i < h; ++i) {
-      const __m512i wv = _mm512_set1_epi64(static_cast<long long>(w[h + i]));
-      const __m512i wsv = _mm512_set1_epi64(static_cast<long long>(ws[h + i]));
-      u64* x = a + 2 * i * t;
-      u64* y = x + t;
-      for (std::size_t j = 0; j < t; j += 8) {
-        const __m512i xv = _mm512_loadu_si512(x + j), yv = _mm512_loadu_si512(y + j);
-        _mm512_storeu_si512(x + j, reduce_once(_mm512_add_epi64(xv, yv), two_q));
-        _mm512_storeu_si512(
-            y + j, mul_shoup52(_mm512_sub_epi64(_mm512_add_epi64(xv, two_q), yv), wv, wsv, q));
-      }
+  const SmallStagePerm perms[3] = {make_perm(4), make_perm(2), make_perm(1)};
+  const ExpandedStageData stages[3] = {stage_data(tab.inverse_small_stage(0)), stage_data(tab.inverse_small_stage(1)),
+                                       stage_data(tab.inverse_small_stage(2))};
+  for (std::size_t b = 0; b < n / 16; ++b) {  // t = 1, 2, 4, 8 on each block in registers
+    u64* blk = a + 16 * b;
+    __m512i av = _mm512_loadu_si512(blk), bv = _mm512_loadu_si512(blk + 8);
+    for (int s = 2; s >= 0; --s) block_stage(av, bv, perms[s], stages[s], b, butterfly);
+    butterfly(av, bv, twiddle(w, ws, n / 16 + b));
+    _mm512_storeu_si512(blk, av);
+    _mm512_storeu_si512(blk + 8, bv);
+  }
+  std::size_t h = n / 32, t = 16;
+  for (; h >= 2; h >>= 2, t <<= 2) {  // two stages per pass, as in the forward transform
+    for (std::size_t i = 0; i < h / 2; ++i) {
+      const Twiddle inner_lo = twiddle(w, ws, h + 2 * i), inner_hi = twiddle(w, ws, h + 2 * i + 1);
+      const Twiddle outer = twiddle(w, ws, h / 2 + i);
+      quad_pass(a + 4 * i * t, t, [&](__m512i* v) PFHE_IFMA {
+        butterfly(v[0], v[1], inner_lo);
+        butterfly(v[2], v[3], inner_hi);
+        butterfly(v[0], v[2], outer);
+        butterfly(v[1], v[3], outer);
+      });
     }
   }
+  for (; h >= 1; h >>= 1, t <<= 1) radix2_stage(a, h, t, w, ws, h, butterfly);
   const __m512i ni = _mm512_set1_epi64(static_cast<long long>(tab.n_inv()));
   const __m512i nis = _mm512_set1_epi64(static_cast<long long>(tab.n_inv_shoup52()));
   for (std::size_t j = 0; j < n; j += 8) {
     const __m512i v = _mm512_loadu_si512(a + j);
-    _mm512_storeu_si512(a + j, reduce_once(mul_shoup52(v, ni, nis, q), q));
+    _mm512_storeu_si512(a + j, reduce_once(mul_shoup52(v, ni, nis, butterfly.neg_q), q));
   }
 }
 
