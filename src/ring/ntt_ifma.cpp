@@ -46,7 +46,7 @@ PFHE_IFMA inline Twiddle twiddle(const u64* w, const u64* ws, std::size_t k) {
 
 // Cooley-Tukey butterfly with Harvey's lazy reduction: inputs and outputs in [0, 4q).
 struct ForwardButterfly {
-  __m512i q, two_q, neg_q;  // neg_q = 2^52 - q (mul_shoup52)
+  __m512i two_q, neg_q;  // neg_q = 2^52 - q (mul_shoup52)
   PFHE_IFMA void operator()(__m512i& x, __m512i& y, const Twiddle& tw) const {
     const __m512i xr = reduce_once(x, two_q);
     const __m512i t = mul_shoup52(y, tw.w, tw.w_shoup, neg_q);
@@ -57,7 +57,7 @@ struct ForwardButterfly {
 
 // Gentleman-Sande butterfly: inputs and outputs in [0, 2q).
 struct InverseButterfly {
-  __m512i q, two_q, neg_q;  // neg_q = 2^52 - q (mul_shoup52)
+  __m512i two_q, neg_q;  // neg_q = 2^52 - q (mul_shoup52)
   PFHE_IFMA void operator()(__m512i& x, __m512i& y, const Twiddle& tw) const {
     const __m512i sum = reduce_once(_mm512_add_epi64(x, y), two_q);
     y = mul_shoup52(_mm512_sub_epi64(_mm512_add_epi64(x, two_q), y), tw.w, tw.w_shoup, neg_q);
@@ -116,22 +116,13 @@ PFHE_IFMA SmallStagePerm make_perm(int t) {
           _mm512_load_si512(sa.data()), _mm512_load_si512(sb.data())};
 }
 
-// Raw pointers to one small stage's per-butterfly twiddles.
-struct ExpandedStageData {
-  const u64 *w, *w_shoup;
-};
-
-inline ExpandedStageData stage_data(const NttTables::ExpandedStage& stage) {
-  return {stage.w.data(), stage.w_shoup52.data()};
-}
-
 // One of the three stages inside a 16-element block (A = av, B = bv), block b's twiddles.
 template <class Butterfly>
-PFHE_IFMA inline void block_stage(__m512i& av, __m512i& bv, const SmallStagePerm& perm, const ExpandedStageData& stage,
-                                  std::size_t b, const Butterfly& butterfly) {
+PFHE_IFMA inline void block_stage(__m512i& av, __m512i& bv, const SmallStagePerm& perm,
+                                  const NttTables::ExpandedStage& stage, std::size_t b, const Butterfly& butterfly) {
   __m512i xv = _mm512_permutex2var_epi64(av, perm.gather_x, bv);
   __m512i yv = _mm512_permutex2var_epi64(av, perm.gather_y, bv);
-  butterfly(xv, yv, Twiddle{_mm512_loadu_si512(stage.w + 8 * b), _mm512_loadu_si512(stage.w_shoup + 8 * b)});
+  butterfly(xv, yv, Twiddle{_mm512_loadu_si512(stage.w.data() + 8 * b), _mm512_loadu_si512(stage.w_shoup52.data() + 8 * b)});
   av = _mm512_permutex2var_epi64(xv, perm.scatter_a, yv);
   bv = _mm512_permutex2var_epi64(xv, perm.scatter_b, yv);
 }
@@ -141,7 +132,7 @@ PFHE_IFMA inline void block_stage(__m512i& av, __m512i& bv, const SmallStagePerm
 PFHE_IFMA void ntt_forward_ifma(const NttTables& tab, u64* a) {
   const std::size_t n = tab.n();
   const __m512i q = _mm512_set1_epi64(static_cast<long long>(tab.modulus().value()));
-  const ForwardButterfly butterfly{q, _mm512_add_epi64(q, q), negated_modulus(q)};
+  const ForwardButterfly butterfly{_mm512_add_epi64(q, q), negated_modulus(q)};
   const u64* w = tab.root_powers().data();
   const u64* ws = tab.root_powers_shoup52().data();
   std::size_t m = 1, t = n / 2;
@@ -164,13 +155,11 @@ PFHE_IFMA void ntt_forward_ifma(const NttTables& tab, u64* a) {
   // The four last stages (t = 8, 4, 2, 1) stay inside one 16-element block: all four run
   // on the block in registers, one pass over the limb. t = 8 pairs the block's two vectors.
   const SmallStagePerm perms[3] = {make_perm(4), make_perm(2), make_perm(1)};
-  const ExpandedStageData stages[3] = {stage_data(tab.forward_small_stage(0)), stage_data(tab.forward_small_stage(1)),
-                                       stage_data(tab.forward_small_stage(2))};
   for (std::size_t b = 0; b < n / 16; ++b) {
     u64* blk = a + 16 * b;
     __m512i av = _mm512_loadu_si512(blk), bv = _mm512_loadu_si512(blk + 8);
     butterfly(av, bv, twiddle(w, ws, n / 16 + b));
-    for (int s = 0; s < 3; ++s) block_stage(av, bv, perms[s], stages[s], b, butterfly);
+    for (int s = 0; s < 3; ++s) block_stage(av, bv, perms[s], tab.forward_small_stage(s), b, butterfly);
     // [0, 4q) -> [0, q)
     _mm512_storeu_si512(blk, reduce_once(reduce_once(av, butterfly.two_q), q));
     _mm512_storeu_si512(blk + 8, reduce_once(reduce_once(bv, butterfly.two_q), q));
@@ -180,16 +169,14 @@ PFHE_IFMA void ntt_forward_ifma(const NttTables& tab, u64* a) {
 PFHE_IFMA void ntt_inverse_ifma(const NttTables& tab, u64* a) {
   const std::size_t n = tab.n();
   const __m512i q = _mm512_set1_epi64(static_cast<long long>(tab.modulus().value()));
-  const InverseButterfly butterfly{q, _mm512_add_epi64(q, q), negated_modulus(q)};
+  const InverseButterfly butterfly{_mm512_add_epi64(q, q), negated_modulus(q)};
   const u64* w = tab.inv_root_powers().data();
   const u64* ws = tab.inv_root_powers_shoup52().data();
   const SmallStagePerm perms[3] = {make_perm(4), make_perm(2), make_perm(1)};
-  const ExpandedStageData stages[3] = {stage_data(tab.inverse_small_stage(0)), stage_data(tab.inverse_small_stage(1)),
-                                       stage_data(tab.inverse_small_stage(2))};
   for (std::size_t b = 0; b < n / 16; ++b) {  // t = 1, 2, 4, 8 on each block in registers
     u64* blk = a + 16 * b;
     __m512i av = _mm512_loadu_si512(blk), bv = _mm512_loadu_si512(blk + 8);
-    for (int s = 2; s >= 0; --s) block_stage(av, bv, perms[s], stages[s], b, butterfly);
+    for (int s = 2; s >= 0; --s) block_stage(av, bv, perms[s], tab.inverse_small_stage(s), b, butterfly);
     butterfly(av, bv, twiddle(w, ws, n / 16 + b));
     _mm512_storeu_si512(blk, av);
     _mm512_storeu_si512(blk + 8, bv);
