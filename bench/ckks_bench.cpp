@@ -146,6 +146,25 @@ void BM_mul_plain(benchmark::State& st) {
   }
 }
 
+// A transform's row: 8 ciphertexts times 8 plaintexts summed into one accumulator (one
+// batched multiply_plain_accumulate, the lazily reduced sum of products).
+void BM_mul_plain_row8(benchmark::State& st) {
+  Args a(st);
+  std::vector<Ciphertext> xs;
+  std::vector<Plaintext> ps;
+  for (int i = 0; i < 8; ++i) {
+    xs.push_back(a.s.cipher(a.level));
+    ps.push_back(a.s.plain(a.level));
+  }
+  for (auto _ : st) {
+    Ciphertext acc;
+    std::vector<Evaluator::PlainProduct> row;
+    for (int i = 0; i < 8; ++i) row.push_back({&acc, &xs[i], &ps[i], 0, {}});
+    a.s.eval->multiply_plain_accumulate(row);
+    benchmark::DoNotOptimize(acc);
+  }
+}
+
 void BM_mul_plain_rescale(benchmark::State& st) {
   Args a(st);
   const Ciphertext x = a.s.cipher(a.level);
@@ -228,6 +247,7 @@ void register_all() {
       {"ntt_limb", BM_ntt_limb},         {"encode", BM_encode},
       {"encrypt_pk", BM_encrypt_public}, {"decrypt_decode", BM_decrypt_decode},
       {"add", BM_add},                   {"mul_plain", BM_mul_plain},
+      {"mul_plain_row8", BM_mul_plain_row8},
       {"mul_plain_rescale", BM_mul_plain_rescale}, {"rescale", BM_rescale},
       {"mul_relin", BM_mul_relin},       {"rotate", BM_rotate},
       {"rotate_hoisted16", BM_rotate_hoisted16}, {"rotation_sum16", BM_rotation_sum16},
