@@ -146,8 +146,8 @@ void BM_mul_plain(benchmark::State& st) {
   }
 }
 
-// A transform's row: 8 ciphertexts times 8 plaintexts summed into one accumulator (one
-// batched multiply_plain_accumulate, the lazily reduced sum of products).
+// A transform's row: 8 ciphertexts times 8 plaintexts summed into one accumulator by one
+// batched multiply_plain_accumulate (limb by limb; bound by memory bandwidth, BENCHMARKS.md).
 void BM_mul_plain_row8(benchmark::State& st) {
   Args a(st);
   std::vector<Ciphertext> xs;
