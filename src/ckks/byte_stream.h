@@ -28,7 +28,8 @@ using Bytes = std::vector<std::uint8_t>;
 // memory). release() says a range has been read and is not needed again soon: a file
 // mapping drops those pages from the process (they stay in the page cache and fault back
 // in if read again), so that data used once per inference (just-in-time diagonals) is not
-// resident all at once; bytes held in memory are kept (the default).
+// resident all at once; bytes held in memory are kept (the default). release() may be
+// called from several threads at once (keys are decoded in parallel).
 class Backing {
  public:
   virtual ~Backing() = default;
