@@ -108,6 +108,20 @@ void BM_ntt_limb(benchmark::State& st) {
   }
 }
 
+// One limb of a just-in-time diagonal: signed rounded coefficients -> residues -> NTT, as
+// a transform's product does for every limb of every diagonal it has not pre-encoded.
+void BM_jit_limb(benchmark::State& st) {
+  Args a(st);
+  const std::vector<std::complex<double>> slots(a.s.values.begin(), a.s.values.end());
+  const auto coefficients = a.s.encoder.round_coefficients(slots, a.s.ctx.params().default_scale());
+  const int bits = a.s.encoder.coefficient_bits(coefficients, a.level);
+  std::vector<std::uint64_t> limb(a.s.ctx.n());
+  for (auto _ : st) {
+    a.s.encoder.to_limb(coefficients, bits, 1, limb.data());
+    benchmark::DoNotOptimize(limb.data());
+  }
+}
+
 void BM_encode(benchmark::State& st) {
   Args a(st);
   benchmark::DoNotOptimize(a.s.plain(a.level));
@@ -244,7 +258,7 @@ void BM_linear_transform64_jit(benchmark::State& st) {
 
 void register_all() {
   const std::vector<std::pair<const char*, void (*)(benchmark::State&)>> ops = {
-      {"ntt_limb", BM_ntt_limb},         {"encode", BM_encode},
+      {"ntt_limb", BM_ntt_limb},         {"jit_limb", BM_jit_limb},         {"encode", BM_encode},
       {"encrypt_pk", BM_encrypt_public}, {"decrypt_decode", BM_decrypt_decode},
       {"add", BM_add},                   {"mul_plain", BM_mul_plain},
       {"mul_plain_row8", BM_mul_plain_row8},

@@ -125,6 +125,34 @@ TEST_P(NttPaths, AgreesWithScalarOnLargeRings) {
   }
 }
 
+// The transform of signed coefficients (just-in-time diagonals) is the scalar transform of
+// their residues on every path: the fused IFMA kernel (n >= 64, |x| < 2^52, extremes and
+// zeros included) and the fallbacks (small n, wider magnitudes, primes above 50 bits).
+TEST_P(NttPaths, ForwardFromSignedIsTheTransformOfTheResidues) {
+  const SimdPath path = GetParam();
+  if (!cpu_supports(path)) GTEST_SKIP() << to_string(path) << " not supported on this CPU";
+  for (std::size_t n : {std::size_t{16}, std::size_t{32}, std::size_t{64}, std::size_t{1} << 12}) {
+    for (int prime_bits : {36, 50, 61}) {
+      const Modulus m(generate_ntt_primes(prime_bits, 1, n)[0]);
+      const NttTables tab(n, m);
+      for (int magnitude_bits : {20, 52, 62}) {
+        const std::int64_t bound = (std::int64_t{1} << magnitude_bits) - 1;
+        std::uniform_int_distribution<std::int64_t> value(-bound, bound);
+        std::vector<std::int64_t> x(n);
+        for (auto& v : x) v = value(test_rng);
+        x[0] = bound, x[1] = -bound, x[2] = 0;
+        const auto q = static_cast<std::int64_t>(m.value());
+        if (q <= bound) x[3] = -q;  // a negative input with residue 0
+        std::vector<u64> expected(n), got(n);
+        for (std::size_t i = 0; i < n; ++i) expected[i] = reduce_signed64(x[i], m);
+        tab.forward(expected.data(), SimdPath::kScalar);
+        tab.forward_from_signed(x.data(), magnitude_bits, got.data(), path);
+        ASSERT_EQ(got, expected) << "n " << n << " prime bits " << prime_bits << " magnitude bits " << magnitude_bits;
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(AllPaths, NttPaths,
                          ::testing::Values(SimdPath::kScalar, SimdPath::kAvx2, SimdPath::kAvx512Ifma),
                          [](const auto& info) { return to_string(info.param); });

@@ -158,16 +158,17 @@ void Encoder::to_limb(const RoundedCoefficients& c, int bits, std::size_t l, rin
   const std::size_t n = context_.n(), count = c.values.size(), gap = n / count;
   const auto& mod = context_.ring_q().modulus(l);
   const ring::SimdPath path = ring::default_simd_path();
+  const ring::NttTables& ntt = context_.ring_q().ntt(l);
+  if (gap == 1) return ntt.forward_from_signed(c.values.data(), bits, out, path);
   ring::kernels::reduce_signed(c.values.data(), bits, out, count, mod, path);
   // Sparse packing: the coefficients sit at multiples of the gap, zeros between them;
   // spread backwards in place (position i * gap >= i is never a residue still to move).
-  if (gap > 1)
-    for (std::size_t i = count; i-- > 0;) {
-      const u64 residue = out[i];
-      std::fill(out + i * gap + 1, out + (i + 1) * gap, u64{0});
-      out[i * gap] = residue;
-    }
-  context_.ring_q().ntt(l).forward(out, path);
+  for (std::size_t i = count; i-- > 0;) {
+    const u64 residue = out[i];
+    std::fill(out + i * gap + 1, out + (i + 1) * gap, u64{0});
+    out[i * gap] = residue;
+  }
+  ntt.forward(out, path);
 }
 
 Plaintext Encoder::to_plaintext(const RoundedCoefficients& c, std::size_t level) const {

@@ -3,6 +3,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "ring/kernels.h"
 #include "ring/primes.h"
 
 namespace pfhe::ring {
@@ -81,6 +82,13 @@ void NttTables::forward(u64* a, SimdPath path) const {
     case SimdPath::kAvx2: detail::ntt_forward_avx2(*this, a); return;
     case SimdPath::kScalar: detail::ntt_forward_scalar(*this, a); return;
   }
+}
+
+void NttTables::forward_from_signed(const std::int64_t* x, int magnitude_bits, u64* out, SimdPath path) const {
+  if (effective_path(path) == SimdPath::kAvx512Ifma && magnitude_bits <= 52 && n_ >= 64)
+    return detail::ntt_forward_signed_ifma(*this, x, out);
+  kernels::reduce_signed(x, magnitude_bits, out, n_, modulus_, path);
+  forward(out, path);
 }
 
 void NttTables::inverse(u64* a, SimdPath path) const {

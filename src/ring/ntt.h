@@ -3,6 +3,7 @@
 // a primitive 2N-th root psi, in bit-reversed order: out[i] = a(psi^(2*bitrev(i)+1)).
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #include "ring/cpu.h"
@@ -24,6 +25,10 @@ class NttTables {
   void forward(u64* a, SimdPath path) const;
   void inverse(u64* a, SimdPath path) const;
   void forward(u64* a) const { forward(a, default_simd_path()); }
+  // out = forward(x mod q) for signed x with |x| < 2^magnitude_bits (magnitude_bits <= 63).
+  // On the IFMA path (magnitude_bits <= 52, n >= 64) the reduction runs inside the first
+  // pass of the transform instead of in a pass of its own; the result is the same bits.
+  void forward_from_signed(const std::int64_t* x, int magnitude_bits, u64* out, SimdPath path) const;
   void inverse(u64* a) const { inverse(a, default_simd_path()); }
 
   // Which path forward/inverse actually run for a requested one.
@@ -71,6 +76,7 @@ void ntt_inverse_scalar(const NttTables& t, u64* a);
 void ntt_forward_avx2(const NttTables& t, u64* a);
 void ntt_inverse_avx2(const NttTables& t, u64* a);
 void ntt_forward_ifma(const NttTables& t, u64* a);
+void ntt_forward_signed_ifma(const NttTables& t, const std::int64_t* x, u64* a);  // n >= 64
 void ntt_inverse_ifma(const NttTables& t, u64* a);
 }  // namespace detail
 

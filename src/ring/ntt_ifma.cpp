@@ -129,13 +129,15 @@ PFHE_IFMA inline void block_stage(__m512i& av, __m512i& bv, const SmallStagePerm
 
 }  // namespace
 
-PFHE_IFMA void ntt_forward_ifma(const NttTables& tab, u64* a) {
+namespace {
+// The forward stages from the one whose first twiddle index is m (pairs t apart) to the
+// last, in place; inputs in [0, 4q), outputs in [0, q).
+PFHE_IFMA void forward_stages_from(const NttTables& tab, u64* a, std::size_t m, std::size_t t) {
   const std::size_t n = tab.n();
   const __m512i q = _mm512_set1_epi64(static_cast<long long>(tab.modulus().value()));
   const ForwardButterfly butterfly{_mm512_add_epi64(q, q), negated_modulus(q)};
   const u64* w = tab.root_powers().data();
   const u64* ws = tab.root_powers_shoup52().data();
-  std::size_t m = 1, t = n / 2;
   // Two stages per pass while both have pairs at least a vector apart: the pass reads and
   // writes the limb once instead of twice (same butterflies in the same order, so the
   // result is the radix-2 result bit for bit).
@@ -164,6 +166,37 @@ PFHE_IFMA void ntt_forward_ifma(const NttTables& tab, u64* a) {
     _mm512_storeu_si512(blk, reduce_once(reduce_once(av, butterfly.two_q), q));
     _mm512_storeu_si512(blk + 8, reduce_once(reduce_once(bv, butterfly.two_q), q));
   }
+}
+}  // namespace
+
+PFHE_IFMA void ntt_forward_ifma(const NttTables& tab, u64* a) { forward_stages_from(tab, a, 1, tab.n() / 2); }
+
+PFHE_IFMA void ntt_forward_signed_ifma(const NttTables& tab, const std::int64_t* x, u64* a) {
+  const std::size_t n = tab.n(), s = n / 4;
+  const __m512i q = _mm512_set1_epi64(static_cast<long long>(tab.modulus().value()));
+  const __m512i two_q = _mm512_add_epi64(q, q), neg_q = negated_modulus(q);
+  const __m512i one = _mm512_set1_epi64(1), one_shoup = _mm512_set1_epi64(static_cast<long long>(tab.modulus().one_shoup52()));
+  const __m512i zero = _mm512_setzero_si512();
+  const ForwardButterfly butterfly{two_q, neg_q};
+  const u64* w = tab.root_powers().data();
+  const u64* ws = tab.root_powers_shoup52().data();
+  const Twiddle outer = twiddle(w, ws, 1), inner_lo = twiddle(w, ws, 2), inner_hi = twiddle(w, ws, 3);
+  // The first two stages, as in forward_stages_from, on inputs lifted lazily: |x| mod q in
+  // [0, 2q), negated as 2q - r for negative x, so in [0, 2q] (the butterflies take [0, 4q)).
+  for (std::size_t j = 0; j < s; j += 8) {
+    __m512i v[4];
+    for (std::size_t k = 0; k < 4; ++k) {
+      const __m512i x_k = _mm512_loadu_si512(x + k * s + j);
+      const __m512i r = mul_shoup52(_mm512_abs_epi64(x_k), one, one_shoup, neg_q);
+      v[k] = _mm512_mask_sub_epi64(r, _mm512_cmplt_epi64_mask(x_k, zero), two_q, r);
+    }
+    butterfly(v[0], v[2], outer);
+    butterfly(v[1], v[3], outer);
+    butterfly(v[0], v[1], inner_lo);
+    butterfly(v[2], v[3], inner_hi);
+    for (std::size_t k = 0; k < 4; ++k) _mm512_storeu_si512(a + k * s + j, v[k]);
+  }
+  forward_stages_from(tab, a, 4, n / 8);
 }
 
 PFHE_IFMA void ntt_inverse_ifma(const NttTables& tab, u64* a) {
