@@ -13,6 +13,7 @@
 #include "ckks/encoder.h"
 #include "ckks/encryptor.h"
 #include "ckks/evaluator.h"
+#include "ckks/key_switch.h"
 #include "ckks/keygen.h"
 #include "ckks/linear_transform.h"
 #include "ring/poly.h"
@@ -216,6 +217,15 @@ void BM_rotate(benchmark::State& st) {
   for (auto _ : st) benchmark::DoNotOptimize(a.s.eval->rotate(x, 1));
 }
 
+// ModUp of one polynomial (the digits over Q_l x P that every key switch starts from): the
+// exact base conversions and their NTTs.
+void BM_decompose(benchmark::State& st) {
+  Args a(st);
+  const Ciphertext x = a.s.cipher(a.level);
+  benchmark::DoNotOptimize(decompose(a.s.ctx, x.polys[1]));
+  for (auto _ : st) benchmark::DoNotOptimize(decompose(a.s.ctx, x.polys[1]));
+}
+
 void BM_rotate_hoisted16(benchmark::State& st) {
   Args a(st);
   const Ciphertext x = a.s.cipher(a.level);
@@ -263,7 +273,7 @@ void register_all() {
       {"add", BM_add},                   {"mul_plain", BM_mul_plain},
       {"mul_plain_row8", BM_mul_plain_row8},
       {"mul_plain_rescale", BM_mul_plain_rescale}, {"rescale", BM_rescale},
-      {"mul_relin", BM_mul_relin},       {"rotate", BM_rotate},
+      {"mul_relin", BM_mul_relin},       {"decompose", BM_decompose},       {"rotate", BM_rotate},
       {"rotate_hoisted16", BM_rotate_hoisted16}, {"rotation_sum16", BM_rotation_sum16},
       {"linear_transform64", BM_linear_transform64}, {"linear_transform64_jit", BM_linear_transform64_jit}};
   for (int log_n : {16, 15})

@@ -37,6 +37,18 @@ TEST_P(KernelPaths, MatchScalarReference) {
       for (std::size_t j = 0; j < n; ++j) ASSERT_EQ(got[j], (a2[j] + m.value() - b[j]) % m.value()) << "sub";
       kernels::add_constant(a2.data(), m.value() - 1, got.data(), n, m, path);
       for (std::size_t j = 0; j < n; ++j) ASSERT_EQ(got[j], (a2[j] + m.value() - 1) % m.value()) << "add_constant";
+      // Tables of 10, 16 and 17 entries (AVX-512: in registers up to 16), q - 1 and 0
+      // among them, and random indices into them.
+      for (const std::size_t entries : {10, 16, 17}) {
+        auto table = random_below(entries, m.value(), bits + entries);
+        table[0] = m.value() - 1, table[1] = 0;
+        const auto index = random_below(n, entries, bits * 5 + n + entries);
+        got = a2;
+        kernels::subtract_indexed(table.data(), entries, index.data(), got.data(), n, m, path);
+        for (std::size_t j = 0; j < n; ++j)
+          ASSERT_EQ(got[j], (a2[j] + m.value() - table[index[j]]) % m.value())
+              << "subtract_indexed bits " << bits << " entries " << entries;
+      }
       kernels::multiply(a2.data(), b.data(), got.data(), n, m, path);
       kernels::multiply(a2.data(), b.data(), want.data(), n, m, SimdPath::kScalar);
       ASSERT_EQ(got, want) << "multiply bits " << bits << " n " << n;

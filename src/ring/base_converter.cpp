@@ -143,11 +143,8 @@ void BaseConverter::convert(const u64* const* in, u64* const* out, std::size_t n
       } else {
         convert_row_scalar(y.data(), kBlock, hat, z, len, to_[k]);
       }
-      if (exact) {
-        const u64* multiples = b_multiples_.data() + k * (nb + 1);  // u * B mod c_k, u <= nb
-        const u64 c = to_[k].value();
-        for (std::size_t j = 0; j < len; ++j) z[j] = sub_mod(z[j], multiples[overflow[j]], c);
-      }
+      if (exact)  // minus u * B mod c_k (u <= nb)
+        kernels::subtract_indexed(b_multiples_.data() + k * (nb + 1), nb + 1, overflow.data(), z, len, to_[k], path);
     }
   }
 }

@@ -23,6 +23,17 @@ void sub(const u64* a, const u64* b, u64* out, std::size_t n, const Modulus& m, 
   for (std::size_t j = 0; j < n; ++j) out[j] = sub_mod(a[j], b[j], m.value());
 }
 
+void subtract_indexed(const u64* table, std::size_t table_size, const u64* index, u64* acc, std::size_t n,
+                      const Modulus& m, SimdPath path) {
+  if (path == SimdPath::kAvx512Ifma)
+    return detail::subtract_indexed_avx512(table, table_size, index, acc, n, m.value());
+  const u64 q = m.value();
+  for (std::size_t j = 0; j < n; ++j) {
+    const u64 t = table[index[j]], d = acc[j] - t;
+    acc[j] = d + (q & (u64{0} - static_cast<u64>(acc[j] < t)));
+  }
+}
+
 void add_constant(const u64* a, u64 c, u64* out, std::size_t n, const Modulus& m, SimdPath path) {
   if (path == SimdPath::kAvx512Ifma) return detail::add_constant_avx512(a, c, out, n, m.value());
   for (std::size_t j = 0; j < n; ++j) out[j] = add_mod(a[j], c, m.value());

@@ -21,6 +21,12 @@ inline bool use_ifma(SimdPath path, const Modulus& m) {
 void add(const u64* a, const u64* b, u64* out, std::size_t n, const Modulus& m, SimdPath path);
 void sub(const u64* a, const u64* b, u64* out, std::size_t n, const Modulus& m, SimdPath path);
 void add_constant(const u64* a, u64 c, u64* out, std::size_t n, const Modulus& m, SimdPath path);
+// acc[j] = acc[j] - table[index[j]] mod q (entries < q, index[j] < table_size): a
+// correction chosen per coefficient, such as the overflow multiple of an exact base
+// conversion. Branch-free (the choice is data-dependent: a branch was mispredicted about
+// every other time); AVX-512 looks tables of up to 16 entries up in registers.
+void subtract_indexed(const u64* table, std::size_t table_size, const u64* index, u64* acc, std::size_t n,
+                      const Modulus& m, SimdPath path);
 
 void multiply(const u64* a, const u64* b, u64* out, std::size_t n, const Modulus& m, SimdPath path);
 void multiply_add(const u64* a, const u64* b, u64* acc, std::size_t n, const Modulus& m, SimdPath path);
@@ -49,6 +55,8 @@ void permute_blocks_add_avx512(const u64* x, const std::uint32_t* perm, u64* acc
 void add_avx512(const u64* a, const u64* b, u64* out, std::size_t n, u64 q);
 void sub_avx512(const u64* a, const u64* b, u64* out, std::size_t n, u64 q);
 void add_constant_avx512(const u64* a, u64 c, u64* out, std::size_t n, u64 q);
+void subtract_indexed_avx512(const u64* table, std::size_t table_size, const u64* index, u64* acc, std::size_t n,
+                             u64 q);
 void multiply_ifma(const u64* a, const u64* b, u64* out, std::size_t n, const Modulus& m);
 void multiply_add_ifma(const u64* a, const u64* b, u64* acc, std::size_t n, const Modulus& m);
 void multiply_constant_ifma(const u64* a, u64 w, u64* out, std::size_t n, const Modulus& m);

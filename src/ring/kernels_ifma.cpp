@@ -1,6 +1,9 @@
 // AVX-512 IFMA element-wise kernels (primes below 2^50, 8 lanes of 52-bit products).
 #include <immintrin.h>
 
+#include <algorithm>
+#include <array>
+
 #include "ring/kernels.h"
 
 // GCC 12 flags _mm512_undefined_epi32() inside the masked-min intrinsic; a false positive.
@@ -95,6 +98,23 @@ PFHE_IFMA void sub_avx512(const u64* a, const u64* b, u64* out, std::size_t n, u
     _mm512_storeu_si512(out + j, reduce_once(d, qv));
   }
   for (; j < n; ++j) out[j] = sub_mod(a[j], b[j], q);
+}
+
+PFHE_IFMA void subtract_indexed_avx512(const u64* table, std::size_t table_size, const u64* index, u64* acc,
+                                       std::size_t n, u64 q) {
+  const __m512i qv = _mm512_set1_epi64(static_cast<long long>(q));
+  alignas(64) std::array<u64, 16> padded{};  // up to 16 entries: two registers, one permute
+  const bool in_registers = table_size <= padded.size();
+  if (in_registers) std::copy(table, table + table_size, padded.begin());
+  const __m512i lo = _mm512_load_si512(padded.data()), hi = _mm512_load_si512(padded.data() + 8);
+  std::size_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m512i i = _mm512_loadu_si512(index + j);
+    const __m512i t = in_registers ? _mm512_permutex2var_epi64(lo, i, hi) : _mm512_i64gather_epi64(i, table, 8);
+    const __m512i d = _mm512_sub_epi64(_mm512_add_epi64(_mm512_loadu_si512(acc + j), qv), t);
+    _mm512_storeu_si512(acc + j, reduce_once(d, qv));
+  }
+  for (; j < n; ++j) acc[j] = sub_mod(acc[j], table[index[j]], q);
 }
 
 PFHE_IFMA void add_constant_avx512(const u64* a, u64 c, u64* out, std::size_t n, u64 q) {
