@@ -1,6 +1,7 @@
 #include "ckks/linear_transform.h"
 
 #include "ckks/serialization.h"
+#include "ring/parallel.h"
 
 #include <cmath>
 #include <cstring>
@@ -277,6 +278,7 @@ LinearTransform LinearTransform::load(const Encoder& encoder, ByteReader& r, con
     throw SerializationError("linear transform: invalid geometry");
   const std::size_t count = r.get_count(what, lt.slots_);
   bool any_coefficients = false;
+  std::vector<Term*> coefficient_terms;
   for (std::size_t t = 0; t < count; ++t) {
     const auto giant = r.get<std::int64_t>(what), baby = r.get<std::int64_t>(what);
     const auto n1 = static_cast<std::int64_t>(lt.baby_steps_);
@@ -300,10 +302,10 @@ LinearTransform LinearTransform::load(const Encoder& encoder, ByteReader& r, con
       r.align(sizeof(std::int64_t), what);
       const std::span<const std::uint8_t> bytes = r.get_view(n * sizeof(std::int64_t), what);
       if (backing && reinterpret_cast<std::uintptr_t>(bytes.data()) % alignof(std::int64_t) == 0) {
-        // In place: the pages stay those of the mapped file (shared, reclaimable).
+        // In place: the pages stay those of the mapped file (shared, reclaimable); the
+        // magnitude is measured below.
         term.coefficients.values = {reinterpret_cast<const std::int64_t*>(bytes.data()), n};
         term.coefficients.owner = backing;
-        term.coefficients.magnitude_bits = Encoder::RoundedCoefficients::width_of_largest(term.coefficients.values);
         term.in_place = true;
         lt.backing_ = backing;
       } else {
@@ -312,15 +314,22 @@ LinearTransform LinearTransform::load(const Encoder& encoder, ByteReader& r, con
         term.coefficients = Encoder::RoundedCoefficients::owning(std::move(copy), term.coefficients.scale,
                                                                  term.coefficients.log_slots);
       }
-      // Magnitudes below 2^62, what round_coefficients produces (measured once, above).
-      if (term.coefficients.magnitude_bits > 62) throw SerializationError("linear transform: coefficient out of range");
-      lt.release(term);  // validated; read again only when applied
     } else {
       throw SerializationError("linear transform: unknown diagonal storage");
     }
-    if (!lt.terms_[giant].emplace(baby, std::move(term)).second)
-      throw SerializationError("linear transform: repeated diagonal");
+    const auto [stored, inserted] = lt.terms_[giant].emplace(baby, std::move(term));
+    if (!inserted) throw SerializationError("linear transform: repeated diagonal");
+    if (!stored->second.encoded) coefficient_terms.push_back(&stored->second);
   }
+  // Magnitudes below 2^62, what round_coefficients produces. Measured once, in parallel:
+  // reading every diagonal was most of the time CryptoFaceNet4's 3.4 GB artefact took to load.
+  ring::parallel_for(coefficient_terms.size(), [&](std::size_t k) {
+    Term& term = *coefficient_terms[k];
+    if (term.in_place)
+      term.coefficients.magnitude_bits = Encoder::RoundedCoefficients::width_of_largest(term.coefficients.values);
+    if (term.coefficients.magnitude_bits > 62) throw SerializationError("linear transform: coefficient out of range");
+    lt.release(term);  // validated; read again only when applied
+  });
   lt.storage_ = any_coefficients ? DiagonalStorage::kJustInTime : DiagonalStorage::kEncoded;
   return lt;
 }
