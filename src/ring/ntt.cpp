@@ -52,20 +52,6 @@ NttTables::NttTables(std::size_t n, const Modulus& modulus) : n_(n), modulus_(mo
     inv_root_powers_shoup52_[k] = shoup52(inv_root_powers_[k], q);
   }
   n_inv_shoup52_ = shoup52(n_inv_, q);
-  // Forward stage with half-width t uses root_powers[m + k / t] with m = n / (2t);
-  // the inverse stage with half-width t uses inv_root_powers[h + k / t] with h = n / (2t).
-  for (int s = 0; s < 3; ++s) {
-    const std::size_t t = std::size_t{4} >> s, m = n / (2 * t);
-    for (auto* stage : {&fwd_small_[s], &inv_small_[s]}) {
-      const bool fwd = stage == &fwd_small_[s];
-      stage->w.resize(n / 2);
-      stage->w_shoup52.resize(n / 2);
-      for (std::size_t k = 0; k < n / 2; ++k) {
-        stage->w[k] = fwd ? root_powers_[m + k / t] : inv_root_powers_[m + k / t];
-        stage->w_shoup52[k] = shoup52(stage->w[k], q);
-      }
-    }
-  }
 }
 
 SimdPath NttTables::effective_path(SimdPath requested) const {

@@ -42,16 +42,9 @@ class NttTables {
   u64 n_inv() const { return n_inv_; }
   u64 n_inv_shoup() const { return n_inv_shoup_; }
 
-  // IFMA data: Shoup constants with 52-bit precision, and per-butterfly twiddles for the
-  // three last forward (first three inverse) stages, where a stage's pairs sit inside one
-  // 8-lane vector. Index: stage_tw[s][k] for t = 4 >> s and butterfly k.
+  // IFMA data: Shoup constants with 52-bit precision.
   const std::vector<u64>& root_powers_shoup52() const { return root_powers_shoup52_; }
   const std::vector<u64>& inv_root_powers_shoup52() const { return inv_root_powers_shoup52_; }
-  struct ExpandedStage {
-    std::vector<u64> w, w_shoup52;
-  };
-  const ExpandedStage& forward_small_stage(int s) const { return fwd_small_[s]; }
-  const ExpandedStage& inverse_small_stage(int s) const { return inv_small_[s]; }
   u64 n_inv_shoup52() const { return n_inv_shoup52_; }
 
  private:
@@ -61,7 +54,6 @@ class NttTables {
   u64 psi_;
   std::vector<u64> root_powers_, root_powers_shoup_, inv_root_powers_, inv_root_powers_shoup_;
   std::vector<u64> root_powers_shoup52_, inv_root_powers_shoup52_;
-  ExpandedStage fwd_small_[3], inv_small_[3];
   u64 n_inv_, n_inv_shoup_, n_inv_shoup52_ = 0;
 };
 

@@ -96,13 +96,19 @@ PFHE_IFMA void quad_pass(u64* x, std::size_t s, const Stages& stages) {
 
 // Lane permutations for stages whose butterfly pairs lie in one 16-element block.
 // gather_x/gather_y pick the X/Y operands of 8 butterflies from (A, B); scatter_a/scatter_b
-// put the results (X', Y') back into A and B.
+// put the results (X', Y') back into A and B. Butterfly l of block b uses twiddle
+// m + (8b + l) / t with m = n / (2t): 8 / t consecutive table entries from m + b * 8 / t,
+// spread over the lanes by `twiddle_lanes` (l -> l / t). Reading them from the table
+// itself instead of from per-lane copies keeps the twiddles a transform streams at 1 MB
+// per 2^16 prime instead of 2.6 MB: with two cores transforming limbs of different
+// primes, the copies did not fit the shared cache and bounded the transforms.
 struct SmallStagePerm {
-  __m512i gather_x, gather_y, scatter_a, scatter_b;
+  __m512i gather_x, gather_y, scatter_a, scatter_b, twiddle_lanes;
+  std::size_t first, per_block;  // m and 8 / t
 };
 
-PFHE_IFMA SmallStagePerm make_perm(int t) {
-  alignas(64) std::array<long long, 8> gx{}, gy{}, sa{}, sb{};
+PFHE_IFMA SmallStagePerm make_perm(int t, std::size_t n) {
+  alignas(64) std::array<long long, 8> gx{}, gy{}, sa{}, sb{}, tl{};
   std::array<int, 16> source{};  // element -> index into (X' lanes 0..7, Y' lanes 8..15)
   for (int l = 0; l < 8; ++l) {
     const int xi = 2 * (l / t) * t + l % t;
@@ -110,19 +116,31 @@ PFHE_IFMA SmallStagePerm make_perm(int t) {
     gy[l] = xi + t;
     source[xi] = l;
     source[xi + t] = 8 + l;
+    tl[l] = l / t;
   }
   for (int p = 0; p < 8; ++p) { sa[p] = source[p]; sb[p] = source[8 + p]; }
-  return {_mm512_load_si512(gx.data()), _mm512_load_si512(gy.data()),
-          _mm512_load_si512(sa.data()), _mm512_load_si512(sb.data())};
+  return {_mm512_load_si512(gx.data()), _mm512_load_si512(gy.data()), _mm512_load_si512(sa.data()),
+          _mm512_load_si512(sb.data()), _mm512_load_si512(tl.data()), n / (2 * static_cast<std::size_t>(t)),
+          8 / static_cast<std::size_t>(t)};
 }
 
-// One of the three stages inside a 16-element block (A = av, B = bv), block b's twiddles.
+// The three stage maps inside a block, for t = 4, 2, 1.
+struct SmallStages {
+  SmallStagePerm stage[3];
+};
+PFHE_IFMA SmallStages make_small_stages(std::size_t n) { return {{make_perm(4, n), make_perm(2, n), make_perm(1, n)}}; }
+
+// One of the three stages inside a 16-element block (A = av, B = bv), block b's twiddles
+// from the table w (Shoup constants ws).
 template <class Butterfly>
-PFHE_IFMA inline void block_stage(__m512i& av, __m512i& bv, const SmallStagePerm& perm,
-                                  const NttTables::ExpandedStage& stage, std::size_t b, const Butterfly& butterfly) {
+PFHE_IFMA inline void block_stage(__m512i& av, __m512i& bv, const SmallStagePerm& perm, const u64* w, const u64* ws,
+                                  std::size_t b, const Butterfly& butterfly) {
+  const std::size_t k = perm.first + b * perm.per_block;  // at most n - 8: 8 entries always readable
+  const Twiddle tw{_mm512_permutexvar_epi64(perm.twiddle_lanes, _mm512_loadu_si512(w + k)),
+                   _mm512_permutexvar_epi64(perm.twiddle_lanes, _mm512_loadu_si512(ws + k))};
   __m512i xv = _mm512_permutex2var_epi64(av, perm.gather_x, bv);
   __m512i yv = _mm512_permutex2var_epi64(av, perm.gather_y, bv);
-  butterfly(xv, yv, Twiddle{_mm512_loadu_si512(stage.w.data() + 8 * b), _mm512_loadu_si512(stage.w_shoup52.data() + 8 * b)});
+  butterfly(xv, yv, tw);
   av = _mm512_permutex2var_epi64(xv, perm.scatter_a, yv);
   bv = _mm512_permutex2var_epi64(xv, perm.scatter_b, yv);
 }
@@ -156,12 +174,12 @@ PFHE_IFMA void forward_stages_from(const NttTables& tab, u64* a, std::size_t m, 
   for (; t >= 16; m <<= 1, t >>= 1) radix2_stage(a, m, t, w, ws, m, butterfly);
   // The four last stages (t = 8, 4, 2, 1) stay inside one 16-element block: all four run
   // on the block in registers, one pass over the limb. t = 8 pairs the block's two vectors.
-  const SmallStagePerm perms[3] = {make_perm(4), make_perm(2), make_perm(1)};
+  const SmallStages small = make_small_stages(n);
   for (std::size_t b = 0; b < n / 16; ++b) {
     u64* blk = a + 16 * b;
     __m512i av = _mm512_loadu_si512(blk), bv = _mm512_loadu_si512(blk + 8);
     butterfly(av, bv, twiddle(w, ws, n / 16 + b));
-    for (int s = 0; s < 3; ++s) block_stage(av, bv, perms[s], tab.forward_small_stage(s), b, butterfly);
+    for (int s = 0; s < 3; ++s) block_stage(av, bv, small.stage[s], w, ws, b, butterfly);
     // [0, 4q) -> [0, q)
     _mm512_storeu_si512(blk, reduce_once(reduce_once(av, butterfly.two_q), q));
     _mm512_storeu_si512(blk + 8, reduce_once(reduce_once(bv, butterfly.two_q), q));
@@ -205,11 +223,11 @@ PFHE_IFMA void ntt_inverse_ifma(const NttTables& tab, u64* a) {
   const InverseButterfly butterfly{_mm512_add_epi64(q, q), negated_modulus(q)};
   const u64* w = tab.inv_root_powers().data();
   const u64* ws = tab.inv_root_powers_shoup52().data();
-  const SmallStagePerm perms[3] = {make_perm(4), make_perm(2), make_perm(1)};
+  const SmallStages small = make_small_stages(n);
   for (std::size_t b = 0; b < n / 16; ++b) {  // t = 1, 2, 4, 8 on each block in registers
     u64* blk = a + 16 * b;
     __m512i av = _mm512_loadu_si512(blk), bv = _mm512_loadu_si512(blk + 8);
-    for (int s = 2; s >= 0; --s) block_stage(av, bv, perms[s], tab.inverse_small_stage(s), b, butterfly);
+    for (int s = 2; s >= 0; --s) block_stage(av, bv, small.stage[s], w, ws, b, butterfly);
     butterfly(av, bv, twiddle(w, ws, n / 16 + b));
     _mm512_storeu_si512(blk, av);
     _mm512_storeu_si512(blk + 8, bv);
