@@ -282,7 +282,8 @@ void BM_linear_transform64_jit(benchmark::State& st) {
 
 void register_all() {
   const std::vector<std::pair<const char*, void (*)(benchmark::State&)>> ops = {
-      {"ntt_limb", BM_ntt_limb},         {"ntt_all_limbs", BM_ntt_all_limbs}, {"jit_limb", BM_jit_limb},         {"encode", BM_encode},
+      {"ntt_limb", BM_ntt_limb},         {"ntt_all_limbs", BM_ntt_all_limbs},
+      {"jit_limb", BM_jit_limb},         {"encode", BM_encode},
       {"encrypt_pk", BM_encrypt_public}, {"decrypt_decode", BM_decrypt_decode},
       {"add", BM_add},                   {"mul_plain", BM_mul_plain},
       {"mul_plain_row8", BM_mul_plain_row8},

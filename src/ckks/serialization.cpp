@@ -434,8 +434,7 @@ GaloisKeys load_galois_keys(const Context& ctx, std::span<const std::uint8_t> by
   // keys took to load, most of it faulting in (zeroing) the pages of the copies.
   struct Stored {
     SwitchingKey* key;
-    std::span<const std::uint8_t> framed;  // the element and the key
-    std::span<const std::uint8_t> key_bytes;
+    std::span<const std::uint8_t> framed;  // the element (u64), then the key
   };
   std::vector<Stored> stored;
   for (std::uint32_t k = 0; k < count; ++k) {
@@ -443,15 +442,14 @@ GaloisKeys load_galois_keys(const Context& ctx, std::span<const std::uint8_t> by
     const auto g = r.get<std::uint64_t>(what);
     if ((g & 1) == 0 || g >= 2 * ctx.n() || g == 1 || gk.has(g))
       throw SerializationError("Galois key set: invalid or repeated Galois element " + std::to_string(g));
-    const std::uint8_t* key_begin = r.position();
     const std::size_t level = get_limbs_for_level(r, ctx, what) - 1;
     r.get_view(stored_switching_key_size(ctx, level) - sizeof(std::uint32_t), what);  // the level is read
-    stored.push_back({&gk.keys[g], {framed, r.position()}, {key_begin, r.position()}});
+    stored.push_back({&gk.keys[g], {framed, r.position()}});
   }
   r.expect_end(what);
   const bool release = backing && payload.in_place();
   ring::parallel_for(stored.size(), [&](std::size_t k) {
-    ByteReader key_reader(stored[k].key_bytes);
+    ByteReader key_reader(stored[k].framed.subspan(sizeof(std::uint64_t)));
     *stored[k].key = get_switching_key_b(key_reader, ctx, what);
     key_reader.expect_end(what);
     // Decoded: the stored pages are released, so loading peaks near the expanded keys

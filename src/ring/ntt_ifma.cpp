@@ -128,7 +128,9 @@ PFHE_IFMA SmallStagePerm make_perm(int t, std::size_t n) {
 struct SmallStages {
   SmallStagePerm stage[3];
 };
-PFHE_IFMA SmallStages make_small_stages(std::size_t n) { return {{make_perm(4, n), make_perm(2, n), make_perm(1, n)}}; }
+PFHE_IFMA SmallStages make_small_stages(std::size_t n) {
+  return {{make_perm(4, n), make_perm(2, n), make_perm(1, n)}};
+}
 
 // One of the three stages inside a 16-element block (A = av, B = bv), block b's twiddles
 // from the table w (Shoup constants ws).
@@ -145,9 +147,19 @@ PFHE_IFMA inline void block_stage(__m512i& av, __m512i& bv, const SmallStagePerm
   bv = _mm512_permutex2var_epi64(xv, perm.scatter_b, yv);
 }
 
-}  // namespace
+// Two forward stages on a 4-vector group (pairs v0/v2 and v1/v3 with the outer twiddle,
+// then v0/v1 and v2/v3 with the inner ones).
+struct TwoStages {
+  Twiddle outer, inner_lo, inner_hi;
+  template <class Butterfly>
+  PFHE_IFMA void operator()(__m512i* v, const Butterfly& butterfly) const {
+    butterfly(v[0], v[2], outer);
+    butterfly(v[1], v[3], outer);
+    butterfly(v[0], v[1], inner_lo);
+    butterfly(v[2], v[3], inner_hi);
+  }
+};
 
-namespace {
 // The forward stages from the one whose first twiddle index is m (pairs t apart) to the
 // last, in place; inputs in [0, 4q), outputs in [0, q).
 PFHE_IFMA void forward_stages_from(const NttTables& tab, u64* a, std::size_t m, std::size_t t) {
@@ -161,14 +173,8 @@ PFHE_IFMA void forward_stages_from(const NttTables& tab, u64* a, std::size_t m, 
   // result is the radix-2 result bit for bit).
   for (; t >= 32; m <<= 2, t >>= 2) {
     for (std::size_t i = 0; i < m; ++i) {
-      const Twiddle outer = twiddle(w, ws, m + i);
-      const Twiddle inner_lo = twiddle(w, ws, 2 * m + 2 * i), inner_hi = twiddle(w, ws, 2 * m + 2 * i + 1);
-      quad_pass(a + 2 * i * t, t / 2, [&](__m512i* v) PFHE_IFMA {
-        butterfly(v[0], v[2], outer);
-        butterfly(v[1], v[3], outer);
-        butterfly(v[0], v[1], inner_lo);
-        butterfly(v[2], v[3], inner_hi);
-      });
+      const TwoStages stages{twiddle(w, ws, m + i), twiddle(w, ws, 2 * m + 2 * i), twiddle(w, ws, 2 * m + 2 * i + 1)};
+      quad_pass(a + 2 * i * t, t / 2, [&](__m512i* v) PFHE_IFMA { stages(v, butterfly); });
     }
   }
   for (; t >= 16; m <<= 1, t >>= 1) radix2_stage(a, m, t, w, ws, m, butterfly);
@@ -193,12 +199,13 @@ PFHE_IFMA void ntt_forward_signed_ifma(const NttTables& tab, const std::int64_t*
   const std::size_t n = tab.n(), s = n / 4;
   const __m512i q = _mm512_set1_epi64(static_cast<long long>(tab.modulus().value()));
   const __m512i two_q = _mm512_add_epi64(q, q), neg_q = negated_modulus(q);
-  const __m512i one = _mm512_set1_epi64(1), one_shoup = _mm512_set1_epi64(static_cast<long long>(tab.modulus().one_shoup52()));
+  const __m512i one = _mm512_set1_epi64(1);
+  const __m512i one_shoup = _mm512_set1_epi64(static_cast<long long>(tab.modulus().one_shoup52()));
   const __m512i zero = _mm512_setzero_si512();
   const ForwardButterfly butterfly{two_q, neg_q};
   const u64* w = tab.root_powers().data();
   const u64* ws = tab.root_powers_shoup52().data();
-  const Twiddle outer = twiddle(w, ws, 1), inner_lo = twiddle(w, ws, 2), inner_hi = twiddle(w, ws, 3);
+  const TwoStages stages{twiddle(w, ws, 1), twiddle(w, ws, 2), twiddle(w, ws, 3)};
   // The first two stages, as in forward_stages_from, on inputs lifted lazily: |x| mod q in
   // [0, 2q), negated as 2q - r for negative x, so in [0, 2q] (the butterflies take [0, 4q)).
   for (std::size_t j = 0; j < s; j += 8) {
@@ -208,10 +215,7 @@ PFHE_IFMA void ntt_forward_signed_ifma(const NttTables& tab, const std::int64_t*
       const __m512i r = mul_shoup52(_mm512_abs_epi64(x_k), one, one_shoup, neg_q);
       v[k] = _mm512_mask_sub_epi64(r, _mm512_cmplt_epi64_mask(x_k, zero), two_q, r);
     }
-    butterfly(v[0], v[2], outer);
-    butterfly(v[1], v[3], outer);
-    butterfly(v[0], v[1], inner_lo);
-    butterfly(v[2], v[3], inner_hi);
+    stages(v, butterfly);
     for (std::size_t k = 0; k < 4; ++k) _mm512_storeu_si512(a + k * s + j, v[k]);
   }
   forward_stages_from(tab, a, 4, n / 8);
