@@ -156,11 +156,10 @@ int Encoder::coefficient_bits(const RoundedCoefficients& c, std::size_t level) c
 
 void Encoder::to_limb(const RoundedCoefficients& c, int bits, std::size_t l, ring::u64* out) const {
   const std::size_t n = context_.n(), count = c.values.size(), gap = n / count;
-  const auto& mod = context_.ring_q().modulus(l);
   const ring::SimdPath path = ring::default_simd_path();
   const ring::NttTables& ntt = context_.ring_q().ntt(l);
   if (gap == 1) return ntt.forward_from_signed(c.values.data(), bits, out, path);
-  ring::kernels::reduce_signed(c.values.data(), bits, out, count, mod, path);
+  ring::kernels::reduce_signed(c.values.data(), bits, out, count, context_.ring_q().modulus(l), path);
   // Sparse packing: the coefficients sit at multiples of the gap, zeros between them;
   // spread backwards in place (position i * gap >= i is never a residue still to move).
   for (std::size_t i = count; i-- > 0;) {

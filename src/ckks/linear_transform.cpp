@@ -277,8 +277,7 @@ LinearTransform LinearTransform::load(const Encoder& encoder, ByteReader& r, con
       !std::isfinite(lt.diagonal_scale_))
     throw SerializationError("linear transform: invalid geometry");
   const std::size_t count = r.get_count(what, lt.slots_);
-  bool any_coefficients = false;
-  std::vector<Term*> coefficient_terms;
+  std::vector<Term*> coefficient_terms;  // the diagonals kept as coefficients
   for (std::size_t t = 0; t < count; ++t) {
     const auto giant = r.get<std::int64_t>(what), baby = r.get<std::int64_t>(what);
     const auto n1 = static_cast<std::int64_t>(lt.baby_steps_);
@@ -291,7 +290,6 @@ LinearTransform LinearTransform::load(const Encoder& encoder, ByteReader& r, con
       if (term.encoded->level() != lt.level_ || term.encoded->slots() != lt.slots_)
         throw SerializationError("linear transform: diagonal plaintext at the wrong level or slot count");
     } else if (kind == 1) {
-      any_coefficients = true;
       term.coefficients.scale = r.get<double>(what);
       term.coefficients.log_slots = r.get<std::int32_t>(what);
       const std::size_t n = r.get_count(what, ctx.n());
@@ -330,7 +328,7 @@ LinearTransform LinearTransform::load(const Encoder& encoder, ByteReader& r, con
     if (term.coefficients.magnitude_bits > 62) throw SerializationError("linear transform: coefficient out of range");
     lt.release(term);  // validated; read again only when applied
   });
-  lt.storage_ = any_coefficients ? DiagonalStorage::kJustInTime : DiagonalStorage::kEncoded;
+  lt.storage_ = !coefficient_terms.empty() ? DiagonalStorage::kJustInTime : DiagonalStorage::kEncoded;
   return lt;
 }
 
