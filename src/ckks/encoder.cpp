@@ -75,6 +75,12 @@ void Encoder::fft_special(std::vector<std::complex<double>>& v) const {
   }
 }
 
+std::span<const std::complex<double>> Encoder::fft_stage_roots(std::size_t half, bool inverse) const {
+  if (half == 0 || (half & (half - 1)) != 0 || half >= context_.n() / 2)
+    throw std::invalid_argument("fft_stage_roots: stage " + std::to_string(half) + " does not exist");
+  return {(inverse ? inverse_twiddles_ : twiddles_).data() + half - 1, half};
+}
+
 void Encoder::fft_special_inverse(std::vector<std::complex<double>>& v) const {
   const std::size_t size = v.size();
   for (std::size_t half = size / 2; half >= 1; half >>= 1) {

@@ -59,6 +59,10 @@ class Encoder {
   // In-place special FFT on n = values.size() slots (exposed for tests).
   void fft_special(std::vector<std::complex<double>>& values) const;       // coefficients -> slots
   void fft_special_inverse(std::vector<std::complex<double>>& values) const;  // slots -> coefficients
+  // The roots butterfly stage `half` (1, 2, 4, ... < N/2) of fft_special multiplies by, in
+  // butterfly order (`half` of them); fft_special_inverse uses their conjugates. The
+  // homomorphic DFT of bootstrapping is built from these stages.
+  std::span<const std::complex<double>> fft_stage_roots(std::size_t half, bool inverse) const;
 
  private:
   // Checks and FFT shared by the encode paths: the n/2-point inverse special FFT of values.

@@ -1,0 +1,348 @@
+#include "ckks/bootstrapping.h"
+
+#include <cmath>
+#include <numbers>
+#include <stdexcept>
+#include <string>
+
+#include "ring/modarith.h"
+
+namespace pfhe::ckks {
+
+namespace {
+
+using Complex = std::complex<double>;
+
+std::size_t ceil_log2(std::size_t v) {
+  std::size_t r = 0;
+  while ((std::size_t{1} << r) < v) ++r;
+  return r;
+}
+
+long cyclic(long k, std::size_t slots) {
+  const long s = static_cast<long>(slots);
+  return ((k % s) + s) % s;
+}
+
+// (A o B): B applied first. (AB)[p][p + ka + kb] += a_ka[p] * b_kb[p + ka].
+Diagonals compose(const Diagonals& a, const Diagonals& b, std::size_t slots) {
+  Diagonals out;
+  for (const auto& [ka, da] : a)
+    for (const auto& [kb, db] : b) {
+      auto& d = out[cyclic(ka + kb, slots)];
+      if (d.empty()) d.assign(slots, 0.0);
+      for (std::size_t p = 0; p < slots; ++p) d[p] += da[p] * db[(p + static_cast<std::size_t>(ka)) % slots];
+    }
+  // Butterflies cancel exactly in places (e.g. +h and -h meeting); drop all-zero diagonals
+  // so that they cost no rotation.
+  for (auto it = out.begin(); it != out.end();) {
+    bool zero = true;
+    for (const Complex& v : it->second) zero = zero && v == Complex{};
+    it = zero ? out.erase(it) : std::next(it);
+  }
+  return out;
+}
+
+// One butterfly stage of the special FFT (half h) on n slots replicated over `slots`.
+Diagonals butterfly_stage(const Encoder& encoder, std::size_t n, std::size_t h, std::size_t slots, bool inverse) {
+  const auto roots = encoder.fft_stage_roots(h, inverse);
+  Diagonals d;
+  auto& zero = d[0];
+  auto& up = d[cyclic(static_cast<long>(h), slots)];
+  auto& down = d[cyclic(-static_cast<long>(h), slots)];
+  for (auto* v : {&zero, &up, &down})
+    if (v->empty()) v->assign(slots, 0.0);
+  for (std::size_t p = 0; p < slots; ++p) {
+    const std::size_t j = (p % n) % (2 * h);
+    if (j < h) {  // top of a butterfly: reads p and p + h
+      zero[p] += inverse ? 0.5 : 1.0;
+      up[p] += inverse ? Complex{0.5} : roots[j];
+    } else {  // bottom: reads p - h and p
+      const Complex w = roots[j - h];
+      down[p] += inverse ? w * 0.5 : Complex{1.0};
+      zero[p] += inverse ? -w * 0.5 : -w;
+    }
+  }
+  return d;
+}
+
+Diagonals diagonal_matrix(std::vector<Complex> values) { return Diagonals{{0, std::move(values)}}; }
+
+// arcsin(s) / (2 pi) by its Taylor polynomial of odd degree `degree` (power basis).
+Polynomial arcsine_taylor(int degree) {
+  Polynomial p{PolynomialBasis::kPower, std::vector<double>(static_cast<std::size_t>(degree) + 1, 0.0), -1, 1};
+  double c = 1;  // (2k)! / (4^k (k!)^2 (2k+1)) for k = 0, 1, ...
+  for (int k = 0; 2 * k + 1 <= degree; ++k) {
+    p.coeffs[static_cast<std::size_t>(2 * k + 1)] = c / (2 * k + 1) / (2 * std::numbers::pi);
+    c *= static_cast<double>(2 * k + 1) / static_cast<double>(2 * k + 2);
+  }
+  return p;
+}
+
+}  // namespace
+
+std::vector<Diagonals> special_fft_stages(const Encoder& encoder, int log_n, std::size_t slots, int groups,
+                                          bool inverse) {
+  const std::size_t n = std::size_t{1} << log_n;
+  if (log_n < 0 || n > encoder.context().n() / 2 || slots % n != 0 || slots > encoder.context().n() / 2)
+    throw std::invalid_argument("special_fft_stages: invalid slot counts");
+  if (groups < 1 || groups > std::max(1, log_n))
+    throw std::invalid_argument("special_fft_stages: " + std::to_string(groups) + " groups for " +
+                                std::to_string(log_n) + " butterfly stages");
+  // Butterfly halves in evaluation order: the forward transform (on bit-reversed input)
+  // runs h = 1, 2, ..., n/2; the inverse n/2, ..., 1.
+  std::vector<std::size_t> halves;
+  for (std::size_t h = 1; h < n; h <<= 1) halves.push_back(h);
+  if (inverse) std::reverse(halves.begin(), halves.end());
+  std::vector<Diagonals> out;
+  std::size_t next = 0;
+  for (int g = 0; g < groups; ++g) {
+    // The first (stages % groups) groups take one stage more.
+    const std::size_t count = halves.size() / static_cast<std::size_t>(groups) +
+                              (static_cast<std::size_t>(g) < halves.size() % static_cast<std::size_t>(groups) ? 1 : 0);
+    Diagonals group = diagonal_matrix(std::vector<Complex>(slots, 1.0));
+    for (std::size_t s = 0; s < count; ++s, ++next)
+      group = compose(butterfly_stage(encoder, n, halves[next], slots, inverse), group, slots);
+    out.push_back(std::move(group));
+  }
+  return out;
+}
+
+std::size_t BootstrapConfig::eval_mod_depth() const {
+  const auto poly_depth = [](int degree) {
+    return std::max<std::size_t>(1, ceil_log2(static_cast<std::size_t>(degree) + 1));
+  };
+  return poly_depth(cosine_degree) + static_cast<std::size_t>(double_angles) +
+         (arcsine_degree > 0 ? poly_depth(arcsine_degree) : 0);
+}
+
+void Bootstrapper::check_config() const {
+  const Context& ctx = encoder_.context();
+  const int log_half = ctx.params().log_n() - 1;
+  const auto fail = [](const std::string& what) { throw std::invalid_argument("bootstrapping: " + what); };
+  if (config_.log_slots < 0 || config_.log_slots > log_half)
+    fail("log_slots " + std::to_string(config_.log_slots) + " outside [0, " + std::to_string(log_half) + "]");
+  const int butterflies = std::max(1, config_.log_slots);
+  if (config_.cts_stages < 1 || config_.cts_stages > butterflies || config_.stc_stages < 1 ||
+      config_.stc_stages > butterflies)
+    fail("CoeffsToSlots / SlotsToCoeffs need 1.." + std::to_string(butterflies) + " stages for 2^" +
+         std::to_string(config_.log_slots) + " slots");
+  if (!(config_.k_range >= 1) || !std::isfinite(config_.k_range)) fail("k_range must be >= 1");
+  if (config_.cosine_degree < 2 || config_.cosine_degree > 1024) fail("cosine_degree must be in [2, 1024]");
+  if (config_.double_angles < 0 || config_.double_angles > 16) fail("double_angles must be in [0, 16]");
+  if (config_.arcsine_degree != 0 && (config_.arcsine_degree < 3 || config_.arcsine_degree % 2 == 0 ||
+                                      config_.arcsine_degree > 63))
+    fail("arcsine_degree must be 0 or odd in [3, 63]");
+  if (config_.output_scale < 0 || !std::isfinite(config_.output_scale)) fail("output_scale must be positive");
+  if (config_.depth() >= ctx.max_level() + 1)
+    fail("needs " + std::to_string(config_.depth()) + " levels above level 0, the chain has " +
+         std::to_string(ctx.max_level()));
+}
+
+Bootstrapper::Bootstrapper(const Encoder& encoder, const BootstrapConfig& config)
+    : encoder_(encoder), config_(config) {
+  check_config();
+  const Context& ctx = encoder.context();
+  const std::size_t n = slots(), top = ctx.max_level();
+  packed_ = 2 * n <= ctx.n() / 2;
+  const std::size_t width = packed_ ? 2 * n : n;  // slots the transforms work on
+  if (config_.output_scale == 0) config_.output_scale = ctx.params().default_scale();
+
+  // CoeffsToSlots: the inverse stages; the last one also splits real and imaginary
+  // halves: packed, rows [0, n) by 1/2 and [n, 2n) by -i/2 (x + conj(x) is then
+  // [Re | Im]); else everything by 1/2 (real part x + conj(x), imaginary i (conj(x) - x)).
+  std::vector<Diagonals> cts = special_fft_stages(encoder, config_.log_slots, width, config_.cts_stages, true);
+  std::vector<Complex> split(width, 0.5);
+  if (packed_)
+    for (std::size_t p = n; p < width; ++p) split[p] = Complex{0, -0.5};
+  cts.back() = compose(diagonal_matrix(split), cts.back(), width);
+
+  // SlotsToCoeffs: the forward stages; packed, the first one reads x[p] = r[p mod n] +
+  // i r[p mod n + n] from the 2n real slots [Re | Im] (the output is replicated).
+  std::vector<Diagonals> stc = special_fft_stages(encoder, config_.log_slots, width, config_.stc_stages, false);
+  if (packed_) {
+    Diagonals join;
+    join[0].assign(width, 1.0);
+    join[static_cast<long>(n)].assign(width, Complex{0, 1});
+    for (std::size_t p = n; p < width; ++p) {
+      join[0][p] = Complex{0, 1};
+      join[static_cast<long>(n)][p] = 1.0;
+    }
+    stc.front() = compose(stc.front(), join, width);
+  }
+
+  // Scales: mod_raise leaves t / (q0 K g) in the slots at scale q0 K g (g: the trace's
+  // factor). EvalMod wants a scale near its primes: CoeffsToSlots moves there in equal
+  // factors per stage (an uneven split would cost one stage's diagonals their precision).
+  const double raised_scale = static_cast<double>(ctx.ring_q().modulus(0).value()) * config_.k_range *
+                              static_cast<double>(ctx.n() / (2 * n));
+  const double eval_mod_scale = static_cast<double>(ctx.ring_q().modulus(top - cts.size()).value());
+  const double cts_step = std::pow(eval_mod_scale / raised_scale, 1.0 / static_cast<double>(cts.size()));
+  for (std::size_t i = 0; i < cts.size(); ++i) {
+    const std::size_t level = top - i;
+    const double q = static_cast<double>(ctx.ring_q().modulus(level).value());
+    cts_.emplace_back(encoder, cts[i], width, level, 0, q * cts_step);
+  }
+  const std::size_t stc_top = top - cts.size() - config_.eval_mod_depth();
+  for (std::size_t i = 0; i < stc.size(); ++i) stc_.emplace_back(encoder, stc[i], width, stc_top - i);
+
+  cosine_ = chebyshev_interpolate(
+      [&](double u) {
+        return std::cos(2 * std::numbers::pi * (config_.k_range * u - 0.25) / std::ldexp(1.0, config_.double_angles));
+      },
+      static_cast<std::size_t>(config_.cosine_degree), -1, 1);
+  if (config_.arcsine_degree > 0) arcsine_ = arcsine_taylor(config_.arcsine_degree);
+
+  for (const auto& lt : cts_)
+    for (long step : lt.rotation_steps()) rotation_levels_[step] = std::max(rotation_levels_[step], lt.level());
+  for (const auto& lt : stc_)
+    for (long step : lt.rotation_steps()) rotation_levels_[step] = std::max(rotation_levels_[step], lt.level());
+  // The trace's rotations (full-slot steps n, 2n, ..., N/4) at the top level.
+  for (std::size_t step = n; step < ctx.n() / 2; step <<= 1) rotation_levels_[static_cast<long>(step)] = top;
+}
+
+std::size_t Bootstrapper::output_level() const { return encoder_.context().max_level() - config_.depth(); }
+
+GaloisKeys Bootstrapper::create_galois_keys(const KeyGenerator& keygen) const {
+  GaloisKeys keys = keygen.create_galois_keys(rotation_levels_);
+  const Context& ctx = encoder_.context();
+  keys.keys.emplace(galois_element_conjugate(ctx.n()),
+                    keygen.create_galois_key(galois_element_conjugate(ctx.n()), ctx.max_level() - cts_.size()));
+  return keys;
+}
+
+std::size_t Bootstrapper::cts_rotations() const {
+  std::size_t r = 0;
+  for (const auto& lt : cts_) r += lt.baby_rotations() + lt.giant_rotations();
+  return r;
+}
+
+std::size_t Bootstrapper::stc_rotations() const {
+  std::size_t r = 0;
+  for (const auto& lt : stc_) r += lt.baby_rotations() + lt.giant_rotations();
+  return r;
+}
+
+Ciphertext Bootstrapper::mod_raise(const Ciphertext& ct) const {
+  const Context& ctx = encoder_.context();
+  if (ct.size() != 2 || ct.level() != 0) throw std::invalid_argument("mod_raise: needs a level-0 ciphertext of size 2");
+  const auto& rq = ctx.ring_q();
+  const std::size_t n = ctx.n(), limbs = ctx.max_level() + 1;
+  const ring::u64 q0 = rq.modulus(0).value();
+  Ciphertext out{{}, ct.scale, ct.log_slots};
+  for (const ring::Poly& c : ct.polys) {
+    ring::Poly coeffs = c;
+    rq.from_ntt(coeffs);
+    ring::Poly raised = rq.make_output(limbs, false);
+    for (std::size_t l = 0; l < limbs; ++l) {
+      const auto& m = rq.modulus(l);
+      ring::u64* out_limb = raised.limb(l);
+      for (std::size_t j = 0; j < n; ++j)
+        out_limb[j] = ring::reduce_signed64(ring::centered(coeffs.limb(0)[j], q0), m);
+    }
+    rq.to_ntt(raised);
+    out.polys.push_back(std::move(raised));
+  }
+  return out;
+}
+
+Ciphertext Bootstrapper::sub_sum(const Evaluator& eval, Ciphertext ct) const {
+  const std::size_t half = encoder_.context().n() / 2;
+  const int log_slots = ct.log_slots;
+  ct.log_slots = __builtin_ctzll(half);  // rotations by multiples of n act on the full slot view
+  for (std::size_t step = slots(); step < half; step <<= 1) eval.add_inplace(ct, eval.rotate(ct, static_cast<long>(step)));
+  ct.log_slots = log_slots;
+  return ct;
+}
+
+Ciphertext Bootstrapper::multiply_by_i(const Evaluator& eval, const Ciphertext& a) const {
+  // X^(N/2) multiplies every slot by i (5^j = 1 mod 4): an exact monomial product.
+  const Context& ctx = encoder_.context();
+  Plaintext monomial{ctx.ring_q().make_poly(a.level() + 1, false), 1.0, a.log_slots};
+  for (std::size_t l = 0; l <= a.level(); ++l) monomial.poly.limb(l)[ctx.n() / 2] = 1;
+  ctx.ring_q().to_ntt(monomial.poly);
+  Ciphertext out = a;
+  eval.multiply_plain_inplace(out, monomial);
+  return out;
+}
+
+std::vector<Ciphertext> Bootstrapper::coeffs_to_slots(const Evaluator& eval, const Ciphertext& raised) const {
+  const Context& ctx = encoder_.context();
+  if (raised.level() != ctx.max_level() || raised.log_slots != config_.log_slots)
+    throw std::invalid_argument("coeffs_to_slots: needs a raised ciphertext of 2^" +
+                                std::to_string(config_.log_slots) + " slots at the top level");
+  const double trace_factor = static_cast<double>(ctx.n() / (2 * slots()));
+  Ciphertext x = raised;
+  x.scale = static_cast<double>(ctx.ring_q().modulus(0).value()) * config_.k_range * trace_factor;
+  if (trace_factor > 1) x = sub_sum(eval, std::move(x));
+  if (packed_) ++x.log_slots;  // the n slots seen replicated in 2n
+  for (const auto& lt : cts_) {
+    x = lt.apply(eval, x);
+    eval.rescale_inplace(x);
+  }
+  const Ciphertext conj = eval.conjugate(x);
+  if (packed_) return {eval.add(x, conj)};
+  Ciphertext imag = multiply_by_i(eval, eval.sub(conj, x));
+  return {eval.add(x, conj), std::move(imag)};
+}
+
+Ciphertext Bootstrapper::eval_mod(const Evaluator& eval, const Ciphertext& x, double target_scale) const {
+  const auto& rq = encoder_.context().ring_q();
+  if (x.level() < config_.eval_mod_depth())
+    throw std::invalid_argument("eval_mod: needs " + std::to_string(config_.eval_mod_depth()) + " levels");
+  const std::size_t cosine_level = x.level() - cosine_.depth();
+  // Without the arcsine step the last double angle ends EvalMod, and each one maps a scale
+  // s to s^2 / q: the cosine lands at the scale whose r-th image is the target.
+  double cosine_scale = static_cast<double>(rq.modulus(x.level()).value());
+  if (config_.arcsine_degree == 0) {
+    double log_scale = std::log2(target_scale);
+    for (int i = 0; i < config_.double_angles; ++i)
+      log_scale += std::ldexp(std::log2(static_cast<double>(rq.modulus(cosine_level - static_cast<std::size_t>(i)).value())),
+                              config_.double_angles - 1 - i);
+    cosine_scale = std::exp2(std::ldexp(log_scale, -config_.double_angles));
+  }
+  Ciphertext c = evaluate_polynomial(eval, x, cosine_, cosine_scale);
+  for (int r = 0; r < config_.double_angles; ++r) {  // cos 2a = 2 cos^2 a - 1
+    c = eval.square_relin(c);
+    eval.multiply_integer_inplace(c, 2);
+    eval.rescale_inplace(c);
+    eval.add_const_inplace(c, -1.0);
+  }
+  if (config_.arcsine_degree > 0) return evaluate_polynomial(eval, c, arcsine_, target_scale);
+  c.scale = target_scale;  // equal up to the rounding of the logarithms above
+  return c;
+}
+
+Ciphertext Bootstrapper::slots_to_coeffs(const Evaluator& eval, const std::vector<Ciphertext>& parts) const {
+  if (parts.size() != (packed_ ? 1u : 2u)) throw std::invalid_argument("slots_to_coeffs: wrong number of parts");
+  Ciphertext x = parts[0];
+  if (!packed_) eval.add_inplace(x, multiply_by_i(eval, parts[1]));
+  for (const auto& lt : stc_) {  // each stage keeps the scale
+    if (x.level() > lt.level()) eval.drop_to_level_inplace(x, lt.level());
+    x = lt.apply(eval, x);
+    eval.rescale_inplace(x);
+  }
+  if (packed_) --x.log_slots;
+  return x;
+}
+
+Ciphertext Bootstrapper::bootstrap(const Evaluator& eval, const Ciphertext& ct) const {
+  if (ct.log_slots != config_.log_slots)
+    throw std::invalid_argument("bootstrap: ciphertext has 2^" + std::to_string(ct.log_slots) +
+                                " slots, the bootstrapper 2^" + std::to_string(config_.log_slots));
+  Ciphertext low = ct;
+  if (low.level() > 0) eval.drop_to_level_inplace(low, 0);
+  const double q0 = static_cast<double>(encoder_.context().ring_q().modulus(0).value());
+  // EvalMod gives Delta mu / q0 (times 2 pi without the arcsine step); landing it at this
+  // scale makes the slots read as the message's coefficients mu at the output scale.
+  const double mod_scale =
+      config_.output_scale * q0 / (low.scale * (config_.arcsine_degree > 0 ? 1.0 : 2 * std::numbers::pi));
+  std::vector<Ciphertext> parts = coeffs_to_slots(eval, mod_raise(low));
+  for (auto& part : parts) {
+    part = eval_mod(eval, part, mod_scale);
+    part.scale = config_.output_scale;
+  }
+  return slots_to_coeffs(eval, parts);
+}
+
+}  // namespace pfhe::ckks

@@ -1,0 +1,112 @@
+// CKKS bootstrapping (Cheon, Han, Kim, Kim, Song, Eurocrypt 2018; the factored DFT of Chen,
+// Chillotti, Song, Eurocrypt 2019 and Han-Ki's cosine with double angles, CT-RSA 2020; the
+// parameter style of Bossuat et al., Eurocrypt 2021). A ciphertext at level 0 comes back at
+// a higher level with the same slots:
+//   ModRaise      the level-0 residues, centred, lifted to the whole chain: the coefficients
+//                 become t = Delta*mu + e + q0*I with a small integer polynomial I;
+//   (SubSum)      for n < N/2 slots, the trace onto Z[X^(N/2n)] (log2(N/2n) rotations);
+//   CoeffsToSlots the inverse special FFT as `cts_stages` BSGS linear transforms (radix
+//                 stages merged, bit reversal left out); the slots then hold t/q0 scaled
+//                 into [-1, 1], real and imaginary halves split by a conjugation;
+//   EvalMod       t/q0 mod 1 as sin(2 pi t/q0)/(2 pi): the Chebyshev interpolant of a
+//                 cosine shifted by a quarter period on [-K, K] / 2^r, then r double
+//                 angles, then optionally arcsin by its Taylor polynomial;
+//   SlotsToCoeffs the forward special FFT in `stc_stages` transforms, scaled back to Delta.
+// With n <= N/4 slots the real and imaginary halves share one ciphertext of 2n slots and
+// EvalMod runs once; with n = N/2 it runs on each half.
+//
+// Precision: EvalMod approximates mod 1 by a sine, whose error is cubic in Delta*mu/q0, so
+// the input's q0 / (Delta * max|m|) (the message ratio) trades precision against the
+// amplification of EvalMod's own error. K must bound |I|: about 6-7 sqrt(h/12) for a
+// secret of Hamming weight h (the uniform ternary secret of the HE standard has h ~ 2N/3).
+#pragma once
+#include <complex>
+#include <cstddef>
+#include <map>
+#include <vector>
+
+#include "ckks/encoder.h"
+#include "ckks/evaluator.h"
+#include "ckks/keygen.h"
+#include "ckks/linear_transform.h"
+#include "ckks/polynomial.h"
+
+namespace pfhe::ckks {
+
+struct BootstrapConfig {
+  int log_slots = 0;          // slots of the ciphertexts bootstrapped (log2)
+  int cts_stages = 3;         // levels (BSGS transforms) of CoeffsToSlots
+  int stc_stages = 3;         // levels of SlotsToCoeffs
+  double k_range = 16;        // |I| < k_range (see above)
+  int cosine_degree = 30;     // Chebyshev degree of the shifted cosine
+  int double_angles = 3;      // r
+  int arcsine_degree = 0;     // odd Taylor degree of arcsin (0: none, 1: only the 1/2pi)
+  // Scale of the result (0: the parameters' default scale).
+  double output_scale = 0;
+
+  // Levels EvalMod consumes.
+  std::size_t eval_mod_depth() const;
+  // Levels one bootstrap consumes from the top of the chain.
+  std::size_t depth() const { return static_cast<std::size_t>(cts_stages + stc_stages) + eval_mod_depth(); }
+};
+
+class Bootstrapper {
+ public:
+  // Builds the DFT transforms (encoded once, at the levels they run at) for contexts whose
+  // chain has at least config.depth() levels above 0. Throws std::invalid_argument on a
+  // configuration that cannot work (slot count, stage counts, depth, ranges).
+  Bootstrapper(const Encoder& encoder, const BootstrapConfig& config);
+
+  const BootstrapConfig& config() const { return config_; }
+  std::size_t slots() const { return std::size_t{1} << config_.log_slots; }
+  // Level of a bootstrapped ciphertext.
+  std::size_t output_level() const;
+
+  // Rotation steps and the level each is used at; with conjugation (always needed) this is
+  // the Galois key set of bootstrapping (make it with create_keys or the key generator).
+  const std::map<long, std::size_t>& rotation_levels() const { return rotation_levels_; }
+  GaloisKeys create_galois_keys(const KeyGenerator& keygen) const;
+
+  // The whole procedure. `ct` must have this bootstrapper's slot count; it is dropped to
+  // level 0 first. Needs an evaluator with the relinearization key and create_galois_keys.
+  Ciphertext bootstrap(const Evaluator& eval, const Ciphertext& ct) const;
+
+  // The steps, exposed for tests and profiles.
+  Ciphertext mod_raise(const Ciphertext& ct) const;  // level 0 -> top level, scale q0
+  // After mod_raise: the coefficients' t / (q0 * k_range) in the slots (bit-reversed), real and
+  // imaginary halves (one ciphertext of 2n slots when packed, two of n otherwise).
+  std::vector<Ciphertext> coeffs_to_slots(const Evaluator& eval, const Ciphertext& raised) const;
+  // sin(2 pi t/q0) (or, with the arcsine step, its arcsin / 2 pi, i.e. t/q0 mod 1) at
+  // exactly `target_scale`.
+  Ciphertext eval_mod(const Evaluator& eval, const Ciphertext& x, double target_scale) const;
+  // Parts whose slots hold the message's coefficients (bit-reversed, halves as
+  // coeffs_to_slots gives them) -> the message in the slots at the output scale.
+  Ciphertext slots_to_coeffs(const Evaluator& eval, const std::vector<Ciphertext>& parts) const;
+
+  // Which n <= N/4 bootstraps put both halves in one ciphertext of 2n slots.
+  bool packed() const { return packed_; }
+  std::size_t cts_rotations() const;  // rotations of one CoeffsToSlots (baby + giant)
+  std::size_t stc_rotations() const;
+
+ private:
+  void check_config() const;
+  Ciphertext multiply_by_i(const Evaluator& eval, const Ciphertext& a) const;
+  Ciphertext sub_sum(const Evaluator& eval, Ciphertext ct) const;
+
+  const Encoder& encoder_;
+  BootstrapConfig config_;
+  bool packed_ = false;
+  Polynomial cosine_, arcsine_;
+  std::vector<LinearTransform> cts_, stc_;
+  std::map<long, std::size_t> rotation_levels_;
+};
+
+// Merged radix stages of the special FFT as diagonals over `slots` cyclic slots (exposed
+// for tests): the forward transform (decode direction) applied to bit-reversed input, or the
+// inverse one (encode direction, scaled by 1/n) giving bit-reversed output, on n = 2^log_n
+// slots replicated in slots >= n. Stage groups are split as evenly as the stage count
+// allows; group g of the inverse comes first in evaluation order.
+std::vector<Diagonals> special_fft_stages(const Encoder& encoder, int log_n, std::size_t slots, int groups,
+                                          bool inverse);
+
+}  // namespace pfhe::ckks

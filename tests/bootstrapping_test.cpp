@@ -1,0 +1,249 @@
+// Bootstrapping on small, explicitly insecure rings: the DFT stages against the encoder's
+// FFT, then whole bootstraps measured in bits of precision (sparse and full slots, complex
+// and real messages, sparse and dense secrets, repeated bootstraps).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <numbers>
+
+#include "ckks/bootstrapping.h"
+#include "test_util.h"
+
+namespace pfhe::ckks {
+namespace {
+
+using Complex = std::complex<double>;
+
+// q0, two levels for computation, SlotsToCoeffs, EvalMod, CoeffsToSlots (bottom to top).
+Parameters boot_params(int log_n, const BootstrapConfig& config, SecretDistribution secret, int hamming_weight,
+                       int q0_bits) {
+  ParameterSpec spec;
+  spec.log_n = log_n;
+  spec.q_bits = {q0_bits, 40, 40};
+  for (int i = 0; i < config.stc_stages; ++i) spec.q_bits.push_back(42);
+  for (std::size_t i = 0; i < config.eval_mod_depth(); ++i) spec.q_bits.push_back(58);
+  for (int i = 0; i < config.cts_stages; ++i) spec.q_bits.push_back(56);
+  spec.p_bits = {60, 60, 60};
+  spec.secret = secret;
+  spec.hamming_weight = hamming_weight;
+  spec.default_scale = std::ldexp(1.0, 40);
+  return Parameters::create_insecure_for_testing(spec);
+}
+
+struct BootSetup {
+  BootSetup(int log_n, const BootstrapConfig& config, SecretDistribution secret = SecretDistribution::kTernaryHamming,
+            int hamming_weight = 32, int q0_bits = 56)
+      : ctx(boot_params(log_n, config, secret, hamming_weight, q0_bits)),
+        encoder(ctx),
+        boot(encoder, config),
+        keygen(ctx),
+        relin(keygen.create_relin_key()),
+        galois(boot.create_galois_keys(keygen)),
+        eval(ctx, &relin, &galois),
+        encryptor(ctx, keygen.secret_key()),
+        decryptor(ctx, keygen.secret_key()) {}
+
+  Ciphertext encrypt_at_level0(const std::vector<Complex>& values) const {
+    return encryptor.encrypt(encoder.encode(values, 0, ctx.params().default_scale()));
+  }
+  std::vector<Complex> decrypt(const Ciphertext& ct) const { return encoder.decode(decryptor.decrypt(ct)); }
+
+  Context ctx;
+  Encoder encoder;
+  Bootstrapper boot;
+  KeyGenerator keygen;
+  RelinKey relin;
+  GaloisKeys galois;
+  Evaluator eval;
+  Encryptor encryptor;
+  Decryptor decryptor;
+};
+
+// Mean and worst bits of precision (-log2 of the absolute error) over the slots.
+struct Precision {
+  double mean_bits, worst_bits;
+};
+Precision precision(const std::vector<Complex>& got, const std::vector<Complex>& want) {
+  double sum = 0, worst = 0;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    const double e = std::max(std::abs(got[i] - want[i]), 1e-300);
+    sum += -std::log2(e);
+    worst = std::max(worst, e);
+  }
+  return {sum / static_cast<double>(want.size()), -std::log2(worst)};
+}
+
+TEST(SpecialFftStages, ComposeToTheEncodersFftWithoutBitReversal) {
+  const Context ctx(test::small_params(10, 2));
+  const Encoder encoder(ctx);
+  for (int log_n : {1, 3, 6}) {
+    const std::size_t n = std::size_t{1} << log_n;
+    for (std::size_t width : {n, 2 * n}) {
+      for (int groups = 1; groups <= log_n; groups += 2) {
+        const auto x = test::random_complex(n, 7 + static_cast<std::uint64_t>(log_n));
+        // Forward: the stages applied to bit-reversed input equal fft_special.
+        std::vector<Complex> want = x;
+        encoder.fft_special(want);
+        std::vector<Complex> v(width);
+        for (std::size_t p = 0; p < width; ++p) v[p] = x[ring::bit_reverse(p % n, log_n)];
+        for (const Diagonals& stage : special_fft_stages(encoder, log_n, width, groups, false)) {
+          std::vector<Complex> next(width, 0.0);
+          for (const auto& [k, d] : stage)
+            for (std::size_t p = 0; p < width; ++p) next[p] += d[p] * v[(p + static_cast<std::size_t>(k)) % width];
+          v = next;
+        }
+        for (std::size_t p = 0; p < width; ++p) EXPECT_LT(std::abs(v[p] - want[p % n]), 1e-12) << log_n << " " << p;
+        // Inverse: gives fft_special_inverse's output in bit-reversed order.
+        std::vector<Complex> coeffs = x;
+        encoder.fft_special_inverse(coeffs);
+        for (std::size_t p = 0; p < width; ++p) v[p] = x[p % n];
+        const auto stages = special_fft_stages(encoder, log_n, width, groups, true);
+        EXPECT_EQ(stages.size(), static_cast<std::size_t>(groups));
+        for (const Diagonals& stage : stages) {
+          std::vector<Complex> next(width, 0.0);
+          for (const auto& [k, d] : stage)
+            for (std::size_t p = 0; p < width; ++p) next[p] += d[p] * v[(p + static_cast<std::size_t>(k)) % width];
+          v = next;
+        }
+        for (std::size_t p = 0; p < width; ++p)
+          EXPECT_LT(std::abs(v[p] - coeffs[ring::bit_reverse(p % n, log_n)]), 1e-12) << log_n << " " << p;
+      }
+    }
+  }
+  EXPECT_THROW(special_fft_stages(encoder, 3, 8, 4, true), std::invalid_argument);
+  EXPECT_THROW(special_fft_stages(encoder, 3, 12, 2, true), std::invalid_argument);
+}
+
+BootstrapConfig config_for(int log_slots) {
+  BootstrapConfig c;
+  c.log_slots = log_slots;
+  c.cts_stages = std::min(3, std::max(1, log_slots));
+  c.stc_stages = c.cts_stages;
+  c.k_range = 16;
+  c.cosine_degree = 30;
+  c.double_angles = 4;
+  return c;
+}
+
+TEST(Bootstrapping, SparseSlotsComplex) {
+  const BootstrapConfig config = config_for(4);
+  const BootSetup s(12, config);
+  ASSERT_TRUE(s.boot.packed());
+  const auto x = test::random_complex(s.boot.slots(), 11);
+  const Ciphertext out = s.boot.bootstrap(s.eval, s.encrypt_at_level0(x));
+  EXPECT_EQ(out.level(), s.boot.output_level());
+  EXPECT_EQ(out.log_slots, 4);
+  EXPECT_DOUBLE_EQ(out.scale, s.ctx.params().default_scale());
+  const Precision p = precision(s.decrypt(out), x);
+  std::printf("sparse 2^4 slots: mean %.1f bits, worst %.1f bits\n", p.mean_bits, p.worst_bits);
+  EXPECT_GT(p.mean_bits, 18);
+  EXPECT_GT(p.worst_bits, 15);
+}
+
+TEST(Bootstrapping, FullSlotsComplexAndReal) {
+  const BootstrapConfig config = config_for(11);  // N/2 slots of N = 2^12: two EvalMods
+  const BootSetup s(12, config, SecretDistribution::kTernaryHamming, 32, 50);  // message ratio 2^10: less EvalMod error amplified
+  ASSERT_FALSE(s.boot.packed());
+  const auto x = test::random_complex(s.boot.slots(), 12);
+  Precision p = precision(s.decrypt(s.boot.bootstrap(s.eval, s.encrypt_at_level0(x))), x);
+  std::printf("full 2^11 slots, complex: mean %.1f bits, worst %.1f bits\n", p.mean_bits, p.worst_bits);
+  EXPECT_GT(p.mean_bits, 25);
+  EXPECT_GT(p.worst_bits, 21);
+  // A real message comes back real (imaginary parts at the noise level).
+  std::vector<Complex> real(s.boot.slots());
+  for (std::size_t i = 0; i < real.size(); ++i) real[i] = x[i].real();
+  p = precision(s.decrypt(s.boot.bootstrap(s.eval, s.encrypt_at_level0(real))), real);
+  std::printf("full 2^11 slots, real: mean %.1f bits, worst %.1f bits\n", p.mean_bits, p.worst_bits);
+  EXPECT_GT(p.mean_bits, 25);
+  EXPECT_GT(p.worst_bits, 21);
+}
+
+TEST(Bootstrapping, SparseSlotsRealTwoVectorsInOne) {
+  // Two real vectors a, b packed as a + i b refresh together in one bootstrap.
+  const BootstrapConfig config = config_for(7);
+  const BootSetup s(12, config);
+  const auto a = test::random_real(s.boot.slots(), 21), b = test::random_real(s.boot.slots(), 22);
+  std::vector<Complex> x(a.size());
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = {a[i], b[i]};
+  const auto got = s.decrypt(s.boot.bootstrap(s.eval, s.encrypt_at_level0(x)));
+  std::vector<Complex> got_a(a.size()), got_b(b.size()), want_a(a.begin(), a.end()), want_b(b.begin(), b.end());
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    got_a[i] = got[i].real();
+    got_b[i] = got[i].imag();
+  }
+  EXPECT_GT(precision(got_a, want_a).worst_bits, 21);
+  EXPECT_GT(precision(got_b, want_b).worst_bits, 21);
+}
+
+TEST(Bootstrapping, RepeatedBootstrapsKeepThePrecision) {
+  // bootstrap -> square -> bootstrap ...: the error stays at one bootstrap's level.
+  const BootstrapConfig config = config_for(5);
+  const BootSetup s(12, config);
+  auto x = test::random_complex(s.boot.slots(), 31, 0.9);
+  Ciphertext ct = s.encrypt_at_level0(x);
+  for (int round = 0; round < 3; ++round) {
+    ct = s.boot.bootstrap(s.eval, ct);
+    ASSERT_EQ(ct.level(), s.boot.output_level());
+    ct = s.eval.multiply_relin(ct, ct);
+    s.eval.rescale_inplace(ct);
+    for (auto& v : x) v *= v;
+    ct.scale = s.ctx.params().default_scale();  // 2^80 / q is 2^40 within the primes' offsets
+    s.eval.drop_to_level_inplace(ct, 0);
+    const Precision p = precision(s.decrypt(ct), x);
+    std::printf("round %d: mean %.1f bits, worst %.1f bits\n", round, p.mean_bits, p.worst_bits);
+    EXPECT_GT(p.mean_bits, 22) << round;
+    EXPECT_GT(p.worst_bits, 18) << round;
+    // Keep the reference on what the ciphertext holds, so each round measures one bootstrap.
+    x = s.decrypt(ct);
+  }
+}
+
+TEST(Bootstrapping, DenseUniformTernarySecret) {
+  // The HE standard's secret (h ~ 2N/3): |I| reaches ~4 sqrt(h/12) ~ 60 here, so K = 128.
+  BootstrapConfig config = config_for(4);
+  config.k_range = 128;
+  config.double_angles = 7;
+  const BootSetup s(12, config, SecretDistribution::kTernaryUniform, 0);
+  const auto x = test::random_complex(s.boot.slots(), 41);
+  const Precision p = precision(s.decrypt(s.boot.bootstrap(s.eval, s.encrypt_at_level0(x))), x);
+  std::printf("dense secret, 2^4 slots: mean %.1f bits, worst %.1f bits\n", p.mean_bits, p.worst_bits);
+  EXPECT_GT(p.mean_bits, 18);
+  EXPECT_GT(p.worst_bits, 15);
+}
+
+TEST(Bootstrapping, RefusesConfigurationsThatCannotWork) {
+  const BootstrapConfig good = config_for(4);
+  const Context ctx(boot_params(12, good, SecretDistribution::kTernaryHamming, 32, 56));
+  const Encoder encoder(ctx);
+  const auto refused = [&](BootstrapConfig c) { EXPECT_THROW(Bootstrapper(encoder, c), std::invalid_argument); };
+  BootstrapConfig c = good;
+  c.log_slots = 12;  // above N/2
+  refused(c);
+  c = good;
+  c.cts_stages = 5;  // more stages than butterflies
+  refused(c);
+  c = good;
+  c.cosine_degree = 200;  // deeper than the chain
+  refused(c);
+  c = good;
+  c.arcsine_degree = 4;
+  refused(c);
+  c = good;
+  c.k_range = 0;
+  refused(c);
+  const Bootstrapper boot(encoder, good);
+  const KeyGenerator keygen(ctx);
+  const Encryptor enc(ctx, keygen.secret_key());
+  const RelinKey relin = keygen.create_relin_key();
+  const GaloisKeys galois = boot.create_galois_keys(keygen);
+  const Evaluator eval(ctx, &relin, &galois);
+  const auto five = test::random_complex(32, 1);
+  EXPECT_THROW(boot.bootstrap(eval, enc.encrypt(encoder.encode(five, 0, 1 << 20))), std::invalid_argument);
+  // Without the keys it names, the error says which Galois element is missing.
+  const Evaluator keyless(ctx, &relin, nullptr);
+  EXPECT_THROW(boot.bootstrap(keyless, enc.encrypt(encoder.encode(test::random_complex(16, 2), 0, 1 << 20))),
+               std::logic_error);
+}
+
+}  // namespace
+}  // namespace pfhe::ckks
