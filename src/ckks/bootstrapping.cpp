@@ -5,7 +5,11 @@
 #include <stdexcept>
 #include <string>
 
+#include "ckks/key_switch.h"
+#include "ckks/ring_switch.h"
 #include "ring/modarith.h"
+#include "ring/prng.h"
+#include "ring/sampler.h"
 
 namespace pfhe::ckks {
 
@@ -134,6 +138,9 @@ void Bootstrapper::check_config() const {
                                       config_.arcsine_degree > 63))
     fail("arcsine_degree must be 0 or odd in [3, 63]");
   if (config_.output_scale < 0 || !std::isfinite(config_.output_scale)) fail("output_scale must be positive");
+  if (config_.ephemeral_weight < 0 || static_cast<std::size_t>(config_.ephemeral_weight) > ctx.n())
+    fail("ephemeral_weight must be in [0, N]");
+  if (config_.ephemeral_weight > 0 && ctx.params().p().empty()) fail("encapsulation needs a special prime");
   if (config_.depth() >= ctx.max_level() + 1)
     fail("needs " + std::to_string(config_.depth()) + " levels above level 0, the chain has " +
          std::to_string(ctx.max_level()));
@@ -147,6 +154,8 @@ Bootstrapper::Bootstrapper(const Encoder& encoder, const BootstrapConfig& config
   packed_ = 2 * n <= ctx.n() / 2;
   const std::size_t width = packed_ ? 2 * n : n;  // slots the transforms work on
   if (config_.output_scale == 0) config_.output_scale = ctx.params().default_scale();
+  if (config_.ephemeral_weight > 0)
+    encapsulation_ = std::make_unique<Context>(switch_key_parameters(ctx.params(), 0, 1));
 
   // CoeffsToSlots: the inverse stages; the last one also splits real and imaginary
   // halves: packed, rows [0, n) by 1/2 and [n, 2n) by -i/2 (x + conj(x) is then
@@ -223,14 +232,46 @@ std::size_t Bootstrapper::stc_rotations() const {
   return r;
 }
 
-Ciphertext Bootstrapper::mod_raise(const Ciphertext& ct) const {
+EncapsulationKeys Bootstrapper::create_encapsulation_keys(const KeyGenerator& keygen) const {
+  if (!encapsulation_) throw std::invalid_argument("bootstrapping: encapsulation keys need ephemeral_weight > 0");
+  const Context& ctx = encoder_.context();
+  const SecretKey& s = keygen.secret_key();
+  if (s.s.q.n() != ctx.n() || s.s.q.limbs() != ctx.max_level() + 1)
+    throw std::invalid_argument("bootstrapping: the key generator belongs to another context");
+  ring::Prng prng(ring::random_seed());
+  const std::vector<std::int64_t> sparse =
+      ring::sample_ternary_hamming(prng, ctx.n(), static_cast<std::size_t>(config_.ephemeral_weight));
+  // s -> s' over q0 * p0: the main secret restricted to those primes switches to s'.
+  SecretKey low{QPPoly{s.s.q, s.s.p}};
+  low.s.q.truncate(1);
+  low.s.p.truncate(1);
+  const KeyGenerator low_keygen(*encapsulation_, low);
+  EncapsulationKeys keys;
+  keys.to_sparse = low_keygen.create_switching_key(low.s.q, encapsulation_->small_qp_poly(sparse, 1), 0);
+  keys.to_dense = keygen.create_switching_key(ctx.small_poly(sparse, ctx.max_level() + 1), ctx.max_level());
+  return keys;
+}
+
+Ciphertext Bootstrapper::mod_raise(const Ciphertext& ct, const EncapsulationKeys* keys) const {
   const Context& ctx = encoder_.context();
   if (ct.size() != 2 || ct.level() != 0) throw std::invalid_argument("mod_raise: needs a level-0 ciphertext of size 2");
+  if ((keys != nullptr) != (encapsulation_ != nullptr))
+    throw std::invalid_argument(encapsulation_ ? "bootstrap: this configuration needs the encapsulation keys"
+                                               : "bootstrap: encapsulation keys given to a configuration without it");
   const auto& rq = ctx.ring_q();
+  Ciphertext low = ct;
+  if (keys) {  // to s' (q0 and p0 only: the same limb, a context of its own)
+    if (keys->to_sparse.max_level() != 0 || keys->to_dense.max_level() != ctx.max_level())
+      throw std::invalid_argument("bootstrap: the encapsulation keys are for other levels");
+    ring::Poly k0, k1;
+    key_switch_inner(*encapsulation_, decompose(*encapsulation_, low.polys[1]), keys->to_sparse, k0, k1);
+    rq.add(low.polys[0], k0, low.polys[0]);
+    low.polys[1] = std::move(k1);
+  }
   const std::size_t n = ctx.n(), limbs = ctx.max_level() + 1;
   const ring::u64 q0 = rq.modulus(0).value();
-  Ciphertext out{{}, ct.scale, ct.log_slots};
-  for (const ring::Poly& c : ct.polys) {
+  Ciphertext out{{}, low.scale, low.log_slots};
+  for (const ring::Poly& c : low.polys) {
     ring::Poly coeffs = c;
     rq.from_ntt(coeffs);
     ring::Poly raised = rq.make_output(limbs, false);
@@ -242,6 +283,12 @@ Ciphertext Bootstrapper::mod_raise(const Ciphertext& ct) const {
     }
     rq.to_ntt(raised);
     out.polys.push_back(std::move(raised));
+  }
+  if (keys) {  // back to s, at the top level
+    ring::Poly k0, k1;
+    key_switch_inner(ctx, decompose(ctx, out.polys[1]), keys->to_dense, k0, k1);
+    rq.add(out.polys[0], k0, out.polys[0]);
+    out.polys[1] = std::move(k1);
   }
   return out;
 }
@@ -326,7 +373,7 @@ Ciphertext Bootstrapper::slots_to_coeffs(const Evaluator& eval, const std::vecto
   return x;
 }
 
-Ciphertext Bootstrapper::bootstrap(const Evaluator& eval, const Ciphertext& ct) const {
+Ciphertext Bootstrapper::bootstrap(const Evaluator& eval, const Ciphertext& ct, const EncapsulationKeys* keys) const {
   if (ct.log_slots != config_.log_slots)
     throw std::invalid_argument("bootstrap: ciphertext has 2^" + std::to_string(ct.log_slots) +
                                 " slots, the bootstrapper 2^" + std::to_string(config_.log_slots));
@@ -337,7 +384,7 @@ Ciphertext Bootstrapper::bootstrap(const Evaluator& eval, const Ciphertext& ct) 
   // scale makes the slots read as the message's coefficients mu at the output scale.
   const double mod_scale =
       config_.output_scale * q0 / (low.scale * (config_.arcsine_degree > 0 ? 1.0 : 2 * std::numbers::pi));
-  std::vector<Ciphertext> parts = coeffs_to_slots(eval, mod_raise(low));
+  std::vector<Ciphertext> parts = coeffs_to_slots(eval, mod_raise(low, keys));
   for (auto& part : parts) {
     part = eval_mod(eval, part, mod_scale);
     part.scale = config_.output_scale;

@@ -15,6 +15,12 @@
 // With n <= N/4 slots the real and imaginary halves share one ciphertext of 2n slots and
 // EvalMod runs once; with n = N/2 it runs on each half.
 //
+// Sparse-secret encapsulation (Bossuat, Troncoso-Pastoriza, Hubaux, ACNS 2022), optional:
+// at level 0 the ciphertext is switched from the main secret s to an ephemeral secret s' of
+// small Hamming weight, raised, and switched back to s at the top level, so that K only
+// has to bound I for s' (K ~ 16 for weight 32 instead of ~500 for the dense secret at
+// N = 2^16). Security argument: docs/BOOTSTRAPPING.md.
+//
 // Precision: EvalMod approximates mod 1 by a sine, whose error is cubic in Delta*mu/q0, so
 // the input's q0 / (Delta * max|m|) (the message ratio) trades precision against the
 // amplification of EvalMod's own error. K must bound |I|: about 6-7 sqrt(h/12) for a
@@ -23,6 +29,7 @@
 #include <complex>
 #include <cstddef>
 #include <map>
+#include <memory>
 #include <vector>
 
 #include "ckks/encoder.h"
@@ -40,7 +47,9 @@ struct BootstrapConfig {
   double k_range = 16;        // |I| < k_range (see above)
   int cosine_degree = 30;     // Chebyshev degree of the shifted cosine
   int double_angles = 3;      // r
-  int arcsine_degree = 0;     // odd Taylor degree of arcsin (0: none, 1: only the 1/2pi)
+  int arcsine_degree = 0;     // odd Taylor degree of arcsin (0: none)
+  // Hamming weight of the ephemeral secret of encapsulation (0: no encapsulation).
+  int ephemeral_weight = 0;
   // Scale of the result (0: the parameters' default scale).
   double output_scale = 0;
 
@@ -48,6 +57,15 @@ struct BootstrapConfig {
   std::size_t eval_mod_depth() const;
   // Levels one bootstrap consumes from the top of the chain.
   std::size_t depth() const { return static_cast<std::size_t>(cts_stages + stc_stages) + eval_mod_depth(); }
+};
+
+// The two keys of encapsulation. to_sparse (s -> s') lives in encapsulation_context's
+// small modulus q0 * p0 (an RLWE sample under the sparse s' must not have a large
+// modulus); to_dense (s' -> s) in the main context at its top level (under the dense s).
+// s' itself is sampled from the OS CSPRNG, used for these keys and dropped.
+struct EncapsulationKeys {
+  SwitchingKey to_sparse, to_dense;
+  std::size_t byte_size() const { return to_sparse.byte_size() + to_dense.byte_size(); }
 };
 
 class Bootstrapper {
@@ -66,13 +84,18 @@ class Bootstrapper {
   // the Galois key set of bootstrapping (make it with create_keys or the key generator).
   const std::map<long, std::size_t>& rotation_levels() const { return rotation_levels_; }
   GaloisKeys create_galois_keys(const KeyGenerator& keygen) const;
+  // With config.ephemeral_weight > 0: the keys bootstrap() then needs (keygen over the
+  // same context as the encoder).
+  EncapsulationKeys create_encapsulation_keys(const KeyGenerator& keygen) const;
 
   // The whole procedure. `ct` must have this bootstrapper's slot count; it is dropped to
-  // level 0 first. Needs an evaluator with the relinearization key and create_galois_keys.
-  Ciphertext bootstrap(const Evaluator& eval, const Ciphertext& ct) const;
+  // level 0 first. Needs an evaluator with the relinearization key and create_galois_keys,
+  // and the encapsulation keys exactly when config.ephemeral_weight > 0.
+  Ciphertext bootstrap(const Evaluator& eval, const Ciphertext& ct, const EncapsulationKeys* keys = nullptr) const;
 
   // The steps, exposed for tests and profiles.
-  Ciphertext mod_raise(const Ciphertext& ct) const;  // level 0 -> top level, scale q0
+  // Level 0 -> top level (through s' and back with encapsulation keys).
+  Ciphertext mod_raise(const Ciphertext& ct, const EncapsulationKeys* keys) const;
   // After mod_raise: the coefficients' t / (q0 * k_range) in the slots (bit-reversed), real and
   // imaginary halves (one ciphertext of 2n slots when packed, two of n otherwise).
   std::vector<Ciphertext> coeffs_to_slots(const Evaluator& eval, const Ciphertext& raised) const;
@@ -95,6 +118,7 @@ class Bootstrapper {
 
   const Encoder& encoder_;
   BootstrapConfig config_;
+  std::unique_ptr<Context> encapsulation_;  // q0 and p0 only, with ephemeral_weight
   bool packed_ = false;
   Polynomial cosine_, arcsine_;
   std::vector<LinearTransform> cts_, stc_;
