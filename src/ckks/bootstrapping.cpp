@@ -120,6 +120,29 @@ std::size_t BootstrapConfig::eval_mod_depth() const {
          (arcsine_degree > 0 ? poly_depth(arcsine_degree) : 0);
 }
 
+ParameterSpec bootstrap_parameter_spec(int log_n, int compute_levels, const BootstrapConfig& config,
+                                       int scale_bits) {
+  if (compute_levels < 0 || scale_bits < 20 || scale_bits > 50)
+    throw std::invalid_argument("bootstrap parameters: compute levels >= 0 and a scale of 20..50 bits");
+  ParameterSpec spec;
+  spec.log_n = log_n;
+  spec.q_bits.push_back(scale_bits + 10);
+  spec.q_bits.insert(spec.q_bits.end(), static_cast<std::size_t>(compute_levels), scale_bits);
+  spec.q_bits.insert(spec.q_bits.end(), static_cast<std::size_t>(config.stc_stages), scale_bits + 2);
+  spec.q_bits.insert(spec.q_bits.end(), config.eval_mod_depth(), 58);
+  spec.q_bits.insert(spec.q_bits.end(), static_cast<std::size_t>(config.cts_stages), 56);
+  int log_q = 0;
+  for (int b : spec.q_bits) log_q += b;
+  const int room = max_log_qp_128(log_n) - log_q;
+  if (room < 60)
+    throw std::invalid_argument("bootstrap parameters: log2(Q) = " + std::to_string(log_q) + " leaves no room for a " +
+                                "special prime below the 128-bit bound " + std::to_string(max_log_qp_128(log_n)) +
+                                " (fewer computation levels or a larger ring)");
+  spec.p_bits.assign(static_cast<std::size_t>(room / 61), 60);  // 60-bit primes can take 61 bits
+  spec.default_scale = std::ldexp(1.0, scale_bits);
+  return spec;
+}
+
 void Bootstrapper::check_config() const {
   const Context& ctx = encoder_.context();
   const int log_half = ctx.params().log_n() - 1;
@@ -190,10 +213,20 @@ Bootstrapper::Bootstrapper(const Encoder& encoder, const BootstrapConfig& config
   for (std::size_t i = 0; i < cts.size(); ++i) {
     const std::size_t level = top - i;
     const double q = static_cast<double>(ctx.ring_q().modulus(level).value());
-    cts_.emplace_back(encoder, cts[i], width, level, 0, q * cts_step);
+    cts_.emplace_back(encoder, cts[i], width, level, 0, q * cts_step, config_.storage);
   }
+  // EvalMod ends near the scale of its last prime; relabelled so that the slots read as
+  // the message's coefficients (see bootstrap), that is stc_input_scale_ for an input at
+  // the output scale. SlotsToCoeffs moves from there to the output scale in equal factors.
   const std::size_t stc_top = top - cts.size() - config_.eval_mod_depth();
-  for (std::size_t i = 0; i < stc.size(); ++i) stc_.emplace_back(encoder, stc[i], width, stc_top - i);
+  const double q0 = static_cast<double>(ctx.ring_q().modulus(0).value());
+  stc_input_scale_ = static_cast<double>(ctx.ring_q().modulus(stc_top + 1).value()) * config_.output_scale *
+                     eval_mod_factor() / q0;
+  const double stc_step = std::pow(config_.output_scale / stc_input_scale_, 1.0 / static_cast<double>(stc.size()));
+  for (std::size_t i = 0; i < stc.size(); ++i) {
+    const double q = static_cast<double>(ctx.ring_q().modulus(stc_top - i).value());
+    stc_.emplace_back(encoder, stc[i], width, stc_top - i, 0, q * stc_step, config_.storage);
+  }
 
   cosine_ = chebyshev_interpolate(
       [&](double u) {
@@ -209,6 +242,8 @@ Bootstrapper::Bootstrapper(const Encoder& encoder, const BootstrapConfig& config
   // The trace's rotations (full-slot steps n, 2n, ..., N/4) at the top level.
   for (std::size_t step = n; step < ctx.n() / 2; step <<= 1) rotation_levels_[static_cast<long>(step)] = top;
 }
+
+double Bootstrapper::eval_mod_factor() const { return config_.arcsine_degree > 0 ? 1.0 : 2 * std::numbers::pi; }
 
 std::size_t Bootstrapper::output_level() const { return encoder_.context().max_level() - config_.depth(); }
 
@@ -364,12 +399,13 @@ Ciphertext Bootstrapper::slots_to_coeffs(const Evaluator& eval, const std::vecto
   if (parts.size() != (packed_ ? 1u : 2u)) throw std::invalid_argument("slots_to_coeffs: wrong number of parts");
   Ciphertext x = parts[0];
   if (!packed_) eval.add_inplace(x, multiply_by_i(eval, parts[1]));
-  for (const auto& lt : stc_) {  // each stage keeps the scale
+  for (const auto& lt : stc_) {
     if (x.level() > lt.level()) eval.drop_to_level_inplace(x, lt.level());
     x = lt.apply(eval, x);
     eval.rescale_inplace(x);
   }
   if (packed_) --x.log_slots;
+  x.scale = config_.output_scale;  // equal up to the rounding of the stage factors
   return x;
 }
 
@@ -380,14 +416,13 @@ Ciphertext Bootstrapper::bootstrap(const Evaluator& eval, const Ciphertext& ct, 
   Ciphertext low = ct;
   if (low.level() > 0) eval.drop_to_level_inplace(low, 0);
   const double q0 = static_cast<double>(encoder_.context().ring_q().modulus(0).value());
-  // EvalMod gives Delta mu / q0 (times 2 pi without the arcsine step); landing it at this
-  // scale makes the slots read as the message's coefficients mu at the output scale.
-  const double mod_scale =
-      config_.output_scale * q0 / (low.scale * (config_.arcsine_degree > 0 ? 1.0 : 2 * std::numbers::pi));
+  // EvalMod gives Delta mu / q0 (times eval_mod_factor()); landing it at this scale makes
+  // the slots read as the message's coefficients mu at SlotsToCoeffs' input scale.
+  const double mod_scale = stc_input_scale_ * q0 / (low.scale * eval_mod_factor());
   std::vector<Ciphertext> parts = coeffs_to_slots(eval, mod_raise(low, keys));
   for (auto& part : parts) {
     part = eval_mod(eval, part, mod_scale);
-    part.scale = config_.output_scale;
+    part.scale = stc_input_scale_;
   }
   return slots_to_coeffs(eval, parts);
 }

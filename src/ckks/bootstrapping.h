@@ -52,6 +52,9 @@ struct BootstrapConfig {
   int ephemeral_weight = 0;
   // Scale of the result (0: the parameters' default scale).
   double output_scale = 0;
+  // Diagonals of the DFT stages: encoded once (fast, (level + 1) limbs each) or kept as
+  // rounded coefficients and encoded inside each bootstrap (one limb-sized vector each).
+  DiagonalStorage storage = DiagonalStorage::kEncoded;
 
   // Levels EvalMod consumes.
   std::size_t eval_mod_depth() const;
@@ -67,6 +70,14 @@ struct EncapsulationKeys {
   SwitchingKey to_sparse, to_dense;
   std::size_t byte_size() const { return to_sparse.byte_size() + to_dense.byte_size(); }
 };
+
+// A parameter set for bootstrapping with `compute_levels` levels of scale 2^scale_bits left
+// after each bootstrap: q0 of scale_bits + 10 bits (message ratio 2^10 for |m| <= 1),
+// the computation levels, SlotsToCoeffs (scale_bits + 2), EvalMod (58) and CoeffsToSlots
+// (56) from the bottom up, and as many 60-bit special primes as the 128-bit bound on
+// log2(QP) leaves room for (fewer key-switching digits). Parameters::create checks it.
+ParameterSpec bootstrap_parameter_spec(int log_n, int compute_levels, const BootstrapConfig& config,
+                                       int scale_bits = 40);
 
 class Bootstrapper {
  public:
@@ -115,12 +126,15 @@ class Bootstrapper {
   void check_config() const;
   Ciphertext multiply_by_i(const Evaluator& eval, const Ciphertext& a) const;
   Ciphertext sub_sum(const Evaluator& eval, Ciphertext ct) const;
+  // EvalMod's result over (t/q0 mod 1): 2 pi for the sine alone, 1 with the arcsine step.
+  double eval_mod_factor() const;
 
   const Encoder& encoder_;
   BootstrapConfig config_;
   std::unique_ptr<Context> encapsulation_;  // q0 and p0 only, with ephemeral_weight
   bool packed_ = false;
   Polynomial cosine_, arcsine_;
+  double stc_input_scale_ = 0;  // scale of the parts entering SlotsToCoeffs
   std::vector<LinearTransform> cts_, stc_;
   std::map<long, std::size_t> rotation_levels_;
 };

@@ -1,0 +1,115 @@
+// One CKKS bootstrap at 128-bit security: key generation, set-up, time on 1 and 2 threads,
+// precision (mean and worst bits over uniform random complex slots in [-1, 1]), key sizes
+// and peak RSS. docs/BENCHMARKS.md gives the command behind each figure.
+//   pfhe_bootstrap_bench [--log-n 16] [--log-slots 15] [--compute-levels 12]
+//                        [--ephemeral-weight 32] [--jit] [--runs 2]
+#include <omp.h>
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <stdexcept>
+#include <string>
+
+#include "ckks/bootstrapping.h"
+#include "ckks/encryptor.h"
+
+using namespace pfhe::ckks;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+double peak_rss_gb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / (1024.0 * 1024.0);
+}
+
+int int_arg(int argc, char** argv, const std::string& name, int fallback) {
+  for (int i = 1; i + 1 < argc; ++i)
+    if (argv[i] == name) return std::stoi(argv[i + 1]);
+  return fallback;
+}
+
+bool flag(int argc, char** argv, const std::string& name) {
+  for (int i = 1; i < argc; ++i)
+    if (argv[i] == name) return true;
+  return false;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  BootstrapConfig config;
+  const int log_n = int_arg(argc, argv, "--log-n", 16);
+  config.log_slots = int_arg(argc, argv, "--log-slots", log_n - 1);
+  config.cts_stages = int_arg(argc, argv, "--cts-stages", 3);
+  config.stc_stages = int_arg(argc, argv, "--stc-stages", 3);
+  config.ephemeral_weight = int_arg(argc, argv, "--ephemeral-weight", 32);
+  config.k_range = int_arg(argc, argv, "--k", 16);
+  config.double_angles = int_arg(argc, argv, "--double-angles", 4);
+  config.cosine_degree = int_arg(argc, argv, "--cosine-degree", 30);
+  if (flag(argc, argv, "--jit")) config.storage = DiagonalStorage::kJustInTime;
+  const int compute_levels = int_arg(argc, argv, "--compute-levels", 12);
+  const int runs = int_arg(argc, argv, "--runs", 2);
+
+  const ParameterSpec spec = bootstrap_parameter_spec(log_n, compute_levels, config);
+  const Context ctx(Parameters::create(spec));
+  std::printf("parameters: %s\n", ctx.params().describe().c_str());
+
+  auto t = Clock::now();
+  const Encoder encoder(ctx);
+  const Bootstrapper boot(encoder, config);
+  const double setup_s = seconds_since(t);
+  t = Clock::now();
+  const KeyGenerator keygen(ctx);
+  const RelinKey relin = keygen.create_relin_key();
+  const GaloisKeys galois = boot.create_galois_keys(keygen);
+  EncapsulationKeys encapsulation;
+  if (config.ephemeral_weight > 0) encapsulation = boot.create_encapsulation_keys(keygen);
+  const double keygen_s = seconds_since(t);
+  const double key_gb =
+      static_cast<double>(relin.byte_size() + galois.byte_size() + encapsulation.byte_size()) / 1e9;
+  std::printf("set-up (DFT diagonals) %.1f s, key generation %.1f s: %zu Galois keys, %.2f GB of keys in memory\n",
+              setup_s, keygen_s, galois.keys.size(), key_gb);
+  std::printf("levels: %zu consumed, output level %zu; rotations CtS %zu, StC %zu\n", boot.config().depth(),
+              boot.output_level(), boot.cts_rotations(), boot.stc_rotations());
+
+  const Evaluator eval(ctx, &relin, &galois);
+  const Encryptor encryptor(ctx, keygen.secret_key());
+  const Decryptor decryptor(ctx, keygen.secret_key());
+  std::mt19937_64 rng(1);
+  std::uniform_real_distribution<double> uniform(-1, 1);
+  std::vector<std::complex<double>> x(boot.slots());
+  for (auto& v : x) v = {uniform(rng), uniform(rng)};
+  const Ciphertext input = encryptor.encrypt(encoder.encode(x, 0, ctx.params().default_scale()));
+  const EncapsulationKeys* keys = config.ephemeral_weight > 0 ? &encapsulation : nullptr;
+  for (int threads : {1, 2}) {
+    omp_set_num_threads(threads);
+    for (int r = 0; r < runs; ++r) {
+      t = Clock::now();
+      const Ciphertext out = boot.bootstrap(eval, input, keys);
+      const double s = seconds_since(t);
+      const auto got = encoder.decode(decryptor.decrypt(out));
+      double sum = 0, worst = 0;
+      for (std::size_t i = 0; i < x.size(); ++i) {
+        const double e = std::max(std::abs(got[i] - x[i]), 1e-300);
+        sum += -std::log2(e);
+        worst = std::max(worst, e);
+      }
+      std::printf("threads %d run %d: %.2f s, precision mean %.1f bits, worst %.1f bits\n", threads, r, s,
+                  sum / static_cast<double>(x.size()), -std::log2(worst));
+      std::fflush(stdout);
+    }
+  }
+  std::printf("peak RSS %.2f GB\n", peak_rss_gb());
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "pfhe_bootstrap_bench: %s\n", e.what());
+  return 1;
+}
