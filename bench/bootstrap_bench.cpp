@@ -2,7 +2,9 @@
 // precision (mean and worst bits over uniform random complex slots in [-1, 1]), key sizes
 // and peak RSS. docs/BENCHMARKS.md gives the command behind each figure.
 //   pfhe_bootstrap_bench [--log-n 16] [--log-slots 15] [--compute-levels 12]
-//                        [--ephemeral-weight 32] [--jit] [--runs 2]
+//                        [--ephemeral-weight 32] [--jit] [--runs 2] [--log-message-ratio 10]
+//                        [--cts-stages 3] [--stc-stages 3] [--k 16] [--double-angles 4]
+//                        [--cosine-degree 30] [--arcsine-degree 0]
 #include <omp.h>
 #include <sys/resource.h>
 
@@ -58,7 +60,9 @@ int main(int argc, char** argv) try {
   const int compute_levels = int_arg(argc, argv, "--compute-levels", 12);
   const int runs = int_arg(argc, argv, "--runs", 2);
 
-  const ParameterSpec spec = bootstrap_parameter_spec(log_n, compute_levels, config);
+  config.arcsine_degree = int_arg(argc, argv, "--arcsine-degree", 0);
+  const ParameterSpec spec = bootstrap_parameter_spec(log_n, compute_levels, config, 40,
+                                                      int_arg(argc, argv, "--log-message-ratio", 10));
   const Context ctx(Parameters::create(spec));
   std::printf("parameters: %s\n", ctx.params().describe().c_str());
 

@@ -120,16 +120,24 @@ std::size_t BootstrapConfig::eval_mod_depth() const {
          (arcsine_degree > 0 ? poly_depth(arcsine_degree) : 0);
 }
 
-ParameterSpec bootstrap_parameter_spec(int log_n, int compute_levels, const BootstrapConfig& config,
-                                       int scale_bits) {
+namespace {
+// EvalMod's scale: its input noise is multiplied by 2 pi K and by the message ratio (see
+// docs/BOOTSTRAPPING.md), so it gets the largest primes the NTT takes.
+constexpr int kEvalModBits = 60;
+}  // namespace
+
+ParameterSpec bootstrap_parameter_spec(int log_n, int compute_levels, const BootstrapConfig& config, int scale_bits,
+                                       int log_message_ratio) {
   if (compute_levels < 0 || scale_bits < 20 || scale_bits > 50)
     throw std::invalid_argument("bootstrap parameters: compute levels >= 0 and a scale of 20..50 bits");
+  if (log_message_ratio < 4 || scale_bits + log_message_ratio > 60)
+    throw std::invalid_argument("bootstrap parameters: log2(q0 / scale) must be in [4, 60 - scale bits]");
   ParameterSpec spec;
   spec.log_n = log_n;
-  spec.q_bits.push_back(scale_bits + 10);
+  spec.q_bits.push_back(scale_bits + log_message_ratio);
   spec.q_bits.insert(spec.q_bits.end(), static_cast<std::size_t>(compute_levels), scale_bits);
   spec.q_bits.insert(spec.q_bits.end(), static_cast<std::size_t>(config.stc_stages), scale_bits + 2);
-  spec.q_bits.insert(spec.q_bits.end(), config.eval_mod_depth(), 58);
+  spec.q_bits.insert(spec.q_bits.end(), config.eval_mod_depth(), kEvalModBits);
   spec.q_bits.insert(spec.q_bits.end(), static_cast<std::size_t>(config.cts_stages), 56);
   int log_q = 0;
   for (int b : spec.q_bits) log_q += b;

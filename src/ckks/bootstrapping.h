@@ -72,12 +72,13 @@ struct EncapsulationKeys {
 };
 
 // A parameter set for bootstrapping with `compute_levels` levels of scale 2^scale_bits left
-// after each bootstrap: q0 of scale_bits + 10 bits (message ratio 2^10 for |m| <= 1),
-// the computation levels, SlotsToCoeffs (scale_bits + 2), EvalMod (58) and CoeffsToSlots
-// (56) from the bottom up, and as many 60-bit special primes as the 128-bit bound on
-// log2(QP) leaves room for (fewer key-switching digits). Parameters::create checks it.
+// after each bootstrap: q0 of scale_bits + log_message_ratio bits (the message ratio
+// q0 / scale, for |m| <= 1), the computation levels, SlotsToCoeffs (scale_bits + 2),
+// EvalMod (60) and CoeffsToSlots (56) from the bottom up, and as many 60-bit special
+// primes as the 128-bit bound on log2(QP) leaves room for (fewer key-switching digits).
+// Parameters::create checks it.
 ParameterSpec bootstrap_parameter_spec(int log_n, int compute_levels, const BootstrapConfig& config,
-                                       int scale_bits = 40);
+                                       int scale_bits = 40, int log_message_ratio = 10);
 
 class Bootstrapper {
  public:
