@@ -4,7 +4,7 @@
 //   pfhe_bootstrap_bench [--log-n 16] [--log-slots 15] [--compute-levels 12]
 //                        [--ephemeral-weight 32] [--jit] [--runs 2] [--log-message-ratio 10]
 //                        [--cts-stages 3] [--stc-stages 3] [--k 16] [--double-angles 4]
-//                        [--cosine-degree 30] [--arcsine-degree 0]
+//                        [--cosine-degree 30] [--arcsine-degree 0] [--digit-headroom 0]
 #include <omp.h>
 #include <sys/resource.h>
 
@@ -61,8 +61,9 @@ int main(int argc, char** argv) try {
   const int runs = int_arg(argc, argv, "--runs", 2);
 
   config.arcsine_degree = int_arg(argc, argv, "--arcsine-degree", 0);
-  const ParameterSpec spec = bootstrap_parameter_spec(log_n, compute_levels, config, 40,
-                                                      int_arg(argc, argv, "--log-message-ratio", 10));
+  ParameterSpec spec = bootstrap_parameter_spec(log_n, compute_levels, config, 40,
+                                                int_arg(argc, argv, "--log-message-ratio", 10));
+  spec.digit_headroom_bits = int_arg(argc, argv, "--digit-headroom", 0);
   const Context ctx(Parameters::create(spec));
   std::printf("parameters: %s\n", ctx.params().describe().c_str());
 
@@ -97,7 +98,8 @@ int main(int argc, char** argv) try {
     omp_set_num_threads(threads);
     for (int r = 0; r < runs; ++r) {
       t = Clock::now();
-      const Ciphertext out = boot.bootstrap(eval, input, keys);
+      Bootstrapper::StepSeconds steps;
+      const Ciphertext out = boot.bootstrap(eval, input, keys, &steps);
       const double s = seconds_since(t);
       const auto got = encoder.decode(decryptor.decrypt(out));
       double sum = 0, worst = 0;
@@ -106,7 +108,9 @@ int main(int argc, char** argv) try {
         sum += -std::log2(e);
         worst = std::max(worst, e);
       }
-      std::printf("threads %d run %d: %.2f s, precision mean %.1f bits, worst %.1f bits\n", threads, r, s,
+      std::printf("threads %d run %d: %.2f s (ModRaise %.2f, CoeffsToSlots %.2f, EvalMod %.2f, SlotsToCoeffs %.2f), "
+                  "precision mean %.1f bits, worst %.1f bits\n",
+                  threads, r, s, steps.mod_raise, steps.coeffs_to_slots, steps.eval_mod, steps.slots_to_coeffs,
                   sum / static_cast<double>(x.size()), -std::log2(worst));
       std::fflush(stdout);
     }

@@ -1,5 +1,6 @@
 #include "ckks/bootstrapping.h"
 
+#include <chrono>
 #include <cmath>
 #include <numbers>
 #include <stdexcept>
@@ -124,6 +125,11 @@ namespace {
 // EvalMod's scale: its input noise is multiplied by 2 pi K and by the message ratio (see
 // docs/BOOTSTRAPPING.md), so it gets the largest primes the NTT takes.
 constexpr int kEvalModBits = 60;
+// CoeffsToSlots' rescaling noise is relative to its ciphertexts' scale (q0 K and up), not
+// to its primes, which only set the diagonals' scale: primes the IFMA NTT takes (< 2^50),
+// like the special primes.
+constexpr int kCoeffsToSlotsBits = 50;
+constexpr int kSpecialBits = 50;
 }  // namespace
 
 ParameterSpec bootstrap_parameter_spec(int log_n, int compute_levels, const BootstrapConfig& config, int scale_bits,
@@ -138,15 +144,18 @@ ParameterSpec bootstrap_parameter_spec(int log_n, int compute_levels, const Boot
   spec.q_bits.insert(spec.q_bits.end(), static_cast<std::size_t>(compute_levels), scale_bits);
   spec.q_bits.insert(spec.q_bits.end(), static_cast<std::size_t>(config.stc_stages), scale_bits + 2);
   spec.q_bits.insert(spec.q_bits.end(), config.eval_mod_depth(), kEvalModBits);
-  spec.q_bits.insert(spec.q_bits.end(), static_cast<std::size_t>(config.cts_stages), 56);
+  spec.q_bits.insert(spec.q_bits.end(), static_cast<std::size_t>(config.cts_stages), kCoeffsToSlotsBits);
   int log_q = 0;
   for (int b : spec.q_bits) log_q += b;
   const int room = max_log_qp_128(log_n) - log_q;
-  if (room < 60)
+  if (room < kSpecialBits)
     throw std::invalid_argument("bootstrap parameters: log2(Q) = " + std::to_string(log_q) + " leaves no room for a " +
                                 "special prime below the 128-bit bound " + std::to_string(max_log_qp_128(log_n)) +
                                 " (fewer computation levels or a larger ring)");
-  spec.p_bits.assign(static_cast<std::size_t>(room / 61), 60);  // 60-bit primes can take 61 bits
+  spec.p_bits.assign(static_cast<std::size_t>(room / kSpecialBits), kSpecialBits);
+  // Digits up to P: the key-switching noise stays far below the rescaling noise of a dense
+  // secret at these scales, and fewer digits make every rotation cheaper.
+  spec.digit_headroom_bits = 0;
   spec.default_scale = std::ldexp(1.0, scale_bits);
   return spec;
 }
@@ -417,22 +426,37 @@ Ciphertext Bootstrapper::slots_to_coeffs(const Evaluator& eval, const std::vecto
   return x;
 }
 
-Ciphertext Bootstrapper::bootstrap(const Evaluator& eval, const Ciphertext& ct, const EncapsulationKeys* keys) const {
+Ciphertext Bootstrapper::bootstrap(const Evaluator& eval, const Ciphertext& ct, const EncapsulationKeys* keys,
+                                   StepSeconds* times) const {
   if (ct.log_slots != config_.log_slots)
     throw std::invalid_argument("bootstrap: ciphertext has 2^" + std::to_string(ct.log_slots) +
                                 " slots, the bootstrapper 2^" + std::to_string(config_.log_slots));
+  StepSeconds local;
+  StepSeconds& t = times ? *times : local;
+  auto start = std::chrono::steady_clock::now();
+  const auto lap = [&start](double& into) {
+    const auto now = std::chrono::steady_clock::now();
+    into = std::chrono::duration<double>(now - start).count();
+    start = now;
+  };
   Ciphertext low = ct;
   if (low.level() > 0) eval.drop_to_level_inplace(low, 0);
   const double q0 = static_cast<double>(encoder_.context().ring_q().modulus(0).value());
   // EvalMod gives Delta mu / q0 (times eval_mod_factor()); landing it at this scale makes
   // the slots read as the message's coefficients mu at SlotsToCoeffs' input scale.
   const double mod_scale = stc_input_scale_ * q0 / (low.scale * eval_mod_factor());
-  std::vector<Ciphertext> parts = coeffs_to_slots(eval, mod_raise(low, keys));
+  const Ciphertext raised = mod_raise(low, keys);
+  lap(t.mod_raise);
+  std::vector<Ciphertext> parts = coeffs_to_slots(eval, raised);
+  lap(t.coeffs_to_slots);
   for (auto& part : parts) {
     part = eval_mod(eval, part, mod_scale);
     part.scale = stc_input_scale_;
   }
-  return slots_to_coeffs(eval, parts);
+  lap(t.eval_mod);
+  Ciphertext out = slots_to_coeffs(eval, parts);
+  lap(t.slots_to_coeffs);
+  return out;
 }
 
 }  // namespace pfhe::ckks

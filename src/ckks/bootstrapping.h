@@ -74,8 +74,8 @@ struct EncapsulationKeys {
 // A parameter set for bootstrapping with `compute_levels` levels of scale 2^scale_bits left
 // after each bootstrap: q0 of scale_bits + log_message_ratio bits (the message ratio
 // q0 / scale, for |m| <= 1), the computation levels, SlotsToCoeffs (scale_bits + 2),
-// EvalMod (60) and CoeffsToSlots (56) from the bottom up, and as many 60-bit special
-// primes as the 128-bit bound on log2(QP) leaves room for (fewer key-switching digits).
+// EvalMod (60) and CoeffsToSlots (50) from the bottom up, and as many 50-bit special
+// primes as the 128-bit bound on log2(QP) leaves room for, with the fewest digits up to P.
 // Parameters::create checks it.
 ParameterSpec bootstrap_parameter_spec(int log_n, int compute_levels, const BootstrapConfig& config,
                                        int scale_bits = 40, int log_message_ratio = 10);
@@ -103,7 +103,12 @@ class Bootstrapper {
   // The whole procedure. `ct` must have this bootstrapper's slot count; it is dropped to
   // level 0 first. Needs an evaluator with the relinearization key and create_galois_keys,
   // and the encapsulation keys exactly when config.ephemeral_weight > 0.
-  Ciphertext bootstrap(const Evaluator& eval, const Ciphertext& ct, const EncapsulationKeys* keys = nullptr) const;
+  // `times`, when given, receives the seconds each step took.
+  struct StepSeconds {
+    double mod_raise = 0, coeffs_to_slots = 0, eval_mod = 0, slots_to_coeffs = 0;
+  };
+  Ciphertext bootstrap(const Evaluator& eval, const Ciphertext& ct, const EncapsulationKeys* keys = nullptr,
+                       StepSeconds* times = nullptr) const;
 
   // The steps, exposed for tests and profiles.
   // Level 0 -> top level (through s' and back with encapsulation keys).

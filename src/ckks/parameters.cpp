@@ -30,9 +30,6 @@ namespace {
 // A digit may exceed P by up to one bit: the key-switching noise grows by at most 2x, and
 // it lets a 60-bit q_0 pair with a 60-bit special prime (which is necessarily smaller).
 constexpr double kDigitSlackBits = 1.0;
-// Automatic dnum keeps every digit this far below P when it can: the key-switching noise
-// sqrt(dnum N) sigma Q_j / P then drops under the rounding noise of ModDown.
-constexpr double kKeySwitchHeadroomBits = 10.0;
 
 double sum_log2(const std::vector<std::uint64_t>& primes, std::size_t begin, std::size_t end) {
   double s = 0;
@@ -63,7 +60,7 @@ double Parameters::log2_qp() const { return log2_q() + sum_log2(p_, 0, p_.size()
 
 Parameters Parameters::from_primes(int log_n, std::vector<std::uint64_t> q, std::vector<std::uint64_t> p,
                                    int dnum, SecretDistribution secret, int hamming_weight,
-                                   double default_scale, bool insecure) {
+                                   double default_scale, bool insecure, double digit_headroom_bits) {
   Parameters params;
   params.log_n_ = log_n;
   params.q_ = std::move(q);
@@ -76,9 +73,11 @@ Parameters Parameters::from_primes(int log_n, std::vector<std::uint64_t> q, std:
   if (params.p_.empty()) throw std::invalid_argument("at least one special prime P is needed");
   params.validate_moduli();  // before anything below takes logarithms of the primes
   if (dnum < 0) throw std::invalid_argument("dnum must be positive");
+  if (!(digit_headroom_bits >= 0) || !std::isfinite(digit_headroom_bits))
+    throw std::invalid_argument("digit headroom must be a finite number of bits >= 0");
   const std::size_t nq = params.q_.size();
   if (dnum == 0) {
-    // Smallest digit count whose digits stay kKeySwitchHeadroomBits below P (then the
+    // Smallest digit count whose digits stay digit_headroom_bits below P (10 bits: the
     // key-switching noise is below the ModDown rounding noise); if no count achieves
     // that, the smallest one whose digits fit below P at all.
     const double log_p = sum_log2(params.p_, 0, params.p_.size());
@@ -92,7 +91,7 @@ Parameters Parameters::from_primes(int log_n, std::vector<std::uint64_t> q, std:
       }
       return 0;
     };
-    dnum = smallest_fitting(-kKeySwitchHeadroomBits);
+    dnum = smallest_fitting(-digit_headroom_bits);
     if (dnum == 0) dnum = smallest_fitting(kDigitSlackBits);
     if (dnum == 0)
       throw std::invalid_argument("special primes too small: even one prime per digit exceeds P");
@@ -119,7 +118,7 @@ Parameters Parameters::create(const ParameterSpec& spec) {
   auto q = make_primes(spec.q_bits, n, taken);
   auto p = make_primes(spec.p_bits, n, taken);
   return from_primes(spec.log_n, std::move(q), std::move(p), spec.dnum, spec.secret,
-                     spec.hamming_weight, spec.default_scale, false);
+                     spec.hamming_weight, spec.default_scale, false, spec.digit_headroom_bits);
 }
 
 Parameters Parameters::create_insecure_for_testing(const ParameterSpec& spec) {
@@ -130,7 +129,7 @@ Parameters Parameters::create_insecure_for_testing(const ParameterSpec& spec) {
   auto q = make_primes(spec.q_bits, n, taken);
   auto p = make_primes(spec.p_bits, n, taken);
   return from_primes(spec.log_n, std::move(q), std::move(p), spec.dnum, spec.secret,
-                     spec.hamming_weight, spec.default_scale, true);
+                     spec.hamming_weight, spec.default_scale, true, spec.digit_headroom_bits);
 }
 
 void Parameters::validate_moduli() const {

@@ -19,6 +19,10 @@ struct ParameterSpec {
   // below P (else merely below P). Explicit values are accepted while every digit is at
   // most one bit above P; closer to P costs precision in every rotation/relinearization.
   int dnum = 0;
+  // With dnum = 0: the headroom, in bits, the chosen digits keep below P (10 keeps the
+  // key-switching noise below the ModDown rounding noise; bootstrapping, whose rescale
+  // noise dominates, takes 0 for fewer digits).
+  double digit_headroom_bits = 10;
   SecretDistribution secret = SecretDistribution::kTernaryUniform;
   int hamming_weight = 0;     // only with kTernaryHamming
   double default_scale = 0;   // 0: 2^(q_bits[1]) (or 2^(q_bits[0]-20) with a single prime)
@@ -39,7 +43,7 @@ class Parameters {
   // Re-creates a set from explicit primes (loading): same checks as create unless insecure.
   static Parameters from_primes(int log_n, std::vector<std::uint64_t> q, std::vector<std::uint64_t> p,
                                 int dnum, SecretDistribution secret, int hamming_weight,
-                                double default_scale, bool insecure);
+                                double default_scale, bool insecure, double digit_headroom_bits = 10);
 
   int log_n() const { return log_n_; }
   std::size_t n() const { return std::size_t{1} << log_n_; }
