@@ -4,7 +4,7 @@
 //   pfhe_bootstrap_bench [--log-n 16] [--log-slots 15] [--compute-levels 12]
 //                        [--ephemeral-weight 32] [--jit] [--runs 2] [--log-message-ratio 10]
 //                        [--cts-stages 3] [--stc-stages 3] [--k 16] [--double-angles 4]
-//                        [--cosine-degree 30] [--arcsine-degree 0] [--digit-headroom 0]
+//                        [--cosine-degree 30] [--arcsine-degree 0] [--digit-headroom 0] [--stc-first]
 #include <omp.h>
 #include <sys/resource.h>
 
@@ -18,6 +18,7 @@
 
 #include "ckks/bootstrapping.h"
 #include "ckks/encryptor.h"
+#include "ring/poly.h"
 
 using namespace pfhe::ckks;
 using Clock = std::chrono::steady_clock;
@@ -47,6 +48,7 @@ bool flag(int argc, char** argv, const std::string& name) {
 }  // namespace
 
 int main(int argc, char** argv) try {
+  pfhe::ring::keep_freed_memory_for_reuse();  // as the pfhe programs do
   BootstrapConfig config;
   const int log_n = int_arg(argc, argv, "--log-n", 16);
   config.log_slots = int_arg(argc, argv, "--log-slots", log_n - 1);
@@ -57,6 +59,7 @@ int main(int argc, char** argv) try {
   config.double_angles = int_arg(argc, argv, "--double-angles", 4);
   config.cosine_degree = int_arg(argc, argv, "--cosine-degree", 30);
   if (flag(argc, argv, "--jit")) config.storage = DiagonalStorage::kJustInTime;
+  config.slots_to_coeffs_first = flag(argc, argv, "--stc-first");
   const int compute_levels = int_arg(argc, argv, "--compute-levels", 12);
   const int runs = int_arg(argc, argv, "--runs", 2);
 
@@ -92,7 +95,7 @@ int main(int argc, char** argv) try {
   std::uniform_real_distribution<double> uniform(-1, 1);
   std::vector<std::complex<double>> x(boot.slots());
   for (auto& v : x) v = {uniform(rng), uniform(rng)};
-  const Ciphertext input = encryptor.encrypt(encoder.encode(x, 0, ctx.params().default_scale()));
+  const Ciphertext input = encryptor.encrypt(encoder.encode(x, boot.input_level(), ctx.params().default_scale()));
   const EncapsulationKeys* keys = config.ephemeral_weight > 0 ? &encapsulation : nullptr;
   for (int threads : {1, 2}) {
     omp_set_num_threads(threads);

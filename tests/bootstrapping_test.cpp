@@ -14,13 +14,17 @@ namespace {
 
 using Complex = std::complex<double>;
 
-// q0, two levels for computation, SlotsToCoeffs, EvalMod, CoeffsToSlots (bottom to top).
+// q0, two levels for computation, SlotsToCoeffs, EvalMod, CoeffsToSlots (bottom to top;
+// SlotsToCoeffs right above q0 when it runs first).
 Parameters boot_params(int log_n, const BootstrapConfig& config, SecretDistribution secret, int hamming_weight,
                        int q0_bits) {
   ParameterSpec spec;
   spec.log_n = log_n;
-  spec.q_bits = {q0_bits, 40, 40};
-  for (int i = 0; i < config.stc_stages; ++i) spec.q_bits.push_back(42);
+  spec.q_bits = {q0_bits};
+  const auto stc = [&] { spec.q_bits.insert(spec.q_bits.end(), static_cast<std::size_t>(config.stc_stages), 42); };
+  if (config.slots_to_coeffs_first) stc();
+  spec.q_bits.insert(spec.q_bits.end(), {40, 40});
+  if (!config.slots_to_coeffs_first) stc();
   for (std::size_t i = 0; i < config.eval_mod_depth(); ++i) spec.q_bits.push_back(58);
   for (int i = 0; i < config.cts_stages; ++i) spec.q_bits.push_back(56);
   spec.p_bits = {60, 60, 60};
@@ -232,6 +236,31 @@ TEST(Bootstrapping, DenseSecretWithSparseEncapsulation) {
   const Bootstrapper without(s.encoder, plain);
   EXPECT_THROW(without.bootstrap(s.eval, ct, &keys), std::invalid_argument);
   EXPECT_THROW(without.create_encapsulation_keys(s.keygen), std::invalid_argument);
+}
+
+TEST(Bootstrapping, SlotsToCoeffsFirst) {
+  // The input arrives at level stc_stages; EvalMod sees the message itself, so a larger
+  // message ratio (2^14) keeps the sine's cubic error down.
+  for (int log_slots : {4, 11}) {
+    BootstrapConfig config = config_for(log_slots);
+    config.slots_to_coeffs_first = true;
+    const BootSetup s(12, config, SecretDistribution::kTernaryHamming, 32, 54);
+    EXPECT_EQ(s.boot.input_level(), static_cast<std::size_t>(config.stc_stages));
+    EXPECT_EQ(s.boot.output_level(), s.ctx.max_level() - config.cts_stages - config.eval_mod_depth());
+    const auto x = test::random_complex(s.boot.slots(), 61 + static_cast<std::uint64_t>(log_slots));
+    const Ciphertext low = s.encrypt_at_level0(x);
+    EXPECT_THROW(s.boot.bootstrap(s.eval, low), std::invalid_argument);  // below its input level
+    const Ciphertext in =
+        s.encryptor.encrypt(s.encoder.encode(x, s.boot.input_level(), s.ctx.params().default_scale()));
+    const Ciphertext out = s.boot.bootstrap(s.eval, in);
+    EXPECT_EQ(out.level(), s.boot.output_level());
+    EXPECT_EQ(out.log_slots, log_slots);
+    const Precision p = precision(s.decrypt(out), x);
+    std::printf("SlotsToCoeffs first, 2^%d slots: mean %.1f bits, worst %.1f bits\n", log_slots, p.mean_bits,
+                p.worst_bits);
+    EXPECT_GT(p.mean_bits, 25) << log_slots;
+    EXPECT_GT(p.worst_bits, 21) << log_slots;
+  }
 }
 
 TEST(Bootstrapping, RefusesConfigurationsThatCannotWork) {

@@ -141,8 +141,10 @@ ParameterSpec bootstrap_parameter_spec(int log_n, int compute_levels, const Boot
   ParameterSpec spec;
   spec.log_n = log_n;
   spec.q_bits.push_back(scale_bits + log_message_ratio);
+  const auto stc = [&] { spec.q_bits.insert(spec.q_bits.end(), static_cast<std::size_t>(config.stc_stages), scale_bits + 2); };
+  if (config.slots_to_coeffs_first) stc();
   spec.q_bits.insert(spec.q_bits.end(), static_cast<std::size_t>(compute_levels), scale_bits);
-  spec.q_bits.insert(spec.q_bits.end(), static_cast<std::size_t>(config.stc_stages), scale_bits + 2);
+  if (!config.slots_to_coeffs_first) stc();
   spec.q_bits.insert(spec.q_bits.end(), config.eval_mod_depth(), kEvalModBits);
   spec.q_bits.insert(spec.q_bits.end(), static_cast<std::size_t>(config.cts_stages), kCoeffsToSlotsBits);
   int log_q = 0;
@@ -152,7 +154,10 @@ ParameterSpec bootstrap_parameter_spec(int log_n, int compute_levels, const Boot
     throw std::invalid_argument("bootstrap parameters: log2(Q) = " + std::to_string(log_q) + " leaves no room for a " +
                                 "special prime below the 128-bit bound " + std::to_string(max_log_qp_128(log_n)) +
                                 " (fewer computation levels or a larger ring)");
-  spec.p_bits.assign(static_cast<std::size_t>(room / kSpecialBits), kSpecialBits);
+  // As many special-prime bits as fit: c primes of kSpecialBits, or c + 1 slightly smaller.
+  const int count = room / kSpecialBits, more_bits = room / (count + 1);
+  if ((count + 1) * more_bits > count * kSpecialBits) spec.p_bits.assign(static_cast<std::size_t>(count + 1), more_bits);
+  else spec.p_bits.assign(static_cast<std::size_t>(count), kSpecialBits);
   // Digits up to P: the key-switching noise stays far below the rescaling noise of a dense
   // secret at these scales, and fewer digits make every rotation cheaper.
   spec.digit_headroom_bits = 0;
@@ -191,11 +196,19 @@ Bootstrapper::Bootstrapper(const Encoder& encoder, const BootstrapConfig& config
   check_config();
   const Context& ctx = encoder.context();
   const std::size_t n = slots(), top = ctx.max_level();
-  packed_ = 2 * n <= ctx.n() / 2;
+  packed_ = !config_.slots_to_coeffs_first && 2 * n <= ctx.n() / 2;
   const std::size_t width = packed_ ? 2 * n : n;  // slots the transforms work on
   if (config_.output_scale == 0) config_.output_scale = ctx.params().default_scale();
-  if (config_.ephemeral_weight > 0)
-    encapsulation_ = std::make_unique<Context>(switch_key_parameters(ctx.params(), 0, 1));
+  if (config_.ephemeral_weight > 0) {
+    // q0 and the fewest special primes whose product exceeds it (one digit): the smallest
+    // modulus the key to the sparse secret can live in.
+    const auto& p = ctx.params().p();
+    std::size_t special = 1;
+    double log_p = std::log2(static_cast<double>(p[0]));
+    while (log_p < std::log2(static_cast<double>(ctx.params().q()[0])) && special < p.size())
+      log_p += std::log2(static_cast<double>(p[special++]));
+    encapsulation_ = std::make_unique<Context>(switch_key_parameters(ctx.params(), 0, special));
+  }
 
   // CoeffsToSlots: the inverse stages; the last one also splits real and imaginary
   // halves: packed, rows [0, n) by 1/2 and [n, 2n) by -i/2 (x + conj(x) is then
@@ -232,14 +245,19 @@ Bootstrapper::Bootstrapper(const Encoder& encoder, const BootstrapConfig& config
     const double q = static_cast<double>(ctx.ring_q().modulus(level).value());
     cts_.emplace_back(encoder, cts[i], width, level, 0, q * cts_step, config_.storage);
   }
-  // EvalMod ends near the scale of its last prime; relabelled so that the slots read as
-  // the message's coefficients (see bootstrap), that is stc_input_scale_ for an input at
-  // the output scale. SlotsToCoeffs moves from there to the output scale in equal factors.
-  const std::size_t stc_top = top - cts.size() - config_.eval_mod_depth();
+  // Standard order: EvalMod ends near the scale of its last prime; relabelled so that the
+  // slots read as the message's coefficients (see bootstrap), that is stc_input_scale_ for
+  // an input at the output scale. SlotsToCoeffs moves from there to the output scale in
+  // equal factors. SlotsToCoeffs first: its stages keep the input's scale.
+  const std::size_t stc_top =
+      config_.slots_to_coeffs_first ? stc.size() : top - cts.size() - config_.eval_mod_depth();
   const double q0 = static_cast<double>(ctx.ring_q().modulus(0).value());
   stc_input_scale_ = static_cast<double>(ctx.ring_q().modulus(stc_top + 1).value()) * config_.output_scale *
                      eval_mod_factor() / q0;
-  const double stc_step = std::pow(config_.output_scale / stc_input_scale_, 1.0 / static_cast<double>(stc.size()));
+  const double stc_step =
+      config_.slots_to_coeffs_first
+          ? 1.0
+          : std::pow(config_.output_scale / stc_input_scale_, 1.0 / static_cast<double>(stc.size()));
   for (std::size_t i = 0; i < stc.size(); ++i) {
     const double q = static_cast<double>(ctx.ring_q().modulus(stc_top - i).value());
     stc_.emplace_back(encoder, stc[i], width, stc_top - i, 0, q * stc_step, config_.storage);
@@ -262,7 +280,12 @@ Bootstrapper::Bootstrapper(const Encoder& encoder, const BootstrapConfig& config
 
 double Bootstrapper::eval_mod_factor() const { return config_.arcsine_degree > 0 ? 1.0 : 2 * std::numbers::pi; }
 
-std::size_t Bootstrapper::output_level() const { return encoder_.context().max_level() - config_.depth(); }
+std::size_t Bootstrapper::output_level() const {
+  const std::size_t after_eval_mod = encoder_.context().max_level() - cts_.size() - config_.eval_mod_depth();
+  return config_.slots_to_coeffs_first ? after_eval_mod : after_eval_mod - stc_.size();
+}
+
+std::size_t Bootstrapper::input_level() const { return config_.slots_to_coeffs_first ? stc_.size() : 0; }
 
 GaloisKeys Bootstrapper::create_galois_keys(const KeyGenerator& keygen) const {
   GaloisKeys keys = keygen.create_galois_keys(rotation_levels_);
@@ -296,7 +319,7 @@ EncapsulationKeys Bootstrapper::create_encapsulation_keys(const KeyGenerator& ke
   // s -> s' over q0 * p0: the main secret restricted to those primes switches to s'.
   SecretKey low{QPPoly{s.s.q, s.s.p}};
   low.s.q.truncate(1);
-  low.s.p.truncate(1);
+  low.s.p.truncate(encapsulation_->ring_p().size());
   const KeyGenerator low_keygen(*encapsulation_, low);
   EncapsulationKeys keys;
   keys.to_sparse = low_keygen.create_switching_key(low.s.q, encapsulation_->small_qp_poly(sparse, 1), 0);
@@ -412,15 +435,21 @@ Ciphertext Bootstrapper::eval_mod(const Evaluator& eval, const Ciphertext& x, do
   return c;
 }
 
-Ciphertext Bootstrapper::slots_to_coeffs(const Evaluator& eval, const std::vector<Ciphertext>& parts) const {
-  if (parts.size() != (packed_ ? 1u : 2u)) throw std::invalid_argument("slots_to_coeffs: wrong number of parts");
-  Ciphertext x = parts[0];
-  if (!packed_) eval.add_inplace(x, multiply_by_i(eval, parts[1]));
+Ciphertext Bootstrapper::apply_stc_stages(const Evaluator& eval, Ciphertext x) const {
   for (const auto& lt : stc_) {
     if (x.level() > lt.level()) eval.drop_to_level_inplace(x, lt.level());
     x = lt.apply(eval, x);
     eval.rescale_inplace(x);
   }
+  return x;
+}
+
+Ciphertext Bootstrapper::slots_to_coeffs(const Evaluator& eval, const std::vector<Ciphertext>& parts) const {
+  if (config_.slots_to_coeffs_first) throw std::logic_error("slots_to_coeffs: this bootstrapper runs it first");
+  if (parts.size() != (packed_ ? 1u : 2u)) throw std::invalid_argument("slots_to_coeffs: wrong number of parts");
+  Ciphertext x = parts[0];
+  if (!packed_) eval.add_inplace(x, multiply_by_i(eval, parts[1]));
+  x = apply_stc_stages(eval, std::move(x));
   if (packed_) --x.log_slots;
   x.scale = config_.output_scale;  // equal up to the rounding of the stage factors
   return x;
@@ -440,20 +469,34 @@ Ciphertext Bootstrapper::bootstrap(const Evaluator& eval, const Ciphertext& ct, 
     start = now;
   };
   Ciphertext low = ct;
+  if (config_.slots_to_coeffs_first) {
+    if (low.level() < stc_.size())
+      throw std::invalid_argument("bootstrap: SlotsToCoeffs first needs the input at level >= " +
+                                  std::to_string(stc_.size()) + ", it is at " + std::to_string(low.level()));
+    low = apply_stc_stages(eval, std::move(low));  // coefficients = the message's slots
+    lap(t.slots_to_coeffs);
+  }
   if (low.level() > 0) eval.drop_to_level_inplace(low, 0);
   const double q0 = static_cast<double>(encoder_.context().ring_q().modulus(0).value());
-  // EvalMod gives Delta mu / q0 (times eval_mod_factor()); landing it at this scale makes
-  // the slots read as the message's coefficients mu at SlotsToCoeffs' input scale.
-  const double mod_scale = stc_input_scale_ * q0 / (low.scale * eval_mod_factor());
+  // EvalMod gives Delta v / q0 (times eval_mod_factor()) for the values v the coefficients
+  // held: landing it at this scale makes the slots read as v, at SlotsToCoeffs' input scale
+  // (standard order: v are the message's coefficients) or at the output scale (v is the
+  // message).
+  const double part_scale = config_.slots_to_coeffs_first ? config_.output_scale : stc_input_scale_;
+  const double mod_scale = part_scale * q0 / (low.scale * eval_mod_factor());
   const Ciphertext raised = mod_raise(low, keys);
   lap(t.mod_raise);
   std::vector<Ciphertext> parts = coeffs_to_slots(eval, raised);
   lap(t.coeffs_to_slots);
   for (auto& part : parts) {
     part = eval_mod(eval, part, mod_scale);
-    part.scale = stc_input_scale_;
+    part.scale = part_scale;
   }
-  lap(t.eval_mod);
+  lap(t.eval_mod);  // (with SlotsToCoeffs first, the exact recombination below is free)
+  if (config_.slots_to_coeffs_first) {  // the message's real and imaginary parts
+    eval.add_inplace(parts[0], multiply_by_i(eval, parts[1]));
+    return parts[0];
+  }
   Ciphertext out = slots_to_coeffs(eval, parts);
   lap(t.slots_to_coeffs);
   return out;

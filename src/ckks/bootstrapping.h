@@ -50,6 +50,13 @@ struct BootstrapConfig {
   int arcsine_degree = 0;     // odd Taylor degree of arcsin (0: none)
   // Hamming weight of the ephemeral secret of encapsulation (0: no encapsulation).
   int ephemeral_weight = 0;
+  // SlotsToCoeffs first (as Lattigo does): the input arrives at level stc_stages, the DFT
+  // to coefficients runs there (on the smallest ciphertexts of the chain), and EvalMod's
+  // result is already the message in the slots, without SlotsToCoeffs' sum of 2n
+  // coefficient errors per slot. Its EvalMod sees the message itself (|m| <= 1) rather than
+  // its coefficients, so it wants a larger message ratio or the arcsine step. Both halves
+  // get their own EvalMod (no packing).
+  bool slots_to_coeffs_first = false;
   // Scale of the result (0: the parameters' default scale).
   double output_scale = 0;
   // Diagonals of the DFT stages: encoded once (fast, (level + 1) limbs each) or kept as
@@ -62,9 +69,10 @@ struct BootstrapConfig {
   std::size_t depth() const { return static_cast<std::size_t>(cts_stages + stc_stages) + eval_mod_depth(); }
 };
 
-// The two keys of encapsulation. to_sparse (s -> s') lives in encapsulation_context's
-// small modulus q0 * p0 (an RLWE sample under the sparse s' must not have a large
-// modulus); to_dense (s' -> s) in the main context at its top level (under the dense s).
+// The two keys of encapsulation. to_sparse (s -> s') lives in a context of its own with
+// the small modulus q0 * p0 (p0: the fewest special primes whose product exceeds q0; an
+// RLWE sample under the sparse s' must not have a large modulus); to_dense (s' -> s) in
+// the main context at its top level (under the dense s).
 // s' itself is sampled from the OS CSPRNG, used for these keys and dropped.
 struct EncapsulationKeys {
   SwitchingKey to_sparse, to_dense;
@@ -89,8 +97,10 @@ class Bootstrapper {
 
   const BootstrapConfig& config() const { return config_; }
   std::size_t slots() const { return std::size_t{1} << config_.log_slots; }
-  // Level of a bootstrapped ciphertext.
+  // Level of a bootstrapped ciphertext, and the lowest level bootstrap() takes (0, or
+  // stc_stages with SlotsToCoeffs first).
   std::size_t output_level() const;
+  std::size_t input_level() const;
 
   // Rotation steps and the level each is used at; with conjugation (always needed) this is
   // the Galois key set of bootstrapping (make it with create_keys or the key generator).
@@ -119,8 +129,8 @@ class Bootstrapper {
   // sin(2 pi t/q0) (or, with the arcsine step, its arcsin / 2 pi, i.e. t/q0 mod 1) at
   // exactly `target_scale`.
   Ciphertext eval_mod(const Evaluator& eval, const Ciphertext& x, double target_scale) const;
-  // Parts whose slots hold the message's coefficients (bit-reversed, halves as
-  // coeffs_to_slots gives them) -> the message in the slots at the output scale.
+  // Standard order: parts whose slots hold the message's coefficients (bit-reversed,
+  // halves as coeffs_to_slots gives them) -> the message in the slots at the output scale.
   Ciphertext slots_to_coeffs(const Evaluator& eval, const std::vector<Ciphertext>& parts) const;
 
   // Which n <= N/4 bootstraps put both halves in one ciphertext of 2n slots.
@@ -132,15 +142,16 @@ class Bootstrapper {
   void check_config() const;
   Ciphertext multiply_by_i(const Evaluator& eval, const Ciphertext& a) const;
   Ciphertext sub_sum(const Evaluator& eval, Ciphertext ct) const;
+  Ciphertext apply_stc_stages(const Evaluator& eval, Ciphertext x) const;
   // EvalMod's result over (t/q0 mod 1): 2 pi for the sine alone, 1 with the arcsine step.
   double eval_mod_factor() const;
 
   const Encoder& encoder_;
   BootstrapConfig config_;
-  std::unique_ptr<Context> encapsulation_;  // q0 and p0 only, with ephemeral_weight
+  std::unique_ptr<Context> encapsulation_;  // q0 and p0 only (see EncapsulationKeys)
   bool packed_ = false;
   Polynomial cosine_, arcsine_;
-  double stc_input_scale_ = 0;  // scale of the parts entering SlotsToCoeffs
+  double stc_input_scale_ = 0;  // scale of the parts entering SlotsToCoeffs (standard order)
   std::vector<LinearTransform> cts_, stc_;
   std::map<long, std::size_t> rotation_levels_;
 };
