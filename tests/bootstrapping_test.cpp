@@ -14,30 +14,10 @@ namespace {
 
 using Complex = std::complex<double>;
 
-// q0, two levels for computation, SlotsToCoeffs, EvalMod, CoeffsToSlots (bottom to top;
-// SlotsToCoeffs right above q0 when it runs first).
-Parameters boot_params(int log_n, const BootstrapConfig& config, SecretDistribution secret, int hamming_weight,
-                       int q0_bits) {
-  ParameterSpec spec;
-  spec.log_n = log_n;
-  spec.q_bits = {q0_bits};
-  const auto stc = [&] { spec.q_bits.insert(spec.q_bits.end(), static_cast<std::size_t>(config.stc_stages), 42); };
-  if (config.slots_to_coeffs_first) stc();
-  spec.q_bits.insert(spec.q_bits.end(), {40, 40});
-  if (!config.slots_to_coeffs_first) stc();
-  for (std::size_t i = 0; i < config.eval_mod_depth(); ++i) spec.q_bits.push_back(58);
-  for (int i = 0; i < config.cts_stages; ++i) spec.q_bits.push_back(56);
-  spec.p_bits = {60, 60, 60};
-  spec.secret = secret;
-  spec.hamming_weight = hamming_weight;
-  spec.default_scale = std::ldexp(1.0, 40);
-  return Parameters::create_insecure_for_testing(spec);
-}
-
 struct BootSetup {
   BootSetup(int log_n, const BootstrapConfig& config, SecretDistribution secret = SecretDistribution::kTernaryHamming,
             int hamming_weight = 32, int q0_bits = 56)
-      : ctx(boot_params(log_n, config, secret, hamming_weight, q0_bits)),
+      : ctx(test::bootstrap_params(log_n, config, 2, q0_bits, secret, hamming_weight)),
         encoder(ctx),
         boot(encoder, config),
         keygen(ctx),
@@ -265,7 +245,7 @@ TEST(Bootstrapping, SlotsToCoeffsFirst) {
 
 TEST(Bootstrapping, RefusesConfigurationsThatCannotWork) {
   const BootstrapConfig good = config_for(4);
-  const Context ctx(boot_params(12, good, SecretDistribution::kTernaryHamming, 32, 56));
+  const Context ctx(test::bootstrap_params(12, good, 2));
   const Encoder encoder(ctx);
   const auto refused = [&](BootstrapConfig c) { EXPECT_THROW(Bootstrapper(encoder, c), std::invalid_argument); };
   BootstrapConfig c = good;

@@ -374,3 +374,58 @@ TEST(GraphFile, GraphWithoutTensorsRoundTrips) {
   EXPECT_EQ(loaded.forward(x).data, g.forward(x).data);
 }
 
+
+TEST(BootstrapPlacement, DeepNetworkGetsBootstrapsAndMatchesFloat64) {
+  // Five levels between bootstraps for a network of depth 12: the compiler places them.
+  ckks::BootstrapConfig config;
+  config.log_slots = 11;  // N/2 slots, as every graph layout
+  config.cts_stages = config.stc_stages = 3;
+  config.double_angles = 4;
+  const ckks::Context ctx(test::bootstrap_params(12, config, 6));
+  const ckks::Encoder enc(ctx);
+  const ckks::Bootstrapper boot(enc, config);
+  const double scale = ctx.params().default_scale();
+  const Graph g = residual_net();
+  std::vector<Tensor> calibration;
+  for (std::uint64_t seed = 100; seed < 108; ++seed) calibration.push_back(input_image(seed));
+  const FitReport ranges = fit(g, calibration, 1e6);
+  const std::size_t top = boot.output_level();
+  // Without the ranges a needed bootstrap is refused, naming the node.
+  try {
+    CompiledGraph::compile(g, enc, top, scale, SIZE_MAX, Compilation::kFull, &boot);
+    FAIL() << "no exception";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("fit()"), std::string::npos) << e.what();
+  }
+  const CompiledGraph compiled = CompiledGraph::compile(g, enc, top, scale, SIZE_MAX, Compilation::kFull, &boot, &ranges);
+  EXPECT_GE(compiled.bootstraps(), 2u);
+  EXPECT_LE(compiled.bootstraps(), 4u);
+
+  const ckks::KeyGenerator keygen(ctx);
+  const ckks::RelinKey relin = keygen.create_relin_key();
+  const ckks::GaloisKeys galois = boot.create_galois_keys(keygen, compiled.rotation_levels());
+  const ckks::Evaluator eval(ctx, &relin, &galois);
+  const ckks::Encryptor encryptor(ctx, keygen.secret_key());
+  const ckks::Decryptor decryptor(ctx, keygen.secret_key());
+  const Tensor x = input_image(5);
+  const ckks::Ciphertext in = encryptor.encrypt(enc.encode(compiled.pack_input(x), top, scale));
+  std::vector<CompiledGraph::StepTiming> steps;
+  const ckks::Ciphertext out = compiled.run(eval, in, &steps);
+  const auto bootstrap_steps = std::count_if(steps.begin(), steps.end(), [](const CompiledGraph::StepTiming& s) {
+    return s.name.find(".bootstrap") != std::string::npos;
+  });
+  EXPECT_EQ(static_cast<std::size_t>(bootstrap_steps), compiled.bootstraps());  // the timing report shows them
+  const Tensor got = compiled.unpack_output(enc.decode_real(decryptor.decrypt(out)));
+  const Tensor want = g.forward(x);
+  const double relative = precision_of(got, want).relative;
+  std::printf("%zu bootstraps, relative error %.2e\n", compiled.bootstraps(), relative);
+  EXPECT_LT(relative, 1e-4);
+
+  // The stored form records the bootstraps and needs the bootstrapper to load.
+  const ckks::Bytes bytes = compiled.save();
+  EXPECT_THROW(CompiledGraph::load(enc, bytes), ckks::SerializationError);
+  const CompiledGraph loaded = CompiledGraph::load(enc, bytes, {}, &boot);
+  EXPECT_EQ(loaded.bootstraps(), compiled.bootstraps());
+  EXPECT_EQ(loaded.rotation_levels(), compiled.rotation_levels());
+  EXPECT_EQ(ckks::save(ctx, loaded.run(eval, in)), ckks::save(ctx, out));
+}

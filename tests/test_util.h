@@ -7,6 +7,7 @@
 #include <random>
 #include <vector>
 
+#include "ckks/bootstrapping.h"
 #include "ckks/context.h"
 #include "ckks/encryptor.h"
 #include "ckks/evaluator.h"
@@ -23,6 +24,29 @@ inline ckks::Parameters small_params(int log_n, int levels, int dnum = 0, int sc
   spec.p_bits = {60, 60};
   spec.dnum = dnum;
   spec.default_scale = std::ldexp(1.0, scale_bits);
+  return ckks::Parameters::create_insecure_for_testing(spec);
+}
+
+// A chain for bootstrapping with `compute_levels` levels of 2^40 left after it: q0, then
+// (bottom to top) SlotsToCoeffs (right above q0 when it runs first), the computation
+// levels, EvalMod and CoeffsToSlots.
+inline ckks::Parameters bootstrap_params(int log_n, const ckks::BootstrapConfig& config, int compute_levels,
+                                         int q0_bits = 56,
+                                         ckks::SecretDistribution secret = ckks::SecretDistribution::kTernaryHamming,
+                                         int hamming_weight = 32) {
+  ckks::ParameterSpec spec;
+  spec.log_n = log_n;
+  spec.q_bits = {q0_bits};
+  const auto stc = [&] { spec.q_bits.insert(spec.q_bits.end(), static_cast<std::size_t>(config.stc_stages), 42); };
+  if (config.slots_to_coeffs_first) stc();
+  spec.q_bits.insert(spec.q_bits.end(), static_cast<std::size_t>(compute_levels), 40);
+  if (!config.slots_to_coeffs_first) stc();
+  spec.q_bits.insert(spec.q_bits.end(), config.eval_mod_depth(), 58);
+  spec.q_bits.insert(spec.q_bits.end(), static_cast<std::size_t>(config.cts_stages), 56);
+  spec.p_bits = {60, 60, 60};
+  spec.secret = secret;
+  spec.hamming_weight = hamming_weight;
+  spec.default_scale = std::ldexp(1.0, 40);
   return ckks::Parameters::create_insecure_for_testing(spec);
 }
 

@@ -1,7 +1,10 @@
 #include "ckks/bootstrapping.h"
 
+#include <omp.h>
+
 #include <chrono>
 #include <cmath>
+#include <exception>
 #include <numbers>
 #include <stdexcept>
 #include <string>
@@ -287,8 +290,10 @@ std::size_t Bootstrapper::output_level() const {
 
 std::size_t Bootstrapper::input_level() const { return config_.slots_to_coeffs_first ? stc_.size() : 0; }
 
-GaloisKeys Bootstrapper::create_galois_keys(const KeyGenerator& keygen) const {
-  GaloisKeys keys = keygen.create_galois_keys(rotation_levels_);
+GaloisKeys Bootstrapper::create_galois_keys(const KeyGenerator& keygen, const std::map<long, std::size_t>& also) const {
+  std::map<long, std::size_t> levels = rotation_levels_;
+  for (const auto& [step, level] : also) levels[step] = std::max(levels[step], level);
+  GaloisKeys keys = keygen.create_galois_keys(levels);
   const Context& ctx = encoder_.context();
   keys.keys.emplace(galois_element_conjugate(ctx.n()),
                     keygen.create_galois_key(galois_element_conjugate(ctx.n()), ctx.max_level() - cts_.size()));
@@ -488,10 +493,22 @@ Ciphertext Bootstrapper::bootstrap(const Evaluator& eval, const Ciphertext& ct, 
   lap(t.mod_raise);
   std::vector<Ciphertext> parts = coeffs_to_slots(eval, raised);
   lap(t.coeffs_to_slots);
-  for (auto& part : parts) {
-    part = eval_mod(eval, part, mod_scale);
-    part.scale = part_scale;
+  // Two halves (full slots, or SlotsToCoeffs first): one EvalMod per thread scales
+  // better than both threads inside each key switch. Errors cross the parallel region as
+  // exception pointers.
+  std::vector<std::exception_ptr> errors(parts.size());
+  const bool split = parts.size() > 1 && omp_get_max_threads() > 1 && !omp_in_parallel();
+#pragma omp parallel for num_threads(2) if (split)
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    try {
+      parts[i] = eval_mod(eval, parts[i], mod_scale);
+      parts[i].scale = part_scale;
+    } catch (...) {
+      errors[i] = std::current_exception();
+    }
   }
+  for (const auto& e : errors)
+    if (e) std::rethrow_exception(e);
   lap(t.eval_mod);  // (with SlotsToCoeffs first, the exact recombination below is free)
   if (config_.slots_to_coeffs_first) {  // the message's real and imaginary parts
     eval.add_inplace(parts[0], multiply_by_i(eval, parts[1]));

@@ -96,6 +96,7 @@ class Bootstrapper {
   Bootstrapper(const Encoder& encoder, const BootstrapConfig& config);
 
   const BootstrapConfig& config() const { return config_; }
+  const Encoder& encoder() const { return encoder_; }
   std::size_t slots() const { return std::size_t{1} << config_.log_slots; }
   // Level of a bootstrapped ciphertext, and the lowest level bootstrap() takes (0, or
   // stc_stages with SlotsToCoeffs first).
@@ -105,7 +106,8 @@ class Bootstrapper {
   // Rotation steps and the level each is used at; with conjugation (always needed) this is
   // the Galois key set of bootstrapping (make it with create_keys or the key generator).
   const std::map<long, std::size_t>& rotation_levels() const { return rotation_levels_; }
-  GaloisKeys create_galois_keys(const KeyGenerator& keygen) const;
+  // `also`: more rotation steps and their levels (a compiled model's), made in the same set.
+  GaloisKeys create_galois_keys(const KeyGenerator& keygen, const std::map<long, std::size_t>& also = {}) const;
   // With config.ephemeral_weight > 0: the keys bootstrap() then needs (keygen over the
   // same context as the encoder).
   EncapsulationKeys create_encapsulation_keys(const KeyGenerator& keygen) const;

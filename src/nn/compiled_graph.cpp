@@ -25,6 +25,7 @@ struct Value {
   std::size_t level = 0;
   double scale = 0;
   std::vector<double> multiplier;
+  double max_abs = 0;  // the node's fitted range (0: not known)
 };
 
 std::vector<double> multiplier_of(const Value& v) {
@@ -50,19 +51,18 @@ bool is_zero(const std::vector<double>& v) {
 
 class CompiledGraph::Builder {
  public:
-  Builder(const ckks::Encoder& enc, Compilation mode, double scale, CompiledGraph& out)
-      : enc_(enc), mode_(mode), scale_(scale), out_(out) {}
+  Builder(const ckks::Encoder& enc, Compilation mode, double scale, const ckks::Bootstrapper* bootstrapper,
+          bool have_ranges, CompiledGraph& out)
+      : enc_(enc), mode_(mode), scale_(scale), boot_(bootstrapper), have_ranges_(have_ranges), out_(out) {}
+
+  // Lowest level a value may keep before its next node (with a bootstrapper: one above
+  // its input level, for the scaling into EvalMod's domain).
+  std::size_t floor() const { return boot_ ? boot_->input_level() + 1 : 0; }
 
   // A linear node: folds v's multiplier into the map, lands on target_scale one level down.
   Value linear(const std::string& name, const Value& v, SlotLinearMap map, const Layout& out, const Shape& shape,
                double target_scale) {
-    if (!v.multiplier.empty()) {
-      const std::vector<double> packed = pack_elements(v.multiplier, v.layout);
-      for (auto& e : map.entries) e.weight *= packed[e.in];
-    }
-    require_level(v.level);
-    CompiledLinear l = make_linear(enc_, mode_, map, v.layout, out, v.level, v.scale, target_scale);
-    return {push(name, {v.index}, std::move(l)), out, shape, v.level - 1, target_scale, {}};
+    return linear_here(name, ready(name, v, 1), std::move(map), out, shape, target_scale);
   }
 
   // y = weights (.) value + shift (of the value itself, multiplier included: linear()
@@ -104,7 +104,8 @@ class CompiledGraph::Builder {
     return y;
   }
 
-  Value herpn(const std::string& name, const Value& v, const HerPN& herpn) {
+  Value herpn(const std::string& name, const Value& input, const HerPN& herpn) {
+    const Value v = ready(name, input, 1);
     const Quadratic q = herpn.fuse();
     const std::vector<double> m = multiplier_of(v);
     Tensor a1(v.layout.shape), a0(v.layout.shape);
@@ -127,9 +128,10 @@ class CompiledGraph::Builder {
   Value polynomial(const std::string& name, const Value& v, const PolynomialActivation& activation) {
     const std::vector<double> m = multiplier_of(v);
     const bool uniform = std::all_of(m.begin(), m.end(), [&](double x) { return x == m.front(); });
-    const Value x = uniform ? v : materialize(name + ".multiplier", v);
     ckks::Polynomial p{ckks::PolynomialBasis::kPower, activation.coeffs};
-    const double c = uniform ? m.front() : 1.0;  // p(c u) as a polynomial in u
+    // (a bootstrap's scaling keeps a multiplier uniform)
+    const Value x = ready(name, uniform ? v : materialize(name + ".multiplier", v), p.depth());
+    const double c = multiplier_of(x).front();  // p(c u) as a polynomial in u
     double power = 1;
     for (double& coeff : p.coeffs) coeff *= power, power *= c;
     if (p.degree() == 0) throw std::invalid_argument("compile: node '" + name + "': constant polynomial activation");
@@ -157,6 +159,47 @@ class CompiledGraph::Builder {
   }
 
  private:
+  Value linear_here(const std::string& name, const Value& v, SlotLinearMap map, const Layout& out, const Shape& shape,
+                    double target_scale) {
+    if (!v.multiplier.empty()) {
+      const std::vector<double> packed = pack_elements(v.multiplier, v.layout);
+      for (auto& e : map.entries) e.weight *= packed[e.in];
+    }
+    require_level(v.level);
+    CompiledLinear l = make_linear(enc_, mode_, map, v.layout, out, v.level, v.scale, target_scale);
+    return {push(name, {v.index}, std::move(l)), out, shape, v.level - 1, target_scale, {}, v.max_abs};
+  }
+
+  // v, or v bootstrapped when a node needing `needed` levels would leave it below floor().
+  Value ready(const std::string& name, const Value& v, std::size_t needed) {
+    if (!boot_ || v.level >= needed + floor()) return v;
+    if (const auto it = bootstrapped_.find(v.index); it != bootstrapped_.end()) return it->second;
+    if (v.level < floor()) throw std::logic_error("compile: a value fell below the bootstrapping floor");
+    if (!have_ranges_ || !(v.max_abs > 0))
+      throw std::invalid_argument("compile: node '" + name + "' needs a bootstrap: pass the ranges fit() measured");
+    if (needed + floor() > boot_->output_level())
+      throw std::invalid_argument("compile: node '" + name + "' needs " + std::to_string(needed) +
+                                  " levels, more than a bootstrap gives (" + std::to_string(boot_->output_level()) +
+                                  " above level " + std::to_string(floor()) + ")");
+    // The stored part, value / multiplier, into EvalMod's domain (see the header).
+    const std::vector<double> m = multiplier_of(v);
+    double smallest = INFINITY;
+    for (const double x : m) smallest = std::min(smallest, std::fabs(x));
+    const double bound = v.max_abs / smallest;
+    Value x = v;
+    if (!(bound >= 1.0 / 16 && bound <= 1.0 / 4)) {
+      const double r = 4 * bound;
+      SlotLinearMap map = lower_elementwise(std::vector<double>(m.size(), 1.0 / r), v.layout, v.layout);
+      // value / r: the multiplier folds in as for any linear step, then r becomes it.
+      x = linear_here(name + ".to_bootstrap", v, std::move(map), v.layout, v.shape, scale_);
+      x.multiplier.assign(m.size(), r);
+    }
+    const Value out{push(name + ".bootstrap", {x.index}, Bootstrap{x.level, x.scale}), x.layout, x.shape,
+                    boot_->output_level(), boot_->config().output_scale, x.multiplier, x.max_abs};
+    bootstrapped_.emplace(v.index, out);
+    return out;
+  }
+
   Value sum(const std::string& name, const Value& a, const Value& b, Value like) {
     like.level = std::min(a.level, b.level);
     like.index = push(name, {a.index, b.index}, Sum{like.level});
@@ -171,11 +214,15 @@ class CompiledGraph::Builder {
   const ckks::Encoder& enc_;
   Compilation mode_;
   double scale_;
+  const ckks::Bootstrapper* boot_;
+  bool have_ranges_;
+  std::map<std::size_t, Value> bootstrapped_;  // by the index of the value bootstrapped
   CompiledGraph& out_;
 };
 
 CompiledGraph CompiledGraph::compile(const Graph& graph, const ckks::Encoder& encoder, std::size_t input_level,
-                                     double scale, std::size_t plaintext_budget, Compilation mode) {
+                                     double scale, std::size_t plaintext_budget, Compilation mode,
+                                     const ckks::Bootstrapper* bootstrapper, const FitReport* ranges) {
   if (input_level > encoder.context().max_level()) throw std::invalid_argument("compile: input level above the top");
   CompiledGraph g;
   g.encoder_ = &encoder;
@@ -184,9 +231,23 @@ CompiledGraph CompiledGraph::compile(const Graph& graph, const ckks::Encoder& en
   g.plan_ = mode == Compilation::kPlanOnly;
   const std::size_t slots = encoder.context().n() / 2;
   g.input_layout_ = with_full_replication(Layout{graph.input_shape(), 1, slots});
-  Builder b(encoder, mode, scale, g);
+  std::map<std::string, double> range_of;
+  if (ranges)
+    for (const LayerRange& r : ranges->ranges) range_of[r.name] = r.max_abs;
+  if (bootstrapper) {
+    if (&bootstrapper->encoder().context() != &encoder.context() || bootstrapper->slots() != slots)
+      throw std::invalid_argument("compile: the bootstrapper must work on this context's N/2 slots");
+    if (input_level < bootstrapper->input_level() + 1)
+      throw std::invalid_argument("compile: with bootstrapping the input needs level >= " +
+                                  std::to_string(bootstrapper->input_level() + 1));
+  }
+  Builder b(encoder, mode, scale, bootstrapper, ranges != nullptr, g);
+  const auto range = [&](const std::string& name) {
+    const auto it = range_of.find(name);
+    return it == range_of.end() ? 0.0 : it->second;
+  };
   std::vector<Value> values;
-  values.push_back({0, g.input_layout_, graph.input_shape(), input_level, scale, {}});
+  values.push_back({0, g.input_layout_, graph.input_shape(), input_level, scale, {}, range(graph.nodes()[0].name)});
   for (std::size_t n = 1; n < graph.nodes().size(); ++n) {
     const GraphNode& node = graph.nodes()[n];
     const Value& x = values[node.inputs[0]];
@@ -238,6 +299,7 @@ CompiledGraph CompiledGraph::compile(const Graph& graph, const ckks::Encoder& en
               [&](const PolynomialActivation& p) { return b.polynomial(node.name, x, p); },
           },
           node.op));
+      values.back().max_abs = range(node.name);
     } catch (const std::invalid_argument& e) {
       const std::string what = e.what();
       if (what.find("compile: node") == 0) throw;
@@ -245,6 +307,7 @@ CompiledGraph CompiledGraph::compile(const Graph& graph, const ckks::Encoder& en
     }
   }
   const Value out = b.materialize(graph.nodes().back().name + ".multiplier", values.back());
+  if (g.bootstraps() > 0) g.bootstrapper_ = bootstrapper;
   g.output_value_ = out.index;
   g.output_layout_ = out.layout;
   g.output_shape_ = out.shape;
@@ -269,7 +332,15 @@ std::map<long, std::size_t> CompiledGraph::rotation_levels() const {
   std::vector<const CompiledLinear*> layers;
   for (const Step& s : steps_)
     if (const auto* l = std::get_if<CompiledLinear>(&s.op)) layers.push_back(l);
-  return nn::rotation_levels(layers);
+  std::map<long, std::size_t> levels = nn::rotation_levels(layers);
+  if (bootstrapper_)
+    for (const auto& [step, level] : bootstrapper_->rotation_levels()) levels[step] = std::max(levels[step], level);
+  return levels;
+}
+
+std::size_t CompiledGraph::bootstraps() const {
+  return static_cast<std::size_t>(
+      std::count_if(steps_.begin(), steps_.end(), [](const Step& s) { return std::holds_alternative<Bootstrap>(s.op); }));
 }
 
 std::size_t CompiledGraph::plaintext_bytes() const {
@@ -287,7 +358,8 @@ void check_scale(double got, double want, const std::string& where) {
 }
 
 ckks::Ciphertext apply_step(const ckks::Evaluator& eval, const CompiledGraph::Step& step,
-                            const std::vector<const ckks::Ciphertext*>& in) {
+                            const std::vector<const ckks::Ciphertext*>& in, const ckks::Bootstrapper* bootstrapper,
+                            const ckks::EncapsulationKeys* encapsulation) {
   return std::visit(
       Overloaded{
           [&](const CompiledLinear& l) { return l.apply(eval, *in[0]); },
@@ -311,6 +383,11 @@ ckks::Ciphertext apply_step(const ckks::Evaluator& eval, const CompiledGraph::St
             eval.add_inplace(a, b);
             return a;
           },
+          [&](const CompiledGraph::Bootstrap& b) {
+            if (in[0]->level() != b.input_level) throw std::invalid_argument(step.name + ": input level mismatch");
+            check_scale(in[0]->scale, b.input_scale, step.name);
+            return bootstrapper->bootstrap(eval, *in[0], encapsulation);
+          },
       },
       step.op);
 }
@@ -318,7 +395,8 @@ ckks::Ciphertext apply_step(const ckks::Evaluator& eval, const CompiledGraph::St
 }  // namespace
 
 ckks::Ciphertext CompiledGraph::run(const ckks::Evaluator& eval, const ckks::Ciphertext& input,
-                                    std::vector<StepTiming>* timings) const {
+                                    std::vector<StepTiming>* timings,
+                                    const ckks::EncapsulationKeys* encapsulation) const {
   if (plan_) throw std::logic_error("compiled graph: a plan (rotation keys and layouts only) cannot run");
   if (input.level() < input_level_)
     throw std::invalid_argument("compiled graph: input at level " + std::to_string(input.level()) + ", needs " +
@@ -338,7 +416,7 @@ ckks::Ciphertext CompiledGraph::run(const ckks::Evaluator& eval, const ckks::Cip
     std::vector<const ckks::Ciphertext*> in;
     for (const std::size_t v : step.inputs) in.push_back(&values[v]);
     const auto start = std::chrono::steady_clock::now();
-    values[i + 1] = apply_step(eval, step, in);
+    values[i + 1] = apply_step(eval, step, in, bootstrapper_, encapsulation);
     if (timings)
       timings->push_back({step.name, in[0]->level(),
                           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()});
@@ -350,7 +428,7 @@ ckks::Ciphertext CompiledGraph::run(const ckks::Evaluator& eval, const ckks::Cip
 
 namespace {
 
-enum class StepKind : std::uint8_t { kLinear = 0, kQuadratic = 1, kShift = 2, kPoly = 3, kSum = 4 };
+enum class StepKind : std::uint8_t { kLinear = 0, kQuadratic = 1, kShift = 2, kPoly = 3, kSum = 4, kBootstrap = 5 };
 
 }  // namespace
 
@@ -383,6 +461,12 @@ ckks::Bytes CompiledGraph::save() const {
                      for (const double c : p.polynomial.coeffs) w.put<double>(c);
                    },
                    [&](const Sum& sum) { w.put<std::uint64_t>(sum.level); },
+                   [&](const Bootstrap& b) {
+                     w.put<std::uint64_t>(b.input_level);
+                     w.put<double>(b.input_scale);
+                     w.put<std::uint64_t>(bootstrapper_->output_level());
+                     w.put<std::uint64_t>(bootstrapper_->slots());
+                   },
                },
                s.op);
     w.align(8);  // keeps just-in-time coefficients 8-aligned for in-place use
@@ -393,7 +477,8 @@ ckks::Bytes CompiledGraph::save() const {
 }
 
 CompiledGraph CompiledGraph::load(const ckks::Encoder& encoder, std::span<const std::uint8_t> bytes,
-                                  const std::shared_ptr<const ckks::Backing>& backing) {
+                                  const std::shared_ptr<const ckks::Backing>& backing,
+                                  const ckks::Bootstrapper* bootstrapper) {
   const char* what = "compiled graph";
   const ckks::Context& ctx = encoder.context();
   const std::size_t slots = ctx.n() / 2;
@@ -474,6 +559,26 @@ CompiledGraph CompiledGraph::load(const ckks::Encoder& encoder, std::span<const 
           throw ckks::SerializationError("compiled graph: sum of values that do not agree");
         out_level = sum.level;
         s.op = sum;
+        break;
+      }
+      case StepKind::kBootstrap: {
+        Bootstrap b;
+        b.input_level = r.get_count(what, ctx.max_level());
+        b.input_scale = r.get<double>(what);
+        const std::size_t output_level = r.get_count(what, ctx.max_level());
+        const std::size_t boot_slots = r.get_count(what, slots);
+        if (!bootstrapper)
+          throw ckks::SerializationError("compiled graph: it bootstraps; load it with its bootstrapper");
+        if (&bootstrapper->encoder().context() != &ctx || output_level != bootstrapper->output_level() ||
+            boot_slots != bootstrapper->slots())
+          throw ckks::SerializationError("compiled graph: made with another bootstrapper");
+        if (b.input_level != in_level || b.input_level < bootstrapper->input_level() || !(b.input_scale > 0) ||
+            !std::isfinite(b.input_scale))
+          throw ckks::SerializationError("compiled graph: malformed bootstrap step");
+        out_level = output_level;
+        out_scale = bootstrapper->config().output_scale;
+        g.bootstrapper_ = bootstrapper;
+        s.op = b;
         break;
       }
       default:

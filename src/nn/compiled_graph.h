@@ -17,6 +17,15 @@
 //
 // Layouts: the input is fully replicated at gap 1; a strided convolution or a pool
 // multiplies the gap (no repacking); Linear outputs (F, 1, 1) at gap 1; all replicated.
+//
+// Bootstrapping (given a ckks::Bootstrapper for N/2 slots and the ranges fit() measured):
+// a graph deeper than the chain gets bootstraps where a value runs out of levels. The
+// placement is greedy: before a node, its input is bootstrapped when the node would leave
+// it with fewer than one level above the bootstrapper's input level (the one level kept
+// scales a value into EvalMod's domain). The value entering a bootstrap is scaled (one
+// element-wise step) so that its stored part, value / multiplier, stays within
+// [-1/2, 1/2] by its fitted range and a margin of 2, unless it already lies in
+// [1/8, 1/2]; the multiplier carries the factor to the next linear node.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -26,8 +35,10 @@
 #include <variant>
 #include <vector>
 
+#include "ckks/bootstrapping.h"
 #include "ckks/polynomial.h"
 #include "nn/compiled_layers.h"
+#include "nn/fit.h"
 #include "nn/graph.h"
 
 namespace pfhe::nn {
@@ -39,8 +50,11 @@ class CompiledGraph {
   // node cannot be evaluated encrypted (non-square adaptive pooling blocks, a HerPN
   // channel with gamma = 0). Diagonals are pre-encoded within `plaintext_budget` bytes,
   // lowest level first, the rest just in time. The encoder must outlive the result.
+  // With a bootstrapper (which must outlive the result) and the fit() ranges of `graph`,
+  // bootstraps are placed as described above instead of refusing a deep graph.
   static CompiledGraph compile(const Graph& graph, const ckks::Encoder& encoder, std::size_t input_level, double scale,
-                               std::size_t plaintext_budget = SIZE_MAX, Compilation mode = Compilation::kFull);
+                               std::size_t plaintext_budget = SIZE_MAX, Compilation mode = Compilation::kFull,
+                               const ckks::Bootstrapper* bootstrapper = nullptr, const FitReport* ranges = nullptr);
 
   const Layout& input_layout() const { return input_layout_; }
   const Layout& output_layout() const { return output_layout_; }
@@ -55,23 +69,31 @@ class CompiledGraph {
   std::vector<double> pack_input(const Tensor& x) const { return pack(x, input_layout_); }
   Tensor unpack_output(const std::vector<double>& slots) const;
 
+  // Rotation keys of the linear steps and, with bootstraps, of the bootstrapper (which
+  // also needs the conjugation key: Bootstrapper::create_galois_keys makes both).
   std::map<long, std::size_t> rotation_levels() const;
   std::size_t plaintext_bytes() const;
+  std::size_t bootstraps() const;
 
   struct StepTiming {
     std::string name;  // the graph node's name (a suffix marks extra steps)
     std::size_t level;
     double seconds;
   };
+  // `encapsulation`: the bootstrapper's encapsulation keys, when it uses them.
   ckks::Ciphertext run(const ckks::Evaluator& eval, const ckks::Ciphertext& input,
-                       std::vector<StepTiming>* timings = nullptr) const;
+                       std::vector<StepTiming>* timings = nullptr,
+                       const ckks::EncapsulationKeys* encapsulation = nullptr) const;
 
   // A plan (Compilation::kPlanOnly) can neither run nor be saved (std::logic_error).
   // One self-contained stored form (magic "PFHG", parameter fingerprint; docs/FORMAT.md).
   ckks::Bytes save() const;
   // `backing` keeps `bytes` alive (a file mapping) so just-in-time diagonals are used in place.
+  // A stored graph with bootstraps needs the bootstrapper it was compiled with (the same
+  // output level and slots; checked).
   static CompiledGraph load(const ckks::Encoder& encoder, std::span<const std::uint8_t> bytes,
-                            const std::shared_ptr<const ckks::Backing>& backing = {});
+                            const std::shared_ptr<const ckks::Backing>& backing = {},
+                            const ckks::Bootstrapper* bootstrapper = nullptr);
 
   // The step kinds besides linear layers and quadratics.
   struct Shift {  // x + plaintext (a BatchNorm's shift), no level
@@ -85,7 +107,11 @@ class CompiledGraph {
   struct Sum {  // both inputs dropped to `level`, then added
     std::size_t level = 0;
   };
-  using StepOp = std::variant<CompiledLinear, CompiledQuadratic, Shift, Poly, Sum>;
+  struct Bootstrap {  // the bootstrapper's output level and scale from this input
+    std::size_t input_level = 0;
+    double input_scale = 0;
+  };
+  using StepOp = std::variant<CompiledLinear, CompiledQuadratic, Shift, Poly, Sum, Bootstrap>;
   struct Step {
     std::string name;
     std::vector<std::size_t> inputs;  // value indices: 0 is the input, i + 1 the output of step i
@@ -95,6 +121,7 @@ class CompiledGraph {
  private:
   class Builder;
   const ckks::Encoder* encoder_ = nullptr;
+  const ckks::Bootstrapper* bootstrapper_ = nullptr;  // set when there are Bootstrap steps
   std::vector<Step> steps_;
   Layout input_layout_, output_layout_;
   Shape output_shape_;
