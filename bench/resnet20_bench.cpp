@@ -1,0 +1,152 @@
+// The deep-network acceptance run of the bootstrapping issue: the ResNet-20 style HerPN
+// network of tools/train_resnet20_fashion.py (a pfhe graph model file), compiled for
+// N = 2^16 at 128-bit security with bootstraps placed by the graph compiler, then
+// encrypted inference on the first test images of Fashion-MNIST (Debian's
+// dataset-fashion-mnist) against the float64 forward: labels, logits' relative error,
+// bootstraps, latency per image on the machine's threads, key sizes, peak RSS.
+//   pfhe_resnet20_bench MODEL.pfhm [IMAGES=2] [--standard-order] [--key-budget-gb 14]
+// (exits 3 without making keys when the rotation keys alone would exceed the budget)
+#include <omp.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <string>
+
+#include "ckks/bootstrapping.h"
+#include "ckks/encryptor.h"
+#include "fashion_mnist/fashion_mnist.h"
+#include "nn/compiled_graph.h"
+#include "nn/fit.h"
+#include "nn/graph_file.h"
+#include "nn/precision.h"
+#include "ring/poly.h"
+
+using namespace pfhe;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+double peak_rss_gb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / (1024.0 * 1024.0);
+}
+
+std::size_t argmax(const std::vector<double>& v) {
+  return static_cast<std::size_t>(std::max_element(v.begin(), v.end()) - v.begin());
+}
+
+// The loader's images repeat the grey channel three times; the model reads one.
+nn::Tensor grey(const nn::Tensor& rgb) {
+  nn::Tensor t({1, rgb.shape.height, rgb.shape.width});
+  std::copy(rgb.data.begin(), rgb.data.begin() + static_cast<std::ptrdiff_t>(t.data.size()), t.data.begin());
+  return t;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: pfhe_resnet20_bench MODEL.pfhm [IMAGES=2] [--standard-order] [--key-budget-gb G]\n");
+    return 2;
+  }
+  ring::keep_freed_memory_for_reuse();
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress lines as they come
+  const std::size_t count = argc > 2 && argv[2][0] != '-' ? std::stoul(argv[2]) : 2;
+  bool standard = false;
+  double key_budget_gb = 14;
+  for (int i = 2; i < argc; ++i) {
+    standard = standard || !std::strcmp(argv[i], "--standard-order");
+    if (!std::strcmp(argv[i], "--key-budget-gb") && i + 1 < argc) key_budget_gb = std::stod(argv[i + 1]);
+  }
+
+  const nn::Graph g = nn::load_graph_file(argv[1]);
+  const test::FashionMnist data = test::load_fashion_mnist_test(1064);
+  std::vector<nn::Tensor> calibration;
+  for (std::size_t i = 1000; i < 1064; ++i) calibration.push_back(grey(data.images[i]));
+  const nn::FitReport ranges = nn::fit(g, calibration, 1e6);
+  std::printf("fitted ranges on 64 test images beyond the evaluated ones: max |value| %.2f\n", ranges.max_abs());
+
+  ckks::BootstrapConfig config;
+  config.log_slots = 15;
+  config.ephemeral_weight = 32;
+  config.slots_to_coeffs_first = !standard;
+  config.storage = ckks::DiagonalStorage::kJustInTime;  // memory goes to the keys
+  const ckks::Context ctx(ckks::Parameters::create(
+      ckks::bootstrap_parameter_spec(16, 12, config, 40, standard ? 8 : 14)));
+  std::printf("parameters: %s\n", ctx.params().describe().c_str());
+  const ckks::Encoder enc(ctx);
+  auto t = Clock::now();
+  const ckks::Bootstrapper boot(enc, config);
+  std::printf("bootstrapper set-up %.1f s\n", seconds_since(t));
+  const double scale = ctx.params().default_scale();
+  const std::size_t top = boot.output_level();
+  t = Clock::now();
+  const nn::CompiledGraph compiled = nn::CompiledGraph::compile(g, enc, top, scale, std::size_t{1} << 29,
+                                                                nn::Compilation::kFull, &boot, &ranges);
+  std::printf("compile %.1f s: %zu bootstraps placed, %.2f GB of diagonals\n", seconds_since(t), compiled.bootstraps(),
+              static_cast<double>(compiled.plaintext_bytes()) / 1e9);
+
+  // The key set before it is made: it is what decides memory (the machine has 24 GB).
+  std::map<long, std::size_t> all_steps = compiled.rotation_levels();
+  for (const auto& [step, level] : boot.rotation_levels()) all_steps[step] = std::max(all_steps[step], level);
+  double key_gb = 0;
+  for (const auto& [element, level] : ckks::galois_element_levels(ctx, all_steps))
+    key_gb += 2.0 * static_cast<double>(ctx.params().digits_at(level) * (level + 1 + ctx.params().p().size()) *
+                                        ctx.n() * sizeof(std::uint64_t)) / 1e9;
+  std::printf("rotation keys needed: %zu (model %zu, bootstrapping %zu), %.2f GB\n", all_steps.size(),
+              compiled.rotation_levels().size(), boot.rotation_levels().size(), key_gb);
+  if (key_gb > key_budget_gb) {
+    std::printf("refused: the rotation keys alone exceed --key-budget-gb %.1f\n", key_budget_gb);
+    return 3;
+  }
+  t = Clock::now();
+  const ckks::KeyGenerator keygen(ctx);
+  const ckks::RelinKey relin = keygen.create_relin_key();
+  const ckks::GaloisKeys galois = boot.create_galois_keys(keygen, compiled.rotation_levels());
+  const ckks::EncapsulationKeys encapsulation = boot.create_encapsulation_keys(keygen);
+  std::printf("key generation %.1f s: %zu Galois keys, %.2f GB of evaluation keys\n", seconds_since(t),
+              galois.keys.size(),
+              static_cast<double>(relin.byte_size() + galois.byte_size() + encapsulation.byte_size()) / 1e9);
+  const ckks::Evaluator eval(ctx, &relin, &galois);
+  const ckks::Encryptor encryptor(ctx, keygen.secret_key());
+  const ckks::Decryptor decryptor(ctx, keygen.secret_key());
+
+  std::size_t agree = 0, correct = 0, plain_correct = 0;
+  double worst = 0;
+  for (std::size_t i = 0; i < count; ++i) {
+    const nn::Tensor x = grey(data.images[i]);
+    const nn::Tensor want = g.forward(x);
+    t = Clock::now();
+    const ckks::Ciphertext in = encryptor.encrypt(enc.encode(compiled.pack_input(x), top, scale));
+    std::vector<nn::CompiledGraph::StepTiming> steps;
+    const ckks::Ciphertext out = compiled.run(eval, in, &steps, &encapsulation);
+    const nn::Tensor got = compiled.unpack_output(enc.decode_real(decryptor.decrypt(out)));
+    const double seconds = seconds_since(t);
+    double in_bootstraps = 0;
+    for (const auto& s : steps)
+      if (s.name.find(".bootstrap") != std::string::npos && s.name.find(".to_bootstrap") == std::string::npos)
+        in_bootstraps += s.seconds;
+    const double relative = nn::precision_of(got, want).relative;
+    worst = std::max(worst, relative);
+    agree += argmax(got.data) == argmax(want.data);
+    correct += argmax(got.data) == static_cast<std::size_t>(data.labels[i]);
+    plain_correct += argmax(want.data) == static_cast<std::size_t>(data.labels[i]);
+    std::printf("image %zu: %.1f s (%.1f s in bootstraps), logits relative error %.2e, label %zu (float64 %zu, true %d)\n",
+                i, seconds, in_bootstraps, relative, argmax(got.data), argmax(want.data), data.labels[i]);
+    std::fflush(stdout);
+  }
+  std::printf("%zu images: labels equal to float64 %zu/%zu, encrypted accuracy %zu/%zu (float64 %zu/%zu), worst "
+              "relative error %.2e, %d threads, peak RSS %.2f GB\n",
+              count, agree, count, correct, count, plain_correct, count, worst, omp_get_max_threads(), peak_rss_gb());
+  return agree == count ? 0 : 1;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "pfhe_resnet20_bench: %s\n", e.what());
+  return 1;
+}
