@@ -6,7 +6,6 @@
 //                        [--cts-stages 3] [--stc-stages 3] [--k 16] [--double-angles 4]
 //                        [--cosine-degree 30] [--arcsine-degree 0] [--digit-headroom 0] [--stc-first]
 #include <omp.h>
-#include <sys/resource.h>
 
 #include <chrono>
 #include <cmath>
@@ -19,19 +18,14 @@
 #include "ckks/bootstrapping.h"
 #include "ckks/encryptor.h"
 #include "ring/poly.h"
+#include "runtime/process_stats.h"
 
 using namespace pfhe::ckks;
-using Clock = std::chrono::steady_clock;
+using pfhe::runtime::Clock;
+using pfhe::runtime::peak_rss_gb;
+using pfhe::runtime::seconds_since;
 
 namespace {
-
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-double peak_rss_gb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_maxrss) / (1024.0 * 1024.0);
-}
 
 int int_arg(int argc, char** argv, const std::string& name, int fallback) {
   for (int i = 1; i + 1 < argc; ++i)

@@ -7,7 +7,6 @@
 //   pfhe_resnet20_bench MODEL.pfhm [IMAGES=2] [--standard-order] [--key-budget-gb 14]
 // (exits 3 without making keys when the rotation keys alone would exceed the budget)
 #include <omp.h>
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
@@ -24,19 +23,14 @@
 #include "nn/graph_file.h"
 #include "nn/precision.h"
 #include "ring/poly.h"
+#include "runtime/process_stats.h"
 
 using namespace pfhe;
-using Clock = std::chrono::steady_clock;
+using pfhe::runtime::Clock;
+using pfhe::runtime::peak_rss_gb;
+using pfhe::runtime::seconds_since;
 
 namespace {
-
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-double peak_rss_gb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_maxrss) / (1024.0 * 1024.0);
-}
 
 std::size_t argmax(const std::vector<double>& v) {
   return static_cast<std::size_t>(std::max_element(v.begin(), v.end()) - v.begin());

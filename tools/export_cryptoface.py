@@ -82,21 +82,23 @@ def architecture(sd, patch_size, l2, classifier=False):
     }
 
 
-def write(path, arch, sd):
-    names = [k for k in sd if re.match(r"(nets\.\d+\.|linear\.|bn\.)", k)]
-    floats = []
-    entries = []
-    for name in names:
-        values = sd[name].reshape(-1)
-        entries.append({"name": name, "shape": list(sd[name].shape), "offset": len(floats)})
-        floats.extend(float(v) for v in values)
-    arch = dict(arch, tensors=entries)
-    text = json.dumps(arch, separators=(",", ":")).encode()
+def write_model_file(path, header, tensors):
+    """A pfhe model file (docs/MODEL_FORMAT.md): the JSON header with a "tensors" table,
+    then every tensor (name -> array-like, in order) as little-endian float32."""
+    floats, entries = [], []
+    for name, values in tensors.items():
+        entries.append({"name": name, "shape": list(values.shape), "offset": len(floats)})
+        floats.extend(float(v) for v in values.reshape(-1))
+    text = json.dumps(dict(header, tensors=entries), separators=(",", ":")).encode()
     with open(path, "wb") as f:
         f.write(MAGIC)
         f.write(struct.pack("<IQQ", VERSION, len(text), len(floats)))
         f.write(text)
         f.write(struct.pack(f"<{len(floats)}f", *floats))
+
+
+def write(path, arch, sd):
+    write_model_file(path, arch, {k: sd[k] for k in sd if re.match(r"(nets\.\d+\.|linear\.|bn\.)", k)})
 
 
 def main():

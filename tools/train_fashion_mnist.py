@@ -129,8 +129,9 @@ def accuracy(model, x, y, batch=1000):
     return correct / len(x)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def training_arguments(doc):
+    """OUT_DIR, --epochs, --seed; seeds torch, uses every core, creates OUT_DIR."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("out_dir")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--seed", type=int, default=1)
@@ -138,16 +139,23 @@ def main():
     torch.manual_seed(args.seed)
     torch.set_num_threads(os.cpu_count() or 1)
     os.makedirs(args.out_dir, exist_ok=True)
-    x_train = to_input(read_idx("train-images-idx3-ubyte.gz"))
-    y_train = torch.from_numpy(read_idx("train-labels-idx1-ubyte.gz").astype(np.int64))
-    x_test = to_input(read_idx("t10k-images-idx3-ubyte.gz"))
-    y_test = torch.from_numpy(read_idx("t10k-labels-idx1-ubyte.gz").astype(np.int64))
-    model = PatchCNN()
+    return args
+
+
+def load_fashion_mnist(prepare):
+    """(train images, labels, test images, labels), images through prepare (uint8 -> tensor)."""
+    labels = lambda name: torch.from_numpy(read_idx(name).astype(np.int64))  # noqa: E731
+    return (prepare(read_idx("train-images-idx3-ubyte.gz")), labels("train-labels-idx1-ubyte.gz"),
+            prepare(read_idx("t10k-images-idx3-ubyte.gz")), labels("t10k-labels-idx1-ubyte.gz"))
+
+
+def train(model, x_train, y_train, x_test, y_test, epochs):
+    """Adam with a one-cycle schedule, batches of 128, gradients clipped at 5; prints the test
+    accuracy after each epoch."""
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    steps = args.epochs * (len(x_train) // 128)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=4e-3, total_steps=steps)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=4e-3, total_steps=epochs * (len(x_train) // 128))
     start = time.time()
-    for epoch in range(args.epochs):
+    for epoch in range(epochs):
         model.train()
         perm = torch.randperm(len(x_train))
         for i in range(0, len(x_train) - 127, 128):
@@ -160,6 +168,14 @@ def main():
             sched.step()
         print(f"epoch {epoch + 1}: loss {loss.item():.3f}, test accuracy {accuracy(model, x_test, y_test):.4f}, "
               f"{time.time() - start:.0f} s", flush=True)
+
+
+def main():
+    args = training_arguments(__doc__)
+    x_train, y_train, x_test, y_test = load_fashion_mnist(to_input)
+    model = PatchCNN()
+    start = time.time()
+    train(model, x_train, y_train, x_test, y_test, args.epochs)
     acc = accuracy(model, x_test, y_test)
     ckpt = os.path.join(args.out_dir, "fashion_pcnn.ckpt")
     torch.save({"state_dict": model.state_dict()}, ckpt)

@@ -16,10 +16,8 @@ Writes OUT_DIR/resnet20_fashion.pfhm (the graph model file, docs/MODEL_FORMAT.md
 OUT_DIR/resnet20_fashion.ckpt (state_dict) and OUT_DIR/resnet20_fashion.json (plaintext test
 accuracy on all 10,000 test images, the first test images' logits for a cross-check).
 """
-import argparse
 import json
 import os
-import struct
 import sys
 import time
 
@@ -28,12 +26,13 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_fashion_mnist import HerPN, HerPNConv, accuracy, read_idx  # noqa: E402
+from export_cryptoface import write_model_file  # noqa: E402
+from train_fashion_mnist import (HerPN, HerPNConv, accuracy, load_fashion_mnist, train,  # noqa: E402
+                                 training_arguments)
 
 STAGES = [(16, 1), (32, 2), (64, 2)]
 BLOCKS_PER_STAGE = 3
 CLASSES = 10
-MAGIC, VERSION = b"PFHM", 1
 EPS = 1e-5
 
 
@@ -102,51 +101,16 @@ def graph_nodes(model):
 
 
 def write_graph(path, model):
-    sd = {k: v.detach().double() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
-    floats, entries = [], []
-    for name, values in sd.items():
-        entries.append({"name": name, "shape": list(values.shape), "offset": len(floats)})
-        floats.extend(float(v) for v in values.reshape(-1))
-    header = json.dumps({"architecture": "graph", "nodes": graph_nodes(model), "tensors": entries},
-                        separators=(",", ":")).encode()
-    with open(path, "wb") as f:
-        f.write(MAGIC)
-        f.write(struct.pack("<IQQ", VERSION, len(header), len(floats)))
-        f.write(header)
-        f.write(struct.pack(f"<{len(floats)}f", *floats))
+    tensors = {k: v.detach().double() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    write_model_file(path, {"architecture": "graph", "nodes": graph_nodes(model)}, tensors)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("out_dir")
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=1)
-    args = ap.parse_args()
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(os.cpu_count() or 1)
-    os.makedirs(args.out_dir, exist_ok=True)
-    x_train = to_input(read_idx("train-images-idx3-ubyte.gz"))
-    y_train = torch.from_numpy(read_idx("train-labels-idx1-ubyte.gz").astype(np.int64))
-    x_test = to_input(read_idx("t10k-images-idx3-ubyte.gz"))
-    y_test = torch.from_numpy(read_idx("t10k-labels-idx1-ubyte.gz").astype(np.int64))
+    args = training_arguments(__doc__)
+    x_train, y_train, x_test, y_test = load_fashion_mnist(to_input)
     model = ResNet20()
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    steps = args.epochs * (len(x_train) // 128)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=4e-3, total_steps=steps)
     start = time.time()
-    for epoch in range(args.epochs):
-        model.train()
-        perm = torch.randperm(len(x_train))
-        for i in range(0, len(x_train) - 127, 128):
-            idx = perm[i:i + 128]
-            loss = nn.functional.cross_entropy(model(x_train[idx]), y_train[idx])
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            sched.step()
-        print(f"epoch {epoch + 1}: loss {loss.item():.3f}, test accuracy {accuracy(model, x_test, y_test):.4f}, "
-              f"{time.time() - start:.0f} s", flush=True)
+    train(model, x_train, y_train, x_test, y_test, args.epochs)
     acc = accuracy(model, x_test, y_test)
     torch.save({"state_dict": model.state_dict()}, os.path.join(args.out_dir, "resnet20_fashion.ckpt"))
     write_graph(os.path.join(args.out_dir, "resnet20_fashion.pfhm"), model.double().eval())
