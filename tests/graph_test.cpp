@@ -429,3 +429,46 @@ TEST(BootstrapPlacement, DeepNetworkGetsBootstrapsAndMatchesFloat64) {
   EXPECT_EQ(loaded.rotation_levels(), compiled.rotation_levels());
   EXPECT_EQ(ckks::save(ctx, loaded.run(eval, in)), ckks::save(ctx, out));
 }
+
+TEST(BootstrapPlacement, ValueWithATinyChannelMultiplierKeepsItsPrecision) {
+  // Regression: a value entering a bootstrap with a per-channel multiplier (a folded
+  // BatchNorm whose second channel scales by 1e-5) was scaled by its range over the
+  // smallest multiplier, i.e. 10^5 times too far down, and lost its precision.
+  ckks::BootstrapConfig config;
+  config.log_slots = 11;
+  config.cts_stages = config.stc_stages = 3;
+  config.double_angles = 4;
+  const ckks::Context ctx(test::bootstrap_params(12, config, 6));
+  const ckks::Encoder enc(ctx);
+  const ckks::Bootstrapper boot(enc, config);
+  Graph g({2, 4, 4});
+  std::size_t x = 0;
+  for (int i = 0; i < 5; ++i) x = g.add("conv" + std::to_string(i), conv(2, 2, 1, true, 200 + 2 * i), x);
+  x = g.add("bn", BatchNorm{{0.1, -0.2}, {1.0, 1.0}, {1.0, 1e-5}, {0.0, 0.3}, 1e-5}, x);
+  x = g.add("after", conv(2, 2, 1, true, 300), x);  // needs a bootstrap of bn's value
+  g.add("head", conv(2, 2, 1, true, 310), x);
+  std::vector<Tensor> calibration;
+  for (std::uint64_t seed = 0; seed < 8; ++seed) {
+    Tensor t({2, 4, 4});
+    t.data = uniform(t.data.size(), -1, 1, 400 + seed);
+    calibration.push_back(t);
+  }
+  const FitReport ranges = fit(g, calibration, 1e6);
+  const CompiledGraph compiled = CompiledGraph::compile(g, enc, boot.output_level(), ctx.params().default_scale(),
+                                                        SIZE_MAX, Compilation::kFull, &boot, &ranges);
+  ASSERT_EQ(compiled.bootstraps(), 1u);
+  const ckks::KeyGenerator keygen(ctx);
+  const ckks::RelinKey relin = keygen.create_relin_key();
+  const ckks::GaloisKeys galois = boot.create_galois_keys(keygen, compiled.rotation_levels());
+  const ckks::Evaluator eval(ctx, &relin, &galois);
+  const ckks::Encryptor encryptor(ctx, keygen.secret_key());
+  const ckks::Decryptor decryptor(ctx, keygen.secret_key());
+  Tensor in({2, 4, 4});
+  in.data = uniform(in.data.size(), -1, 1, 500);
+  const ckks::Ciphertext ct = encryptor.encrypt(enc.encode(compiled.pack_input(in), boot.output_level(),
+                                                           ctx.params().default_scale()));
+  const Tensor got = compiled.unpack_output(enc.decode_real(decryptor.decrypt(compiled.run(eval, ct))));
+  const double relative = precision_of(got, g.forward(in)).relative;
+  std::printf("tiny-multiplier bootstrap: relative error %.2e\n", relative);
+  EXPECT_LT(relative, 1e-4);
+}

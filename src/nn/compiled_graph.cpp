@@ -188,9 +188,10 @@ class CompiledGraph::Builder {
     const double bound = v.max_abs / smallest;
     Value x = v;
     if (!(bound >= 1.0 / 16 && bound <= 1.0 / 4)) {
-      const double r = 4 * bound;
+      // value / r (the step folds the multiplier in, as any linear step): r comes from the
+      // value's own range, and becomes the multiplier.
+      const double r = 4 * v.max_abs;
       SlotLinearMap map = lower_elementwise(std::vector<double>(m.size(), 1.0 / r), v.layout, v.layout);
-      // value / r: the multiplier folds in as for any linear step, then r becomes it.
       x = linear_here(name + ".to_bootstrap", v, std::move(map), v.layout, v.shape, scale_);
       x.multiplier.assign(m.size(), r);
     }

@@ -4,10 +4,14 @@
 // ones on every image and the logits must agree within a relative 1e-3.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include <cstdio>
+#include <fstream>
 
 #include "encrypted_classifier.h"
 #include "fashion_mnist.h"
+#include "nn/graph_file.h"
 
 using namespace pfhe;
 
@@ -37,4 +41,35 @@ TEST(FashionMnist, EncryptedLabelsEqualPlaintextOnes) {
   }
   std::printf("20 encrypted test images: labels equal, max relative logit error %.3e\n", worst);
   EXPECT_LE(worst, 1e-3);
+}
+
+// The shipped ResNet-20 (tests/data/resnet20_fashion.pfhm, tools/train_resnet20_fashion.py):
+// pfhe's float64 forward reproduces the logits torch wrote next to it for the first test
+// images, and it classifies like its recorded accuracy.
+TEST(FashionMnist, ShippedResNet20MatchesTorchAndClassifies) {
+  const std::string dir = std::string(PFHE_SOURCE_DIR) + "/tests/data/";
+  const nn::Graph g = nn::load_graph_file(dir + "resnet20_fashion.pfhm");
+  std::ifstream report_file(dir + "resnet20_fashion.json");
+  const nlohmann::json report = nlohmann::json::parse(report_file);
+  const auto& torch_logits = report.at("first_test_logits");
+  const test::FashionMnist data = test::load_fashion_mnist_test(200);
+  const auto grey = [](const nn::Tensor& rgb) {
+    nn::Tensor t({1, rgb.shape.height, rgb.shape.width});
+    std::copy(rgb.data.begin(), rgb.data.begin() + static_cast<std::ptrdiff_t>(t.data.size()), t.data.begin());
+    return t;
+  };
+  ASSERT_GE(torch_logits.size(), 4u);
+  for (std::size_t i = 0; i < torch_logits.size(); ++i) {
+    const nn::Tensor got = g.forward(grey(data.images[i]));
+    nn::Tensor want(got.shape);
+    want.data = torch_logits[i].get<std::vector<double>>();
+    EXPECT_LT(nn::precision_of(got, want).relative, 1e-5) << "image " << i;
+  }
+  std::size_t correct = 0;
+  for (std::size_t i = 0; i < data.images.size(); ++i)
+    correct += test::argmax(g.forward(grey(data.images[i])).data) == static_cast<std::size_t>(data.labels[i]);
+  const double accuracy = static_cast<double>(correct) / static_cast<double>(data.images.size());
+  std::printf("ResNet-20 float64 accuracy on the first 200 test images: %.3f (recorded on 10,000: %.4f)\n", accuracy,
+              report.at("plaintext_test_accuracy").get<double>());
+  EXPECT_GT(accuracy, 0.85);
 }
