@@ -96,6 +96,8 @@ TEST(SpecialFftStages, ComposeToTheEncodersFftWithoutBitReversal) {
   }
   EXPECT_THROW(special_fft_stages(encoder, 3, 8, 4, true), std::invalid_argument);
   EXPECT_THROW(special_fft_stages(encoder, 3, 12, 2, true), std::invalid_argument);
+  EXPECT_THROW(special_fft_stages(encoder, -1, 8, 1, true), std::invalid_argument);
+  EXPECT_THROW(special_fft_stages(encoder, 40, 8, 1, true), std::invalid_argument);
 }
 
 BootstrapConfig config_for(int log_slots) {

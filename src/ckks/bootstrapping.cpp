@@ -91,8 +91,10 @@ Polynomial arcsine_taylor(int degree) {
 
 std::vector<Diagonals> special_fft_stages(const Encoder& encoder, int log_n, std::size_t slots, int groups,
                                           bool inverse) {
+  if (log_n < 0 || (std::size_t{1} << log_n) > encoder.context().n() / 2)
+    throw std::invalid_argument("special_fft_stages: invalid slot counts");
   const std::size_t n = std::size_t{1} << log_n;
-  if (log_n < 0 || n > encoder.context().n() / 2 || slots % n != 0 || slots > encoder.context().n() / 2)
+  if (slots % n != 0 || slots > encoder.context().n() / 2)
     throw std::invalid_argument("special_fft_stages: invalid slot counts");
   if (groups < 1 || groups > std::max(1, log_n))
     throw std::invalid_argument("special_fft_stages: " + std::to_string(groups) + " groups for " +
