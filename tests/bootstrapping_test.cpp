@@ -20,27 +20,17 @@ struct BootSetup {
       : ctx(test::bootstrap_params(log_n, config, 2, q0_bits, secret, hamming_weight)),
         encoder(ctx),
         boot(encoder, config),
-        keygen(ctx),
-        relin(keygen.create_relin_key()),
-        galois(boot.create_galois_keys(keygen)),
-        eval(ctx, &relin, &galois),
-        encryptor(ctx, keygen.secret_key()),
-        decryptor(ctx, keygen.secret_key()) {}
+        keys(ctx, boot) {}
 
   Ciphertext encrypt_at_level0(const std::vector<Complex>& values) const {
-    return encryptor.encrypt(encoder.encode(values, 0, ctx.params().default_scale()));
+    return keys.encryptor.encrypt(encoder.encode(values, 0, ctx.params().default_scale()));
   }
-  std::vector<Complex> decrypt(const Ciphertext& ct) const { return encoder.decode(decryptor.decrypt(ct)); }
+  std::vector<Complex> decrypt(const Ciphertext& ct) const { return encoder.decode(keys.decryptor.decrypt(ct)); }
 
   Context ctx;
   Encoder encoder;
   Bootstrapper boot;
-  KeyGenerator keygen;
-  RelinKey relin;
-  GaloisKeys galois;
-  Evaluator eval;
-  Encryptor encryptor;
-  Decryptor decryptor;
+  test::BootstrapKeys keys;
 };
 
 // Mean and worst bits of precision (-log2 of the absolute error) over the slots.
@@ -116,7 +106,7 @@ TEST(Bootstrapping, SparseSlotsComplex) {
   const BootSetup s(12, config);
   ASSERT_TRUE(s.boot.packed());
   const auto x = test::random_complex(s.boot.slots(), 11);
-  const Ciphertext out = s.boot.bootstrap(s.eval, s.encrypt_at_level0(x));
+  const Ciphertext out = s.boot.bootstrap(s.keys.eval, s.encrypt_at_level0(x));
   EXPECT_EQ(out.level(), s.boot.output_level());
   EXPECT_EQ(out.log_slots, 4);
   EXPECT_DOUBLE_EQ(out.scale, s.ctx.params().default_scale());
@@ -131,14 +121,14 @@ TEST(Bootstrapping, FullSlotsComplexAndReal) {
   const BootSetup s(12, config, SecretDistribution::kTernaryHamming, 32, 50);  // message ratio 2^10: less EvalMod error amplified
   ASSERT_FALSE(s.boot.packed());
   const auto x = test::random_complex(s.boot.slots(), 12);
-  Precision p = precision(s.decrypt(s.boot.bootstrap(s.eval, s.encrypt_at_level0(x))), x);
+  Precision p = precision(s.decrypt(s.boot.bootstrap(s.keys.eval, s.encrypt_at_level0(x))), x);
   std::printf("full 2^11 slots, complex: mean %.1f bits, worst %.1f bits\n", p.mean_bits, p.worst_bits);
   EXPECT_GT(p.mean_bits, 25);
   EXPECT_GT(p.worst_bits, 21);
   // A real message comes back real (imaginary parts at the noise level).
   std::vector<Complex> real(s.boot.slots());
   for (std::size_t i = 0; i < real.size(); ++i) real[i] = x[i].real();
-  p = precision(s.decrypt(s.boot.bootstrap(s.eval, s.encrypt_at_level0(real))), real);
+  p = precision(s.decrypt(s.boot.bootstrap(s.keys.eval, s.encrypt_at_level0(real))), real);
   std::printf("full 2^11 slots, real: mean %.1f bits, worst %.1f bits\n", p.mean_bits, p.worst_bits);
   EXPECT_GT(p.mean_bits, 25);
   EXPECT_GT(p.worst_bits, 21);
@@ -151,7 +141,7 @@ TEST(Bootstrapping, SparseSlotsRealTwoVectorsInOne) {
   const auto a = test::random_real(s.boot.slots(), 21), b = test::random_real(s.boot.slots(), 22);
   std::vector<Complex> x(a.size());
   for (std::size_t i = 0; i < x.size(); ++i) x[i] = {a[i], b[i]};
-  const auto got = s.decrypt(s.boot.bootstrap(s.eval, s.encrypt_at_level0(x)));
+  const auto got = s.decrypt(s.boot.bootstrap(s.keys.eval, s.encrypt_at_level0(x)));
   std::vector<Complex> got_a(a.size()), got_b(b.size()), want_a(a.begin(), a.end()), want_b(b.begin(), b.end());
   for (std::size_t i = 0; i < x.size(); ++i) {
     got_a[i] = got[i].real();
@@ -168,13 +158,13 @@ TEST(Bootstrapping, RepeatedBootstrapsKeepThePrecision) {
   auto x = test::random_complex(s.boot.slots(), 31, 0.9);
   Ciphertext ct = s.encrypt_at_level0(x);
   for (int round = 0; round < 3; ++round) {
-    ct = s.boot.bootstrap(s.eval, ct);
+    ct = s.boot.bootstrap(s.keys.eval, ct);
     ASSERT_EQ(ct.level(), s.boot.output_level());
-    ct = s.eval.multiply_relin(ct, ct);
-    s.eval.rescale_inplace(ct);
+    ct = s.keys.eval.multiply_relin(ct, ct);
+    s.keys.eval.rescale_inplace(ct);
     for (auto& v : x) v *= v;
     // The scale is now 2^80 / q (not 2^40): bootstrap takes any input scale.
-    s.eval.drop_to_level_inplace(ct, 0);
+    s.keys.eval.drop_to_level_inplace(ct, 0);
     const Precision p = precision(s.decrypt(ct), x);
     std::printf("round %d: mean %.1f bits, worst %.1f bits\n", round, p.mean_bits, p.worst_bits);
     EXPECT_GT(p.mean_bits, 25) << round;
@@ -191,7 +181,7 @@ TEST(Bootstrapping, DenseUniformTernarySecret) {
   config.double_angles = 7;
   const BootSetup s(12, config, SecretDistribution::kTernaryUniform, 0);
   const auto x = test::random_complex(s.boot.slots(), 41);
-  const Precision p = precision(s.decrypt(s.boot.bootstrap(s.eval, s.encrypt_at_level0(x))), x);
+  const Precision p = precision(s.decrypt(s.boot.bootstrap(s.keys.eval, s.encrypt_at_level0(x))), x);
   std::printf("dense secret, 2^4 slots: mean %.1f bits, worst %.1f bits\n", p.mean_bits, p.worst_bits);
   EXPECT_GT(p.mean_bits, 18);
   EXPECT_GT(p.worst_bits, 15);
@@ -203,21 +193,21 @@ TEST(Bootstrapping, DenseSecretWithSparseEncapsulation) {
   BootstrapConfig config = config_for(4);
   config.ephemeral_weight = 32;
   const BootSetup s(12, config, SecretDistribution::kTernaryUniform, 0);
-  const EncapsulationKeys keys = s.boot.create_encapsulation_keys(s.keygen);
+  const EncapsulationKeys keys = s.boot.create_encapsulation_keys(s.keys.keygen);
   const auto x = test::random_complex(s.boot.slots(), 51);
   const Ciphertext ct = s.encrypt_at_level0(x);
-  const Precision p = precision(s.decrypt(s.boot.bootstrap(s.eval, ct, &keys)), x);
+  const Precision p = precision(s.decrypt(s.boot.bootstrap(s.keys.eval, ct, &keys)), x);
   std::printf("dense secret + encapsulation, 2^4 slots: mean %.1f bits, worst %.1f bits\n", p.mean_bits,
               p.worst_bits);
   EXPECT_GT(p.mean_bits, 25);
   EXPECT_GT(p.worst_bits, 21);
   // Without the keys (or with keys to a configuration without encapsulation): refused.
-  EXPECT_THROW(s.boot.bootstrap(s.eval, ct), std::invalid_argument);
+  EXPECT_THROW(s.boot.bootstrap(s.keys.eval, ct), std::invalid_argument);
   BootstrapConfig plain = config;
   plain.ephemeral_weight = 0;
   const Bootstrapper without(s.encoder, plain);
-  EXPECT_THROW(without.bootstrap(s.eval, ct, &keys), std::invalid_argument);
-  EXPECT_THROW(without.create_encapsulation_keys(s.keygen), std::invalid_argument);
+  EXPECT_THROW(without.bootstrap(s.keys.eval, ct, &keys), std::invalid_argument);
+  EXPECT_THROW(without.create_encapsulation_keys(s.keys.keygen), std::invalid_argument);
 }
 
 TEST(Bootstrapping, SlotsToCoeffsFirst) {
@@ -231,10 +221,10 @@ TEST(Bootstrapping, SlotsToCoeffsFirst) {
     EXPECT_EQ(s.boot.output_level(), s.ctx.max_level() - config.cts_stages - config.eval_mod_depth());
     const auto x = test::random_complex(s.boot.slots(), 61 + static_cast<std::uint64_t>(log_slots));
     const Ciphertext low = s.encrypt_at_level0(x);
-    EXPECT_THROW(s.boot.bootstrap(s.eval, low), std::invalid_argument);  // below its input level
+    EXPECT_THROW(s.boot.bootstrap(s.keys.eval, low), std::invalid_argument);  // below its input level
     const Ciphertext in =
-        s.encryptor.encrypt(s.encoder.encode(x, s.boot.input_level(), s.ctx.params().default_scale()));
-    const Ciphertext out = s.boot.bootstrap(s.eval, in);
+        s.keys.encryptor.encrypt(s.encoder.encode(x, s.boot.input_level(), s.ctx.params().default_scale()));
+    const Ciphertext out = s.boot.bootstrap(s.keys.eval, in);
     EXPECT_EQ(out.level(), s.boot.output_level());
     EXPECT_EQ(out.log_slots, log_slots);
     const Precision p = precision(s.decrypt(out), x);

@@ -375,15 +375,24 @@ TEST(GraphFile, GraphWithoutTensorsRoundTrips) {
 }
 
 
-TEST(BootstrapPlacement, DeepNetworkGetsBootstrapsAndMatchesFloat64) {
+// A chain with 5 levels between full-slot bootstraps, on the insecure N = 2^12 ring.
+class BootstrapPlacement : public ::testing::Test {
+ protected:
+  static ckks::BootstrapConfig config() {
+    ckks::BootstrapConfig c;
+    c.log_slots = 11;  // N/2 slots, as every graph layout
+    c.cts_stages = c.stc_stages = 3;
+    c.double_angles = 4;
+    return c;
+  }
+  BootstrapPlacement() : ctx(test::bootstrap_params(12, config(), 6)), enc(ctx), boot(enc, config()) {}
+  ckks::Context ctx;
+  ckks::Encoder enc;
+  ckks::Bootstrapper boot;
+};
+
+TEST_F(BootstrapPlacement, DeepNetworkGetsBootstrapsAndMatchesFloat64) {
   // Five levels between bootstraps for a network of depth 12: the compiler places them.
-  ckks::BootstrapConfig config;
-  config.log_slots = 11;  // N/2 slots, as every graph layout
-  config.cts_stages = config.stc_stages = 3;
-  config.double_angles = 4;
-  const ckks::Context ctx(test::bootstrap_params(12, config, 6));
-  const ckks::Encoder enc(ctx);
-  const ckks::Bootstrapper boot(enc, config);
   const double scale = ctx.params().default_scale();
   const Graph g = residual_net();
   std::vector<Tensor> calibration;
@@ -401,21 +410,16 @@ TEST(BootstrapPlacement, DeepNetworkGetsBootstrapsAndMatchesFloat64) {
   EXPECT_GE(compiled.bootstraps(), 2u);
   EXPECT_LE(compiled.bootstraps(), 4u);
 
-  const ckks::KeyGenerator keygen(ctx);
-  const ckks::RelinKey relin = keygen.create_relin_key();
-  const ckks::GaloisKeys galois = boot.create_galois_keys(keygen, compiled.rotation_levels());
-  const ckks::Evaluator eval(ctx, &relin, &galois);
-  const ckks::Encryptor encryptor(ctx, keygen.secret_key());
-  const ckks::Decryptor decryptor(ctx, keygen.secret_key());
+  const test::BootstrapKeys keys(ctx, boot, compiled.rotation_levels());
   const Tensor x = input_image(5);
-  const ckks::Ciphertext in = encryptor.encrypt(enc.encode(compiled.pack_input(x), top, scale));
+  const ckks::Ciphertext in = keys.encryptor.encrypt(enc.encode(compiled.pack_input(x), top, scale));
   std::vector<CompiledGraph::StepTiming> steps;
-  const ckks::Ciphertext out = compiled.run(eval, in, &steps);
+  const ckks::Ciphertext out = compiled.run(keys.eval, in, &steps);
   const auto bootstrap_steps = std::count_if(steps.begin(), steps.end(), [](const CompiledGraph::StepTiming& s) {
     return s.name.find(".bootstrap") != std::string::npos;
   });
   EXPECT_EQ(static_cast<std::size_t>(bootstrap_steps), compiled.bootstraps());  // the timing report shows them
-  const Tensor got = compiled.unpack_output(enc.decode_real(decryptor.decrypt(out)));
+  const Tensor got = compiled.unpack_output(enc.decode_real(keys.decryptor.decrypt(out)));
   const Tensor want = g.forward(x);
   const double relative = precision_of(got, want).relative;
   std::printf("%zu bootstraps, relative error %.2e\n", compiled.bootstraps(), relative);
@@ -427,20 +431,13 @@ TEST(BootstrapPlacement, DeepNetworkGetsBootstrapsAndMatchesFloat64) {
   const CompiledGraph loaded = CompiledGraph::load(enc, bytes, {}, &boot);
   EXPECT_EQ(loaded.bootstraps(), compiled.bootstraps());
   EXPECT_EQ(loaded.rotation_levels(), compiled.rotation_levels());
-  EXPECT_EQ(ckks::save(ctx, loaded.run(eval, in)), ckks::save(ctx, out));
+  EXPECT_EQ(ckks::save(ctx, loaded.run(keys.eval, in)), ckks::save(ctx, out));
 }
 
-TEST(BootstrapPlacement, ValueWithATinyChannelMultiplierKeepsItsPrecision) {
+TEST_F(BootstrapPlacement, ValueWithATinyChannelMultiplierKeepsItsPrecision) {
   // Regression: a value entering a bootstrap with a per-channel multiplier (a folded
   // BatchNorm whose second channel scales by 1e-5) was scaled by its range over the
   // smallest multiplier, i.e. 10^5 times too far down, and lost its precision.
-  ckks::BootstrapConfig config;
-  config.log_slots = 11;
-  config.cts_stages = config.stc_stages = 3;
-  config.double_angles = 4;
-  const ckks::Context ctx(test::bootstrap_params(12, config, 6));
-  const ckks::Encoder enc(ctx);
-  const ckks::Bootstrapper boot(enc, config);
   Graph g({2, 4, 4});
   std::size_t x = 0;
   for (int i = 0; i < 5; ++i) x = g.add("conv" + std::to_string(i), conv(2, 2, 1, true, 200 + 2 * i), x);
@@ -457,17 +454,12 @@ TEST(BootstrapPlacement, ValueWithATinyChannelMultiplierKeepsItsPrecision) {
   const CompiledGraph compiled = CompiledGraph::compile(g, enc, boot.output_level(), ctx.params().default_scale(),
                                                         SIZE_MAX, Compilation::kFull, &boot, &ranges);
   ASSERT_EQ(compiled.bootstraps(), 1u);
-  const ckks::KeyGenerator keygen(ctx);
-  const ckks::RelinKey relin = keygen.create_relin_key();
-  const ckks::GaloisKeys galois = boot.create_galois_keys(keygen, compiled.rotation_levels());
-  const ckks::Evaluator eval(ctx, &relin, &galois);
-  const ckks::Encryptor encryptor(ctx, keygen.secret_key());
-  const ckks::Decryptor decryptor(ctx, keygen.secret_key());
+  const test::BootstrapKeys keys(ctx, boot, compiled.rotation_levels());
   Tensor in({2, 4, 4});
   in.data = uniform(in.data.size(), -1, 1, 500);
-  const ckks::Ciphertext ct = encryptor.encrypt(enc.encode(compiled.pack_input(in), boot.output_level(),
-                                                           ctx.params().default_scale()));
-  const Tensor got = compiled.unpack_output(enc.decode_real(decryptor.decrypt(compiled.run(eval, ct))));
+  const ckks::Ciphertext ct = keys.encryptor.encrypt(enc.encode(compiled.pack_input(in), boot.output_level(),
+                                                                ctx.params().default_scale()));
+  const Tensor got = compiled.unpack_output(enc.decode_real(keys.decryptor.decrypt(compiled.run(keys.eval, ct))));
   const double relative = precision_of(got, g.forward(in)).relative;
   std::printf("tiny-multiplier bootstrap: relative error %.2e\n", relative);
   EXPECT_LT(relative, 1e-4);

@@ -68,6 +68,25 @@ struct ModelKeys {
   ckks::Decryptor decryptor;
 };
 
+// The same for a program that bootstraps: the bootstrapper's rotation and conjugation keys
+// and the program's rotation keys in one set.
+struct BootstrapKeys {
+  BootstrapKeys(const ckks::Context& ctx, const ckks::Bootstrapper& boot,
+                const std::map<long, std::size_t>& program_levels = {})
+      : keygen(ctx),
+        relin(keygen.create_relin_key()),
+        galois(boot.create_galois_keys(keygen, program_levels)),
+        eval(ctx, &relin, &galois),
+        encryptor(ctx, keygen.secret_key()),
+        decryptor(ctx, keygen.secret_key()) {}
+  ckks::KeyGenerator keygen;
+  ckks::RelinKey relin;
+  ckks::GaloisKeys galois;
+  ckks::Evaluator eval;
+  ckks::Encryptor encryptor;
+  ckks::Decryptor decryptor;
+};
+
 inline std::vector<std::complex<double>> random_complex(std::size_t n, std::uint64_t seed, double bound = 1.0) {
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<double> d(-bound, bound);
