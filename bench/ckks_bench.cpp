@@ -10,6 +10,7 @@
 #include <memory>
 #include <random>
 
+#include "ckks/checksum.h"
 #include "ckks/encoder.h"
 #include "ckks/encryptor.h"
 #include "ckks/evaluator.h"
@@ -280,7 +281,17 @@ void BM_linear_transform64_jit(benchmark::State& st) {
   for (auto _ : st) benchmark::DoNotOptimize(lt.apply(*a.s.eval, x));
 }
 
+// The checksum every file and message carries (ckks/checksum.h): bytes per second over a
+// 256 MB buffer, the cost it adds to loading a multi-GB key file.
+void BM_checksum(benchmark::State& st) {
+  std::vector<std::uint8_t> data(std::size_t{256} << 20);
+  for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<std::uint8_t>(i * 2654435761u >> 13);
+  for (auto _ : st) benchmark::DoNotOptimize(pfhe::ckks::checksum(data));
+  st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * data.size()));
+}
+
 void register_all() {
+  benchmark::RegisterBenchmark("checksum_256MB", BM_checksum)->Unit(benchmark::kMillisecond)->UseRealTime();
   const std::vector<std::pair<const char*, void (*)(benchmark::State&)>> ops = {
       {"ntt_limb", BM_ntt_limb},         {"ntt_all_limbs", BM_ntt_all_limbs},
       {"jit_limb", BM_jit_limb},         {"encode", BM_encode},

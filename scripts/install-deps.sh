@@ -3,11 +3,11 @@
 #   install-deps.sh [--with-tooling]   also python3-torch, python3-matplotlib, python3-skimage (LFW faces) and the Fashion-MNIST data (Debian),
 #                                      for tools/ and the tests that use them
 set -euo pipefail
-packages=(g++ cmake ninja-build pkg-config libssl-dev libzstd-dev libomp-dev
+packages=(g++ cmake ninja-build pkg-config libssl-dev libzstd-dev libxxhash-dev libomp-dev
           libgtest-dev libbenchmark-dev nlohmann-json3-dev libfmt-dev libcli11-dev
           libopenmpi-dev openmpi-bin libstb-dev zlib1g-dev libhdf5-dev)
 if [ "${1:-}" = "--with-tooling" ]; then
-  packages+=(python3-torch python3-numpy python3-matplotlib python3-skimage dataset-fashion-mnist)
+  packages+=(python3-torch python3-numpy python3-xxhash python3-matplotlib python3-skimage dataset-fashion-mnist)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -23,6 +23,7 @@ import sys
 
 MAGIC = b"PFHM"
 VERSION = 1
+TRAILER_MAGIC = b"PFHE-XH3"
 
 
 def load_state_dict(path):
@@ -90,11 +91,17 @@ def write_model_file(path, header, tensors):
         entries.append({"name": name, "shape": list(values.shape), "offset": len(floats)})
         floats.extend(float(v) for v in values.reshape(-1))
     text = json.dumps(dict(header, tensors=entries), separators=(",", ":")).encode()
+    data = MAGIC + struct.pack("<IQQ", VERSION, len(text), len(floats)) + text + struct.pack(f"<{len(floats)}f", *floats)
     with open(path, "wb") as f:
-        f.write(MAGIC)
-        f.write(struct.pack("<IQQ", VERSION, len(text), len(floats)))
-        f.write(text)
-        f.write(struct.pack(f"<{len(floats)}f", *floats))
+        f.write(data + checksum_trailer(data))
+
+
+def checksum_trailer(data):
+    """pfhe's file checksum (docs/FORMAT.md): "PFHE-XH3" then XXH3-64 of the data, u64
+    little-endian (Debian's python3-xxhash)."""
+    import xxhash  # imported here so that --help works without it
+
+    return TRAILER_MAGIC + struct.pack("<Q", xxhash.xxh3_64_intdigest(data))
 
 
 def write(path, arch, sd):

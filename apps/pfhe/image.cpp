@@ -82,7 +82,7 @@ std::vector<unsigned char> encode_png(const nn::Tensor& image) {
 
 void save_png(const nn::Tensor& image, const std::string& path) {
   const std::vector<unsigned char> png = encode_png(image);
-  ckks::write_file(path, {png.data(), png.size()});
+  ckks::write_raw_file(path, {png.data(), png.size()});
 }
 
 }  // namespace pfhe::app

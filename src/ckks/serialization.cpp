@@ -460,9 +460,10 @@ GaloisKeys load_galois_keys(const Context& ctx, std::span<const std::uint8_t> by
   return gk;
 }
 
-FileWriter::FileWriter(const std::string& path) : path_(path), partial_(path + ".partial") {
+FileWriter::FileWriter(const std::string& path, Trailer trailer) : path_(path), partial_(path + ".partial") {
   out_.open(partial_, std::ios::binary | std::ios::trunc);
   if (!out_) throw SerializationError("cannot open " + partial_ + " for writing");
+  if (trailer == Trailer::kChecksum) checksum_ = std::make_unique<Checksum>();
 }
 
 FileWriter::~FileWriter() {
@@ -472,12 +473,18 @@ FileWriter::~FileWriter() {
   }
 }
 
-void FileWriter::write(std::span<const std::uint8_t> bytes) {
+void FileWriter::write_raw(std::span<const std::uint8_t> bytes) {
   out_.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
   if (!out_) throw SerializationError("write to " + partial_ + " failed (disk full?)");
 }
 
+void FileWriter::write(std::span<const std::uint8_t> bytes) {
+  if (checksum_) checksum_->update(bytes);
+  write_raw(bytes);
+}
+
 void FileWriter::commit() {
+  if (checksum_) write_raw(make_trailer(checksum_->digest()));
   out_.flush();
   out_.close();
   if (!out_) throw SerializationError("write to " + partial_ + " failed (disk full?)");
@@ -487,13 +494,15 @@ void FileWriter::commit() {
   committed_ = true;
 }
 
-void write_file(const std::string& path, std::span<const std::uint8_t> bytes) {
-  FileWriter f(path);
+namespace {
+
+void write_whole_file(const std::string& path, std::span<const std::uint8_t> bytes, FileWriter::Trailer trailer) {
+  FileWriter f(path, trailer);
   f.write(bytes);
   f.commit();
 }
 
-Bytes read_file(const std::string& path) {
+Bytes read_whole_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f) throw SerializationError("cannot open " + path);
   const auto size = f.tellg();
@@ -505,12 +514,28 @@ Bytes read_file(const std::string& path) {
   return out;
 }
 
+}  // namespace
+
+void write_file(const std::string& path, std::span<const std::uint8_t> bytes) {
+  write_whole_file(path, bytes, FileWriter::Trailer::kChecksum);
+}
+
+Bytes read_file(const std::string& path) {
+  Bytes bytes = read_whole_file(path);
+  bytes.resize(verify_trailer(bytes, path).size());
+  return bytes;
+}
+
+void write_raw_file(const std::string& path, std::span<const std::uint8_t> bytes) {
+  write_whole_file(path, bytes, FileWriter::Trailer::kNone);
+}
+
 void write_text_file(const std::string& path, std::string_view text) {
-  write_file(path, {reinterpret_cast<const std::uint8_t*>(text.data()), text.size()});
+  write_raw_file(path, {reinterpret_cast<const std::uint8_t*>(text.data()), text.size()});
 }
 
 std::string read_text_file(const std::string& path) {
-  const Bytes bytes = read_file(path);
+  const Bytes bytes = read_whole_file(path);
   return {bytes.begin(), bytes.end()};
 }
 

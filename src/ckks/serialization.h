@@ -8,6 +8,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <memory>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "ckks/byte_stream.h"
+#include "ckks/checksum.h"
 #include "ckks/ciphertext.h"
 #include "ckks/context.h"
 #include "ckks/keys.h"
@@ -86,10 +88,13 @@ ObjectType peek_type(std::span<const std::uint8_t> bytes);
 
 // Writes a file in pieces (large artefacts without one buffer for all of it) to
 // "<path>.partial" and renames it into place on commit(); destroyed uncommitted (an
-// error on the way), it removes the partial file. Errors name the path.
+// error on the way), it removes the partial file. Errors name the path. pfhe's binary
+// files end in a checksum trailer (ckks/checksum.h) that commit() appends; files read by
+// other programs (text, images) are written without one (Trailer::kNone).
 class FileWriter {
  public:
-  explicit FileWriter(const std::string& path);
+  enum class Trailer { kChecksum, kNone };
+  explicit FileWriter(const std::string& path, Trailer trailer = Trailer::kChecksum);
   ~FileWriter();
   FileWriter(const FileWriter&) = delete;
   FileWriter& operator=(const FileWriter&) = delete;
@@ -97,16 +102,21 @@ class FileWriter {
   void commit();
 
  private:
+  void write_raw(std::span<const std::uint8_t> bytes);
   std::string path_, partial_;
   std::ofstream out_;
+  std::unique_ptr<Checksum> checksum_;  // null for Trailer::kNone
   bool committed_ = false;
 };
 
-// Whole-file helpers; errors name the path.
+// Whole-file helpers for pfhe's binary files: write_file appends the checksum trailer,
+// read_file verifies it and returns the bytes before it. Errors name the path.
 void write_file(const std::string& path, std::span<const std::uint8_t> bytes);
 Bytes read_file(const std::string& path);
-// The same for text files (JSON specs and reports, score lists).
+// Files for other programs and people (JSON specs and reports, score lists, images): no
+// trailer; their readers validate what they parse.
 void write_text_file(const std::string& path, std::string_view text);
 std::string read_text_file(const std::string& path);
+void write_raw_file(const std::string& path, std::span<const std::uint8_t> bytes);
 
 }  // namespace pfhe::ckks

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <cstdio>
 #include <stdexcept>
 
 #include "ckks/keygen.h"
@@ -71,6 +72,22 @@ std::map<long, std::size_t> rotations_from(const nlohmann::json& rotations) {
 }
 }  // namespace
 
+namespace {
+
+// XXH3-64 (ckks/checksum.h) of the spec's compact JSON without its "checksum" member, in
+// hex. nlohmann's objects keep their keys sorted and print doubles so that they read back
+// to the same value, so the text hashed is the same after a round trip.
+std::string spec_checksum(nlohmann::json j) {
+  j.erase("checksum");
+  const std::string text = j.dump();
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx",
+                static_cast<unsigned long long>(ckks::checksum({reinterpret_cast<const std::uint8_t*>(text.data()), text.size()})));
+  return hex;
+}
+
+}  // namespace
+
 std::string ClientSpec::to_json() const {
   nlohmann::json ring_switch_json = nullptr;
   if (ring_switch)
@@ -80,7 +97,7 @@ std::string ClientSpec::to_json() const {
                         {"parameter_fingerprint", half_ring_fingerprint},
                         {"rotations", rotations_json(half_ring_rotation_levels)}};
   const nlohmann::json j = {{"format", "pfhe-client-spec"},
-                            {"version", 2},
+                            {"version", 3},
                             {"parameter_fingerprint", fingerprint},
                             {"grid", grid},
                             {"patch_size", patch_size},
@@ -92,14 +109,16 @@ std::string ClientSpec::to_json() const {
                             {"output", classifier ? "logits" : "embedding"},
                             {"rotations", rotations_json(rotation_levels)},
                             {"ring_switch", ring_switch_json}};
-  return j.dump(1);
+  nlohmann::json with_checksum = j;
+  with_checksum["checksum"] = spec_checksum(j);
+  return with_checksum.dump(1);
 }
 
 ClientSpec ClientSpec::from_json(const std::string& text) {
   try {
     const nlohmann::json j = nlohmann::json::parse(text);
-    if (j.at("format") != "pfhe-client-spec" || j.at("version") != 2)
-      throw std::invalid_argument("not a version-2 pfhe client spec (rerun pfhe compile)");
+    if (j.at("format") != "pfhe-client-spec" || j.at("version") != 3)
+      throw std::invalid_argument("not a version-3 pfhe client spec (rerun pfhe compile)");
     ClientSpec s;
     s.fingerprint = unsigned_at(j, "parameter_fingerprint", UINT64_MAX);
     s.grid = unsigned_at(j, "grid", 16);
@@ -128,6 +147,9 @@ ClientSpec ClientSpec::from_json(const std::string& text) {
         !(s.input_layout.shape == nn::Shape{3, s.patch_size, s.patch_size}) ||
         s.embedding_layout.shape.size() != s.embedding_size)
       throw std::invalid_argument("inconsistent geometry");
+    // Last, so that the field checks above stay reachable (and fuzzed) on their own.
+    if (!j.contains("checksum") || j.at("checksum") != spec_checksum(j))
+      throw std::invalid_argument("checksum mismatch: the spec is corrupt or was edited (rerun pfhe compile)");
     return s;
   } catch (const nlohmann::json::exception& e) {
     throw std::invalid_argument(std::string("client spec: ") + e.what());

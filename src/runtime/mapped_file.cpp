@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "ckks/byte_stream.h"
+#include "ckks/checksum.h"
 
 namespace pfhe::runtime {
 
@@ -32,6 +33,12 @@ MappedFile::MappedFile(const std::string& path) {
     data_ = static_cast<const std::uint8_t*>(p);
   }
   ::close(fd);  // the mapping stays valid
+  try {
+    content_ = ckks::verify_trailer({data_, size_}, path, this);
+  } catch (...) {
+    if (data_) ::munmap(const_cast<std::uint8_t*>(data_), size_);
+    throw;
+  }
 }
 
 MappedFile::~MappedFile() {

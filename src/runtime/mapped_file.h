@@ -1,7 +1,10 @@
 // A read-only memory mapping of a whole file. Loading the compiled model and the
 // evaluation keys through it keeps the file's bytes in the page cache (shared by every
 // process that maps the same file, and reclaimable) instead of a private copy next to the
-// decoded objects, which would double the peak memory of loading.
+// decoded objects, which would double the peak memory of loading. The file's checksum
+// trailer (ckks/checksum.h) is verified once, when it is mapped (chunk by chunk, each
+// released after hashing, so the check does not make the whole file resident); bytes()
+// is the content before the trailer.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -19,7 +22,7 @@ class MappedFile final : public ckks::Backing {
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
 
-  std::span<const std::uint8_t> bytes() const { return {data_, size_}; }
+  std::span<const std::uint8_t> bytes() const { return content_; }
   // Drops this process's pages of a range that has been read and will not be read again
   // (the whole pages inside it; the file stays in the page cache): resident memory falls
   // while a large file is decoded. Reading the range again would fault it back in.
@@ -28,6 +31,7 @@ class MappedFile final : public ckks::Backing {
  private:
   const std::uint8_t* data_ = nullptr;
   std::size_t size_ = 0;
+  std::span<const std::uint8_t> content_;
 };
 
 // Maps the file at `path` and decodes it with `decode(bytes, mapping)`, where `mapping`
@@ -35,8 +39,8 @@ class MappedFile final : public ckks::Backing {
 // file's bytes in place); SerializationErrors come back prefixed with the path.
 template <typename Decode>
 auto load_mapped_in_place(const std::string& path, Decode&& decode) {
+  const auto file = std::make_shared<const MappedFile>(path);  // its errors name the path
   try {
-    const auto file = std::make_shared<const MappedFile>(path);
     return decode(file->bytes(), std::shared_ptr<const ckks::Backing>(file));
   } catch (const ckks::SerializationError& e) {
     throw ckks::SerializationError(path + ": " + e.what());

@@ -5,6 +5,7 @@
 #include <deque>
 #include <stdexcept>
 
+#include "ckks/checksum.h"
 #include "ckks/serialization.h"
 #include "runtime/mpi.h"
 #include "runtime/process_stats.h"
@@ -33,10 +34,13 @@ ckks::Bytes receive_bytes(int source, int tag, MPI_Status& status) {
   check(MPI_Get_count(&status, MPI_BYTE, &count), "get_count");
   ckks::Bytes b(static_cast<std::size_t>(count));
   check(MPI_Recv(b.data(), count, MPI_BYTE, status.MPI_SOURCE, status.MPI_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE), "recv");
+  b.resize(ckks::verify_trailer(b, "MPI message from rank " + std::to_string(status.MPI_SOURCE)).size());
   return b;
 }
 
-void send_bytes(const ckks::Bytes& b, int dest, int tag) {
+// Every message carries the checksum trailer of ckks/checksum.h.
+void send_bytes(ckks::Bytes b, int dest, int tag) {
+  ckks::append_trailer(b);
   if (b.size() > static_cast<std::size_t>(INT32_MAX)) throw std::runtime_error("MPI: message above 2 GB");
   check(MPI_Send(b.data(), static_cast<int>(b.size()), MPI_BYTE, dest, tag, MPI_COMM_WORLD), "send");
 }

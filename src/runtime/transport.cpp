@@ -3,9 +3,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
+
+#include "ckks/checksum.h"
 
 namespace pfhe::runtime {
 
@@ -49,8 +52,13 @@ void send_frame(int fd, const Frame& frame) {
   w.put<double>(frame.task_seconds);
   w.put<double>(frame.transfer_seconds);
   w.put<std::uint64_t>(frame.payload.size());
+  ckks::Checksum sum;
+  sum.update(w.bytes());
+  sum.update(frame.payload);
+  const auto trailer = ckks::make_trailer(sum.digest());
   write_all(fd, w.bytes().data(), w.bytes().size());
   write_all(fd, frame.payload.data(), frame.payload.size());
+  write_all(fd, trailer.data(), trailer.size());
 }
 
 bool receive_frame(int fd, Frame& frame, std::size_t max_payload) {
@@ -69,7 +77,17 @@ bool receive_frame(int fd, Frame& frame, std::size_t max_payload) {
   const auto length = r.get<std::uint64_t>("frame");
   if (frame.status > 1 || length > max_payload) throw std::runtime_error("transport: malformed frame header");
   frame.payload.resize(length);
-  if (read_all(fd, frame.payload.data(), length) != length) throw std::runtime_error("transport: stream ended inside a frame");
+  std::array<std::uint8_t, ckks::kTrailerSize> trailer{};
+  if (read_all(fd, frame.payload.data(), length) != length || read_all(fd, trailer.data(), trailer.size()) != trailer.size())
+    throw std::runtime_error("transport: stream ended inside a frame");
+  ckks::Checksum sum;
+  sum.update({header, kHeader});
+  sum.update(frame.payload);
+  try {
+    ckks::check_trailer(trailer, sum.digest(), "transport frame of task " + std::to_string(frame.task));
+  } catch (const ckks::SerializationError& e) {
+    throw std::runtime_error(e.what());
+  }
   return true;
 }
 

@@ -1,7 +1,7 @@
 // Framed messages over a stream socket or pipe, as the fork pool exchanges them:
 // "PFTK", task index, status (0 ok, 1 error message), the sender's task and
 // serialization seconds, payload length, payload (a serialized ciphertext or an error
-// text). Sends never raise SIGPIPE; a peer that vanished shows up as false / an error.
+// text), then the checksum trailer of ckks/checksum.h over all of it. Sends never raise SIGPIPE; a peer that vanished shows up as false / an error.
 #pragma once
 #include <cstdint>
 #include <string>

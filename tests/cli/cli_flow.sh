@@ -111,7 +111,7 @@ head -c 1000000 alice.cts > truncated.cts
 expect_error "truncated\|ends\|short" "$pfhe" infer "${server[@]}" --input truncated.cts --out x.ct
 cp alice.cts corrupt.cts
 printf '\xff\xff\xff\xff\xff\xff\xff\xff' | dd of=corrupt.cts bs=1 seek=200 conv=notrunc status=none
-expect_error "error" "$pfhe" infer "${server[@]}" --input corrupt.cts --out x.ct
+expect_error "corrupt.cts: checksum mismatch" "$pfhe" infer "${server[@]}" --input corrupt.cts --out x.ct
 "$pfhe" keygen "${spec[@]}" --secret-key other.key --eval-keys other.keys
 expect_error "different key sets" "$pfhe" infer --params srv/params.pfhe --model srv/model.pfhc \
   --eval-keys other.keys --input alice.cts --out x.ct

@@ -1,4 +1,4 @@
-// libFuzzer target for every loader: the CKKS binary format (docs/FORMAT.md), model files
+// libFuzzer target for every loader: the checksum trailer of files and messages, the CKKS binary format (docs/FORMAT.md), model files
 // (docs/MODEL_FORMAT.md: PatchCNNs and graphs), compiled models and their linear transforms, compiled graphs, bundle files and
 // the client spec (JSON). Built with
 // -DPFHE_BUILD_FUZZ=ON and clang; see docs/FUZZING.md for the corpus and how long it ran.
@@ -39,6 +39,7 @@ const Context& context() {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::span<const std::uint8_t> bytes(data, size);
   const Context& ctx = context();
+  try { verify_trailer(bytes, "fuzz input"); } catch (const SerializationError&) {}
   try { load_parameters(bytes); } catch (const SerializationError&) {}
   try { load_plaintext(ctx, bytes); } catch (const SerializationError&) {}
   try { load_ciphertext(ctx, bytes); } catch (const SerializationError&) {}

@@ -267,6 +267,18 @@ TEST(ClientServer, ClientOwnsItsSecretKeyAndSpecRoundTrips) {
     wrong.replace(at, wrong.find(',', at) - at, "90380912169428077370.0");
     EXPECT_THROW(runtime::ClientSpec::from_json(wrong), std::invalid_argument);
   }
+  {
+    // A change that every field check accepts is caught by the checksum.
+    std::string edited = spec.to_json();
+    const std::size_t at = edited.find("\"input_level\": ") + 15;
+    edited.replace(at, edited.find(',', at) - at, "27");
+    try {
+      runtime::ClientSpec::from_json(edited);
+      ADD_FAILURE() << "an edited spec was accepted";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("checksum mismatch"), std::string::npos) << e.what();
+    }
+  }
 
   // Regression: the client used to keep a reference to a temporary secret key.
   const runtime::Client client(s.ctx, spec, runtime::SecretKeyFile{42, s.keys.keygen.secret_key(), std::nullopt});

@@ -15,7 +15,8 @@ def main():
     assert data[:4] == b"PFHM", "not a pfhe model"
     _, json_len, count = struct.unpack("<IQQ", data[4:24])
     arch = json.loads(data[24:24 + json_len])
-    floats = struct.unpack(f"<{count}f", data[24 + json_len:])
+    start = 24 + json_len  # the data section, then pfhe's 16-byte checksum trailer
+    floats = struct.unpack(f"<{count}f", data[start:start + 4 * count])
     sd = {}
     for t in arch["tensors"]:
         n = 1

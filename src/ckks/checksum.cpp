@@ -1,0 +1,93 @@
+#include "ckks/checksum.h"
+
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <new>
+
+namespace pfhe::ckks {
+
+namespace {
+
+constexpr char kTrailerMagic[8] = {'P', 'F', 'H', 'E', '-', 'X', 'H', '3'};
+// Hashing a mapped file in chunks of this size, each released after it is hashed.
+constexpr std::size_t kVerifyChunk = std::size_t{64} << 20;
+
+std::string hex(std::uint64_t v) {
+  char buf[19];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+}  // namespace
+
+struct Checksum::State {
+  XXH3_state_t* xxh = nullptr;
+};
+
+Checksum::Checksum() : state_(std::make_unique<State>()) {
+  state_->xxh = XXH3_createState();
+  if (!state_->xxh) throw std::bad_alloc();
+  XXH3_64bits_reset(state_->xxh);
+}
+
+Checksum::~Checksum() { XXH3_freeState(state_->xxh); }
+
+void Checksum::update(std::span<const std::uint8_t> bytes) { XXH3_64bits_update(state_->xxh, bytes.data(), bytes.size()); }
+
+std::uint64_t Checksum::digest() const { return XXH3_64bits_digest(state_->xxh); }
+
+std::uint64_t checksum(std::span<const std::uint8_t> bytes) { return XXH3_64bits(bytes.data(), bytes.size()); }
+
+std::array<std::uint8_t, kTrailerSize> make_trailer(std::uint64_t digest) {
+  std::array<std::uint8_t, kTrailerSize> t{};
+  std::memcpy(t.data(), kTrailerMagic, 8);
+  for (int i = 0; i < 8; ++i) t[8 + i] = static_cast<std::uint8_t>(digest >> (8 * i));
+  return t;
+}
+
+void append_trailer(Bytes& bytes) {
+  const auto t = make_trailer(checksum(bytes));
+  bytes.insert(bytes.end(), t.begin(), t.end());
+}
+
+namespace {
+
+// The digest a trailer stores; throws when `trailer` is not one.
+std::uint64_t stored_digest(std::span<const std::uint8_t> trailer, const std::string& what) {
+  if (trailer.size() != kTrailerSize || std::memcmp(trailer.data(), kTrailerMagic, 8) != 0)
+    throw SerializationError(what + ": not a pfhe file, or truncated (no pfhe checksum at its end; files written "
+                                    "by a pfhe before checksums must be made again)");
+  std::uint64_t stored = 0;
+  for (int i = 0; i < 8; ++i) stored |= std::uint64_t{trailer[8 + i]} << (8 * i);
+  return stored;
+}
+
+}  // namespace
+
+void check_trailer(std::span<const std::uint8_t> trailer, std::uint64_t computed, const std::string& what) {
+  const std::uint64_t stored = stored_digest(trailer, what);
+  if (computed != stored)
+    throw SerializationError(what + ": checksum mismatch (stored " + hex(stored) + ", computed " + hex(computed) +
+                             "): the data is corrupt");
+}
+
+std::span<const std::uint8_t> verify_trailer(std::span<const std::uint8_t> bytes, const std::string& what,
+                                             const Backing* backing) {
+  if (bytes.size() < kTrailerSize) stored_digest({}, what);  // throws
+  const auto content = bytes.first(bytes.size() - kTrailerSize);
+  const auto trailer = bytes.last(kTrailerSize);
+  stored_digest(trailer, what);  // no trailer: refuse before hashing a large file
+  Checksum sum;
+  for (std::size_t at = 0; at < content.size(); at += kVerifyChunk) {
+    const auto chunk = content.subspan(at, std::min(kVerifyChunk, content.size() - at));
+    sum.update(chunk);
+    if (backing) backing->release(chunk);
+  }
+  check_trailer(trailer, sum.digest(), what);
+  return content;
+}
+
+}  // namespace pfhe::ckks
