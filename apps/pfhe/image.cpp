@@ -52,6 +52,13 @@ nn::Tensor decode_image(const unsigned char* data, std::size_t length, std::size
   return to_tensor(pixels.get(), w, h, size);
 }
 
+nn::Tensor pixels_to_tensor(const unsigned char* rgb, std::size_t width, std::size_t height, std::size_t size) {
+  if (size == 0 || width == 0 || height == 0) throw std::invalid_argument("pixels_to_tensor: empty image or output");
+  if (width > static_cast<std::size_t>(INT32_MAX) / 4 || height > static_cast<std::size_t>(INT32_MAX) / 4)
+    throw std::invalid_argument("pixels_to_tensor: image too large");
+  return to_tensor(rgb, static_cast<int>(width), static_cast<int>(height), size);
+}
+
 nn::Tensor load_image(const std::string& path, std::size_t size) {
   int w = 0, h = 0, channels = 0;
   StbPixels pixels(stbi_load(path.c_str(), &w, &h, &channels, 3), stbi_image_free);
@@ -59,15 +66,21 @@ nn::Tensor load_image(const std::string& path, std::size_t size) {
   return to_tensor(pixels.get(), w, h, size);
 }
 
-std::vector<unsigned char> encode_png(const nn::Tensor& image) {
+std::vector<unsigned char> rgb_pixels(const nn::Tensor& image) {
   const std::size_t h = image.shape.height, w = image.shape.width;
-  if (image.shape.channels != 3) throw std::invalid_argument("encode_png: needs 3 channels");
+  if (image.shape.channels != 3) throw std::invalid_argument("rgb_pixels: needs 3 channels");
   std::vector<unsigned char> rgb(h * w * 3);
   for (std::size_t y = 0; y < h; ++y)
     for (std::size_t x = 0; x < w; ++x)
       for (std::size_t c = 0; c < 3; ++c)
         rgb[(y * w + x) * 3 + c] =
             static_cast<unsigned char>(std::lround(std::clamp((image.at(c, y, x) + 1.0) * 127.5, 0.0, 255.0)));
+  return rgb;
+}
+
+std::vector<unsigned char> encode_png(const nn::Tensor& image) {
+  const std::size_t h = image.shape.height, w = image.shape.width;
+  const std::vector<unsigned char> rgb = rgb_pixels(image);
   std::vector<unsigned char> png;
   const auto append = [](void* out, void* data, int size) {
     auto* bytes = static_cast<unsigned char*>(data);

@@ -12,7 +12,11 @@ namespace pfhe::app {
 nn::Tensor load_image(const std::string& path, std::size_t size);
 // Encoded image bytes (e.g. from an HDF5 dataset), same preprocessing.
 nn::Tensor decode_image(const unsigned char* data, std::size_t length, std::size_t size, const std::string& what);
-// A (3, H, W) tensor with values in [-1, 1] as PNG bytes, and as a PNG file.
+// Decoded RGB pixels (rows of interleaved R, G, B; width x height), same preprocessing.
+nn::Tensor pixels_to_tensor(const unsigned char* rgb, std::size_t width, std::size_t height, std::size_t size);
+// A (3, H, W) tensor with values in [-1, 1] as 8-bit RGB pixels (rows of interleaved R, G,
+// B), as PNG bytes, and as a PNG file.
+std::vector<unsigned char> rgb_pixels(const nn::Tensor& image);
 std::vector<unsigned char> encode_png(const nn::Tensor& image);
 void save_png(const nn::Tensor& image, const std::string& path);
 

@@ -1,7 +1,8 @@
 // Test fixture for the submission stages: writes datasets/<instance>/intermediate/
-// test_pairs.h5 (and test_labels.txt) with N pairs of synthetic face-like PNG images,
-// odd pairs "the same face" (a 5 % variation), even pairs two different faces.
-//   pfhe_make_test_pairs ROOT SIZE(0..3) IMAGE_SIDE
+// test_pairs.h5 (PNG images) or test_pairs.npz (RGB pixels), and test_labels.txt, with N
+// pairs of synthetic face-like images, odd pairs "the same face" (a 5 % variation), even
+// pairs two different faces.
+//   pfhe_make_test_pairs ROOT SIZE(0..3) IMAGE_SIDE [h5|npz]
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -12,7 +13,10 @@
 #include "test_pairs.h"
 
 namespace {
-void write_fixture(const std::string& root, const InstanceSize& size, std::size_t side) {
+PairImage pixels(const pfhe::nn::Tensor& t) { return {pfhe::app::rgb_pixels(t), t.shape.width, t.shape.height}; }
+
+void write_fixture(const std::string& root, const InstanceSize& size, std::size_t side, const std::string& format) {
+  if (format != "h5" && format != "npz") throw std::invalid_argument("format must be h5 or npz");
   const auto dir = std::filesystem::path(root) / "datasets" / size.name / "intermediate";
   std::filesystem::create_directories(dir);
   TestPairs pairs;
@@ -25,21 +29,22 @@ void write_fixture(const std::string& root, const InstanceSize& size, std::size_
       const auto other = pfhe::nn::synthetic_images(1, shape, 5000 + i)[0];
       for (std::size_t k = 0; k < b.data.size(); ++k) b.data[k] = 0.95 * b.data[k] + 0.05 * other.data[k];
     }
-    pairs.image0.push_back(pfhe::app::encode_png(a));
-    pairs.image1.push_back(pfhe::app::encode_png(b));
+    const auto stored = [&](const pfhe::nn::Tensor& t) { return format == "h5" ? PairImage{pfhe::app::encode_png(t)} : pixels(t); };
+    pairs.image0.push_back(stored(a));
+    pairs.image1.push_back(stored(b));
     labels << (i % 2) << "\n";
   }
-  write_test_pairs((dir / "test_pairs.h5").string(), pairs);
+  write_test_pairs((dir / ("test_pairs." + format)).string(), pairs);
 }
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 4) {
-    std::fprintf(stderr, "usage: pfhe_make_test_pairs ROOT SIZE IMAGE_SIDE\n");
+  if (argc != 4 && argc != 5) {
+    std::fprintf(stderr, "usage: pfhe_make_test_pairs ROOT SIZE IMAGE_SIDE [h5|npz]\n");
     return 2;
   }
   try {
-    write_fixture(argv[1], instance_size(argv[2]), std::stoul(argv[3]));
+    write_fixture(argv[1], instance_size(argv[2]), std::stoul(argv[3]), argc == 5 ? argv[4] : "h5");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "pfhe_make_test_pairs: error: %s\n", e.what());
     return 1;

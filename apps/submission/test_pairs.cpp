@@ -1,9 +1,15 @@
 #include "test_pairs.h"
 
 #include <hdf5.h>
+#include <zip.h>
 
+#include <cstdio>
 #include <filesystem>
+#include <memory>
+#include <sstream>
 #include <stdexcept>
+#include <xtensor/xarray.hpp>
+#include <xtensor/xnpy.hpp>
 
 namespace {
 
@@ -16,7 +22,9 @@ struct Handle {
   }
 };
 
-std::vector<std::vector<std::uint8_t>> read_vlen_bytes(hid_t file, const char* name, const std::string& path) {
+namespace fs = std::filesystem;
+
+std::vector<PairImage> read_vlen_bytes(hid_t file, const char* name, const std::string& path) {
   if (H5Lexists(file, name, H5P_DEFAULT) <= 0) throw std::invalid_argument(path + ": no dataset '" + name + "'");
   const Handle set{H5Dopen2(file, name, H5P_DEFAULT), H5Dclose};
   const Handle type{H5Dget_type(set.id), H5Tclose};
@@ -30,25 +38,134 @@ std::vector<std::vector<std::uint8_t>> read_vlen_bytes(hid_t file, const char* n
   std::vector<hvl_t> raw(count);
   if (count > 0 && H5Dread(set.id, mem_type.id, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw.data()) < 0)
     throw std::invalid_argument(path + ": cannot read '" + name + "' as variable-length uint8");
-  std::vector<std::vector<std::uint8_t>> out;
+  std::vector<PairImage> out;
   for (const hvl_t& v : raw) {
     const auto* p = static_cast<const std::uint8_t*>(v.p);
-    out.emplace_back(p, p + v.len);
+    out.push_back({{p, p + v.len}});
   }
   if (count > 0) H5Dvlen_reclaim(mem_type.id, space.id, H5P_DEFAULT, raw.data());
   return out;
 }
 
-void write_vlen_bytes(hid_t file, const char* name, const std::vector<std::vector<std::uint8_t>>& rows) {
+void write_vlen_bytes(hid_t file, const char* name, const std::vector<PairImage>& rows) {
   const hsize_t count = rows.size();
   const Handle space{H5Screate_simple(1, &count, nullptr), H5Sclose};
   const Handle type{H5Tvlen_create(H5T_NATIVE_UINT8), H5Tclose};
   const Handle set{H5Dcreate2(file, name, type.id, space.id, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose};
   std::vector<hvl_t> raw;
-  for (const auto& r : rows) raw.push_back({r.size(), const_cast<std::uint8_t*>(r.data())});
+  for (const auto& r : rows) {
+    if (!r.encoded()) throw std::invalid_argument("an .h5 pair store holds encoded images, not pixels");
+    raw.push_back({r.data.size(), const_cast<std::uint8_t*>(r.data.data())});
+  }
   if (set.id < 0 || H5Dwrite(set.id, type.id, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw.data()) < 0)
     throw std::runtime_error(std::string("cannot write dataset ") + name);
 }
+
+TestPairs read_h5_pairs(const std::string& path) {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // errors become exceptions, not HDF5's stack dump
+  if (H5Fis_hdf5(path.c_str()) <= 0) throw std::invalid_argument(path + ": not an HDF5 file");
+  const Handle file{H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose};
+  if (file.id < 0) throw std::invalid_argument(path + ": cannot open (corrupt HDF5?)");
+  return {read_vlen_bytes(file.id, "image0", path), read_vlen_bytes(file.id, "image1", path)};
+}
+
+void write_h5_pairs(const std::string& path, const TestPairs& pairs) {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  const Handle file{H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose};
+  if (file.id < 0) throw std::runtime_error(path + ": cannot create");
+  write_vlen_bytes(file.id, "image0", pairs.image0);
+  write_vlen_bytes(file.id, "image1", pairs.image1);
+}
+
+using Archive = std::unique_ptr<zip_t, int (*)(zip_t*)>;
+
+std::string member_name(std::size_t pair, int k) {
+  char name[64];
+  std::snprintf(name, sizeof name, "pair_%05zu_img%d.npy", pair, k);
+  return name;
+}
+
+// A member's bytes, or nullopt-like empty with `found` false when the archive lacks it.
+bool read_member(zip_t* archive, const std::string& name, std::string& out, const std::string& path) {
+  zip_stat_t st;
+  zip_stat_init(&st);
+  if (zip_stat(archive, name.c_str(), 0, &st) != 0) return false;
+  if (!(st.valid & ZIP_STAT_SIZE) || st.size > (std::uint64_t{1} << 30))
+    throw std::invalid_argument(path + ": member " + name + " has no size or is over 1 GB");
+  const std::unique_ptr<zip_file_t, int (*)(zip_file_t*)> f(zip_fopen(archive, name.c_str(), 0), zip_fclose);
+  out.resize(st.size);
+  if (!f || zip_fread(f.get(), out.data(), st.size) != static_cast<zip_int64_t>(st.size))
+    throw std::invalid_argument(path + ": cannot read member " + name + " (corrupt archive?)");
+  return true;
+}
+
+// A (3, H, W) uint8 array, as interleaved RGB rows.
+PairImage npy_image(const std::string& bytes, const std::string& what) {
+  std::istringstream stream(bytes);
+  xt::xarray<std::uint8_t> a;
+  try {
+    a = xt::load_npy<std::uint8_t>(stream);
+  } catch (const std::exception& e) {
+    throw std::invalid_argument(what + ": not a uint8 .npy array (" + e.what() + ")");
+  }
+  if (stream.fail() || static_cast<std::size_t>(stream.tellg()) != bytes.size())
+    throw std::invalid_argument(what + ": the array's data is truncated or followed by other bytes");
+  if (a.dimension() != 3 || a.shape()[0] != 3 || a.shape()[1] == 0 || a.shape()[2] == 0)
+    throw std::invalid_argument(what + ": expected a (3, H, W) RGB array");
+  PairImage image{{}, a.shape()[2], a.shape()[1]};
+  image.data.resize(3 * image.width * image.height);
+  for (std::size_t y = 0; y < image.height; ++y)
+    for (std::size_t x = 0; x < image.width; ++x)
+      for (std::size_t c = 0; c < 3; ++c) image.data[(y * image.width + x) * 3 + c] = a(c, y, x);
+  return image;
+}
+
+TestPairs read_npz_pairs(const std::string& path) {
+  int error = 0;
+  const Archive archive(zip_open(path.c_str(), ZIP_RDONLY, &error), zip_close);
+  if (!archive) throw std::invalid_argument(path + ": not a zip (.npz) archive");
+  const zip_int64_t members = zip_get_num_entries(archive.get(), 0);
+  TestPairs pairs;
+  std::string bytes;
+  for (std::size_t i = 0;; ++i) {
+    const bool first = read_member(archive.get(), member_name(i, 0), bytes, path);
+    if (first) pairs.image0.push_back(npy_image(bytes, path + ": " + member_name(i, 0)));
+    const bool second = read_member(archive.get(), member_name(i, 1), bytes, path);
+    if (second) pairs.image1.push_back(npy_image(bytes, path + ": " + member_name(i, 1)));
+    if (first != second) throw std::invalid_argument(path + ": pair " + std::to_string(i) + " lacks one of its images");
+    if (!first) break;
+  }
+  if (static_cast<std::size_t>(members) != 2 * pairs.image0.size())
+    throw std::invalid_argument(path + ": " + std::to_string(members) + " members, expected pair_00000_img0.npy ... "
+                                "numbered without gaps (" + std::to_string(2 * pairs.image0.size()) + " found)");
+  return pairs;
+}
+
+void write_npz_pairs(const std::string& path, const TestPairs& pairs) {
+  int error = 0;
+  Archive archive(zip_open(path.c_str(), ZIP_CREATE | ZIP_TRUNCATE, &error), zip_close);
+  if (!archive) throw std::runtime_error(path + ": cannot create");
+  std::vector<std::string> arrays;  // zip_close reads the sources: they must live until then
+  arrays.reserve(2 * pairs.image0.size());
+  for (std::size_t i = 0; i < pairs.image0.size(); ++i)
+    for (int k = 0; k < 2; ++k) {
+      const PairImage& image = (k == 0 ? pairs.image0 : pairs.image1)[i];
+      if (image.encoded()) throw std::invalid_argument("an .npz pair store holds pixels, not encoded images");
+      xt::xarray<std::uint8_t> a = xt::zeros<std::uint8_t>({std::size_t{3}, image.height, image.width});
+      for (std::size_t y = 0; y < image.height; ++y)
+        for (std::size_t x = 0; x < image.width; ++x)
+          for (std::size_t c = 0; c < 3; ++c) a(c, y, x) = image.data[(y * image.width + x) * 3 + c];
+      arrays.push_back(xt::dump_npy(a));
+      zip_source_t* source = zip_source_buffer(archive.get(), arrays.back().data(), arrays.back().size(), 0);
+      if (!source || zip_file_add(archive.get(), member_name(i, k).c_str(), source, ZIP_FL_OVERWRITE) < 0) {
+        if (source) zip_source_free(source);
+        throw std::runtime_error(path + ": cannot add " + member_name(i, k));
+      }
+    }
+  if (zip_close(archive.release()) != 0) throw std::runtime_error(path + ": cannot write");
+}
+
+bool has_extension(const std::string& path, const char* ext) { return fs::path(path).extension() == ext; }
 
 }  // namespace
 
@@ -58,22 +175,26 @@ InstanceSize instance_size(const std::string& size) {
   return sizes[size[0] - '0'];
 }
 
+std::string find_test_pairs(const std::string& dir) {
+  const fs::path h5 = fs::path(dir) / "test_pairs.h5", npz = fs::path(dir) / "test_pairs.npz";
+  const bool has_h5 = fs::exists(h5), has_npz = fs::exists(npz);
+  if (!has_h5 && !has_npz) throw std::invalid_argument(dir + ": no test_pairs.h5 or test_pairs.npz (no such file)");
+  if (has_h5 && has_npz) return (fs::last_write_time(npz) > fs::last_write_time(h5) ? npz : h5).string();
+  return (has_h5 ? h5 : npz).string();
+}
+
 TestPairs read_test_pairs(const std::string& path) {
-  if (!std::filesystem::exists(path)) throw std::invalid_argument(path + ": no such file");
-  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // errors become exceptions, not HDF5's stack dump
-  if (H5Fis_hdf5(path.c_str()) <= 0) throw std::invalid_argument(path + ": not an HDF5 file");
-  const Handle file{H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose};
-  if (file.id < 0) throw std::invalid_argument(path + ": cannot open (corrupt HDF5?)");
-  TestPairs pairs{read_vlen_bytes(file.id, "image0", path), read_vlen_bytes(file.id, "image1", path)};
+  if (!fs::exists(path)) throw std::invalid_argument(path + ": no such file");
+  TestPairs pairs;
+  if (has_extension(path, ".h5")) pairs = read_h5_pairs(path);
+  else if (has_extension(path, ".npz")) pairs = read_npz_pairs(path);
+  else throw std::invalid_argument(path + ": a pair store is .h5 or .npz");
   if (pairs.image0.size() != pairs.image1.size())
     throw std::invalid_argument(path + ": image0 and image1 differ in length");
   return pairs;
 }
 
 void write_test_pairs(const std::string& path, const TestPairs& pairs) {
-  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  const Handle file{H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose};
-  if (file.id < 0) throw std::runtime_error(path + ": cannot create");
-  write_vlen_bytes(file.id, "image0", pairs.image0);
-  write_vlen_bytes(file.id, "image1", pairs.image1);
+  if (has_extension(path, ".npz")) write_npz_pairs(path, pairs);
+  else write_h5_pairs(path, pairs);
 }

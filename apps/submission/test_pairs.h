@@ -1,5 +1,8 @@
-// The benchmark's input file: HDF5 with two equally long datasets `image0` and `image1` of
-// variable-length uint8 (each element one encoded image), read with Debian's libhdf5.
+// The benchmark's pair stores, in the two formats its harness revisions write
+// (docs/SUBMISSION.md): test_pairs.h5, two equally long HDF5 datasets `image0` and `image1`
+// of variable-length uint8 (each element one encoded image), read with Debian's libhdf5;
+// and test_pairs.npz, a NumPy archive with members pair_NNNNN_img0 / pair_NNNNN_img1, each
+// a (3, H, W) uint8 RGB array, read with Debian's libzip and xtensor's .npy reader.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -13,12 +16,25 @@ struct InstanceSize {
 // Throws std::invalid_argument unless `size` is "0", "1", "2" or "3".
 InstanceSize instance_size(const std::string& size);
 
-struct TestPairs {
-  std::vector<std::vector<std::uint8_t>> image0, image1;
+// One image of a pair: an encoded image file (PNG, JPEG; the .h5 store), or decoded RGB
+// pixels (the .npz store), rows of interleaved R, G, B.
+struct PairImage {
+  std::vector<std::uint8_t> data;
+  std::size_t width = 0, height = 0;  // 0 for an encoded image
+  bool encoded() const { return width == 0; }
 };
 
-// Throws std::invalid_argument naming the file and the problem (missing file, not HDF5,
-// missing dataset, wrong type, different lengths).
+struct TestPairs {
+  std::vector<PairImage> image0, image1;
+};
+
+// The store in `dir` (datasets/<instance>/intermediate/): test_pairs.h5 or test_pairs.npz,
+// whichever is there; with both (one left by an older harness), the more recently written.
+// Throws std::invalid_argument when neither is.
+std::string find_test_pairs(const std::string& dir);
+// By the file's extension. Throws std::invalid_argument naming the file and the problem
+// (missing file, not HDF5 / not a zip archive, missing dataset or member, wrong type or
+// shape, different lengths).
 TestPairs read_test_pairs(const std::string& path);
-// For fixtures and tests.
+// For fixtures and tests, by extension: .h5 stores encoded images, .npz decoded pixels.
 void write_test_pairs(const std::string& path, const TestPairs& pairs);

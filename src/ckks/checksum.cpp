@@ -12,8 +12,6 @@ namespace pfhe::ckks {
 namespace {
 
 constexpr char kTrailerMagic[8] = {'P', 'F', 'H', 'E', '-', 'X', 'H', '3'};
-// Hashing a mapped file in chunks of this size, each released after it is hashed.
-constexpr std::size_t kVerifyChunk = std::size_t{64} << 20;
 
 std::string hex(std::uint64_t v) {
   char buf[19];
@@ -53,10 +51,7 @@ void append_trailer(Bytes& bytes) {
   bytes.insert(bytes.end(), t.begin(), t.end());
 }
 
-namespace {
-
-// The digest a trailer stores; throws when `trailer` is not one.
-std::uint64_t stored_digest(std::span<const std::uint8_t> trailer, const std::string& what) {
+std::uint64_t trailer_digest(std::span<const std::uint8_t> trailer, const std::string& what) {
   if (trailer.size() != kTrailerSize || std::memcmp(trailer.data(), kTrailerMagic, 8) != 0)
     throw SerializationError(what + ": not a pfhe file, or truncated (no pfhe checksum at its end; files written "
                                     "by a pfhe before checksums must be made again)");
@@ -65,28 +60,17 @@ std::uint64_t stored_digest(std::span<const std::uint8_t> trailer, const std::st
   return stored;
 }
 
-}  // namespace
-
 void check_trailer(std::span<const std::uint8_t> trailer, std::uint64_t computed, const std::string& what) {
-  const std::uint64_t stored = stored_digest(trailer, what);
+  const std::uint64_t stored = trailer_digest(trailer, what);
   if (computed != stored)
     throw SerializationError(what + ": checksum mismatch (stored " + hex(stored) + ", computed " + hex(computed) +
                              "): the data is corrupt");
 }
 
-std::span<const std::uint8_t> verify_trailer(std::span<const std::uint8_t> bytes, const std::string& what,
-                                             const Backing* backing) {
-  if (bytes.size() < kTrailerSize) stored_digest({}, what);  // throws
+std::span<const std::uint8_t> verify_trailer(std::span<const std::uint8_t> bytes, const std::string& what) {
+  if (bytes.size() < kTrailerSize) trailer_digest({}, what);  // throws
   const auto content = bytes.first(bytes.size() - kTrailerSize);
-  const auto trailer = bytes.last(kTrailerSize);
-  stored_digest(trailer, what);  // no trailer: refuse before hashing a large file
-  Checksum sum;
-  for (std::size_t at = 0; at < content.size(); at += kVerifyChunk) {
-    const auto chunk = content.subspan(at, std::min(kVerifyChunk, content.size() - at));
-    sum.update(chunk);
-    if (backing) backing->release(chunk);
-  }
-  check_trailer(trailer, sum.digest(), what);
+  check_trailer(bytes.last(kTrailerSize), checksum(content), what);
   return content;
 }
 

@@ -39,15 +39,16 @@ std::uint64_t checksum(std::span<const std::uint8_t> bytes);
 std::array<std::uint8_t, kTrailerSize> make_trailer(std::uint64_t digest);
 void append_trailer(Bytes& bytes);
 
-// Checks a trailer read separately (a stream) against the digest of the bytes before it.
+// The digest a trailer stores. Throws SerializationError naming `what` (a path, a message
+// kind) when `trailer` is not one: the data is truncated, or was not written by a pfhe
+// with checksums.
+std::uint64_t trailer_digest(std::span<const std::uint8_t> trailer, const std::string& what);
+// Checks a trailer read separately (a stream, a file read in pieces) against the digest of
+// the bytes before it; a mismatch (corrupt data) throws SerializationError naming `what`.
 void check_trailer(std::span<const std::uint8_t> trailer, std::uint64_t computed, const std::string& what);
 
-// Checks the trailer at the end of `bytes` and returns the bytes before it. Throws
-// SerializationError naming `what` (a path, a message kind) when there is no trailer
-// (truncated, or not written by a pfhe with checksums) or the digest differs (corrupt).
-// With `backing`, each hashed chunk is released afterwards, so verifying a mapped
-// multi-GB file does not make all of it resident at once.
-std::span<const std::uint8_t> verify_trailer(std::span<const std::uint8_t> bytes, const std::string& what,
-                                             const Backing* backing = nullptr);
+// Checks the trailer at the end of `bytes` and returns the bytes before it (errors as
+// above).
+std::span<const std::uint8_t> verify_trailer(std::span<const std::uint8_t> bytes, const std::string& what);
 
 }  // namespace pfhe::ckks

@@ -2,9 +2,8 @@
 // evaluation keys through it keeps the file's bytes in the page cache (shared by every
 // process that maps the same file, and reclaimable) instead of a private copy next to the
 // decoded objects, which would double the peak memory of loading. The file's checksum
-// trailer (ckks/checksum.h) is verified once, when it is mapped (chunk by chunk, each
-// released after hashing, so the check does not make the whole file resident); bytes()
-// is the content before the trailer.
+// trailer (ckks/checksum.h) is verified once, before it is mapped (read in pieces, so the
+// check makes nothing resident); bytes() is the content before the trailer.
 #pragma once
 #include <cstdint>
 #include <memory>

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # The benchmark submission's seven stages as separate processes, in the harness's order,
 # from a fake benchmark root holding a fixture test_pairs.h5 (the "tiny" model keeps it
-# fast; the stages are the same for CryptoFaceNet4). Checks: one finite, plausible score for
-# the instance's pair, the reports, the server stages running with the client's directory
-# moved away, and clear failures on missing, truncated or non-HDF5 inputs and bad sizes.
+# fast; the stages are the same for CryptoFaceNet4). Checks, stage by stage, what the
+# harness reads (docs/SUBMISSION.md, harness revisions 354989b, 4f11228 and 98cb374): the
+# keys in public_keys/, the packed model in io/server_data/ (stage 3 takes no size and
+# compiles once, whatever instances an earlier run left), submission_reported.json after
+# stage 3, the upload and download directories, one finite plausible score, the reports;
+# stage 5 on the .npz pair store gives the same prepared inputs as on the .h5 one; the
+# server stages run with the client's directory moved away; clear failures on missing,
+# truncated, non-HDF5 and non-zip inputs and bad sizes.
 #   run_stages.sh BUILD_DIR
 set -euo pipefail
 build=$(cd "$1" && pwd)
@@ -21,12 +26,35 @@ server_stage() {  # the client's secrets are out of reach while a server stage r
   return $status
 }
 
+json_has() {  # json_has FILE PYTHON-EXPRESSION-ON-j
+  python3 -c "import json,sys; j=json.load(open('$1')); sys.exit(0 if ($2) else 1)" || fail "$1: not ($2)"
+}
 "$build/apps/pfhe_make_test_pairs" "$root" 0 16
-mkdir -p io/single
+mkdir -p io/single io/small/public_keys  # io/small: an instance an earlier run left
 stage client_key_generation 0
 [ -f io/single/client/secret.key ] || fail "no secret key"
+for f in params.pfhe client.json eval.keys; do [ -s io/single/public_keys/$f ] || fail "no public_keys/$f"; done
 server_stage server_preprocess_model
+[ -s io/server_data/model.pfhc ] || fail "stage 3 wrote no packed model to io/server_data/"
+[ "$(find io/server_data -type f | wc -l)" = 1 ] || fail "io/server_data/ holds more than the packed model: $(ls -R io/server_data)"
+[ -z "$(find io -name '*.pfhc' -not -path 'io/server_data/*')" ] || fail "a packed model outside io/server_data/"
+json_has io/single/submission_reported.json "j['Bandwidth']['packed_model'] > 0 and j['Bandwidth']['evaluation_keys'] > 0"
 stage client_preprocess_input 0
+[ -s io/single/client/inputs.bin ] || fail "no prepared inputs"
+# The older harness's .npz store (decoded pixels) prepares the same inputs as the .h5 one.
+mv io/single/client/inputs.bin inputs.h5.bin
+mv datasets/single/intermediate/test_pairs.h5 pairs.h5
+"$build/apps/pfhe_make_test_pairs" "$root" 0 16 npz
+stage client_preprocess_input 0
+cmp io/single/client/inputs.bin inputs.h5.bin || fail "the .npz store prepared other inputs than the .h5 one"
+python3 -c "import zipfile; assert zipfile.ZipFile('datasets/single/intermediate/test_pairs.npz').namelist() == ['pair_00000_img0.npy', 'pair_00000_img1.npy']" \
+  || fail "the fixture .npz does not have the harness's member names"
+# With both stores present, the newer one is read: a damaged older .h5 is not touched.
+echo "stale" > datasets/single/intermediate/test_pairs.h5
+touch -d "1 hour ago" datasets/single/intermediate/test_pairs.h5
+stage client_preprocess_input 0
+mv pairs.h5 datasets/single/intermediate/test_pairs.h5
+rm datasets/single/intermediate/test_pairs.npz
 stage client_encode_encrypt_input 0
 server_stage server_encrypted_compute 0
 stage client_decrypt_decode 0
@@ -36,10 +64,16 @@ lines=$(wc -l < io/single/encrypted_model_predictions.txt)
 score=$(cat io/single/encrypted_model_predictions.txt)
 python3 -c "import math,sys; v=float('$score'); sys.exit(0 if math.isfinite(v) and -1.5 < v < 1.5 else 1)" \
   || fail "score $score is not a plausible cosine similarity"
+for d in ciphertexts_upload ciphertexts_download; do [ -n "$(ls io/single/$d)" ] || fail "empty io/single/$d"; done
 for report in server_reported.json submission_reported.json provenance.json; do
   python3 -c "import json; json.load(open('io/single/$report'))" || fail "$report is not JSON"
 done
-grep -q "\"Encrypted computation\"" io/single/server_reported.json || fail "no timing report in the harness schema"
+[ "$(wc -l < io/single/client/reference_scores.txt)" = 1 ] || fail "no float64 reference score"
+json_has io/single/provenance.json "j['reference_check']['max_abs_score_error_vs_float64'] < 1e-5"
+json_has io/single/server_reported.json "isinstance(j['Encrypted computation'], float) and isinstance(j['Total'], float)"
+json_has io/single/submission_reported.json \
+  "all(isinstance(v, int) and v > 0 for v in j['Bandwidth'].values()) and sorted(j['Bandwidth']) == \
+   ['encrypted_inputs', 'encrypted_scores', 'evaluation_keys', 'packed_model', 'public_parameters']"
 
 # Failures: a missing and a corrupt input file give a clear error, not a crash.
 expect_error() {
@@ -50,11 +84,15 @@ expect_error() {
   grep -q -- "$pattern" out.txt || { cat out.txt; fail "message lacks '$pattern'"; }
 }
 mv datasets/single/intermediate/test_pairs.h5 pairs.h5
-expect_error "no such file" stage client_preprocess_input 0
+expect_error "no test_pairs.h5 or test_pairs.npz" stage client_preprocess_input 0
 head -c 2000 pairs.h5 > datasets/single/intermediate/test_pairs.h5
 expect_error "test_pairs.h5" stage client_preprocess_input 0
 echo "garbage" > datasets/single/intermediate/test_pairs.h5
 expect_error "not an HDF5 file" stage client_preprocess_input 0
+rm datasets/single/intermediate/test_pairs.h5
+echo "garbage" > datasets/single/intermediate/test_pairs.npz
+expect_error "not a zip (.npz) archive" stage client_preprocess_input 0
+expect_error "usage" stage server_preprocess_model 0 1
 expect_error "size must be" stage client_postprocess 7
 rm io/single/ciphertexts_download/scores.cts
 expect_error "scores.cts" stage client_decrypt_decode 0
