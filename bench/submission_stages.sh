@@ -12,6 +12,7 @@ build=$root/build
 work=${1:-$build/submission-bench}
 rm -rf "$work" && mkdir -p "$work" && cd "$work"
 export PFHE_SUBMISSION_KIND=${PFHE_SUBMISSION_KIND:-cryptofacenet4}
+export PFHE_SUBMISSION_REFERENCE=1  # stage 9 also scores the pairs in float64 (docs/SUBMISSION.md)
 "$build/apps/pfhe_make_test_pairs" "$work" 0 64
 mkdir -p io/single
 for stage in "client_key_generation 0" server_preprocess_model "client_preprocess_input 0" \
@@ -21,4 +22,5 @@ for stage in "client_key_generation 0" server_preprocess_model "client_preproces
   /usr/bin/time -f "$stage: wall %e s, peak RSS %M KB" "$build/submission/"$stage
 done
 cat io/single/encrypted_model_predictions.txt io/single/server_reported.json io/single/submission_reported.json
-du -sh io/single/public_keys io/single/ciphertexts_upload io/single/ciphertexts_download io/single/server/model.pfhc
+python3 -c "import json; print(json.load(open('io/single/provenance.json'))['reference_check'])"
+du -sh io/single/public_keys io/single/ciphertexts_upload io/single/ciphertexts_download io/server_data

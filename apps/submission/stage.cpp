@@ -268,9 +268,10 @@ std::vector<double> reference_scores(const Instance& in) {
   return scores;
 }
 
-// Stage 9: the benchmark format, after checking count and finiteness; the float64
-// reference scores (client/reference_scores.txt) and the largest encrypted-vs-float64
-// error (provenance.json, and printed).
+// Stage 9: the benchmark format, after checking count and finiteness; with
+// PFHE_SUBMISSION_REFERENCE=1 also the float64 reference scores
+// (client/reference_scores.txt) and the largest encrypted-vs-float64 error
+// (provenance.json, and printed).
 void client_postprocess(const Instance& in) {
   std::istringstream s(ckks::read_text_file((in.client / "scores.txt").string()));
   std::vector<double> scores;
@@ -280,21 +281,32 @@ void client_postprocess(const Instance& in) {
   }
   if (scores.size() != in.pairs)
     throw std::invalid_argument("expected " + std::to_string(in.pairs) + " scores, found " + std::to_string(scores.size()));
-  const std::vector<double> reference = reference_scores(in);
-  std::string text, reference_text;
-  double max_error = 0;
+  std::string text;
   char line[64];
-  for (std::size_t i = 0; i < in.pairs; ++i) {
-    std::snprintf(line, sizeof line, "%.9g\n", scores[i]);
+  for (const double v : scores) {
+    std::snprintf(line, sizeof line, "%.9g\n", v);
     text += line;
-    std::snprintf(line, sizeof line, "%.17g\n", reference[i]);
-    reference_text += line;
-    max_error = std::max(max_error, std::abs(scores[i] - reference[i]));
   }
   write_text(in.io / "encrypted_model_predictions.txt", text);
-  write_text(in.client / "reference_scores.txt", reference_text);
-  std::printf("client_postprocess: largest |encrypted - float64| score error over %zu pairs: %.3g\n", in.pairs,
-              max_error);
+  // Opt-in: rebuilding a synthetic model takes ~12 s (CryptoFaceNet4), which the harness
+  // would count as postprocessing time.
+  nlohmann::json reference_check = "not run (PFHE_SUBMISSION_REFERENCE=1 runs it)";
+  if (const char* on = std::getenv("PFHE_SUBMISSION_REFERENCE"); on && std::string(on) == "1") {
+    const std::vector<double> reference = reference_scores(in);
+    std::string reference_text;
+    double max_error = 0;
+    for (std::size_t i = 0; i < in.pairs; ++i) {
+      std::snprintf(line, sizeof line, "%.17g\n", reference[i]);
+      reference_text += line;
+      max_error = std::max(max_error, std::abs(scores[i] - reference[i]));
+    }
+    write_text(in.client / "reference_scores.txt", reference_text);
+    std::printf("client_postprocess: largest |encrypted - float64| score error over %zu pairs: %.3g\n", in.pairs,
+                max_error);
+    reference_check = {{"pairs", in.pairs},
+                       {"max_abs_score_error_vs_float64", max_error},
+                       {"reference_scores", "client/reference_scores.txt (same model, float64)"}};
+  }
   std::uintmax_t encrypted_inputs = 0;
   for (const auto& f : fs::directory_iterator(in.upload)) encrypted_inputs += f.file_size();
   const ckks::Parameters params = runtime::read_secure_parameters((in.keys / "params.pfhe").string());
@@ -307,10 +319,7 @@ void client_postprocess(const Instance& in) {
                             {"parameters", params.describe()},
                             {"security", "128-bit (HomomorphicEncryption.org table)"},
                             {"score", "encrypted inner product of L2-normalised embeddings (cosine similarity)"},
-                            {"reference_check",
-                             {{"pairs", in.pairs},
-                              {"max_abs_score_error_vs_float64", max_error},
-                              {"reference_scores", "client/reference_scores.txt (same model, float64)"}}}}
+                            {"reference_check", reference_check}}
                  .dump(1));
   report_bandwidth(in.io, {{"evaluation_keys", size_of(in.keys / "eval.keys")},
                            {"packed_model", size_of(kPackedModel)},

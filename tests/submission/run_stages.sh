@@ -15,7 +15,7 @@ build=$(cd "$1" && pwd)
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 cd "$root"
-export PFHE_SUBMISSION_KIND=tiny
+export PFHE_SUBMISSION_KIND=tiny PFHE_SUBMISSION_REFERENCE=1
 fail() { echo "FAIL: $*" >&2; exit 1; }
 stage() { "$build/submission/$1" "${@:2}"; }
 server_stage() {  # the client's secrets are out of reach while a server stage runs
