@@ -86,7 +86,7 @@ int run_child(const BenchRun& run, const runtime::Server& server, const runtime:
             : server.tasks();
     const auto start = Clock::now();
     runtime::RunStats stats;
-    const runtime::CiphertextFile out = server.infer(inputs, *executor, tasks, &stats);
+    const runtime::CiphertextFile out = server.key_set().infer(inputs, *executor, tasks, &stats);
     const double seconds = seconds_since(start);
     runtime::write_ciphertexts(output_path, server.output_context(), out);
     const nlohmann::json report = {{"infer_seconds", seconds},

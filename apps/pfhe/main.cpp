@@ -337,7 +337,7 @@ int run_inference(const InferOptions& o, const runtime::Server& server, runtime:
   const auto t = Clock::now();
   runtime::RunStats stats;
   const runtime::CiphertextFile embedding =
-      server.infer(inputs, executor, with_progress(server.tasks(), server.model().groups()), &stats);
+      server.key_set().infer(inputs, executor, with_progress(server.tasks(), server.model().groups()), &stats);
   const double infer_s = seconds_since(t);
   runtime::write_ciphertexts(o.out, server.output_context(), embedding);
   progress("encrypted embedding in %.2f s (backbones %.2f s, serialization/transfer %.3f s) -> %s", infer_s,
@@ -414,7 +414,7 @@ int cmd_match(const InferOptions& o, const std::string& store, const std::string
   if (!fs::exists(path)) throw std::invalid_argument("no enrolled template '" + name + "' in " + store);
   const runtime::CiphertextFile enrolled = read_single_ciphertext(path, server.output_context());
   const runtime::CiphertextFile probe = read_single_ciphertext(o.input, server.output_context());
-  runtime::write_ciphertexts(o.out, server.output_context(), server.match(probe, enrolled, threshold));
+  runtime::write_ciphertexts(o.out, server.output_context(), server.key_set().match(probe, enrolled, threshold));
   progress("encrypted match score against '%s' -> %s", name.c_str(), o.out.c_str());
   return 0;
 }

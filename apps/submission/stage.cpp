@@ -211,7 +211,7 @@ void server_encrypted_compute(const Instance& in) {
   for (std::size_t i = 0; i < in.pairs; ++i) {
     runtime::CiphertextFile e[2];
     for (int k = 0; k < 2; ++k)
-      e[k] = server.infer(runtime::read_ciphertexts(encrypted_image(in, i, k).string(), server.context()), *executor);
+      e[k] = server.key_set().infer(runtime::read_ciphertexts(encrypted_image(in, i, k).string(), server.context()), *executor);
     scores.key_set = e[0].key_set;
     scores.ciphertexts.push_back(
         server.model().similarity(server.evaluators().output(), e[0].ciphertexts[0], e[1].ciphertexts[0]));

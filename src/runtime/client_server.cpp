@@ -303,11 +303,10 @@ Evaluators::Evaluators(const ckks::Context& ctx, const nn::HalfRing* half_ring, 
   }
 }
 
-Server::Server(const std::string& params_path, const std::string& model_path, const std::string& keys_path,
-               std::size_t lanes) {
+ServedModel::ServedModel(const std::string& params_path, const std::string& model_path, std::size_t lanes) {
   ctx_ = std::make_unique<ckks::Context>(read_secure_parameters(params_path));
   enc_ = std::make_unique<ckks::Encoder>(*ctx_);
-  auto start = Clock::now();
+  const auto start = Clock::now();
   if (nn::is_model_file(model_path)) {
     weights_ = std::make_unique<nn::PatchCNN>(nn::load_model_file(model_path));
     // Planned as `pfhe compile --plan-only` plans it, ring switch included.
@@ -328,61 +327,81 @@ Server::Server(const std::string& params_path, const std::string& model_path, co
       return model;
     });
   }
-  load_seconds_.model = seconds_since(start);
-  start = Clock::now();
-  const nn::HalfRing* half_ring = model_->half_ring().get();
-  keys_ = std::make_unique<EvaluationKeys>(read_evaluation_keys(keys_path, *ctx_, half_ring));
-  load_seconds_.keys = seconds_since(start);
-  check_rotation_keys(model_->rotation_levels(), keys_->galois, ctx_->n(), keys_path);
-  if (half_ring)
-    check_rotation_keys(model_->half_ring_rotation_levels(), keys_->half->galois, half_ring->context.n(), keys_path);
-  evaluators_ = std::make_unique<Evaluators>(*ctx_, half_ring, *keys_);
+  load_seconds_ = seconds_since(start);
 }
 
-void Server::check_rotation_keys(const std::map<long, std::size_t>& levels, const ckks::GaloisKeys& keys,
-                                 std::size_t n, const std::string& keys_path) const {
+ServedModel::ServedModel(const ckks::Parameters& params,
+                         const std::function<nn::CompiledPatchCNN(const ckks::Encoder&)>& compile)
+    : ctx_(std::make_unique<ckks::Context>(params)),
+      enc_(std::make_unique<ckks::Encoder>(*ctx_)),
+      model_(std::make_unique<nn::CompiledPatchCNN>(compile(*enc_))) {}
+
+KeySet::KeySet(const ServedModel& model, const std::string& keys_path) : model_(model) {
+  const auto start = Clock::now();
+  keys_ = read_evaluation_keys(keys_path, model.context(), model.model().half_ring().get());
+  load_seconds_ = seconds_since(start);
+  check_rotation_keys(model.model().rotation_levels(), keys_.galois, model.context().n(), keys_path);
+  const nn::HalfRing* half_ring = model.model().half_ring().get();
+  if (half_ring)
+    check_rotation_keys(model.model().half_ring_rotation_levels(), keys_.half->galois, half_ring->context.n(),
+                        keys_path);
+  evaluators_ = std::make_unique<Evaluators>(model.context(), half_ring, keys_);
+}
+
+KeySet::KeySet(const ServedModel& model, EvaluationKeys keys, const std::string& what)
+    : model_(model), keys_(std::move(keys)) {
+  const nn::HalfRing* half_ring = model.model().half_ring().get();
+  evaluators_ = std::make_unique<Evaluators>(model.context(), half_ring, keys_);  // checks the half ring's part
+  check_rotation_keys(model.model().rotation_levels(), keys_.galois, model.context().n(), what);
+  if (half_ring)
+    check_rotation_keys(model.model().half_ring_rotation_levels(), keys_.half->galois, half_ring->context.n(), what);
+}
+
+void KeySet::check_rotation_keys(const std::map<long, std::size_t>& levels, const ckks::GaloisKeys& keys,
+                                 std::size_t n, const std::string& what) const {
   for (const auto& [step, level] : levels) {
     const auto key = keys.keys.find(ckks::galois_element_for_step(step, n));
     if (key == keys.keys.end() || key->second.max_level() < level)
-      throw std::invalid_argument(keys_path + ": no Galois key for rotation " + std::to_string(step) + " at level " +
-                                  std::to_string(level) + (n < ctx_->n() ? " of the half ring" : "") +
-                                  (weights_ ? " (keys generated for another model or another --lanes?)"
-                                            : " (keys generated for another model?)"));
+      throw std::invalid_argument(what + ": no Galois key for rotation " + std::to_string(step) + " at level " +
+                                  std::to_string(level) + (n < model_.context().n() ? " of the half ring" : "") +
+                                  (model_.compiles_per_task() ? " (keys generated for another model or another --lanes?)"
+                                                              : " (keys generated for another model?)"));
   }
 }
 
-TaskFunction Server::tasks() const {
+TaskFunction KeySet::tasks() const {
   const Evaluators& e = *evaluators_;
-  return weights_ ? recompiling_backbone_tasks(*weights_, *model_, *enc_, e.big(), e.half_ring())
-                  : backbone_tasks(*model_, e.big(), e.half_ring());
+  return model_.weights_ ? recompiling_backbone_tasks(*model_.weights_, *model_.model_, *model_.enc_, e.big(), e.half_ring())
+                         : backbone_tasks(*model_.model_, e.big(), e.half_ring());
 }
 
-CiphertextFile Server::infer(const CiphertextFile& patches, Executor& executor, RunStats* stats) const {
+CiphertextFile KeySet::infer(const CiphertextFile& patches, Executor& executor, RunStats* stats) const {
   return infer(patches, executor, tasks(), stats);
 }
 
-CiphertextFile Server::infer(const CiphertextFile& patches, Executor& executor, const TaskFunction& tasks,
+CiphertextFile KeySet::infer(const CiphertextFile& patches, Executor& executor, const TaskFunction& tasks,
                              RunStats* stats) const {
-  check_same_key_set(patches.key_set, "the encrypted patches", keys_->key_set, "the evaluation keys");
-  if (patches.ciphertexts.size() != model_->groups())
-    throw std::invalid_argument("the model takes " + std::to_string(model_->groups()) + " patch ciphertexts (" +
-                                std::to_string(model_->patches()) + " patches in groups of " +
-                                std::to_string(model_->lanes()) + "), the input has " +
+  const nn::CompiledPatchCNN& model = model_.model();
+  check_same_key_set(patches.key_set, "the encrypted patches", keys_.key_set, "the evaluation keys");
+  if (patches.ciphertexts.size() != model.groups())
+    throw std::invalid_argument("the model takes " + std::to_string(model.groups()) + " patch ciphertexts (" +
+                                std::to_string(model.patches()) + " patches in groups of " +
+                                std::to_string(model.lanes()) + "), the input has " +
                                 std::to_string(patches.ciphertexts.size()));
   const auto heads = executor.run(rings(), tasks, patches.ciphertexts, stats);
-  ckks::Ciphertext out = model_->aggregate(evaluators_->output(), heads);
-  if (!model_->classifier()) out = model_->normalize(evaluators_->output(), out);
-  return {keys_->key_set, {std::move(out)}};
+  ckks::Ciphertext out = model.aggregate(evaluators_->output(), heads);
+  if (!model.classifier()) out = model.normalize(evaluators_->output(), out);
+  return {keys_.key_set, {std::move(out)}};
 }
 
-CiphertextFile Server::match(const CiphertextFile& probe, const CiphertextFile& enrolled, double threshold) const {
-  if (model_->classifier()) throw std::invalid_argument("match: the model is a classifier, not a face matcher");
-  check_same_key_set(probe.key_set, "the probe", keys_->key_set, "the evaluation keys");
-  check_same_key_set(enrolled.key_set, "the enrolled template", keys_->key_set, "the evaluation keys");
+CiphertextFile KeySet::match(const CiphertextFile& probe, const CiphertextFile& enrolled, double threshold) const {
+  const nn::CompiledPatchCNN& model = model_.model();
+  if (model.classifier()) throw std::invalid_argument("match: the model is a classifier, not a face matcher");
+  check_same_key_set(probe.key_set, "the probe", keys_.key_set, "the evaluation keys");
+  check_same_key_set(enrolled.key_set, "the enrolled template", keys_.key_set, "the evaluation keys");
   if (probe.ciphertexts.size() != 1 || enrolled.ciphertexts.size() != 1)
     throw std::invalid_argument("match: the probe and the template must be one ciphertext each");
-  return {keys_->key_set,
-          {model_->match(evaluators_->output(), probe.ciphertexts[0], enrolled.ciphertexts[0], threshold)}};
+  return {keys_.key_set, {model.match(evaluators_->output(), probe.ciphertexts[0], enrolled.ciphertexts[0], threshold)}};
 }
 
 }  // namespace pfhe::runtime

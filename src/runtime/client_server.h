@@ -3,6 +3,7 @@
 // for the rotation set the compiled model needs, encrypts image patches and decrypts
 // results. The server holds the compiled model and the evaluation keys only.
 #pragma once
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -121,38 +122,63 @@ class Evaluators {
   std::optional<nn::HalfRingEvaluation> switch_;
 };
 
-class Server {
+// What a server loads once and shares with every client: the parameters, the encoder and
+// the compiled model (or, given a model file, its plan and weights). Clients' evaluation
+// keys are separate KeySets, so one loaded model serves many key sets.
+class ServedModel {
  public:
-  // Loads and cross-checks parameters, model and evaluation keys. `model_path` is either a
-  // compiled artefact (model.pfhc from `pfhe compile`, used in place from its mapping) or
-  // a model file (.pfhm): then the server keeps a plan (geometry and rotation keys, no
-  // diagonals) and every task compiles its lane group when it runs and drops it after
-  // (recompiling_backbone_tasks), for models whose artefact would not fit on disk or in
-  // memory. `lanes` (model files only; 0: as many as fit) must be what the client's
-  // spec was planned with (`pfhe compile --plan-only --lanes`).
-  Server(const std::string& params_path, const std::string& model_path, const std::string& keys_path,
-         std::size_t lanes = 0);
-  // True when tasks compile their lane group (a model file was given).
-  bool compiles_per_task() const { return weights_ != nullptr; }
-  // Wall time of the constructor's two loads: the model (artefact, or the plan of a model
-  // file) and the evaluation keys, which dominate a CryptoFaceNet server's start-up.
-  struct LoadSeconds {
-    double model = 0, keys = 0;
-  };
-  const LoadSeconds& load_seconds() const { return load_seconds_; }
+  // `model_path` is either a compiled artefact (model.pfhc from `pfhe compile`, used in
+  // place from its mapping) or a model file (.pfhm): then the server keeps a plan
+  // (geometry and rotation keys, no diagonals) and every task compiles its lane group when
+  // it runs and drops it after (recompiling_backbone_tasks), for models whose artefact
+  // would not fit on disk or in memory. `lanes` (model files only; 0: as many as fit) must
+  // be what the client's spec was planned with (`pfhe compile --plan-only --lanes`).
+  ServedModel(const std::string& params_path, const std::string& model_path, std::size_t lanes = 0);
+  // In memory: `compile` builds the model with this object's encoder (tests, embedding).
+  ServedModel(const ckks::Parameters& params,
+              const std::function<nn::CompiledPatchCNN(const ckks::Encoder&)>& compile);
+  ServedModel(const ServedModel&) = delete;
+  ServedModel& operator=(const ServedModel&) = delete;
 
   const ckks::Context& context() const { return *ctx_; }  // of the encrypted patches
+  const ckks::Encoder& encoder() const { return *enc_; }
+  const nn::CompiledPatchCNN& model() const { return *model_; }
+  // True when tasks compile their lane group (a model file was given).
+  bool compiles_per_task() const { return weights_ != nullptr; }
+  double load_seconds() const { return load_seconds_; }
+
+ private:
+  friend class KeySet;
+  std::unique_ptr<ckks::Context> ctx_;
+  std::unique_ptr<ckks::Encoder> enc_;
+  std::unique_ptr<nn::PatchCNN> weights_;        // only when serving a model file
+  std::unique_ptr<nn::CompiledPatchCNN> model_;  // compiled, or a plan when weights_ is set
+  double load_seconds_ = 0;
+};
+
+// One client's evaluation keys for a served model, checked against the model's rotation
+// set, with their evaluators; inference and matching for that client. Refers to `model`,
+// which must outlive it; not copyable or movable.
+class KeySet {
+ public:
+  // Errors name `keys_path`.
+  KeySet(const ServedModel& model, const std::string& keys_path);
+  KeySet(const ServedModel& model, EvaluationKeys keys, const std::string& what = "the evaluation keys");
+  KeySet(const KeySet&) = delete;
+  KeySet& operator=(const KeySet&) = delete;
+
+  std::uint64_t tag() const { return keys_.key_set; }
+  const ServedModel& served_model() const { return model_; }
+  const Evaluators& evaluators() const { return *evaluators_; }
   // Of the results (embeddings, templates, scores): the half ring's when the model switches.
   const ckks::Context& output_context() const { return evaluators_->output().context(); }
   TaskRings rings() const { return evaluators_->rings(); }
-  const nn::CompiledPatchCNN& model() const { return *model_; }
-  const ckks::Encoder& encoder() const { return *enc_; }
-  const Evaluators& evaluators() const { return *evaluators_; }
   TaskFunction tasks() const;
+  double load_seconds() const { return load_seconds_; }
 
   // Patch backbones on the executor, then tree aggregation and (unless the model is a
-  // classifier, whose output is its logits) L2 normalisation. The
-  // patches must belong to the evaluation keys' key set; the result carries it too.
+  // classifier, whose output is its logits) L2 normalisation. The patches must belong to
+  // this key set; the result carries it too.
   CiphertextFile infer(const CiphertextFile& patches, Executor& executor, RunStats* stats = nullptr) const;
   // The same with another task function (e.g. recompiling_backbone_tasks).
   CiphertextFile infer(const CiphertextFile& patches, Executor& executor, const TaskFunction& tasks,
@@ -161,14 +187,39 @@ class Server {
 
  private:
   void check_rotation_keys(const std::map<long, std::size_t>& levels, const ckks::GaloisKeys& keys, std::size_t n,
-                           const std::string& keys_path) const;
-  std::unique_ptr<ckks::Context> ctx_;
-  std::unique_ptr<ckks::Encoder> enc_;
-  std::unique_ptr<nn::PatchCNN> weights_;  // only when serving a model file
-  std::unique_ptr<nn::CompiledPatchCNN> model_;  // compiled, or a plan when weights_ is set
-  std::unique_ptr<EvaluationKeys> keys_;
+                           const std::string& what) const;
+  const ServedModel& model_;
+  EvaluationKeys keys_;
   std::unique_ptr<Evaluators> evaluators_;
-  LoadSeconds load_seconds_;
+  double load_seconds_ = 0;
+};
+
+// One served model with one client's keys: what the CLI's server commands load.
+class Server {
+ public:
+  Server(const std::string& params_path, const std::string& model_path, const std::string& keys_path,
+         std::size_t lanes = 0)
+      : model_(params_path, model_path, lanes), keys_(model_, keys_path) {}
+  bool compiles_per_task() const { return model_.compiles_per_task(); }
+  // Wall time of the two loads: the model (artefact, or the plan of a model file) and the
+  // evaluation keys, which dominate a CryptoFaceNet server's start-up.
+  struct LoadSeconds {
+    double model = 0, keys = 0;
+  };
+  LoadSeconds load_seconds() const { return {model_.load_seconds(), keys_.load_seconds()}; }
+
+  const ckks::Context& context() const { return model_.context(); }
+  const ckks::Context& output_context() const { return keys_.output_context(); }
+  TaskRings rings() const { return keys_.rings(); }
+  const nn::CompiledPatchCNN& model() const { return model_.model(); }
+  const ckks::Encoder& encoder() const { return model_.encoder(); }
+  const Evaluators& evaluators() const { return keys_.evaluators(); }
+  TaskFunction tasks() const { return keys_.tasks(); }
+  const KeySet& key_set() const { return keys_; }
+
+ private:
+  ServedModel model_;
+  KeySet keys_;
 };
 
 }  // namespace pfhe::runtime

@@ -391,3 +391,40 @@ TEST(ClientServer, RingSwitchingModelKeysSpecAndExecutors) {
   runtime::EvaluationKeys big_only{keys.key_set, keys.relin, keys.galois, std::nullopt};
   EXPECT_THROW(runtime::Evaluators(ctx, half_ring.get(), big_only), std::invalid_argument);
 }
+
+// One loaded model serves several clients: each client's key set drives it for that
+// client's inputs only, and results decrypt under that client's secret key.
+TEST(ClientServer, OneServedModelServesSeveralKeySets) {
+  const auto images = nn::synthetic_images(128, {3, 16, 16}, 5);
+  const nn::PatchCNN model = nn::make_synthetic_patch_cnn(test::reduced_backbone_shape(), 2, 8, 16, 13, images);
+  constexpr std::size_t kLevels = test::ReducedServer::kLevels;
+  const runtime::ServedModel served(test::small_params(11, kLevels), [&](const ckks::Encoder& enc) {
+    return nn::CompiledPatchCNN::compile(model, enc, kLevels, enc.context().params().default_scale(), SIZE_MAX, 2);
+  });
+  const runtime::ClientSpec spec = runtime::ClientSpec::of(served.model(), served.context().params());
+  auto [alice_secret, alice_eval] = runtime::generate_keys(served.context(), spec);
+  auto [bob_secret, bob_eval] = runtime::generate_keys(served.context(), spec);
+  ASSERT_NE(alice_secret.key_set, bob_secret.key_set);
+  const runtime::KeySet alice_keys(served, std::move(alice_eval)), bob_keys(served, std::move(bob_eval));
+  const runtime::Client alice(served.context(), spec, alice_secret), bob(served.context(), spec, bob_secret);
+  const auto executor = runtime::make_thread_executor(2);
+  const auto patches = [&](const runtime::Client& client, const nn::Tensor& image) {
+    return runtime::load_ciphertexts(runtime::view_of(client.encrypt_image(image)), served.context());
+  };
+  const runtime::CiphertextFile alice_in = patches(alice, images[1]), bob_in = patches(bob, images[2]);
+  const nn::Tensor alice_out = alice.decrypt_embedding(alice_keys.infer(alice_in, *executor));
+  const nn::Tensor bob_out = bob.decrypt_embedding(bob_keys.infer(bob_in, *executor));
+  EXPECT_LT(nn::precision_of(alice_out, model.normalized(images[1])).relative, 1e-5);
+  EXPECT_LT(nn::precision_of(bob_out, model.normalized(images[2])).relative, 1e-5);
+  // A request names its key set: another client's inputs are refused, not computed into garbage.
+  try {
+    bob_keys.infer(alice_in, *executor);
+    ADD_FAILURE() << "alice's patches ran under bob's keys";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("different key sets"), std::string::npos) << e.what();
+  }
+  // Keys that lack a rotation the model needs are refused when the key set is made.
+  auto [carol_secret, carol_eval] = runtime::generate_keys(served.context(), spec);
+  carol_eval.galois.keys.erase(carol_eval.galois.keys.begin());
+  EXPECT_THROW(runtime::KeySet(served, std::move(carol_eval), "carol's keys"), std::invalid_argument);
+}
