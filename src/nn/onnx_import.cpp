@@ -1,0 +1,297 @@
+#include "nn/onnx_import.h"
+
+#include <onnx/onnx_pb.h>
+
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <optional>
+#include <vector>
+
+namespace pfhe::nn {
+
+namespace {
+
+// A constant tensor (initializer or Constant node) in float64.
+struct Constant {
+  std::vector<std::int64_t> dims;
+  std::vector<double> values;
+  std::size_t size() const { return values.size(); }
+};
+
+std::size_t element_count(const std::vector<std::int64_t>& dims) {
+  std::size_t n = 1;
+  for (const auto d : dims) {
+    if (d < 0 || d > (std::int64_t{1} << 31)) throw OnnxImportError("tensor dimension out of range");
+    n *= static_cast<std::size_t>(d);
+    if (n > (std::size_t{1} << 31)) throw OnnxImportError("tensor too large");
+  }
+  return n;
+}
+
+Constant to_constant(const onnx::TensorProto& t, const std::string& what) {
+  if (t.data_location() == onnx::TensorProto_DataLocation_EXTERNAL)
+    throw OnnxImportError(what + ": weights in an external data file are not read; export with the weights inside");
+  Constant c{{t.dims().begin(), t.dims().end()}, {}};
+  const std::size_t n = element_count(c.dims);
+  c.values.reserve(n);
+  const bool is_float = t.data_type() == onnx::TensorProto_DataType_FLOAT;
+  const bool is_double = t.data_type() == onnx::TensorProto_DataType_DOUBLE;
+  const bool is_int64 = t.data_type() == onnx::TensorProto_DataType_INT64;
+  if (!is_float && !is_double && !is_int64) throw OnnxImportError(what + ": only float, double and int64 tensors are read");
+  const std::size_t width = is_float ? 4 : 8;
+  if (!t.raw_data().empty()) {
+    if (t.raw_data().size() != n * width) throw OnnxImportError(what + ": raw data does not match its dimensions");
+    for (std::size_t i = 0; i < n; ++i) {
+      const char* p = t.raw_data().data() + i * width;
+      if (is_float) {
+        float v;
+        std::memcpy(&v, p, 4);
+        c.values.push_back(v);
+      } else if (is_double) {
+        double v;
+        std::memcpy(&v, p, 8);
+        c.values.push_back(v);
+      } else {
+        std::int64_t v;
+        std::memcpy(&v, p, 8);
+        c.values.push_back(static_cast<double>(v));
+      }
+    }
+  } else if (is_float) {
+    c.values.assign(t.float_data().begin(), t.float_data().end());
+  } else if (is_double) {
+    c.values.assign(t.double_data().begin(), t.double_data().end());
+  } else {
+    for (const auto v : t.int64_data()) c.values.push_back(static_cast<double>(v));
+  }
+  if (c.values.size() != n) throw OnnxImportError(what + ": data does not match its dimensions");
+  return c;
+}
+
+const onnx::AttributeProto* attribute(const onnx::NodeProto& node, const std::string& name) {
+  for (const auto& a : node.attribute())
+    if (a.name() == name) return &a;
+  return nullptr;
+}
+
+std::int64_t int_attribute(const onnx::NodeProto& node, const std::string& name, std::int64_t fallback) {
+  const auto* a = attribute(node, name);
+  return a ? a->i() : fallback;
+}
+
+double float_attribute(const onnx::NodeProto& node, const std::string& name, double fallback) {
+  const auto* a = attribute(node, name);
+  return a ? a->f() : fallback;
+}
+
+std::vector<std::int64_t> ints_attribute(const onnx::NodeProto& node, const std::string& name) {
+  const auto* a = attribute(node, name);
+  return a ? std::vector<std::int64_t>(a->ints().begin(), a->ints().end()) : std::vector<std::int64_t>{};
+}
+
+// All entries equal (a square kernel, equal strides or pads): that value; `fallback` when
+// the attribute is absent.
+std::size_t uniform(const std::vector<std::int64_t>& v, std::size_t fallback, const std::string& what) {
+  if (v.empty()) return fallback;
+  for (const auto x : v)
+    if (x != v.front() || x < 0) throw OnnxImportError(what + " must be the same along every axis");
+  return static_cast<std::size_t>(v.front());
+}
+
+// What to use instead of an operator pfhe does not evaluate.
+std::string instead(const std::string& op) {
+  if (op == "Relu" || op == "Sigmoid" || op == "Tanh" || op == "Gelu" || op == "Silu" || op == "LeakyRelu" ||
+      op == "Elu" || op == "Softplus" || op == "HardSigmoid" || op == "HardSwish")
+    return "use a polynomial activation (x*x, or a*x*x + b*x + c) in the model";
+  if (op == "MaxPool" || op == "GlobalMaxPool") return "use average pooling";
+  if (op == "Softmax" || op == "LogSoftmax") return "leave it out: take the logits and apply it after decryption";
+  if (op == "Reshape" || op == "Shape" || op == "Gather" || op == "Unsqueeze" || op == "Concat")
+    return "flatten with torch.flatten(x, 1) (one Flatten node)";
+  if (op == "Div") return "divide by a constant as a multiplication by its inverse";
+  return "pfhe imports Conv, BatchNormalization, Gemm, Add, Mul, Pow, AveragePool, GlobalAveragePool, Flatten";
+}
+
+class Importer {
+ public:
+  Importer(const onnx::ModelProto& model, std::string what) : model_(model), what_(std::move(what)) {}
+
+  Graph run() {
+    const auto& g = model_.graph();
+    for (const auto& t : g.initializer()) constants_[t.name()] = to_constant(t, what_ + ": initializer '" + t.name() + "'");
+    const auto [shape, input] = input_shape(g);
+    Graph graph(shape, input);
+    values_[input] = 0;
+    graph_ = &graph;
+    for (int i = 0; i < g.node_size(); ++i) add_node(g.node(i), i);
+    if (g.output_size() != 1) throw OnnxImportError(what_ + ": the model must have one output");
+    const auto out = values_.find(g.output(0).name());
+    if (out == values_.end() || out->second != graph.output())
+      throw OnnxImportError(what_ + ": the output '" + g.output(0).name() + "' is not the last value computed");
+    return graph;
+  }
+
+ private:
+  // The one input that is not an initializer (older exports list those as inputs too).
+  std::pair<Shape, std::string> input_shape(const onnx::GraphProto& g) const {
+    std::vector<const onnx::ValueInfoProto*> inputs;
+    for (const auto& in : g.input())
+      if (!constants_.count(in.name())) inputs.push_back(&in);
+    if (inputs.size() != 1) throw OnnxImportError(what_ + ": the model must have exactly one input");
+    const auto& shape = inputs.front()->type().tensor_type().shape();
+    if (shape.dim_size() != 4)
+      throw OnnxImportError(what_ + ": input '" + inputs.front()->name() + "' must be (batch, channels, height, width)");
+    std::size_t d[4] = {1, 0, 0, 0};
+    for (int k = 0; k < 4; ++k) {
+      const auto& dim = shape.dim(k);
+      if (dim.has_dim_value()) {
+        if (dim.dim_value() <= 0 || dim.dim_value() > 65536) throw OnnxImportError(what_ + ": input dimension out of range");
+        d[k] = static_cast<std::size_t>(dim.dim_value());
+      } else if (k != 0) {
+        throw OnnxImportError(what_ + ": input '" + inputs.front()->name() +
+                              "' has a dynamic channel or spatial size; export with a fixed example input");
+      }
+    }
+    if (d[0] != 1) throw OnnxImportError(what_ + ": the input's batch size must be 1 (or dynamic)");
+    return {Shape{d[1], d[2], d[3]}, inputs.front()->name()};
+  }
+
+  std::string node_name(const onnx::NodeProto& node, int index) const {
+    return node.name().empty() ? node.op_type() + "_" + std::to_string(index) : node.name();
+  }
+
+  // A computed value (graph node index), not a constant.
+  std::optional<std::size_t> value(const std::string& name) const {
+    const auto it = values_.find(name);
+    return it == values_.end() ? std::nullopt : std::optional<std::size_t>(it->second);
+  }
+
+  const Constant& constant(const onnx::NodeProto& node, int input, const std::string& name) const {
+    if (node.input_size() <= input) throw OnnxImportError(what_ + ": node '" + name + "' lacks input " + std::to_string(input));
+    const auto it = constants_.find(node.input(input));
+    if (it == constants_.end())
+      throw OnnxImportError(what_ + ": node '" + name + "' (" + node.op_type() + "): input '" + node.input(input) +
+                            "' must be a constant (an initializer)");
+    return it->second;
+  }
+
+  std::size_t computed(const onnx::NodeProto& node, int input, const std::string& name) const {
+    const auto v = node.input_size() > input ? value(node.input(input)) : std::nullopt;
+    if (!v)
+      throw OnnxImportError(what_ + ": node '" + name + "' (" + node.op_type() + "): input " + std::to_string(input) +
+                            " must be a computed value");
+    return *v;
+  }
+
+  void define(const onnx::NodeProto& node, std::size_t index) {
+    if (node.output_size() < 1) throw OnnxImportError(what_ + ": a node without outputs");
+    values_[node.output(0)] = index;
+  }
+
+  void add(const onnx::NodeProto& node, const std::string& name, GraphOp op, std::vector<std::size_t> inputs) {
+    try {
+      define(node, graph_->add(name, std::move(op), std::move(inputs)));
+    } catch (const std::invalid_argument& e) {
+      throw OnnxImportError(what_ + ": node '" + name + "' (" + node.op_type() + "): " + e.what());
+    }
+  }
+
+  void add_node(const onnx::NodeProto& node, int index) {
+    const std::string name = node_name(node, index), op = node.op_type();
+    const std::string where = what_ + ": node '" + name + "' (" + op + ")";
+    if (op == "Constant") {
+      const auto* a = attribute(node, "value");
+      if (!a || !a->has_t()) throw OnnxImportError(where + ": only tensor constants are read");
+      constants_[node.output(0)] = to_constant(a->t(), where);
+    } else if (op == "Identity" || op == "Dropout") {
+      define(node, computed(node, 0, name));
+    } else if (op == "Pad") {
+      // torch writes a Pad of zeros before every average pooling: the identity.
+      const Constant& pads = constant(node, 1, name);
+      for (const double p : pads.values)
+        if (p != 0) throw OnnxImportError(where + ": padding is only supported inside Conv (its pads)");
+      define(node, computed(node, 0, name));
+    } else if (op == "Conv") {
+      const Constant& w = constant(node, 1, name);
+      if (w.dims.size() != 4 || w.dims[2] != w.dims[3]) throw OnnxImportError(where + ": the kernel must be square 2-D");
+      if (int_attribute(node, "group", 1) != 1) throw OnnxImportError(where + ": grouped convolutions are not supported");
+      if (uniform(ints_attribute(node, "dilations"), 1, where + ": dilations") != 1)
+        throw OnnxImportError(where + ": dilated convolutions are not supported");
+      Conv2d conv{static_cast<std::size_t>(w.dims[1]), static_cast<std::size_t>(w.dims[0]),
+                  static_cast<std::size_t>(w.dims[2]), uniform(ints_attribute(node, "strides"), 1, where + ": strides"),
+                  uniform(ints_attribute(node, "pads"), 0, where + ": pads"), w.values, {}};
+      if (node.input_size() > 2 && !node.input(2).empty()) conv.bias = constant(node, 2, name).values;
+      add(node, name, std::move(conv), {computed(node, 0, name)});
+    } else if (op == "BatchNormalization") {
+      BatchNorm bn{constant(node, 3, name).values, constant(node, 4, name).values, constant(node, 1, name).values,
+                   constant(node, 2, name).values, float_attribute(node, "epsilon", 1e-5)};
+      add(node, name, std::move(bn), {computed(node, 0, name)});
+    } else if (op == "Gemm") {
+      if (int_attribute(node, "transA", 0) != 0 || int_attribute(node, "transB", 0) != 1 ||
+          float_attribute(node, "alpha", 1) != 1 || float_attribute(node, "beta", 1) != 1)
+        throw OnnxImportError(where + ": only a torch Linear (transB = 1, alpha = beta = 1) is supported");
+      const Constant& w = constant(node, 1, name);
+      if (w.dims.size() != 2) throw OnnxImportError(where + ": the weight must be 2-D");
+      Linear linear{static_cast<std::size_t>(w.dims[1]), static_cast<std::size_t>(w.dims[0]), w.values, {}};
+      if (node.input_size() > 2 && !node.input(2).empty()) linear.bias = constant(node, 2, name).values;
+      add(node, name, std::move(linear), {computed(node, 0, name)});
+    } else if (op == "Add") {
+      if (!value(node.input(0)) || !value(node.input(1)))
+        throw OnnxImportError(where + ": adding a constant is not supported; fold it into the preceding layer's bias");
+      add(node, name, Add{}, {computed(node, 0, name), computed(node, 1, name)});
+    } else if (op == "Mul") {
+      if (node.input(0) == node.input(1)) {
+        add(node, name, PolynomialActivation{{0.0, 0.0, 1.0}}, {computed(node, 0, name)});
+      } else {
+        const int c = value(node.input(0)) ? 1 : 0;
+        const Constant& k = constant(node, c, name);
+        if (k.size() != 1) throw OnnxImportError(where + ": only a product by a scalar constant or x * x is supported");
+        add(node, name, Scale{k.values[0]}, {computed(node, 1 - c, name)});
+      }
+    } else if (op == "Pow") {
+      const Constant& e = constant(node, 1, name);
+      if (e.size() != 1 || e.values[0] != 2) throw OnnxImportError(where + ": only the exponent 2 is supported");
+      add(node, name, PolynomialActivation{{0.0, 0.0, 1.0}}, {computed(node, 0, name)});
+    } else if (op == "AveragePool") {
+      if (uniform(ints_attribute(node, "pads"), 0, where + ": pads") != 0)
+        throw OnnxImportError(where + ": padded average pooling is not supported");
+      const std::size_t kernel = uniform(ints_attribute(node, "kernel_shape"), 0, where + ": kernel_shape");
+      add(node, name, AvgPool2d{kernel, uniform(ints_attribute(node, "strides"), 1, where + ": strides")},
+          {computed(node, 0, name)});
+    } else if (op == "GlobalAveragePool") {
+      add(node, name, AdaptiveAvgPool2d{1}, {computed(node, 0, name)});
+    } else if (op == "Flatten") {
+      if (int_attribute(node, "axis", 1) != 1) throw OnnxImportError(where + ": only Flatten with axis 1 is supported");
+      add(node, name, Flatten{}, {computed(node, 0, name)});
+    } else {
+      throw OnnxImportError(where + ": not supported; " + instead(op));
+    }
+  }
+
+  const onnx::ModelProto& model_;
+  std::string what_;
+  std::map<std::string, Constant> constants_;
+  std::map<std::string, std::size_t> values_;
+  Graph* graph_ = nullptr;
+};
+
+}  // namespace
+
+Graph import_onnx(std::span<const std::uint8_t> bytes, const std::string& what) {
+  onnx::ModelProto model;
+  if (bytes.size() > static_cast<std::size_t>(INT32_MAX) ||
+      !model.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
+    throw OnnxImportError(what + ": not an ONNX model (protobuf parse failed)");
+  if (!model.has_graph() || model.graph().input_size() == 0) throw OnnxImportError(what + ": the model has no graph input");
+  return Importer(model, what).run();
+}
+
+Graph import_onnx_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw OnnxImportError(path + ": cannot open");
+  const std::vector<char> raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return import_onnx({reinterpret_cast<const std::uint8_t*>(raw.data()), raw.size()}, path);
+}
+
+}  // namespace pfhe::nn

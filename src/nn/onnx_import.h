@@ -1,0 +1,34 @@
+// ONNX models (what torch.onnx.export writes) into the model graph (nn/graph.h), read with
+// Debian's libonnx (its protobuf classes: no hand-written protobuf parser). Built as its own
+// library (pfhe_onnx) so that only programs that import link protobuf.
+//
+// Operators: Conv (square kernel, equal strides and pads, group 1, no dilation),
+// BatchNormalization, Gemm (a torch Linear: transB = 1, alpha = beta = 1), Add of two
+// computed values (residual joins), Mul of a value by itself and Pow with exponent 2
+// (x², a polynomial activation), Mul by a scalar constant, AveragePool (no padding),
+// GlobalAveragePool, Flatten (axis 1), Identity and Dropout (inference: the identity).
+// Anything else is refused with one line naming the node, its operator and what to use
+// instead (ReLU and other non-polynomial activations: a polynomial activation; MaxPool:
+// AveragePool). Weights come from initializers or Constant nodes (float32 or float64,
+// inline or raw data); external data files are refused by name.
+#pragma once
+#include <cstdint>
+#include <span>
+#include <stdexcept>
+#include <string>
+
+#include "nn/graph.h"
+
+namespace pfhe::nn {
+
+class OnnxImportError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// `what` names the model in errors (its path). The input must be one (1 or dynamic, C, H,
+// W) tensor; the graph's output must be the last node computed.
+Graph import_onnx(std::span<const std::uint8_t> bytes, const std::string& what);
+Graph import_onnx_file(const std::string& path);
+
+}  // namespace pfhe::nn

@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Writes the ONNX import fixtures: models defined here in torch (Debian's python3-torch),
+exported with torch.onnx.export, with one input and torch's float64 outputs for it.
+    onnx_import_check.py WORK_DIR
+WORK_DIR/<name>.onnx, <name>.input.f64 (raw doubles), <name>.expected.txt (one per line)."""
+import sys
+
+import torch
+import torch.nn as nn
+
+
+class LeNetSquare(nn.Module):
+    """A LeNet-style CNN with x^2 activations and average pooling."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(1, 6, 5, padding=2), nn.BatchNorm2d(6)
+        self.conv2, self.bn2 = nn.Conv2d(6, 16, 5), nn.BatchNorm2d(16)
+        self.fc1, self.fc2 = nn.Linear(16 * 5 * 5, 32), nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = nn.functional.avg_pool2d(self.bn1(self.conv1(x)) ** 2, 2)
+        x = self.bn2(self.conv2(x))
+        x = nn.functional.avg_pool2d(x * x, 2)
+        x = torch.flatten(x, 1)
+        return self.fc2(0.5 * self.fc1(x))
+
+
+class SmallResidual(nn.Module):
+    """Two residual blocks with x^2 activations, a strided convolution and global pooling."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.bn0 = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.a, self.bna = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.down, self.bnd = nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16)
+        self.b, self.bnb = nn.Conv2d(16, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = self.bn0(self.stem(x))
+        x = x + self.bna(self.a(x * x))
+        x = self.bnd(self.down(x))
+        x = x + self.bnb(self.b(x * x))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+class WithRelu(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x))
+
+
+class WithMaxPool(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+
+    def forward(self, x):
+        return nn.functional.max_pool2d(self.conv(x), 2)
+
+
+def randomize_batch_norms(model, gen):
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean.copy_(torch.randn(c, generator=gen) * 0.2)
+            m.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.rand(c, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.randn(c, generator=gen) * 0.1)
+
+
+def export(model, shape, work, name, gen):
+    model.eval()
+    x = torch.randn(1, *shape, generator=gen)
+    torch.onnx.export(model, x, f"{work}/{name}.onnx", opset_version=13)
+    with torch.no_grad():  # float32 weights, evaluated in float64: what pfhe's float64 forward computes
+        y = model.double()(x.double()).reshape(-1)
+    x.double().numpy().tofile(f"{work}/{name}.input.f64")
+    with open(f"{work}/{name}.expected.txt", "w") as f:
+        f.writelines(f"{v:.17g}\n" for v in y.tolist())
+
+
+def main():
+    work = sys.argv[1]
+    gen = torch.Generator().manual_seed(7)
+    torch.manual_seed(7)
+    lenet, residual = LeNetSquare(), SmallResidual()
+    for m in (lenet, residual):
+        randomize_batch_norms(m, gen)
+    export(lenet, (1, 28, 28), work, "lenet", gen)
+    export(residual, (3, 16, 16), work, "residual", gen)
+    export(WithRelu(), (1, 8, 8), work, "relu", gen)
+    export(WithMaxPool(), (1, 8, 8), work, "maxpool", gen)
+
+
+if __name__ == "__main__":
+    main()

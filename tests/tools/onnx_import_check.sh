@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# ONNX import (`pfhe import`, nn/onnx_import.h): models written in torch by
+# onnx_import_check.py and exported with torch.onnx.export import into graphs whose float64 forward equals torch's
+# float64 forward of the same float32 weights to 1e-6 (absolute, or relative above 1: the
+# export folds each BatchNorm into its convolution in float32, which moves outputs by
+# ~1e-8); ReLU and MaxPool are refused with one line naming the node and what to
+# use instead.
+set -euo pipefail
+pfhe=$1
+model_tool=$2
+repo=$3
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+/usr/bin/python3 "$repo/tests/tools/onnx_import_check.py" "$work" 2> "$work/export.log" || { cat "$work/export.log"; exit 1; }
+for name in lenet residual; do
+  "$pfhe" import "$work/$name.onnx" --out "$work/$name.pfhm" 2> /dev/null
+  "$model_tool" graph-logits "$work/$name.pfhm" "$work/$name.input.f64" > "$work/$name.got.txt"
+  paste "$work/$name.got.txt" "$work/$name.expected.txt" | awk -v name="$name" '
+    { d = $1 - $2; if (d < 0) d = -d; m = $2 < 0 ? -$2 : $2; if (m < 1) m = 1; if (d / m > 1e-6) bad = 1; n++ }
+    END { if (n == 0 || bad) { print name ": imported graph differs from torch (" n " values)"; exit 1 }
+          print name ": " n " outputs equal to torch" }'
+done
+expect_refusal() {  # expect_refusal NAME PATTERN
+  if "$pfhe" import "$work/$1.onnx" --out "$work/$1.pfhm" 2> "$work/$1.err"; then
+    echo "$1: imported, expected a refusal"; exit 1
+  fi
+  [ "$(wc -l < "$work/$1.err")" = 1 ] || { cat "$work/$1.err"; echo "$1: the refusal is not one line"; exit 1; }
+  grep -q -- "$2" "$work/$1.err" || { cat "$work/$1.err"; echo "$1: the refusal lacks '$2'"; exit 1; }
+  echo "$1: refused: $(cat "$work/$1.err")"
+}
+expect_refusal relu "(Relu): not supported; use a polynomial activation"
+expect_refusal maxpool "(MaxPool): not supported; use average pooling"
+echo "not a model" > "$work/bad.onnx"
+if "$pfhe" import "$work/bad.onnx" --out "$work/bad.pfhm" 2> "$work/bad.err"; then echo "garbage imported"; exit 1; fi
+grep -q "bad.onnx: " "$work/bad.err" || { cat "$work/bad.err"; echo "the error does not name the file"; exit 1; }
+echo "garbage: refused: $(cat "$work/bad.err")"
