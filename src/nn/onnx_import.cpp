@@ -35,14 +35,21 @@ Constant to_constant(const onnx::TensorProto& t, const std::string& what) {
     throw OnnxImportError(what + ": weights in an external data file are not read; export with the weights inside");
   Constant c{{t.dims().begin(), t.dims().end()}, {}};
   const std::size_t n = element_count(c.dims);
-  c.values.reserve(n);
   const bool is_float = t.data_type() == onnx::TensorProto_DataType_FLOAT;
   const bool is_double = t.data_type() == onnx::TensorProto_DataType_DOUBLE;
   const bool is_int64 = t.data_type() == onnx::TensorProto_DataType_INT64;
   if (!is_float && !is_double && !is_int64) throw OnnxImportError(what + ": only float, double and int64 tensors are read");
   const std::size_t width = is_float ? 4 : 8;
+  // The data present must match the dimensions before anything is allocated for them
+  // (dimensions are only claims: a damaged file may name 2^31 elements).
+  const std::size_t present = !t.raw_data().empty() ? t.raw_data().size() / width
+                              : is_float              ? static_cast<std::size_t>(t.float_data_size())
+                              : is_double             ? static_cast<std::size_t>(t.double_data_size())
+                                                      : static_cast<std::size_t>(t.int64_data_size());
+  if (present != n || (!t.raw_data().empty() && t.raw_data().size() != n * width))
+    throw OnnxImportError(what + ": data does not match its dimensions");
+  c.values.reserve(n);
   if (!t.raw_data().empty()) {
-    if (t.raw_data().size() != n * width) throw OnnxImportError(what + ": raw data does not match its dimensions");
     for (std::size_t i = 0; i < n; ++i) {
       const char* p = t.raw_data().data() + i * width;
       if (is_float) {
@@ -184,10 +191,7 @@ class Importer {
     return *v;
   }
 
-  void define(const onnx::NodeProto& node, std::size_t index) {
-    if (node.output_size() < 1) throw OnnxImportError(what_ + ": a node without outputs");
-    values_[node.output(0)] = index;
-  }
+  void define(const onnx::NodeProto& node, std::size_t index) { values_[node.output(0)] = index; }
 
   void add(const onnx::NodeProto& node, const std::string& name, GraphOp op, std::vector<std::size_t> inputs) {
     try {
@@ -200,6 +204,11 @@ class Importer {
   void add_node(const onnx::NodeProto& node, int index) {
     const std::string name = node_name(node, index), op = node.op_type();
     const std::string where = what_ + ": node '" + name + "' (" + op + ")";
+    // Every operator read here has at least one output; binary ones need both inputs.
+    if (node.output_size() < 1) throw OnnxImportError(where + ": the node has no output");
+    const bool binary = op == "Add" || op == "Mul" || op == "Pow" || op == "Pad";
+    if (node.input_size() < (op == "Constant" ? 0 : binary ? 2 : 1))
+      throw OnnxImportError(where + ": the node lacks inputs");
     if (op == "Constant") {
       const auto* a = attribute(node, "value");
       if (!a || !a->has_t()) throw OnnxImportError(where + ": only tensor constants are read");

@@ -1,5 +1,5 @@
 // libFuzzer target for every loader: the checksum trailer of files and messages, the CKKS binary format (docs/FORMAT.md), model files
-// (docs/MODEL_FORMAT.md: PatchCNNs and graphs), compiled models and their linear transforms, compiled graphs, bundle files and
+// (docs/MODEL_FORMAT.md: PatchCNNs and graphs), ONNX import, compiled models and their linear transforms, compiled graphs, bundle files and
 // the client spec (JSON). Built with
 // -DPFHE_BUILD_FUZZ=ON and clang; see docs/FUZZING.md for the corpus and how long it ran.
 // Every input must either load or raise SerializationError / ModelFormatError (or
@@ -16,6 +16,7 @@
 #include "nn/compiled_graph.h"
 #include "nn/graph_file.h"
 #include "nn/model_file.h"
+#include "nn/onnx_import.h"
 #include "nn/patch_cnn.h"
 #include "runtime/bundle.h"
 #include "runtime/client_server.h"
@@ -51,6 +52,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   try { load_ring_switch_key(ctx, bytes); } catch (const SerializationError&) {}
   try { pfhe::nn::load_model(bytes); } catch (const pfhe::nn::ModelFormatError&) {}
   try { pfhe::nn::load_graph(bytes); } catch (const pfhe::nn::ModelFormatError&) {}
+  try { pfhe::nn::import_onnx(bytes, "fuzz input"); } catch (const pfhe::nn::OnnxImportError&) {}
   static const Encoder encoder(ctx);
   try { pfhe::nn::CompiledPatchCNN::load(encoder, bytes); } catch (const SerializationError&) {}
   // A compiled model's layers cannot be reached through the fingerprint check of the test

@@ -34,3 +34,11 @@ echo "not a model" > "$work/bad.onnx"
 if "$pfhe" import "$work/bad.onnx" --out "$work/bad.pfhm" 2> "$work/bad.err"; then echo "garbage imported"; exit 1; fi
 grep -q "bad.onnx: " "$work/bad.err" || { cat "$work/bad.err"; echo "the error does not name the file"; exit 1; }
 echo "garbage: refused: $(cat "$work/bad.err")"
+# Regression (fuzzing): an initializer whose dimensions claim 2^31 elements without the
+# data made the importer reserve 16 GB before checking; now refused at once, in 1 GB.
+regression="$repo/tests/fuzz/regressions/onnx_tensor_dims_without_data.onnx"
+if (ulimit -v 1000000; "$pfhe" import "$regression" --out "$work/r.pfhm") 2> "$work/r.err"; then
+  echo "the regression input imported"; exit 1
+fi
+grep -q "does not match its dimensions" "$work/r.err" || { cat "$work/r.err"; echo "regression: unexpected error"; exit 1; }
+echo "regression: refused: $(cat "$work/r.err")"
