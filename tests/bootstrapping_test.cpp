@@ -30,7 +30,7 @@ struct BootSetup {
   Context ctx;
   Encoder encoder;
   Bootstrapper boot;
-  test::BootstrapKeys keys;
+  test::ModelKeys keys;
 };
 
 // Mean and worst bits of precision (-log2 of the absolute error) over the slots.

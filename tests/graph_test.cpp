@@ -410,7 +410,7 @@ TEST_F(BootstrapPlacement, DeepNetworkGetsBootstrapsAndMatchesFloat64) {
   EXPECT_GE(compiled.bootstraps(), 2u);
   EXPECT_LE(compiled.bootstraps(), 4u);
 
-  const test::BootstrapKeys keys(ctx, boot, compiled.rotation_levels());
+  const test::ModelKeys keys(ctx, boot, compiled.rotation_levels());
   const Tensor x = input_image(5);
   const ckks::Ciphertext in = keys.encryptor.encrypt(enc.encode(compiled.pack_input(x), top, scale));
   std::vector<CompiledGraph::StepTiming> steps;
@@ -454,7 +454,7 @@ TEST_F(BootstrapPlacement, ValueWithATinyChannelMultiplierKeepsItsPrecision) {
   const CompiledGraph compiled = CompiledGraph::compile(g, enc, boot.output_level(), ctx.params().default_scale(),
                                                         SIZE_MAX, Compilation::kFull, &boot, &ranges);
   ASSERT_EQ(compiled.bootstraps(), 1u);
-  const test::BootstrapKeys keys(ctx, boot, compiled.rotation_levels());
+  const test::ModelKeys keys(ctx, boot, compiled.rotation_levels());
   Tensor in({2, 4, 4});
   in.data = uniform(in.data.size(), -1, 1, 500);
   const ckks::Ciphertext ct = keys.encryptor.encrypt(enc.encode(compiled.pack_input(in), boot.output_level(),

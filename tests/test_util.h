@@ -3,6 +3,7 @@
 #pragma once
 #include <cmath>
 #include <complex>
+#include <functional>
 #include <map>
 #include <random>
 #include <vector>
@@ -51,40 +52,29 @@ inline ckks::Parameters bootstrap_params(int log_n, const ckks::BootstrapConfig&
 }
 
 // A fresh key set for a compiled program: secret key, relinearization key, the Galois keys
-// at the levels the program asks for, and an evaluator, encryptor and decryptor over them.
+// at the levels the program asks for (with a bootstrapper: its rotation and conjugation
+// keys too, in one set), and an evaluator, encryptor and decryptor over them.
 struct ModelKeys {
   ModelKeys(const ckks::Context& ctx, const std::map<long, std::size_t>& rotation_levels)
-      : keygen(ctx),
-        relin(keygen.create_relin_key()),
-        galois(keygen.create_galois_keys(rotation_levels)),
-        eval(ctx, &relin, &galois),
-        encryptor(ctx, keygen.secret_key()),
-        decryptor(ctx, keygen.secret_key()) {}
+      : ModelKeys(ctx, [&](const ckks::KeyGenerator& k) { return k.create_galois_keys(rotation_levels); }) {}
+  ModelKeys(const ckks::Context& ctx, const ckks::Bootstrapper& boot,
+            const std::map<long, std::size_t>& program_levels = {})
+      : ModelKeys(ctx, [&](const ckks::KeyGenerator& k) { return boot.create_galois_keys(k, program_levels); }) {}
   ckks::KeyGenerator keygen;
   ckks::RelinKey relin;
   ckks::GaloisKeys galois;
   ckks::Evaluator eval;
   ckks::Encryptor encryptor;
   ckks::Decryptor decryptor;
-};
 
-// The same for a program that bootstraps: the bootstrapper's rotation and conjugation keys
-// and the program's rotation keys in one set.
-struct BootstrapKeys {
-  BootstrapKeys(const ckks::Context& ctx, const ckks::Bootstrapper& boot,
-                const std::map<long, std::size_t>& program_levels = {})
+ private:
+  ModelKeys(const ckks::Context& ctx, const std::function<ckks::GaloisKeys(const ckks::KeyGenerator&)>& make_galois)
       : keygen(ctx),
         relin(keygen.create_relin_key()),
-        galois(boot.create_galois_keys(keygen, program_levels)),
+        galois(make_galois(keygen)),
         eval(ctx, &relin, &galois),
         encryptor(ctx, keygen.secret_key()),
         decryptor(ctx, keygen.secret_key()) {}
-  ckks::KeyGenerator keygen;
-  ckks::RelinKey relin;
-  ckks::GaloisKeys galois;
-  ckks::Evaluator eval;
-  ckks::Encryptor encryptor;
-  ckks::Decryptor decryptor;
 };
 
 inline std::vector<std::complex<double>> random_complex(std::size_t n, std::uint64_t seed, double bound = 1.0) {

@@ -13,12 +13,6 @@ namespace {
 
 constexpr char kTrailerMagic[8] = {'P', 'F', 'H', 'E', '-', 'X', 'H', '3'};
 
-std::string hex(std::uint64_t v) {
-  char buf[19];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
 }  // namespace
 
 struct Checksum::State {
@@ -38,6 +32,12 @@ void Checksum::update(std::span<const std::uint8_t> bytes) { XXH3_64bits_update(
 std::uint64_t Checksum::digest() const { return XXH3_64bits_digest(state_->xxh); }
 
 std::uint64_t checksum(std::span<const std::uint8_t> bytes) { return XXH3_64bits(bytes.data(), bytes.size()); }
+
+std::string checksum_hex(std::uint64_t digest) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(digest));
+  return buf;
+}
 
 std::array<std::uint8_t, kTrailerSize> make_trailer(std::uint64_t digest) {
   std::array<std::uint8_t, kTrailerSize> t{};
@@ -63,7 +63,7 @@ std::uint64_t trailer_digest(std::span<const std::uint8_t> trailer, const std::s
 void check_trailer(std::span<const std::uint8_t> trailer, std::uint64_t computed, const std::string& what) {
   const std::uint64_t stored = trailer_digest(trailer, what);
   if (computed != stored)
-    throw SerializationError(what + ": checksum mismatch (stored " + hex(stored) + ", computed " + hex(computed) +
+    throw SerializationError(what + ": checksum mismatch (stored " + checksum_hex(stored) + ", computed " + checksum_hex(computed) +
                              "): the data is corrupt");
 }
 

@@ -35,6 +35,8 @@ class Checksum {
 };
 
 std::uint64_t checksum(std::span<const std::uint8_t> bytes);
+// A digest as 16 hex digits (error messages, text formats that carry a checksum).
+std::string checksum_hex(std::uint64_t digest);
 
 std::array<std::uint8_t, kTrailerSize> make_trailer(std::uint64_t digest);
 void append_trailer(Bytes& bytes);

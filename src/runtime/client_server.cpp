@@ -3,7 +3,6 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
-#include <cstdio>
 #include <stdexcept>
 
 #include "ckks/keygen.h"
@@ -70,9 +69,6 @@ std::map<long, std::size_t> rotations_from(const nlohmann::json& rotations) {
   }
   return levels;
 }
-}  // namespace
-
-namespace {
 
 // XXH3-64 (ckks/checksum.h) of the spec's compact JSON without its "checksum" member, in
 // hex. nlohmann's objects keep their keys sorted and print doubles so that they read back
@@ -80,10 +76,7 @@ namespace {
 std::string spec_checksum(nlohmann::json j) {
   j.erase("checksum");
   const std::string text = j.dump();
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx",
-                static_cast<unsigned long long>(ckks::checksum({reinterpret_cast<const std::uint8_t*>(text.data()), text.size()})));
-  return hex;
+  return ckks::checksum_hex(ckks::checksum({reinterpret_cast<const std::uint8_t*>(text.data()), text.size()}));
 }
 
 }  // namespace
@@ -96,7 +89,7 @@ std::string ClientSpec::to_json() const {
                         {"special_primes", ring_switch->special_primes},
                         {"parameter_fingerprint", half_ring_fingerprint},
                         {"rotations", rotations_json(half_ring_rotation_levels)}};
-  const nlohmann::json j = {{"format", "pfhe-client-spec"},
+  nlohmann::json j = {{"format", "pfhe-client-spec"},
                             {"version", 3},
                             {"parameter_fingerprint", fingerprint},
                             {"grid", grid},
@@ -109,9 +102,8 @@ std::string ClientSpec::to_json() const {
                             {"output", classifier ? "logits" : "embedding"},
                             {"rotations", rotations_json(rotation_levels)},
                             {"ring_switch", ring_switch_json}};
-  nlohmann::json with_checksum = j;
-  with_checksum["checksum"] = spec_checksum(j);
-  return with_checksum.dump(1);
+  j["checksum"] = spec_checksum(j);
+  return j.dump(1);
 }
 
 ClientSpec ClientSpec::from_json(const std::string& text) {
@@ -336,16 +328,11 @@ ServedModel::ServedModel(const ckks::Parameters& params,
       enc_(std::make_unique<ckks::Encoder>(*ctx_)),
       model_(std::make_unique<nn::CompiledPatchCNN>(compile(*enc_))) {}
 
-KeySet::KeySet(const ServedModel& model, const std::string& keys_path) : model_(model) {
-  const auto start = Clock::now();
-  keys_ = read_evaluation_keys(keys_path, model.context(), model.model().half_ring().get());
+KeySet::KeySet(const ServedModel& model, const std::string& keys_path) : KeySet(model, keys_path, Clock::now()) {}
+
+KeySet::KeySet(const ServedModel& model, const std::string& keys_path, Clock::time_point start)
+    : KeySet(model, read_evaluation_keys(keys_path, model.context(), model.model().half_ring().get()), keys_path) {
   load_seconds_ = seconds_since(start);
-  check_rotation_keys(model.model().rotation_levels(), keys_.galois, model.context().n(), keys_path);
-  const nn::HalfRing* half_ring = model.model().half_ring().get();
-  if (half_ring)
-    check_rotation_keys(model.model().half_ring_rotation_levels(), keys_.half->galois, half_ring->context.n(),
-                        keys_path);
-  evaluators_ = std::make_unique<Evaluators>(model.context(), half_ring, keys_);
 }
 
 KeySet::KeySet(const ServedModel& model, EvaluationKeys keys, const std::string& what)

@@ -17,6 +17,7 @@
 #include "runtime/bundle.h"
 #include "runtime/executor.h"
 #include "runtime/key_files.h"
+#include "runtime/process_stats.h"
 
 namespace pfhe::runtime {
 
@@ -186,6 +187,9 @@ class KeySet {
   CiphertextFile match(const CiphertextFile& probe, const CiphertextFile& enrolled, double threshold) const;
 
  private:
+  // Reads the file, then checks as the in-memory constructor does; the load time counts
+  // from `start`.
+  KeySet(const ServedModel& model, const std::string& keys_path, Clock::time_point start);
   void check_rotation_keys(const std::map<long, std::size_t>& levels, const ckks::GaloisKeys& keys, std::size_t n,
                            const std::string& what) const;
   const ServedModel& model_;
