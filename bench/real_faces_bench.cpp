@@ -96,7 +96,7 @@ int run(int argc, char** argv) {
     embeddings.push_back(compiled.normalize(eval, compiled.aggregate(eval, heads)));
     const double infer_s = seconds_since(t);
     t = Clock::now();
-    const nn::Tensor got = client.decrypt_embedding({patches.key_set, {embeddings.back()}});
+    const nn::Tensor got = client.decrypt_output({patches.key_set, {embeddings.back()}});
     const double err = nn::precision_of(got, want.back()).relative;
     worst = std::max(worst, err);
     std::printf("%s: sum of squares before normalisation %.1f, relative error %.2e (%.1f bits); encrypt %.2f s, "

@@ -167,6 +167,49 @@ TEST_F(CompiledGraphTest, StoredFormRunsIdenticallyAndRejectsCorruption) {
   EXPECT_THROW(CompiledGraph::load(other_enc, bytes), ckks::SerializationError);
 }
 
+// Two towers reading the same image and summed: one region of two branches, each from
+// the input; a residual shortcut (no steps of its own) is no branch. Branches run in any
+// order, anywhere, give the same bytes as the sequential run.
+TEST_F(CompiledGraphTest, ParallelBranchesAreFoundAndRunInAnyOrder) {
+  EXPECT_TRUE(CompiledGraph::compile(residual_net(), enc_, kLevels, ctx_.params().default_scale())
+                  .parallel_regions()
+                  .empty());
+  const Graph g = make_synthetic_graph("two-tower-tiny", 3, synthetic_images(32, {3, 8, 8}, 4));
+  const double scale = ctx_.params().default_scale();
+  const CompiledGraph compiled = CompiledGraph::compile(g, enc_, kLevels, scale);
+  ASSERT_EQ(compiled.parallel_regions().size(), 1u);
+  const auto& branches = compiled.parallel_regions()[0].branches;
+  ASSERT_EQ(branches.size(), 2u);
+  for (const auto& b : branches) {
+    EXPECT_EQ(b.entry, 0u);
+    EXPECT_EQ(b.steps.size(), branches[0].steps.size());  // the towers have the same shape
+  }
+  const CompiledGraph loaded = CompiledGraph::load(enc_, compiled.save());
+  ASSERT_EQ(loaded.parallel_regions().size(), 1u);
+  EXPECT_EQ(loaded.parallel_regions()[0].branches[1].steps, branches[1].steps);
+
+  test::ModelKeys keys(ctx_, compiled.rotation_levels());
+  const Tensor x = synthetic_images(1, {3, 8, 8}, 99)[0];
+  const ckks::Ciphertext in = keys.encryptor.encrypt(enc_.encode(compiled.pack_input(x), kLevels, scale));
+  const ckks::Ciphertext sequential = compiled.run(keys.eval, in);
+  std::size_t calls = 0;
+  const auto reversed = [&](std::size_t region, const std::vector<ckks::Ciphertext>& entries) {
+    ++calls;
+    std::vector<ckks::Ciphertext> exits(entries.size());
+    for (std::size_t b = entries.size(); b-- > 0;) exits[b] = compiled.run_branch(keys.eval, region, b, entries[b]);
+    return exits;
+  };
+  EXPECT_EQ(ckks::save(ctx_, compiled.run(keys.eval, in, nullptr, nullptr, reversed)), ckks::save(ctx_, sequential));
+  EXPECT_EQ(calls, 1u);
+  const Tensor got = compiled.unpack_output(enc_.decode_real(keys.decryptor.decrypt(sequential)));
+  EXPECT_LT(precision_of(got, g.forward(x)).relative, 1e-5);
+  EXPECT_THROW(compiled.run_branch(keys.eval, 0, 2, in), std::out_of_range);
+  const auto lose_one = [&](std::size_t, const std::vector<ckks::Ciphertext>& entries) {
+    return std::vector<ckks::Ciphertext>(entries.begin(), entries.end() - 1);
+  };
+  EXPECT_THROW(compiled.run(keys.eval, in, nullptr, nullptr, lose_one), std::logic_error);
+}
+
 TEST_F(CompiledGraphTest, PlanHasTheSameRotationKeys) {
   const Graph g = residual_net();
   const double scale = ctx_.params().default_scale();

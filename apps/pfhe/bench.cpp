@@ -57,7 +57,7 @@ namespace {
 struct RunResult {
   BenchRun run;
   bool ok = false;
-  double infer_seconds = 0, backbone_seconds = 0, transfer_seconds = 0, peak_rss_gb = 0;
+  double infer_seconds = 0, executor_seconds = 0, transfer_seconds = 0, peak_rss_gb = 0;
   std::size_t transfer_bytes = 0;
   ckks::Bytes output;  // the serialized encrypted embedding
 };
@@ -81,8 +81,8 @@ int run_child(const BenchRun& run, const runtime::Server& server, const runtime:
     else executor = runtime::make_fork_executor(run.workers);
     const runtime::TaskFunction tasks =
         run.executor == "recompile"
-            ? runtime::recompiling_backbone_tasks(*weights, server.model(), server.encoder(), server.evaluators().big(),
-                                                  server.evaluators().half_ring())
+            ? runtime::recompiling_backbone_tasks(*weights, *server.served().patch_cnn(), server.encoder(),
+                                                  server.evaluators().big(), server.evaluators().half_ring())
             : server.tasks();
     const auto start = Clock::now();
     runtime::RunStats stats;
@@ -90,7 +90,7 @@ int run_child(const BenchRun& run, const runtime::Server& server, const runtime:
     const double seconds = seconds_since(start);
     runtime::write_ciphertexts(output_path, server.output_context(), out);
     const nlohmann::json report = {{"infer_seconds", seconds},
-                                   {"backbone_seconds", stats.seconds},
+                                   {"executor_seconds", stats.seconds},
                                    {"transfer_seconds", stats.transfer_seconds},
                                    {"transfer_bytes", stats.transfer_bytes},
                                    {"peak_rss_gb", peak_rss_with_children_gb()}};
@@ -129,7 +129,7 @@ RunResult run_in_child(const BenchRun& run, const runtime::Server& server, const
   const auto report = nlohmann::json::parse(ckks::read_text_file(report_path));
   result.ok = true;
   result.infer_seconds = report.at("infer_seconds").get<double>();
-  result.backbone_seconds = report.at("backbone_seconds").get<double>();
+  result.executor_seconds = report.at("executor_seconds").get<double>();
   result.transfer_seconds = report.at("transfer_seconds").get<double>();
   result.transfer_bytes = report.at("transfer_bytes").get<std::size_t>();
   result.peak_rss_gb = report.at("peak_rss_gb").get<double>();
@@ -138,7 +138,7 @@ RunResult run_in_child(const BenchRun& run, const runtime::Server& server, const
 }
 
 void print_table(const std::vector<RunResult>& results, const RunResult* reference) {
-  std::printf("| run | inference (s) | speedup | backbones (s) | serialization (s) | serialization share | "
+  std::printf("| run | inference (s) | speedup | executor (s) | serialization (s) | serialization share | "
               "peak RSS (GB) | output |\n|---|---|---|---|---|---|---|---|\n");
   for (const RunResult& r : results) {
     if (!r.ok) {
@@ -147,7 +147,7 @@ void print_table(const std::vector<RunResult>& results, const RunResult* referen
     }
     const char* output = &r == reference ? "reference" : r.output == reference->output ? "byte-identical" : "DIFFERS";
     std::printf("| %s | %.1f | %.2fx | %.1f | %.3f | %.2f %% | %.1f | %s |\n", r.run.label().c_str(), r.infer_seconds,
-                reference->infer_seconds / r.infer_seconds, r.backbone_seconds, r.transfer_seconds,
+                reference->infer_seconds / r.infer_seconds, r.executor_seconds, r.transfer_seconds,
                 100.0 * r.transfer_seconds / r.infer_seconds, r.peak_rss_gb, output);
   }
 }
@@ -167,6 +167,8 @@ int run_bench(const BenchOptions& o) {
   const runtime::Server server(o.params, o.model, o.keys, o.lanes);
   const runtime::CiphertextFile inputs = runtime::read_ciphertexts(o.input, server.context());
   std::optional<nn::PatchCNN> weights;
+  if (recompiles && !server.served().patch_cnn())
+    throw std::invalid_argument("recompile runs apply to PatchCNN models (a graph compiles once, when it is served)");
   if (recompiles) weights = nn::load_model_file(o.model_file);
   const double load_seconds = seconds_since(start);
   std::fprintf(stderr, "[pfhe] bench: loaded in %.1f s (model %.1f s, evaluation keys %.1f s; peak RSS %.1f GB)%s\n",
@@ -193,9 +195,9 @@ int run_bench(const BenchOptions& o) {
     if (r.ok && (!reference || (r.run.executor == "seq" && reference->run.executor != "seq"))) reference = &r;
   bool all_good = reference != nullptr;
   nlohmann::json report = {{"load_seconds", load_seconds},
-                           {"patches", server.model().patches()},
-                           {"lane_groups", server.model().groups()},
-                           {"lanes", server.model().lanes()},
+                           {"model", server.served().graph() ? "graph" : "patch_cnn"},
+                           {"input_ciphertexts", server.served().inputs()},
+                           {"tasks", server.served().tasks()},
                            {"compiled_per_task", server.compiles_per_task()},
                            {"runs", nlohmann::json::array()}};
   for (const RunResult& r : results) {
@@ -206,7 +208,7 @@ int run_bench(const BenchOptions& o) {
                               {"workers", r.run.workers},
                               {"ok", r.ok},
                               {"infer_seconds", r.infer_seconds},
-                              {"backbone_seconds", r.backbone_seconds},
+                              {"executor_seconds", r.executor_seconds},
                               {"transfer_seconds", r.transfer_seconds},
                               {"transfer_bytes", r.transfer_bytes},
                               {"peak_rss_gb", r.peak_rss_gb},

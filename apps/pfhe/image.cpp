@@ -3,10 +3,15 @@
 #include <stb_image.h>
 #include <stb_image_write.h>
 
+#include <xtensor/xarray.hpp>
+#include <xtensor/xnpy.hpp>
+
 #include "ckks/serialization.h"
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <stdexcept>
 #include <vector>
@@ -96,6 +101,52 @@ std::vector<unsigned char> encode_png(const nn::Tensor& image) {
 void save_png(const nn::Tensor& image, const std::string& path) {
   const std::vector<unsigned char> png = encode_png(image);
   ckks::write_raw_file(path, {png.data(), png.size()});
+}
+
+namespace {
+
+template <typename T>
+bool try_load_npy(const std::string& path, xt::xarray<double>& out) {
+  std::ifstream in(path, std::ios::binary);
+  try {
+    out = xt::load_npy<T>(in);
+    return true;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+nn::Tensor npy_input(const std::string& path, const nn::Shape& shape) {
+  xt::xarray<double> a;
+  if (!try_load_npy<double>(path, a) && !try_load_npy<float>(path, a))
+    throw std::invalid_argument(path + ": not a float32 or float64 .npy array");
+  const std::vector<std::size_t> dims(a.shape().begin(), a.shape().end());
+  const bool chw = dims == std::vector<std::size_t>{shape.channels, shape.height, shape.width};
+  const bool hw = shape.channels == 1 && dims == std::vector<std::size_t>{shape.height, shape.width};
+  if (!chw && !hw)
+    throw std::invalid_argument(path + ": the model takes a " + shape.str() + " array (C, H, W), the file has " +
+                                std::to_string(dims.size()) + " dimensions of other sizes");
+  nn::Tensor t(shape);
+  std::copy(a.begin(), a.end(), t.data.begin());  // row-major, as nn::Tensor
+  if (!std::all_of(t.data.begin(), t.data.end(), [](double v) { return std::isfinite(v); }))
+    throw std::invalid_argument(path + ": the array holds a value that is not finite");
+  return t;
+}
+
+}  // namespace
+
+nn::Tensor load_input(const std::string& path, const nn::Shape& shape) {
+  if (std::filesystem::path(path).extension() == ".npy") return npy_input(path, shape);
+  if (shape.height != shape.width || (shape.channels != 1 && shape.channels != 3))
+    throw std::invalid_argument(path + ": the model takes a " + shape.str() +
+                                " tensor; images give square 1- or 3-channel inputs: pass a .npy array");
+  const nn::Tensor rgb = load_image(path, shape.height);
+  if (shape.channels == 3) return rgb;
+  nn::Tensor grey(shape);
+  for (std::size_t y = 0; y < shape.height; ++y)
+    for (std::size_t x = 0; x < shape.width; ++x)
+      grey.at(0, y, x) = (rgb.at(0, y, x) + rgb.at(1, y, x) + rgb.at(2, y, x)) / 3;
+  return grey;
 }
 
 }  // namespace pfhe::app

@@ -1,4 +1,5 @@
-// pfhe: encrypted PatchCNN inference from the command line, split the way it is deployed.
+// pfhe: encrypted inference of PatchCNNs and model graphs from the command line, split the
+// way it is deployed.
 //   server: make-model, import (ONNX -> graph model file), compile, infer, enroll, match, bench
 //   client: keygen, encrypt, decrypt (the secret key never leaves the client)
 // `pfhe <command> --help` lists each command's options; docs/CLI.md walks through a run.
@@ -101,8 +102,7 @@ std::vector<nn::Tensor> calibration_images(const std::string& dir, std::size_t s
   return out;
 }
 
-// A model exported to ONNX (e.g. by torch.onnx.export) as a graph model file (the graph
-// path through compile and infer is issue 20's; for now the file serves the C++ API).
+// A model exported to ONNX (e.g. by torch.onnx.export) as a graph model file, for compile.
 int cmd_import(const std::string& onnx_path, const std::string& out) {
   const nn::Graph graph = nn::import_onnx_file(onnx_path);
   nn::save_graph_file(graph, out);
@@ -112,8 +112,36 @@ int cmd_import(const std::string& onnx_path, const std::string& out) {
   return 0;
 }
 
+// Calibration inputs of a graph's input shape: synthetic, or from a directory of images
+// (square 1- or 3-channel inputs; grey = the mean of R, G, B).
+std::vector<nn::Tensor> graph_inputs(const nn::Shape& shape, const std::string& dir, std::uint64_t seed,
+                                     std::size_t count) {
+  if (dir.empty()) return nn::synthetic_images(count, shape, seed + 1);
+  if (shape.height != shape.width || (shape.channels != 1 && shape.channels != 3))
+    throw std::invalid_argument("--calibrate-on: images give square 1- or 3-channel inputs, the model takes " +
+                                shape.str());
+  std::vector<nn::Tensor> out = calibration_images(dir, shape.height, seed, count);
+  if (shape.channels == 1)
+    for (nn::Tensor& rgb : out) {
+      nn::Tensor grey(shape);
+      for (std::size_t i = 0; i < grey.data.size(); ++i)
+        grey.data[i] = (rgb.data[i] + rgb.data[i + grey.data.size()] + rgb.data[i + 2 * grey.data.size()]) / 3;
+      rgb = std::move(grey);
+    }
+  return out;
+}
+
 int cmd_make_model(const std::string& kind_name, std::uint64_t seed, const std::string& calibrate_on,
                    const std::string& out) {
+  if (nn::is_synthetic_graph_kind(kind_name)) {
+    const auto t = Clock::now();
+    const nn::Shape shape = nn::synthetic_graph_input(kind_name);
+    const nn::Graph graph = nn::make_synthetic_graph(kind_name, seed, graph_inputs(shape, calibrate_on, seed, 128));
+    nn::save_graph_file(graph, out);
+    progress("wrote %s (a synthetic %s graph, %zu nodes, input %s) in %.1f s", out.c_str(), kind_name.c_str(),
+             graph.nodes().size(), shape.str().c_str(), seconds_since(t));
+    return 0;
+  }
   const nn::SyntheticKind kind = nn::synthetic_kind(kind_name);
   const auto t = Clock::now();
   const std::size_t side = kind.grid * kind.patch;
@@ -197,7 +225,40 @@ std::shared_ptr<const nn::HalfRing> compile_half_ring(const CompileOptions& o, c
   return half;
 }
 
+// A graph model: parameters from its depth (measured by planning it) and its output's range
+// on calibration inputs, compiled whole at their top level (nn::compile_graph).
+int cmd_compile_graph(const CompileOptions& o) {
+  if (o.plan_only || o.lanes != 0 || o.no_ring_switch || o.precision_bits > 0)
+    throw std::invalid_argument("--plan-only, --lanes, --no-ring-switch and --precision-bits apply to PatchCNN "
+                                "models; a graph is compiled whole at a 2^40 scale");
+  auto t = Clock::now();
+  const nn::Graph graph = nn::load_graph_file(o.model);
+  const nn::FitReport ranges =
+      nn::fit(graph, graph_inputs(graph.input_shape(), o.calibrate_on, 1, 8), nn::kIntermediateLimit);
+  const ckks::Context ctx(ckks::Parameters::create(nn::parameters_for(graph, ranges.ranges.back().max_abs)));
+  progress("model %s: a graph of %zu nodes, input %s, depth %zu -> parameters %s", o.model.c_str(),
+           graph.nodes().size(), graph.input_shape().str().c_str(), ctx.params().max_level(),
+           ctx.params().describe().c_str());
+  const ckks::Encoder enc(ctx);
+  const auto budget = static_cast<std::size_t>(o.budget_gb * static_cast<double>(1ULL << 30));
+  const nn::CompiledGraph compiled = nn::compile_graph(graph, enc, budget);
+  std::size_t branches = 0;
+  for (const auto& region : compiled.parallel_regions()) branches += region.branches.size();
+  progress("compiled in %.1f s: depth %zu, %zu parallel region(s) with %zu branch tasks, diagonals hold %.2f GB, %zu "
+           "rotation keys",
+           seconds_since(t), compiled.depth(), compiled.parallel_regions().size(), branches,
+           static_cast<double>(compiled.plaintext_bytes()) / 1e9, compiled.rotation_levels().size());
+  fs::create_directories(o.out_dir);
+  t = Clock::now();
+  ckks::write_file(o.out_dir + "/params.pfhe", ckks::save_parameters(ctx.params()));
+  ckks::write_file(o.out_dir + "/model.pfhc", compiled.save());
+  runtime::ClientSpec::of(compiled, ctx.params()).write(o.out_dir + "/client.json");
+  progress("wrote %s/{params.pfhe, model.pfhc, client.json} in %.1f s", o.out_dir.c_str(), seconds_since(t));
+  return 0;
+}
+
 int cmd_compile(const CompileOptions& o) {
+  if (nn::is_graph_model_file(o.model)) return cmd_compile_graph(o);
   auto t = Clock::now();
   const nn::PatchCNN model = nn::load_model_file(o.model);
   const ckks::Context ctx(compile_parameters(model, o.calibrate_on, o.precision_bits));
@@ -263,9 +324,9 @@ int cmd_encrypt(const std::string& spec_path, const std::string& params_path, co
   const auto t = Clock::now();
   const runtime::LoadedClient loaded(params_path, spec_path, secret_path);
   const runtime::ClientSpec& spec = loaded.spec;
-  const nn::Tensor image = app::load_image(image_path, spec.image_shape().height);
+  const nn::Tensor image = app::load_input(image_path, spec.image_shape());
   ckks::write_file(out, runtime::save_bundle(loaded.client.encrypt_image(image)));
-  progress("encrypted %zu patches of %s in %.2f s -> %s (%.1f MB)", spec.grid * spec.grid, image_path.c_str(),
+  progress("encrypted %s (%zu patch(es)) in %.2f s -> %s (%.1f MB)", image_path.c_str(), spec.grid * spec.grid,
            seconds_since(t), out.c_str(), static_cast<double>(fs::file_size(out)) / 1e6);
   return 0;
 }
@@ -285,7 +346,7 @@ int cmd_decrypt(const DecryptOptions& o) {
     std::printf("score %.6f -> %s\n", score, score < 0 ? "MATCH (same person)" : "NO MATCH");
     report = {{"score", score}, {"match", score < 0}};
   } else {
-    const nn::Tensor e = client.decrypt_embedding(ct);
+    const nn::Tensor e = client.decrypt_output(ct);
     if (client.spec.classifier) {
       const auto best = std::max_element(e.data.begin(), e.data.end()) - e.data.begin();
       std::printf("logits: %zu classes, predicted class %td (logit %.6f)\n", e.data.size(), best, e.data[best]);
@@ -299,9 +360,19 @@ int cmd_decrypt(const DecryptOptions& o) {
     }
     if (!o.model.empty()) {
       // Precision against the float64 reference (needs the plaintext model: demo/testing).
-      const nn::PatchCNN model = nn::load_model_file(o.model);
-      const nn::Tensor image = app::load_image(o.image, model.image_shape().height);
-      const nn::Tensor want = model.classifier ? model.embedding(image) : model.normalized(image);
+      nn::Tensor want;
+      if (nn::is_graph_model_file(o.model)) {
+        const nn::Graph graph = nn::load_graph_file(o.model);
+        want = graph.forward(app::load_input(o.image, graph.input_shape()));
+      } else {
+        const nn::PatchCNN model = nn::load_model_file(o.model);
+        const nn::Tensor image = app::load_image(o.image, model.image_shape().height);
+        want = model.classifier ? model.embedding(image) : model.normalized(image);
+      }
+      want.shape = e.shape;  // a graph's output may be flattened
+      if (want.data.size() != e.data.size())
+        throw std::invalid_argument(o.model + ": its output has " + std::to_string(want.data.size()) +
+                                    " values, the decrypted one " + std::to_string(e.data.size()));
       const nn::Precision p = nn::precision_of(e, want);
       std::printf("precision vs float64: max abs error %.3e, mean abs error %.3e, relative %.3e (%.1f bits)\n",
                   p.max_abs, p.mean_abs, p.relative, p.bits());
@@ -331,35 +402,37 @@ std::unique_ptr<runtime::Executor> make_executor(const InferOptions& o) {
   throw std::invalid_argument("unknown executor '" + o.executor + "' (seq, threads, fork, mpi)");
 }
 
-// The server's task function, printing a line as each lane group finishes, wherever it
-// runs (thread, forked worker or MPI rank: each prints to the inherited stderr), so long
-// runs show progress.
-runtime::TaskFunction with_progress(runtime::TaskFunction tasks, std::size_t groups) {
-  return [tasks = std::move(tasks), groups](std::size_t g, const ckks::Ciphertext& in) {
+// The server's task function, printing a line as each task (a PatchCNN's lane group, a
+// graph's branch) finishes, wherever it runs (thread, forked worker or MPI rank: each
+// prints to the inherited stderr), so long runs show progress.
+runtime::TaskFunction with_progress(runtime::TaskFunction tasks, const runtime::ServedModel& model) {
+  const char* what = model.graph() ? "branch" : "lane group";
+  return [tasks = std::move(tasks), what, count = model.tasks()](std::size_t t, const ckks::Ciphertext& in) {
     const auto start = Clock::now();
-    ckks::Ciphertext out = tasks(g, in);
-    progress("lane group %zu of %zu done in %.1f s", g + 1, groups, seconds_since(start));
+    ckks::Ciphertext out = tasks(t, in);
+    progress("%s %zu of %zu done in %.1f s", what, t + 1, count, seconds_since(start));
     return out;
   };
 }
 
 int run_inference(const InferOptions& o, const runtime::Server& server, runtime::Executor& executor, double load_s) {
   const auto inputs = runtime::read_ciphertexts(o.input, server.context());
-  progress("running %zu patch group(s) on the %s executor (%zu workers)", inputs.ciphertexts.size(), executor.name().c_str(),
-           executor.workers());
+  progress("running %zu input ciphertext(s), %zu task(s) on the %s executor (%zu workers)", inputs.ciphertexts.size(),
+           server.served().tasks(), executor.name().c_str(), executor.workers());
   const auto t = Clock::now();
   runtime::RunStats stats;
-  const runtime::CiphertextFile embedding =
-      server.key_set().infer(inputs, executor, with_progress(server.tasks(), server.model().groups()), &stats);
+  const runtime::CiphertextFile result =
+      server.key_set().infer(inputs, executor, with_progress(server.tasks(), server.served()), &stats);
   const double infer_s = seconds_since(t);
-  runtime::write_ciphertexts(o.out, server.output_context(), embedding);
-  progress("encrypted embedding in %.2f s (backbones %.2f s, serialization/transfer %.3f s) -> %s", infer_s,
-           stats.seconds, stats.transfer_seconds, o.out.c_str());
+  runtime::write_ciphertexts(o.out, server.output_context(), result);
+  progress("encrypted %s in %.2f s (executor %.2f s, serialization/transfer %.3f s) -> %s",
+           server.key_set().spec().classifier ? "logits" : "embedding", infer_s, stats.seconds,
+           stats.transfer_seconds, o.out.c_str());
   write_json_report(o.json, {{"executor", executor.name()},
                              {"workers", executor.workers()},
                              {"load_seconds", load_s},
                              {"infer_seconds", infer_s},
-                             {"backbone_seconds", stats.seconds},
+                             {"executor_seconds", stats.seconds},
                              {"task_seconds", stats.task_seconds},
                              {"transfer_seconds", stats.transfer_seconds},
                              {"transfer_bytes", stats.transfer_bytes},
@@ -378,7 +451,7 @@ int cmd_infer(InferOptions o, int* argc, char*** argv) {
     const auto t = Clock::now();
     const runtime::Server server(o.params, o.model, o.keys, o.lanes);
     if (mpi.rank() != 0) {
-      runtime::serve_mpi_tasks(mpi, server.rings(), with_progress(server.tasks(), server.model().groups()));
+      runtime::serve_mpi_tasks(mpi, server.rings(), with_progress(server.tasks(), server.served()));
       return 0;
     }
     const double load_s = seconds_since(t);
@@ -423,6 +496,8 @@ int cmd_enroll(const std::string& params, const std::string& spec_path, const st
 
 int cmd_match(const InferOptions& o, const std::string& store, const std::string& name, double threshold) {
   const runtime::Server server(o.params, o.model, o.keys, o.lanes);
+  if (server.key_set().spec().classifier)
+    throw std::invalid_argument("match: the model is a classifier (its output is logits), not a face matcher");
   const std::string path = template_path(store, name);
   if (!fs::exists(path)) throw std::invalid_argument("no enrolled template '" + name + "' in " + store);
   const runtime::CiphertextFile enrolled = read_single_ciphertext(path, server.output_context());
@@ -436,7 +511,7 @@ int cmd_match(const InferOptions& o, const std::string& store, const std::string
 
 int main(int argc, char** argv) {
   ring::keep_freed_memory_for_reuse();
-  CLI::App app{"pfhe: encrypted PatchCNN (CryptoFace) inference under RNS-CKKS"};
+  CLI::App app{"pfhe: encrypted inference (CryptoFace PatchCNNs and model graphs) under RNS-CKKS"};
   app.require_subcommand(1);
 
   std::string kind = "reduced", calibrate_on, out, model, out_dir, spec, params, secret, keys, image, input, store, name, json;
@@ -446,8 +521,10 @@ int main(int argc, char** argv) {
   InferOptions infer;
   DecryptOptions dec;
 
-  auto* make = app.add_subcommand("make-model", "write a synthetic calibrated PatchCNN model file");
-  make->add_option("--kind", kind, "tiny | reduced | cryptofacenet4 | cryptofacenet9 | cryptofacenet16 | cryptofacenet64 (8x8)")->capture_default_str();
+  auto* make = app.add_subcommand("make-model", "write a synthetic calibrated model file (a PatchCNN or a graph)");
+  make->add_option("--kind", kind,
+                  "PatchCNNs: tiny | reduced | cryptofacenet4 | cryptofacenet9 | cryptofacenet16 | cryptofacenet64 "
+                  "(8x8); graphs: two-tower | two-tower-tiny")->capture_default_str();
   make->add_option("--seed", seed)->capture_default_str();
   make->add_option("--calibrate-on", calibrate_on, "directory of real images to calibrate on (random crops)")
       ->check(CLI::ExistingDirectory);
@@ -491,14 +568,16 @@ int main(int argc, char** argv) {
   keygen->add_option("--secret-key", secret, "output; stays with the client")->required();
   keygen->add_option("--eval-keys", keys, "output; sent to the server")->required();
 
-  auto* encrypt = app.add_subcommand("encrypt", "client: image -> encrypted patches");
+  auto* encrypt = app.add_subcommand("encrypt", "client: image or .npy input -> encrypted patches (or input)");
   encrypt->add_option("--spec", spec)->required()->check(CLI::ExistingFile);
   encrypt->add_option("--params", params)->required()->check(CLI::ExistingFile);
   encrypt->add_option("--secret-key", secret)->required()->check(CLI::ExistingFile);
-  encrypt->add_option("--image", image, "PNG / PPM / JPEG / BMP")->required()->check(CLI::ExistingFile);
+  encrypt->add_option("--image", image, "PNG / PPM / JPEG / BMP, or a .npy array of the model's input shape")
+      ->required()
+      ->check(CLI::ExistingFile);
   encrypt->add_option("--out", out)->required();
 
-  auto* run = app.add_subcommand("infer", "server: encrypted patches -> encrypted normalised embedding");
+  auto* run = app.add_subcommand("infer", "server: encrypted input -> encrypted embedding or logits");
   auto* match = app.add_subcommand("match", "server: encrypted embedding vs enrolled template -> encrypted score");
   for (auto* c : {run, match}) {
     c->add_option("--params", infer.params)->required()->check(CLI::ExistingFile);
@@ -546,7 +625,7 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--out-dir", bench.out_dir, "keep each run's output ciphertext here");
   bench_cmd->add_option("--json", bench.json, "write the report as JSON (- for stdout)");
 
-  auto* decrypt = app.add_subcommand("decrypt", "client: decrypt an embedding or a match score");
+  auto* decrypt = app.add_subcommand("decrypt", "client: decrypt an embedding, logits or a match score");
   decrypt->add_option("--spec", dec.spec)->required()->check(CLI::ExistingFile);
   decrypt->add_option("--params", dec.params)->required()->check(CLI::ExistingFile);
   decrypt->add_option("--secret-key", dec.secret)->required()->check(CLI::ExistingFile);

@@ -205,6 +205,8 @@ void server_encrypted_compute(const Instance& in) {
   const runtime::Server server((in.keys / "params.pfhe").string(), kPackedModel.string(),
                                (in.keys / "eval.keys").string());
   const double load_s = seconds_since(start);
+  const nn::CompiledPatchCNN* model = server.served().patch_cnn();
+  if (!model) throw std::invalid_argument(kPackedModel.string() + ": a face-verification stage needs a PatchCNN");
   auto executor = runtime::make_thread_executor(static_cast<std::size_t>(omp_get_num_procs()));
   runtime::CiphertextFile scores{0, {}};
   const auto compute_start = Clock::now();
@@ -214,7 +216,7 @@ void server_encrypted_compute(const Instance& in) {
       e[k] = server.key_set().infer(runtime::read_ciphertexts(encrypted_image(in, i, k).string(), server.context()), *executor);
     scores.key_set = e[0].key_set;
     scores.ciphertexts.push_back(
-        server.model().similarity(server.evaluators().output(), e[0].ciphertexts[0], e[1].ciphertexts[0]));
+        model->similarity(server.evaluators().output(), e[0].ciphertexts[0], e[1].ciphertexts[0]));
   }
   const double compute_s = seconds_since(compute_start);
   fs::create_directories(in.download);

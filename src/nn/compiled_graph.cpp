@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <optional>
+#include <queue>
+#include <set>
 #include <stdexcept>
 #include <string>
 
@@ -320,6 +323,7 @@ CompiledGraph CompiledGraph::compile(const Graph& graph, const ckks::Encoder& en
       if (auto* l = std::get_if<CompiledLinear>(&s.op)) layers.push_back(l);
     pre_encode_within_budget(layers, plaintext_budget);
   }
+  g.find_parallel_regions();
   return g;
 }
 
@@ -396,8 +400,8 @@ ckks::Ciphertext apply_step(const ckks::Evaluator& eval, const CompiledGraph::St
 }  // namespace
 
 ckks::Ciphertext CompiledGraph::run(const ckks::Evaluator& eval, const ckks::Ciphertext& input,
-                                    std::vector<StepTiming>* timings,
-                                    const ckks::EncapsulationKeys* encapsulation) const {
+                                    std::vector<StepTiming>* timings, const ckks::EncapsulationKeys* encapsulation,
+                                    const RegionRunner& runner) const {
   if (plan_) throw std::logic_error("compiled graph: a plan (rotation keys and layouts only) cannot run");
   if (input.level() < input_level_)
     throw std::invalid_argument("compiled graph: input at level " + std::to_string(input.level()) + ", needs " +
@@ -406,25 +410,213 @@ ckks::Ciphertext CompiledGraph::run(const ckks::Evaluator& eval, const ckks::Cip
   check_scale(input.scale, input_scale_, "compiled graph input");
   // Values are freed after their last use.
   std::vector<std::size_t> uses(steps_.size() + 1, 0);
-  for (const Step& s : steps_)
-    for (const std::size_t i : s.inputs) ++uses[i];
+  for (const Unit& u : order_) {
+    if (u.region)
+      for (const Branch& b : regions_[u.index].branches) ++uses[b.entry];
+    else
+      for (const std::size_t v : steps_[u.index].inputs) ++uses[v];
+  }
   ++uses[output_value_];
   std::vector<ckks::Ciphertext> values(steps_.size() + 1);
   values[0] = input;
   eval.drop_to_level_inplace(values[0], input_level_);
-  for (std::size_t i = 0; i < steps_.size(); ++i) {
-    const Step& step = steps_[i];
+  const auto release = [&](std::size_t v) {
+    if (--uses[v] == 0) values[v] = {};
+  };
+  for (const Unit& u : order_) {
+    if (u.region) {
+      const std::vector<Branch>& branches = regions_[u.index].branches;
+      std::vector<ckks::Ciphertext> exits;
+      if (runner) {
+        std::vector<ckks::Ciphertext> entries;
+        for (const Branch& b : branches) entries.push_back(values[b.entry]);
+        exits = runner(u.index, entries);
+        if (exits.size() != branches.size()) throw std::logic_error("compiled graph: a region runner lost a branch");
+      } else {
+        for (std::size_t b = 0; b < branches.size(); ++b)
+          exits.push_back(run_branch(eval, u.index, b, values[branches[b].entry], timings, encapsulation));
+      }
+      for (std::size_t b = 0; b < branches.size(); ++b) values[branches[b].exit] = std::move(exits[b]);
+      for (const Branch& b : branches) release(b.entry);
+      continue;
+    }
+    const Step& step = steps_[u.index];
     std::vector<const ckks::Ciphertext*> in;
     for (const std::size_t v : step.inputs) in.push_back(&values[v]);
     const auto start = std::chrono::steady_clock::now();
-    values[i + 1] = apply_step(eval, step, in, bootstrapper_, encapsulation);
+    values[u.index + 1] = apply_step(eval, step, in, bootstrapper_, encapsulation);
+    if (timings)
+      timings->push_back({step.name, in[0]->level(),
+                          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()});
+    for (const std::size_t v : step.inputs) release(v);
+  }
+  return values[output_value_];
+}
+
+ckks::Ciphertext CompiledGraph::run_branch(const ckks::Evaluator& eval, std::size_t region, std::size_t branch,
+                                           const ckks::Ciphertext& entry, std::vector<StepTiming>* timings,
+                                           const ckks::EncapsulationKeys* encapsulation) const {
+  if (plan_) throw std::logic_error("compiled graph: a plan (rotation keys and layouts only) cannot run");
+  if (region >= regions_.size() || branch >= regions_[region].branches.size())
+    throw std::out_of_range("compiled graph: no branch " + std::to_string(branch) + " in region " +
+                            std::to_string(region));
+  const Branch& br = regions_[region].branches[branch];
+  if (entry.slots() != input_layout_.slots) throw std::invalid_argument("compiled graph: branch input slot count mismatch");
+  std::map<std::size_t, ckks::Ciphertext> values;  // by value index
+  std::map<std::size_t, std::size_t> uses;
+  for (const std::size_t s : br.steps)
+    for (const std::size_t v : steps_[s].inputs) ++uses[v];
+  values[br.entry] = entry;
+  for (const std::size_t s : br.steps) {
+    const Step& step = steps_[s];
+    std::vector<const ckks::Ciphertext*> in;
+    for (const std::size_t v : step.inputs) in.push_back(&values.at(v));
+    const auto start = std::chrono::steady_clock::now();
+    ckks::Ciphertext out = apply_step(eval, step, in, bootstrapper_, encapsulation);
     if (timings)
       timings->push_back({step.name, in[0]->level(),
                           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()});
     for (const std::size_t v : step.inputs)
-      if (--uses[v] == 0) values[v] = {};
+      if (--uses[v] == 0) values.erase(v);
+    values[s + 1] = std::move(out);
   }
-  return values[output_value_];
+  return std::move(values.at(br.exit));
+}
+
+namespace {
+
+// Steps costing a level that make a branch worth a task of its own: a lone alignment or
+// 1x1 shortcut beside a residual block is not (moving it would cost more than it runs).
+constexpr std::size_t kBranchWork = 2;
+
+bool costs_a_level(const CompiledGraph::StepOp& op) {
+  return !std::holds_alternative<CompiledGraph::Shift>(op) && !std::holds_alternative<CompiledGraph::Sum>(op);
+}
+
+}  // namespace
+
+// Sum trees are visited from the last step back, so a region inside a branch of a later
+// one is claimed by the outer region first and left alone.
+void CompiledGraph::find_parallel_regions() {
+  regions_.clear();
+  const std::size_t count = steps_.size();
+  std::vector<std::vector<std::size_t>> consumers(count + 1);
+  for (std::size_t s = 0; s < count; ++s)
+    for (const std::size_t v : steps_[s].inputs) consumers[v].push_back(s);
+  const auto is_sum = [&](std::size_t s) { return std::holds_alternative<Sum>(steps_[s].op); };
+  // A sum feeding only another sum is inside that sum's tree.
+  const auto inner_sum = [&](std::size_t v) {
+    return v > 0 && is_sum(v - 1) && consumers[v].size() == 1 && is_sum(consumers[v][0]);
+  };
+  std::vector<int> claimed(count, -1);
+  for (std::size_t root = count; root-- > 0;) {
+    if (!is_sum(root) || claimed[root] >= 0 || inner_sum(root + 1)) continue;
+    std::vector<bool> in_tree(count, false);
+    std::vector<std::size_t> leaves, stack{root};
+    while (!stack.empty()) {
+      const std::size_t t = stack.back();
+      stack.pop_back();
+      in_tree[t] = true;
+      for (const std::size_t v : steps_[t].inputs) {
+        if (inner_sum(v) && claimed[v - 1] < 0) stack.push_back(v - 1);
+        else leaves.push_back(v);
+      }
+    }
+    // Steps each leaf depends on, and how many leaves depend on each step.
+    std::vector<std::vector<bool>> ancestors(leaves.size(), std::vector<bool>(count, false));
+    std::vector<std::size_t> shared(count, 0);
+    for (std::size_t k = 0; k < leaves.size(); ++k) {
+      std::vector<std::size_t> todo;
+      if (leaves[k] > 0) todo.push_back(leaves[k] - 1);
+      while (!todo.empty()) {
+        const std::size_t s = todo.back();
+        todo.pop_back();
+        if (ancestors[k][s]) continue;
+        ancestors[k][s] = true;
+        ++shared[s];
+        for (const std::size_t v : steps_[s].inputs)
+          if (v > 0) todo.push_back(v - 1);
+      }
+    }
+    ParallelRegion region;
+    for (std::size_t k = 0; k < leaves.size(); ++k) {
+      Branch b;
+      b.exit = leaves[k];
+      for (std::size_t s = 0; s < count; ++s)
+        if (ancestors[k][s] && shared[s] == 1) b.steps.push_back(s);
+      std::vector<bool> mine(count, false);
+      for (const std::size_t s : b.steps) mine[s] = true;
+      bool valid = !b.steps.empty() && consumers[b.exit].size() == 1 && in_tree[consumers[b.exit][0]];
+      std::size_t work = 0;
+      std::set<std::size_t> entries;
+      for (const std::size_t s : b.steps) {
+        valid = valid && claimed[s] < 0;
+        work += costs_a_level(steps_[s].op) ? 1 : 0;
+        for (const std::size_t v : steps_[s].inputs)
+          if (v == 0 || !mine[v - 1]) entries.insert(v);
+        if (s + 1 != b.exit)
+          for (const std::size_t c : consumers[s + 1]) valid = valid && mine[c];
+      }
+      if (!valid || work < kBranchWork || entries.size() != 1) continue;
+      b.entry = *entries.begin();
+      region.branches.push_back(std::move(b));
+    }
+    if (region.branches.size() < 2) continue;
+    for (const Branch& b : region.branches)
+      for (const std::size_t s : b.steps) claimed[s] = static_cast<int>(regions_.size());
+    regions_.push_back(std::move(region));
+  }
+  std::reverse(regions_.begin(), regions_.end());  // in step order
+  order_units();
+}
+
+// A topological order of the units (Kahn's algorithm, earliest step first): a region runs
+// once every entry of its branches exists.
+void CompiledGraph::order_units() {
+  const std::size_t count = steps_.size();
+  std::vector<int> region_of(count, -1);
+  for (std::size_t r = 0; r < regions_.size(); ++r)
+    for (const Branch& b : regions_[r].branches)
+      for (const std::size_t s : b.steps) region_of[s] = static_cast<int>(r);
+  // Units: step s is unit s (when outside every branch), region r is unit count + r.
+  const auto unit_of_value = [&](std::size_t v) -> std::optional<std::size_t> {
+    if (v == 0) return std::nullopt;
+    return region_of[v - 1] >= 0 ? count + static_cast<std::size_t>(region_of[v - 1]) : v - 1;
+  };
+  std::vector<std::vector<std::size_t>> dependents(count + regions_.size());
+  std::vector<std::size_t> pending(count + regions_.size(), 0), key(count + regions_.size(), 0);
+  std::vector<bool> exists(count + regions_.size(), false);
+  const auto depend = [&](std::size_t unit, std::size_t v) {
+    const auto from = unit_of_value(v);
+    if (!from || *from == unit) return;
+    dependents[*from].push_back(unit);
+    ++pending[unit];
+  };
+  for (std::size_t s = 0; s < count; ++s) {
+    if (region_of[s] >= 0) continue;
+    exists[s] = true;
+    key[s] = s;
+    for (const std::size_t v : steps_[s].inputs) depend(s, v);
+  }
+  for (std::size_t r = 0; r < regions_.size(); ++r) {
+    exists[count + r] = true;
+    key[count + r] = regions_[r].branches.front().steps.front();
+    for (const Branch& b : regions_[r].branches) depend(count + r, b.entry);
+  }
+  using Entry = std::pair<std::size_t, std::size_t>;  // (key, unit)
+  std::priority_queue<Entry, std::vector<Entry>, std::greater<>> ready;
+  for (std::size_t u = 0; u < exists.size(); ++u)
+    if (exists[u] && pending[u] == 0) ready.push({key[u], u});
+  order_.clear();
+  while (!ready.empty()) {
+    const std::size_t u = ready.top().second;
+    ready.pop();
+    order_.push_back(u < count ? Unit{false, u} : Unit{true, u - count});
+    for (const std::size_t d : dependents[u])
+      if (--pending[d] == 0) ready.push({key[d], d});
+  }
+  const auto units = static_cast<std::size_t>(std::count(exists.begin(), exists.end(), true));
+  if (order_.size() != units) throw std::logic_error("compiled graph: parallel regions form a cycle");
 }
 
 namespace {
@@ -475,6 +667,10 @@ ckks::Bytes CompiledGraph::save() const {
   w.put<std::uint64_t>(output_value_);
   for (std::size_t v : {output_shape_.channels, output_shape_.height, output_shape_.width}) w.put<std::uint64_t>(v);
   return std::move(w.bytes());
+}
+
+bool CompiledGraph::has_magic(std::span<const std::uint8_t> bytes) {
+  return bytes.size() >= 4 && std::equal(bytes.begin(), bytes.begin() + 4, kGraphMagic);
 }
 
 CompiledGraph CompiledGraph::load(const ckks::Encoder& encoder, std::span<const std::uint8_t> bytes,
@@ -601,6 +797,7 @@ CompiledGraph CompiledGraph::load(const ckks::Encoder& encoder, std::span<const 
   r.expect_end(what);
   if (g.output_shape_.size() != g.output_layout_.shape.size())
     throw ckks::SerializationError("compiled graph: output shape does not match its layout");
+  g.find_parallel_regions();
   return g;
 }
 

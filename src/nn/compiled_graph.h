@@ -28,6 +28,7 @@
 // [1/8, 1/2]; the multiplier carries the factor to the next linear node.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -75,15 +76,44 @@ class CompiledGraph {
   std::size_t plaintext_bytes() const;
   std::size_t bootstraps() const;
 
+  // Independent branches found in the compiled steps: a sum of two or more values each
+  // computed by its own steps (at least two of them costing a level) from one value that
+  // exists before them (the same for every branch, as in a two-tower network, or not),
+  // with no step outside the branch reading its intermediate values. A residual shortcut
+  // is not a branch (no steps of its own, or one alignment or 1x1 convolution: cheaper
+  // than moving it). A branch inside another one is part of the outer branch. Derived
+  // from the steps, so a loaded graph has the same regions.
+  struct Branch {
+    std::vector<std::size_t> steps;  // ascending (a topological order)
+    std::size_t entry = 0;           // the value it starts from
+    std::size_t exit = 0;            // the value it delivers to the sum
+  };
+  struct ParallelRegion {
+    std::vector<Branch> branches;
+  };
+  const std::vector<ParallelRegion>& parallel_regions() const { return regions_; }
+
   struct StepTiming {
     std::string name;  // the graph node's name (a suffix marks extra steps)
     std::size_t level;
     double seconds;
   };
-  // `encapsulation`: the bootstrapper's encapsulation keys, when it uses them.
+  // Runs the branches of region r from their entry ciphertexts (in branch order) and
+  // returns their exits in the same order: where the branches run (threads, processes,
+  // ranks) is the caller's choice; run_branch is what each of them must compute.
+  using RegionRunner =
+      std::function<std::vector<ckks::Ciphertext>(std::size_t region, const std::vector<ckks::Ciphertext>& entries)>;
+
+  // `encapsulation`: the bootstrapper's encapsulation keys, when it uses them. Without a
+  // runner, branches run one after another here (their steps timed too); the output is
+  // the same byte for byte either way.
   ckks::Ciphertext run(const ckks::Evaluator& eval, const ckks::Ciphertext& input,
                        std::vector<StepTiming>* timings = nullptr,
-                       const ckks::EncapsulationKeys* encapsulation = nullptr) const;
+                       const ckks::EncapsulationKeys* encapsulation = nullptr, const RegionRunner& runner = {}) const;
+  // Branch b of region r from its entry value.
+  ckks::Ciphertext run_branch(const ckks::Evaluator& eval, std::size_t region, std::size_t branch,
+                              const ckks::Ciphertext& entry, std::vector<StepTiming>* timings = nullptr,
+                              const ckks::EncapsulationKeys* encapsulation = nullptr) const;
 
   // A plan (Compilation::kPlanOnly) can neither run nor be saved (std::logic_error).
   // One self-contained stored form (magic "PFHG", parameter fingerprint; docs/FORMAT.md).
@@ -91,6 +121,8 @@ class CompiledGraph {
   // `backing` keeps `bytes` alive (a file mapping) so just-in-time diagonals are used in place.
   // A stored graph with bootstraps needs the bootstrapper it was compiled with (the same
   // output level and slots; checked).
+  // Whether `bytes` start like a stored compiled graph.
+  static bool has_magic(std::span<const std::uint8_t> bytes);
   static CompiledGraph load(const ckks::Encoder& encoder, std::span<const std::uint8_t> bytes,
                             const std::shared_ptr<const ckks::Backing>& backing = {},
                             const ckks::Bootstrapper* bootstrapper = nullptr);
@@ -120,6 +152,15 @@ class CompiledGraph {
 
  private:
   class Builder;
+  // A unit of the run order: one step, or a whole region (index into regions_).
+  struct Unit {
+    bool region = false;
+    std::size_t index = 0;
+  };
+  void find_parallel_regions();
+  void order_units();
+  std::vector<ParallelRegion> regions_;
+  std::vector<Unit> order_;  // steps outside every branch and the regions, in a topological order
   const ckks::Encoder* encoder_ = nullptr;
   const ckks::Bootstrapper* bootstrapper_ = nullptr;  // set when there are Bootstrap steps
   std::vector<Step> steps_;

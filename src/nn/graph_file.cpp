@@ -165,4 +165,15 @@ void save_graph_file(const Graph& graph, const std::string& path) { container::w
 
 Graph load_graph_file(const std::string& path) { return load_graph(container::read_file(path)); }
 
+bool is_graph_model_file(const std::string& path) {
+  if (!is_model_file(path)) return false;
+  try {
+    const json header = container::read(container::read_file(path)).header;
+    return header.contains("architecture") && header.at("architecture") == "graph";
+  } catch (const ModelFormatError& e) {
+    const std::string what = e.what();
+    throw ModelFormatError(what.rfind(path, 0) == 0 ? what : path + ": " + what);
+  }
+}
+
 }  // namespace pfhe::nn

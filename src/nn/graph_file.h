@@ -19,5 +19,8 @@ Graph load_graph(std::span<const std::uint8_t> bytes);
 
 void save_graph_file(const Graph& graph, const std::string& path);
 Graph load_graph_file(const std::string& path);
+// Whether the file is a model file holding a graph (not a PatchCNN); a damaged model file
+// throws ModelFormatError.
+bool is_graph_model_file(const std::string& path);
 
 }  // namespace pfhe::nn

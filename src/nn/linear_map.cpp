@@ -169,7 +169,10 @@ ckks::Diagonals SlotLinearMap::diagonals() const {
 Layout conv_output_layout(const Conv2d& conv, const Layout& in) {
   const Shape out = conv.output_shape(in.shape);
   if (in.grid_height() % out.height != 0 || in.grid_width() % out.width != 0)
-    throw std::invalid_argument("conv_output_layout: output " + out.str() + " does not tile the input grid");
+    throw std::invalid_argument("output " + out.str() + " does not tile the input's " +
+                                std::to_string(in.grid_height()) + "x" + std::to_string(in.grid_width()) +
+                                " slot grid: encrypted convolutions keep the size (padding = kernel / 2) or divide "
+                                "it by their stride");
   Layout o{out, in.grid_height() / out.height, in.slots, 1, in.lanes};
   return in.cyclic() ? with_full_replication(o) : (o.validate(), o);
 }
@@ -214,7 +217,9 @@ SlotLinearMap lower_conv(const std::vector<Conv2d>& per_lane, const Layout& in, 
 Layout pool_output_layout(const AvgPool2d& pool, const Layout& in) {
   const Shape out = pool.output_shape(in.shape);
   if (in.grid_height() % out.height != 0 || in.grid_width() % out.width != 0)
-    throw std::invalid_argument("pool_output_layout: output " + out.str() + " does not tile the input grid");
+    throw std::invalid_argument("output " + out.str() + " does not tile the input's " +
+                                std::to_string(in.grid_height()) + "x" + std::to_string(in.grid_width()) +
+                                " slot grid: encrypted pooling divides the size by its stride");
   Layout o{out, in.grid_height() / out.height, in.slots, 1, in.lanes};
   return in.cyclic() ? with_full_replication(o) : (o.validate(), o);
 }

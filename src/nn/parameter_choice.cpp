@@ -1,6 +1,7 @@
 #include "nn/parameter_choice.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdio>
 #include <optional>
@@ -8,6 +9,7 @@
 #include <string>
 
 #include "ckks/ring_switch.h"
+#include "nn/compiled_graph.h"
 #include "nn/fit.h"
 #include "nn/noise_estimate.h"
 
@@ -32,10 +34,10 @@ int base_bits_for_range(double max_abs, int scale_bits, double headroom_factor) 
   return std::max(kDefaultBaseBits, static_cast<int>(needed));
 }
 
-ckks::ParameterSpec choose_parameters(std::size_t levels, int scale_bits, int base_bits) {
+ckks::ParameterSpec choose_parameters(std::size_t levels, int scale_bits, int base_bits, int min_log_n) {
   if (levels == 0 || levels > 64) throw std::invalid_argument("choose_parameters: unsupported level count");
   const int q_total = base_bits + static_cast<int>(levels) * scale_bits;
-  for (int log_n = 13; log_n <= 17; ++log_n) {
+  for (int log_n = std::max(min_log_n, 13); log_n <= 17; ++log_n) {
     const int limit = ckks::max_log_qp_128(log_n);
     // Among the special-prime counts that fit, the one with the smallest switching keys:
     // dnum x (levels + 1 + |P|) limbs per key polynomial (dnum follows from |P|).
@@ -174,6 +176,40 @@ std::shared_ptr<const HalfRing> chosen_half_ring(const PatchCNN& model, const ck
                                                  std::size_t input_level, std::size_t lanes) {
   const auto choice = choose_ring_switch(model, params, input_level, lanes);
   return choice ? HalfRing::make(params, *choice) : nullptr;
+}
+
+GraphNeeds graph_needs(const Graph& graph) {
+  constexpr int kPlanLevels = 64;  // more than any ring up to 2^17 holds at 128 bits
+  const Shape& in = graph.input_shape();
+  const std::size_t input_span = Layout{in, 1, std::size_t{1} << 30}.span();
+  std::string last_error;
+  for (int log_n = std::max(12, static_cast<int>(std::bit_width(input_span))); log_n <= 17; ++log_n) {
+    ckks::ParameterSpec spec;
+    spec.log_n = log_n;
+    spec.q_bits.assign(kPlanLevels + 1, 30);
+    spec.p_bits = {30};
+    const ckks::Context ctx(ckks::Parameters::create_insecure_for_testing(spec));
+    const ckks::Encoder enc(ctx);
+    try {
+      const CompiledGraph plan =
+          CompiledGraph::compile(graph, enc, kPlanLevels, ctx.params().default_scale(), 0, Compilation::kPlanOnly);
+      return {plan.depth(), log_n};
+    } catch (const std::invalid_argument& e) {
+      last_error = e.what();  // a layout needing more slots, or a graph no ring can hold
+    }
+  }
+  throw std::invalid_argument(last_error);
+}
+
+ckks::ParameterSpec parameters_for(const Graph& graph, double output_max_abs) {
+  const GraphNeeds needs = graph_needs(graph);
+  return choose_parameters(needs.levels, kDefaultScaleBits, base_bits_for_range(output_max_abs, kDefaultScaleBits),
+                           needs.min_log_n);
+}
+
+CompiledGraph compile_graph(const Graph& graph, const ckks::Encoder& encoder, std::size_t plaintext_budget) {
+  const ckks::Parameters& params = encoder.context().params();
+  return CompiledGraph::compile(graph, encoder, params.max_level(), params.default_scale(), plaintext_budget);
 }
 
 CompileTarget compile_target(const PatchCNN& model, const ckks::Parameters& params) {

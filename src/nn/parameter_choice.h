@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "ckks/parameters.h"
+#include "nn/compiled_graph.h"
 #include "nn/patch_cnn.h"
 
 namespace pfhe::nn {
@@ -28,9 +29,10 @@ int base_bits_for_range(double max_abs, int scale_bits, double headroom_factor =
 inline constexpr int kDefaultScaleBits = 40;
 inline constexpr int kDefaultBaseBits = 50;
 
-// Throws std::invalid_argument when no tabulated ring (up to 2^17) is large enough.
+// Throws std::invalid_argument when no tabulated ring (from 2^min_log_n up to 2^17) is
+// large enough.
 ckks::ParameterSpec choose_parameters(std::size_t levels, int scale_bits = kDefaultScaleBits,
-                                      int base_bits = kDefaultBaseBits);
+                                      int base_bits = kDefaultBaseBits, int min_log_n = 13);
 
 // The parameters `pfhe compile` chooses for a model: choose_parameters(required_levels(model)).
 ckks::ParameterSpec parameters_for(const PatchCNN& model);
@@ -79,6 +81,30 @@ std::optional<RingSwitchChoice> choose_ring_switch(const PatchCNN& model, const 
 // file decide it.
 std::shared_ptr<const HalfRing> chosen_half_ring(const PatchCNN& model, const ckks::Parameters& params,
                                                  std::size_t input_level, std::size_t lanes = 0);
+
+// What a model graph needs from its parameters without bootstrapping: the levels it
+// consumes and the smallest ring whose slots hold every layout. Measured by planning the
+// graph (CompiledGraph, Compilation::kPlanOnly) on throwaway contexts of 64 levels from
+// the smallest ring that holds the input upwards; those contexts are not secure and
+// never leave this function (nothing is encrypted under them). Throws
+// std::invalid_argument (the compiler's message for the largest ring) when no ring up to
+// 2^17 can hold the graph or it needs more than 64 levels.
+struct GraphNeeds {
+  std::size_t levels = 0;
+  int min_log_n = 0;
+};
+GraphNeeds graph_needs(const Graph& graph);
+// The parameters `pfhe compile` chooses for a graph: its levels at a 2^40 scale, q_0 from
+// the output's range on calibration inputs (`output_max_abs`, from fit()).
+ckks::ParameterSpec parameters_for(const Graph& graph, double output_max_abs);
+
+// How `pfhe compile` and a server given a graph model file compile a graph: inputs at the
+// parameters' top level and default scale (parameters_for gives exactly the levels the
+// graph needs), `plaintext_budget` bytes of diagonals pre-encoded (the CLI's default:
+// 0.5 GB), the rest just in time.
+inline constexpr std::size_t kDefaultPlaintextBudget = std::size_t{1} << 29;
+CompiledGraph compile_graph(const Graph& graph, const ckks::Encoder& encoder,
+                            std::size_t plaintext_budget = kDefaultPlaintextBudget);
 
 struct CompileTarget {
   std::size_t level;

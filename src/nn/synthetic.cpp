@@ -1,5 +1,6 @@
 #include "nn/synthetic.h"
 
+#include "nn/graph.h"
 #include "nn/patch_cnn.h"
 
 #include <algorithm>
@@ -187,6 +188,64 @@ PatchCNN make_synthetic_patch_cnn(const BackboneShape& shape, std::size_t grid, 
   channel_stats(raw, model.head_bn.mean, model.head_bn.var);
   fit_l2_norm(model, calibration);
   return model;
+}
+
+namespace {
+
+struct TwoTowerShape {
+  Shape input;
+  std::size_t narrow, wide, classes;
+};
+
+TwoTowerShape two_tower_shape(const std::string& name) {
+  if (name == "two-tower") return {{3, 32, 32}, 16, 32, 10};
+  if (name == "two-tower-tiny") return {{3, 8, 8}, 4, 8, 4};
+  throw std::invalid_argument("unknown graph model kind '" + name + "' (two-tower, two-tower-tiny)");
+}
+
+// One tower appended to `g` from its input node; `x` holds its input on the calibration
+// images and is advanced layer by layer to calibrate each HerPN. Returns the head's node.
+std::size_t add_tower(Graph& g, const std::string& name, const TwoTowerShape& shape, std::mt19937_64& rng,
+                      std::vector<Tensor> x) {
+  std::size_t node = 0;
+  std::size_t channels = shape.input.channels;
+  const auto conv_herpn = [&](const std::string& layer, std::size_t out, std::size_t stride) {
+    const Conv2d conv = random_conv(rng, channels, out, 3, stride);
+    x = parallel_map(x, [&](const Tensor& t) { return conv.forward(t); });
+    HerPN herpn = random_herpn(rng, out);
+    calibrate_herpn(herpn, x);
+    x = parallel_map(x, [&](const Tensor& t) { return herpn.forward(t); });
+    node = g.add(name + "." + layer, conv, node);
+    node = g.add(name + "." + layer + ".herpn", std::move(herpn), node);
+    channels = out;
+  };
+  conv_herpn("conv1", shape.narrow, 1);
+  conv_herpn("conv2", shape.narrow, 1);
+  conv_herpn("down", shape.wide, 2);
+  conv_herpn("conv3", shape.wide, 1);
+  node = g.add(name + ".pool", AdaptiveAvgPool2d{1}, node);
+  node = g.add(name + ".flatten", Flatten{}, node);
+  const double sd = 1.0 / std::sqrt(static_cast<double>(channels));
+  return g.add(name + ".head",
+               Linear{channels, shape.classes, normal(rng, channels * shape.classes, sd), uniform(rng, shape.classes, -0.1, 0.1)},
+               node);
+}
+
+}  // namespace
+
+bool is_synthetic_graph_kind(const std::string& name) { return name == "two-tower" || name == "two-tower-tiny"; }
+
+Shape synthetic_graph_input(const std::string& name) { return two_tower_shape(name).input; }
+
+Graph make_synthetic_graph(const std::string& name, std::uint64_t seed, const std::vector<Tensor>& calibration) {
+  const TwoTowerShape shape = two_tower_shape(name);
+  for (const Tensor& t : calibration) expect_shape(t, shape.input, "make_synthetic_graph calibration");
+  Graph g(shape.input, "image");
+  std::mt19937_64 rng(seed);
+  const std::size_t a = add_tower(g, "tower0", shape, rng, calibration);
+  const std::size_t b = add_tower(g, "tower1", shape, rng, calibration);
+  g.add("logits", Add{}, {a, b});
+  return g;
 }
 
 void calibrate(Backbone& model, const std::vector<Tensor>& patches) {

@@ -39,6 +39,18 @@ struct SyntheticKind {
 };
 SyntheticKind synthetic_kind(const std::string& name);
 
+// A model graph that is not a PatchCNN: two towers of the same shape with their own
+// weights read the same image (conv 3x3 + HerPN, twice; a strided conv + HerPN; conv +
+// HerPN; global average pooling; a linear head) and their logits are summed (an
+// ensemble): two parallel branches of equal work. HerPN statistics are calibrated on
+// `calibration` as for the backbones. Kinds: "two-tower" (3x32x32 images, 16 and 32
+// channels, 10 classes) and "two-tower-tiny" (3x8x8, 4 and 8 channels, 4 classes; tests).
+// Throws std::invalid_argument naming the kinds for another name.
+bool is_synthetic_graph_kind(const std::string& name);
+Shape synthetic_graph_input(const std::string& name);
+class Graph;
+Graph make_synthetic_graph(const std::string& name, std::uint64_t seed, const std::vector<Tensor>& calibration);
+
 // Sets every BatchNorm/HerPN running mean and variance from the given patches.
 void calibrate(Backbone& model, const std::vector<Tensor>& patches);
 

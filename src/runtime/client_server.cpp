@@ -7,6 +7,7 @@
 
 #include "ckks/keygen.h"
 #include "ckks/serialization.h"
+#include "nn/graph_file.h"
 #include "nn/linear_map.h"
 #include "nn/model_file.h"
 #include "nn/parameter_choice.h"
@@ -90,15 +91,14 @@ std::string ClientSpec::to_json() const {
                         {"parameter_fingerprint", half_ring_fingerprint},
                         {"rotations", rotations_json(half_ring_rotation_levels)}};
   nlohmann::json j = {{"format", "pfhe-client-spec"},
-                            {"version", 3},
+                            {"version", 4},
                             {"parameter_fingerprint", fingerprint},
+                            {"image", {{"channels", image.channels}, {"height", image.height}, {"width", image.width}}},
                             {"grid", grid},
-                            {"patch_size", patch_size},
-                            {"embedding_size", embedding_size},
                             {"input_level", input_level},
                             {"input_scale", input_scale},
                             {"input_layout", layout_json(input_layout)},
-                            {"embedding_layout", layout_json(embedding_layout)},
+                            {"output_layout", layout_json(output_layout)},
                             {"output", classifier ? "logits" : "embedding"},
                             {"rotations", rotations_json(rotation_levels)},
                             {"ring_switch", ring_switch_json}};
@@ -109,18 +109,19 @@ std::string ClientSpec::to_json() const {
 ClientSpec ClientSpec::from_json(const std::string& text) {
   try {
     const nlohmann::json j = nlohmann::json::parse(text);
-    if (j.at("format") != "pfhe-client-spec" || j.at("version") != 3)
-      throw std::invalid_argument("not a version-3 pfhe client spec (rerun pfhe compile)");
+    if (j.at("format") != "pfhe-client-spec" || j.at("version") != 4)
+      throw std::invalid_argument("not a version-4 pfhe client spec (rerun pfhe compile)");
     ClientSpec s;
     s.fingerprint = unsigned_at(j, "parameter_fingerprint", UINT64_MAX);
+    const nlohmann::json& image = j.at("image");
+    s.image = {unsigned_at(image, "channels", kMaxSlots), unsigned_at(image, "height", 4096),
+               unsigned_at(image, "width", 4096)};
     s.grid = unsigned_at(j, "grid", 16);
-    s.patch_size = unsigned_at(j, "patch_size", 256);
-    s.embedding_size = unsigned_at(j, "embedding_size", kMaxSlots);
     s.input_level = unsigned_at(j, "input_level", 64);
     if (!j.at("input_scale").is_number()) throw std::invalid_argument("'input_scale' must be a number");
     s.input_scale = j.at("input_scale").get<double>();
     s.input_layout = layout_from(j.at("input_layout"));
-    s.embedding_layout = layout_from(j.at("embedding_layout"));
+    s.output_layout = layout_from(j.at("output_layout"));
     const nlohmann::json& output = j.at("output");
     if (output != "logits" && output != "embedding") throw std::invalid_argument("'output' must be logits or embedding");
     s.classifier = output == "logits";
@@ -134,10 +135,9 @@ ClientSpec ClientSpec::from_json(const std::string& text) {
       s.half_ring_fingerprint = unsigned_at(ring_switch, "parameter_fingerprint", UINT64_MAX);
       s.half_ring_rotation_levels = rotations_from(ring_switch.at("rotations"));
     }
-    if (s.grid == 0 || s.patch_size == 0 || s.input_level == 0 ||
-        !(s.input_scale > 1) || !std::isfinite(s.input_scale) ||
-        !(s.input_layout.shape == nn::Shape{3, s.patch_size, s.patch_size}) ||
-        s.embedding_layout.shape.size() != s.embedding_size)
+    if (s.grid == 0 || s.image.size() == 0 || s.image.height % s.grid != 0 || s.image.width % s.grid != 0 ||
+        s.input_level == 0 || !(s.input_scale > 1) || !std::isfinite(s.input_scale) ||
+        !(s.input_layout.shape == s.patch_shape()) || (s.grid > 1 && s.image.height != s.image.width))
       throw std::invalid_argument("inconsistent geometry");
     // Last, so that the field checks above stay reachable (and fuzzed) on their own.
     if (!j.contains("checksum") || j.at("checksum") != spec_checksum(j))
@@ -165,12 +165,12 @@ ClientSpec ClientSpec::of(const nn::CompiledPatchCNN& model, const ckks::Paramet
   s.fingerprint = params.fingerprint();
   s.grid = static_cast<std::size_t>(std::lround(std::sqrt(static_cast<double>(model.patches()))));
   const nn::CompiledBackbone& b = model.group(0);
-  s.patch_size = b.input_layout().shape.height;
+  const nn::Shape& patch = b.input_layout().shape;
+  s.image = {patch.channels, s.grid * patch.height, s.grid * patch.width};
   s.input_level = b.input_level();
   s.input_scale = b.input_scale();
   s.input_layout = b.input_layout();
-  s.embedding_layout = model.embedding_layout();
-  s.embedding_size = s.embedding_layout.shape.size();
+  s.output_layout = model.embedding_layout();
   s.rotation_levels = model.rotation_levels();
   s.classifier = model.classifier();
   if (const auto& half = model.half_ring()) {
@@ -178,6 +178,23 @@ ClientSpec ClientSpec::of(const nn::CompiledPatchCNN& model, const ckks::Paramet
     s.half_ring_fingerprint = half->context.params().fingerprint();
     s.half_ring_rotation_levels = model.half_ring_rotation_levels();
   }
+  return s;
+}
+
+ClientSpec ClientSpec::of(const nn::CompiledGraph& model, const ckks::Parameters& params) {
+  if (model.bootstraps() > 0)
+    throw std::invalid_argument("a graph with bootstraps cannot be served from files yet (its keys and bootstrapper "
+                                "are not part of the client spec)");
+  ClientSpec s;
+  s.fingerprint = params.fingerprint();
+  s.image = model.input_layout().shape;
+  s.grid = 1;
+  s.input_level = model.input_level();
+  s.input_scale = model.input_scale();
+  s.input_layout = model.input_layout();
+  s.output_layout = model.output_layout();
+  s.rotation_levels = model.rotation_levels();
+  s.classifier = true;
   return s;
 }
 
@@ -228,7 +245,7 @@ Bundle Client::encrypt_image(const nn::Tensor& image) const {
   nn::expect_shape(image, spec.image_shape(), "encrypt_image");
   std::vector<nn::Tensor> patches;
   for (std::size_t p = 0; p < spec.grid * spec.grid; ++p)
-    patches.push_back(nn::extract_patch(image, spec.grid, spec.patch_size, p));
+    patches.push_back(spec.grid == 1 ? image : nn::extract_patch(image, spec.grid, spec.patch_shape().height, p));
   Bundle out{secret_key.key_set, {}};
   for (const auto& slots : nn::pack_patch_groups(patches, spec.input_layout)) {
     const ckks::Plaintext pt = encoder.encode(slots, spec.input_level, spec.input_scale);
@@ -246,9 +263,9 @@ const ckks::Ciphertext& single(const CiphertextFile& file, std::uint64_t key_set
 }
 }  // namespace
 
-nn::Tensor Client::decrypt_embedding(const CiphertextFile& file) const {
+nn::Tensor Client::decrypt_output(const CiphertextFile& file) const {
   return nn::unpack(output_encoder().decode_real(decryptor.decrypt(single(file, secret_key.key_set))),
-                    spec.embedding_layout);
+                    spec.output_layout);
 }
 
 double Client::decrypt_score(const CiphertextFile& file) const {
@@ -299,7 +316,12 @@ ServedModel::ServedModel(const std::string& params_path, const std::string& mode
   ctx_ = std::make_unique<ckks::Context>(read_secure_parameters(params_path));
   enc_ = std::make_unique<ckks::Encoder>(*ctx_);
   const auto start = Clock::now();
-  if (nn::is_model_file(model_path)) {
+  const bool model_file = nn::is_model_file(model_path);
+  if (lanes != 0 && (!model_file || nn::is_graph_model_file(model_path)))
+    throw std::invalid_argument("lanes are chosen when compiling a PatchCNN; this model has its own");
+  if (model_file && nn::is_graph_model_file(model_path)) {
+    graph_ = std::make_unique<nn::CompiledGraph>(nn::compile_graph(nn::load_graph_file(model_path), *enc_));
+  } else if (model_file) {
     weights_ = std::make_unique<nn::PatchCNN>(nn::load_model_file(model_path));
     // Planned as `pfhe compile --plan-only` plans it, ring switch included.
     const nn::CompileTarget target = nn::compile_target(*weights_, ctx_->params());
@@ -307,16 +329,18 @@ ServedModel::ServedModel(const std::string& params_path, const std::string& mode
         *weights_, *enc_, target.level, target.scale, lanes,
         nn::chosen_half_ring(*weights_, ctx_->params(), target.level, lanes)));
   } else {
-    if (lanes != 0) throw std::invalid_argument("lanes are chosen when compiling; a compiled model has its own");
     // The just-in-time diagonals stay in the mapped file (shared by every process that maps
     // it, reclaimable), not in a private copy. Once decoded, none of the file's pages needs
     // to stay resident: what was copied (encoded plaintexts, geometry) is never read again,
     // and each diagonal is faulted back in when its layer runs and released after.
-    model_ = load_mapped_in_place(model_path, [&](std::span<const std::uint8_t> bytes,
-                                                  const std::shared_ptr<const ckks::Backing>& mapping) {
-      auto model = std::make_unique<nn::CompiledPatchCNN>(nn::CompiledPatchCNN::load(*enc_, bytes, mapping));
+    load_mapped_in_place(model_path, [&](std::span<const std::uint8_t> bytes,
+                                         const std::shared_ptr<const ckks::Backing>& mapping) {
+      if (nn::CompiledGraph::has_magic(bytes))
+        graph_ = std::make_unique<nn::CompiledGraph>(nn::CompiledGraph::load(*enc_, bytes, mapping));
+      else
+        model_ = std::make_unique<nn::CompiledPatchCNN>(nn::CompiledPatchCNN::load(*enc_, bytes, mapping));
       mapping->release(bytes);
-      return model;
+      return 0;
     });
   }
   load_seconds_ = seconds_since(start);
@@ -328,20 +352,37 @@ ServedModel::ServedModel(const ckks::Parameters& params,
       enc_(std::make_unique<ckks::Encoder>(*ctx_)),
       model_(std::make_unique<nn::CompiledPatchCNN>(compile(*enc_))) {}
 
+ServedModel::ServedModel(const ckks::Parameters& params,
+                         const std::function<nn::CompiledGraph(const ckks::Encoder&)>& compile)
+    : ctx_(std::make_unique<ckks::Context>(params)),
+      enc_(std::make_unique<ckks::Encoder>(*ctx_)),
+      graph_(std::make_unique<nn::CompiledGraph>(compile(*enc_))) {}
+
+std::size_t ServedModel::inputs() const { return graph_ ? 1 : model_->groups(); }
+
+std::size_t ServedModel::tasks() const { return graph_ ? graph_task_offsets(*graph_).back() : model_->groups(); }
+
+std::map<long, std::size_t> ServedModel::rotation_levels() const {
+  return graph_ ? graph_->rotation_levels() : model_->rotation_levels();
+}
+
+std::shared_ptr<const nn::HalfRing> ServedModel::half_ring() const { return graph_ ? nullptr : model_->half_ring(); }
+
 KeySet::KeySet(const ServedModel& model, const std::string& keys_path) : KeySet(model, keys_path, Clock::now()) {}
 
 KeySet::KeySet(const ServedModel& model, const std::string& keys_path, Clock::time_point start)
-    : KeySet(model, read_evaluation_keys(keys_path, model.context(), model.model().half_ring().get()), keys_path) {
+    : KeySet(model, read_evaluation_keys(keys_path, model.context(), model.half_ring().get()), keys_path) {
   load_seconds_ = seconds_since(start);
 }
 
 KeySet::KeySet(const ServedModel& model, EvaluationKeys keys, const std::string& what)
-    : model_(model), keys_(std::move(keys)) {
-  const nn::HalfRing* half_ring = model.model().half_ring().get();
-  evaluators_ = std::make_unique<Evaluators>(model.context(), half_ring, keys_);  // checks the half ring's part
-  check_rotation_keys(model.model().rotation_levels(), keys_.galois, model.context().n(), what);
+    : model_(model), spec_(model.client_spec()), keys_(std::move(keys)) {
+  const auto half_ring = model.half_ring();
+  evaluators_ = std::make_unique<Evaluators>(model.context(), half_ring.get(), keys_);  // checks the half ring's part
+  check_rotation_keys(model.rotation_levels(), keys_.galois, model.context().n(), what);
   if (half_ring)
-    check_rotation_keys(model.model().half_ring_rotation_levels(), keys_.half->galois, half_ring->context.n(), what);
+    check_rotation_keys(model.patch_cnn()->half_ring_rotation_levels(), keys_.half->galois, half_ring->context.n(),
+                        what);
 }
 
 void KeySet::check_rotation_keys(const std::map<long, std::size_t>& levels, const ckks::GaloisKeys& keys,
@@ -358,6 +399,7 @@ void KeySet::check_rotation_keys(const std::map<long, std::size_t>& levels, cons
 
 TaskFunction KeySet::tasks() const {
   const Evaluators& e = *evaluators_;
+  if (model_.graph_) return graph_tasks(*model_.graph_, e.big());
   return model_.weights_ ? recompiling_backbone_tasks(*model_.weights_, *model_.model_, *model_.enc_, e.big(), e.half_ring())
                          : backbone_tasks(*model_.model_, e.big(), e.half_ring());
 }
@@ -368,7 +410,8 @@ CiphertextFile KeySet::infer(const CiphertextFile& patches, Executor& executor, 
 
 CiphertextFile KeySet::infer(const CiphertextFile& patches, Executor& executor, const TaskFunction& tasks,
                              RunStats* stats) const {
-  const nn::CompiledPatchCNN& model = model_.model();
+  if (model_.graph_) return infer_graph(patches, executor, tasks, stats);
+  const nn::CompiledPatchCNN& model = *model_.model_;
   check_same_key_set(patches.key_set, "the encrypted patches", keys_.key_set, "the evaluation keys");
   if (patches.ciphertexts.size() != model.groups())
     throw std::invalid_argument("the model takes " + std::to_string(model.groups()) + " patch ciphertexts (" +
@@ -381,9 +424,33 @@ CiphertextFile KeySet::infer(const CiphertextFile& patches, Executor& executor, 
   return {keys_.key_set, {std::move(out)}};
 }
 
+CiphertextFile KeySet::infer_graph(const CiphertextFile& input, Executor& executor, const TaskFunction& tasks,
+                                   RunStats* stats) const {
+  const nn::CompiledGraph& graph = *model_.graph_;
+  check_same_key_set(input.key_set, "the encrypted input", keys_.key_set, "the evaluation keys");
+  if (input.ciphertexts.size() != 1)
+    throw std::invalid_argument("the model takes its input as one ciphertext, the file has " +
+                                std::to_string(input.ciphertexts.size()));
+  // stats: the regions' executor runs added up.
+  RunStats total;
+  const std::vector<std::size_t> first = graph_task_offsets(graph);
+  const auto runner = [&](std::size_t region, const std::vector<ckks::Ciphertext>& entries) {
+    RunStats run;
+    std::vector<ckks::Ciphertext> exits = executor.run(rings(), tasks, entries, &run, first[region]);
+    total.seconds += run.seconds;
+    total.transfer_seconds += run.transfer_seconds;
+    total.transfer_bytes += run.transfer_bytes;
+    total.task_seconds.insert(total.task_seconds.end(), run.task_seconds.begin(), run.task_seconds.end());
+    return exits;
+  };
+  ckks::Ciphertext out = graph.run(evaluators_->big(), input.ciphertexts[0], nullptr, nullptr, runner);
+  if (stats) *stats = std::move(total);
+  return {keys_.key_set, {std::move(out)}};
+}
+
 CiphertextFile KeySet::match(const CiphertextFile& probe, const CiphertextFile& enrolled, double threshold) const {
-  const nn::CompiledPatchCNN& model = model_.model();
-  if (model.classifier()) throw std::invalid_argument("match: the model is a classifier, not a face matcher");
+  if (spec_.classifier) throw std::invalid_argument("match: the model is a classifier, not a face matcher");
+  const nn::CompiledPatchCNN& model = *model_.model_;
   check_same_key_set(probe.key_set, "the probe", keys_.key_set, "the evaluation keys");
   check_same_key_set(enrolled.key_set, "the enrolled template", keys_.key_set, "the evaluation keys");
   if (probe.ciphertexts.size() != 1 || enrolled.ciphertexts.size() != 1)

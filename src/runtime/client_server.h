@@ -13,6 +13,7 @@
 #include "ckks/encoder.h"
 #include "ckks/encryptor.h"
 #include "ckks/evaluator.h"
+#include "nn/compiled_graph.h"
 #include "nn/patch_cnn.h"
 #include "runtime/bundle.h"
 #include "runtime/executor.h"
@@ -22,17 +23,22 @@
 namespace pfhe::runtime {
 
 // What a client must know about a compiled model (JSON written next to the artefact):
-// the parameter fingerprint, the image geometry, how patches are packed and at which
-// level and scale they are encrypted, how the embedding comes back, which rotation keys
-// to generate at which level, and where the model switches to the half ring (its keys
-// and the embedding then belong to that ring).
+// the parameter fingerprint, the input's shape and how it is cut into patches (a
+// PatchCNN's grid; a graph takes its input whole, grid 1), how patches are packed and at
+// which level and scale they are encrypted, how the output comes back, which rotation
+// keys to generate at which level, and where the model switches to the half ring (its
+// keys and the output then belong to that ring).
 struct ClientSpec {
   std::uint64_t fingerprint = 0;
-  std::size_t grid = 0, patch_size = 0, embedding_size = 0, input_level = 0;
+  nn::Shape image;        // the whole input (C, H, W)
+  std::size_t grid = 1;   // cut into grid x grid patches of (C, H / grid, W / grid)
+  std::size_t input_level = 0;
   double input_scale = 0;
-  nn::Layout input_layout, embedding_layout;
+  nn::Layout input_layout, output_layout;
   std::map<long, std::size_t> rotation_levels;
-  bool classifier = false;  // the output is logits (no normalisation), not an embedding
+  // The output is logits (a classifier PatchCNN, or a graph's output: its values), not a
+  // normalised embedding.
+  bool classifier = false;
   std::optional<nn::RingSwitchChoice> ring_switch;
   std::uint64_t half_ring_fingerprint = 0;  // with a ring switch
   std::map<long, std::size_t> half_ring_rotation_levels;
@@ -42,7 +48,8 @@ struct ClientSpec {
   std::shared_ptr<const nn::HalfRing> half_ring(const ckks::Parameters& big) const;
   RotationRequest rotations() const { return {rotation_levels, half_ring_rotation_levels}; }
 
-  nn::Shape image_shape() const { return {3, grid * patch_size, grid * patch_size}; }
+  const nn::Shape& image_shape() const { return image; }
+  nn::Shape patch_shape() const { return {image.channels, image.height / grid, image.width / grid}; }
   std::string to_json() const;
   // Validates every field (throws std::invalid_argument naming the problem).
   static ClientSpec from_json(const std::string& text);
@@ -50,6 +57,7 @@ struct ClientSpec {
   static ClientSpec read(const std::string& path);
   void write(const std::string& path) const;
   static ClientSpec of(const nn::CompiledPatchCNN& model, const ckks::Parameters& params);
+  static ClientSpec of(const nn::CompiledGraph& model, const ckks::Parameters& params);
 };
 
 // Reads parameters and refuses insecure (test-only) sets: the CLI never uses them.
@@ -61,11 +69,11 @@ struct Client {
   Client(const ckks::Context& ctx, const ClientSpec& spec, SecretKeyFile secret_key);
   Client(const ckks::Context& ctx, const ClientSpec& spec, std::shared_ptr<const nn::HalfRing> half_ring,
          SecretKeyFile secret_key);
-  // One seeded ciphertext per lane group of patches (compressed), in group order, tagged
-  // with the key set.
+  // One seeded ciphertext per lane group of patches (compressed), in group order (one for
+  // an input taken whole), tagged with the key set. The image must have the spec's shape.
   Bundle encrypt_image(const nn::Tensor& image) const;
   // Both check that the file belongs to this client's key set.
-  nn::Tensor decrypt_embedding(const CiphertextFile& file) const;
+  nn::Tensor decrypt_output(const CiphertextFile& file) const;
   double decrypt_score(const CiphertextFile& file) const;  // slot 0
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
@@ -124,27 +132,39 @@ class Evaluators {
 };
 
 // What a server loads once and shares with every client: the parameters, the encoder and
-// the compiled model (or, given a model file, its plan and weights). Clients' evaluation
-// keys are separate KeySets, so one loaded model serves many key sets.
+// the compiled model (or, given a PatchCNN model file, its plan and weights). Clients'
+// evaluation keys are separate KeySets, so one loaded model serves many key sets.
+// The model is a PatchCNN (patch_cnn()) or a graph (graph()); exactly one is set. The
+// PatchCNN form goes once the PatchCNN compiles as a graph (issue 20).
 class ServedModel {
  public:
-  // `model_path` is either a compiled artefact (model.pfhc from `pfhe compile`, used in
-  // place from its mapping) or a model file (.pfhm): then the server keeps a plan
+  // `model_path` is a compiled artefact (model.pfhc from `pfhe compile`, either kind, used
+  // in place from its mapping) or a model file (.pfhm). A graph model file is compiled
+  // here as `pfhe compile` compiles it. For a PatchCNN model file the server keeps a plan
   // (geometry and rotation keys, no diagonals) and every task compiles its lane group when
   // it runs and drops it after (recompiling_backbone_tasks), for models whose artefact
-  // would not fit on disk or in memory. `lanes` (model files only; 0: as many as fit) must
-  // be what the client's spec was planned with (`pfhe compile --plan-only --lanes`).
+  // would not fit on disk or in memory. `lanes` (PatchCNN model files only; 0: as many as
+  // fit) must be what the client's spec was planned with (`pfhe compile --plan-only --lanes`).
   ServedModel(const std::string& params_path, const std::string& model_path, std::size_t lanes = 0);
   // In memory: `compile` builds the model with this object's encoder (tests, embedding).
   ServedModel(const ckks::Parameters& params,
               const std::function<nn::CompiledPatchCNN(const ckks::Encoder&)>& compile);
+  ServedModel(const ckks::Parameters& params, const std::function<nn::CompiledGraph(const ckks::Encoder&)>& compile);
   ServedModel(const ServedModel&) = delete;
   ServedModel& operator=(const ServedModel&) = delete;
 
   const ckks::Context& context() const { return *ctx_; }  // of the encrypted patches
   const ckks::Encoder& encoder() const { return *enc_; }
-  const nn::CompiledPatchCNN& model() const { return *model_; }
-  // True when tasks compile their lane group (a model file was given).
+  const nn::CompiledPatchCNN* patch_cnn() const { return model_.get(); }
+  const nn::CompiledGraph* graph() const { return graph_.get(); }
+  // Ciphertexts one inference takes (a PatchCNN's lane groups; 1 for a graph) and the
+  // tasks it hands to an executor (the lane groups; the branches of every parallel region).
+  std::size_t inputs() const;
+  std::size_t tasks() const;
+  std::map<long, std::size_t> rotation_levels() const;
+  std::shared_ptr<const nn::HalfRing> half_ring() const;  // null for a graph
+  ClientSpec client_spec() const { return graph_ ? ClientSpec::of(*graph_, ctx_->params()) : ClientSpec::of(*model_, ctx_->params()); }
+  // True when tasks compile their lane group (a PatchCNN model file was given).
   bool compiles_per_task() const { return weights_ != nullptr; }
   double load_seconds() const { return load_seconds_; }
 
@@ -152,8 +172,9 @@ class ServedModel {
   friend class KeySet;
   std::unique_ptr<ckks::Context> ctx_;
   std::unique_ptr<ckks::Encoder> enc_;
-  std::unique_ptr<nn::PatchCNN> weights_;        // only when serving a model file
+  std::unique_ptr<nn::PatchCNN> weights_;        // only when serving a PatchCNN model file
   std::unique_ptr<nn::CompiledPatchCNN> model_;  // compiled, or a plan when weights_ is set
+  std::unique_ptr<nn::CompiledGraph> graph_;
   double load_seconds_ = 0;
 };
 
@@ -169,6 +190,8 @@ class KeySet {
   KeySet& operator=(const KeySet&) = delete;
 
   std::uint64_t tag() const { return keys_.key_set; }
+  // The output's meaning (embedding or logits) and geometry.
+  const ClientSpec& spec() const { return spec_; }
   const ServedModel& served_model() const { return model_; }
   const Evaluators& evaluators() const { return *evaluators_; }
   // Of the results (embeddings, templates, scores): the half ring's when the model switches.
@@ -177,9 +200,10 @@ class KeySet {
   TaskFunction tasks() const;
   double load_seconds() const { return load_seconds_; }
 
-  // Patch backbones on the executor, then tree aggregation and (unless the model is a
-  // classifier, whose output is its logits) L2 normalisation. The patches must belong to
-  // this key set; the result carries it too.
+  // A PatchCNN: patch backbones on the executor, then tree aggregation and (unless the
+  // model is a classifier, whose output is its logits) L2 normalisation. A graph: its
+  // steps, each parallel region's branches on the executor (tasks numbered across
+  // regions). The input must belong to this key set; the result carries it too.
   CiphertextFile infer(const CiphertextFile& patches, Executor& executor, RunStats* stats = nullptr) const;
   // The same with another task function (e.g. recompiling_backbone_tasks).
   CiphertextFile infer(const CiphertextFile& patches, Executor& executor, const TaskFunction& tasks,
@@ -192,7 +216,10 @@ class KeySet {
   KeySet(const ServedModel& model, const std::string& keys_path, Clock::time_point start);
   void check_rotation_keys(const std::map<long, std::size_t>& levels, const ckks::GaloisKeys& keys, std::size_t n,
                            const std::string& what) const;
+  CiphertextFile infer_graph(const CiphertextFile& input, Executor& executor, const TaskFunction& tasks,
+                             RunStats* stats) const;
   const ServedModel& model_;
+  ClientSpec spec_;
   EvaluationKeys keys_;
   std::unique_ptr<Evaluators> evaluators_;
   double load_seconds_ = 0;
@@ -215,7 +242,7 @@ class Server {
   const ckks::Context& context() const { return model_.context(); }
   const ckks::Context& output_context() const { return keys_.output_context(); }
   TaskRings rings() const { return keys_.rings(); }
-  const nn::CompiledPatchCNN& model() const { return model_.model(); }
+  const ServedModel& served() const { return model_; }
   const ckks::Encoder& encoder() const { return model_.encoder(); }
   const Evaluators& evaluators() const { return keys_.evaluators(); }
   TaskFunction tasks() const { return keys_.tasks(); }

@@ -3,6 +3,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <exception>
@@ -19,13 +20,14 @@ class SequentialExecutor final : public Executor {
   std::string name() const override { return "seq"; }
   std::size_t workers() const override { return 1; }
   std::vector<ckks::Ciphertext> run(const TaskRings&, const TaskFunction& task,
-                                    const std::vector<ckks::Ciphertext>& inputs, RunStats* stats) override {
+                                    const std::vector<ckks::Ciphertext>& inputs, RunStats* stats,
+                                    std::size_t first_task) override {
     const auto start = std::chrono::steady_clock::now();
     std::vector<ckks::Ciphertext> out;
     std::vector<double> times;
     for (std::size_t t = 0; t < inputs.size(); ++t) {
       const auto t0 = std::chrono::steady_clock::now();
-      out.push_back(task(t, inputs[t]));
+      out.push_back(task(first_task + t, inputs[t]));
       times.push_back(seconds_since(t0));
     }
     if (stats) *stats = RunStats{seconds_since(start), 0, 0, std::move(times)};
@@ -41,7 +43,8 @@ class ThreadExecutor final : public Executor {
   std::string name() const override { return "threads"; }
   std::size_t workers() const override { return workers_; }
   std::vector<ckks::Ciphertext> run(const TaskRings&, const TaskFunction& task,
-                                    const std::vector<ckks::Ciphertext>& inputs, RunStats* stats) override {
+                                    const std::vector<ckks::Ciphertext>& inputs, RunStats* stats,
+                                    std::size_t first_task) override {
     const auto start = std::chrono::steady_clock::now();
     std::vector<ckks::Ciphertext> out(inputs.size());
     std::vector<double> times(inputs.size(), 0.0);
@@ -52,7 +55,7 @@ class ThreadExecutor final : public Executor {
       for (std::size_t t = next++; t < inputs.size(); t = next++) {
         const auto t0 = std::chrono::steady_clock::now();
         try {
-          out[t] = task(t, inputs[t]);
+          out[t] = task(first_task + t, inputs[t]);
         } catch (...) {
           errors[t] = std::current_exception();
         }
@@ -67,7 +70,7 @@ class ThreadExecutor final : public Executor {
         try {
           std::rethrow_exception(errors[t]);
         } catch (const std::exception& e) {
-          throw std::runtime_error("task " + std::to_string(t) + " failed: " + e.what());
+          throw std::runtime_error("task " + std::to_string(first_task + t) + " failed: " + e.what());
         }
       }
     if (stats) *stats = RunStats{seconds_since(start), 0, 0, std::move(times)};
@@ -96,6 +99,22 @@ TaskFunction backbone_tasks(const nn::CompiledPatchCNN& model, const ckks::Evalu
   return [&model, &eval, half](std::size_t g, const ckks::Ciphertext& in) {
     check_group(g, model);
     return model.group(g).run(eval, in, nullptr, half);
+  };
+}
+
+std::vector<std::size_t> graph_task_offsets(const nn::CompiledGraph& graph) {
+  std::vector<std::size_t> first{0};
+  for (const auto& region : graph.parallel_regions()) first.push_back(first.back() + region.branches.size());
+  return first;  // one more than the regions: the last is the task count
+}
+
+TaskFunction graph_tasks(const nn::CompiledGraph& graph, const ckks::Evaluator& eval) {
+  return [&graph, &eval, first = graph_task_offsets(graph)](std::size_t t, const ckks::Ciphertext& in) {
+    if (t >= first.back())
+      throw std::invalid_argument("task " + std::to_string(t) + " of a graph with " + std::to_string(first.back()) +
+                                  " branch tasks");
+    const std::size_t region = static_cast<std::size_t>(std::upper_bound(first.begin(), first.end(), t) - first.begin()) - 1;
+    return graph.run_branch(eval, region, t - first[region], in);
   };
 }
 

@@ -1,9 +1,10 @@
-// Where the independent patch backbones of a PatchCNN run: sequentially, on a pool of
-// threads, in forked worker processes (which inherit the compiled model and keys
+// Where independent tasks run (the patch backbones of a PatchCNN, the branches of a
+// graph's parallel regions): sequentially, on a pool of threads, in forked worker processes (which inherit the compiled model and keys
 // copy-on-write and exchange serialized ciphertexts), or on MPI ranks (runtime/mpi.h).
 // An executor only places work: every task runs the same deterministic evaluation code on
-// the same input, so all executors give byte-identical outputs. Aggregation, normalisation
-// and matching stay with the caller, encrypted.
+// the same input, so all executors give byte-identical outputs. What joins the tasks
+// (aggregation, normalisation, matching, a graph's other steps) stays with the caller,
+// encrypted.
 // Layer: src/runtime may depend on ckks and nn; nothing below includes it.
 #pragma once
 #include <cstddef>
@@ -15,6 +16,7 @@
 #include "ckks/ciphertext.h"
 #include "ckks/context.h"
 #include "ckks/evaluator.h"
+#include "nn/compiled_graph.h"
 #include "nn/patch_cnn.h"
 
 namespace pfhe::runtime {
@@ -41,11 +43,14 @@ class Executor {
   virtual ~Executor() = default;
   virtual std::string name() const = 0;
   virtual std::size_t workers() const = 0;
-  // Runs every task; outputs in task order. Throws std::runtime_error naming the task
-  // when one fails (a worker's exception, a crashed or killed worker process).
+  // Runs every task; outputs in task order. Input t is task first_task + t: a model whose
+  // branches run in several rounds (the regions of a graph) numbers its tasks across
+  // rounds, so that a worker serving a fixed task function (an MPI rank) knows which one
+  // it is given. Throws std::runtime_error naming the task when one fails (a worker's
+  // exception, a crashed or killed worker process).
   virtual std::vector<ckks::Ciphertext> run(const TaskRings& rings, const TaskFunction& task,
-                                            const std::vector<ckks::Ciphertext>& inputs,
-                                            RunStats* stats = nullptr) = 0;
+                                            const std::vector<ckks::Ciphertext>& inputs, RunStats* stats = nullptr,
+                                            std::size_t first_task = 0) = 0;
 };
 
 std::unique_ptr<Executor> make_sequential_executor();
@@ -64,6 +69,11 @@ std::unique_ptr<Executor> make_fork_executor(std::size_t workers, std::size_t re
 // model switches rings.
 TaskFunction backbone_tasks(const nn::CompiledPatchCNN& model, const ckks::Evaluator& eval,
                             const nn::HalfRingEvaluation* half = nullptr);
+
+// The task function of a compiled graph: task t is branch b of region r, numbered across
+// regions in order (graph_task_offsets gives each region's first task).
+TaskFunction graph_tasks(const nn::CompiledGraph& graph, const ckks::Evaluator& eval);
+std::vector<std::size_t> graph_task_offsets(const nn::CompiledGraph& graph);
 
 // Tasks that compile their lane group from the model's weights when they run (diagonals
 // encoded just in time) and drop it on return, so a worker holds one group at a time:

@@ -100,7 +100,12 @@ class ForkExecutor final : public Executor {
   std::size_t workers() const override { return workers_; }
 
   std::vector<ckks::Ciphertext> run(const TaskRings& rings, const TaskFunction& task,
-                                    const std::vector<ckks::Ciphertext>& inputs, RunStats* stats) override {
+                                    const std::vector<ckks::Ciphertext>& inputs, RunStats* stats,
+                                    std::size_t first_task) override {
+    if (first_task != 0) {  // the children inherit the shifted function
+      const TaskFunction shifted = [&](std::size_t t, const ckks::Ciphertext& x) { return task(first_task + t, x); };
+      return run(rings, shifted, inputs, stats, 0);
+    }
     const auto start = std::chrono::steady_clock::now();
     if (const std::size_t threads = live_thread_count(); threads != 1)
       throw std::runtime_error("fork executor: " + std::to_string(threads) +

@@ -57,8 +57,9 @@ class MpiExecutor final : public Executor {
   std::size_t workers() const override { return size_ > 1 ? static_cast<std::size_t>(size_ - 1) : 1; }
 
   std::vector<ckks::Ciphertext> run(const TaskRings& rings, const TaskFunction& task,
-                                    const std::vector<ckks::Ciphertext>& inputs, RunStats* stats) override {
-    if (size_ == 1) return make_sequential_executor()->run(rings, task, inputs, stats);  // no worker ranks
+                                    const std::vector<ckks::Ciphertext>& inputs, RunStats* stats,
+                                    std::size_t first_task) override {
+    if (size_ == 1) return make_sequential_executor()->run(rings, task, inputs, stats, first_task);  // no worker ranks
     const auto start = std::chrono::steady_clock::now();
     RunStats local;
     local.task_seconds.assign(inputs.size(), 0.0);
@@ -71,7 +72,7 @@ class MpiExecutor final : public Executor {
       pending.pop_front();
       const auto t0 = std::chrono::steady_clock::now();
       ckks::ByteWriter w;
-      w.put<std::uint64_t>(t);
+      w.put<std::uint64_t>(first_task + t);  // the workers' task function numbers tasks globally
       w.put_blob(ckks::save(rings.input, inputs[t]));
       send_bytes(w.bytes(), rank, kTaskTag);
       local.transfer_seconds += seconds_since(t0);
@@ -87,14 +88,14 @@ class MpiExecutor final : public Executor {
       --in_flight;
       ckks::ByteReader r(msg);
       ResultHeader h{};
-      h.task = r.get<std::uint64_t>("MPI result");
+      h.task = r.get<std::uint64_t>("MPI result") - first_task;  // wraps to a huge value when below
       h.status = r.get<std::uint64_t>("MPI result");
       h.task_seconds = r.get<double>("MPI result");
       h.transfer_seconds = r.get<double>("MPI result");
       const auto payload = r.get_blob("MPI result");
       if (h.task >= inputs.size()) throw std::runtime_error("MPI: a worker answered an unknown task");
       if (h.status != 0)
-        throw std::runtime_error("task " + std::to_string(h.task) + " failed on MPI rank " +
+        throw std::runtime_error("task " + std::to_string(first_task + h.task) + " failed on MPI rank " +
                                  std::to_string(status.MPI_SOURCE) + ": " + std::string(payload.begin(), payload.end()));
       out[h.task] = ckks::load_ciphertext(rings.output, payload);
       local.task_seconds[h.task] = h.task_seconds;

@@ -2,7 +2,8 @@
 # The client/server CLI end to end on the "tiny" PatchCNN at 128-bit secure parameters:
 # compile, keygen, encrypt, infer on every executor (outputs must be byte-identical),
 # decrypt (precision against float64), enroll and match (decisions), and the failure
-# cases: truncated and corrupted inputs, files of another key set, missing files.
+# cases: truncated and corrupted inputs, files of another key set, missing files; then a
+# two-tower model graph through the same commands.
 #   cli_flow.sh PFHE_BINARY [MPIRUN]
 set -euo pipefail
 pfhe=$1
@@ -135,4 +136,37 @@ expect_error "made for a model that switches to the half ring" "$pfhe" decrypt -
 expect_error "not to --plan-only" "$pfhe" compile --model model.pfhm --out-dir bad --plan-only --no-ring-switch
 # Running out of memory (address space capped below what loading needs) is a clear error.
 expect_error "memory" bash -c "ulimit -v 600000; exec \"$pfhe\" infer ${server[*]} --input alice.cts --out x.ct"
+
+# A model graph (two towers summed: one parallel region of two branches) through the same
+# commands: its branches are the executors' tasks, every executor gives the same bytes,
+# and the logits decrypt to the float64 forward.
+"$pfhe" make-model --kind two-tower-tiny --out towers.pfhm
+"$pfhe" compile --model towers.pfhm --out-dir gsrv --budget-gb 0.1 2> gcompile.txt
+grep -q "1 parallel region(s) with 2 branch tasks" gcompile.txt || { cat gcompile.txt; fail "no branches found"; }
+gspec=(--spec gsrv/client.json --params gsrv/params.pfhe)
+gserver=(--params gsrv/params.pfhe --model gsrv/model.pfhc --eval-keys g.keys --input g.cts)
+"$pfhe" keygen "${gspec[@]}" --secret-key g.key --eval-keys g.keys
+"$pfhe" sample-image --size 8 --seed 3 --out small.png
+"$pfhe" encrypt "${gspec[@]}" --secret-key g.key --image small.png --out g.cts
+"$pfhe" infer "${gserver[@]}" --out g.seq.ct
+"$pfhe" infer "${gserver[@]}" --out g.threads.ct --executor threads --workers 2
+"$pfhe" infer "${gserver[@]}" --out g.fork.ct --executor fork --workers 2 2> gfork.txt
+for b in 1 2; do grep -q "branch $b of 2 done" gfork.txt || { cat gfork.txt; fail "no progress for branch $b"; }; done
+for e in threads fork; do cmp g.seq.ct g.$e.ct || fail "graph: $e output differs from sequential"; done
+if [ -n "$mpirun" ]; then
+  OMP_NUM_THREADS=1 "$mpirun" -np 3 --oversubscribe --allow-run-as-root "$pfhe" infer "${gserver[@]}" --out g.mpi.ct \
+    --executor mpi
+  cmp g.seq.ct g.mpi.ct || fail "graph: MPI output differs from sequential"
+fi
+# Served from the model file itself: compiled at load exactly as compile did.
+"$pfhe" infer --params gsrv/params.pfhe --model towers.pfhm --eval-keys g.keys --input g.cts --out g.file.ct
+cmp g.seq.ct g.file.ct || fail "graph: serving the model file differs from the compiled artefact"
+"$pfhe" decrypt "${gspec[@]}" --secret-key g.key --input g.seq.ct --reference-model towers.pfhm \
+  --reference-image small.png --json g.json
+python3 -c 'import json,sys; r=json.load(open("g.json")); sys.exit(0 if r["relative_error"] < 1e-5 and len(r["logits"]) == 4 else 1)' ||
+  fail "graph logits: $(cat g.json)"
+expect_error "alice.cts: .*made for other parameters" "$pfhe" infer --params gsrv/params.pfhe \
+  --model gsrv/model.pfhc --eval-keys g.keys --input alice.cts --out x.ct
+expect_error "classifier" "$pfhe" match --params gsrv/params.pfhe --model gsrv/model.pfhc --eval-keys g.keys \
+  --input g.seq.ct --out x --store store --name alice --threshold 0.5
 echo "cli flow: all checks passed"

@@ -41,7 +41,7 @@ struct EncryptedClassifier {
     const runtime::CiphertextFile patches = runtime::load_ciphertexts(runtime::view_of(client.encrypt_image(image)), ctx);
     std::vector<ckks::Ciphertext> heads;
     for (std::size_t g = 0; g < compiled.groups(); ++g) heads.push_back(tasks(g, patches.ciphertexts[g]));
-    return client.decrypt_embedding({patches.key_set, {compiled.aggregate(eval, heads)}});
+    return client.decrypt_output({patches.key_set, {compiled.aggregate(eval, heads)}});
   }
 };
 

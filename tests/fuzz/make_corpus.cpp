@@ -79,13 +79,12 @@ int main(int argc, char** argv) {
   // A client spec of the same shape as the CLI writes (JSON text).
   pfhe::runtime::ClientSpec client;
   client.fingerprint = ctx.params().fingerprint();
+  client.image = {3, 4, 4};
   client.grid = 1;
-  client.patch_size = 4;
   client.input_level = 1;
   client.input_scale = 1 << 20;
   client.input_layout = {{3, 4, 4}, 1, 32, 1};
-  client.embedding_layout = {{2, 1, 1}, 1, 32, 16};
-  client.embedding_size = 2;
+  client.output_layout = {{2, 1, 1}, 1, 32, 16};
   client.rotation_levels = {{1, 1}, {-1, 1}};
   const std::string json = client.to_json();
   write_file(dir + "/client_spec", {reinterpret_cast<const std::uint8_t*>(json.data()), json.size()});

@@ -18,7 +18,9 @@
 #include "reduced_server.h"
 #include "runtime/client_server.h"
 #include "runtime/executor.h"
+#include "nn/parameter_choice.h"
 #include "nn/precision.h"
+#include "nn/synthetic.h"
 
 using namespace pfhe;
 
@@ -251,7 +253,7 @@ TEST(ClientServer, ClientOwnsItsSecretKeyAndSpecRoundTrips) {
   EXPECT_THROW(runtime::ClientSpec::from_json("{}"), std::invalid_argument);
   EXPECT_THROW(runtime::ClientSpec::from_json("not json"), std::invalid_argument);
   std::string bad = spec.to_json();
-  bad.replace(bad.find("\"patch_size\": 8"), 15, "\"patch_size\": 9");
+  bad.replace(bad.find("\"grid\": 2"), 9, "\"grid\": 3");  // the image does not divide into 3x3 patches
   EXPECT_THROW(runtime::ClientSpec::from_json(bad), std::invalid_argument);
   // Regression (fuzzing): numbers of the wrong JSON type were converted with undefined
   // behaviour (a float fingerprint of 9e19).
@@ -289,10 +291,10 @@ TEST(ClientServer, ClientOwnsItsSecretKeyAndSpecRoundTrips) {
   const auto heads = runtime::make_sequential_executor()->run({s.ctx, s.ctx}, runtime::backbone_tasks(s.compiled, s.eval),
                                                               file.ciphertexts);
   const runtime::CiphertextFile embedding{42, {s.compiled.normalize(s.eval, s.compiled.aggregate(s.eval, heads))}};
-  const nn::Tensor got = client.decrypt_embedding(embedding);
+  const nn::Tensor got = client.decrypt_output(embedding);
   const nn::Tensor want = s.model.normalized(s.images[0]);
   for (std::size_t i = 0; i < want.data.size(); ++i) EXPECT_NEAR(got.data[i], want.data[i], 1e-4);
-  EXPECT_THROW(client.decrypt_embedding({43, embedding.ciphertexts}), std::invalid_argument);
+  EXPECT_THROW(client.decrypt_output({43, embedding.ciphertexts}), std::invalid_argument);
 }
 
 // A plan (lowering without encoding) tells a client exactly what the compiled model needs.
@@ -385,7 +387,7 @@ TEST(ClientServer, RingSwitchingModelKeysSpecAndExecutors) {
   EXPECT_TRUE(no_children_left());
   const ckks::Ciphertext embedding =
       compiled.normalize(evaluators.output(), compiled.aggregate(evaluators.output(), heads));
-  const nn::Tensor got = client.decrypt_embedding({secret.key_set, {embedding}});
+  const nn::Tensor got = client.decrypt_output({secret.key_set, {embedding}});
   EXPECT_LT(nn::precision_of(got, model.normalized(images[1])).relative, 1e-5);
   // Keys without the half ring's part cannot drive this model.
   runtime::EvaluationKeys big_only{keys.key_set, keys.relin, keys.galois, std::nullopt};
@@ -401,7 +403,7 @@ TEST(ClientServer, OneServedModelServesSeveralKeySets) {
   const runtime::ServedModel served(test::small_params(11, kLevels), [&](const ckks::Encoder& enc) {
     return nn::CompiledPatchCNN::compile(model, enc, kLevels, enc.context().params().default_scale(), SIZE_MAX, 2);
   });
-  const runtime::ClientSpec spec = runtime::ClientSpec::of(served.model(), served.context().params());
+  const runtime::ClientSpec spec = served.client_spec();
   auto [alice_secret, alice_eval] = runtime::generate_keys(served.context(), spec);
   auto [bob_secret, bob_eval] = runtime::generate_keys(served.context(), spec);
   ASSERT_NE(alice_secret.key_set, bob_secret.key_set);
@@ -412,8 +414,8 @@ TEST(ClientServer, OneServedModelServesSeveralKeySets) {
     return runtime::load_ciphertexts(runtime::view_of(client.encrypt_image(image)), served.context());
   };
   const runtime::CiphertextFile alice_in = patches(alice, images[1]), bob_in = patches(bob, images[2]);
-  const nn::Tensor alice_out = alice.decrypt_embedding(alice_keys.infer(alice_in, *executor));
-  const nn::Tensor bob_out = bob.decrypt_embedding(bob_keys.infer(bob_in, *executor));
+  const nn::Tensor alice_out = alice.decrypt_output(alice_keys.infer(alice_in, *executor));
+  const nn::Tensor bob_out = bob.decrypt_output(bob_keys.infer(bob_in, *executor));
   EXPECT_LT(nn::precision_of(alice_out, model.normalized(images[1])).relative, 1e-5);
   EXPECT_LT(nn::precision_of(bob_out, model.normalized(images[2])).relative, 1e-5);
   // A request names its key set: another client's inputs are refused, not computed into garbage.
@@ -427,4 +429,48 @@ TEST(ClientServer, OneServedModelServesSeveralKeySets) {
   auto [carol_secret, carol_eval] = runtime::generate_keys(served.context(), spec);
   carol_eval.galois.keys.erase(carol_eval.galois.keys.begin());
   EXPECT_THROW(runtime::KeySet(served, std::move(carol_eval), "carol's keys"), std::invalid_argument);
+}
+
+// A model graph with two parallel branches (two towers) served like a PatchCNN: its
+// branches are the executor's tasks, every executor gives the same bytes, and the result
+// decrypts to the float64 forward.
+TEST(ClientServer, GraphBranchesRunOnEveryExecutorByteIdentical) {
+  const nn::Graph graph = nn::make_synthetic_graph("two-tower-tiny", 3, nn::synthetic_images(32, {3, 8, 8}, 4));
+  const runtime::ServedModel served(test::small_params(12, 10),
+                                    [&](const ckks::Encoder& enc) { return nn::compile_graph(graph, enc); });
+  ASSERT_NE(served.graph(), nullptr);
+  EXPECT_EQ(served.inputs(), 1u);
+  EXPECT_EQ(served.tasks(), 2u);
+  const runtime::ClientSpec spec = served.client_spec();
+  EXPECT_TRUE(spec.classifier);
+  EXPECT_EQ(spec.image_shape(), (nn::Shape{3, 8, 8}));
+  EXPECT_EQ(runtime::ClientSpec::from_json(spec.to_json()).to_json(), spec.to_json());
+  auto [secret, eval] = runtime::generate_keys(served.context(), spec);
+  const runtime::KeySet keys(served, std::move(eval));
+  const runtime::Client client(served.context(), spec, secret);
+  const nn::Tensor image = nn::synthetic_images(1, {3, 8, 8}, 77)[0];
+  const runtime::CiphertextFile input =
+      runtime::load_ciphertexts(runtime::view_of(client.encrypt_image(image)), served.context());
+  ASSERT_EQ(input.ciphertexts.size(), 1u);
+  std::vector<ckks::Bytes> outputs;
+  std::vector<std::unique_ptr<runtime::Executor>> executors;
+  executors.push_back(runtime::make_sequential_executor());
+  executors.push_back(runtime::make_thread_executor(2));
+  executors.push_back(runtime::make_fork_executor(2));
+  for (const auto& executor : executors) {
+    runtime::RunStats stats;
+    const runtime::CiphertextFile out = keys.infer(input, *executor, &stats);
+    EXPECT_EQ(stats.task_seconds.size(), 2u) << executor->name();
+    outputs.push_back(ckks::save(served.context(), out.ciphertexts.at(0)));
+    if (outputs.size() == 1) {
+      const nn::Tensor got = client.decrypt_output(out);
+      EXPECT_LT(nn::precision_of(got, graph.forward(image)).relative, 1e-5);
+    }
+  }
+  EXPECT_EQ(outputs[1], outputs[0]);
+  EXPECT_EQ(outputs[2], outputs[0]);
+  EXPECT_TRUE(no_children_left());
+  const runtime::CiphertextFile two{input.key_set, {input.ciphertexts[0], input.ciphertexts[0]}};
+  EXPECT_THROW(keys.infer(two, *runtime::make_sequential_executor()), std::invalid_argument);
+  EXPECT_THROW(keys.match(input, input, 0), std::invalid_argument);  // logits, not a face embedding
 }

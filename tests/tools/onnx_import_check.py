@@ -2,8 +2,11 @@
 """Writes the ONNX import fixtures: models defined here in torch (Debian's python3-torch),
 exported with torch.onnx.export, with one input and torch's float64 outputs for it.
     onnx_import_check.py WORK_DIR
-WORK_DIR/<name>.onnx, <name>.input.f64 (raw doubles), <name>.expected.txt (one per line)."""
+WORK_DIR/<name>.onnx, <name>.input.f64 (raw doubles), <name>.input.npy (the same input as a
+(C, H, W) array, for `pfhe encrypt`), <name>.expected.txt (one per line)."""
 import sys
+
+import numpy
 
 import torch
 import torch.nn as nn
@@ -80,6 +83,7 @@ def export(model, shape, work, name, gen):
     with torch.no_grad():  # float32 weights, evaluated in float64: what pfhe's float64 forward computes
         y = model.double()(x.double()).reshape(-1)
     x.double().numpy().tofile(f"{work}/{name}.input.f64")
+    numpy.save(f"{work}/{name}.input.npy", x.double().numpy().reshape(shape))
     with open(f"{work}/{name}.expected.txt", "w") as f:
         f.writelines(f"{v:.17g}\n" for v in y.tolist())
 

@@ -4,7 +4,9 @@
 # float64 forward of the same float32 weights to 1e-6 (absolute, or relative above 1: the
 # export folds each BatchNorm into its convolution in float32, which moves outputs by
 # ~1e-8); ReLU and MaxPool are refused with one line naming the node and what to
-# use instead.
+# use instead. The imported residual CNN then runs encrypted through the CLI (compile,
+# keygen, encrypt of a .npy input, infer on two fork workers, decrypt) to within 1e-4 of
+# float64; the LeNet's unpadded 5x5 convolution is refused at compile with the reason.
 set -euo pipefail
 pfhe=$1
 model_tool=$2
@@ -20,6 +22,37 @@ for name in lenet residual; do
     END { if (n == 0 || bad) { print name ": imported graph differs from torch (" n " values)"; exit 1 }
           print name ": " n " outputs equal to torch" }'
 done
+# The imported model, encrypted from the command line.
+(
+  cd "$work"
+  "$pfhe" compile --model residual.pfhm --out-dir srv --budget-gb 0.1 2> compile.log || { cat compile.log; exit 1; }
+  "$pfhe" keygen --spec srv/client.json --params srv/params.pfhe --secret-key sk --eval-keys ek 2> /dev/null
+  "$pfhe" encrypt --spec srv/client.json --params srv/params.pfhe --secret-key sk --image residual.input.npy \
+    --out x.cts 2> /dev/null
+  OMP_NUM_THREADS=1 "$pfhe" infer --params srv/params.pfhe --model srv/model.pfhc --eval-keys ek --input x.cts \
+    --out y.ct --executor fork --workers 2 2> /dev/null
+  "$pfhe" decrypt --spec srv/client.json --params srv/params.pfhe --secret-key sk --input y.ct \
+    --reference-model residual.pfhm --reference-image residual.input.npy --json result.json > /dev/null
+  /usr/bin/python3 -c '
+import json, sys
+r = json.load(open("result.json"))
+want = [float(v) for v in open("residual.expected.txt")]
+best = max(range(len(want)), key=lambda i: want[i])
+err, cls = r["relative_error"], r["class"]
+print(f"residual encrypted: relative error {err:.2e}, class {cls} (torch: {best})")
+sys.exit(0 if err < 1e-4 and cls == best else 1)' || { echo "residual: encrypted run differs"; exit 1; }
+  if "$pfhe" compile --model lenet.pfhm --out-dir srv2 2> lenet.err; then echo "lenet compiled"; exit 1; fi
+  grep -q "(Conv2d): output (16, 10, 10) does not tile the input's 28x28 slot grid" lenet.err || { cat lenet.err; exit 1; }
+  # A graph has no lanes or ring switch to choose: asking for them is an error, not ignored.
+  if "$pfhe" compile --model residual.pfhm --out-dir srv2 --lanes 2 2> lanes.err; then
+    echo "--lanes accepted for a graph"; exit 1
+  fi
+  grep -q "apply to PatchCNN models" lanes.err || { cat lanes.err; exit 1; }
+  echo "wrong shape" > bad.npy
+  if "$pfhe" encrypt --spec srv/client.json --params srv/params.pfhe --secret-key sk --image bad.npy --out b.cts \
+    2> npy.err; then echo "a garbage .npy was encrypted"; exit 1; fi
+  grep -q "bad.npy: not a float32 or float64 .npy array" npy.err || { cat npy.err; exit 1; }
+)
 expect_refusal() {  # expect_refusal NAME PATTERN
   if "$pfhe" import "$work/$1.onnx" --out "$work/$1.pfhm" 2> "$work/$1.err"; then
     echo "$1: imported, expected a refusal"; exit 1
