@@ -114,6 +114,24 @@ TEST(Graph, ForwardComposesTheLayers) {
   EXPECT_EQ(g.forward(x).data, all.back().data);
 }
 
+// A CryptoFace backbone written as graph nodes computes what the backbone computes.
+TEST(Graph, BackboneAppendedToAGraphEqualsItsForward) {
+  BackboneShape shape;
+  shape.stem_channels = 4;
+  shape.blocks = {{4, 1}, {8, 2}, {8, 1}};
+  const std::vector<Tensor> images = synthetic_images(16, {3, 8, 8}, 2);
+  const Backbone backbone = make_synthetic_backbone(shape, 1, images);
+  Graph g({3, 8, 8});
+  const std::size_t features = backbone.append_to(g, "net", 0);
+  EXPECT_EQ(features, g.output());
+  EXPECT_EQ(g.nodes()[features].name, "net.bn1d");
+  for (const Tensor& x : {images[0], images[5]}) {
+    const Tensor want = backbone.forward(x), got = g.forward(x);
+    ASSERT_EQ(got.shape, want.shape);
+    for (std::size_t i = 0; i < want.data.size(); ++i) EXPECT_NEAR(got.data[i], want.data[i], 1e-12 * (1 + std::fabs(want.data[i])));
+  }
+}
+
 class CompiledGraphTest : public ::testing::Test {
  protected:
   static constexpr std::size_t kLevels = 14;

@@ -524,7 +524,7 @@ int main(int argc, char** argv) {
   auto* make = app.add_subcommand("make-model", "write a synthetic calibrated model file (a PatchCNN or a graph)");
   make->add_option("--kind", kind,
                   "PatchCNNs: tiny | reduced | cryptofacenet4 | cryptofacenet9 | cryptofacenet16 | cryptofacenet64 "
-                  "(8x8); graphs: two-tower | two-tower-tiny")->capture_default_str();
+                  "(8x8); graphs: two-tower | two-tower-tiny | two-tower-large")->capture_default_str();
   make->add_option("--seed", seed)->capture_default_str();
   make->add_option("--calibrate-on", calibrate_on, "directory of real images to calibrate on (random crops)")
       ->check(CLI::ExistingDirectory);

@@ -2,6 +2,8 @@
 
 #include <stdexcept>
 
+#include "nn/graph.h"
+
 namespace pfhe::nn {
 
 void HerPNConvBlock::validate() const {
@@ -56,6 +58,28 @@ Tensor Backbone::pooled_features(const Tensor& block_output, const TensorObserve
   Tensor flat({pooled.shape.size(), 1, 1});
   flat.data = pooled.data;
   return flat;
+}
+
+std::size_t Backbone::append_to(Graph& graph, const std::string& prefix, std::size_t input) const {
+  std::size_t x = graph.add(prefix + ".conv", conv0, input);
+  for (std::size_t j = 0; j < blocks.size(); ++j) {
+    const HerPNConvBlock& b = blocks[j];
+    const std::string name = prefix + ".layers." + std::to_string(j);
+    const std::size_t z = graph.add(name + ".herpn1", b.herpn1, x);
+    std::size_t main = graph.add(name + ".conv1", b.conv1, z);
+    main = graph.add(name + ".herpn2", b.herpn2, main);
+    main = graph.add(name + ".conv2", b.conv2, main);
+    std::size_t shortcut = z;
+    if (b.shortcut_conv) {
+      shortcut = graph.add(name + ".shortcut", *b.shortcut_conv, z);
+      shortcut = graph.add(name + ".shortcut.bn", *b.shortcut_bn, shortcut);
+    }
+    x = graph.add(name, Add{}, {main, shortcut});
+  }
+  x = graph.add(prefix + ".herpnpool", pool_herpn, x);
+  x = graph.add(prefix + ".pool", AdaptiveAvgPool2d{pool_size}, x);
+  x = graph.add(prefix + ".flatten", Flatten{}, x);
+  return graph.add(prefix + ".bn1d", bn1d, x);
 }
 
 Shape Backbone::feature_shape(const Shape& patch) const {

@@ -15,6 +15,8 @@
 
 namespace pfhe::nn {
 
+class Graph;
+
 // Sees intermediate values of a forward pass by point name and may change them before the
 // pass goes on: fit() records ranges with it, the noise estimate (nn/noise_estimate.h) adds
 // the error an encrypted step would add at that point.
@@ -51,6 +53,10 @@ struct Backbone {
                          const std::string& prefix = {}) const;
   Shape feature_shape(const Shape& patch) const;
   void validate() const;
+  // Appends this backbone to `graph` reading node `input` (a patch), its nodes named
+  // "<prefix>.conv", "<prefix>.layers.<j>.herpn1", ..., "<prefix>.bn1d"; returns the
+  // features' node. The graph's forward of those nodes equals forward().
+  std::size_t append_to(Graph& graph, const std::string& prefix, std::size_t input) const;
 };
 
 // Channel plan of a backbone: conv0 output channels and, per block, (out channels, stride).

@@ -198,9 +198,22 @@ struct TwoTowerShape {
 };
 
 TwoTowerShape two_tower_shape(const std::string& name) {
-  if (name == "two-tower") return {{3, 32, 32}, 16, 32, 10};
+  if (name == "two-tower" || name == "two-tower-large") return {{3, 32, 32}, 16, 32, 10};
   if (name == "two-tower-tiny") return {{3, 8, 8}, 4, 8, 4};
-  throw std::invalid_argument("unknown graph model kind '" + name + "' (two-tower, two-tower-tiny)");
+  throw std::invalid_argument("unknown graph model kind '" + name + "' (two-tower, two-tower-tiny, two-tower-large)");
+}
+
+// A CryptoFace backbone (its own calibrated weights) on the whole image with a linear head.
+std::size_t add_backbone_tower(Graph& g, const std::string& name, const TwoTowerShape& shape, std::uint64_t seed,
+                               const std::vector<Tensor>& calibration) {
+  const Backbone backbone = make_synthetic_backbone(BackboneShape{}, seed, calibration);
+  const std::size_t features = backbone.append_to(g, name, 0);
+  const std::size_t in = g.nodes()[features].shape.size();
+  std::mt19937_64 rng(seed + 1);
+  return g.add(name + ".head",
+               Linear{in, shape.classes, normal(rng, in * shape.classes, 1.0 / std::sqrt(static_cast<double>(in))),
+                      uniform(rng, shape.classes, -0.1, 0.1)},
+               features);
 }
 
 // One tower appended to `g` from its input node; `x` holds its input on the calibration
@@ -233,7 +246,9 @@ std::size_t add_tower(Graph& g, const std::string& name, const TwoTowerShape& sh
 
 }  // namespace
 
-bool is_synthetic_graph_kind(const std::string& name) { return name == "two-tower" || name == "two-tower-tiny"; }
+bool is_synthetic_graph_kind(const std::string& name) {
+  return name == "two-tower" || name == "two-tower-tiny" || name == "two-tower-large";
+}
 
 Shape synthetic_graph_input(const std::string& name) { return two_tower_shape(name).input; }
 
@@ -242,8 +257,11 @@ Graph make_synthetic_graph(const std::string& name, std::uint64_t seed, const st
   for (const Tensor& t : calibration) expect_shape(t, shape.input, "make_synthetic_graph calibration");
   Graph g(shape.input, "image");
   std::mt19937_64 rng(seed);
-  const std::size_t a = add_tower(g, "tower0", shape, rng, calibration);
-  const std::size_t b = add_tower(g, "tower1", shape, rng, calibration);
+  const bool large = name == "two-tower-large";
+  const std::size_t a = large ? add_backbone_tower(g, "tower0", shape, seed, calibration)
+                              : add_tower(g, "tower0", shape, rng, calibration);
+  const std::size_t b = large ? add_backbone_tower(g, "tower1", shape, seed + 7919, calibration)
+                              : add_tower(g, "tower1", shape, rng, calibration);
   g.add("logits", Add{}, {a, b});
   return g;
 }

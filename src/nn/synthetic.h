@@ -44,7 +44,9 @@ SyntheticKind synthetic_kind(const std::string& name);
 // HerPN; global average pooling; a linear head) and their logits are summed (an
 // ensemble): two parallel branches of equal work. HerPN statistics are calibrated on
 // `calibration` as for the backbones. Kinds: "two-tower" (3x32x32 images, 16 and 32
-// channels, 10 classes) and "two-tower-tiny" (3x8x8, 4 and 8 channels, 4 classes; tests).
+// channels, 10 classes), "two-tower-tiny" (3x8x8, 4 and 8 channels, 4 classes; tests) and
+// "two-tower-large" (each tower a whole CryptoFace backbone, Backbone::append_to, with a
+// linear head to 10 classes: branches long enough to measure executors on).
 // Throws std::invalid_argument naming the kinds for another name.
 bool is_synthetic_graph_kind(const std::string& name);
 Shape synthetic_graph_input(const std::string& name);

@@ -317,9 +317,10 @@ ServedModel::ServedModel(const std::string& params_path, const std::string& mode
   enc_ = std::make_unique<ckks::Encoder>(*ctx_);
   const auto start = Clock::now();
   const bool model_file = nn::is_model_file(model_path);
-  if (lanes != 0 && (!model_file || nn::is_graph_model_file(model_path)))
+  const bool graph_file = model_file && nn::is_graph_model_file(model_path);
+  if (lanes != 0 && (!model_file || graph_file))
     throw std::invalid_argument("lanes are chosen when compiling a PatchCNN; this model has its own");
-  if (model_file && nn::is_graph_model_file(model_path)) {
+  if (graph_file) {
     graph_ = std::make_unique<nn::CompiledGraph>(nn::compile_graph(nn::load_graph_file(model_path), *enc_));
   } else if (model_file) {
     weights_ = std::make_unique<nn::PatchCNN>(nn::load_model_file(model_path));
