@@ -1,7 +1,8 @@
 // pfhe: encrypted inference of PatchCNNs and model graphs from the command line, split the
 // way it is deployed.
-//   server: make-model, import (ONNX -> graph model file), compile, infer, enroll, match, bench
-//   client: keygen, encrypt, decrypt (the secret key never leaves the client)
+//   server: make-model, import (ONNX -> graph model file), compile, infer, enroll, match, bench,
+//           serve (HTTP service)
+//   client: keygen, encrypt, decrypt (the secret key never leaves the client), client register|infer
 // `pfhe <command> --help` lists each command's options; docs/CLI.md walks through a run.
 #include <CLI/CLI.hpp>
 #include <omp.h>
@@ -17,6 +18,7 @@
 #include "bench.h"
 #include "ckks/serialization.h"
 #include "image.h"
+#include "serve.h"
 #include "nn/fit.h"
 #include "nn/graph_file.h"
 #include "nn/model_file.h"
@@ -625,6 +627,32 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--out-dir", bench.out_dir, "keep each run's output ciphertext here");
   bench_cmd->add_option("--json", bench.json, "write the report as JSON (- for stdout)");
 
+  app::ServeOptions serve;
+  auto* serve_cmd = app.add_subcommand("serve", "server: a long-running HTTP service (model loaded once, many clients)");
+  serve_cmd->add_option("--params", serve.params)->required()->check(CLI::ExistingFile);
+  serve_cmd->add_option("--model", serve.model, "model.pfhc from compile, or a model file")
+      ->required()
+      ->check(CLI::ExistingFile);
+  serve_cmd->add_option("--state-dir", serve.state_dir, "registered key sets (kept across restarts) and the port")
+      ->required();
+  serve_cmd->add_option("--host", serve.host)->capture_default_str();
+  serve_cmd->add_option("--port", serve.port, "0: any free port")->capture_default_str()->check(CLI::Range(0, 65535));
+  serve_cmd->add_option("--workers", serve.workers, "threads per inference")->capture_default_str();
+  serve_cmd->add_option("--max-requests", serve.max_requests, "inferences at once; more get HTTP 503")
+      ->capture_default_str();
+  std::string server_url;
+  auto* client_cmd = app.add_subcommand("client", "client: talk to a pfhe serve");
+  client_cmd->require_subcommand(1);
+  auto* client_health = client_cmd->add_subcommand("health", "print the server's state (JSON)");
+  client_health->add_option("--server", server_url, "http://host:port")->required();
+  auto* client_register = client_cmd->add_subcommand("register", "send the evaluation keys to the server");
+  client_register->add_option("--server", server_url, "http://host:port")->required();
+  client_register->add_option("--eval-keys", keys)->required()->check(CLI::ExistingFile);
+  auto* client_infer = client_cmd->add_subcommand("infer", "send encrypted input, receive the encrypted result");
+  client_infer->add_option("--server", server_url, "http://host:port")->required();
+  client_infer->add_option("--input", input)->required()->check(CLI::ExistingFile);
+  client_infer->add_option("--out", out)->required();
+
   auto* decrypt = app.add_subcommand("decrypt", "client: decrypt an embedding, logits or a match score");
   decrypt->add_option("--spec", dec.spec)->required()->check(CLI::ExistingFile);
   decrypt->add_option("--params", dec.params)->required()->check(CLI::ExistingFile);
@@ -647,6 +675,10 @@ int main(int argc, char** argv) {
     if (*enroll) return cmd_enroll(params, spec, store, name, input);
     if (*match) return cmd_match(infer, store, name, threshold);
     if (*bench_cmd) return app::run_bench(bench);
+    if (*serve_cmd) return app::run_serve(serve);
+    if (*client_health) return app::run_client_health(server_url);
+    if (*client_register) return app::run_client_register(server_url, keys);
+    if (*client_infer) return app::run_client_infer(server_url, input, out);
     if (*decrypt) {
       if (dec.model.empty() != dec.image.empty())
         throw std::invalid_argument("--reference-model and --reference-image go together");

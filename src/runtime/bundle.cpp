@@ -1,5 +1,7 @@
 #include "runtime/bundle.h"
 
+#include "ckks/checksum.h"
+
 #include <cstring>
 
 #include "ckks/encryptor.h"
@@ -104,10 +106,26 @@ void check_same_key_set(std::uint64_t a, const std::string& what_a, std::uint64_
                                 ") belong to different key sets");
 }
 
-void write_ciphertexts(const std::string& path, const ckks::Context& ctx, const CiphertextFile& file) {
+ckks::Bytes ciphertext_file_bytes(const ckks::Context& ctx, const CiphertextFile& file) {
   Bundle b{file.key_set, {}};
   for (const auto& c : file.ciphertexts) b.objects.push_back(ckks::save(ctx, c, {.compress = true}));
-  ckks::write_file(path, save_bundle(b));
+  ckks::Bytes bytes = save_bundle(b);
+  ckks::append_trailer(bytes);
+  return bytes;
+}
+
+void write_ciphertexts(const std::string& path, const ckks::Context& ctx, const CiphertextFile& file) {
+  ckks::write_raw_file(path, ciphertext_file_bytes(ctx, file));
+}
+
+CiphertextFile parse_ciphertext_file(std::span<const std::uint8_t> bytes, const ckks::Context& ctx,
+                                     const std::string& what) {
+  try {
+    return load_ciphertexts(load_bundle(ckks::verify_trailer(bytes, what)), ctx);
+  } catch (const ckks::SerializationError& e) {
+    const std::string message = e.what();
+    throw ckks::SerializationError(message.rfind(what, 0) == 0 ? message : what + ": " + message);
+  }
 }
 
 BundleView view_of(const Bundle& bundle) {

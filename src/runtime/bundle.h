@@ -53,6 +53,11 @@ struct CiphertextFile {
 // Compressed; seeded ciphertexts in a file are expanded on reading.
 void write_ciphertexts(const std::string& path, const ckks::Context& ctx, const CiphertextFile& file);
 CiphertextFile read_ciphertexts(const std::string& path, const ckks::Context& ctx);
+// The bytes write_ciphertexts puts in a file (checksum trailer included) and back, for
+// ciphertexts that travel without a file (the service); errors name `what`.
+ckks::Bytes ciphertext_file_bytes(const ckks::Context& ctx, const CiphertextFile& file);
+CiphertextFile parse_ciphertext_file(std::span<const std::uint8_t> bytes, const ckks::Context& ctx,
+                                     const std::string& what);
 // The ciphertexts of a bundle in memory (e.g. a client's freshly encrypted patches), each
 // validated; seeded ones expanded.
 CiphertextFile load_ciphertexts(const BundleView& bundle, const ckks::Context& ctx);
