@@ -644,12 +644,11 @@ int main(int argc, char** argv) {
   auto* client_cmd = app.add_subcommand("client", "client: talk to a pfhe serve");
   client_cmd->require_subcommand(1);
   auto* client_health = client_cmd->add_subcommand("health", "print the server's state (JSON)");
-  client_health->add_option("--server", server_url, "http://host:port")->required();
   auto* client_register = client_cmd->add_subcommand("register", "send the evaluation keys to the server");
-  client_register->add_option("--server", server_url, "http://host:port")->required();
-  client_register->add_option("--eval-keys", keys)->required()->check(CLI::ExistingFile);
   auto* client_infer = client_cmd->add_subcommand("infer", "send encrypted input, receive the encrypted result");
-  client_infer->add_option("--server", server_url, "http://host:port")->required();
+  for (auto* c : {client_health, client_register, client_infer})
+    c->add_option("--server", server_url, "http://host:port")->required();
+  client_register->add_option("--eval-keys", keys)->required()->check(CLI::ExistingFile);
   client_infer->add_option("--input", input)->required()->check(CLI::ExistingFile);
   client_infer->add_option("--out", out)->required();
 
