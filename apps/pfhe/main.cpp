@@ -227,6 +227,9 @@ std::shared_ptr<const nn::HalfRing> compile_half_ring(const CompileOptions& o, c
   return half;
 }
 
+// An ONNX model (by its extension) is imported as `pfhe import` does and compiled as a graph.
+bool is_onnx(const std::string& path) { return fs::path(path).extension() == ".onnx"; }
+
 // A graph model: parameters from its depth (measured by planning it) and its output's range
 // on calibration inputs, compiled whole at their top level (nn::compile_graph).
 int cmd_compile_graph(const CompileOptions& o) {
@@ -234,7 +237,7 @@ int cmd_compile_graph(const CompileOptions& o) {
     throw std::invalid_argument("--plan-only, --lanes, --no-ring-switch and --precision-bits apply to PatchCNN "
                                 "models; a graph is compiled whole at a 2^40 scale");
   auto t = Clock::now();
-  const nn::Graph graph = nn::load_graph_file(o.model);
+  const nn::Graph graph = is_onnx(o.model) ? nn::import_onnx_file(o.model) : nn::load_graph_file(o.model);
   const nn::FitReport ranges =
       nn::fit(graph, graph_inputs(graph.input_shape(), o.calibrate_on, 1, 8), nn::kIntermediateLimit);
   const ckks::Context ctx(ckks::Parameters::create(nn::parameters_for(graph, ranges.ranges.back().max_abs)));
@@ -260,7 +263,7 @@ int cmd_compile_graph(const CompileOptions& o) {
 }
 
 int cmd_compile(const CompileOptions& o) {
-  if (nn::is_graph_model_file(o.model)) return cmd_compile_graph(o);
+  if (is_onnx(o.model) || nn::is_graph_model_file(o.model)) return cmd_compile_graph(o);
   auto t = Clock::now();
   const nn::PatchCNN model = nn::load_model_file(o.model);
   const ckks::Context ctx(compile_parameters(model, o.calibrate_on, o.precision_bits));
@@ -545,7 +548,9 @@ int main(int argc, char** argv) {
 
   CompileOptions comp;
   auto* compile = app.add_subcommand("compile", "server: model file -> parameters, compiled artefact, client spec");
-  compile->add_option("--model", comp.model)->required()->check(CLI::ExistingFile);
+  compile->add_option("--model", comp.model, "model file (.pfhm: a PatchCNN or a graph) or an ONNX model (.onnx)")
+      ->required()
+      ->check(CLI::ExistingFile);
   compile->add_option("--out-dir", comp.out_dir)->required();
   compile->add_option("--budget-gb", comp.budget_gb, "memory for pre-encoded diagonals (the rest is encoded just in time)")
       ->capture_default_str()

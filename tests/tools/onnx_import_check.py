@@ -3,7 +3,8 @@
 exported with torch.onnx.export, with one input and torch's float64 outputs for it.
     onnx_import_check.py WORK_DIR
 WORK_DIR/<name>.onnx, <name>.input.f64 (raw doubles), <name>.input.npy (the same input as a
-(C, H, W) array, for `pfhe encrypt`), <name>.expected.txt (one per line)."""
+(C, H, W) array, for `pfhe encrypt`), <name>.expected.txt (one per line); for the residual
+CNN also 20 more inputs and their logits (residual.<i>.npy, residual.<i>.expected.txt)."""
 import sys
 
 import numpy
@@ -88,6 +89,17 @@ def export(model, shape, work, name, gen):
         f.writelines(f"{v:.17g}\n" for v in y.tolist())
 
 
+def write_batch(model, shape, work, name, gen, count):
+    """count more inputs of `name` with torch's float64 logits: <name>.<i>.npy, <name>.<i>.expected.txt."""
+    with torch.no_grad():
+        for i in range(count):
+            x = torch.randn(1, *shape, generator=gen, dtype=torch.float64)
+            numpy.save(f"{work}/{name}.{i}.npy", x.numpy().reshape(shape))
+            y = model.double()(x).reshape(-1)
+            with open(f"{work}/{name}.{i}.expected.txt", "w") as f:
+                f.writelines(f"{v:.17g}\n" for v in y.tolist())
+
+
 def main():
     work = sys.argv[1]
     gen = torch.Generator().manual_seed(7)
@@ -97,6 +109,7 @@ def main():
         randomize_batch_norms(m, gen)
     export(lenet, (1, 28, 28), work, "lenet", gen)
     export(residual, (3, 16, 16), work, "residual", gen)
+    write_batch(residual, (3, 16, 16), work, "residual", gen, 20)
     export(WithRelu(), (1, 8, 8), work, "relu", gen)
     export(WithMaxPool(), (1, 8, 8), work, "maxpool", gen)
 
