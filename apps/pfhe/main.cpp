@@ -651,8 +651,13 @@ int main(int argc, char** argv) {
   auto* client_health = client_cmd->add_subcommand("health", "print the server's state (JSON)");
   auto* client_register = client_cmd->add_subcommand("register", "send the evaluation keys to the server");
   auto* client_infer = client_cmd->add_subcommand("infer", "send encrypted input, receive the encrypted result");
+  double client_wait = 600;
   for (auto* c : {client_health, client_register, client_infer})
     c->add_option("--server", server_url, "http://host:port")->required();
+  for (auto* c : {client_register, client_infer})
+    c->add_option("--wait", client_wait, "seconds to keep asking a busy or restarting server")
+        ->capture_default_str()
+        ->check(CLI::Range(0.0, 86400.0));
   client_register->add_option("--eval-keys", keys)->required()->check(CLI::ExistingFile);
   client_infer->add_option("--input", input)->required()->check(CLI::ExistingFile);
   client_infer->add_option("--out", out)->required();
@@ -681,8 +686,8 @@ int main(int argc, char** argv) {
     if (*bench_cmd) return app::run_bench(bench);
     if (*serve_cmd) return app::run_serve(serve);
     if (*client_health) return app::run_client_health(server_url);
-    if (*client_register) return app::run_client_register(server_url, keys);
-    if (*client_infer) return app::run_client_infer(server_url, input, out);
+    if (*client_register) return app::run_client_register(server_url, keys, client_wait);
+    if (*client_infer) return app::run_client_infer(server_url, input, out, client_wait);
     if (*decrypt) {
       if (dec.model.empty() != dec.image.empty())
         throw std::invalid_argument("--reference-model and --reference-image go together");

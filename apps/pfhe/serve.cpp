@@ -9,11 +9,13 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <shared_mutex>
+#include <utility>
 
 #include "ckks/checksum.h"
 #include "ckks/serialization.h"
@@ -232,6 +234,31 @@ std::string expect_ok(const httplib::Result& res, const std::string& server) {
   return res->body;
 }
 
+// Sends a request until it is answered with something other than HTTP 503 or `wait`
+// seconds have passed. A busy server (503) is asked again after the delay it names, an
+// unreachable one (restarting: connection refused or dropped) every 2 s. Requests are
+// idempotent (an inference is deterministic; the same keys register under the same tag),
+// so asking again neither loses nor duplicates anything.
+httplib::Result send_with_retries(const std::function<httplib::Result()>& send, double wait) {
+  const auto start = Clock::now();
+  bool told_busy = false, told_down = false;
+  for (;;) {
+    httplib::Result res = send();
+    const bool busy = res && res->status == 503;
+    if ((res && !busy) || seconds_since(start) >= wait) return res;
+    int delay = 2;
+    if (busy) {
+      delay = std::clamp(std::atoi(res->get_header_value("Retry-After").c_str()), 1, 60);
+      if (!std::exchange(told_busy, true))
+        std::fprintf(stderr, "[pfhe] the server is busy; asking again every %d s\n", delay);
+    } else if (!std::exchange(told_down, true)) {
+      std::fprintf(stderr, "[pfhe] cannot reach the server (%s); trying again every 2 s for up to %.0f s\n",
+                   httplib::to_string(res.error()).c_str(), wait);
+    }
+    ::sleep(static_cast<unsigned>(delay));
+  }
+}
+
 }  // namespace
 
 int run_client_health(const std::string& server) {
@@ -240,7 +267,7 @@ int run_client_health(const std::string& server) {
   return 0;
 }
 
-int run_client_register(const std::string& server, const std::string& keys_path) {
+int run_client_register(const std::string& server, const std::string& keys_path, double wait) {
   const auto size = static_cast<std::size_t>(fs::file_size(keys_path));
   std::ifstream in(keys_path, std::ios::binary);
   if (!in) throw std::invalid_argument(keys_path + ": cannot open");
@@ -251,28 +278,21 @@ int run_client_register(const std::string& server, const std::string& keys_path)
     in.read(buffer.data(), static_cast<std::streamsize>(std::min(length, buffer.size())));
     return in.gcount() > 0 && sink.write(buffer.data(), static_cast<std::size_t>(in.gcount()));
   };
-  const std::string reply = expect_ok(client.Post("/v1/keys", size, provide, kBinary), server);
+  const std::string reply =
+      expect_ok(send_with_retries([&] { return client.Post("/v1/keys", size, provide, kBinary); }, wait), server);
   const auto j = nlohmann::json::parse(reply);
   std::printf("registered key set %s\n", j.at("key_set").get<std::string>().c_str());
   return 0;
 }
 
-int run_client_infer(const std::string& server, const std::string& input_path, const std::string& out) {
+int run_client_infer(const std::string& server, const std::string& input_path, const std::string& out, double wait) {
   std::ifstream in(input_path, std::ios::binary);
   if (!in) throw std::invalid_argument(input_path + ": cannot open");
   const std::string body((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   httplib::Client client = connect(server);
   const auto t = Clock::now();
-  // A busy server (HTTP 503) is asked again after the delay it names, for up to an hour:
-  // the request is not lost.
-  httplib::Result res = client.Post("/v1/infer", body, kBinary);
-  for (int attempt = 0; res && res->status == 503 && seconds_since(t) < 3600; ++attempt) {
-    const int delay = std::clamp(std::atoi(res->get_header_value("Retry-After").c_str()), 1, 60);
-    if (attempt == 0) std::fprintf(stderr, "[pfhe] the server is busy; asking again every %d s\n", delay);
-    ::sleep(static_cast<unsigned>(delay));
-    res = client.Post("/v1/infer", body, kBinary);
-  }
-  const std::string reply = expect_ok(res, server);
+  const std::string reply =
+      expect_ok(send_with_retries([&] { return client.Post("/v1/infer", body, kBinary); }, wait), server);
   const std::span<const std::uint8_t> bytes(reinterpret_cast<const std::uint8_t*>(reply.data()), reply.size());
   ckks::verify_trailer(bytes, "the server's reply");  // a damaged reply is not written as a result
   ckks::write_raw_file(out, bytes);

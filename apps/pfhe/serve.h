@@ -19,9 +19,12 @@ int run_serve(const ServeOptions& options);
 
 // GETs the server's state (model kind, registered key sets, running inferences) as JSON.
 int run_client_health(const std::string& server);
+// Both ask again while the server is busy (HTTP 503) or unreachable (restarting), for up
+// to `wait` seconds: requests are idempotent, so a restart of the service loses none.
 // POSTs the evaluation-key file; prints the key-set tag the server registered.
-int run_client_register(const std::string& server, const std::string& keys_path);
+int run_client_register(const std::string& server, const std::string& keys_path, double wait);
 // POSTs encrypted input (from `pfhe encrypt`); writes the encrypted result to `out`.
-int run_client_infer(const std::string& server, const std::string& input_path, const std::string& out);
+int run_client_infer(const std::string& server, const std::string& input_path, const std::string& out,
+                     double wait);
 
 }  // namespace pfhe::app

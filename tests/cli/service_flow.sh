@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `pfhe serve` / `pfhe client` (issue 22): a two-tower graph served over HTTP. The service's
 # result equals `pfhe infer`'s byte for byte; registered keys survive a restart; a busy
-# server (--max-requests 1) makes clients wait, not fail; bad requests get clear errors
-# and the service keeps running.
+# server (--max-requests 1) or one restarting makes clients wait, not fail; bad requests
+# get clear errors and the service keeps running.
 #   service_flow.sh PFHE_BINARY
 set -euo pipefail
 pfhe=$1
@@ -21,9 +21,9 @@ spec=(--spec srv/client.json --params srv/params.pfhe)
 "$pfhe" encrypt "${spec[@]}" --secret-key sk --image a.png --out a.cts 2> /dev/null
 "$pfhe" infer --params srv/params.pfhe --model srv/model.pfhc --eval-keys ek --input a.cts --out local.ct 2> /dev/null
 
-start_server() {
+start_server() {  # start_server [PORT]
   rm -f state/port
-  "$pfhe" serve --params srv/params.pfhe --model srv/model.pfhc --state-dir state --port 0 --max-requests 1 \
+  "$pfhe" serve --params srv/params.pfhe --model srv/model.pfhc --state-dir state --port "${1:-0}" --max-requests 1 \
     2>> serve.log &
   server_pid=$!
   for _ in $(seq 1 120); do [ -s state/port ] && break; sleep 0.5; done
@@ -51,10 +51,20 @@ clients=()
 for i in 1 2 3; do "$pfhe" client infer --server "$url" --input a.cts --out c$i.ct 2> c$i.log & clients+=($!); done
 for pid in "${clients[@]}"; do wait "$pid" || fail "a concurrent request failed"; done
 for i in 1 2 3; do cmp local.ct c$i.ct || { cat c$i.log; fail "concurrent request $i"; }; done
-# A restart keeps the registered key set: no new registration needed.
+# A restart keeps the registered key set (no new registration needed), and a request sent
+# while the service is down waits for it instead of failing.
+port=$(cat state/port)
 kill "$server_pid"; wait "$server_pid" 2> /dev/null || true
-start_server
-"$pfhe" client health --server "$url" | grep -q '"key_sets":1' || fail "the key set did not survive a restart"
-"$pfhe" client infer --server "$url" --input a.cts --out again.ct 2> /dev/null
+"$pfhe" client infer --server "$url" --input a.cts --out again.ct --wait 120 2> again.log &
+waiting=$!
+sleep 3
+start_server "$port"
+wait "$waiting" || { cat again.log; fail "the request sent during the restart failed"; }
+grep -q "cannot reach the server" again.log || { cat again.log; fail "the client did not wait for the server"; }
 cmp local.ct again.ct || fail "result after restart"
+"$pfhe" client health --server "$url" | grep -q '"key_sets":1' || fail "the key set did not survive a restart"
+if "$pfhe" client infer --server http://127.0.0.1:1 --input a.cts --out x.ct --wait 0 2> err.txt; then
+  fail "an unreachable server gave a result"
+fi
+grep -q "127.0.0.1:1: " err.txt || { cat err.txt; fail "unreachable server message"; }
 echo "service flow: all checks passed"
