@@ -1,6 +1,8 @@
 // BSGS linear transforms against a float64 matrix-vector product.
 #include <gtest/gtest.h>
 
+#include <atomic>
+
 #include <array>
 #include <cstring>
 #include <limits>
@@ -184,7 +186,9 @@ TEST(LinearTransform, BatchedPlainProductsEqualOneAtATime) {
   EXPECT_TRUE(fresh.polys.empty());
 }
 
-// A backing that records what it is given back (a file mapping drops those pages).
+// A backing that records what it is given back (a file mapping drops those pages). Given
+// back from several threads at once (validation runs in parallel): the count is atomic.
+// Regression: a plain counter lost an update now and then (seen on the scalar path).
 struct RecordingBacking final : Backing {
   explicit RecordingBacking(Bytes b) : bytes(std::move(b)) {}
   void release(std::span<const std::uint8_t> used) const override {
@@ -193,7 +197,7 @@ struct RecordingBacking final : Backing {
     released += used.size();
   }
   Bytes bytes;
-  mutable std::size_t released = 0;
+  mutable std::atomic<std::size_t> released{0};
 };
 
 TEST(LinearTransform, InPlaceCoefficientsAreGivenBackAfterValidationAndEachUse) {

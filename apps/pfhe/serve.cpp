@@ -154,6 +154,14 @@ int run_serve(const ServeOptions& o) {
 
   httplib::Server server;
   server.set_payload_max_length(std::size_t{1} << 40);  // key uploads stream to disk
+  // An inference's body is read into memory: one announced larger than any encrypted
+  // input is refused before it is read.
+  server.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+    if (req.path != "/v1/infer" || req.get_header_value<std::uint64_t>("Content-Length") <= kMaxRequestBytes)
+      return httplib::Server::HandlerResponse::Unhandled;
+    reply_error(res, 413, "the encrypted input is too large");
+    return httplib::Server::HandlerResponse::Handled;
+  });
   server.set_read_timeout(600, 0);
   server.set_write_timeout(600, 0);
   server.Get("/v1/health", [&](const httplib::Request&, httplib::Response& res) {

@@ -46,6 +46,12 @@ grep -q "HTTP 400.*the encrypted input" err.txt || { cat err.txt; fail "400 mess
 echo "not keys" > bad.keys
 if "$pfhe" client register --server "$url" --eval-keys bad.keys 2> err.txt; then fail "garbage keys registered"; fi
 grep -q "HTTP 400" err.txt || { cat err.txt; fail "bad keys message"; }
+# An inference announcing more than any encrypted input is refused before its body is read.
+exec 3<> "/dev/tcp/127.0.0.1/$(cat state/port)"
+printf 'POST /v1/infer HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999999\r\nConnection: close\r\n\r\n' >&3
+status_line=$(head -n 1 <&3 | tr -d '\r')
+exec 3<&-
+[ "$status_line" = "HTTP/1.1 413 Payload Too Large" ] || fail "oversized request: '$status_line'"
 # Three requests at once with one allowed: the others wait and retry; all give the same bytes.
 clients=()
 for i in 1 2 3; do "$pfhe" client infer --server "$url" --input a.cts --out c$i.ct 2> c$i.log & clients+=($!); done
