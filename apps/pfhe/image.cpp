@@ -141,11 +141,15 @@ nn::Tensor load_input(const std::string& path, const nn::Shape& shape) {
     throw std::invalid_argument(path + ": the model takes a " + shape.str() +
                                 " tensor; images give square 1- or 3-channel inputs: pass a .npy array");
   const nn::Tensor rgb = load_image(path, shape.height);
-  if (shape.channels == 3) return rgb;
-  nn::Tensor grey(shape);
-  for (std::size_t y = 0; y < shape.height; ++y)
-    for (std::size_t x = 0; x < shape.width; ++x)
-      grey.at(0, y, x) = (rgb.at(0, y, x) + rgb.at(1, y, x) + rgb.at(2, y, x)) / 3;
+  return shape.channels == 3 ? rgb : to_grey(rgb);
+}
+
+nn::Tensor to_grey(const nn::Tensor& rgb) {
+  nn::expect_shape(rgb, {3, rgb.shape.height, rgb.shape.width}, "to_grey");
+  nn::Tensor grey({1, rgb.shape.height, rgb.shape.width});
+  const std::size_t plane = grey.data.size();
+  for (std::size_t i = 0; i < plane; ++i)
+    grey.data[i] = (rgb.data[i] + rgb.data[i + plane] + rgb.data[i + 2 * plane]) / 3;
   return grey;
 }
 

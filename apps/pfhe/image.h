@@ -15,6 +15,8 @@ nn::Tensor load_image(const std::string& path, std::size_t size);
 // load_image does into (3, H, H), averaged over R, G, B when C = 1 (square inputs with 1
 // or 3 channels only). Errors name the file and what was expected.
 nn::Tensor load_input(const std::string& path, const nn::Shape& shape);
+// A (1, H, W) tensor: the mean of a (3, H, W) image's channels.
+nn::Tensor to_grey(const nn::Tensor& rgb);
 // Encoded image bytes (e.g. from an HDF5 dataset), same preprocessing.
 nn::Tensor decode_image(const unsigned char* data, std::size_t length, std::size_t size, const std::string& what);
 // Decoded RGB pixels (rows of interleaved R, G, B; width x height), same preprocessing.

@@ -124,12 +124,7 @@ std::vector<nn::Tensor> graph_inputs(const nn::Shape& shape, const std::string& 
                                 shape.str());
   std::vector<nn::Tensor> out = calibration_images(dir, shape.height, seed, count);
   if (shape.channels == 1)
-    for (nn::Tensor& rgb : out) {
-      nn::Tensor grey(shape);
-      for (std::size_t i = 0; i < grey.data.size(); ++i)
-        grey.data[i] = (rgb.data[i] + rgb.data[i + grey.data.size()] + rgb.data[i + 2 * grey.data.size()]) / 3;
-      rgb = std::move(grey);
-    }
+    for (nn::Tensor& image : out) image = app::to_grey(image);
   return out;
 }
 

@@ -397,6 +397,21 @@ ckks::Ciphertext apply_step(const ckks::Evaluator& eval, const CompiledGraph::St
       step.op);
 }
 
+// One step on the values `value_of` gives for its inputs, timed when `timings` is given.
+template <typename ValueOf>
+ckks::Ciphertext timed_step(const ckks::Evaluator& eval, const CompiledGraph::Step& step, ValueOf&& value_of,
+                            const ckks::Bootstrapper* bootstrapper, const ckks::EncapsulationKeys* encapsulation,
+                            std::vector<CompiledGraph::StepTiming>* timings) {
+  std::vector<const ckks::Ciphertext*> in;
+  for (const std::size_t v : step.inputs) in.push_back(&value_of(v));
+  const auto start = std::chrono::steady_clock::now();
+  ckks::Ciphertext out = apply_step(eval, step, in, bootstrapper, encapsulation);
+  if (timings)
+    timings->push_back({step.name, in[0]->level(),
+                        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()});
+  return out;
+}
+
 }  // namespace
 
 ckks::Ciphertext CompiledGraph::run(const ckks::Evaluator& eval, const ckks::Ciphertext& input,
@@ -441,13 +456,8 @@ ckks::Ciphertext CompiledGraph::run(const ckks::Evaluator& eval, const ckks::Cip
       continue;
     }
     const Step& step = steps_[u.index];
-    std::vector<const ckks::Ciphertext*> in;
-    for (const std::size_t v : step.inputs) in.push_back(&values[v]);
-    const auto start = std::chrono::steady_clock::now();
-    values[u.index + 1] = apply_step(eval, step, in, bootstrapper_, encapsulation);
-    if (timings)
-      timings->push_back({step.name, in[0]->level(),
-                          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()});
+    values[u.index + 1] = timed_step(eval, step, [&](std::size_t v) -> const ckks::Ciphertext& { return values[v]; },
+                                     bootstrapper_, encapsulation, timings);
     for (const std::size_t v : step.inputs) release(v);
   }
   return values[output_value_];
@@ -469,13 +479,9 @@ ckks::Ciphertext CompiledGraph::run_branch(const ckks::Evaluator& eval, std::siz
   values[br.entry] = entry;
   for (const std::size_t s : br.steps) {
     const Step& step = steps_[s];
-    std::vector<const ckks::Ciphertext*> in;
-    for (const std::size_t v : step.inputs) in.push_back(&values.at(v));
-    const auto start = std::chrono::steady_clock::now();
-    ckks::Ciphertext out = apply_step(eval, step, in, bootstrapper_, encapsulation);
-    if (timings)
-      timings->push_back({step.name, in[0]->level(),
-                          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()});
+    ckks::Ciphertext out = timed_step(
+        eval, step, [&](std::size_t v) -> const ckks::Ciphertext& { return values.at(v); }, bootstrapper_,
+        encapsulation, timings);
     for (const std::size_t v : step.inputs)
       if (--uses[v] == 0) values.erase(v);
     values[s + 1] = std::move(out);

@@ -380,10 +380,8 @@ KeySet::KeySet(const ServedModel& model, EvaluationKeys keys, const std::string&
     : model_(model), spec_(model.client_spec()), keys_(std::move(keys)) {
   const auto half_ring = model.half_ring();
   evaluators_ = std::make_unique<Evaluators>(model.context(), half_ring.get(), keys_);  // checks the half ring's part
-  check_rotation_keys(model.rotation_levels(), keys_.galois, model.context().n(), what);
-  if (half_ring)
-    check_rotation_keys(model.patch_cnn()->half_ring_rotation_levels(), keys_.half->galois, half_ring->context.n(),
-                        what);
+  check_rotation_keys(spec_.rotation_levels, keys_.galois, model.context().n(), what);
+  if (half_ring) check_rotation_keys(spec_.half_ring_rotation_levels, keys_.half->galois, half_ring->context.n(), what);
 }
 
 void KeySet::check_rotation_keys(const std::map<long, std::size_t>& levels, const ckks::GaloisKeys& keys,
