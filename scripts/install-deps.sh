@@ -6,9 +6,9 @@ set -euo pipefail
 packages=(g++ cmake ninja-build pkg-config libssl-dev libzstd-dev libxxhash-dev libomp-dev
           libgtest-dev libbenchmark-dev nlohmann-json3-dev libfmt-dev libcli11-dev
           libopenmpi-dev openmpi-bin libstb-dev zlib1g-dev libhdf5-dev libzip-dev libxtensor-dev libonnx-dev
-          libcpp-httplib-dev)
+          libcpp-httplib-dev pybind11-dev python3-dev python3-numpy)
 if [ "${1:-}" = "--with-tooling" ]; then
-  packages+=(python3-torch python3-numpy python3-xxhash python3-matplotlib python3-skimage dataset-fashion-mnist)
+  packages+=(python3-torch python3-pytest python3-xxhash python3-matplotlib python3-skimage dataset-fashion-mnist)
 fi
 missing=()
 for p in "${packages[@]}"; do

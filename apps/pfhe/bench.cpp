@@ -75,10 +75,8 @@ int run_child(const BenchRun& run, const runtime::Server& server, const runtime:
     // Sequential runs use every core inside operations, thread workers one each; fork
     // workers need this process single-threaded, as the parent left it.
     if (run.executor == "seq" || run.executor == "threads") omp_set_num_threads(omp_get_num_procs());
-    std::unique_ptr<runtime::Executor> executor;
-    if (run.executor == "seq") executor = runtime::make_sequential_executor();
-    else if (run.executor == "threads") executor = runtime::make_thread_executor(run.workers);
-    else executor = runtime::make_fork_executor(run.workers);
+    // "recompile" runs its recompiling tasks on fork workers.
+    const auto executor = runtime::make_executor(run.executor == "recompile" ? "fork" : run.executor, run.workers);
     const runtime::TaskFunction tasks =
         run.executor == "recompile"
             ? runtime::recompiling_backbone_tasks(*weights, *server.served().patch_cnn(), server.encoder(),

@@ -248,11 +248,8 @@ int cmd_compile_graph(const CompileOptions& o) {
            "rotation keys",
            seconds_since(t), compiled.depth(), compiled.parallel_regions().size(), branches,
            static_cast<double>(compiled.plaintext_bytes()) / 1e9, compiled.rotation_levels().size());
-  fs::create_directories(o.out_dir);
   t = Clock::now();
-  ckks::write_file(o.out_dir + "/params.pfhe", ckks::save_parameters(ctx.params()));
-  ckks::write_file(o.out_dir + "/model.pfhc", compiled.save());
-  runtime::ClientSpec::of(compiled, ctx.params()).write(o.out_dir + "/client.json");
+  runtime::write_compiled_graph(o.out_dir, ctx.params(), compiled);
   progress("wrote %s/{params.pfhe, model.pfhc, client.json} in %.1f s", o.out_dir.c_str(), seconds_since(t));
   return 0;
 }
@@ -396,10 +393,7 @@ struct InferOptions {
 
 std::unique_ptr<runtime::Executor> make_executor(const InferOptions& o) {
   if (o.workers == 0) throw std::invalid_argument("--workers must be at least 1");
-  if (o.executor == "seq") return runtime::make_sequential_executor();
-  if (o.executor == "threads") return runtime::make_thread_executor(o.workers);
-  if (o.executor == "fork") return runtime::make_fork_executor(o.workers, o.retries);
-  throw std::invalid_argument("unknown executor '" + o.executor + "' (seq, threads, fork, mpi)");
+  return runtime::make_executor(o.executor, o.workers, o.retries);
 }
 
 // The server's task function, printing a line as each task (a PatchCNN's lane group, a

@@ -214,7 +214,12 @@ class Importer {
       if (!a || !a->has_t()) throw OnnxImportError(where + ": only tensor constants are read");
       constants_[node.output(0)] = to_constant(a->t(), where);
     } else if (op == "Identity" || op == "Dropout") {
-      define(node, computed(node, 0, name));
+      // An export under torch.no_grad() copies weights through Identity nodes: an alias
+      // of the constant then.
+      if (const auto c = constants_.find(node.input(0)); c != constants_.end() && !value(node.input(0)))
+        constants_[node.output(0)] = c->second;
+      else
+        define(node, computed(node, 0, name));
     } else if (op == "Pad") {
       // torch writes a Pad of zeros before every average pooling: the identity.
       const Constant& pads = constant(node, 1, name);

@@ -201,9 +201,12 @@ GraphNeeds graph_needs(const Graph& graph) {
   throw std::invalid_argument(last_error);
 }
 
-ckks::ParameterSpec parameters_for(const Graph& graph, double output_max_abs) {
+ckks::ParameterSpec parameters_for(const Graph& graph, double output_max_abs, int scale_bits) {
+  if (scale_bits < kMinScaleBits || scale_bits > kMaxScaleBits)
+    throw std::invalid_argument("scale of 2^" + std::to_string(scale_bits) + ": choose from 2^" +
+                                std::to_string(kMinScaleBits) + " to 2^" + std::to_string(kMaxScaleBits));
   const GraphNeeds needs = graph_needs(graph);
-  return choose_parameters(needs.levels, kDefaultScaleBits, base_bits_for_range(output_max_abs, kDefaultScaleBits),
+  return choose_parameters(needs.levels, scale_bits, base_bits_for_range(output_max_abs, scale_bits),
                            needs.min_log_n);
 }
 

@@ -94,9 +94,10 @@ struct GraphNeeds {
   int min_log_n = 0;
 };
 GraphNeeds graph_needs(const Graph& graph);
-// The parameters `pfhe compile` chooses for a graph: its levels at a 2^40 scale, q_0 from
-// the output's range on calibration inputs (`output_max_abs`, from fit()).
-ckks::ParameterSpec parameters_for(const Graph& graph, double output_max_abs);
+// The parameters `pfhe compile` chooses for a graph: its levels at a 2^scale_bits scale
+// (the CLI: 2^40), q_0 from the output's range on calibration inputs (`output_max_abs`,
+// from fit()). Throws std::invalid_argument for a scale outside [kMinScaleBits, kMaxScaleBits].
+ckks::ParameterSpec parameters_for(const Graph& graph, double output_max_abs, int scale_bits = kDefaultScaleBits);
 
 // How `pfhe compile` and a server given a graph model file compile a graph: inputs at the
 // parameters' top level and default scale (parameters_for gives exactly the levels the

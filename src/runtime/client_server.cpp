@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <filesystem>
 #include <stdexcept>
 
 #include "ckks/keygen.h"
@@ -209,6 +210,13 @@ std::shared_ptr<const nn::HalfRing> ClientSpec::half_ring(const ckks::Parameters
   if (half->context.params().fingerprint() != half_ring_fingerprint)
     throw std::invalid_argument("client spec: the half ring's fingerprint does not match its parameters");
   return half;
+}
+
+void write_compiled_graph(const std::string& dir, const ckks::Parameters& params, const nn::CompiledGraph& model) {
+  std::filesystem::create_directories(dir);
+  ckks::write_file(dir + "/params.pfhe", ckks::save_parameters(params));
+  ckks::write_file(dir + "/model.pfhc", model.save());
+  ClientSpec::of(model, params).write(dir + "/client.json");
 }
 
 ckks::Parameters read_secure_parameters(const std::string& path) {

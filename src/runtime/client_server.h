@@ -60,6 +60,10 @@ struct ClientSpec {
   static ClientSpec of(const nn::CompiledGraph& model, const ckks::Parameters& params);
 };
 
+// What `pfhe compile` writes for a compiled graph, into `dir` (created if missing):
+// params.pfhe, model.pfhc (what ServedModel maps) and client.json (ClientSpec::of).
+void write_compiled_graph(const std::string& dir, const ckks::Parameters& params, const nn::CompiledGraph& model);
+
 // Reads parameters and refuses insecure (test-only) sets: the CLI never uses them.
 ckks::Parameters read_secure_parameters(const std::string& path);
 

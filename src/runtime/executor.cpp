@@ -86,6 +86,14 @@ class ThreadExecutor final : public Executor {
 std::unique_ptr<Executor> make_sequential_executor() { return std::make_unique<SequentialExecutor>(); }
 std::unique_ptr<Executor> make_thread_executor(std::size_t workers) { return std::make_unique<ThreadExecutor>(workers); }
 
+std::unique_ptr<Executor> make_executor(const std::string& name, std::size_t workers, std::size_t retries) {
+  if (workers == 0) throw std::invalid_argument("an executor needs at least 1 worker");
+  if (name == "seq") return make_sequential_executor();
+  if (name == "threads") return make_thread_executor(workers);
+  if (name == "fork") return make_fork_executor(workers, retries);
+  throw std::invalid_argument("unknown executor '" + name + "' (seq, threads, fork; mpi from the CLI under mpirun)");
+}
+
 namespace {
 void check_group(std::size_t g, const nn::CompiledPatchCNN& model) {
   if (g >= model.groups())

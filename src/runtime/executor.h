@@ -63,6 +63,10 @@ std::unique_ptr<Executor> make_thread_executor(std::size_t workers);
 // again on a new worker, up to `retries` times per task (a note goes to stderr; a task
 // that throws is not retried: it would throw again).
 std::unique_ptr<Executor> make_fork_executor(std::size_t workers, std::size_t retries = 0);
+// One of the above by name: "seq", "threads" or "fork" (`retries` for fork only). Throws
+// std::invalid_argument for another name or no workers. MPI executors are made from an
+// initialised MPI session (runtime/mpi.h).
+std::unique_ptr<Executor> make_executor(const std::string& name, std::size_t workers, std::size_t retries = 0);
 
 // The task function of a compiled PatchCNN: lane group g (its patches' backbones and
 // summed head blocks) on the group's ciphertext g. `half` is required exactly when the

@@ -114,6 +114,20 @@ void write_evaluation_keys(const std::string& path, const ckks::Context& ctx, co
   write_bundle_file(path, secret.key_set, objects);
 }
 
+void write_evaluation_keys(const std::string& path, const ckks::Context& ctx, const nn::HalfRing* half_ring,
+                           const EvaluationKeys& keys) {
+  if ((half_ring != nullptr) != keys.half.has_value())
+    throw std::invalid_argument(half_ring ? "the evaluation keys lack the half ring's keys the model needs"
+                                          : "the evaluation keys have half-ring keys the model does not use");
+  std::vector<StreamedObject> objects{streamed(ckks::save(ctx, keys.relin)), streamed(ckks::save(ctx, keys.galois))};
+  if (half_ring) {
+    objects.push_back(streamed(ckks::save(half_ring->context, keys.half->relin)));
+    objects.push_back(streamed(ckks::save(half_ring->context, keys.half->galois)));
+    objects.push_back(streamed(ckks::save_ring_switch_key(half_ring->switch_context, keys.half->switch_key)));
+  }
+  write_bundle_file(path, keys.key_set, objects);
+}
+
 EvaluationKeys read_evaluation_keys(const std::string& path, const ckks::Context& ctx, const nn::HalfRing* half_ring) {
   return load_mapped_in_place(path, [&](std::span<const std::uint8_t> bytes,
                                         const std::shared_ptr<const ckks::Backing>& mapping) {

@@ -55,6 +55,9 @@ EvaluationKeys make_evaluation_keys(const ckks::Context& ctx, const nn::HalfRing
 // time), so the key set (10 GB in memory for CryptoFaceNet) never is in memory at once.
 void write_evaluation_keys(const std::string& path, const ckks::Context& ctx, const nn::HalfRing* half_ring,
                            const SecretKeyFile& secret, const RotationRequest& rotations);
+// Keys already in memory (e.g. made by make_evaluation_keys), in the same file format.
+void write_evaluation_keys(const std::string& path, const ckks::Context& ctx, const nn::HalfRing* half_ring,
+                           const EvaluationKeys& keys);
 // Refuses a file without (or with) the half ring's keys when `half_ring` is (not) given.
 EvaluationKeys read_evaluation_keys(const std::string& path, const ckks::Context& ctx, const nn::HalfRing* half_ring);
 

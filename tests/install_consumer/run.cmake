@@ -19,3 +19,18 @@ execute_process(COMMAND ${WORK_DIR}/build/consumer RESULT_VARIABLE rc)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "the consumer computed a wrong result")
 endif()
+# The Python package: importable from the installed location, and that location (under
+# the default prefix /usr/local) is on the interpreter's own path.
+if(PYTHON)
+  execute_process(COMMAND ${CMAKE_COMMAND} -E env PYTHONPATH=${prefix}/${PYTHON_DIR}
+                  ${PYTHON} -c "import pfhe, sys; sys.exit(0 if pfhe.__file__.startswith('${prefix}') else 1)"
+                  RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "the installed Python package does not import from ${prefix}/${PYTHON_DIR}")
+  endif()
+  execute_process(COMMAND ${PYTHON} -c "import sys; sys.exit(0 if '/usr/local/${PYTHON_DIR}' in sys.path else 1)"
+                  RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "${PYTHON} does not look in /usr/local/${PYTHON_DIR}: cmake --install would hide the package")
+  endif()
+endif()

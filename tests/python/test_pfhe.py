@@ -1,0 +1,218 @@
+"""The Python package (python/README.md) through Orion's flow, at 128-bit security: models
+written here in torch, exported with torch.onnx.export, fitted, compiled, encrypted, run
+and decrypted; the README's code as written; save/load of every object and the CLI on
+files the package wrote; refused inputs with their messages.
+
+Run by CTest (`python_package`) with PYTHONPATH at the build tree's package and PFHE_CLI
+naming the `pfhe` executable."""
+import os
+import re
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import pfhe
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class Square(nn.Module):
+    def forward(self, x):
+        return x * x
+
+
+class SmallResidual(nn.Module):
+    """Two residual blocks with x^2 activations, a strided convolution and global pooling."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.bn0 = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.a, self.bna = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.down, self.bnd = nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16)
+        self.b, self.bnb = nn.Conv2d(16, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = self.bn0(self.stem(x))
+        x = x + self.bna(self.a(x * x))
+        x = self.bnd(self.down(x))
+        x = x + self.bnb(self.b(x * x))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+class TwoTower(nn.Module):
+    """Two towers of real work from one input, summed: parallel branches for the executors."""
+
+    def __init__(self):
+        super().__init__()
+
+        def tower():
+            return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), Square(),
+                                 nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), Square())
+
+        self.left, self.right = tower(), tower()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = self.left(x) + self.right(x)
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(y, 1), 1))
+
+
+class WithRelu(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x))
+
+
+def randomized(model, seed):
+    """Random weights and batch-norm statistics, in eval mode (what is exported)."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean.copy_(torch.randn(c, generator=gen) * 0.2)
+            m.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.rand(c, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.randn(c, generator=gen) * 0.1)
+    return model.eval()
+
+
+def torch_logits(model, x):
+    """float32 weights evaluated in float64, as pfhe's reference evaluates them."""
+    with torch.no_grad():
+        return model.double()(torch.from_numpy(x[None])).numpy().reshape(-1)
+
+
+def relative_error(got, want):
+    return float(np.abs(got - want).max() / np.abs(want).max())
+
+
+@pytest.fixture(scope="module")
+def residual():
+    """The residual CNN compiled once, with a client and its keys."""
+    model = randomized(SmallResidual(), 7)
+    rng = np.random.default_rng(1)
+    net = pfhe.from_torch(model, torch.randn(1, 3, 16, 16))
+    net.fit(rng.standard_normal((8, 3, 16, 16)))
+    compiled = net.compile(progress=False)
+    client = pfhe.Client(compiled.spec)
+    return model, net, compiled, client, client.evaluation_keys(progress=False)
+
+
+def test_residual_cnn_matches_torch_on_20_inputs(residual):
+    model, net, compiled, client, keys = residual
+    assert "N=2^" in compiled.spec.parameters and compiled.depth > 0
+    rng = np.random.default_rng(2)
+    worst = 0.0
+    for _ in range(20):
+        x = rng.standard_normal((3, 16, 16))
+        got = client.decrypt(compiled.run(client.encrypt(x), keys=keys, progress=False))
+        want = torch_logits(model, x)
+        worst = max(worst, relative_error(got, want))
+        assert int(np.argmax(got)) == int(np.argmax(want))
+        np.testing.assert_allclose(net.forward(x), want, rtol=0, atol=1e-6 * max(1, np.abs(want).max()))
+    print(f"residual CNN: worst relative error {worst:.2e} over 20 inputs")
+    assert worst < 1e-3
+
+
+def test_weights_shared_through_identity_nodes_import():
+    """Regression: batch norms with default statistics give equal folded biases, which the
+    export shares through Identity nodes of a constant; the importer refused them."""
+    model = SmallResidual().eval()
+    x = np.random.default_rng(9).standard_normal((3, 16, 16))
+    net = pfhe.from_torch(model, torch.randn(1, 3, 16, 16))
+    np.testing.assert_allclose(net.forward(x), torch_logits(model, x), rtol=0, atol=1e-6)
+
+
+def test_parallel_branches_byte_identical_on_every_executor():
+    model = randomized(TwoTower(), 3)
+    rng = np.random.default_rng(4)
+    net = pfhe.from_torch(model, torch.randn(1, 1, 8, 8))
+    net.fit(rng.standard_normal((8, 1, 8, 8)))
+    compiled = net.compile(progress=False)
+    assert compiled.branch_tasks == 2
+    client = pfhe.Client(compiled.spec)
+    keys = client.evaluation_keys(progress=False)
+    x = rng.standard_normal((1, 8, 8))
+    ct = client.encrypt(x)
+    outputs = {name: compiled.run(ct, keys=keys, executor=name, workers=2, progress=False).to_bytes()
+               for name in ("seq", "threads", "fork")}
+    assert outputs["threads"] == outputs["seq"] and outputs["fork"] == outputs["seq"]
+    got = client.decrypt(pfhe.Ciphertext.from_bytes(outputs["fork"]))
+    assert relative_error(got, torch_logits(model, x)) < 1e-3
+
+
+def test_readme_flow_runs_as_written():
+    """The README's Python example, executed as it is written there."""
+    readme = open(os.path.join(REPO, "README.md")).read()
+    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    assert len([line for line in code.splitlines() if line.strip() and not line.startswith("#")]) <= 10
+    model = randomized(SmallResidual(), 11)
+    rng = np.random.default_rng(5)
+    scope = {"model": model, "example": torch.randn(1, 3, 16, 16),
+             "calibration": rng.standard_normal((8, 3, 16, 16)), "x": rng.standard_normal((3, 16, 16))}
+    exec(code, scope)
+    assert relative_error(scope["logits"], torch_logits(model, scope["x"])) < 1e-3
+
+
+def test_every_object_saves_loads_and_the_cli_reads_it(residual, tmp_path):
+    model, net, compiled, client, keys = residual
+    x = np.random.default_rng(6).standard_normal((3, 16, 16))
+    compiled.save(str(tmp_path / "srv"))
+    client.save(str(tmp_path / "cli"))
+    keys.save(str(tmp_path / "ek"))
+    client.encrypt(x).save(str(tmp_path / "x.cts"))
+    net.save(str(tmp_path / "model.pfhm"))
+    assert oct(os.stat(tmp_path / "cli" / "secret.key").st_mode & 0o777) == "0o600"
+
+    loaded = pfhe.load_compiled(str(tmp_path / "srv"))
+    again = pfhe.Client.load(str(tmp_path / "cli"))
+    assert again.key_set == client.key_set
+    loaded_keys = pfhe.EvaluationKeys.load(str(tmp_path / "ek"), pfhe.Spec.load(str(tmp_path / "srv")))
+    ct = pfhe.Ciphertext.load(str(tmp_path / "x.cts"))
+    out = loaded.run(ct, keys=loaded_keys, progress=False)
+    assert out.to_bytes() == compiled.run(ct, keys=keys, progress=False).to_bytes()
+    got = again.decrypt(out)
+    assert relative_error(got, torch_logits(model, x)) < 1e-3
+    assert np.array_equal(pfhe.load_model(str(tmp_path / "model.pfhm")).forward(x), net.forward(x))
+
+    # The CLI runs the files the package wrote, and its result decrypts here.
+    cli = os.environ["PFHE_CLI"]
+    subprocess.run([cli, "infer", "--params", tmp_path / "srv" / "params.pfhe", "--model",
+                    tmp_path / "srv" / "model.pfhc", "--eval-keys", tmp_path / "ek", "--input", tmp_path / "x.cts",
+                    "--out", tmp_path / "y.ct"], check=True, capture_output=True)
+    cli_result = pfhe.Ciphertext.load(str(tmp_path / "y.ct"))
+    assert cli_result.to_bytes() == out.to_bytes()
+    np.testing.assert_array_equal(again.decrypt(cli_result), got)
+
+
+def test_refused_inputs_raise_with_pfhe_message(residual, tmp_path):
+    model, net, compiled, client, keys = residual
+    with pytest.raises(ValueError, match=r"shape \(3, 16, 16\).*got \(3, 8, 8\)"):
+        client.encrypt(np.zeros((3, 8, 8)))
+    with pytest.raises(ValueError, match="NaN"):
+        client.encrypt(np.full((3, 16, 16), np.nan))
+    with pytest.raises(ValueError, match="unknown executor 'gpu'"):
+        compiled.run(client.encrypt(np.zeros((3, 16, 16))), keys=keys, executor="gpu")
+    with pytest.raises(ValueError, match="call fit"):
+        pfhe.from_torch(randomized(SmallResidual(), 1), torch.randn(1, 3, 16, 16)).compile()
+    with pytest.raises(ValueError, match=r"node '.*' \(Relu\)"):
+        pfhe.from_torch(WithRelu(), torch.randn(1, 1, 8, 8))
+    # A flipped byte in a ciphertext, and another client's input.
+    damaged = bytearray(client.encrypt(np.zeros((3, 16, 16))).to_bytes())
+    damaged[len(damaged) // 2] ^= 1
+    with pytest.raises(ValueError, match="checksum"):
+        pfhe.Ciphertext.from_bytes(bytes(damaged))
+    stranger = pfhe.Client(compiled.spec)
+    with pytest.raises(ValueError, match="key set"):
+        compiled.run(stranger.encrypt(np.zeros((3, 16, 16))), keys=keys, progress=False)
+    (tmp_path / "garbage").write_bytes(b"not a pfhe file at all, but long enough to need a trailer")
+    with pytest.raises(ValueError):
+        pfhe.Ciphertext.load(str(tmp_path / "garbage"))
