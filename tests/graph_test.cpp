@@ -9,6 +9,7 @@
 #include "nn/compiled_graph.h"
 #include "nn/fit.h"
 #include "nn/graph_file.h"
+#include "nn/linear_map.h"
 #include "nn/model_container.h"
 #include "nn/precision.h"
 #include "nn/synthetic.h"
@@ -237,6 +238,56 @@ TEST_F(CompiledGraphTest, PlanHasTheSameRotationKeys) {
   test::ModelKeys keys(ctx_, plan.rotation_levels());
   const ckks::Ciphertext in = keys.encryptor.encrypt(enc_.encode(plan.pack_input(input_image(1)), kLevels, scale));
   EXPECT_THROW(plan.run(keys.eval, in), std::logic_error);
+}
+
+// Valid (unpadded) convolutions, as in LeNet: each output stays on its input's slot grid
+// (nn/layout.h), in the grid's top-left corner, through pooling, a second valid
+// convolution, a padded one and a residual sum, to a linear head; the stored form keeps
+// the grids. A convolution whose output would outgrow the grid is refused with the reason.
+TEST_F(CompiledGraphTest, ValidConvolutionsKeepTheirInputGrid) {
+  Graph g({1, 12, 12});
+  const auto valid = [](std::size_t cin, std::size_t cout, std::uint64_t seed) {
+    Conv2d c = conv(cin, cout, 1, true, seed);
+    c.padding = 0;
+    return c;
+  };
+  std::size_t x = g.add("conv1", valid(1, 4, 1), 0);  // 10 x 10 on the 12 x 12 grid
+  x = g.add("square1", PolynomialActivation{{0.0, 0.5, 0.5}}, x);
+  x = g.add("pool1", AvgPool2d{2, 2}, x);  // 5 x 5 at gap 2
+  x = g.add("conv2", valid(4, 4, 2), x);   // 3 x 3 at gap 2
+  const std::size_t y = g.add("conv3", conv(4, 4, 1, false, 3), x);  // padded: stays 3 x 3
+  x = g.add("residual", Add{}, {x, y});
+  x = g.add("square2", PolynomialActivation{{0.0, 0.5, 0.5}}, x);
+  x = g.add("flatten", Flatten{}, x);
+  g.add("fc", Linear{36, 3, uniform(108, -0.3, 0.3, 4), uniform(3, -0.1, 0.1, 5)}, x);
+  const double scale = ctx_.params().default_scale();
+  const CompiledGraph compiled = CompiledGraph::compile(g, enc_, kLevels, scale);
+  const CompiledGraph loaded = CompiledGraph::load(enc_, compiled.save());
+  test::ModelKeys keys(ctx_, compiled.rotation_levels());
+  Tensor image({1, 12, 12});
+  image.data = uniform(image.data.size(), -1, 1, 6);
+  const ckks::Ciphertext in = keys.encryptor.encrypt(enc_.encode(compiled.pack_input(image), kLevels, scale));
+  const ckks::Ciphertext out = compiled.run(keys.eval, in);
+  EXPECT_EQ(ckks::save(ctx_, out), ckks::save(ctx_, loaded.run(keys.eval, in)));
+  const Tensor got = compiled.unpack_output(enc_.decode_real(keys.decryptor.decrypt(out)));
+  EXPECT_LT(precision_of(got, g.forward(image)).relative, 1e-5);
+
+  // The layouts on a larger grid, and their checks.
+  const Layout in_layout{{1, 12, 12}, 1, 2048};
+  const Layout conv1_out = conv_output_layout(valid(1, 4, 1), in_layout);
+  EXPECT_EQ(conv1_out.grid_rows, 12u);
+  EXPECT_EQ(conv1_out.slot(0, 9, 9), 9u * 12 + 9);
+  Layout smaller = conv1_out;
+  smaller.grid_rows = smaller.grid_cols = 8;  // less than the 10 x 10 tensor needs
+  EXPECT_THROW(smaller.validate(), std::invalid_argument);
+  Conv2d growing = conv(1, 4, 1, true, 7);
+  growing.padding = 2;  // a 3 x 3 kernel padded by 2: 14 x 14 out of 12 x 12
+  try {
+    conv_output_layout(growing, in_layout);
+    FAIL() << "no exception";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("does not fit the input's 12x12 slot grid"), std::string::npos) << e.what();
+  }
 }
 
 TEST_F(CompiledGraphTest, TooDeepOrUnsupportedGraphsFailNamingTheNode) {

@@ -422,6 +422,21 @@ int run_inference(const InferOptions& o, const runtime::Server& server, runtime:
   progress("encrypted %s in %.2f s (executor %.2f s, serialization/transfer %.3f s) -> %s",
            server.key_set().spec().classifier ? "logits" : "embedding", infer_s, stats.seconds,
            stats.transfer_seconds, o.out.c_str());
+  nlohmann::json steps = nlohmann::json::array();
+  for (const auto& step : stats.steps)
+    steps.push_back({{"name", step.name}, {"level", step.level}, {"seconds", step.seconds}});
+  if (!stats.steps.empty()) {
+    auto slowest = stats.steps;
+    std::sort(slowest.begin(), slowest.end(), [](const auto& a, const auto& b) { return a.seconds > b.seconds; });
+    slowest.resize(std::min<std::size_t>(slowest.size(), 3));
+    std::string line;
+    for (const auto& step : slowest) {
+      char seconds[32];
+      std::snprintf(seconds, sizeof seconds, " %.2f s;", step.seconds);
+      line += " " + step.name + seconds;
+    }
+    progress("slowest steps outside the branches:%s (all of them: --json)", line.c_str());
+  }
   write_json_report(o.json, {{"executor", executor.name()},
                              {"workers", executor.workers()},
                              {"load_seconds", load_s},
@@ -430,6 +445,7 @@ int run_inference(const InferOptions& o, const runtime::Server& server, runtime:
                              {"task_seconds", stats.task_seconds},
                              {"transfer_seconds", stats.transfer_seconds},
                              {"transfer_bytes", stats.transfer_bytes},
+                             {"steps", steps},
                              {"peak_rss_gb", runtime::peak_rss_gb()}});
   return 0;
 }
@@ -627,29 +643,37 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--model", serve.model, "model.pfhc from compile, or a model file")
       ->required()
       ->check(CLI::ExistingFile);
-  serve_cmd->add_option("--state-dir", serve.state_dir, "registered key sets (kept across restarts) and the port")
+  serve_cmd->add_option("--state-dir", serve.state_dir,
+                        "registered key sets and the job journal (kept across restarts), and the port")
       ->required();
   serve_cmd->add_option("--host", serve.host)->capture_default_str();
   serve_cmd->add_option("--port", serve.port, "0: any free port")->capture_default_str()->check(CLI::Range(0, 65535));
-  serve_cmd->add_option("--workers", serve.workers, "threads per inference")->capture_default_str();
-  serve_cmd->add_option("--max-requests", serve.max_requests, "inferences at once; more get HTTP 503")
+  serve_cmd->add_option("--workers", serve.workers, "threads per job")->capture_default_str();
+  serve_cmd->add_option("--max-requests", serve.max_requests, "jobs running at once")->capture_default_str();
+  serve_cmd->add_option("--max-queue", serve.max_queue, "jobs waiting or running; more get HTTP 503")
       ->capture_default_str();
-  std::string server_url;
+  std::string server_url, job;
   auto* client_cmd = app.add_subcommand("client", "client: talk to a pfhe serve");
   client_cmd->require_subcommand(1);
   auto* client_health = client_cmd->add_subcommand("health", "print the server's state (JSON)");
+  auto* client_metrics = client_cmd->add_subcommand("metrics", "print the server's counters (JSON)");
   auto* client_register = client_cmd->add_subcommand("register", "send the evaluation keys to the server");
-  auto* client_infer = client_cmd->add_subcommand("infer", "send encrypted input, receive the encrypted result");
+  auto* client_submit = client_cmd->add_subcommand("submit", "send encrypted input; print its job id");
+  auto* client_status = client_cmd->add_subcommand("status", "print a job's state (JSON)");
+  auto* client_fetch = client_cmd->add_subcommand("fetch", "wait for a job and write its encrypted result");
+  auto* client_infer = client_cmd->add_subcommand("infer", "submit encrypted input, wait, write the encrypted result");
   double client_wait = 600;
-  for (auto* c : {client_health, client_register, client_infer})
+  for (auto* c : {client_health, client_metrics, client_register, client_submit, client_status, client_fetch,
+                  client_infer})
     c->add_option("--server", server_url, "http://host:port")->required();
-  for (auto* c : {client_register, client_infer})
-    c->add_option("--wait", client_wait, "seconds to keep asking a busy or restarting server")
+  for (auto* c : {client_register, client_submit, client_fetch, client_infer})
+    c->add_option("--wait", client_wait, "seconds to wait for the job and to keep asking a busy or restarting server")
         ->capture_default_str()
         ->check(CLI::Range(0.0, 86400.0));
   client_register->add_option("--eval-keys", keys)->required()->check(CLI::ExistingFile);
-  client_infer->add_option("--input", input)->required()->check(CLI::ExistingFile);
-  client_infer->add_option("--out", out)->required();
+  for (auto* c : {client_submit, client_infer}) c->add_option("--input", input)->required()->check(CLI::ExistingFile);
+  for (auto* c : {client_status, client_fetch}) c->add_option("--job", job, "the id submit printed")->required();
+  for (auto* c : {client_fetch, client_infer}) c->add_option("--out", out)->required();
 
   auto* decrypt = app.add_subcommand("decrypt", "client: decrypt an embedding, logits or a match score");
   decrypt->add_option("--spec", dec.spec)->required()->check(CLI::ExistingFile);
@@ -676,6 +700,10 @@ int main(int argc, char** argv) {
     if (*serve_cmd) return app::run_serve(serve);
     if (*client_health) return app::run_client_health(server_url);
     if (*client_register) return app::run_client_register(server_url, keys, client_wait);
+    if (*client_metrics) return app::run_client_metrics(server_url);
+    if (*client_submit) return app::run_client_submit(server_url, input, client_wait);
+    if (*client_status) return app::run_client_status(server_url, job);
+    if (*client_fetch) return app::run_client_fetch(server_url, job, out, client_wait);
     if (*client_infer) return app::run_client_infer(server_url, input, out, client_wait);
     if (*decrypt) {
       if (dec.model.empty() != dec.image.empty())

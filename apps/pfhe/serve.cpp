@@ -1,10 +1,12 @@
 #include "serve.h"
 
 #include <httplib.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -15,10 +17,12 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <shared_mutex>
+#include <thread>
 #include <utility>
 
 #include "ckks/checksum.h"
 #include "ckks/serialization.h"
+#include "job_queue.h"
 #include "runtime/client_server.h"
 #include "runtime/process_stats.h"
 
@@ -120,44 +124,77 @@ void guarded(const char* what, httplib::Response& res, Handle&& handle) {
   }
 }
 
-// One more inference, unless max are running.
-class InFlight {
- public:
-  InFlight(std::atomic<std::size_t>& count, std::size_t max) : count_(count) {
-    std::size_t now = count_.load();
-    do {
-      if (now >= max) return;
-    } while (!count_.compare_exchange_weak(now, now + 1));
-    admitted_ = true;
-  }
-  ~InFlight() {
-    if (admitted_) --count_;
-  }
-  bool admitted() const { return admitted_; }
+}  // namespace
 
- private:
-  std::atomic<std::size_t>& count_;
-  bool admitted_ = false;
-};
+namespace {
+
+// The job every submitted input becomes: its key set's inference on the thread executor.
+JobOutput run_inference_job(const runtime::ServedModel& model, const KeyRegistry& keys, std::size_t workers,
+                            std::span<const std::uint8_t> bytes) {
+  JobOutput out;
+  auto t = Clock::now();
+  const runtime::CiphertextFile input = runtime::parse_ciphertext_file(bytes, model.context(), "the encrypted input");
+  const auto set = keys.find(input.key_set);
+  if (!set) throw std::invalid_argument("key set " + ckks::checksum_hex(input.key_set) + " is no longer registered");
+  out.stage_seconds["parse"] = seconds_since(t);
+  t = Clock::now();
+  const auto executor = runtime::make_thread_executor(workers);
+  const runtime::CiphertextFile result = set->infer(input, *executor);
+  out.stage_seconds["infer"] = seconds_since(t);
+  t = Clock::now();
+  out.result = runtime::ciphertext_file_bytes(set->output_context(), result);
+  out.stage_seconds["serialize"] = seconds_since(t);
+  log("job for key set %s done in %.2f s", ckks::checksum_hex(input.key_set).c_str(), out.stage_seconds["infer"]);
+  return out;
+}
+
+nlohmann::json status_json(const std::string& id, const JobStatus& s) {
+  nlohmann::json j = {{"job", id}, {"state", job_state_name(s.state)}};
+  if (s.state == JobState::kQueued) j["position"] = s.position;
+  if (s.state == JobState::kDone || s.state == JobState::kFailed) j["seconds"] = s.run_seconds;
+  if (s.state == JobState::kFailed) j["error"] = s.error;
+  return j;
+}
+
+void reply_json(httplib::Response& res, int status, const nlohmann::json& j) {
+  res.status = status;
+  res.set_content(j.dump() + "\n", "application/json");
+}
+
+// SIGTERM and SIGINT are blocked in every thread (set before any is made) and taken by
+// one thread with sigwait, which drains the service: no new jobs, the running ones finish,
+// the queued ones stay journaled for the next start.
+sigset_t termination_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  return set;
+}
 
 }  // namespace
 
 int run_serve(const ServeOptions& o) {
   if (o.workers == 0 || o.max_requests == 0) throw std::invalid_argument("--workers and --max-requests must be >= 1");
+  if (o.max_queue < o.max_requests) throw std::invalid_argument("--max-queue must be at least --max-requests");
+  const sigset_t signals = termination_signals();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   const auto start = Clock::now();
   log("loading parameters and model");
   const runtime::ServedModel model(o.params, o.model);
   KeyRegistry keys(model, fs::path(o.state_dir) / "keys");
-  log("loaded in %.1f s: %s model, %zu registered key set(s)", seconds_since(start), model.graph() ? "graph" : "PatchCNN",
-      keys.size());
-  std::atomic<std::size_t> in_flight{0};
+  JobQueue jobs(fs::path(o.state_dir) / "jobs", o.max_requests, o.max_queue,
+                [&](std::span<const std::uint8_t> input) { return run_inference_job(model, keys, o.workers, input); });
+  const JobMetrics journal = jobs.metrics();
+  log("loaded in %.1f s: %s model, %zu registered key set(s), %zu journaled job(s) to run", seconds_since(start),
+      model.graph() ? "graph" : "PatchCNN", keys.size(), journal.queued);
 
   httplib::Server server;
   server.set_payload_max_length(std::size_t{1} << 40);  // key uploads stream to disk
-  // An inference's body is read into memory: one announced larger than any encrypted
-  // input is refused before it is read.
+  // A job's input is read into memory: one announced larger than any encrypted input is
+  // refused before it is read.
   server.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
-    if (req.path != "/v1/infer" || req.get_header_value<std::uint64_t>("Content-Length") <= kMaxRequestBytes)
+    if (req.path != "/v1/jobs" || req.get_header_value<std::uint64_t>("Content-Length") <= kMaxRequestBytes)
       return httplib::Server::HandlerResponse::Unhandled;
     reply_error(res, 413, "the encrypted input is too large");
     return httplib::Server::HandlerResponse::Handled;
@@ -165,11 +202,24 @@ int run_serve(const ServeOptions& o) {
   server.set_read_timeout(600, 0);
   server.set_write_timeout(600, 0);
   server.Get("/v1/health", [&](const httplib::Request&, httplib::Response& res) {
-    const nlohmann::json j = {{"model", model.graph() ? "graph" : "patch_cnn"},
-                              {"key_sets", keys.size()},
-                              {"inferences_running", in_flight.load()},
-                              {"max_requests", o.max_requests}};
-    res.set_content(j.dump() + "\n", "application/json");
+    const JobMetrics m = jobs.metrics();
+    reply_json(res, 200, {{"model", model.graph() ? "graph" : "patch_cnn"},
+                          {"key_sets", keys.size()},
+                          {"jobs_queued", m.queued},
+                          {"jobs_running", m.running},
+                          {"max_requests", o.max_requests}});
+  });
+  server.Get("/v1/metrics", [&](const httplib::Request&, httplib::Response& res) {
+    const JobMetrics m = jobs.metrics();
+    reply_json(res, 200, {{"jobs_accepted", m.accepted},
+                          {"jobs_queued", m.queued},
+                          {"jobs_running", m.running},
+                          {"jobs_done", m.done},
+                          {"jobs_failed", m.failed},
+                          {"stage_seconds", m.stage_seconds},
+                          {"key_sets", keys.size()},
+                          {"uptime_seconds", seconds_since(start)},
+                          {"peak_rss_gb", runtime::peak_rss_gb()}});
   });
   server.Post("/v1/keys", [&](const httplib::Request&, httplib::Response& res, const httplib::ContentReader& reader) {
     guarded("key registration", res, [&] {
@@ -185,38 +235,63 @@ int run_serve(const ServeOptions& o) {
       }
       const std::uint64_t tag = keys.add(upload);
       log("registered key set %s in %.1f s", ckks::checksum_hex(tag).c_str(), seconds_since(t));
-      res.set_content(nlohmann::json{{"key_set", ckks::checksum_hex(tag)}}.dump() + "\n", "application/json");
+      reply_json(res, 200, {{"key_set", ckks::checksum_hex(tag)}});
     });
   });
-  server.Post("/v1/infer", [&](const httplib::Request& req, httplib::Response& res) {
-    guarded("inference", res, [&] {
+  server.Post("/v1/jobs", [&](const httplib::Request& req, httplib::Response& res) {
+    guarded("job", res, [&] {
       if (req.body.size() > kMaxRequestBytes) return reply_error(res, 413, "the encrypted input is too large");
-      const InFlight slot(in_flight, o.max_requests);
-      if (!slot.admitted()) {
-        res.set_header("Retry-After", "2");
-        log("inference refused: %zu running (--max-requests)", o.max_requests);
-        return reply_error(res, 503, "busy: " + std::to_string(o.max_requests) + " inferences running; retry later");
-      }
-      const auto t = Clock::now();
       const std::span<const std::uint8_t> body(reinterpret_cast<const std::uint8_t*>(req.body.data()), req.body.size());
+      // Checked before it is accepted: a job that is queued can run.
       const runtime::CiphertextFile input = runtime::parse_ciphertext_file(body, model.context(), "the encrypted input");
-      const auto set = keys.find(input.key_set);
-      if (!set)
+      if (!keys.find(input.key_set))
         return reply_error(res, 404, "unknown key set " + ckks::checksum_hex(input.key_set) +
                                          ": register the evaluation keys first (pfhe client register)");
-      const auto executor = runtime::make_thread_executor(o.workers);
-      const runtime::CiphertextFile result = set->infer(input, *executor);
-      const ckks::Bytes bytes = runtime::ciphertext_file_bytes(set->output_context(), result);
+      try {
+        const JobQueue::Submitted job = jobs.submit(body);
+        if (job.is_new) log("job %s accepted for key set %s", job.id.c_str(), ckks::checksum_hex(input.key_set).c_str());
+        reply_json(res, job.is_new ? 202 : 200, status_json(job.id, *jobs.status(job.id)));
+      } catch (const QueueFull& e) {
+        res.set_header("Retry-After", "2");
+        reply_error(res, 503, std::string("busy: ") + e.what() + "; retry later");
+      }
+    });
+  });
+  server.Get(R"(/v1/jobs/([0-9a-f]{16}))", [&](const httplib::Request& req, httplib::Response& res) {
+    const std::string id = req.matches[1];
+    const auto status = jobs.status(id);
+    if (!status) return reply_error(res, 404, "no job " + id);
+    reply_json(res, 200, status_json(id, *status));
+  });
+  server.Get(R"(/v1/jobs/([0-9a-f]{16})/result)", [&](const httplib::Request& req, httplib::Response& res) {
+    guarded("result", res, [&] {
+      const std::string id = req.matches[1];
+      const auto status = jobs.status(id);
+      if (!status) return reply_error(res, 404, "no job " + id);
+      if (status->state == JobState::kFailed) return reply_error(res, 422, "job " + id + " failed: " + status->error);
+      if (status->state != JobState::kDone) return reply_json(res, 409, status_json(id, *status));
+      const ckks::Bytes bytes = jobs.result(id);
       res.set_content(std::string(bytes.begin(), bytes.end()), kBinary);
-      log("inference for key set %s in %.2f s", ckks::checksum_hex(input.key_set).c_str(), seconds_since(t));
     });
   });
   const int port = o.port == 0 ? server.bind_to_any_port(o.host) : (server.bind_to_port(o.host, o.port) ? o.port : -1);
   if (port < 0) throw std::runtime_error("cannot listen on " + o.host + ":" + std::to_string(o.port));
   ckks::write_text_file((fs::path(o.state_dir) / "port").string(), std::to_string(port) + "\n");
-  log("serving on http://%s:%d (%zu worker threads per inference, at most %zu at once)", o.host.c_str(), port,
-      o.workers, o.max_requests);
-  if (!server.listen_after_bind()) throw std::runtime_error("the server stopped listening");
+  std::atomic<bool> stopping{false};
+  std::thread terminator([&] {
+    int signal = 0;
+    sigwait(&signals, &signal);
+    if (!stopping.exchange(true)) log("signal %d: draining (running jobs finish, queued ones stay journaled)", signal);
+    jobs.drain();
+    server.stop();
+  });
+  log("serving on http://%s:%d (%zu jobs at once with %zu worker threads each, up to %zu waiting or running)",
+      o.host.c_str(), port, o.max_requests, o.workers, o.max_queue);
+  const bool listened = server.listen_after_bind();
+  if (!stopping.exchange(true)) pthread_kill(terminator.native_handle(), SIGTERM);  // not stopped by a signal
+  terminator.join();
+  if (!listened) throw std::runtime_error("the server stopped listening");
+  log("stopped");
   return 0;
 }
 
@@ -232,9 +307,9 @@ httplib::Client connect(const std::string& server) {
 }
 
 // The body of a successful reply, or an error naming the server and its message.
-std::string expect_ok(const httplib::Result& res, const std::string& server) {
+std::string expect_ok(const httplib::Result& res, const std::string& server, std::initializer_list<int> also_ok = {}) {
   if (!res) throw std::runtime_error(server + ": " + httplib::to_string(res.error()));
-  if (res->status != 200) {
+  if (res->status != 200 && std::find(also_ok.begin(), also_ok.end(), res->status) == also_ok.end()) {
     std::string message = res->body;
     while (!message.empty() && message.back() == '\n') message.pop_back();
     throw std::runtime_error(server + " (HTTP " + std::to_string(res->status) + "): " + message);
@@ -275,6 +350,12 @@ int run_client_health(const std::string& server) {
   return 0;
 }
 
+int run_client_metrics(const std::string& server) {
+  httplib::Client client = connect(server);
+  std::printf("%s", expect_ok(client.Get("/v1/metrics"), server).c_str());
+  return 0;
+}
+
 int run_client_register(const std::string& server, const std::string& keys_path, double wait) {
   const auto size = static_cast<std::size_t>(fs::file_size(keys_path));
   std::ifstream in(keys_path, std::ios::binary);
@@ -293,19 +374,80 @@ int run_client_register(const std::string& server, const std::string& keys_path,
   return 0;
 }
 
-int run_client_infer(const std::string& server, const std::string& input_path, const std::string& out, double wait) {
-  std::ifstream in(input_path, std::ios::binary);
-  if (!in) throw std::invalid_argument(input_path + ": cannot open");
-  const std::string body((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  httplib::Client client = connect(server);
-  const auto t = Clock::now();
+namespace {
+
+std::string read_whole(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::invalid_argument(path + ": cannot open");
+  return {(std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()};
+}
+
+// Submits the encrypted input; returns the job id (the same for the same bytes).
+std::string submit(httplib::Client& client, const std::string& server, const std::string& body, double wait) {
   const std::string reply =
-      expect_ok(send_with_retries([&] { return client.Post("/v1/infer", body, kBinary); }, wait), server);
+      expect_ok(send_with_retries([&] { return client.Post("/v1/jobs", body, kBinary); }, wait), server, {202});
+  return nlohmann::json::parse(reply).at("job").get<std::string>();
+}
+
+// Waits for the job (printing its state as it changes) and returns its result's bytes.
+std::string fetch(httplib::Client& client, const std::string& server, const std::string& job, double wait) {
+  if (!JobQueue::is_job_id(job)) throw std::invalid_argument("--job: not a job id (16 hex digits): " + job);
+  const auto start = Clock::now();
+  std::string last_state;
+  for (double delay = 0.2;; delay = std::min(delay * 1.5, 2.0)) {
+    httplib::Result res =
+        send_with_retries([&] { return client.Get("/v1/jobs/" + job + "/result"); }, wait - seconds_since(start));
+    if (res && res->status == 200) return res->body;
+    if (!res || res->status != 409) expect_ok(res, server);  // throws with the server's message
+    const auto state = nlohmann::json::parse(res->body);
+    std::string now = state.at("state").get<std::string>();
+    if (state.contains("position")) now += " (position " + std::to_string(state.at("position").get<int>()) + ")";
+    if (now != last_state) std::fprintf(stderr, "[pfhe] job %s: %s\n", job.c_str(), now.c_str());
+    last_state = now;
+    if (seconds_since(start) >= wait)
+      throw std::runtime_error(server + ": job " + job + " not done after " + std::to_string(wait) + " s (" + now +
+                               "); fetch it later with pfhe client fetch --job " + job);
+    ::usleep(static_cast<useconds_t>(delay * 1e6));
+  }
+}
+
+void write_result(const std::string& reply, const std::string& out) {
   const std::span<const std::uint8_t> bytes(reinterpret_cast<const std::uint8_t*>(reply.data()), reply.size());
   ckks::verify_trailer(bytes, "the server's reply");  // a damaged reply is not written as a result
   ckks::write_raw_file(out, bytes);
-  std::fprintf(stderr, "[pfhe] encrypted result from %s in %.2f s -> %s\n", server.c_str(), seconds_since(t),
-               out.c_str());
+}
+
+}  // namespace
+
+int run_client_submit(const std::string& server, const std::string& input_path, double wait) {
+  const std::string body = read_whole(input_path);
+  httplib::Client client = connect(server);
+  std::printf("%s\n", submit(client, server, body, wait).c_str());
+  return 0;
+}
+
+int run_client_status(const std::string& server, const std::string& job) {
+  if (!JobQueue::is_job_id(job)) throw std::invalid_argument("--job: not a job id (16 hex digits): " + job);
+  httplib::Client client = connect(server);
+  std::printf("%s", expect_ok(client.Get("/v1/jobs/" + job), server).c_str());
+  return 0;
+}
+
+int run_client_fetch(const std::string& server, const std::string& job, const std::string& out, double wait) {
+  httplib::Client client = connect(server);
+  write_result(fetch(client, server, job, wait), out);
+  std::fprintf(stderr, "[pfhe] encrypted result of job %s -> %s\n", job.c_str(), out.c_str());
+  return 0;
+}
+
+int run_client_infer(const std::string& server, const std::string& input_path, const std::string& out, double wait) {
+  const std::string body = read_whole(input_path);
+  httplib::Client client = connect(server);
+  const auto t = Clock::now();
+  const std::string job = submit(client, server, body, wait);
+  write_result(fetch(client, server, job, wait), out);
+  std::fprintf(stderr, "[pfhe] encrypted result from %s (job %s) in %.2f s -> %s\n", server.c_str(), job.c_str(),
+               seconds_since(t), out.c_str());
   return 0;
 }
 

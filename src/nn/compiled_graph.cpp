@@ -17,7 +17,8 @@ namespace pfhe::nn {
 namespace {
 
 constexpr char kGraphMagic[4] = {'P', 'F', 'H', 'G'};
-constexpr std::uint32_t kGraphVersion = 1;
+// 2: layouts record their grid (nn/layout.h).
+constexpr std::uint32_t kGraphVersion = 2;
 
 // Compile-time state of one graph node's output: value = multiplier (.) stored, where
 // stored is program value `index` (multiplier empty: all ones).
@@ -234,7 +235,7 @@ CompiledGraph CompiledGraph::compile(const Graph& graph, const ckks::Encoder& en
   g.input_scale_ = scale;
   g.plan_ = mode == Compilation::kPlanOnly;
   const std::size_t slots = encoder.context().n() / 2;
-  g.input_layout_ = with_full_replication(Layout{graph.input_shape(), 1, slots});
+  g.input_layout_ = graph_input_layout(graph.input_shape(), slots);
   std::map<std::string, double> range_of;
   if (ranges)
     for (const LayerRange& r : ranges->ranges) range_of[r.name] = r.max_abs;

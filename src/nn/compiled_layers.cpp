@@ -112,7 +112,8 @@ void pre_encode_within_budget(std::vector<CompiledLinear*> layers, std::size_t b
 }
 
 void save_layout(ckks::ByteWriter& w, const Layout& l) {
-  for (std::size_t v : {l.shape.channels, l.shape.height, l.shape.width, l.gap, l.slots, l.replicas, l.lanes})
+  for (std::size_t v :
+       {l.shape.channels, l.shape.height, l.shape.width, l.gap, l.slots, l.replicas, l.lanes, l.grid_rows, l.grid_cols})
     w.put<std::uint64_t>(v);
   w.put<std::uint8_t>(l.rotated ? 1 : 0);
 }
@@ -127,6 +128,8 @@ Layout load_layout(ckks::ByteReader& r, std::size_t slots) {
   l.slots = r.get_count(what, slots);
   l.replicas = r.get_count(what, slots);
   l.lanes = r.get_count(what, slots);
+  l.grid_rows = r.get_count(what, slots);
+  l.grid_cols = r.get_count(what, slots);
   const auto rotated = r.get<std::uint8_t>(what);
   if (rotated > 1) throw ckks::SerializationError("compiled layer layout: invalid rotated-copies flag");
   l.rotated = rotated == 1;

@@ -2,7 +2,10 @@
 // gap g occupies grids of (H g) x (W g) slots; each grid interleaves g^2 channels inside
 // its g x g cells (multiplexed packing), and ceil(C / g^2) grids follow each other.
 // A stride-s convolution maps gap g to gap g s on the same grid, so its output needs no
-// repacking and every linear layer stays a fixed set of slot diagonals.
+// repacking and every linear layer stays a fixed set of slot diagonals. A layer whose
+// output is smaller than its input's grid can hold (a valid, unpadded convolution; a
+// pooling that drops a border) keeps that grid too: `grid_rows` x `grid_cols` then
+// exceed (H g) x (W g), and the tensor fills the grid's top-left corner.
 //
 // With `replicas` r, the whole span is stored r times back to back. When r * span equals
 // the slot count, a rotation by any offset is cyclic over the span, so a linear layer can
@@ -37,12 +40,14 @@ struct Layout {
   std::size_t replicas = 1;
   std::size_t lanes = 1;
   bool rotated = false;  // copies rotated against each other (see above)
+  // The grid when larger than (H g) x (W g); 0 x 0 otherwise (one form per layout).
+  std::size_t grid_rows = 0, grid_cols = 0;
 
   bool operator==(const Layout&) const = default;
 
   std::size_t lane_slots() const { return slots / lanes; }
-  std::size_t grid_height() const { return shape.height * gap; }
-  std::size_t grid_width() const { return shape.width * gap; }
+  std::size_t grid_height() const { return grid_rows ? grid_rows : shape.height * gap; }
+  std::size_t grid_width() const { return grid_cols ? grid_cols : shape.width * gap; }
   std::size_t channels_per_grid() const { return gap * gap; }
   std::size_t grids() const { return (shape.channels + channels_per_grid() - 1) / channels_per_grid(); }
   // Slots of one copy: the grids rounded up to a power of two, so that replicas of a
@@ -70,6 +75,12 @@ struct Layout {
 
   void validate() const {
     if (gap == 0 || shape.size() == 0) throw std::invalid_argument("Layout: empty tensor or zero gap");
+    if ((grid_rows != 0) != (grid_cols != 0) ||
+        (grid_rows != 0 && (grid_rows < shape.height * gap || grid_cols < shape.width * gap ||
+                            (grid_rows == shape.height * gap && grid_cols == shape.width * gap))))
+      throw std::invalid_argument("Layout: a " + std::to_string(grid_rows) + "x" + std::to_string(grid_cols) +
+                                  " grid must be larger than the tensor " + shape.str() + " at gap " +
+                                  std::to_string(gap) + " needs");
     if (slots == 0 || (slots & (slots - 1)) != 0) throw std::invalid_argument("Layout: slot count must be a power of two");
     if (lanes == 0 || (lanes & (lanes - 1)) != 0 || lanes > slots)
       throw std::invalid_argument("Layout: lane count must be a power of two <= slots");
@@ -82,6 +93,15 @@ struct Layout {
   }
 };
 
+// A layout of `shape` at `gap` on a rows x cols grid (as large as it needs, or larger: the
+// grid then is recorded). Throws std::invalid_argument when the tensor does not fit.
+Layout on_grid(const Shape& shape, std::size_t gap, std::size_t rows, std::size_t cols, std::size_t slots,
+               std::size_t lanes);
+// Where a graph puts its input: gap 1 on a grid of power-of-two sides (28 x 28 on 32 x 32),
+// so that every span is a power of two and layouts replicate cyclically (a convolution
+// then reads C channel offsets, and a dense head splits its rows over the output copies)
+// instead of reading one copy at offsets spread over the whole ring.
+Layout graph_input_layout(const Shape& shape, std::size_t slots);
 // The largest replica count that fits (lane slots / span, a power of two when both are).
 Layout with_full_replication(Layout layout);
 // The same layout with rotated copies when it has several and they fit a rotation step

@@ -166,15 +166,36 @@ ckks::Diagonals SlotLinearMap::diagonals() const {
   return d;
 }
 
-Layout conv_output_layout(const Conv2d& conv, const Layout& in) {
-  const Shape out = conv.output_shape(in.shape);
-  if (in.grid_height() % out.height != 0 || in.grid_width() % out.width != 0)
-    throw std::invalid_argument("output " + out.str() + " does not tile the input's " +
-                                std::to_string(in.grid_height()) + "x" + std::to_string(in.grid_width()) +
-                                " slot grid: encrypted convolutions keep the size (padding = kernel / 2) or divide "
-                                "it by their stride");
-  Layout o{out, in.grid_height() / out.height, in.slots, 1, in.lanes};
+Layout on_grid(const Shape& shape, std::size_t gap, std::size_t rows, std::size_t cols, std::size_t slots,
+               std::size_t lanes) {
+  if (shape.height * gap > rows || shape.width * gap > cols)
+    throw std::invalid_argument("output " + shape.str() + " at gap " + std::to_string(gap) + " does not fit the input's " +
+                                std::to_string(rows) + "x" + std::to_string(cols) +
+                                " slot grid (an encrypted layer keeps its input's grid: its output may shrink, not grow)");
+  Layout l{shape, gap, slots, 1, lanes};
+  if (shape.height * gap != rows || shape.width * gap != cols) {
+    l.grid_rows = rows;
+    l.grid_cols = cols;
+  }
+  return l;
+}
+
+Layout graph_input_layout(const Shape& shape, std::size_t slots) {
+  return with_full_replication(
+      on_grid(shape, 1, std::bit_ceil(shape.height), std::bit_ceil(shape.width), slots, 1));
+}
+
+namespace {
+// A strided layer multiplies the gap by its stride on the same grid; the output fills the
+// grid's top-left corner (output (i, j) where input (i s, j s) was).
+Layout strided_output_layout(const Shape& out, std::size_t stride, const Layout& in) {
+  Layout o = on_grid(out, in.gap * stride, in.grid_height(), in.grid_width(), in.slots, in.lanes);
   return in.cyclic() ? with_full_replication(o) : (o.validate(), o);
+}
+}  // namespace
+
+Layout conv_output_layout(const Conv2d& conv, const Layout& in) {
+  return strided_output_layout(conv.output_shape(in.shape), conv.stride, in);
 }
 
 SlotLinearMap lower_conv(const std::vector<Conv2d>& per_lane, const Layout& in, const Layout& out) {
@@ -215,13 +236,7 @@ SlotLinearMap lower_conv(const std::vector<Conv2d>& per_lane, const Layout& in, 
 }
 
 Layout pool_output_layout(const AvgPool2d& pool, const Layout& in) {
-  const Shape out = pool.output_shape(in.shape);
-  if (in.grid_height() % out.height != 0 || in.grid_width() % out.width != 0)
-    throw std::invalid_argument("output " + out.str() + " does not tile the input's " +
-                                std::to_string(in.grid_height()) + "x" + std::to_string(in.grid_width()) +
-                                " slot grid: encrypted pooling divides the size by its stride");
-  Layout o{out, in.grid_height() / out.height, in.slots, 1, in.lanes};
-  return in.cyclic() ? with_full_replication(o) : (o.validate(), o);
+  return strided_output_layout(pool.output_shape(in.shape), pool.stride, in);
 }
 
 SlotLinearMap lower_avg_pool(const AvgPool2d& pool, const Layout& in, const Layout& out) {

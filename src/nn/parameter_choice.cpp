@@ -181,7 +181,7 @@ std::shared_ptr<const HalfRing> chosen_half_ring(const PatchCNN& model, const ck
 GraphNeeds graph_needs(const Graph& graph) {
   constexpr int kPlanLevels = 64;  // more than any ring up to 2^17 holds at 128 bits
   const Shape& in = graph.input_shape();
-  const std::size_t input_span = Layout{in, 1, std::size_t{1} << 30}.span();
+  const std::size_t input_span = on_grid(in, 1, std::bit_ceil(in.height), std::bit_ceil(in.width), 1, 1).span();
   std::string last_error;
   for (int log_n = std::max(12, static_cast<int>(std::bit_width(input_span))); log_n <= 17; ++log_n) {
     ckks::ParameterSpec spec;

@@ -304,8 +304,9 @@ ckks::Ciphertext CompiledPatchCNN::match(const ckks::Evaluator& eval, const ckks
 
 namespace {
 constexpr char kCompiledMagic[4] = {'P', 'F', 'H', 'C'};
-// 2: rotate-and-sum steps per linear layer; 3: rotated copies; 4: the ring switch.
-constexpr std::uint32_t kCompiledVersion = 4;
+// 2: rotate-and-sum steps per linear layer; 3: rotated copies; 4: the ring switch; 5:
+// layouts record their grid (nn/layout.h).
+constexpr std::uint32_t kCompiledVersion = 5;
 }  // namespace
 
 void CompiledPatchCNN::save(const std::function<void(std::span<const std::uint8_t>)>& sink) const {

@@ -21,7 +21,8 @@ namespace {
 
 nlohmann::json layout_json(const nn::Layout& l) {
   return {{"channels", l.shape.channels}, {"height", l.shape.height}, {"width", l.shape.width}, {"gap", l.gap},
-          {"slots", l.slots},           {"replicas", l.replicas},    {"lanes", l.lanes}};
+          {"slots", l.slots},           {"replicas", l.replicas},    {"lanes", l.lanes},
+          {"grid_rows", l.grid_rows},   {"grid_cols", l.grid_cols}};
 }
 
 // Strict readers: nlohmann's get<integer>() converts a float (1e30) with undefined
@@ -49,6 +50,8 @@ nn::Layout layout_from(const nlohmann::json& j) {
   l.slots = unsigned_at(j, "slots", kMaxSlots);
   l.replicas = unsigned_at(j, "replicas", kMaxSlots);
   l.lanes = unsigned_at(j, "lanes", kMaxSlots);
+  l.grid_rows = unsigned_at(j, "grid_rows", kMaxSlots);
+  l.grid_cols = unsigned_at(j, "grid_cols", kMaxSlots);
   l.validate();
   return l;
 }
@@ -92,7 +95,7 @@ std::string ClientSpec::to_json() const {
                         {"parameter_fingerprint", half_ring_fingerprint},
                         {"rotations", rotations_json(half_ring_rotation_levels)}};
   nlohmann::json j = {{"format", "pfhe-client-spec"},
-                            {"version", 4},
+                            {"version", 5},
                             {"parameter_fingerprint", fingerprint},
                             {"image", {{"channels", image.channels}, {"height", image.height}, {"width", image.width}}},
                             {"grid", grid},
@@ -110,8 +113,8 @@ std::string ClientSpec::to_json() const {
 ClientSpec ClientSpec::from_json(const std::string& text) {
   try {
     const nlohmann::json j = nlohmann::json::parse(text);
-    if (j.at("format") != "pfhe-client-spec" || j.at("version") != 4)
-      throw std::invalid_argument("not a version-4 pfhe client spec (rerun pfhe compile)");
+    if (j.at("format") != "pfhe-client-spec" || j.at("version") != 5)
+      throw std::invalid_argument("not a version-5 pfhe client spec (rerun pfhe compile)");
     ClientSpec s;
     s.fingerprint = unsigned_at(j, "parameter_fingerprint", UINT64_MAX);
     const nlohmann::json& image = j.at("image");
@@ -450,7 +453,7 @@ CiphertextFile KeySet::infer_graph(const CiphertextFile& input, Executor& execut
     total.task_seconds.insert(total.task_seconds.end(), run.task_seconds.begin(), run.task_seconds.end());
     return exits;
   };
-  ckks::Ciphertext out = graph.run(evaluators_->big(), input.ciphertexts[0], nullptr, nullptr, runner);
+  ckks::Ciphertext out = graph.run(evaluators_->big(), input.ciphertexts[0], &total.steps, nullptr, runner);
   if (stats) *stats = std::move(total);
   return {keys_.key_set, {std::move(out)}};
 }

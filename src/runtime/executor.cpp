@@ -30,7 +30,7 @@ class SequentialExecutor final : public Executor {
       out.push_back(task(first_task + t, inputs[t]));
       times.push_back(seconds_since(t0));
     }
-    if (stats) *stats = RunStats{seconds_since(start), 0, 0, std::move(times)};
+    if (stats) *stats = RunStats{seconds_since(start), 0, 0, std::move(times), {}};
     return out;
   }
 };
@@ -73,7 +73,7 @@ class ThreadExecutor final : public Executor {
           throw std::runtime_error("task " + std::to_string(first_task + t) + " failed: " + e.what());
         }
       }
-    if (stats) *stats = RunStats{seconds_since(start), 0, 0, std::move(times)};
+    if (stats) *stats = RunStats{seconds_since(start), 0, 0, std::move(times), {}};
     return out;
   }
 

@@ -36,6 +36,9 @@ struct RunStats {
   double transfer_seconds = 0;   // serializing, moving and validating ciphertexts (fork / MPI)
   std::size_t transfer_bytes = 0;
   std::vector<double> task_seconds;  // per task, measured where it ran
+  // A graph's steps run in place (outside its parallel regions), in order; empty for a
+  // PatchCNN. Filled by KeySet::infer.
+  std::vector<nn::CompiledGraph::StepTiming> steps;
 };
 
 class Executor {

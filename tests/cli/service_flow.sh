@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # `pfhe serve` / `pfhe client` (issue 22): a two-tower graph served over HTTP. The service's
-# result equals `pfhe infer`'s byte for byte; registered keys survive a restart; a busy
-# server (--max-requests 1) or one restarting makes clients wait, not fail; bad requests
-# get clear errors and the service keeps running.
+# result equals `pfhe infer`'s byte for byte; the same input is the same job; registered
+# keys and accepted jobs survive a restart, a SIGKILL included (queued jobs run after it);
+# SIGTERM drains (the running job finishes); a full queue or a restarting server makes
+# clients wait, not fail; bad requests and a client gone mid-upload get clear errors or
+# nothing, and the service keeps running.
 #   service_flow.sh PFHE_BINARY
 set -euo pipefail
 pfhe=$1
@@ -24,7 +26,7 @@ spec=(--spec srv/client.json --params srv/params.pfhe)
 start_server() {  # start_server [PORT]
   rm -f state/port
   "$pfhe" serve --params srv/params.pfhe --model srv/model.pfhc --state-dir state --port "${1:-0}" --max-requests 1 \
-    2>> serve.log &
+    --max-queue 2 2>> serve.log &
   server_pid=$!
   for _ in $(seq 1 120); do [ -s state/port ] && break; sleep 0.5; done
   [ -s state/port ] || fail "the server did not start"
@@ -38,6 +40,13 @@ grep -q "HTTP 404.*unknown key set.*register the evaluation keys first" err.txt 
 "$pfhe" client register --server "$url" --eval-keys ek | grep -q "registered key set" || fail "register"
 "$pfhe" client infer --server "$url" --input a.cts --out served.ct 2> /dev/null
 cmp local.ct served.ct || fail "the service's result differs from pfhe infer's"
+# The job API: the same input is the same (done) job; its status and result stay.
+job=$("$pfhe" client submit --server "$url" --input a.cts)
+"$pfhe" client status --server "$url" --job "$job" | grep -q '"state":"done"' || fail "status of a done job"
+"$pfhe" client fetch --server "$url" --job "$job" --out fetched.ct 2> /dev/null
+cmp local.ct fetched.ct || fail "fetched result"
+if "$pfhe" client status --server "$url" --job 0123456789abcdef 2> err.txt; then fail "an unknown job has a status"; fi
+grep -q "HTTP 404.*no job 0123456789abcdef" err.txt || { cat err.txt; fail "unknown job message"; }
 "$pfhe" decrypt "${spec[@]}" --secret-key sk --input served.ct > /dev/null
 # Garbage is refused and the service goes on.
 head -c 5000 a.cts > cut.cts
@@ -48,15 +57,57 @@ if "$pfhe" client register --server "$url" --eval-keys bad.keys 2> err.txt; then
 grep -q "HTTP 400" err.txt || { cat err.txt; fail "bad keys message"; }
 # An inference announcing more than any encrypted input is refused before its body is read.
 exec 3<> "/dev/tcp/127.0.0.1/$(cat state/port)"
-printf 'POST /v1/infer HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999999\r\nConnection: close\r\n\r\n' >&3
+printf 'POST /v1/jobs HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999999\r\nConnection: close\r\n\r\n' >&3
 status_line=$(head -n 1 <&3 | tr -d '\r')
 exec 3<&-
 [ "$status_line" = "HTTP/1.1 413 Payload Too Large" ] || fail "oversized request: '$status_line'"
-# Three requests at once with one allowed: the others wait and retry; all give the same bytes.
+# A client that goes away mid-upload leaves no job, and the service goes on.
+accepted=$("$pfhe" client metrics --server "$url" | sed 's/.*"jobs_accepted":\([0-9]*\).*/\1/')
+exec 3<> "/dev/tcp/127.0.0.1/$(cat state/port)"
+printf 'POST /v1/jobs HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n' >&3
+head -c 3000 a.cts >&3
+exec 3<&-
+sleep 1
+"$pfhe" client metrics --server "$url" | grep -q "\"jobs_accepted\":$accepted," || fail "a cut-off upload became a job"
+# Four distinct inputs at once, one job running and two accepted at a time: the others are
+# told the server is busy and ask again; every result equals pfhe infer's.
+for i in 1 2 3 4; do
+  "$pfhe" encrypt "${spec[@]}" --secret-key sk --image a.png --out b$i.cts 2> /dev/null
+  "$pfhe" infer --params srv/params.pfhe --model srv/model.pfhc --eval-keys ek --input b$i.cts --out b$i.local.ct \
+    2> /dev/null
+done
 clients=()
-for i in 1 2 3; do "$pfhe" client infer --server "$url" --input a.cts --out c$i.ct 2> c$i.log & clients+=($!); done
+for i in 1 2 3 4; do "$pfhe" client infer --server "$url" --input b$i.cts --out c$i.ct 2> c$i.log & clients+=($!); done
 for pid in "${clients[@]}"; do wait "$pid" || fail "a concurrent request failed"; done
-for i in 1 2 3; do cmp local.ct c$i.ct || { cat c$i.log; fail "concurrent request $i"; }; done
+for i in 1 2 3 4; do cmp b$i.local.ct c$i.ct || { cat c$i.log; fail "concurrent request $i"; }; done
+cat c?.log | grep -q "the server is busy" || fail "no client was told the queue is full"
+# Jobs accepted and then the server SIGKILLed: after a restart every one of them is done,
+# with the same bytes. (The queue is rebuilt from the journal in state/jobs.)
+for i in 1 2 3 4; do
+  "$pfhe" encrypt "${spec[@]}" --secret-key sk --image a.png --out k$i.cts 2> /dev/null
+  "$pfhe" infer --params srv/params.pfhe --model srv/model.pfhc --eval-keys ek --input k$i.cts --out k$i.local.ct \
+    2> /dev/null
+done
+jobs_before=$(ls state/jobs/*.result | wc -l)
+for i in 1 2; do "$pfhe" client submit --server "$url" --input k$i.cts > k$i.job; done
+kill -9 "$server_pid"; wait "$server_pid" 2> /dev/null || true
+[ "$(ls state/jobs/*.result | wc -l)" -lt "$((jobs_before + 2))" ] || fail "both jobs finished before the kill"
+start_server
+for i in 3 4; do "$pfhe" client submit --server "$url" --input k$i.cts > k$i.job; done
+for i in 1 2 3 4; do
+  "$pfhe" client fetch --server "$url" --job "$(cat k$i.job)" --out k$i.ct 2> /dev/null
+  cmp k$i.local.ct k$i.ct || fail "job $i after the SIGKILL"
+done
+"$pfhe" client metrics --server "$url" | grep -q '"jobs_failed":0' || fail "a job failed"
+# SIGTERM drains: the running job finishes before the server exits (status 0).
+"$pfhe" encrypt "${spec[@]}" --secret-key sk --image a.png --out t.cts 2> /dev/null
+term_job=$("$pfhe" client submit --server "$url" --input t.cts)
+kill -TERM "$server_pid"
+wait "$server_pid" || fail "the server did not exit cleanly on SIGTERM"
+grep -q "draining" serve.log || fail "no drain on SIGTERM"
+start_server
+"$pfhe" client fetch --server "$url" --job "$term_job" --out t.ct 2> /dev/null
+"$pfhe" decrypt "${spec[@]}" --secret-key sk --input t.ct > /dev/null || fail "the drained job's result"
 # A restart keeps the registered key set (no new registration needed), and a request sent
 # while the service is down waits for it instead of failing.
 port=$(cat state/port)

@@ -24,6 +24,21 @@ class Square(nn.Module):
         return x * x
 
 
+class LeNetSquare(nn.Module):
+    """A LeNet-style CNN with x^2 activations, average pooling and an unpadded convolution."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(1, 6, 5, padding=2), nn.BatchNorm2d(6)
+        self.conv2, self.bn2 = nn.Conv2d(6, 16, 5), nn.BatchNorm2d(16)
+        self.fc1, self.fc2 = nn.Linear(16 * 5 * 5, 32), nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = nn.functional.avg_pool2d(self.bn1(self.conv1(x)) ** 2, 2)
+        x = nn.functional.avg_pool2d(self.bn2(self.conv2(x)) ** 2, 2)
+        return self.fc2(0.5 * self.fc1(torch.flatten(x, 1)))
+
+
 class SmallResidual(nn.Module):
     """Two residual blocks with x^2 activations, a strided convolution and global pooling."""
 
@@ -94,31 +109,44 @@ def relative_error(got, want):
     return float(np.abs(got - want).max() / np.abs(want).max())
 
 
-@pytest.fixture(scope="module")
-def residual():
-    """The residual CNN compiled once, with a client and its keys."""
-    model = randomized(SmallResidual(), 7)
-    rng = np.random.default_rng(1)
-    net = pfhe.from_torch(model, torch.randn(1, 3, 16, 16))
-    net.fit(rng.standard_normal((8, 3, 16, 16)))
+def compiled_with_client(model, shape, seed):
+    """A torch model exported, fitted on 8 random inputs and compiled, with a client and its keys."""
+    rng = np.random.default_rng(seed)
+    net = pfhe.from_torch(model, torch.randn(1, *shape))
+    net.fit(rng.standard_normal((8, *shape)))
     compiled = net.compile(progress=False)
     client = pfhe.Client(compiled.spec)
     return model, net, compiled, client, client.evaluation_keys(progress=False)
 
 
-def test_residual_cnn_matches_torch_on_20_inputs(residual):
-    model, net, compiled, client, keys = residual
+@pytest.fixture(scope="module")
+def residual():
+    """The residual CNN compiled once, with a client and its keys."""
+    return compiled_with_client(randomized(SmallResidual(), 7), (3, 16, 16), 1)
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    return compiled_with_client(randomized(LeNetSquare(), 8), (1, 28, 28), 1)
+
+
+@pytest.mark.parametrize("name", ["lenet", "residual"])
+def test_model_matches_torch_on_20_inputs(name, request):
+    """Issue 21's acceptance through the package: 128-bit parameters, 20 inputs, logits
+    within 1e-3 relative of torch's, the same predicted classes."""
+    model, net, compiled, client, keys = request.getfixturevalue(name)
     assert "N=2^" in compiled.spec.parameters and compiled.depth > 0
+    shape = net.input_shape
     rng = np.random.default_rng(2)
     worst = 0.0
     for _ in range(20):
-        x = rng.standard_normal((3, 16, 16))
+        x = rng.standard_normal(shape)
         got = client.decrypt(compiled.run(client.encrypt(x), keys=keys, progress=False))
         want = torch_logits(model, x)
         worst = max(worst, relative_error(got, want))
         assert int(np.argmax(got)) == int(np.argmax(want))
         np.testing.assert_allclose(net.forward(x), want, rtol=0, atol=1e-6 * max(1, np.abs(want).max()))
-    print(f"residual CNN: worst relative error {worst:.2e} over 20 inputs")
+    print(f"{name}: worst relative error {worst:.2e} over 20 inputs")
     assert worst < 1e-3
 
 

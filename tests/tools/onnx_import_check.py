@@ -3,8 +3,8 @@
 exported with torch.onnx.export, with one input and torch's float64 outputs for it.
     onnx_import_check.py WORK_DIR
 WORK_DIR/<name>.onnx, <name>.input.f64 (raw doubles), <name>.input.npy (the same input as a
-(C, H, W) array, for `pfhe encrypt`), <name>.expected.txt (one per line); for the residual
-CNN also 20 more inputs and their logits (residual.<i>.npy, residual.<i>.expected.txt)."""
+(C, H, W) array, for `pfhe encrypt`), <name>.expected.txt (one per line); for the LeNet and
+the residual CNN also 20 more inputs and their logits (<name>.<i>.npy, <name>.<i>.expected.txt)."""
 import sys
 
 import numpy
@@ -109,6 +109,7 @@ def main():
         randomize_batch_norms(m, gen)
     export(lenet, (1, 28, 28), work, "lenet", gen)
     export(residual, (3, 16, 16), work, "residual", gen)
+    write_batch(lenet, (1, 28, 28), work, "lenet", gen, 20)
     write_batch(residual, (3, 16, 16), work, "residual", gen, 20)
     export(WithRelu(), (1, 8, 8), work, "relu", gen)
     export(WithMaxPool(), (1, 8, 8), work, "maxpool", gen)
