@@ -148,7 +148,10 @@ gserver=(--params gsrv/params.pfhe --model gsrv/model.pfhc --eval-keys g.keys --
 "$pfhe" keygen "${gspec[@]}" --secret-key g.key --eval-keys g.keys
 "$pfhe" sample-image --size 8 --seed 3 --out small.png
 "$pfhe" encrypt "${gspec[@]}" --secret-key g.key --image small.png --out g.cts
-"$pfhe" infer "${gserver[@]}" --out g.seq.ct
+"$pfhe" infer "${gserver[@]}" --out g.seq.ct --json g.infer.json
+# The report times every step run outside the branches (here the join and the head).
+python3 -c 'import json,sys; s=json.load(open("g.infer.json"))["steps"]; sys.exit(0 if s and all(x["seconds"] >= 0 and x["name"] for x in s) else 1)' ||
+  fail "graph: no step times in the infer report: $(cat g.infer.json)"
 "$pfhe" infer "${gserver[@]}" --out g.threads.ct --executor threads --workers 2
 "$pfhe" infer "${gserver[@]}" --out g.fork.ct --executor fork --workers 2 2> gfork.txt
 for b in 1 2; do grep -q "branch $b of 2 done" gfork.txt || { cat gfork.txt; fail "no progress for branch $b"; }; done
