@@ -2,6 +2,8 @@
 
 #include <onnx/onnx_pb.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -117,7 +119,7 @@ std::string instead(const std::string& op) {
   if (op == "Reshape" || op == "Shape" || op == "Gather" || op == "Unsqueeze" || op == "Concat")
     return "flatten with torch.flatten(x, 1) (one Flatten node)";
   if (op == "Div") return "divide by a constant as a multiplication by its inverse";
-  return "pfhe imports Conv, BatchNormalization, Gemm, Add, Mul, Pow, AveragePool, GlobalAveragePool, Flatten";
+  return "pfhe imports Conv, BatchNormalization, Gemm, Add, Sub, Mul, Pow, AveragePool, GlobalAveragePool, Flatten";
 }
 
 class Importer {
@@ -133,6 +135,7 @@ class Importer {
     graph_ = &graph;
     for (int i = 0; i < g.node_size(); ++i) add_node(g.node(i), i);
     if (g.output_size() != 1) throw OnnxImportError(what_ + ": the model must have one output");
+    if (polys_.count(g.output(0).name())) materialize(g.output(0).name());
     const auto out = values_.find(g.output(0).name());
     if (out == values_.end() || out->second != graph.output())
       throw OnnxImportError(what_ + ": the output '" + g.output(0).name() + "' is not the last value computed");
@@ -183,7 +186,8 @@ class Importer {
     return it->second;
   }
 
-  std::size_t computed(const onnx::NodeProto& node, int input, const std::string& name) const {
+  std::size_t computed(const onnx::NodeProto& node, int input, const std::string& name) {
+    if (node.input_size() > input && polys_.count(node.input(input))) return materialize(node.input(input));
     const auto v = node.input_size() > input ? value(node.input(input)) : std::nullopt;
     if (!v)
       throw OnnxImportError(what_ + ": node '" + name + "' (" + node.op_type() + "): input " + std::to_string(input) +
@@ -201,12 +205,101 @@ class Importer {
     }
   }
 
+  // Element-wise arithmetic on one value (x*x, a*x*x + b*x + c, x - c, (x*x)*x, ...) is
+  // followed symbolically as a polynomial of that value and becomes one graph node only
+  // when something else reads it: a whole chain costs the levels of one polynomial.
+  struct Poly {
+    std::size_t base = 0;         // the graph value it is a polynomial of
+    std::vector<double> coeffs;   // power basis
+    std::string name;             // the ONNX node that produced it last
+  };
+  static constexpr std::size_t kMaxDegree = 31;
+
+  // Input i as a polynomial: a pending one, or a computed value x (coefficients 0, 1).
+  std::optional<Poly> poly_of(const onnx::NodeProto& node, int input) const {
+    if (const auto p = polys_.find(node.input(input)); p != polys_.end()) return p->second;
+    if (const auto v = value(node.input(input))) return Poly{*v, {0.0, 1.0}, ""};
+    return std::nullopt;
+  }
+
+  // A scalar constant input (nullopt for a value); refuses a constant of several elements.
+  std::optional<double> scalar(const onnx::NodeProto& node, int input, const std::string& where) const {
+    const auto c = constants_.find(node.input(input));
+    if (c == constants_.end() || value(node.input(input)) || polys_.count(node.input(input))) return std::nullopt;
+    if (c->second.size() != 1)
+      throw OnnxImportError(where + ": only scalar constants are supported here (fold a per-channel constant into the "
+                                    "preceding layer's weights or bias)");
+    return c->second.values[0];
+  }
+
+  void define_poly(const onnx::NodeProto& node, const std::string& name, Poly p) {
+    while (p.coeffs.size() > 1 && p.coeffs.back() == 0.0) p.coeffs.pop_back();
+    if (p.coeffs.size() > kMaxDegree + 1)
+      throw OnnxImportError(what_ + ": node '" + name + "' (" + node.op_type() + "): a polynomial of degree " +
+                            std::to_string(p.coeffs.size() - 1) + " (at most " + std::to_string(kMaxDegree) + ")");
+    p.name = name;
+    polys_[node.output(0)] = std::move(p);
+  }
+
+  static Poly product(const Poly& a, const Poly& b) {
+    Poly p{a.base, std::vector<double>(a.coeffs.size() + b.coeffs.size() - 1, 0.0), ""};
+    for (std::size_t i = 0; i < a.coeffs.size(); ++i)
+      for (std::size_t j = 0; j < b.coeffs.size(); ++j) p.coeffs[i + j] += a.coeffs[i] * b.coeffs[j];
+    return p;
+  }
+
+  static Poly sum(const Poly& a, const Poly& b, double b_sign) {
+    Poly p{a.base, a.coeffs, ""};
+    p.coeffs.resize(std::max(a.coeffs.size(), b.coeffs.size()), 0.0);
+    for (std::size_t i = 0; i < b.coeffs.size(); ++i) p.coeffs[i] += b_sign * b.coeffs[i];
+    return p;
+  }
+
+  // The graph node of a pending polynomial: the value itself, a Scale, or a polynomial
+  // activation.
+  std::size_t materialize(const std::string& value_name) {
+    const Poly p = polys_.at(value_name);
+    polys_.erase(value_name);
+    std::size_t index = p.base;
+    try {
+      if (p.coeffs.size() <= 1)
+        throw std::invalid_argument("the value is a constant (" + std::to_string(p.coeffs.front()) + ")");
+      if (p.coeffs.size() == 2 && p.coeffs[0] == 0.0)
+        index = p.coeffs[1] == 1.0 ? p.base : graph_->add(p.name, Scale{p.coeffs[1]}, {p.base});
+      else
+        index = graph_->add(p.name, PolynomialActivation{p.coeffs}, {p.base});
+    } catch (const std::invalid_argument& e) {
+      throw OnnxImportError(what_ + ": node '" + p.name + "': " + e.what());
+    }
+    values_[value_name] = index;
+    return index;
+  }
+
+  // Add, Sub: of two polynomials of one value (one polynomial), of two different values
+  // (a residual join), or of a value and a scalar constant.
+  void add_or_subtract(const onnx::NodeProto& node, const std::string& name, const std::string& where, double sign) {
+    const auto k0 = scalar(node, 0, where), k1 = scalar(node, 1, where);
+    const auto p0 = poly_of(node, 0), p1 = poly_of(node, 1);
+    if ((!k0 && !p0) || (!k1 && !p1)) throw OnnxImportError(where + ": an input is neither a value nor a constant");
+    if (k0 && k1) throw OnnxImportError(where + ": both inputs are constants");
+    if (k1 || k0) {
+      Poly p = k1 ? *p0 : sum(Poly{p1->base, {0.0}, ""}, *p1, sign);  // k0 - x: -x, then + k0
+      p.coeffs[0] += k1 ? sign * *k1 : *k0;
+      return define_poly(node, name, std::move(p));
+    }
+    if (p0->base == p1->base) return define_poly(node, name, sum(*p0, *p1, sign));
+    if (sign > 0) return add(node, name, Add{}, {computed(node, 0, name), computed(node, 1, name)});
+    // a - b of two values: a + (-1) b, the negation folded into b's multiplier.
+    const std::size_t b = computed(node, 1, name);
+    add(node, name, Add{}, {computed(node, 0, name), graph_->add(name + ".negate", Scale{-1.0}, {b})});
+  }
+
   void add_node(const onnx::NodeProto& node, int index) {
     const std::string name = node_name(node, index), op = node.op_type();
     const std::string where = what_ + ": node '" + name + "' (" + op + ")";
     // Every operator read here has at least one output; binary ones need both inputs.
     if (node.output_size() < 1) throw OnnxImportError(where + ": the node has no output");
-    const bool binary = op == "Add" || op == "Mul" || op == "Pow" || op == "Pad";
+    const bool binary = op == "Add" || op == "Sub" || op == "Mul" || op == "Pow" || op == "Pad";
     if (node.input_size() < (op == "Constant" ? 0 : binary ? 2 : 1))
       throw OnnxImportError(where + ": the node lacks inputs");
     if (op == "Constant") {
@@ -250,23 +343,32 @@ class Importer {
       Linear linear{static_cast<std::size_t>(w.dims[1]), static_cast<std::size_t>(w.dims[0]), w.values, {}};
       if (node.input_size() > 2 && !node.input(2).empty()) linear.bias = constant(node, 2, name).values;
       add(node, name, std::move(linear), {computed(node, 0, name)});
-    } else if (op == "Add") {
-      if (!value(node.input(0)) || !value(node.input(1)))
-        throw OnnxImportError(where + ": adding a constant is not supported; fold it into the preceding layer's bias");
-      add(node, name, Add{}, {computed(node, 0, name), computed(node, 1, name)});
+    } else if (op == "Add" || op == "Sub") {
+      add_or_subtract(node, name, where, op == "Add" ? 1.0 : -1.0);
     } else if (op == "Mul") {
-      if (node.input(0) == node.input(1)) {
-        add(node, name, PolynomialActivation{{0.0, 0.0, 1.0}}, {computed(node, 0, name)});
+      const auto k0 = scalar(node, 0, where), k1 = scalar(node, 1, where);
+      const auto p0 = poly_of(node, 0), p1 = poly_of(node, 1);
+      if ((!k0 && !p0) || (!k1 && !p1)) throw OnnxImportError(where + ": an input is neither a value nor a constant");
+      if (k0 || k1) {
+        if (k0 && k1) throw OnnxImportError(where + ": both inputs are constants");
+        Poly p = k0 ? *p1 : *p0;
+        for (double& c : p.coeffs) c *= k0 ? *k0 : *k1;
+        define_poly(node, name, std::move(p));
+      } else if (p0->base == p1->base) {
+        define_poly(node, name, product(*p0, *p1));
       } else {
-        const int c = value(node.input(0)) ? 1 : 0;
-        const Constant& k = constant(node, c, name);
-        if (k.size() != 1) throw OnnxImportError(where + ": only a product by a scalar constant or x * x is supported");
-        add(node, name, Scale{k.values[0]}, {computed(node, 1 - c, name)});
+        throw OnnxImportError(where + ": a product of two different values is not supported (only a value times "
+                                      "itself or a scalar)");
       }
     } else if (op == "Pow") {
       const Constant& e = constant(node, 1, name);
-      if (e.size() != 1 || e.values[0] != 2) throw OnnxImportError(where + ": only the exponent 2 is supported");
-      add(node, name, PolynomialActivation{{0.0, 0.0, 1.0}}, {computed(node, 0, name)});
+      const auto base = poly_of(node, 0);
+      if (!base) throw OnnxImportError(where + ": the base must be a computed value");
+      if (e.size() != 1 || e.values[0] != std::floor(e.values[0]) || e.values[0] < 1 || e.values[0] > 8)
+        throw OnnxImportError(where + ": only integer exponents 1 to 8 are supported");
+      Poly p = *base;
+      for (int k = 1; k < static_cast<int>(e.values[0]); ++k) p = product(p, *base);
+      define_poly(node, name, std::move(p));
     } else if (op == "AveragePool") {
       if (uniform(ints_attribute(node, "pads"), 0, where + ": pads") != 0)
         throw OnnxImportError(where + ": padded average pooling is not supported");
@@ -287,6 +389,7 @@ class Importer {
   std::string what_;
   std::map<std::string, Constant> constants_;
   std::map<std::string, std::size_t> values_;
+  std::map<std::string, Poly> polys_;  // values that are pending polynomials
   Graph* graph_ = nullptr;
 };
 

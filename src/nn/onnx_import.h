@@ -3,9 +3,11 @@
 // library (pfhe_onnx) so that only programs that import link protobuf.
 //
 // Operators: Conv (square kernel, equal strides and pads, group 1, no dilation),
-// BatchNormalization, Gemm (a torch Linear: transB = 1, alpha = beta = 1), Add of two
-// computed values (residual joins), Mul of a value by itself and Pow with exponent 2
-// (x², a polynomial activation), Mul by a scalar constant, AveragePool (no padding),
+// BatchNormalization, Gemm (a torch Linear: transB = 1, alpha = beta = 1), Add and Sub
+// of two computed values (residual joins), element-wise polynomial arithmetic on one value
+// (Mul of a value by itself or by a scalar, Pow with an integer exponent 1-8, Add and Sub
+// of a scalar or of polynomials of the same value: a chain such as a*x*x + b*x + c is
+// followed symbolically and becomes one polynomial-activation node), AveragePool (no padding),
 // GlobalAveragePool, Flatten (axis 1), Identity and Dropout (inference: the identity).
 // Anything else is refused with one line naming the node, its operator and what to use
 // instead (ReLU and other non-polynomial activations: a polynomial activation; MaxPool:

@@ -76,6 +76,24 @@ class TwoTower(nn.Module):
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(y, 1), 1))
 
 
+class PolynomialChain(nn.Module):
+    """Element-wise arithmetic on one value, written out: a*x*x + b*x + c, (x*x)*x - x,
+    and a shift by a constant."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = self.conv1(x)
+        y = 0.1 * y * y + 0.5 * y + 0.2
+        y = self.conv2(y)
+        y = (y * y) * y * 0.05 - y
+        y = nn.functional.adaptive_avg_pool2d(y - 0.3, 1)
+        return self.fc(torch.flatten(y, 1))
+
+
 class WithRelu(nn.Module):
     def __init__(self):
         super().__init__()
@@ -83,6 +101,15 @@ class WithRelu(nn.Module):
 
     def forward(self, x):
         return torch.relu(self.conv(x))
+
+
+class TwoValueProduct(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(1, 2, 3, padding=1)
+
+    def forward(self, x):
+        return self.a(x) * self.b(x)
 
 
 def randomized(model, seed):
@@ -159,6 +186,22 @@ def test_weights_shared_through_identity_nodes_import():
     np.testing.assert_allclose(net.forward(x), torch_logits(model, x), rtol=0, atol=1e-6)
 
 
+def test_polynomial_chains_become_one_node_each():
+    """conv, a*x*x + b*x + c, conv, x^3/20 - x - 0.3 (the shift moves into the polynomial),
+    pooling, flatten, linear: 7 nodes after the input, not one per arithmetic operator."""
+    model = PolynomialChain().eval()
+    rng = np.random.default_rng(12)
+    net = pfhe.from_torch(model, torch.randn(1, 1, 8, 8))
+    assert net.nodes == 8
+    x = rng.standard_normal((1, 8, 8))
+    np.testing.assert_allclose(net.forward(x), torch_logits(model, x), rtol=0, atol=1e-6)
+    net.fit(rng.standard_normal((8, 1, 8, 8)))
+    compiled = net.compile(progress=False)
+    client = pfhe.Client(compiled.spec)
+    got = client.decrypt(compiled.run(client.encrypt(x), keys=client.evaluation_keys(progress=False), progress=False))
+    assert relative_error(got, torch_logits(model, x)) < 1e-3
+
+
 def test_parallel_branches_byte_identical_on_every_executor():
     model = randomized(TwoTower(), 3)
     rng = np.random.default_rng(4)
@@ -233,6 +276,8 @@ def test_refused_inputs_raise_with_pfhe_message(residual, tmp_path):
         pfhe.from_torch(randomized(SmallResidual(), 1), torch.randn(1, 3, 16, 16)).compile()
     with pytest.raises(ValueError, match=r"node '.*' \(Relu\)"):
         pfhe.from_torch(WithRelu(), torch.randn(1, 1, 8, 8))
+    with pytest.raises(ValueError, match=r"\(Mul\): a product of two different values"):
+        pfhe.from_torch(TwoValueProduct(), torch.randn(1, 1, 8, 8))
     # A flipped byte in a ciphertext, and another client's input.
     damaged = bytearray(client.encrypt(np.zeros((3, 16, 16))).to_bytes())
     damaged[len(damaged) // 2] ^= 1
