@@ -652,6 +652,10 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--max-requests", serve.max_requests, "jobs running at once")->capture_default_str();
   serve_cmd->add_option("--max-queue", serve.max_queue, "jobs waiting or running; more get HTTP 503")
       ->capture_default_str();
+  serve_cmd->add_option("--max-loaded-keys", serve.max_loaded_keys,
+                        "key sets kept in memory; the others load when a job needs them")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20));
   std::string server_url, job;
   auto* client_cmd = app.add_subcommand("client", "client: talk to a pfhe serve");
   client_cmd->require_subcommand(1);

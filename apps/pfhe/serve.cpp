@@ -16,13 +16,13 @@
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
-#include <shared_mutex>
 #include <thread>
 #include <utility>
 
 #include "ckks/checksum.h"
 #include "ckks/serialization.h"
 #include "job_queue.h"
+#include "key_registry.h"
 #include "runtime/client_server.h"
 #include "runtime/process_stats.h"
 
@@ -43,67 +43,6 @@ void log(const char* fmt, auto... args) {
 constexpr const char* kBinary = "application/octet-stream";
 // Encrypted inputs and results are tens of MB; evaluation keys (GBs) stream to disk.
 constexpr std::size_t kMaxRequestBytes = std::size_t{4} << 30;
-
-// The key sets clients registered, each checked against the model when it arrives and
-// kept in state_dir/keys/<tag>.keys (written under a temporary name, then renamed, so a
-// crash never leaves a half file under a key-set name).
-class KeyRegistry {
- public:
-  KeyRegistry(const runtime::ServedModel& model, fs::path dir) : model_(model), dir_(std::move(dir)) {
-    fs::create_directories(dir_);
-    for (const auto& entry : fs::directory_iterator(dir_)) {
-      const fs::path& path = entry.path();
-      if (path.filename().string().rfind(".upload-", 0) == 0) {
-        fs::remove(path);  // an upload a previous run did not finish
-      } else if (path.extension() == ".keys") {
-        auto set = std::make_shared<const runtime::KeySet>(model_, path.string());
-        sets_.emplace(set->tag(), std::move(set));
-      }
-    }
-  }
-
-  // Checks the uploaded file and keeps it; returns its key-set tag.
-  std::uint64_t add(const fs::path& upload) {
-    std::shared_ptr<const runtime::KeySet> set;
-    try {
-      set = std::make_shared<const runtime::KeySet>(model_, upload.string());
-    } catch (...) {
-      fs::remove(upload);
-      throw;
-    }
-    const std::uint64_t tag = set->tag();
-    std::unique_lock lock(mutex_);
-    if (sets_.count(tag)) {
-      fs::remove(upload);
-      return tag;
-    }
-    fs::rename(upload, dir_ / (ckks::checksum_hex(tag) + ".keys"));
-    sets_.emplace(tag, std::move(set));
-    return tag;
-  }
-
-  std::shared_ptr<const runtime::KeySet> find(std::uint64_t tag) const {
-    std::shared_lock lock(mutex_);
-    const auto it = sets_.find(tag);
-    return it == sets_.end() ? nullptr : it->second;
-  }
-
-  std::size_t size() const {
-    std::shared_lock lock(mutex_);
-    return sets_.size();
-  }
-
-  fs::path upload_path() {
-    return dir_ / (".upload-" + std::to_string(::getpid()) + "-" + std::to_string(uploads_++));
-  }
-
- private:
-  const runtime::ServedModel& model_;
-  fs::path dir_;
-  mutable std::shared_mutex mutex_;
-  std::map<std::uint64_t, std::shared_ptr<const runtime::KeySet>> sets_;
-  std::atomic<std::uint64_t> uploads_{0};
-};
 
 void reply_error(httplib::Response& res, int status, const std::string& message) {
   res.status = status;
@@ -129,14 +68,15 @@ void guarded(const char* what, httplib::Response& res, Handle&& handle) {
 namespace {
 
 // The job every submitted input becomes: its key set's inference on the thread executor.
-JobOutput run_inference_job(const runtime::ServedModel& model, const KeyRegistry& keys, std::size_t workers,
+JobOutput run_inference_job(const runtime::ServedModel& model, KeyRegistry& keys, std::size_t workers,
                             std::span<const std::uint8_t> bytes) {
   JobOutput out;
   auto t = Clock::now();
   const runtime::CiphertextFile input = runtime::parse_ciphertext_file(bytes, model.context(), "the encrypted input");
-  const auto set = keys.find(input.key_set);
-  if (!set) throw std::invalid_argument("key set " + ckks::checksum_hex(input.key_set) + " is no longer registered");
   out.stage_seconds["parse"] = seconds_since(t);
+  t = Clock::now();
+  const auto set = keys.get(input.key_set);  // loaded here when not in memory
+  out.stage_seconds["keys"] = seconds_since(t);
   t = Clock::now();
   const auto executor = runtime::make_thread_executor(workers);
   const runtime::CiphertextFile result = set->infer(input, *executor);
@@ -182,12 +122,12 @@ int run_serve(const ServeOptions& o) {
   const auto start = Clock::now();
   log("loading parameters and model");
   const runtime::ServedModel model(o.params, o.model);
-  KeyRegistry keys(model, fs::path(o.state_dir) / "keys");
+  KeyRegistry keys(model, fs::path(o.state_dir) / "keys", o.max_loaded_keys);
   JobQueue jobs(fs::path(o.state_dir) / "jobs", o.max_requests, o.max_queue,
                 [&](std::span<const std::uint8_t> input) { return run_inference_job(model, keys, o.workers, input); });
   const JobMetrics journal = jobs.metrics();
   log("loaded in %.1f s: %s model, %zu registered key set(s), %zu journaled job(s) to run", seconds_since(start),
-      model.graph() ? "graph" : "PatchCNN", keys.size(), journal.queued);
+      model.graph() ? "graph" : "PatchCNN", keys.metrics().registered, journal.queued);
 
   httplib::Server server;
   server.set_payload_max_length(std::size_t{1} << 40);  // key uploads stream to disk
@@ -204,20 +144,24 @@ int run_serve(const ServeOptions& o) {
   server.Get("/v1/health", [&](const httplib::Request&, httplib::Response& res) {
     const JobMetrics m = jobs.metrics();
     reply_json(res, 200, {{"model", model.graph() ? "graph" : "patch_cnn"},
-                          {"key_sets", keys.size()},
+                          {"key_sets", keys.metrics().registered},
                           {"jobs_queued", m.queued},
                           {"jobs_running", m.running},
                           {"max_requests", o.max_requests}});
   });
   server.Get("/v1/metrics", [&](const httplib::Request&, httplib::Response& res) {
     const JobMetrics m = jobs.metrics();
+    const KeyCacheMetrics k = keys.metrics();
     reply_json(res, 200, {{"jobs_accepted", m.accepted},
                           {"jobs_queued", m.queued},
                           {"jobs_running", m.running},
                           {"jobs_done", m.done},
                           {"jobs_failed", m.failed},
                           {"stage_seconds", m.stage_seconds},
-                          {"key_sets", keys.size()},
+                          {"key_sets", k.registered},
+                          {"key_sets_loaded", k.loaded},
+                          {"key_set_loads", k.loads},
+                          {"key_load_seconds", k.load_seconds},
                           {"uptime_seconds", seconds_since(start)},
                           {"peak_rss_gb", runtime::peak_rss_gb()}});
   });
@@ -244,7 +188,7 @@ int run_serve(const ServeOptions& o) {
       const std::span<const std::uint8_t> body(reinterpret_cast<const std::uint8_t*>(req.body.data()), req.body.size());
       // Checked before it is accepted: a job that is queued can run.
       const runtime::CiphertextFile input = runtime::parse_ciphertext_file(body, model.context(), "the encrypted input");
-      if (!keys.find(input.key_set))
+      if (!keys.registered(input.key_set))
         return reply_error(res, 404, "unknown key set " + ckks::checksum_hex(input.key_set) +
                                          ": register the evaluation keys first (pfhe client register)");
       try {

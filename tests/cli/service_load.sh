@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Load test of `pfhe serve` (issue 22) on loopback: 4 clients with their own key sets send
-# 6 encrypted inputs each, all at once (24 jobs, 2 running at a time); every result must
+# 6 encrypted inputs each, all at once (24 jobs, 2 running at a time, 2 of the 4 key sets
+# kept in memory: the others are loaded again when a job needs them); every result must
 # equal the bytes `pfhe infer` gives for the same input, no job may fail, and the server's
 # peak RSS after all 24 must stay within 10 % of its peak after the first 12 (memory is
 # bounded by the key sets, the jobs running at once and what the allocator keeps per
@@ -34,7 +35,7 @@ for c in $(seq 1 $clients); do
 done
 
 "$pfhe" serve --params srv/params.pfhe --model srv/model.pfhc --state-dir state --port 0 --max-requests 2 \
-  --max-queue 8 --workers 1 2> serve.log &
+  --max-queue 8 --workers 1 --max-loaded-keys 2 2> serve.log &
 server_pid=$!
 for _ in $(seq 1 120); do [ -s state/port ] && break; sleep 0.5; done
 [ -s state/port ] || fail "the server did not start"
@@ -71,6 +72,10 @@ done
 total=$((clients * per_client))
 [ "$(metric jobs_done)" = "$total" ] || fail "jobs_done is $(metric jobs_done), expected $total"
 [ "$(metric jobs_failed)" = 0 ] || fail "a job failed"
+loads=$(metric key_set_loads)
+[ "$loads" -gt 0 ] || fail "no key set was loaded again: the cache did not evict"
+[ "$(metric key_sets_loaded)" -le 2 ] || fail "more key sets in memory than --max-loaded-keys"
+echo "key sets loaded again from disk: $loads times, $(metric key_load_seconds) s in all"
 /usr/bin/python3 - "$wall_ms" "$peak_half" "$peak_all" "$clients" "$per_client" <<'EOF' || fail "memory grew with the requests"
 import sys
 lat = sorted(int(line) for line in open("latency.ms"))
