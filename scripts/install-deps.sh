@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages pfhe needs (only those missing). Runs as root or via sudo.
-#   install-deps.sh [--with-tooling]   also python3-torch, python3-matplotlib, python3-skimage (LFW faces) and the Fashion-MNIST data (Debian),
+#   install-deps.sh [--with-tooling]   also python3-torch, python3-onnx, python3-pytest, python3-matplotlib, python3-skimage (LFW faces) and the Fashion-MNIST data (Debian),
 #                                      for tools/ and the tests that use them
 set -euo pipefail
 packages=(g++ cmake ninja-build pkg-config libssl-dev libzstd-dev libxxhash-dev libomp-dev
@@ -8,7 +8,7 @@ packages=(g++ cmake ninja-build pkg-config libssl-dev libzstd-dev libxxhash-dev 
           libopenmpi-dev openmpi-bin libstb-dev zlib1g-dev libhdf5-dev libzip-dev libxtensor-dev libonnx-dev
           libcpp-httplib-dev pybind11-dev python3-dev python3-numpy)
 if [ "${1:-}" = "--with-tooling" ]; then
-  packages+=(python3-torch python3-pytest python3-xxhash python3-matplotlib python3-skimage dataset-fashion-mnist)
+  packages+=(python3-torch python3-onnx python3-pytest python3-xxhash python3-matplotlib python3-skimage dataset-fashion-mnist)
 fi
 missing=()
 for p in "${packages[@]}"; do

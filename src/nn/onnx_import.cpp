@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <map>
@@ -32,9 +33,60 @@ std::size_t element_count(const std::vector<std::int64_t>& dims) {
   return n;
 }
 
-Constant to_constant(const onnx::TensorProto& t, const std::string& what) {
-  if (t.data_location() == onnx::TensorProto_DataLocation_EXTERNAL)
-    throw OnnxImportError(what + ": weights in an external data file are not read; export with the weights inside");
+// The bytes of a tensor kept in an external data file (ONNX's external data: "location"
+// relative to the model's directory, optional "offset" and "length"). The location may not
+// leave that directory; the length must be what the tensor's dimensions need.
+std::string external_bytes(const onnx::TensorProto& t, const std::optional<std::filesystem::path>& dir,
+                           std::size_t expected, const std::string& what) {
+  if (!dir) throw OnnxImportError(what + ": weights in an external data file need the model's directory (import the file)");
+  std::string location;
+  std::uint64_t offset = 0, length = expected;
+  for (const auto& entry : t.external_data()) {
+    const auto number = [&](const std::string& v) {
+      if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos || v.size() > 18)
+        throw OnnxImportError(what + ": external data " + entry.key() + " '" + v + "' is not a number");
+      return std::stoull(v);
+    };
+    if (entry.key() == "location") location = entry.value();
+    else if (entry.key() == "offset") offset = number(entry.value());
+    else if (entry.key() == "length") length = number(entry.value());
+  }
+  const std::filesystem::path relative(location);
+  if (location.empty() || relative.is_absolute() ||
+      std::any_of(relative.begin(), relative.end(), [](const auto& part) { return part == ".."; }))
+    throw OnnxImportError(what + ": external data location '" + location +
+                          "' must be a file name inside the model's directory");
+  if (length != expected)
+    throw OnnxImportError(what + ": external data of " + std::to_string(length) + " bytes, its dimensions need " +
+                          std::to_string(expected));
+  const std::filesystem::path file = *dir / relative;
+  std::ifstream in(file, std::ios::binary);
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(file, ec);
+  if (!in || ec || offset > size || size - offset < length)
+    throw OnnxImportError(what + ": external data file " + file.string() + " is missing or shorter than " +
+                          std::to_string(offset + length) + " bytes");
+  std::string bytes(length, '\0');
+  in.seekg(static_cast<std::streamoff>(offset));
+  in.read(bytes.data(), static_cast<std::streamsize>(length));
+  if (!in) throw OnnxImportError(what + ": cannot read " + file.string());
+  return bytes;
+}
+
+Constant to_constant(const onnx::TensorProto& t, const std::string& what,
+                     const std::optional<std::filesystem::path>& dir = std::nullopt) {
+  if (t.data_location() == onnx::TensorProto_DataLocation_EXTERNAL) {
+    const bool known = t.data_type() == onnx::TensorProto_DataType_FLOAT ||
+                       t.data_type() == onnx::TensorProto_DataType_DOUBLE ||
+                       t.data_type() == onnx::TensorProto_DataType_INT64;
+    if (!known) throw OnnxImportError(what + ": only float, double and int64 tensors are read");
+    const std::size_t width = t.data_type() == onnx::TensorProto_DataType_FLOAT ? 4 : 8;
+    onnx::TensorProto inline_copy;
+    *inline_copy.mutable_dims() = t.dims();
+    inline_copy.set_data_type(t.data_type());
+    inline_copy.set_raw_data(external_bytes(t, dir, element_count({t.dims().begin(), t.dims().end()}) * width, what));
+    return to_constant(inline_copy, what);
+  }
   Constant c{{t.dims().begin(), t.dims().end()}, {}};
   const std::size_t n = element_count(c.dims);
   const bool is_float = t.data_type() == onnx::TensorProto_DataType_FLOAT;
@@ -119,16 +171,18 @@ std::string instead(const std::string& op) {
   if (op == "Reshape" || op == "Shape" || op == "Gather" || op == "Unsqueeze" || op == "Concat")
     return "flatten with torch.flatten(x, 1) (one Flatten node)";
   if (op == "Div") return "divide by a constant as a multiplication by its inverse";
-  return "pfhe imports Conv, BatchNormalization, Gemm, Add, Sub, Mul, Pow, AveragePool, GlobalAveragePool, Flatten";
+  return "pfhe imports Conv, BatchNormalization, Gemm, MatMul, Add, Sub, Mul, Pow, AveragePool, GlobalAveragePool, Flatten";
 }
 
 class Importer {
  public:
-  Importer(const onnx::ModelProto& model, std::string what) : model_(model), what_(std::move(what)) {}
+  Importer(const onnx::ModelProto& model, std::string what, std::optional<std::filesystem::path> dir)
+      : model_(model), what_(std::move(what)), dir_(std::move(dir)) {}
 
   Graph run() {
     const auto& g = model_.graph();
-    for (const auto& t : g.initializer()) constants_[t.name()] = to_constant(t, what_ + ": initializer '" + t.name() + "'");
+    for (const auto& t : g.initializer())
+      constants_[t.name()] = to_constant(t, what_ + ": initializer '" + t.name() + "'", dir_);
     const auto [shape, input] = input_shape(g);
     Graph graph(shape, input);
     values_[input] = 0;
@@ -136,6 +190,7 @@ class Importer {
     for (int i = 0; i < g.node_size(); ++i) add_node(g.node(i), i);
     if (g.output_size() != 1) throw OnnxImportError(what_ + ": the model must have one output");
     if (polys_.count(g.output(0).name())) materialize(g.output(0).name());
+    if (linears_.count(g.output(0).name())) materialize_linear(g.output(0).name());
     const auto out = values_.find(g.output(0).name());
     if (out == values_.end() || out->second != graph.output())
       throw OnnxImportError(what_ + ": the output '" + g.output(0).name() + "' is not the last value computed");
@@ -188,6 +243,7 @@ class Importer {
 
   std::size_t computed(const onnx::NodeProto& node, int input, const std::string& name) {
     if (node.input_size() > input && polys_.count(node.input(input))) return materialize(node.input(input));
+    if (node.input_size() > input && linears_.count(node.input(input))) return materialize_linear(node.input(input));
     const auto v = node.input_size() > input ? value(node.input(input)) : std::nullopt;
     if (!v)
       throw OnnxImportError(what_ + ": node '" + name + "' (" + node.op_type() + "): input " + std::to_string(input) +
@@ -275,9 +331,60 @@ class Importer {
     return index;
   }
 
+  // MatMul by a constant matrix is a linear layer waiting for the bias an Add may give it
+  // (torch writes x @ W + b as MatMul then Add): one Linear node, made when read.
+  struct PendingLinear {
+    std::size_t input = 0;
+    Linear linear;
+    std::string name;
+  };
+
+  std::size_t materialize_linear(const std::string& value_name) {
+    const PendingLinear p = linears_.at(value_name);
+    linears_.erase(value_name);
+    std::size_t index = 0;
+    try {
+      index = graph_->add(p.name, p.linear, {p.input});
+    } catch (const std::invalid_argument& e) {
+      throw OnnxImportError(what_ + ": node '" + p.name + "' (MatMul): " + e.what());
+    }
+    values_[value_name] = index;
+    return index;
+  }
+
+  void matmul(const onnx::NodeProto& node, const std::string& name, const std::string& where) {
+    const Constant& w = constant(node, 1, name);
+    if (w.dims.size() != 2) throw OnnxImportError(where + ": only a product by a constant 2-D matrix is supported");
+    const auto in = static_cast<std::size_t>(w.dims[0]), out = static_cast<std::size_t>(w.dims[1]);
+    Linear linear{in, out, std::vector<double>(in * out), {}};
+    for (std::size_t i = 0; i < in; ++i)
+      for (std::size_t o = 0; o < out; ++o) linear.weight[o * in + i] = w.values[i * out + o];
+    linears_[node.output(0)] = {computed(node, 0, name), std::move(linear), name};
+  }
+
+  // x @ W + b (or - b): the bias joins the pending linear layer. False when the Add is not that.
+  bool bias_of_pending_linear(const onnx::NodeProto& node, const std::string& name, double sign) {
+    for (const int side : {0, 1}) {
+      const auto pending = linears_.find(node.input(side));
+      const auto bias = constants_.find(node.input(1 - side));
+      if (pending == linears_.end() || bias == constants_.end() || value(node.input(1 - side)) ||
+          (sign < 0 && side == 1) || !pending->second.linear.bias.empty() ||
+          bias->second.size() != pending->second.linear.out_features)
+        continue;
+      PendingLinear p = pending->second;
+      p.linear.bias = bias->second.values;
+      for (double& b : p.linear.bias) b *= sign;
+      p.name = name;
+      linears_[node.output(0)] = std::move(p);
+      return true;
+    }
+    return false;
+  }
+
   // Add, Sub: of two polynomials of one value (one polynomial), of two different values
   // (a residual join), or of a value and a scalar constant.
   void add_or_subtract(const onnx::NodeProto& node, const std::string& name, const std::string& where, double sign) {
+    if (bias_of_pending_linear(node, name, sign)) return;
     const auto k0 = scalar(node, 0, where), k1 = scalar(node, 1, where);
     const auto p0 = poly_of(node, 0), p1 = poly_of(node, 1);
     if ((!k0 && !p0) || (!k1 && !p1)) throw OnnxImportError(where + ": an input is neither a value nor a constant");
@@ -299,13 +406,13 @@ class Importer {
     const std::string where = what_ + ": node '" + name + "' (" + op + ")";
     // Every operator read here has at least one output; binary ones need both inputs.
     if (node.output_size() < 1) throw OnnxImportError(where + ": the node has no output");
-    const bool binary = op == "Add" || op == "Sub" || op == "Mul" || op == "Pow" || op == "Pad";
+    const bool binary = op == "Add" || op == "Sub" || op == "Mul" || op == "MatMul" || op == "Pow" || op == "Pad";
     if (node.input_size() < (op == "Constant" ? 0 : binary ? 2 : 1))
       throw OnnxImportError(where + ": the node lacks inputs");
     if (op == "Constant") {
       const auto* a = attribute(node, "value");
       if (!a || !a->has_t()) throw OnnxImportError(where + ": only tensor constants are read");
-      constants_[node.output(0)] = to_constant(a->t(), where);
+      constants_[node.output(0)] = to_constant(a->t(), where, dir_);
     } else if (op == "Identity" || op == "Dropout") {
       // An export under torch.no_grad() copies weights through Identity nodes: an alias
       // of the constant then.
@@ -345,6 +452,8 @@ class Importer {
       add(node, name, std::move(linear), {computed(node, 0, name)});
     } else if (op == "Add" || op == "Sub") {
       add_or_subtract(node, name, where, op == "Add" ? 1.0 : -1.0);
+    } else if (op == "MatMul") {
+      matmul(node, name, where);
     } else if (op == "Mul") {
       const auto k0 = scalar(node, 0, where), k1 = scalar(node, 1, where);
       const auto p0 = poly_of(node, 0), p1 = poly_of(node, 1);
@@ -387,28 +496,38 @@ class Importer {
 
   const onnx::ModelProto& model_;
   std::string what_;
+  std::optional<std::filesystem::path> dir_;  // of the model file: where external data lives
   std::map<std::string, Constant> constants_;
   std::map<std::string, std::size_t> values_;
   std::map<std::string, Poly> polys_;  // values that are pending polynomials
+  std::map<std::string, PendingLinear> linears_;  // MatMul outputs that may still get a bias
   Graph* graph_ = nullptr;
 };
 
 }  // namespace
 
-Graph import_onnx(std::span<const std::uint8_t> bytes, const std::string& what) {
+namespace {
+Graph import_model(std::span<const std::uint8_t> bytes, const std::string& what,
+                   std::optional<std::filesystem::path> dir) {
   onnx::ModelProto model;
   if (bytes.size() > static_cast<std::size_t>(INT32_MAX) ||
       !model.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
     throw OnnxImportError(what + ": not an ONNX model (protobuf parse failed)");
   if (!model.has_graph() || model.graph().input_size() == 0) throw OnnxImportError(what + ": the model has no graph input");
-  return Importer(model, what).run();
+  return Importer(model, what, std::move(dir)).run();
+}
+}  // namespace
+
+Graph import_onnx(std::span<const std::uint8_t> bytes, const std::string& what) {
+  return import_model(bytes, what, std::nullopt);
 }
 
 Graph import_onnx_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw OnnxImportError(path + ": cannot open");
   const std::vector<char> raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  return import_onnx({reinterpret_cast<const std::uint8_t*>(raw.data()), raw.size()}, path);
+  return import_model({reinterpret_cast<const std::uint8_t*>(raw.data()), raw.size()}, path,
+                      std::filesystem::absolute(path).parent_path());
 }
 
 }  // namespace pfhe::nn

@@ -3,7 +3,8 @@
 // library (pfhe_onnx) so that only programs that import link protobuf.
 //
 // Operators: Conv (square kernel, equal strides and pads, group 1, no dilation),
-// BatchNormalization, Gemm (a torch Linear: transB = 1, alpha = beta = 1), Add and Sub
+// BatchNormalization, Gemm (a torch Linear: transB = 1, alpha = beta = 1), MatMul by a
+// constant matrix (with the bias of a following Add: one linear layer), Add and Sub
 // of two computed values (residual joins), element-wise polynomial arithmetic on one value
 // (Mul of a value by itself or by a scalar, Pow with an integer exponent 1-8, Add and Sub
 // of a scalar or of polynomials of the same value: a chain such as a*x*x + b*x + c is
@@ -12,7 +13,8 @@
 // Anything else is refused with one line naming the node, its operator and what to use
 // instead (ReLU and other non-polynomial activations: a polynomial activation; MaxPool:
 // AveragePool). Weights come from initializers or Constant nodes (float32 or float64,
-// inline or raw data); external data files are refused by name.
+// inline or raw data, or ONNX external data files next to the model, read by
+// import_onnx_file only: a location may not leave the model's directory).
 #pragma once
 #include <cstdint>
 #include <span>

@@ -5,6 +5,7 @@ exported with torch.onnx.export, with one input and torch's float64 outputs for 
 WORK_DIR/<name>.onnx, <name>.input.f64 (raw doubles), <name>.input.npy (the same input as a
 (C, H, W) array, for `pfhe encrypt`), <name>.expected.txt (one per line); for the LeNet and
 the residual CNN also 20 more inputs and their logits (<name>.<i>.npy, <name>.<i>.expected.txt)."""
+import os
 import sys
 
 import numpy
@@ -47,6 +48,38 @@ class SmallResidual(nn.Module):
         x = self.bnd(self.down(x))
         x = x + self.bnb(self.b(x * x))
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+class WithMatMul(nn.Module):
+    """A head written as x @ W + b (MatMul then Add in ONNX) instead of a Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.w = nn.Parameter(torch.randn(4, 3) * 0.5)
+        self.b = nn.Parameter(torch.randn(3) * 0.1)
+
+    def forward(self, x):
+        y = torch.flatten(nn.functional.adaptive_avg_pool2d(self.conv(x) ** 2, 1), 1)
+        return y @ self.w + self.b
+
+
+def external_data_copies(work):
+    """residual.onnx again with every weight in one external file (ext/), and a copy whose
+    first tensor points outside its directory (bad/): what onnx.save_model writes for large
+    models, and a tampered location."""
+    import onnx  # Debian's python3-onnx
+
+    model = onnx.load(f"{work}/residual.onnx")
+    for sub in ("ext", "bad"):
+        os.makedirs(f"{work}/{sub}", exist_ok=True)
+    onnx.save_model(model, f"{work}/ext/residual.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="residual.weights", size_threshold=0)
+    tampered = onnx.load(f"{work}/ext/residual.onnx", load_external_data=False)
+    for entry in tampered.graph.initializer[0].external_data:
+        if entry.key == "location":
+            entry.value = "../ext/residual.weights"
+    onnx.save_model(tampered, f"{work}/bad/residual.onnx")
 
 
 class WithRelu(nn.Module):
@@ -111,6 +144,8 @@ def main():
     export(residual, (3, 16, 16), work, "residual", gen)
     write_batch(lenet, (1, 28, 28), work, "lenet", gen, 20)
     write_batch(residual, (3, 16, 16), work, "residual", gen, 20)
+    export(WithMatMul(), (2, 8, 8), work, "matmul", gen)
+    external_data_copies(work)
     export(WithRelu(), (1, 8, 8), work, "relu", gen)
     export(WithMaxPool(), (1, 8, 8), work, "maxpool", gen)
 

@@ -15,7 +15,7 @@ repo=$3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 /usr/bin/python3 "$repo/tests/tools/onnx_import_check.py" "$work" 2> "$work/export.log" || { cat "$work/export.log"; exit 1; }
-for name in lenet residual; do
+for name in lenet residual matmul; do
   "$pfhe" import "$work/$name.onnx" --out "$work/$name.pfhm" 2> /dev/null
   "$model_tool" graph-logits "$work/$name.pfhm" "$work/$name.input.f64" > "$work/$name.got.txt"
   paste "$work/$name.got.txt" "$work/$name.expected.txt" | awk -v name="$name" '
@@ -94,6 +94,15 @@ expect_refusal() {  # expect_refusal NAME PATTERN
   grep -q -- "$2" "$work/$1.err" || { cat "$work/$1.err"; echo "$1: the refusal lacks '$2'"; exit 1; }
   echo "$1: refused: $(cat "$work/$1.err")"
 }
+# Weights in an external data file next to the model: the same graph as inline weights.
+"$pfhe" import "$work/ext/residual.onnx" --out "$work/ext.pfhm" 2> /dev/null
+cmp "$work/ext.pfhm" "$work/residual.pfhm" || { echo "external data: the graph differs from the inline one"; exit 1; }
+echo "external data: the same graph as the inline weights"
+if "$pfhe" import "$work/bad/residual.onnx" --out "$work/bad.pfhm" 2> "$work/bad-ext.err"; then
+  echo "an external data location outside the model's directory was read"; exit 1
+fi
+grep -q "must be a file name inside the model's directory" "$work/bad-ext.err" || { cat "$work/bad-ext.err"; exit 1; }
+echo "external data outside the model's directory: refused: $(cat "$work/bad-ext.err")"
 expect_refusal relu "(Relu): not supported; use a polynomial activation"
 expect_refusal maxpool "(MaxPool): not supported; use average pooling"
 echo "not a model" > "$work/bad.onnx"
