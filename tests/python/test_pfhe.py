@@ -8,6 +8,7 @@ naming the `pfhe` executable."""
 import os
 import re
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -17,45 +18,14 @@ import torch.nn as nn
 import pfhe
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(REPO, "tests", "tools"))
+# The models the ONNX import check writes in torch (one definition for both tests).
+from onnx_import_check import LeNetSquare, SmallResidual, WithRelu, randomize_batch_norms  # noqa: E402
 
 
 class Square(nn.Module):
     def forward(self, x):
         return x * x
-
-
-class LeNetSquare(nn.Module):
-    """A LeNet-style CNN with x^2 activations, average pooling and an unpadded convolution."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(1, 6, 5, padding=2), nn.BatchNorm2d(6)
-        self.conv2, self.bn2 = nn.Conv2d(6, 16, 5), nn.BatchNorm2d(16)
-        self.fc1, self.fc2 = nn.Linear(16 * 5 * 5, 32), nn.Linear(32, 10)
-
-    def forward(self, x):
-        x = nn.functional.avg_pool2d(self.bn1(self.conv1(x)) ** 2, 2)
-        x = nn.functional.avg_pool2d(self.bn2(self.conv2(x)) ** 2, 2)
-        return self.fc2(0.5 * self.fc1(torch.flatten(x, 1)))
-
-
-class SmallResidual(nn.Module):
-    """Two residual blocks with x^2 activations, a strided convolution and global pooling."""
-
-    def __init__(self):
-        super().__init__()
-        self.stem, self.bn0 = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
-        self.a, self.bna = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
-        self.down, self.bnd = nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16)
-        self.b, self.bnb = nn.Conv2d(16, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16)
-        self.fc = nn.Linear(16, 5)
-
-    def forward(self, x):
-        x = self.bn0(self.stem(x))
-        x = x + self.bna(self.a(x * x))
-        x = self.bnd(self.down(x))
-        x = x + self.bnb(self.b(x * x))
-        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
 class TwoTower(nn.Module):
@@ -94,15 +64,6 @@ class PolynomialChain(nn.Module):
         return self.fc(torch.flatten(y, 1))
 
 
-class WithRelu(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 2, 3, padding=1)
-
-    def forward(self, x):
-        return torch.relu(self.conv(x))
-
-
 class TwoValueProduct(nn.Module):
     def __init__(self):
         super().__init__()
@@ -113,16 +74,8 @@ class TwoValueProduct(nn.Module):
 
 
 def randomized(model, seed):
-    """Random weights and batch-norm statistics, in eval mode (what is exported)."""
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            c = m.num_features
-            m.running_mean.copy_(torch.randn(c, generator=gen) * 0.2)
-            m.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
-            m.weight.data.copy_(torch.rand(c, generator=gen) + 0.5)
-            m.bias.data.copy_(torch.randn(c, generator=gen) * 0.1)
+    """Random batch-norm statistics (as the ONNX check randomizes them), in eval mode."""
+    randomize_batch_norms(model, torch.Generator().manual_seed(seed))
     return model.eval()
 
 
