@@ -168,10 +168,12 @@ std::string instead(const std::string& op) {
     return "use a polynomial activation (x*x, or a*x*x + b*x + c) in the model";
   if (op == "MaxPool" || op == "GlobalMaxPool") return "use average pooling";
   if (op == "Softmax" || op == "LogSoftmax") return "leave it out: take the logits and apply it after decryption";
-  if (op == "Reshape" || op == "Shape" || op == "Gather" || op == "Unsqueeze" || op == "Concat")
-    return "flatten with torch.flatten(x, 1) (one Flatten node)";
+  if (op == "Shape" || op == "Gather" || op == "Unsqueeze")
+    return "flatten with torch.flatten(x, 1) or x.reshape(1, -1) (a fixed shape)";
+  if (op == "Concat" || op == "Split" || op == "Slice")
+    return "the graph has no concatenation or slicing of channels; sum branches instead";
   if (op == "Div") return "divide by a constant as a multiplication by its inverse";
-  return "pfhe imports Conv, BatchNormalization, Gemm, MatMul, Add, Sub, Mul, Pow, AveragePool, GlobalAveragePool, Flatten";
+  return "pfhe imports Conv, BatchNormalization, Gemm, MatMul, Add, Sub, Mul, Pow, AveragePool, GlobalAveragePool, Flatten, Reshape to (1, -1)";
 }
 
 class Importer {
@@ -406,7 +408,8 @@ class Importer {
     const std::string where = what_ + ": node '" + name + "' (" + op + ")";
     // Every operator read here has at least one output; binary ones need both inputs.
     if (node.output_size() < 1) throw OnnxImportError(where + ": the node has no output");
-    const bool binary = op == "Add" || op == "Sub" || op == "Mul" || op == "MatMul" || op == "Pow" || op == "Pad";
+    const bool binary =
+        op == "Add" || op == "Sub" || op == "Mul" || op == "MatMul" || op == "Pow" || op == "Pad" || op == "Reshape";
     if (node.input_size() < (op == "Constant" ? 0 : binary ? 2 : 1))
       throw OnnxImportError(where + ": the node lacks inputs");
     if (op == "Constant") {
@@ -486,6 +489,14 @@ class Importer {
           {computed(node, 0, name)});
     } else if (op == "GlobalAveragePool") {
       add(node, name, AdaptiveAvgPool2d{1}, {computed(node, 0, name)});
+    } else if (op == "Reshape") {
+      // To (1, -1), (1, n), (-1) or (n): a flattening, as torch writes x.reshape(1, -1).
+      const Constant& to = constant(node, 1, name);
+      const std::size_t x = computed(node, 0, name), n = graph_->nodes()[x].shape.size();
+      const bool flat = (to.size() == 2 && to.values[0] == 1 && (to.values[1] == -1 || to.values[1] == double(n))) ||
+                        (to.size() == 1 && (to.values[0] == -1 || to.values[0] == double(n)));
+      if (!flat) throw OnnxImportError(where + ": only a reshape to a flat vector (1, -1) is supported");
+      add(node, name, Flatten{}, {x});
     } else if (op == "Flatten") {
       if (int_attribute(node, "axis", 1) != 1) throw OnnxImportError(where + ": only Flatten with axis 1 is supported");
       add(node, name, Flatten{}, {computed(node, 0, name)});

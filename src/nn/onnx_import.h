@@ -9,7 +9,8 @@
 // (Mul of a value by itself or by a scalar, Pow with an integer exponent 1-8, Add and Sub
 // of a scalar or of polynomials of the same value: a chain such as a*x*x + b*x + c is
 // followed symbolically and becomes one polynomial-activation node), AveragePool (no padding),
-// GlobalAveragePool, Flatten (axis 1), Identity and Dropout (inference: the identity).
+// GlobalAveragePool, Flatten (axis 1), Reshape to a flat vector ((1, -1) or (1, n), a
+// constant shape), Identity and Dropout (inference: the identity).
 // Anything else is refused with one line naming the node, its operator and what to use
 // instead (ReLU and other non-polynomial activations: a polynomial activation; MaxPool:
 // AveragePool). Weights come from initializers or Constant nodes (float32 or float64,

@@ -91,13 +91,47 @@ class WithRelu(nn.Module):
         return torch.relu(self.conv(x))
 
 
-class WithMaxPool(nn.Module):
+class WithReshape(nn.Module):
+    """A flattening written as a reshape to (1, -1): a constant shape, imported as Flatten."""
+
     def __init__(self):
         super().__init__()
-        self.conv = nn.Conv2d(1, 2, 3)
+        self.conv, self.fc = nn.Conv2d(1, 2, 3, padding=1), nn.Linear(2 * 4 * 4, 3)
 
     def forward(self, x):
-        return nn.functional.max_pool2d(self.conv(x), 2)
+        return self.fc(nn.functional.avg_pool2d(self.conv(x) ** 2, 2).reshape(1, -1))
+
+
+class After(nn.Module):
+    """A convolution followed by `op` (an operator pfhe must refuse by name)."""
+
+    def __init__(self, op):
+        super().__init__()
+        self.conv, self.op = nn.Conv2d(1, 2, 3, padding=1), op
+
+    def forward(self, x):
+        return self.op(self.conv(x))
+
+
+# What pfhe refuses, each with the ONNX operator the refusal must name (torch 1.13, opset
+# 13): non-polynomial activations, max pooling, softmax, division by a value, channel
+# concatenation, channel slicing.
+REFUSALS = {
+    "relu": (torch.relu, "Relu"),
+    "sigmoid": (torch.sigmoid, "Sigmoid"),
+    "tanh": (torch.tanh, "Tanh"),
+    "silu": (nn.functional.silu, "Sigmoid"),
+    "leaky_relu": (nn.functional.leaky_relu, "LeakyRelu"),
+    "elu": (nn.functional.elu, "Elu"),
+    "softplus": (nn.functional.softplus, "Softplus"),
+    "hardsigmoid": (nn.functional.hardsigmoid, "HardSigmoid"),
+    "maxpool": (lambda y: nn.functional.max_pool2d(y, 2), "MaxPool"),
+    "softmax": (lambda y: torch.softmax(torch.flatten(y, 1), 1), "Softmax"),
+    "log_softmax": (lambda y: torch.log_softmax(torch.flatten(y, 1), 1), "LogSoftmax"),
+    "divide": (lambda y: y / (y * y + 1), "Div"),
+    "concat": (lambda y: torch.cat([y, y * 0.5], 1), "Concat"),
+    "slice": (lambda y: y[:, :1] * y[:, 1:], "Slice"),
+}
 
 
 def randomize_batch_norms(model, gen):
@@ -146,8 +180,11 @@ def main():
     write_batch(residual, (3, 16, 16), work, "residual", gen, 20)
     export(WithMatMul(), (2, 8, 8), work, "matmul", gen)
     external_data_copies(work)
-    export(WithRelu(), (1, 8, 8), work, "relu", gen)
-    export(WithMaxPool(), (1, 8, 8), work, "maxpool", gen)
+    with open(f"{work}/refusals.txt", "w") as f:
+        for name, (op, onnx_op) in REFUSALS.items():
+            export(After(op), (1, 8, 8), work, f"refuse_{name}", gen)
+            f.write(f"refuse_{name} {onnx_op}\n")
+    export(WithReshape(), (1, 8, 8), work, "reshape", gen)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ repo=$3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 /usr/bin/python3 "$repo/tests/tools/onnx_import_check.py" "$work" 2> "$work/export.log" || { cat "$work/export.log"; exit 1; }
-for name in lenet residual matmul; do
+for name in lenet residual matmul reshape; do
   "$pfhe" import "$work/$name.onnx" --out "$work/$name.pfhm" 2> /dev/null
   "$model_tool" graph-logits "$work/$name.pfhm" "$work/$name.input.f64" > "$work/$name.got.txt"
   paste "$work/$name.got.txt" "$work/$name.expected.txt" | awk -v name="$name" '
@@ -103,8 +103,10 @@ if "$pfhe" import "$work/bad/residual.onnx" --out "$work/bad.pfhm" 2> "$work/bad
 fi
 grep -q "must be a file name inside the model's directory" "$work/bad-ext.err" || { cat "$work/bad-ext.err"; exit 1; }
 echo "external data outside the model's directory: refused: $(cat "$work/bad-ext.err")"
-expect_refusal relu "(Relu): not supported; use a polynomial activation"
-expect_refusal maxpool "(MaxPool): not supported; use average pooling"
+expect_refusal refuse_relu "(Relu): not supported; use a polynomial activation"
+expect_refusal refuse_maxpool "(MaxPool): not supported; use average pooling"
+# Every refused operator: one line naming the node and its operator.
+while read -r name op; do expect_refusal "$name" "node '.*' ($op)"; done < "$work/refusals.txt"
 echo "not a model" > "$work/bad.onnx"
 if "$pfhe" import "$work/bad.onnx" --out "$work/bad.pfhm" 2> "$work/bad.err"; then echo "garbage imported"; exit 1; fi
 grep -q "bad.onnx: " "$work/bad.err" || { cat "$work/bad.err"; echo "the error does not name the file"; exit 1; }
