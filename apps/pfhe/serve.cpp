@@ -1,6 +1,7 @@
 #include "serve.h"
 
 #include <httplib.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -117,6 +118,11 @@ sigset_t termination_signals() {
 int run_serve(const ServeOptions& o) {
   if (o.workers == 0 || o.max_requests == 0) throw std::invalid_argument("--workers and --max-requests must be >= 1");
   if (o.max_queue < o.max_requests) throw std::invalid_argument("--max-queue must be at least --max-requests");
+  // Every job's executor makes new threads, and glibc gives new threads new allocator
+  // arenas that keep what they free: without a cap a long-running server's memory grows
+  // with the jobs it has served (measured: CryptoFaceNet4 12.1 GB after 4 jobs, 14.6 GB
+  // after 8). The threads that allocate at once are the jobs' workers and the HTTP ones.
+  mallopt(M_ARENA_MAX, static_cast<int>(std::min<std::size_t>(o.max_requests * o.workers + 2, 64)));
   const sigset_t signals = termination_signals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   const auto start = Clock::now();
