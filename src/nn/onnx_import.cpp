@@ -290,6 +290,20 @@ class Importer {
     return c->second.values[0];
   }
 
+  // The two inputs of an element-wise binary operator: each a scalar constant or a
+  // polynomial of a value, not both constants.
+  struct Operands {
+    std::optional<double> k0, k1;
+    std::optional<Poly> p0, p1;
+  };
+  Operands operands(const onnx::NodeProto& node, const std::string& where) const {
+    Operands o{scalar(node, 0, where), scalar(node, 1, where), poly_of(node, 0), poly_of(node, 1)};
+    if ((!o.k0 && !o.p0) || (!o.k1 && !o.p1))
+      throw OnnxImportError(where + ": an input is neither a value nor a constant");
+    if (o.k0 && o.k1) throw OnnxImportError(where + ": both inputs are constants");
+    return o;
+  }
+
   void define_poly(const onnx::NodeProto& node, const std::string& name, Poly p) {
     while (p.coeffs.size() > 1 && p.coeffs.back() == 0.0) p.coeffs.pop_back();
     if (p.coeffs.size() > kMaxDegree + 1)
@@ -387,10 +401,7 @@ class Importer {
   // (a residual join), or of a value and a scalar constant.
   void add_or_subtract(const onnx::NodeProto& node, const std::string& name, const std::string& where, double sign) {
     if (bias_of_pending_linear(node, name, sign)) return;
-    const auto k0 = scalar(node, 0, where), k1 = scalar(node, 1, where);
-    const auto p0 = poly_of(node, 0), p1 = poly_of(node, 1);
-    if ((!k0 && !p0) || (!k1 && !p1)) throw OnnxImportError(where + ": an input is neither a value nor a constant");
-    if (k0 && k1) throw OnnxImportError(where + ": both inputs are constants");
+    const auto [k0, k1, p0, p1] = operands(node, where);
     if (k1 || k0) {
       Poly p = k1 ? *p0 : sum(Poly{p1->base, {0.0}, ""}, *p1, sign);  // k0 - x: -x, then + k0
       p.coeffs[0] += k1 ? sign * *k1 : *k0;
@@ -458,11 +469,8 @@ class Importer {
     } else if (op == "MatMul") {
       matmul(node, name, where);
     } else if (op == "Mul") {
-      const auto k0 = scalar(node, 0, where), k1 = scalar(node, 1, where);
-      const auto p0 = poly_of(node, 0), p1 = poly_of(node, 1);
-      if ((!k0 && !p0) || (!k1 && !p1)) throw OnnxImportError(where + ": an input is neither a value nor a constant");
+      const auto [k0, k1, p0, p1] = operands(node, where);
       if (k0 || k1) {
-        if (k0 && k1) throw OnnxImportError(where + ": both inputs are constants");
         Poly p = k0 ? *p1 : *p0;
         for (double& c : p.coeffs) c *= k0 ? *k0 : *k1;
         define_poly(node, name, std::move(p));
