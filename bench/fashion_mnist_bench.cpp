@@ -37,7 +37,8 @@ int main(int argc, char** argv) {
   std::printf("plaintext (float64) accuracy, 10000 test images: %.4f\n", correct / 10000.0);
 
   std::printf("parameters: %s\n", c.ctx.params().describe().c_str());
-  std::printf("compile: %.1f s (%zu lanes, %zu group)\n", c.compile_seconds, c.compiled.lanes(), c.compiled.groups());
+  std::printf("compile (as a graph): %.1f s (%zu lanes, %zu input ciphertext(s))\n", c.compile_seconds,
+              c.compiled.input_layout().lanes, c.compiled.inputs());
   std::printf("keygen: %.1f s\n", c.keygen_seconds);
 
   std::vector<double> rel_err(count), latency(count);

@@ -118,9 +118,9 @@ int main(int argc, char** argv) try {
     const nn::Tensor x = grey(data.images[i]);
     const nn::Tensor want = g.forward(x);
     t = Clock::now();
-    const ckks::Ciphertext in = encryptor.encrypt(enc.encode(compiled.pack_input(x), top, scale));
+    const ckks::Ciphertext in = encryptor.encrypt(enc.encode(compiled.pack_inputs(x)[0], top, scale));
     std::vector<nn::CompiledGraph::StepTiming> steps;
-    const ckks::Ciphertext out = compiled.run(eval, in, &steps, &encapsulation);
+    const ckks::Ciphertext out = compiled.run(eval, {in}, &steps, &encapsulation);
     const nn::Tensor got = compiled.unpack_output(enc.decode_real(decryptor.decrypt(out)));
     const double seconds = seconds_since(t);
     double in_bootstraps = 0;

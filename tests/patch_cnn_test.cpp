@@ -9,6 +9,7 @@
 #include "ckks/encryptor.h"
 #include "ckks/keygen.h"
 #include "ckks/serialization.h"
+#include "nn/compiled_graph.h"
 #include "nn/linear_map.h"
 #include "nn/fit.h"
 #include "nn/parameter_choice.h"
@@ -128,6 +129,67 @@ TEST_P(PatchCnnLanes, EncryptedPipelineMatchesPlaintextAndDecisions) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Lanes, PatchCnnLanes, ::testing::Values(1, 4));
+
+// The PatchCNN as a graph (PatchCNN::to_graph) through the one graph compiler: the same
+// plaintext function, the patches in the same lane groups, the same rotation keys and
+// depth (without the matching level) as the PatchCNN compiler, and the encrypted
+// embedding as close to float64.
+class PatchCnnGraph : public ::testing::TestWithParam<std::size_t> {};
+
+TEST_P(PatchCnnGraph, CompilesLikeThePatchCompilerAndMatchesFloat64) {
+  const std::size_t lanes = GetParam();
+  const auto images = synthetic_images(128, {3, 16, 16}, 5);
+  const PatchCNN model = make_synthetic_patch_cnn(test::reduced_backbone_shape(), 2, 8, 16, 13, images);
+  const Graph graph = model.to_graph();
+  for (const std::size_t k : {0, 7}) {
+    const Tensor want = model.normalized(images[k]), got = graph.forward(images[k]);
+    ASSERT_EQ(got.shape, want.shape);
+    for (std::size_t i = 0; i < want.data.size(); ++i) EXPECT_NEAR(got.data[i], want.data[i], 1e-12);
+  }
+  ckks::Context ctx(test::small_params(11, 28));
+  ckks::Encoder enc(ctx);
+  const double scale = ctx.params().default_scale();
+  const CompiledGraph compiled = CompiledGraph::compile(graph, enc, 28, scale, SIZE_MAX, Compilation::kFull, nullptr,
+                                                        nullptr, lanes);
+  const CompiledPatchCNN patch = CompiledPatchCNN::compile(model, enc, 28, scale, SIZE_MAX, lanes);
+  // The patch compiler counts normalisation and matching as 5 levels; the graph's output is
+  // the normalised embedding (4).
+  EXPECT_EQ(compiled.depth() + 1, patch.depth());
+  EXPECT_EQ(compiled.grid(), 2u);
+  EXPECT_EQ(compiled.input_layout(), patch.input_layout());
+  EXPECT_EQ(compiled.inputs(), patch.groups());
+  EXPECT_EQ(compiled.rotation_levels(), patch.rotation_levels());
+  EXPECT_EQ(compiled.plaintext_bytes(), patch.plaintext_bytes());
+  // The lane groups are parallel branches (one ciphertext each); one group has none.
+  EXPECT_EQ(compiled.parallel_regions().size(), lanes == 4 ? 0u : 1u);
+  if (lanes < 4) {
+    EXPECT_EQ(compiled.parallel_regions()[0].branches.size(), 4 / lanes);
+  }
+
+  const test::ModelKeys keys(ctx, compiled.rotation_levels());
+  const CompiledGraph loaded = CompiledGraph::load(enc, compiled.save());
+  for (const std::size_t k : {0, 1}) {
+    std::vector<ckks::Ciphertext> in;
+    for (const auto& slots : compiled.pack_inputs(images[k])) in.push_back(keys.encryptor.encrypt(enc.encode(slots, 28, scale)));
+    const ckks::Ciphertext out = compiled.run(keys.eval, in);
+    EXPECT_EQ(ckks::save(ctx, out), ckks::save(ctx, loaded.run(keys.eval, in)));
+    const Tensor got = compiled.unpack_output(enc.decode_real(keys.decryptor.decrypt(out)));
+    const Tensor want = model.normalized(images[k]);
+    double err = 0, norm = 0;
+    for (std::size_t i = 0; i < want.data.size(); ++i) {
+      err = std::max(err, std::fabs(got.data[i] - want.data[i]));
+      norm = std::max(norm, std::fabs(want.data[i]));
+    }
+    std::printf("PatchCNN graph, %zu lanes: embedding relative error %.3e\n", lanes, err / norm);
+    EXPECT_LT(err / norm, 1e-3);
+  }
+  // More lanes than the layers leave room for, or lanes for branches that differ: refused.
+  EXPECT_THROW(CompiledGraph::compile(graph, enc, 28, scale, SIZE_MAX, Compilation::kPlanOnly, nullptr, nullptr, 3),
+               std::invalid_argument);
+}
+
+// (1 lane: covered by the two-lane groups' code paths, and four times slower)
+INSTANTIATE_TEST_SUITE_P(Lanes, PatchCnnGraph, ::testing::Values(2, 4));
 
 // Patches fill the lanes of consecutive groups; a last, partial group has zero lanes.
 // Every model the CLI can make lays out at the parameters the CLI would choose (a plan:

@@ -15,6 +15,7 @@
 #include "ckks/serialization.h"
 #include "nn/compiled_backbone.h"
 #include "nn/parameter_choice.h"
+#include "nn/compiled_graph.h"
 #include "nn/patch_cnn.h"
 #include "nn/precision.h"
 #include "nn/synthetic.h"
@@ -243,4 +244,45 @@ TEST(RingSwitch, ChoiceAtCryptoFaceDepthIsAfterBlockThree) {
   EXPECT_EQ(choice->after_block, 2u);
   EXPECT_EQ(choice->level, 15u);
   EXPECT_EQ(choice->special_primes, 4u);
+}
+
+// The same PatchCNN as a graph (PatchCNN::to_graph) through the graph compiler with the same
+// half ring: the same keys in both rings and the same diagonals as the PatchCNN compiler,
+// the normalised embedding as close to float64, the switch kept by the stored form.
+TEST(RingSwitch, PatchCnnGraphSwitchesLikeThePatchCompiler) {
+  const auto images = nn::synthetic_images(128, {3, 16, 16}, 5);
+  const nn::PatchCNN model = nn::make_synthetic_patch_cnn(test::reduced_backbone_shape(), 2, 8, 16, 13, images);
+  const TwoRings rings(28, 15, 2);
+  const double scale = rings.big.params().default_scale();
+  const nn::CompiledPatchCNN patch =
+      nn::CompiledPatchCNN::compile(model, rings.enc, 28, scale, std::size_t{8} << 20, 4, rings.half_ring);
+  const nn::Graph graph = model.to_graph();
+  const nn::CompiledGraph compiled = nn::CompiledGraph::compile(
+      graph, rings.enc, 28, scale, std::size_t{8} << 20, nn::Compilation::kFull, nullptr, nullptr, 4, rings.half_ring);
+  ASSERT_TRUE(compiled.half_ring());
+  EXPECT_EQ(compiled.rotation_levels(), patch.rotation_levels());
+  EXPECT_EQ(compiled.half_ring_rotation_levels(), patch.half_ring_rotation_levels());
+  EXPECT_EQ(compiled.plaintext_bytes(), patch.plaintext_bytes());
+  EXPECT_EQ(compiled.output_layout().slots, rings.half.n() / 2);
+  const TwoRingKeys keys(rings, compiled.rotation_levels(), compiled.half_ring_rotation_levels());
+  std::vector<Ciphertext> in;
+  for (const auto& slots : compiled.pack_inputs(images[0]))
+    in.push_back(keys.big.encryptor.encrypt(rings.enc.encode(slots, 28, scale)));
+  EXPECT_THROW(compiled.run(keys.big.eval, in), std::invalid_argument);  // the half ring's keys are needed
+  std::vector<nn::CompiledGraph::StepTiming> steps;
+  const Ciphertext out = compiled.run(keys.big.eval, in, &steps, nullptr, {}, &keys.evaluation);
+  EXPECT_EQ(std::count_if(steps.begin(), steps.end(), [](const auto& s) { return s.name.ends_with(".ring_switch"); }), 1);
+  const nn::Tensor got = compiled.unpack_output(rings.half_enc.decode_real(keys.half.decryptor.decrypt(out)));
+  EXPECT_LT(nn::precision_of(got, model.normalized(images[0])).relative, 1e-5);
+  const nn::CompiledGraph loaded = nn::CompiledGraph::load(rings.enc, compiled.save());
+  ASSERT_TRUE(loaded.half_ring());
+  EXPECT_EQ(loaded.half_ring()->choice, rings.half_ring->choice);
+  EXPECT_EQ(loaded.half_ring_rotation_levels(), compiled.half_ring_rotation_levels());
+  EXPECT_EQ(save(rings.half, loaded.run(keys.big.eval, in, nullptr, nullptr, {}, &keys.evaluation)),
+            save(rings.half, out));
+  // A half ring derived from other parameters is refused.
+  const Context other(test::small_params(12, 29));
+  EXPECT_THROW(nn::CompiledGraph::compile(graph, rings.enc, 28, scale, 0, nn::Compilation::kPlanOnly, nullptr, nullptr,
+                                          4, nn::HalfRing::make(other.params(), {2, 15, 2})),
+               std::invalid_argument);
 }

@@ -204,6 +204,10 @@ struct CompileOptions {
   double budget_gb = 0.5, precision_bits = 0;
   std::size_t lanes = 0;
   bool plan_only = false, no_ring_switch = false;
+  // The PatchCNN through the graph compiler (PatchCNN::to_graph). Transitional (issue 20):
+  // the graph compiler becomes the only one once it matches the PatchCNN compiler's
+  // CryptoFaceNet4 figures (docs/BENCHMARKS.md), and this flag goes with the choice.
+  bool via_graph = false;
 };
 
 // The automatic ring switch (nn::choose_ring_switch) unless switched off; reported.
@@ -228,9 +232,9 @@ bool is_onnx(const std::string& path) { return fs::path(path).extension() == ".o
 // A graph model: parameters from its depth (measured by planning it) and its output's range
 // on calibration inputs, compiled whole at their top level (nn::compile_graph).
 int cmd_compile_graph(const CompileOptions& o) {
-  if (o.plan_only || o.lanes != 0 || o.no_ring_switch || o.precision_bits > 0)
-    throw std::invalid_argument("--plan-only, --lanes, --no-ring-switch and --precision-bits apply to PatchCNN "
-                                "models; a graph is compiled whole at a 2^40 scale");
+  if (o.plan_only || o.lanes != 0 || o.no_ring_switch || o.precision_bits > 0 || o.via_graph)
+    throw std::invalid_argument("--plan-only, --lanes, --no-ring-switch, --precision-bits and --via-graph apply to "
+                                "PatchCNN models; a graph is compiled whole at a 2^40 scale");
   auto t = Clock::now();
   const nn::Graph graph = is_onnx(o.model) ? nn::import_onnx_file(o.model) : nn::load_graph_file(o.model);
   const nn::FitReport ranges =
@@ -266,6 +270,7 @@ int cmd_compile(const CompileOptions& o) {
   const auto half_ring = compile_half_ring(o, model, ctx.params(), target.level);
   const std::string& out_dir = o.out_dir;
   if (o.plan_only) {
+    if (o.via_graph) throw std::invalid_argument("--via-graph makes an artefact; --plan-only serves the model file");
     const nn::CompiledPatchCNN plan =
         nn::CompiledPatchCNN::plan(model, enc, target.level, target.scale, o.lanes, half_ring);
     fs::create_directories(out_dir);
@@ -278,6 +283,19 @@ int cmd_compile(const CompileOptions& o) {
     return 0;
   }
   const auto budget = static_cast<std::size_t>(o.budget_gb * static_cast<double>(1ULL << 30));
+  if (o.via_graph) {
+    const nn::CompiledGraph graph = nn::CompiledGraph::compile(model.to_graph(), enc, target.level, target.scale, budget,
+                                                               nn::Compilation::kFull, nullptr, nullptr, o.lanes, half_ring);
+    progress("compiled as a graph in %.1f s: %zu patches in %zu ciphertext(s) of %zu lanes, diagonals hold %.2f GB, %zu "
+             "rotation keys",
+             seconds_since(t), model.backbones.size(), graph.inputs(), graph.input_layout().lanes,
+             static_cast<double>(graph.plaintext_bytes()) / 1e9,
+             graph.rotation_levels().size() + graph.half_ring_rotation_levels().size());
+    t = Clock::now();
+    runtime::write_compiled_graph(out_dir, ctx.params(), graph);
+    progress("wrote %s/{params.pfhe, model.pfhc, client.json} in %.1f s", out_dir.c_str(), seconds_since(t));
+    return 0;
+  }
   const nn::CompiledPatchCNN compiled =
       nn::CompiledPatchCNN::compile(model, enc, target.level, target.scale, budget, o.lanes, half_ring);
   const double compile_s = seconds_since(t);
@@ -561,6 +579,8 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1e6));
   compile->add_option("--lanes", comp.lanes, "patches per ciphertext (power of two; 0: as many as fit)")->capture_default_str();
+  compile->add_flag("--via-graph", comp.via_graph,
+                    "compile a PatchCNN through the graph compiler (transitional: docs/CLI.md)");
   compile->add_option("--precision-bits", comp.precision_bits,
                       "target bits of the encrypted output (-log2 relative error): the scale is chosen for it "
                       "(0: a 2^40 scale)")

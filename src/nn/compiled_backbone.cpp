@@ -9,6 +9,7 @@
 
 #include "ckks/ring_switch.h"
 #include "ckks/serialization.h"
+#include "nn/graph_passes.h"
 #include "nn/linear_map.h"
 
 namespace pfhe::nn {
@@ -48,21 +49,6 @@ Conv2d fold_input_scale(Conv2d conv, const std::vector<double>& w2) {
     for (std::size_t c = 0; c < conv.in_channels; ++c)
       for (std::size_t t = 0; t < conv.kernel * conv.kernel; ++t)
         conv.weight[(o * conv.in_channels + c) * conv.kernel * conv.kernel + t] *= w2[c];
-  return conv;
-}
-
-// bn(conv(x)) as one conv.
-Conv2d fold_output_bn(Conv2d conv, const BatchNorm& bn) {
-  std::vector<double> scale, shift;
-  bn.affine_form(scale, shift);
-  if (scale.size() != conv.out_channels) throw std::invalid_argument("compile: BatchNorm after conv: channel mismatch");
-  const std::size_t per_out = conv.in_channels * conv.kernel * conv.kernel;
-  std::vector<double> bias(conv.out_channels);
-  for (std::size_t o = 0; o < conv.out_channels; ++o) {
-    for (std::size_t k = 0; k < per_out; ++k) conv.weight[o * per_out + k] *= scale[o];
-    bias[o] = shift[o] + (conv.bias.empty() ? 0.0 : conv.bias[o] * scale[o]);
-  }
-  conv.bias = bias;
   return conv;
 }
 
@@ -214,7 +200,7 @@ CompiledBackbone CompiledBackbone::compile(const std::vector<const Backbone*>& m
     SlotLinearMap shortcut_map;
     if (block(0).shortcut_conv) {
       const auto sc = per_lane(models, [&](const Backbone&, std::size_t l) {
-        return fold_output_bn(fold_input_scale(*block(l).shortcut_conv, z_w2[l]), *block(l).shortcut_bn);
+        return fold_batch_norm(fold_input_scale(*block(l).shortcut_conv, z_w2[l]), *block(l).shortcut_bn);
       });
       if (!(conv_output_layout(sc.front(), z_layout).shape == m_layout.shape))
         throw std::invalid_argument("compile: shortcut and main path shapes differ");

@@ -18,25 +18,10 @@
 #include "ckks/linear_transform.h"
 #include "nn/backbone.h"
 #include "nn/compiled_layers.h"
+#include "nn/half_ring.h"
 #include "nn/layout.h"
 
 namespace pfhe::nn {
-
-// Evaluating the blocks after a ring switch (ckks/ring_switch.h): the switch key with its
-// context, and an evaluator of the half ring holding its relinearization and Galois keys.
-struct HalfRingEvaluation {
-  const ckks::Context& switch_context;
-  const ckks::SwitchingKey& switch_key;
-  const ckks::Evaluator& evaluator;
-};
-
-// Where a lane group leaves N for N/2: after block `after_block` (0-based), whose output
-// level must be the half ring's top level and whose output layout repeats with period N/4
-// (two or more replicas). nn::HalfRing (nn/half_ring.h) makes one for a whole model.
-struct RingSwitchPlan {
-  const ckks::Encoder& half_encoder;
-  std::size_t after_block;
-};
 
 struct CompiledBlock {
   CompiledQuadratic herpn1;

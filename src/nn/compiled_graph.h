@@ -1,8 +1,9 @@
 // A Graph (nn/graph.h) compiled for encrypted evaluation. Every linear node (Conv2d,
 // AvgPool2d, AdaptiveAvgPool2d, Linear) is one LinearTransform costing one level; HerPN is
 // the factored quadratic x (x + a1) + a0 (one level); a PolynomialActivation costs
-// ceil(log2(degree + 1)) levels; BatchNorm, Scale and Flatten cost none; Add costs none
-// when its operands agree.
+// ceil(log2(degree + 1)) levels; L2Normalize costs 2 + the depth of its polynomial;
+// BatchNorm, Scale and Flatten cost none; Add costs none when its operands agree. Before
+// lowering, the graph is rewritten by fold_into_linear_layers (nn/graph_passes.h).
 //
 // How BatchNorm and HerPN become free of levels: the compiler keeps, for each value, an
 // element-wise multiplier m next to the ciphertext (value = m * stored). A BatchNorm
@@ -13,10 +14,30 @@
 // cannot be folded (an Add whose operands carry different multipliers, layouts or scales;
 // a polynomial over a non-uniform m; the model output) one element-wise linear map
 // applies it, placed on the operand with more levels left, so that a residual shortcut
-// costs no depth.
+// costs no depth. A linear step whose only reader is an Add runs as low as the other
+// operand lets it (one level above it): fewer limbs, the same result.
 //
-// Layouts: the input is fully replicated at gap 1; a strided convolution or a pool
+// Inputs: the model input is encrypted whole, or, when it is read only by Crop nodes that
+// tile it as a grid x grid of equal patches (row-major), the client encrypts the patches
+// (nn::PatchCNN::to_graph makes such graphs). Patches whose branches have the same
+// structure (each with its own weights; every node of one reads only its patch's nodes;
+// each ends in a Linear summed with the others by Adds) share ciphertexts: `lanes` patches
+// per input ciphertext, interleaved slot by slot (nn/layout.h), so that they cost one set
+// of rotations and diagonals; the Linear at the end of a lane group also sums its lanes,
+// and the group sums are added pairwise.
+//
+// Layouts: each input is fully replicated at gap 1; a strided convolution or a pool
 // multiplies the gap (no repacking); Linear outputs (F, 1, 1) at gap 1; all replicated.
+// A convolution whose output reaches only convolutions through one HerPN writes rotated
+// copies (nn/layout.h) when it reads several copies or has stride 1, so that the next
+// convolution needs fewer diagonals.
+//
+// The ring switch (given a nn::HalfRing, ckks/ring_switch.h): a value at the half ring's top
+// level about to be read by a step that costs levels is switched to the half ring first
+// (its layout must repeat with period N/4: two copies or more, not rotated), and every
+// step after it runs there, on polynomials half as long, with the half ring's keys. A
+// value that goes past that level in the big ring is refused (the switch needs it at the
+// half ring's top level). Not combined with bootstrapping.
 //
 // Bootstrapping (given a ckks::Bootstrapper for N/2 slots and the ranges fit() measured):
 // a graph deeper than the chain gets bootstraps where a value runs out of levels. The
@@ -31,6 +52,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <variant>
@@ -41,6 +63,7 @@
 #include "nn/compiled_layers.h"
 #include "nn/fit.h"
 #include "nn/graph.h"
+#include "nn/half_ring.h"
 
 namespace pfhe::nn {
 
@@ -53,11 +76,19 @@ class CompiledGraph {
   // lowest level first, the rest just in time. The encoder must outlive the result.
   // With a bootstrapper (which must outlive the result) and the fit() ranges of `graph`,
   // bootstraps are placed as described above instead of refusing a deep graph.
+  // `lanes`: patches per input ciphertext (a power of two; 0: as many as fit, at most the
+  // patch count; more than 1 needs patches of the same structure, see above).
   static CompiledGraph compile(const Graph& graph, const ckks::Encoder& encoder, std::size_t input_level, double scale,
                                std::size_t plaintext_budget = SIZE_MAX, Compilation mode = Compilation::kFull,
-                               const ckks::Bootstrapper* bootstrapper = nullptr, const FitReport* ranges = nullptr);
+                               const ckks::Bootstrapper* bootstrapper = nullptr, const FitReport* ranges = nullptr,
+                               std::size_t lanes = 0, std::shared_ptr<const HalfRing> half_ring = nullptr);
 
+  // The model input's shape, the grid it is cut into (1: encrypted whole), and the layout
+  // of every input ciphertext (patch p in lane p % lanes of input p / lanes).
+  const Shape& input_shape() const { return input_shape_; }
+  std::size_t grid() const { return grid_; }
   const Layout& input_layout() const { return input_layout_; }
+  std::size_t inputs() const { return inputs_; }
   const Layout& output_layout() const { return output_layout_; }
   std::size_t input_level() const { return input_level_; }
   double input_scale() const { return input_scale_; }
@@ -65,14 +96,27 @@ class CompiledGraph {
   double output_scale() const { return output_scale_; }
   std::size_t depth() const { return input_level_ - output_level_; }
 
-  // Slot vector of an input tensor, and the output tensor (the graph's output shape) from
-  // decrypted and decoded slots.
-  std::vector<double> pack_input(const Tensor& x) const { return pack(x, input_layout_); }
+  // The slot vectors of the input ciphertexts for a model input, and the output tensor
+  // (the graph's output shape) from decrypted and decoded slots.
+  std::vector<std::vector<double>> pack_inputs(const Tensor& x) const;
   Tensor unpack_output(const std::vector<double>& slots) const;
 
-  // Rotation keys of the linear steps and, with bootstraps, of the bootstrapper (which
-  // also needs the conjugation key: Bootstrapper::create_galois_keys makes both).
+  // Rotation keys of the big ring's steps and, with bootstraps, of the bootstrapper (which
+  // also needs the conjugation key: Bootstrapper::create_galois_keys makes both); those of
+  // the steps after a ring switch.
   std::map<long, std::size_t> rotation_levels() const;
+  std::map<long, std::size_t> half_ring_rotation_levels() const;
+  // The half ring it switches to (null: it does not); the output is then in that ring.
+  const std::shared_ptr<const HalfRing>& half_ring() const { return half_ring_; }
+  // Whether value v (an input, inputs() + i the output of step i; a branch's entry or
+  // exit) is in the half ring.
+  bool in_half_ring(std::size_t v) const { return v >= inputs_ && steps_[v - inputs_].half; }
+  // Whether the output is an L2-normalised embedding (the graph ends in L2Normalize).
+  bool embeds() const { return output_value_ >= inputs_ && std::holds_alternative<Normalize>(steps_[output_value_ - inputs_].op); }
+  // Of two outputs of an embedding graph (normalised embeddings, in the output's ring): the
+  // squared distance minus `threshold` in every slot (negative: the same person); one level.
+  ckks::Ciphertext match(const ckks::Evaluator& eval, const ckks::Ciphertext& probe, const ckks::Ciphertext& enrolled,
+                         double threshold) const;
   std::size_t plaintext_bytes() const;
   std::size_t bootstraps() const;
 
@@ -104,20 +148,26 @@ class CompiledGraph {
   using RegionRunner =
       std::function<std::vector<ckks::Ciphertext>(std::size_t region, const std::vector<ckks::Ciphertext>& entries)>;
 
-  // `encapsulation`: the bootstrapper's encapsulation keys, when it uses them. Without a
-  // runner, branches run one after another here (their steps timed too); the output is
-  // the same byte for byte either way.
-  ckks::Ciphertext run(const ckks::Evaluator& eval, const ckks::Ciphertext& input,
+  // `encapsulation`: the bootstrapper's encapsulation keys, when it uses them; `half`: the
+  // half ring's keys, required exactly when the graph switches rings. Without a runner,
+  // branches run one after another here (their steps timed too); the output is the same
+  // byte for byte either way.
+  ckks::Ciphertext run(const ckks::Evaluator& eval, const std::vector<ckks::Ciphertext>& inputs,
                        std::vector<StepTiming>* timings = nullptr,
-                       const ckks::EncapsulationKeys* encapsulation = nullptr, const RegionRunner& runner = {}) const;
+                       const ckks::EncapsulationKeys* encapsulation = nullptr, const RegionRunner& runner = {},
+                       const HalfRingEvaluation* half = nullptr) const;
   // Branch b of region r from its entry value.
   ckks::Ciphertext run_branch(const ckks::Evaluator& eval, std::size_t region, std::size_t branch,
                               const ckks::Ciphertext& entry, std::vector<StepTiming>* timings = nullptr,
-                              const ckks::EncapsulationKeys* encapsulation = nullptr) const;
+                              const ckks::EncapsulationKeys* encapsulation = nullptr,
+                              const HalfRingEvaluation* half = nullptr) const;
 
   // A plan (Compilation::kPlanOnly) can neither run nor be saved (std::logic_error).
   // One self-contained stored form (magic "PFHG", parameter fingerprint; docs/FORMAT.md).
   ckks::Bytes save() const;
+  // Streamed in pieces of 64 MB (ckks::ByteWriter): a multi-GB artefact is never one buffer.
+  void save(const ckks::ByteWriter::Sink& sink) const;
+  void save_file(const std::string& path) const;
   // `backing` keeps `bytes` alive (a file mapping) so just-in-time diagonals are used in place.
   // A stored graph with bootstraps needs the bootstrapper it was compiled with (the same
   // output level and slots; checked).
@@ -143,11 +193,21 @@ class CompiledGraph {
     std::size_t input_level = 0;
     double input_scale = 0;
   };
-  using StepOp = std::variant<CompiledLinear, CompiledQuadratic, Shift, Poly, Sum, Bootstrap>;
+  // x * p(sum of squares of x): square and rescale, sum over the span by rotations
+  // (steps 1, 2, 4, ... below it), p landing where the product rescales onto output_scale.
+  struct Normalize {
+    std::size_t input_level = 0, span = 0;
+    double input_scale = 0, output_scale = 0;
+    ckks::Polynomial polynomial;
+    std::size_t depth() const { return polynomial.depth() + 2; }
+  };
+  struct RingSwitch {};  // to the half ring's top level (ckks::switch_to_half_ring)
+  using StepOp = std::variant<CompiledLinear, CompiledQuadratic, Shift, Poly, Sum, Bootstrap, Normalize, RingSwitch>;
   struct Step {
     std::string name;
-    std::vector<std::size_t> inputs;  // value indices: 0 is the input, i + 1 the output of step i
+    std::vector<std::size_t> inputs;  // value indices: k < inputs() is input k, inputs() + i step i
     StepOp op;
+    bool half = false;  // its output is in the half ring (so are its inputs, but a switch's)
   };
 
  private:
@@ -163,9 +223,15 @@ class CompiledGraph {
   std::vector<Unit> order_;  // steps outside every branch and the regions, in a topological order
   const ckks::Encoder* encoder_ = nullptr;
   const ckks::Bootstrapper* bootstrapper_ = nullptr;  // set when there are Bootstrap steps
+  std::shared_ptr<const HalfRing> half_ring_;         // set when there are RingSwitch steps
+  // The step computing value v, or none for an input.
+  std::optional<std::size_t> step_of(std::size_t v) const {
+    return v < inputs_ ? std::nullopt : std::optional<std::size_t>(v - inputs_);
+  }
   std::vector<Step> steps_;
   Layout input_layout_, output_layout_;
-  Shape output_shape_;
+  Shape input_shape_, output_shape_;
+  std::size_t grid_ = 1, inputs_ = 1;
   std::size_t input_level_ = 0, output_level_ = 0, output_value_ = 0;
   double input_scale_ = 0, output_scale_ = 0;
   bool plan_ = false;  // Compilation::kPlanOnly: rotation keys and layouts only

@@ -25,6 +25,21 @@ void rescale_to(const ckks::Evaluator& eval, ckks::Ciphertext& y, double output_
 
 }  // namespace
 
+ckks::Ciphertext sum_over_span(const ckks::Evaluator& eval, ckks::Ciphertext x, std::size_t span) {
+  for (std::size_t step = 1; step < span; step <<= 1) eval.add_inplace(x, eval.rotate(x, static_cast<long>(step)));
+  return x;
+}
+
+ckks::Ciphertext match_embeddings(const ckks::Evaluator& eval, const ckks::Ciphertext& probe,
+                                  const ckks::Ciphertext& enrolled, double threshold, std::size_t span) {
+  ckks::Ciphertext d = eval.sub(probe, enrolled);
+  ckks::Ciphertext sq = eval.square_relin(d);
+  eval.rescale_inplace(sq);
+  ckks::Ciphertext score = sum_over_span(eval, sq, span);
+  eval.add_const_inplace(score, -threshold);
+  return score;
+}
+
 double prime_at(const ckks::Context& ctx, std::size_t level) {
   return static_cast<double>(ctx.ring_q().modulus(level).value());
 }

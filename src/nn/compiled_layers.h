@@ -45,6 +45,16 @@ struct CompiledQuadratic {
   ckks::Ciphertext apply(const ckks::Evaluator& eval, const ckks::Ciphertext& x) const;
 };
 
+// x + rot(x, 1) + rot(x, 2) + ... : every slot holds the sum of the `span` slots from it on
+// (with a layout replicated every `span` slots: the sum of one copy). Rotations by 1, 2, 4
+// ... below span.
+ckks::Ciphertext sum_over_span(const ckks::Evaluator& eval, ckks::Ciphertext x, std::size_t span);
+
+// The squared distance of two embeddings (replicated every `span` slots) minus `threshold`
+// in every slot: negative for the same person. One level.
+ckks::Ciphertext match_embeddings(const ckks::Evaluator& eval, const ckks::Ciphertext& probe,
+                                  const ckks::Ciphertext& enrolled, double threshold, std::size_t span);
+
 // The prime q_level as a double (the scale a rescale at that level divides by).
 double prime_at(const ckks::Context& ctx, std::size_t level);
 

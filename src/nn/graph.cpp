@@ -55,6 +55,14 @@ Shape infer_shape(const GraphOp& op, const std::vector<Shape>& in) {
             return in[0];
           },
           [&](const PolynomialActivation& p) { return p.validate(), in[0]; },
+          [&](const Crop& c) {
+            if (c.height == 0 || c.width == 0 || c.top + c.height > in[0].height || c.left + c.width > in[0].width)
+              throw std::invalid_argument("Crop of rows " + std::to_string(c.top) + "+" + std::to_string(c.height) +
+                                          ", columns " + std::to_string(c.left) + "+" + std::to_string(c.width) +
+                                          " is empty or outside the input " + in[0].str());
+            return Shape{in[0].channels, c.height, c.width};
+          },
+          [&](const L2Normalize& l) { return l.validate(), in[0]; },
       },
       op);
 }
@@ -63,7 +71,8 @@ Shape infer_shape(const GraphOp& op, const std::vector<Shape>& in) {
 
 const char* op_name(const GraphOp& op) {
   static constexpr const char* kNames[] = {"Input",   "Conv2d", "BatchNorm", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten",
-                                           "Linear", "Add",    "Scale",     "HerPN",     "PolynomialActivation"};
+                                           "Linear", "Add",    "Scale",     "HerPN",     "PolynomialActivation", "Crop",
+                                           "L2Normalize"};
   static_assert(std::size(kNames) == std::variant_size_v<GraphOp>);
   return kNames[op.index()];
 }
@@ -85,6 +94,30 @@ void PolynomialActivation::validate() const {
   for (const double c : coeffs)
     if (!std::isfinite(c)) throw std::invalid_argument("PolynomialActivation: coefficient is not finite");
   if (!(lower < upper)) throw std::invalid_argument("PolynomialActivation: empty domain");
+}
+
+Tensor Crop::forward(const Tensor& x) const {
+  Tensor y({x.shape.channels, height, width});
+  for (std::size_t c = 0; c < x.shape.channels; ++c)
+    for (std::size_t i = 0; i < height; ++i)
+      for (std::size_t j = 0; j < width; ++j) y.at(c, i, j) = x.at(c, top + i, left + j);
+  return y;
+}
+
+Tensor L2Normalize::forward(const Tensor& x) const {
+  double sum = 0;
+  for (const double v : x.data) sum += v * v;
+  double factor = 0;
+  for (std::size_t k = coeffs.size(); k-- > 0;) factor = factor * sum + coeffs[k];
+  Tensor y = x;
+  for (double& v : y.data) v *= factor;
+  return y;
+}
+
+void L2Normalize::validate() const {
+  if (coeffs.size() < 2) throw std::invalid_argument("L2Normalize: the polynomial needs degree 1 or more");
+  for (const double c : coeffs)
+    if (!std::isfinite(c)) throw std::invalid_argument("L2Normalize: coefficient is not finite");
 }
 
 Graph::Graph(Shape input, std::string input_name) {

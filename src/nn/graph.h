@@ -1,5 +1,5 @@
-// A model as a DAG of layers with shapes (the generic model IR, for HE-friendly networks
-// other than CryptoFace's PatchCNN, whose structure has its own compiler). Nodes are added
+// A model as a DAG of layers with shapes (the model IR every encrypted network is compiled
+// from; CryptoFace's PatchCNN is one: PatchCNN::to_graph). Nodes are added
 // in topological order: every input of a node is an earlier node, node 0 is the model
 // input and the last node is the output. Shapes are inferred and checked when a node is
 // added, so a Graph that exists is well formed. forward() is the float64 reference.
@@ -36,8 +36,24 @@ struct PolynomialActivation {
   void validate() const;
 };
 
+// The window (channels kept) of a (C, H, W) tensor at rows top .. top + height - 1 and
+// columns left .. left + width - 1. Encrypted, crops of the model input are done by the
+// client: a grid of equal crops becomes the patches it encrypts (nn/compiled_graph.h).
+struct Crop {
+  std::size_t top = 0, left = 0, height = 0, width = 0;
+  Tensor forward(const Tensor& x) const;
+};
+
+// x * p(sum of the squares of x): an L2 normalisation with p approximating 1 / sqrt over
+// the range the sums of squares take (CryptoFace's embedding normalisation).
+struct L2Normalize {
+  std::vector<double> coeffs;  // p in the power basis
+  Tensor forward(const Tensor& x) const;
+  void validate() const;
+};
+
 using GraphOp = std::variant<GraphInput, Conv2d, BatchNorm, AvgPool2d, AdaptiveAvgPool2d, Flatten, Linear, Add, Scale,
-                             HerPN, PolynomialActivation>;
+                             HerPN, PolynomialActivation, Crop, L2Normalize>;
 
 // The op's name as it appears in error messages and reports ("Conv2d", "Add", ...).
 const char* op_name(const GraphOp& op);

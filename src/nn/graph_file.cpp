@@ -59,6 +59,13 @@ json describe(const GraphNode& node, container::TensorWriter& w) {
                    j["lower"] = bound(p.lower);
                    j["upper"] = bound(p.upper);
                  },
+                 [&](const Crop& c) {
+                   j["top"] = c.top;
+                   j["left"] = c.left;
+                   j["height"] = c.height;
+                   j["width"] = c.width;
+                 },
+                 [&](const L2Normalize& l) { j["coeffs"] = l.coeffs; },
              },
              node.op);
   return j;
@@ -105,6 +112,12 @@ GraphOp read_op(const json& j, const std::string& name, const container::TensorR
     return PolynomialActivation{j.at("coeffs").get<std::vector<double>>(),
                                 bound(j.at("lower"), -std::numeric_limits<double>::infinity()),
                                 bound(j.at("upper"), std::numeric_limits<double>::infinity())};
+  if (op == "Crop") {
+    const auto top = j.at("top").get<std::size_t>(), left = j.at("left").get<std::size_t>();
+    if (top > (1u << 16) || left > (1u << 16)) throw ModelFormatError("Crop offset out of range");
+    return Crop{top, left, size_field(j, "height"), size_field(j, "width")};
+  }
+  if (op == "L2Normalize") return L2Normalize{j.at("coeffs").get<std::vector<double>>()};
   throw ModelFormatError("unknown op '" + op + "'");
 }
 

@@ -1,6 +1,7 @@
 #include "nn/half_ring.h"
 
 #include "ckks/ring_switch.h"
+#include "ckks/serialization.h"
 
 namespace pfhe::nn {
 
@@ -15,5 +16,34 @@ HalfRing::HalfRing(const ckks::Parameters& big, const RingSwitchChoice& c)
       switch_context(ckks::switch_key_parameters(big, c.level, c.special_primes)),
       encoder(context),
       plan{encoder, c.after_block} {}
+
+void save_ring_switch(ckks::ByteWriter& w, const HalfRing* half) {
+  w.put<std::uint64_t>(half ? 1 : 0);
+  if (!half) return;
+  w.put<std::uint64_t>(half->choice.after_block);
+  w.put<std::uint64_t>(half->choice.level);
+  w.put<std::uint64_t>(half->choice.special_primes);
+  w.put<std::uint64_t>(half->context.params().fingerprint());
+}
+
+std::shared_ptr<const HalfRing> load_ring_switch(const ckks::Parameters& big, ckks::ByteReader& r, const char* what) {
+  const auto flag = r.get<std::uint64_t>(what);
+  if (flag > 1) throw ckks::SerializationError(std::string(what) + ": bad ring-switch flag");
+  if (flag == 0) return nullptr;
+  RingSwitchChoice choice;
+  choice.after_block = r.get_count(what, 64);
+  choice.level = r.get_count(what, big.max_level());
+  choice.special_primes = r.get_count(what, big.p().size());
+  const auto fingerprint = r.get<std::uint64_t>(what);
+  std::shared_ptr<const HalfRing> half;
+  try {
+    half = HalfRing::make(big, choice);
+  } catch (const std::invalid_argument& e) {
+    throw ckks::SerializationError(std::string(what) + ": invalid ring switch: " + e.what());
+  }
+  if (half->context.params().fingerprint() != fingerprint)
+    throw ckks::SerializationError(std::string(what) + ": the half ring's fingerprint does not match its parameters");
+  return half;
+}
 
 }  // namespace pfhe::nn

@@ -7,12 +7,32 @@
 #include <cstdint>
 #include <memory>
 
+#include "ckks/byte_stream.h"
 #include "ckks/context.h"
 #include "ckks/encoder.h"
-#include "nn/compiled_backbone.h"
+#include "ckks/evaluator.h"
+#include "ckks/keys.h"
 
 namespace pfhe::nn {
 
+// Evaluating the blocks after a ring switch (ckks/ring_switch.h): the switch key with its
+// context, and an evaluator of the half ring holding its relinearization and Galois keys.
+struct HalfRingEvaluation {
+  const ckks::Context& switch_context;
+  const ckks::SwitchingKey& switch_key;
+  const ckks::Evaluator& evaluator;
+};
+
+// Where a PatchCNN lane group leaves N for N/2 (CompiledBackbone): after block
+// `after_block` (0-based), whose output level must be the half ring's top level and whose
+// output layout repeats with period N/4 (two or more replicas).
+struct RingSwitchPlan {
+  const ckks::Encoder& half_encoder;
+  std::size_t after_block;
+};
+
+// after_block: where a PatchCNN's groups switch (CompiledBackbone); a graph switches each
+// value the compiler brings to `level` (nn/compiled_graph.h) and ignores it.
 struct RingSwitchChoice {
   std::size_t after_block, level, special_primes;
   bool operator==(const RingSwitchChoice&) const = default;
@@ -36,5 +56,12 @@ class HalfRing {
   const ckks::Encoder encoder;         // of `context`
   const RingSwitchPlan plan;           // what CompiledBackbone compiles and loads with
 };
+
+// The stored switch (docs/FORMAT.md: u64 flag, then after block, level, special primes
+// and the half ring's fingerprint), in compiled models and compiled graphs. Loading derives
+// the half ring again from `big` and checks the fingerprint (ckks::SerializationError
+// naming `what` otherwise); null when the flag says there is no switch.
+void save_ring_switch(ckks::ByteWriter& w, const HalfRing* half);
+std::shared_ptr<const HalfRing> load_ring_switch(const ckks::Parameters& big, ckks::ByteReader& r, const char* what);
 
 }  // namespace pfhe::nn

@@ -101,7 +101,8 @@ Layout on_grid(const Shape& shape, std::size_t gap, std::size_t rows, std::size_
 // so that every span is a power of two and layouts replicate cyclically (a convolution
 // then reads C channel offsets, and a dense head splits its rows over the output copies)
 // instead of reading one copy at offsets spread over the whole ring.
-Layout graph_input_layout(const Shape& shape, std::size_t slots);
+// With `lanes`, each lane holds one such input (the patches of one lane group).
+Layout graph_input_layout(const Shape& shape, std::size_t slots, std::size_t lanes = 1);
 // The largest replica count that fits (lane slots / span, a power of two when both are).
 Layout with_full_replication(Layout layout);
 // The same layout with rotated copies when it has several and they fit a rotation step

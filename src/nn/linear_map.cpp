@@ -180,9 +180,9 @@ Layout on_grid(const Shape& shape, std::size_t gap, std::size_t rows, std::size_
   return l;
 }
 
-Layout graph_input_layout(const Shape& shape, std::size_t slots) {
+Layout graph_input_layout(const Shape& shape, std::size_t slots, std::size_t lanes) {
   return with_full_replication(
-      on_grid(shape, 1, std::bit_ceil(shape.height), std::bit_ceil(shape.width), slots, 1));
+      on_grid(shape, 1, std::bit_ceil(shape.height), std::bit_ceil(shape.width), slots, lanes));
 }
 
 namespace {
@@ -289,16 +289,18 @@ SlotLinearMap lower_linear(const std::vector<Linear>& per_lane, const Layout& in
 
 SlotLinearMap lower_elementwise(const std::vector<double>& weights, const Layout& in, const Layout& out) {
   check_pair(in, out, "lower_elementwise");
-  if (in.lanes != 1 || out.lanes != 1) throw std::invalid_argument("lower_elementwise: one lane only");
-  if (in.shape.size() != out.shape.size() || weights.size() != in.shape.size())
-    throw std::invalid_argument("lower_elementwise: element counts differ");
-  const auto slot_of = [](const Layout& l, std::size_t e) {
+  const std::size_t size = in.shape.size();
+  if (in.lanes != out.lanes || out.shape.size() != size || size == 0 || weights.size() % size != 0 ||
+      weights.size() / size > in.lanes)
+    throw std::invalid_argument("lower_elementwise: element or lane counts differ");
+  // Element e (channel-major) of a layout's tensor, in `lane`.
+  const auto slot_of = [](const Layout& l, std::size_t lane, std::size_t e) {
     const std::size_t plane = l.shape.height * l.shape.width;
-    return l.slot(e / plane, (e % plane) / l.shape.width, e % l.shape.width);
+    return l.global_slot(lane, e / plane, (e % plane) / l.shape.width, e % l.shape.width);
   };
   std::vector<SlotLinearMap::Entry> entries;
-  for (std::size_t e = 0; e < weights.size(); ++e)
-    if (weights[e] != 0.0) entries.push_back({slot_of(out, e), slot_of(in, e), weights[e]});
+  for (std::size_t i = 0; i < weights.size(); ++i)
+    if (weights[i] != 0.0) entries.push_back({slot_of(out, i / size, i % size), slot_of(in, i / size, i % size), weights[i]});
   return replicate(std::move(entries), {}, in, out);
 }
 

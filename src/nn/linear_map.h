@@ -55,8 +55,9 @@ inline SlotLinearMap lower_linear(const Linear& linear, const Layout& in, const 
 }
 
 // y = w (.) x element by element between two layouts of tensors with the same element
-// count (one lane): element e (channel-major index) of `in` goes to element e of `out`, so
-// a flattened tensor and its (C, H, W) original are interchangeable.
+// count and lanes: element e (channel-major index) of `in` goes to element e of `out`, so
+// a flattened tensor and its (C, H, W) original are interchangeable. `weights` holds one
+// weight per element for each lane in turn (lanes beyond them are zero).
 SlotLinearMap lower_elementwise(const std::vector<double>& weights, const Layout& in, const Layout& out);
 
 // Per-channel affine y = scale_c x + shift_c (folded BatchNorm) as a diagonal map; one

@@ -82,6 +82,22 @@ Linear PatchCNN::head_block(std::size_t p) const {
   return block;
 }
 
+Graph PatchCNN::to_graph() const {
+  validate();
+  Graph g(image_shape(), "image");
+  std::size_t sum = 0;
+  for (std::size_t p = 0; p < backbones.size(); ++p) {
+    const std::string net = "nets." + std::to_string(p);
+    const std::size_t crop =
+        g.add(net + ".crop", Crop{p / grid * patch_size, p % grid * patch_size, patch_size, patch_size}, 0);
+    const std::size_t head = g.add("head." + std::to_string(p), head_block(p), backbones[p].append_to(g, net, crop));
+    if (p == 0) sum = head;
+    else sum = g.add(p + 1 == backbones.size() ? "embedding" : "embedding." + std::to_string(p), Add{}, {sum, head});
+  }
+  if (!classifier) g.add("l2", L2Normalize{{l2.c, l2.b, l2.a}}, sum);
+  return g;
+}
+
 L2FitPoints l2_fit_points(std::vector<double> ys) {
   if (ys.size() < 3) throw std::invalid_argument("L2 fit: needs at least 3 samples");
   std::sort(ys.begin(), ys.end());
@@ -262,13 +278,6 @@ ckks::Ciphertext CompiledPatchCNN::aggregate(const ckks::Evaluator& eval, std::v
   return std::move(heads.front());
 }
 
-namespace {
-ckks::Ciphertext sum_over_span(const ckks::Evaluator& eval, ckks::Ciphertext x, std::size_t span) {
-  for (std::size_t step = 1; step < span; step <<= 1) eval.add_inplace(x, eval.rotate(x, static_cast<long>(step)));
-  return x;
-}
-}  // namespace
-
 ckks::Ciphertext CompiledPatchCNN::normalize(const ckks::Evaluator& eval, const ckks::Ciphertext& embedding) const {
   if (classifier_) throw std::logic_error("normalize: a classifier's output is its logits");
   ckks::Ciphertext sq = eval.square_relin(embedding);
@@ -294,12 +303,7 @@ ckks::Ciphertext CompiledPatchCNN::similarity(const ckks::Evaluator& eval, const
 
 ckks::Ciphertext CompiledPatchCNN::match(const ckks::Evaluator& eval, const ckks::Ciphertext& probe,
                                          const ckks::Ciphertext& enrolled, double threshold) const {
-  ckks::Ciphertext d = eval.sub(probe, enrolled);
-  ckks::Ciphertext sq = eval.square_relin(d);
-  eval.rescale_inplace(sq);
-  ckks::Ciphertext score = sum_over_span(eval, sq, embedding_layout().span());
-  eval.add_const_inplace(score, -threshold);
-  return score;
+  return match_embeddings(eval, probe, enrolled, threshold, embedding_layout().span());
 }
 
 namespace {
@@ -315,13 +319,7 @@ void CompiledPatchCNN::save(const std::function<void(std::span<const std::uint8_
   head.put<std::uint32_t>(kCompiledVersion);
   head.put<std::uint64_t>(encoder_->context().params().fingerprint());
   // Whole words: every group starts 8-aligned in the file (its coefficients are read in place).
-  head.put<std::uint64_t>(half_ring_ ? 1 : 0);
-  if (half_ring_) {
-    head.put<std::uint64_t>(half_ring_->choice.after_block);
-    head.put<std::uint64_t>(half_ring_->choice.level);
-    head.put<std::uint64_t>(half_ring_->choice.special_primes);
-    head.put<std::uint64_t>(half_ring_->context.params().fingerprint());
-  }
+  save_ring_switch(head, half_ring_.get());
   head.put<std::uint64_t>(patches_);
   head.put<std::uint64_t>(groups_.size());
   sink(head.bytes());
@@ -351,31 +349,6 @@ void CompiledPatchCNN::save_file(const std::string& path) const {
   f.commit();
 }
 
-namespace {
-// The stored ring switch, its half ring derived again from the big parameters and checked
-// against the stored fingerprint.
-std::shared_ptr<const HalfRing> load_half_ring(const ckks::Parameters& big, ckks::ByteReader& r) {
-  const char* what = "compiled model";
-  const auto flag = r.get<std::uint64_t>(what);
-  if (flag > 1) throw ckks::SerializationError("compiled model: bad ring-switch flag");
-  if (flag == 0) return nullptr;
-  RingSwitchChoice choice;
-  choice.after_block = r.get_count(what, 64);
-  choice.level = r.get_count(what, big.max_level());
-  choice.special_primes = r.get_count(what, big.p().size());
-  const auto fingerprint = r.get<std::uint64_t>(what);
-  std::shared_ptr<const HalfRing> half;
-  try {
-    half = HalfRing::make(big, choice);
-  } catch (const std::invalid_argument& e) {
-    throw ckks::SerializationError(std::string("compiled model: invalid ring switch: ") + e.what());
-  }
-  if (half->context.params().fingerprint() != fingerprint)
-    throw ckks::SerializationError("compiled model: the half ring's fingerprint does not match its parameters");
-  return half;
-}
-}  // namespace
-
 CompiledPatchCNN CompiledPatchCNN::load(const ckks::Encoder& encoder, std::span<const std::uint8_t> bytes,
                                         const std::shared_ptr<const ckks::Backing>& backing) {
   const char* what = "compiled model";
@@ -385,7 +358,7 @@ CompiledPatchCNN CompiledPatchCNN::load(const ckks::Encoder& encoder, std::span<
     throw ckks::SerializationError("compiled model was made for other parameters (fingerprint mismatch)");
   CompiledPatchCNN c;
   c.encoder_ = &encoder;
-  c.half_ring_ = load_half_ring(encoder.context().params(), r);
+  c.half_ring_ = load_ring_switch(encoder.context().params(), r, "compiled model");
   c.patches_ = r.get_count(what, 256);
   const std::size_t groups = r.get_count(what, 256);
   if (c.patches_ == 0 || groups == 0) throw ckks::SerializationError("compiled model: no backbones");

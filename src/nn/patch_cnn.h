@@ -11,6 +11,7 @@
 
 #include "nn/backbone.h"
 #include "nn/compiled_backbone.h"
+#include "nn/graph.h"
 #include "nn/half_ring.h"
 
 namespace pfhe::nn {
@@ -46,6 +47,11 @@ struct PatchCNN {
   // Head block of patch p with the BatchNorm folded in and the bias shared 1/grid^2 per patch.
   Linear head_block(std::size_t p) const;
   void validate() const;
+  // The model as a graph: a Crop per patch ("nets.<p>.crop"), its backbone (nodes named as
+  // Backbone::append_to does under "nets.<p>"), its head block ("head.<p>"), the sum of the
+  // head blocks ("embedding", the last Add) and, unless a classifier, the normalisation
+  // ("l2"). Its forward equals normalized() (embedding() for a classifier).
+  Graph to_graph() const;
 };
 
 // The three fit points of the L2 polynomial from sum-of-squares samples: mu - sigma (clamped

@@ -191,14 +191,19 @@ ClientSpec ClientSpec::of(const nn::CompiledGraph& model, const ckks::Parameters
                                 "are not part of the client spec)");
   ClientSpec s;
   s.fingerprint = params.fingerprint();
-  s.image = model.input_layout().shape;
-  s.grid = 1;
+  s.image = model.input_shape();
+  s.grid = model.grid();
   s.input_level = model.input_level();
   s.input_scale = model.input_scale();
   s.input_layout = model.input_layout();
   s.output_layout = model.output_layout();
   s.rotation_levels = model.rotation_levels();
-  s.classifier = true;
+  s.classifier = !model.embeds();
+  if (const auto& half = model.half_ring()) {
+    s.ring_switch = half->choice;
+    s.half_ring_fingerprint = half->context.params().fingerprint();
+    s.half_ring_rotation_levels = model.half_ring_rotation_levels();
+  }
   return s;
 }
 
@@ -218,7 +223,7 @@ std::shared_ptr<const nn::HalfRing> ClientSpec::half_ring(const ckks::Parameters
 void write_compiled_graph(const std::string& dir, const ckks::Parameters& params, const nn::CompiledGraph& model) {
   std::filesystem::create_directories(dir);
   ckks::write_file(dir + "/params.pfhe", ckks::save_parameters(params));
-  ckks::write_file(dir + "/model.pfhc", model.save());
+  model.save_file(dir + "/model.pfhc");
   ClientSpec::of(model, params).write(dir + "/client.json");
 }
 
@@ -370,7 +375,7 @@ ServedModel::ServedModel(const ckks::Parameters& params,
       enc_(std::make_unique<ckks::Encoder>(*ctx_)),
       graph_(std::make_unique<nn::CompiledGraph>(compile(*enc_))) {}
 
-std::size_t ServedModel::inputs() const { return graph_ ? 1 : model_->groups(); }
+std::size_t ServedModel::inputs() const { return graph_ ? graph_->inputs() : model_->groups(); }
 
 std::size_t ServedModel::tasks() const { return graph_ ? graph_task_offsets(*graph_).back() : model_->groups(); }
 
@@ -378,7 +383,9 @@ std::map<long, std::size_t> ServedModel::rotation_levels() const {
   return graph_ ? graph_->rotation_levels() : model_->rotation_levels();
 }
 
-std::shared_ptr<const nn::HalfRing> ServedModel::half_ring() const { return graph_ ? nullptr : model_->half_ring(); }
+std::shared_ptr<const nn::HalfRing> ServedModel::half_ring() const {
+  return graph_ ? graph_->half_ring() : model_->half_ring();
+}
 
 KeySet::KeySet(const ServedModel& model, const std::string& keys_path) : KeySet(model, keys_path, Clock::now()) {}
 
@@ -409,7 +416,7 @@ void KeySet::check_rotation_keys(const std::map<long, std::size_t>& levels, cons
 
 TaskFunction KeySet::tasks() const {
   const Evaluators& e = *evaluators_;
-  if (model_.graph_) return graph_tasks(*model_.graph_, e.big());
+  if (model_.graph_) return graph_tasks(*model_.graph_, e.big(), e.half_ring());
   return model_.weights_ ? recompiling_backbone_tasks(*model_.weights_, *model_.model_, *model_.enc_, e.big(), e.half_ring())
                          : backbone_tasks(*model_.model_, e.big(), e.half_ring());
 }
@@ -438,34 +445,41 @@ CiphertextFile KeySet::infer_graph(const CiphertextFile& input, Executor& execut
                                    RunStats* stats) const {
   const nn::CompiledGraph& graph = *model_.graph_;
   check_same_key_set(input.key_set, "the encrypted input", keys_.key_set, "the evaluation keys");
-  if (input.ciphertexts.size() != 1)
-    throw std::invalid_argument("the model takes its input as one ciphertext, the file has " +
-                                std::to_string(input.ciphertexts.size()));
+  if (input.ciphertexts.size() != graph.inputs())
+    throw std::invalid_argument("the model takes " + std::to_string(graph.inputs()) +
+                                " input ciphertext(s), the file has " + std::to_string(input.ciphertexts.size()));
   // stats: the regions' executor runs added up.
   RunStats total;
   const std::vector<std::size_t> first = graph_task_offsets(graph);
   const auto runner = [&](std::size_t region, const std::vector<ckks::Ciphertext>& entries) {
     RunStats run;
-    std::vector<ckks::Ciphertext> exits = executor.run(rings(), tasks, entries, &run, first[region]);
+    // The rings of this region's entries and exits (a branch may switch rings).
+    const auto& branch = graph.parallel_regions()[region].branches.front();
+    const auto ring = [&](std::size_t v) -> const ckks::Context& {
+      return graph.in_half_ring(v) ? evaluators_->output().context() : evaluators_->big().context();
+    };
+    std::vector<ckks::Ciphertext> exits =
+        executor.run({ring(branch.entry), ring(branch.exit)}, tasks, entries, &run, first[region]);
     total.seconds += run.seconds;
     total.transfer_seconds += run.transfer_seconds;
     total.transfer_bytes += run.transfer_bytes;
     total.task_seconds.insert(total.task_seconds.end(), run.task_seconds.begin(), run.task_seconds.end());
     return exits;
   };
-  ckks::Ciphertext out = graph.run(evaluators_->big(), input.ciphertexts[0], &total.steps, nullptr, runner);
+  ckks::Ciphertext out = graph.run(evaluators_->big(), input.ciphertexts, &total.steps, nullptr, runner, evaluators_->half_ring());
   if (stats) *stats = std::move(total);
   return {keys_.key_set, {std::move(out)}};
 }
 
 CiphertextFile KeySet::match(const CiphertextFile& probe, const CiphertextFile& enrolled, double threshold) const {
   if (spec_.classifier) throw std::invalid_argument("match: the model is a classifier, not a face matcher");
-  const nn::CompiledPatchCNN& model = *model_.model_;
   check_same_key_set(probe.key_set, "the probe", keys_.key_set, "the evaluation keys");
   check_same_key_set(enrolled.key_set, "the enrolled template", keys_.key_set, "the evaluation keys");
   if (probe.ciphertexts.size() != 1 || enrolled.ciphertexts.size() != 1)
     throw std::invalid_argument("match: the probe and the template must be one ciphertext each");
-  return {keys_.key_set, {model.match(evaluators_->output(), probe.ciphertexts[0], enrolled.ciphertexts[0], threshold)}};
+  const ckks::Ciphertext &a = probe.ciphertexts[0], &b = enrolled.ciphertexts[0];
+  return {keys_.key_set, {model_.graph_ ? model_.graph_->match(evaluators_->output(), a, b, threshold)
+                                        : model_.model_->match(evaluators_->output(), a, b, threshold)}};
 }
 
 }  // namespace pfhe::runtime

@@ -116,13 +116,14 @@ std::vector<std::size_t> graph_task_offsets(const nn::CompiledGraph& graph) {
   return first;  // one more than the regions: the last is the task count
 }
 
-TaskFunction graph_tasks(const nn::CompiledGraph& graph, const ckks::Evaluator& eval) {
-  return [&graph, &eval, first = graph_task_offsets(graph)](std::size_t t, const ckks::Ciphertext& in) {
+TaskFunction graph_tasks(const nn::CompiledGraph& graph, const ckks::Evaluator& eval,
+                         const nn::HalfRingEvaluation* half) {
+  return [&graph, &eval, half, first = graph_task_offsets(graph)](std::size_t t, const ckks::Ciphertext& in) {
     if (t >= first.back())
       throw std::invalid_argument("task " + std::to_string(t) + " of a graph with " + std::to_string(first.back()) +
                                   " branch tasks");
     const std::size_t region = static_cast<std::size_t>(std::upper_bound(first.begin(), first.end(), t) - first.begin()) - 1;
-    return graph.run_branch(eval, region, t - first[region], in);
+    return graph.run_branch(eval, region, t - first[region], in, nullptr, nullptr, half);
   };
 }
 

@@ -78,8 +78,10 @@ TaskFunction backbone_tasks(const nn::CompiledPatchCNN& model, const ckks::Evalu
                             const nn::HalfRingEvaluation* half = nullptr);
 
 // The task function of a compiled graph: task t is branch b of region r, numbered across
-// regions in order (graph_task_offsets gives each region's first task).
-TaskFunction graph_tasks(const nn::CompiledGraph& graph, const ckks::Evaluator& eval);
+// regions in order (graph_task_offsets gives each region's first task). `half` is required
+// exactly when a branch runs steps in the half ring.
+TaskFunction graph_tasks(const nn::CompiledGraph& graph, const ckks::Evaluator& eval,
+                         const nn::HalfRingEvaluation* half = nullptr);
 std::vector<std::size_t> graph_task_offsets(const nn::CompiledGraph& graph);
 
 // Tasks that compile their lane group from the model's weights when they run (diagonals

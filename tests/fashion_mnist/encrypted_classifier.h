@@ -1,11 +1,13 @@
 // The trained Fashion-MNIST model (tests/data/fashion_pcnn.pfhm) set up for encrypted
 // classification at 128-bit secure parameters chosen from its depth: a client with the
 // secret key and the server's compiled model and evaluator, shared by the CI test and the
-// benchmark (bench/fashion_mnist_bench.cpp).
+// benchmark (bench/fashion_mnist_bench.cpp). The PatchCNN is compiled as a graph
+// (PatchCNN::to_graph, the one graph compiler: its four patches in lanes of one ciphertext).
 #pragma once
 #include <algorithm>
 #include <utility>
 
+#include "nn/compiled_graph.h"
 #include "nn/model_file.h"
 #include "nn/parameter_choice.h"
 #include "nn/precision.h"
@@ -26,22 +28,19 @@ struct EncryptedClassifier {
   ckks::Encoder enc{ctx};
   nn::CompileTarget target = nn::compile_target(model, ctx.params());
   runtime::Clock::time_point start = runtime::Clock::now();
-  nn::CompiledPatchCNN compiled = nn::CompiledPatchCNN::compile(model, enc, target.level, target.scale);
+  nn::CompiledGraph compiled = nn::CompiledGraph::compile(model.to_graph(), enc, target.level, target.scale);
   double compile_seconds = runtime::seconds_since(start);
   runtime::ClientSpec spec = runtime::ClientSpec::of(compiled, ctx.params());
   std::pair<runtime::SecretKeyFile, runtime::EvaluationKeys> keys = runtime::generate_keys(ctx, spec);
   double keygen_seconds = runtime::seconds_since(start) - compile_seconds;
   runtime::Client client{ctx, spec, keys.first};
   ckks::Evaluator eval{ctx, &keys.second.relin, &keys.second.galois};
-  runtime::TaskFunction tasks = runtime::backbone_tasks(compiled, eval);
 
-  // The client encrypts the image's patch groups, the server evaluates them and sums the
-  // heads, the client decrypts the logits.
+  // The client encrypts the image's patch groups, the server evaluates the graph, the
+  // client decrypts the logits.
   nn::Tensor logits(const nn::Tensor& image) const {
     const runtime::CiphertextFile patches = runtime::load_ciphertexts(runtime::view_of(client.encrypt_image(image)), ctx);
-    std::vector<ckks::Ciphertext> heads;
-    for (std::size_t g = 0; g < compiled.groups(); ++g) heads.push_back(tasks(g, patches.ciphertexts[g]));
-    return client.decrypt_output({patches.key_set, {compiled.aggregate(eval, heads)}});
+    return client.decrypt_output({patches.key_set, {compiled.run(eval, patches.ciphertexts)}});
   }
 };
 

@@ -474,3 +474,53 @@ TEST(ClientServer, GraphBranchesRunOnEveryExecutorByteIdentical) {
   EXPECT_THROW(keys.infer(two, *runtime::make_sequential_executor()), std::invalid_argument);
   EXPECT_THROW(keys.match(input, input, 0), std::invalid_argument);  // logits, not a face embedding
 }
+
+// The PatchCNN as a graph with its ring switch, served like any graph: the client spec
+// names the grid, the lanes and the switch; the two lane groups are branch tasks that
+// switch rings inside, byte-identical on every executor; the normalised embedding decrypts
+// in the half ring, and two of them match there.
+TEST(ClientServer, PatchCnnGraphServedWithItsRingSwitch) {
+  const auto images = nn::synthetic_images(128, {3, 16, 16}, 5);
+  const nn::PatchCNN model = nn::make_synthetic_patch_cnn(test::reduced_backbone_shape(), 2, 8, 16, 13, images);
+  const runtime::ServedModel served(test::small_params(12, 28), [&](const ckks::Encoder& enc) {
+    return nn::CompiledGraph::compile(model.to_graph(), enc, 28, enc.context().params().default_scale(), SIZE_MAX,
+                                      nn::Compilation::kFull, nullptr, nullptr, 2,
+                                      nn::HalfRing::make(enc.context().params(), {2, 15, 2}));
+  });
+  ASSERT_NE(served.half_ring(), nullptr);
+  EXPECT_EQ(served.inputs(), 2u);
+  EXPECT_EQ(served.tasks(), 2u);
+  const runtime::ClientSpec spec = runtime::ClientSpec::from_json(served.client_spec().to_json());
+  EXPECT_FALSE(spec.classifier);
+  EXPECT_EQ(spec.grid, 2u);
+  EXPECT_EQ(spec.input_layout.lanes, 2u);
+  ASSERT_TRUE(spec.ring_switch.has_value());
+  EXPECT_EQ(spec.half_ring_rotation_levels, served.graph()->half_ring_rotation_levels());
+  auto [secret, eval] = runtime::generate_keys(served.context(), spec);
+  const runtime::KeySet keys(served, std::move(eval));
+  const runtime::Client client(served.context(), spec, secret);
+  const auto encrypt = [&](const nn::Tensor& image) {
+    return runtime::load_ciphertexts(runtime::view_of(client.encrypt_image(image)), served.context());
+  };
+  const runtime::CiphertextFile input = encrypt(images[1]);
+  ASSERT_EQ(input.ciphertexts.size(), 2u);
+  std::vector<ckks::Bytes> outputs;
+  std::vector<std::unique_ptr<runtime::Executor>> executors;
+  executors.push_back(runtime::make_sequential_executor());
+  executors.push_back(runtime::make_thread_executor(2));
+  executors.push_back(runtime::make_fork_executor(2));
+  runtime::CiphertextFile probe;
+  for (const auto& executor : executors) {
+    runtime::CiphertextFile out = keys.infer(input, *executor);
+    outputs.push_back(ckks::save(keys.output_context(), out.ciphertexts.at(0)));
+    if (outputs.size() == 1) probe = std::move(out);
+  }
+  EXPECT_EQ(outputs[1], outputs[0]);
+  EXPECT_EQ(outputs[2], outputs[0]);
+  EXPECT_TRUE(no_children_left());
+  EXPECT_LT(nn::precision_of(client.decrypt_output(probe), model.normalized(images[1])).relative, 1e-5);
+  const runtime::CiphertextFile enrolled = keys.infer(encrypt(images[0]), *runtime::make_sequential_executor());
+  const double want = nn::match_score(model.normalized(images[1]), model.normalized(images[0]), 0.5);
+  const double score = client.decrypt_score(keys.match(probe, enrolled, 0.5));
+  EXPECT_NEAR(score, want, 1e-4 * std::max(1.0, std::fabs(want)));
+}

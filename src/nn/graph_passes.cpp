@@ -1,0 +1,124 @@
+#include "nn/graph_passes.h"
+
+#include <optional>
+#include <stdexcept>
+
+namespace pfhe::nn {
+
+Conv2d fold_batch_norm(Conv2d conv, const BatchNorm& bn) {
+  std::vector<double> scale, shift;
+  bn.affine_form(scale, shift);
+  if (scale.size() != conv.out_channels) throw std::invalid_argument("BatchNorm after a conv: channel count mismatch");
+  const std::size_t per_out = conv.in_channels * conv.kernel * conv.kernel;
+  std::vector<double> bias(conv.out_channels);
+  for (std::size_t o = 0; o < conv.out_channels; ++o) {
+    for (std::size_t k = 0; k < per_out; ++k) conv.weight[o * per_out + k] *= scale[o];
+    bias[o] = shift[o] + (conv.bias.empty() ? 0.0 : conv.bias[o] * scale[o]);
+  }
+  conv.bias = std::move(bias);
+  return conv;
+}
+
+namespace {
+
+// What replaces one node in the rewritten graph (nothing: the node is dropped, its only
+// reader computes its part).
+struct Emit {
+  std::string name;
+  GraphOp op;
+  std::vector<std::size_t> inputs;  // old node indices
+};
+
+std::vector<std::vector<std::size_t>> consumers_of(const Graph& g) {
+  std::vector<std::vector<std::size_t>> consumers(g.nodes().size());
+  for (std::size_t n = 0; n < g.nodes().size(); ++n)
+    for (const std::size_t i : g.nodes()[n].inputs) consumers[i].push_back(n);
+  return consumers;
+}
+
+// linear(chain(pool(x))) over the flattened x, where the chain is Flatten, BatchNorm and
+// Scale nodes: every pooled feature f carries the affine a_f * pooled + t_f.
+Linear fuse_pooling(const Graph& g, std::size_t pool, const std::vector<std::size_t>& chain, const Linear& linear) {
+  const Shape& in = g.nodes()[g.nodes()[pool].inputs[0]].shape;
+  const std::size_t o = std::get<AdaptiveAvgPool2d>(g.nodes()[pool].op).output_size;
+  const std::size_t features = in.channels * o * o, bh = in.height / o, bw = in.width / o;
+  std::vector<double> a(features, 1.0), t(features, 0.0);
+  for (const std::size_t n : chain) {
+    const GraphNode& node = g.nodes()[n];
+    if (const auto* bn = std::get_if<BatchNorm>(&node.op)) {
+      std::vector<double> s, sh;
+      bn->affine_form(s, sh);
+      const std::size_t per_channel = features / s.size();  // o * o before a Flatten, 1 after
+      for (std::size_t f = 0; f < features; ++f) {
+        a[f] *= s[f / per_channel];
+        t[f] = t[f] * s[f / per_channel] + sh[f / per_channel];
+      }
+    } else if (const auto* sc = std::get_if<Scale>(&node.op)) {
+      for (std::size_t f = 0; f < features; ++f) a[f] *= sc->factor, t[f] *= sc->factor;
+    }
+  }
+  Linear fused{in.size(), linear.out_features, std::vector<double>(linear.out_features * in.size(), 0.0),
+               std::vector<double>(linear.out_features, 0.0)};
+  const double inv_block = 1.0 / static_cast<double>(bh * bw);
+  for (std::size_t r = 0; r < linear.out_features; ++r) {
+    double b = linear.bias.empty() ? 0.0 : linear.bias[r];
+    for (std::size_t f = 0; f < features; ++f) {
+      const double w = linear.weight[r * features + f];
+      if (w == 0.0) continue;
+      b += w * t[f];
+      const std::size_t c = f / (o * o), py = (f / o) % o, px = f % o;
+      for (std::size_t y = py * bh; y < (py + 1) * bh; ++y)
+        for (std::size_t x = px * bw; x < (px + 1) * bw; ++x)
+          fused.weight[r * in.size() + (c * in.height + y) * in.width + x] += w * a[f] * inv_block;
+    }
+    fused.bias[r] = b;
+  }
+  return fused;
+}
+
+}  // namespace
+
+Graph fold_into_linear_layers(const Graph& g) {
+  const auto& nodes = g.nodes();
+  const auto consumers = consumers_of(g);
+  const auto only_reader = [&](std::size_t n) -> std::optional<std::size_t> {
+    if (consumers[n].size() != 1 || n == g.output()) return std::nullopt;
+    return consumers[n][0];
+  };
+  std::vector<std::optional<Emit>> emit(nodes.size());
+  for (std::size_t n = 1; n < nodes.size(); ++n) emit[n] = Emit{nodes[n].name, nodes[n].op, nodes[n].inputs};
+  for (std::size_t n = 1; n < nodes.size(); ++n) {
+    const GraphNode& node = nodes[n];
+    if (const auto* conv = std::get_if<Conv2d>(&node.op)) {
+      const auto reader = only_reader(n);
+      if (!reader || !std::holds_alternative<BatchNorm>(nodes[*reader].op) || !emit[n]) continue;
+      emit[*reader] = Emit{nodes[*reader].name, fold_batch_norm(*conv, std::get<BatchNorm>(nodes[*reader].op)),
+                           node.inputs};
+      emit[n].reset();
+    } else if (std::holds_alternative<AdaptiveAvgPool2d>(node.op)) {
+      std::vector<std::size_t> chain;
+      std::optional<std::size_t> at = only_reader(n);
+      while (at && (std::holds_alternative<Flatten>(nodes[*at].op) || std::holds_alternative<BatchNorm>(nodes[*at].op) ||
+                    std::holds_alternative<Scale>(nodes[*at].op))) {
+        chain.push_back(*at);
+        at = only_reader(*at);
+      }
+      if (!at || !std::holds_alternative<Linear>(nodes[*at].op)) continue;
+      // The pooling node becomes the Flatten of its input; the chain goes.
+      emit[n] = Emit{node.name, Flatten{}, node.inputs};
+      for (const std::size_t c : chain) emit[c].reset();
+      emit[*at] = Emit{nodes[*at].name, fuse_pooling(g, n, chain, std::get<Linear>(nodes[*at].op)), {n}};
+    }
+  }
+  Graph out(g.input_shape(), nodes[0].name);
+  std::vector<std::size_t> index(nodes.size(), 0);
+  for (std::size_t n = 1; n < nodes.size(); ++n) {
+    if (!emit[n]) continue;
+    std::vector<std::size_t> inputs;
+    for (const std::size_t i : emit[n]->inputs) inputs.push_back(index[i]);
+    index[n] = out.add(emit[n]->name, std::move(emit[n]->op), std::move(inputs));
+  }
+  return out;
+}
+
+}  // namespace pfhe::nn
