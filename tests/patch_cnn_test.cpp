@@ -149,9 +149,12 @@ TEST_P(PatchCnnGraph, CompilesLikeThePatchCompilerAndMatchesFloat64) {
   ckks::Context ctx(test::small_params(11, 28));
   ckks::Encoder enc(ctx);
   const double scale = ctx.params().default_scale();
-  const CompiledGraph compiled = CompiledGraph::compile(graph, enc, 28, scale, SIZE_MAX, Compilation::kFull, nullptr,
+  // A budget that holds some layers: each lane group (branch task) gets an equal share in
+  // both compilers, so the same diagonals are pre-encoded.
+  const std::size_t budget = std::size_t{3} << 20;
+  const CompiledGraph compiled = CompiledGraph::compile(graph, enc, 28, scale, budget, Compilation::kFull, nullptr,
                                                         nullptr, lanes);
-  const CompiledPatchCNN patch = CompiledPatchCNN::compile(model, enc, 28, scale, SIZE_MAX, lanes);
+  const CompiledPatchCNN patch = CompiledPatchCNN::compile(model, enc, 28, scale, budget, lanes);
   // The patch compiler counts normalisation and matching as 5 levels; the graph's output is
   // the normalised embedding (4).
   EXPECT_EQ(compiled.depth() + 1, patch.depth());

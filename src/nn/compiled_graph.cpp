@@ -1,27 +1,21 @@
 #include "nn/compiled_graph.h"
 
 #include <algorithm>
-#include <bit>
 #include <chrono>
 #include <cmath>
 #include <optional>
-#include <queue>
-#include <set>
 #include <stdexcept>
 #include <string>
 
 #include "ckks/ring_switch.h"
 #include "ckks/serialization.h"
 #include "nn/graph_passes.h"
+#include "nn/lane_plan.h"
 #include "nn/overloaded.h"
 
 namespace pfhe::nn {
 
 namespace {
-
-constexpr char kGraphMagic[4] = {'P', 'F', 'H', 'G'};
-// 2: layouts record their grid (nn/layout.h); 3: patch inputs in lanes, L2Normalize.
-constexpr std::uint32_t kGraphVersion = 3;
 
 // Compile-time state of one graph node's output: value = multiplier (.) stored, where
 // stored is program value `index` (multiplier empty: all ones). A lane group's value holds
@@ -294,211 +288,6 @@ class CompiledGraph::Builder {
   CompiledGraph& out_;
 };
 
-namespace {
-
-std::vector<std::vector<std::size_t>> consumers_of(const Graph& g) {
-  std::vector<std::vector<std::size_t>> consumers(g.nodes().size());
-  for (std::size_t n = 0; n < g.nodes().size(); ++n)
-    for (const std::size_t i : g.nodes()[n].inputs) consumers[i].push_back(n);
-  return consumers;
-}
-
-// How the model input reaches the program: whole (no crops), or cut into grid x grid
-// patches, crop_of[p] being the Crop node of patch p (row-major).
-struct PatchPlan {
-  std::size_t grid = 1;
-  Shape patch;
-  std::vector<std::size_t> crop_of;
-};
-
-PatchPlan find_patches(const Graph& g, const std::vector<std::vector<std::size_t>>& consumers) {
-  const Shape& in = g.input_shape();
-  PatchPlan plan{1, in, {}};
-  const std::vector<std::size_t>& readers = consumers[0];
-  const auto is_crop = [&](std::size_t n) { return std::holds_alternative<Crop>(g.nodes()[n].op); };
-  if (std::none_of(readers.begin(), readers.end(), is_crop)) return plan;
-  const auto refuse = [&](const std::string& why) {
-    const std::size_t n = *std::find_if(readers.begin(), readers.end(), is_crop);
-    return std::invalid_argument("compile: node '" + g.nodes()[n].name + "' (Crop): " + why);
-  };
-  if (!std::all_of(readers.begin(), readers.end(), is_crop))
-    throw refuse("the model input is read both whole and cropped; encrypted, it is either one ciphertext or patches");
-  const std::size_t grid = static_cast<std::size_t>(std::lround(std::sqrt(static_cast<double>(readers.size()))));
-  const Crop& first = std::get<Crop>(g.nodes()[readers[0]].op);
-  if (grid * grid != readers.size() || first.height * grid != in.height || first.width * grid != in.width)
-    throw refuse("the crops of the model input must tile it as a grid of equal patches, each read once");
-  plan = {grid, {in.channels, first.height, first.width}, std::vector<std::size_t>(readers.size(), 0)};
-  std::vector<bool> seen(readers.size(), false);
-  for (const std::size_t n : readers) {
-    const Crop& c = std::get<Crop>(g.nodes()[n].op);
-    const std::size_t p = c.top / first.height * grid + c.left / first.width;
-    if (c.height != first.height || c.width != first.width || c.top % first.height || c.left % first.width || seen[p])
-      throw refuse("the crops of the model input must tile it as a grid of equal patches, each read once");
-    seen[p] = true;
-    plan.crop_of[p] = n;
-  }
-  return plan;
-}
-
-// The layout a linear node writes from input layout `x` (`lanes` lanes; a Linear that ends
-// a lane group writes one lane, the sum of its lanes).
-Layout linear_output_layout(const GraphNode& node, const Layout& x, std::size_t lanes) {
-  return std::visit(Overloaded{
-                        [&](const Conv2d& c) { return conv_output_layout(c, x); },
-                        [&](const AvgPool2d& p) { return pool_output_layout(p, x); },
-                        [&](const AdaptiveAvgPool2d&) {
-                          const std::size_t block = x.shape.height / node.shape.height;
-                          return pool_output_layout(AvgPool2d{block, block}, x);
-                        },
-                        [&](const Linear&) {
-                          return with_full_replication(Layout{node.shape, 1, x.slots, 1, lanes});
-                        },
-                        [&](const auto&) { return x; },
-                    },
-                    node.op);
-}
-
-bool same_structure(const GraphOp& a, const GraphOp& b) {
-  if (a.index() != b.index()) return false;
-  return std::visit(
-      Overloaded{
-          [&](const Conv2d& x) {
-            const auto& y = std::get<Conv2d>(b);
-            return x.in_channels == y.in_channels && x.out_channels == y.out_channels && x.kernel == y.kernel &&
-                   x.stride == y.stride && x.padding == y.padding;
-          },
-          [&](const AvgPool2d& x) {
-            const auto& y = std::get<AvgPool2d>(b);
-            return x.kernel == y.kernel && x.stride == y.stride;
-          },
-          [&](const PolynomialActivation& x) { return x.coeffs == std::get<PolynomialActivation>(b).coeffs; },
-          [&](const L2Normalize&) { return false; },  // needs one lane
-          [&](const GraphInput&) { return false; },
-          [&](const auto&) { return true; },  // shapes (compared by the caller) say the rest
-      },
-      a);
-}
-
-// Which patches share ciphertexts (see the header): the branch of each patch, and the sum
-// of their exits.
-struct LanePlan {
-  std::size_t lanes = 1;
-  std::vector<int> owner;                         // the patch whose branch a node is in, or -1
-  std::vector<std::vector<std::size_t>> branch;   // nodes of each patch's branch, ascending
-  std::vector<std::size_t> exit;                  // the Linear ending each branch
-  std::size_t sum_root = 0;                       // the Add of the exits (lanes > 1)
-  std::vector<bool> inner_sum;                    // Adds below sum_root (not compiled alone)
-  std::vector<std::size_t> sum_leaves;            // what sum_root adds up, in order
-};
-
-// Why the patches' branches cannot share ciphertexts ("" when they can); fills `plan`.
-std::string analyse_branches(const Graph& g, const std::vector<std::vector<std::size_t>>& consumers,
-                             const PatchPlan& patches, LanePlan& plan) {
-  const auto& nodes = g.nodes();
-  const std::size_t count = patches.crop_of.size();
-  plan.owner.assign(nodes.size(), -1);
-  plan.branch.assign(count, {});
-  for (std::size_t p = 0; p < count; ++p) plan.owner[patches.crop_of[p]] = static_cast<int>(p);
-  for (std::size_t n = 1; n < nodes.size(); ++n) {
-    if (plan.owner[n] >= 0) continue;
-    const int first = plan.owner[nodes[n].inputs[0]];
-    const bool one = std::all_of(nodes[n].inputs.begin(), nodes[n].inputs.end(),
-                                 [&](std::size_t i) { return plan.owner[i] == first; });
-    plan.owner[n] = one ? first : -1;
-  }
-  for (std::size_t n = 1; n < nodes.size(); ++n)
-    if (plan.owner[n] >= 0) plan.branch[static_cast<std::size_t>(plan.owner[n])].push_back(n);
-  if (count < 2) return "a single patch";
-  std::optional<std::size_t> root;
-  for (std::size_t p = 0; p < count; ++p) {
-    std::vector<std::size_t> exits;
-    for (const std::size_t n : plan.branch[p]) {
-      const bool leaves = n == g.output() || std::any_of(consumers[n].begin(), consumers[n].end(), [&](std::size_t c) {
-                            return plan.owner[c] != static_cast<int>(p);
-                          });
-      if (leaves) exits.push_back(n);
-    }
-    const std::string who = "patch " + std::to_string(p) + "'s branch";
-    if (exits.size() != 1 || !std::holds_alternative<Linear>(nodes[exits[0]].op) || consumers[exits[0]].size() != 1 ||
-        !std::holds_alternative<Add>(nodes[consumers[exits[0]][0]].op))
-      return who + " does not end in one Linear read by an Add";
-    plan.exit.push_back(exits[0]);
-    std::size_t top = consumers[exits[0]][0];
-    while (consumers[top].size() == 1 && std::holds_alternative<Add>(nodes[consumers[top][0]].op))
-      top = consumers[top][0];
-    if (root && *root != top) return who + " is not summed with the others";
-    root = top;
-    if (plan.branch[p].size() != plan.branch[0].size()) return who + " differs from patch 0's";
-    for (std::size_t k = 0; k < plan.branch[p].size(); ++k) {
-      const GraphNode& a = nodes[plan.branch[0][k]];
-      const GraphNode& b = nodes[plan.branch[p][k]];
-      bool same = same_structure(a.op, b.op) && a.shape == b.shape && a.inputs.size() == b.inputs.size();
-      for (std::size_t i = 0; same && i < a.inputs.size() && k > 0; ++i) {
-        const auto pos = [&](std::size_t q, std::size_t v) {
-          return std::lower_bound(plan.branch[q].begin(), plan.branch[q].end(), v) - plan.branch[q].begin();
-        };
-        same = pos(0, a.inputs[i]) == pos(p, b.inputs[i]);
-      }
-      if (!same) return who + " differs from patch 0's at node '" + b.name + "'";
-    }
-  }
-  plan.sum_root = *root;
-  plan.inner_sum.assign(nodes.size(), false);
-  std::vector<std::size_t> stack{plan.sum_root};
-  while (!stack.empty()) {  // depth first, first operand first
-    const std::size_t a = stack.back();
-    stack.pop_back();
-    for (auto it = nodes[a].inputs.rbegin(); it != nodes[a].inputs.rend(); ++it) {
-      if (std::holds_alternative<Add>(nodes[*it].op) && consumers[*it].size() == 1 && plan.owner[*it] < 0) {
-        plan.inner_sum[*it] = true;
-        stack.push_back(*it);
-      } else {
-        plan.sum_leaves.push_back(*it);
-      }
-    }
-  }
-  std::reverse(plan.sum_leaves.begin(), plan.sum_leaves.end());
-  return "";
-}
-
-// The most lanes every layer of patch 0's branch leaves room for.
-std::size_t lanes_that_fit(const Graph& g, const LanePlan& plan, const Layout& input) {
-  std::map<std::size_t, Layout> layout;
-  std::size_t span = input.span();
-  for (const std::size_t n : plan.branch[0]) {
-    const GraphNode& node = g.nodes()[n];
-    layout[n] = std::holds_alternative<Crop>(node.op) ? input
-                                                      : linear_output_layout(node, layout.at(node.inputs[0]), 1);
-    span = std::max(span, layout[n].span());
-  }
-  return std::bit_floor(input.slots / span);
-}
-
-LanePlan plan_lanes(const Graph& g, const std::vector<std::vector<std::size_t>>& consumers, const PatchPlan& patches,
-                    std::size_t slots, std::size_t requested) {
-  LanePlan plan;
-  if (requested != 0 && (requested & (requested - 1)) != 0)
-    throw std::invalid_argument("compile: lanes must be a power of two");
-  if (patches.crop_of.empty()) {
-    if (requested > 1) throw std::invalid_argument("compile: lanes need a model input cut into patches (Crop nodes)");
-    return plan;
-  }
-  const std::string why_not = analyse_branches(g, consumers, patches, plan);
-  if (!why_not.empty()) {
-    plan.exit.clear();
-    if (requested > 1) throw std::invalid_argument("compile: " + std::to_string(requested) + " lanes: " + why_not);
-    return plan;
-  }
-  const std::size_t fit = lanes_that_fit(g, plan, graph_input_layout(patches.patch, slots));
-  const std::size_t lanes = requested ? requested : std::min(fit, std::bit_ceil(patches.crop_of.size()));
-  if (lanes > fit)
-    throw std::invalid_argument("compile: " + std::to_string(lanes) + " lanes: the patches' layers leave room for " +
-                                std::to_string(fit));
-  plan.lanes = std::max<std::size_t>(lanes, 1);
-  return plan;
-}
-
-}  // namespace
 
 CompiledGraph CompiledGraph::compile(const Graph& input_graph, const ckks::Encoder& encoder, std::size_t input_level,
                                      double scale, std::size_t plaintext_budget, Compilation mode,
@@ -507,7 +296,7 @@ CompiledGraph CompiledGraph::compile(const Graph& input_graph, const ckks::Encod
   if (input_level > encoder.context().max_level()) throw std::invalid_argument("compile: input level above the top");
   const Graph graph = fold_into_linear_layers(input_graph);
   const auto& nodes = graph.nodes();
-  const auto consumers = consumers_of(graph);
+  const auto consumers = graph.consumers();
   const std::size_t slots = encoder.context().n() / 2;
   const PatchPlan patches = find_patches(graph, consumers);
   const LanePlan plan = plan_lanes(graph, consumers, patches, slots, lanes);
@@ -706,14 +495,34 @@ CompiledGraph CompiledGraph::compile(const Graph& input_graph, const ckks::Encod
   g.output_shape_ = out.shape;
   g.output_level_ = out.level;
   g.output_scale_ = out.scale;
-  if (mode == Compilation::kFull) {
-    std::vector<CompiledLinear*> layers;
-    for (Step& s : g.steps_)
-      if (auto* l = std::get_if<CompiledLinear>(&s.op)) layers.push_back(l);
-    pre_encode_within_budget(layers, plaintext_budget);
-  }
   g.find_parallel_regions();
+  if (mode == Compilation::kFull) g.pre_encode(plaintext_budget);
   return g;
+}
+
+// Each branch task gets an equal share of the budget (a worker holds at most its share, as
+// the PatchCNN compiler gave each lane group: CryptoFaceNet4 keeps the same diagonals in
+// memory either way), the other steps what the branches leave; without branches, the whole.
+void CompiledGraph::pre_encode(std::size_t budget) {
+  std::size_t tasks = 0;
+  for (const ParallelRegion& r : regions_) tasks += r.branches.size();
+  std::vector<bool> in_branch(steps_.size(), false);
+  const auto linear_steps = [&](const auto& steps) {
+    std::vector<CompiledLinear*> layers;
+    for (const std::size_t s : steps)
+      if (auto* l = std::get_if<CompiledLinear>(&steps_[s].op)) layers.push_back(l);
+    return layers;
+  };
+  std::size_t used = 0;
+  for (const ParallelRegion& r : regions_)
+    for (const Branch& b : r.branches) {
+      used += pre_encode_within_budget(linear_steps(b.steps), budget / tasks);
+      for (const std::size_t s : b.steps) in_branch[s] = true;
+    }
+  std::vector<std::size_t> rest;
+  for (std::size_t s = 0; s < steps_.size(); ++s)
+    if (!in_branch[s]) rest.push_back(s);
+  pre_encode_within_budget(linear_steps(rest), budget - used);
 }
 
 std::vector<std::vector<double>> CompiledGraph::pack_inputs(const Tensor& x) const {
@@ -958,422 +767,6 @@ ckks::Ciphertext CompiledGraph::run_branch(const ckks::Evaluator& eval, std::siz
     values[inputs_ + s] = std::move(out);
   }
   return std::move(values.at(br.exit));
-}
-
-namespace {
-
-// Steps costing a level that make a branch worth a task of its own: a lone alignment or
-// 1x1 shortcut beside a residual block is not (moving it would cost more than it runs).
-constexpr std::size_t kBranchWork = 2;
-
-bool costs_a_level(const CompiledGraph::StepOp& op) {
-  return !std::holds_alternative<CompiledGraph::Shift>(op) && !std::holds_alternative<CompiledGraph::Sum>(op) &&
-         !std::holds_alternative<CompiledGraph::RingSwitch>(op);
-}
-
-}  // namespace
-
-// Sum trees are visited from the last step back, so a region inside a branch of a later
-// one is claimed by the outer region first and left alone.
-void CompiledGraph::find_parallel_regions() {
-  regions_.clear();
-  const std::size_t count = steps_.size();
-  std::vector<std::vector<std::size_t>> consumers(inputs_ + count);
-  for (std::size_t s = 0; s < count; ++s)
-    for (const std::size_t v : steps_[s].inputs) consumers[v].push_back(s);
-  const auto is_sum = [&](std::size_t s) { return std::holds_alternative<Sum>(steps_[s].op); };
-  // A sum feeding only another sum is inside that sum's tree.
-  const auto inner_sum = [&](std::size_t v) {
-    return step_of(v) && is_sum(*step_of(v)) && consumers[v].size() == 1 && is_sum(consumers[v][0]);
-  };
-  std::vector<int> claimed(count, -1);
-  for (std::size_t root = count; root-- > 0;) {
-    if (!is_sum(root) || claimed[root] >= 0 || inner_sum(inputs_ + root)) continue;
-    std::vector<bool> in_tree(count, false);
-    std::vector<std::size_t> leaves, stack{root};
-    while (!stack.empty()) {
-      const std::size_t t = stack.back();
-      stack.pop_back();
-      in_tree[t] = true;
-      for (const std::size_t v : steps_[t].inputs) {
-        if (inner_sum(v) && claimed[*step_of(v)] < 0) stack.push_back(*step_of(v));
-        else leaves.push_back(v);
-      }
-    }
-    // Steps each leaf depends on, and how many leaves depend on each step.
-    std::vector<std::vector<bool>> ancestors(leaves.size(), std::vector<bool>(count, false));
-    std::vector<std::size_t> shared(count, 0);
-    for (std::size_t k = 0; k < leaves.size(); ++k) {
-      std::vector<std::size_t> todo;
-      if (const auto s = step_of(leaves[k])) todo.push_back(*s);
-      while (!todo.empty()) {
-        const std::size_t s = todo.back();
-        todo.pop_back();
-        if (ancestors[k][s]) continue;
-        ancestors[k][s] = true;
-        ++shared[s];
-        for (const std::size_t v : steps_[s].inputs)
-          if (const auto t = step_of(v)) todo.push_back(*t);
-      }
-    }
-    ParallelRegion region;
-    for (std::size_t k = 0; k < leaves.size(); ++k) {
-      Branch b;
-      b.exit = leaves[k];
-      for (std::size_t s = 0; s < count; ++s)
-        if (ancestors[k][s] && shared[s] == 1) b.steps.push_back(s);
-      std::vector<bool> mine(count, false);
-      for (const std::size_t s : b.steps) mine[s] = true;
-      bool valid = !b.steps.empty() && consumers[b.exit].size() == 1 && in_tree[consumers[b.exit][0]];
-      std::size_t work = 0;
-      std::set<std::size_t> entries;
-      for (const std::size_t s : b.steps) {
-        valid = valid && claimed[s] < 0;
-        work += costs_a_level(steps_[s].op) ? 1 : 0;
-        for (const std::size_t v : steps_[s].inputs)
-          if (!step_of(v) || !mine[*step_of(v)]) entries.insert(v);
-        if (inputs_ + s != b.exit)
-          for (const std::size_t c : consumers[inputs_ + s]) valid = valid && mine[c];
-      }
-      if (!valid || work < kBranchWork || entries.size() != 1) continue;
-      b.entry = *entries.begin();
-      region.branches.push_back(std::move(b));
-    }
-    if (region.branches.size() < 2) continue;
-    for (const Branch& b : region.branches)
-      for (const std::size_t s : b.steps) claimed[s] = static_cast<int>(regions_.size());
-    regions_.push_back(std::move(region));
-  }
-  std::reverse(regions_.begin(), regions_.end());  // in step order
-  order_units();
-}
-
-// A topological order of the units (Kahn's algorithm, earliest step first): a region runs
-// once every entry of its branches exists.
-void CompiledGraph::order_units() {
-  const std::size_t count = steps_.size();
-  std::vector<int> region_of(count, -1);
-  for (std::size_t r = 0; r < regions_.size(); ++r)
-    for (const Branch& b : regions_[r].branches)
-      for (const std::size_t s : b.steps) region_of[s] = static_cast<int>(r);
-  // Units: step s is unit s (when outside every branch), region r is unit count + r.
-  const auto unit_of_value = [&](std::size_t v) -> std::optional<std::size_t> {
-    const auto s = step_of(v);
-    if (!s) return std::nullopt;
-    return region_of[*s] >= 0 ? count + static_cast<std::size_t>(region_of[*s]) : *s;
-  };
-  std::vector<std::vector<std::size_t>> dependents(count + regions_.size());
-  std::vector<std::size_t> pending(count + regions_.size(), 0), key(count + regions_.size(), 0);
-  std::vector<bool> exists(count + regions_.size(), false);
-  const auto depend = [&](std::size_t unit, std::size_t v) {
-    const auto from = unit_of_value(v);
-    if (!from || *from == unit) return;
-    dependents[*from].push_back(unit);
-    ++pending[unit];
-  };
-  for (std::size_t s = 0; s < count; ++s) {
-    if (region_of[s] >= 0) continue;
-    exists[s] = true;
-    key[s] = s;
-    for (const std::size_t v : steps_[s].inputs) depend(s, v);
-  }
-  for (std::size_t r = 0; r < regions_.size(); ++r) {
-    exists[count + r] = true;
-    key[count + r] = regions_[r].branches.front().steps.front();
-    for (const Branch& b : regions_[r].branches) depend(count + r, b.entry);
-  }
-  using Entry = std::pair<std::size_t, std::size_t>;  // (key, unit)
-  std::priority_queue<Entry, std::vector<Entry>, std::greater<>> ready;
-  for (std::size_t u = 0; u < exists.size(); ++u)
-    if (exists[u] && pending[u] == 0) ready.push({key[u], u});
-  order_.clear();
-  while (!ready.empty()) {
-    const std::size_t u = ready.top().second;
-    ready.pop();
-    order_.push_back(u < count ? Unit{false, u} : Unit{true, u - count});
-    for (const std::size_t d : dependents[u])
-      if (--pending[d] == 0) ready.push({key[d], d});
-  }
-  const auto units = static_cast<std::size_t>(std::count(exists.begin(), exists.end(), true));
-  if (order_.size() != units) throw std::logic_error("compiled graph: parallel regions form a cycle");
-}
-
-namespace {
-
-enum class StepKind : std::uint8_t {
-  kLinear = 0,
-  kQuadratic = 1,
-  kShift = 2,
-  kPoly = 3,
-  kSum = 4,
-  kBootstrap = 5,
-  kNormalize = 6,
-  kRingSwitch = 7
-};
-
-void put_coeffs(ckks::ByteWriter& w, const std::vector<double>& coeffs) {
-  w.put<std::uint64_t>(coeffs.size());
-  for (const double c : coeffs) w.put<double>(c);
-}
-
-std::vector<double> get_coeffs(ckks::ByteReader& r, const char* what) {
-  std::vector<double> coeffs(r.get_count(what, 1 << 12));
-  for (double& c : coeffs) c = r.get<double>(what);
-  return coeffs;
-}
-
-bool finite(const std::vector<double>& v) {
-  return std::all_of(v.begin(), v.end(), [](double c) { return std::isfinite(c); });
-}
-
-}  // namespace
-
-ckks::Bytes CompiledGraph::save() const {
-  ckks::Bytes out;
-  save([&](std::span<const std::uint8_t> piece) { out.insert(out.end(), piece.begin(), piece.end()); });
-  return out;
-}
-
-void CompiledGraph::save_file(const std::string& path) const {
-  ckks::FileWriter f(path);
-  save([&](std::span<const std::uint8_t> piece) { f.write(piece); });
-  f.commit();
-}
-
-void CompiledGraph::save(const ckks::ByteWriter::Sink& sink) const {
-  if (plan_) throw std::logic_error("compiled graph: a plan (rotation keys and layouts only) cannot be saved");
-  const ckks::Context& ctx = encoder_->context();
-  ckks::ByteWriter w(sink);
-  w.put_bytes(reinterpret_cast<const std::uint8_t*>(kGraphMagic), 4);
-  w.put<std::uint32_t>(kGraphVersion);
-  w.put<std::uint64_t>(ctx.params().fingerprint());
-  save_ring_switch(w, half_ring_.get());
-  w.put<std::uint64_t>(input_level_);
-  w.put<double>(input_scale_);
-  save_layout(w, input_layout_);
-  for (std::size_t v : {input_shape_.channels, input_shape_.height, input_shape_.width, grid_}) w.put<std::uint64_t>(v);
-  w.put<std::uint64_t>(steps_.size());
-  for (const Step& s : steps_) {
-    w.put<std::uint64_t>(s.name.size());
-    w.put_bytes(reinterpret_cast<const std::uint8_t*>(s.name.data()), s.name.size());
-    w.put<std::uint64_t>(s.inputs.size());
-    for (const std::size_t i : s.inputs) w.put<std::uint64_t>(i);
-    w.put<std::uint8_t>(static_cast<std::uint8_t>(s.op.index()));
-    w.put<std::uint8_t>(s.half ? 1 : 0);
-    const ckks::Context& ring = s.half ? half_ring_->context : ctx;
-    std::visit(Overloaded{
-                   [&](const CompiledLinear& l) { save_linear(w, ring, l); },
-                   [&](const CompiledQuadratic& q) { save_quadratic(w, ring, q); },
-                   [&](const Shift& sh) { w.put_blob(ckks::save(ring, sh.shift)); },
-                   [&](const Poly& p) {
-                     w.put<std::uint64_t>(p.input_level);
-                     w.put<double>(p.input_scale);
-                     w.put<double>(p.output_scale);
-                     put_coeffs(w, p.polynomial.coeffs);
-                   },
-                   [&](const Sum& sum) { w.put<std::uint64_t>(sum.level); },
-                   [&](const Bootstrap& b) {
-                     w.put<std::uint64_t>(b.input_level);
-                     w.put<double>(b.input_scale);
-                     w.put<std::uint64_t>(bootstrapper_->output_level());
-                     w.put<std::uint64_t>(bootstrapper_->slots());
-                   },
-                   [&](const Normalize& n) {
-                     w.put<std::uint64_t>(n.input_level);
-                     w.put<std::uint64_t>(n.span);
-                     w.put<double>(n.input_scale);
-                     w.put<double>(n.output_scale);
-                     put_coeffs(w, n.polynomial.coeffs);
-                   },
-                   [&](const RingSwitch&) {},
-               },
-               s.op);
-    w.align(8);  // keeps just-in-time coefficients 8-aligned for in-place use
-  }
-  w.put<std::uint64_t>(output_value_);
-  for (std::size_t v : {output_shape_.channels, output_shape_.height, output_shape_.width}) w.put<std::uint64_t>(v);
-  w.flush();
-}
-
-bool CompiledGraph::has_magic(std::span<const std::uint8_t> bytes) {
-  return bytes.size() >= 4 && std::equal(bytes.begin(), bytes.begin() + 4, kGraphMagic);
-}
-
-CompiledGraph CompiledGraph::load(const ckks::Encoder& encoder, std::span<const std::uint8_t> bytes,
-                                  const std::shared_ptr<const ckks::Backing>& backing,
-                                  const ckks::Bootstrapper* bootstrapper) {
-  const char* what = "compiled graph";
-  const ckks::Context& ctx = encoder.context();
-  const std::size_t slots = ctx.n() / 2;
-  ckks::ByteReader r(bytes);
-  r.expect_magic_and_version(kGraphMagic, kGraphVersion, what);
-  if (r.get<std::uint64_t>(what) != ctx.params().fingerprint())
-    throw ckks::SerializationError("compiled graph was made for other parameters (fingerprint mismatch)");
-  CompiledGraph g;
-  g.encoder_ = &encoder;
-  g.half_ring_ = load_ring_switch(ctx.params(), r, what);
-  g.input_level_ = r.get_count(what, ctx.max_level());
-  g.input_scale_ = r.get<double>(what);
-  if (!(g.input_scale_ > 0) || !std::isfinite(g.input_scale_)) throw ckks::SerializationError("compiled graph: bad scale");
-  g.input_layout_ = load_layout(r, slots);
-  g.input_shape_.channels = r.get_count(what, slots);
-  g.input_shape_.height = r.get_count(what, slots);
-  g.input_shape_.width = r.get_count(what, slots);
-  g.grid_ = r.get_count(what, 64);
-  const Shape& patch = g.input_layout_.shape;
-  if (g.grid_ == 0 || !(g.input_shape_ == Shape{patch.channels, g.grid_ * patch.height, g.grid_ * patch.width}))
-    throw ckks::SerializationError("compiled graph: the input shape is not its grid of patches");
-  g.inputs_ = (g.grid_ * g.grid_ + g.input_layout_.lanes - 1) / g.input_layout_.lanes;
-  // Levels and layouts of every value, to check each step against its inputs.
-  std::vector<std::size_t> level(g.inputs_, g.input_level_);
-  std::vector<Layout> layout(g.inputs_, g.input_layout_);
-  std::vector<double> scale(g.inputs_, g.input_scale_);
-  std::vector<bool> half(g.inputs_, false);
-  const std::size_t count = r.get_count(what, 1 << 20);
-  for (std::size_t i = 0; i < count; ++i) {
-    Step s{{}, {}, Sum{}};  // the op is read below
-    const auto name = r.get_view(r.get_count(what, 4096), what);
-    s.name.assign(name.begin(), name.end());
-    s.inputs.resize(r.get_count(what, 2));
-    for (std::size_t& v : s.inputs) v = r.get_count(what, g.inputs_ + i - 1);  // an earlier value
-    const auto kind = static_cast<StepKind>(r.get<std::uint8_t>(what));
-    const std::size_t arity = kind == StepKind::kSum ? 2 : 1;
-    if (s.inputs.size() != arity) throw ckks::SerializationError("compiled graph: wrong input count for a step");
-    const auto ring = r.get<std::uint8_t>(what);
-    s.half = ring == 1;
-    const bool switches = kind == StepKind::kRingSwitch;
-    if (ring > 1 || (s.half && !g.half_ring_) || (switches && !s.half))
-      throw ckks::SerializationError("compiled graph: a step in a ring it does not have");
-    for (const std::size_t v : s.inputs)
-      if (half[v] != (s.half && !switches)) throw ckks::SerializationError("compiled graph: a step reads another ring");
-    const ckks::Encoder& enc = s.half ? g.half_ring_->encoder : encoder;
-    const ckks::Context& ring_ctx = enc.context();
-    const std::size_t in_level = level[s.inputs[0]];
-    std::size_t out_level = 0;
-    Layout out_layout = layout[s.inputs[0]];
-    double out_scale = scale[s.inputs[0]];
-    switch (kind) {
-      case StepKind::kLinear: {
-        CompiledLinear l = load_linear(enc, r, backing);
-        if (l.input_level > in_level || !(l.in == layout[s.inputs[0]]))
-          throw ckks::SerializationError("compiled graph: linear step does not fit its input");
-        out_level = l.input_level - 1;
-        out_layout = l.out;
-        out_scale = l.output_scale;
-        s.op = std::move(l);
-        break;
-      }
-      case StepKind::kQuadratic: {
-        CompiledQuadratic q = load_quadratic(ring_ctx, r);
-        if (q.input_level != in_level) throw ckks::SerializationError("compiled graph: quadratic level mismatch");
-        out_level = in_level - 1;
-        out_scale = q.output_scale;
-        s.op = std::move(q);
-        break;
-      }
-      case StepKind::kShift: {
-        Shift sh{ckks::load_plaintext(ring_ctx, r.get_blob(what))};
-        if (sh.shift.level() != in_level) throw ckks::SerializationError("compiled graph: shift level mismatch");
-        out_level = in_level;
-        s.op = std::move(sh);
-        break;
-      }
-      case StepKind::kPoly: {
-        Poly p;
-        p.input_level = r.get_count(what, ctx.max_level());
-        p.input_scale = r.get<double>(what);
-        p.output_scale = r.get<double>(what);
-        p.polynomial.coeffs = get_coeffs(r, what);
-        if (p.input_level != in_level || !finite(p.polynomial.coeffs) || p.polynomial.degree() == 0 ||
-            p.polynomial.depth() > p.input_level || !(p.input_scale > 0) || !(p.output_scale > 0))
-          throw ckks::SerializationError("compiled graph: malformed polynomial step");
-        out_level = in_level - p.polynomial.depth();
-        out_scale = p.output_scale;
-        s.op = std::move(p);
-        break;
-      }
-      case StepKind::kSum: {
-        const Sum sum{r.get_count(what, ctx.max_level())};
-        if (sum.level > std::min(in_level, level[s.inputs[1]]) || !(layout[s.inputs[1]] == out_layout))
-          throw ckks::SerializationError("compiled graph: sum of values that do not agree");
-        out_level = sum.level;
-        s.op = sum;
-        break;
-      }
-      case StepKind::kBootstrap: {
-        Bootstrap b;
-        b.input_level = r.get_count(what, ctx.max_level());
-        b.input_scale = r.get<double>(what);
-        const std::size_t output_level = r.get_count(what, ctx.max_level());
-        const std::size_t boot_slots = r.get_count(what, slots);
-        if (!bootstrapper)
-          throw ckks::SerializationError("compiled graph: it bootstraps; load it with its bootstrapper");
-        if (s.half) throw ckks::SerializationError("compiled graph: a bootstrap in the half ring");
-        if (&bootstrapper->encoder().context() != &ctx || output_level != bootstrapper->output_level() ||
-            boot_slots != bootstrapper->slots())
-          throw ckks::SerializationError("compiled graph: made with another bootstrapper");
-        if (b.input_level != in_level || b.input_level < bootstrapper->input_level() || !(b.input_scale > 0) ||
-            !std::isfinite(b.input_scale))
-          throw ckks::SerializationError("compiled graph: malformed bootstrap step");
-        out_level = output_level;
-        out_scale = bootstrapper->config().output_scale;
-        g.bootstrapper_ = bootstrapper;
-        s.op = b;
-        break;
-      }
-      case StepKind::kNormalize: {
-        Normalize n;
-        n.input_level = r.get_count(what, ctx.max_level());
-        n.span = r.get_count(what, slots);
-        n.input_scale = r.get<double>(what);
-        n.output_scale = r.get<double>(what);
-        n.polynomial.coeffs = get_coeffs(r, what);
-        const Layout& in = layout[s.inputs[0]];
-        if (n.input_level != in_level || !finite(n.polynomial.coeffs) || n.polynomial.degree() == 0 ||
-            n.depth() > n.input_level || in.lanes != 1 || in.rotated || !in.cyclic() || n.span != in.span() ||
-            !(n.input_scale > 0) || !(n.output_scale > 0) || !std::isfinite(n.input_scale) ||
-            !std::isfinite(n.output_scale))
-          throw ckks::SerializationError("compiled graph: malformed normalisation step");
-        out_level = in_level - n.depth();
-        out_scale = n.output_scale;
-        s.op = std::move(n);
-        break;
-      }
-      case StepKind::kRingSwitch: {
-        const std::size_t top = g.half_ring_->choice.level;
-        out_layout.slots /= 2;
-        out_layout.replicas /= 2;
-        const Layout& in = layout[s.inputs[0]];
-        if (in_level < top || in.rotated || !in.cyclic() || in.replicas < 2)
-          throw ckks::SerializationError("compiled graph: a ring switch of a value that cannot switch");
-        out_level = top;
-        s.op = RingSwitch{};
-        break;
-      }
-      default:
-        throw ckks::SerializationError("compiled graph: unknown step kind");
-    }
-    r.align(8, what);
-    level.push_back(out_level);
-    layout.push_back(out_layout);
-    scale.push_back(out_scale);
-    half.push_back(s.half);
-    g.steps_.push_back(std::move(s));
-  }
-  g.output_value_ = r.get_count(what, g.inputs_ + count - 1);
-  g.output_level_ = level[g.output_value_];
-  g.output_layout_ = layout[g.output_value_];
-  g.output_scale_ = scale[g.output_value_];
-  if (static_cast<bool>(g.half_ring_) != half[g.output_value_])
-    throw ckks::SerializationError("compiled graph: its output is not in the ring it switches to");
-  g.output_shape_.channels = r.get_count(what, slots);
-  g.output_shape_.height = r.get_count(what, slots);
-  g.output_shape_.width = r.get_count(what, slots);
-  r.expect_end(what);
-  if (g.output_shape_.size() != g.output_layout_.shape.size())
-    throw ckks::SerializationError("compiled graph: output shape does not match its layout");
-  g.find_parallel_regions();
-  return g;
 }
 
 }  // namespace pfhe::nn

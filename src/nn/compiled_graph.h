@@ -72,8 +72,9 @@ class CompiledGraph {
   // input_level and scale: those of the encrypted input. Throws std::invalid_argument
   // naming the node when the graph needs more levels than input_level provides, or a
   // node cannot be evaluated encrypted (non-square adaptive pooling blocks, a HerPN
-  // channel with gamma = 0). Diagonals are pre-encoded within `plaintext_budget` bytes,
-  // lowest level first, the rest just in time. The encoder must outlive the result.
+  // channel with gamma = 0). Diagonals are pre-encoded within `plaintext_budget` bytes
+  // (with parallel branches, an equal share per branch task), lowest level first, the rest
+  // just in time. The encoder must outlive the result.
   // With a bootstrapper (which must outlive the result) and the fit() ranges of `graph`,
   // bootstraps are placed as described above instead of refusing a deep graph.
   // `lanes`: patches per input ciphertext (a power of two; 0: as many as fit, at most the
@@ -218,6 +219,8 @@ class CompiledGraph {
     std::size_t index = 0;
   };
   void find_parallel_regions();
+  // Pre-encodes diagonals within `budget` bytes (compile(); after the regions are known).
+  void pre_encode(std::size_t budget);
   void order_units();
   std::vector<ParallelRegion> regions_;
   std::vector<Unit> order_;  // steps outside every branch and the regions, in a topological order

@@ -113,7 +113,7 @@ std::map<long, std::size_t> rotation_levels(const std::vector<const CompiledLine
   return levels;
 }
 
-void pre_encode_within_budget(std::vector<CompiledLinear*> layers, std::size_t budget) {
+std::size_t pre_encode_within_budget(std::vector<CompiledLinear*> layers, std::size_t budget) {
   std::stable_sort(layers.begin(), layers.end(),
                    [](const CompiledLinear* a, const CompiledLinear* b) { return a->input_level < b->input_level; });
   std::size_t used = 0;
@@ -124,6 +124,7 @@ void pre_encode_within_budget(std::vector<CompiledLinear*> layers, std::size_t b
     l->transform.encode_all();
     used += bytes;
   }
+  return used;
 }
 
 void save_layout(ckks::ByteWriter& w, const Layout& l) {

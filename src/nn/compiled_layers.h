@@ -76,8 +76,9 @@ CompiledQuadratic make_quadratic(const ckks::Encoder& enc, Compilation mode, con
 std::map<long, std::size_t> rotation_levels(const std::vector<const CompiledLinear*>& layers);
 
 // Pre-encodes whole layers, lowest level (fewest limbs per diagonal) first, while their
-// encoded size stays within `budget` bytes; the rest stay just in time.
-void pre_encode_within_budget(std::vector<CompiledLinear*> layers, std::size_t budget);
+// encoded size stays within `budget` bytes; the rest stay just in time. Returns the bytes
+// encoded.
+std::size_t pre_encode_within_budget(std::vector<CompiledLinear*> layers, std::size_t budget);
 
 // Stored forms (docs/FORMAT.md, compiled models); loading validates against the context.
 void save_linear(ckks::ByteWriter& w, const ckks::Context& ctx, const CompiledLinear& l);

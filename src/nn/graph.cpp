@@ -174,6 +174,13 @@ std::vector<Tensor> Graph::forward_all(const Tensor& x) const {
   return values;
 }
 
+std::vector<std::vector<std::size_t>> Graph::consumers() const {
+  std::vector<std::vector<std::size_t>> out(nodes_.size());
+  for (std::size_t n = 0; n < nodes_.size(); ++n)
+    for (const std::size_t i : nodes_[n].inputs) out[i].push_back(n);
+  return out;
+}
+
 Tensor Graph::forward(const Tensor& x) const { return forward_all(x).back(); }
 
 }  // namespace pfhe::nn

@@ -32,6 +32,9 @@ struct PolynomialActivation {
   double upper = std::numeric_limits<double>::infinity();
 
   double evaluate(double x) const;  // Horner
+  // The nodes reading each node (index = node), in node order.
+  std::vector<std::vector<std::size_t>> consumers() const;
+
   Tensor forward(const Tensor& x) const;
   void validate() const;
 };
@@ -41,6 +44,9 @@ struct PolynomialActivation {
 // client: a grid of equal crops becomes the patches it encrypts (nn/compiled_graph.h).
 struct Crop {
   std::size_t top = 0, left = 0, height = 0, width = 0;
+  // The nodes reading each node (index = node), in node order.
+  std::vector<std::vector<std::size_t>> consumers() const;
+
   Tensor forward(const Tensor& x) const;
 };
 
@@ -48,6 +54,9 @@ struct Crop {
 // the range the sums of squares take (CryptoFace's embedding normalisation).
 struct L2Normalize {
   std::vector<double> coeffs;  // p in the power basis
+  // The nodes reading each node (index = node), in node order.
+  std::vector<std::vector<std::size_t>> consumers() const;
+
   Tensor forward(const Tensor& x) const;
   void validate() const;
 };
@@ -81,6 +90,9 @@ class Graph {
   const Shape& input_shape() const { return nodes_.front().shape; }
   const Shape& output_shape() const { return nodes_.back().shape; }
   std::size_t output() const { return nodes_.size() - 1; }
+
+  // The nodes reading each node (index = node), in node order.
+  std::vector<std::vector<std::size_t>> consumers() const;
 
   Tensor forward(const Tensor& x) const;
   // Every node's output (index = node), for calibration and per-layer error reports.

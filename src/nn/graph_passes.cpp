@@ -29,13 +29,6 @@ struct Emit {
   std::vector<std::size_t> inputs;  // old node indices
 };
 
-std::vector<std::vector<std::size_t>> consumers_of(const Graph& g) {
-  std::vector<std::vector<std::size_t>> consumers(g.nodes().size());
-  for (std::size_t n = 0; n < g.nodes().size(); ++n)
-    for (const std::size_t i : g.nodes()[n].inputs) consumers[i].push_back(n);
-  return consumers;
-}
-
 // linear(chain(pool(x))) over the flattened x, where the chain is Flatten, BatchNorm and
 // Scale nodes: every pooled feature f carries the affine a_f * pooled + t_f.
 Linear fuse_pooling(const Graph& g, std::size_t pool, const std::vector<std::size_t>& chain, const Linear& linear) {
@@ -80,7 +73,7 @@ Linear fuse_pooling(const Graph& g, std::size_t pool, const std::vector<std::siz
 
 Graph fold_into_linear_layers(const Graph& g) {
   const auto& nodes = g.nodes();
-  const auto consumers = consumers_of(g);
+  const auto consumers = g.consumers();
   const auto only_reader = [&](std::size_t n) -> std::optional<std::size_t> {
     if (consumers[n].size() != 1 || n == g.output()) return std::nullopt;
     return consumers[n][0];

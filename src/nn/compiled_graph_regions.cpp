@@ -1,0 +1,152 @@
+// CompiledGraph's parallel regions (the branches the runtime runs as tasks) and the order
+// of the steps and regions a run follows; derived from the steps alone, so a loaded graph
+// has the same ones.
+#include <algorithm>
+#include <optional>
+#include <queue>
+#include <set>
+#include <stdexcept>
+
+#include "nn/compiled_graph.h"
+
+namespace pfhe::nn {
+
+namespace {
+
+// Steps costing a level that make a branch worth a task of its own: a lone alignment or
+// 1x1 shortcut beside a residual block is not (moving it would cost more than it runs).
+constexpr std::size_t kBranchWork = 2;
+
+bool costs_a_level(const CompiledGraph::StepOp& op) {
+  return !std::holds_alternative<CompiledGraph::Shift>(op) && !std::holds_alternative<CompiledGraph::Sum>(op) &&
+         !std::holds_alternative<CompiledGraph::RingSwitch>(op);
+}
+
+}  // namespace
+
+// Sum trees are visited from the last step back, so a region inside a branch of a later
+// one is claimed by the outer region first and left alone.
+void CompiledGraph::find_parallel_regions() {
+  regions_.clear();
+  const std::size_t count = steps_.size();
+  std::vector<std::vector<std::size_t>> consumers(inputs_ + count);
+  for (std::size_t s = 0; s < count; ++s)
+    for (const std::size_t v : steps_[s].inputs) consumers[v].push_back(s);
+  const auto is_sum = [&](std::size_t s) { return std::holds_alternative<Sum>(steps_[s].op); };
+  // A sum feeding only another sum is inside that sum's tree.
+  const auto inner_sum = [&](std::size_t v) {
+    return step_of(v) && is_sum(*step_of(v)) && consumers[v].size() == 1 && is_sum(consumers[v][0]);
+  };
+  std::vector<int> claimed(count, -1);
+  for (std::size_t root = count; root-- > 0;) {
+    if (!is_sum(root) || claimed[root] >= 0 || inner_sum(inputs_ + root)) continue;
+    std::vector<bool> in_tree(count, false);
+    std::vector<std::size_t> leaves, stack{root};
+    while (!stack.empty()) {
+      const std::size_t t = stack.back();
+      stack.pop_back();
+      in_tree[t] = true;
+      for (const std::size_t v : steps_[t].inputs) {
+        if (inner_sum(v) && claimed[*step_of(v)] < 0) stack.push_back(*step_of(v));
+        else leaves.push_back(v);
+      }
+    }
+    // Steps each leaf depends on, and how many leaves depend on each step.
+    std::vector<std::vector<bool>> ancestors(leaves.size(), std::vector<bool>(count, false));
+    std::vector<std::size_t> shared(count, 0);
+    for (std::size_t k = 0; k < leaves.size(); ++k) {
+      std::vector<std::size_t> todo;
+      if (const auto s = step_of(leaves[k])) todo.push_back(*s);
+      while (!todo.empty()) {
+        const std::size_t s = todo.back();
+        todo.pop_back();
+        if (ancestors[k][s]) continue;
+        ancestors[k][s] = true;
+        ++shared[s];
+        for (const std::size_t v : steps_[s].inputs)
+          if (const auto t = step_of(v)) todo.push_back(*t);
+      }
+    }
+    ParallelRegion region;
+    for (std::size_t k = 0; k < leaves.size(); ++k) {
+      Branch b;
+      b.exit = leaves[k];
+      for (std::size_t s = 0; s < count; ++s)
+        if (ancestors[k][s] && shared[s] == 1) b.steps.push_back(s);
+      std::vector<bool> mine(count, false);
+      for (const std::size_t s : b.steps) mine[s] = true;
+      bool valid = !b.steps.empty() && consumers[b.exit].size() == 1 && in_tree[consumers[b.exit][0]];
+      std::size_t work = 0;
+      std::set<std::size_t> entries;
+      for (const std::size_t s : b.steps) {
+        valid = valid && claimed[s] < 0;
+        work += costs_a_level(steps_[s].op) ? 1 : 0;
+        for (const std::size_t v : steps_[s].inputs)
+          if (!step_of(v) || !mine[*step_of(v)]) entries.insert(v);
+        if (inputs_ + s != b.exit)
+          for (const std::size_t c : consumers[inputs_ + s]) valid = valid && mine[c];
+      }
+      if (!valid || work < kBranchWork || entries.size() != 1) continue;
+      b.entry = *entries.begin();
+      region.branches.push_back(std::move(b));
+    }
+    if (region.branches.size() < 2) continue;
+    for (const Branch& b : region.branches)
+      for (const std::size_t s : b.steps) claimed[s] = static_cast<int>(regions_.size());
+    regions_.push_back(std::move(region));
+  }
+  std::reverse(regions_.begin(), regions_.end());  // in step order
+  order_units();
+}
+
+// A topological order of the units (Kahn's algorithm, earliest step first): a region runs
+// once every entry of its branches exists.
+void CompiledGraph::order_units() {
+  const std::size_t count = steps_.size();
+  std::vector<int> region_of(count, -1);
+  for (std::size_t r = 0; r < regions_.size(); ++r)
+    for (const Branch& b : regions_[r].branches)
+      for (const std::size_t s : b.steps) region_of[s] = static_cast<int>(r);
+  // Units: step s is unit s (when outside every branch), region r is unit count + r.
+  const auto unit_of_value = [&](std::size_t v) -> std::optional<std::size_t> {
+    const auto s = step_of(v);
+    if (!s) return std::nullopt;
+    return region_of[*s] >= 0 ? count + static_cast<std::size_t>(region_of[*s]) : *s;
+  };
+  std::vector<std::vector<std::size_t>> dependents(count + regions_.size());
+  std::vector<std::size_t> pending(count + regions_.size(), 0), key(count + regions_.size(), 0);
+  std::vector<bool> exists(count + regions_.size(), false);
+  const auto depend = [&](std::size_t unit, std::size_t v) {
+    const auto from = unit_of_value(v);
+    if (!from || *from == unit) return;
+    dependents[*from].push_back(unit);
+    ++pending[unit];
+  };
+  for (std::size_t s = 0; s < count; ++s) {
+    if (region_of[s] >= 0) continue;
+    exists[s] = true;
+    key[s] = s;
+    for (const std::size_t v : steps_[s].inputs) depend(s, v);
+  }
+  for (std::size_t r = 0; r < regions_.size(); ++r) {
+    exists[count + r] = true;
+    key[count + r] = regions_[r].branches.front().steps.front();
+    for (const Branch& b : regions_[r].branches) depend(count + r, b.entry);
+  }
+  using Entry = std::pair<std::size_t, std::size_t>;  // (key, unit)
+  std::priority_queue<Entry, std::vector<Entry>, std::greater<>> ready;
+  for (std::size_t u = 0; u < exists.size(); ++u)
+    if (exists[u] && pending[u] == 0) ready.push({key[u], u});
+  order_.clear();
+  while (!ready.empty()) {
+    const std::size_t u = ready.top().second;
+    ready.pop();
+    order_.push_back(u < count ? Unit{false, u} : Unit{true, u - count});
+    for (const std::size_t d : dependents[u])
+      if (--pending[d] == 0) ready.push({key[d], d});
+  }
+  const auto units = static_cast<std::size_t>(std::count(exists.begin(), exists.end(), true));
+  if (order_.size() != units) throw std::logic_error("compiled graph: parallel regions form a cycle");
+}
+
+}  // namespace pfhe::nn
