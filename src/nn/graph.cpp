@@ -57,9 +57,9 @@ Shape infer_shape(const GraphOp& op, const std::vector<Shape>& in) {
           [&](const PolynomialActivation& p) { return p.validate(), in[0]; },
           [&](const Crop& c) {
             if (c.height == 0 || c.width == 0 || c.top + c.height > in[0].height || c.left + c.width > in[0].width)
-              throw std::invalid_argument("Crop of rows " + std::to_string(c.top) + "+" + std::to_string(c.height) +
-                                          ", columns " + std::to_string(c.left) + "+" + std::to_string(c.width) +
-                                          " is empty or outside the input " + in[0].str());
+              throw std::invalid_argument("Crop of " + std::to_string(c.height) + "x" + std::to_string(c.width) +
+                                          " at (" + std::to_string(c.top) + ", " + std::to_string(c.left) +
+                                          ") is empty or outside the input " + in[0].str());
             return Shape{in[0].channels, c.height, c.width};
           },
           [&](const L2Normalize& l) { return l.validate(), in[0]; },

@@ -87,12 +87,13 @@ Graph PatchCNN::to_graph() const {
   Graph g(image_shape(), "image");
   std::size_t sum = 0;
   for (std::size_t p = 0; p < backbones.size(); ++p) {
-    const std::string net = "nets." + std::to_string(p);
+    const std::string index = std::to_string(p), net = "nets." + index;
     const std::size_t crop =
         g.add(net + ".crop", Crop{p / grid * patch_size, p % grid * patch_size, patch_size, patch_size}, 0);
-    const std::size_t head = g.add("head." + std::to_string(p), head_block(p), backbones[p].append_to(g, net, crop));
-    if (p == 0) sum = head;
-    else sum = g.add(p + 1 == backbones.size() ? "embedding" : "embedding." + std::to_string(p), Add{}, {sum, head});
+    const std::size_t head = g.add("head." + index, head_block(p), backbones[p].append_to(g, net, crop));
+    std::string sum_name = "embedding";  // the last sum; the partial ones numbered
+    if (p + 1 < backbones.size()) sum_name += "." + index;
+    sum = p == 0 ? head : g.add(sum_name, Add{}, {sum, head});
   }
   if (!classifier) g.add("l2", L2Normalize{{l2.c, l2.b, l2.a}}, sum);
   return g;

@@ -13,8 +13,13 @@ struct Shape {
   std::size_t channels = 0, height = 1, width = 1;
   std::size_t size() const { return channels * height * width; }
   bool operator==(const Shape&) const = default;
+  // Appended piece by piece: the chained operator+ form trips GCC 12's false -Wrestrict
+  // where it is inlined.
   std::string str() const {
-    return "(" + std::to_string(channels) + ", " + std::to_string(height) + ", " + std::to_string(width) + ")";
+    std::string s = "(";
+    for (const std::size_t d : {channels, height, width}) (s += std::to_string(d)) += ", ";
+    s.resize(s.size() - 2);
+    return s += ")";
   }
 };
 

@@ -69,17 +69,19 @@ head -c 3000 a.cts >&3
 exec 3<&-
 sleep 1
 "$pfhe" client metrics --server "$url" | grep -q "\"jobs_accepted\":$accepted," || fail "a cut-off upload became a job"
-# Four distinct inputs at once, one job running and two accepted at a time: the others are
-# told the server is busy and ask again; every result equals pfhe infer's.
-for i in 1 2 3 4; do
+# Six distinct inputs at once, one job running and two accepted at a time: the others are
+# told the server is busy and ask again; every result equals pfhe infer's. (Six, not four:
+# a job takes ~1.7 s, and on a loaded CI machine four client processes could start so far
+# apart that the queue never filled.)
+for i in 1 2 3 4 5 6; do
   "$pfhe" encrypt "${spec[@]}" --secret-key sk --image a.png --out b$i.cts 2> /dev/null
   "$pfhe" infer --params srv/params.pfhe --model srv/model.pfhc --eval-keys ek --input b$i.cts --out b$i.local.ct \
     2> /dev/null
 done
 clients=()
-for i in 1 2 3 4; do "$pfhe" client infer --server "$url" --input b$i.cts --out c$i.ct 2> c$i.log & clients+=($!); done
+for i in 1 2 3 4 5 6; do "$pfhe" client infer --server "$url" --input b$i.cts --out c$i.ct 2> c$i.log & clients+=($!); done
 for pid in "${clients[@]}"; do wait "$pid" || fail "a concurrent request failed"; done
-for i in 1 2 3 4; do cmp b$i.local.ct c$i.ct || { cat c$i.log; fail "concurrent request $i"; }; done
+for i in 1 2 3 4 5 6; do cmp b$i.local.ct c$i.ct || { cat c$i.log; fail "concurrent request $i"; }; done
 cat c?.log | grep -q "the server is busy" || fail "no client was told the queue is full"
 # Jobs accepted and then the server SIGKILLed: after a restart every one of them is done,
 # with the same bytes. (The queue is rebuilt from the journal in state/jobs.)
