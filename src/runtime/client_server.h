@@ -37,7 +37,7 @@ struct ClientSpec {
   nn::Layout input_layout, output_layout;
   std::map<long, std::size_t> rotation_levels;
   // The output is logits (a classifier PatchCNN, or a graph's output: its values), not a
-  // normalised embedding.
+  // normalised embedding (a PatchCNN's, or a graph's ending in L2Normalize).
   bool classifier = false;
   std::optional<nn::RingSwitchChoice> ring_switch;
   std::uint64_t half_ring_fingerprint = 0;  // with a ring switch
@@ -161,12 +161,13 @@ class ServedModel {
   const ckks::Encoder& encoder() const { return *enc_; }
   const nn::CompiledPatchCNN* patch_cnn() const { return model_.get(); }
   const nn::CompiledGraph* graph() const { return graph_.get(); }
-  // Ciphertexts one inference takes (a PatchCNN's lane groups; 1 for a graph) and the
-  // tasks it hands to an executor (the lane groups; the branches of every parallel region).
+  // Ciphertexts one inference takes (a PatchCNN's lane groups; a graph's inputs: 1, or its
+  // patches' lane groups) and the tasks it hands to an executor (the lane groups; the
+  // branches of every parallel region).
   std::size_t inputs() const;
   std::size_t tasks() const;
   std::map<long, std::size_t> rotation_levels() const;
-  std::shared_ptr<const nn::HalfRing> half_ring() const;  // null for a graph
+  std::shared_ptr<const nn::HalfRing> half_ring() const;  // null when the model does not switch rings
   ClientSpec client_spec() const { return graph_ ? ClientSpec::of(*graph_, ctx_->params()) : ClientSpec::of(*model_, ctx_->params()); }
   // True when tasks compile their lane group (a PatchCNN model file was given).
   bool compiles_per_task() const { return weights_ != nullptr; }
