@@ -412,6 +412,12 @@ CompiledGraph CompiledGraph::compile(const Graph& input_graph, const ckks::Encod
         for (const std::size_t m : group) out.push_back(&std::get<T>(nodes[m].op));
         return out;
       };
+      const auto copies = [&](auto tag) {  // the lowering functions take the layers themselves
+        using T = typename decltype(tag)::type;
+        std::vector<T> out;
+        for (const std::size_t m : group) out.push_back(std::get<T>(nodes[m].op));
+        return out;
+      };
       const auto spatial = [&](const char* what) {
         if (!(x.layout.shape == x.shape))
           throw std::invalid_argument(std::string("compile: node '") + node.name + "': " + what +
@@ -439,8 +445,7 @@ CompiledGraph CompiledGraph::compile(const Graph& input_graph, const ckks::Encod
                 spatial("Conv2d");
                 Layout out = linear_output_layout(node, x.layout, x.layout.lanes);
                 if (rotates_output(n, x.layout)) out = with_rotated_replicas(out);
-                std::vector<Conv2d> convs;
-                for (const Conv2d* c : ops(std::type_identity<Conv2d>{})) convs.push_back(*c);
+                const auto convs = copies(std::type_identity<Conv2d>{});
                 return linear(out, [&](const Layout& in, const Layout& o) { return lower_conv(convs, in, o); });
               },
               [&](const BatchNorm&) { return b.batch_norm(node.name, x, ops(std::type_identity<BatchNorm>{})); },
@@ -457,8 +462,7 @@ CompiledGraph CompiledGraph::compile(const Graph& input_graph, const ckks::Encod
               },
               [&](const Linear&) {
                 const Layout out = linear_output_layout(node, x.layout, exit ? 1 : x.layout.lanes);
-                std::vector<Linear> layers;
-                for (const Linear* l : ops(std::type_identity<Linear>{})) layers.push_back(*l);
+                const auto layers = copies(std::type_identity<Linear>{});
                 return linear(out, [&](const Layout& in, const Layout& o) { return lower_linear(layers, in, o); });
               },
               [&](const Add&) { return b.add(node.name, x, *values[node.inputs[1]]); },
@@ -527,18 +531,11 @@ void CompiledGraph::pre_encode(std::size_t budget) {
 
 std::vector<std::vector<double>> CompiledGraph::pack_inputs(const Tensor& x) const {
   expect_shape(x, input_shape_, "compiled graph input");
-  if (grid_ == 1 && input_layout_.shape == input_shape_ && inputs_ == 1 && input_layout_.lanes == 1)
-    return {pack(x, input_layout_)};
-  const Shape& patch = input_layout_.shape;
-  std::vector<std::vector<double>> out;
-  const std::size_t count = grid_ * grid_, lanes = input_layout_.lanes;
-  for (std::size_t first = 0; first < count; first += lanes) {
-    std::vector<Tensor> group;
-    for (std::size_t p = first; p < std::min(count, first + lanes); ++p)
-      group.push_back(Crop{p / grid_ * patch.height, p % grid_ * patch.width, patch.height, patch.width}.forward(x));
-    out.push_back(pack_lanes(group, input_layout_));
-  }
-  return out;
+  const Shape& patch = input_layout_.shape;  // the whole input when grid_ is 1
+  std::vector<Tensor> patches;
+  for (std::size_t p = 0; p < grid_ * grid_; ++p)
+    patches.push_back(Crop{p / grid_ * patch.height, p % grid_ * patch.width, patch.height, patch.width}.forward(x));
+  return pack_patch_groups(patches, input_layout_);
 }
 
 ckks::Ciphertext CompiledGraph::match(const ckks::Evaluator& eval, const ckks::Ciphertext& probe,

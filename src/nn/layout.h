@@ -113,6 +113,9 @@ Layout with_rotated_replicas(Layout layout);
 // slots are zero) and back (one lane, from replica 0).
 std::vector<double> pack_lanes(const std::vector<Tensor>& per_lane, const Layout& layout);
 std::vector<double> pack(const Tensor& t, const Layout& layout);  // into lane 0
+// Slot vectors of patches, one per lane group: patch p goes to lane p % lanes of group
+// p / lanes (layout.lanes lanes; a last, partial group has zero lanes).
+std::vector<std::vector<double>> pack_patch_groups(const std::vector<Tensor>& patches, const Layout& layout);
 Tensor unpack(const std::vector<double>& slots, const Layout& layout, std::size_t lane = 0);
 
 }  // namespace pfhe::nn

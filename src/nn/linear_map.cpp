@@ -38,6 +38,17 @@ std::vector<double> pack_lanes(const std::vector<Tensor>& per_lane, const Layout
 
 std::vector<double> pack(const Tensor& t, const Layout& layout) { return pack_lanes({t}, layout); }
 
+std::vector<std::vector<double>> pack_patch_groups(const std::vector<Tensor>& patches, const Layout& layout) {
+  std::vector<std::vector<double>> out;
+  for (std::size_t first = 0; first < patches.size(); first += layout.lanes) {
+    const std::size_t end = std::min(patches.size(), first + layout.lanes);
+    out.push_back(pack_lanes({patches.begin() + static_cast<std::ptrdiff_t>(first),
+                              patches.begin() + static_cast<std::ptrdiff_t>(end)},
+                             layout));
+  }
+  return out;
+}
+
 Tensor unpack(const std::vector<double>& slots, const Layout& layout, std::size_t lane) {
   layout.validate();
   if (slots.size() != layout.slots) throw std::invalid_argument("unpack: slot count mismatch");

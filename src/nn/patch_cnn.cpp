@@ -155,17 +155,6 @@ std::size_t max_lanes(const Backbone& model, const Shape& patch, std::size_t slo
   return std::bit_floor(slots / span);
 }
 
-std::vector<std::vector<double>> pack_patch_groups(const std::vector<Tensor>& patches, const Layout& input_layout) {
-  std::vector<std::vector<double>> out;
-  for (std::size_t first = 0; first < patches.size(); first += input_layout.lanes) {
-    const std::size_t end = std::min(patches.size(), first + input_layout.lanes);
-    out.push_back(pack_lanes({patches.begin() + static_cast<std::ptrdiff_t>(first),
-                              patches.begin() + static_cast<std::ptrdiff_t>(end)},
-                             input_layout));
-  }
-  return out;
-}
-
 CompiledBackbone CompiledPatchCNN::compile_group(const PatchCNN& model, const ckks::Encoder& encoder,
                                                 std::size_t input_level, double scale, std::size_t plaintext_budget,
                                                 std::size_t lanes, std::size_t g, Compilation mode,

@@ -76,10 +76,6 @@ double match_score(const Tensor& probe, const Tensor& enrolled, double threshold
 // The most lanes (patches per ciphertext) every layer of this backbone leaves room for.
 std::size_t max_lanes(const Backbone& model, const Shape& patch, std::size_t slots);
 
-// Slot vectors of an image's patches, one per lane group: patch p goes to lane
-// p % lanes of group p / lanes (input_layout.lanes lanes).
-std::vector<std::vector<double>> pack_patch_groups(const std::vector<Tensor>& patches, const Layout& input_layout);
-
 class CompiledPatchCNN {
  public:
   // lanes: patches evaluated together per ciphertext (a power of two); 0 picks the most
