@@ -1,10 +1,11 @@
-// A lane group of CryptoFaceNet backbones (32x32 patches, channels 16-16-32-32-64-64),
-// each with its head block (a dense 256x256 linear layer fused with pooling and
-// BatchNorm1d, as in a PatchCNN), on N = 2^16: synthetic weights calibrated on 128 images,
-// compile and key generation (both cores), encrypted evaluation on one core with per-step
-// times, precision against float64, peak RSS. --lanes 2 (default) puts two patches in one
-// ciphertext, the most CryptoFace's 16x32x32 stem output leaves room for; --lanes 1 is
-// one backbone alone.
+// One lane group of CryptoFaceNet4 (32x32 patches, channels 16-16-32-32-64-64), each patch's
+// backbone with its head block (a dense linear layer fused with pooling and BatchNorm1d),
+// on N = 2^16: a synthetic CryptoFaceNet4 calibrated on 128 images, compiled per task
+// (nn::Compilation::kPerTask, then the group's branch with CompiledGraph::compile_task, as
+// a worker does), key generation (both cores), the branch's encrypted evaluation on one
+// core with per-step times, precision against float64, peak RSS. --lanes 2 (default) puts
+// two patches in one ciphertext, the most CryptoFace's 16x32x32 stem output leaves room
+// for; --lanes 1 is one backbone alone.
 //   pfhe_backbone_bench [--dry-run] [--budget-gb G] [--lanes L] [--special-primes K]
 //                       [--ring-switch-after B [--half-special-primes K']]
 // Parameters: those `pfhe compile` chooses for CryptoFaceNet (depth 28); --special-primes
@@ -26,7 +27,7 @@
 
 #include "ckks/encryptor.h"
 #include "ring/poly.h"
-#include "nn/compiled_backbone.h"
+#include "nn/compiled_graph.h"
 #include "nn/half_ring.h"
 #include "nn/linear_map.h"
 #include "nn/parameter_choice.h"
@@ -71,17 +72,12 @@ int run(int argc, char** argv) {
   }
   ring::keep_freed_memory_for_reuse();
   auto t = std::chrono::steady_clock::now();
-  const nn::Shape patch{3, 32, 32};
-  std::vector<nn::Backbone> models;
-  std::vector<nn::Linear> heads;
-  std::mt19937_64 rng(7);
-  std::normal_distribution<double> gauss(0.0, 1.0 / 16.0);  // the 1/sqrt(fan-in) scale of a trained layer
-  for (std::size_t l = 0; l < lanes; ++l) {
-    models.push_back(nn::make_synthetic_backbone(nn::BackboneShape{}, 2025 + l, nn::synthetic_images(128, patch, 1 + l)));
-    heads.push_back({256, 256, std::vector<double>(256 * 256), std::vector<double>(256, 0.0)});
-    for (double& w : heads.back().weight) w = gauss(rng);
-  }
-  std::printf("%zu synthetic backbone(s) calibrated on 128 images each: %.1f s\n", lanes, seconds_since(t));
+  const nn::SyntheticKind kind = nn::synthetic_kind("cryptofacenet4");
+  const std::size_t side = kind.grid * kind.patch;
+  const nn::PatchCNN model = nn::make_synthetic_patch_cnn(kind.shape, kind.grid, kind.patch, kind.embedding, 2025,
+                                                          nn::synthetic_images(128, {3, side, side}, 1));
+  const nn::Graph graph = model.to_graph();
+  std::printf("synthetic CryptoFaceNet4 calibrated on 128 images: %.1f s\n", seconds_since(t));
 
   // The parameters of a whole CryptoFaceNet inference (depth 28: backbone 23, then
   // normalisation and matching), as `pfhe compile` chooses them.
@@ -93,45 +89,32 @@ int run(int argc, char** argv) {
   const double scale = ctx.params().default_scale();
   t = std::chrono::steady_clock::now();
   const auto budget = static_cast<std::size_t>(budget_gb * (1ULL << 30));
-  std::vector<const nn::Backbone*> model_ptrs;
-  std::vector<const nn::Linear*> head_ptrs;
-  for (std::size_t l = 0; l < lanes; ++l) {
-    model_ptrs.push_back(&models[l]);
-    head_ptrs.push_back(&heads[l]);
-  }
   // The half ring starts at the switch block's output level: conv0 takes one level, each
   // block four.
   std::shared_ptr<const nn::HalfRing> half_ring;
   if (switch_after) {
-    half_ring = nn::HalfRing::make(ctx.params(), {switch_after - 1, 27 - 4 * switch_after, half_special_primes});
+    half_ring = nn::HalfRing::make(ctx.params(), {27 - 4 * switch_after, half_special_primes});
     std::printf("half ring after block %zu: %s\n", switch_after, half_ring->context.params().describe().c_str());
   }
-  const nn::CompiledBackbone compiled = nn::CompiledBackbone::compile(model_ptrs, enc, patch, 28, scale, head_ptrs, lanes,
-                                                                      budget, nn::Compilation::kFull,
-                                                                      half_ring ? &half_ring->plan : nullptr);
-  std::printf("compile: %.1f s, depth %zu, diagonals held %.2f GB (budget %.1f GB)\n", seconds_since(t),
-              compiled.depth(), compiled.plaintext_bytes() / 1e9, budget_gb);
-  const auto levels = compiled.rotation_levels();
+  const nn::CompiledGraph per_task = nn::CompiledGraph::compile(graph, enc, 28, scale, 0, nn::Compilation::kPerTask,
+                                                                nullptr, nullptr, lanes, half_ring);
+  std::printf("plan of the whole model (per task): %.1f s\n", seconds_since(t));
+  // The group holding patch 0: the branch entered from input ciphertext 0.
+  const auto& branches = per_task.parallel_regions().at(0).branches;
+  const std::size_t branch = static_cast<std::size_t>(
+      std::find_if(branches.begin(), branches.end(), [](const auto& b) { return b.entry == 0; }) - branches.begin());
+  t = std::chrono::steady_clock::now();
+  const nn::CompiledGraph compiled = per_task.compile_task(graph, 0, branch, budget);
+  std::printf("compile of the lane group: %.1f s, diagonals held %.2f GB (budget %.1f GB)\n", seconds_since(t),
+              compiled.plaintext_bytes() / 1e9, budget_gb);
+  const auto levels = per_task.rotation_levels();
   double key_bytes = 0;
   for (const auto& [step, level] : levels)
     key_bytes += static_cast<double>(ctx.params().digits_at(level)) * 2 * (level + 1 + ctx.ring_p().size()) * ctx.n() * 8;
   std::printf("rotation keys: %zu steps, %.2f GB in memory at their levels\n", levels.size(), key_bytes / 1e9);
-  const auto half_levels = compiled.half_ring_rotation_levels();
+  const auto half_levels = per_task.half_ring_rotation_levels();
   if (half_ring) std::printf("half-ring rotation keys: %zu steps\n", half_levels.size());
-  if (dry_run) {
-    // The artefact round trip is measured here only: holding a second copy next to the
-    // evaluation keys would not fit the 24 GB machine.
-    t = std::chrono::steady_clock::now();
-    ckks::ByteWriter w;
-    compiled.save(w);
-    const double save_s = seconds_since(t);
-    t = std::chrono::steady_clock::now();
-    ckks::ByteReader r(w.bytes());
-    const nn::CompiledBackbone reloaded = nn::CompiledBackbone::load(enc, r);
-    std::printf("compiled artefact: %.2f GB, serialize %.1f s, load %.1f s\n", w.bytes().size() / 1e9, save_s,
-                seconds_since(t));
-    return 0;
-  }
+  if (dry_run) return 0;
 
   // Keys as a client makes them: with a ring switch, the half ring's secret and keys and
   // the switch key too.
@@ -149,23 +132,24 @@ int run(int argc, char** argv) {
   const ckks::Encryptor encryptor(ctx, secret.key);
   const ckks::Decryptor decryptor(evaluators.output().context(), half_ring ? *secret.half_key : secret.key);
   const ckks::Encoder& out_enc = half_ring ? half_ring->encoder : enc;
-  const std::vector<nn::Tensor> images = nn::synthetic_images(lanes, patch, 77);
-  const ckks::Ciphertext in = encryptor.encrypt(enc.encode(nn::pack_lanes(images, compiled.input_layout()), 28, scale));
+  const nn::Tensor image = nn::synthetic_images(1, {3, side, side}, 77)[0];
+  const ckks::Ciphertext in = encryptor.encrypt(enc.encode(compiled.pack_inputs(image).front(), 28, scale));
   omp_set_num_threads(1);  // the backbone figure is for one core; compile and keygen use both
   t = std::chrono::steady_clock::now();
   const runtime::CpuSeconds cpu_before = cpu_seconds();
-  std::vector<nn::CompiledBackbone::StepTiming> steps;
-  const ckks::Ciphertext out = compiled.run(evaluators.big(), in, &steps, evaluators.half_ring());
+  std::vector<nn::CompiledGraph::StepTiming> steps;
+  const ckks::Ciphertext out =
+      compiled.run_branch(evaluators.big(), 0, branch, in, &steps, nullptr, evaluators.half_ring());
   const double run_s = seconds_since(t);
   const runtime::CpuSeconds cpu_after = cpu_seconds();
-  std::printf("  %-16s %5s %8s %9s %6s %6s %4s\n", "step", "level", "seconds", "diagonals", "baby", "giant", "sum");
-  for (const auto& s : steps)
-    std::printf("  %-16s %5zu %8.2f %9zu %6zu %6zu %4zu\n", s.name.c_str(), s.level, s.seconds, s.diagonals,
-                s.baby_rotations, s.giant_rotations, s.sum_rotations);
-  const nn::Tensor got = nn::unpack(out_enc.decode_real(decryptor.decrypt(out)), compiled.output_layout());
-  nn::Tensor want = heads[0].forward(models[0].forward(images[0]));  // the lanes' head outputs, summed
-  for (std::size_t l = 1; l < lanes; ++l) {
-    const nn::Tensor h = heads[l].forward(models[l].forward(images[l]));
+  std::printf("  %-24s %5s %8s\n", "step", "level", "seconds");
+  for (const auto& s : steps) std::printf("  %-24s %5zu %8.2f\n", s.name.c_str(), s.level, s.seconds);
+  // The group's exit: its patches' head blocks summed (an embedding of the group's layout).
+  const nn::Layout& exit_layout = compiled.output_layout();
+  const nn::Tensor got = nn::unpack(out_enc.decode_real(decryptor.decrypt(out)), exit_layout);
+  nn::Tensor want = model.head_block(0).forward(model.backbones[0].forward(model.patch(image, 0)));
+  for (std::size_t p = 1; p < lanes; ++p) {
+    const nn::Tensor h = model.head_block(p).forward(model.backbones[p].forward(model.patch(image, p)));
     for (std::size_t i = 0; i < want.data.size(); ++i) want.data[i] += h.data[i];
   }
   const nn::Precision precision = nn::precision_of(got, want);

@@ -64,21 +64,22 @@ int run(int argc, char** argv) {
 
   auto t = Clock::now();
   const ckks::Context ctx(ckks::Parameters::create(nn::parameters_for(model)));
-  const ckks::Encoder enc(ctx);
   const nn::CompileTarget target = nn::compile_target(model, ctx.params());
-  const nn::CompiledPatchCNN compiled =
-      nn::CompiledPatchCNN::compile(model, enc, target.level, target.scale,
-                                    static_cast<std::size_t>(budget_gb * (1ull << 30)), 0,
-                                    nn::chosen_half_ring(model, ctx.params(), target.level));
+  const runtime::ServedModel served(ctx.params(), [&](const ckks::Encoder& enc) {
+    const nn::Graph graph = model.to_graph();
+    return nn::CompiledGraph::compile(graph, enc, target.level, target.scale,
+                                      static_cast<std::size_t>(budget_gb * (1ull << 30)), nn::Compilation::kFull,
+                                      nullptr, nullptr, 0, nn::chosen_half_ring(graph, ctx.params(), target.level));
+  });
+  const nn::CompiledGraph& compiled = served.graph();
   std::printf("parameters: %s\ncompile: %.1f s (%zu lane groups of %zu)\n", ctx.params().describe().c_str(),
-              seconds_since(t), compiled.groups(), compiled.lanes());
+              seconds_since(t), compiled.inputs(), compiled.input_layout().lanes);
   t = Clock::now();
-  const runtime::ClientSpec spec = runtime::ClientSpec::of(compiled, ctx.params());
-  auto [secret, keys] = runtime::generate_keys(ctx, spec);
-  const runtime::Client client(ctx, spec, std::move(secret));
-  const runtime::Evaluators evaluators(ctx, compiled.half_ring().get(), keys);
-  const ckks::Evaluator& eval = evaluators.output();
-  const runtime::TaskFunction tasks = runtime::backbone_tasks(compiled, evaluators.big(), evaluators.half_ring());
+  const runtime::ClientSpec spec = served.client_spec();
+  auto [secret, keys] = runtime::generate_keys(served.context(), spec);
+  const runtime::Client client(served.context(), spec, std::move(secret));
+  const runtime::KeySet key_set(served, std::move(keys));
+  const ckks::Evaluator& eval = key_set.evaluators().output();
   const auto executor = runtime::make_thread_executor(workers);
   std::printf("keygen: %.1f s\n", seconds_since(t));
 
@@ -89,11 +90,11 @@ int run(int argc, char** argv) {
     const nn::Tensor image = app::load_image(file.string(), model.image_shape().height);
     want.push_back(model.normalized(image));
     t = Clock::now();
-    const runtime::CiphertextFile patches = runtime::load_ciphertexts(runtime::view_of(client.encrypt_image(image)), ctx);
+    const runtime::CiphertextFile patches =
+        runtime::load_ciphertexts(runtime::view_of(client.encrypt_image(image)), served.context());
     const double encrypt_s = seconds_since(t);
     t = Clock::now();
-    const auto heads = executor->run(evaluators.rings(), tasks, patches.ciphertexts);
-    embeddings.push_back(compiled.normalize(eval, compiled.aggregate(eval, heads)));
+    embeddings.push_back(key_set.infer(patches, *executor).ciphertexts.at(0));
     const double infer_s = seconds_since(t);
     t = Clock::now();
     const nn::Tensor got = client.decrypt_output({patches.key_set, {embeddings.back()}});

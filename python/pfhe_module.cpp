@@ -224,15 +224,14 @@ class CompiledModel {
   explicit CompiledModel(std::unique_ptr<runtime::ServedModel> served) : served_(std::move(served)) {}
 
   static std::unique_ptr<CompiledModel> load(const std::string& dir) {
-    auto served = std::make_unique<runtime::ServedModel>(dir + "/params.pfhe", dir + "/model.pfhc");
-    if (!served->graph()) throw std::invalid_argument(dir + ": a compiled PatchCNN; the Python package runs graphs");
-    return std::make_unique<CompiledModel>(std::move(served));
+    return std::make_unique<CompiledModel>(
+        std::make_unique<runtime::ServedModel>(dir + "/params.pfhe", dir + "/model.pfhc"));
   }
   void save(const std::string& dir) const {
-    runtime::write_compiled_graph(dir, served_->context().params(), *served_->graph());
+    runtime::write_compiled_graph(dir, served_->context().params(), served_->graph());
   }
   Spec spec() const { return {served_->context().params(), served_->client_spec()}; }
-  const nn::CompiledGraph& graph() const { return *served_->graph(); }
+  const nn::CompiledGraph& graph() const { return served_->graph(); }
   std::size_t branch_tasks() const { return served_->tasks(); }
 
   Ciphertext run(const Ciphertext& input, const EvaluationKeys& keys, const std::string& executor_name,
@@ -291,7 +290,7 @@ std::unique_ptr<CompiledModel> compile_model(const Model& model, int scale_bits,
     served = std::make_unique<runtime::ServedModel>(
         params, [&](const ckks::Encoder& enc) { return nn::compile_graph(model.graph, enc, budget); });
   }
-  const nn::CompiledGraph& g = *served->graph();
+  const nn::CompiledGraph& g = served->graph();
   report(progress, "compiled in %.1f s: depth %zu, %zu parallel region(s), %zu rotation keys", seconds_since(t),
          g.depth(), g.parallel_regions().size(), g.rotation_levels().size());
   return std::make_unique<CompiledModel>(std::move(served));

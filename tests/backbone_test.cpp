@@ -1,12 +1,12 @@
 // A reduced CryptoFace backbone: calibrated synthetic weights, plaintext reference, and the
-// compiled encrypted evaluation on a small test ring.
+// compiled encrypted evaluation (as a graph: the backbone and a head) on a small test ring.
 #include <gtest/gtest.h>
 
 #include <cstdio>
 
 #include "ckks/encryptor.h"
 #include "ckks/keygen.h"
-#include "nn/compiled_backbone.h"
+#include "nn/compiled_graph.h"
 #include "nn/linear_map.h"
 #include "nn/synthetic.h"
 #include "nn_test_util.h"
@@ -54,22 +54,27 @@ TEST(Backbone, EncryptedReducedBackboneMatchesPlaintext) {
   ckks::Context ctx(test::small_params(12, 24));
   ckks::Encoder enc(ctx);
   const double scale = ctx.params().default_scale();
-  const CompiledBackbone compiled = CompiledBackbone::compile(model, enc, patch, 24, scale, &head);
+  Graph graph(patch);
+  graph.add("head", head, model.append_to(graph, "net", 0));
+  const auto compile = [&](std::size_t budget) {
+    return CompiledGraph::compile(graph, enc, 24, scale, budget);
+  };
+  const CompiledGraph compiled = compile(SIZE_MAX);
   EXPECT_EQ(compiled.depth(), 23u);
   const test::ModelKeys keys(ctx, compiled.rotation_levels());
   const ckks::Evaluator& eval = keys.eval;
   const ckks::Encryptor& encryptor = keys.encryptor;
   const ckks::Decryptor& decryptor = keys.decryptor;
   // All diagonals encoded just in time (budget 0): bit-identical results.
-  const CompiledBackbone jit = CompiledBackbone::compile(model, enc, patch, 24, scale, &head, 0);
+  const CompiledGraph jit = compile(0);
   EXPECT_LT(jit.plaintext_bytes(), compiled.plaintext_bytes());
   for (const Tensor& image : synthetic_images(2, patch, 3)) {
-    const ckks::Ciphertext in = encryptor.encrypt(enc.encode(pack(image, compiled.input_layout()), 24, scale));
-    const ckks::Ciphertext out = compiled.run(eval, in);
+    const ckks::Ciphertext in = encryptor.encrypt(enc.encode(compiled.pack_inputs(image).front(), 24, scale));
+    const ckks::Ciphertext out = compiled.run(eval, {in});
     EXPECT_EQ(out.level(), 1u);
-    const ckks::Ciphertext out_jit = jit.run(eval, in);
+    const ckks::Ciphertext out_jit = jit.run(eval, {in});
     EXPECT_TRUE(std::equal(out.polys[0].words().begin(), out.polys[0].words().end(), out_jit.polys[0].words().begin()));
-    const Tensor got = unpack(enc.decode_real(decryptor.decrypt(out)), compiled.output_layout());
+    const Tensor got = compiled.unpack_output(enc.decode_real(decryptor.decrypt(out)));
     const Tensor want = head.forward(model.forward(image));
     double err = 0, norm = 0;
     for (std::size_t i = 0; i < want.data.size(); ++i) {

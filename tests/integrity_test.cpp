@@ -14,6 +14,7 @@
 #include "ckks/checksum.h"
 #include "ckks/encryptor.h"
 #include "ckks/serialization.h"
+#include "nn/compiled_graph.h"
 #include "nn/graph_file.h"
 #include "nn/model_file.h"
 #include "nn/patch_cnn.h"
@@ -229,8 +230,9 @@ TEST_F(FileCorruption, EveryKindOfFileRefusesAHundredCorruptions) {
   const ckks::Encoder model_enc(model_ctx);
   const std::vector<nn::Tensor> images = nn::synthetic_images(16, {3, 16, 16}, 5);
   const nn::PatchCNN model = nn::make_synthetic_patch_cnn(test::reduced_backbone_shape(), 2, 8, 16, 13, images);
-  const auto compiled =
-      nn::CompiledPatchCNN::compile(model, model_enc, kModelLevels, model_ctx.params().default_scale(), 0, 2);
+  const auto compiled = nn::CompiledGraph::compile(model.to_graph(), model_enc, kModelLevels,
+                                                   model_ctx.params().default_scale(), 0, nn::Compilation::kFull,
+                                                   nullptr, nullptr, 2);
 
   const fs::path params = dir_ / "params.pfhe", secret = dir_ / "secret.key", eval = dir_ / "eval.keys",
                  cts = dir_ / "alice.cts", model_file = dir_ / "model.pfhm", graph_file = dir_ / "graph.pfhm",
@@ -266,7 +268,7 @@ TEST_F(FileCorruption, EveryKindOfFileRefusesAHundredCorruptions) {
   expect_every_corruption_refused("graph model file", graph_file, [](const std::string& p) { nn::load_graph_file(p); });
   expect_every_corruption_refused("compiled model", compiled_file, [&](const std::string& p) {
     runtime::load_mapped_in_place(p, [&](std::span<const std::uint8_t> b, const std::shared_ptr<const ckks::Backing>& m) {
-      return nn::CompiledPatchCNN::load(model_enc, b, m);
+      return nn::CompiledGraph::load(model_enc, b, m);
     });
   });
 }

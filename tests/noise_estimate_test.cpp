@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "nn/compiled_graph.h"
 #include "nn/fit.h"
 #include "nn/noise_estimate.h"
 #include "nn/parameter_choice.h"
@@ -29,16 +30,14 @@ double encrypted_relative_error(const PatchCNN& model, const ckks::Context& ctx,
   const ckks::Encoder enc(ctx);
   const double scale = ctx.params().default_scale();
   const std::size_t level = ctx.params().max_level();
-  const CompiledPatchCNN compiled = CompiledPatchCNN::compile(model, enc, level, scale, SIZE_MAX, 4);
+  const CompiledGraph compiled = CompiledGraph::compile(model.to_graph(), enc, level, scale, SIZE_MAX,
+                                                        Compilation::kFull, nullptr, nullptr, 4);
   const test::ModelKeys keys(ctx, compiled.rotation_levels());
   double worst = 0;
   for (const Tensor& image : images) {
-    std::vector<Tensor> patches;
-    for (std::size_t p = 0; p < compiled.patches(); ++p) patches.push_back(model.patch(image, p));
-    const auto slots = pack_patch_groups(patches, compiled.input_layout()).front();
-    const ckks::Ciphertext in = keys.encryptor.encrypt(enc.encode(slots, level, scale));
-    const ckks::Ciphertext out = compiled.normalize(keys.eval, compiled.aggregate(keys.eval, {compiled.group(0).run(keys.eval, in)}));
-    const Tensor got = unpack(enc.decode_real(keys.decryptor.decrypt(out)), compiled.embedding_layout());
+    const ckks::Ciphertext in = keys.encryptor.encrypt(enc.encode(compiled.pack_inputs(image).front(), level, scale));
+    const ckks::Ciphertext out = compiled.run(keys.eval, {in});
+    const Tensor got = compiled.unpack_output(enc.decode_real(keys.decryptor.decrypt(out)));
     worst = std::max(worst, precision_of(got, model.normalized(image)).relative);
   }
   return worst;

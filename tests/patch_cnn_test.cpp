@@ -47,96 +47,14 @@ TEST(PatchCnn, PlaintextPieces) {
   EXPECT_THROW(model.patch(images[0], 4), std::invalid_argument);
 }
 
-// lanes = 1: one ciphertext per patch (four tasks); lanes = 4: the whole image in one
-// ciphertext, the four backbones side by side in interleaved lanes.
-class PatchCnnLanes : public ::testing::TestWithParam<std::size_t> {};
-
-TEST_P(PatchCnnLanes, EncryptedPipelineMatchesPlaintextAndDecisions) {
-  const auto images = synthetic_images(128, {3, 16, 16}, 5);
-  const PatchCNN model = make_synthetic_patch_cnn(test::reduced_backbone_shape(), 2, 8, 16, 13, images);
-  ckks::Context ctx(test::small_params(11, 28));
-  ckks::Encoder enc(ctx);
-  const double scale = ctx.params().default_scale();
-  const CompiledPatchCNN compiled = CompiledPatchCNN::compile(model, enc, 28, scale, SIZE_MAX, GetParam());
-  EXPECT_EQ(compiled.depth(), 28u);
-  EXPECT_EQ(compiled.lanes(), GetParam());
-  EXPECT_EQ(compiled.groups(), 4 / GetParam());
-  const test::ModelKeys keys(ctx, compiled.rotation_levels());
-  const ckks::Evaluator& eval = keys.eval;
-  const ckks::Encryptor& encryptor = keys.encryptor;
-  const ckks::Decryptor& decryptor = keys.decryptor;
-
-  const auto encrypt_groups = [&](const Tensor& image) {
-    std::vector<Tensor> patches;
-    for (std::size_t p = 0; p < compiled.patches(); ++p) patches.push_back(model.patch(image, p));
-    std::vector<ckks::Ciphertext> out;
-    for (const auto& slots : pack_patch_groups(patches, compiled.input_layout()))
-      out.push_back(encryptor.encrypt(enc.encode(slots, 28, scale)));
-    return out;
-  };
-  const auto encrypt_image = [&](const Tensor& image) {
-    std::vector<ckks::Ciphertext> heads;
-    const auto groups = encrypt_groups(image);
-    for (std::size_t g = 0; g < compiled.groups(); ++g) heads.push_back(compiled.group(g).run(eval, groups[g]));
-    return compiled.normalize(eval, compiled.aggregate(eval, std::move(heads)));
-  };
-  // The compiled artefact round-trips through its file format and computes the same bytes.
-  const ckks::Bytes artefact = compiled.save();
-  const CompiledPatchCNN loaded = CompiledPatchCNN::load(enc, artefact);
-  {
-    const ckks::Ciphertext in = encrypt_groups(images[2]).front();
-    const ckks::Ciphertext x = compiled.group(0).run(eval, in), y = loaded.group(0).run(eval, in);
-    EXPECT_TRUE(std::equal(x.polys[0].words().begin(), x.polys[0].words().end(), y.polys[0].words().begin()));
-  }
-  EXPECT_EQ(loaded.save(), artefact);
-  ckks::Bytes bad = artefact;
-  bad[0] = 'X';
-  EXPECT_THROW(CompiledPatchCNN::load(enc, bad), ckks::SerializationError);
-  bad = artefact;
-  bad.resize(bad.size() / 2);
-  EXPECT_THROW(CompiledPatchCNN::load(enc, bad), ckks::SerializationError);
-  ckks::Context other_params(test::small_params(11, 27));
-  ckks::Encoder other_encoder(other_params);
-  EXPECT_THROW(CompiledPatchCNN::load(other_encoder, artefact), ckks::SerializationError);
-
-  const Tensor a = images[0];
-  const Tensor b = images[1];
-  Tensor a_noisy = a;  // the same "face" with a small perturbation
-  for (std::size_t i = 0; i < a_noisy.data.size(); ++i) a_noisy.data[i] += 0.01 * std::sin(static_cast<double>(i));
-  const ckks::Ciphertext enrolled = encrypt_image(a);
-  const Tensor e_enc = unpack(enc.decode_real(decryptor.decrypt(enrolled)), compiled.embedding_layout());
-  const Tensor e_ref = model.normalized(a);
-  double err = 0, norm = 0;
-  for (std::size_t i = 0; i < 16; ++i) {
-    err = std::max(err, std::fabs(e_enc.data[i] - e_ref.data[i]));
-    norm = std::max(norm, std::fabs(e_ref.data[i]));
-  }
-  std::printf("reduced PatchCNN embedding: max abs error %.3e, relative %.3e\n", err, err / norm);
-  EXPECT_LT(err / norm, 1e-3);
-
-  const double same = match_score(model.normalized(a_noisy), e_ref, 0.0);
-  const double other = match_score(model.normalized(b), e_ref, 0.0);
-  ASSERT_LT(same, other);
-  const double threshold = 0.5 * (same + other);
-  const Tensor* probes[] = {&a_noisy, &b};
-  for (const Tensor* probe : probes) {
-    const ckks::Ciphertext score = compiled.match(eval, encrypt_image(*probe), enrolled, threshold);
-    const double got = enc.decode_real(decryptor.decrypt(score))[0];
-    const double want = match_score(model.normalized(*probe), e_ref, threshold);
-    EXPECT_EQ(got < 0, want < 0) << "encrypted score " << got << ", plaintext " << want;
-    EXPECT_NEAR(got, want, 1e-3 * std::max(1.0, std::fabs(want)));
-  }
-}
-
-INSTANTIATE_TEST_SUITE_P(Lanes, PatchCnnLanes, ::testing::Values(1, 4));
-
-// The PatchCNN as a graph (PatchCNN::to_graph) through the one graph compiler: the same
-// plaintext function, the patches in the same lane groups, the same rotation keys and
-// depth (without the matching level) as the PatchCNN compiler, and the encrypted
-// embedding as close to float64.
+// The PatchCNN as a graph (PatchCNN::to_graph) through the one compiler: the same plaintext
+// function; the patches in lane groups (branch tasks) with the rotation keys, depth and
+// diagonals the PatchCNN-specific compiler it replaced had (session 17 compared the two
+// exactly; the counts below are theirs); the encrypted embedding as close to float64, the
+// stored form byte-identical, matching decisions equal to float64's.
 class PatchCnnGraph : public ::testing::TestWithParam<std::size_t> {};
 
-TEST_P(PatchCnnGraph, CompilesLikeThePatchCompilerAndMatchesFloat64) {
+TEST_P(PatchCnnGraph, CompilesToItsLaneGroupsAndMatchesFloat64) {
   const std::size_t lanes = GetParam();
   const auto images = synthetic_images(128, {3, 16, 16}, 5);
   const PatchCNN model = make_synthetic_patch_cnn(test::reduced_backbone_shape(), 2, 8, 16, 13, images);
@@ -149,20 +67,17 @@ TEST_P(PatchCnnGraph, CompilesLikeThePatchCompilerAndMatchesFloat64) {
   ckks::Context ctx(test::small_params(11, 28));
   ckks::Encoder enc(ctx);
   const double scale = ctx.params().default_scale();
-  // A budget that holds some layers: each lane group (branch task) gets an equal share in
-  // both compilers, so the same diagonals are pre-encoded.
+  // A budget that holds some layers: each lane group (branch task) gets an equal share.
   const std::size_t budget = std::size_t{3} << 20;
   const CompiledGraph compiled = CompiledGraph::compile(graph, enc, 28, scale, budget, Compilation::kFull, nullptr,
                                                         nullptr, lanes);
-  const CompiledPatchCNN patch = CompiledPatchCNN::compile(model, enc, 28, scale, budget, lanes);
-  // The patch compiler counts normalisation and matching as 5 levels; the graph's output is
-  // the normalised embedding (4).
-  EXPECT_EQ(compiled.depth() + 1, patch.depth());
+  EXPECT_EQ(compiled.depth(), 27u);  // the backbone's 23 levels, normalisation 4 (matching: one more)
   EXPECT_EQ(compiled.grid(), 2u);
-  EXPECT_EQ(compiled.input_layout(), patch.input_layout());
-  EXPECT_EQ(compiled.inputs(), patch.groups());
-  EXPECT_EQ(compiled.rotation_levels(), patch.rotation_levels());
-  EXPECT_EQ(compiled.plaintext_bytes(), patch.plaintext_bytes());
+  EXPECT_EQ(compiled.input_layout().lanes, lanes);
+  EXPECT_EQ(compiled.input_layout().shape, (Shape{3, 8, 8}));
+  EXPECT_EQ(compiled.inputs(), 4 / lanes);
+  EXPECT_EQ(compiled.rotation_levels().size(), lanes == 2 ? 42u : 37u);
+  EXPECT_EQ(compiled.plaintext_bytes(), lanes == 2 ? 21168128u : 12402688u);
   // The lane groups are parallel branches (one ciphertext each); one group has none.
   EXPECT_EQ(compiled.parallel_regions().size(), lanes == 4 ? 0u : 1u);
   if (lanes < 4) {
@@ -185,6 +100,60 @@ TEST_P(PatchCnnGraph, CompilesLikeThePatchCompilerAndMatchesFloat64) {
     }
     std::printf("PatchCNN graph, %zu lanes: embedding relative error %.3e\n", lanes, err / norm);
     EXPECT_LT(err / norm, 1e-3);
+  }
+  if (lanes == 4) {
+    // Encrypted matching: a slightly perturbed face and another face against an enrolled
+    // one, decided as float64 decides.
+    Tensor a_noisy = images[0];
+    for (std::size_t i = 0; i < a_noisy.data.size(); ++i) a_noisy.data[i] += 0.01 * std::sin(static_cast<double>(i));
+    const auto embed = [&](const Tensor& image) {
+      std::vector<ckks::Ciphertext> in;
+      for (const auto& slots : compiled.pack_inputs(image)) in.push_back(keys.encryptor.encrypt(enc.encode(slots, 28, scale)));
+      return compiled.run(keys.eval, in);
+    };
+    const Tensor e_ref = model.normalized(images[0]);
+    const double same = match_score(model.normalized(a_noisy), e_ref, 0.0);
+    const double other = match_score(model.normalized(images[1]), e_ref, 0.0);
+    ASSERT_LT(same, other);
+    const double threshold = 0.5 * (same + other);
+    const ckks::Ciphertext enrolled = embed(images[0]);
+    const Tensor* probes[] = {&a_noisy, &images[1]};
+    for (const Tensor* probe : probes) {
+      const ckks::Ciphertext score = compiled.match(keys.eval, embed(*probe), enrolled, threshold);
+      const double got = enc.decode_real(keys.decryptor.decrypt(score))[0];
+      const double want = match_score(model.normalized(*probe), e_ref, threshold);
+      EXPECT_EQ(got < 0, want < 0) << "encrypted score " << got << ", plaintext " << want;
+      EXPECT_NEAR(got, want, 1e-3 * std::max(1.0, std::fabs(want)));
+    }
+  }
+  if (lanes == 2) {
+    // Compiled per task (a server given the model file): each branch task compiles its lane
+    // group alone and computes the same bytes; the steps outside are compiled up front.
+    const CompiledGraph per_task = CompiledGraph::compile(graph, enc, 28, scale, SIZE_MAX, Compilation::kPerTask,
+                                                          nullptr, nullptr, lanes);
+    EXPECT_EQ(per_task.rotation_levels(), compiled.rotation_levels());
+    EXPECT_EQ(per_task.parallel_regions().size(), 1u);
+    std::vector<ckks::Ciphertext> in;
+    for (const auto& slots : compiled.pack_inputs(images[3])) in.push_back(keys.encryptor.encrypt(enc.encode(slots, 28, scale)));
+    EXPECT_THROW(per_task.run(keys.eval, in), std::logic_error);  // its branches need compile_task
+    EXPECT_THROW(per_task.save(), std::logic_error);
+    const auto runner = [&](std::size_t region, const std::vector<ckks::Ciphertext>& entries) {
+      std::vector<ckks::Ciphertext> exits;
+      for (std::size_t b = 0; b < entries.size(); ++b) {
+        const CompiledGraph task = per_task.compile_task(graph, region, b);
+        EXPECT_LT(task.plaintext_bytes(), compiled.plaintext_bytes());  // one group's diagonals
+        EXPECT_THROW(task.run_branch(keys.eval, region, (b + 1) % entries.size(), entries[b]), std::logic_error);
+        exits.push_back(task.run_branch(keys.eval, region, b, entries[b]));
+      }
+      return exits;
+    };
+    EXPECT_EQ(ckks::save(ctx, per_task.run(keys.eval, in, nullptr, nullptr, runner)),
+              ckks::save(ctx, compiled.run(keys.eval, in)));
+    // Another model (a narrower embedding) is not the one it was compiled from.
+    const Graph other = make_synthetic_patch_cnn(test::reduced_backbone_shape(), 2, 8, 8, 13, images).to_graph();
+    EXPECT_THROW(per_task.compile_task(other, 0, 0), std::invalid_argument);
+    EXPECT_THROW(per_task.compile_task(graph, 0, 2), std::out_of_range);
+    EXPECT_THROW(compiled.compile_task(graph, 0, 0), std::logic_error);
   }
   // More lanes than the layers leave room for, or lanes for branches that differ: refused.
   EXPECT_THROW(CompiledGraph::compile(graph, enc, 28, scale, SIZE_MAX, Compilation::kPlanOnly, nullptr, nullptr, 3),
@@ -209,8 +178,13 @@ TEST(PatchCnn, EveryModelKindPlansAtItsSecureParameters) {
     const CompileTarget target = compile_target(model, ctx.params());
     EXPECT_EQ(target.level, required_levels(model)) << name;
     EXPECT_EQ(target.scale, ctx.params().default_scale()) << name;
-    const CompiledPatchCNN plan = CompiledPatchCNN::plan(model, enc, target.level, target.scale);
-    EXPECT_EQ(plan.patches(), kind.grid * kind.grid) << name;
+    const CompiledGraph plan = CompiledGraph::compile(model.to_graph(), enc, target.level, target.scale, 0,
+                                                      Compilation::kPlanOnly);
+    EXPECT_EQ(plan.grid(), kind.grid) << name;
+    // CryptoFace's backbone: 16 x 32 x 32 after the stem, so two patches fit 2^15 slots.
+    if (kind.patch == 32) {
+      EXPECT_EQ(plan.input_layout().lanes, 2u) << name;
+    }
     EXPECT_FALSE(plan.rotation_levels().empty()) << name;
     // Parameters of a shallower model: refused with the depth the model needs.
     const ckks::Parameters shallow = ckks::Parameters::create(choose_parameters(target.level - 1));
@@ -234,10 +208,6 @@ TEST(PatchCnn, PatchGroupsAndLaneLimits) {
   EXPECT_EQ(unpack(groups[1], in, 0).data[5], 3.0);
   EXPECT_EQ(unpack(groups[1], in, 1).data[5], 0.0);
   for (std::size_t s = 0; s < 256; s += 2) EXPECT_EQ(groups[0][s], groups[0][s % in.period()]);
-  // CryptoFace's backbone: 16 x 32 x 32 after the stem, so two lanes fit 2^15 slots.
-  const Backbone b = make_synthetic_backbone(BackboneShape{}, 1, synthetic_images(128, {3, 32, 32}, 1));
-  EXPECT_EQ(max_lanes(b, {3, 32, 32}, 32768), 2u);
-  EXPECT_EQ(max_lanes(b, {3, 32, 32}, 16384), 1u);
 }
 
 TEST(PatchCnn, FitRecordsRangesAndChecksHeadroom) {

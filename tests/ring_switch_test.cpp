@@ -13,7 +13,7 @@
 #include "ckks/keygen.h"
 #include "ckks/ring_switch.h"
 #include "ckks/serialization.h"
-#include "nn/compiled_backbone.h"
+#include "nn/compiled_graph.h"
 #include "nn/parameter_choice.h"
 #include "nn/compiled_graph.h"
 #include "nn/patch_cnn.h"
@@ -28,22 +28,20 @@ using namespace pfhe::ckks;
 namespace {
 
 // A test ring N = 2^12 with `levels` levels, and its half ring from `switch_level` with both
-// special primes, as a model switching after `after_block` compiles against.
+// special primes.
 struct TwoRings {
-  TwoRings(int levels, std::size_t switch_level, std::size_t after_block)
+  TwoRings(int levels, std::size_t switch_level)
       : big(test::small_params(12, levels)),
         enc(big),
-        half_ring(nn::HalfRing::make(big.params(), {after_block, switch_level, 2})),
+        half_ring(nn::HalfRing::make(big.params(), {switch_level, 2})),
         half(half_ring->context),
         switch_ctx(half_ring->switch_context),
-        half_enc(half_ring->encoder),
-        plan(half_ring->plan) {}
+        half_enc(half_ring->encoder) {}
   Context big;
   Encoder enc;
   std::shared_ptr<const nn::HalfRing> half_ring;
   const Context &half, &switch_ctx;
   const Encoder& half_enc;
-  const nn::RingSwitchPlan& plan;
 };
 
 // Fresh keys of both rings for a compiled program, the switch key and the evaluation that
@@ -121,148 +119,42 @@ TEST(RingSwitch, SecureSetsKeepTheHalfRingBound) {
   EXPECT_THROW(half_ring_parameters(big, 17, 4), std::invalid_argument);
 }
 
-// A reduced lane group that leaves N = 2^12 for 2^11 after block 3 (of 5) computes the
-// head outputs of its four patches as float64 does; its keys split by ring.
-TEST(RingSwitch, LaneGroupSwitchingAfterBlockThreeMatchesFloat64) {
-  const nn::Shape patch{3, 8, 8};
-  std::vector<nn::Backbone> models;
-  std::vector<nn::Linear> heads;
-  for (std::size_t l = 0; l < 4; ++l) {
-    models.push_back(nn::make_synthetic_backbone(test::reduced_backbone_shape(), 40 + l, nn::synthetic_images(64, patch, l)));
-    nn::Linear head{64, 16, std::vector<double>(64 * 16), std::vector<double>(16, 0.1)};
-    for (std::size_t i = 0; i < head.weight.size(); ++i) head.weight[i] = std::sin(0.1 * static_cast<double>(i + l));
-    heads.push_back(head);
-  }
-  std::vector<const nn::Backbone*> model_ptrs;
-  std::vector<const nn::Linear*> head_ptrs;
-  for (std::size_t l = 0; l < 4; ++l) {
-    model_ptrs.push_back(&models[l]);
-    head_ptrs.push_back(&heads[l]);
-  }
-  // conv0 takes level 24 -> 23, each block four levels: block 3 ends at level 11.
-  const TwoRings rings(24, 11, 2);
-  const double scale = rings.big.params().default_scale();
-  const nn::CompiledBackbone compiled = nn::CompiledBackbone::compile(
-      model_ptrs, rings.enc, patch, 24, scale, head_ptrs, 4, SIZE_MAX, nn::Compilation::kFull, &rings.plan);
-  ASSERT_TRUE(compiled.switches_ring());
-  EXPECT_EQ(compiled.output_layout().slots, rings.half.n() / 2);
-  for (const auto& [step, level] : compiled.half_ring_rotation_levels()) EXPECT_LE(level, 11u);
-  for (const auto& [step, level] : compiled.rotation_levels()) EXPECT_GT(level, 11u);
-
-  const TwoRingKeys keys(rings, compiled.rotation_levels(), compiled.half_ring_rotation_levels());
-  const auto images = nn::synthetic_images(4, patch, 9);
-  const Ciphertext in =
-      keys.big.encryptor.encrypt(rings.enc.encode(nn::pack_lanes(images, compiled.input_layout()), 24, scale));
-  EXPECT_THROW(compiled.run(keys.big.eval, in), std::invalid_argument);  // the half ring's keys are needed
-  std::vector<nn::CompiledBackbone::StepTiming> steps;
-  const Ciphertext out = compiled.run(keys.big.eval, in, &steps, &keys.evaluation);
-  EXPECT_TRUE(std::any_of(steps.begin(), steps.end(), [](const auto& s) { return s.name == "ring switch"; }));
-  const nn::Tensor got =
-      nn::unpack(rings.half_enc.decode_real(keys.half.decryptor.decrypt(out)), compiled.output_layout());
-  nn::Tensor want = heads[0].forward(models[0].forward(images[0]));
-  for (std::size_t l = 1; l < 4; ++l) {
-    const nn::Tensor h = heads[l].forward(models[l].forward(images[l]));
-    for (std::size_t i = 0; i < want.data.size(); ++i) want.data[i] += h.data[i];
-  }
-  EXPECT_LT(nn::precision_of(got, want).relative, 1e-5);
-}
-
-// The whole reduced PatchCNN (four patches in one lane group) switching after block 3:
-// aggregation, normalisation and matching run in the half ring with its own keys, and the
-// normalised embedding and a match score agree with float64; the saved artefact keeps the
-// switch (same outputs once loaded) and its stored switch is validated.
-TEST(RingSwitch, PatchCnnNormalisesAndMatchesInTheHalfRing) {
-  const auto images = nn::synthetic_images(128, {3, 16, 16}, 5);
-  const nn::PatchCNN model = nn::make_synthetic_patch_cnn(test::reduced_backbone_shape(), 2, 8, 16, 13, images);
-  const TwoRings rings(28, 15, 2);
-  const double scale = rings.big.params().default_scale();
-  // Diagonals of the first layers pre-encoded, the rest just in time: both kinds in both rings.
-  const nn::CompiledPatchCNN compiled =
-      nn::CompiledPatchCNN::compile(model, rings.enc, 28, scale, std::size_t{8} << 20, 4, rings.half_ring);
-  ASSERT_TRUE(compiled.switches_ring());
-  // A half ring derived from other parameters is refused.
-  const Context other(test::small_params(12, 29));
-  EXPECT_THROW(nn::CompiledPatchCNN::plan(model, rings.enc, 28, scale, 4, nn::HalfRing::make(other.params(), {2, 15, 2})),
-               std::invalid_argument);
-  const auto half_levels = compiled.half_ring_rotation_levels();
-  EXPECT_TRUE(half_levels.count(1));  // the embedding's slot sums happen in the half ring
-  const TwoRingKeys keys(rings, compiled.rotation_levels(), half_levels);
-  const auto embed = [&](const nn::Tensor& image) {
-    std::vector<nn::Tensor> patches;
-    for (std::size_t p = 0; p < compiled.patches(); ++p) patches.push_back(model.patch(image, p));
-    const auto slots = nn::pack_patch_groups(patches, compiled.input_layout()).front();
-    const Ciphertext in = keys.big.encryptor.encrypt(rings.enc.encode(slots, 28, scale));
-    const Ciphertext head = compiled.group(0).run(keys.big.eval, in, nullptr, &keys.evaluation);
-    return compiled.normalize(keys.half.eval, compiled.aggregate(keys.half.eval, {head}));
-  };
-  const Ciphertext a = embed(images[0]), b = embed(images[1]);
-  const nn::Tensor got =
-      nn::unpack(rings.half_enc.decode_real(keys.half.decryptor.decrypt(a)), compiled.embedding_layout());
-  EXPECT_LT(nn::precision_of(got, model.normalized(images[0])).relative, 1e-5);
-  const double want = nn::match_score(model.normalized(images[1]), model.normalized(images[0]), 0.5);
-  const double score =
-      rings.half_enc.decode_real(keys.half.decryptor.decrypt(compiled.match(keys.half.eval, b, a, 0.5)))[0];
-  EXPECT_NEAR(score, want, 1e-4 * std::max(1.0, std::fabs(want)));
-
-  // The artefact keeps the switch: loaded, the group gives the same ciphertext bytes.
-  const ckks::Bytes stored = compiled.save();
-  const nn::CompiledPatchCNN loaded = nn::CompiledPatchCNN::load(rings.enc, stored);
-  ASSERT_TRUE(loaded.switches_ring());
-  EXPECT_EQ(loaded.half_ring()->choice, rings.half_ring->choice);
-  EXPECT_EQ(loaded.rotation_levels(), compiled.rotation_levels());
-  EXPECT_EQ(loaded.half_ring_rotation_levels(), half_levels);
-  EXPECT_EQ(loaded.embedding_layout().slots, compiled.embedding_layout().slots);
-  const Ciphertext in = keys.big.encryptor.encrypt(rings.enc.encode(
-      nn::pack_patch_groups({model.patch(images[2], 0), model.patch(images[2], 1), model.patch(images[2], 2),
-                             model.patch(images[2], 3)},
-                            compiled.input_layout())
-          .front(),
-      28, scale));
-  EXPECT_EQ(save(rings.half, compiled.group(0).run(keys.big.eval, in, nullptr, &keys.evaluation)),
-            save(rings.half, loaded.group(0).run(keys.big.eval, in, nullptr, &keys.evaluation)));
-  // A half-ring fingerprint that does not match the stored switch is refused.
-  ckks::Bytes bad = stored;
-  bad[4 + 4 + 8 + 8 + 3 * 8] ^= 1;
-  EXPECT_THROW(nn::CompiledPatchCNN::load(rings.enc, bad), ckks::SerializationError);
-  // So is a switch level the big ring cannot start a half ring at.
-  bad = stored;
-  bad[4 + 4 + 8 + 8 + 8] ^= 4;
-  EXPECT_THROW(nn::CompiledPatchCNN::load(rings.enc, bad), ckks::SerializationError);
-}
-
 // The automatic choice at the parameters `pfhe compile` picks for a 28-level PatchCNN:
-// after block 3 with 4 special primes. Block 1 ends at level 23, where no half ring is
-// secure; block 2 at level 19 leaves one special prime and 20 digits, whose key switches
-// cost more than the big ring's.
+// level 15 (after block 3) with 4 special primes. Above level 20 no half ring is secure;
+// level 19 (after block 2) leaves one special prime and 20 digits, whose key switches cost
+// more than the big ring's; levels 16-18 are estimated above 3/4 of the big ring's time.
 TEST(RingSwitch, ChoiceAtCryptoFaceDepthIsAfterBlockThree) {
   const nn::SyntheticKind kind = nn::synthetic_kind("reduced");
   const nn::PatchCNN model = nn::make_synthetic_patch_cnn(kind.shape, kind.grid, kind.patch, kind.embedding, 3,
                                                           nn::synthetic_images(32, {3, 16, 16}, 1));
   const Parameters params = Parameters::create(nn::parameters_for(model));
-  const auto choice = nn::choose_ring_switch(model, params, nn::required_levels(model));
+  const auto choice = nn::choose_ring_switch(model.to_graph(), params, nn::required_levels(model));
   ASSERT_TRUE(choice.has_value());
-  EXPECT_EQ(choice->after_block, 2u);
-  EXPECT_EQ(choice->level, 15u);
+  EXPECT_EQ(choice->level, 15u);  // block 3's output
   EXPECT_EQ(choice->special_primes, 4u);
 }
 
-// The same PatchCNN as a graph (PatchCNN::to_graph) through the graph compiler with the same
-// half ring: the same keys in both rings and the same diagonals as the PatchCNN compiler,
-// the normalised embedding as close to float64, the switch kept by the stored form.
-TEST(RingSwitch, PatchCnnGraphSwitchesLikeThePatchCompiler) {
+// The reduced PatchCNN (four patches in one lane group) switching after block 3: the rest of
+// its backbones, the sum and the normalisation run in the half ring with its own keys (the
+// keys and diagonals the PatchCNN-specific compiler it replaced had: session 17 compared
+// them exactly); the embedding and a match score agree with float64; the stored form keeps
+// the switch and refuses a damaged one.
+TEST(RingSwitch, PatchCnnNormalisesAndMatchesInTheHalfRing) {
   const auto images = nn::synthetic_images(128, {3, 16, 16}, 5);
   const nn::PatchCNN model = nn::make_synthetic_patch_cnn(test::reduced_backbone_shape(), 2, 8, 16, 13, images);
-  const TwoRings rings(28, 15, 2);
+  const TwoRings rings(28, 15);
   const double scale = rings.big.params().default_scale();
-  const nn::CompiledPatchCNN patch =
-      nn::CompiledPatchCNN::compile(model, rings.enc, 28, scale, std::size_t{8} << 20, 4, rings.half_ring);
   const nn::Graph graph = model.to_graph();
+  // Diagonals of the first layers pre-encoded, the rest just in time: both kinds in both rings.
   const nn::CompiledGraph compiled = nn::CompiledGraph::compile(
       graph, rings.enc, 28, scale, std::size_t{8} << 20, nn::Compilation::kFull, nullptr, nullptr, 4, rings.half_ring);
   ASSERT_TRUE(compiled.half_ring());
-  EXPECT_EQ(compiled.rotation_levels(), patch.rotation_levels());
-  EXPECT_EQ(compiled.half_ring_rotation_levels(), patch.half_ring_rotation_levels());
-  EXPECT_EQ(compiled.plaintext_bytes(), patch.plaintext_bytes());
+  EXPECT_EQ(compiled.rotation_levels().size(), 34u);
+  EXPECT_EQ(compiled.half_ring_rotation_levels().size(), 27u);
+  EXPECT_EQ(compiled.plaintext_bytes(), 21135360u);
+  for (const auto& [step, level] : compiled.half_ring_rotation_levels()) EXPECT_LE(level, 15u);
+  for (const auto& [step, level] : compiled.rotation_levels()) EXPECT_GT(level, 15u);
+  EXPECT_TRUE(compiled.half_ring_rotation_levels().count(1));  // the embedding's slot sums
   EXPECT_EQ(compiled.output_layout().slots, rings.half.n() / 2);
   const TwoRingKeys keys(rings, compiled.rotation_levels(), compiled.half_ring_rotation_levels());
   std::vector<Ciphertext> in;
@@ -280,9 +172,36 @@ TEST(RingSwitch, PatchCnnGraphSwitchesLikeThePatchCompiler) {
   EXPECT_EQ(loaded.half_ring_rotation_levels(), compiled.half_ring_rotation_levels());
   EXPECT_EQ(save(rings.half, loaded.run(keys.big.eval, in, nullptr, nullptr, {}, &keys.evaluation)),
             save(rings.half, out));
+  // Matching in the half ring.
+  std::vector<Ciphertext> other_in;
+  for (const auto& slots : compiled.pack_inputs(images[1]))
+    other_in.push_back(keys.big.encryptor.encrypt(rings.enc.encode(slots, 28, scale)));
+  const Ciphertext b = compiled.run(keys.big.eval, other_in, nullptr, nullptr, {}, &keys.evaluation);
+  const double want = nn::match_score(model.normalized(images[1]), model.normalized(images[0]), 0.5);
+  const double score =
+      rings.half_enc.decode_real(keys.half.decryptor.decrypt(compiled.match(keys.half.eval, b, out, 0.5)))[0];
+  EXPECT_NEAR(score, want, 1e-4 * std::max(1.0, std::fabs(want)));
+  // A half-ring fingerprint that does not match the stored switch is refused; so is a switch
+  // level the big ring cannot start a half ring at.
+  const ckks::Bytes stored = compiled.save();
+  ckks::Bytes bad = stored;
+  bad[4 + 4 + 8 + 8 + 2 * 8] ^= 1;
+  EXPECT_THROW(nn::CompiledGraph::load(rings.enc, bad), ckks::SerializationError);
+  bad = stored;
+  bad[4 + 4 + 8 + 8] ^= 4;
+  EXPECT_THROW(nn::CompiledGraph::load(rings.enc, bad), ckks::SerializationError);
+  // A compiled PatchCNN of the compiler this one replaced ("PFHC") is refused, naming the fix.
+  bad = stored;
+  std::copy_n("PFHC", 4, bad.begin());
+  try {
+    nn::CompiledGraph::load(rings.enc, bad);
+    ADD_FAILURE() << "an old PatchCNN artefact was loaded";
+  } catch (const ckks::SerializationError& e) {
+    EXPECT_NE(std::string(e.what()).find("compile the model again"), std::string::npos) << e.what();
+  }
   // A half ring derived from other parameters is refused.
   const Context other(test::small_params(12, 29));
   EXPECT_THROW(nn::CompiledGraph::compile(graph, rings.enc, 28, scale, 0, nn::Compilation::kPlanOnly, nullptr, nullptr,
-                                          4, nn::HalfRing::make(other.params(), {2, 15, 2})),
+                                          4, nn::HalfRing::make(other.params(), {15, 2})),
                std::invalid_argument);
 }

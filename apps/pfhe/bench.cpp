@@ -14,6 +14,7 @@
 #include <stdexcept>
 
 #include "ckks/serialization.h"
+#include "nn/graph_file.h"
 #include "nn/model_file.h"
 #include "runtime/client_server.h"
 #include "runtime/process_stats.h"
@@ -54,6 +55,23 @@ std::vector<BenchRun> parse_bench_runs(const std::string& text) {
 
 namespace {
 
+// The model file of a "recompile" run compiled per task as the served model was compiled
+// (its input level and scale, lanes and ring switch); checked to be that model.
+struct Recompiling {
+  nn::Graph graph;
+  nn::CompiledGraph per_task;
+
+  Recompiling(const std::string& model_file, const runtime::ServedModel& served)
+      : graph(nn::is_graph_model_file(model_file) ? nn::load_graph_file(model_file)
+                                                  : nn::load_model_file(model_file).to_graph()),
+        per_task(nn::CompiledGraph::compile(graph, served.encoder(), served.graph().input_level(),
+                                            served.graph().input_scale(), 0, nn::Compilation::kPerTask, nullptr,
+                                            nullptr, served.graph().input_layout().lanes, served.half_ring())) {
+    if (per_task.rotation_levels() != served.rotation_levels() || per_task.inputs() != served.inputs())
+      throw std::invalid_argument("--model-file " + model_file + " is not the model the served artefact was compiled from");
+  }
+};
+
 struct RunResult {
   BenchRun run;
   bool ok = false;
@@ -70,7 +88,7 @@ double peak_rss_with_children_gb() {
 
 // Inside the forked child: one run, its report written to `report_path`.
 int run_child(const BenchRun& run, const runtime::Server& server, const runtime::CiphertextFile& inputs,
-              const nn::PatchCNN* weights, const std::string& output_path, const std::string& report_path) {
+              const Recompiling* recompiling, const std::string& output_path, const std::string& report_path) {
   try {
     // Sequential runs use every core inside operations, thread workers one each; fork
     // workers need this process single-threaded, as the parent left it.
@@ -79,8 +97,8 @@ int run_child(const BenchRun& run, const runtime::Server& server, const runtime:
     const auto executor = runtime::make_executor(run.executor == "recompile" ? "fork" : run.executor, run.workers);
     const runtime::TaskFunction tasks =
         run.executor == "recompile"
-            ? runtime::recompiling_backbone_tasks(*weights, *server.served().patch_cnn(), server.encoder(),
-                                                  server.evaluators().big(), server.evaluators().half_ring())
+            ? runtime::compiling_graph_tasks(recompiling->graph, recompiling->per_task, server.evaluators().big(),
+                                             server.evaluators().half_ring())
             : server.tasks();
     const auto start = Clock::now();
     runtime::RunStats stats;
@@ -101,14 +119,14 @@ int run_child(const BenchRun& run, const runtime::Server& server, const runtime:
 }
 
 RunResult run_in_child(const BenchRun& run, const runtime::Server& server, const runtime::CiphertextFile& inputs,
-                       const nn::PatchCNN* weights, const fs::path& dir, std::size_t index) {
+                       const Recompiling* recompiling, const fs::path& dir, std::size_t index) {
   const std::string output_path = (dir / ("run-" + std::to_string(index) + ".ct")).string();
   const std::string report_path = (dir / ("run-" + std::to_string(index) + ".json")).string();
   std::fflush(nullptr);
   const pid_t pid = fork();
   if (pid < 0) throw std::runtime_error("pfhe bench: fork failed");
   if (pid == 0) {
-    const int code = run_child(run, server, inputs, weights, output_path, report_path);
+    const int code = run_child(run, server, inputs, recompiling, output_path, report_path);
     std::fflush(nullptr);
     _exit(code);
   }
@@ -164,10 +182,8 @@ int run_bench(const BenchOptions& o) {
   std::fprintf(stderr, "[pfhe] bench: loading parameters, model and evaluation keys\n");
   const runtime::Server server(o.params, o.model, o.keys, o.lanes);
   const runtime::CiphertextFile inputs = runtime::read_ciphertexts(o.input, server.context());
-  std::optional<nn::PatchCNN> weights;
-  if (recompiles && !server.served().patch_cnn())
-    throw std::invalid_argument("recompile runs apply to PatchCNN models (a graph compiles once, when it is served)");
-  if (recompiles) weights = nn::load_model_file(o.model_file);
+  std::optional<Recompiling> recompiling;
+  if (recompiles) recompiling.emplace(o.model_file, server.served());
   const double load_seconds = seconds_since(start);
   std::fprintf(stderr, "[pfhe] bench: loaded in %.1f s (model %.1f s, evaluation keys %.1f s; peak RSS %.1f GB)%s\n",
                load_seconds, server.load_seconds().model, server.load_seconds().keys, runtime::peak_rss_gb(),
@@ -179,7 +195,7 @@ int run_bench(const BenchOptions& o) {
   std::vector<RunResult> results;
   for (std::size_t i = 0; i < runs.size(); ++i) {
     std::fprintf(stderr, "[pfhe] bench: run %zu/%zu: %s\n", i + 1, runs.size(), runs[i].label().c_str());
-    results.push_back(run_in_child(runs[i], server, inputs, weights ? &*weights : nullptr, dir, i));
+    results.push_back(run_in_child(runs[i], server, inputs, recompiling ? &*recompiling : nullptr, dir, i));
     const RunResult& r = results.back();
     if (r.ok)
       std::fprintf(stderr, "[pfhe] bench: %s: %.1f s (serialization %.3f s), peak RSS %.1f GB\n",
@@ -193,7 +209,6 @@ int run_bench(const BenchOptions& o) {
     if (r.ok && (!reference || (r.run.executor == "seq" && reference->run.executor != "seq"))) reference = &r;
   bool all_good = reference != nullptr;
   nlohmann::json report = {{"load_seconds", load_seconds},
-                           {"model", server.served().graph() ? "graph" : "patch_cnn"},
                            {"input_ciphertexts", server.served().inputs()},
                            {"tasks", server.served().tasks()},
                            {"compiled_per_task", server.compiles_per_task()},

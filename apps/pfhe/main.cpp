@@ -204,25 +204,21 @@ struct CompileOptions {
   double budget_gb = 0.5, precision_bits = 0;
   std::size_t lanes = 0;
   bool plan_only = false, no_ring_switch = false;
-  // The PatchCNN through the graph compiler (PatchCNN::to_graph). Transitional (issue 20):
-  // the graph compiler becomes the only one once it matches the PatchCNN compiler's
-  // CryptoFaceNet4 figures (docs/BENCHMARKS.md), and this flag goes with the choice.
-  bool via_graph = false;
 };
 
 // The automatic ring switch (nn::choose_ring_switch) unless switched off; reported.
-std::shared_ptr<const nn::HalfRing> compile_half_ring(const CompileOptions& o, const nn::PatchCNN& model,
+std::shared_ptr<const nn::HalfRing> compile_half_ring(const CompileOptions& o, const nn::Graph& graph,
                                                       const ckks::Parameters& params, std::size_t level) {
   // A server given the model file plans with the automatic choice; a plan without it would
   // not match the keys made from its spec.
   if (o.no_ring_switch && o.plan_only)
     throw std::invalid_argument("--no-ring-switch applies to compiled artefacts, not to --plan-only");
-  const auto half = o.no_ring_switch ? nullptr : nn::chosen_half_ring(model, params, level, o.lanes);
+  const auto half = o.no_ring_switch ? nullptr : nn::chosen_half_ring(graph, params, level, o.lanes);
   if (half)
-    progress("ring switch after block %zu: the rest runs at %s", half->choice.after_block + 1,
+    progress("ring switch at level %zu: the rest runs at %s", half->choice.level,
              half->context.params().describe().c_str());
   else
-    progress("no ring switch (%s)", o.no_ring_switch ? "--no-ring-switch" : "no block where the half ring pays off");
+    progress("no ring switch (%s)", o.no_ring_switch ? "--no-ring-switch" : "no level where the half ring pays off");
   return half;
 }
 
@@ -232,9 +228,9 @@ bool is_onnx(const std::string& path) { return fs::path(path).extension() == ".o
 // A graph model: parameters from its depth (measured by planning it) and its output's range
 // on calibration inputs, compiled whole at their top level (nn::compile_graph).
 int cmd_compile_graph(const CompileOptions& o) {
-  if (o.plan_only || o.lanes != 0 || o.no_ring_switch || o.precision_bits > 0 || o.via_graph)
-    throw std::invalid_argument("--plan-only, --lanes, --no-ring-switch, --precision-bits and --via-graph apply to "
-                                "PatchCNN models; a graph is compiled whole at a 2^40 scale");
+  if (o.plan_only || o.lanes != 0 || o.no_ring_switch || o.precision_bits > 0)
+    throw std::invalid_argument("--plan-only, --lanes, --no-ring-switch and --precision-bits apply to PatchCNN models; "
+                                "a graph is compiled whole at a 2^40 scale");
   auto t = Clock::now();
   const nn::Graph graph = is_onnx(o.model) ? nn::import_onnx_file(o.model) : nn::load_graph_file(o.model);
   const nn::FitReport ranges =
@@ -267,47 +263,32 @@ int cmd_compile(const CompileOptions& o) {
   progress("model %s: %zu patches, depth %zu -> parameters %s", o.model.c_str(), model.backbones.size(),
            target.level, ctx.params().describe().c_str());
   const ckks::Encoder enc(ctx);
-  const auto half_ring = compile_half_ring(o, model, ctx.params(), target.level);
+  // The PatchCNN as a graph (a crop per patch, its backbone and head block, the sum, the
+  // normalisation) through the one compiler, which puts its patches in lanes.
+  const nn::Graph graph = model.to_graph();
+  const auto half_ring = compile_half_ring(o, graph, ctx.params(), target.level);
   const std::string& out_dir = o.out_dir;
   if (o.plan_only) {
-    if (o.via_graph) throw std::invalid_argument("--via-graph makes an artefact; --plan-only serves the model file");
-    const nn::CompiledPatchCNN plan =
-        nn::CompiledPatchCNN::plan(model, enc, target.level, target.scale, o.lanes, half_ring);
+    const nn::CompiledGraph plan = nn::CompiledGraph::compile(graph, enc, target.level, target.scale, 0,
+                                                              nn::Compilation::kPlanOnly, nullptr, nullptr, o.lanes, half_ring);
     fs::create_directories(out_dir);
     ckks::write_file(out_dir + "/params.pfhe", ckks::save_parameters(ctx.params()));
     runtime::ClientSpec::of(plan, ctx.params()).write(out_dir + "/client.json");
     progress("planned in %.1f s: %zu patches in %zu ciphertext(s) of %zu lanes, %zu rotation keys; wrote "
              "%s/{params.pfhe, client.json} (serve the model file itself: each lane group compiles per task)",
-             seconds_since(t), plan.patches(), plan.groups(), plan.lanes(),
+             seconds_since(t), model.backbones.size(), plan.inputs(), plan.input_layout().lanes,
              plan.rotation_levels().size() + plan.half_ring_rotation_levels().size(), out_dir.c_str());
     return 0;
   }
   const auto budget = static_cast<std::size_t>(o.budget_gb * static_cast<double>(1ULL << 30));
-  if (o.via_graph) {
-    const nn::CompiledGraph graph = nn::CompiledGraph::compile(model.to_graph(), enc, target.level, target.scale, budget,
-                                                               nn::Compilation::kFull, nullptr, nullptr, o.lanes, half_ring);
-    progress("compiled as a graph in %.1f s: %zu patches in %zu ciphertext(s) of %zu lanes, diagonals hold %.2f GB, %zu "
-             "rotation keys",
-             seconds_since(t), model.backbones.size(), graph.inputs(), graph.input_layout().lanes,
-             static_cast<double>(graph.plaintext_bytes()) / 1e9,
-             graph.rotation_levels().size() + graph.half_ring_rotation_levels().size());
-    t = Clock::now();
-    runtime::write_compiled_graph(out_dir, ctx.params(), graph);
-    progress("wrote %s/{params.pfhe, model.pfhc, client.json} in %.1f s", out_dir.c_str(), seconds_since(t));
-    return 0;
-  }
-  const nn::CompiledPatchCNN compiled =
-      nn::CompiledPatchCNN::compile(model, enc, target.level, target.scale, budget, o.lanes, half_ring);
-  const double compile_s = seconds_since(t);
+  const nn::CompiledGraph compiled = nn::CompiledGraph::compile(graph, enc, target.level, target.scale, budget,
+                                                                nn::Compilation::kFull, nullptr, nullptr, o.lanes, half_ring);
   progress("compiled in %.1f s: %zu patches in %zu ciphertext(s) of %zu lanes, diagonals hold %.2f GB, %zu rotation keys",
-           compile_s, compiled.patches(), compiled.groups(), compiled.lanes(),
+           seconds_since(t), model.backbones.size(), compiled.inputs(), compiled.input_layout().lanes,
            static_cast<double>(compiled.plaintext_bytes()) / 1e9,
            compiled.rotation_levels().size() + compiled.half_ring_rotation_levels().size());
-  fs::create_directories(out_dir);
   t = Clock::now();
-  ckks::write_file(out_dir + "/params.pfhe", ckks::save_parameters(ctx.params()));
-  compiled.save_file(out_dir + "/model.pfhc");
-  runtime::ClientSpec::of(compiled, ctx.params()).write(out_dir + "/client.json");
+  runtime::write_compiled_graph(out_dir, ctx.params(), compiled);
   progress("wrote %s/{params.pfhe, model.pfhc, client.json} in %.1f s", out_dir.c_str(), seconds_since(t));
   return 0;
 }
@@ -414,15 +395,14 @@ std::unique_ptr<runtime::Executor> make_executor(const InferOptions& o) {
   return runtime::make_executor(o.executor, o.workers, o.retries);
 }
 
-// The server's task function, printing a line as each task (a PatchCNN's lane group, a
-// graph's branch) finishes, wherever it runs (thread, forked worker or MPI rank: each
-// prints to the inherited stderr), so long runs show progress.
+// The server's task function, printing a line as each task (a graph's branch: a PatchCNN's
+// lane group) finishes, wherever it runs (thread, forked worker or MPI rank: each prints to
+// the inherited stderr), so long runs show progress.
 runtime::TaskFunction with_progress(runtime::TaskFunction tasks, const runtime::ServedModel& model) {
-  const char* what = model.graph() ? "branch" : "lane group";
-  return [tasks = std::move(tasks), what, count = model.tasks()](std::size_t t, const ckks::Ciphertext& in) {
+  return [tasks = std::move(tasks), count = model.tasks()](std::size_t t, const ckks::Ciphertext& in) {
     const auto start = Clock::now();
     ckks::Ciphertext out = tasks(t, in);
-    progress("%s %zu of %zu done in %.1f s", what, t + 1, count, seconds_since(start));
+    progress("branch %zu of %zu done in %.1f s", t + 1, count, seconds_since(start));
     return out;
   };
 }
@@ -579,8 +559,6 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1e6));
   compile->add_option("--lanes", comp.lanes, "patches per ciphertext (power of two; 0: as many as fit)")->capture_default_str();
-  compile->add_flag("--via-graph", comp.via_graph,
-                    "compile a PatchCNN through the graph compiler (transitional: docs/CLI.md)");
   compile->add_option("--precision-bits", comp.precision_bits,
                       "target bits of the encrypted output (-log2 relative error): the scale is chosen for it "
                       "(0: a 2^40 scale)")

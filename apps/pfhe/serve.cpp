@@ -132,8 +132,10 @@ int run_serve(const ServeOptions& o) {
   JobQueue jobs(fs::path(o.state_dir) / "jobs", o.max_requests, o.max_queue,
                 [&](std::span<const std::uint8_t> input) { return run_inference_job(model, keys, o.workers, input); });
   const JobMetrics journal = jobs.metrics();
-  log("loaded in %.1f s: %s model, %zu registered key set(s), %zu journaled job(s) to run", seconds_since(start),
-      model.graph() ? "graph" : "PatchCNN", keys.metrics().registered, journal.queued);
+  log("loaded in %.1f s: a model of %zu input ciphertext(s) and %zu branch task(s)%s, %zu registered key set(s), %zu "
+      "journaled job(s) to run",
+      seconds_since(start), model.inputs(), model.tasks(), model.compiles_per_task() ? " compiled per task" : "",
+      keys.metrics().registered, journal.queued);
 
   httplib::Server server;
   server.set_payload_max_length(std::size_t{1} << 40);  // key uploads stream to disk
@@ -149,7 +151,8 @@ int run_serve(const ServeOptions& o) {
   server.set_write_timeout(600, 0);
   server.Get("/v1/health", [&](const httplib::Request&, httplib::Response& res) {
     const JobMetrics m = jobs.metrics();
-    reply_json(res, 200, {{"model", model.graph() ? "graph" : "patch_cnn"},
+    reply_json(res, 200, {{"input_ciphertexts", model.inputs()},
+                          {"tasks", model.tasks()},
                           {"key_sets", keys.metrics().registered},
                           {"jobs_queued", m.queued},
                           {"jobs_running", m.running},

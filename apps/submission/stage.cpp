@@ -79,15 +79,13 @@ nn::PatchCNN public_model() {
       kind.shape, kind.grid, kind.patch, kind.embedding, 2025, nn::synthetic_images(128, {3, side, side}, 2026))));
 }
 
-// The client's plan and the server's compile of the same model, ring switch included.
-nn::CompiledPatchCNN compile(const nn::PatchCNN& model, const ckks::Encoder& enc, nn::Compilation mode) {
+// The client's plan and the server's compile of the same model (as a graph), ring switch included.
+nn::CompiledGraph compile(const nn::PatchCNN& model, const ckks::Encoder& enc, nn::Compilation mode) {
   const ckks::Parameters& params = enc.context().params();
   const nn::CompileTarget target = nn::compile_target(model, params);
-  auto half_ring = nn::chosen_half_ring(model, params, target.level);
-  return mode == nn::Compilation::kPlanOnly
-             ? nn::CompiledPatchCNN::plan(model, enc, target.level, target.scale, 0, std::move(half_ring))
-             : nn::CompiledPatchCNN::compile(model, enc, target.level, target.scale, std::size_t{1} << 30, 0,
-                                             std::move(half_ring));
+  const nn::Graph graph = model.to_graph();
+  return nn::CompiledGraph::compile(graph, enc, target.level, target.scale, std::size_t{1} << 30, mode, nullptr,
+                                    nullptr, 0, nn::chosen_half_ring(graph, params, target.level));
 }
 
 void write_text(const fs::path& path, const std::string& text) { ckks::write_text_file(path.string(), text); }
@@ -119,7 +117,7 @@ void client_key_generation(const Instance& in) {
   const nn::PatchCNN model = public_model();
   const ckks::Context ctx(ckks::Parameters::create(nn::parameters_for(model)));
   const ckks::Encoder enc(ctx);
-  const nn::CompiledPatchCNN plan = compile(model, enc, nn::Compilation::kPlanOnly);
+  const nn::CompiledGraph plan = compile(model, enc, nn::Compilation::kPlanOnly);
   const runtime::ClientSpec spec = runtime::ClientSpec::of(plan, ctx.params());
   ckks::write_file((in.keys / "params.pfhe").string(), ckks::save_parameters(ctx.params()));
   spec.write((in.keys / "client.json").string());
@@ -205,8 +203,8 @@ void server_encrypted_compute(const Instance& in) {
   const runtime::Server server((in.keys / "params.pfhe").string(), kPackedModel.string(),
                                (in.keys / "eval.keys").string());
   const double load_s = seconds_since(start);
-  const nn::CompiledPatchCNN* model = server.served().patch_cnn();
-  if (!model) throw std::invalid_argument(kPackedModel.string() + ": a face-verification stage needs a PatchCNN");
+  const nn::CompiledGraph& model = server.served().graph();
+  if (!model.embeds()) throw std::invalid_argument(kPackedModel.string() + ": face verification needs a face embedder");
   auto executor = runtime::make_thread_executor(static_cast<std::size_t>(omp_get_num_procs()));
   runtime::CiphertextFile scores{0, {}};
   const auto compute_start = Clock::now();
@@ -216,7 +214,7 @@ void server_encrypted_compute(const Instance& in) {
       e[k] = server.key_set().infer(runtime::read_ciphertexts(encrypted_image(in, i, k).string(), server.context()), *executor);
     scores.key_set = e[0].key_set;
     scores.ciphertexts.push_back(
-        model->similarity(server.evaluators().output(), e[0].ciphertexts[0], e[1].ciphertexts[0]));
+        model.similarity(server.evaluators().output(), e[0].ciphertexts[0], e[1].ciphertexts[0]));
   }
   const double compute_s = seconds_since(compute_start);
   fs::create_directories(in.download);

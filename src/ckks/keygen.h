@@ -30,7 +30,7 @@ class KeyGenerator {
 
   // One key per rotation step, each generated only up to the level it is needed at (the
   // highest level wins when two steps share a Galois element). This is the minimal key set
-  // a compiled model asks for (CompiledBackbone::rotation_levels()).
+  // a compiled model asks for (CompiledGraph::rotation_levels()).
   GaloisKeys create_galois_keys(const std::map<long, std::size_t>& step_levels) const;
 
   // Switching key s' -> s where s' is given on the Q chain (NTT form, >= max_level+1 limbs).

@@ -56,13 +56,16 @@ bool is_zero(const std::vector<double>& v) {
   return std::all_of(v.begin(), v.end(), [](double x) { return x == 0.0; });
 }
 
+using LazyMap = std::function<SlotLinearMap()>;
+
 }  // namespace
 
 class CompiledGraph::Builder {
  public:
-  Builder(const ckks::Encoder& enc, Compilation mode, double scale, const ckks::Bootstrapper* bootstrapper,
+  Builder(const ckks::Encoder& enc, LoweringOf lowering_of, double scale, const ckks::Bootstrapper* bootstrapper,
           bool have_ranges, const HalfRing* half, CompiledGraph& out)
-      : enc_(enc), mode_(mode), scale_(scale), boot_(bootstrapper), have_ranges_(have_ranges), half_(half), out_(out) {}
+      : enc_(enc), lowering_of_(std::move(lowering_of)), scale_(scale), boot_(bootstrapper), have_ranges_(have_ranges),
+        half_(half), out_(out) {}
 
   // Lowest level a value may keep before its next node (with a bootstrapper: one above
   // its input level, for the scaling into EvalMod's domain).
@@ -71,9 +74,10 @@ class CompiledGraph::Builder {
 
   // A linear node: folds v's multiplier into the map, lands on target_scale one level
   // down; the result holds `members` tensors (1 when the map sums the lanes).
-  Value linear(const std::string& name, const Value& v, SlotLinearMap map, const Layout& out, const Shape& shape,
+  // `map` is lowered only when the step is (Lowering::kLayout skips it).
+  Value linear(const std::string& name, const Value& v, const LazyMap& map, const Layout& out, const Shape& shape,
                double target_scale, std::size_t members) {
-    return linear_here(name, ready(name, v, 1), std::move(map), out, shape, target_scale, members);
+    return linear_here(name, ready(name, v, 1), map, out, shape, target_scale, members);
   }
 
   // v in the half ring when a step costing levels would run at or below its top level.
@@ -110,9 +114,12 @@ class CompiledGraph::Builder {
     const Value x = in_ring(name, v);
     Layout to = out;  // in x's ring
     if (x.half && !v.half) to.slots /= 2, to.replicas /= 2;
-    SlotLinearMap map = lower_elementwise(weights, x.layout, to);
-    if (!is_zero(shift)) map.bias = pack_elements(shift, to);
-    return linear(name, x, std::move(map), to, x.shape, target_scale, x.members);
+    const auto map = [&] {
+      SlotLinearMap m = lower_elementwise(weights, x.layout, to);
+      if (!is_zero(shift)) m.bias = pack_elements(shift, to);
+      return m;
+    };
+    return linear(name, x, map, to, x.shape, target_scale, x.members);
   }
 
   // The value with multiplier one (one level when it is not one already).
@@ -139,7 +146,10 @@ class CompiledGraph::Builder {
     y.multiplier = m;
     if (is_zero(shift)) return y;
     for (std::size_t e = 0; e < m.size(); ++e) shift[e] /= m[e];
-    y.index = push(name, {v.index}, Shift{enc_of(v).encode(pack_elements(shift, v.layout), v.level, v.scale)}, v.half);
+    const bool full = lowering_of_(out_.steps_.size()) == Lowering::kFull;
+    y.index = push(name, {v.index},
+                   Shift{full ? enc_of(v).encode(pack_elements(shift, v.layout), v.level, v.scale) : ckks::Plaintext{}},
+                   v.half);
     return y;
   }
 
@@ -162,7 +172,7 @@ class CompiledGraph::Builder {
       }
     }
     require_level(v.level);
-    CompiledQuadratic quadratic = make_quadratic(enc_of(v), mode_, a1, a0, v.layout, v.level, v.scale);
+    CompiledQuadratic quadratic = make_quadratic(enc_of(v), mode_of_next_step(), a1, a0, v.layout, v.level, v.scale);
     const double output_scale = quadratic.output_scale;
     return {push(name, {v.index}, std::move(quadratic), v.half), v.layout, v.shape, v.level - 1, output_scale, w2, 0,
             v.members, v.half};
@@ -227,14 +237,13 @@ class CompiledGraph::Builder {
   }
 
  private:
-  Value linear_here(const std::string& name, const Value& v, SlotLinearMap map, const Layout& out, const Shape& shape,
-                    double target_scale, std::size_t members) {
-    if (!v.multiplier.empty()) {
-      const std::vector<double> packed = pack_elements(v.multiplier, v.layout);
-      for (auto& e : map.entries) e.weight *= packed[e.in];
-    }
+  Value linear_here(const std::string& name, const Value& v, const LazyMap& lower, const Layout& out,
+                    const Shape& shape, double target_scale, std::size_t members) {
     require_level(v.level);
-    CompiledLinear l = make_linear(enc_of(v), mode_, map, v.layout, out, v.level, v.scale, target_scale);
+    CompiledLinear l = lowering_of_(out_.steps_.size()) == Lowering::kLayout
+                           ? CompiledLinear{v.level, target_scale, placeholder(enc_of(v), v.layout.slots, v.level),
+                                            std::nullopt, v.layout, out, {}}
+                           : lowered_linear(v, lower(), out, target_scale);
     return {push(name, {v.index}, std::move(l), v.half), out, shape, v.level - 1, target_scale, {}, v.max_abs, members,
             v.half};
   }
@@ -260,8 +269,8 @@ class CompiledGraph::Builder {
       // value / r (the step folds the multiplier in, as any linear step): r comes from the
       // value's own range, and becomes the multiplier.
       const double r = 4 * v.max_abs;
-      SlotLinearMap map = lower_elementwise(std::vector<double>(m.size(), 1.0 / r), v.layout, v.layout);
-      x = linear_here(name + ".to_bootstrap", v, std::move(map), v.layout, v.shape, scale_, v.members);
+      const auto map = [&] { return lower_elementwise(std::vector<double>(m.size(), 1.0 / r), v.layout, v.layout); };
+      x = linear_here(name + ".to_bootstrap", v, map, v.layout, v.shape, scale_, v.members);
       x.multiplier.assign(m.size(), r);
     }
     const Value out{push(name + ".bootstrap", {x.index}, Bootstrap{x.level, x.scale}, false), x.layout, x.shape,
@@ -277,8 +286,26 @@ class CompiledGraph::Builder {
 
   const ckks::Encoder& enc_of(const Value& v) const { return v.half ? half_->encoder : enc_; }
 
+  Compilation mode_of_next_step() const {
+    return lowering_of_(out_.steps_.size()) == Lowering::kFull ? Compilation::kFull : Compilation::kPlanOnly;
+  }
+
+  // v's multiplier folded into the map, lowered at v's level and scale.
+  CompiledLinear lowered_linear(const Value& v, SlotLinearMap map, const Layout& out, double target_scale) const {
+    if (!v.multiplier.empty()) {
+      const std::vector<double> packed = pack_elements(v.multiplier, v.layout);
+      for (auto& e : map.entries) e.weight *= packed[e.in];
+    }
+    return make_linear(enc_of(v), mode_of_next_step(), map, v.layout, out, v.level, v.scale, target_scale);
+  }
+
+  // A kLayout step's transform: never run, saved or asked for keys (one planned diagonal).
+  static ckks::LinearTransform placeholder(const ckks::Encoder& enc, std::size_t slots, std::size_t level) {
+    return ckks::LinearTransform::plan(enc, {0}, slots, level, 0);
+  }
+
   const ckks::Encoder& enc_;
-  Compilation mode_;
+  LoweringOf lowering_of_;
   double scale_;
   const ckks::Bootstrapper* boot_;
   bool have_ranges_;
@@ -295,6 +322,77 @@ CompiledGraph CompiledGraph::compile(const Graph& input_graph, const ckks::Encod
                                      std::size_t lanes, std::shared_ptr<const HalfRing> half_ring) {
   if (input_level > encoder.context().max_level()) throw std::invalid_argument("compile: input level above the top");
   const Graph graph = fold_into_linear_layers(input_graph);
+  const Recipe recipe{&encoder, input_level, scale, bootstrapper, ranges, lanes, std::move(half_ring)};
+  if (mode != Compilation::kPerTask) {
+    const Lowering lowering = mode == Compilation::kFull       ? Lowering::kFull
+                              : mode == Compilation::kPlanOnly ? Lowering::kPlan
+                                                               : Lowering::kLayout;
+    CompiledGraph g = build(graph, recipe, [lowering](std::size_t) { return lowering; });
+    g.plan_ = mode != Compilation::kFull;
+    g.keys_unknown_ = mode == Compilation::kLayoutOnly;
+    if (mode == Compilation::kFull) g.pre_encode(plaintext_budget);
+    return g;
+  }
+  if (bootstrapper) throw std::invalid_argument("compile: per-task compilation with bootstrapping is not supported");
+  // The branches' steps, from a first pass that lowers nothing.
+  const CompiledGraph layout = build(graph, recipe, [](std::size_t) { return Lowering::kLayout; });
+  std::vector<bool> in_branch(layout.steps_.size(), false);
+  for (const ParallelRegion& r : layout.regions_)
+    for (const Branch& b : r.branches)
+      for (const std::size_t s : b.steps) in_branch[s] = true;
+  CompiledGraph g = build(graph, recipe, [&](std::size_t s) { return in_branch.at(s) ? Lowering::kPlan : Lowering::kFull; });
+  g.check_same_steps(layout);
+  g.deferred_ = std::move(in_branch);
+  g.pre_encode(plaintext_budget);
+  return g;
+}
+
+CompiledGraph CompiledGraph::compile_task(const Graph& input_graph, std::size_t region, std::size_t branch,
+                                          std::size_t plaintext_budget) const {
+  if (deferred_.empty()) throw std::logic_error("compile_task: the graph was not compiled per task");
+  if (region >= regions_.size() || branch >= regions_[region].branches.size())
+    throw std::out_of_range("compile_task: no branch " + std::to_string(branch) + " in region " + std::to_string(region));
+  std::vector<bool> in_task(steps_.size(), false);
+  for (const std::size_t s : regions_[region].branches[branch].steps) in_task[s] = true;
+  const Recipe recipe{encoder_, input_level_, input_scale_, nullptr, nullptr, input_layout_.lanes, half_ring_};
+  CompiledGraph g = build(fold_into_linear_layers(input_graph), recipe, [&](std::size_t s) {
+    return s < in_task.size() && in_task[s] ? Lowering::kFull : Lowering::kLayout;
+  });
+  g.check_same_steps(*this);
+  g.keys_unknown_ = true;
+  g.deferred_.resize(steps_.size());
+  std::vector<CompiledLinear*> layers;
+  for (std::size_t s = 0; s < steps_.size(); ++s) {
+    g.deferred_[s] = !in_task[s];
+    if (auto* l = std::get_if<CompiledLinear>(&g.steps_[s].op); l && in_task[s]) layers.push_back(l);
+  }
+  pre_encode_within_budget(std::move(layers), plaintext_budget);
+  return g;
+}
+
+namespace {
+bool same_geometry(const CompiledGraph::StepOp& a, const CompiledGraph::StepOp& b) {
+  const auto* x = std::get_if<CompiledLinear>(&a);
+  const auto* y = std::get_if<CompiledLinear>(&b);
+  return !x || (x->input_level == y->input_level && x->in == y->in && x->out == y->out);
+}
+}  // namespace
+
+void CompiledGraph::check_same_steps(const CompiledGraph& other) const {
+  bool same = steps_.size() == other.steps_.size() && inputs_ == other.inputs_;
+  for (std::size_t s = 0; same && s < steps_.size(); ++s)
+    same = steps_[s].name == other.steps_[s].name && steps_[s].inputs == other.steps_[s].inputs &&
+           steps_[s].op.index() == other.steps_[s].op.index() && same_geometry(steps_[s].op, other.steps_[s].op);
+  if (!same) throw std::invalid_argument("compile_task: the graph is not the one this model was compiled from");
+}
+
+CompiledGraph CompiledGraph::build(const Graph& graph, const Recipe& recipe, const LoweringOf& lowering_of) {
+  const ckks::Encoder& encoder = *recipe.encoder;
+  const std::size_t input_level = recipe.input_level, lanes = recipe.lanes;
+  const double scale = recipe.scale;
+  const ckks::Bootstrapper* bootstrapper = recipe.bootstrapper;
+  const FitReport* ranges = recipe.ranges;
+  std::shared_ptr<const HalfRing> half_ring = recipe.half_ring;
   const auto& nodes = graph.nodes();
   const auto consumers = graph.consumers();
   const std::size_t slots = encoder.context().n() / 2;
@@ -305,7 +403,6 @@ CompiledGraph CompiledGraph::compile(const Graph& input_graph, const ckks::Encod
   g.encoder_ = &encoder;
   g.input_level_ = input_level;
   g.input_scale_ = scale;
-  g.plan_ = mode == Compilation::kPlanOnly;
   g.input_shape_ = graph.input_shape();
   g.grid_ = patches.grid;
   g.input_layout_ = graph_input_layout(patches.patch, slots, plan.lanes);
@@ -325,7 +422,7 @@ CompiledGraph CompiledGraph::compile(const Graph& input_graph, const ckks::Encod
     if (half_ring->big_fingerprint != encoder.context().params().fingerprint())
       throw std::invalid_argument("compile: the half ring was derived from other parameters than the encoder's");
   }
-  Builder b(encoder, mode, scale, bootstrapper, ranges != nullptr, half_ring.get(), g);
+  Builder b(encoder, lowering_of, scale, bootstrapper, ranges != nullptr, half_ring.get(), g);
   // The nodes computed together with node n: its counterparts in the other patches of its
   // lane group (n alone outside lane groups).
   const auto members = [&](std::size_t n) {
@@ -427,7 +524,8 @@ CompiledGraph CompiledGraph::compile(const Graph& input_graph, const ckks::Encod
       // The linear node over `map`'s output layout `out`.
       const auto linear = [&](const Layout& out, auto&& lower) {
         const Value in = lowered(n, x, out);
-        return b.linear(node.name, in, lower(in.layout, out), out, node.shape, scale, exit ? 1 : x.members);
+        return b.linear(node.name, in, [&] { return lower(in.layout, out); }, out, node.shape, scale,
+                        exit ? 1 : x.members);
       };
       const auto pool = [&](const AvgPool2d& p) {
         spatial("pooling");
@@ -500,13 +598,13 @@ CompiledGraph CompiledGraph::compile(const Graph& input_graph, const ckks::Encod
   g.output_level_ = out.level;
   g.output_scale_ = out.scale;
   g.find_parallel_regions();
-  if (mode == Compilation::kFull) g.pre_encode(plaintext_budget);
   return g;
 }
 
-// Each branch task gets an equal share of the budget (a worker holds at most its share, as
-// the PatchCNN compiler gave each lane group: CryptoFaceNet4 keeps the same diagonals in
-// memory either way), the other steps what the branches leave; without branches, the whole.
+// Each branch task gets an equal share of the budget (a worker holds at most its share; a
+// global budget pre-encoded 0.4 GB more for CryptoFaceNet4 with no time gain shown,
+// docs/BENCHMARKS.md), the other steps what the branches leave; without branches, the whole.
+// Compiled per task, the branches have no diagonals here: the other steps get the whole.
 void CompiledGraph::pre_encode(std::size_t budget) {
   std::size_t tasks = 0;
   for (const ParallelRegion& r : regions_) tasks += r.branches.size();
@@ -520,7 +618,7 @@ void CompiledGraph::pre_encode(std::size_t budget) {
   std::size_t used = 0;
   for (const ParallelRegion& r : regions_)
     for (const Branch& b : r.branches) {
-      used += pre_encode_within_budget(linear_steps(b.steps), budget / tasks);
+      if (deferred_.empty()) used += pre_encode_within_budget(linear_steps(b.steps), budget / tasks);
       for (const std::size_t s : b.steps) in_branch[s] = true;
     }
   std::vector<std::size_t> rest;
@@ -542,6 +640,14 @@ ckks::Ciphertext CompiledGraph::match(const ckks::Evaluator& eval, const ckks::C
                                       const ckks::Ciphertext& enrolled, double threshold) const {
   if (!embeds()) throw std::invalid_argument("match: the model's output is not a normalised embedding");
   return match_embeddings(eval, probe, enrolled, threshold, output_layout_.span());
+}
+
+ckks::Ciphertext CompiledGraph::similarity(const ckks::Evaluator& eval, const ckks::Ciphertext& a,
+                                           const ckks::Ciphertext& b) const {
+  if (!embeds()) throw std::invalid_argument("similarity: the model's output is not a normalised embedding");
+  ckks::Ciphertext product = eval.multiply_relin(a, b);
+  eval.rescale_inplace(product);
+  return sum_over_span(eval, std::move(product), output_layout_.span());
 }
 
 Tensor CompiledGraph::unpack_output(const std::vector<double>& slots) const {
@@ -567,9 +673,13 @@ std::map<long, std::size_t> ring_rotation_levels(const std::vector<CompiledGraph
 
 }  // namespace
 
-std::map<long, std::size_t> CompiledGraph::half_ring_rotation_levels() const { return ring_rotation_levels(steps_, true); }
+std::map<long, std::size_t> CompiledGraph::half_ring_rotation_levels() const {
+  if (keys_unknown_) throw std::logic_error("compiled graph: laid out only, its rotation keys are not known");
+  return ring_rotation_levels(steps_, true);
+}
 
 std::map<long, std::size_t> CompiledGraph::rotation_levels() const {
+  if (keys_unknown_) throw std::logic_error("compiled graph: laid out only, its rotation keys are not known");
   std::map<long, std::size_t> levels = ring_rotation_levels(steps_, false);
   if (bootstrapper_)
     for (const auto& [step, level] : bootstrapper_->rotation_levels()) levels[step] = std::max(levels[step], level);
@@ -730,12 +840,19 @@ ckks::Ciphertext CompiledGraph::run(const ckks::Evaluator& eval, const std::vect
       continue;
     }
     const Step& step = steps_[u.index];
+    check_compiled(u.index);
     values[inputs_ + u.index] = timed_step(
         eval, step, [&](std::size_t v) -> const ckks::Ciphertext& { return values[v]; },
         {bootstrapper_, encapsulation, half}, timings);
     for (const std::size_t v : step.inputs) release(v);
   }
   return values[output_value_];
+}
+
+void CompiledGraph::check_compiled(std::size_t step) const {
+  if (!deferred_.empty() && deferred_[step])
+    throw std::logic_error("compiled graph: step '" + steps_[step].name +
+                           "' is compiled per task (run its branch from compile_task's graph)");
 }
 
 ckks::Ciphertext CompiledGraph::run_branch(const ckks::Evaluator& eval, std::size_t region, std::size_t branch,
@@ -756,6 +873,7 @@ ckks::Ciphertext CompiledGraph::run_branch(const ckks::Evaluator& eval, std::siz
   values[br.entry] = entry;
   for (const std::size_t s : br.steps) {
     const Step& step = steps_[s];
+    check_compiled(s);
     ckks::Ciphertext out = timed_step(
         eval, step, [&](std::size_t v) -> const ckks::Ciphertext& { return values.at(v); },
         RunKeys{bootstrapper_, encapsulation, half}, timings);

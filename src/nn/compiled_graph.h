@@ -104,7 +104,7 @@ class CompiledGraph {
 
   // Rotation keys of the big ring's steps and, with bootstraps, of the bootstrapper (which
   // also needs the conjugation key: Bootstrapper::create_galois_keys makes both); those of
-  // the steps after a ring switch.
+  // the steps after a ring switch. std::logic_error when steps were only laid out.
   std::map<long, std::size_t> rotation_levels() const;
   std::map<long, std::size_t> half_ring_rotation_levels() const;
   // The half ring it switches to (null: it does not); the output is then in that ring.
@@ -118,6 +118,8 @@ class CompiledGraph {
   // squared distance minus `threshold` in every slot (negative: the same person); one level.
   ckks::Ciphertext match(const ckks::Evaluator& eval, const ckks::Ciphertext& probe, const ckks::Ciphertext& enrolled,
                          double threshold) const;
+  // Their inner product in every slot (the cosine similarity of normalised embeddings); one level.
+  ckks::Ciphertext similarity(const ckks::Evaluator& eval, const ckks::Ciphertext& a, const ckks::Ciphertext& b) const;
   std::size_t plaintext_bytes() const;
   std::size_t bootstraps() const;
 
@@ -137,6 +139,17 @@ class CompiledGraph {
     std::vector<Branch> branches;
   };
   const std::vector<ParallelRegion>& parallel_regions() const { return regions_; }
+
+  // Of a graph compiled with Compilation::kPerTask (which compiles the steps outside the
+  // parallel regions and plans the branches', so their rotation keys are known): branch b
+  // of region r compiled from `graph` (the one given to compile; checked), every other
+  // step only laid out. What a task runs with run_branch(r, b) when the whole compiled
+  // model is not wanted (a server given the model file of a grid whose artefact would not
+  // fit): a worker holds one branch at a time, and the output is the same byte for byte.
+  // Its diagonals are encoded just in time but for `plaintext_budget` bytes, lowest level first.
+  CompiledGraph compile_task(const Graph& graph, std::size_t region, std::size_t branch,
+                             std::size_t plaintext_budget = 0) const;
+  bool compiles_per_task() const { return !deferred_.empty(); }
 
   struct StepTiming {
     std::string name;  // the graph node's name (a suffix marks extra steps)
@@ -163,7 +176,9 @@ class CompiledGraph {
                               const ckks::EncapsulationKeys* encapsulation = nullptr,
                               const HalfRingEvaluation* half = nullptr) const;
 
-  // A plan (Compilation::kPlanOnly) can neither run nor be saved (std::logic_error).
+  // A plan (kPlanOnly, kLayoutOnly) can neither run nor be saved (std::logic_error); a
+  // kPerTask graph runs its branches only through a runner (tasks from compile_task) and
+  // cannot be saved.
   // One self-contained stored form (magic "PFHG", parameter fingerprint; docs/FORMAT.md).
   ckks::Bytes save() const;
   // Streamed in pieces of 64 MB (ckks::ByteWriter): a multi-GB artefact is never one buffer.
@@ -213,6 +228,27 @@ class CompiledGraph {
 
  private:
   class Builder;
+  // What the compiler makes of one step: its plaintexts (kFull); only which diagonals it
+  // has (kPlan: its rotation keys); or its place, level and layout alone (kLayout: its
+  // linear map is not even lowered; the steps a per-task compilation leaves to others).
+  enum class Lowering { kFull, kPlan, kLayout };
+  using LoweringOf = std::function<Lowering(std::size_t step)>;
+  // compile()'s arguments besides the graph and the budget (compile_task rebuilds them).
+  struct Recipe {
+    const ckks::Encoder* encoder;
+    std::size_t input_level;
+    double scale;
+    const ckks::Bootstrapper* bootstrapper;
+    const FitReport* ranges;
+    std::size_t lanes;
+    std::shared_ptr<const HalfRing> half_ring;
+  };
+  // The steps and regions of a graph already rewritten by fold_into_linear_layers.
+  static CompiledGraph build(const Graph& graph, const Recipe& recipe, const LoweringOf& lowering_of);
+  // Throws when `other` has other steps (compile_task given another graph).
+  void check_same_steps(const CompiledGraph& other) const;
+  // Throws std::logic_error when the step is left to a per-task compilation.
+  void check_compiled(std::size_t step) const;
   // A unit of the run order: one step, or a whole region (index into regions_).
   struct Unit {
     bool region = false;
@@ -237,7 +273,9 @@ class CompiledGraph {
   std::size_t grid_ = 1, inputs_ = 1;
   std::size_t input_level_ = 0, output_level_ = 0, output_value_ = 0;
   double input_scale_ = 0, output_scale_ = 0;
-  bool plan_ = false;  // Compilation::kPlanOnly: rotation keys and layouts only
+  bool plan_ = false;  // kPlanOnly or kLayoutOnly: nothing to run or save
+  bool keys_unknown_ = false;  // steps only laid out (kLayoutOnly, compile_task): no rotation keys
+  std::vector<bool> deferred_;  // per step, not compiled here (kPerTask, compile_task); empty: none
 };
 
 }  // namespace pfhe::nn

@@ -14,7 +14,7 @@ namespace {
 
 constexpr char kGraphMagic[4] = {'P', 'F', 'H', 'G'};
 // 2: layouts record their grid (nn/layout.h); 3: patch inputs in lanes, L2Normalize.
-constexpr std::uint32_t kGraphVersion = 3;
+constexpr std::uint32_t kGraphVersion = 4;
 
 }  // namespace
 
@@ -62,6 +62,7 @@ void CompiledGraph::save_file(const std::string& path) const {
 
 void CompiledGraph::save(const ckks::ByteWriter::Sink& sink) const {
   if (plan_) throw std::logic_error("compiled graph: a plan (rotation keys and layouts only) cannot be saved");
+  if (!deferred_.empty()) throw std::logic_error("compiled graph: one compiled per task cannot be saved");
   const ckks::Context& ctx = encoder_->context();
   // The 16-byte head apart (a streaming writer's first insert trips GCC 12's false
   // -Wstringop-overflow); the rest stays 8-aligned in the file.
@@ -129,6 +130,10 @@ CompiledGraph CompiledGraph::load(const ckks::Encoder& encoder, std::span<const 
   const char* what = "compiled graph";
   const ckks::Context& ctx = encoder.context();
   const std::size_t slots = ctx.n() / 2;
+  // Compiled PatchCNNs of pfhe before session 18 ("PFHC"): the one compiler replaced theirs.
+  if (bytes.size() >= 4 && std::equal(bytes.begin(), bytes.begin() + 4, "PFHC"))
+    throw ckks::SerializationError("a compiled PatchCNN of an earlier pfhe version (PFHC): compile the model again "
+                                   "with `pfhe compile`");
   ckks::ByteReader r(bytes);
   r.expect_magic_and_version(kGraphMagic, kGraphVersion, what);
   if (r.get<std::uint64_t>(what) != ctx.params().fingerprint())

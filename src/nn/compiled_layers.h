@@ -1,8 +1,7 @@
 // The compiled building blocks every encrypted model is made of: a linear layer lowered to
 // one LinearTransform landing exactly on a target scale, the factored quadratic
 // x (x + a1) + a0, how they are built, stored and loaded, and the rotation keys and
-// pre-encoding budget over a set of them. Used by CompiledBackbone (CryptoFace's
-// structure) and CompiledGraph (any model DAG).
+// pre-encoding budget over a set of them (CompiledGraph's steps).
 #pragma once
 #include <cstdint>
 #include <map>
@@ -22,7 +21,10 @@ namespace pfhe::nn {
 // kPlanOnly lowers every layer but keeps only which diagonals each transform has: the
 // rotation keys and layouts a client needs, in a fraction of the time, and nothing that
 // can be evaluated or saved.
-enum class Compilation { kFull, kPlanOnly };
+// kLayoutOnly (compiled graphs) lowers no layer: levels, layouts and where rings switch,
+// without rotation keys (whether a model fits a ring or a switch, in a fraction of a
+// plan's time). kPerTask (compiled graphs): see CompiledGraph::compile_task.
+enum class Compilation { kFull, kPlanOnly, kLayoutOnly, kPerTask };
 
 struct CompiledLinear {
   std::size_t input_level = 0;

@@ -14,13 +14,11 @@ HalfRing::HalfRing(const ckks::Parameters& big, const RingSwitchChoice& c)
       big_fingerprint(big.fingerprint()),
       context(ckks::half_ring_parameters(big, c.level, c.special_primes)),
       switch_context(ckks::switch_key_parameters(big, c.level, c.special_primes)),
-      encoder(context),
-      plan{encoder, c.after_block} {}
+      encoder(context) {}
 
 void save_ring_switch(ckks::ByteWriter& w, const HalfRing* half) {
   w.put<std::uint64_t>(half ? 1 : 0);
   if (!half) return;
-  w.put<std::uint64_t>(half->choice.after_block);
   w.put<std::uint64_t>(half->choice.level);
   w.put<std::uint64_t>(half->choice.special_primes);
   w.put<std::uint64_t>(half->context.params().fingerprint());
@@ -31,7 +29,6 @@ std::shared_ptr<const HalfRing> load_ring_switch(const ckks::Parameters& big, ck
   if (flag > 1) throw ckks::SerializationError(std::string(what) + ": bad ring-switch flag");
   if (flag == 0) return nullptr;
   RingSwitchChoice choice;
-  choice.after_block = r.get_count(what, 64);
   choice.level = r.get_count(what, big.max_level());
   choice.special_primes = r.get_count(what, big.p().size());
   const auto fingerprint = r.get<std::uint64_t>(what);

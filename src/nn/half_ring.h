@@ -1,7 +1,7 @@
-// The half ring a compiled PatchCNN switches to (ckks/ring_switch.h): where the switch
+// The half ring a compiled model switches to (ckks/ring_switch.h): where the switch
 // happens and the contexts and encoder it needs, all derived from the big ring's
-// parameters, so that a model file, a client spec and a key file only have to name the
-// switch (block, level, special primes) and check the derived fingerprint.
+// parameters, so that a compiled model, a client spec and a key file only have to name the
+// switch (level, special primes) and check the derived fingerprint.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -23,18 +23,10 @@ struct HalfRingEvaluation {
   const ckks::Evaluator& evaluator;
 };
 
-// Where a PatchCNN lane group leaves N for N/2 (CompiledBackbone): after block
-// `after_block` (0-based), whose output level must be the half ring's top level and whose
-// output layout repeats with period N/4 (two or more replicas).
-struct RingSwitchPlan {
-  const ckks::Encoder& half_encoder;
-  std::size_t after_block;
-};
-
-// after_block: where a PatchCNN's groups switch (CompiledBackbone); a graph switches each
-// value the compiler brings to `level` (nn/compiled_graph.h) and ignores it.
+// A graph switches each value the compiler brings to `level` (nn/compiled_graph.h); the
+// half ring keeps q_0 ... q_level and the first `special_primes` special primes.
 struct RingSwitchChoice {
-  std::size_t after_block, level, special_primes;
+  std::size_t level, special_primes;
   bool operator==(const RingSwitchChoice&) const = default;
 };
 
@@ -54,11 +46,10 @@ class HalfRing {
   const ckks::Context context;         // N/2, q_0..q_level, the first special primes
   const ckks::Context switch_context;  // the switch key's: N with the half ring's primes
   const ckks::Encoder encoder;         // of `context`
-  const RingSwitchPlan plan;           // what CompiledBackbone compiles and loads with
 };
 
-// The stored switch (docs/FORMAT.md: u64 flag, then after block, level, special primes
-// and the half ring's fingerprint), in compiled models and compiled graphs. Loading derives
+// The stored switch (docs/FORMAT.md: u64 flag, then level, special primes and the half
+// ring's fingerprint), in compiled models and compiled graphs. Loading derives
 // the half ring again from `big` and checks the fingerprint (ckks::SerializationError
 // naming `what` otherwise); null when the flag says there is no switch.
 void save_ring_switch(ckks::ByteWriter& w, const HalfRing* half);

@@ -171,7 +171,7 @@ std::string instead(const std::string& op) {
   if (op == "Shape" || op == "Gather" || op == "Unsqueeze")
     return "flatten with torch.flatten(x, 1) or x.reshape(1, -1) (a fixed shape)";
   if (op == "Concat" || op == "Split" || op == "Slice")
-    return "the graph has no concatenation or slicing of channels; sum branches instead";
+    return "pfhe reads spatial slices (patches) and a concatenation read by a linear layer; sum branches instead";
   if (op == "Div") return "divide by a constant as a multiplication by its inverse";
   return "pfhe imports Conv, BatchNormalization, Gemm, MatMul, Add, Sub, Mul, Pow, AveragePool, GlobalAveragePool, Flatten, Reshape to (1, -1)";
 }
@@ -191,6 +191,9 @@ class Importer {
     graph_ = &graph;
     for (int i = 0; i < g.node_size(); ++i) add_node(g.node(i), i);
     if (g.output_size() != 1) throw OnnxImportError(what_ + ": the model must have one output");
+    if (concats_.count(g.output(0).name()))
+      throw OnnxImportError(what_ + ": the output is a concatenation; only a linear layer (Gemm) may read one");
+    if (crops_.count(g.output(0).name()) && !values_.count(g.output(0).name())) materialize_crop(g.output(0).name());
     if (polys_.count(g.output(0).name())) materialize(g.output(0).name());
     if (linears_.count(g.output(0).name())) materialize_linear(g.output(0).name());
     const auto out = values_.find(g.output(0).name());
@@ -244,6 +247,8 @@ class Importer {
   }
 
   std::size_t computed(const onnx::NodeProto& node, int input, const std::string& name) {
+    if (node.input_size() > input && crops_.count(node.input(input)) && !values_.count(node.input(input)))
+      return materialize_crop(node.input(input));
     if (node.input_size() > input && polys_.count(node.input(input))) return materialize(node.input(input));
     if (node.input_size() > input && linears_.count(node.input(input))) return materialize_linear(node.input(input));
     const auto v = node.input_size() > input ? value(node.input(input)) : std::nullopt;
@@ -417,6 +422,14 @@ class Importer {
   void add_node(const onnx::NodeProto& node, int index) {
     const std::string name = node_name(node, index), op = node.op_type();
     const std::string where = what_ + ": node '" + name + "' (" + op + ")";
+    for (const std::string& input : node.input()) {
+      // A window read by anything but another Slice becomes a Crop node; a concatenation
+      // is read only by the linear layer its weight is split for.
+      if (crops_.count(input) && !values_.count(input) && op != "Slice") materialize_crop(input);
+      if (const auto c = concats_.find(input); c != concats_.end() && op != "Gemm")
+        throw OnnxImportError(what_ + ": node '" + c->second.name + "' (Concat): only a linear layer (Gemm) may read "
+                              "a concatenation (its weight is split over the parts), not '" + name + "' (" + op + ")");
+    }
     // Every operator read here has at least one output; binary ones need both inputs.
     if (node.output_size() < 1) throw OnnxImportError(where + ": the node has no output");
     const bool binary =
@@ -455,6 +468,10 @@ class Importer {
       BatchNorm bn{constant(node, 3, name).values, constant(node, 4, name).values, constant(node, 1, name).values,
                    constant(node, 2, name).values, float_attribute(node, "epsilon", 1e-5)};
       add(node, name, std::move(bn), {computed(node, 0, name)});
+    } else if (op == "Slice") {
+      slice(node, name, where);
+    } else if (op == "Concat") {
+      concat(node, name, where);
     } else if (op == "Gemm") {
       if (int_attribute(node, "transA", 0) != 0 || int_attribute(node, "transB", 0) != 1 ||
           float_attribute(node, "alpha", 1) != 1 || float_attribute(node, "beta", 1) != 1)
@@ -463,6 +480,7 @@ class Importer {
       if (w.dims.size() != 2) throw OnnxImportError(where + ": the weight must be 2-D");
       Linear linear{static_cast<std::size_t>(w.dims[1]), static_cast<std::size_t>(w.dims[0]), w.values, {}};
       if (node.input_size() > 2 && !node.input(2).empty()) linear.bias = constant(node, 2, name).values;
+      if (concats_.count(node.input(0))) return linear_over_parts(node, name, std::move(linear));
       add(node, name, std::move(linear), {computed(node, 0, name)});
     } else if (op == "Add" || op == "Sub") {
       add_or_subtract(node, name, where, op == "Add" ? 1.0 : -1.0);
@@ -513,6 +531,122 @@ class Importer {
     }
   }
 
+  // x[:, :, a:b, c:d] (torch writes one Slice per axis): a window of a value, followed
+  // symbolically (Slices compose) and made one Crop node when something else reads it, so
+  // that the patches of a PatchCNN written in torch are crops of the input.
+  struct PendingCrop {
+    std::size_t source = 0;
+    Crop crop;
+    std::string name;
+  };
+
+  void slice(const onnx::NodeProto& node, const std::string& name, const std::string& where) {
+    PendingCrop p;
+    if (const auto c = crops_.find(node.input(0)); c != crops_.end()) {
+      p = c->second;
+    } else {
+      p.source = computed(node, 0, name);
+      const Shape& s = graph_->nodes()[p.source].shape;
+      p.crop = Crop{0, 0, s.height, s.width};
+    }
+    if (node.input_size() < 3) throw OnnxImportError(where + ": starts and ends must be inputs (opset 10 or later)");
+    const Constant &starts = constant(node, 1, name), &ends = constant(node, 2, name);
+    std::vector<double> axes(starts.size()), steps(starts.size(), 1.0);
+    for (std::size_t k = 0; k < axes.size(); ++k) axes[k] = static_cast<double>(k);
+    if (node.input_size() > 3 && !node.input(3).empty()) axes = constant(node, 3, name).values;
+    if (node.input_size() > 4 && !node.input(4).empty()) steps = constant(node, 4, name).values;
+    if (ends.size() != starts.size() || axes.size() != starts.size() || steps.size() != starts.size())
+      throw OnnxImportError(where + ": starts, ends, axes and steps differ in length");
+    const std::size_t channels = graph_->nodes()[p.source].shape.channels;
+    for (std::size_t k = 0; k < axes.size(); ++k) {
+      const double axis = axes[k] < 0 ? axes[k] + 4 : axes[k];
+      const double dim = axis == 0 ? 1.0 : axis == 1 ? double(channels) : axis == 2 ? double(p.crop.height)
+                                                                                    : double(p.crop.width);
+      if (steps[k] != 1 || axis < 0 || axis > 3)
+        throw OnnxImportError(where + ": only slices with step 1 along the 4 axes are supported");
+      const auto clamp = [&](double v) { return std::clamp(v < 0 ? v + dim : v, 0.0, dim); };
+      const double start = clamp(starts.values[k]), end = clamp(ends.values[k]);
+      if (axis < 2 && (start != 0 || end != dim))
+        throw OnnxImportError(where + ": only spatial slices (height and width) are supported, not of the " +
+                              (axis == 0 ? "batch" : "channels"));
+      if (end <= start) throw OnnxImportError(where + ": an empty slice");
+      const auto first = static_cast<std::size_t>(start), size = static_cast<std::size_t>(end - start);
+      if (axis == 2) p.crop.top += first, p.crop.height = size;
+      if (axis == 3) p.crop.left += first, p.crop.width = size;
+    }
+    p.name = name;
+    crops_[node.output(0)] = std::move(p);
+  }
+
+  std::size_t materialize_crop(const std::string& value_name) {
+    const PendingCrop& p = crops_.at(value_name);
+    const Shape& s = graph_->nodes()[p.source].shape;
+    std::size_t index = p.source;
+    if (p.crop.top != 0 || p.crop.left != 0 || p.crop.height != s.height || p.crop.width != s.width) {
+      try {
+        index = graph_->add(p.name, p.crop, {p.source});
+      } catch (const std::invalid_argument& e) {
+        throw OnnxImportError(what_ + ": node '" + p.name + "' (Slice): " + e.what());
+      }
+    }
+    values_[value_name] = index;
+    return index;
+  }
+
+  // torch.cat(features, 1) of flat vectors read by a linear layer (a PatchCNN's head over
+  // its patches' features): the layer becomes one Linear per part, with that part's
+  // columns of the weight and an equal share of the bias (so the parts' branches keep the
+  // same structure and share lanes), summed.
+  struct PendingConcat {
+    std::vector<std::size_t> parts;
+    std::string name;
+  };
+
+  void concat(const onnx::NodeProto& node, const std::string& name, const std::string& where) {
+    const std::int64_t axis = int_attribute(node, "axis", 0);
+    PendingConcat c{{}, name};
+    for (int k = 0; k < node.input_size(); ++k) {
+      c.parts.push_back(computed(node, k, name));
+      const Shape& s = graph_->nodes()[c.parts.back()].shape;
+      if (s.height != 1 || s.width != 1 || (axis != 1 && axis != -1))
+        throw OnnxImportError(where + ": only a concatenation of flat vectors (features along axis 1) is supported, "
+                                      "read by a linear layer");
+    }
+    if (c.parts.empty()) throw OnnxImportError(where + ": nothing to concatenate");
+    concats_[node.output(0)] = std::move(c);
+  }
+
+  void linear_over_parts(const onnx::NodeProto& node, const std::string& name, Linear whole) {
+    const PendingConcat c = concats_.at(node.input(0));
+    std::size_t offset = 0, sum = 0;
+    for (std::size_t k = 0; k < c.parts.size(); ++k) {
+      const std::size_t in = graph_->nodes()[c.parts[k]].shape.size();
+      if (offset + in > whole.in_features)
+        throw OnnxImportError(what_ + ": node '" + name + "' (Gemm): its weight has fewer columns than the " +
+                              "concatenation '" + c.name + "' has features");
+      Linear part{in, whole.out_features, std::vector<double>(in * whole.out_features), {}};
+      for (std::size_t o = 0; o < whole.out_features; ++o)
+        std::copy_n(whole.weight.begin() + static_cast<std::ptrdiff_t>(o * whole.in_features + offset), in,
+                    part.weight.begin() + static_cast<std::ptrdiff_t>(o * in));
+      if (!whole.bias.empty()) {
+        part.bias = whole.bias;
+        for (double& b : part.bias) b /= static_cast<double>(c.parts.size());
+      }
+      offset += in;
+      try {
+        const std::size_t term = graph_->add(name + "." + std::to_string(k), std::move(part), {c.parts[k]});
+        sum = k == 0 ? term : graph_->add(name + ".sum." + std::to_string(k), Add{}, {sum, term});
+      } catch (const std::invalid_argument& e) {
+        throw OnnxImportError(what_ + ": node '" + name + "' (Gemm): " + e.what());
+      }
+    }
+    if (offset != whole.in_features)
+      throw OnnxImportError(what_ + ": node '" + name + "' (Gemm): its weight has " +
+                            std::to_string(whole.in_features) + " columns, the concatenation '" + c.name + "' " +
+                            std::to_string(offset) + " features");
+    define(node, sum);
+  }
+
   const onnx::ModelProto& model_;
   std::string what_;
   std::optional<std::filesystem::path> dir_;  // of the model file: where external data lives
@@ -520,6 +654,8 @@ class Importer {
   std::map<std::string, std::size_t> values_;
   std::map<std::string, Poly> polys_;  // values that are pending polynomials
   std::map<std::string, PendingLinear> linears_;  // MatMul outputs that may still get a bias
+  std::map<std::string, PendingCrop> crops_;      // Slice outputs (kept after a Crop node is made)
+  std::map<std::string, PendingConcat> concats_;  // Concat outputs, for the Gemm reading them
   Graph* graph_ = nullptr;
 };
 

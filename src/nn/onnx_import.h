@@ -10,7 +10,11 @@
 // of a scalar or of polynomials of the same value: a chain such as a*x*x + b*x + c is
 // followed symbolically and becomes one polynomial-activation node), AveragePool (no padding),
 // GlobalAveragePool, Flatten (axis 1), Reshape to a flat vector ((1, -1) or (1, n), a
-// constant shape), Identity and Dropout (inference: the identity).
+// constant shape), Identity and Dropout (inference: the identity), Slice of the height and
+// width (step 1; torch's one Slice per axis compose into one Crop node: the patches of a
+// PatchCNN written in torch), Concat of flat vectors along axis 1 read only by a Gemm (one
+// Linear per part with its columns of the weight and an equal share of the bias, summed:
+// per-patch head blocks the compiler puts in lanes).
 // Anything else is refused with one line naming the node, its operator and what to use
 // instead (ReLU and other non-polynomial activations: a polynomial activation; MaxPool:
 // AveragePool). Weights come from initializers or Constant nodes (float32 or float64,

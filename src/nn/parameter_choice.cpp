@@ -131,17 +131,13 @@ double key_switch_work(const ckks::Parameters& p, std::size_t level) {
 }
 }  // namespace
 
-std::optional<RingSwitchChoice> choose_ring_switch(const PatchCNN& model, const ckks::Parameters& params,
+std::optional<RingSwitchChoice> choose_ring_switch(const Graph& graph, const ckks::Parameters& params,
                                                    std::size_t input_level, std::size_t lanes) {
-  const std::size_t blocks = model.backbones.front().blocks.size();
   std::optional<ckks::Context> big_ctx;
   std::optional<ckks::Encoder> big_enc;
-  for (std::size_t b = 0; b < blocks; ++b) {
-    if (input_level < 1 + 4 * (b + 1)) break;
-    const std::size_t level = input_level - 1 - 4 * (b + 1);
-    // Estimated time of the remaining layers in the half ring relative to the big ring:
-    // diagonal products and their encoding (~60 % of a backbone's time, measured) halve,
-    // key switching (~40 %) scales with key_switch_work. Worth switching below 3/4.
+  for (std::size_t level = input_level; level-- > 1;) {
+    // Estimated time of the rest in the half ring relative to the big ring: diagonal
+    // products and their encoding halve, key switching scales with key_switch_work.
     const double big_work = key_switch_work(params, level);
     std::optional<RingSwitchChoice> best;
     double best_ratio = 0.75;
@@ -151,30 +147,32 @@ std::optional<RingSwitchChoice> choose_ring_switch(const PatchCNN& model, const 
         const double ratio = 0.6 * 0.5 + 0.4 * ks;
         if (ratio <= best_ratio) {
           best_ratio = ratio;
-          best = RingSwitchChoice{b, level, k};
+          best = RingSwitchChoice{level, k};
         }
       } catch (const std::invalid_argument&) {
         break;  // insecure from here on: more special primes only grow the modulus
       }
     }
     if (!best) continue;
-    if (!big_ctx) {  // built once, for the first block worth planning
+    if (!big_ctx) {  // built once, for the first level worth laying out
       big_ctx.emplace(params);
       big_enc.emplace(*big_ctx);
     }
-    try {  // the layout must allow the switch: plan the model with it
-      CompiledPatchCNN::plan(model, *big_enc, input_level, params.default_scale(), lanes, HalfRing::make(params, *best));
+    try {  // a value must be able to switch there: lay the graph out with it
+      CompiledGraph::compile(graph, *big_enc, input_level, params.default_scale(), 0, Compilation::kLayoutOnly, nullptr,
+                             nullptr, lanes, HalfRing::make(params, *best));
       return best;
     } catch (const std::invalid_argument&) {
-      // e.g. a single copy of this block's output: try a later block
+      // no value at this level can switch (a rotated or single-copy layout, or a step
+      // passing over it): try a lower one
     }
   }
   return std::nullopt;
 }
 
-std::shared_ptr<const HalfRing> chosen_half_ring(const PatchCNN& model, const ckks::Parameters& params,
+std::shared_ptr<const HalfRing> chosen_half_ring(const Graph& graph, const ckks::Parameters& params,
                                                  std::size_t input_level, std::size_t lanes) {
-  const auto choice = choose_ring_switch(model, params, input_level, lanes);
+  const auto choice = choose_ring_switch(graph, params, input_level, lanes);
   return choice ? HalfRing::make(params, *choice) : nullptr;
 }
 

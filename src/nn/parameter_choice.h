@@ -66,20 +66,22 @@ PrecisionChoice parameters_for_precision(const PatchCNN& model, const std::vecto
 // must agree with its artefact and client spec): inputs encrypted at level
 // required_levels(model), at the parameters' default scale. Throws std::invalid_argument
 // when the parameters have fewer levels than the model needs.
-// Where a PatchCNN compiled at (params, input_level) with `lanes` (0: as compile picks)
-// should leave its ring for the half ring (ckks/ring_switch.h), if anywhere: the earliest
-// block after which the rest is estimated at most 3/4 of its big-ring time (diagonal work,
-// ~60 % of a backbone, halves; key switching, ~40 %, scales with degree x digits x (limbs
-// + special primes), what ModUp's NTTs and the key products grow with), using the
-// special-prime count that makes it cheapest among the 128-bit secure ones, and whose
-// output layout can switch (checked by planning the model with it). CryptoFaceNet4: after block 3 with 4 special primes
-// (block 2 would leave one special prime, dnum 20: measured slower). nullopt: no block
+// Where a graph compiled at (params, input_level) with `lanes` (0: as compile picks) should
+// leave its ring for the half ring (ckks/ring_switch.h), if anywhere: the highest level
+// (the earliest point) whose half ring is estimated to run the rest in at most 3/4 of the
+// big ring's time (diagonal work, ~60 % of a CryptoFace backbone, halves; key switching,
+// ~40 %, scales with degree x digits x (limbs + special primes), what ModUp's NTTs and the
+// key products grow with), with the special-prime count that makes it cheapest among the
+// 128-bit secure ones, and where a value of the graph can switch (checked by laying the
+// graph out with it, Compilation::kLayoutOnly). CryptoFaceNet4: level 15 (the output of
+// block 3) with 4 special primes (level 19, after block 2, would leave one special prime
+// and 20 digits: measured slower; levels 16-18 are estimated above 3/4). nullopt: no level
 // qualifies.
-std::optional<RingSwitchChoice> choose_ring_switch(const PatchCNN& model, const ckks::Parameters& params,
+std::optional<RingSwitchChoice> choose_ring_switch(const Graph& graph, const ckks::Parameters& params,
                                                    std::size_t input_level, std::size_t lanes = 0);
 // The half ring of that choice (null: none), as `pfhe compile` and a server given a model
 // file decide it.
-std::shared_ptr<const HalfRing> chosen_half_ring(const PatchCNN& model, const ckks::Parameters& params,
+std::shared_ptr<const HalfRing> chosen_half_ring(const Graph& graph, const ckks::Parameters& params,
                                                  std::size_t input_level, std::size_t lanes = 0);
 
 // What a model graph needs from its parameters without bootstrapping: the levels it

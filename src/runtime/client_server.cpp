@@ -89,13 +89,12 @@ std::string spec_checksum(nlohmann::json j) {
 std::string ClientSpec::to_json() const {
   nlohmann::json ring_switch_json = nullptr;
   if (ring_switch)
-    ring_switch_json = {{"after_block", ring_switch->after_block},
-                        {"level", ring_switch->level},
+    ring_switch_json = {{"level", ring_switch->level},
                         {"special_primes", ring_switch->special_primes},
                         {"parameter_fingerprint", half_ring_fingerprint},
                         {"rotations", rotations_json(half_ring_rotation_levels)}};
   nlohmann::json j = {{"format", "pfhe-client-spec"},
-                            {"version", 5},
+                            {"version", 6},
                             {"parameter_fingerprint", fingerprint},
                             {"image", {{"channels", image.channels}, {"height", image.height}, {"width", image.width}}},
                             {"grid", grid},
@@ -113,8 +112,8 @@ std::string ClientSpec::to_json() const {
 ClientSpec ClientSpec::from_json(const std::string& text) {
   try {
     const nlohmann::json j = nlohmann::json::parse(text);
-    if (j.at("format") != "pfhe-client-spec" || j.at("version") != 5)
-      throw std::invalid_argument("not a version-5 pfhe client spec (rerun pfhe compile)");
+    if (j.at("format") != "pfhe-client-spec" || j.at("version") != 6)
+      throw std::invalid_argument("not a version-6 pfhe client spec (rerun pfhe compile)");
     ClientSpec s;
     s.fingerprint = unsigned_at(j, "parameter_fingerprint", UINT64_MAX);
     const nlohmann::json& image = j.at("image");
@@ -133,8 +132,7 @@ ClientSpec ClientSpec::from_json(const std::string& text) {
     const nlohmann::json& ring_switch = j.at("ring_switch");
     if (!ring_switch.is_null()) {
       if (!ring_switch.is_object()) throw std::invalid_argument("'ring_switch' must be null or an object");
-      s.ring_switch = nn::RingSwitchChoice{unsigned_at(ring_switch, "after_block", 64),
-                                           unsigned_at(ring_switch, "level", 64),
+      s.ring_switch = nn::RingSwitchChoice{unsigned_at(ring_switch, "level", 64),
                                            unsigned_at(ring_switch, "special_primes", 64)};
       s.half_ring_fingerprint = unsigned_at(ring_switch, "parameter_fingerprint", UINT64_MAX);
       s.half_ring_rotation_levels = rotations_from(ring_switch.at("rotations"));
@@ -163,27 +161,6 @@ ClientSpec ClientSpec::read(const std::string& path) {
 }
 
 void ClientSpec::write(const std::string& path) const { ckks::write_text_file(path, to_json()); }
-
-ClientSpec ClientSpec::of(const nn::CompiledPatchCNN& model, const ckks::Parameters& params) {
-  ClientSpec s;
-  s.fingerprint = params.fingerprint();
-  s.grid = static_cast<std::size_t>(std::lround(std::sqrt(static_cast<double>(model.patches()))));
-  const nn::CompiledBackbone& b = model.group(0);
-  const nn::Shape& patch = b.input_layout().shape;
-  s.image = {patch.channels, s.grid * patch.height, s.grid * patch.width};
-  s.input_level = b.input_level();
-  s.input_scale = b.input_scale();
-  s.input_layout = b.input_layout();
-  s.output_layout = model.embedding_layout();
-  s.rotation_levels = model.rotation_levels();
-  s.classifier = model.classifier();
-  if (const auto& half = model.half_ring()) {
-    s.ring_switch = half->choice;
-    s.half_ring_fingerprint = half->context.params().fingerprint();
-    s.half_ring_rotation_levels = model.half_ring_rotation_levels();
-  }
-  return s;
-}
 
 ClientSpec ClientSpec::of(const nn::CompiledGraph& model, const ckks::Parameters& params) {
   if (model.bootstraps() > 0)
@@ -339,12 +316,13 @@ ServedModel::ServedModel(const std::string& params_path, const std::string& mode
   if (graph_file) {
     graph_ = std::make_unique<nn::CompiledGraph>(nn::compile_graph(nn::load_graph_file(model_path), *enc_));
   } else if (model_file) {
-    weights_ = std::make_unique<nn::PatchCNN>(nn::load_model_file(model_path));
+    const nn::PatchCNN model = nn::load_model_file(model_path);
+    weights_ = std::make_unique<nn::Graph>(model.to_graph());
     // Planned as `pfhe compile --plan-only` plans it, ring switch included.
-    const nn::CompileTarget target = nn::compile_target(*weights_, ctx_->params());
-    model_ = std::make_unique<nn::CompiledPatchCNN>(nn::CompiledPatchCNN::plan(
-        *weights_, *enc_, target.level, target.scale, lanes,
-        nn::chosen_half_ring(*weights_, ctx_->params(), target.level, lanes)));
+    const nn::CompileTarget target = nn::compile_target(model, ctx_->params());
+    graph_ = std::make_unique<nn::CompiledGraph>(
+        nn::CompiledGraph::compile(*weights_, *enc_, target.level, target.scale, 0, nn::Compilation::kPerTask, nullptr,
+                                   nullptr, lanes, nn::chosen_half_ring(*weights_, ctx_->params(), target.level, lanes)));
   } else {
     // The just-in-time diagonals stay in the mapped file (shared by every process that maps
     // it, reclaimable), not in a private copy. Once decoded, none of the file's pages needs
@@ -352,10 +330,7 @@ ServedModel::ServedModel(const std::string& params_path, const std::string& mode
     // and each diagonal is faulted back in when its layer runs and released after.
     load_mapped_in_place(model_path, [&](std::span<const std::uint8_t> bytes,
                                          const std::shared_ptr<const ckks::Backing>& mapping) {
-      if (nn::CompiledGraph::has_magic(bytes))
-        graph_ = std::make_unique<nn::CompiledGraph>(nn::CompiledGraph::load(*enc_, bytes, mapping));
-      else
-        model_ = std::make_unique<nn::CompiledPatchCNN>(nn::CompiledPatchCNN::load(*enc_, bytes, mapping));
+      graph_ = std::make_unique<nn::CompiledGraph>(nn::CompiledGraph::load(*enc_, bytes, mapping));
       mapping->release(bytes);
       return 0;
     });
@@ -364,28 +339,12 @@ ServedModel::ServedModel(const std::string& params_path, const std::string& mode
 }
 
 ServedModel::ServedModel(const ckks::Parameters& params,
-                         const std::function<nn::CompiledPatchCNN(const ckks::Encoder&)>& compile)
-    : ctx_(std::make_unique<ckks::Context>(params)),
-      enc_(std::make_unique<ckks::Encoder>(*ctx_)),
-      model_(std::make_unique<nn::CompiledPatchCNN>(compile(*enc_))) {}
-
-ServedModel::ServedModel(const ckks::Parameters& params,
                          const std::function<nn::CompiledGraph(const ckks::Encoder&)>& compile)
     : ctx_(std::make_unique<ckks::Context>(params)),
       enc_(std::make_unique<ckks::Encoder>(*ctx_)),
       graph_(std::make_unique<nn::CompiledGraph>(compile(*enc_))) {}
 
-std::size_t ServedModel::inputs() const { return graph_ ? graph_->inputs() : model_->groups(); }
-
-std::size_t ServedModel::tasks() const { return graph_ ? graph_task_offsets(*graph_).back() : model_->groups(); }
-
-std::map<long, std::size_t> ServedModel::rotation_levels() const {
-  return graph_ ? graph_->rotation_levels() : model_->rotation_levels();
-}
-
-std::shared_ptr<const nn::HalfRing> ServedModel::half_ring() const {
-  return graph_ ? graph_->half_ring() : model_->half_ring();
-}
+std::size_t ServedModel::tasks() const { return graph_task_offsets(*graph_).back(); }
 
 KeySet::KeySet(const ServedModel& model, const std::string& keys_path) : KeySet(model, keys_path, Clock::now()) {}
 
@@ -416,33 +375,16 @@ void KeySet::check_rotation_keys(const std::map<long, std::size_t>& levels, cons
 
 TaskFunction KeySet::tasks() const {
   const Evaluators& e = *evaluators_;
-  if (model_.graph_) return graph_tasks(*model_.graph_, e.big(), e.half_ring());
-  return model_.weights_ ? recompiling_backbone_tasks(*model_.weights_, *model_.model_, *model_.enc_, e.big(), e.half_ring())
-                         : backbone_tasks(*model_.model_, e.big(), e.half_ring());
+  return model_.weights_ ? compiling_graph_tasks(*model_.weights_, *model_.graph_, e.big(), e.half_ring())
+                         : graph_tasks(*model_.graph_, e.big(), e.half_ring());
 }
 
-CiphertextFile KeySet::infer(const CiphertextFile& patches, Executor& executor, RunStats* stats) const {
-  return infer(patches, executor, tasks(), stats);
+CiphertextFile KeySet::infer(const CiphertextFile& input, Executor& executor, RunStats* stats) const {
+  return infer(input, executor, tasks(), stats);
 }
 
-CiphertextFile KeySet::infer(const CiphertextFile& patches, Executor& executor, const TaskFunction& tasks,
+CiphertextFile KeySet::infer(const CiphertextFile& input, Executor& executor, const TaskFunction& tasks,
                              RunStats* stats) const {
-  if (model_.graph_) return infer_graph(patches, executor, tasks, stats);
-  const nn::CompiledPatchCNN& model = *model_.model_;
-  check_same_key_set(patches.key_set, "the encrypted patches", keys_.key_set, "the evaluation keys");
-  if (patches.ciphertexts.size() != model.groups())
-    throw std::invalid_argument("the model takes " + std::to_string(model.groups()) + " patch ciphertexts (" +
-                                std::to_string(model.patches()) + " patches in groups of " +
-                                std::to_string(model.lanes()) + "), the input has " +
-                                std::to_string(patches.ciphertexts.size()));
-  const auto heads = executor.run(rings(), tasks, patches.ciphertexts, stats);
-  ckks::Ciphertext out = model.aggregate(evaluators_->output(), heads);
-  if (!model.classifier()) out = model.normalize(evaluators_->output(), out);
-  return {keys_.key_set, {std::move(out)}};
-}
-
-CiphertextFile KeySet::infer_graph(const CiphertextFile& input, Executor& executor, const TaskFunction& tasks,
-                                   RunStats* stats) const {
   const nn::CompiledGraph& graph = *model_.graph_;
   check_same_key_set(input.key_set, "the encrypted input", keys_.key_set, "the evaluation keys");
   if (input.ciphertexts.size() != graph.inputs())
@@ -478,8 +420,7 @@ CiphertextFile KeySet::match(const CiphertextFile& probe, const CiphertextFile& 
   if (probe.ciphertexts.size() != 1 || enrolled.ciphertexts.size() != 1)
     throw std::invalid_argument("match: the probe and the template must be one ciphertext each");
   const ckks::Ciphertext &a = probe.ciphertexts[0], &b = enrolled.ciphertexts[0];
-  return {keys_.key_set, {model_.graph_ ? model_.graph_->match(evaluators_->output(), a, b, threshold)
-                                        : model_.model_->match(evaluators_->output(), a, b, threshold)}};
+  return {keys_.key_set, {model_.graph_->match(evaluators_->output(), a, b, threshold)}};
 }
 
 }  // namespace pfhe::runtime

@@ -1,4 +1,4 @@
-// The client/server split of encrypted PatchCNN inference, shared by the CLI (apps/pfhe)
+// The client/server split of encrypted inference of a compiled model, shared by the CLI (apps/pfhe)
 // and the benchmark-harness stages. The client holds the secret key: it generates keys
 // for the rotation set the compiled model needs, encrypts image patches and decrypts
 // results. The server holds the compiled model and the evaluation keys only.
@@ -14,7 +14,6 @@
 #include "ckks/encryptor.h"
 #include "ckks/evaluator.h"
 #include "nn/compiled_graph.h"
-#include "nn/patch_cnn.h"
 #include "runtime/bundle.h"
 #include "runtime/executor.h"
 #include "runtime/key_files.h"
@@ -56,7 +55,6 @@ struct ClientSpec {
   // client.json on disk; errors name the path.
   static ClientSpec read(const std::string& path);
   void write(const std::string& path) const;
-  static ClientSpec of(const nn::CompiledPatchCNN& model, const ckks::Parameters& params);
   static ClientSpec of(const nn::CompiledGraph& model, const ckks::Parameters& params);
 };
 
@@ -136,39 +134,35 @@ class Evaluators {
 };
 
 // What a server loads once and shares with every client: the parameters, the encoder and
-// the compiled model (or, given a PatchCNN model file, its plan and weights). Clients'
-// evaluation keys are separate KeySets, so one loaded model serves many key sets.
-// The model is a PatchCNN (patch_cnn()) or a graph (graph()); exactly one is set. The
-// PatchCNN form goes once the PatchCNN compiles as a graph (issue 20).
+// the compiled model (or, given a PatchCNN model file, the model compiled per task).
+// Clients' evaluation keys are separate KeySets, so one loaded model serves many key sets.
 class ServedModel {
  public:
-  // `model_path` is a compiled artefact (model.pfhc from `pfhe compile`, either kind, used
-  // in place from its mapping) or a model file (.pfhm). A graph model file is compiled
-  // here as `pfhe compile` compiles it. For a PatchCNN model file the server keeps a plan
-  // (geometry and rotation keys, no diagonals) and every task compiles its lane group when
-  // it runs and drops it after (recompiling_backbone_tasks), for models whose artefact
-  // would not fit on disk or in memory. `lanes` (PatchCNN model files only; 0: as many as
-  // fit) must be what the client's spec was planned with (`pfhe compile --plan-only --lanes`).
+  // `model_path` is a compiled artefact (model.pfhc from `pfhe compile`, used in place from
+  // its mapping) or a model file (.pfhm). A graph model file is compiled here as `pfhe
+  // compile` compiles it. A PatchCNN model file is compiled per task (nn::Compilation::
+  // kPerTask): the server keeps the plan of its branches (their rotation keys, no
+  // diagonals) and every task compiles its lane group when it runs and drops it after
+  // (compiling_graph_tasks), for models whose artefact would not fit on disk or in memory.
+  // `lanes` (PatchCNN model files only; 0: as many as fit) must be what the client's spec
+  // was planned with (`pfhe compile --plan-only --lanes`).
   ServedModel(const std::string& params_path, const std::string& model_path, std::size_t lanes = 0);
   // In memory: `compile` builds the model with this object's encoder (tests, embedding).
-  ServedModel(const ckks::Parameters& params,
-              const std::function<nn::CompiledPatchCNN(const ckks::Encoder&)>& compile);
   ServedModel(const ckks::Parameters& params, const std::function<nn::CompiledGraph(const ckks::Encoder&)>& compile);
   ServedModel(const ServedModel&) = delete;
   ServedModel& operator=(const ServedModel&) = delete;
 
-  const ckks::Context& context() const { return *ctx_; }  // of the encrypted patches
+  const ckks::Context& context() const { return *ctx_; }  // of the encrypted input
   const ckks::Encoder& encoder() const { return *enc_; }
-  const nn::CompiledPatchCNN* patch_cnn() const { return model_.get(); }
-  const nn::CompiledGraph* graph() const { return graph_.get(); }
-  // Ciphertexts one inference takes (a PatchCNN's lane groups; a graph's inputs: 1, or its
-  // patches' lane groups) and the tasks it hands to an executor (the lane groups; the
-  // branches of every parallel region).
-  std::size_t inputs() const;
+  const nn::CompiledGraph& graph() const { return *graph_; }
+  // Ciphertexts one inference takes (1, or its patches' lane groups) and the tasks it hands
+  // to an executor (the branches of every parallel region: a PatchCNN's lane groups).
+  std::size_t inputs() const { return graph_->inputs(); }
   std::size_t tasks() const;
-  std::map<long, std::size_t> rotation_levels() const;
-  std::shared_ptr<const nn::HalfRing> half_ring() const;  // null when the model does not switch rings
-  ClientSpec client_spec() const { return graph_ ? ClientSpec::of(*graph_, ctx_->params()) : ClientSpec::of(*model_, ctx_->params()); }
+  std::map<long, std::size_t> rotation_levels() const { return graph_->rotation_levels(); }
+  // Null when the model does not switch rings.
+  std::shared_ptr<const nn::HalfRing> half_ring() const { return graph_->half_ring(); }
+  ClientSpec client_spec() const { return ClientSpec::of(*graph_, ctx_->params()); }
   // True when tasks compile their lane group (a PatchCNN model file was given).
   bool compiles_per_task() const { return weights_ != nullptr; }
   double load_seconds() const { return load_seconds_; }
@@ -177,8 +171,7 @@ class ServedModel {
   friend class KeySet;
   std::unique_ptr<ckks::Context> ctx_;
   std::unique_ptr<ckks::Encoder> enc_;
-  std::unique_ptr<nn::PatchCNN> weights_;        // only when serving a PatchCNN model file
-  std::unique_ptr<nn::CompiledPatchCNN> model_;  // compiled, or a plan when weights_ is set
+  std::unique_ptr<nn::Graph> weights_;  // only when compiling per task (a PatchCNN model file)
   std::unique_ptr<nn::CompiledGraph> graph_;
   double load_seconds_ = 0;
 };
@@ -205,13 +198,13 @@ class KeySet {
   TaskFunction tasks() const;
   double load_seconds() const { return load_seconds_; }
 
-  // A PatchCNN: patch backbones on the executor, then tree aggregation and (unless the
-  // model is a classifier, whose output is its logits) L2 normalisation. A graph: its
-  // steps, each parallel region's branches on the executor (tasks numbered across
-  // regions). The input must belong to this key set; the result carries it too.
-  CiphertextFile infer(const CiphertextFile& patches, Executor& executor, RunStats* stats = nullptr) const;
-  // The same with another task function (e.g. recompiling_backbone_tasks).
-  CiphertextFile infer(const CiphertextFile& patches, Executor& executor, const TaskFunction& tasks,
+  // The graph's steps, each parallel region's branches on the executor (tasks numbered
+  // across regions: a PatchCNN's lane groups), then the sums and the rest (a PatchCNN's
+  // normalisation unless it is a classifier). The input must belong to this key set; the
+  // result carries it too.
+  CiphertextFile infer(const CiphertextFile& input, Executor& executor, RunStats* stats = nullptr) const;
+  // The same with another task function (e.g. compiling_graph_tasks).
+  CiphertextFile infer(const CiphertextFile& input, Executor& executor, const TaskFunction& tasks,
                        RunStats* stats = nullptr) const;
   CiphertextFile match(const CiphertextFile& probe, const CiphertextFile& enrolled, double threshold) const;
 
@@ -221,8 +214,6 @@ class KeySet {
   KeySet(const ServedModel& model, const std::string& keys_path, Clock::time_point start);
   void check_rotation_keys(const std::map<long, std::size_t>& levels, const ckks::GaloisKeys& keys, std::size_t n,
                            const std::string& what) const;
-  CiphertextFile infer_graph(const CiphertextFile& input, Executor& executor, const TaskFunction& tasks,
-                             RunStats* stats) const;
   const ServedModel& model_;
   ClientSpec spec_;
   EvaluationKeys keys_;

@@ -94,53 +94,40 @@ std::unique_ptr<Executor> make_executor(const std::string& name, std::size_t wor
   throw std::invalid_argument("unknown executor '" + name + "' (seq, threads, fork; mpi from the CLI under mpirun)");
 }
 
-namespace {
-void check_group(std::size_t g, const nn::CompiledPatchCNN& model) {
-  if (g >= model.groups())
-    throw std::invalid_argument("lane group " + std::to_string(g) + " of a model with " +
-                                std::to_string(model.groups()) + " groups");
-}
-}  // namespace
-
-TaskFunction backbone_tasks(const nn::CompiledPatchCNN& model, const ckks::Evaluator& eval,
-                            const nn::HalfRingEvaluation* half) {
-  return [&model, &eval, half](std::size_t g, const ckks::Ciphertext& in) {
-    check_group(g, model);
-    return model.group(g).run(eval, in, nullptr, half);
-  };
-}
-
 std::vector<std::size_t> graph_task_offsets(const nn::CompiledGraph& graph) {
   std::vector<std::size_t> first{0};
   for (const auto& region : graph.parallel_regions()) first.push_back(first.back() + region.branches.size());
   return first;  // one more than the regions: the last is the task count
 }
 
+namespace {
+// Task t's region and branch; throws for a task the graph does not have.
+std::pair<std::size_t, std::size_t> region_and_branch(const std::vector<std::size_t>& first, std::size_t t) {
+  if (t >= first.back())
+    throw std::invalid_argument("task " + std::to_string(t) + " of a graph with " + std::to_string(first.back()) +
+                                " branch tasks");
+  const auto region = static_cast<std::size_t>(std::upper_bound(first.begin(), first.end(), t) - first.begin()) - 1;
+  return {region, t - first[region]};
+}
+}  // namespace
+
 TaskFunction graph_tasks(const nn::CompiledGraph& graph, const ckks::Evaluator& eval,
                          const nn::HalfRingEvaluation* half) {
   return [&graph, &eval, half, first = graph_task_offsets(graph)](std::size_t t, const ckks::Ciphertext& in) {
-    if (t >= first.back())
-      throw std::invalid_argument("task " + std::to_string(t) + " of a graph with " + std::to_string(first.back()) +
-                                  " branch tasks");
-    const std::size_t region = static_cast<std::size_t>(std::upper_bound(first.begin(), first.end(), t) - first.begin()) - 1;
-    return graph.run_branch(eval, region, t - first[region], in, nullptr, nullptr, half);
+    const auto [region, branch] = region_and_branch(first, t);
+    return graph.run_branch(eval, region, branch, in, nullptr, nullptr, half);
   };
 }
 
-TaskFunction recompiling_backbone_tasks(const nn::PatchCNN& model, const nn::CompiledPatchCNN& plan,
-                                        const ckks::Encoder& encoder, const ckks::Evaluator& eval,
-                                        const nn::HalfRingEvaluation* half) {
-  if (model.backbones.size() != plan.patches())
-    throw std::invalid_argument("the model file has " + std::to_string(model.backbones.size()) +
-                                " patches, the compiled model " + std::to_string(plan.patches()));
-  return [&model, &plan, &encoder, &eval, half](std::size_t g, const ckks::Ciphertext& in) {
-    check_group(g, plan);
-    // Compiled here, dropped on return: a worker holds one lane group at a time.
-    const nn::CompiledBackbone& geometry = plan.group(g);
-    const nn::CompiledBackbone group =
-        nn::CompiledPatchCNN::compile_group(model, encoder, geometry.input_level(), geometry.input_scale(), 0,
-                                            plan.lanes(), g, nn::Compilation::kFull, plan.half_ring().get());
-    return group.run(eval, in, nullptr, half);
+TaskFunction compiling_graph_tasks(const nn::Graph& model, const nn::CompiledGraph& per_task,
+                                   const ckks::Evaluator& eval, const nn::HalfRingEvaluation* half) {
+  if (!per_task.compiles_per_task())
+    throw std::invalid_argument("compiling tasks need a graph compiled per task (nn::Compilation::kPerTask)");
+  return [&model, &per_task, &eval, half, first = graph_task_offsets(per_task)](std::size_t t,
+                                                                                const ckks::Ciphertext& in) {
+    const auto [region, branch] = region_and_branch(first, t);
+    // Compiled here, dropped on return: a worker holds one branch at a time.
+    return per_task.compile_task(model, region, branch).run_branch(eval, region, branch, in, nullptr, nullptr, half);
   };
 }
 

@@ -17,7 +17,6 @@
 #include "ckks/context.h"
 #include "ckks/evaluator.h"
 #include "nn/compiled_graph.h"
-#include "nn/patch_cnn.h"
 
 namespace pfhe::runtime {
 
@@ -71,12 +70,6 @@ std::unique_ptr<Executor> make_fork_executor(std::size_t workers, std::size_t re
 // initialised MPI session (runtime/mpi.h).
 std::unique_ptr<Executor> make_executor(const std::string& name, std::size_t workers, std::size_t retries = 0);
 
-// The task function of a compiled PatchCNN: lane group g (its patches' backbones and
-// summed head blocks) on the group's ciphertext g. `half` is required exactly when the
-// model switches rings.
-TaskFunction backbone_tasks(const nn::CompiledPatchCNN& model, const ckks::Evaluator& eval,
-                            const nn::HalfRingEvaluation* half = nullptr);
-
 // The task function of a compiled graph: task t is branch b of region r, numbered across
 // regions in order (graph_task_offsets gives each region's first task). `half` is required
 // exactly when a branch runs steps in the half ring.
@@ -84,15 +77,14 @@ TaskFunction graph_tasks(const nn::CompiledGraph& graph, const ckks::Evaluator& 
                          const nn::HalfRingEvaluation* half = nullptr);
 std::vector<std::size_t> graph_task_offsets(const nn::CompiledGraph& graph);
 
-// Tasks that compile their lane group from the model's weights when they run (diagonals
-// encoded just in time) and drop it on return, so a worker holds one group at a time:
-// the "recompile in every worker" baseline (what the Orion prototype's workers did), and
-// the server's lazy mode for models whose compiled artefact would not fit (an 8x8 grid).
-// `plan` (a compiled model or a plan, nn::CompiledPatchCNN::plan) only supplies the
-// geometry (lanes, input level and scale); outputs equal backbone_tasks'.
-TaskFunction recompiling_backbone_tasks(const nn::PatchCNN& model, const nn::CompiledPatchCNN& plan,
-                                        const ckks::Encoder& encoder, const ckks::Evaluator& eval,
-                                        const nn::HalfRingEvaluation* half = nullptr);
+// Tasks that compile their branch from the model when they run (nn::CompiledGraph::
+// compile_task, diagonals encoded just in time) and drop it on return, so a worker holds one
+// branch at a time: the server's mode for models whose compiled artefact would not fit (an
+// 8x8 grid), and the "recompile in every worker" baseline (what the Orion prototype's
+// workers did). `per_task` is `model` compiled with nn::Compilation::kPerTask (both must
+// outlive the function); outputs equal graph_tasks' on the fully compiled model.
+TaskFunction compiling_graph_tasks(const nn::Graph& model, const nn::CompiledGraph& per_task,
+                                   const ckks::Evaluator& eval, const nn::HalfRingEvaluation* half = nullptr);
 
 // Thread count of this process (from /proc/self/task).
 std::size_t live_thread_count();

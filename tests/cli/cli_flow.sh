@@ -33,7 +33,7 @@ server=(--params srv/params.pfhe --model srv/model.pfhc --eval-keys eval.keys)
 "$pfhe" compile --model model.pfhm --out-dir srv --budget-gb 0.25 --lanes 2 2> compile.txt  # two tasks of two patches
 cat compile.txt >&2
 # The tiny model's pooling head runs in the half ring (every command below goes through it).
-grep -q "ring switch after block 2" compile.txt || fail "compile did not switch rings for the tiny model"
+grep -q "ring switch at level" compile.txt || fail "compile did not switch rings for the tiny model"
 grep -q '"ring_switch": {' srv/client.json || fail "the client spec does not name the ring switch"
 "$pfhe" keygen "${spec[@]}" --secret-key sk.key --eval-keys eval.keys
 [ "$(stat -c %a sk.key)" = 600 ] || fail "secret key file is not owner-only"
@@ -46,7 +46,7 @@ done
 "$pfhe" infer "${server[@]}" --input alice.cts --out alice.threads.ct --executor threads --workers 2
 "$pfhe" infer "${server[@]}" --input alice.cts --out alice.fork.ct --executor fork --workers 3 2> fork-progress.txt
 for g in 1 2; do  # every lane group reports from its worker
-  grep -q "lane group $g of 2 done" fork-progress.txt || { cat fork-progress.txt; fail "no progress line for group $g"; }
+  grep -q "branch $g of 2 done" fork-progress.txt || { cat fork-progress.txt; fail "no progress line for group $g"; }
 done
 grep -Eq "loaded in [0-9.]+ s \(model [0-9.]+ s, evaluation keys [0-9.]+ s\)" fork-progress.txt ||
   { cat fork-progress.txt; fail "infer does not report its model and key loading times"; }

@@ -54,7 +54,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   try { pfhe::nn::load_graph(bytes); } catch (const pfhe::nn::ModelFormatError&) {}
   try { pfhe::nn::import_onnx(bytes, "fuzz input"); } catch (const pfhe::nn::OnnxImportError&) {}
   static const Encoder encoder(ctx);
-  try { pfhe::nn::CompiledPatchCNN::load(encoder, bytes); } catch (const SerializationError&) {}
   // A compiled model's layers cannot be reached through the fingerprint check of the test
   // parameters above (no backbone fits two levels), so its linear transforms are loaded
   // directly too, copied and in place (the input is the backing).

@@ -90,7 +90,7 @@ int main(int argc, char** argv) {
   write_file(dir + "/client_spec", {reinterpret_cast<const std::uint8_t*>(json.data()), json.size()});
   // A ring switch at the top level with the one special prime: its switch-key context has
   // the fuzz parameters' primes (and fingerprint), so the key loads against them.
-  const auto half_ring = pfhe::nn::HalfRing::make(ctx.params(), {0, 1, 1});
+  const auto half_ring = pfhe::nn::HalfRing::make(ctx.params(), {1, 1});
   if (half_ring->switch_context.params().fingerprint() != ctx.params().fingerprint())
     throw std::logic_error("the switch key's parameters differ from the fuzz parameters");
   const KeyGenerator half_kg(half_ring->context);

@@ -31,12 +31,12 @@ int main(int argc, char** argv) {
     const ckks::GaloisKeys galois =
         ckks::load_galois_keys(s.ctx, broadcast(mpi.rank() == 0 ? ckks::save(s.ctx, s.keys.galois) : ckks::Bytes{}, mpi.rank()));
     const ckks::Evaluator eval(s.ctx, &relin, &galois);
-    const runtime::TaskFunction task = runtime::backbone_tasks(s.compiled, eval);
+    const runtime::TaskFunction task = runtime::graph_tasks(s.compiled, eval);
     if (mpi.rank() != 0) {
       runtime::serve_mpi_tasks(mpi, {s.ctx, s.ctx}, task);
       return 0;
     }
-    const auto inputs = s.encrypt_patches(s.images[3]);
+    const auto inputs = s.branch_entries(s.encrypt_patches(s.images[3]));
     std::vector<ckks::Ciphertext> want = runtime::make_sequential_executor()->run({s.ctx, s.ctx}, task, inputs);
     runtime::RunStats stats;
     std::vector<ckks::Ciphertext> got, rounds;

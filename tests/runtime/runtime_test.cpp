@@ -61,10 +61,20 @@ runtime::TaskFunction scaling_tasks(const ckks::Evaluator& eval) {
 
 }  // namespace
 
-TEST(Runtime, ExecutorsGiveByteIdenticalBackboneOutputs) {
+// The whole graph with its region's branches on `executor`.
+ckks::Ciphertext run_on(const test::ReducedServer& s, runtime::Executor& executor, const runtime::TaskFunction& task,
+                        const std::vector<ckks::Ciphertext>& inputs) {
+  return s.compiled.run(s.eval, inputs, nullptr, nullptr,
+                        [&](std::size_t, const std::vector<ckks::Ciphertext>& entries) {
+                          return executor.run({s.ctx, s.ctx}, task, entries);
+                        });
+}
+
+TEST(Runtime, ExecutorsGiveByteIdenticalBranchOutputs) {
   const test::ReducedServer s;
-  const auto inputs = s.encrypt_patches(s.images[3]);
-  const runtime::TaskFunction task = runtime::backbone_tasks(s.compiled, s.eval);
+  const auto patches = s.encrypt_patches(s.images[3]);
+  const auto inputs = s.branch_entries(patches);
+  const runtime::TaskFunction task = runtime::graph_tasks(s.compiled, s.eval);
   const auto reference = serialized(s.ctx, runtime::make_sequential_executor()->run({s.ctx, s.ctx}, task, inputs));
   ASSERT_EQ(reference.size(), 4u);
   std::vector<std::unique_ptr<runtime::Executor>> executors;
@@ -83,48 +93,43 @@ TEST(Runtime, ExecutorsGiveByteIdenticalBackboneOutputs) {
     }
   }
   EXPECT_TRUE(no_children_left());
-  // The aggregated, normalised embedding is the same bytes too.
-  const auto outputs = runtime::make_fork_executor(2)->run({s.ctx, s.ctx}, task, inputs);
-  const auto agg_fork = s.compiled.normalize(s.eval, s.compiled.aggregate(s.eval, outputs));
-  const auto agg_seq =
-      s.compiled.normalize(s.eval, s.compiled.aggregate(s.eval, runtime::make_sequential_executor()->run({s.ctx, s.ctx}, task, inputs)));
-  EXPECT_EQ(ckks::save(s.ctx, agg_fork), ckks::save(s.ctx, agg_seq));
+  // The summed, normalised embedding is the same bytes too.
+  EXPECT_EQ(ckks::save(s.ctx, run_on(s, *runtime::make_fork_executor(2), task, patches)),
+            ckks::save(s.ctx, s.compiled.run(s.eval, patches)));
 }
 
 // A memory budget too small for any pre-encoded diagonal only moves work to just-in-time
 // encoding: the outputs are the same bytes.
 TEST(Runtime, ZeroDiagonalBudgetGivesTheSameBytes) {
   const test::ReducedServer s;
-  const nn::CompiledPatchCNN lean =
-      nn::CompiledPatchCNN::compile(s.model, s.enc, test::ReducedServer::kLevels, s.ctx.params().default_scale(), 0, 1);
+  const nn::CompiledGraph lean = s.compile(0, nn::Compilation::kFull);
   EXPECT_LT(lean.plaintext_bytes(), s.compiled.plaintext_bytes());
   const auto inputs = s.encrypt_patches(s.images[4]);
   // Loaded in place (the coefficients viewed in the artefact's bytes, as from a mapped
   // file): the same artefact and the same outputs.
   const auto held = std::make_shared<const ckks::HeldBytes>(lean.save());
-  const nn::CompiledPatchCNN in_place = nn::CompiledPatchCNN::load(s.enc, held->bytes, held);
+  const nn::CompiledGraph in_place = nn::CompiledGraph::load(s.enc, held->bytes, held);
   EXPECT_EQ(in_place.save(), held->bytes);
-  EXPECT_EQ(serialized(s.ctx, runtime::make_sequential_executor()->run({s.ctx, s.ctx}, runtime::backbone_tasks(in_place, s.eval), inputs)),
-            serialized(s.ctx, runtime::make_sequential_executor()->run({s.ctx, s.ctx}, runtime::backbone_tasks(lean, s.eval), inputs)));
-  EXPECT_EQ(serialized(s.ctx, runtime::make_sequential_executor()->run({s.ctx, s.ctx}, runtime::backbone_tasks(lean, s.eval), inputs)),
-            serialized(s.ctx, runtime::make_sequential_executor()->run({s.ctx, s.ctx}, runtime::backbone_tasks(s.compiled, s.eval),
-                                                                       inputs)));
+  const ckks::Bytes want = ckks::save(s.ctx, s.compiled.run(s.eval, inputs));
+  EXPECT_EQ(ckks::save(s.ctx, lean.run(s.eval, inputs)), want);
+  EXPECT_EQ(ckks::save(s.ctx, in_place.run(s.eval, inputs)), want);
 }
 
-// The "recompile in every worker" baseline: fork workers compile their groups from the
-// weights (just in time) and still produce the inherited model's bytes.
+// Compiled per task (a server given the model file; the "recompile in every worker"
+// baseline): fork and thread workers compile their branch from the model (just in time)
+// and still produce the fully compiled model's bytes.
 TEST(Runtime, RecompilingWorkersGiveTheSameBytes) {
   const test::ReducedServer s;
-  const auto inputs = s.encrypt_patches(s.images[6]);
+  const auto inputs = s.branch_entries(s.encrypt_patches(s.images[6]));
   const auto reference =
-      serialized(s.ctx, runtime::make_sequential_executor()->run({s.ctx, s.ctx}, runtime::backbone_tasks(s.compiled, s.eval), inputs));
-  const runtime::TaskFunction recompiling = runtime::recompiling_backbone_tasks(s.model, s.compiled, s.enc, s.eval);
+      serialized(s.ctx, runtime::make_sequential_executor()->run({s.ctx, s.ctx}, runtime::graph_tasks(s.compiled, s.eval), inputs));
+  const nn::CompiledGraph per_task = s.compile(0, nn::Compilation::kPerTask);
+  const runtime::TaskFunction recompiling = runtime::compiling_graph_tasks(s.graph, per_task, s.eval);
   EXPECT_EQ(serialized(s.ctx, runtime::make_fork_executor(2)->run({s.ctx, s.ctx}, recompiling, inputs)), reference);
   EXPECT_EQ(serialized(s.ctx, runtime::make_thread_executor(2)->run({s.ctx, s.ctx}, recompiling, inputs)), reference);
   EXPECT_TRUE(no_children_left());
-  nn::PatchCNN fewer = s.model;
-  fewer.backbones.pop_back();
-  EXPECT_THROW(runtime::recompiling_backbone_tasks(fewer, s.compiled, s.enc, s.eval), std::invalid_argument);
+  EXPECT_THROW(runtime::compiling_graph_tasks(s.graph, s.compiled, s.eval), std::invalid_argument);
+  EXPECT_THROW(recompiling(4, inputs[0]), std::invalid_argument);  // four branch tasks: no task 4
 }
 
 TEST(Runtime, SchedulesManyTasksOverAnyWorkerCount) {
@@ -288,25 +293,24 @@ TEST(ClientServer, ClientOwnsItsSecretKeyAndSpecRoundTrips) {
   EXPECT_EQ(patches.key_set, 42u);
   const runtime::CiphertextFile file = runtime::load_ciphertexts(runtime::view_of(patches), s.ctx);
   EXPECT_EQ(file.key_set, 42u);
-  const auto heads = runtime::make_sequential_executor()->run({s.ctx, s.ctx}, runtime::backbone_tasks(s.compiled, s.eval),
-                                                              file.ciphertexts);
-  const runtime::CiphertextFile embedding{42, {s.compiled.normalize(s.eval, s.compiled.aggregate(s.eval, heads))}};
+  const runtime::CiphertextFile embedding{42, {s.compiled.run(s.eval, file.ciphertexts)}};
   const nn::Tensor got = client.decrypt_output(embedding);
   const nn::Tensor want = s.model.normalized(s.images[0]);
   for (std::size_t i = 0; i < want.data.size(); ++i) EXPECT_NEAR(got.data[i], want.data[i], 1e-4);
   EXPECT_THROW(client.decrypt_output({43, embedding.ciphertexts}), std::invalid_argument);
 }
 
-// A plan (lowering without encoding) tells a client exactly what the compiled model needs.
+// A plan (lowering without encoding) tells a client exactly what the compiled model needs;
+// so does a per-task compilation (what a server given the model file holds).
 TEST(ClientServer, PlanGivesTheCompiledModelsClientSpec) {
   const test::ReducedServer s;
-  const nn::CompiledPatchCNN plan =
-      nn::CompiledPatchCNN::plan(s.model, s.enc, test::ReducedServer::kLevels, s.ctx.params().default_scale(), 1);
-  EXPECT_EQ(runtime::ClientSpec::of(plan, s.ctx.params()).to_json(),
-            runtime::ClientSpec::of(s.compiled, s.ctx.params()).to_json());
+  const nn::CompiledGraph plan = s.compile(0, nn::Compilation::kPlanOnly);
+  const std::string want = runtime::ClientSpec::of(s.compiled, s.ctx.params()).to_json();
+  EXPECT_EQ(runtime::ClientSpec::of(plan, s.ctx.params()).to_json(), want);
+  EXPECT_EQ(runtime::ClientSpec::of(s.compile(0, nn::Compilation::kPerTask), s.ctx.params()).to_json(), want);
   EXPECT_EQ(plan.plaintext_bytes(), 0u);
   EXPECT_THROW(plan.save(), std::logic_error);
-  EXPECT_THROW(plan.group(0).run(s.eval, s.encrypt_patches(s.images[0])[0]), std::logic_error);
+  EXPECT_THROW(plan.run(s.eval, s.encrypt_patches(s.images[0])), std::logic_error);
 }
 
 TEST(ClientServer, BundlesRejectDamage) {
@@ -333,15 +337,17 @@ TEST(ClientServer, BundlesRejectDamage) {
 // A model that switches to the half ring, through the client/server pieces: the spec names
 // the switch (and refuses a wrong fingerprint), the key files carry both rings (and refuse
 // the other kind), thread and fork workers return half-ring ciphertexts byte-identical to
-// sequential runs, and the client decrypts the embedding with the half-ring secret.
+// sequential runs (ClientServer.PatchCnnGraphServedWithItsRingSwitch), and the client
+// decrypts the embedding with the half-ring secret.
 TEST(ClientServer, RingSwitchingModelKeysSpecAndExecutors) {
   const ckks::Context ctx(test::small_params(12, 28));
   const ckks::Encoder enc(ctx);
   const auto images = nn::synthetic_images(128, {3, 16, 16}, 5);
   const nn::PatchCNN model = nn::make_synthetic_patch_cnn(test::reduced_backbone_shape(), 2, 8, 16, 13, images);
-  const auto half_ring = nn::HalfRing::make(ctx.params(), {2, 15, 2});
-  const nn::CompiledPatchCNN compiled =
-      nn::CompiledPatchCNN::compile(model, enc, 28, ctx.params().default_scale(), SIZE_MAX, 2, half_ring);
+  const auto half_ring = nn::HalfRing::make(ctx.params(), {15, 2});
+  const nn::CompiledGraph compiled = nn::CompiledGraph::compile(
+      model.to_graph(), enc, 28, ctx.params().default_scale(), SIZE_MAX, nn::Compilation::kFull, nullptr, nullptr, 2,
+      half_ring);
   const runtime::ClientSpec spec = runtime::ClientSpec::of(compiled, ctx.params());
   const runtime::ClientSpec back = runtime::ClientSpec::from_json(spec.to_json());
   ASSERT_TRUE(back.ring_switch.has_value());
@@ -378,15 +384,9 @@ TEST(ClientServer, RingSwitchingModelKeysSpecAndExecutors) {
   const runtime::Client client(ctx, spec, half_ring, secret_back);
   const auto patches = runtime::load_ciphertexts(runtime::view_of(client.encrypt_image(images[1])), ctx);
   ASSERT_EQ(patches.ciphertexts.size(), 2u);
-  const runtime::TaskFunction task = runtime::backbone_tasks(compiled, evaluators.big(), evaluators.half_ring());
-  const auto heads = runtime::make_sequential_executor()->run(evaluators.rings(), task, patches.ciphertexts);
-  const auto reference = serialized(half_ring->context, heads);
-  for (const auto& ex : {runtime::make_thread_executor(2), runtime::make_fork_executor(2)})
-    EXPECT_EQ(serialized(half_ring->context, ex->run(evaluators.rings(), task, patches.ciphertexts)), reference)
-        << ex->name();
-  EXPECT_TRUE(no_children_left());
+  // (executors on a switching model: ClientServer.PatchCnnGraphServedWithItsRingSwitch)
   const ckks::Ciphertext embedding =
-      compiled.normalize(evaluators.output(), compiled.aggregate(evaluators.output(), heads));
+      compiled.run(evaluators.big(), patches.ciphertexts, nullptr, nullptr, {}, evaluators.half_ring());
   const nn::Tensor got = client.decrypt_output({secret.key_set, {embedding}});
   EXPECT_LT(nn::precision_of(got, model.normalized(images[1])).relative, 1e-5);
   // Keys without the half ring's part cannot drive this model.
@@ -401,7 +401,8 @@ TEST(ClientServer, OneServedModelServesSeveralKeySets) {
   const nn::PatchCNN model = nn::make_synthetic_patch_cnn(test::reduced_backbone_shape(), 2, 8, 16, 13, images);
   constexpr std::size_t kLevels = test::ReducedServer::kLevels;
   const runtime::ServedModel served(test::small_params(11, kLevels), [&](const ckks::Encoder& enc) {
-    return nn::CompiledPatchCNN::compile(model, enc, kLevels, enc.context().params().default_scale(), SIZE_MAX, 2);
+    return nn::CompiledGraph::compile(model.to_graph(), enc, kLevels, enc.context().params().default_scale(), SIZE_MAX,
+                                      nn::Compilation::kFull, nullptr, nullptr, 2);
   });
   const runtime::ClientSpec spec = served.client_spec();
   auto [alice_secret, alice_eval] = runtime::generate_keys(served.context(), spec);
@@ -438,7 +439,6 @@ TEST(ClientServer, GraphBranchesRunOnEveryExecutorByteIdentical) {
   const nn::Graph graph = nn::make_synthetic_graph("two-tower-tiny", 3, nn::synthetic_images(32, {3, 8, 8}, 4));
   const runtime::ServedModel served(test::small_params(12, 10),
                                     [&](const ckks::Encoder& enc) { return nn::compile_graph(graph, enc); });
-  ASSERT_NE(served.graph(), nullptr);
   EXPECT_EQ(served.inputs(), 1u);
   EXPECT_EQ(served.tasks(), 2u);
   const runtime::ClientSpec spec = served.client_spec();
@@ -485,7 +485,7 @@ TEST(ClientServer, PatchCnnGraphServedWithItsRingSwitch) {
   const runtime::ServedModel served(test::small_params(12, 28), [&](const ckks::Encoder& enc) {
     return nn::CompiledGraph::compile(model.to_graph(), enc, 28, enc.context().params().default_scale(), SIZE_MAX,
                                       nn::Compilation::kFull, nullptr, nullptr, 2,
-                                      nn::HalfRing::make(enc.context().params(), {2, 15, 2}));
+                                      nn::HalfRing::make(enc.context().params(), {15, 2}));
   });
   ASSERT_NE(served.half_ring(), nullptr);
   EXPECT_EQ(served.inputs(), 2u);
@@ -495,7 +495,7 @@ TEST(ClientServer, PatchCnnGraphServedWithItsRingSwitch) {
   EXPECT_EQ(spec.grid, 2u);
   EXPECT_EQ(spec.input_layout.lanes, 2u);
   ASSERT_TRUE(spec.ring_switch.has_value());
-  EXPECT_EQ(spec.half_ring_rotation_levels, served.graph()->half_ring_rotation_levels());
+  EXPECT_EQ(spec.half_ring_rotation_levels, served.graph().half_ring_rotation_levels());
   auto [secret, eval] = runtime::generate_keys(served.context(), spec);
   const runtime::KeySet keys(served, std::move(eval));
   const runtime::Client client(served.context(), spec, secret);

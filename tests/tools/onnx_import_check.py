@@ -3,8 +3,9 @@
 exported with torch.onnx.export, with one input and torch's float64 outputs for it.
     onnx_import_check.py WORK_DIR
 WORK_DIR/<name>.onnx, <name>.input.f64 (raw doubles), <name>.input.npy (the same input as a
-(C, H, W) array, for `pfhe encrypt`), <name>.expected.txt (one per line); for the LeNet and
-the residual CNN also 20 more inputs and their logits (<name>.<i>.npy, <name>.<i>.expected.txt)."""
+(C, H, W) array, for `pfhe encrypt`), <name>.expected.txt (one per line); for the LeNet, the
+residual CNN and the patch CNN also 20 more inputs and their logits (<name>.<i>.npy,
+<name>.<i>.expected.txt)."""
 import os
 import sys
 
@@ -62,6 +63,25 @@ class WithMatMul(nn.Module):
     def forward(self, x):
         y = torch.flatten(nn.functional.adaptive_avg_pool2d(self.conv(x) ** 2, 1), 1)
         return y @ self.w + self.b
+
+
+class PatchNet(nn.Module):
+    """A PatchCNN written in torch: a 2x2 grid of 8x8 patches (Slice of the input), each
+    through its own small CNN, the features concatenated (Concat) into one linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.convs = nn.ModuleList([nn.Conv2d(3, 4, 3, padding=1, bias=False) for _ in range(4)])
+        self.bns = nn.ModuleList([nn.BatchNorm2d(4) for _ in range(4)])
+        self.fc = nn.Linear(4 * 4 * 4, 5)
+
+    def forward(self, x):
+        feats = []
+        for p, (conv, bn) in enumerate(zip(self.convs, self.bns)):
+            r, c = divmod(p, 2)
+            y = bn(conv(x[:, :, 8 * r:8 * r + 8, 8 * c:8 * c + 8]))
+            feats.append(torch.flatten(nn.functional.avg_pool2d(y * y, 4), 1))
+        return self.fc(torch.cat(feats, 1))
 
 
 def external_data_copies(work):
@@ -171,13 +191,15 @@ def main():
     work = sys.argv[1]
     gen = torch.Generator().manual_seed(7)
     torch.manual_seed(7)
-    lenet, residual = LeNetSquare(), SmallResidual()
-    for m in (lenet, residual):
+    lenet, residual, patches = LeNetSquare(), SmallResidual(), PatchNet()
+    for m in (lenet, residual, patches):
         randomize_batch_norms(m, gen)
     export(lenet, (1, 28, 28), work, "lenet", gen)
     export(residual, (3, 16, 16), work, "residual", gen)
+    export(patches, (3, 16, 16), work, "patches", gen)
     write_batch(lenet, (1, 28, 28), work, "lenet", gen, 20)
     write_batch(residual, (3, 16, 16), work, "residual", gen, 20)
+    write_batch(patches, (3, 16, 16), work, "patches", gen, 20)
     export(WithMatMul(), (2, 8, 8), work, "matmul", gen)
     external_data_copies(work)
     with open(f"{work}/refusals.txt", "w") as f:

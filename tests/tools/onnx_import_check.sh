@@ -4,7 +4,8 @@
 # float64 forward of the same float32 weights to 1e-6 (absolute, or relative above 1: the
 # export folds each BatchNorm into its convolution in float32, which moves outputs by
 # ~1e-8); ReLU and MaxPool are refused with one line naming the node and what to
-# use instead. Both imported models (the LeNet with its unpadded 5x5 convolution, and the
+# use instead. A PatchCNN written in torch (Slice of the input per patch, Concat of the
+# features into one Gemm) imports as crops whose branches the compiler puts in lanes. Both imported models (the LeNet with its unpadded 5x5 convolution, and the
 # residual CNN) then run encrypted through the CLI (compile, keygen, encrypt of a .npy
 # input, infer on two fork workers, decrypt) to within 1e-4 of float64, and on 20 more
 # inputs within 1e-3 of torch's logits with the same classes.
@@ -15,7 +16,7 @@ repo=$3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 /usr/bin/python3 "$repo/tests/tools/onnx_import_check.py" "$work" 2> "$work/export.log" || { cat "$work/export.log"; exit 1; }
-for name in lenet residual matmul reshape; do
+for name in lenet residual matmul reshape patches; do
   "$pfhe" import "$work/$name.onnx" --out "$work/$name.pfhm" 2> /dev/null
   "$model_tool" graph-logits "$work/$name.pfhm" "$work/$name.input.f64" > "$work/$name.got.txt"
   paste "$work/$name.got.txt" "$work/$name.expected.txt" | awk -v name="$name" '
@@ -72,6 +73,10 @@ sys.exit(0 if worst < 1e-3 and same == 20 else 1)' $name || { echo "$name: 20-in
   # LeNet's second convolution is valid (unpadded): its output stays on the 28x28 grid.
   encrypted_acceptance lenet
   encrypted_acceptance residual
+  # A PatchCNN written in torch (slices of the input, per-patch CNNs, one head over the
+  # concatenated features): its slices are the client's patches, packed in lanes.
+  encrypted_acceptance patches
+  grep -q '"grid": 2' srv-patches/client.json || { cat srv-patches/client.json; echo "patches: not a 2x2 grid"; exit 1; }
   srv=srv-residual
   # compile reads ONNX directly: the same artefact as compiling the imported file.
   "$pfhe" compile --model residual.onnx --out-dir srv-onnx --budget-gb 0.1 2> /dev/null
