@@ -347,45 +347,6 @@ CompiledGraph CompiledGraph::compile(const Graph& input_graph, const ckks::Encod
   return g;
 }
 
-CompiledGraph CompiledGraph::compile_task(const Graph& input_graph, std::size_t region, std::size_t branch,
-                                          std::size_t plaintext_budget) const {
-  if (deferred_.empty()) throw std::logic_error("compile_task: the graph was not compiled per task");
-  if (region >= regions_.size() || branch >= regions_[region].branches.size())
-    throw std::out_of_range("compile_task: no branch " + std::to_string(branch) + " in region " + std::to_string(region));
-  std::vector<bool> in_task(steps_.size(), false);
-  for (const std::size_t s : regions_[region].branches[branch].steps) in_task[s] = true;
-  const Recipe recipe{encoder_, input_level_, input_scale_, nullptr, nullptr, input_layout_.lanes, half_ring_};
-  CompiledGraph g = build(fold_into_linear_layers(input_graph), recipe, [&](std::size_t s) {
-    return s < in_task.size() && in_task[s] ? Lowering::kFull : Lowering::kLayout;
-  });
-  g.check_same_steps(*this);
-  g.keys_unknown_ = true;
-  g.deferred_.resize(steps_.size());
-  std::vector<CompiledLinear*> layers;
-  for (std::size_t s = 0; s < steps_.size(); ++s) {
-    g.deferred_[s] = !in_task[s];
-    if (auto* l = std::get_if<CompiledLinear>(&g.steps_[s].op); l && in_task[s]) layers.push_back(l);
-  }
-  pre_encode_within_budget(std::move(layers), plaintext_budget);
-  return g;
-}
-
-namespace {
-bool same_geometry(const CompiledGraph::StepOp& a, const CompiledGraph::StepOp& b) {
-  const auto* x = std::get_if<CompiledLinear>(&a);
-  const auto* y = std::get_if<CompiledLinear>(&b);
-  return !x || (x->input_level == y->input_level && x->in == y->in && x->out == y->out);
-}
-}  // namespace
-
-void CompiledGraph::check_same_steps(const CompiledGraph& other) const {
-  bool same = steps_.size() == other.steps_.size() && inputs_ == other.inputs_;
-  for (std::size_t s = 0; same && s < steps_.size(); ++s)
-    same = steps_[s].name == other.steps_[s].name && steps_[s].inputs == other.steps_[s].inputs &&
-           steps_[s].op.index() == other.steps_[s].op.index() && same_geometry(steps_[s].op, other.steps_[s].op);
-  if (!same) throw std::invalid_argument("compile_task: the graph is not the one this model was compiled from");
-}
-
 CompiledGraph CompiledGraph::build(const Graph& graph, const Recipe& recipe, const LoweringOf& lowering_of) {
   const ckks::Encoder& encoder = *recipe.encoder;
   const std::size_t input_level = recipe.input_level, lanes = recipe.lanes;
@@ -847,12 +808,6 @@ ckks::Ciphertext CompiledGraph::run(const ckks::Evaluator& eval, const std::vect
     for (const std::size_t v : step.inputs) release(v);
   }
   return values[output_value_];
-}
-
-void CompiledGraph::check_compiled(std::size_t step) const {
-  if (!deferred_.empty() && deferred_[step])
-    throw std::logic_error("compiled graph: step '" + steps_[step].name +
-                           "' is compiled per task (run its branch from compile_task's graph)");
 }
 
 ckks::Ciphertext CompiledGraph::run_branch(const ckks::Evaluator& eval, std::size_t region, std::size_t branch,

@@ -1,6 +1,6 @@
 // CompiledGraph's parallel regions (the branches the runtime runs as tasks) and the order
-// of the steps and regions a run follows; derived from the steps alone, so a loaded graph
-// has the same ones.
+// of the steps and regions a run follows, derived from the steps alone, so a loaded graph
+// has the same ones; and the per-task compilation of one branch (compile_task).
 #include <algorithm>
 #include <optional>
 #include <queue>
@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "nn/compiled_graph.h"
+#include "nn/graph_passes.h"
 
 namespace pfhe::nn {
 
@@ -147,6 +148,51 @@ void CompiledGraph::order_units() {
   }
   const auto units = static_cast<std::size_t>(std::count(exists.begin(), exists.end(), true));
   if (order_.size() != units) throw std::logic_error("compiled graph: parallel regions form a cycle");
+}
+
+CompiledGraph CompiledGraph::compile_task(const Graph& input_graph, std::size_t region, std::size_t branch,
+                                          std::size_t plaintext_budget) const {
+  if (deferred_.empty()) throw std::logic_error("compile_task: the graph was not compiled per task");
+  if (region >= regions_.size() || branch >= regions_[region].branches.size())
+    throw std::out_of_range("compile_task: no branch " + std::to_string(branch) + " in region " + std::to_string(region));
+  std::vector<bool> in_task(steps_.size(), false);
+  for (const std::size_t s : regions_[region].branches[branch].steps) in_task[s] = true;
+  const Recipe recipe{encoder_, input_level_, input_scale_, nullptr, nullptr, input_layout_.lanes, half_ring_};
+  CompiledGraph g = build(fold_into_linear_layers(input_graph), recipe, [&](std::size_t s) {
+    return s < in_task.size() && in_task[s] ? Lowering::kFull : Lowering::kLayout;
+  });
+  g.check_same_steps(*this);
+  g.keys_unknown_ = true;
+  g.deferred_.resize(steps_.size());
+  std::vector<CompiledLinear*> layers;
+  for (std::size_t s = 0; s < steps_.size(); ++s) {
+    g.deferred_[s] = !in_task[s];
+    if (auto* l = std::get_if<CompiledLinear>(&g.steps_[s].op); l && in_task[s]) layers.push_back(l);
+  }
+  pre_encode_within_budget(std::move(layers), plaintext_budget);
+  return g;
+}
+
+namespace {
+bool same_geometry(const CompiledGraph::StepOp& a, const CompiledGraph::StepOp& b) {
+  const auto* x = std::get_if<CompiledLinear>(&a);
+  const auto* y = std::get_if<CompiledLinear>(&b);
+  return !x || (x->input_level == y->input_level && x->in == y->in && x->out == y->out);
+}
+}  // namespace
+
+void CompiledGraph::check_same_steps(const CompiledGraph& other) const {
+  bool same = steps_.size() == other.steps_.size() && inputs_ == other.inputs_;
+  for (std::size_t s = 0; same && s < steps_.size(); ++s)
+    same = steps_[s].name == other.steps_[s].name && steps_[s].inputs == other.steps_[s].inputs &&
+           steps_[s].op.index() == other.steps_[s].op.index() && same_geometry(steps_[s].op, other.steps_[s].op);
+  if (!same) throw std::invalid_argument("compile_task: the graph is not the one this model was compiled from");
+}
+
+void CompiledGraph::check_compiled(std::size_t step) const {
+  if (!deferred_.empty() && deferred_[step])
+    throw std::logic_error("compiled graph: step '" + steps_[step].name +
+                           "' is compiled per task (run its branch from compile_task's graph)");
 }
 
 }  // namespace pfhe::nn
