@@ -70,14 +70,17 @@ exec 3<&-
 sleep 1
 "$pfhe" client metrics --server "$url" | grep -q "\"jobs_accepted\":$accepted," || fail "a cut-off upload became a job"
 # Six distinct inputs at once, one job running and two accepted at a time: the others are
-# told the server is busy and ask again; every result equals pfhe infer's. (Six, not four:
-# a job takes ~1.7 s, and on a loaded CI machine four client processes could start so far
-# apart that the queue never filled.)
+# told the server is busy and ask again; every result equals pfhe infer's. Two jobs
+# submitted just before fill the queue, so the clients find it full whatever the machine's
+# speed. (Regression: with concurrent clients alone, jobs of ~1.2 s once drained the queue
+# between the clients' starts and no client was told it was busy.)
 for i in 1 2 3 4 5 6; do
   "$pfhe" encrypt "${spec[@]}" --secret-key sk --image a.png --out b$i.cts 2> /dev/null
   "$pfhe" infer --params srv/params.pfhe --model srv/model.pfhc --eval-keys ek --input b$i.cts --out b$i.local.ct \
     2> /dev/null
 done
+for i in 1 2; do "$pfhe" encrypt "${spec[@]}" --secret-key sk --image a.png --out q$i.cts 2> /dev/null; done
+for i in 1 2; do "$pfhe" client submit --server "$url" --input q$i.cts > /dev/null; done
 clients=()
 for i in 1 2 3 4 5 6; do "$pfhe" client infer --server "$url" --input b$i.cts --out c$i.ct 2> c$i.log & clients+=($!); done
 for pid in "${clients[@]}"; do wait "$pid" || fail "a concurrent request failed"; done
