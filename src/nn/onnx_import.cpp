@@ -247,8 +247,6 @@ class Importer {
   }
 
   std::size_t computed(const onnx::NodeProto& node, int input, const std::string& name) {
-    if (node.input_size() > input && crops_.count(node.input(input)) && !values_.count(node.input(input)))
-      return materialize_crop(node.input(input));
     if (node.input_size() > input && polys_.count(node.input(input))) return materialize(node.input(input));
     if (node.input_size() > input && linears_.count(node.input(input))) return materialize_linear(node.input(input));
     const auto v = node.input_size() > input ? value(node.input(input)) : std::nullopt;
