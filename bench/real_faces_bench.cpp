@@ -69,7 +69,7 @@ int run(int argc, char** argv) {
     const nn::Graph graph = model.to_graph();
     return nn::CompiledGraph::compile(graph, enc, target.level, target.scale,
                                       static_cast<std::size_t>(budget_gb * (1ull << 30)), nn::Compilation::kFull,
-                                      nullptr, nullptr, 0, nn::chosen_half_ring(graph, ctx.params(), target.level));
+                                      nullptr, nullptr, 0, nn::chosen_half_ring(graph, enc, target.level));
   });
   const nn::CompiledGraph& compiled = served.graph();
   std::printf("parameters: %s\ncompile: %.1f s (%zu lane groups of %zu)\n", ctx.params().describe().c_str(),

@@ -289,6 +289,46 @@ TEST(NnLowering, RotatedCopiesSplitTheNextConvolution) {
   expect_packed(scale.apply(h), scaled, rotated);
 }
 
+// A plan lowers maps to their diagonal indices only (Lowered::kDiagonalIndices): the same
+// indices and rotate-and-sum steps as the whole map, for every way copies share a map
+// (plain copies, cyclic copies, the hybrid split of a strided layer, rotated copies split
+// by the next convolution), pooling, linear heads and per-channel affine maps.
+TEST(NnLowering, DiagonalIndicesOnlyMatchTheWholeMap) {
+  const auto same_plan = [](const auto& lower, const char* what) {
+    const SlotLinearMap whole = lower(Lowered::kEntries), planned = lower(Lowered::kDiagonalIndices);
+    EXPECT_TRUE(planned.entries.empty()) << what;
+    EXPECT_FALSE(whole.entries.empty()) << what;
+    EXPECT_EQ(planned.diagonal_indices(), whole.diagonal_indices()) << what;
+    EXPECT_EQ(planned.post_sum_steps, whole.post_sum_steps) << what;
+    return whole.post_sum_steps.size();
+    EXPECT_THROW(planned.diagonals(), std::logic_error) << what;
+    EXPECT_THROW(planned.apply(std::vector<double>(planned.slots, 0.0)), std::logic_error) << what;
+  };
+  const std::size_t slots = 2048, lanes = 2;
+  const Layout plain{{8, 8, 8}, 1, slots, 1, lanes};
+  const Layout in = with_full_replication(plain);
+  const std::vector<Conv2d> strided{random_conv(8, 16, 3, 2, 1, true), random_conv(8, 16, 3, 2, 1, true)};
+  const std::vector<Conv2d> same8{random_conv(8, 8, 3, 1, 1, true), random_conv(8, 8, 3, 1, 1, true)};
+  const Layout rotated = with_rotated_replicas(conv_output_layout(strided[0], in));
+  const std::vector<Conv2d> same16{random_conv(16, 16, 3, 1, 1, true), random_conv(16, 16, 3, 1, 1, true)};
+  same_plan([&](Lowered w) { return lower_conv(same8, plain, conv_output_layout(same8[0], plain), w); }, "plain");
+  same_plan([&](Lowered w) { return lower_conv(same8, in, conv_output_layout(same8[0], in), w); }, "cyclic");
+  EXPECT_EQ(same_plan([&](Lowered w) { return lower_conv(strided, in, conv_output_layout(strided[0], in), w); }, "hybrid"),
+            1u);
+  same_plan([&](Lowered w) { return lower_conv(strided, in, rotated, w); }, "to rotated copies");
+  EXPECT_EQ(same_plan([&](Lowered w) { return lower_conv(same16, rotated, conv_output_layout(same16[0], rotated), w); },
+                      "rotated copies split"),
+            2u);
+  const AvgPool2d pool{2, 2};
+  EXPECT_EQ(same_plan([&](Lowered w) { return lower_avg_pool(pool, in, pool_output_layout(pool, in), w); }, "pooling"),
+            2u);
+  const Linear head{8 * 8 * 8, 10, random_vec(8 * 8 * 8 * 10, -0.1, 0.1), random_vec(10, -1, 1)};
+  const Layout one_lane = with_full_replication(Layout{{8, 8, 8}, 1, slots});
+  same_plan([&](Lowered w) { return lower_linear({head}, one_lane, Layout{{10, 1, 1}, 1, slots}, w); }, "linear");
+  const ChannelAffine affine{random_vec(16, 0.5, 1.5), random_vec(16, -0.2, 0.2)};
+  same_plan([&](Lowered w) { return lower_channel_affine({affine, affine}, rotated, w); }, "affine");
+}
+
 // Regression: a tensor smaller than its copy count (span 16, 64 copies in a lane) asked
 // for rotated copies, whose rotation step would be zero positions; compiling the
 // reduced demo model failed with "rotated copies need at least 2 replicas dividing the

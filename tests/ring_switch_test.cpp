@@ -15,7 +15,6 @@
 #include "ckks/serialization.h"
 #include "nn/compiled_graph.h"
 #include "nn/parameter_choice.h"
-#include "nn/compiled_graph.h"
 #include "nn/patch_cnn.h"
 #include "nn/precision.h"
 #include "nn/synthetic.h"
@@ -119,19 +118,53 @@ TEST(RingSwitch, SecureSetsKeepTheHalfRingBound) {
   EXPECT_THROW(half_ring_parameters(big, 17, 4), std::invalid_argument);
 }
 
-// The automatic choice at the parameters `pfhe compile` picks for a 28-level PatchCNN:
-// level 15 (after block 3) with 4 special primes. Above level 20 no half ring is secure;
-// level 19 (after block 2) leaves one special prime and 20 digits, whose key switches cost
-// more than the big ring's; levels 16-18 are estimated above 3/4 of the big ring's time.
-TEST(RingSwitch, ChoiceAtCryptoFaceDepthIsAfterBlockThree) {
+// The candidate at the parameters `pfhe compile` picks for a 28-level PatchCNN: level 15
+// (after block 3) with 4 special primes. Above level 20 no half ring is secure; level 19
+// (after block 2) leaves one special prime and 20 digits, whose key switches cost more
+// than the big ring's; levels 16-18 are estimated above 3/4 of the big ring's time. The
+// reduced model's small backbones still need 49 of their 52 rotations in the big ring, so
+// the half ring's keys would grow its evaluation keys by ~22 %: it does not switch
+// (CryptoFaceNet4's, +3.6 %, do).
+TEST(RingSwitch, CandidateAtCryptoFaceDepthIsAfterBlockThreeAndWeighsKeys) {
   const nn::SyntheticKind kind = nn::synthetic_kind("reduced");
   const nn::PatchCNN model = nn::make_synthetic_patch_cnn(kind.shape, kind.grid, kind.patch, kind.embedding, 3,
                                                           nn::synthetic_images(32, {3, 16, 16}, 1));
-  const Parameters params = Parameters::create(nn::parameters_for(model));
-  const auto choice = nn::choose_ring_switch(model.to_graph(), params, nn::required_levels(model));
-  ASSERT_TRUE(choice.has_value());
-  EXPECT_EQ(choice->level, 15u);  // block 3's output
-  EXPECT_EQ(choice->special_primes, 4u);
+  const Context ctx(Parameters::create(nn::parameters_for(model)));
+  const Encoder enc(ctx);
+  const nn::Graph graph = model.to_graph();
+  const std::size_t level = nn::required_levels(model);
+  const auto candidate = nn::ring_switch_candidate(graph, enc, level);
+  ASSERT_TRUE(candidate.has_value());
+  EXPECT_EQ(candidate->level, 15u);  // block 3's output
+  EXPECT_EQ(candidate->special_primes, 4u);
+  const double growth = nn::ring_switch_key_growth(graph, enc, level, *candidate);
+  EXPECT_GT(growth, 1.15);
+  EXPECT_LT(growth, 1.30);
+  EXPECT_FALSE(nn::choose_ring_switch(graph, enc, level).has_value());
+}
+
+// Graph model files switch by the same rule (nn::compile_graph): the two-tower graph's
+// keys shrink with the switch (its towers' later layers need fewer rotations in the half
+// ring than the big ring's), two-tower-tiny's would grow by half: one switches, the other
+// does not.
+TEST(RingSwitch, GraphFilesSwitchWhereTheKeysAllowIt) {
+  const auto choice_for = [](const char* kind, const nn::Shape& shape) {
+    const nn::Graph graph = nn::make_synthetic_graph(kind, 3, nn::synthetic_images(32, shape, 4));
+    const nn::FitReport fit = nn::fit(graph, nn::synthetic_images(8, shape, 5), nn::kIntermediateLimit);
+    const Context ctx(Parameters::create(nn::parameters_for(graph, fit.ranges.back().max_abs)));
+    const Encoder enc(ctx);
+    const std::size_t level = ctx.params().max_level();
+    const auto candidate = nn::ring_switch_candidate(graph, enc, level);
+    EXPECT_TRUE(candidate.has_value()) << kind;
+    const double growth = candidate ? nn::ring_switch_key_growth(graph, enc, level, *candidate) : 0;
+    return std::make_pair(nn::choose_ring_switch(graph, enc, level), growth);
+  };
+  const auto [towers, towers_growth] = choice_for("two-tower", {3, 32, 32});
+  EXPECT_TRUE(towers.has_value());
+  EXPECT_LT(towers_growth, 1.0);
+  const auto [tiny, tiny_growth] = choice_for("two-tower-tiny", {3, 8, 8});
+  EXPECT_FALSE(tiny.has_value());
+  EXPECT_GT(tiny_growth, 1.3);
 }
 
 // The reduced PatchCNN (four patches in one lane group) switching after block 3: the rest of

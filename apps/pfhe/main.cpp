@@ -42,10 +42,11 @@ namespace {
 using runtime::Clock;
 using runtime::seconds_since;
 
+// One fprintf per line: stderr is unbuffered, and the executors' threads report their
+// branches concurrently, so a line written in three calls could interleave with another's.
 void progress(const char* fmt, auto... args) {
-  std::fprintf(stderr, "[pfhe] ");
-  std::fprintf(stderr, fmt, args...);
-  std::fprintf(stderr, "\n");
+  const std::string line = std::string("[pfhe] ") + fmt + "\n";
+  std::fprintf(stderr, line.c_str(), args...);
 }
 
 void write_json_report(const std::string& path, const nlohmann::json& j) {
@@ -206,19 +207,24 @@ struct CompileOptions {
   bool plan_only = false, no_ring_switch = false;
 };
 
-// The automatic ring switch (nn::choose_ring_switch) unless switched off; reported.
-std::shared_ptr<const nn::HalfRing> compile_half_ring(const CompileOptions& o, const nn::Graph& graph,
-                                                      const ckks::Parameters& params, std::size_t level) {
-  // A server given the model file plans with the automatic choice; a plan without it would
-  // not match the keys made from its spec.
-  if (o.no_ring_switch && o.plan_only)
-    throw std::invalid_argument("--no-ring-switch applies to compiled artefacts, not to --plan-only");
-  const auto half = o.no_ring_switch ? nullptr : nn::chosen_half_ring(graph, params, level, o.lanes);
+void report_ring_switch(const nn::HalfRing* half, bool switched_off) {
   if (half)
     progress("ring switch at level %zu: the rest runs at %s", half->choice.level,
              half->context.params().describe().c_str());
   else
-    progress("no ring switch (%s)", o.no_ring_switch ? "--no-ring-switch" : "no level where the half ring pays off");
+    progress("no ring switch (%s)", switched_off ? "--no-ring-switch"
+                                                 : "no level where the half ring pays off in time and key size");
+}
+
+// The automatic ring switch (nn::choose_ring_switch) unless switched off; reported.
+std::shared_ptr<const nn::HalfRing> compile_half_ring(const CompileOptions& o, const nn::Graph& graph,
+                                                      const ckks::Encoder& enc, std::size_t level) {
+  // A server given the model file plans with the automatic choice; a plan without it would
+  // not match the keys made from its spec.
+  if (o.no_ring_switch && o.plan_only)
+    throw std::invalid_argument("--no-ring-switch applies to compiled artefacts, not to --plan-only");
+  const auto half = o.no_ring_switch ? nullptr : nn::chosen_half_ring(graph, enc, level, o.lanes);
+  report_ring_switch(half.get(), o.no_ring_switch);
   return half;
 }
 
@@ -228,9 +234,9 @@ bool is_onnx(const std::string& path) { return fs::path(path).extension() == ".o
 // A graph model: parameters from its depth (measured by planning it) and its output's range
 // on calibration inputs, compiled whole at their top level (nn::compile_graph).
 int cmd_compile_graph(const CompileOptions& o) {
-  if (o.plan_only || o.lanes != 0 || o.no_ring_switch || o.precision_bits > 0)
-    throw std::invalid_argument("--plan-only, --lanes, --no-ring-switch and --precision-bits apply to PatchCNN models; "
-                                "a graph is compiled whole at a 2^40 scale");
+  if (o.plan_only || o.lanes != 0 || o.precision_bits > 0)
+    throw std::invalid_argument("--plan-only, --lanes and --precision-bits apply to PatchCNN models; a graph is "
+                                "compiled whole at a 2^40 scale");
   auto t = Clock::now();
   const nn::Graph graph = is_onnx(o.model) ? nn::import_onnx_file(o.model) : nn::load_graph_file(o.model);
   const nn::FitReport ranges =
@@ -241,13 +247,15 @@ int cmd_compile_graph(const CompileOptions& o) {
            ctx.params().describe().c_str());
   const ckks::Encoder enc(ctx);
   const auto budget = static_cast<std::size_t>(o.budget_gb * static_cast<double>(1ULL << 30));
-  const nn::CompiledGraph compiled = nn::compile_graph(graph, enc, budget);
+  const nn::CompiledGraph compiled = nn::compile_graph(graph, enc, budget, !o.no_ring_switch);
+  report_ring_switch(compiled.half_ring().get(), o.no_ring_switch);
   std::size_t branches = 0;
   for (const auto& region : compiled.parallel_regions()) branches += region.branches.size();
   progress("compiled in %.1f s: depth %zu, %zu parallel region(s) with %zu branch tasks, diagonals hold %.2f GB, %zu "
            "rotation keys",
            seconds_since(t), compiled.depth(), compiled.parallel_regions().size(), branches,
-           static_cast<double>(compiled.plaintext_bytes()) / 1e9, compiled.rotation_levels().size());
+           static_cast<double>(compiled.plaintext_bytes()) / 1e9,
+           compiled.rotation_levels().size() + compiled.half_ring_rotation_levels().size());
   t = Clock::now();
   runtime::write_compiled_graph(o.out_dir, ctx.params(), compiled);
   progress("wrote %s/{params.pfhe, model.pfhc, client.json} in %.1f s", o.out_dir.c_str(), seconds_since(t));
@@ -266,7 +274,7 @@ int cmd_compile(const CompileOptions& o) {
   // The PatchCNN as a graph (a crop per patch, its backbone and head block, the sum, the
   // normalisation) through the one compiler, which puts its patches in lanes.
   const nn::Graph graph = model.to_graph();
-  const auto half_ring = compile_half_ring(o, graph, ctx.params(), target.level);
+  const auto half_ring = compile_half_ring(o, graph, enc, target.level);
   const std::string& out_dir = o.out_dir;
   if (o.plan_only) {
     const nn::CompiledGraph plan = nn::CompiledGraph::compile(graph, enc, target.level, target.scale, 0,

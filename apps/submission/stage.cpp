@@ -85,7 +85,7 @@ nn::CompiledGraph compile(const nn::PatchCNN& model, const ckks::Encoder& enc, n
   const nn::CompileTarget target = nn::compile_target(model, params);
   const nn::Graph graph = model.to_graph();
   return nn::CompiledGraph::compile(graph, enc, target.level, target.scale, std::size_t{1} << 30, mode, nullptr,
-                                    nullptr, 0, nn::chosen_half_ring(graph, params, target.level));
+                                    nullptr, 0, nn::chosen_half_ring(graph, enc, target.level));
 }
 
 void write_text(const fs::path& path, const std::string& text) { ckks::write_text_file(path.string(), text); }

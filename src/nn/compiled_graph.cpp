@@ -56,7 +56,7 @@ bool is_zero(const std::vector<double>& v) {
   return std::all_of(v.begin(), v.end(), [](double x) { return x == 0.0; });
 }
 
-using LazyMap = std::function<SlotLinearMap()>;
+using LazyMap = std::function<SlotLinearMap(Lowered)>;
 
 }  // namespace
 
@@ -114,9 +114,9 @@ class CompiledGraph::Builder {
     const Value x = in_ring(name, v);
     Layout to = out;  // in x's ring
     if (x.half && !v.half) to.slots /= 2, to.replicas /= 2;
-    const auto map = [&] {
-      SlotLinearMap m = lower_elementwise(weights, x.layout, to);
-      if (!is_zero(shift)) m.bias = pack_elements(shift, to);
+    const auto map = [&](Lowered what) {
+      SlotLinearMap m = lower_elementwise(weights, x.layout, to, what);
+      if (what == Lowered::kEntries && !is_zero(shift)) m.bias = pack_elements(shift, to);
       return m;
     };
     return linear(name, x, map, to, x.shape, target_scale, x.members);
@@ -240,10 +240,13 @@ class CompiledGraph::Builder {
   Value linear_here(const std::string& name, const Value& v, const LazyMap& lower, const Layout& out,
                     const Shape& shape, double target_scale, std::size_t members) {
     require_level(v.level);
-    CompiledLinear l = lowering_of_(out_.steps_.size()) == Lowering::kLayout
-                           ? CompiledLinear{v.level, target_scale, placeholder(enc_of(v), v.layout.slots, v.level),
-                                            std::nullopt, v.layout, out, {}}
-                           : lowered_linear(v, lower(), out, target_scale);
+    const Lowering lowering = lowering_of_(out_.steps_.size());
+    CompiledLinear l =
+        lowering == Lowering::kLayout
+            ? CompiledLinear{v.level, target_scale, placeholder(enc_of(v), v.layout.slots, v.level), std::nullopt,
+                             v.layout, out, {}}
+            : lowered_linear(v, lower(lowering == Lowering::kFull ? Lowered::kEntries : Lowered::kDiagonalIndices), out,
+                             target_scale);
     return {push(name, {v.index}, std::move(l), v.half), out, shape, v.level - 1, target_scale, {}, v.max_abs, members,
             v.half};
   }
@@ -269,7 +272,9 @@ class CompiledGraph::Builder {
       // value / r (the step folds the multiplier in, as any linear step): r comes from the
       // value's own range, and becomes the multiplier.
       const double r = 4 * v.max_abs;
-      const auto map = [&] { return lower_elementwise(std::vector<double>(m.size(), 1.0 / r), v.layout, v.layout); };
+      const auto map = [&](Lowered what) {
+        return lower_elementwise(std::vector<double>(m.size(), 1.0 / r), v.layout, v.layout, what);
+      };
       x = linear_here(name + ".to_bootstrap", v, map, v.layout, v.shape, scale_, v.members);
       x.multiplier.assign(m.size(), r);
     }
@@ -485,13 +490,13 @@ CompiledGraph CompiledGraph::build(const Graph& graph, const Recipe& recipe, con
       // The linear node over `map`'s output layout `out`.
       const auto linear = [&](const Layout& out, auto&& lower) {
         const Value in = lowered(n, x, out);
-        return b.linear(node.name, in, [&] { return lower(in.layout, out); }, out, node.shape, scale,
+        return b.linear(node.name, in, [&](Lowered what) { return lower(in.layout, out, what); }, out, node.shape, scale,
                         exit ? 1 : x.members);
       };
       const auto pool = [&](const AvgPool2d& p) {
         spatial("pooling");
         return linear(pool_output_layout(p, x.layout),
-                      [&](const Layout& in, const Layout& o) { return lower_avg_pool(p, in, o); });
+                      [&](const Layout& in, const Layout& o, Lowered what) { return lower_avg_pool(p, in, o, what); });
       };
       values[n] = std::visit(
           Overloaded{
@@ -505,7 +510,7 @@ CompiledGraph CompiledGraph::build(const Graph& graph, const Recipe& recipe, con
                 Layout out = linear_output_layout(node, x.layout, x.layout.lanes);
                 if (rotates_output(n, x.layout)) out = with_rotated_replicas(out);
                 const auto convs = copies(std::type_identity<Conv2d>{});
-                return linear(out, [&](const Layout& in, const Layout& o) { return lower_conv(convs, in, o); });
+                return linear(out, [&](const Layout& in, const Layout& o, Lowered what) { return lower_conv(convs, in, o, what); });
               },
               [&](const BatchNorm&) { return b.batch_norm(node.name, x, ops(std::type_identity<BatchNorm>{})); },
               [&](const AvgPool2d& p) { return pool(p); },
@@ -522,7 +527,7 @@ CompiledGraph CompiledGraph::build(const Graph& graph, const Recipe& recipe, con
               [&](const Linear&) {
                 const Layout out = linear_output_layout(node, x.layout, exit ? 1 : x.layout.lanes);
                 const auto layers = copies(std::type_identity<Linear>{});
-                return linear(out, [&](const Layout& in, const Layout& o) { return lower_linear(layers, in, o); });
+                return linear(out, [&](const Layout& in, const Layout& o, Lowered what) { return lower_linear(layers, in, o, what); });
               },
               [&](const Add&) { return b.add(node.name, x, *values[node.inputs[1]]); },
               [&](const Scale&) {

@@ -1,6 +1,8 @@
 #include "nn/linear_map.h"
 
+#include <bit>
 #include <complex>
+#include <stdexcept>
 #include <string>
 
 namespace pfhe::nn {
@@ -62,63 +64,115 @@ Tensor unpack(const std::vector<double>& slots, const Layout& layout, std::size_
 
 namespace {
 
-// Expands a map given on copy 0 of both layouts (global slots, every lane) to every
-// output copy. With a cyclic input layout each input is read from the copy at a
-// non-negative offset below the input period from its output slot, so all output copies
-// share the same few diagonals. Two layouts let the copies share the work instead
-// (rotate-and-sum steps add them up, SlotLinearMap::post_sum_steps):
+// Slot counts are powers of two (a mask, not a division: this runs per map entry).
+std::size_t diagonal_of(std::size_t out, std::size_t in, std::size_t slots) { return (in + slots - out) & (slots - 1); }
+
+std::vector<long> present_indices(const std::vector<char>& present) {
+  std::vector<long> indices;
+  for (std::size_t k = 0; k < present.size(); ++k)
+    if (present[k]) indices.push_back(static_cast<long>(k));
+  return indices;
+}
+
+// Builds a map from its entries on copy 0 of both layouts (global slots, every lane),
+// expanded to every output copy. With a cyclic input layout each input is read from the
+// copy at a non-negative offset below the input period from its output slot, so all
+// output copies share the same few diagonals. Two layouts let the copies share the work
+// instead (rotate-and-sum steps add them up, SlotLinearMap::post_sum_steps):
 // - the output period is smaller than the input period (both plain and cyclic): the output
 //   copies inside one input period split every row by offset window (hybrid method);
 // - the input copies are rotated (same period, plain cyclic output): an entry at offset t
 //   (in copy-0 positions) is read from copy k = t / (span / replicas) at the offset
 //   t mod (span / replicas), so all copies use the same span / replicas offset window.
-SlotLinearMap replicate(std::vector<SlotLinearMap::Entry> entries, const std::vector<double>& bias0,
-                        const Layout& in, const Layout& out) {
-  SlotLinearMap m;
-  m.slots = out.slots;
-  const std::size_t n = out.slots;
-  const std::size_t in_period = in.period(), out_period = out.period();
-  const bool hybrid = !in.rotated && !out.rotated && in.cyclic() && out.cyclic() && in_period > out_period;
-  const bool copies_split = in.rotated && !out.rotated && in.cyclic() && out.cyclic() && in_period == out_period;
+// For Lowered::kDiagonalIndices the copies only mark their diagonals: the expanded map
+// (tens of millions of entries for CryptoFaceNet's convolutions) is never stored.
+class MapBuilder {
+ public:
+  MapBuilder(const Layout& in, const Layout& out, Lowered what)
+      : in_(in), out_(out), what_(what), n_(out.slots), in_period_(in.period()), out_period_(out.period()) {
+    hybrid_ = !in.rotated && !out.rotated && in.cyclic() && out.cyclic() && in_period_ > out_period_;
+    copies_split_ = in.rotated && !out.rotated && in.cyclic() && out.cyclic() && in_period_ == out_period_;
+    copies_ = hybrid_ ? n_ / in_period_ : copies_split_ ? 1 : out.replicas;
+  }
   // Sized once: these maps reach tens of millions of entries, and growing them by doubling
-  // cost CryptoFaceNet4's compile ~10 % in page faults and copies.
-  m.entries.reserve(entries.size() * (hybrid ? n / in_period : copies_split ? 1 : out.replicas));
-  if (hybrid) {
-    const std::size_t window = out_period;
-    for (std::size_t block = 0; block < n; block += in_period)
-      for (const auto& e : entries) {
-        const std::size_t offset = (e.in + in_period - e.out % in_period) % in_period;
-        const std::size_t copy = offset / window;  // the output copy whose window holds this input
-        const std::size_t dst = block + e.out + copy * window;
-        m.entries.push_back({dst, (dst + offset % window) % n, e.weight});
-      }
-    for (std::size_t step = window; step < in_period; step <<= 1) m.post_sum_steps.push_back(static_cast<long>(step));
-  } else if (copies_split) {
-    const std::size_t window = in_period / in.replicas;  // global slots of one rotation step
-    for (const auto& e : entries) {
-      const std::size_t offset = (e.in + in_period - e.out) % in_period;
-      const std::size_t copy = offset / window;
-      const std::size_t src = in.replica_slot(copy, e.in);
-      m.entries.push_back({(src + n - offset % window) % n, src, e.weight});
+  // was half of a plan's time and ~10 % of CryptoFaceNet4's compile in copies and faults.
+  void reserve(std::size_t copy0_entries) { copy0_.reserve(copy0_entries); }
+  void add(std::size_t out_slot, std::size_t in_slot, double weight) { copy0_.push_back({out_slot, in_slot, weight}); }
+  // `bias0`: one output period (empty: none), repeated on every copy.
+  SlotLinearMap finish(const std::vector<double>& bias0) {
+    SlotLinearMap m;
+    m.slots = n_;
+    if (hybrid_)
+      for (std::size_t step = out_period_; step < in_period_; step <<= 1) m.post_sum_steps.push_back(static_cast<long>(step));
+    if (copies_split_)
+      for (std::size_t step = out_period_; step < n_; step <<= 1) m.post_sum_steps.push_back(static_cast<long>(step));
+    if (what_ == Lowered::kDiagonalIndices) {
+      std::vector<char> present(n_, 0);
+      expand([&](std::size_t dst, std::size_t src, double) { present[diagonal_of(dst, src, n_)] = 1; });
+      m.planned_indices = present_indices(present);
+      return m;
     }
-    for (std::size_t step = out_period; step < n; step <<= 1) m.post_sum_steps.push_back(static_cast<long>(step));
-  } else {
-    for (std::size_t k = 0; k < out.replicas; ++k)
-      for (const auto& e : entries) {
-        const std::size_t dst = out.replica_slot(k, e.out);
-        std::size_t src = e.in;  // copy 0 of a non-cyclic input
-        if (in.rotated) src = in.replica_slot(k % in.replicas, e.in);  // the same copy: per-channel maps stay diagonal
-        else if (in.cyclic()) src = (dst + (e.in + n - dst % in_period) % in_period) % n;
-        m.entries.push_back({dst, src, e.weight});
+    m.entries.reserve(copy0_.size() * copies_);
+    expand([&](std::size_t dst, std::size_t src, double w) { m.entries.push_back({dst, src, w}); });
+    if (!bias0.empty()) {
+      m.bias.assign(n_, 0.0);
+      for (std::size_t k = 0; k < out_.replicas; ++k)
+        for (std::size_t s = 0; s < out_period_; ++s) m.bias[out_.replica_slot(k, s)] = bias0[s];
+    }
+    return m;
+  }
+
+ private:
+  // x mod m, by a mask when m is a power of two (slot counts and the periods of cyclic
+  // layouts are): the divisions were most of a plan's time.
+  struct Modulus {
+    std::size_t m, mask;
+    explicit Modulus(std::size_t m) : m(m), mask(std::has_single_bit(m) ? m - 1 : 0) {}
+    std::size_t operator()(std::size_t x) const { return mask ? x & mask : x % m; }
+  };
+
+  // Calls emit(out slot, in slot, weight) for every copy of every entry, copy by copy.
+  template <typename Emit>
+  void expand(Emit&& emit) const {
+    const Modulus mod_n(n_), mod_in(in_period_);
+    if (hybrid_) {
+      const std::size_t window = out_period_;
+      const Modulus mod_window(window);
+      for (std::size_t block = 0; block < n_; block += in_period_)
+        for (const auto& e : copy0_) {
+          const std::size_t offset = mod_in(e.in + in_period_ - mod_in(e.out));
+          const std::size_t copy = offset / window;  // the output copy whose window holds this input
+          const std::size_t dst = block + e.out + copy * window;
+          emit(dst, mod_n(dst + mod_window(offset)), e.weight);
+        }
+    } else if (copies_split_) {
+      const std::size_t window = in_period_ / in_.replicas;  // global slots of one rotation step
+      const Modulus mod_window(window);
+      for (const auto& e : copy0_) {
+        const std::size_t offset = mod_in(e.in + in_period_ - e.out);
+        const std::size_t src = in_.replica_slot(offset / window, e.in);
+        emit(mod_n(src + n_ - mod_window(offset)), src, e.weight);
       }
+    } else {
+      for (std::size_t k = 0; k < out_.replicas; ++k)
+        for (const auto& e : copy0_) {
+          const std::size_t dst = out_.replica_slot(k, e.out);
+          std::size_t src = e.in;  // copy 0 of a non-cyclic input
+          if (in_.rotated) src = in_.replica_slot(k % in_.replicas, e.in);  // the same copy: per-channel maps stay diagonal
+          else if (in_.cyclic()) src = mod_n(dst + mod_in(e.in + n_ - mod_in(dst)));
+          emit(dst, src, e.weight);
+        }
+    }
   }
-  if (!bias0.empty()) {
-    m.bias.assign(n, 0.0);
-    for (std::size_t k = 0; k < out.replicas; ++k)
-      for (std::size_t s = 0; s < out_period; ++s) m.bias[out.replica_slot(k, s)] = bias0[s];
-  }
-  return m;
-}
+
+  const Layout& in_;
+  const Layout& out_;
+  const Lowered what_;
+  const std::size_t n_, in_period_, out_period_;
+  bool hybrid_ = false, copies_split_ = false;
+  std::size_t copies_ = 1;
+  std::vector<SlotLinearMap::Entry> copy0_;
+};
 
 void check_pair(const Layout& in, const Layout& out, const char* who) {
   in.validate();
@@ -135,6 +189,7 @@ void check_lanes(std::size_t layers, const Layout& in, const Layout& out, bool m
 }  // namespace
 
 std::vector<double> SlotLinearMap::apply(const std::vector<double>& x) const {
+  if (planned_indices) throw std::logic_error("SlotLinearMap: a map of diagonal indices only cannot be applied");
   if (x.size() != slots) throw std::invalid_argument("SlotLinearMap: input has the wrong slot count");
   std::vector<double> y(slots, 0.0);
   for (const auto& e : entries) y[e.out] += e.weight * x[e.in];
@@ -147,23 +202,15 @@ std::vector<double> SlotLinearMap::apply(const std::vector<double>& x) const {
   return y;
 }
 
-namespace {
-long diagonal_of(const SlotLinearMap::Entry& e, std::size_t slots) {
-  const long n = static_cast<long>(slots);
-  return ((static_cast<long>(e.in) - static_cast<long>(e.out)) % n + n) % n;
-}
-}  // namespace
-
 std::vector<long> SlotLinearMap::diagonal_indices() const {
+  if (planned_indices) return *planned_indices;
   std::vector<char> present(slots, 0);
-  for (const auto& e : entries) present[static_cast<std::size_t>(diagonal_of(e, slots))] = 1;
-  std::vector<long> indices;
-  for (std::size_t k = 0; k < slots; ++k)
-    if (present[k]) indices.push_back(static_cast<long>(k));
-  return indices;
+  for (const auto& e : entries) present[diagonal_of(e.out, e.in, slots)] = 1;
+  return present_indices(present);
 }
 
 ckks::Diagonals SlotLinearMap::diagonals() const {
+  if (planned_indices) throw std::logic_error("SlotLinearMap: a map of diagonal indices only has no diagonals");
   // Entries are scattered through a flat table from diagonal to its values (millions of
   // entries for the large convolutions: a map lookup each was most of this function).
   const std::vector<long> indices = diagonal_indices();
@@ -173,7 +220,7 @@ ckks::Diagonals SlotLinearMap::diagonals() const {
     auto& diag = d.emplace_hint(d.end(), k, std::vector<std::complex<double>>(slots, 0.0))->second;
     column[static_cast<std::size_t>(k)] = &diag;
   }
-  for (const auto& e : entries) (*column[static_cast<std::size_t>(diagonal_of(e, slots))])[e.out] += e.weight;
+  for (const auto& e : entries) (*column[diagonal_of(e.out, e.in, slots)])[e.out] += e.weight;
   return d;
 }
 
@@ -209,10 +256,13 @@ Layout conv_output_layout(const Conv2d& conv, const Layout& in) {
   return strided_output_layout(conv.output_shape(in.shape), conv.stride, in);
 }
 
-SlotLinearMap lower_conv(const std::vector<Conv2d>& per_lane, const Layout& in, const Layout& out) {
+SlotLinearMap lower_conv(const std::vector<Conv2d>& per_lane, const Layout& in, const Layout& out, Lowered what) {
   check_pair(in, out, "lower_conv");
   check_lanes(per_lane.size(), in, out, false, "lower_conv");
-  std::vector<SlotLinearMap::Entry> entries;
+  MapBuilder map(in, out, what);
+  std::size_t bound = 0;  // at most one entry per (output, input channel, tap)
+  for (const Conv2d& conv : per_lane) bound += out.shape.size() * conv.in_channels * conv.kernel * conv.kernel;
+  map.reserve(bound);
   std::vector<double> bias;
   for (std::size_t lane = 0; lane < per_lane.size(); ++lane) {
     const Conv2d& conv = per_lane[lane];
@@ -232,8 +282,7 @@ SlotLinearMap lower_conv(const std::vector<Conv2d>& per_lane, const Layout& in, 
                   continue;
                 const double w = conv.w(o, c, dy, dx);
                 if (w != 0.0)
-                  entries.push_back(
-                      {dst, in.global_slot(lane, c, static_cast<std::size_t>(yy), static_cast<std::size_t>(xx)), w});
+                  map.add(dst, in.global_slot(lane, c, static_cast<std::size_t>(yy), static_cast<std::size_t>(xx)), w);
               }
         }
     if (!conv.bias.empty()) {
@@ -243,18 +292,19 @@ SlotLinearMap lower_conv(const std::vector<Conv2d>& per_lane, const Layout& in, 
           for (std::size_t j = 0; j < out.shape.width; ++j) bias[out.global_slot(lane, o, i, j)] = conv.bias[o];
     }
   }
-  return replicate(std::move(entries), bias, in, out);
+  return map.finish(bias);
 }
 
 Layout pool_output_layout(const AvgPool2d& pool, const Layout& in) {
   return strided_output_layout(pool.output_shape(in.shape), pool.stride, in);
 }
 
-SlotLinearMap lower_avg_pool(const AvgPool2d& pool, const Layout& in, const Layout& out) {
+SlotLinearMap lower_avg_pool(const AvgPool2d& pool, const Layout& in, const Layout& out, Lowered what) {
   check_pair(in, out, "lower_avg_pool");
   if (!(out.shape == pool.output_shape(in.shape)) || in.lanes != out.lanes)
     throw std::invalid_argument("lower_avg_pool: layout mismatch");
-  std::vector<SlotLinearMap::Entry> entries;
+  MapBuilder map(in, out, what);
+  map.reserve(in.lanes * out.shape.size() * pool.kernel * pool.kernel);
   const double w = 1.0 / static_cast<double>(pool.kernel * pool.kernel);
   for (std::size_t lane = 0; lane < in.lanes; ++lane)
     for (std::size_t c = 0; c < out.shape.channels; ++c)
@@ -262,15 +312,16 @@ SlotLinearMap lower_avg_pool(const AvgPool2d& pool, const Layout& in, const Layo
         for (std::size_t j = 0; j < out.shape.width; ++j)
           for (std::size_t dy = 0; dy < pool.kernel; ++dy)
             for (std::size_t dx = 0; dx < pool.kernel; ++dx)
-              entries.push_back({out.global_slot(lane, c, i, j),
-                                 in.global_slot(lane, c, i * pool.stride + dy, j * pool.stride + dx), w});
-  return replicate(std::move(entries), {}, in, out);
+              map.add(out.global_slot(lane, c, i, j), in.global_slot(lane, c, i * pool.stride + dy, j * pool.stride + dx),
+                      w);
+  return map.finish({});
 }
 
-SlotLinearMap lower_linear(const std::vector<Linear>& per_lane, const Layout& in, const Layout& out) {
+SlotLinearMap lower_linear(const std::vector<Linear>& per_lane, const Layout& in, const Layout& out, Lowered what) {
   check_pair(in, out, "lower_linear");
   check_lanes(per_lane.size(), in, out, true, "lower_linear");
-  std::vector<SlotLinearMap::Entry> entries;
+  MapBuilder map(in, out, what);
+  map.reserve(per_lane.size() * out.shape.size() * in.shape.size());
   std::vector<double> bias;
   for (std::size_t lane = 0; lane < per_lane.size(); ++lane) {
     const Linear& linear = per_lane[lane];
@@ -288,17 +339,18 @@ SlotLinearMap lower_linear(const std::vector<Linear>& per_lane, const Layout& in
         for (std::size_t y = 0; y < s.height; ++y)
           for (std::size_t x = 0; x < s.width; ++x) {
             const double w = linear.weight[f * linear.in_features + (c * s.height + y) * s.width + x];
-            if (w != 0.0) entries.push_back({out.global_slot(out_lane, f, 0, 0), in.global_slot(lane, c, y, x), w});
+            if (w != 0.0) map.add(out.global_slot(out_lane, f, 0, 0), in.global_slot(lane, c, y, x), w);
           }
     if (!linear.bias.empty()) {
       bias.resize(out.period(), 0.0);
       for (std::size_t f = 0; f < linear.out_features; ++f) bias[out.global_slot(out_lane, f, 0, 0)] += linear.bias[f];
     }
   }
-  return replicate(std::move(entries), bias, in, out);
+  return map.finish(bias);
 }
 
-SlotLinearMap lower_elementwise(const std::vector<double>& weights, const Layout& in, const Layout& out) {
+SlotLinearMap lower_elementwise(const std::vector<double>& weights, const Layout& in, const Layout& out,
+                                Lowered what) {
   check_pair(in, out, "lower_elementwise");
   const std::size_t size = in.shape.size();
   if (in.lanes != out.lanes || out.shape.size() != size || size == 0 || weights.size() % size != 0 ||
@@ -309,16 +361,18 @@ SlotLinearMap lower_elementwise(const std::vector<double>& weights, const Layout
     const std::size_t plane = l.shape.height * l.shape.width;
     return l.global_slot(lane, e / plane, (e % plane) / l.shape.width, e % l.shape.width);
   };
-  std::vector<SlotLinearMap::Entry> entries;
+  MapBuilder map(in, out, what);
+  map.reserve(weights.size());
   for (std::size_t i = 0; i < weights.size(); ++i)
-    if (weights[i] != 0.0) entries.push_back({slot_of(out, i / size, i % size), slot_of(in, i / size, i % size), weights[i]});
-  return replicate(std::move(entries), {}, in, out);
+    if (weights[i] != 0.0) map.add(slot_of(out, i / size, i % size), slot_of(in, i / size, i % size), weights[i]);
+  return map.finish({});
 }
 
-SlotLinearMap lower_channel_affine(const std::vector<ChannelAffine>& per_lane, const Layout& layout) {
+SlotLinearMap lower_channel_affine(const std::vector<ChannelAffine>& per_lane, const Layout& layout, Lowered what) {
   layout.validate();
   check_lanes(per_lane.size(), layout, layout, false, "lower_channel_affine");
-  std::vector<SlotLinearMap::Entry> entries;
+  MapBuilder map(layout, layout, what);
+  map.reserve(per_lane.size() * layout.shape.size());
   std::vector<double> bias(layout.period(), 0.0);
   for (std::size_t lane = 0; lane < per_lane.size(); ++lane) {
     const ChannelAffine& a = per_lane[lane];
@@ -328,11 +382,11 @@ SlotLinearMap lower_channel_affine(const std::vector<ChannelAffine>& per_lane, c
       for (std::size_t y = 0; y < layout.shape.height; ++y)
         for (std::size_t x = 0; x < layout.shape.width; ++x) {
           const std::size_t s = layout.global_slot(lane, c, y, x);
-          entries.push_back({s, s, a.scale[c]});
+          map.add(s, s, a.scale[c]);
           bias[s] = a.shift[c];
         }
   }
-  return replicate(std::move(entries), bias, layout, layout);
+  return map.finish(bias);
 }
 
 }  // namespace pfhe::nn

@@ -129,12 +129,28 @@ double key_switch_work(const ckks::Parameters& p, std::size_t level) {
   return static_cast<double>(p.n()) * static_cast<double>(p.digits_at(level)) *
          static_cast<double>(level + 1 + p.p().size());
 }
+
+// In-memory bytes of a switching key made at `level` of `p`: a (b, a) pair of 8-byte
+// words per digit, each over the level's primes and the special primes.
+double switching_key_bytes(const ckks::Parameters& p, std::size_t level) { return 16.0 * key_switch_work(p, level); }
 }  // namespace
 
-std::optional<RingSwitchChoice> choose_ring_switch(const Graph& graph, const ckks::Parameters& params,
-                                                   std::size_t input_level, std::size_t lanes) {
-  std::optional<ckks::Context> big_ctx;
-  std::optional<ckks::Encoder> big_enc;
+double evaluation_key_bytes(const CompiledGraph& plan, const ckks::Parameters& params) {
+  double bytes = switching_key_bytes(params, params.max_level());  // relinearization
+  for (const auto& [step, level] : plan.rotation_levels()) bytes += switching_key_bytes(params, level);
+  if (const HalfRing* half = plan.half_ring().get()) {
+    const ckks::Parameters& hp = half->context.params();
+    bytes += switching_key_bytes(hp, hp.max_level());
+    for (const auto& [step, level] : plan.half_ring_rotation_levels()) bytes += switching_key_bytes(hp, level);
+    const ckks::Parameters& sp = half->switch_context.params();
+    bytes += switching_key_bytes(sp, sp.max_level());
+  }
+  return bytes;
+}
+
+std::optional<RingSwitchChoice> ring_switch_candidate(const Graph& graph, const ckks::Encoder& encoder,
+                                                      std::size_t input_level, std::size_t lanes) {
+  const ckks::Parameters& params = encoder.context().params();
   for (std::size_t level = input_level; level-- > 1;) {
     // Estimated time of the rest in the half ring relative to the big ring: diagonal
     // products and their encoding halve, key switching scales with key_switch_work.
@@ -154,12 +170,8 @@ std::optional<RingSwitchChoice> choose_ring_switch(const Graph& graph, const ckk
       }
     }
     if (!best) continue;
-    if (!big_ctx) {  // built once, for the first level worth laying out
-      big_ctx.emplace(params);
-      big_enc.emplace(*big_ctx);
-    }
     try {  // a value must be able to switch there: lay the graph out with it
-      CompiledGraph::compile(graph, *big_enc, input_level, params.default_scale(), 0, Compilation::kLayoutOnly, nullptr,
+      CompiledGraph::compile(graph, encoder, input_level, params.default_scale(), 0, Compilation::kLayoutOnly, nullptr,
                              nullptr, lanes, HalfRing::make(params, *best));
       return best;
     } catch (const std::invalid_argument&) {
@@ -170,10 +182,31 @@ std::optional<RingSwitchChoice> choose_ring_switch(const Graph& graph, const ckk
   return std::nullopt;
 }
 
-std::shared_ptr<const HalfRing> chosen_half_ring(const Graph& graph, const ckks::Parameters& params,
+double ring_switch_key_growth(const Graph& graph, const ckks::Encoder& encoder, std::size_t input_level,
+                              const RingSwitchChoice& choice, std::size_t lanes) {
+  const ckks::Parameters& params = encoder.context().params();
+  const auto keys = [&](std::shared_ptr<const HalfRing> half) {
+    return evaluation_key_bytes(CompiledGraph::compile(graph, encoder, input_level, params.default_scale(), 0,
+                                                       Compilation::kPlanOnly, nullptr, nullptr, lanes, std::move(half)),
+                                params);
+  };
+  return keys(HalfRing::make(params, choice)) / keys(nullptr);
+}
+
+std::optional<RingSwitchChoice> choose_ring_switch(const Graph& graph, const ckks::Encoder& encoder,
+                                                   std::size_t input_level, std::size_t lanes) {
+  // Only the earliest point that can switch is weighed: a later one leaves more of the
+  // graph, and of its rotations, in the big ring.
+  const auto candidate = ring_switch_candidate(graph, encoder, input_level, lanes);
+  if (candidate && ring_switch_key_growth(graph, encoder, input_level, *candidate, lanes) <= kRingSwitchKeyGrowth)
+    return candidate;
+  return std::nullopt;
+}
+
+std::shared_ptr<const HalfRing> chosen_half_ring(const Graph& graph, const ckks::Encoder& encoder,
                                                  std::size_t input_level, std::size_t lanes) {
-  const auto choice = choose_ring_switch(graph, params, input_level, lanes);
-  return choice ? HalfRing::make(params, *choice) : nullptr;
+  const auto choice = choose_ring_switch(graph, encoder, input_level, lanes);
+  return choice ? HalfRing::make(encoder.context().params(), *choice) : nullptr;
 }
 
 GraphNeeds graph_needs(const Graph& graph) {
@@ -208,9 +241,12 @@ ckks::ParameterSpec parameters_for(const Graph& graph, double output_max_abs, in
                            needs.min_log_n);
 }
 
-CompiledGraph compile_graph(const Graph& graph, const ckks::Encoder& encoder, std::size_t plaintext_budget) {
+CompiledGraph compile_graph(const Graph& graph, const ckks::Encoder& encoder, std::size_t plaintext_budget,
+                            bool ring_switch) {
   const ckks::Parameters& params = encoder.context().params();
-  return CompiledGraph::compile(graph, encoder, params.max_level(), params.default_scale(), plaintext_budget);
+  return CompiledGraph::compile(graph, encoder, params.max_level(), params.default_scale(), plaintext_budget,
+                                Compilation::kFull, nullptr, nullptr, 0,
+                                ring_switch ? chosen_half_ring(graph, encoder, params.max_level()) : nullptr);
 }
 
 CompileTarget compile_target(const PatchCNN& model, const ckks::Parameters& params) {

@@ -66,22 +66,39 @@ PrecisionChoice parameters_for_precision(const PatchCNN& model, const std::vecto
 // must agree with its artefact and client spec): inputs encrypted at level
 // required_levels(model), at the parameters' default scale. Throws std::invalid_argument
 // when the parameters have fewer levels than the model needs.
-// Where a graph compiled at (params, input_level) with `lanes` (0: as compile picks) should
-// leave its ring for the half ring (ckks/ring_switch.h), if anywhere: the highest level
-// (the earliest point) whose half ring is estimated to run the rest in at most 3/4 of the
-// big ring's time (diagonal work, ~60 % of a CryptoFace backbone, halves; key switching,
-// ~40 %, scales with degree x digits x (limbs + special primes), what ModUp's NTTs and the
-// key products grow with), with the special-prime count that makes it cheapest among the
+// Where a graph compiled with `encoder` at input_level with `lanes` (0: as compile picks) could
+// leave its ring for the half ring (ckks/ring_switch.h): the highest level (the earliest
+// point) whose half ring is estimated to run the rest in at most 3/4 of the big ring's
+// time (diagonal work, ~60 % of a CryptoFace backbone, halves; key switching, ~40 %,
+// scales with degree x digits x (limbs + special primes), what ModUp's NTTs and the key
+// products grow with), with the special-prime count that makes it cheapest among the
 // 128-bit secure ones, and where a value of the graph can switch (checked by laying the
 // graph out with it, Compilation::kLayoutOnly). CryptoFaceNet4: level 15 (the output of
 // block 3) with 4 special primes (level 19, after block 2, would leave one special prime
-// and 20 digits: measured slower; levels 16-18 are estimated above 3/4). nullopt: no level
-// qualifies.
-std::optional<RingSwitchChoice> choose_ring_switch(const Graph& graph, const ckks::Parameters& params,
+// and 20 digits: measured slower; levels 16-18 are estimated above 3/4). nullopt: no
+// level qualifies.
+std::optional<RingSwitchChoice> ring_switch_candidate(const Graph& graph, const ckks::Encoder& encoder,
+                                                      std::size_t input_level, std::size_t lanes = 0);
+// In-memory bytes of the evaluation keys a planned (or compiled) graph needs: the
+// relinearization and Galois keys of each ring it runs in, and the ring-switch key.
+double evaluation_key_bytes(const CompiledGraph& plan, const ckks::Parameters& params);
+// The evaluation keys with `choice` over those without, both from plans of the graph.
+double ring_switch_key_growth(const Graph& graph, const ckks::Encoder& encoder, std::size_t input_level,
+                              const RingSwitchChoice& choice, std::size_t lanes = 0);
+// The switch a graph takes: the candidate, unless it grows the evaluation keys beyond
+// kRingSwitchKeyGrowth. Keys are the server's memory and every client's upload, and when
+// most rotations are still needed in the big ring the half ring's keys come on top (the
+// two-tower-tiny graph: keys 177 -> 278 MB, so `pfhe infer` took 2.87 s against 2.69 s
+// although its compute fell 1.57 -> 1.30 s). Growth measured by this estimate:
+// CryptoFaceNet4 +3.6 %, the tiny CLI PatchCNN +3.8 %, the two-tower graph -13 % (they
+// switch); two-tower-large +12 %, the reduced test PatchCNN +22 %, two-tower-tiny +54 %
+// (they do not).
+inline constexpr double kRingSwitchKeyGrowth = 1.10;
+std::optional<RingSwitchChoice> choose_ring_switch(const Graph& graph, const ckks::Encoder& encoder,
                                                    std::size_t input_level, std::size_t lanes = 0);
 // The half ring of that choice (null: none), as `pfhe compile` and a server given a model
 // file decide it.
-std::shared_ptr<const HalfRing> chosen_half_ring(const Graph& graph, const ckks::Parameters& params,
+std::shared_ptr<const HalfRing> chosen_half_ring(const Graph& graph, const ckks::Encoder& encoder,
                                                  std::size_t input_level, std::size_t lanes = 0);
 
 // What a model graph needs from its parameters without bootstrapping: the levels it
@@ -104,10 +121,11 @@ ckks::ParameterSpec parameters_for(const Graph& graph, double output_max_abs, in
 // How `pfhe compile` and a server given a graph model file compile a graph: inputs at the
 // parameters' top level and default scale (parameters_for gives exactly the levels the
 // graph needs), `plaintext_budget` bytes of diagonals pre-encoded (the CLI's default:
-// 0.5 GB), the rest just in time.
+// 0.5 GB), the rest just in time, switching to the half ring where choose_ring_switch
+// finds that it pays (`ring_switch` false: never; an artefact records its choice).
 inline constexpr std::size_t kDefaultPlaintextBudget = std::size_t{1} << 29;
 CompiledGraph compile_graph(const Graph& graph, const ckks::Encoder& encoder,
-                            std::size_t plaintext_budget = kDefaultPlaintextBudget);
+                            std::size_t plaintext_budget = kDefaultPlaintextBudget, bool ring_switch = true);
 
 struct CompileTarget {
   std::size_t level;

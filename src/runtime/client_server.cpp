@@ -322,7 +322,7 @@ ServedModel::ServedModel(const std::string& params_path, const std::string& mode
     const nn::CompileTarget target = nn::compile_target(model, ctx_->params());
     graph_ = std::make_unique<nn::CompiledGraph>(
         nn::CompiledGraph::compile(*weights_, *enc_, target.level, target.scale, 0, nn::Compilation::kPerTask, nullptr,
-                                   nullptr, lanes, nn::chosen_half_ring(*weights_, ctx_->params(), target.level, lanes)));
+                                   nullptr, lanes, nn::chosen_half_ring(*weights_, *enc_, target.level, lanes)));
   } else {
     // The just-in-time diagonals stay in the mapped file (shared by every process that maps
     // it, reclaimable), not in a private copy. Once decoded, none of the file's pages needs

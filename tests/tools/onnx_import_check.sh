@@ -31,6 +31,7 @@ encrypted_acceptance() {  # encrypted_acceptance NAME (in the work directory)
   local name=$1 srv=srv-$1
   "$pfhe" compile --model $name.pfhm --out-dir $srv --budget-gb 0.1 2> $name.compile.log ||
     { cat $name.compile.log; exit 1; }
+  grep "ring switch" $name.compile.log  # whether its end runs in the half ring (lenet's does, the others' not)
   "$pfhe" keygen --spec $srv/client.json --params $srv/params.pfhe --secret-key $name.sk --eval-keys $name.ek 2> /dev/null
   "$pfhe" encrypt --spec $srv/client.json --params $srv/params.pfhe --secret-key $name.sk --image $name.input.npy \
     --out $name.x.cts 2> /dev/null
@@ -72,6 +73,9 @@ sys.exit(0 if worst < 1e-3 and same == 20 else 1)' $name || { echo "$name: 20-in
   cd "$work"
   # LeNet's second convolution is valid (unpadded): its output stays on the 28x28 grid.
   encrypted_acceptance lenet
+  # The LeNet graph ends in the half ring (its keys allow it): a graph file's ring switch
+  # through every command, on fork workers and threads.
+  grep -q "ring switch at level" lenet.compile.log || { echo "lenet: no ring switch"; exit 1; }
   encrypted_acceptance residual
   # A PatchCNN written in torch (slices of the input, per-patch CNNs, one head over the
   # concatenated features): its slices are the client's patches, packed in lanes.
