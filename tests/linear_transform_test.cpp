@@ -223,6 +223,54 @@ TEST(LinearTransform, InPlaceCoefficientsAreGivenBackAfterValidationAndEachUse) 
     EXPECT_TRUE(std::equal(a.polys[p].words().begin(), a.polys[p].words().end(), b.polys[p].words().begin()));
 }
 
+// Pre-encoded diagonals load in place from a mapping (no copy: the plaintexts borrow its
+// words) and copied without one, with the same results as the transform saved; copies of
+// a borrowed polynomial own their words; a word not reduced modulo its prime is refused
+// either way.
+TEST(LinearTransform, PreEncodedDiagonalsLoadInPlace) {
+  Context ctx(test::small_params(10, 2));
+  Encoder enc(ctx);
+  KeyGenerator kg(ctx);
+  const Diagonals diags = random_diagonals({-3, 0, 2, 7, 12}, 64, 4);
+  const LinearTransform encoded(enc, diags, 64, 2, 0, 0, DiagonalStorage::kEncoded);
+  ByteWriter w;
+  encoded.save(w);
+  const auto backing = std::make_shared<const HeldBytes>(w.bytes());
+  ByteReader in_place_reader(backing->bytes), copied_reader(backing->bytes);
+  const LinearTransform in_place = LinearTransform::load(enc, in_place_reader, backing);
+  const LinearTransform copied = LinearTransform::load(enc, copied_reader);
+  EXPECT_EQ(in_place.plaintext_bytes(), encoded.plaintext_bytes());
+  const GaloisKeys gk = kg.create_galois_keys(encoded.rotation_steps());
+  Evaluator eval(ctx, nullptr, &gk);
+  const Encryptor encryptor(ctx, kg.secret_key());
+  const Ciphertext in = encryptor.encrypt(enc.encode(test::random_complex(64, 1), 2, ctx.params().default_scale()));
+  const Ciphertext want = encoded.apply(eval, in);
+  for (const LinearTransform* lt : {&in_place, &copied}) {
+    const Ciphertext got = lt->apply(eval, in);
+    for (std::size_t p = 0; p < 2; ++p)
+      EXPECT_TRUE(std::equal(want.polys[p].words().begin(), want.polys[p].words().end(), got.polys[p].words().begin()));
+  }
+  const LinearTransform copy_of_in_place = in_place;  // owns its words: usable without the mapping
+  const Ciphertext again = copy_of_in_place.apply(eval, in);
+  EXPECT_TRUE(std::equal(want.polys[0].words().begin(), want.polys[0].words().end(), again.polys[0].words().begin()));
+  // The borrowed polynomial itself: a view, copies own.
+  const std::vector<std::uint64_t> words(2 * ctx.n(), 7);
+  const ring::Poly view = ring::Poly::borrowed(words.data(), ctx.n(), 2);
+  EXPECT_TRUE(view.is_borrowed());
+  EXPECT_EQ(view.limb(1), words.data() + ctx.n());
+  ring::Poly owned = view;
+  EXPECT_FALSE(owned.is_borrowed());
+  EXPECT_NE(owned.limb(0), words.data());
+  EXPECT_TRUE(std::equal(owned.words().begin(), owned.words().end(), words.begin()));
+  // The last word of the last diagonal set to its prime: refused, in place or copied.
+  const std::uint64_t prime = ctx.ring_q().modulus(2).value();
+  const auto damaged = std::make_shared<HeldBytes>(backing->bytes);
+  std::memcpy(damaged->bytes.data() + damaged->bytes.size() - sizeof prime, &prime, sizeof prime);
+  ByteReader a(damaged->bytes), b(damaged->bytes);
+  EXPECT_THROW(LinearTransform::load(enc, a, damaged), SerializationError);
+  EXPECT_THROW(LinearTransform::load(enc, b), SerializationError);
+}
+
 // Regression (found by fuzz_loaders, input kept in tests/fuzz/regressions/): a stored
 // log2 slot count of 255 was used as a shift before any range check (undefined
 // behaviour). Out-of-range counts are a SerializationError, and a valid transform still

@@ -3,6 +3,7 @@
 #include "ckks/serialization.h"
 #include "ring/parallel.h"
 
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -240,7 +241,6 @@ void LinearTransform::release(const Term& term) const {
 void LinearTransform::save(ByteWriter& w) const {
   if (storage_ == DiagonalStorage::kPlanOnly)
     throw std::logic_error("linear transform: a plan (rotation steps only) cannot be saved");
-  const Context& ctx = encoder_->context();
   w.put<std::uint64_t>(slots_);
   w.put<std::uint64_t>(level_);
   w.put<std::uint64_t>(baby_steps_);
@@ -251,8 +251,11 @@ void LinearTransform::save(ByteWriter& w) const {
       w.put<std::int64_t>(g);
       w.put<std::int64_t>(b);
       w.put<std::uint8_t>(term.encoded ? 0 : 1);
-      if (term.encoded) {
-        w.put_blob(ckks::save(ctx, *term.encoded));
+      if (term.encoded) {  // at the transform's level and slots, in NTT form
+        w.put<double>(term.encoded->scale);
+        w.align(sizeof(std::uint64_t));  // so that a mapped file can be read in place
+        w.put_bytes(reinterpret_cast<const std::uint8_t*>(term.encoded->poly.words().data()),
+                    term.encoded->poly.byte_size());
       } else {
         w.put<double>(term.coefficients.scale);
         w.put<std::int32_t>(term.coefficients.log_slots);
@@ -277,7 +280,7 @@ LinearTransform LinearTransform::load(const Encoder& encoder, ByteReader& r, con
       !std::isfinite(lt.diagonal_scale_))
     throw SerializationError("linear transform: invalid geometry");
   const std::size_t count = r.get_count(what, lt.slots_);
-  std::vector<Term*> coefficient_terms;  // the diagonals kept as coefficients
+  std::vector<Term*> coefficient_terms, encoded_terms;  // the diagonals kept as coefficients / encoded
   for (std::size_t t = 0; t < count; ++t) {
     const auto giant = r.get<std::int64_t>(what), baby = r.get<std::int64_t>(what);
     const auto n1 = static_cast<std::int64_t>(lt.baby_steps_);
@@ -286,9 +289,22 @@ LinearTransform LinearTransform::load(const Encoder& encoder, ByteReader& r, con
     Term term;
     const auto kind = r.get<std::uint8_t>(what);
     if (kind == 0) {
-      term.encoded = load_plaintext(ctx, r.get_blob(what));
-      if (term.encoded->level() != lt.level_ || term.encoded->slots() != lt.slots_)
-        throw SerializationError("linear transform: diagonal plaintext at the wrong level or slot count");
+      Plaintext pt;
+      pt.scale = r.get<double>(what);
+      if (!(pt.scale > 0) || !std::isfinite(pt.scale)) throw SerializationError("linear transform: invalid diagonal scale");
+      pt.log_slots = std::countr_zero(lt.slots_);
+      const std::size_t limbs = lt.level_ + 1;
+      r.align(sizeof(std::uint64_t), what);
+      const std::span<const std::uint8_t> bytes = r.get_view(ctx.n() * limbs * sizeof(std::uint64_t), what);
+      if (backing && reinterpret_cast<std::uintptr_t>(bytes.data()) % alignof(std::uint64_t) == 0) {
+        // In place, as the coefficients below: no private copy (validated below).
+        pt.poly = ring::Poly::borrowed(reinterpret_cast<const std::uint64_t*>(bytes.data()), ctx.n(), limbs);
+        lt.backing_ = backing;
+      } else {
+        pt.poly = ring::Poly::uninitialized(ctx.n(), limbs);
+        std::memcpy(pt.poly.words().data(), bytes.data(), bytes.size());
+      }
+      term.encoded = std::move(pt);
     } else if (kind == 1) {
       term.coefficients.scale = r.get<double>(what);
       term.coefficients.log_slots = r.get<std::int32_t>(what);
@@ -317,8 +333,12 @@ LinearTransform LinearTransform::load(const Encoder& encoder, ByteReader& r, con
     }
     const auto [stored, inserted] = lt.terms_[giant].emplace(baby, std::move(term));
     if (!inserted) throw SerializationError("linear transform: repeated diagonal");
-    if (!stored->second.encoded) coefficient_terms.push_back(&stored->second);
+    (stored->second.encoded ? encoded_terms : coefficient_terms).push_back(&stored->second);
   }
+  ring::parallel_for(encoded_terms.size(), [&](std::size_t k) {
+    if (!ctx.ring_q().is_reduced(encoded_terms[k]->encoded->poly))
+      throw SerializationError("linear transform: a diagonal's coefficient is not reduced modulo its prime");
+  });
   // Magnitudes below 2^62, what round_coefficients produces. Measured once, in parallel:
   // reading every diagonal was most of the time CryptoFaceNet4's 3.4 GB artefact took to load.
   ring::parallel_for(coefficient_terms.size(), [&](std::size_t k) {

@@ -15,7 +15,7 @@ namespace {
 constexpr char kGraphMagic[4] = {'P', 'F', 'H', 'G'};
 // 2: layouts record their grid (nn/layout.h); 3: patch inputs in lanes, L2Normalize;
 // 4: the ring switch names no PatchCNN block.
-constexpr std::uint32_t kGraphVersion = 4;
+constexpr std::uint32_t kGraphVersion = 5;
 
 }  // namespace
 

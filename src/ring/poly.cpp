@@ -121,6 +121,15 @@ Poly Poly::uninitialized(std::size_t n, std::size_t limbs, bool ntt_form) {
   return p;
 }
 
+Poly Poly::borrowed(const std::uint64_t* words, std::size_t n, std::size_t limbs, bool ntt_form) {
+  Poly p;
+  p.n_ = n;
+  p.limbs_ = limbs;
+  p.ntt_form_ = ntt_form;
+  p.data_ = const_cast<std::uint64_t*>(words);  // read only: see the header
+  return p;
+}
+
 Poly::Poly(const Poly& other) : n_(other.n_), limbs_(other.limbs_), ntt_form_(other.ntt_form_) {
   data_ = BufferPool::acquire(n_ * limbs_, capacity_);
   if (capacity_) std::memcpy(data_, other.data_, byte_size());
@@ -161,7 +170,7 @@ Poly& Poly::operator=(Poly&& other) noexcept {
 Poly::~Poly() { release(); }
 
 void Poly::release() {
-  BufferPool::release(data_, capacity_);
+  if (capacity_ != 0) BufferPool::release(data_, capacity_);  // a borrowed poly's words are not the pool's
   data_ = nullptr;
   capacity_ = 0;
 }

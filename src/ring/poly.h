@@ -34,6 +34,10 @@ class Poly {
   Poly(std::size_t n, std::size_t limbs, bool ntt_form = true);  // zero-initialised
   // Contents unspecified: for outputs that are written in full before being read.
   static Poly uninitialized(std::size_t n, std::size_t limbs, bool ntt_form = true);
+  // A view of `limbs` x `n` words owned elsewhere (a memory-mapped file, whose pages may
+  // be read-only): never written, and its owner outlives it. Copies own their words.
+  static Poly borrowed(const std::uint64_t* words, std::size_t n, std::size_t limbs, bool ntt_form = true);
+  bool is_borrowed() const { return data_ != nullptr && capacity_ == 0; }
   Poly(const Poly& other);
   Poly(Poly&& other) noexcept;
   Poly& operator=(const Poly& other);
@@ -59,7 +63,7 @@ class Poly {
  private:
   void release();
   std::uint64_t* data_ = nullptr;
-  std::size_t n_ = 0, limbs_ = 0, capacity_ = 0;
+  std::size_t n_ = 0, limbs_ = 0, capacity_ = 0;  // capacity 0 with data: borrowed
   bool ntt_form_ = true;
 };
 

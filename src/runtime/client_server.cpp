@@ -324,10 +324,10 @@ ServedModel::ServedModel(const std::string& params_path, const std::string& mode
         nn::CompiledGraph::compile(*weights_, *enc_, target.level, target.scale, 0, nn::Compilation::kPerTask, nullptr,
                                    nullptr, lanes, nn::chosen_half_ring(*weights_, *enc_, target.level, lanes)));
   } else {
-    // The just-in-time diagonals stay in the mapped file (shared by every process that maps
-    // it, reclaimable), not in a private copy. Once decoded, none of the file's pages needs
-    // to stay resident: what was copied (encoded plaintexts, geometry) is never read again,
-    // and each diagonal is faulted back in when its layer runs and released after.
+    // The diagonals, just-in-time and pre-encoded, stay in the mapped file (shared by every
+    // process that maps it, reclaimable), not in a private copy. Once decoded, none of the
+    // file's pages needs to stay resident: what was copied (geometry, biases) is never read
+    // again, and each diagonal is faulted back in when its layer runs.
     load_mapped_in_place(model_path, [&](std::span<const std::uint8_t> bytes,
                                          const std::shared_ptr<const ckks::Backing>& mapping) {
       graph_ = std::make_unique<nn::CompiledGraph>(nn::CompiledGraph::load(*enc_, bytes, mapping));

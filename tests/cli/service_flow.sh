@@ -69,23 +69,31 @@ head -c 3000 a.cts >&3
 exec 3<&-
 sleep 1
 "$pfhe" client metrics --server "$url" | grep -q "\"jobs_accepted\":$accepted," || fail "a cut-off upload became a job"
-# Six distinct inputs at once, one job running and two accepted at a time: the others are
-# told the server is busy and ask again; every result equals pfhe infer's. Two jobs
-# submitted just before fill the queue, so the clients find it full whatever the machine's
-# speed. (Regression: with concurrent clients alone, jobs of ~1.2 s once drained the queue
-# between the clients' starts and no client was told it was busy.)
+# Two jobs submitted fill the queue (one running, two accepted at a time): a submission
+# that does not wait is refused as busy (HTTP 503). Then six distinct inputs at once, asking
+# again while the server is busy: every result equals pfhe infer's. (Regression: the
+# refusal used to be checked in the concurrent clients' logs, and jobs of ~1 s sometimes
+# drained the queue before any client asked, beside other tests.)
 for i in 1 2 3 4 5 6; do
   "$pfhe" encrypt "${spec[@]}" --secret-key sk --image a.png --out b$i.cts 2> /dev/null
   "$pfhe" infer --params srv/params.pfhe --model srv/model.pfhc --eval-keys ek --input b$i.cts --out b$i.local.ct \
     2> /dev/null
 done
-for i in 1 2; do "$pfhe" encrypt "${spec[@]}" --secret-key sk --image a.png --out q$i.cts 2> /dev/null; done
+for i in 1 2 3 4 5 6; do "$pfhe" encrypt "${spec[@]}" --secret-key sk --image a.png --out q$i.cts 2> /dev/null; done
 for i in 1 2; do "$pfhe" client submit --server "$url" --input q$i.cts > /dev/null; done
+refused=0
+for i in 3 4 5 6; do  # distinct inputs: each accepted one takes a place (a job lasts ~1 s, a submission ~0.2 s)
+  if ! "$pfhe" client submit --server "$url" --input q$i.cts --wait 0 > /dev/null 2> q.err; then
+    grep -q "503.*busy" q.err || { cat q.err; fail "a refused submission does not say the server is busy"; }
+    refused=1
+    break
+  fi
+done
+[ "$refused" = 1 ] || fail "no submission was told the queue is full"
 clients=()
 for i in 1 2 3 4 5 6; do "$pfhe" client infer --server "$url" --input b$i.cts --out c$i.ct 2> c$i.log & clients+=($!); done
 for pid in "${clients[@]}"; do wait "$pid" || fail "a concurrent request failed"; done
 for i in 1 2 3 4 5 6; do cmp b$i.local.ct c$i.ct || { cat c$i.log; fail "concurrent request $i"; }; done
-cat c?.log | grep -q "the server is busy" || fail "no client was told the queue is full"
 # Jobs accepted and then the server SIGKILLed: after a restart every one of them is done,
 # with the same bytes. (The queue is rebuilt from the journal in state/jobs.)
 for i in 1 2 3 4; do
