@@ -5,8 +5,10 @@
 # two worker threads, the model and the key set loaded once. Prints the bare compute, the
 # service's wall time from the first submission to the last result per image (amortised),
 # the service's own compute per job (metrics), its start and key-registration times and
-# peak RSS; checks the first result equals `pfhe infer`'s bytes.
-# Needs ~20 GB of RAM and ~15 GB of disk; ~10 minutes on 2 cores with N = 4.
+# peak RSS; checks the first result equals `pfhe infer`'s bytes. Then restarts the server
+# with the key set registered and sends one more face: how soon it is ready, how long the
+# job's key set took to map from its key cache, and that job's compute.
+# Needs ~20 GB of RAM and ~25 GB of disk; ~12 minutes on 2 cores with N = 4.
 #   bench/service_cryptofacenet4.sh [WORK_DIR] [N]   (default build/cfn4-service, 4)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -40,10 +42,26 @@ for i in $(seq 1 "$count"); do "$pfhe" client fetch --server "$url" --job "$(cat
 done_at=$(date +%s.%N)
 cmp bare.ct served1.ct || { echo "the served result differs from pfhe infer's"; exit 1; }
 "$pfhe" client metrics --server "$url" > metrics.json
-python3 - "$start" "$ready" "$registered" "$done_at" "$count" <<'EOF'
+kill -TERM $server
+wait $server || true
+rm -f state/port
+restart=$(date +%s.%N)
+"$pfhe" serve --params srv/params.pfhe --model srv/model.pfhc --state-dir state --port 0 --max-requests 1 \
+  --workers 2 2>> serve.log &
+server=$!
+for _ in $(seq 1 600); do [ -s state/port ] && break; sleep 0.05; done
+ready_again=$(date +%s.%N)
+url="http://127.0.0.1:$(cat state/port)"
+"$pfhe" encrypt "${spec[@]}" --secret-key sk.key --image face1.png --out again.cts 2> /dev/null
+again_start=$(date +%s.%N)
+"$pfhe" client infer --server "$url" --input again.cts --out again.ct 2> /dev/null
+again_done=$(date +%s.%N)
+"$pfhe" client metrics --server "$url" > metrics_again.json
+python3 - "$start" "$ready" "$registered" "$done_at" "$count" "$restart" "$ready_again" "$again_start" "$again_done" <<'EOF'
 import json, sys
 start, ready, registered, done_at = map(float, sys.argv[1:5])
 count = int(sys.argv[5])
+restart, ready_again, again_start, again_done = map(float, sys.argv[6:10])
 bare = json.load(open("bare.json"))["infer_seconds"]
 m = json.load(open("metrics.json"))
 served = (done_at - registered) / count
@@ -51,4 +69,8 @@ print(f"bare compute {bare:.1f} s per image; service: ready {ready - start:.1f} 
       f"in {registered - ready:.1f} s, {count} images in {done_at - registered:.1f} s = {served:.1f} s per image "
       f"({100 * (served / bare - 1):+.1f} % against bare compute), the service's own compute "
       f"{m['stage_seconds']['infer'] / count:.1f} s per job; peak RSS {m['peak_rss_gb']:.2f} GB")
+a = json.load(open("metrics_again.json"))
+print(f"after a restart: ready {ready_again - restart:.1f} s after start; a new face's result "
+      f"{again_done - again_start:.1f} s after its submission, of which its key set mapped from the key cache "
+      f"{a['key_load_seconds']:.1f} s and its compute {a['stage_seconds']['infer']:.1f} s")
 EOF

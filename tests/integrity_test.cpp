@@ -1,6 +1,7 @@
 // Checksums of pfhe's files and messages (ckks/checksum.h): the trailer itself, and 100
-// random corruptions of every file kind the CLI reads (parameters, secret and evaluation
-// keys, ciphertexts, model files of both kinds, the compiled model), each of which must be
+// random corruptions of every file kind the CLI and the service read (parameters, secret
+// and evaluation keys, the service's key cache, ciphertexts, model files of both kinds, the
+// compiled model), each of which must be
 // refused with an error naming the file: no corruption may load silently.
 #include <gtest/gtest.h>
 #include <sys/socket.h>
@@ -21,6 +22,7 @@
 #include "nn/synthetic.h"
 #include "nn_test_util.h"
 #include "runtime/bundle.h"
+#include "runtime/key_cache.h"
 #include "runtime/key_files.h"
 #include "runtime/mapped_file.h"
 #include "runtime/transport.h"
@@ -263,6 +265,10 @@ TEST_F(FileCorruption, EveryKindOfFileRefusesAHundredCorruptions) {
                                   [&](const std::string& p) { runtime::read_secret_key(p, ctx, nullptr); });
   expect_every_corruption_refused("evaluation keys", eval,
                                   [&](const std::string& p) { runtime::read_evaluation_keys(p, ctx, nullptr); });
+  const fs::path cache = dir_ / "eval.cache";
+  runtime::write_key_cache(eval.string(), cache.string(), ctx, nullptr);
+  expect_every_corruption_refused("key cache", cache,
+                                  [&](const std::string& p) { runtime::map_key_cache(p, ctx, nullptr); });
   expect_every_corruption_refused("ciphertexts", cts, [&](const std::string& p) { runtime::read_ciphertexts(p, ctx); });
   expect_every_corruption_refused("model file", model_file, [](const std::string& p) { nn::load_model_file(p); });
   expect_every_corruption_refused("graph model file", graph_file, [](const std::string& p) { nn::load_graph_file(p); });

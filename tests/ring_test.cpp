@@ -53,6 +53,21 @@ TEST(ModArith, BarrettMatchesDivision) {
   EXPECT_THROW(inv_mod(0, Modulus(97)), std::invalid_argument);
 }
 
+// The division-free Shoup constant equals floor(w 2^64 / q) for every w < q, the ends
+// included, on primes of every supported size and small odd moduli.
+TEST(ModArith, DivisionFreeShoupMatchesDivision) {
+  std::vector<u64> moduli{3, 97, 65537};
+  for (int bits : {17, 30, 40, 50, 52, 60, 61}) moduli.push_back(generate_ntt_primes(bits, 1, 1024)[0]);
+  for (const u64 q : moduli) {
+    const Modulus m(q);
+    for (const u64 w : {u64{0}, u64{1}, q / 2, q - 2, q - 1}) ASSERT_EQ(shoup(w, m), shoup(w, q)) << q << " " << w;
+    for (int t = 0; t < 20000; ++t) {
+      const u64 w = test_rng() % q;
+      ASSERT_EQ(shoup(w, m), shoup(w, q)) << q << " " << w;
+    }
+  }
+}
+
 TEST(ModArith, SignedLifts) {
   const u64 q = 97;
   EXPECT_EQ(from_signed(-1, q), 96u);

@@ -30,10 +30,11 @@ bool JobQueue::is_job_id(const std::string& id) {
 
 fs::path JobQueue::path(const std::string& id, const char* kind) const { return dir_ / (id + kind); }
 
-JobQueue::JobQueue(fs::path dir, std::size_t workers, std::size_t max_pending, JobFunction run)
-    : dir_(std::move(dir)), max_pending_(max_pending), run_(std::move(run)) {
+JobQueue::JobQueue(fs::path dir, std::size_t workers, std::size_t max_pending, double keep_seconds, JobFunction run)
+    : dir_(std::move(dir)), max_pending_(max_pending), keep_(keep_seconds), run_(std::move(run)) {
   if (workers == 0 || max_pending < workers)
     throw std::invalid_argument("the job queue needs at least one worker and room for the jobs they run");
+  if (!(keep_seconds >= 0)) throw std::invalid_argument("the retention of finished jobs must be 0 (forever) or more seconds");
   fs::create_directories(dir_);
   // The journal: <id>.input, then <id>.result or <id>.error. A write cut off by a crash
   // left only a .partial file (ckks::FileWriter renames when complete).
@@ -50,15 +51,18 @@ JobQueue::JobQueue(fs::path dir, std::size_t workers, std::size_t max_pending, J
     JobStatus& job = jobs_[id];
     if (fs::exists(path(id, ".result"))) {
       job.state = JobState::kDone;
+      job.finished = fs::last_write_time(path(id, ".result"));
     } else if (fs::exists(path(id, ".error"))) {
       job.state = JobState::kFailed;
       job.error = ckks::read_text_file(path(id, ".error").string());
+      job.finished = fs::last_write_time(path(id, ".error"));
     } else {
       pending.emplace_back(fs::last_write_time(p), id);
     }
   }
   std::sort(pending.begin(), pending.end());  // in the order they were accepted
   for (const auto& [time, id] : pending) queue_.push_back(id);
+  expire_finished();
   for (std::size_t w = 0; w < workers; ++w) workers_.emplace_back([this] { work(); });
 }
 
@@ -67,12 +71,17 @@ JobQueue::~JobQueue() { drain(); }
 JobQueue::Submitted JobQueue::submit(std::span<const std::uint8_t> input) {
   const std::string id = ckks::checksum_hex(ckks::checksum(input));
   std::unique_lock lock(mutex_);
-  if (jobs_.count(id)) return {id, false};
+  const auto known = jobs_.find(id);
+  // A failed job submitted again runs again (what failed it, e.g. a damaged key cache, may
+  // have been repaired); any other known job is that job.
+  const bool retry = known != jobs_.end() && known->second.state == JobState::kFailed;
+  if (known != jobs_.end() && !retry) return {id, false};
   if (draining_) throw QueueFull("the server is shutting down");
   if (queue_.size() + totals_.running >= max_pending_)
     throw QueueFull(std::to_string(queue_.size() + totals_.running) + " jobs are waiting or running");
   // Journaled before it is acknowledged: once the client has its id, a crash loses nothing.
   ckks::write_raw_file(path(id, ".input").string(), input);
+  if (retry) fs::remove(path(id, ".error"));
   jobs_[id] = JobStatus{};
   queue_.push_back(id);
   ++totals_.accepted;
@@ -90,7 +99,10 @@ std::optional<JobStatus> JobQueue::status(const std::string& id) const {
   return s;
 }
 
-ckks::Bytes JobQueue::result(const std::string& id) const {
+std::optional<ckks::Bytes> JobQueue::result(const std::string& id) const {
+  std::unique_lock lock(mutex_);  // not expired while it is read
+  const auto it = jobs_.find(id);
+  if (it == jobs_.end() || it->second.state != JobState::kDone) return std::nullopt;
   ckks::Bytes bytes = ckks::read_file(path(id, ".result").string());
   ckks::append_trailer(bytes);  // the file's own trailer, verified by read_file
   return bytes;
@@ -113,12 +125,32 @@ void JobQueue::drain() {
     if (t.joinable()) t.join();
 }
 
+void JobQueue::expire_finished() {
+  if (keep_.count() == 0) return;
+  const auto now = fs::file_time_type::clock::now();
+  for (auto it = jobs_.begin(); it != jobs_.end();) {
+    const JobStatus& job = it->second;
+    const bool finished = job.state == JobState::kDone || job.state == JobState::kFailed;
+    if (!finished || now - job.finished < keep_) {
+      ++it;
+      continue;
+    }
+    std::error_code ignored;  // a file already gone is what removing wants
+    for (const char* kind : {".result", ".error", ".input"}) fs::remove(path(it->first, kind), ignored);
+    it = jobs_.erase(it);
+    ++totals_.expired;
+  }
+}
+
 void JobQueue::work() {
+  // Finished jobs expire while the queue is idle too: checked at least every minute, and
+  // at least twice per retention period.
+  const auto period = std::chrono::duration<double>(keep_.count() == 0 ? 60.0 : std::clamp(keep_.count() / 2, 0.5, 60.0));
   for (;;) {
     std::string id;
     {
       std::unique_lock lock(mutex_);
-      wake_.wait(lock, [&] { return draining_ || !queue_.empty(); });
+      while (!wake_.wait_for(lock, period, [&] { return draining_ || !queue_.empty(); })) expire_finished();
       if (draining_) return;  // queued jobs stay journaled for the next start
       id = queue_.front();
       queue_.pop_front();
@@ -157,6 +189,7 @@ void JobQueue::finish(const std::string& id, const JobOutput* output, const std:
   std::unique_lock lock(mutex_);
   JobStatus& job = jobs_[id];
   job.run_seconds = seconds;
+  job.finished = fs::file_time_type::clock::now();
   --totals_.running;
   if (failure.empty()) {
     job.state = JobState::kDone;

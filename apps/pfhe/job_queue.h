@@ -4,8 +4,9 @@
 // client fetches it. A server killed at any point loses nothing: at start, every journaled
 // input without a result is queued again. A job's id is the checksum of its input bytes,
 // so a client that submits again (after a timeout or a restart) finds the same job instead
-// of making a second one.
+// of making a second one; submitting a failed job's input again retries it.
 #pragma once
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -40,10 +41,12 @@ struct JobStatus {
   std::size_t position = 0;  // among the queued jobs, 1 = next (queued only)
   std::string error;         // failed only
   double run_seconds = 0;    // done or failed
+  std::filesystem::file_time_type finished{};  // done or failed: when its result (or error) was stored
 };
 
 struct JobMetrics {
   std::size_t queued = 0, running = 0, done = 0, failed = 0, accepted = 0;
+  std::size_t expired = 0;  // finished jobs removed after the retention period, since start
   std::map<std::string, double> stage_seconds;  // summed over the jobs done since start
 };
 
@@ -57,20 +60,25 @@ class JobQueue {
  public:
   // Journal in `dir` (created); `workers` jobs run at once; at most `max_pending` jobs wait
   // or run (more are refused with QueueFull). Journaled jobs without a result are queued.
-  JobQueue(std::filesystem::path dir, std::size_t workers, std::size_t max_pending, JobFunction run);
+  // A finished job (its input, result or error) is removed `keep_seconds` after it
+  // finished (0: kept forever), checked at start and at least every minute.
+  JobQueue(std::filesystem::path dir, std::size_t workers, std::size_t max_pending, double keep_seconds,
+           JobFunction run);
   ~JobQueue();
   JobQueue(const JobQueue&) = delete;
   JobQueue& operator=(const JobQueue&) = delete;
 
   struct Submitted {
     std::string id;
-    bool is_new = false;  // false: the same input was submitted before
+    bool is_new = false;  // false: the same input was submitted before (and has not failed)
   };
-  // Journals the input (already validated by the caller) and queues it.
+  // Journals the input (already validated by the caller) and queues it. The input of a
+  // known job is that job, unless it failed: then it is queued again (a retry).
   Submitted submit(std::span<const std::uint8_t> input);
   std::optional<JobStatus> status(const std::string& id) const;
-  // The result of a done job, read from the journal (checksum verified).
-  ckks::Bytes result(const std::string& id) const;
+  // The result of a done job, read from the journal (checksum verified); none when no
+  // such job is done (unknown, not finished, or expired meanwhile).
+  std::optional<ckks::Bytes> result(const std::string& id) const;
   JobMetrics metrics() const;
   // Refuses new jobs, waits for the running ones, stops the workers; queued jobs stay in
   // the journal for the next start.
@@ -83,9 +91,12 @@ class JobQueue {
   std::filesystem::path path(const std::string& id, const char* kind) const;
   void work();
   void finish(const std::string& id, const JobOutput* output, const std::string& error, double seconds);
+  void expire_finished();  // under mutex_
+
 
   std::filesystem::path dir_;
   std::size_t max_pending_;
+  std::chrono::duration<double> keep_;  // zero: forever
   JobFunction run_;
   mutable std::mutex mutex_;
   std::condition_variable wake_, idle_;

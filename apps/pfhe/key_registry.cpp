@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "ckks/checksum.h"
+#include "runtime/key_cache.h"
 #include "runtime/process_stats.h"
 
 namespace pfhe::app {
@@ -13,6 +14,13 @@ namespace pfhe::app {
 namespace fs = std::filesystem;
 using runtime::Clock;
 using runtime::seconds_since;
+
+namespace {
+// A key-set tag as a file stem: 16 lower-case hex digits.
+bool is_tag_stem(const std::string& stem) {
+  return stem.size() == 16 && stem.find_first_not_of("0123456789abcdef") == std::string::npos;
+}
+}  // namespace
 
 KeyRegistry::KeyRegistry(const runtime::ServedModel& model, fs::path dir, std::size_t max_loaded)
     : model_(model), dir_(std::move(dir)), max_loaded_(max_loaded) {
@@ -22,17 +30,20 @@ KeyRegistry::KeyRegistry(const runtime::ServedModel& model, fs::path dir, std::s
     const fs::path& path = entry.path();
     const std::string stem = path.stem().string();
     if (path.filename().string().rfind(".upload-", 0) == 0) {
-      fs::remove(path);  // an upload a previous run did not finish
-    } else if (path.extension() == ".keys" && stem.size() == 16 &&
-               stem.find_first_not_of("0123456789abcdef") == std::string::npos) {
-      // Named by its tag when it was checked; loaded (and checked again) when first used.
+      fs::remove(path);  // an upload or expansion a previous run did not finish
+    } else if ((path.extension() == ".cache" || path.extension() == ".keys") && is_tag_stem(stem)) {
+      // Named by its tag when it was checked; mapped (and verified again) when first used.
       registered_[std::strtoull(stem.c_str(), nullptr, 16)] = true;
     }
   }
+  // A key file whose expansion finished (the crash came before it was removed).
+  for (const auto& [tag, unused] : registered_)
+    if (fs::exists(cache_of(tag))) fs::remove(key_file_of(tag));
   counters_.registered = registered_.size();
 }
 
-fs::path KeyRegistry::file_of(std::uint64_t tag) const { return dir_ / (ckks::checksum_hex(tag) + ".keys"); }
+fs::path KeyRegistry::cache_of(std::uint64_t tag) const { return dir_ / (ckks::checksum_hex(tag) + ".cache"); }
+fs::path KeyRegistry::key_file_of(std::uint64_t tag) const { return dir_ / (ckks::checksum_hex(tag) + ".keys"); }
 
 fs::path KeyRegistry::upload_path() {
   return dir_ / (".upload-" + std::to_string(::getpid()) + "-" + std::to_string(uploads_++));
@@ -45,23 +56,41 @@ void KeyRegistry::remember(std::uint64_t tag, std::shared_ptr<const runtime::Key
   counters_.loaded = loaded_.size();
 }
 
+std::shared_ptr<const runtime::KeySet> KeyRegistry::open(const fs::path& cache) {
+  const runtime::ServedModel& m = model_;
+  return std::make_shared<const runtime::KeySet>(m, runtime::map_key_cache(cache.string(), m.context(), m.half_ring().get()),
+                                                 cache.string());
+}
+
+std::shared_ptr<const runtime::KeySet> KeyRegistry::expand(const fs::path& keys, const fs::path& cache) {
+  try {
+    runtime::write_key_cache(keys.string(), cache.string(), model_.context(), model_.half_ring().get());
+    return open(cache);
+  } catch (...) {
+    fs::remove(cache);
+    throw;
+  }
+}
+
 std::uint64_t KeyRegistry::add(const fs::path& upload) {
+  const fs::path cache = upload_path();
   std::shared_ptr<const runtime::KeySet> set;
   {
     const std::lock_guard load(load_mutex_);
     try {
-      set = std::make_shared<const runtime::KeySet>(model_, upload.string());
+      set = expand(upload, cache);
     } catch (...) {
       fs::remove(upload);
       throw;
     }
   }
+  fs::remove(upload);
   const std::uint64_t tag = set->tag();
   const std::lock_guard lock(mutex_);
   if (registered_.count(tag)) {
-    fs::remove(upload);  // the same keys again: nothing changes
+    fs::remove(cache);  // the same keys again: nothing changes (the set stays mapped until dropped)
   } else {
-    fs::rename(upload, file_of(tag));
+    fs::rename(cache, cache_of(tag));
     registered_[tag] = true;
     counters_.registered = registered_.size();
   }
@@ -88,8 +117,21 @@ std::shared_ptr<const runtime::KeySet> KeyRegistry::get(std::uint64_t tag) {
   const std::lock_guard load(load_mutex_);
   if (auto set = cached()) return set;  // loaded by another job while this one waited
   const auto start = Clock::now();
-  auto set = std::make_shared<const runtime::KeySet>(model_, file_of(tag).string());
-  if (set->tag() != tag) throw std::runtime_error(file_of(tag).string() + ": holds key set " + ckks::checksum_hex(set->tag()));
+  std::shared_ptr<const runtime::KeySet> set;
+  if (fs::exists(cache_of(tag))) {
+    set = open(cache_of(tag));
+  } else {  // a key file from before key caches, or an operator's: expanded once
+    const fs::path cache = upload_path();
+    set = expand(key_file_of(tag), cache);
+    if (set->tag() == tag) {
+      fs::rename(cache, cache_of(tag));
+      fs::remove(key_file_of(tag));
+    } else {
+      fs::remove(cache);
+    }
+  }
+  if (set->tag() != tag)
+    throw std::runtime_error("the keys registered as " + ckks::checksum_hex(tag) + " hold key set " + ckks::checksum_hex(set->tag()));
   const std::lock_guard lock(mutex_);
   ++counters_.loads;
   counters_.load_seconds += seconds_since(start);

@@ -1,7 +1,7 @@
 // pfhe: encrypted inference of PatchCNNs and model graphs from the command line, split the
 // way it is deployed.
-//   server: make-model, import (ONNX -> graph model file), compile, infer, enroll, match, bench,
-//           serve (HTTP service)
+//   server: make-model, import (ONNX -> graph model file), compile, expand-keys, infer, enroll,
+//           match, bench, serve (HTTP service)
 //   client: keygen, encrypt, decrypt (the secret key never leaves the client), client register|infer
 // `pfhe <command> --help` lists each command's options; docs/CLI.md walks through a run.
 #include <CLI/CLI.hpp>
@@ -29,6 +29,7 @@
 #include "nn/synthetic.h"
 #include "ring/poly.h"
 #include "runtime/client_server.h"
+#include "runtime/key_cache.h"
 #include "runtime/process_stats.h"
 #ifdef PFHE_HAVE_MPI
 #include "runtime/mpi.h"
@@ -323,6 +324,20 @@ int cmd_keygen(const std::string& spec_path, const std::string& params_path, con
   return 0;
 }
 
+// Server side: a client's key file expanded into a key cache (runtime/key_cache.h), which
+// `infer`, `match` and `bench` map instead of parsing the key file every run.
+int cmd_expand_keys(const std::string& spec_path, const std::string& params_path, const std::string& keys_path,
+                    const std::string& out) {
+  const auto t = Clock::now();
+  const ckks::Context ctx(runtime::read_secure_parameters(params_path));
+  const auto half_ring = runtime::ClientSpec::read(spec_path).half_ring(ctx.params());
+  progress("expanding %s (%.2f GB) into a key cache", keys_path.c_str(), static_cast<double>(fs::file_size(keys_path)) / 1e9);
+  runtime::write_key_cache(keys_path, out, ctx, half_ring.get());
+  progress("key cache %s (%.2f GB) in %.1f s", out.c_str(), static_cast<double>(fs::file_size(out)) / 1e9,
+           seconds_since(t));
+  return 0;
+}
+
 int cmd_encrypt(const std::string& spec_path, const std::string& params_path, const std::string& secret_path,
                 const std::string& image_path, const std::string& out) {
   const auto t = Clock::now();
@@ -586,6 +601,13 @@ int main(int argc, char** argv) {
   keygen->add_option("--secret-key", secret, "output; stays with the client")->required();
   keygen->add_option("--eval-keys", keys, "output; sent to the server")->required();
 
+  auto* expand = app.add_subcommand("expand-keys",
+                                    "server: evaluation keys -> a key cache that infer, match and bench map in place");
+  expand->add_option("--spec", spec, "client.json from compile")->required()->check(CLI::ExistingFile);
+  expand->add_option("--params", params)->required()->check(CLI::ExistingFile);
+  expand->add_option("--eval-keys", keys, "from keygen")->required()->check(CLI::ExistingFile);
+  expand->add_option("--out", out, "the key cache (twice the key file's size)")->required();
+
   auto* encrypt = app.add_subcommand("encrypt", "client: image or .npy input -> encrypted patches (or input)");
   encrypt->add_option("--spec", spec)->required()->check(CLI::ExistingFile);
   encrypt->add_option("--params", params)->required()->check(CLI::ExistingFile);
@@ -604,7 +626,9 @@ int main(int argc, char** argv) {
         ->check(CLI::ExistingFile);
     c->add_option("--lanes", infer.lanes, "with a model file: the lanes compile --plan-only was given")
         ->capture_default_str();
-    c->add_option("--eval-keys", infer.keys)->required()->check(CLI::ExistingFile);
+    c->add_option("--eval-keys", infer.keys, "from keygen, or its key cache from expand-keys")
+        ->required()
+        ->check(CLI::ExistingFile);
     c->add_option("--input", infer.input)->required()->check(CLI::ExistingFile);
     c->add_option("--out", infer.out)->required();
   }
@@ -634,7 +658,9 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   bench_cmd->add_option("--lanes", bench.lanes, "with a model file: the lanes compile --plan-only was given")
       ->capture_default_str();
-  bench_cmd->add_option("--eval-keys", bench.keys)->required()->check(CLI::ExistingFile);
+  bench_cmd->add_option("--eval-keys", bench.keys, "from keygen, or its key cache from expand-keys")
+      ->required()
+      ->check(CLI::ExistingFile);
   bench_cmd->add_option("--input", bench.input, "encrypted patches from encrypt")->required()->check(CLI::ExistingFile);
   bench_cmd->add_option("--runs", bench.runs, "comma-separated: seq, threads:W, fork:W, recompile:W")
       ->capture_default_str();
@@ -659,9 +685,13 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--max-queue", serve.max_queue, "jobs waiting or running; more get HTTP 503")
       ->capture_default_str();
   serve_cmd->add_option("--max-loaded-keys", serve.max_loaded_keys,
-                        "key sets kept in memory; the others load when a job needs them")
+                        "key sets kept mapped; the others are mapped from their key cache when a job needs them")
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20));
+  serve_cmd->add_option("--keep-jobs", serve.keep_jobs_seconds,
+                        "seconds a finished job's input and result stay fetchable (0: forever)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e9));
   std::string server_url, job;
   auto* client_cmd = app.add_subcommand("client", "client: talk to a pfhe serve");
   client_cmd->require_subcommand(1);
@@ -702,6 +732,7 @@ int main(int argc, char** argv) {
     if (*sample) return cmd_sample_image(size, seed, variation, out);
     if (*compile) return cmd_compile(comp);
     if (*keygen) return cmd_keygen(spec, params, secret, keys);
+    if (*expand) return cmd_expand_keys(spec, params, keys, out);
     if (*encrypt) return cmd_encrypt(spec, params, secret, image, out);
     if (*run) return cmd_infer(infer, &argc, &argv);
     if (*enroll) return cmd_enroll(params, spec, store, name, input);

@@ -129,7 +129,7 @@ int run_serve(const ServeOptions& o) {
   log("loading parameters and model");
   const runtime::ServedModel model(o.params, o.model);
   KeyRegistry keys(model, fs::path(o.state_dir) / "keys", o.max_loaded_keys);
-  JobQueue jobs(fs::path(o.state_dir) / "jobs", o.max_requests, o.max_queue,
+  JobQueue jobs(fs::path(o.state_dir) / "jobs", o.max_requests, o.max_queue, o.keep_jobs_seconds,
                 [&](std::span<const std::uint8_t> input) { return run_inference_job(model, keys, o.workers, input); });
   const JobMetrics journal = jobs.metrics();
   log("loaded in %.1f s: a model of %zu input ciphertext(s) and %zu branch task(s)%s, %zu registered key set(s), %zu "
@@ -166,6 +166,7 @@ int run_serve(const ServeOptions& o) {
                           {"jobs_running", m.running},
                           {"jobs_done", m.done},
                           {"jobs_failed", m.failed},
+                          {"jobs_expired", m.expired},
                           {"stage_seconds", m.stage_seconds},
                           {"key_sets", k.registered},
                           {"key_sets_loaded", k.loaded},
@@ -223,8 +224,9 @@ int run_serve(const ServeOptions& o) {
       if (!status) return reply_error(res, 404, "no job " + id);
       if (status->state == JobState::kFailed) return reply_error(res, 422, "job " + id + " failed: " + status->error);
       if (status->state != JobState::kDone) return reply_json(res, 409, status_json(id, *status));
-      const ckks::Bytes bytes = jobs.result(id);
-      res.set_content(std::string(bytes.begin(), bytes.end()), kBinary);
+      const std::optional<ckks::Bytes> bytes = jobs.result(id);
+      if (!bytes) return reply_error(res, 404, "no job " + id + " (its retention period ended)");
+      res.set_content(std::string(bytes->begin(), bytes->end()), kBinary);
     });
   });
   const int port = o.port == 0 ? server.bind_to_any_port(o.host) : (server.bind_to_port(o.host, o.port) ? o.port : -1);

@@ -13,7 +13,8 @@ struct ServeOptions {
   std::size_t workers = 2;       // threads per job (the thread executor)
   std::size_t max_requests = 2;  // jobs running at once
   std::size_t max_queue = 16;    // jobs waiting or running; more are refused with 503
-  std::size_t max_loaded_keys = 4;  // key sets kept in memory (the rest load when a job needs them)
+  std::size_t max_loaded_keys = 4;  // key sets kept mapped (the rest are mapped when a job needs them)
+  double keep_jobs_seconds = 86400;  // a finished job's input and result stay this long (0: forever)
 };
 // Runs until SIGTERM or SIGINT, then drains (running jobs finish). Registered key sets
 // persist in state_dir/keys and accepted jobs in state_dir/jobs (a journal): a restart

@@ -157,7 +157,7 @@ void LinearTransform::encode_all() {
       if (!term.encoded) pending.push_back(&term);
 #pragma omp parallel for schedule(dynamic)
   for (std::size_t t = 0; t < pending.size(); ++t) {
-    pending[t]->encoded = encoder_->to_plaintext(pending[t]->coefficients, level_);
+    pending[t]->encoded = encoder_->to_plaintext(pending[t]->measured(), level_);
     release(*pending[t]);
     pending[t]->coefficients = {};
     pending[t]->in_place = false;
@@ -224,12 +224,25 @@ void LinearTransform::accumulate(const Evaluator& eval, const std::vector<Produc
       batch.push_back({p.acc, p.rotated, &*term.encoded, 0, {}});
       continue;
     }
-    const int bits = encoder_->coefficient_bits(term.coefficients, level_);
+    const int bits = encoder_->coefficient_bits(term.measured(), level_);
     batch.push_back({p.acc, p.rotated, nullptr, term.coefficients.scale,
                      [this, &term, bits](std::size_t l, ring::u64* out) { encoder_->to_limb(term.coefficients, bits, l, out); }});
   }
   eval.multiply_plain_accumulate(batch);
   for (const Product& p : products) release(*p.term);
+}
+
+Encoder::RoundedCoefficients LinearTransform::Term::measured() const {
+  if (!in_place) return coefficients;  // measured when made or copied
+  Encoder::RoundedCoefficients c = coefficients;
+  c.magnitude_bits = width.bits.load(std::memory_order_relaxed);
+  if (c.magnitude_bits < 0) {
+    c.magnitude_bits = Encoder::RoundedCoefficients::width_of_largest(c.values);
+    // Magnitudes below 2^62 are what round_coefficients produces.
+    if (c.magnitude_bits > 62) throw SerializationError("linear transform: a diagonal's coefficient is out of range");
+    width.bits.store(c.magnitude_bits, std::memory_order_relaxed);
+  }
+  return c;
 }
 
 void LinearTransform::release(const Term& term) const {
@@ -251,11 +264,8 @@ void LinearTransform::save(ByteWriter& w) const {
       w.put<std::int64_t>(g);
       w.put<std::int64_t>(b);
       w.put<std::uint8_t>(term.encoded ? 0 : 1);
-      if (term.encoded) {  // at the transform's level and slots, in NTT form
-        w.put<double>(term.encoded->scale);
-        w.align(sizeof(std::uint64_t));  // so that a mapped file can be read in place
-        w.put_bytes(reinterpret_cast<const std::uint8_t*>(term.encoded->poly.words().data()),
-                    term.encoded->poly.byte_size());
+      if (term.encoded) {  // at the transform's level and slots
+        put_plaintext_in_place(w, *term.encoded);
       } else {
         w.put<double>(term.coefficients.scale);
         w.put<std::int32_t>(term.coefficients.log_slots);
@@ -280,7 +290,7 @@ LinearTransform LinearTransform::load(const Encoder& encoder, ByteReader& r, con
       !std::isfinite(lt.diagonal_scale_))
     throw SerializationError("linear transform: invalid geometry");
   const std::size_t count = r.get_count(what, lt.slots_);
-  std::vector<Term*> coefficient_terms, encoded_terms;  // the diagonals kept as coefficients / encoded
+  std::size_t coefficient_terms = 0;  // the diagonals kept as coefficients
   for (std::size_t t = 0; t < count; ++t) {
     const auto giant = r.get<std::int64_t>(what), baby = r.get<std::int64_t>(what);
     const auto n1 = static_cast<std::int64_t>(lt.baby_steps_);
@@ -289,22 +299,10 @@ LinearTransform LinearTransform::load(const Encoder& encoder, ByteReader& r, con
     Term term;
     const auto kind = r.get<std::uint8_t>(what);
     if (kind == 0) {
-      Plaintext pt;
-      pt.scale = r.get<double>(what);
-      if (!(pt.scale > 0) || !std::isfinite(pt.scale)) throw SerializationError("linear transform: invalid diagonal scale");
-      pt.log_slots = std::countr_zero(lt.slots_);
-      const std::size_t limbs = lt.level_ + 1;
-      r.align(sizeof(std::uint64_t), what);
-      const std::span<const std::uint8_t> bytes = r.get_view(ctx.n() * limbs * sizeof(std::uint64_t), what);
-      if (backing && reinterpret_cast<std::uintptr_t>(bytes.data()) % alignof(std::uint64_t) == 0) {
-        // In place, as the coefficients below: no private copy (validated below).
-        pt.poly = ring::Poly::borrowed(reinterpret_cast<const std::uint64_t*>(bytes.data()), ctx.n(), limbs);
-        lt.backing_ = backing;
-      } else {
-        pt.poly = ring::Poly::uninitialized(ctx.n(), limbs);
-        std::memcpy(pt.poly.words().data(), bytes.data(), bytes.size());
-      }
-      term.encoded = std::move(pt);
+      term.encoded = get_plaintext_in_place(ctx, r, backing, what);
+      if (term.encoded->level() != lt.level_ || term.encoded->slots() != lt.slots_)
+        throw SerializationError("linear transform: a diagonal at another level or slot count");
+      if (term.encoded->poly.is_borrowed()) lt.backing_ = backing;
     } else if (kind == 1) {
       term.coefficients.scale = r.get<double>(what);
       term.coefficients.log_slots = r.get<std::int32_t>(what);
@@ -317,7 +315,7 @@ LinearTransform LinearTransform::load(const Encoder& encoder, ByteReader& r, con
       const std::span<const std::uint8_t> bytes = r.get_view(n * sizeof(std::int64_t), what);
       if (backing && reinterpret_cast<std::uintptr_t>(bytes.data()) % alignof(std::int64_t) == 0) {
         // In place: the pages stay those of the mapped file (shared, reclaimable); the
-        // magnitude is measured below.
+        // magnitude is measured at first use (Term::measured).
         term.coefficients.values = {reinterpret_cast<const std::int64_t*>(bytes.data()), n};
         term.coefficients.owner = backing;
         term.in_place = true;
@@ -333,22 +331,12 @@ LinearTransform LinearTransform::load(const Encoder& encoder, ByteReader& r, con
     }
     const auto [stored, inserted] = lt.terms_[giant].emplace(baby, std::move(term));
     if (!inserted) throw SerializationError("linear transform: repeated diagonal");
-    (stored->second.encoded ? encoded_terms : coefficient_terms).push_back(&stored->second);
+    if (!stored->second.encoded) ++coefficient_terms;
+    // Copies are measured as they are made; in-place values at first use (Term::measured).
+    if (!stored->second.in_place && stored->second.coefficients.magnitude_bits > 62)
+      throw SerializationError("linear transform: a diagonal's coefficient is out of range");
   }
-  ring::parallel_for(encoded_terms.size(), [&](std::size_t k) {
-    if (!ctx.ring_q().is_reduced(encoded_terms[k]->encoded->poly))
-      throw SerializationError("linear transform: a diagonal's coefficient is not reduced modulo its prime");
-  });
-  // Magnitudes below 2^62, what round_coefficients produces. Measured once, in parallel:
-  // reading every diagonal was most of the time CryptoFaceNet4's 3.4 GB artefact took to load.
-  ring::parallel_for(coefficient_terms.size(), [&](std::size_t k) {
-    Term& term = *coefficient_terms[k];
-    if (term.in_place)
-      term.coefficients.magnitude_bits = Encoder::RoundedCoefficients::width_of_largest(term.coefficients.values);
-    if (term.coefficients.magnitude_bits > 62) throw SerializationError("linear transform: coefficient out of range");
-    lt.release(term);  // validated; read again only when applied
-  });
-  lt.storage_ = !coefficient_terms.empty() ? DiagonalStorage::kJustInTime : DiagonalStorage::kEncoded;
+  lt.storage_ = coefficient_terms != 0 ? DiagonalStorage::kJustInTime : DiagonalStorage::kEncoded;
   return lt;
 }
 

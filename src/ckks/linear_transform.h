@@ -5,6 +5,7 @@
 // share one decomposition (hoisting); the diagonals are pre-rotated by -g when encoded; the
 // giant-step rotations are summed over Q x P and divided by P once (RotationSum).
 #pragma once
+#include <atomic>
 #include <complex>
 #include <map>
 #include <memory>
@@ -69,8 +70,9 @@ class LinearTransform {
   void save(ByteWriter& w) const;
   // With `backing` (what keeps the reader's bytes alive, e.g. a file mapping), rounded
   // coefficients are used in place instead of copied, and given back to the backing
-  // (Backing::release) once validated and again after each use in apply(): a mapped
-  // model's just-in-time diagonals are resident only while they are encoded.
+  // (Backing::release) after each use in apply(): a mapped model's just-in-time diagonals
+  // are resident only while they are encoded. Their range is checked at first use (a
+  // file's corruption is its checksum's to catch; the values are not read at load).
   static LinearTransform load(const Encoder& encoder, ByteReader& r, const std::shared_ptr<const Backing>& backing = {});
 
   // The baby-step count that minimises baby + giant rotations for these diagonal indices.
@@ -80,10 +82,27 @@ class LinearTransform {
   explicit LinearTransform(const Encoder& encoder)
       : encoder_(&encoder), slots_(0), level_(0), baby_steps_(0), diagonal_scale_(0),
         storage_(DiagonalStorage::kEncoded) {}
+  // The bit width of in-place coefficients, measured by whichever thread uses them first
+  // (threads that race measure the same value): loading does not read the diagonals
+  // (measuring CryptoFaceNet4's 3.4 GB was most of its load time, and faulted the pages in
+  // twice), the first product reads them anyway. -1 until measured.
+  struct MeasuredWidth {
+    MeasuredWidth() = default;
+    MeasuredWidth(const MeasuredWidth& other) : bits(other.bits.load(std::memory_order_relaxed)) {}
+    MeasuredWidth& operator=(const MeasuredWidth& other) {
+      bits.store(other.bits.load(std::memory_order_relaxed), std::memory_order_relaxed);
+      return *this;
+    }
+    mutable std::atomic<int> bits{-1};
+  };
   struct Term {
     std::optional<Plaintext> encoded;              // kEncoded
     Encoder::RoundedCoefficients coefficients;     // kJustInTime: only reduction + NTT left
     bool in_place = false;                         // coefficients viewed in backing_'s bytes
+    MeasuredWidth width;                           // in place only
+    // The coefficients with their width (measured now on first use; throws
+    // SerializationError for values beyond 62 bits, which no compiler writes).
+    Encoder::RoundedCoefficients measured() const;
   };
   // Gives an in-place term's coefficient bytes back to the backing.
   void release(const Term& term) const;

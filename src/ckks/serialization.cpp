@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <limits>
+#include <set>
 
 #include "ckks/keygen.h"
 #include "ring/parallel.h"
@@ -261,6 +263,38 @@ Plaintext load_plaintext(const Context& ctx, std::span<const std::uint8_t> bytes
   return pt;
 }
 
+void put_plaintext_in_place(ByteWriter& w, const Plaintext& pt) {
+  w.put<std::uint32_t>(static_cast<std::uint32_t>(pt.level()));
+  w.put<std::uint32_t>(static_cast<std::uint32_t>(pt.log_slots));
+  w.put<double>(pt.scale);
+  w.align(sizeof(std::uint64_t));  // so that a mapped file can be read in place
+  w.put_bytes(reinterpret_cast<const std::uint8_t*>(pt.poly.words().data()), pt.poly.byte_size());
+}
+
+Plaintext get_plaintext_in_place(const Context& ctx, ByteReader& r, const std::shared_ptr<const Backing>& backing,
+                                 const char* what) {
+  const std::size_t limbs = get_limbs_for_level(r, ctx, what);
+  Plaintext pt;
+  pt.log_slots = get_log_slots(r, ctx, what);
+  pt.scale = get_scale(r, what);
+  r.align(sizeof(std::uint64_t), what);
+  const std::span<const std::uint8_t> bytes = r.get_view(ctx.n() * limbs * sizeof(std::uint64_t), what);
+  if (backing && reinterpret_cast<std::uintptr_t>(bytes.data()) % alignof(std::uint64_t) == 0) {
+    pt.poly = ring::Poly::borrowed(reinterpret_cast<const std::uint64_t*>(bytes.data()), ctx.n(), limbs);
+  } else {
+    pt.poly = ring::Poly::uninitialized(ctx.n(), limbs);
+    std::memcpy(pt.poly.words().data(), bytes.data(), bytes.size());
+  }
+  const ring::Ring& ring = ctx.ring_q();
+  ring::parallel_for(limbs, [&](std::size_t l) {
+    const std::uint64_t q = ring.modulus(l).value(), *x = pt.poly.limb(l);
+    bool reduced = true;
+    for (std::size_t i = 0; i < ctx.n(); ++i) reduced &= x[i] < q;
+    if (!reduced) throw SerializationError(std::string(what) + ": a coefficient is not reduced modulo its prime");
+  });
+  return pt;
+}
+
 Bytes save(const Context& ctx, const Ciphertext& ct, SaveOptions options) {
   ByteWriter w;
   w.put<std::uint32_t>(static_cast<std::uint32_t>(ct.level()));
@@ -422,41 +456,55 @@ void StreamedGaloisKeys::write(const std::function<SwitchingKey(std::uint64_t el
   if (written != payload) throw std::logic_error("streamed Galois keys: size differs from the computed size");
 }
 
-GaloisKeys load_galois_keys(const Context& ctx, std::span<const std::uint8_t> bytes, const Backing* backing) {
+void for_each_galois_key(const Context& ctx, std::span<const std::uint8_t> bytes, const Backing* backing,
+                         std::size_t batch, const std::function<void(std::uint64_t, SwitchingKey&&)>& sink) {
+  if (batch == 0) throw std::invalid_argument("for_each_galois_key: batch must be at least 1");
   const Payload payload = open_payload(bytes, ObjectType::kGaloisKeys, ctx.params().fingerprint());
   ByteReader r(payload);
   const char* what = "Galois key set";
   const auto count = r.get<std::uint32_t>(what);
-  GaloisKeys gk;
   // First the framing, serially: each key's element and where its stored bytes lie (their
   // size follows from the key's level). Then the keys are decoded in parallel: copying,
   // checking and expanding them was one thread's work for 4 of the 5 s CryptoFaceNet4's
   // keys took to load, most of it faulting in (zeroing) the pages of the copies.
   struct Stored {
-    SwitchingKey* key;
+    std::uint64_t element;
     std::span<const std::uint8_t> framed;  // the element (u64), then the key
   };
   std::vector<Stored> stored;
+  std::set<std::uint64_t> seen;
   for (std::uint32_t k = 0; k < count; ++k) {
     const std::uint8_t* framed = r.position();
     const auto g = r.get<std::uint64_t>(what);
-    if ((g & 1) == 0 || g >= 2 * ctx.n() || g == 1 || gk.has(g))
+    if ((g & 1) == 0 || g >= 2 * ctx.n() || g == 1 || !seen.insert(g).second)
       throw SerializationError("Galois key set: invalid or repeated Galois element " + std::to_string(g));
     const std::size_t level = get_limbs_for_level(r, ctx, what) - 1;
     r.get_view(stored_switching_key_size(ctx, level) - sizeof(std::uint32_t), what);  // the level is read
-    stored.push_back({&gk.keys[g], {framed, r.position()}});
+    stored.push_back({g, {framed, r.position()}});
   }
   r.expect_end(what);
   const bool release = backing && payload.in_place();
-  ring::parallel_for(stored.size(), [&](std::size_t k) {
-    ByteReader key_reader(stored[k].framed.subspan(sizeof(std::uint64_t)));
-    *stored[k].key = get_switching_key_b(key_reader, ctx, what);
-    key_reader.expect_end(what);
-    // Decoded: the stored pages are released, so loading peaks near the expanded keys
-    // alone, not the expanded keys plus the file (4.8 GB for CryptoFaceNet4).
-    if (release) backing->release(stored[k].framed);
-    expand_a(ctx, *stored[k].key);
-  });
+  std::vector<SwitchingKey> keys;
+  for (std::size_t first = 0; first < stored.size(); first += batch) {
+    keys.assign(std::min(batch, stored.size() - first), SwitchingKey{});
+    ring::parallel_for(keys.size(), [&](std::size_t i) {
+      const Stored& s = stored[first + i];
+      ByteReader key_reader(s.framed.subspan(sizeof(std::uint64_t)));
+      keys[i] = get_switching_key_b(key_reader, ctx, what);
+      key_reader.expect_end(what);
+      // Decoded: the stored pages are released, so loading peaks near the expanded keys
+      // alone, not the expanded keys plus the file (4.8 GB for CryptoFaceNet4).
+      if (release) backing->release(s.framed);
+      expand_a(ctx, keys[i]);
+    });
+    for (std::size_t i = 0; i < keys.size(); ++i) sink(stored[first + i].element, std::move(keys[i]));
+  }
+}
+
+GaloisKeys load_galois_keys(const Context& ctx, std::span<const std::uint8_t> bytes, const Backing* backing) {
+  GaloisKeys gk;
+  for_each_galois_key(ctx, bytes, backing, std::numeric_limits<std::size_t>::max(),
+                      [&](std::uint64_t g, SwitchingKey&& key) { gk.keys.emplace(g, std::move(key)); });
   return gk;
 }
 

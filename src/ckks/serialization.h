@@ -82,6 +82,22 @@ SwitchingKey load_ring_switch_key(const Context& switch_ctx, std::span<const std
 // (read in place), each key's stored bytes are handed back to it (Backing::release) once
 // parsed, so that loading does not hold the stored keys and the expanded ones at once.
 GaloisKeys load_galois_keys(const Context& ctx, std::span<const std::uint8_t> bytes, const Backing* backing = nullptr);
+// The same keys one by one, in stored order, to `sink(element, key)`: decoded (checked and
+// expanded) `batch` at a time in parallel, so at most `batch` keys are in memory (the key
+// cache, runtime/key_cache.h, expands a 4.8 GB key file this way). The whole set's framing
+// is checked before the first key is handed over.
+void for_each_galois_key(const Context& ctx, std::span<const std::uint8_t> bytes, const Backing* backing,
+                         std::size_t batch, const std::function<void(std::uint64_t, SwitchingKey&&)>& sink);
+
+// A plaintext inside a larger stored object (a compiled model's steps), laid out to be used
+// in place: u32 level, u32 log2 slot count, f64 scale, zero padding to an 8-byte boundary
+// of the stream, then its (level + 1) x N words in NTT form. With `backing` (what keeps the
+// reader's bytes alive, a file mapping) the loaded plaintext borrows those words
+// (ring::Poly::borrowed) instead of copying them. Either way every word is checked below
+// its prime (limbs in parallel), and levels above the top are refused.
+void put_plaintext_in_place(ByteWriter& w, const Plaintext& pt);
+Plaintext get_plaintext_in_place(const Context& ctx, ByteReader& r, const std::shared_ptr<const Backing>& backing,
+                                 const char* what);
 
 // Reads only the header: the object type stored in `bytes` (throws if not a pfhe object).
 ObjectType peek_type(std::span<const std::uint8_t> bytes);

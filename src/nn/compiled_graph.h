@@ -263,6 +263,8 @@ class CompiledGraph {
   const ckks::Encoder* encoder_ = nullptr;
   const ckks::Bootstrapper* bootstrapper_ = nullptr;  // set when there are Bootstrap steps
   std::shared_ptr<const HalfRing> half_ring_;         // set when there are RingSwitch steps
+  // What a loaded graph's plaintexts borrow their words from (a file mapping), if anything.
+  std::shared_ptr<const ckks::Backing> storage_;
   // The step computing value v, or none for an input.
   std::optional<std::size_t> step_of(std::size_t v) const {
     return v < inputs_ ? std::nullopt : std::optional<std::size_t>(v - inputs_);

@@ -14,8 +14,9 @@ namespace {
 
 constexpr char kGraphMagic[4] = {'P', 'F', 'H', 'G'};
 // 2: layouts record their grid (nn/layout.h); 3: patch inputs in lanes, L2Normalize;
-// 4: the ring switch names no PatchCNN block.
-constexpr std::uint32_t kGraphVersion = 5;
+// 4: the ring switch names no PatchCNN block; 5: pre-encoded diagonals used in place;
+// 6: every plaintext (quadratics, shifts, biases, diagonals) stored to be used in place.
+constexpr std::uint32_t kGraphVersion = 6;
 
 }  // namespace
 
@@ -86,11 +87,10 @@ void CompiledGraph::save(const ckks::ByteWriter::Sink& sink) const {
     for (const std::size_t i : s.inputs) w.put<std::uint64_t>(i);
     w.put<std::uint8_t>(static_cast<std::uint8_t>(s.op.index()));
     w.put<std::uint8_t>(s.half ? 1 : 0);
-    const ckks::Context& ring = s.half ? half_ring_->context : ctx;
     std::visit(Overloaded{
-                   [&](const CompiledLinear& l) { save_linear(w, ring, l); },
-                   [&](const CompiledQuadratic& q) { save_quadratic(w, ring, q); },
-                   [&](const Shift& sh) { w.put_blob(ckks::save(ring, sh.shift)); },
+                   [&](const CompiledLinear& l) { save_linear(w, l); },
+                   [&](const CompiledQuadratic& q) { save_quadratic(w, q); },
+                   [&](const Shift& sh) { ckks::put_plaintext_in_place(w, sh.shift); },
                    [&](const Poly& p) {
                      w.put<std::uint64_t>(p.input_level);
                      w.put<double>(p.input_scale);
@@ -140,6 +140,7 @@ CompiledGraph CompiledGraph::load(const ckks::Encoder& encoder, std::span<const 
   if (r.get<std::uint64_t>(what) != ctx.params().fingerprint())
     throw ckks::SerializationError("compiled graph was made for other parameters (fingerprint mismatch)");
   CompiledGraph g;
+  g.storage_ = backing;
   g.encoder_ = &encoder;
   g.half_ring_ = load_ring_switch(ctx.params(), r, what);
   g.input_level_ = r.get_count(what, ctx.max_level());
@@ -194,7 +195,7 @@ CompiledGraph CompiledGraph::load(const ckks::Encoder& encoder, std::span<const 
         break;
       }
       case StepKind::kQuadratic: {
-        CompiledQuadratic q = load_quadratic(ring_ctx, r);
+        CompiledQuadratic q = load_quadratic(ring_ctx, r, backing);
         if (q.input_level != in_level) throw ckks::SerializationError("compiled graph: quadratic level mismatch");
         out_level = in_level - 1;
         out_scale = q.output_scale;
@@ -202,7 +203,7 @@ CompiledGraph CompiledGraph::load(const ckks::Encoder& encoder, std::span<const 
         break;
       }
       case StepKind::kShift: {
-        Shift sh{ckks::load_plaintext(ring_ctx, r.get_blob(what))};
+        Shift sh{ckks::get_plaintext_in_place(ring_ctx, r, backing, what)};
         if (sh.shift.level() != in_level) throw ckks::SerializationError("compiled graph: shift level mismatch");
         out_level = in_level;
         s.op = std::move(sh);

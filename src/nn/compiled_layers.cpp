@@ -158,12 +158,12 @@ Layout load_layout(ckks::ByteReader& r, std::size_t slots) {
   return l;
 }
 
-void save_linear(ckks::ByteWriter& w, const ckks::Context& ctx, const CompiledLinear& l) {
+void save_linear(ckks::ByteWriter& w, const CompiledLinear& l) {
   w.put<std::uint64_t>(l.input_level);
   w.put<double>(l.output_scale);
   l.transform.save(w);
   w.put<std::uint8_t>(l.bias ? 1 : 0);
-  if (l.bias) w.put_blob(ckks::save(ctx, *l.bias));
+  if (l.bias) ckks::put_plaintext_in_place(w, *l.bias);
   save_layout(w, l.in);
   save_layout(w, l.out);
   w.put<std::uint64_t>(l.post_sum_steps.size());
@@ -182,7 +182,7 @@ CompiledLinear load_linear(const ckks::Encoder& enc, ckks::ByteReader& r, const 
   const auto has_bias = r.get<std::uint8_t>(what);
   if (has_bias > 1) throw ckks::SerializationError("compiled linear layer: bad bias flag");
   if (has_bias) {
-    bias = ckks::load_plaintext(ctx, r.get_blob(what));
+    bias = ckks::get_plaintext_in_place(ctx, r, backing, what);
     if (bias->level() != level - 1) throw ckks::SerializationError("compiled linear layer: bias level mismatch");
   }
   const Layout in = load_layout(r, ctx.n() / 2), out = load_layout(r, ctx.n() / 2);
@@ -196,22 +196,23 @@ CompiledLinear load_linear(const ckks::Encoder& enc, ckks::ByteReader& r, const 
 }
 
 
-void save_quadratic(ckks::ByteWriter& w, const ckks::Context& ctx, const CompiledQuadratic& q) {
+void save_quadratic(ckks::ByteWriter& w, const CompiledQuadratic& q) {
   w.put<std::uint64_t>(q.input_level);
   w.put<double>(q.input_scale);
   w.put<double>(q.output_scale);
-  w.put_blob(ckks::save(ctx, q.a1));
-  w.put_blob(ckks::save(ctx, q.a0));
+  ckks::put_plaintext_in_place(w, q.a1);
+  ckks::put_plaintext_in_place(w, q.a0);
 }
 
-CompiledQuadratic load_quadratic(const ckks::Context& ctx, ckks::ByteReader& r) {
+CompiledQuadratic load_quadratic(const ckks::Context& ctx, ckks::ByteReader& r,
+                                 const std::shared_ptr<const ckks::Backing>& backing) {
   const char* what = "compiled quadratic";
   CompiledQuadratic q;
   q.input_level = r.get_count(what, ctx.max_level());
   q.input_scale = r.get<double>(what);
   q.output_scale = r.get<double>(what);
-  q.a1 = ckks::load_plaintext(ctx, r.get_blob(what));
-  q.a0 = ckks::load_plaintext(ctx, r.get_blob(what));
+  q.a1 = ckks::get_plaintext_in_place(ctx, r, backing, what);
+  q.a0 = ckks::get_plaintext_in_place(ctx, r, backing, what);
   if (q.input_level == 0 || q.a1.level() != q.input_level || q.a0.level() != q.input_level - 1 ||
       !(q.input_scale > 0) || !(q.output_scale > 0))
     throw ckks::SerializationError("compiled quadratic: inconsistent levels or scales");

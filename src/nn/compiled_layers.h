@@ -83,10 +83,11 @@ std::map<long, std::size_t> rotation_levels(const std::vector<const CompiledLine
 std::size_t pre_encode_within_budget(std::vector<CompiledLinear*> layers, std::size_t budget);
 
 // Stored forms (docs/FORMAT.md, compiled models); loading validates against the context.
-void save_linear(ckks::ByteWriter& w, const ckks::Context& ctx, const CompiledLinear& l);
+void save_linear(ckks::ByteWriter& w, const CompiledLinear& l);
 CompiledLinear load_linear(const ckks::Encoder& enc, ckks::ByteReader& r, const std::shared_ptr<const ckks::Backing>& backing);
-void save_quadratic(ckks::ByteWriter& w, const ckks::Context& ctx, const CompiledQuadratic& q);
-CompiledQuadratic load_quadratic(const ckks::Context& ctx, ckks::ByteReader& r);
+void save_quadratic(ckks::ByteWriter& w, const CompiledQuadratic& q);
+CompiledQuadratic load_quadratic(const ckks::Context& ctx, ckks::ByteReader& r,
+                                 const std::shared_ptr<const ckks::Backing>& backing);
 void save_layout(ckks::ByteWriter& w, const Layout& l);
 Layout load_layout(ckks::ByteReader& r, std::size_t slots);
 

@@ -77,6 +77,19 @@ inline u64 reduce_signed64(std::int64_t x, const Modulus& m) {
 
 // Shoup: w_shoup = floor(w * 2^64 / q) for a fixed w < q.
 inline u64 shoup(u64 w, u64 q) { return static_cast<u64>((static_cast<u128>(w) << 64) / q); }
+// The same without a 128-bit division (building a ring's NTT tables took N x 6 of them per
+// prime, most of the time CryptoFaceNet4's server took to start): the modulus's
+// floor(2^128 / q) gives an estimate at most 2 below, which the remainder corrects.
+inline u64 shoup(u64 w, const Modulus& m) {
+  const u64 q = m.value();
+  u64 estimate = w * m.ratio_hi() + static_cast<u64>((static_cast<u128>(w) * m.ratio_lo()) >> 64);
+  u64 remainder = u64{0} - estimate * q;  // w * 2^64 - estimate * q, exact: it is below 3q < 2^64
+  while (remainder >= q) {
+    remainder -= q;
+    ++estimate;
+  }
+  return estimate;
+}
 
 // x * w mod q in [0, 2q) for any 64-bit x.
 inline u64 mul_shoup_lazy(u64 x, u64 w, u64 w_shoup, u64 q) {

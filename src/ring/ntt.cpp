@@ -8,10 +8,6 @@
 
 namespace pfhe::ring {
 
-namespace {
-u64 shoup52(u64 w, u64 q) { return static_cast<u64>((static_cast<u128>(w) << 52) / q); }
-}  // namespace
-
 std::size_t bit_reverse(std::size_t x, int bits) {
   std::size_t r = 0;
   for (int i = 0; i < bits; ++i) { r = (r << 1) | (x & 1); x >>= 1; }
@@ -38,20 +34,21 @@ NttTables::NttTables(std::size_t n, const Modulus& modulus) : n_(n), modulus_(mo
   root_powers_shoup_.resize(n);
   inv_root_powers_shoup_.resize(n);
   for (std::size_t k = 0; k < n; ++k) {
-    root_powers_shoup_[k] = shoup(root_powers_[k], q);
-    inv_root_powers_shoup_[k] = shoup(inv_root_powers_[k], q);
+    root_powers_shoup_[k] = shoup(root_powers_[k], modulus);
+    inv_root_powers_shoup_[k] = shoup(inv_root_powers_[k], modulus);
   }
   n_inv_ = inv_mod(n, modulus);
-  n_inv_shoup_ = shoup(n_inv_, q);
+  n_inv_shoup_ = shoup(n_inv_, modulus);
   if (modulus.bits() > kIfmaMaxBits) return;
 
+  // floor(w 2^52 / q) = floor(floor(w 2^64 / q) / 2^12): no second division.
   root_powers_shoup52_.resize(n);
   inv_root_powers_shoup52_.resize(n);
   for (std::size_t k = 0; k < n; ++k) {
-    root_powers_shoup52_[k] = shoup52(root_powers_[k], q);
-    inv_root_powers_shoup52_[k] = shoup52(inv_root_powers_[k], q);
+    root_powers_shoup52_[k] = root_powers_shoup_[k] >> 12;
+    inv_root_powers_shoup52_[k] = inv_root_powers_shoup_[k] >> 12;
   }
-  n_inv_shoup52_ = shoup52(n_inv_, q);
+  n_inv_shoup52_ = n_inv_shoup_ >> 12;
 }
 
 SimdPath NttTables::effective_path(SimdPath requested) const {

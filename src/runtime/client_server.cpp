@@ -12,6 +12,7 @@
 #include "nn/linear_map.h"
 #include "nn/model_file.h"
 #include "nn/parameter_choice.h"
+#include "runtime/key_cache.h"
 #include "runtime/mapped_file.h"
 #include "runtime/process_stats.h"
 
@@ -349,7 +350,7 @@ std::size_t ServedModel::tasks() const { return graph_task_offsets(*graph_).back
 KeySet::KeySet(const ServedModel& model, const std::string& keys_path) : KeySet(model, keys_path, Clock::now()) {}
 
 KeySet::KeySet(const ServedModel& model, const std::string& keys_path, Clock::time_point start)
-    : KeySet(model, read_evaluation_keys(keys_path, model.context(), model.half_ring().get()), keys_path) {
+    : KeySet(model, load_evaluation_keys(keys_path, model.context(), model.half_ring().get()), keys_path) {
   load_seconds_ = seconds_since(start);
 }
 

@@ -181,7 +181,8 @@ class ServedModel {
 // which must outlive it; not copyable or movable.
 class KeySet {
  public:
-  // Errors name `keys_path`.
+  // `keys_path` is a key file or its key cache (runtime/key_cache.h: mapped in place).
+  // Errors name it.
   KeySet(const ServedModel& model, const std::string& keys_path);
   KeySet(const ServedModel& model, EvaluationKeys keys, const std::string& what = "the evaluation keys");
   KeySet(const KeySet&) = delete;

@@ -75,7 +75,7 @@ EvaluationKeys make_evaluation_keys(const ckks::Context& ctx, const nn::HalfRing
                                     const RotationRequest& rotations) {
   check_secret_keys(half_ring, secret);
   const ckks::KeyGenerator kg(ctx, secret.key);
-  EvaluationKeys keys{secret.key_set, kg.create_relin_key(), kg.create_galois_keys(rotations.big), std::nullopt};
+  EvaluationKeys keys{secret.key_set, kg.create_relin_key(), kg.create_galois_keys(rotations.big), std::nullopt, nullptr};
   if (half_ring) {
     const ckks::KeyGenerator half(half_ring->context, *secret.half_key);
     keys.half = HalfRingKeys{
@@ -137,7 +137,7 @@ EvaluationKeys read_evaluation_keys(const std::string& path, const ckks::Context
     // The stored keys' pages are released as they are parsed: loading then peaks near the
     // expanded keys alone, not the expanded keys plus the 4.8 GB file of CryptoFaceNet's.
     EvaluationKeys keys{b.key_set, ckks::load_relin_key(ctx, b.objects[0]),
-                        ckks::load_galois_keys(ctx, b.objects[1], mapping.get()), std::nullopt};
+                        ckks::load_galois_keys(ctx, b.objects[1], mapping.get()), std::nullopt, nullptr};
     if (half_ring)
       keys.half = HalfRingKeys{ckks::load_relin_key(half_ring->context, b.objects[2]),
                                ckks::load_galois_keys(half_ring->context, b.objects[3], mapping.get()),

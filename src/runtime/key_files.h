@@ -5,6 +5,7 @@
 // the half ring's, and the ring-switch key.
 #pragma once
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -42,6 +43,9 @@ struct EvaluationKeys {
   ckks::RelinKey relin;
   ckks::GaloisKeys galois;
   std::optional<HalfRingKeys> half;
+  // What the keys' words live in when they are used in place (a mapped key cache,
+  // runtime/key_cache.h); null when they own them.
+  std::shared_ptr<const void> storage;
 };
 
 // What an evaluation-key set holds: rotation steps with the level each is needed at, per ring.

@@ -44,7 +44,13 @@ void verify_file_checksum(int fd, std::size_t size, const std::string& path) {
 
 }  // namespace
 
-MappedFile::MappedFile(const std::string& path) {
+MappedFile::MappedFile(const std::string& path)
+    : MappedFile(path, [&path](int fd, std::size_t size) { verify_file_checksum(fd, size, path); }) {
+  content_ = {data_, size_ - ckks::kTrailerSize};
+  ::madvise(const_cast<std::uint8_t*>(data_), size_, MADV_SEQUENTIAL);  // decoding reads front to back
+}
+
+MappedFile::MappedFile(const std::string& path, const Verifier& verify) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw ckks::SerializationError("cannot open " + path + ": " + std::strerror(errno));
   struct stat st {};
@@ -54,7 +60,7 @@ MappedFile::MappedFile(const std::string& path) {
   }
   size_ = static_cast<std::size_t>(st.st_size);
   try {
-    verify_file_checksum(fd, size_, path);
+    verify(fd, size_);
   } catch (...) {
     ::close(fd);
     throw;
@@ -65,9 +71,8 @@ MappedFile::MappedFile(const std::string& path) {
     throw ckks::SerializationError("cannot map " + path + ": " + std::strerror(errno));
   }
   ::close(fd);  // the mapping stays valid
-  ::madvise(p, size_, MADV_SEQUENTIAL);  // decoding reads front to back
   data_ = static_cast<const std::uint8_t*>(p);
-  content_ = {data_, size_ - ckks::kTrailerSize};
+  content_ = {data_, size_};
 }
 
 MappedFile::~MappedFile() {

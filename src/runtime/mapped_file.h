@@ -6,6 +6,7 @@
 // check makes nothing resident); bytes() is the content before the trailer.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -17,6 +18,12 @@ namespace pfhe::runtime {
 class MappedFile final : public ckks::Backing {
  public:
   explicit MappedFile(const std::string& path);  // throws ckks::SerializationError naming the path
+  // A file whose format carries its own checks instead of the trailer (the key cache,
+  // runtime/key_cache.h: sections with their own digests, verified in parallel):
+  // `verify(fd, size)` runs on the open file before it is mapped and throws to refuse it;
+  // bytes() is then the whole file, read in any order (no sequential read-ahead advice).
+  using Verifier = std::function<void(int fd, std::size_t size)>;
+  MappedFile(const std::string& path, const Verifier& verify);
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;

@@ -58,6 +58,11 @@ if [ -n "$mpirun" ]; then
   cmp alice.seq.ct alice.mpi.ct || fail "MPI output differs from sequential"
 fi
 grep -q '"executor": "seq"' seq.json || fail "no JSON report"
+# The keys expanded into a key cache (mapped in place) give the same bytes, forked too.
+"$pfhe" expand-keys "${spec[@]}" --eval-keys eval.keys --out eval.cache
+"$pfhe" infer --params srv/params.pfhe --model srv/model.pfhc --eval-keys eval.cache --input alice.cts \
+  --out alice.cached.ct --executor fork --workers 2
+cmp alice.seq.ct alice.cached.ct || fail "the key cache's output differs from the key file's"
 
 # Serving the model file itself (lazy mode, for grids whose artefact would not fit): a
 # plan-only compile gives the same client spec, and the tasks compile their lane groups
@@ -131,6 +136,10 @@ expect_error "applies to the fork executor" "$pfhe" infer "${server[@]}" --input
 grep -q '"ring_switch": null' flat/client.json || fail "--no-ring-switch still switches"
 expect_error "made for a model that switches to the half ring" "$pfhe" infer --params flat/params.pfhe \
   --model flat/model.pfhc --eval-keys eval.keys --input alice.cts --out x.ct
+expect_error "expected 2 (a model without a ring switch)" "$pfhe" expand-keys --spec flat/client.json \
+  --params flat/params.pfhe --eval-keys eval.keys --out x.cache
+expect_error "key cache with half-ring keys" "$pfhe" infer --params flat/params.pfhe \
+  --model flat/model.pfhc --eval-keys eval.cache --input alice.cts --out x.ct
 expect_error "made for a model that switches to the half ring" "$pfhe" decrypt --spec flat/client.json \
   --params flat/params.pfhe --secret-key sk.key --input alice.seq.ct
 expect_error "not to --plan-only" "$pfhe" compile --model model.pfhm --out-dir bad --plan-only --no-ring-switch

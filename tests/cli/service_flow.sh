@@ -2,7 +2,8 @@
 # `pfhe serve` / `pfhe client` (issue 22): a two-tower graph served over HTTP. The service's
 # result equals `pfhe infer`'s byte for byte; the same input is the same job; registered
 # keys and accepted jobs survive a restart, a SIGKILL included (queued jobs run after it);
-# SIGTERM drains (the running job finishes); a full queue or a restarting server makes
+# SIGTERM drains (the running job finishes); finished jobs expire after --keep-jobs; a
+# damaged key cache fails its jobs clearly; a full queue or a restarting server makes
 # clients wait, not fail; bad requests and a client gone mid-upload get clear errors or
 # nothing, and the service keeps running.
 #   service_flow.sh PFHE_BINARY
@@ -23,10 +24,10 @@ spec=(--spec srv/client.json --params srv/params.pfhe)
 "$pfhe" encrypt "${spec[@]}" --secret-key sk --image a.png --out a.cts 2> /dev/null
 "$pfhe" infer --params srv/params.pfhe --model srv/model.pfhc --eval-keys ek --input a.cts --out local.ct 2> /dev/null
 
-start_server() {  # start_server [PORT]
+start_server() {  # start_server [PORT [OPTION...]]
   rm -f state/port
   "$pfhe" serve --params srv/params.pfhe --model srv/model.pfhc --state-dir state --port "${1:-0}" --max-requests 1 \
-    --max-queue 2 2>> serve.log &
+    --max-queue 2 "${@:2}" 2>> serve.log &
   server_pid=$!
   for _ in $(seq 1 120); do [ -s state/port ] && break; sleep 0.5; done
   [ -s state/port ] || fail "the server did not start"
@@ -133,6 +134,44 @@ wait "$waiting" || { cat again.log; fail "the request sent during the restart fa
 grep -q "cannot reach the server" again.log || { cat again.log; fail "the client did not wait for the server"; }
 cmp local.ct again.ct || fail "result after restart"
 "$pfhe" client health --server "$url" | grep -q '"key_sets":1' || fail "the key set did not survive a restart"
+# A registered key set is kept as its expanded key cache only, and a damaged cache is a
+# failed job naming the file, not wrong numbers; the service goes on.
+caches=(state/keys/*.cache)
+[ "${#caches[@]}" = 1 ] && [ -z "$(ls state/keys/*.keys state/keys/.upload-* 2> /dev/null)" ] ||
+  { ls -la state/keys; fail "the registered keys are not one key cache"; }
+cache=${caches[0]}
+kill "$server_pid"; wait "$server_pid" 2> /dev/null || true
+cp "$cache" cache.intact
+printf '\x5a' | dd of="$cache" bs=1 seek=$(( $(stat -c %s "$cache") / 2 )) conv=notrunc 2> /dev/null
+cmp -s "$cache" cache.intact && printf '\xa5' | dd of="$cache" bs=1 seek=$(( $(stat -c %s "$cache") / 2 )) conv=notrunc 2> /dev/null
+"$pfhe" encrypt "${spec[@]}" --secret-key sk --image a.png --out d.cts 2> /dev/null  # a new job
+start_server
+if "$pfhe" client infer --server "$url" --input d.cts --out x.ct 2> err.txt; then fail "a damaged key cache was used"; fi
+grep -q "$(basename "$cache").*checksum mismatch" err.txt || { cat err.txt; fail "damaged key cache message"; }
+"$pfhe" client health --server "$url" > /dev/null || fail "the service stopped after a damaged key cache"
+# A key file placed in the key directory (by an operator, or a pfhe before key caches) is
+# expanded into its cache when first needed.
+kill "$server_pid"; wait "$server_pid" 2> /dev/null || true
+rm "$cache"
+cp ek "${cache%.cache}.keys"
+start_server
+"$pfhe" client infer --server "$url" --input d.cts --out placed.ct 2> /dev/null || fail "a placed key file"
+"$pfhe" infer --params srv/params.pfhe --model srv/model.pfhc --eval-keys ek --input d.cts --out d.local.ct 2> /dev/null
+cmp d.local.ct placed.ct || fail "result with a placed key file"
+[ -f "$cache" ] && [ ! -f "${cache%.cache}.keys" ] || { ls -la state/keys; fail "the placed key file was not expanded"; }
+# Retention: finished jobs older than --keep-jobs are removed at start and while the
+# service runs; their ids are then unknown (404) and their files gone.
+kill "$server_pid"; wait "$server_pid" 2> /dev/null || true
+start_server 0 --keep-jobs 2
+if "$pfhe" client status --server "$url" --job "$job" 2> err.txt; then fail "an old job outlived its retention"; fi
+grep -q "HTTP 404.*no job $job" err.txt || { cat err.txt; fail "expired job message"; }
+[ ! -e "state/jobs/$job.input" ] && [ ! -e "state/jobs/$job.result" ] || fail "an expired job's files remain"
+"$pfhe" encrypt "${spec[@]}" --secret-key sk --image a.png --out e.cts 2> /dev/null
+fresh=$("$pfhe" client submit --server "$url" --input e.cts)
+"$pfhe" client fetch --server "$url" --job "$fresh" --out e.ct 2> /dev/null || fail "a job within its retention"
+sleep 4
+if "$pfhe" client status --server "$url" --job "$fresh" 2> /dev/null; then fail "a finished job outlived its retention"; fi
+"$pfhe" client metrics --server "$url" | grep -q '"jobs_expired":[1-9]' || fail "expired jobs not counted"
 if "$pfhe" client infer --server http://127.0.0.1:1 --input a.cts --out x.ct --wait 0 2> err.txt; then
   fail "an unreachable server gave a result"
 fi

@@ -390,7 +390,7 @@ TEST(ClientServer, RingSwitchingModelKeysSpecAndExecutors) {
   const nn::Tensor got = client.decrypt_output({secret.key_set, {embedding}});
   EXPECT_LT(nn::precision_of(got, model.normalized(images[1])).relative, 1e-5);
   // Keys without the half ring's part cannot drive this model.
-  runtime::EvaluationKeys big_only{keys.key_set, keys.relin, keys.galois, std::nullopt};
+  runtime::EvaluationKeys big_only{keys.key_set, keys.relin, keys.galois, std::nullopt, nullptr};
   EXPECT_THROW(runtime::Evaluators(ctx, half_ring.get(), big_only), std::invalid_argument);
 }
 
