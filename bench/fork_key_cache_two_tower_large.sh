@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The two-tower-large graph on the fork pool with its evaluation keys read from the key
-# file against mapped from a key cache (`pfhe expand-keys`), alternated with a sequential
-# run and threads, three rounds; prints each run's key loading, inference, branch times,
-# whole-process time and peak RSS, and checks every output equals the sequential one.
+# file against mapped from a key cache (`pfhe expand-keys`), alternated with the
+# one-thread sequential baseline (OMP_NUM_THREADS=1, the reference of the fork pool's
+# speed-up) and threads, three rounds; prints each run's key loading, inference, branch
+# times, whole-process time and peak RSS, and checks every output equals the sequential one.
 # Needs ~16 GB of disk and ~8 GB of RAM; ~15 minutes on 2 cores.
 #   bench/fork_key_cache_two_tower_large.sh [WORK_DIR]   (default build/two-tower-large)
 set -euo pipefail
@@ -19,15 +20,15 @@ if [ ! -f x.cts ]; then
   "$P" sample-image --size "$size" --seed 3 --out x.png 2> /dev/null
   "$P" encrypt --spec c/client.json --params c/params.pfhe --secret-key sk --image x.png --out x.cts 2> /dev/null
 fi
-run() {  # NAME KEYS EXECUTOR WORKERS
-  /usr/bin/time -f "%e s %M KB" "$P" infer --params c/params.pfhe --model c/model.pfhc --eval-keys "$2" \
+run() {  # NAME KEYS EXECUTOR WORKERS [ENV...]
+  env "${@:5}" /usr/bin/time -f "%e s %M KB" "$P" infer --params c/params.pfhe --model c/model.pfhc --eval-keys "$2" \
     --input x.cts --out "o.$1.ct" --executor "$3" --workers "$4" > r.log 2>&1
   echo "$1: $(grep -o 'evaluation keys [0-9.]* s' r.log) | $(grep -o '\(embedding\|logits\) in [0-9.]* s' r.log | head -1) |" \
     "$(grep -o 'branch [0-9] of [0-9] done in [0-9.]* s' r.log | tr '\n' ';') | $(tail -1 r.log)"
 }
 for round in 1 2 3; do
   echo "round $round"
-  run seq ek seq 1
+  run seq ek.cache seq 1 OMP_NUM_THREADS=1
   run fork-file ek fork 2
   run fork-cache ek.cache fork 2
   run threads-cache ek.cache threads 2
