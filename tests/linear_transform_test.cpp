@@ -200,23 +200,41 @@ struct RecordingBacking final : Backing {
   mutable std::atomic<std::size_t> released{0};
 };
 
+// Five diagonals over 64 slots at level 2 stored one way, saved, with the keys and an
+// encrypted input to apply them to: what the in-place loading tests load and compare.
+struct SavedTransform {
+  explicit SavedTransform(DiagonalStorage storage)
+      : ctx(test::small_params(10, 2)),
+        enc(ctx),
+        kg(ctx),
+        diags(random_diagonals({-3, 0, 2, 7, 12}, 64, 4)),
+        saved(enc, diags, 64, 2, 0, 0, storage),
+        gk(kg.create_galois_keys(saved.rotation_steps())),
+        eval(ctx, nullptr, &gk),
+        in(Encryptor(ctx, kg.secret_key()).encrypt(enc.encode(test::random_complex(64, 1), 2, ctx.params().default_scale()))) {
+    ByteWriter w;
+    saved.save(w);
+    bytes = w.bytes();
+  }
+  Context ctx;
+  Encoder enc;
+  KeyGenerator kg;
+  Diagonals diags;
+  LinearTransform saved;
+  GaloisKeys gk;
+  Evaluator eval;
+  Ciphertext in;
+  Bytes bytes;
+};
+
 TEST(LinearTransform, InPlaceCoefficientsAreNotReadAtLoadAndGivenBackAfterEachUse) {
-  Context ctx(test::small_params(10, 2));
-  Encoder enc(ctx);
-  KeyGenerator kg(ctx);
-  const Diagonals diags = random_diagonals({-3, 0, 2, 7, 12}, 64, 4);
-  const LinearTransform jit(enc, diags, 64, 2, 0, 0, DiagonalStorage::kJustInTime);
-  ByteWriter w;
-  jit.save(w);
-  const auto backing = std::make_shared<const RecordingBacking>(w.bytes());
+  const SavedTransform t(DiagonalStorage::kJustInTime);
+  const auto& [ctx, enc, kg, diags, jit, gk, eval, in, bytes] = t;
+  const auto backing = std::make_shared<const RecordingBacking>(bytes);
   ByteReader r(backing->bytes);
   const LinearTransform loaded = LinearTransform::load(enc, r, backing);
   const std::size_t per_pass = diags.size() * 2 * 64 * sizeof(std::int64_t);  // 2 x slots coefficients each
   EXPECT_EQ(backing->released, 0u);  // loading did not read them (their width is measured at first use)
-  const GaloisKeys gk = kg.create_galois_keys(jit.rotation_steps());
-  Evaluator eval(ctx, nullptr, &gk);
-  const Encryptor encryptor(ctx, kg.secret_key());
-  const Ciphertext in = encryptor.encrypt(enc.encode(test::random_complex(64, 1), 2, ctx.params().default_scale()));
   const Ciphertext a = jit.apply(eval, in), b = loaded.apply(eval, in);
   EXPECT_EQ(backing->released, per_pass);  // given back after each use
   const Ciphertext c = loaded.apply(eval, in);  // the width measured at the first use
@@ -232,22 +250,13 @@ TEST(LinearTransform, InPlaceCoefficientsAreNotReadAtLoadAndGivenBackAfterEachUs
 // a borrowed polynomial own their words; a word not reduced modulo its prime is refused
 // either way.
 TEST(LinearTransform, PreEncodedDiagonalsLoadInPlace) {
-  Context ctx(test::small_params(10, 2));
-  Encoder enc(ctx);
-  KeyGenerator kg(ctx);
-  const Diagonals diags = random_diagonals({-3, 0, 2, 7, 12}, 64, 4);
-  const LinearTransform encoded(enc, diags, 64, 2, 0, 0, DiagonalStorage::kEncoded);
-  ByteWriter w;
-  encoded.save(w);
-  const auto backing = std::make_shared<const HeldBytes>(w.bytes());
+  const SavedTransform t(DiagonalStorage::kEncoded);
+  const auto& [ctx, enc, kg, diags, encoded, gk, eval, in, bytes] = t;
+  const auto backing = std::make_shared<const HeldBytes>(bytes);
   ByteReader in_place_reader(backing->bytes), copied_reader(backing->bytes);
   const LinearTransform in_place = LinearTransform::load(enc, in_place_reader, backing);
   const LinearTransform copied = LinearTransform::load(enc, copied_reader);
   EXPECT_EQ(in_place.plaintext_bytes(), encoded.plaintext_bytes());
-  const GaloisKeys gk = kg.create_galois_keys(encoded.rotation_steps());
-  Evaluator eval(ctx, nullptr, &gk);
-  const Encryptor encryptor(ctx, kg.secret_key());
-  const Ciphertext in = encryptor.encrypt(enc.encode(test::random_complex(64, 1), 2, ctx.params().default_scale()));
   const Ciphertext want = encoded.apply(eval, in);
   for (const LinearTransform* lt : {&in_place, &copied}) {
     const Ciphertext got = lt->apply(eval, in);

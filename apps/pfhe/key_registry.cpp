@@ -57,9 +57,8 @@ void KeyRegistry::remember(std::uint64_t tag, std::shared_ptr<const runtime::Key
 }
 
 std::shared_ptr<const runtime::KeySet> KeyRegistry::open(const fs::path& cache) {
-  const runtime::ServedModel& m = model_;
-  return std::make_shared<const runtime::KeySet>(m, runtime::map_key_cache(cache.string(), m.context(), m.half_ring().get()),
-                                                 cache.string());
+  return std::make_shared<const runtime::KeySet>(
+      model_, runtime::map_key_cache(cache.string(), model_.context(), model_.half_ring().get()), cache.string());
 }
 
 std::shared_ptr<const runtime::KeySet> KeyRegistry::expand(const fs::path& keys, const fs::path& cache) {

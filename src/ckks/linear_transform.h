@@ -89,10 +89,6 @@ class LinearTransform {
   struct MeasuredWidth {
     MeasuredWidth() = default;
     MeasuredWidth(const MeasuredWidth& other) : bits(other.bits.load(std::memory_order_relaxed)) {}
-    MeasuredWidth& operator=(const MeasuredWidth& other) {
-      bits.store(other.bits.load(std::memory_order_relaxed), std::memory_order_relaxed);
-      return *this;
-    }
     mutable std::atomic<int> bits{-1};
   };
   struct Term {

@@ -285,12 +285,9 @@ Plaintext get_plaintext_in_place(const Context& ctx, ByteReader& r, const std::s
     pt.poly = ring::Poly::uninitialized(ctx.n(), limbs);
     std::memcpy(pt.poly.words().data(), bytes.data(), bytes.size());
   }
-  const ring::Ring& ring = ctx.ring_q();
   ring::parallel_for(limbs, [&](std::size_t l) {
-    const std::uint64_t q = ring.modulus(l).value(), *x = pt.poly.limb(l);
-    bool reduced = true;
-    for (std::size_t i = 0; i < ctx.n(); ++i) reduced &= x[i] < q;
-    if (!reduced) throw SerializationError(std::string(what) + ": a coefficient is not reduced modulo its prime");
+    if (!ring::limb_is_reduced(pt.poly.limb(l), ctx.n(), ctx.ring_q().modulus(l).value()))
+      throw SerializationError(std::string(what) + ": a coefficient is not reduced modulo its prime");
   });
   return pt;
 }

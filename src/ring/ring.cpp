@@ -182,12 +182,8 @@ void Ring::automorphism_ntt_add(const Poly& a, std::uint64_t g, Poly& acc) const
 
 bool Ring::is_reduced(const Poly& a) const {
   if (a.n() != n_ || a.limbs() > moduli_.size()) return false;
-  for (std::size_t i = 0; i < a.limbs(); ++i) {
-    const u64 q = moduli_[i].value();
-    const u64* x = a.limb(i);
-    for (std::size_t j = 0; j < n_; ++j)
-      if (x[j] >= q) return false;
-  }
+  for (std::size_t i = 0; i < a.limbs(); ++i)
+    if (!limb_is_reduced(a.limb(i), n_, moduli_[i].value())) return false;
   return true;
 }
 

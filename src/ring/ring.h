@@ -13,6 +13,14 @@
 
 namespace pfhe::ring {
 
+// Whether all `n` words at `x` are below `q`: a loader's check of one limb, written without
+// an early exit so that it vectorises (loaders check gigabytes of keys and diagonals).
+inline bool limb_is_reduced(const u64* x, std::size_t n, u64 q) {
+  bool reduced = true;
+  for (std::size_t i = 0; i < n; ++i) reduced &= x[i] < q;
+  return reduced;
+}
+
 class Ring {
  public:
   Ring(std::size_t n, const std::vector<u64>& primes);

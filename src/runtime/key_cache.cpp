@@ -87,8 +87,10 @@ std::vector<std::uint64_t> section_primes(const ckks::Context& ctx, std::size_t 
   return all;
 }
 
+// Per digit, b and a over q_0..q_level and the special primes, then padding.
 std::size_t section_bytes(const ckks::Context& ctx, std::size_t level) {
-  return padded(section_primes(ctx, level).size() * ctx.n() * sizeof(std::uint64_t));
+  const std::size_t limbs = ctx.params().digits_at(level) * 2 * (level + 1 + ctx.ring_p().size());
+  return padded(limbs * ctx.n() * sizeof(std::uint64_t));
 }
 
 std::array<std::uint8_t, kAlign> header_bytes(std::uint64_t tag, const Contexts& c) {
@@ -311,10 +313,7 @@ void verify_section(int fd, const Entry& e, const ckks::Context& ctx) {
     const std::span<std::uint8_t> bytes(reinterpret_cast<std::uint8_t*>(piece.data()), limbs * n * 8);
     read_exactly(fd, bytes.data(), bytes.size(), at);
     sum.update(bytes);
-    for (std::size_t l = 0; l < limbs; ++l) {
-      const std::uint64_t q = primes[limb + l], *x = piece.data() + l * n;
-      for (std::size_t i = 0; i < n; ++i) reduced &= x[i] < q;
-    }
+    for (std::size_t l = 0; l < limbs; ++l) reduced &= ring::limb_is_reduced(piece.data() + l * n, n, primes[limb + l]);
     at += bytes.size();
     limb += limbs;
   }
