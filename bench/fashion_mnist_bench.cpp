@@ -1,9 +1,11 @@
 // The Fashion-MNIST table of docs/BENCHMARKS.md: the trained HerPN PatchCNN
-// (tests/data/fashion_pcnn.pfhm, tools/train_fashion_mnist.py) in float64 on all 10,000
-// test images, then encrypted on the first N (client encrypts, server infers, client
-// decrypts) at 128-bit secure parameters chosen from its depth, W images at a time on W
-// threads. Prints accuracies, label agreement, logit relative error, latency, peak RSS.
-//   pfhe_fashion_mnist_bench [N=500] [W=2]
+// (tools/train_fashion_mnist.py; its model file tests/data/fashion_pcnn.pfhm, or with
+// "onnx" the ONNX file torch wrote for it, tests/data/fashion_pcnn.onnx, imported) in
+// float64 on all 10,000 test images, then encrypted on the first N (client encrypts, server
+// infers, client decrypts) at 128-bit secure parameters chosen from its depth, W images at
+// a time on W threads. Prints accuracies, label agreement, logit relative error, latency,
+// peak RSS.
+//   pfhe_fashion_mnist_bench [N=500] [W=2] [pfhm|onnx]
 #include <omp.h>
 
 #include <algorithm>
@@ -24,14 +26,23 @@ using test::argmax;
 int main(int argc, char** argv) {
   const std::size_t count = argc > 1 ? std::stoul(argv[1]) : 500;
   const std::size_t workers = argc > 2 ? std::stoul(argv[2]) : 2;
+  const std::string source = argc > 3 ? argv[3] : "pfhm";
+  if (source != "pfhm" && source != "onnx") {
+    std::fprintf(stderr, "usage: pfhe_fashion_mnist_bench [N=500] [W=2] [pfhm|onnx]\n");
+    return 2;
+  }
   ring::keep_freed_memory_for_reuse();
-  const test::EncryptedClassifier c;
-  const nn::PatchCNN& model = c.model;
   const test::FashionMnist all = test::load_fashion_mnist_test(10000);
+  // The ONNX model's output range is measured on the last 32 test images (not among the N).
+  const std::vector<nn::Tensor> calibration(all.images.end() - 32, all.images.end());
+  const test::EncryptedClassifier c(source == "onnx" ? test::fashion_model_from_onnx(calibration)
+                                                     : test::fashion_model_from_file());
+  const nn::Graph& model = c.graph;
+  std::printf("model: %s\n", source == "onnx" ? test::kFashionOnnxFile : test::kFashionModelFile);
   std::size_t correct = 0;
   std::vector<std::size_t> plain_label(all.images.size());
   for (std::size_t i = 0; i < all.images.size(); ++i) {
-    plain_label[i] = argmax(model.embedding(all.images[i]).data);
+    plain_label[i] = argmax(model.forward(all.images[i]).data);
     correct += plain_label[i] == static_cast<std::size_t>(all.labels[i]);
   }
   std::printf("plaintext (float64) accuracy, 10000 test images: %.4f\n", correct / 10000.0);
@@ -51,7 +62,7 @@ int main(int argc, char** argv) {
       const auto t0 = runtime::Clock::now();
       const nn::Tensor got = c.logits(all.images[i]);  // client encrypts, server evaluates, client decrypts
       latency[i] = seconds_since(t0);
-      rel_err[i] = nn::precision_of(got, model.embedding(all.images[i])).relative;
+      rel_err[i] = nn::precision_of(got, model.forward(all.images[i])).relative;
       enc_label[i] = argmax(got.data);
     }
   };

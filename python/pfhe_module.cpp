@@ -25,6 +25,7 @@
 #include "ckks/serialization.h"
 #include "nn/fit.h"
 #include "nn/graph_file.h"
+#include "nn/measured_precision.h"
 #include "nn/onnx_import.h"
 #include "nn/parameter_choice.h"
 #include "runtime/client_server.h"
@@ -99,6 +100,7 @@ py::tuple shape_tuple(const nn::Shape& s) { return py::make_tuple(s.channels, s.
 struct Model {
   nn::Graph graph;
   std::optional<nn::FitReport> ranges;  // from fit(); compile needs it
+  std::vector<nn::Tensor> calibration;  // fit()'s inputs: a precision target is measured on them
 };
 
 // Parameters plus the client spec: everything a client needs, nothing secret.
@@ -273,17 +275,29 @@ class CompiledModel {
   std::map<std::uint64_t, std::unique_ptr<runtime::KeySet>> key_sets_;
 };
 
-std::unique_ptr<CompiledModel> compile_model(const Model& model, int scale_bits, double budget_gb, bool progress) {
+std::unique_ptr<CompiledModel> compile_model(const Model& model, int scale_bits, double precision_bits, double budget_gb,
+                                             bool progress) {
   if (!model.ranges)
     throw std::invalid_argument("compile: call fit(calibration_inputs) first (the ranges choose q_0 and check "
                                 "every polynomial's domain)");
   if (!(budget_gb >= 0)) throw std::invalid_argument("compile: budget_gb must be 0 or more");
+  if (precision_bits > 0 && scale_bits != nn::kDefaultScaleBits)
+    throw std::invalid_argument("compile: give scale_bits or precision_bits, not both");
   const auto t = Clock::now();
   std::unique_ptr<runtime::ServedModel> served;
   {
     py::gil_scoped_release release;
-    const ckks::Parameters params =
-        ckks::Parameters::create(nn::parameters_for(model.graph, model.ranges->ranges.back().max_abs, scale_bits));
+    const double output_max_abs = model.ranges->ranges.back().max_abs;
+    ckks::ParameterSpec spec = nn::parameters_for(model.graph, output_max_abs, scale_bits);
+    if (precision_bits > 0) {
+      report(progress, "precision target %.1f bits: measuring encrypted runs (a key pair made for it, dropped)",
+             precision_bits);
+      const nn::PrecisionChoice choice =
+          nn::parameters_for_precision(model.graph, model.calibration, output_max_abs, precision_bits);
+      spec = choice.spec;
+      report(progress, "scale 2^%d: %.1f bits measured", choice.scale_bits, choice.estimated_bits);
+    }
+    const ckks::Parameters params = ckks::Parameters::create(spec);
     report(progress, "a graph of %zu nodes, input %s -> parameters %s", model.graph.nodes().size(),
            model.graph.input_shape().str().c_str(), params.describe().c_str());
     const auto budget = static_cast<std::size_t>(budget_gb * static_cast<double>(1ULL << 30));
@@ -301,6 +315,7 @@ py::dict fit_model(Model& model, const Array& batch) {
   {
     py::gil_scoped_release release;
     model.ranges = nn::fit(model.graph, inputs, nn::kIntermediateLimit);
+    model.calibration.assign(inputs.begin(), inputs.begin() + static_cast<std::ptrdiff_t>(std::min<std::size_t>(2, inputs.size())));
   }
   py::dict out;
   for (const auto& r : model.ranges->ranges) out[py::str(r.name)] = r.max_abs;
@@ -332,13 +347,16 @@ PYBIND11_MODULE(_pfhe, m) {
            },
            "float64 reference output of one input", py::arg("x"))
       .def("fit", &fit_model, "measure every node's range on calibration inputs (B, C, H, W)", py::arg("inputs"))
-      .def("compile", &compile_model, "compile at 128-bit security: the smallest ring holding the model's depth",
-           py::arg("scale_bits") = nn::kDefaultScaleBits, py::arg("budget_gb") = 0.5, py::arg("progress") = true)
+      .def("compile", &compile_model,
+           "compile at 128-bit security: the smallest ring holding the model's depth; precision_bits: the scale "
+           "from a precision target, measured on the first fit() inputs (instead of scale_bits)",
+           py::arg("scale_bits") = nn::kDefaultScaleBits, py::arg("precision_bits") = 0.0, py::arg("budget_gb") = 0.5,
+           py::arg("progress") = true)
       .def("save", [](const Model& mo, const std::string& path) { nn::save_graph_file(mo.graph, path); },
            py::arg("path"));
-  m.def("from_onnx", [](const std::string& path) { return Model{nn::import_onnx_file(path), std::nullopt}; },
+  m.def("from_onnx", [](const std::string& path) { return Model{nn::import_onnx_file(path), std::nullopt, {}}; },
         "import an ONNX model (torch.onnx.export)", py::arg("path"));
-  m.def("load_model", [](const std::string& path) { return Model{nn::load_graph_file(path), std::nullopt}; },
+  m.def("load_model", [](const std::string& path) { return Model{nn::load_graph_file(path), std::nullopt, {}}; },
         "a graph model file (.pfhm)", py::arg("path"));
 
   py::class_<Spec>(m, "Spec", "What a client needs: parameters and the client spec (nothing secret)")
@@ -346,6 +364,7 @@ PYBIND11_MODULE(_pfhe, m) {
       .def("save", &Spec::save, py::arg("dir"))
       .def_property_readonly("input_shape", [](const Spec& s) { return shape_tuple(s.client.image_shape()); })
       .def_property_readonly("parameters", [](const Spec& s) { return s.params.describe(); })
+      .def_property_readonly("scale_bits", [](const Spec& s) { return std::log2(s.params.default_scale()); })
       .def_property_readonly("rotation_keys", [](const Spec& s) { return s.client.rotation_levels.size(); });
 
   py::class_<Ciphertext>(m, "Ciphertext", "Encrypted values: a checksummed ciphertext file's bytes")

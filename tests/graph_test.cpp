@@ -9,6 +9,8 @@
 #include "nn/compiled_graph.h"
 #include "nn/fit.h"
 #include "nn/graph_file.h"
+#include "nn/graph_passes.h"
+#include "nn/measured_precision.h"
 #include "nn/linear_map.h"
 #include "nn/model_container.h"
 #include "nn/precision.h"
@@ -54,7 +56,7 @@ Graph residual_net() {
   Graph g({3, 8, 8});
   std::size_t x = g.add("stem", conv(3, 4, 1, true, 1), 0);
   x = g.add("stem.bn", batch_norm(4, 10), x);
-  const std::size_t z = g.add("herpn", herpn(4, 20), x);
+  const std::size_t z = g.add("herpn", herpn(4, 20).fuse(), x);
   x = g.add("conv", conv(4, 4, 1, false, 30), z);
   x = g.add("conv.bn", batch_norm(4, 40), x);
   x = g.add("residual", Add{}, {x, z});
@@ -162,6 +164,74 @@ TEST_F(CompiledGraphTest, EncryptedResidualNetworkMatchesFloat64) {
     ASSERT_EQ(got.shape, want.shape);
     EXPECT_LT(precision_of(got, want).relative, 1e-5) << "seed " << seed;
   }
+}
+
+// What torch writes for a classifier head over patches, imported: each branch's features
+// pooled by an AvgPool2d whose kernel is its stride, flattened, per-branch Linears summed,
+// then a BatchNorm over the sum. The pooling becomes part of each Linear and the BatchNorm
+// part of the Linears (its shift shared), so the head costs one level, like the same head
+// written with an adaptive pooling and the BatchNorm folded by hand.
+TEST(GraphPasses, PoolingAndBatchNormAfterASumFoldIntoTheLinears) {
+  Graph g({2, 4, 4});
+  std::size_t sum = 0;
+  for (std::size_t p = 0; p < 2; ++p) {
+    std::size_t x = g.add("pool." + std::to_string(p), AvgPool2d{2, 2}, 0);
+    x = g.add("flat." + std::to_string(p), Flatten{}, x);
+    x = g.add("fc." + std::to_string(p), Linear{8, 3, uniform(24, -0.5, 0.5, 80 + p), uniform(3, -0.1, 0.1, 90 + p)}, x);
+    sum = p == 0 ? x : g.add("sum", Add{}, {sum, x});
+  }
+  g.add("bn", batch_norm(3, 100), sum);
+  const Graph folded = fold_into_linear_layers(g);
+  // pool.p -> Flatten, fc.p (pool folded), sum -> "bn" (the BatchNorm folded into fc.0, fc.1).
+  ASSERT_EQ(folded.nodes().size(), 6u);
+  EXPECT_EQ(folded.nodes().back().name, "bn");
+  EXPECT_TRUE(std::holds_alternative<Add>(folded.nodes().back().op));
+  for (const GraphNode& n : folded.nodes())
+    EXPECT_FALSE(std::holds_alternative<BatchNorm>(n.op) || std::holds_alternative<AvgPool2d>(n.op)) << n.name;
+  const Tensor x = [] {
+    Tensor t({2, 4, 4});
+    t.data = uniform(32, -1, 1, 110);
+    return t;
+  }();
+  EXPECT_LT(precision_of(folded.forward(x), g.forward(x)).relative, 1e-14);
+  // A BatchNorm whose sum has another reader, or a pooling that does not tile its input, stays.
+  Graph shared({2, 4, 4});
+  const std::size_t flat = shared.add("flat", Flatten{}, shared.add("pool", AvgPool2d{3, 1}, 0));
+  const std::size_t fc = shared.add("fc", Linear{8, 3, uniform(24, -0.5, 0.5, 120), {}}, flat);
+  shared.add("out", Add{}, {shared.add("bn", batch_norm(3, 130), fc), fc});
+  const Graph kept = fold_into_linear_layers(shared);
+  EXPECT_EQ(kept.nodes().size(), shared.nodes().size());
+}
+
+// A graph's scale from a precision target (nn/measured_precision.h): measured encrypted
+// runs at 128-bit secure parameters; a higher target takes a larger scale, and the chosen
+// parameters reach the target in a run of their own (fresh keys).
+TEST(MeasuredPrecision, ScaleFromATargetReachesIt) {
+  Graph g({2, 8, 8});
+  std::size_t x = g.add("conv", conv(2, 4, 1, true, 140), 0);
+  x = g.add("quadratic", herpn(4, 150).fuse(), x);
+  x = g.add("gap", AdaptiveAvgPool2d{1}, x);
+  x = g.add("flatten", Flatten{}, x);
+  g.add("head", Linear{4, 3, uniform(12, -0.5, 0.5, 160), uniform(3, -0.1, 0.1, 161)}, x);
+  std::vector<Tensor> inputs;
+  for (const std::uint64_t seed : {170, 171}) {
+    Tensor t({2, 8, 8});
+    t.data = uniform(t.data.size(), -1, 1, seed);
+    inputs.push_back(std::move(t));
+  }
+  const double max_abs = fit(g, inputs, kIntermediateLimit).ranges.back().max_abs;
+  const PrecisionChoice low = parameters_for_precision(g, inputs, max_abs, 14);
+  const PrecisionChoice high = parameters_for_precision(g, inputs, max_abs, 28);
+  std::printf("target 14 bits: scale 2^%d, %.1f bits measured; target 28: 2^%d, %.1f bits (%s)\n", low.scale_bits,
+              low.estimated_bits, high.scale_bits, high.estimated_bits,
+              ckks::Parameters::create(high.spec).describe().c_str());
+  EXPECT_LT(low.scale_bits, high.scale_bits);
+  EXPECT_GE(low.estimated_bits, 15.0);
+  EXPECT_GE(high.estimated_bits, 29.0);
+  EXPECT_GE(measured_precision_bits(g, inputs, high.spec), 28.0);
+  EXPECT_FALSE(ckks::Parameters::create(high.spec).insecure());
+  EXPECT_THROW(parameters_for_precision(g, inputs, max_abs, 41), std::invalid_argument);
+  EXPECT_THROW(parameters_for_precision(g, {}, max_abs, 20), std::invalid_argument);
 }
 
 TEST_F(CompiledGraphTest, StoredFormRunsIdenticallyAndRejectsCorruption) {
@@ -425,6 +495,9 @@ TEST(GraphFile, EveryNodeKindRoundTrips) {
   EXPECT_EQ(cubic.lower, -6);
   EXPECT_TRUE(std::isinf(std::get<PolynomialActivation>(loaded.nodes()[11].op).upper));
   EXPECT_EQ(std::get<Scale>(loaded.nodes()[10].op).factor, 0.5);
+  const auto& quadratic = std::get<Quadratic>(loaded.nodes()[3].op);
+  EXPECT_EQ(quadratic.w2, std::get<Quadratic>(g.nodes()[3].op).w2);
+  EXPECT_EQ(quadratic.w0, std::get<Quadratic>(g.nodes()[3].op).w0);
   // Tensors are float32: the outputs agree to float32 precision.
   const Tensor x = input_image(9);
   EXPECT_LT(precision_of(loaded.forward(x), g.forward(x)).relative, 1e-5);
@@ -464,6 +537,8 @@ TEST(GraphFile, MalformedFilesAreRefusedNamingTheNode) {
   expect_error([](auto& h) { node(h, "stem.bn")["eps"] = 0.0; }, "'stem.bn': BatchNorm eps");
   expect_error([](auto& h) { node(h, "half")["factor"] = 0.0; }, "half");
   expect_error([](auto& h) { node(h, "cubic")["coeffs"] = "x^3"; }, "'cubic': malformed");
+  expect_error([](auto& h) { node(h, "herpn")["w1"] = {1.0}; }, "Quadratic: coefficient sizes differ");
+  expect_error([](auto& h) { node(h, "herpn")["w0"] = nullptr; }, "'herpn': malformed");
   expect_error([](auto& h) { h["nodes"][0]["op"] = "Conv2d"; }, "node 0 must be the Input");
   expect_error([](auto& h) {
     auto& tensors = h["tensors"];
@@ -482,6 +557,26 @@ TEST(GraphFile, MalformedFilesAreRefusedNamingTheNode) {
   twice.add("same", Scale{2}, 0);
   twice.add("same", Scale{3}, 1);
   EXPECT_THROW(save_graph(twice), ModelFormatError);
+}
+
+// Graph files written before the graph held HerPN in its fused form store its training
+// form (three BatchNorms' statistics, gamma, beta as tensors): they load as its Quadratic.
+TEST(GraphFile, TrainingFormHerPNLoadsFused) {
+  const HerPN h = herpn(4, 20);
+  Graph g({4, 2, 2});
+  g.add("herpn", h.fuse(), 0);
+  const ckks::Bytes fused = save_graph(g);
+  container::TensorWriter w;
+  w.add_herpn("herpn", h);
+  container::json header = container::read(fused).header;
+  node(header, "herpn") = {{"name", "herpn"}, {"op", "HerPN"}, {"inputs", {0}}, {"channels", 4}, {"eps", 1e-5}};
+  header["tensors"] = w.entries();
+  const Graph loaded = load_graph(container::write(header, w.floats()));
+  const Quadratic& q = std::get<Quadratic>(loaded.nodes()[1].op);
+  const Quadratic want = container::TensorReader(w.entries(), w.floats()).herpn("herpn", 4).fuse();
+  EXPECT_EQ(q.w2, want.w2);
+  EXPECT_EQ(q.w1, want.w1);
+  EXPECT_EQ(q.w0, want.w0);
 }
 
 // Regression (found by fuzz_loaders on its seed, input kept in tests/fuzz/regressions/):

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Train a small HerPN PatchCNN on Fashion-MNIST and export it as a pfhe model file.
+"""Train a small HerPN PatchCNN on Fashion-MNIST and export it as a pfhe model file and as ONNX.
 
 Same layer types as CryptoFaceNet (HerPN with three affine-free BatchNorms, HerPNConv blocks
 with conv shortcuts, HerPNPool, per-patch backbones, one linear head split over patches,
@@ -10,8 +10,9 @@ minutes on 2 cores. Data: Debian's package dataset-fashion-mnist.
 
     /usr/bin/python3 tools/train_fashion_mnist.py OUT_DIR [--epochs 3] [--seed 1]
 
-Writes OUT_DIR/fashion_pcnn.ckpt (state_dict), OUT_DIR/fashion_pcnn.pfhm (via the exporter)
-and OUT_DIR/fashion_pcnn.json (plaintext test accuracy on all 10,000 test images).
+Writes OUT_DIR/fashion_pcnn.ckpt (state_dict), OUT_DIR/fashion_pcnn.pfhm (via the exporter),
+OUT_DIR/fashion_pcnn.onnx (torch.onnx.export, opset 13: what `pfhe import` reads) and
+OUT_DIR/fashion_pcnn.json (plaintext test accuracy on all 10,000 test images).
 """
 import argparse
 import gzip
@@ -182,6 +183,8 @@ def main():
     pfhm = os.path.join(args.out_dir, "fashion_pcnn.pfhm")
     exporter = os.path.join(os.path.dirname(os.path.abspath(__file__)), "export_cryptoface.py")
     subprocess.run([sys.executable, exporter, ckpt, pfhm, "--patch-size", str(PATCH), "--classifier"], check=True)
+    model.eval()
+    torch.onnx.export(model, x_test[:1], os.path.join(args.out_dir, "fashion_pcnn.onnx"), opset_version=13)
     report = {"plaintext_test_accuracy": acc, "test_images": len(x_test), "epochs": args.epochs,
               "seed": args.seed, "train_seconds": round(time.time() - start, 1),
               "command": "/usr/bin/python3 tools/train_fashion_mnist.py OUT_DIR --epochs "

@@ -44,6 +44,8 @@ class KeyRegistry {
   // registered or its cache no longer verifies.
   std::shared_ptr<const runtime::KeySet> get(std::uint64_t tag);
   KeyCacheMetrics metrics() const;
+  // Where a registered key set's cache is (after get(tag) it exists).
+  std::filesystem::path cache_path(std::uint64_t tag) const { return cache_of(tag); }
   // A new name for an upload in progress (removed at the next start if it is left).
   std::filesystem::path upload_path();
 

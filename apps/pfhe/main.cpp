@@ -18,9 +18,11 @@
 #include "bench.h"
 #include "ckks/serialization.h"
 #include "image.h"
+#include "inference_process.h"
 #include "serve.h"
 #include "nn/fit.h"
 #include "nn/graph_file.h"
+#include "nn/measured_precision.h"
 #include "nn/model_file.h"
 #include "nn/onnx_import.h"
 #include "nn/noise_estimate.h"
@@ -235,14 +237,23 @@ bool is_onnx(const std::string& path) { return fs::path(path).extension() == ".o
 // A graph model: parameters from its depth (measured by planning it) and its output's range
 // on calibration inputs, compiled whole at their top level (nn::compile_graph).
 int cmd_compile_graph(const CompileOptions& o) {
-  if (o.plan_only || o.lanes != 0 || o.precision_bits > 0)
-    throw std::invalid_argument("--plan-only, --lanes and --precision-bits apply to PatchCNN models; a graph is "
-                                "compiled whole at a 2^40 scale");
+  if (o.plan_only || o.lanes != 0)
+    throw std::invalid_argument("--plan-only and --lanes apply to PatchCNN models; a graph is compiled whole");
   auto t = Clock::now();
   const nn::Graph graph = is_onnx(o.model) ? nn::import_onnx_file(o.model) : nn::load_graph_file(o.model);
-  const nn::FitReport ranges =
-      nn::fit(graph, graph_inputs(graph.input_shape(), o.calibrate_on, 1, 8), nn::kIntermediateLimit);
-  const ckks::Context ctx(ckks::Parameters::create(nn::parameters_for(graph, ranges.ranges.back().max_abs)));
+  const std::vector<nn::Tensor> calibration = graph_inputs(graph.input_shape(), o.calibrate_on, 1, 8);
+  const nn::FitReport ranges = nn::fit(graph, calibration, nn::kIntermediateLimit);
+  const double output_max_abs = ranges.ranges.back().max_abs;
+  ckks::ParameterSpec spec = nn::parameters_for(graph, output_max_abs);
+  if (o.precision_bits > 0) {
+    progress("precision target %.1f bits: measuring encrypted runs of the graph (a key pair made for it, dropped)",
+             o.precision_bits);
+    const nn::PrecisionChoice choice = nn::parameters_for_precision(graph, calibration, output_max_abs, o.precision_bits);
+    spec = choice.spec;
+    progress("scale 2^%d: %.1f bits measured on the first calibration inputs, %.1f s", choice.scale_bits,
+             choice.estimated_bits, seconds_since(t));
+  }
+  const ckks::Context ctx(ckks::Parameters::create(spec));
   progress("model %s: a graph of %zu nodes, input %s, depth %zu -> parameters %s", o.model.c_str(),
            graph.nodes().size(), graph.input_shape().str().c_str(), ctx.params().max_level(),
            ctx.params().describe().c_str());
@@ -680,7 +691,14 @@ int main(int argc, char** argv) {
       ->required();
   serve_cmd->add_option("--host", serve.host)->capture_default_str();
   serve_cmd->add_option("--port", serve.port, "0: any free port")->capture_default_str()->check(CLI::Range(0, 65535));
-  serve_cmd->add_option("--workers", serve.workers, "threads per job")->capture_default_str();
+  serve_cmd->add_option("--executor", serve.executor,
+                        "threads, or fork: each job slot's inference process runs jobs on a fork pool")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"threads", "fork"}));
+  serve_cmd->add_option("--workers", serve.workers, "threads (or fork workers) per job")->capture_default_str();
+  serve_cmd->add_option("--retries", serve.retries, "fork: runs of a task again after its worker died")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 16));
   serve_cmd->add_option("--max-requests", serve.max_requests, "jobs running at once")->capture_default_str();
   serve_cmd->add_option("--max-queue", serve.max_queue, "jobs waiting or running; more get HTTP 503")
       ->capture_default_str();
@@ -692,6 +710,15 @@ int main(int argc, char** argv) {
                         "seconds a finished job's input and result stay fetchable (0: forever)")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1e9));
+  // Started by `pfhe serve --executor fork` (apps/pfhe/inference_process.h), not by users.
+  app::InferenceProcessOptions inference_process;
+  int inference_fd = -1;
+  auto* inference_cmd = app.add_subcommand("inference-process", "")->group("");
+  inference_cmd->add_option("--params", inference_process.params)->required();
+  inference_cmd->add_option("--model", inference_process.model)->required();
+  inference_cmd->add_option("--workers", inference_process.workers)->required();
+  inference_cmd->add_option("--retries", inference_process.retries)->required();
+  inference_cmd->add_option("--fd", inference_fd)->required();
   std::string server_url, job;
   auto* client_cmd = app.add_subcommand("client", "client: talk to a pfhe serve");
   client_cmd->require_subcommand(1);
@@ -739,6 +766,7 @@ int main(int argc, char** argv) {
     if (*match) return cmd_match(infer, store, name, threshold);
     if (*bench_cmd) return app::run_bench(bench);
     if (*serve_cmd) return app::run_serve(serve);
+    if (*inference_cmd) return app::run_inference_process(inference_process, inference_fd);
     if (*client_health) return app::run_client_health(server_url);
     if (*client_register) return app::run_client_register(server_url, keys, client_wait);
     if (*client_metrics) return app::run_client_metrics(server_url);

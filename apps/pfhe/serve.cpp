@@ -22,6 +22,7 @@
 
 #include "ckks/checksum.h"
 #include "ckks/serialization.h"
+#include "inference_process.h"
 #include "job_queue.h"
 #include "key_registry.h"
 #include "runtime/client_server.h"
@@ -68,17 +69,25 @@ void guarded(const char* what, httplib::Response& res, Handle&& handle) {
 
 namespace {
 
-// The job every submitted input becomes: its key set's inference on the thread executor.
+// The job every submitted input becomes: its key set's inference on the thread executor, or
+// in an inference process on its fork pool (`processes`).
 JobOutput run_inference_job(const runtime::ServedModel& model, KeyRegistry& keys, std::size_t workers,
-                            std::span<const std::uint8_t> bytes) {
+                            InferenceProcesses* processes, std::span<const std::uint8_t> bytes) {
   JobOutput out;
   auto t = Clock::now();
   const runtime::CiphertextFile input = runtime::parse_ciphertext_file(bytes, model.context(), "the encrypted input");
   out.stage_seconds["parse"] = seconds_since(t);
   t = Clock::now();
-  const auto set = keys.get(input.key_set);  // loaded here when not in memory
+  const auto set = keys.get(input.key_set);  // loaded here when not in memory (a key file expanded first)
   out.stage_seconds["keys"] = seconds_since(t);
   t = Clock::now();
+  if (processes) {
+    out.result = processes->infer(keys.cache_path(input.key_set).string(), bytes);
+    out.stage_seconds["infer"] = seconds_since(t);
+    log("job for key set %s done in %.2f s (inference process)", ckks::checksum_hex(input.key_set).c_str(),
+        out.stage_seconds["infer"]);
+    return out;
+  }
   const auto executor = runtime::make_thread_executor(workers);
   const runtime::CiphertextFile result = set->infer(input, *executor);
   out.stage_seconds["infer"] = seconds_since(t);
@@ -118,6 +127,8 @@ sigset_t termination_signals() {
 int run_serve(const ServeOptions& o) {
   if (o.workers == 0 || o.max_requests == 0) throw std::invalid_argument("--workers and --max-requests must be >= 1");
   if (o.max_queue < o.max_requests) throw std::invalid_argument("--max-queue must be at least --max-requests");
+  if (o.executor != "threads" && o.executor != "fork")
+    throw std::invalid_argument("--executor must be threads or fork (MPI ranks cannot be started by a server)");
   // Every job's executor makes new threads, and glibc gives new threads new allocator
   // arenas that keep what they free: without a cap a long-running server's memory grows
   // with the jobs it has served (measured: CryptoFaceNet4 12.1 GB after 4 jobs, 14.6 GB
@@ -129,8 +140,19 @@ int run_serve(const ServeOptions& o) {
   log("loading parameters and model");
   const runtime::ServedModel model(o.params, o.model);
   KeyRegistry keys(model, fs::path(o.state_dir) / "keys", o.max_loaded_keys);
+  std::unique_ptr<InferenceProcesses> processes;
+  if (o.executor == "fork") {
+    processes = std::make_unique<InferenceProcesses>(
+        InferenceProcessOptions{o.params, o.model, o.workers, o.retries}, o.max_requests);
+    std::string pids;
+    for (const pid_t pid : processes->pids()) pids += (pids.empty() ? "" : ", ") + std::to_string(pid);
+    log("inference processes (fork pools of %zu workers, %zu retries per task): %s", o.workers, o.retries,
+        pids.c_str());
+  }
   JobQueue jobs(fs::path(o.state_dir) / "jobs", o.max_requests, o.max_queue, o.keep_jobs_seconds,
-                [&](std::span<const std::uint8_t> input) { return run_inference_job(model, keys, o.workers, input); });
+                [&](std::span<const std::uint8_t> input) {
+                  return run_inference_job(model, keys, o.workers, processes.get(), input);
+                });
   const JobMetrics journal = jobs.metrics();
   log("loaded in %.1f s: a model of %zu input ciphertext(s) and %zu branch task(s)%s, %zu registered key set(s), %zu "
       "journaled job(s) to run",

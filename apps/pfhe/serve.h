@@ -10,7 +10,9 @@ namespace pfhe::app {
 struct ServeOptions {
   std::string params, model, state_dir, host = "127.0.0.1";
   int port = 8750;               // 0: any free port (printed, and written to state_dir/port)
-  std::size_t workers = 2;       // threads per job (the thread executor)
+  std::string executor = "threads";  // or "fork": each job slot's own inference process (app/inference_process.h)
+  std::size_t workers = 2;       // threads (or fork workers) per job
+  std::size_t retries = 1;       // fork: runs of a task again after its worker died
   std::size_t max_requests = 2;  // jobs running at once
   std::size_t max_queue = 16;    // jobs waiting or running; more are refused with 503
   std::size_t max_loaded_keys = 4;  // key sets kept mapped (the rest are mapped when a job needs them)

@@ -65,9 +65,9 @@ std::size_t Backbone::append_to(Graph& graph, const std::string& prefix, std::si
   for (std::size_t j = 0; j < blocks.size(); ++j) {
     const HerPNConvBlock& b = blocks[j];
     const std::string name = prefix + ".layers." + std::to_string(j);
-    const std::size_t z = graph.add(name + ".herpn1", b.herpn1, x);
+    const std::size_t z = graph.add(name + ".herpn1", b.herpn1.fuse(), x);
     std::size_t main = graph.add(name + ".conv1", b.conv1, z);
-    main = graph.add(name + ".herpn2", b.herpn2, main);
+    main = graph.add(name + ".herpn2", b.herpn2.fuse(), main);
     main = graph.add(name + ".conv2", b.conv2, main);
     std::size_t shortcut = z;
     if (b.shortcut_conv) {
@@ -76,7 +76,7 @@ std::size_t Backbone::append_to(Graph& graph, const std::string& prefix, std::si
     }
     x = graph.add(name, Add{}, {main, shortcut});
   }
-  x = graph.add(prefix + ".herpnpool", pool_herpn, x);
+  x = graph.add(prefix + ".herpnpool", pool_herpn.fuse(), x);
   x = graph.add(prefix + ".pool", AdaptiveAvgPool2d{pool_size}, x);
   x = graph.add(prefix + ".flatten", Flatten{}, x);
   return graph.add(prefix + ".bn1d", bn1d, x);

@@ -153,19 +153,20 @@ class CompiledGraph::Builder {
     return y;
   }
 
-  Value herpn(const std::string& name, const Value& input, const std::vector<const HerPN*>& herpns) {
+  Value quadratic(const std::string& name, const Value& input, const std::vector<const Quadratic*>& quadratics) {
     const Value v = ready(name, in_ring(name, input), 1);
     const std::vector<double> m = multiplier_of(v);
     const std::size_t size = v.shape.size();
-    std::vector<Tensor> a1(herpns.size(), Tensor(v.layout.shape)), a0 = a1;
+    std::vector<Tensor> a1(quadratics.size(), Tensor(v.layout.shape)), a0 = a1;
     std::vector<double> w2(m.size());
-    for (std::size_t l = 0; l < herpns.size(); ++l) {
-      const Quadratic q = herpns[l]->fuse();
+    for (std::size_t l = 0; l < quadratics.size(); ++l) {
+      const Quadratic& q = *quadratics[l];
       for (std::size_t i = 0; i < size; ++i) {
         const std::size_t e = l * size + i, c = channel_of(v.shape, i);
         if (!(std::fabs(q.w2[c]) > 1e-12))
-          throw std::invalid_argument("compile: node '" + name + "': HerPN channel " + std::to_string(c) +
-                                      " has a zero quadratic coefficient (gamma = 0); its factored form is undefined");
+          throw std::invalid_argument("compile: node '" + name + "': channel " + std::to_string(c) +
+                                      " has a zero quadratic coefficient (a HerPN's gamma = 0); its factored form is "
+                                      "undefined");
         w2[e] = q.w2[c] * m[e] * m[e];
         a1[l].data[i] = q.w1[c] / (q.w2[c] * m[e]);
         a0[l].data[i] = q.w0[c] / (q.w2[c] * m[e] * m[e]);
@@ -423,11 +424,11 @@ CompiledGraph CompiledGraph::build(const Graph& graph, const Recipe& recipe, con
     x.level = o->level + 1;
     return x;
   };
-  // Rotated copies for a convolution read only by convolutions through one HerPN, unless
+  // Rotated copies for a convolution read only by convolutions through one quadratic, unless
   // it reads rotated copies itself (its readers then could not split their offsets over
   // the copies, and a rotated-to-rotated map has diagonals at every offset).
   const auto rotates_output = [&](std::size_t n, const Layout& in) {
-    if (in.rotated || consumers[n].size() != 1 || !std::holds_alternative<HerPN>(nodes[consumers[n][0]].op))
+    if (in.rotated || consumers[n].size() != 1 || !std::holds_alternative<Quadratic>(nodes[consumers[n][0]].op))
       return false;
     const auto& next = consumers[consumers[n][0]];
     return !next.empty() &&
@@ -538,7 +539,7 @@ CompiledGraph CompiledGraph::build(const Graph& graph, const Recipe& recipe, con
                 for (std::size_t e = 0; e < y.multiplier.size(); ++e) y.multiplier[e] *= scales[e / size]->factor;
                 return y;
               },
-              [&](const HerPN&) { return b.herpn(node.name, x, ops(std::type_identity<HerPN>{})); },
+              [&](const Quadratic&) { return b.quadratic(node.name, x, ops(std::type_identity<Quadratic>{})); },
               [&](const PolynomialActivation& p) { return b.polynomial(node.name, x, p); },
               [&](const L2Normalize& l2) { return b.normalize(node.name, x, l2); },
           },

@@ -1,13 +1,14 @@
 // A Graph (nn/graph.h) compiled for encrypted evaluation. Every linear node (Conv2d,
-// AvgPool2d, AdaptiveAvgPool2d, Linear) is one LinearTransform costing one level; HerPN is
-// the factored quadratic x (x + a1) + a0 (one level); a PolynomialActivation costs
-// ceil(log2(degree + 1)) levels; L2Normalize costs 2 + the depth of its polynomial;
-// BatchNorm, Scale and Flatten cost none; Add costs none when its operands agree. Before
-// lowering, the graph is rewritten by fold_into_linear_layers (nn/graph_passes.h).
+// AvgPool2d, AdaptiveAvgPool2d, Linear) is one LinearTransform costing one level; a
+// Quadratic (a fused HerPN) is the factored quadratic x (x + a1) + a0 (one level); a
+// PolynomialActivation costs ceil(log2(degree + 1)) levels; L2Normalize costs 2 + the
+// depth of its polynomial; BatchNorm, Scale and Flatten cost none; Add costs none when its
+// operands agree. Before lowering, the graph is rewritten by fold_into_linear_layers
+// (nn/graph_passes.h).
 //
-// How BatchNorm and HerPN become free of levels: the compiler keeps, for each value, an
+// How BatchNorm and Quadratic become free of levels: the compiler keeps, for each value, an
 // element-wise multiplier m next to the ciphertext (value = m * stored). A BatchNorm
-// y = s x + t multiplies m by s and adds t / m' to the ciphertext as a plaintext; a HerPN
+// y = s x + t multiplies m by s and adds t / m' to the ciphertext as a plaintext; a Quadratic
 // w2 x^2 + w1 x + w0 becomes w2 m^2 * (u (u + a1) + a0) with u the stored value; Scale
 // multiplies m. The next linear node folds m into its weights (exactly: per input slot of
 // its slot map, which keeps zero padding zero, unlike folding a shift would). Where m
@@ -28,7 +29,7 @@
 //
 // Layouts: each input is fully replicated at gap 1; a strided convolution or a pool
 // multiplies the gap (no repacking); Linear outputs (F, 1, 1) at gap 1; all replicated.
-// A convolution whose output reaches only convolutions through one HerPN writes rotated
+// A convolution whose output reaches only convolutions through one Quadratic writes rotated
 // copies (nn/layout.h) when it reads several copies or has stride 1, so that the next
 // convolution needs fewer diagonals.
 //
@@ -71,8 +72,8 @@ class CompiledGraph {
  public:
   // input_level and scale: those of the encrypted input. Throws std::invalid_argument
   // naming the node when the graph needs more levels than input_level provides, or a
-  // node cannot be evaluated encrypted (non-square adaptive pooling blocks, a HerPN
-  // channel with gamma = 0). Diagonals are pre-encoded within `plaintext_budget` bytes
+  // node cannot be evaluated encrypted (non-square adaptive pooling blocks, a Quadratic
+  // channel with w2 = 0). Diagonals are pre-encoded within `plaintext_budget` bytes
   // (with parallel branches, an equal share per branch task), lowest level first, the rest
   // just in time. The encoder must outlive the result.
   // With a bootstrapper (which must outlive the result) and the fit() ranges of `graph`,

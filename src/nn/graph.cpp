@@ -47,10 +47,10 @@ Shape infer_shape(const GraphOp& op, const std::vector<Shape>& in) {
               throw std::invalid_argument("Scale factor must be finite and non-zero");
             return in[0];
           },
-          [&](const HerPN& h) {
-            h.validate();
-            if (in[0].channels != h.channels())
-              throw std::invalid_argument("HerPN over " + std::to_string(h.channels()) + " channels, input " +
+          [&](const Quadratic& q) {
+            q.validate();
+            if (in[0].channels != q.channels())
+              throw std::invalid_argument("Quadratic over " + std::to_string(q.channels()) + " channels, input " +
                                           in[0].str());
             return in[0];
           },
@@ -71,7 +71,7 @@ Shape infer_shape(const GraphOp& op, const std::vector<Shape>& in) {
 
 const char* op_name(const GraphOp& op) {
   static constexpr const char* kNames[] = {"Input",   "Conv2d", "BatchNorm", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten",
-                                           "Linear", "Add",    "Scale",     "HerPN",     "PolynomialActivation", "Crop",
+                                           "Linear", "Add",    "Scale",     "Quadratic", "PolynomialActivation", "Crop",
                                            "L2Normalize"};
   static_assert(std::size(kNames) == std::variant_size_v<GraphOp>);
   return kNames[op.index()];

@@ -32,9 +32,6 @@ struct PolynomialActivation {
   double upper = std::numeric_limits<double>::infinity();
 
   double evaluate(double x) const;  // Horner
-  // The nodes reading each node (index = node), in node order.
-  std::vector<std::vector<std::size_t>> consumers() const;
-
   Tensor forward(const Tensor& x) const;
   void validate() const;
 };
@@ -44,9 +41,6 @@ struct PolynomialActivation {
 // client: a grid of equal crops becomes the patches it encrypts (nn/compiled_graph.h).
 struct Crop {
   std::size_t top = 0, left = 0, height = 0, width = 0;
-  // The nodes reading each node (index = node), in node order.
-  std::vector<std::vector<std::size_t>> consumers() const;
-
   Tensor forward(const Tensor& x) const;
 };
 
@@ -54,15 +48,13 @@ struct Crop {
 // the range the sums of squares take (CryptoFace's embedding normalisation).
 struct L2Normalize {
   std::vector<double> coeffs;  // p in the power basis
-  // The nodes reading each node (index = node), in node order.
-  std::vector<std::vector<std::size_t>> consumers() const;
-
   Tensor forward(const Tensor& x) const;
   void validate() const;
 };
 
+// HerPN enters a graph in inference form, as its Quadratic (HerPN::fuse).
 using GraphOp = std::variant<GraphInput, Conv2d, BatchNorm, AvgPool2d, AdaptiveAvgPool2d, Flatten, Linear, Add, Scale,
-                             HerPN, PolynomialActivation, Crop, L2Normalize>;
+                             Quadratic, PolynomialActivation, Crop, L2Normalize>;
 
 // The op's name as it appears in error messages and reports ("Conv2d", "Add", ...).
 const char* op_name(const GraphOp& op);

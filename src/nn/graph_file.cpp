@@ -49,10 +49,10 @@ json describe(const GraphNode& node, container::TensorWriter& w) {
                  },
                  [&](const Add&) {},
                  [&](const Scale& s) { j["factor"] = s.factor; },
-                 [&](const HerPN& h) {
-                   j["channels"] = h.channels();
-                   j["eps"] = h.bn0.eps;
-                   w.add_herpn(node.name, h);
+                 [&](const Quadratic& q) {  // JSON doubles: a fused HerPN keeps its float64 coefficients
+                   j["w2"] = q.w2;
+                   j["w1"] = q.w1;
+                   j["w0"] = q.w0;
                  },
                  [&](const PolynomialActivation& p) {
                    j["coeffs"] = p.coeffs;
@@ -103,10 +103,16 @@ GraphOp read_op(const json& j, const std::string& name, const container::TensorR
   }
   if (op == "Add") return Add{};
   if (op == "Scale") return Scale{j.at("factor").get<double>()};
-  if (op == "HerPN") {
+  if (op == "Quadratic") {
+    Quadratic q{j.at("w2").get<std::vector<double>>(), j.at("w1").get<std::vector<double>>(),
+                j.at("w0").get<std::vector<double>>()};
+    if (q.channels() > (1u << 24)) throw ModelFormatError("Quadratic channel count out of range");
+    return q;
+  }
+  if (op == "HerPN") {  // training form (files written before pfhe held the fused form): fused here
     const double eps = j.at("eps").get<double>();
     if (!(eps > 0) || !std::isfinite(eps)) throw ModelFormatError("HerPN eps must be positive");
-    return r.herpn(name, size_field(j, "channels"), eps);
+    return r.herpn(name, size_field(j, "channels"), eps).fuse();
   }
   if (op == "PolynomialActivation")
     return PolynomialActivation{j.at("coeffs").get<std::vector<double>>(),

@@ -1,13 +1,15 @@
 #include "nn/graph_passes.h"
 
+#include <functional>
 #include <optional>
 #include <stdexcept>
 
 namespace pfhe::nn {
 
-Conv2d fold_batch_norm(Conv2d conv, const BatchNorm& bn) {
-  std::vector<double> scale, shift;
-  bn.affine_form(scale, shift);
+namespace {
+
+// layer(x) followed by y = scale * x + shift per output channel, as one layer.
+Conv2d with_affine(Conv2d conv, const std::vector<double>& scale, const std::vector<double>& shift) {
   if (scale.size() != conv.out_channels) throw std::invalid_argument("BatchNorm after a conv: channel count mismatch");
   const std::size_t per_out = conv.in_channels * conv.kernel * conv.kernel;
   std::vector<double> bias(conv.out_channels);
@@ -19,6 +21,19 @@ Conv2d fold_batch_norm(Conv2d conv, const BatchNorm& bn) {
   return conv;
 }
 
+Linear with_affine(Linear linear, const std::vector<double>& scale, const std::vector<double>& shift) {
+  if (scale.size() != linear.out_features) throw std::invalid_argument("BatchNorm after a Linear: size mismatch");
+  std::vector<double> bias(linear.out_features);
+  for (std::size_t o = 0; o < linear.out_features; ++o) {
+    for (std::size_t i = 0; i < linear.in_features; ++i) linear.weight[o * linear.in_features + i] *= scale[o];
+    bias[o] = shift[o] + (linear.bias.empty() ? 0.0 : linear.bias[o] * scale[o]);
+  }
+  linear.bias = std::move(bias);
+  return linear;
+}
+
+}  // namespace
+
 namespace {
 
 // What replaces one node in the rewritten graph (nothing: the node is dropped, its only
@@ -29,11 +44,23 @@ struct Emit {
   std::vector<std::size_t> inputs;  // old node indices
 };
 
+// The output side o of a pooling into o x o equal blocks that tile its input: an adaptive
+// pooling, or an AvgPool2d whose kernel is its stride and divides its square input (what
+// torch exports adaptive_avg_pool2d as when the shape is known).
+std::optional<std::size_t> pooled_blocks(const Graph& g, std::size_t n) {
+  const GraphNode& node = g.nodes()[n];
+  if (const auto* a = std::get_if<AdaptiveAvgPool2d>(&node.op)) return a->output_size;
+  const auto* p = std::get_if<AvgPool2d>(&node.op);
+  const Shape& in = g.nodes()[node.inputs[0]].shape;
+  if (!p || p->kernel != p->stride || in.height != in.width || in.height % p->kernel != 0) return std::nullopt;
+  return in.height / p->kernel;
+}
+
 // linear(chain(pool(x))) over the flattened x, where the chain is Flatten, BatchNorm and
 // Scale nodes: every pooled feature f carries the affine a_f * pooled + t_f.
-Linear fuse_pooling(const Graph& g, std::size_t pool, const std::vector<std::size_t>& chain, const Linear& linear) {
+Linear fuse_pooling(const Graph& g, std::size_t pool, std::size_t o, const std::vector<std::size_t>& chain,
+                    const Linear& linear) {
   const Shape& in = g.nodes()[g.nodes()[pool].inputs[0]].shape;
-  const std::size_t o = std::get<AdaptiveAvgPool2d>(g.nodes()[pool].op).output_size;
   const std::size_t features = in.channels * o * o, bh = in.height / o, bw = in.width / o;
   std::vector<double> a(features, 1.0), t(features, 0.0);
   for (const std::size_t n : chain) {
@@ -80,15 +107,43 @@ Graph fold_into_linear_layers(const Graph& g) {
   };
   std::vector<std::optional<Emit>> emit(nodes.size());
   for (std::size_t n = 1; n < nodes.size(); ++n) emit[n] = Emit{nodes[n].name, nodes[n].op, nodes[n].inputs};
+  // The Conv2d and Linear layers summed into node n (n itself, or the terms of Adds), each
+  // node read only by the next up to `reader`; nullopt when another kind of node is in it.
+  const std::function<std::optional<std::vector<std::size_t>>(std::size_t, std::size_t)> sum_terms =
+      [&](std::size_t n, std::size_t reader) -> std::optional<std::vector<std::size_t>> {
+    if (only_reader(n) != reader || !emit[n]) return std::nullopt;
+    if (std::holds_alternative<Conv2d>(emit[n]->op) || std::holds_alternative<Linear>(emit[n]->op))
+      return std::vector<std::size_t>{n};
+    if (!std::holds_alternative<Add>(emit[n]->op)) return std::nullopt;
+    std::vector<std::size_t> terms;
+    for (const std::size_t i : emit[n]->inputs) {
+      const auto part = sum_terms(i, n);
+      if (!part) return std::nullopt;
+      terms.insert(terms.end(), part->begin(), part->end());
+    }
+    return terms;
+  };
   for (std::size_t n = 1; n < nodes.size(); ++n) {
     const GraphNode& node = nodes[n];
-    if (const auto* conv = std::get_if<Conv2d>(&node.op)) {
-      const auto reader = only_reader(n);
-      if (!reader || !std::holds_alternative<BatchNorm>(nodes[*reader].op) || !emit[n]) continue;
-      emit[*reader] = Emit{nodes[*reader].name, fold_batch_norm(*conv, std::get<BatchNorm>(nodes[*reader].op)),
-                           node.inputs};
-      emit[n].reset();
-    } else if (std::holds_alternative<AdaptiveAvgPool2d>(node.op)) {
+    if (!emit[n]) continue;  // folded into a later layer
+    if (const auto* bn = std::get_if<BatchNorm>(&node.op)) {
+      const std::size_t root = node.inputs[0];
+      const auto terms = sum_terms(root, n);
+      if (!terms) continue;
+      std::vector<double> scale, shift;
+      bn->affine_form(scale, shift);
+      for (double& t : shift) t /= static_cast<double>(terms->size());
+      for (const std::size_t t : *terms)
+        emit[t]->op = std::visit(
+            [&](const auto& layer) -> GraphOp {
+              if constexpr (requires { with_affine(layer, scale, shift); }) return with_affine(layer, scale, shift);
+              else throw std::logic_error("sum_terms returned a node that is not a Conv2d or Linear");
+            },
+            emit[t]->op);
+      // The sum's last node (or the one layer) now computes the BatchNorm's output, under its name.
+      emit[n] = Emit{node.name, std::move(emit[root]->op), emit[root]->inputs};
+      emit[root].reset();
+    } else if (const auto blocks = pooled_blocks(g, n)) {
       std::vector<std::size_t> chain;
       std::optional<std::size_t> at = only_reader(n);
       while (at && (std::holds_alternative<Flatten>(nodes[*at].op) || std::holds_alternative<BatchNorm>(nodes[*at].op) ||
@@ -100,7 +155,7 @@ Graph fold_into_linear_layers(const Graph& g) {
       // The pooling node becomes the Flatten of its input; the chain goes.
       emit[n] = Emit{node.name, Flatten{}, node.inputs};
       for (const std::size_t c : chain) emit[c].reset();
-      emit[*at] = Emit{nodes[*at].name, fuse_pooling(g, n, chain, std::get<Linear>(nodes[*at].op)), {n}};
+      emit[*at] = Emit{nodes[*at].name, fuse_pooling(g, n, *blocks, chain, std::get<Linear>(nodes[*at].op)), {n}};
     }
   }
   Graph out(g.input_shape(), nodes[0].name);

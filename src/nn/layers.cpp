@@ -91,6 +91,12 @@ Tensor BatchNorm::forward(const Tensor& x) const {
   return y;
 }
 
+void Quadratic::validate() const {
+  require(!w2.empty() && w1.size() == w2.size() && w0.size() == w2.size(), "Quadratic: coefficient sizes differ");
+  for (const auto* w : {&w2, &w1, &w0})
+    for (const double v : *w) require(std::isfinite(v), "Quadratic: coefficient is not finite");
+}
+
 Tensor Quadratic::forward(const Tensor& x) const {
   require(w2.size() == x.shape.channels && w1.size() == w2.size() && w0.size() == w2.size(),
           "Quadratic: channel count mismatch");

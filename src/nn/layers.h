@@ -32,10 +32,13 @@ struct BatchNorm {
   void validate() const;
 };
 
-// Per-channel quadratic y = w2 x^2 + w1 x + w0.
+// Per-channel quadratic y = w2 x^2 + w1 x + w0: a HerPN in inference form (the form the
+// model graph holds), or what an imported a x^2 + b x + c with per-channel constants folds to.
 struct Quadratic {
   std::vector<double> w2, w1, w0;
+  std::size_t channels() const { return w2.size(); }
   Tensor forward(const Tensor& x) const;
+  void validate() const;  // equal non-empty sizes, finite coefficients
 };
 
 // CryptoFace's HerPN in training form: three affine-free BatchNorms over the Hermite terms

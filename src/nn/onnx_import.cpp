@@ -12,16 +12,15 @@
 #include <optional>
 #include <vector>
 
+#include "nn/onnx_elementwise.h"
+
 namespace pfhe::nn {
 
 namespace {
 
-// A constant tensor (initializer or Constant node) in float64.
-struct Constant {
-  std::vector<std::int64_t> dims;
-  std::vector<double> values;
-  std::size_t size() const { return values.size(); }
-};
+using onnx_detail::ChannelPoly;
+using onnx_detail::Coefficient;
+using onnx_detail::Constant;
 
 std::size_t element_count(const std::vector<std::int64_t>& dims) {
   std::size_t n = 1;
@@ -172,7 +171,7 @@ std::string instead(const std::string& op) {
     return "flatten with torch.flatten(x, 1) or x.reshape(1, -1) (a fixed shape)";
   if (op == "Concat" || op == "Split" || op == "Slice")
     return "pfhe reads spatial slices (patches) and a concatenation read by a linear layer; sum branches instead";
-  if (op == "Div") return "divide by a constant as a multiplication by its inverse";
+  if (op == "Div") return "divide by a constant (a scalar or one per channel) only";
   return "pfhe imports Conv, BatchNormalization, Gemm, MatMul, Add, Sub, Mul, Pow, AveragePool, GlobalAveragePool, Flatten, Reshape to (1, -1)";
 }
 
@@ -266,83 +265,99 @@ class Importer {
     }
   }
 
-  // Element-wise arithmetic on one value (x*x, a*x*x + b*x + c, x - c, (x*x)*x, ...) is
-  // followed symbolically as a polynomial of that value and becomes one graph node only
-  // when something else reads it: a whole chain costs the levels of one polynomial.
+  // Element-wise arithmetic on one value (x*x, a*x*x + b*x + c, x - c, (x*x)*x, a BatchNorm,
+  // per-channel scales and shifts, ...) is followed symbolically as a polynomial of that
+  // value and becomes one graph node only when something else reads it: a whole chain
+  // costs the levels of one polynomial, and torch's HerPN (BatchNorms of 1, x and
+  // (x*x - 1)/sqrt 2, summed, scaled and shifted per channel) one per-channel quadratic.
   struct Poly {
-    std::size_t base = 0;         // the graph value it is a polynomial of
-    std::vector<double> coeffs;   // power basis
-    std::string name;             // the ONNX node that produced it last
+    std::size_t base = 0;                 // the graph value it is a polynomial of
+    ChannelPoly p;
+    std::string name;                     // the ONNX node that produced it last
+    std::optional<BatchNorm> batch_norm;  // when it is exactly one BatchNorm of base
   };
   static constexpr std::size_t kMaxDegree = 31;
 
-  // Input i as a polynomial: a pending one, or a computed value x (coefficients 0, 1).
-  std::optional<Poly> poly_of(const onnx::NodeProto& node, int input) const {
+  // Input i as a polynomial: a pending one, or a computed value x (a pending linear layer
+  // made a node).
+  std::optional<Poly> poly_of(const onnx::NodeProto& node, int input) {
     if (const auto p = polys_.find(node.input(input)); p != polys_.end()) return p->second;
-    if (const auto v = value(node.input(input))) return Poly{*v, {0.0, 1.0}, ""};
+    if (linears_.count(node.input(input))) materialize_linear(node.input(input));
+    if (const auto v = value(node.input(input))) return Poly{*v, ChannelPoly::identity(), "", std::nullopt};
     return std::nullopt;
   }
 
-  // A scalar constant input (nullopt for a value); refuses a constant of several elements.
-  std::optional<double> scalar(const onnx::NodeProto& node, int input, const std::string& where) const {
+  // A constant input (nullptr for a value).
+  const Constant* constant_input(const onnx::NodeProto& node, int input) const {
     const auto c = constants_.find(node.input(input));
-    if (c == constants_.end() || value(node.input(input)) || polys_.count(node.input(input))) return std::nullopt;
-    if (c->second.size() != 1)
-      throw OnnxImportError(where + ": only scalar constants are supported here (fold a per-channel constant into the "
-                                    "preceding layer's weights or bias)");
-    return c->second.values[0];
+    if (c == constants_.end() || value(node.input(input)) || polys_.count(node.input(input))) return nullptr;
+    return &c->second;
   }
 
-  // The two inputs of an element-wise binary operator: each a scalar constant or a
-  // polynomial of a value, not both constants.
-  struct Operands {
-    std::optional<double> k0, k1;
-    std::optional<Poly> p0, p1;
-  };
-  Operands operands(const onnx::NodeProto& node, const std::string& where) const {
-    Operands o{scalar(node, 0, where), scalar(node, 1, where), poly_of(node, 0), poly_of(node, 1)};
-    if ((!o.k0 && !o.p0) || (!o.k1 && !o.p1))
-      throw OnnxImportError(where + ": an input is neither a value nor a constant");
-    if (o.k0 && o.k1) throw OnnxImportError(where + ": both inputs are constants");
-    return o;
+  // The value's shape as ONNX sees it: (1, F) after a Flatten or a linear layer (and
+  // element-wise steps of those), else (1, C, H, W).
+  std::vector<std::size_t> onnx_dims(std::size_t index) const {
+    const auto& nodes = graph_->nodes();
+    std::size_t n = index;
+    while (std::holds_alternative<BatchNorm>(nodes[n].op) || std::holds_alternative<Scale>(nodes[n].op) ||
+           std::holds_alternative<Quadratic>(nodes[n].op) || std::holds_alternative<PolynomialActivation>(nodes[n].op) ||
+           std::holds_alternative<Add>(nodes[n].op))
+      n = nodes[n].inputs.front();
+    const Shape& s = nodes[index].shape;
+    if (std::holds_alternative<Flatten>(nodes[n].op) || std::holds_alternative<Linear>(nodes[n].op))
+      return {1, s.channels};
+    return {1, s.channels, s.height, s.width};
+  }
+
+  // Constant k as per-channel coefficients of a polynomial of `base`.
+  Coefficient per_channel(const Constant& k, std::size_t base, const std::string& where) const {
+    try {
+      return onnx_detail::per_channel(k, onnx_dims(base));
+    } catch (const std::invalid_argument& e) {
+      throw OnnxImportError(where + ": " + e.what());
+    }
   }
 
   void define_poly(const onnx::NodeProto& node, const std::string& name, Poly p) {
-    while (p.coeffs.size() > 1 && p.coeffs.back() == 0.0) p.coeffs.pop_back();
-    if (p.coeffs.size() > kMaxDegree + 1)
+    if (p.p.degree() > kMaxDegree)
       throw OnnxImportError(what_ + ": node '" + name + "' (" + node.op_type() + "): a polynomial of degree " +
-                            std::to_string(p.coeffs.size() - 1) + " (at most " + std::to_string(kMaxDegree) + ")");
+                            std::to_string(p.p.degree()) + " (at most " + std::to_string(kMaxDegree) + ")");
     p.name = name;
     polys_[node.output(0)] = std::move(p);
   }
 
-  static Poly product(const Poly& a, const Poly& b) {
-    Poly p{a.base, std::vector<double>(a.coeffs.size() + b.coeffs.size() - 1, 0.0), ""};
-    for (std::size_t i = 0; i < a.coeffs.size(); ++i)
-      for (std::size_t j = 0; j < b.coeffs.size(); ++j) p.coeffs[i + j] += a.coeffs[i] * b.coeffs[j];
-    return p;
-  }
-
-  static Poly sum(const Poly& a, const Poly& b, double b_sign) {
-    Poly p{a.base, a.coeffs, ""};
-    p.coeffs.resize(std::max(a.coeffs.size(), b.coeffs.size()), 0.0);
-    for (std::size_t i = 0; i < b.coeffs.size(); ++i) p.coeffs[i] += b_sign * b.coeffs[i];
-    return p;
-  }
-
-  // The graph node of a pending polynomial: the value itself, a Scale, or a polynomial
-  // activation.
+  // The graph node of a pending polynomial: the value itself, a Scale, a polynomial
+  // activation, or with per-channel coefficients a BatchNorm (degree 1) or a Quadratic.
   std::size_t materialize(const std::string& value_name) {
     const Poly p = polys_.at(value_name);
     polys_.erase(value_name);
+    const auto& c = p.p.coeffs;
+    const std::size_t channels = graph_->nodes()[p.base].shape.channels;
     std::size_t index = p.base;
     try {
-      if (p.coeffs.size() <= 1)
-        throw std::invalid_argument("the value is a constant (" + std::to_string(p.coeffs.front()) + ")");
-      if (p.coeffs.size() == 2 && p.coeffs[0] == 0.0)
-        index = p.coeffs[1] == 1.0 ? p.base : graph_->add(p.name, Scale{p.coeffs[1]}, {p.base});
-      else
-        index = graph_->add(p.name, PolynomialActivation{p.coeffs}, {p.base});
+      if (p.p.degree() == 0) throw std::invalid_argument("the value is a constant");
+      if (p.batch_norm) {
+        index = graph_->add(p.name, *p.batch_norm, {p.base});
+      } else if (p.p.uniform() && p.p.degree() == 1 && c[0][0] == 0.0) {
+        index = c[1][0] == 1.0 ? p.base : graph_->add(p.name, Scale{c[1][0]}, {p.base});
+      } else if (p.p.uniform()) {
+        std::vector<double> power;
+        for (const Coefficient& k : c) power.push_back(k[0]);
+        index = graph_->add(p.name, PolynomialActivation{power}, {p.base});
+      } else if (p.p.degree() == 1) {
+        const double eps = 1e-5;  // var = 1 - eps: the BatchNorm is w1 x + w0
+        index = graph_->add(p.name,
+                            BatchNorm{std::vector<double>(channels, 0.0), std::vector<double>(channels, 1.0 - eps),
+                                      p.p.expanded(1, channels), p.p.expanded(0, channels), eps},
+                            {p.base});
+      } else if (p.p.degree() == 2) {
+        index = graph_->add(p.name, Quadratic{p.p.expanded(2, channels), p.p.expanded(1, channels), p.p.expanded(0, channels)},
+                            {p.base});
+      } else {
+        throw std::invalid_argument("a polynomial of degree " + std::to_string(p.p.degree()) +
+                                    " with per-channel coefficients (at most 2: a per-channel quadratic such as a "
+                                    "HerPN; a polynomial activation of any degree must be the same for every channel)");
+      }
     } catch (const std::invalid_argument& e) {
       throw OnnxImportError(what_ + ": node '" + p.name + "': " + e.what());
     }
@@ -400,21 +415,79 @@ class Importer {
     return false;
   }
 
-  // Add, Sub: of two polynomials of one value (one polynomial), of two different values
-  // (a residual join), or of a value and a scalar constant.
-  void add_or_subtract(const onnx::NodeProto& node, const std::string& name, const std::string& where, double sign) {
-    if (bias_of_pending_linear(node, name, sign)) return;
-    const auto [k0, k1, p0, p1] = operands(node, where);
-    if (k1 || k0) {
-      Poly p = k1 ? *p0 : sum(Poly{p1->base, {0.0}, ""}, *p1, sign);  // k0 - x: -x, then + k0
-      p.coeffs[0] += k1 ? sign * *k1 : *k0;
-      return define_poly(node, name, std::move(p));
+  // Add, Sub, Mul, Div: of two constants (a constant); of a polynomial of a value and a
+  // scalar or per-channel constant, or of two polynomials of one value (one polynomial;
+  // not Div); Add and Sub of two different values (a residual join).
+  void elementwise(const onnx::NodeProto& node, const std::string& name, const std::string& where,
+                   const std::string& op) {
+    const double sign = op == "Sub" ? -1.0 : 1.0;
+    if ((op == "Add" || op == "Sub") && bias_of_pending_linear(node, name, sign)) return;
+    const Constant *k0 = constant_input(node, 0), *k1 = constant_input(node, 1);
+    const auto p0 = poly_of(node, 0), p1 = poly_of(node, 1);
+    if ((!k0 && !p0) || (!k1 && !p1)) throw OnnxImportError(where + ": an input is neither a value nor a constant");
+    const auto apply = [&](double a, double b) {
+      return op == "Add" ? a + b : op == "Sub" ? a - b : op == "Mul" ? a * b : a / b;
+    };
+    try {
+      if (k0 && k1) {
+        constants_[node.output(0)] = onnx_detail::broadcast(*k0, *k1, apply);
+      } else if (op == "Div") {
+        if (!k1) throw OnnxImportError(where + ": division by a value is not supported; " + instead(op));
+        Coefficient k = per_channel(*k1, p0->base, where);
+        for (double& v : k) {
+          if (v == 0.0) throw OnnxImportError(where + ": division by zero");
+          v = 1.0 / v;
+        }
+        define_poly(node, name, Poly{p0->base, p0->p.times(k), "", std::nullopt});
+      } else if (k0 || k1) {
+        const Poly& x = k0 ? *p1 : *p0;
+        Coefficient k = per_channel(k0 ? *k0 : *k1, x.base, where);
+        if (op == "Mul") return define_poly(node, name, Poly{x.base, x.p.times(k), "", std::nullopt});
+        if (k1) for (double& v : k) v *= sign;  // x + k, x - k; k - x is -x + k
+        const ChannelPoly y = k0 && sign < 0 ? x.p.times(Coefficient{-1.0}) : x.p;
+        define_poly(node, name, Poly{x.base, y.plus(k), "", std::nullopt});
+      } else if (p0->base == p1->base) {
+        define_poly(node, name,
+                    Poly{p0->base, op == "Mul" ? p0->p.times(p1->p) : p0->p.plus(p1->p, sign), "", std::nullopt});
+      } else if (op == "Mul") {
+        throw OnnxImportError(where + ": a product of two different values is not supported (only a value times "
+                                      "itself or a constant)");
+      } else if (sign > 0) {
+        add(node, name, Add{}, {computed(node, 0, name), computed(node, 1, name)});
+      } else {
+        // a - b of two values: a + (-1) b, the negation folded into b's multiplier.
+        const std::size_t b = computed(node, 1, name);
+        add(node, name, Add{}, {computed(node, 0, name), graph_->add(name + ".negate", Scale{-1.0}, {b})});
+      }
+    } catch (const std::invalid_argument& e) {
+      throw OnnxImportError(where + ": " + e.what());
     }
-    if (p0->base == p1->base) return define_poly(node, name, sum(*p0, *p1, sign));
-    if (sign > 0) return add(node, name, Add{}, {computed(node, 0, name), computed(node, 1, name)});
-    // a - b of two values: a + (-1) b, the negation folded into b's multiplier.
-    const std::size_t b = computed(node, 1, name);
-    add(node, name, Add{}, {computed(node, 0, name), graph_->add(name + ".negate", Scale{-1.0}, {b})});
+  }
+
+  // BatchNormalization: of a constant, a constant; of a value, a per-channel affine
+  // polynomial of it (one BatchNorm node when nothing else joins it).
+  void batch_normalization(const onnx::NodeProto& node, const std::string& name, const std::string& where) {
+    BatchNorm bn{constant(node, 3, name).values, constant(node, 4, name).values, constant(node, 1, name).values,
+                 constant(node, 2, name).values, float_attribute(node, "epsilon", 1e-5)};
+    try {
+      if (const Constant* k = constant_input(node, 0)) {
+        constants_[node.output(0)] = onnx_detail::batch_norm_of(*k, bn);
+        return;
+      }
+      const auto x = poly_of(node, 0);
+      if (!x) throw OnnxImportError(where + ": input 0 is neither a value nor a constant");
+      const std::size_t channels = graph_->nodes()[x->base].shape.channels;
+      if (bn.channels() != channels)
+        throw OnnxImportError(where + ": a BatchNorm over " + std::to_string(bn.channels()) + " channels of a value with " +
+                              std::to_string(channels));
+      std::vector<double> scale, shift;
+      bn.affine_form(scale, shift);
+      Poly y{x->base, x->p.times(scale).plus(shift), "", std::nullopt};
+      if (!polys_.count(node.input(0))) y.batch_norm = std::move(bn);
+      define_poly(node, name, std::move(y));
+    } catch (const std::invalid_argument& e) {
+      throw OnnxImportError(where + ": " + e.what());
+    }
   }
 
   void add_node(const onnx::NodeProto& node, int index) {
@@ -430,8 +503,8 @@ class Importer {
     }
     // Every operator read here has at least one output; binary ones need both inputs.
     if (node.output_size() < 1) throw OnnxImportError(where + ": the node has no output");
-    const bool binary =
-        op == "Add" || op == "Sub" || op == "Mul" || op == "MatMul" || op == "Pow" || op == "Pad" || op == "Reshape";
+    const bool binary = op == "Add" || op == "Sub" || op == "Mul" || op == "Div" || op == "MatMul" || op == "Pow" ||
+                        op == "Pad" || op == "Reshape";
     if (node.input_size() < (op == "Constant" ? 0 : binary ? 2 : 1))
       throw OnnxImportError(where + ": the node lacks inputs");
     if (op == "Constant") {
@@ -463,9 +536,7 @@ class Importer {
       if (node.input_size() > 2 && !node.input(2).empty()) conv.bias = constant(node, 2, name).values;
       add(node, name, std::move(conv), {computed(node, 0, name)});
     } else if (op == "BatchNormalization") {
-      BatchNorm bn{constant(node, 3, name).values, constant(node, 4, name).values, constant(node, 1, name).values,
-                   constant(node, 2, name).values, float_attribute(node, "epsilon", 1e-5)};
-      add(node, name, std::move(bn), {computed(node, 0, name)});
+      batch_normalization(node, name, where);
     } else if (op == "Slice") {
       slice(node, name, where);
     } else if (op == "Concat") {
@@ -480,30 +551,18 @@ class Importer {
       if (node.input_size() > 2 && !node.input(2).empty()) linear.bias = constant(node, 2, name).values;
       if (concats_.count(node.input(0))) return linear_over_parts(node, name, std::move(linear));
       add(node, name, std::move(linear), {computed(node, 0, name)});
-    } else if (op == "Add" || op == "Sub") {
-      add_or_subtract(node, name, where, op == "Add" ? 1.0 : -1.0);
+    } else if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div") {
+      elementwise(node, name, where, op);
     } else if (op == "MatMul") {
       matmul(node, name, where);
-    } else if (op == "Mul") {
-      const auto [k0, k1, p0, p1] = operands(node, where);
-      if (k0 || k1) {
-        Poly p = k0 ? *p1 : *p0;
-        for (double& c : p.coeffs) c *= k0 ? *k0 : *k1;
-        define_poly(node, name, std::move(p));
-      } else if (p0->base == p1->base) {
-        define_poly(node, name, product(*p0, *p1));
-      } else {
-        throw OnnxImportError(where + ": a product of two different values is not supported (only a value times "
-                                      "itself or a scalar)");
-      }
     } else if (op == "Pow") {
       const Constant& e = constant(node, 1, name);
       const auto base = poly_of(node, 0);
       if (!base) throw OnnxImportError(where + ": the base must be a computed value");
       if (e.size() != 1 || e.values[0] != std::floor(e.values[0]) || e.values[0] < 1 || e.values[0] > 8)
         throw OnnxImportError(where + ": only integer exponents 1 to 8 are supported");
-      Poly p = *base;
-      for (int k = 1; k < static_cast<int>(e.values[0]); ++k) p = product(p, *base);
+      Poly p{base->base, base->p, "", std::nullopt};
+      for (int k = 1; k < static_cast<int>(e.values[0]); ++k) p.p = p.p.times(base->p);
       define_poly(node, name, std::move(p));
     } else if (op == "AveragePool") {
       if (uniform(ints_attribute(node, "pads"), 0, where + ": pads") != 0)

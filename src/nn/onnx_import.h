@@ -6,9 +6,13 @@
 // BatchNormalization, Gemm (a torch Linear: transB = 1, alpha = beta = 1), MatMul by a
 // constant matrix (with the bias of a following Add: one linear layer), Add and Sub
 // of two computed values (residual joins), element-wise polynomial arithmetic on one value
-// (Mul of a value by itself or by a scalar, Pow with an integer exponent 1-8, Add and Sub
-// of a scalar or of polynomials of the same value: a chain such as a*x*x + b*x + c is
-// followed symbolically and becomes one polynomial-activation node), AveragePool (no padding),
+// (BatchNormalization, Mul of a value by itself or by a constant, Div by a constant, Pow
+// with an integer exponent 1-8, Add and Sub of a constant or of polynomials of the same
+// value; constants are scalars or per channel (torch's [1, C, 1, 1]): a chain such as
+// a*x*x + b*x + c is followed symbolically (nn/onnx_elementwise.h) and becomes one node when
+// something else reads it: a BatchNorm, a polynomial activation, or with per-channel
+// coefficients of degree 2 a Quadratic, which is how torch's HerPN imports), element-wise
+// arithmetic of constants (folded), AveragePool (no padding),
 // GlobalAveragePool, Flatten (axis 1), Reshape to a flat vector ((1, -1) or (1, n), a
 // constant shape), Identity and Dropout (inference: the identity), Slice of the height and
 // width (step 1; torch's one Slice per axis compose into one Crop node: the patches of a

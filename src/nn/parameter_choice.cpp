@@ -4,6 +4,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -68,13 +69,6 @@ ckks::ParameterSpec choose_parameters(std::size_t levels, int scale_bits, int ba
 
 ckks::ParameterSpec parameters_for(const PatchCNN& model) { return choose_parameters(required_levels(model)); }
 
-namespace {
-std::string bits_message(const char* format, double target, double margin, double estimated, int scale_bits) {
-  char text[200];
-  std::snprintf(text, sizeof text, format, target, margin, estimated, scale_bits);
-  return text;
-}
-}  // namespace
 
 double output_bound(const PatchCNN& model, const FitReport& ranges) {
   const std::string output = model.classifier ? "embedding" : "normalized embedding";
@@ -85,10 +79,38 @@ double output_bound(const PatchCNN& model, const FitReport& ranges) {
   return model.classifier ? it->max_abs : std::max(it->max_abs, 4.0);
 }
 
-PrecisionChoice parameters_for_precision(const PatchCNN& model, const std::vector<Tensor>& images, double target_bits,
-                                         double margin_bits) {
+PrecisionChoice smallest_scale_reaching(const std::function<PrecisionChoice(int scale_bits)>& at, double target_bits,
+                                        double margin_bits, const char* how, bool walk_down) {
   if (!(target_bits > 0 && target_bits <= 40) || !(margin_bits >= 0))
     throw std::invalid_argument("precision target must be in (0, 40] bits");
+  const double wanted = target_bits + margin_bits;
+  // About one bit of precision per bit of scale: start from the guess the default scale
+  // gives, then walk to the smallest scale that reaches the target.
+  const PrecisionChoice reference = at(kDefaultScaleBits);
+  int s = std::clamp(static_cast<int>(std::ceil(kDefaultScaleBits + wanted - reference.estimated_bits)), kMinScaleBits,
+                     kMaxScaleBits);
+  PrecisionChoice c = s == kDefaultScaleBits ? reference : at(s);
+  while (c.estimated_bits < wanted) {
+    if (s == kMaxScaleBits) {
+      char text[200];
+      std::snprintf(text, sizeof text,
+                    "precision target of %.1f bits (+%.1f margin) not reachable: %.1f bits %s at the largest scale, 2^%d",
+                    target_bits, margin_bits, c.estimated_bits, how, kMaxScaleBits);
+      throw std::invalid_argument(text);
+    }
+    c = at(++s);
+  }
+  while (walk_down && s > kMinScaleBits) {
+    const PrecisionChoice smaller = at(s - 1);
+    if (smaller.estimated_bits < wanted) break;
+    c = smaller;
+    --s;
+  }
+  return c;
+}
+
+PrecisionChoice parameters_for_precision(const PatchCNN& model, const std::vector<Tensor>& images, double target_bits,
+                                         double margin_bits) {
   const double max_abs = output_bound(model, measure_ranges(model, images, kIntermediateLimit));
   const std::size_t levels = required_levels(model);
   const auto at = [&](int scale_bits) {
@@ -100,27 +122,7 @@ PrecisionChoice parameters_for_precision(const PatchCNN& model, const std::vecto
         estimate_precision(model, images, std::size_t{1} << c.spec.log_n, std::ldexp(1.0, scale_bits)).bits();
     return c;
   };
-  const double wanted = target_bits + margin_bits;
-  // About one bit of precision per bit of scale: start from the guess the default scale
-  // gives, then walk to the smallest scale that reaches the target.
-  const PrecisionChoice reference = at(kDefaultScaleBits);
-  int s = std::clamp(static_cast<int>(std::ceil(kDefaultScaleBits + wanted - reference.estimated_bits)), kMinScaleBits,
-                     kMaxScaleBits);
-  PrecisionChoice c = s == kDefaultScaleBits ? reference : at(s);
-  while (c.estimated_bits < wanted) {
-    if (s == kMaxScaleBits)
-      throw std::invalid_argument(bits_message("precision target of %.1f bits (+%.1f margin) not reachable: %.1f bits "
-                                               "estimated at the largest scale, 2^%d",
-                                               target_bits, margin_bits, c.estimated_bits, kMaxScaleBits));
-    c = at(++s);
-  }
-  while (s > kMinScaleBits) {
-    const PrecisionChoice smaller = at(s - 1);
-    if (smaller.estimated_bits < wanted) break;
-    c = smaller;
-    --s;
-  }
-  return c;
+  return smallest_scale_reaching(at, target_bits, margin_bits, "estimated", true);
 }
 
 namespace {

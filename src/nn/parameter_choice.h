@@ -5,6 +5,7 @@
 // `base_bits` (q_0 - scale_bits bits of headroom above the scale for the final values).
 #pragma once
 #include <cstddef>
+#include <functional>
 #include <optional>
 
 #include "ckks/parameters.h"
@@ -61,6 +62,13 @@ struct PrecisionChoice {
 };
 PrecisionChoice parameters_for_precision(const PatchCNN& model, const std::vector<Tensor>& images, double target_bits,
                                          double margin_bits = 1.0);
+// The search both precision targets use (a PatchCNN's estimate, a graph's measurement,
+// nn/measured_precision.h): `at(s)` the choice at scale 2^s with its precision in
+// estimated_bits; the guess one evaluation at 2^40 makes (about a bit of precision per bit
+// of scale), raised until it reaches target + margin, then lowered while it still does
+// when `walk_down`. `how` ("estimated", "measured") words the error when no scale reaches it.
+PrecisionChoice smallest_scale_reaching(const std::function<PrecisionChoice(int scale_bits)>& at, double target_bits,
+                                        double margin_bits, const char* how, bool walk_down);
 
 // Where a PatchCNN is compiled (by `pfhe compile`, and by every server, stage and test that
 // must agree with its artefact and client spec): inputs encrypted at level

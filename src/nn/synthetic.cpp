@@ -229,7 +229,7 @@ std::size_t add_tower(Graph& g, const std::string& name, const TwoTowerShape& sh
     calibrate_herpn(herpn, x);
     x = parallel_map(x, [&](const Tensor& t) { return herpn.forward(t); });
     node = g.add(name + "." + layer, conv, node);
-    node = g.add(name + "." + layer + ".herpn", std::move(herpn), node);
+    node = g.add(name + "." + layer + ".herpn", herpn.fuse(), node);
     channels = out;
   };
   conv_herpn("conv1", shape.narrow, 1);

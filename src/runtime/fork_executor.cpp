@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <stdexcept>
 
 #include "ckks/serialization.h"
@@ -126,6 +127,10 @@ class ForkExecutor final : public Executor {
     std::vector<ckks::Ciphertext> out(inputs.size());
     std::vector<std::size_t> attempts(inputs.size(), 0);
     std::size_t done = 0;
+    // replace and dispatch call each other: a worker found dead when its task is sent (it
+    // died between its fork and the send, or while idle) is replaced like one that dies
+    // while running it. Both are bounded by the retries.
+    std::function<void(Worker&)> replace;
     const auto dispatch = [&](Worker& w) {
       if (pending.empty()) return;
       Frame f;
@@ -137,13 +142,17 @@ class ForkExecutor final : public Executor {
       else f.payload = serialized[f.task];
       w.task = static_cast<long>(f.task);
       const auto ts = std::chrono::steady_clock::now();
-      send_frame(w.fd, f);
+      try {
+        send_frame(w.fd, f);
+      } catch (const std::runtime_error&) {
+        return replace(w);
+      }
       local.transfer_seconds += seconds_since(ts);
       local.transfer_bytes += f.payload.size();
     };
     // A worker that died: its task goes back to the queue on a new worker while it has
     // retries left (tasks are deterministic: the retried output is the same bytes).
-    const auto replace = [&](Worker& w) {
+    replace = [&](Worker& w) {
       const std::runtime_error lost = worker_lost(w);
       ::close(w.fd);
       w.fd = -1;
@@ -232,6 +241,7 @@ class ForkExecutor final : public Executor {
   }
 
   static std::runtime_error worker_lost(Worker& w) {
+    ::kill(w.pid, SIGKILL);  // a worker whose stream broke but still runs is of no use (a dead one stays as it died)
     int status = 0;
     pid_t r;
     while ((r = ::waitpid(w.pid, &status, 0)) < 0 && errno == EINTR) {

@@ -183,6 +183,10 @@ cmp g.seq.ct g.file.ct || fail "graph: serving the model file differs from the c
   --reference-image small.png --json g.json
 python3 -c 'import json,sys; r=json.load(open("g.json")); sys.exit(0 if r["relative_error"] < 1e-5 and len(r["logits"]) == 4 else 1)' ||
   fail "graph logits: $(cat g.json)"
+# A precision target for a graph: its scale from measured encrypted runs (nn/measured_precision.h).
+"$pfhe" compile --model towers.pfhm --out-dir gprec --budget-gb 0.1 --precision-bits 16 2> gprec.txt
+grep -Eq "scale 2\^3[0-9]: (1[7-9]|2[0-9])\.[0-9] bits measured" gprec.txt ||
+  { cat gprec.txt; fail "graph --precision-bits 16: no 30-39 bit scale measured at 17 bits or more"; }
 expect_error "alice.cts: .*made for other parameters" "$pfhe" infer --params gsrv/params.pfhe \
   --model gsrv/model.pfhc --eval-keys g.keys --input alice.cts --out x.ct
 expect_error "classifier" "$pfhe" match --params gsrv/params.pfhe --model gsrv/model.pfhc --eval-keys g.keys \

@@ -8,19 +8,7 @@
 # nothing, and the service keeps running.
 #   service_flow.sh PFHE_BINARY
 set -euo pipefail
-pfhe=$1
-work=$(mktemp -d)
-server_pid=""
-cleanup() { [ -z "$server_pid" ] || kill "$server_pid" 2> /dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-cd "$work"
-fail() { echo "FAIL: $*" >&2; [ ! -f serve.log ] || cat serve.log >&2; exit 1; }
-
-"$pfhe" make-model --kind two-tower-tiny --out m.pfhm 2> /dev/null
-"$pfhe" compile --model m.pfhm --out-dir srv --budget-gb 0.05 2> /dev/null
-spec=(--spec srv/client.json --params srv/params.pfhe)
-"$pfhe" keygen "${spec[@]}" --secret-key sk --eval-keys ek 2> /dev/null
-"$pfhe" sample-image --size 8 --seed 4 --out a.png 2> /dev/null
+source "$(dirname "$(readlink -f "$0")")/service_common.sh" "$1"
 "$pfhe" encrypt "${spec[@]}" --secret-key sk --image a.png --out a.cts 2> /dev/null
 "$pfhe" infer --params srv/params.pfhe --model srv/model.pfhc --eval-keys ek --input a.cts --out local.ct 2> /dev/null
 

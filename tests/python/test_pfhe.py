@@ -173,6 +173,26 @@ def test_parallel_branches_byte_identical_on_every_executor():
     assert relative_error(got, torch_logits(model, x)) < 1e-3
 
 
+def test_precision_target_chooses_the_scale():
+    """compile(precision_bits=B): the scale measured to reach B (+1) bits; a lower target
+    takes a smaller scale, and the compiled model reaches its target on a new input."""
+    model = randomized(PolynomialChain(), 12)
+    rng = np.random.default_rng(9)
+    net = pfhe.from_torch(model, torch.randn(1, 1, 8, 8))
+    net.fit(rng.standard_normal((4, 1, 8, 8)))
+    scales = {}
+    for bits in (14, 26):
+        compiled = net.compile(precision_bits=bits, progress=False)
+        client = pfhe.Client(compiled.spec)
+        x = rng.standard_normal((1, 8, 8))
+        got = client.decrypt(compiled.run(client.encrypt(x), keys=client.evaluation_keys(progress=False)))
+        assert -np.log2(relative_error(got, net.forward(x))) >= bits
+        scales[bits] = compiled.spec.scale_bits
+    assert scales[14] < scales[26]
+    with pytest.raises(ValueError, match="scale_bits or precision_bits"):
+        net.compile(scale_bits=35, precision_bits=20)
+
+
 def test_readme_flow_runs_as_written():
     """The README's Python example, executed as it is written there."""
     readme = open(os.path.join(REPO, "README.md")).read()

@@ -14,6 +14,9 @@ import numpy
 import torch
 import torch.nn as nn
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools"))
+import train_fashion_mnist as fashion  # noqa: E402  (its HerPN, as trained)
+
 
 class LeNetSquare(nn.Module):
     """A LeNet-style CNN with x^2 activations and average pooling."""
@@ -82,6 +85,22 @@ class PatchNet(nn.Module):
             y = bn(conv(x[:, :, 8 * r:8 * r + 8, 8 * c:8 * c + 8]))
             feats.append(torch.flatten(nn.functional.avg_pool2d(y * y, 4), 1))
         return self.fc(torch.cat(feats, 1))
+
+
+class HerPNNet(nn.Module):
+    """CryptoFace's HerPN as tools/train_fashion_mnist.py writes it in torch (BatchNorms of
+    ones_like(x), of x and of (x*x - 1)/sqrt 2, summed, scaled and shifted per channel): a
+    stem, one HerPNConv block with a strided shortcut, the HerPN pooling, a linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.block = fashion.HerPNConv(4, 8, 2)
+        self.pool = fashion.HerPNPool(8)
+        self.fc = nn.Linear(32, 5)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.block(self.conv(x))))
 
 
 def external_data_copies(work):
@@ -160,6 +179,11 @@ def randomize_batch_norms(model, gen):
             c = m.num_features
             m.running_mean.copy_(torch.randn(c, generator=gen) * 0.2)
             m.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
+            if m.affine:
+                m.weight.data.copy_(torch.rand(c, generator=gen) + 0.5)
+                m.bias.data.copy_(torch.randn(c, generator=gen) * 0.1)
+        if isinstance(m, fashion.HerPN):
+            c = m.weight.numel()
             m.weight.data.copy_(torch.rand(c, generator=gen) + 0.5)
             m.bias.data.copy_(torch.randn(c, generator=gen) * 0.1)
 
@@ -191,12 +215,13 @@ def main():
     work = sys.argv[1]
     gen = torch.Generator().manual_seed(7)
     torch.manual_seed(7)
-    lenet, residual, patches = LeNetSquare(), SmallResidual(), PatchNet()
-    for m in (lenet, residual, patches):
+    lenet, residual, patches, herpn = LeNetSquare(), SmallResidual(), PatchNet(), HerPNNet()
+    for m in (lenet, residual, patches, herpn):
         randomize_batch_norms(m, gen)
     export(lenet, (1, 28, 28), work, "lenet", gen)
     export(residual, (3, 16, 16), work, "residual", gen)
     export(patches, (3, 16, 16), work, "patches", gen)
+    export(herpn, (3, 16, 16), work, "herpn", gen)
     write_batch(lenet, (1, 28, 28), work, "lenet", gen, 20)
     write_batch(residual, (3, 16, 16), work, "residual", gen, 20)
     write_batch(patches, (3, 16, 16), work, "patches", gen, 20)

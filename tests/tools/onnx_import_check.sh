@@ -3,7 +3,8 @@
 # onnx_import_check.py and exported with torch.onnx.export import into graphs whose float64 forward equals torch's
 # float64 forward of the same float32 weights to 1e-6 (absolute, or relative above 1: the
 # export folds each BatchNorm into its convolution in float32, which moves outputs by
-# ~1e-8); ReLU and MaxPool are refused with one line naming the node and what to
+# ~1e-8); torch's HerPN (tools/train_fashion_mnist.py) imports as one per-channel quadratic;
+# ReLU and MaxPool are refused with one line naming the node and what to
 # use instead. A PatchCNN written in torch (Slice of the input per patch, Concat of the
 # features into one Gemm) imports as crops whose branches the compiler puts in lanes. Both imported models (the LeNet with its unpadded 5x5 convolution, and the
 # residual CNN) then run encrypted through the CLI (compile, keygen, encrypt of a .npy
@@ -16,7 +17,7 @@ repo=$3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 /usr/bin/python3 "$repo/tests/tools/onnx_import_check.py" "$work" 2> "$work/export.log" || { cat "$work/export.log"; exit 1; }
-for name in lenet residual matmul reshape patches; do
+for name in lenet residual matmul reshape patches herpn; do
   "$pfhe" import "$work/$name.onnx" --out "$work/$name.pfhm" 2> /dev/null
   "$model_tool" graph-logits "$work/$name.pfhm" "$work/$name.input.f64" > "$work/$name.got.txt"
   paste "$work/$name.got.txt" "$work/$name.expected.txt" | awk -v name="$name" '
@@ -24,6 +25,14 @@ for name in lenet residual matmul reshape patches; do
     END { if (n == 0 || bad) { print name ": imported graph differs from torch (" n " values)"; exit 1 }
           print name ": " n " outputs equal to torch" }'
 done
+# torch's HerPN (BatchNorms of 1, x and x^2, per-channel scale and shift) becomes one
+# per-channel quadratic per HerPN: the block's two and the pooling one, no BatchNorm left of them.
+ops() { { grep -ao "\"op\":\"$1\"" "$work/herpn.pfhm" || true; } | wc -l; }
+quadratics=$(ops Quadratic)
+norms=$(ops BatchNorm)
+[ "$quadratics" -eq 3 ] && [ "$norms" -eq 0 ] ||
+  { echo "herpn: $quadratics Quadratic and $norms BatchNorm nodes (want 3 and 0)"; exit 1; }
+echo "herpn: 3 HerPNs imported as 3 per-channel quadratics"
 # The imported models, encrypted from the command line: compile, keygen, encrypt of a .npy
 # input, infer on two fork workers, decrypt against the float64 reference; then issue 21's
 # acceptance: 20 more inputs, logits within 1e-3 relative of torch's, the same classes.

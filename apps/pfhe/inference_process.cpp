@@ -1,0 +1,201 @@
+#include "inference_process.h"
+
+#include <fcntl.h>
+#include <omp.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <stdexcept>
+
+#include "runtime/client_server.h"
+#include "runtime/transport.h"
+
+extern char** environ;
+
+namespace pfhe::app {
+
+namespace {
+
+// An encrypted input is at most 4 GB (the server refuses larger ones), plus the path.
+constexpr std::size_t kMaxFrameBytes = (std::size_t{4} << 30) + 8192;
+constexpr int kChildSocket = 3;
+
+ckks::Bytes request_bytes(const std::string& key_cache, std::span<const std::uint8_t> input) {
+  const auto length = static_cast<std::uint32_t>(key_cache.size());
+  ckks::Bytes out(4 + key_cache.size() + input.size());
+  std::memcpy(out.data(), &length, 4);
+  std::memcpy(out.data() + 4, key_cache.data(), key_cache.size());
+  std::memcpy(out.data() + 4 + key_cache.size(), input.data(), input.size());
+  return out;
+}
+
+std::string exit_description(int status) {
+  if (WIFSIGNALED(status)) return std::string("killed by signal ") + std::to_string(WTERMSIG(status));
+  if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
+  return "stopped";
+}
+
+}  // namespace
+
+InferenceProcesses::InferenceProcesses(InferenceProcessOptions options, std::size_t count)
+    : options_(std::move(options)) {
+  for (std::size_t i = 0; i < count; ++i) {
+    idle_.push_back(spawn());
+    all_.push_back(idle_.back().pid);
+  }
+}
+
+InferenceProcesses::~InferenceProcesses() {
+  const std::lock_guard lock(mutex_);
+  for (Process& p : idle_) {
+    if (p.pid < 0) continue;
+    close(p.fd);  // the process sees the end of its socket and exits
+    int status = 0;
+    waitpid(p.pid, &status, 0);
+  }
+}
+
+std::vector<pid_t> InferenceProcesses::pids() const {
+  const std::lock_guard lock(mutex_);
+  return all_;
+}
+
+InferenceProcesses::Process InferenceProcesses::spawn() const {
+  int sockets[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sockets) != 0)
+    throw std::runtime_error(std::string("inference process: socketpair: ") + std::strerror(errno));
+  // The child's end becomes its descriptor 3 (dup2 clears close-on-exec on the copy; an end
+  // that is already 3 is moved first, since dup2 onto itself would keep the flag).
+  int child_end = sockets[1];
+  if (child_end == kChildSocket) {
+    child_end = fcntl(sockets[1], F_DUPFD_CLOEXEC, kChildSocket + 1);
+    close(sockets[1]);
+  }
+  posix_spawn_file_actions_t files;
+  posix_spawn_file_actions_init(&files);
+  posix_spawn_file_actions_adddup2(&files, child_end, kChildSocket);
+  // The server blocks its termination signals in every thread; the process must not inherit that.
+  posix_spawnattr_t attributes;
+  posix_spawnattr_init(&attributes);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attributes, &none);
+  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK);
+  const std::string exe = std::filesystem::read_symlink("/proc/self/exe").string();
+  const std::string workers = std::to_string(options_.workers), retries = std::to_string(options_.retries),
+                    fd = std::to_string(kChildSocket);
+  std::vector<const char*> argv = {exe.c_str(), "inference-process", "--params", options_.params.c_str(), "--model",
+                                   options_.model.c_str(), "--workers", workers.c_str(), "--retries", retries.c_str(),
+                                   "--fd", fd.c_str(), nullptr};
+  pid_t pid = -1;
+  const int error = posix_spawn(&pid, exe.c_str(), &files, &attributes, const_cast<char* const*>(argv.data()), environ);
+  posix_spawn_file_actions_destroy(&files);
+  posix_spawnattr_destroy(&attributes);
+  close(child_end);
+  if (error != 0) {
+    close(sockets[0]);
+    throw std::runtime_error(std::string("inference process: cannot start ") + exe + ": " + std::strerror(error));
+  }
+  return {pid, sockets[0]};
+}
+
+ckks::Bytes InferenceProcesses::infer(const std::string& key_cache, std::span<const std::uint8_t> input) {
+  Process p;
+  {
+    std::unique_lock lock(mutex_);
+    idle_changed_.wait(lock, [&] { return !idle_.empty(); });
+    p = idle_.back();
+    idle_.pop_back();
+  }
+  const auto give_back = [&](Process q) {
+    const std::lock_guard lock(mutex_);
+    idle_.push_back(q);
+    idle_changed_.notify_one();
+  };
+  // A slot whose process could not be started again is retried here (the slot stays).
+  const auto start = [&] {
+    try {
+      p = spawn();
+    } catch (...) {
+      give_back(Process{});
+      throw;
+    }
+    const std::lock_guard lock(mutex_);
+    all_.push_back(p.pid);
+  };
+  if (p.pid < 0) start();
+  const runtime::Frame request{0, 0, 0, 0, request_bytes(key_cache, input)};
+  for (int attempt = 0;; ++attempt) {
+    runtime::Frame answer;
+    bool answered = false;
+    try {
+      runtime::send_frame(p.fd, request);
+      answered = runtime::receive_frame(p.fd, answer, kMaxFrameBytes);
+    } catch (const std::runtime_error&) {
+      answered = false;  // the process died or its stream broke: as below
+    }
+    if (answered) {
+      give_back(p);
+      if (answer.status != 0) throw std::runtime_error(std::string(answer.payload.begin(), answer.payload.end()));
+      return std::move(answer.payload);
+    }
+    close(p.fd);
+    kill(p.pid, SIGKILL);  // a broken stream from a live process: it goes too
+    int status = 0;
+    waitpid(p.pid, &status, 0);
+    const std::string how = exit_description(status);
+    std::fprintf(stderr, "[pfhe serve] inference process %d %s during a job; starting another\n", static_cast<int>(p.pid),
+                 how.c_str());
+    start();
+    if (attempt == 1) {
+      give_back(p);
+      throw std::runtime_error("the inference process died twice while running this job (last: " + how + ")");
+    }
+  }
+}
+
+int run_inference_process(const InferenceProcessOptions& o, int fd) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL);  // the server's end: this process goes with it
+  if (getppid() == 1) return 1;
+  omp_set_num_threads(1);  // the fork pool needs this process single-threaded
+  const runtime::ServedModel model(o.params, o.model);
+  std::unique_ptr<runtime::KeySet> set;
+  std::string set_path;
+  runtime::Frame request;
+  while (runtime::receive_frame(fd, request, kMaxFrameBytes)) {
+    runtime::Frame answer;
+    try {
+      std::uint32_t length = 0;
+      if (request.payload.size() < 4) throw std::runtime_error("inference process: a malformed request");
+      std::memcpy(&length, request.payload.data(), 4);
+      if (request.payload.size() - 4 < length) throw std::runtime_error("inference process: a malformed request");
+      const std::string path(request.payload.begin() + 4, request.payload.begin() + 4 + length);
+      const std::span<const std::uint8_t> input(request.payload.data() + 4 + length, request.payload.size() - 4 - length);
+      if (path != set_path) {
+        set.reset();  // unmapped before the next is mapped
+        set = std::make_unique<runtime::KeySet>(model, path);
+        set_path = path;
+      }
+      const runtime::CiphertextFile in = runtime::parse_ciphertext_file(input, model.context(), "the encrypted input");
+      const auto executor = runtime::make_fork_executor(o.workers, o.retries);
+      answer.payload = runtime::ciphertext_file_bytes(set->output_context(), set->infer(in, *executor));
+    } catch (const std::exception& e) {
+      const std::string what = e.what();
+      answer.status = 1;
+      answer.payload.assign(what.begin(), what.end());
+    }
+    runtime::send_frame(fd, answer);
+  }
+  return 0;
+}
+
+}  // namespace pfhe::app
