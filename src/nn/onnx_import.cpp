@@ -170,7 +170,7 @@ std::string instead(const std::string& op) {
   if (op == "Shape" || op == "Gather" || op == "Unsqueeze")
     return "flatten with torch.flatten(x, 1) or x.reshape(1, -1) (a fixed shape)";
   if (op == "Concat" || op == "Split" || op == "Slice")
-    return "pfhe reads spatial slices (patches) and a concatenation read by a linear layer; sum branches instead";
+    return "pfhe reads windows (patches, channels) and concatenations read by a convolution or linear layer";
   if (op == "Div") return "divide by a constant (a scalar or one per channel) only";
   return "pfhe imports Conv, BatchNormalization, Gemm, MatMul, Add, Sub, Mul, Pow, AveragePool, GlobalAveragePool, Flatten, Reshape to (1, -1)";
 }
@@ -190,8 +190,9 @@ class Importer {
     graph_ = &graph;
     for (int i = 0; i < g.node_size(); ++i) add_node(g.node(i), i);
     if (g.output_size() != 1) throw OnnxImportError(what_ + ": the model must have one output");
-    if (concats_.count(g.output(0).name()))
-      throw OnnxImportError(what_ + ": the output is a concatenation; only a linear layer (Gemm) may read one");
+    if (const auto c = concats_.find(g.output(0).name()); c != concats_.end())
+      throw OnnxImportError(what_ + ": node '" + c->second.name + "' (Concat): the output is a concatenation; only a "
+                            "convolution or a linear layer may read one");
     if (crops_.count(g.output(0).name()) && !values_.count(g.output(0).name())) materialize_crop(g.output(0).name());
     if (polys_.count(g.output(0).name())) materialize(g.output(0).name());
     if (linears_.count(g.output(0).name())) materialize_linear(g.output(0).name());
@@ -496,10 +497,13 @@ class Importer {
     for (const std::string& input : node.input()) {
       // A window read by anything but another Slice becomes a Crop node; a concatenation
       // is read only by the linear layer its weight is split for.
-      if (crops_.count(input) && !values_.count(input) && op != "Slice") materialize_crop(input);
-      if (const auto c = concats_.find(input); c != concats_.end() && op != "Gemm")
-        throw OnnxImportError(what_ + ": node '" + c->second.name + "' (Concat): only a linear layer (Gemm) may read "
-                              "a concatenation (its weight is split over the parts), not '" + name + "' (" + op + ")");
+      if (crops_.count(input) && !values_.count(input) && op != "Slice" && op != "Split" && op != "Conv")
+        materialize_crop(input);
+      if (const auto c = concats_.find(input); c != concats_.end() && op != (c->second.spatial ? "Conv" : "Gemm"))
+        throw OnnxImportError(what_ + ": node '" + c->second.name + "' (Concat): only " +
+                              (c->second.spatial ? "a convolution" : "a linear layer (Gemm)") +
+                              " may read a concatenation (its weight is split over the parts), not '" + name + "' (" +
+                              op + ")");
     }
     // Every operator read here has at least one output; binary ones need both inputs.
     if (node.output_size() < 1) throw OnnxImportError(where + ": the node has no output");
@@ -534,11 +538,20 @@ class Importer {
                   static_cast<std::size_t>(w.dims[2]), uniform(ints_attribute(node, "strides"), 1, where + ": strides"),
                   uniform(ints_attribute(node, "pads"), 0, where + ": pads"), w.values, {}};
       if (node.input_size() > 2 && !node.input(2).empty()) conv.bias = constant(node, 2, name).values;
+      const std::string& x = node.input(0);
+      if (concats_.count(x)) return conv_over_parts(node, name, std::move(conv));
+      if (crops_.count(x) && !values_.count(x) && !crops_.at(x).all_channels(*graph_)) {
+        auto [wide, input] = conv_over_channel_window(std::move(conv), x, where);
+        return add(node, name, std::move(wide), {input});
+      }
+      if (crops_.count(x) && !values_.count(x)) materialize_crop(x);
       add(node, name, std::move(conv), {computed(node, 0, name)});
     } else if (op == "BatchNormalization") {
       batch_normalization(node, name, where);
     } else if (op == "Slice") {
       slice(node, name, where);
+    } else if (op == "Split") {
+      split(node, name, where);
     } else if (op == "Concat") {
       concat(node, name, where);
     } else if (op == "Gemm") {
@@ -588,24 +601,43 @@ class Importer {
     }
   }
 
-  // x[:, :, a:b, c:d] (torch writes one Slice per axis): a window of a value, followed
-  // symbolically (Slices compose) and made one Crop node when something else reads it, so
-  // that the patches of a PatchCNN written in torch are crops of the input.
+  // x[:, c0:c1, a:b, c:d] (torch writes one Slice per axis; torch.split writes Split): a
+  // window of a value, followed symbolically (they compose) and made one Crop node when
+  // something else reads it, so that the patches of a PatchCNN written in torch are crops
+  // of the input. A window of some channels is read only by a convolution, which then
+  // reads every channel with zero weights on the others.
   struct PendingCrop {
     std::size_t source = 0;
     Crop crop;
-    std::string name;
+    std::size_t first_channel = 0, channels = 0;
+    std::string name, op;  // the ONNX node that made it last
+    bool all_channels(const Graph& g) const { return first_channel == 0 && channels == g.nodes()[source].shape.channels; }
   };
 
-  void slice(const onnx::NodeProto& node, const std::string& name, const std::string& where) {
+  PendingCrop crop_of(const onnx::NodeProto& node, const std::string& name) {
+    if (const auto c = crops_.find(node.input(0)); c != crops_.end()) return c->second;
     PendingCrop p;
-    if (const auto c = crops_.find(node.input(0)); c != crops_.end()) {
-      p = c->second;
-    } else {
-      p.source = computed(node, 0, name);
-      const Shape& s = graph_->nodes()[p.source].shape;
-      p.crop = Crop{0, 0, s.height, s.width};
-    }
+    p.source = computed(node, 0, name);
+    const Shape& s = graph_->nodes()[p.source].shape;
+    p.crop = Crop{0, 0, s.height, s.width};
+    p.channels = s.channels;
+    return p;
+  }
+
+  // p narrowed to [start, start + size) along ONNX axis 1 (channels), 2 or 3.
+  void narrow(PendingCrop& p, std::int64_t axis, std::size_t start, std::size_t size, const std::string& where) const {
+    if (size == 0) throw OnnxImportError(where + ": an empty slice");
+    if (axis == 1) p.first_channel += start, p.channels = size;
+    if (axis == 2) p.crop.top += start, p.crop.height = size;
+    if (axis == 3) p.crop.left += start, p.crop.width = size;
+  }
+
+  std::size_t extent(const PendingCrop& p, std::int64_t axis) const {
+    return axis == 0 ? 1 : axis == 1 ? p.channels : axis == 2 ? p.crop.height : p.crop.width;
+  }
+
+  void slice(const onnx::NodeProto& node, const std::string& name, const std::string& where) {
+    PendingCrop p = crop_of(node, name);
     if (node.input_size() < 3) throw OnnxImportError(where + ": starts and ends must be inputs (opset 10 or later)");
     const Constant &starts = constant(node, 1, name), &ends = constant(node, 2, name);
     std::vector<double> axes(starts.size()), steps(starts.size(), 1.0);
@@ -614,28 +646,62 @@ class Importer {
     if (node.input_size() > 4 && !node.input(4).empty()) steps = constant(node, 4, name).values;
     if (ends.size() != starts.size() || axes.size() != starts.size() || steps.size() != starts.size())
       throw OnnxImportError(where + ": starts, ends, axes and steps differ in length");
-    const std::size_t channels = graph_->nodes()[p.source].shape.channels;
     for (std::size_t k = 0; k < axes.size(); ++k) {
       const double axis = axes[k] < 0 ? axes[k] + 4 : axes[k];
-      const double dim = axis == 0 ? 1.0 : axis == 1 ? double(channels) : axis == 2 ? double(p.crop.height)
-                                                                                    : double(p.crop.width);
       if (steps[k] != 1 || axis < 0 || axis > 3)
         throw OnnxImportError(where + ": only slices with step 1 along the 4 axes are supported");
+      const auto a = static_cast<std::int64_t>(axis);
+      const double dim = static_cast<double>(extent(p, a));
       const auto clamp = [&](double v) { return std::clamp(v < 0 ? v + dim : v, 0.0, dim); };
       const double start = clamp(starts.values[k]), end = clamp(ends.values[k]);
-      if (axis < 2 && (start != 0 || end != dim))
-        throw OnnxImportError(where + ": only spatial slices (height and width) are supported, not of the " +
-                              (axis == 0 ? "batch" : "channels"));
+      if (a == 0 && (start != 0 || end != dim)) throw OnnxImportError(where + ": a slice of the batch");
       if (end <= start) throw OnnxImportError(where + ": an empty slice");
-      const auto first = static_cast<std::size_t>(start), size = static_cast<std::size_t>(end - start);
-      if (axis == 2) p.crop.top += first, p.crop.height = size;
-      if (axis == 3) p.crop.left += first, p.crop.width = size;
+      if (a > 0) narrow(p, a, static_cast<std::size_t>(start), static_cast<std::size_t>(end - start), where);
     }
     p.name = name;
+    p.op = "Slice";
     crops_[node.output(0)] = std::move(p);
   }
 
+  // torch.split / chunk: consecutive windows along one axis (channels, height or width).
+  void split(const onnx::NodeProto& node, const std::string& name, const std::string& where) {
+    const PendingCrop whole = crop_of(node, name);
+    std::int64_t axis = int_attribute(node, "axis", 0);
+    if (axis < 0) axis += 4;
+    if (axis < 1 || axis > 3) throw OnnxImportError(where + ": only splits of the channels, height or width are supported");
+    std::vector<double> sizes;
+    if (node.input_size() > 1 && !node.input(1).empty()) sizes = constant(node, 1, name).values;  // opset 13
+    for (const auto v : ints_attribute(node, "split")) sizes.push_back(static_cast<double>(v));   // before 13
+    const std::size_t n = extent(whole, axis), parts = static_cast<std::size_t>(node.output_size());
+    if (sizes.empty()) {
+      if (parts == 0 || n % parts != 0) throw OnnxImportError(where + ": the axis does not split into equal parts");
+      sizes.assign(parts, static_cast<double>(n / parts));
+    }
+    if (sizes.size() != parts) throw OnnxImportError(where + ": split sizes and outputs differ in number");
+    std::size_t start = 0;
+    for (std::size_t k = 0; k < parts; ++k) {
+      if (sizes[k] < 1 || sizes[k] != std::floor(sizes[k]) || start + static_cast<std::size_t>(sizes[k]) > n)
+        throw OnnxImportError(where + ": split sizes do not fit the axis");
+      PendingCrop p = whole;
+      narrow(p, axis, start, static_cast<std::size_t>(sizes[k]), where);
+      start += static_cast<std::size_t>(sizes[k]);
+      p.name = name + "." + std::to_string(k);
+      p.op = "Split";
+      crops_[node.output(static_cast<int>(k))] = std::move(p);
+    }
+    if (start != n) throw OnnxImportError(where + ": split sizes do not cover the axis");
+  }
+
   std::size_t materialize_crop(const std::string& value_name) {
+    const PendingCrop& p = crops_.at(value_name);
+    if (!p.all_channels(*graph_))
+      throw OnnxImportError(what_ + ": node '" + p.name + "' (" + p.op + "): a window of some channels is read only by "
+                            "a convolution (which then reads all channels, zero weights on the others)");
+    return materialize_window(value_name);
+  }
+
+  // The Crop node of a pending window's height and width (its channel range aside).
+  std::size_t materialize_window(const std::string& value_name) {
     const PendingCrop& p = crops_.at(value_name);
     const Shape& s = graph_->nodes()[p.source].shape;
     std::size_t index = p.source;
@@ -643,38 +709,96 @@ class Importer {
       try {
         index = graph_->add(p.name, p.crop, {p.source});
       } catch (const std::invalid_argument& e) {
-        throw OnnxImportError(what_ + ": node '" + p.name + "' (Slice): " + e.what());
+        throw OnnxImportError(what_ + ": node '" + p.name + "' (" + p.op + "): " + e.what());
       }
     }
-    values_[value_name] = index;
+    if (p.all_channels(*graph_)) values_[value_name] = index;
     return index;
+  }
+
+  // A convolution reading a window of some channels: the same convolution over all the
+  // source's channels, zero weights on the channels outside the window.
+  std::pair<Conv2d, std::size_t> conv_over_channel_window(Conv2d conv, const std::string& value_name,
+                                                         const std::string& where) {
+    const PendingCrop p = crops_.at(value_name);
+    const std::size_t input = materialize_window(value_name), all = graph_->nodes()[input].shape.channels;
+    if (conv.in_channels != p.channels)
+      throw OnnxImportError(where + ": the kernel reads " + std::to_string(conv.in_channels) + " channels, the window has " +
+                            std::to_string(p.channels));
+    const std::size_t k2 = conv.kernel * conv.kernel;
+    std::vector<double> weight(conv.out_channels * all * k2, 0.0);
+    for (std::size_t o = 0; o < conv.out_channels; ++o)
+      for (std::size_t i = 0; i < p.channels; ++i)
+        std::copy_n(conv.weight.begin() + static_cast<std::ptrdiff_t>((o * p.channels + i) * k2), k2,
+                    weight.begin() + static_cast<std::ptrdiff_t>((o * all + p.first_channel + i) * k2));
+    conv.in_channels = all;
+    conv.weight = std::move(weight);
+    return {std::move(conv), input};
   }
 
   // torch.cat(features, 1) of flat vectors read by a linear layer (a PatchCNN's head over
   // its patches' features): the layer becomes one Linear per part, with that part's
   // columns of the weight and an equal share of the bias (so the parts' branches keep the
-  // same structure and share lanes), summed.
+  // same structure and share lanes), summed. torch.cat(maps, 1) of feature maps of one
+  // height and width read by a convolution: one convolution per part over its channels'
+  // weights (the bias with the first), summed.
   struct PendingConcat {
     std::vector<std::size_t> parts;
     std::string name;
+    bool spatial = false;  // feature maps along the channels (else flat vectors)
   };
 
   void concat(const onnx::NodeProto& node, const std::string& name, const std::string& where) {
     const std::int64_t axis = int_attribute(node, "axis", 0);
-    PendingConcat c{{}, name};
+    PendingConcat c{{}, name, false};
     for (int k = 0; k < node.input_size(); ++k) {
       c.parts.push_back(computed(node, k, name));
       const Shape& s = graph_->nodes()[c.parts.back()].shape;
-      if (s.height != 1 || s.width != 1 || (axis != 1 && axis != -1))
-        throw OnnxImportError(where + ": only a concatenation of flat vectors (features along axis 1) is supported, "
-                                      "read by a linear layer");
+      const Shape& first = graph_->nodes()[c.parts.front()].shape;
+      c.spatial = c.spatial || s.height != 1 || s.width != 1;
+      if ((axis != 1 && axis != -3 && axis != -1) || s.height != first.height || s.width != first.width ||
+          (axis == -1 && c.spatial))
+        throw OnnxImportError(where + ": only a concatenation along the channels (or of flat feature vectors) is "
+                                      "supported, read by a convolution (or a linear layer)");
     }
     if (c.parts.empty()) throw OnnxImportError(where + ": nothing to concatenate");
     concats_[node.output(0)] = std::move(c);
   }
 
+  void conv_over_parts(const onnx::NodeProto& node, const std::string& name, const Conv2d& whole) {
+    const PendingConcat c = concats_.at(node.input(0));
+    if (!c.spatial) throw OnnxImportError(what_ + ": node '" + name + "' (Conv): it reads flat features '" + c.name + "'");
+    const std::size_t k2 = whole.kernel * whole.kernel;
+    std::size_t offset = 0, sum = 0;
+    for (std::size_t k = 0; k < c.parts.size(); ++k) {
+      const std::size_t in = graph_->nodes()[c.parts[k]].shape.channels;
+      if (offset + in > whole.in_channels)
+        throw OnnxImportError(what_ + ": node '" + name + "' (Conv): its kernel reads fewer channels than '" + c.name +
+                              "' has");
+      Conv2d part{in, whole.out_channels, whole.kernel, whole.stride, whole.padding,
+                  std::vector<double>(whole.out_channels * in * k2), k == 0 ? whole.bias : std::vector<double>{}};
+      for (std::size_t o = 0; o < whole.out_channels; ++o)
+        std::copy_n(whole.weight.begin() + static_cast<std::ptrdiff_t>((o * whole.in_channels + offset) * k2), in * k2,
+                    part.weight.begin() + static_cast<std::ptrdiff_t>(o * in * k2));
+      offset += in;
+      try {
+        const std::size_t term = graph_->add(name + "." + std::to_string(k), std::move(part), {c.parts[k]});
+        sum = k == 0 ? term : graph_->add(name + ".sum." + std::to_string(k), Add{}, {sum, term});
+      } catch (const std::invalid_argument& e) {
+        throw OnnxImportError(what_ + ": node '" + name + "' (Conv): " + e.what());
+      }
+    }
+    if (offset != whole.in_channels)
+      throw OnnxImportError(what_ + ": node '" + name + "' (Conv): its kernel reads " +
+                            std::to_string(whole.in_channels) + " channels, '" + c.name + "' has " +
+                            std::to_string(offset));
+    define(node, sum);
+  }
+
   void linear_over_parts(const onnx::NodeProto& node, const std::string& name, Linear whole) {
     const PendingConcat c = concats_.at(node.input(0));
+    if (c.spatial)
+      throw OnnxImportError(what_ + ": node '" + name + "' (Gemm): it reads feature maps '" + c.name + "' (flatten first)");
     std::size_t offset = 0, sum = 0;
     for (std::size_t k = 0; k < c.parts.size(); ++k) {
       const std::size_t in = graph_->nodes()[c.parts[k]].shape.size();

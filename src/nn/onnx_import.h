@@ -14,11 +14,14 @@
 // coefficients of degree 2 a Quadratic, which is how torch's HerPN imports), element-wise
 // arithmetic of constants (folded), AveragePool (no padding),
 // GlobalAveragePool, Flatten (axis 1), Reshape to a flat vector ((1, -1) or (1, n), a
-// constant shape), Identity and Dropout (inference: the identity), Slice of the height and
-// width (step 1; torch's one Slice per axis compose into one Crop node: the patches of a
-// PatchCNN written in torch), Concat of flat vectors along axis 1 read only by a Gemm (one
-// Linear per part with its columns of the weight and an equal share of the bias, summed:
-// per-patch head blocks the compiler puts in lanes).
+// constant shape), Identity and Dropout (inference: the identity), Slice and Split of the
+// height and width (step 1; torch's one Slice per axis compose into one Crop node: the
+// patches of a PatchCNN written in torch) and of the channels (a window of channels is read
+// only by a convolution, which then reads all channels with zero weights on the others),
+// Concat of flat vectors along axis 1 read only by a Gemm (one Linear per part with its
+// columns of the weight and an equal share of the bias, summed: per-patch head blocks the
+// compiler puts in lanes), Concat of feature maps along the channels read only by a Conv
+// (one convolution per part with its channels' weights, summed).
 // Anything else is refused with one line naming the node, its operator and what to use
 // instead (ReLU and other non-polynomial activations: a polynomial activation; MaxPool:
 // AveragePool). Weights come from initializers or Constant nodes (float32 or float64,

@@ -87,6 +87,31 @@ class PatchNet(nn.Module):
         return self.fc(torch.cat(feats, 1))
 
 
+class ChannelWindows(nn.Module):
+    """The input split into a 2x2 grid of patches (torch.split of the height, then of the
+    width), then per patch:
+    torch.split and a slice of the channels read by convolutions, torch.cat of feature maps
+    along the channels read by a convolution (an Inception-style block); the patches' pooled
+    features concatenated into the head."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 6, 3, padding=1)
+        self.a, self.b = nn.Conv2d(2, 4, 3, padding=1), nn.Conv2d(4, 4, 1)
+        self.c = nn.Conv2d(3, 2, 3, padding=1)
+        self.mix = nn.Conv2d(10, 4, 3, padding=1)
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x):
+        pooled = []
+        for patch in (p for rows in torch.split(x, 8, dim=2) for p in torch.split(rows, 8, dim=3)):
+            y = self.stem(patch)
+            p, q = torch.split(y, [2, 4], dim=1)
+            z = self.mix(torch.cat([self.a(p) ** 2, self.b(q), self.c(y[:, 3:])], 1))
+            pooled.append(torch.flatten(nn.functional.adaptive_avg_pool2d(z, 1), 1))
+        return self.fc(torch.cat(pooled, 1))
+
+
 class HerPNNet(nn.Module):
     """CryptoFace's HerPN as tools/train_fashion_mnist.py writes it in torch (BatchNorms of
     ones_like(x), of x and of (x*x - 1)/sqrt 2, summed, scaled and shifted per channel): a
@@ -153,8 +178,8 @@ class After(nn.Module):
 
 
 # What pfhe refuses, each with the ONNX operator the refusal must name (torch 1.13, opset
-# 13): non-polynomial activations, max pooling, softmax, division by a value, channel
-# concatenation, channel slicing.
+# 13): non-polynomial activations, max pooling, softmax, division by a value, a channel
+# concatenation that is the output, channel slices multiplied together.
 REFUSALS = {
     "relu": (torch.relu, "Relu"),
     "sigmoid": (torch.sigmoid, "Sigmoid"),
@@ -222,6 +247,7 @@ def main():
     export(residual, (3, 16, 16), work, "residual", gen)
     export(patches, (3, 16, 16), work, "patches", gen)
     export(herpn, (3, 16, 16), work, "herpn", gen)
+    export(ChannelWindows(), (3, 16, 16), work, "windows", gen)
     write_batch(lenet, (1, 28, 28), work, "lenet", gen, 20)
     write_batch(residual, (3, 16, 16), work, "residual", gen, 20)
     write_batch(patches, (3, 16, 16), work, "patches", gen, 20)

@@ -4,6 +4,7 @@
 # float64 forward of the same float32 weights to 1e-6 (absolute, or relative above 1: the
 # export folds each BatchNorm into its convolution in float32, which moves outputs by
 # ~1e-8); torch's HerPN (tools/train_fashion_mnist.py) imports as one per-channel quadratic;
+# channel windows (Split, Slice) and a channel concatenation read by convolutions import;
 # ReLU and MaxPool are refused with one line naming the node and what to
 # use instead. A PatchCNN written in torch (Slice of the input per patch, Concat of the
 # features into one Gemm) imports as crops whose branches the compiler puts in lanes. Both imported models (the LeNet with its unpadded 5x5 convolution, and the
@@ -17,7 +18,7 @@ repo=$3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 /usr/bin/python3 "$repo/tests/tools/onnx_import_check.py" "$work" 2> "$work/export.log" || { cat "$work/export.log"; exit 1; }
-for name in lenet residual matmul reshape patches herpn; do
+for name in lenet residual matmul reshape patches herpn windows; do
   "$pfhe" import "$work/$name.onnx" --out "$work/$name.pfhm" 2> /dev/null
   "$model_tool" graph-logits "$work/$name.pfhm" "$work/$name.input.f64" > "$work/$name.got.txt"
   paste "$work/$name.got.txt" "$work/$name.expected.txt" | awk -v name="$name" '
@@ -33,6 +34,20 @@ norms=$(ops BatchNorm)
 [ "$quadratics" -eq 3 ] && [ "$norms" -eq 0 ] ||
   { echo "herpn: $quadratics Quadratic and $norms BatchNorm nodes (want 3 and 0)"; exit 1; }
 echo "herpn: 3 HerPNs imported as 3 per-channel quadratics"
+# The channel windows and concatenations compile and run encrypted from the command line.
+(
+  cd "$work"
+  w=(--spec srv-windows/client.json --params srv-windows/params.pfhe)
+  "$pfhe" compile --model windows.pfhm --out-dir srv-windows --budget-gb 0.1 2> /dev/null
+  "$pfhe" keygen "${w[@]}" --secret-key windows.sk --eval-keys windows.ek 2> /dev/null
+  "$pfhe" encrypt "${w[@]}" --secret-key windows.sk --image windows.input.npy --out windows.x.cts 2> /dev/null
+  "$pfhe" infer --params srv-windows/params.pfhe --model srv-windows/model.pfhc --eval-keys windows.ek \
+    --input windows.x.cts --out windows.y.ct --executor threads --workers 2 2> /dev/null
+  "$pfhe" decrypt "${w[@]}" --secret-key windows.sk --input windows.y.ct --reference-model windows.pfhm \
+    --reference-image windows.input.npy --json windows.result.json > /dev/null
+  /usr/bin/python3 -c 'import json; e = json.load(open("windows.result.json"))["relative_error"]; print(f"windows encrypted: relative error {e:.2e}"); exit(0 if e < 1e-4 else 1)' ||
+    { echo "windows: encrypted run differs"; exit 1; }
+)
 # The imported models, encrypted from the command line: compile, keygen, encrypt of a .npy
 # input, infer on two fork workers, decrypt against the float64 reference; then issue 21's
 # acceptance: 20 more inputs, logits within 1e-3 relative of torch's, the same classes.
