@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -553,6 +554,9 @@ int cmd_match(const InferOptions& o, const std::string& store, const std::string
 
 int main(int argc, char** argv) {
   ring::keep_freed_memory_for_reuse();
+  // A peer that closes a connection (a server refusing an upload before reading all of it,
+  // a client gone) is an error to report, not a signal that kills the process.
+  std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"pfhe: encrypted inference (CryptoFace PatchCNNs and model graphs) under RNS-CKKS"};
   app.require_subcommand(1);
 

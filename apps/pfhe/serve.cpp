@@ -6,10 +6,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -203,11 +205,23 @@ int run_serve(const ServeOptions& o) {
       const fs::path upload = keys.upload_path();
       {
         std::ofstream out(upload, std::ios::binary);
+        int write_error = 0;
         reader([&](const char* data, std::size_t length) {
           out.write(data, static_cast<std::streamsize>(length));
+          if (!out && write_error == 0) write_error = errno;
           return static_cast<bool>(out);
         });
-        if (!out) throw std::runtime_error("cannot store the uploaded keys (disk full?)");
+        if (out) out.flush();
+        if (!out && write_error == 0) write_error = errno;
+        if (!out) {
+          std::error_code ignored;
+          fs::remove(upload, ignored);
+          if (write_error == ENOSPC) {
+            log("key registration: refused: the disk is full");
+            return reply_error(res, 507, "the server's disk is full: the keys cannot be stored; retry later");
+          }
+          throw std::runtime_error("cannot store the uploaded keys: " + std::string(std::strerror(write_error)));
+        }
       }
       const std::uint64_t tag = keys.add(upload);
       log("registered key set %s in %.1f s", ckks::checksum_hex(tag).c_str(), seconds_since(t));
@@ -283,9 +297,18 @@ httplib::Client connect(const std::string& server) {
   return client;
 }
 
+// What went wrong with a request that got no reply.
+std::string transport_error(const httplib::Result& res) {
+  std::string text = httplib::to_string(res.error());
+  if (res.error() == httplib::Error::Canceled || res.error() == httplib::Error::Write)
+    text += ": the server closed the connection while the request was sent (it may have refused it, e.g. a full "
+            "disk: see its log)";
+  return text;
+}
+
 // The body of a successful reply, or an error naming the server and its message.
 std::string expect_ok(const httplib::Result& res, const std::string& server, std::initializer_list<int> also_ok = {}) {
-  if (!res) throw std::runtime_error(server + ": " + httplib::to_string(res.error()));
+  if (!res) throw std::runtime_error(server + ": " + transport_error(res));
   if (res->status != 200 && std::find(also_ok.begin(), also_ok.end(), res->status) == also_ok.end()) {
     std::string message = res->body;
     while (!message.empty() && message.back() == '\n') message.pop_back();
@@ -313,7 +336,7 @@ httplib::Result send_with_retries(const std::function<httplib::Result()>& send, 
         std::fprintf(stderr, "[pfhe] the server is busy; asking again every %d s\n", delay);
     } else if (!std::exchange(told_down, true)) {
       std::fprintf(stderr, "[pfhe] cannot reach the server (%s); trying again every 2 s for up to %.0f s\n",
-                   httplib::to_string(res.error()).c_str(), wait);
+                   transport_error(res).c_str(), wait);
     }
     ::sleep(static_cast<unsigned>(delay));
   }

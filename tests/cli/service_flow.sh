@@ -3,9 +3,9 @@
 # result equals `pfhe infer`'s byte for byte; the same input is the same job; registered
 # keys and accepted jobs survive a restart, a SIGKILL included (queued jobs run after it);
 # SIGTERM drains (the running job finishes); finished jobs expire after --keep-jobs; a
-# damaged key cache fails its jobs clearly; a full queue or a restarting server makes
-# clients wait, not fail; bad requests and a client gone mid-upload get clear errors or
-# nothing, and the service keeps running.
+# damaged key cache fails its jobs clearly; a full disk refuses a registration; a full
+# queue or a restarting server makes clients wait, not fail; bad requests and a client gone
+# mid-upload get clear errors or nothing, and the service keeps running.
 #   service_flow.sh PFHE_BINARY
 set -euo pipefail
 source "$(dirname "$(readlink -f "$0")")/service_common.sh" "$1"
@@ -44,6 +44,14 @@ grep -q "HTTP 400.*the encrypted input" err.txt || { cat err.txt; fail "400 mess
 echo "not keys" > bad.keys
 if "$pfhe" client register --server "$url" --eval-keys bad.keys 2> err.txt; then fail "garbage keys registered"; fi
 grep -q "HTTP 400" err.txt || { cat err.txt; fail "bad keys message"; }
+# A full disk while keys are stored (uploads written to /dev/full): the server refuses and
+# logs it (HTTP 507), the client reports it without a crash (SIGPIPE is not fatal), and
+# the service goes on.
+for n in $(seq 0 40); do ln -s /dev/full "state/keys/.upload-$server_pid-$n" 2> /dev/null || true; done
+if "$pfhe" client register --server "$url" --eval-keys ek --wait 1 2> err.txt; then fail "keys stored on a full disk"; fi
+grep -q "closed the connection while the request was sent" err.txt || { cat err.txt; fail "full disk: client message"; }
+grep -q "key registration: refused: the disk is full" serve.log || fail "the full disk was not logged"
+find state/keys -name '.upload-*' -type l -delete
 # An inference announcing more than any encrypted input is refused before its body is read.
 exec 3<> "/dev/tcp/127.0.0.1/$(cat state/port)"
 printf 'POST /v1/jobs HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999999\r\nConnection: close\r\n\r\n' >&3
