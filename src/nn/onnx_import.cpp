@@ -765,6 +765,18 @@ class Importer {
     concats_[node.output(0)] = std::move(c);
   }
 
+  // Term k of a layer split over a concatenation's parts, `part` reading `input`, added
+  // to the sum of the terms before it (`sum`, unused for k = 0); the new sum's node.
+  std::size_t add_term(const std::string& name, const char* op, std::size_t k, GraphOp part, std::size_t input,
+                       std::size_t sum) {
+    try {
+      const std::size_t term = graph_->add(name + "." + std::to_string(k), std::move(part), {input});
+      return k == 0 ? term : graph_->add(name + ".sum." + std::to_string(k), Add{}, {sum, term});
+    } catch (const std::invalid_argument& e) {
+      throw OnnxImportError(what_ + ": node '" + name + "' (" + op + "): " + e.what());
+    }
+  }
+
   void conv_over_parts(const onnx::NodeProto& node, const std::string& name, const Conv2d& whole) {
     const PendingConcat c = concats_.at(node.input(0));
     if (!c.spatial) throw OnnxImportError(what_ + ": node '" + name + "' (Conv): it reads flat features '" + c.name + "'");
@@ -781,12 +793,7 @@ class Importer {
         std::copy_n(whole.weight.begin() + static_cast<std::ptrdiff_t>((o * whole.in_channels + offset) * k2), in * k2,
                     part.weight.begin() + static_cast<std::ptrdiff_t>(o * in * k2));
       offset += in;
-      try {
-        const std::size_t term = graph_->add(name + "." + std::to_string(k), std::move(part), {c.parts[k]});
-        sum = k == 0 ? term : graph_->add(name + ".sum." + std::to_string(k), Add{}, {sum, term});
-      } catch (const std::invalid_argument& e) {
-        throw OnnxImportError(what_ + ": node '" + name + "' (Conv): " + e.what());
-      }
+      sum = add_term(name, "Conv", k, std::move(part), c.parts[k], sum);
     }
     if (offset != whole.in_channels)
       throw OnnxImportError(what_ + ": node '" + name + "' (Conv): its kernel reads " +
@@ -814,12 +821,7 @@ class Importer {
         for (double& b : part.bias) b /= static_cast<double>(c.parts.size());
       }
       offset += in;
-      try {
-        const std::size_t term = graph_->add(name + "." + std::to_string(k), std::move(part), {c.parts[k]});
-        sum = k == 0 ? term : graph_->add(name + ".sum." + std::to_string(k), Add{}, {sum, term});
-      } catch (const std::invalid_argument& e) {
-        throw OnnxImportError(what_ + ": node '" + name + "' (Gemm): " + e.what());
-      }
+      sum = add_term(name, "Gemm", k, std::move(part), c.parts[k], sum);
     }
     if (offset != whole.in_features)
       throw OnnxImportError(what_ + ": node '" + name + "' (Gemm): its weight has " +
