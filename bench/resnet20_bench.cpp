@@ -4,7 +4,7 @@
 // encrypted inference on the first test images of Fashion-MNIST (Debian's
 // dataset-fashion-mnist) against the float64 forward: labels, logits' relative error,
 // bootstraps, latency per image on the machine's threads, key sizes, peak RSS.
-//   pfhe_resnet20_bench MODEL.pfhm [IMAGES=2] [--standard-order] [--key-budget-gb 14]
+//   pfhe_resnet20_bench MODEL.pfhm [IMAGES=2] [--key-budget-gb 14]
 // (exits 3 without making keys when the rotation keys alone would exceed the budget)
 #include <omp.h>
 
@@ -21,6 +21,7 @@
 #include "nn/compiled_graph.h"
 #include "nn/fit.h"
 #include "nn/graph_file.h"
+#include "nn/parameter_choice.h"
 #include "nn/precision.h"
 #include "ring/poly.h"
 #include "runtime/process_stats.h"
@@ -47,16 +48,14 @@ nn::Tensor grey(const nn::Tensor& rgb) {
 
 int main(int argc, char** argv) try {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: pfhe_resnet20_bench MODEL.pfhm [IMAGES=2] [--standard-order] [--key-budget-gb G]\n");
+    std::fprintf(stderr, "usage: pfhe_resnet20_bench MODEL.pfhm [IMAGES=2] [--key-budget-gb G]\n");
     return 2;
   }
   ring::keep_freed_memory_for_reuse();
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress lines as they come
   const std::size_t count = argc > 2 && argv[2][0] != '-' ? std::stoul(argv[2]) : 2;
-  bool standard = false;
   double key_budget_gb = 14;
   for (int i = 2; i < argc; ++i) {
-    standard = standard || !std::strcmp(argv[i], "--standard-order");
     if (!std::strcmp(argv[i], "--key-budget-gb") && i + 1 < argc) key_budget_gb = std::stod(argv[i + 1]);
   }
 
@@ -67,25 +66,20 @@ int main(int argc, char** argv) try {
   const nn::FitReport ranges = nn::fit(g, calibration, 1e6);
   std::printf("fitted ranges on 64 test images beyond the evaluated ones: max |value| %.2f\n", ranges.max_abs());
 
-  ckks::BootstrapConfig config;
-  config.log_slots = 15;
-  config.ephemeral_weight = 32;
-  config.slots_to_coeffs_first = !standard;
-  config.storage = ckks::DiagonalStorage::kJustInTime;  // memory goes to the keys
-  const ckks::Context ctx(ckks::Parameters::create(
-      ckks::bootstrap_parameter_spec(16, 12, config, 40, standard ? 8 : 14)));
-  std::printf("parameters: %s\n", ctx.params().describe().c_str());
-  const ckks::Encoder enc(ctx);
+  // The parameters, bootstrapping and placement `pfhe compile` chooses (nn/parameter_choice.h).
   auto t = Clock::now();
-  const ckks::Bootstrapper boot(enc, config);
-  std::printf("bootstrapper set-up %.1f s\n", seconds_since(t));
+  const nn::GraphParameters chosen = nn::graph_parameters(g, ranges.ranges.back().max_abs);
+  if (!chosen.bootstrapping) throw std::runtime_error("the model fits without bootstrapping");
+  const ckks::Context ctx(ckks::Parameters::create(chosen.spec));
+  std::printf("parameters: %s (graph depth %zu)\n", ctx.params().describe().c_str(), chosen.graph_levels);
+  const ckks::Encoder enc(ctx);
   const double scale = ctx.params().default_scale();
-  const std::size_t top = boot.output_level();
-  t = Clock::now();
-  const nn::CompiledGraph compiled = nn::CompiledGraph::compile(g, enc, top, scale, std::size_t{1} << 29,
-                                                                nn::Compilation::kFull, &boot, &ranges);
-  std::printf("compile %.1f s: %zu bootstraps placed, %.2f GB of diagonals\n", seconds_since(t), compiled.bootstraps(),
-              static_cast<double>(compiled.plaintext_bytes()) / 1e9);
+  const nn::CompiledGraph compiled =
+      nn::compile_graph(g, enc, nn::kDefaultPlaintextBudget, false, chosen.bootstrapping, &ranges);
+  const ckks::Bootstrapper& boot = *compiled.bootstrapper();
+  const std::size_t top = compiled.input_level();
+  std::printf("compile %.1f s (bootstrapper set-up included): %zu bootstraps placed, %.2f GB of diagonals\n",
+              seconds_since(t), compiled.bootstraps(), static_cast<double>(compiled.plaintext_bytes()) / 1e9);
 
   // The key set before it is made: it is what decides memory (the machine has 24 GB).
   std::map<long, std::size_t> all_steps = compiled.rotation_levels();

@@ -198,7 +198,7 @@ class Client {
       {
         py::gil_scoped_release release;
         keys_ = std::make_shared<const runtime::EvaluationKeys>(
-            runtime::make_evaluation_keys(*ctx_, half_.get(), client_->secret_key, spec_.client.rotations()));
+            runtime::make_evaluation_keys(*ctx_, half_.get(), client_->secret_key, spec_.client.key_request()));
       }
       report(progress, "evaluation keys in %.1f s", seconds_since(t));
     }

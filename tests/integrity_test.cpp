@@ -242,7 +242,7 @@ TEST_F(FileCorruption, EveryKindOfFileRefusesAHundredCorruptions) {
   ckks::write_file(params.string(), ckks::save_parameters(ctx.params()));
   const runtime::SecretKeyFile sk = runtime::new_secret_keys(ctx, nullptr);
   runtime::write_secret_key(secret.string(), ctx, nullptr, sk);
-  runtime::RotationRequest rotations;
+  runtime::KeyRequest rotations;
   rotations.big = {{1, 3}, {-4, 3}};
   runtime::write_evaluation_keys(eval.string(), ctx, nullptr, sk, rotations);
   ckks::Encryptor encryptor(ctx, sk.key);

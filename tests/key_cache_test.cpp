@@ -73,7 +73,7 @@ TEST_F(KeyCache, MappedKeysAreTheKeyFilesWordForWordAndEvaluateAlike) {
   const ckks::Context ctx(test::small_params(11, 6));
   const auto half_ring = nn::HalfRing::make(ctx.params(), {3, 1});
   const runtime::SecretKeyFile secret = runtime::new_secret_keys(ctx, half_ring.get());
-  runtime::RotationRequest rotations;
+  runtime::KeyRequest rotations;
   rotations.big = {{1, 6}, {-3, 4}, {16, 2}};
   rotations.half = {{2, 3}, {-1, 1}};
   runtime::write_evaluation_keys(path("eval.keys"), ctx, half_ring.get(), secret, rotations);
@@ -101,7 +101,7 @@ TEST_F(KeyCache, RefusesOtherParametersAndAnotherRingSwitch) {
   const ckks::Context ctx(test::small_params(11, 6));
   const auto half_ring = nn::HalfRing::make(ctx.params(), {3, 1});
   const runtime::SecretKeyFile secret = runtime::new_secret_keys(ctx, nullptr);
-  runtime::RotationRequest rotations;
+  runtime::KeyRequest rotations;
   rotations.big = {{1, 6}};
   runtime::write_evaluation_keys(path("eval.keys"), ctx, nullptr, secret, rotations);
   runtime::write_key_cache(path("eval.keys"), path("eval.cache"), ctx, nullptr);

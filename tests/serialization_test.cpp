@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <filesystem>
 #include <mutex>
 #include <random>
 
@@ -192,7 +194,27 @@ TEST_F(SerializationTest, FilesAreWrittenAtomically) {
   write_file(path, b);
   EXPECT_EQ(read_file(path), b);
   EXPECT_THROW(read_file(path + ".missing"), SerializationError);
-  EXPECT_THROW(write_file("/nonexistent-dir/x.bin", b), SerializationError);
+  // Failures to write are the OS's errors, not corrupt input: FileWriteError with errno.
+  try {
+    write_file("/nonexistent-dir/x.bin", b);
+    ADD_FAILURE() << "written into a missing directory";
+  } catch (const FileWriteError& e) {
+    EXPECT_EQ(e.code().value(), ENOENT) << e.what();
+  }
+  // A full disk (the partial file is /dev/full): ENOSPC, which the service answers with
+  // HTTP 507 (regression: it was a SerializationError, answered 400 as a bad request), and
+  // nothing is left behind.
+  const std::string full = ::testing::TempDir() + "/pfhe_full.bin";
+  std::filesystem::remove(full + ".partial");
+  std::filesystem::create_symlink("/dev/full", full + ".partial");
+  try {
+    write_file(full, b);
+    ADD_FAILURE() << "written to a full disk";
+  } catch (const FileWriteError& e) {
+    EXPECT_EQ(e.code().value(), ENOSPC) << e.what();
+  }
+  EXPECT_FALSE(std::filesystem::exists(std::filesystem::symlink_status(full + ".partial")));
+  EXPECT_FALSE(std::filesystem::exists(full));
 }
 
 // Galois keys written key by key (client key generation without the set in memory) are

@@ -58,12 +58,15 @@ void KeyRegistry::remember(std::uint64_t tag, std::shared_ptr<const runtime::Key
 
 std::shared_ptr<const runtime::KeySet> KeyRegistry::open(const fs::path& cache) {
   return std::make_shared<const runtime::KeySet>(
-      model_, runtime::map_key_cache(cache.string(), model_.context(), model_.half_ring().get()), cache.string());
+      model_,
+      runtime::map_key_cache(cache.string(), model_.context(), model_.half_ring().get(), model_.encapsulation_context()),
+      cache.string());
 }
 
 std::shared_ptr<const runtime::KeySet> KeyRegistry::expand(const fs::path& keys, const fs::path& cache) {
   try {
-    runtime::write_key_cache(keys.string(), cache.string(), model_.context(), model_.half_ring().get());
+    runtime::write_key_cache(keys.string(), cache.string(), model_.context(), model_.half_ring().get(),
+                             model_.encapsulation_context());
     return open(cache);
   } catch (...) {
     fs::remove(cache);

@@ -209,6 +209,7 @@ struct CompileOptions {
   double budget_gb = 0.5, precision_bits = 0;
   std::size_t lanes = 0;
   bool plan_only = false, no_ring_switch = false;
+  bool bootstrap = false;  // graphs: the bootstrapping chain even when the graph fits without
 };
 
 void report_ring_switch(const nn::HalfRing* half, bool switched_off) {
@@ -245,7 +246,11 @@ int cmd_compile_graph(const CompileOptions& o) {
   const std::vector<nn::Tensor> calibration = graph_inputs(graph.input_shape(), o.calibrate_on, 1, 8);
   const nn::FitReport ranges = nn::fit(graph, calibration, nn::kIntermediateLimit);
   const double output_max_abs = ranges.ranges.back().max_abs;
-  ckks::ParameterSpec spec = nn::parameters_for(graph, output_max_abs);
+  const nn::GraphParameters chosen = nn::graph_parameters(graph, output_max_abs, nn::kDefaultScaleBits, o.bootstrap);
+  ckks::ParameterSpec spec = chosen.spec;
+  if (chosen.bootstrapping && o.precision_bits > 0)
+    throw std::invalid_argument("--precision-bits is not supported yet for a graph that bootstraps (its precision is "
+                                "bounded by the bootstraps': docs/BENCHMARKS.md)");
   if (o.precision_bits > 0) {
     progress("precision target %.1f bits: measuring encrypted runs of the graph (a key pair made for it, dropped)",
              o.precision_bits);
@@ -256,17 +261,24 @@ int cmd_compile_graph(const CompileOptions& o) {
   }
   const ckks::Context ctx(ckks::Parameters::create(spec));
   progress("model %s: a graph of %zu nodes, input %s, depth %zu -> parameters %s", o.model.c_str(),
-           graph.nodes().size(), graph.input_shape().str().c_str(), ctx.params().max_level(),
-           ctx.params().describe().c_str());
+           graph.nodes().size(), graph.input_shape().str().c_str(), chosen.graph_levels, ctx.params().describe().c_str());
   const ckks::Encoder enc(ctx);
   const auto budget = static_cast<std::size_t>(o.budget_gb * static_cast<double>(1ULL << 30));
-  const nn::CompiledGraph compiled = nn::compile_graph(graph, enc, budget, !o.no_ring_switch);
-  report_ring_switch(compiled.half_ring().get(), o.no_ring_switch);
+  if (chosen.bootstrapping)
+    progress("bootstrapping at N = 2^16 (%s; the graph's %zu calibration inputs give the ranges values are scaled by)",
+             o.bootstrap ? "--bootstrap" : "the graph is deeper than N = 2^16 holds without it", calibration.size());
+  const nn::CompiledGraph compiled =
+      nn::compile_graph(graph, enc, budget, !o.no_ring_switch && !chosen.bootstrapping, chosen.bootstrapping, &ranges);
+  if (compiled.bootstrapper())
+    progress("%zu bootstrap(s) placed; a bootstrap leaves level %zu", compiled.bootstraps(),
+             compiled.bootstrapper()->output_level());
+  else
+    report_ring_switch(compiled.half_ring().get(), o.no_ring_switch);
   std::size_t branches = 0;
   for (const auto& region : compiled.parallel_regions()) branches += region.branches.size();
-  progress("compiled in %.1f s: depth %zu, %zu parallel region(s) with %zu branch tasks, diagonals hold %.2f GB, %zu "
-           "rotation keys",
-           seconds_since(t), compiled.depth(), compiled.parallel_regions().size(), branches,
+  progress("compiled in %.1f s: %zu levels used, %zu parallel region(s) with %zu branch tasks, diagonals hold %.2f GB, "
+           "%zu rotation keys",
+           seconds_since(t), compiled.bootstraps() > 0 ? chosen.graph_levels : compiled.depth(), compiled.parallel_regions().size(), branches,
            static_cast<double>(compiled.plaintext_bytes()) / 1e9,
            compiled.rotation_levels().size() + compiled.half_ring_rotation_levels().size());
   t = Clock::now();
@@ -277,6 +289,7 @@ int cmd_compile_graph(const CompileOptions& o) {
 
 int cmd_compile(const CompileOptions& o) {
   if (is_onnx(o.model) || nn::is_graph_model_file(o.model)) return cmd_compile_graph(o);
+  if (o.bootstrap) throw std::invalid_argument("--bootstrap applies to graph models; a PatchCNN fits its chain");
   auto t = Clock::now();
   const nn::PatchCNN model = nn::load_model_file(o.model);
   const ckks::Context ctx(compile_parameters(model, o.calibrate_on, o.precision_bits));
@@ -326,6 +339,10 @@ int cmd_keygen(const std::string& spec_path, const std::string& params_path, con
     progress("generating the secret keys of both rings, their relinearization keys, %zu + %zu Galois keys and the "
              "ring-switch key",
              spec.rotation_levels.size(), spec.half_ring_rotation_levels.size());
+  else if (spec.conjugation_level)
+    progress("generating the secret key, a relinearization key, %zu Galois keys, the conjugation key%s (the model "
+             "bootstraps)",
+             spec.rotation_levels.size(), spec.ephemeral_weight > 0 ? " and the two encapsulation keys" : "");
   else
     progress("generating the secret key, a relinearization key and %zu Galois keys", spec.rotation_levels.size());
   // The evaluation keys go to their file as they are made; the secret key is written after.
@@ -342,9 +359,11 @@ int cmd_expand_keys(const std::string& spec_path, const std::string& params_path
                     const std::string& out) {
   const auto t = Clock::now();
   const ckks::Context ctx(runtime::read_secure_parameters(params_path));
-  const auto half_ring = runtime::ClientSpec::read(spec_path).half_ring(ctx.params());
+  const runtime::ClientSpec spec = runtime::ClientSpec::read(spec_path);
+  const auto half_ring = spec.half_ring(ctx.params());
+  const auto encapsulation = runtime::encapsulation_context(ctx, spec.key_request());
   progress("expanding %s (%.2f GB) into a key cache", keys_path.c_str(), static_cast<double>(fs::file_size(keys_path)) / 1e9);
-  runtime::write_key_cache(keys_path, out, ctx, half_ring.get());
+  runtime::write_key_cache(keys_path, out, ctx, half_ring.get(), encapsulation.get());
   progress("key cache %s (%.2f GB) in %.1f s", out.c_str(), static_cast<double>(fs::file_size(out)) / 1e9,
            seconds_since(t));
   return 0;
@@ -609,6 +628,9 @@ int main(int argc, char** argv) {
                     "write params.pfhe and client.json only; serve the model file itself (compiled per task)");
   compile->add_flag("--no-ring-switch", comp.no_ring_switch,
                     "keep every block in the big ring (default: switch to N/2 where it is estimated to pay off)");
+  compile->add_flag("--bootstrap", comp.bootstrap,
+                    "graphs: the bootstrapping chain (N = 2^16, 13 levels of 2^40 between bootstraps) even when the graph fits "
+                    "without it (default: only for graphs deeper than N = 2^16 holds)");
 
   auto* keygen = app.add_subcommand("keygen", "client: secret key + evaluation keys for a compiled model");
   keygen->add_option("--spec", spec, "client.json from compile")->required()->check(CLI::ExistingFile);

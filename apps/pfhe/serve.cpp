@@ -61,6 +61,11 @@ void guarded(const char* what, httplib::Response& res, Handle&& handle) {
   } catch (const std::bad_alloc&) {
     log("%s: out of memory", what);
     reply_error(res, 503, "the server ran out of memory; retry later");
+  } catch (const ckks::FileWriteError& e) {
+    // The server's own storage failed, not the request: nothing was accepted.
+    log("%s: not stored: %s", what, e.what());
+    if (e.code().value() == ENOSPC) reply_error(res, 507, "the server's disk is full: nothing was stored; retry later");
+    else reply_error(res, 500, "the server could not store the request; see its log");
   } catch (const std::exception& e) {
     log("%s: refused: %s", what, e.what());
     reply_error(res, 400, e.what());

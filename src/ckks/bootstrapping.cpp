@@ -204,16 +204,7 @@ Bootstrapper::Bootstrapper(const Encoder& encoder, const BootstrapConfig& config
   packed_ = !config_.slots_to_coeffs_first && 2 * n <= ctx.n() / 2;
   const std::size_t width = packed_ ? 2 * n : n;  // slots the transforms work on
   if (config_.output_scale == 0) config_.output_scale = ctx.params().default_scale();
-  if (config_.ephemeral_weight > 0) {
-    // q0 and the fewest special primes whose product exceeds it (one digit): the smallest
-    // modulus the key to the sparse secret can live in.
-    const auto& p = ctx.params().p();
-    std::size_t special = 1;
-    double log_p = std::log2(static_cast<double>(p[0]));
-    while (log_p < std::log2(static_cast<double>(ctx.params().q()[0])) && special < p.size())
-      log_p += std::log2(static_cast<double>(p[special++]));
-    encapsulation_ = std::make_unique<Context>(switch_key_parameters(ctx.params(), 0, special));
-  }
+  if (config_.ephemeral_weight > 0) encapsulation_ = std::make_unique<Context>(encapsulation_parameters(ctx.params()));
 
   // CoeffsToSlots: the inverse stages; the last one also splits real and imaginary
   // halves: packed, rows [0, n) by 1/2 and [n, 2n) by -i/2 (x + conj(x) is then
@@ -298,9 +289,11 @@ GaloisKeys Bootstrapper::create_galois_keys(const KeyGenerator& keygen, const st
   GaloisKeys keys = keygen.create_galois_keys(levels);
   const Context& ctx = encoder_.context();
   keys.keys.emplace(galois_element_conjugate(ctx.n()),
-                    keygen.create_galois_key(galois_element_conjugate(ctx.n()), ctx.max_level() - cts_.size()));
+                    keygen.create_galois_key(galois_element_conjugate(ctx.n()), conjugation_level()));
   return keys;
 }
+
+std::size_t Bootstrapper::conjugation_level() const { return encoder_.context().max_level() - cts_.size(); }
 
 std::size_t Bootstrapper::cts_rotations() const {
   std::size_t r = 0;
@@ -320,18 +313,70 @@ EncapsulationKeys Bootstrapper::create_encapsulation_keys(const KeyGenerator& ke
   const SecretKey& s = keygen.secret_key();
   if (s.s.q.n() != ctx.n() || s.s.q.limbs() != ctx.max_level() + 1)
     throw std::invalid_argument("bootstrapping: the key generator belongs to another context");
+  return ckks::create_encapsulation_keys(keygen, *encapsulation_, config_.ephemeral_weight);
+}
+
+Parameters encapsulation_parameters(const Parameters& params) {
+  // q0 and the fewest special primes whose product exceeds it (one digit): the smallest
+  // modulus the key to the sparse secret can live in.
+  const auto& p = params.p();
+  if (p.empty()) throw std::invalid_argument("encapsulation needs a special prime");
+  std::size_t special = 1;
+  double log_p = std::log2(static_cast<double>(p[0]));
+  while (log_p < std::log2(static_cast<double>(params.q()[0])) && special < p.size())
+    log_p += std::log2(static_cast<double>(p[special++]));
+  return switch_key_parameters(params, 0, special);
+}
+
+EncapsulationKeys create_encapsulation_keys(const KeyGenerator& keygen, const Context& encapsulation,
+                                            int ephemeral_weight) {
+  const Context& ctx = keygen.context();
+  if (ephemeral_weight <= 0 || static_cast<std::size_t>(ephemeral_weight) > ctx.n())
+    throw std::invalid_argument("encapsulation: the ephemeral weight must be in [1, N]");
+  if (encapsulation.params().fingerprint() != encapsulation_parameters(ctx.params()).fingerprint())
+    throw std::invalid_argument("encapsulation: the context is not the one of these parameters");
+  const SecretKey& s = keygen.secret_key();
   ring::Prng prng(ring::random_seed());
   const std::vector<std::int64_t> sparse =
-      ring::sample_ternary_hamming(prng, ctx.n(), static_cast<std::size_t>(config_.ephemeral_weight));
+      ring::sample_ternary_hamming(prng, ctx.n(), static_cast<std::size_t>(ephemeral_weight));
   // s -> s' over q0 * p0: the main secret restricted to those primes switches to s'.
   SecretKey low{QPPoly{s.s.q, s.s.p}};
   low.s.q.truncate(1);
-  low.s.p.truncate(encapsulation_->ring_p().size());
-  const KeyGenerator low_keygen(*encapsulation_, low);
+  low.s.p.truncate(encapsulation.ring_p().size());
+  const KeyGenerator low_keygen(encapsulation, low);
   EncapsulationKeys keys;
-  keys.to_sparse = low_keygen.create_switching_key(low.s.q, encapsulation_->small_qp_poly(sparse, 1), 0);
+  keys.to_sparse = low_keygen.create_switching_key(low.s.q, encapsulation.small_qp_poly(sparse, 1), 0);
   keys.to_dense = keygen.create_switching_key(ctx.small_poly(sparse, ctx.max_level() + 1), ctx.max_level());
   return keys;
+}
+
+void save_bootstrap_config(ByteWriter& w, const BootstrapConfig& c) {
+  for (const int v : {c.log_slots, c.cts_stages, c.stc_stages, c.cosine_degree, c.double_angles, c.arcsine_degree,
+                      c.ephemeral_weight})
+    w.put<std::uint32_t>(static_cast<std::uint32_t>(v));
+  w.put<double>(c.k_range);
+  w.put<double>(c.output_scale);
+  w.put<std::uint8_t>(c.slots_to_coeffs_first ? 1 : 0);
+  w.put<std::uint8_t>(c.storage == DiagonalStorage::kJustInTime ? 1 : 0);
+}
+
+BootstrapConfig load_bootstrap_config(ByteReader& r) {
+  const char* what = "bootstrapping configuration";
+  BootstrapConfig c;
+  for (int* v : {&c.log_slots, &c.cts_stages, &c.stc_stages, &c.cosine_degree, &c.double_angles, &c.arcsine_degree,
+                 &c.ephemeral_weight}) {
+    const auto x = r.get<std::uint32_t>(what);
+    if (x > (1u << 17)) throw SerializationError(std::string(what) + ": a field out of range");
+    *v = static_cast<int>(x);
+  }
+  c.k_range = r.get<double>(what);
+  c.output_scale = r.get<double>(what);
+  const auto order = r.get<std::uint8_t>(what), storage = r.get<std::uint8_t>(what);
+  if (order > 1 || storage > 1 || !std::isfinite(c.k_range) || !std::isfinite(c.output_scale))
+    throw SerializationError(std::string(what) + ": a field out of range");
+  c.slots_to_coeffs_first = order == 1;
+  c.storage = storage == 1 ? DiagonalStorage::kJustInTime : DiagonalStorage::kEncoded;
+  return c;
 }
 
 Ciphertext Bootstrapper::mod_raise(const Ciphertext& ct, const EncapsulationKeys* keys) const {

@@ -32,6 +32,7 @@
 #include <memory>
 #include <vector>
 
+#include "ckks/byte_stream.h"
 #include "ckks/encoder.h"
 #include "ckks/evaluator.h"
 #include "ckks/keygen.h"
@@ -78,6 +79,18 @@ struct EncapsulationKeys {
   SwitchingKey to_sparse, to_dense;
   std::size_t byte_size() const { return to_sparse.byte_size() + to_dense.byte_size(); }
 };
+// The context of to_sparse for `params` (q0 and p0 above); its own parameter set, so that
+// key files can load the key without a Bootstrapper.
+Parameters encapsulation_parameters(const Parameters& params);
+// Samples s' of `ephemeral_weight` (OS CSPRNG) and makes both keys for keygen's secret;
+// `encapsulation` is a context of encapsulation_parameters(keygen's parameters).
+EncapsulationKeys create_encapsulation_keys(const KeyGenerator& keygen, const Context& encapsulation,
+                                            int ephemeral_weight);
+
+// A configuration in a stored artefact (docs/FORMAT.md, compiled graphs): every field,
+// read back range-checked (SerializationError); the Bootstrapper checks the rest.
+void save_bootstrap_config(ByteWriter& w, const BootstrapConfig& config);
+BootstrapConfig load_bootstrap_config(ByteReader& r);
 
 // A parameter set for bootstrapping with `compute_levels` levels of scale 2^scale_bits left
 // after each bootstrap: q0 of scale_bits + log_message_ratio bits (the message ratio
@@ -108,9 +121,13 @@ class Bootstrapper {
   const std::map<long, std::size_t>& rotation_levels() const { return rotation_levels_; }
   // `also`: more rotation steps and their levels (a compiled model's), made in the same set.
   GaloisKeys create_galois_keys(const KeyGenerator& keygen, const std::map<long, std::size_t>& also = {}) const;
+  // The level of the conjugation key create_galois_keys adds (CoeffsToSlots' last stage).
+  std::size_t conjugation_level() const;
   // With config.ephemeral_weight > 0: the keys bootstrap() then needs (keygen over the
   // same context as the encoder).
   EncapsulationKeys create_encapsulation_keys(const KeyGenerator& keygen) const;
+  // Null without encapsulation.
+  const Context* encapsulation_context() const { return encapsulation_.get(); }
 
   // The whole procedure. `ct` must have this bootstrapper's slot count; it is dropped to
   // level 0 first. Needs an evaluator with the relinearization key and create_galois_keys,

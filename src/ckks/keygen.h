@@ -14,6 +14,7 @@ class KeyGenerator {
   KeyGenerator(const Context& context, SecretKey secret_key);
 
   const SecretKey& secret_key() const { return secret_key_; }
+  const Context& context() const { return context_; }
   PublicKey create_public_key() const;
   // max_level: highest level the key will be used at (default: top); lower levels make
   // smaller keys because primes above the level are not stored.

@@ -187,7 +187,7 @@ std::string to_string(ObjectType type) {
     case ObjectType::kPublicKey: return "public key";
     case ObjectType::kRelinKey: return "relinearization key";
     case ObjectType::kGaloisKeys: return "Galois key set";
-    case ObjectType::kRingSwitchKey: return "ring-switch key";
+    case ObjectType::kSwitchingKey: return "switching key";
   }
   return "unknown object";
 }
@@ -386,20 +386,20 @@ RelinKey load_relin_key(const Context& ctx, std::span<const std::uint8_t> bytes)
   return rk;
 }
 
-Bytes save_ring_switch_key(const Context& switch_ctx, const SwitchingKey& key, SaveOptions options) {
-  if (key.max_level() != switch_ctx.max_level()) throw std::invalid_argument("ring-switch key: not at the context's top level");
+Bytes save_switching_key(const Context& switch_ctx, const SwitchingKey& key, SaveOptions options) {
+  if (key.max_level() != switch_ctx.max_level()) throw std::invalid_argument("switching key: not at the context's top level");
   ByteWriter w;
   put_switching_key(w, key);
-  return finish(ObjectType::kRingSwitchKey, switch_ctx.params().fingerprint(), std::move(w.bytes()), options);
+  return finish(ObjectType::kSwitchingKey, switch_ctx.params().fingerprint(), std::move(w.bytes()), options);
 }
 
-SwitchingKey load_ring_switch_key(const Context& switch_ctx, std::span<const std::uint8_t> bytes) {
-  const char* what = "ring-switch key";
-  const Payload payload = open_payload(bytes, ObjectType::kRingSwitchKey, switch_ctx.params().fingerprint());
+SwitchingKey load_switching_key(const Context& switch_ctx, std::span<const std::uint8_t> bytes) {
+  const char* what = "switching key";
+  const Payload payload = open_payload(bytes, ObjectType::kSwitchingKey, switch_ctx.params().fingerprint());
   ByteReader r(payload);
   SwitchingKey key = get_switching_key(r, switch_ctx, what);
   r.expect_end(what);
-  if (key.max_level() != switch_ctx.max_level()) throw SerializationError("ring-switch key: not at the top level");
+  if (key.max_level() != switch_ctx.max_level()) throw SerializationError("switching key: not at the top level");
   return key;
 }
 
@@ -507,7 +507,7 @@ GaloisKeys load_galois_keys(const Context& ctx, std::span<const std::uint8_t> by
 
 FileWriter::FileWriter(const std::string& path, Trailer trailer) : path_(path), partial_(path + ".partial") {
   out_.open(partial_, std::ios::binary | std::ios::trunc);
-  if (!out_) throw SerializationError("cannot open " + partial_ + " for writing");
+  if (!out_) throw FileWriteError(errno, "cannot open " + partial_ + " for writing");
   if (trailer == Trailer::kChecksum) checksum_ = std::make_unique<Checksum>();
 }
 
@@ -520,7 +520,7 @@ FileWriter::~FileWriter() {
 
 void FileWriter::write_raw(std::span<const std::uint8_t> bytes) {
   out_.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-  if (!out_) throw SerializationError("write to " + partial_ + " failed (disk full?)");
+  if (!out_) throw FileWriteError(errno, "write to " + partial_ + " failed");
 }
 
 void FileWriter::write(std::span<const std::uint8_t> bytes) {
@@ -532,10 +532,10 @@ void FileWriter::commit() {
   if (checksum_) write_raw(make_trailer(checksum_->digest()));
   out_.flush();
   out_.close();
-  if (!out_) throw SerializationError("write to " + partial_ + " failed (disk full?)");
+  if (!out_) throw FileWriteError(errno, "write to " + partial_ + " failed");
   // Rename last so that a reader never sees a half-written file.
   if (std::rename(partial_.c_str(), path_.c_str()) != 0)
-    throw SerializationError("cannot rename " + partial_ + " to " + path_);
+    throw FileWriteError(errno, "cannot rename " + partial_ + " to " + path_);
   committed_ = true;
 }
 

@@ -4,6 +4,7 @@
 // throws SerializationError with a message naming what is wrong; it never crashes on
 // malformed input.
 #pragma once
+#include <cerrno>
 #include <cstdint>
 #include <fstream>
 #include <functional>
@@ -13,6 +14,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <vector>
 
 #include "ckks/byte_stream.h"
@@ -34,7 +36,7 @@ enum class ObjectType : std::uint16_t {
   kPublicKey = 6,
   kRelinKey = 7,
   kGaloisKeys = 8,
-  kRingSwitchKey = 9,
+  kSwitchingKey = 9,  // at its context's top level (a ring switch, encapsulation)
 };
 std::string to_string(ObjectType type);
 
@@ -54,9 +56,9 @@ Bytes save(const Context& ctx, const PublicKey& pk, SaveOptions options = {});
 // Switching keys are stored seeded: the a_j are regenerated from the key's seed.
 Bytes save(const Context& ctx, const RelinKey& rk, SaveOptions options = {});
 Bytes save(const Context& ctx, const GaloisKeys& gk, SaveOptions options = {});
-// The key of a ring switch (ckks/ring_switch.h) in its own context (switch_key_parameters),
-// at that context's top level.
-Bytes save_ring_switch_key(const Context& switch_ctx, const SwitchingKey& key, SaveOptions options = {});
+// A switching key at the top level of its context: a ring switch's (ckks/ring_switch.h, in
+// its switch_key_parameters context) and the two of encapsulation (ckks/bootstrapping.h).
+Bytes save_switching_key(const Context& switch_ctx, const SwitchingKey& key, SaveOptions options = {});
 
 // A Galois key set written key by key, byte for byte what save(ctx, keys) (uncompressed)
 // writes for the keys make(g, level) returns, without the whole set in memory: keys are
@@ -77,7 +79,7 @@ SeededCiphertext load_seeded_ciphertext(const Context& ctx, std::span<const std:
 SecretKey load_secret_key(const Context& ctx, std::span<const std::uint8_t> bytes);
 PublicKey load_public_key(const Context& ctx, std::span<const std::uint8_t> bytes);
 RelinKey load_relin_key(const Context& ctx, std::span<const std::uint8_t> bytes);
-SwitchingKey load_ring_switch_key(const Context& switch_ctx, std::span<const std::uint8_t> bytes);
+SwitchingKey load_switching_key(const Context& switch_ctx, std::span<const std::uint8_t> bytes);
 // With `backing` (what holds `bytes`, e.g. a file mapping) and the set stored uncompressed
 // (read in place), each key's stored bytes are handed back to it (Backing::release) once
 // parsed, so that loading does not hold the stored keys and the expanded ones at once.
@@ -102,10 +104,18 @@ Plaintext get_plaintext_in_place(const Context& ctx, ByteReader& r, const std::s
 // Reads only the header: the object type stored in `bytes` (throws if not a pfhe object).
 ObjectType peek_type(std::span<const std::uint8_t> bytes);
 
+// A file that could not be written (the disk full, a missing directory, permissions):
+// the OS error (errno at the failure, EIO when none was set) in code(), the path in what().
+class FileWriteError : public std::system_error {
+ public:
+  FileWriteError(int error, const std::string& what)
+      : std::system_error(error != 0 ? error : EIO, std::generic_category(), what) {}
+};
+
 // Writes a file in pieces (large artefacts without one buffer for all of it) to
 // "<path>.partial" and renames it into place on commit(); destroyed uncommitted (an
-// error on the way), it removes the partial file. Errors name the path. pfhe's binary
-// files end in a checksum trailer (ckks/checksum.h) that commit() appends; files read by
+// error on the way), it removes the partial file. Errors (FileWriteError) name the path.
+// pfhe's binary files end in a checksum trailer (ckks/checksum.h) that commit() appends; files read by
 // other programs (text, images) are written without one (Trailer::kNone).
 class FileWriter {
  public:

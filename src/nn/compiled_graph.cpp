@@ -9,6 +9,7 @@
 
 #include "ckks/ring_switch.h"
 #include "ckks/serialization.h"
+#include "nn/bootstrap_placement.h"
 #include "nn/graph_passes.h"
 #include "nn/lane_plan.h"
 #include "nn/overloaded.h"
@@ -237,21 +238,6 @@ class CompiledGraph::Builder {
     return like;
   }
 
- private:
-  Value linear_here(const std::string& name, const Value& v, const LazyMap& lower, const Layout& out,
-                    const Shape& shape, double target_scale, std::size_t members) {
-    require_level(v.level);
-    const Lowering lowering = lowering_of_(out_.steps_.size());
-    CompiledLinear l =
-        lowering == Lowering::kLayout
-            ? CompiledLinear{v.level, target_scale, placeholder(enc_of(v), v.layout.slots, v.level), std::nullopt,
-                             v.layout, out, {}}
-            : lowered_linear(v, lower(lowering == Lowering::kFull ? Lowered::kEntries : Lowered::kDiagonalIndices), out,
-                             target_scale);
-    return {push(name, {v.index}, std::move(l), v.half), out, shape, v.level - 1, target_scale, {}, v.max_abs, members,
-            v.half};
-  }
-
   // v, or v bootstrapped when a node needing `needed` levels would leave it below floor().
   Value ready(const std::string& name, const Value& v, std::size_t needed) {
     if (!boot_ || v.level >= needed + floor()) return v;
@@ -283,6 +269,21 @@ class CompiledGraph::Builder {
                     boot_->output_level(), boot_->config().output_scale, x.multiplier, x.max_abs, x.members};
     bootstrapped_.emplace(v.index, out);
     return out;
+  }
+
+ private:
+  Value linear_here(const std::string& name, const Value& v, const LazyMap& lower, const Layout& out,
+                    const Shape& shape, double target_scale, std::size_t members) {
+    require_level(v.level);
+    const Lowering lowering = lowering_of_(out_.steps_.size());
+    CompiledLinear l =
+        lowering == Lowering::kLayout
+            ? CompiledLinear{v.level, target_scale, placeholder(enc_of(v), v.layout.slots, v.level), std::nullopt,
+                             v.layout, out, {}}
+            : lowered_linear(v, lower(lowering == Lowering::kFull ? Lowered::kEntries : Lowered::kDiagonalIndices), out,
+                             target_scale);
+    return {push(name, {v.index}, std::move(l), v.half), out, shape, v.level - 1, target_scale, {}, v.max_abs, members,
+            v.half};
   }
 
   std::size_t push(const std::string& name, std::vector<std::size_t> inputs, StepOp op, bool half) {
@@ -324,8 +325,9 @@ class CompiledGraph::Builder {
 
 CompiledGraph CompiledGraph::compile(const Graph& input_graph, const ckks::Encoder& encoder, std::size_t input_level,
                                      double scale, std::size_t plaintext_budget, Compilation mode,
-                                     const ckks::Bootstrapper* bootstrapper, const FitReport* ranges,
-                                     std::size_t lanes, std::shared_ptr<const HalfRing> half_ring) {
+                                     std::shared_ptr<const ckks::Bootstrapper> bootstrapper,
+                                     const FitReport* ranges, std::size_t lanes,
+                                     std::shared_ptr<const HalfRing> half_ring) {
   if (input_level > encoder.context().max_level()) throw std::invalid_argument("compile: input level above the top");
   const Graph graph = fold_into_linear_layers(input_graph);
   const Recipe recipe{&encoder, input_level, scale, bootstrapper, ranges, lanes, std::move(half_ring)};
@@ -357,7 +359,7 @@ CompiledGraph CompiledGraph::build(const Graph& graph, const Recipe& recipe, con
   const ckks::Encoder& encoder = *recipe.encoder;
   const std::size_t input_level = recipe.input_level, lanes = recipe.lanes;
   const double scale = recipe.scale;
-  const ckks::Bootstrapper* bootstrapper = recipe.bootstrapper;
+  const ckks::Bootstrapper* bootstrapper = recipe.bootstrapper.get();
   const FitReport* ranges = recipe.ranges;
   std::shared_ptr<const HalfRing> half_ring = recipe.half_ring;
   const auto& nodes = graph.nodes();
@@ -408,6 +410,8 @@ CompiledGraph CompiledGraph::build(const Graph& graph, const Recipe& recipe, con
       if (const auto it = range_of.find(nodes[n].name); it != range_of.end()) r = std::max(r, it->second);
     return r;
   };
+  const std::vector<std::size_t> join_levels =
+      bootstrapper ? levels_to_join(graph) : std::vector<std::size_t>(nodes.size(), 0);
   std::vector<std::optional<Value>> values(nodes.size());
   if (patches.crop_of.empty())
     values[0] = Value{0, g.input_layout_, graph.input_shape(), input_level, scale, {}, range({0}), 1};
@@ -467,6 +471,12 @@ CompiledGraph CompiledGraph::build(const Graph& graph, const Recipe& recipe, con
         values[n]->max_abs = range({n});
         continue;
       }
+      // A fork whose readers would run out of levels before their paths join is bootstrapped
+      // before its first reader, and every reader gets the refreshed value.
+      for (const std::size_t i : node.inputs)
+        if (join_levels[i] > 0 && values[i])
+          values[i] = b.ready(nodes[i].name, *values[i],
+                              std::min(join_levels[i], bootstrapper->output_level() - b.floor()));
       const bool costs_levels = !std::holds_alternative<BatchNorm>(node.op) && !std::holds_alternative<Flatten>(node.op) &&
                                 !std::holds_alternative<Scale>(node.op) && !std::holds_alternative<Add>(node.op);
       const Value x = costs_levels ? b.in_ring(node.name, *values[node.inputs[0]]) : *values[node.inputs[0]];
@@ -555,7 +565,7 @@ CompiledGraph CompiledGraph::build(const Graph& graph, const Recipe& recipe, con
   const Value out = b.materialize(nodes.back().name + ".multiplier", *values.back());
   if (out.members != 1 || out.layout.lanes != 1)
     throw std::invalid_argument("compile: the output is still spread over lanes");
-  if (g.bootstraps() > 0) g.bootstrapper_ = bootstrapper;
+  if (g.bootstraps() > 0) g.bootstrapper_ = recipe.bootstrapper;
   if (out.half) g.half_ring_ = std::move(half_ring);
   else if (half_ring) throw std::invalid_argument("compile: no value reached the ring switch's level " +
                                                   std::to_string(half_ring->choice.level) + " with a layout to switch");
@@ -810,7 +820,7 @@ ckks::Ciphertext CompiledGraph::run(const ckks::Evaluator& eval, const std::vect
     check_compiled(u.index);
     values[inputs_ + u.index] = timed_step(
         eval, step, [&](std::size_t v) -> const ckks::Ciphertext& { return values[v]; },
-        {bootstrapper_, encapsulation, half}, timings);
+        {bootstrapper_.get(), encapsulation, half}, timings);
     for (const std::size_t v : step.inputs) release(v);
   }
   return values[output_value_];
@@ -837,7 +847,7 @@ ckks::Ciphertext CompiledGraph::run_branch(const ckks::Evaluator& eval, std::siz
     check_compiled(s);
     ckks::Ciphertext out = timed_step(
         eval, step, [&](std::size_t v) -> const ckks::Ciphertext& { return values.at(v); },
-        RunKeys{bootstrapper_, encapsulation, half}, timings);
+        RunKeys{bootstrapper_.get(), encapsulation, half}, timings);
     for (const std::size_t v : step.inputs)
       if (--uses[v] == 0) values.erase(v);
     values[inputs_ + s] = std::move(out);

@@ -44,7 +44,9 @@
 // a graph deeper than the chain gets bootstraps where a value runs out of levels. The
 // placement is greedy: before a node, its input is bootstrapped when the node would leave
 // it with fewer than one level above the bootstrapper's input level (the one level kept
-// scales a value into EvalMod's domain). The value entering a bootstrap is scaled (one
+// scales a value into EvalMod's domain); a value read by several nodes whose paths would
+// run out of levels before they join again is bootstrapped before its first reader, for
+// all of them (a residual block's trunk: nn/bootstrap_placement.h). The value entering a bootstrap is scaled (one
 // element-wise step) so that its stored part, value / multiplier, stays within
 // [-1/2, 1/2] by its fitted range and a margin of 2, unless it already lies in
 // [1/8, 1/2]; the multiplier carries the factor to the next linear node.
@@ -76,13 +78,14 @@ class CompiledGraph {
   // channel with w2 = 0). Diagonals are pre-encoded within `plaintext_budget` bytes
   // (with parallel branches, an equal share per branch task), lowest level first, the rest
   // just in time. The encoder must outlive the result.
-  // With a bootstrapper (which must outlive the result) and the fit() ranges of `graph`,
+  // With a bootstrapper (its encoder must outlive the result) and the fit() ranges of `graph`,
   // bootstraps are placed as described above instead of refusing a deep graph.
   // `lanes`: patches per input ciphertext (a power of two; 0: as many as fit, at most the
   // patch count; more than 1 needs patches of the same structure, see above).
   static CompiledGraph compile(const Graph& graph, const ckks::Encoder& encoder, std::size_t input_level, double scale,
                                std::size_t plaintext_budget = SIZE_MAX, Compilation mode = Compilation::kFull,
-                               const ckks::Bootstrapper* bootstrapper = nullptr, const FitReport* ranges = nullptr,
+                               std::shared_ptr<const ckks::Bootstrapper> bootstrapper = nullptr,
+                               const FitReport* ranges = nullptr,
                                std::size_t lanes = 0, std::shared_ptr<const HalfRing> half_ring = nullptr);
 
   // The model input's shape, the grid it is cut into (1: encrypted whole), and the layout
@@ -123,6 +126,9 @@ class CompiledGraph {
   ckks::Ciphertext similarity(const ckks::Evaluator& eval, const ckks::Ciphertext& a, const ckks::Ciphertext& b) const;
   std::size_t plaintext_bytes() const;
   std::size_t bootstraps() const;
+  // The bootstrapper its Bootstrap steps run (null without bootstraps): the one it was
+  // compiled with, or, loaded, one built from the configuration the artefact stores.
+  const ckks::Bootstrapper* bootstrapper() const { return bootstrapper_.get(); }
 
   // Independent branches found in the compiled steps: a sum of two or more values each
   // computed by its own steps (at least two of them costing a level) from one value that
@@ -186,13 +192,12 @@ class CompiledGraph {
   void save(const ckks::ByteWriter::Sink& sink) const;
   void save_file(const std::string& path) const;
   // `backing` keeps `bytes` alive (a file mapping) so just-in-time diagonals are used in place.
-  // A stored graph with bootstraps needs the bootstrapper it was compiled with (the same
-  // output level and slots; checked).
+  // A stored graph with bootstraps stores its bootstrapper's configuration and builds it
+  // on load (seconds at N = 2^16: the DFT diagonals are computed again).
   // Whether `bytes` start like a stored compiled graph.
   static bool has_magic(std::span<const std::uint8_t> bytes);
   static CompiledGraph load(const ckks::Encoder& encoder, std::span<const std::uint8_t> bytes,
-                            const std::shared_ptr<const ckks::Backing>& backing = {},
-                            const ckks::Bootstrapper* bootstrapper = nullptr);
+                            const std::shared_ptr<const ckks::Backing>& backing = {});
 
   // The step kinds besides linear layers and quadratics.
   struct Shift {  // x + plaintext (a BatchNorm's shift), no level
@@ -239,7 +244,7 @@ class CompiledGraph {
     const ckks::Encoder* encoder;
     std::size_t input_level;
     double scale;
-    const ckks::Bootstrapper* bootstrapper;
+    std::shared_ptr<const ckks::Bootstrapper> bootstrapper;
     const FitReport* ranges;
     std::size_t lanes;
     std::shared_ptr<const HalfRing> half_ring;
@@ -262,7 +267,7 @@ class CompiledGraph {
   std::vector<ParallelRegion> regions_;
   std::vector<Unit> order_;  // steps outside every branch and the regions, in a topological order
   const ckks::Encoder* encoder_ = nullptr;
-  const ckks::Bootstrapper* bootstrapper_ = nullptr;  // set when there are Bootstrap steps
+  std::shared_ptr<const ckks::Bootstrapper> bootstrapper_;  // set when there are Bootstrap steps
   std::shared_ptr<const HalfRing> half_ring_;         // set when there are RingSwitch steps
   // What a loaded graph's plaintexts borrow their words from (a file mapping), if anything.
   std::shared_ptr<const ckks::Backing> storage_;

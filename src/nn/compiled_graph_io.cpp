@@ -15,8 +15,9 @@ namespace {
 constexpr char kGraphMagic[4] = {'P', 'F', 'H', 'G'};
 // 2: layouts record their grid (nn/layout.h); 3: patch inputs in lanes, L2Normalize;
 // 4: the ring switch names no PatchCNN block; 5: pre-encoded diagonals used in place;
-// 6: every plaintext (quadratics, shifts, biases, diagonals) stored to be used in place.
-constexpr std::uint32_t kGraphVersion = 6;
+// 6: every plaintext (quadratics, shifts, biases, diagonals) stored to be used in place;
+// 7: the bootstrapper's configuration (built again on load).
+constexpr std::uint32_t kGraphVersion = 7;
 
 }  // namespace
 
@@ -75,6 +76,8 @@ void CompiledGraph::save(const ckks::ByteWriter::Sink& sink) const {
   sink(head.bytes());
   ckks::ByteWriter w(sink);
   save_ring_switch(w, half_ring_.get());
+  w.put<std::uint8_t>(bootstrapper_ ? 1 : 0);
+  if (bootstrapper_) ckks::save_bootstrap_config(w, bootstrapper_->config());
   w.put<std::uint64_t>(input_level_);
   w.put<double>(input_scale_);
   save_layout(w, input_layout_);
@@ -125,9 +128,24 @@ bool CompiledGraph::has_magic(std::span<const std::uint8_t> bytes) {
   return bytes.size() >= 4 && std::equal(bytes.begin(), bytes.begin() + 4, kGraphMagic);
 }
 
+namespace {
+// The bootstrapper a stored graph names, built over `encoder` (null: it has none).
+std::shared_ptr<const ckks::Bootstrapper> load_bootstrapper(const ckks::Encoder& encoder, ckks::ByteReader& r,
+                                                            const char* what) {
+  const auto present = r.get<std::uint8_t>(what);
+  if (present > 1) throw ckks::SerializationError("compiled graph: bad bootstrapping flag");
+  if (present == 0) return nullptr;
+  const ckks::BootstrapConfig config = ckks::load_bootstrap_config(r);
+  try {
+    return std::make_shared<const ckks::Bootstrapper>(encoder, config);
+  } catch (const std::invalid_argument& e) {
+    throw ckks::SerializationError(std::string("compiled graph: its bootstrapping configuration: ") + e.what());
+  }
+}
+}  // namespace
+
 CompiledGraph CompiledGraph::load(const ckks::Encoder& encoder, std::span<const std::uint8_t> bytes,
-                                  const std::shared_ptr<const ckks::Backing>& backing,
-                                  const ckks::Bootstrapper* bootstrapper) {
+                                  const std::shared_ptr<const ckks::Backing>& backing) {
   const char* what = "compiled graph";
   const ckks::Context& ctx = encoder.context();
   const std::size_t slots = ctx.n() / 2;
@@ -143,6 +161,8 @@ CompiledGraph CompiledGraph::load(const ckks::Encoder& encoder, std::span<const 
   g.storage_ = backing;
   g.encoder_ = &encoder;
   g.half_ring_ = load_ring_switch(ctx.params(), r, what);
+  const std::shared_ptr<const ckks::Bootstrapper> bootstrapper = load_bootstrapper(encoder, r, what);
+  if (bootstrapper && g.half_ring_) throw ckks::SerializationError("compiled graph: a ring switch and bootstraps");
   g.input_level_ = r.get_count(what, ctx.max_level());
   g.input_scale_ = r.get<double>(what);
   if (!(g.input_scale_ > 0) || !std::isfinite(g.input_scale_)) throw ckks::SerializationError("compiled graph: bad scale");
@@ -237,18 +257,15 @@ CompiledGraph CompiledGraph::load(const ckks::Encoder& encoder, std::span<const 
         b.input_scale = r.get<double>(what);
         const std::size_t output_level = r.get_count(what, ctx.max_level());
         const std::size_t boot_slots = r.get_count(what, slots);
-        if (!bootstrapper)
-          throw ckks::SerializationError("compiled graph: it bootstraps; load it with its bootstrapper");
+        if (!bootstrapper) throw ckks::SerializationError("compiled graph: a bootstrap step without a bootstrapper");
         if (s.half) throw ckks::SerializationError("compiled graph: a bootstrap in the half ring");
-        if (&bootstrapper->encoder().context() != &ctx || output_level != bootstrapper->output_level() ||
-            boot_slots != bootstrapper->slots())
-          throw ckks::SerializationError("compiled graph: made with another bootstrapper");
+        if (output_level != bootstrapper->output_level() || boot_slots != bootstrapper->slots())
+          throw ckks::SerializationError("compiled graph: a bootstrap step its bootstrapper does not make");
         if (b.input_level != in_level || b.input_level < bootstrapper->input_level() || !(b.input_scale > 0) ||
             !std::isfinite(b.input_scale))
           throw ckks::SerializationError("compiled graph: malformed bootstrap step");
         out_level = output_level;
         out_scale = bootstrapper->config().output_scale;
-        g.bootstrapper_ = bootstrapper;
         s.op = b;
         break;
       }
@@ -303,6 +320,8 @@ CompiledGraph CompiledGraph::load(const ckks::Encoder& encoder, std::span<const 
   r.expect_end(what);
   if (g.output_shape_.size() != g.output_layout_.shape.size())
     throw ckks::SerializationError("compiled graph: output shape does not match its layout");
+  if (bootstrapper && g.bootstraps() == 0) throw ckks::SerializationError("compiled graph: a bootstrapper and no bootstrap");
+  g.bootstrapper_ = bootstrapper;
   g.find_parallel_regions();
   return g;
 }

@@ -96,6 +96,13 @@ Linear fuse_pooling(const Graph& g, std::size_t pool, std::size_t o, const std::
   return fused;
 }
 
+// The degree of p (its highest non-zero coefficient).
+std::size_t degree_of(const PolynomialActivation& p) {
+  std::size_t d = p.coeffs.size();
+  while (d > 0 && p.coeffs[d - 1] == 0.0) --d;
+  return d == 0 ? 0 : d - 1;
+}
+
 }  // namespace
 
 Graph fold_into_linear_layers(const Graph& g) {
@@ -143,6 +150,10 @@ Graph fold_into_linear_layers(const Graph& g) {
       // The sum's last node (or the one layer) now computes the BatchNorm's output, under its name.
       emit[n] = Emit{node.name, std::move(emit[root]->op), emit[root]->inputs};
       emit[root].reset();
+    } else if (const auto* poly = std::get_if<PolynomialActivation>(&node.op); poly && degree_of(*poly) == 2) {
+      const std::size_t channels = nodes[node.inputs[0]].shape.channels;
+      const auto all = [&](std::size_t k) { return std::vector<double>(channels, poly->coeffs[k]); };
+      emit[n]->op = Quadratic{all(2), all(1), all(0)};
     } else if (const auto blocks = pooled_blocks(g, n)) {
       std::vector<std::size_t> chain;
       std::optional<std::size_t> at = only_reader(n);

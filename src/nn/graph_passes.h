@@ -11,6 +11,9 @@
 //   of two (the pooling head of CryptoFace's backbones, of ResNets, of a LeNet). The dense
 //   layer then reads the pooling's input (its diagonals follow the input's layout, not the
 //   feature count).
+// - a polynomial activation of degree 2 becomes a Quadratic with the same coefficients in
+//   every channel: one level (its leading coefficient rides on the value's multiplier into
+//   the next linear layer) instead of the ceil(log2(3)) = 2 of a polynomial evaluation.
 // A replaced node keeps the name of the node whose output it now computes (the BatchNorm,
 // the Linear), so fit() ranges and reports still find it.
 #pragma once

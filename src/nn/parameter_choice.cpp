@@ -35,10 +35,10 @@ int base_bits_for_range(double max_abs, int scale_bits, double headroom_factor) 
   return std::max(kDefaultBaseBits, static_cast<int>(needed));
 }
 
-ckks::ParameterSpec choose_parameters(std::size_t levels, int scale_bits, int base_bits, int min_log_n) {
+ckks::ParameterSpec choose_parameters(std::size_t levels, int scale_bits, int base_bits, int min_log_n, int max_log_n) {
   if (levels == 0 || levels > 64) throw std::invalid_argument("choose_parameters: unsupported level count");
   const int q_total = base_bits + static_cast<int>(levels) * scale_bits;
-  for (int log_n = std::max(min_log_n, 13); log_n <= 17; ++log_n) {
+  for (int log_n = std::max(min_log_n, 13); log_n <= std::min(max_log_n, 17); ++log_n) {
     const int limit = ckks::max_log_qp_128(log_n);
     // Among the special-prime counts that fit, the one with the smallest switching keys:
     // dnum x (levels + 1 + |P|) limbs per key polynomial (dnum follows from |P|).
@@ -63,8 +63,8 @@ ckks::ParameterSpec choose_parameters(std::size_t levels, int scale_bits, int ba
     }
     if (best) return *best;
   }
-  throw std::invalid_argument("choose_parameters: " + std::to_string(levels) +
-                              " levels do not fit any ring up to 2^17 at 128-bit security");
+  throw std::invalid_argument("choose_parameters: " + std::to_string(levels) + " levels do not fit any ring up to 2^" +
+                              std::to_string(std::min(max_log_n, 17)) + " at 128-bit security");
 }
 
 ckks::ParameterSpec parameters_for(const PatchCNN& model) { return choose_parameters(required_levels(model)); }
@@ -234,18 +234,91 @@ GraphNeeds graph_needs(const Graph& graph) {
   throw std::invalid_argument(last_error);
 }
 
-ckks::ParameterSpec parameters_for(const Graph& graph, double output_max_abs, int scale_bits) {
+namespace {
+void check_scale_bits(int scale_bits) {
   if (scale_bits < kMinScaleBits || scale_bits > kMaxScaleBits)
     throw std::invalid_argument("scale of 2^" + std::to_string(scale_bits) + ": choose from 2^" +
                                 std::to_string(kMinScaleBits) + " to 2^" + std::to_string(kMaxScaleBits));
+}
+
+// The largest ring a graph runs in without bootstrapping (see graph_parameters).
+int unbootstrapped_max_log_n(const GraphNeeds& needs) { return std::max(16, needs.min_log_n); }
+
+std::optional<ckks::ParameterSpec> unbootstrapped(const GraphNeeds& needs, double output_max_abs, int scale_bits) {
+  const int max_log_n = unbootstrapped_max_log_n(needs);
+  const int base_bits = base_bits_for_range(output_max_abs, scale_bits);
+  // The smallest ring whose chain keeps the digits in bounds (a larger ring has room for
+  // more special primes).
+  for (int log_n = needs.min_log_n; log_n <= max_log_n; ++log_n) {
+    try {
+      ckks::ParameterSpec spec = choose_parameters(needs.levels, scale_bits, base_bits, log_n, log_n);
+      if (ckks::Parameters::create(spec).dnum() <= kMaxDigitsWithoutBootstrapping) return spec;
+    } catch (const std::invalid_argument&) {
+      // too deep for this ring
+    }
+  }
+  return std::nullopt;
+}
+}  // namespace
+
+ckks::ParameterSpec parameters_for(const Graph& graph, double output_max_abs, int scale_bits) {
+  check_scale_bits(scale_bits);
   const GraphNeeds needs = graph_needs(graph);
-  return choose_parameters(needs.levels, scale_bits, base_bits_for_range(output_max_abs, scale_bits),
-                           needs.min_log_n);
+  if (auto spec = unbootstrapped(needs, output_max_abs, scale_bits)) return *spec;
+  throw std::invalid_argument("the graph needs " + std::to_string(needs.levels) +
+                              " levels, more than N = 2^" + std::to_string(unbootstrapped_max_log_n(needs)) +
+                              " holds at 128-bit security with at most " +
+                              std::to_string(kMaxDigitsWithoutBootstrapping) +
+                              " key-switching digits: it needs bootstrapping");
+}
+
+ckks::BootstrapConfig graph_bootstrap_config() {
+  ckks::BootstrapConfig c;
+  c.log_slots = 15;
+  c.ephemeral_weight = 32;
+  c.slots_to_coeffs_first = true;
+  c.storage = ckks::DiagonalStorage::kJustInTime;
+  return c;
+}
+
+GraphParameters graph_parameters(const Graph& graph, double output_max_abs, int scale_bits, bool bootstrap) {
+  check_scale_bits(scale_bits);
+  const GraphNeeds needs = graph_needs(graph);
+  if (!bootstrap)
+    if (auto spec = unbootstrapped(needs, output_max_abs, scale_bits)) return {*spec, std::nullopt, needs.levels};
+  constexpr int kLogN = 16;
+  if (needs.min_log_n > kLogN)
+    throw std::invalid_argument("the graph's layouts need N = 2^" + std::to_string(needs.min_log_n) +
+                                ", bootstrapping runs at 2^16 (2^15 slots)");
+  const ckks::BootstrapConfig config = graph_bootstrap_config();
+  const int ratio = std::max(kBootstrapMessageRatioBits, base_bits_for_range(output_max_abs, scale_bits) - scale_bits);
+  // The most computation levels between bootstraps whose 128-bit chain keeps key switching
+  // at kBootstrapMaxDigits digits: more levels leave less room for the special primes, so
+  // every key and every rotation grows with the digit count (21 levels fit at 2^40, with
+  // 18 digits).
+  for (int levels = 24; levels >= 2; --levels) {
+    try {
+      const ckks::ParameterSpec spec = ckks::bootstrap_parameter_spec(kLogN, levels, config, scale_bits, ratio);
+      if (ckks::Parameters::create(spec).dnum() <= kBootstrapMaxDigits) return {spec, config, needs.levels};
+    } catch (const std::invalid_argument&) {
+      // fewer levels
+    }
+  }
+  throw std::invalid_argument("no 128-bit bootstrapping chain at N = 2^16 for a scale of 2^" +
+                              std::to_string(scale_bits) + " and outputs up to " + std::to_string(output_max_abs));
 }
 
 CompiledGraph compile_graph(const Graph& graph, const ckks::Encoder& encoder, std::size_t plaintext_budget,
-                            bool ring_switch) {
+                            bool ring_switch, const std::optional<ckks::BootstrapConfig>& bootstrapping,
+                            const FitReport* ranges) {
   const ckks::Parameters& params = encoder.context().params();
+  if (bootstrapping) {
+    if (!ranges) throw std::invalid_argument("compile_graph: bootstrapping needs the ranges fit() measured");
+    auto boot = std::make_shared<const ckks::Bootstrapper>(encoder, *bootstrapping);
+    const std::size_t top = boot->output_level();
+    return CompiledGraph::compile(graph, encoder, top, params.default_scale(), plaintext_budget, Compilation::kFull,
+                                  std::move(boot), ranges);
+  }
   return CompiledGraph::compile(graph, encoder, params.max_level(), params.default_scale(), plaintext_budget,
                                 Compilation::kFull, nullptr, nullptr, 0,
                                 ring_switch ? chosen_half_ring(graph, encoder, params.max_level()) : nullptr);

@@ -30,10 +30,10 @@ int base_bits_for_range(double max_abs, int scale_bits, double headroom_factor =
 inline constexpr int kDefaultScaleBits = 40;
 inline constexpr int kDefaultBaseBits = 50;
 
-// Throws std::invalid_argument when no tabulated ring (from 2^min_log_n up to 2^17) is
-// large enough.
+// Throws std::invalid_argument when no tabulated ring (from 2^min_log_n up to 2^max_log_n)
+// is large enough.
 ckks::ParameterSpec choose_parameters(std::size_t levels, int scale_bits = kDefaultScaleBits,
-                                      int base_bits = kDefaultBaseBits, int min_log_n = 13);
+                                      int base_bits = kDefaultBaseBits, int min_log_n = 13, int max_log_n = 17);
 
 // The parameters `pfhe compile` chooses for a model: choose_parameters(required_levels(model)).
 ckks::ParameterSpec parameters_for(const PatchCNN& model);
@@ -121,10 +121,44 @@ struct GraphNeeds {
   int min_log_n = 0;
 };
 GraphNeeds graph_needs(const Graph& graph);
-// The parameters `pfhe compile` chooses for a graph: its levels at a 2^scale_bits scale
-// (the CLI: 2^40), q_0 from the output's range on calibration inputs (`output_max_abs`,
-// from fit()). Throws std::invalid_argument for a scale outside [kMinScaleBits, kMaxScaleBits].
+// The parameters `pfhe compile` chooses for a graph without bootstrapping: its levels at a
+// 2^scale_bits scale (the CLI: 2^40), q_0 from the output's range on calibration inputs
+// (`output_max_abs`, from fit()), in rings up to 2^16 (2^17 only for a graph whose layouts
+// need its slots). Throws std::invalid_argument for a scale outside [kMinScaleBits,
+// kMaxScaleBits], and, saying so, for a graph too deep for those rings (it needs
+// bootstrapping: graph_parameters).
 ckks::ParameterSpec parameters_for(const Graph& graph, double output_max_abs, int scale_bits = kDefaultScaleBits);
+
+// Bootstrapping for graph models (issue 24). Decision: a graph whose levels do not fit the
+// 128-bit chain of N = 2^16 with at most kMaxDigitsWithoutBootstrapping key-switching
+// digits bootstraps at N = 2^16 rather than running without bootstraps at 2^17 or with
+// more digits: every operation and every key of 2^17 costs twice as much per limb over
+// twice the limbs, and the digits multiply every key's size and every rotation's time. The
+// shipped ResNet-20 (depth 39) fits 2^16 only with 2 special primes and 20 digits: 168
+// rotation keys of ~0.9 GB each (its bootstrapping chain has 4 digits). The configuration is the one measured best in
+// docs/BENCHMARKS.md ("Bootstrapping at N = 2^16"): 2^15 full slots, SlotsToCoeffs first,
+// sparse-secret encapsulation of weight 32 (docs/BOOTSTRAPPING.md), DFT diagonals encoded
+// just in time (memory goes to the keys); between bootstraps as many levels of 2^scale_bits
+// as a 128-bit chain holds with kBootstrapMaxDigits key-switching digits (13 at 2^40).
+ckks::BootstrapConfig graph_bootstrap_config();
+struct GraphParameters {
+  ckks::ParameterSpec spec;
+  std::optional<ckks::BootstrapConfig> bootstrapping;  // set: compile with it (compile_graph)
+  std::size_t graph_levels = 0;                        // the graph's depth without bootstraps
+};
+// parameters_for when the graph fits (and `bootstrap` is false), else the bootstrapping
+// chain: q_0 from the output's range with at least kBootstrapMessageRatioBits above the
+// scale. `bootstrap` true asks for the bootstrapping chain even when the graph fits
+// (bootstraps are then placed only where a value runs out of its levels).
+inline constexpr int kBootstrapMessageRatioBits = 14;
+// The most key-switching digits a chain without bootstrapping may have (CryptoFaceNet-size
+// graphs have 3-6; beyond 8 a graph bootstraps).
+inline constexpr int kMaxDigitsWithoutBootstrapping = 8;
+// Digits of key switching in the bootstrapping chain, as in the measured set (12 levels at
+// 2^40, 4 digits, 6 GB of bootstrapping keys).
+inline constexpr int kBootstrapMaxDigits = 4;
+GraphParameters graph_parameters(const Graph& graph, double output_max_abs, int scale_bits = kDefaultScaleBits,
+                                 bool bootstrap = false);
 
 // How `pfhe compile` and a server given a graph model file compile a graph: inputs at the
 // parameters' top level and default scale (parameters_for gives exactly the levels the
@@ -132,8 +166,13 @@ ckks::ParameterSpec parameters_for(const Graph& graph, double output_max_abs, in
 // 0.5 GB), the rest just in time, switching to the half ring where choose_ring_switch
 // finds that it pays (`ring_switch` false: never; an artefact records its choice).
 inline constexpr std::size_t kDefaultPlaintextBudget = std::size_t{1} << 29;
+// With `bootstrapping` (graph_parameters' choice for the encoder's parameters) and the fit()
+// ranges of the graph: inputs at the bootstrapper's output level, bootstraps placed (no
+// ring switch then).
 CompiledGraph compile_graph(const Graph& graph, const ckks::Encoder& encoder,
-                            std::size_t plaintext_budget = kDefaultPlaintextBudget, bool ring_switch = true);
+                            std::size_t plaintext_budget = kDefaultPlaintextBudget, bool ring_switch = true,
+                            const std::optional<ckks::BootstrapConfig>& bootstrapping = std::nullopt,
+                            const FitReport* ranges = nullptr);
 
 struct CompileTarget {
   std::size_t level;

@@ -94,8 +94,11 @@ std::string ClientSpec::to_json() const {
                         {"special_primes", ring_switch->special_primes},
                         {"parameter_fingerprint", half_ring_fingerprint},
                         {"rotations", rotations_json(half_ring_rotation_levels)}};
+  nlohmann::json bootstrapping_json = nullptr;
+  if (conjugation_level)
+    bootstrapping_json = {{"conjugation_level", *conjugation_level}, {"ephemeral_weight", ephemeral_weight}};
   nlohmann::json j = {{"format", "pfhe-client-spec"},
-                            {"version", 6},
+                            {"version", 7},
                             {"parameter_fingerprint", fingerprint},
                             {"image", {{"channels", image.channels}, {"height", image.height}, {"width", image.width}}},
                             {"grid", grid},
@@ -105,7 +108,8 @@ std::string ClientSpec::to_json() const {
                             {"output_layout", layout_json(output_layout)},
                             {"output", classifier ? "logits" : "embedding"},
                             {"rotations", rotations_json(rotation_levels)},
-                            {"ring_switch", ring_switch_json}};
+                            {"ring_switch", ring_switch_json},
+                            {"bootstrapping", bootstrapping_json}};
   j["checksum"] = spec_checksum(j);
   return j.dump(1);
 }
@@ -113,8 +117,8 @@ std::string ClientSpec::to_json() const {
 ClientSpec ClientSpec::from_json(const std::string& text) {
   try {
     const nlohmann::json j = nlohmann::json::parse(text);
-    if (j.at("format") != "pfhe-client-spec" || j.at("version") != 6)
-      throw std::invalid_argument("not a version-6 pfhe client spec (rerun pfhe compile)");
+    if (j.at("format") != "pfhe-client-spec" || j.at("version") != 7)
+      throw std::invalid_argument("not a version-7 pfhe client spec (rerun pfhe compile)");
     ClientSpec s;
     s.fingerprint = unsigned_at(j, "parameter_fingerprint", UINT64_MAX);
     const nlohmann::json& image = j.at("image");
@@ -137,6 +141,13 @@ ClientSpec ClientSpec::from_json(const std::string& text) {
                                            unsigned_at(ring_switch, "special_primes", 64)};
       s.half_ring_fingerprint = unsigned_at(ring_switch, "parameter_fingerprint", UINT64_MAX);
       s.half_ring_rotation_levels = rotations_from(ring_switch.at("rotations"));
+    }
+    const nlohmann::json& bootstrapping = j.at("bootstrapping");
+    if (!bootstrapping.is_null()) {
+      if (!bootstrapping.is_object() || s.ring_switch)
+        throw std::invalid_argument("'bootstrapping' must be null or an object, and not with a ring switch");
+      s.conjugation_level = unsigned_at(bootstrapping, "conjugation_level", 64);
+      s.ephemeral_weight = static_cast<int>(unsigned_at(bootstrapping, "ephemeral_weight", kMaxSlots));
     }
     if (s.grid == 0 || s.image.size() == 0 || s.image.height % s.grid != 0 || s.image.width % s.grid != 0 ||
         s.input_level == 0 || !(s.input_scale > 1) || !std::isfinite(s.input_scale) ||
@@ -164,10 +175,11 @@ ClientSpec ClientSpec::read(const std::string& path) {
 void ClientSpec::write(const std::string& path) const { ckks::write_text_file(path, to_json()); }
 
 ClientSpec ClientSpec::of(const nn::CompiledGraph& model, const ckks::Parameters& params) {
-  if (model.bootstraps() > 0)
-    throw std::invalid_argument("a graph with bootstraps cannot be served from files yet (its keys and bootstrapper "
-                                "are not part of the client spec)");
   ClientSpec s;
+  if (const ckks::Bootstrapper* boot = model.bootstrapper()) {
+    s.conjugation_level = boot->conjugation_level();
+    s.ephemeral_weight = boot->config().ephemeral_weight;
+  }
   s.fingerprint = params.fingerprint();
   s.image = model.input_shape();
   s.grid = model.grid();
@@ -277,7 +289,7 @@ std::pair<SecretKeyFile, EvaluationKeys> generate_keys(const ckks::Context& ctx,
   check_spec_parameters(ctx, spec);
   const auto half = spec.half_ring(ctx.params());
   SecretKeyFile secret = new_secret_keys(ctx, half.get());
-  EvaluationKeys keys = make_evaluation_keys(ctx, half.get(), secret, spec.rotations());
+  EvaluationKeys keys = make_evaluation_keys(ctx, half.get(), secret, spec.key_request());
   return {std::move(secret), std::move(keys)};
 }
 
@@ -285,7 +297,7 @@ SecretKeyFile generate_keys(const ckks::Context& ctx, const ClientSpec& spec, co
   check_spec_parameters(ctx, spec);
   const auto half = spec.half_ring(ctx.params());
   SecretKeyFile secret = new_secret_keys(ctx, half.get());
-  write_evaluation_keys(eval_keys_path, ctx, half.get(), secret, spec.rotations());
+  write_evaluation_keys(eval_keys_path, ctx, half.get(), secret, spec.key_request());
   return secret;
 }
 
@@ -315,7 +327,13 @@ ServedModel::ServedModel(const std::string& params_path, const std::string& mode
   if (lanes != 0 && (!model_file || graph_file))
     throw std::invalid_argument("lanes are chosen when compiling a PatchCNN; this model has its own");
   if (graph_file) {
-    graph_ = std::make_unique<nn::CompiledGraph>(nn::compile_graph(nn::load_graph_file(model_path), *enc_));
+    try {
+      graph_ = std::make_unique<nn::CompiledGraph>(nn::compile_graph(nn::load_graph_file(model_path), *enc_));
+    } catch (const std::invalid_argument& e) {
+      // A bootstrapped graph's placement depends on its calibration ranges: `pfhe compile` has them.
+      throw std::invalid_argument(std::string(e.what()) +
+                                  " (a graph that bootstraps is served from its compiled model.pfhc, not its model file)");
+    }
   } else if (model_file) {
     const nn::PatchCNN model = nn::load_model_file(model_path);
     weights_ = std::make_unique<nn::Graph>(model.to_graph());
@@ -350,7 +368,8 @@ std::size_t ServedModel::tasks() const { return graph_task_offsets(*graph_).back
 KeySet::KeySet(const ServedModel& model, const std::string& keys_path) : KeySet(model, keys_path, Clock::now()) {}
 
 KeySet::KeySet(const ServedModel& model, const std::string& keys_path, Clock::time_point start)
-    : KeySet(model, load_evaluation_keys(keys_path, model.context(), model.half_ring().get()), keys_path) {
+    : KeySet(model, load_evaluation_keys(keys_path, model.context(), model.half_ring().get(), model.encapsulation_context()),
+             keys_path) {
   load_seconds_ = seconds_since(start);
 }
 
@@ -360,6 +379,20 @@ KeySet::KeySet(const ServedModel& model, EvaluationKeys keys, const std::string&
   evaluators_ = std::make_unique<Evaluators>(model.context(), half_ring.get(), keys_);  // checks the half ring's part
   check_rotation_keys(spec_.rotation_levels, keys_.galois, model.context().n(), what);
   if (half_ring) check_rotation_keys(spec_.half_ring_rotation_levels, keys_.half->galois, half_ring->context.n(), what);
+  check_bootstrapping_keys(what);
+}
+
+void KeySet::check_bootstrapping_keys(const std::string& what) const {
+  if (spec_.conjugation_level) {
+    const auto key = keys_.galois.keys.find(ckks::galois_element_conjugate(model_.context().n()));
+    if (key == keys_.galois.keys.end() || key->second.max_level() < *spec_.conjugation_level)
+      throw std::invalid_argument(what + ": no conjugation key at level " + std::to_string(*spec_.conjugation_level) +
+                                  " for the model's bootstraps (keys generated for another model?)");
+  }
+  if (keys_.encapsulation.has_value() != (spec_.ephemeral_weight > 0))
+    throw std::invalid_argument(what + (keys_.encapsulation ? ": bootstrapping keys the model does not use"
+                                                            : ": no encapsulation keys for the model's bootstraps") +
+                                " (keys generated for another model?)");
 }
 
 void KeySet::check_rotation_keys(const std::map<long, std::size_t>& levels, const ckks::GaloisKeys& keys,
@@ -377,7 +410,7 @@ void KeySet::check_rotation_keys(const std::map<long, std::size_t>& levels, cons
 TaskFunction KeySet::tasks() const {
   const Evaluators& e = *evaluators_;
   return model_.weights_ ? compiling_graph_tasks(*model_.weights_, *model_.graph_, e.big(), e.half_ring())
-                         : graph_tasks(*model_.graph_, e.big(), e.half_ring());
+                         : graph_tasks(*model_.graph_, e.big(), e.half_ring(), encapsulation());
 }
 
 CiphertextFile KeySet::infer(const CiphertextFile& input, Executor& executor, RunStats* stats) const {
@@ -409,7 +442,8 @@ CiphertextFile KeySet::infer(const CiphertextFile& input, Executor& executor, co
     total.task_seconds.insert(total.task_seconds.end(), run.task_seconds.begin(), run.task_seconds.end());
     return exits;
   };
-  ckks::Ciphertext out = graph.run(evaluators_->big(), input.ciphertexts, &total.steps, nullptr, runner, evaluators_->half_ring());
+  ckks::Ciphertext out =
+      graph.run(evaluators_->big(), input.ciphertexts, &total.steps, encapsulation(), runner, evaluators_->half_ring());
   if (stats) *stats = std::move(total);
   return {keys_.key_set, {std::move(out)}};
 }

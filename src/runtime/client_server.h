@@ -25,8 +25,8 @@ namespace pfhe::runtime {
 // the parameter fingerprint, the input's shape and how it is cut into patches (a
 // PatchCNN's grid; a graph takes its input whole, grid 1), how patches are packed and at
 // which level and scale they are encrypted, how the output comes back, which rotation
-// keys to generate at which level, and where the model switches to the half ring (its
-// keys and the output then belong to that ring).
+// keys to generate at which level, where the model switches to the half ring (its keys and
+// the output then belong to that ring), and which keys its bootstraps need.
 struct ClientSpec {
   std::uint64_t fingerprint = 0;
   nn::Shape image;        // the whole input (C, H, W)
@@ -41,11 +41,17 @@ struct ClientSpec {
   std::optional<nn::RingSwitchChoice> ring_switch;
   std::uint64_t half_ring_fingerprint = 0;  // with a ring switch
   std::map<long, std::size_t> half_ring_rotation_levels;
+  // With bootstraps: the conjugation key's level and the ephemeral weight of encapsulation
+  // (0: none); rotation_levels already holds the bootstrapper's rotations.
+  std::optional<std::size_t> conjugation_level;
+  int ephemeral_weight = 0;
 
   // The half ring of `big` (these parameters) the spec names, checked against its
   // fingerprint; null without a ring switch.
   std::shared_ptr<const nn::HalfRing> half_ring(const ckks::Parameters& big) const;
-  RotationRequest rotations() const { return {rotation_levels, half_ring_rotation_levels}; }
+  KeyRequest key_request() const {
+    return {rotation_levels, half_ring_rotation_levels, conjugation_level, ephemeral_weight};
+  }
 
   const nn::Shape& image_shape() const { return image; }
   nn::Shape patch_shape() const { return {image.channels, image.height / grid, image.width / grid}; }
@@ -162,6 +168,10 @@ class ServedModel {
   std::map<long, std::size_t> rotation_levels() const { return graph_->rotation_levels(); }
   // Null when the model does not switch rings.
   std::shared_ptr<const nn::HalfRing> half_ring() const { return graph_->half_ring(); }
+  // The context of the encapsulation keys its bootstraps use (null: none).
+  const ckks::Context* encapsulation_context() const {
+    return graph_->bootstrapper() ? graph_->bootstrapper()->encapsulation_context() : nullptr;
+  }
   ClientSpec client_spec() const { return ClientSpec::of(*graph_, ctx_->params()); }
   // True when tasks compile their lane group (a PatchCNN model file was given).
   bool compiles_per_task() const { return weights_ != nullptr; }
@@ -215,6 +225,11 @@ class KeySet {
   KeySet(const ServedModel& model, const std::string& keys_path, Clock::time_point start);
   void check_rotation_keys(const std::map<long, std::size_t>& levels, const ckks::GaloisKeys& keys, std::size_t n,
                            const std::string& what) const;
+  // The conjugation and encapsulation keys a bootstrapping model needs, and no others.
+  void check_bootstrapping_keys(const std::string& what) const;
+  const ckks::EncapsulationKeys* encapsulation() const {
+    return keys_.encapsulation ? &*keys_.encapsulation : nullptr;
+  }
   const ServedModel& model_;
   ClientSpec spec_;
   EvaluationKeys keys_;

@@ -112,10 +112,11 @@ std::pair<std::size_t, std::size_t> region_and_branch(const std::vector<std::siz
 }  // namespace
 
 TaskFunction graph_tasks(const nn::CompiledGraph& graph, const ckks::Evaluator& eval,
-                         const nn::HalfRingEvaluation* half) {
-  return [&graph, &eval, half, first = graph_task_offsets(graph)](std::size_t t, const ckks::Ciphertext& in) {
+                         const nn::HalfRingEvaluation* half, const ckks::EncapsulationKeys* encapsulation) {
+  return [&graph, &eval, half, encapsulation, first = graph_task_offsets(graph)](std::size_t t,
+                                                                                  const ckks::Ciphertext& in) {
     const auto [region, branch] = region_and_branch(first, t);
-    return graph.run_branch(eval, region, branch, in, nullptr, nullptr, half);
+    return graph.run_branch(eval, region, branch, in, nullptr, encapsulation, half);
   };
 }
 

@@ -74,7 +74,8 @@ std::unique_ptr<Executor> make_executor(const std::string& name, std::size_t wor
 // regions in order (graph_task_offsets gives each region's first task). `half` is required
 // exactly when a branch runs steps in the half ring.
 TaskFunction graph_tasks(const nn::CompiledGraph& graph, const ckks::Evaluator& eval,
-                         const nn::HalfRingEvaluation* half = nullptr);
+                         const nn::HalfRingEvaluation* half = nullptr,
+                         const ckks::EncapsulationKeys* encapsulation = nullptr);
 std::vector<std::size_t> graph_task_offsets(const nn::CompiledGraph& graph);
 
 // Tasks that compile their branch from the model when they run (nn::CompiledGraph::

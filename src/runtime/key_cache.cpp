@@ -25,14 +25,16 @@ namespace {
 
 constexpr std::array<char, 4> kMagic{'P', 'F', 'H', 'X'};
 constexpr std::array<char, 8> kFooterMagic{'P', 'F', 'H', 'X', '-', 'I', 'D', 'X'};
-constexpr std::uint32_t kVersion = 1;
+// 2: a fourth parameter fingerprint (encapsulation) and the two encapsulation keys.
+constexpr std::uint32_t kVersion = 2;
 constexpr std::size_t kAlign = 4096;  // the header's size and every section's alignment
 constexpr std::size_t kEntrySize = 72, kFooterSize = 32;
 constexpr std::size_t kMaxEntries = std::size_t{1} << 20;
 
 // Which parameter set a key belongs to, and what it is.
-enum class KeyRing : std::uint8_t { kBig = 0, kHalf = 1, kSwitch = 2 };
-enum class KeyKind : std::uint8_t { kRelin = 0, kGalois = 1, kRingSwitch = 2 };
+enum class KeyRing : std::uint8_t { kBig = 0, kHalf = 1, kSwitch = 2, kEncapsulation = 3 };
+// kToSparse lives in the encapsulation ring, kToDense in the big one (ckks/bootstrapping.h).
+enum class KeyKind : std::uint8_t { kRelin = 0, kGalois = 1, kRingSwitch = 2, kToSparse = 3, kToDense = 4 };
 
 struct Entry {
   KeyRing ring = KeyRing::kBig;
@@ -49,25 +51,30 @@ std::string describe(const Entry& e) {
     case KeyKind::kRelin: return std::string("relinearization key") + ring;
     case KeyKind::kGalois: return "Galois key " + std::to_string(e.element) + ring;
     case KeyKind::kRingSwitch: return "ring-switch key";
+    case KeyKind::kToSparse: return "encapsulation key to the sparse secret";
+    case KeyKind::kToDense: return "encapsulation key back to the main secret";
   }
   return "key";
 }
 
-// The parameter sets of a key set: the big ring's, and with a ring switch the half ring's
-// and the one its switching key lives in (ckks/ring_switch.h).
+// The parameter sets of a key set: the big ring's, with a ring switch the half ring's and
+// the one its switching key lives in (ckks/ring_switch.h), with encapsulation its context.
 struct Contexts {
   const ckks::Context* big = nullptr;
   const ckks::Context* half = nullptr;
   const ckks::Context* switching = nullptr;
-  Contexts(const ckks::Context& ctx, const nn::HalfRing* half_ring)
+  const ckks::Context* encapsulation = nullptr;
+  Contexts(const ckks::Context& ctx, const nn::HalfRing* half_ring, const ckks::Context* encapsulation_ctx)
       : big(&ctx),
         half(half_ring ? &half_ring->context : nullptr),
-        switching(half_ring ? &half_ring->switch_context : nullptr) {}
+        switching(half_ring ? &half_ring->switch_context : nullptr),
+        encapsulation(encapsulation_ctx) {}
   const ckks::Context* of(KeyRing r) const {
     switch (r) {
       case KeyRing::kBig: return big;
       case KeyRing::kHalf: return half;
       case KeyRing::kSwitch: return switching;
+      case KeyRing::kEncapsulation: return encapsulation;
     }
     return nullptr;
   }
@@ -101,6 +108,7 @@ std::array<std::uint8_t, kAlign> header_bytes(std::uint64_t tag, const Contexts&
   w.put<std::uint64_t>(c.fingerprint(c.big));
   w.put<std::uint64_t>(c.fingerprint(c.half));
   w.put<std::uint64_t>(c.fingerprint(c.switching));
+  w.put<std::uint64_t>(c.fingerprint(c.encapsulation));
   std::array<std::uint8_t, kAlign> header{};
   std::copy(w.bytes().begin(), w.bytes().end(), header.begin());
   return header;
@@ -222,13 +230,16 @@ void check_header(std::span<const std::uint8_t> header, const Contexts& c, Index
   if (half != c.fingerprint(c.half) || switching != c.fingerprint(c.switching))
     throw ckks::SerializationError(c.half ? "key cache without the half ring's keys the model needs, or for another ring switch"
                                           : "key cache with half-ring keys the model does not use");
+  if (r.get<std::uint64_t>(what) != c.fingerprint(c.encapsulation))
+    throw ckks::SerializationError(c.encapsulation ? "key cache without the bootstrapping (encapsulation) keys the model needs"
+                                                   : "key cache with bootstrapping keys the model does not use");
 }
 
 Entry get_entry(ckks::ByteReader& r) {
   const char* what = "key cache index";
   Entry e;
   const auto ring = r.get<std::uint8_t>(what), kind = r.get<std::uint8_t>(what);
-  if (ring > 2 || kind > 2 || r.get<std::uint16_t>(what) != 0) throw ckks::SerializationError("key cache index: unknown key kind");
+  if (ring > 3 || kind > 4 || r.get<std::uint16_t>(what) != 0) throw ckks::SerializationError("key cache index: unknown key kind");
   e.ring = static_cast<KeyRing>(ring);
   e.kind = static_cast<KeyKind>(kind);
   e.level = r.get<std::uint32_t>(what);
@@ -242,17 +253,20 @@ Entry get_entry(ckks::ByteReader& r) {
 
 // An entry fits its parameter set, follows the one before it, and the set of entries is
 // one key set: a relinearization key per ring, unique valid Galois elements, a ring-switch
-// key exactly with a half ring.
+// key exactly with a half ring, the two encapsulation keys exactly with encapsulation.
 void check_entries(const std::vector<Entry>& entries, const Contexts& c, std::uint64_t index_offset) {
   std::uint64_t next = kAlign;
   std::set<std::pair<KeyRing, std::uint64_t>> galois;
-  std::size_t relin[2] = {0, 0}, switching = 0;
+  std::size_t relin[2] = {0, 0}, switching = 0, to_sparse = 0, to_dense = 0;
   for (const Entry& e : entries) {
     const ckks::Context* ctx = c.of(e.ring);
-    const bool fits_ring = ctx && (e.kind == KeyKind::kRingSwitch) == (e.ring == KeyRing::kSwitch);
+    const bool fits_ring = ctx && (e.kind == KeyKind::kRingSwitch) == (e.ring == KeyRing::kSwitch) &&
+                           (e.kind == KeyKind::kToSparse) == (e.ring == KeyRing::kEncapsulation) &&
+                           (e.kind != KeyKind::kToDense || e.ring == KeyRing::kBig);
     if (!fits_ring) throw ckks::SerializationError("key cache index: a key of a ring this model does not have");
     const std::string name = describe(e);
-    if (e.level > ctx->max_level() || (e.kind == KeyKind::kRingSwitch && e.level != ctx->max_level()))
+    const bool top_only = e.kind == KeyKind::kRingSwitch || e.kind == KeyKind::kToSparse || e.kind == KeyKind::kToDense;
+    if (e.level > ctx->max_level() || (top_only && e.level != ctx->max_level()))
       throw ckks::SerializationError("key cache: " + name + " at an invalid level");
     if (e.offset != next || e.size != section_bytes(*ctx, e.level))
       throw ckks::SerializationError("key cache: " + name + " is not where or what size the index says");
@@ -265,9 +279,13 @@ void check_entries(const std::vector<Entry>& entries, const Contexts& c, std::ui
     }
     if (e.kind == KeyKind::kRelin) ++relin[static_cast<int>(e.ring)];
     if (e.kind == KeyKind::kRingSwitch) ++switching;
+    to_sparse += e.kind == KeyKind::kToSparse;
+    to_dense += e.kind == KeyKind::kToDense;
   }
   if (relin[0] != 1 || relin[1] != (c.half ? 1u : 0u) || switching != (c.half ? 1u : 0u))
     throw ckks::SerializationError("key cache: not one relinearization key per ring and one ring-switch key with the half ring");
+  if (to_sparse != (c.encapsulation ? 1u : 0u) || to_dense != to_sparse)
+    throw ckks::SerializationError("key cache: not one pair of encapsulation keys exactly when the model uses them");
   if (next != index_offset) throw ckks::SerializationError("key cache: the keys do not end where the index begins");
 }
 
@@ -349,14 +367,16 @@ ckks::SwitchingKey mapped_key(const std::uint8_t* section, const Entry& e, const
 }  // namespace
 
 std::uint64_t write_key_cache(const std::string& keys_path, const std::string& cache_path, const ckks::Context& ctx,
-                              const nn::HalfRing* half_ring) {
-  const Contexts contexts(ctx, half_ring);
+                              const nn::HalfRing* half_ring, const ckks::Context* encapsulation) {
+  const Contexts contexts(ctx, half_ring, encapsulation);
   return load_mapped_in_place(keys_path, [&](std::span<const std::uint8_t> bytes,
                                              const std::shared_ptr<const ckks::Backing>& mapping) {
     const BundleView b = load_bundle(bytes);
-    if (b.objects.size() != (half_ring ? 5u : 2u))
+    const std::size_t ring_keys = half_ring ? 5u : 2u, expected = ring_keys + (encapsulation ? 2u : 0u);
+    if (b.objects.size() != expected)
       throw ckks::SerializationError("evaluation keys: " + std::to_string(b.objects.size()) + " objects, expected " +
-                                     (half_ring ? "5 (a model with a ring switch)" : "2 (a model without a ring switch)"));
+                                     std::to_string(expected) + (half_ring ? " (a model with a ring switch" : " (a model without a ring switch") +
+                                     (encapsulation ? ", bootstrapping with encapsulation)" : ")") + " (keys of another model?)");
     CacheWriter cache(cache_path, b.key_set, contexts);
     // Two keys per thread in memory at a time: CryptoFaceNet4's keys are ~70 MB each.
     const std::size_t batch = 2 * static_cast<std::size_t>(std::max(1, omp_get_max_threads()));
@@ -371,15 +391,20 @@ std::uint64_t write_key_cache(const std::string& keys_path, const std::string& c
     if (half_ring) {
       add_ring(KeyRing::kHalf, half_ring->context, b.objects[2], b.objects[3]);
       cache.add(KeyRing::kSwitch, KeyKind::kRingSwitch, 0,
-                ckks::load_ring_switch_key(half_ring->switch_context, b.objects[4]));
+                ckks::load_switching_key(half_ring->switch_context, b.objects[4]));
+    }
+    if (encapsulation) {
+      cache.add(KeyRing::kEncapsulation, KeyKind::kToSparse, 0, ckks::load_switching_key(*encapsulation, b.objects[ring_keys]));
+      cache.add(KeyRing::kBig, KeyKind::kToDense, 0, ckks::load_switching_key(ctx, b.objects[ring_keys + 1]));
     }
     cache.commit();
     return b.key_set;
   });
 }
 
-EvaluationKeys map_key_cache(const std::string& cache_path, const ckks::Context& ctx, const nn::HalfRing* half_ring) {
-  const Contexts contexts(ctx, half_ring);
+EvaluationKeys map_key_cache(const std::string& cache_path, const ckks::Context& ctx, const nn::HalfRing* half_ring,
+                             const ckks::Context* encapsulation) {
+  const Contexts contexts(ctx, half_ring, encapsulation);
   Index index;
   const auto verify = [&](int fd, std::size_t size) {
     try {
@@ -396,6 +421,7 @@ EvaluationKeys map_key_cache(const std::string& cache_path, const ckks::Context&
   EvaluationKeys keys;
   keys.key_set = index.tag;
   if (half_ring) keys.half.emplace();
+  if (encapsulation) keys.encapsulation.emplace();
   for (const Entry& e : index.entries) {
     const ckks::Context& c = *contexts.of(e.ring);
     ckks::SwitchingKey key = mapped_key(file->bytes().data() + e.offset, e, c);
@@ -404,16 +430,20 @@ EvaluationKeys map_key_cache(const std::string& cache_path, const ckks::Context&
       case KeyKind::kRelin: (big ? keys.relin : keys.half->relin).key = std::move(key); break;
       case KeyKind::kGalois: (big ? keys.galois : keys.half->galois).keys.emplace(e.element, std::move(key)); break;
       case KeyKind::kRingSwitch: keys.half->switch_key = std::move(key); break;
+      case KeyKind::kToSparse: keys.encapsulation->to_sparse = std::move(key); break;
+      case KeyKind::kToDense: keys.encapsulation->to_dense = std::move(key); break;
     }
   }
   keys.storage = file;
   return keys;
 }
 
-EvaluationKeys load_evaluation_keys(const std::string& path, const ckks::Context& ctx, const nn::HalfRing* half_ring) {
+EvaluationKeys load_evaluation_keys(const std::string& path, const ckks::Context& ctx, const nn::HalfRing* half_ring,
+                                    const ckks::Context* encapsulation) {
   std::array<char, kMagic.size()> magic{};
   std::ifstream(path, std::ios::binary).read(magic.data(), magic.size());
-  return magic == kMagic ? map_key_cache(path, ctx, half_ring) : read_evaluation_keys(path, ctx, half_ring);
+  return magic == kMagic ? map_key_cache(path, ctx, half_ring, encapsulation)
+                         : read_evaluation_keys(path, ctx, half_ring, encapsulation);
 }
 
 }  // namespace pfhe::runtime

@@ -26,17 +26,20 @@ namespace pfhe::runtime {
 // Expands the evaluation-key file at `keys_path` (checked as read_evaluation_keys checks
 // it) into a key cache at `cache_path` (written under a temporary name, then renamed), a
 // few keys in memory at a time. Returns the key-set tag.
+// `encapsulation`: the context of a bootstrapping model's encapsulation keys (null: none).
 std::uint64_t write_key_cache(const std::string& keys_path, const std::string& cache_path, const ckks::Context& ctx,
-                              const nn::HalfRing* half_ring);
+                              const nn::HalfRing* half_ring, const ckks::Context* encapsulation = nullptr);
 
 // The keys of a cache, their polynomials borrowing its mapping's pages
 // (EvaluationKeys::storage keeps it mapped). Before it is mapped, the index, every
 // section's digest and every word are checked. Refuses a cache made for other parameters
 // or another ring switch. Errors (ckks::SerializationError) name the path.
-EvaluationKeys map_key_cache(const std::string& cache_path, const ckks::Context& ctx, const nn::HalfRing* half_ring);
+EvaluationKeys map_key_cache(const std::string& cache_path, const ckks::Context& ctx, const nn::HalfRing* half_ring,
+                             const ckks::Context* encapsulation = nullptr);
 
 // A key file (read_evaluation_keys) or a key cache (map_key_cache), told apart by their
 // first bytes: what a server given either loads.
-EvaluationKeys load_evaluation_keys(const std::string& path, const ckks::Context& ctx, const nn::HalfRing* half_ring);
+EvaluationKeys load_evaluation_keys(const std::string& path, const ckks::Context& ctx, const nn::HalfRing* half_ring,
+                                    const ckks::Context* encapsulation = nullptr);
 
 }  // namespace pfhe::runtime

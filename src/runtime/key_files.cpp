@@ -71,11 +71,36 @@ ckks::SwitchingKey ring_switch_key(const nn::HalfRing& half_ring, const SecretKe
 }
 }  // namespace
 
+namespace {
+// The Galois elements of a request's big ring: its rotations and, with bootstrapping, conjugation.
+std::map<std::uint64_t, std::size_t> big_ring_elements(const ckks::Context& ctx, const KeyRequest& request) {
+  auto elements = ckks::galois_element_levels(ctx, request.big);
+  if (request.conjugation_level) {
+    if (*request.conjugation_level > ctx.max_level()) throw std::invalid_argument("conjugation key above the top level");
+    elements[ckks::galois_element_conjugate(ctx.n())] = *request.conjugation_level;
+  }
+  return elements;
+}
+
+}  // namespace
+
+std::unique_ptr<ckks::Context> encapsulation_context(const ckks::Context& ctx, const KeyRequest& request) {
+  if (request.ephemeral_weight == 0) return nullptr;
+  return std::make_unique<ckks::Context>(ckks::encapsulation_parameters(ctx.params()));
+}
+
 EvaluationKeys make_evaluation_keys(const ckks::Context& ctx, const nn::HalfRing* half_ring, const SecretKeyFile& secret,
-                                    const RotationRequest& rotations) {
+                                    const KeyRequest& rotations) {
   check_secret_keys(half_ring, secret);
   const ckks::KeyGenerator kg(ctx, secret.key);
-  EvaluationKeys keys{secret.key_set, kg.create_relin_key(), kg.create_galois_keys(rotations.big), std::nullopt, nullptr};
+  EvaluationKeys keys{secret.key_set, kg.create_relin_key(), kg.create_galois_keys(rotations.big),
+                      std::nullopt, std::nullopt, nullptr};
+  if (rotations.conjugation_level) {
+    const std::uint64_t conjugate = ckks::galois_element_conjugate(ctx.n());
+    keys.galois.keys.emplace(conjugate, kg.create_galois_key(conjugate, big_ring_elements(ctx, rotations).at(conjugate)));
+  }
+  if (const auto low = encapsulation_context(ctx, rotations))
+    keys.encapsulation = ckks::create_encapsulation_keys(kg, *low, rotations.ephemeral_weight);
   if (half_ring) {
     const ckks::KeyGenerator half(half_ring->context, *secret.half_key);
     keys.half = HalfRingKeys{
@@ -88,29 +113,35 @@ EvaluationKeys make_evaluation_keys(const ckks::Context& ctx, const nn::HalfRing
 namespace {
 // One ring's relinearization key and Galois keys as two streamed bundle objects.
 void add_ring_keys(std::vector<StreamedObject>& objects, const ckks::Context& ctx, const ckks::KeyGenerator& kg,
-                   const std::map<long, std::size_t>& rotation_levels) {
+                   std::map<std::uint64_t, std::size_t> elements) {
   objects.push_back(streamed(ckks::save(ctx, kg.create_relin_key())));
-  auto galois = std::make_shared<ckks::StreamedGaloisKeys>(
-      ckks::StreamedGaloisKeys{ctx, ckks::galois_element_levels(ctx, rotation_levels)});
+  auto galois = std::make_shared<ckks::StreamedGaloisKeys>(ckks::StreamedGaloisKeys{ctx, std::move(elements)});
   objects.push_back({galois->stored_size(), [galois, &kg](const ByteSink& sink) {
                        galois->write([&](std::uint64_t g, std::size_t level) { return kg.create_galois_key(g, level); },
                                      sink);
                      }});
 }
+void add_encapsulation_keys(std::vector<StreamedObject>& objects, const ckks::Context& ctx,
+                            const ckks::Context& encapsulation, const ckks::EncapsulationKeys& keys) {
+  objects.push_back(streamed(ckks::save_switching_key(encapsulation, keys.to_sparse)));
+  objects.push_back(streamed(ckks::save_switching_key(ctx, keys.to_dense)));
+}
 }  // namespace
 
 void write_evaluation_keys(const std::string& path, const ckks::Context& ctx, const nn::HalfRing* half_ring,
-                           const SecretKeyFile& secret, const RotationRequest& rotations) {
+                           const SecretKeyFile& secret, const KeyRequest& rotations) {
   check_secret_keys(half_ring, secret);
   const ckks::KeyGenerator kg(ctx, secret.key);
   std::vector<StreamedObject> objects;
-  add_ring_keys(objects, ctx, kg, rotations.big);
+  add_ring_keys(objects, ctx, kg, big_ring_elements(ctx, rotations));
   std::optional<ckks::KeyGenerator> half;
   if (half_ring) {
     half.emplace(half_ring->context, *secret.half_key);
-    add_ring_keys(objects, half_ring->context, *half, rotations.half);
-    objects.push_back(streamed(ckks::save_ring_switch_key(half_ring->switch_context, ring_switch_key(*half_ring, secret))));
+    add_ring_keys(objects, half_ring->context, *half, ckks::galois_element_levels(half_ring->context, rotations.half));
+    objects.push_back(streamed(ckks::save_switching_key(half_ring->switch_context, ring_switch_key(*half_ring, secret))));
   }
+  const auto low = encapsulation_context(ctx, rotations);
+  if (low) add_encapsulation_keys(objects, ctx, *low, ckks::create_encapsulation_keys(kg, *low, rotations.ephemeral_weight));
   write_bundle_file(path, secret.key_set, objects);
 }
 
@@ -123,25 +154,40 @@ void write_evaluation_keys(const std::string& path, const ckks::Context& ctx, co
   if (half_ring) {
     objects.push_back(streamed(ckks::save(half_ring->context, keys.half->relin)));
     objects.push_back(streamed(ckks::save(half_ring->context, keys.half->galois)));
-    objects.push_back(streamed(ckks::save_ring_switch_key(half_ring->switch_context, keys.half->switch_key)));
+    objects.push_back(streamed(ckks::save_switching_key(half_ring->switch_context, keys.half->switch_key)));
   }
+  if (keys.encapsulation)
+    add_encapsulation_keys(objects, ctx, ckks::Context(ckks::encapsulation_parameters(ctx.params())),
+                           *keys.encapsulation);
   write_bundle_file(path, keys.key_set, objects);
 }
 
-EvaluationKeys read_evaluation_keys(const std::string& path, const ckks::Context& ctx, const nn::HalfRing* half_ring) {
+EvaluationKeys read_evaluation_keys(const std::string& path, const ckks::Context& ctx, const nn::HalfRing* half_ring,
+                                    const ckks::Context* encapsulation) {
   return load_mapped_in_place(path, [&](std::span<const std::uint8_t> bytes,
                                         const std::shared_ptr<const ckks::Backing>& mapping) {
     const BundleView b = load_bundle(bytes);
-    if (b.objects.size() != (half_ring ? 5u : 2u))
-      throw ckks::SerializationError(count_problem("evaluation keys", b.objects.size(), 2, 5, half_ring));
+    const std::size_t ring_keys = half_ring ? 5u : 2u, encapsulation_keys = encapsulation ? 2u : 0u;
+    if (b.objects.size() != ring_keys + encapsulation_keys) {
+      if (b.objects.size() == ring_keys + 2 - encapsulation_keys)
+        throw ckks::SerializationError(std::string("evaluation keys: ") +
+                                       (encapsulation ? "without the bootstrapping (encapsulation) keys the model needs"
+                                                      : "with bootstrapping keys the model does not use") +
+                                       " (keys of another model?)");
+      throw ckks::SerializationError(count_problem("evaluation keys", b.objects.size(), 2 + encapsulation_keys,
+                                                   5 + encapsulation_keys, half_ring));
+    }
     // The stored keys' pages are released as they are parsed: loading then peaks near the
     // expanded keys alone, not the expanded keys plus the 4.8 GB file of CryptoFaceNet's.
     EvaluationKeys keys{b.key_set, ckks::load_relin_key(ctx, b.objects[0]),
-                        ckks::load_galois_keys(ctx, b.objects[1], mapping.get()), std::nullopt, nullptr};
+                        ckks::load_galois_keys(ctx, b.objects[1], mapping.get()), std::nullopt, std::nullopt, nullptr};
     if (half_ring)
       keys.half = HalfRingKeys{ckks::load_relin_key(half_ring->context, b.objects[2]),
                                ckks::load_galois_keys(half_ring->context, b.objects[3], mapping.get()),
-                               ckks::load_ring_switch_key(half_ring->switch_context, b.objects[4])};
+                               ckks::load_switching_key(half_ring->switch_context, b.objects[4])};
+    if (encapsulation)
+      keys.encapsulation = ckks::EncapsulationKeys{ckks::load_switching_key(*encapsulation, b.objects[ring_keys]),
+                                                   ckks::load_switching_key(ctx, b.objects[ring_keys + 1])};
     return keys;
   });
 }

@@ -2,13 +2,16 @@
 // each a bundle (runtime/bundle.h) tagged with the key set. A model that switches to the
 // half ring (nn/half_ring.h) has keys in both rings: the secret-key file then holds both
 // secrets, and the evaluation-key file the big ring's relinearization and Galois keys,
-// the half ring's, and the ring-switch key.
+// the half ring's, and the ring-switch key. A model that bootstraps with sparse-secret
+// encapsulation (ckks/bootstrapping.h) adds the two encapsulation keys at the end; its
+// conjugation key is one more Galois key.
 #pragma once
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
 
+#include "ckks/bootstrapping.h"
 #include "ckks/context.h"
 #include "ckks/keygen.h"
 #include "ckks/keys.h"
@@ -43,26 +46,36 @@ struct EvaluationKeys {
   ckks::RelinKey relin;
   ckks::GaloisKeys galois;
   std::optional<HalfRingKeys> half;
+  std::optional<ckks::EncapsulationKeys> encapsulation;  // with a bootstrapping model's encapsulation
   // What the keys' words live in when they are used in place (a mapped key cache,
   // runtime/key_cache.h); null when they own them.
   std::shared_ptr<const void> storage;
 };
 
-// What an evaluation-key set holds: rotation steps with the level each is needed at, per ring.
-struct RotationRequest {
+// What an evaluation-key set holds: rotation steps with the level each is needed at, per
+// ring; with bootstrapping the conjugation key's level and, with encapsulation, the
+// ephemeral secret's Hamming weight (0: no encapsulation keys).
+struct KeyRequest {
   std::map<long, std::size_t> big, half;
+  std::optional<std::size_t> conjugation_level;
+  int ephemeral_weight = 0;
 };
 
 EvaluationKeys make_evaluation_keys(const ckks::Context& ctx, const nn::HalfRing* half_ring, const SecretKeyFile& secret,
-                                    const RotationRequest& rotations);
+                                    const KeyRequest& rotations);
+// The context of a key set's encapsulation keys (ckks::encapsulation_parameters of ctx's),
+// made when the request asks for them; null otherwise.
+std::unique_ptr<ckks::Context> encapsulation_context(const ckks::Context& ctx, const KeyRequest& request);
 // The same keys written to `path` as they are made (ckks::StreamedGaloisKeys, a few at a
 // time), so the key set (10 GB in memory for CryptoFaceNet) never is in memory at once.
 void write_evaluation_keys(const std::string& path, const ckks::Context& ctx, const nn::HalfRing* half_ring,
-                           const SecretKeyFile& secret, const RotationRequest& rotations);
+                           const SecretKeyFile& secret, const KeyRequest& rotations);
 // Keys already in memory (e.g. made by make_evaluation_keys), in the same file format.
 void write_evaluation_keys(const std::string& path, const ckks::Context& ctx, const nn::HalfRing* half_ring,
                            const EvaluationKeys& keys);
-// Refuses a file without (or with) the half ring's keys when `half_ring` is (not) given.
-EvaluationKeys read_evaluation_keys(const std::string& path, const ckks::Context& ctx, const nn::HalfRing* half_ring);
+// Refuses a file without (or with) the half ring's keys when `half_ring` is (not) given, and
+// without (or with) encapsulation keys when `encapsulation` (their context) is (not) given.
+EvaluationKeys read_evaluation_keys(const std::string& path, const ckks::Context& ctx, const nn::HalfRing* half_ring,
+                                    const ckks::Context* encapsulation = nullptr);
 
 }  // namespace pfhe::runtime

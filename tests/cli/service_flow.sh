@@ -52,6 +52,16 @@ if "$pfhe" client register --server "$url" --eval-keys ek --wait 1 2> err.txt; t
 grep -q "closed the connection while the request was sent" err.txt || { cat err.txt; fail "full disk: client message"; }
 grep -q "key registration: refused: the disk is full" serve.log || fail "the full disk was not logged"
 find state/keys -name '.upload-*' -type l -delete
+# A job input that finds the disk full (its journal file written to /dev/full): HTTP 507,
+# nothing journaled, logged (regression: the write error was answered 400, as if the
+# request were malformed).
+"$pfhe" encrypt "${spec[@]}" --secret-key sk --image a.png --out full.cts 2> /dev/null
+job=$(/usr/bin/python3 -c 'import sys, xxhash; print(xxhash.xxh3_64_hexdigest(open(sys.argv[1], "rb").read()))' full.cts)
+ln -s /dev/full "state/jobs/$job.input.partial"
+if "$pfhe" client submit --server "$url" --input full.cts --wait 1 2> err.txt; then fail "a job stored on a full disk"; fi
+grep -q "HTTP 507.*disk is full" err.txt || { cat err.txt; fail "full disk: job message"; }
+grep -q "job: not stored: .*No space left on device" serve.log || fail "the full disk (job) was not logged"
+[ ! -e "state/jobs/$job.input" ] && [ ! -L "state/jobs/$job.input.partial" ] || fail "a job refused on a full disk left files"
 # An inference announcing more than any encrypted input is refused before its body is read.
 exec 3<> "/dev/tcp/127.0.0.1/$(cat state/port)"
 printf 'POST /v1/jobs HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999999\r\nConnection: close\r\n\r\n' >&3

@@ -49,7 +49,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   try { load_public_key(ctx, bytes); } catch (const SerializationError&) {}
   try { load_relin_key(ctx, bytes); } catch (const SerializationError&) {}
   try { load_galois_keys(ctx, bytes); } catch (const SerializationError&) {}
-  try { load_ring_switch_key(ctx, bytes); } catch (const SerializationError&) {}
+  try { load_switching_key(ctx, bytes); } catch (const SerializationError&) {}
   try { pfhe::nn::load_model(bytes); } catch (const pfhe::nn::ModelFormatError&) {}
   try { pfhe::nn::load_graph(bytes); } catch (const pfhe::nn::ModelFormatError&) {}
   try { pfhe::nn::import_onnx(bytes, "fuzz input"); } catch (const pfhe::nn::OnnxImportError&) {}

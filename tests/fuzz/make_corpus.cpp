@@ -95,7 +95,7 @@ int main(int argc, char** argv) {
     throw std::logic_error("the switch key's parameters differ from the fuzz parameters");
   const KeyGenerator half_kg(half_ring->context);
   write_file(dir + "/ring_switch_key",
-             save_ring_switch_key(half_ring->switch_context,
+             save_switching_key(half_ring->switch_context,
                                   create_ring_switch_key(half_ring->switch_context, kg.secret_key(), half_ring->context,
                                                          half_kg.secret_key())));
   client.ring_switch = half_ring->choice;

@@ -12,12 +12,15 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <thread>
 
 #include "ckks/serialization.h"
 #include "reduced_server.h"
 #include "runtime/client_server.h"
 #include "runtime/executor.h"
+#include "runtime/key_cache.h"
+#include "nn/fit.h"
 #include "nn/parameter_choice.h"
 #include "nn/precision.h"
 #include "nn/synthetic.h"
@@ -390,7 +393,7 @@ TEST(ClientServer, RingSwitchingModelKeysSpecAndExecutors) {
   const nn::Tensor got = client.decrypt_output({secret.key_set, {embedding}});
   EXPECT_LT(nn::precision_of(got, model.normalized(images[1])).relative, 1e-5);
   // Keys without the half ring's part cannot drive this model.
-  runtime::EvaluationKeys big_only{keys.key_set, keys.relin, keys.galois, std::nullopt, nullptr};
+  runtime::EvaluationKeys big_only{keys.key_set, keys.relin, keys.galois, std::nullopt, std::nullopt, nullptr};
   EXPECT_THROW(runtime::Evaluators(ctx, half_ring.get(), big_only), std::invalid_argument);
 }
 
@@ -523,4 +526,98 @@ TEST(ClientServer, PatchCnnGraphServedWithItsRingSwitch) {
   const double want = nn::match_score(model.normalized(images[1]), model.normalized(images[0]), 0.5);
   const double score = client.decrypt_score(keys.match(probe, enrolled, 0.5));
   EXPECT_NEAR(score, want, 1e-4 * std::max(1.0, std::fabs(want)));
+}
+
+namespace {
+nn::Conv2d small_conv(std::size_t channels, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> d(-0.3, 0.3);
+  nn::Conv2d c{channels, channels, 3, 1, 1, std::vector<double>(channels * channels * 9), {}};
+  for (double& w : c.weight) w = d(rng);
+  c.bias.assign(channels, 0.05);
+  return c;
+}
+}  // namespace
+
+// A graph deeper than its chain, served from its stored form: the artefact carries its
+// bootstrapper's configuration, the client spec the conjugation and encapsulation keys, the
+// key file and the key cache hold them, and bootstraps inside the two parallel branches run
+// on every executor byte-identically (the insecure N = 2^12 ring; `pfhe compile` chooses
+// the same configuration at N = 2^16, nn::graph_bootstrap_config).
+TEST(ClientServer, BootstrappedGraphServedFromItsFilesOnEveryExecutor) {
+  ckks::BootstrapConfig config = nn::graph_bootstrap_config();
+  config.log_slots = 11;
+  const ckks::Parameters params =
+      test::bootstrap_params(12, config, 5, 56, ckks::SecretDistribution::kTernaryUniform, 0);
+  // Two towers of six convolutions each (with 5 levels between bootstraps, each bootstraps).
+  nn::Graph graph({2, 4, 4});
+  std::size_t towers[2];
+  for (std::size_t t = 0; t < 2; ++t) {
+    std::size_t x = 0;
+    for (int i = 0; i < 6; ++i)
+      x = graph.add("tower" + std::to_string(t) + ".conv" + std::to_string(i), small_conv(2, 40 * t + i), x);
+    towers[t] = x;
+  }
+  graph.add("sum", nn::Add{}, {towers[0], towers[1]});
+  const nn::FitReport ranges = nn::fit(graph, nn::synthetic_images(8, {2, 4, 4}, 9), 1e6);
+  ckks::Bytes artefact;
+  {
+    const ckks::Context ctx(params);
+    const ckks::Encoder enc(ctx);
+    const nn::CompiledGraph compiled = nn::compile_graph(graph, enc, 0, false, config, &ranges);
+    EXPECT_EQ(compiled.bootstraps(), 2u);
+    EXPECT_THROW(nn::compile_graph(graph, enc, 0, false, config, nullptr), std::invalid_argument);  // no ranges
+    artefact = compiled.save();
+  }
+  const runtime::ServedModel served(params, [&](const ckks::Encoder& enc) { return nn::CompiledGraph::load(enc, artefact); });
+  ASSERT_NE(served.graph().bootstrapper(), nullptr);
+  ASSERT_NE(served.encapsulation_context(), nullptr);
+  EXPECT_EQ(served.tasks(), 2u);
+  const runtime::ClientSpec spec = runtime::ClientSpec::from_json(served.client_spec().to_json());
+  ASSERT_TRUE(spec.conjugation_level.has_value());
+  EXPECT_EQ(*spec.conjugation_level, served.graph().bootstrapper()->conjugation_level());
+  EXPECT_EQ(spec.ephemeral_weight, config.ephemeral_weight);
+
+  const auto dir = std::filesystem::temp_directory_path() / ("pfhe-boot-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string key_file = (dir / "eval.keys").string(), cache = (dir / "eval.cache").string();
+  const runtime::SecretKeyFile secret = runtime::generate_keys(served.context(), spec, key_file);
+  runtime::write_key_cache(key_file, cache, served.context(), nullptr, served.encapsulation_context());
+  const runtime::Client client(served.context(), spec, secret);
+  const nn::Tensor image = nn::synthetic_images(1, {2, 4, 4}, 78)[0];
+  const runtime::CiphertextFile input =
+      runtime::load_ciphertexts(runtime::view_of(client.encrypt_image(image)), served.context());
+  std::vector<ckks::Bytes> outputs;
+  for (const std::string& keys_path : {key_file, cache}) {
+    const runtime::KeySet keys(served, keys_path);
+    std::vector<std::unique_ptr<runtime::Executor>> executors;
+    executors.push_back(runtime::make_sequential_executor());
+    executors.push_back(runtime::make_thread_executor(2));
+    executors.push_back(runtime::make_fork_executor(2));
+    for (const auto& executor : executors) {
+      const runtime::CiphertextFile out = keys.infer(input, *executor);
+      outputs.push_back(ckks::save(served.context(), out.ciphertexts.at(0)));
+      if (outputs.size() == 1) {
+        const double relative = nn::precision_of(client.decrypt_output(out), graph.forward(image)).relative;
+        std::printf("bootstrapped two-tower graph: relative error %.2e\n", relative);
+        EXPECT_LT(relative, 1e-3);
+      }
+    }
+  }
+  for (const ckks::Bytes& out : outputs) EXPECT_EQ(out, outputs[0]);
+  EXPECT_TRUE(no_children_left());
+
+  // Keys without the bootstrapping part are refused when the key set is made, naming it.
+  runtime::EvaluationKeys without = runtime::read_evaluation_keys(key_file, served.context(), nullptr,
+                                                                  served.encapsulation_context());
+  without.encapsulation.reset();
+  try {
+    runtime::KeySet(served, std::move(without));
+    ADD_FAILURE() << "keys without encapsulation accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("encapsulation"), std::string::npos) << e.what();
+  }
+  // A key file read as if the model did not bootstrap: the object count names the reason.
+  EXPECT_THROW(runtime::read_evaluation_keys(key_file, served.context(), nullptr), ckks::SerializationError);
+  std::filesystem::remove_all(dir);
 }

@@ -128,6 +128,23 @@ class HerPNNet(nn.Module):
         return self.fc(self.pool(self.block(self.conv(x))))
 
 
+class DeepResidual(nn.Module):
+    """Seven residual blocks x + conv(x^2 / 4) on 4 channels: depth 16, deeper than the 13
+    levels between bootstraps of `pfhe compile --bootstrap`, so one bootstrap is placed."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)
+        self.blocks = nn.ModuleList(nn.Conv2d(4, 4, 3, padding=1) for _ in range(7))
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for conv in self.blocks:
+            x = x + conv(0.25 * x * x)
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
 def external_data_copies(work):
     """residual.onnx again with every weight in one external file (ext/), and a copy whose
     first tensor points outside its directory (bad/): what onnx.save_model writes for large
@@ -248,6 +265,7 @@ def main():
     export(patches, (3, 16, 16), work, "patches", gen)
     export(herpn, (3, 16, 16), work, "herpn", gen)
     export(ChannelWindows(), (3, 16, 16), work, "windows", gen)
+    export(DeepResidual(), (1, 8, 8), work, "deep", gen)
     write_batch(lenet, (1, 28, 28), work, "lenet", gen, 20)
     write_batch(residual, (3, 16, 16), work, "residual", gen, 20)
     write_batch(patches, (3, 16, 16), work, "patches", gen, 20)

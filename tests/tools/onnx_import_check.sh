@@ -18,7 +18,7 @@ repo=$3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 /usr/bin/python3 "$repo/tests/tools/onnx_import_check.py" "$work" 2> "$work/export.log" || { cat "$work/export.log"; exit 1; }
-for name in lenet residual matmul reshape patches herpn windows; do
+for name in lenet residual matmul reshape patches herpn windows deep; do
   "$pfhe" import "$work/$name.onnx" --out "$work/$name.pfhm" 2> /dev/null
   "$model_tool" graph-logits "$work/$name.pfhm" "$work/$name.input.f64" > "$work/$name.got.txt"
   paste "$work/$name.got.txt" "$work/$name.expected.txt" | awk -v name="$name" '
@@ -47,6 +47,30 @@ echo "herpn: 3 HerPNs imported as 3 per-channel quadratics"
     --reference-image windows.input.npy --json windows.result.json > /dev/null
   /usr/bin/python3 -c 'import json; e = json.load(open("windows.result.json"))["relative_error"]; print(f"windows encrypted: relative error {e:.2e}"); exit(0 if e < 1e-4 else 1)' ||
     { echo "windows: encrypted run differs"; exit 1; }
+)
+# Bootstrapping from the command line (issue 24): the deep residual network (depth 16) with
+# `--bootstrap` gets N = 2^16's bootstrapping chain (13 levels between bootstraps) and one
+# bootstrap, placed on the trunk before a residual block; its keys (rotations, conjugation,
+# encapsulation) come from the client spec, and the result matches float64.
+(
+  cd "$work"
+  d=(--spec srv-deep/client.json --params srv-deep/params.pfhe)
+  "$pfhe" compile --model deep.pfhm --out-dir srv-deep --bootstrap --budget-gb 0.1 2> deep.compile.log ||
+    { cat deep.compile.log; exit 1; }
+  grep -q "1 bootstrap(s) placed" deep.compile.log || { cat deep.compile.log; echo "deep: not one bootstrap"; exit 1; }
+  grep -q '"ephemeral_weight": 32' srv-deep/client.json || { echo "deep: the spec names no encapsulation"; exit 1; }
+  "$pfhe" keygen "${d[@]}" --secret-key deep.sk --eval-keys deep.ek 2> deep.keygen.log ||
+    { cat deep.keygen.log; exit 1; }
+  grep -q "the conjugation key and the two encapsulation keys" deep.keygen.log || { cat deep.keygen.log; exit 1; }
+  "$pfhe" encrypt "${d[@]}" --secret-key deep.sk --image deep.input.npy --out deep.x.cts 2> /dev/null
+  "$pfhe" infer --params srv-deep/params.pfhe --model srv-deep/model.pfhc --eval-keys deep.ek \
+    --input deep.x.cts --out deep.y.ct --executor threads --workers 2 2> deep.infer.log || { cat deep.infer.log; exit 1; }
+  grep -q "bootstrap" deep.infer.log || { cat deep.infer.log; echo "deep: no bootstrap in the step report"; exit 1; }
+  "$pfhe" decrypt "${d[@]}" --secret-key deep.sk --input deep.y.ct --reference-model deep.pfhm \
+    --reference-image deep.input.npy --json deep.result.json > /dev/null
+  /usr/bin/python3 -c 'import json; e = json.load(open("deep.result.json"))["relative_error"]; print(f"deep, bootstrapped from the CLI: relative error {e:.2e}"); exit(0 if e < 1e-4 else 1)' ||
+    { echo "deep: bootstrapped run differs"; exit 1; }
+  rm -f deep.ek  # 3.3 GB
 )
 # The imported models, encrypted from the command line: compile, keygen, encrypt of a .npy
 # input, infer on two fork workers, decrypt against the float64 reference; then issue 21's
