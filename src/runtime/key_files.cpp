@@ -72,16 +72,19 @@ ckks::SwitchingKey ring_switch_key(const nn::HalfRing& half_ring, const SecretKe
 }  // namespace
 
 namespace {
+// The conjugation key a request asks for (bootstrapping): its Galois element and level.
+std::optional<std::pair<std::uint64_t, std::size_t>> conjugation_key(const ckks::Context& ctx, const KeyRequest& request) {
+  if (!request.conjugation_level) return std::nullopt;
+  if (*request.conjugation_level > ctx.max_level()) throw std::invalid_argument("conjugation key above the top level");
+  return std::pair{ckks::galois_element_conjugate(ctx.n()), *request.conjugation_level};
+}
+
 // The Galois elements of a request's big ring: its rotations and, with bootstrapping, conjugation.
 std::map<std::uint64_t, std::size_t> big_ring_elements(const ckks::Context& ctx, const KeyRequest& request) {
   auto elements = ckks::galois_element_levels(ctx, request.big);
-  if (request.conjugation_level) {
-    if (*request.conjugation_level > ctx.max_level()) throw std::invalid_argument("conjugation key above the top level");
-    elements[ckks::galois_element_conjugate(ctx.n())] = *request.conjugation_level;
-  }
+  if (const auto conjugate = conjugation_key(ctx, request)) elements.insert(*conjugate);
   return elements;
 }
-
 }  // namespace
 
 std::unique_ptr<ckks::Context> encapsulation_context(const ckks::Context& ctx, const KeyRequest& request) {
@@ -95,10 +98,8 @@ EvaluationKeys make_evaluation_keys(const ckks::Context& ctx, const nn::HalfRing
   const ckks::KeyGenerator kg(ctx, secret.key);
   EvaluationKeys keys{secret.key_set, kg.create_relin_key(), kg.create_galois_keys(rotations.big),
                       std::nullopt, std::nullopt, nullptr};
-  if (rotations.conjugation_level) {
-    const std::uint64_t conjugate = ckks::galois_element_conjugate(ctx.n());
-    keys.galois.keys.emplace(conjugate, kg.create_galois_key(conjugate, big_ring_elements(ctx, rotations).at(conjugate)));
-  }
+  if (const auto conjugate = conjugation_key(ctx, rotations))
+    keys.galois.keys.emplace(conjugate->first, kg.create_galois_key(conjugate->first, conjugate->second));
   if (const auto low = encapsulation_context(ctx, rotations))
     keys.encapsulation = ckks::create_encapsulation_keys(kg, *low, rotations.ephemeral_weight);
   if (half_ring) {
@@ -162,21 +163,30 @@ void write_evaluation_keys(const std::string& path, const ckks::Context& ctx, co
   write_bundle_file(path, keys.key_set, objects);
 }
 
+namespace {
+// The object count of an evaluation-key file for a model with (or without) a half ring and
+// encapsulation: returns the count of ring keys (before the encapsulation keys), throws
+// saying which kind of model the file was made for otherwise.
+std::size_t check_evaluation_key_objects(std::size_t found, const nn::HalfRing* half_ring,
+                                        const ckks::Context* encapsulation) {
+  const std::size_t ring_keys = half_ring ? 5u : 2u, encapsulation_keys = encapsulation ? 2u : 0u;
+  if (found == ring_keys + encapsulation_keys) return ring_keys;
+  if (found == ring_keys + 2 - encapsulation_keys)
+    throw ckks::SerializationError(std::string("evaluation keys: ") +
+                                   (encapsulation ? "without the bootstrapping (encapsulation) keys the model needs"
+                                                  : "with bootstrapping keys the model does not use") +
+                                   " (keys of another model?)");
+  throw ckks::SerializationError(
+      count_problem("evaluation keys", found, 2 + encapsulation_keys, 5 + encapsulation_keys, half_ring));
+}
+}  // namespace
+
 EvaluationKeys read_evaluation_keys(const std::string& path, const ckks::Context& ctx, const nn::HalfRing* half_ring,
                                     const ckks::Context* encapsulation) {
   return load_mapped_in_place(path, [&](std::span<const std::uint8_t> bytes,
                                         const std::shared_ptr<const ckks::Backing>& mapping) {
     const BundleView b = load_bundle(bytes);
-    const std::size_t ring_keys = half_ring ? 5u : 2u, encapsulation_keys = encapsulation ? 2u : 0u;
-    if (b.objects.size() != ring_keys + encapsulation_keys) {
-      if (b.objects.size() == ring_keys + 2 - encapsulation_keys)
-        throw ckks::SerializationError(std::string("evaluation keys: ") +
-                                       (encapsulation ? "without the bootstrapping (encapsulation) keys the model needs"
-                                                      : "with bootstrapping keys the model does not use") +
-                                       " (keys of another model?)");
-      throw ckks::SerializationError(count_problem("evaluation keys", b.objects.size(), 2 + encapsulation_keys,
-                                                   5 + encapsulation_keys, half_ring));
-    }
+    const std::size_t ring_keys = check_evaluation_key_objects(b.objects.size(), half_ring, encapsulation);
     // The stored keys' pages are released as they are parsed: loading then peaks near the
     // expanded keys alone, not the expanded keys plus the 4.8 GB file of CryptoFaceNet's.
     EvaluationKeys keys{b.key_set, ckks::load_relin_key(ctx, b.objects[0]),
