@@ -214,26 +214,34 @@ TEST(Bootstrapping, DenseSecretWithSparseEncapsulation) {
 
 TEST(Bootstrapping, SlotsToCoeffsFirst) {
   // The input arrives at level stc_stages; EvalMod sees the message itself, so a larger
-  // message ratio (2^14) keeps the sine's cubic error down.
+  // message ratio (2^14) keeps the sine's cubic error down. With chained giant steps (as
+  // graphs bootstrap) the DFT stages need fewer rotation keys for the same precision.
   for (int log_slots : {4, 11}) {
-    BootstrapConfig config = config_for(log_slots);
-    config.slots_to_coeffs_first = true;
-    const BootSetup s(12, config, SecretDistribution::kTernaryHamming, 32, 54);
-    EXPECT_EQ(s.boot.input_level(), static_cast<std::size_t>(config.stc_stages));
-    EXPECT_EQ(s.boot.output_level(), s.ctx.max_level() - config.cts_stages - config.eval_mod_depth());
-    const auto x = test::random_complex(s.boot.slots(), 61 + static_cast<std::uint64_t>(log_slots));
-    const Ciphertext low = s.encrypt_at_level0(x);
-    EXPECT_THROW(s.boot.bootstrap(s.keys.eval, low), std::invalid_argument);  // below its input level
-    const Ciphertext in =
-        s.keys.encryptor.encrypt(s.encoder.encode(x, s.boot.input_level(), s.ctx.params().default_scale()));
-    const Ciphertext out = s.boot.bootstrap(s.keys.eval, in);
-    EXPECT_EQ(out.level(), s.boot.output_level());
-    EXPECT_EQ(out.log_slots, log_slots);
-    const Precision p = precision(s.decrypt(out), x);
-    std::printf("SlotsToCoeffs first, 2^%d slots: mean %.1f bits, worst %.1f bits\n", log_slots, p.mean_bits,
-                p.worst_bits);
-    EXPECT_GT(p.mean_bits, 25) << log_slots;
-    EXPECT_GT(p.worst_bits, 21) << log_slots;
+    std::size_t summed_keys = 0;
+    for (const GiantSteps giants : {GiantSteps::kSummed, GiantSteps::kChained}) {
+      BootstrapConfig config = config_for(log_slots);
+      config.slots_to_coeffs_first = true;
+      config.giant_steps = giants;
+      const BootSetup s(12, config, SecretDistribution::kTernaryHamming, 32, 54);
+      EXPECT_EQ(s.boot.input_level(), static_cast<std::size_t>(config.stc_stages));
+      EXPECT_EQ(s.boot.output_level(), s.ctx.max_level() - config.cts_stages - config.eval_mod_depth());
+      const auto x = test::random_complex(s.boot.slots(), 61 + static_cast<std::uint64_t>(log_slots));
+      const Ciphertext low = s.encrypt_at_level0(x);
+      EXPECT_THROW(s.boot.bootstrap(s.keys.eval, low), std::invalid_argument);  // below its input level
+      const Ciphertext in =
+          s.keys.encryptor.encrypt(s.encoder.encode(x, s.boot.input_level(), s.ctx.params().default_scale()));
+      const Ciphertext out = s.boot.bootstrap(s.keys.eval, in);
+      EXPECT_EQ(out.level(), s.boot.output_level());
+      EXPECT_EQ(out.log_slots, log_slots);
+      const Precision p = precision(s.decrypt(out), x);
+      const bool chained = giants == GiantSteps::kChained;
+      std::printf("SlotsToCoeffs first, 2^%d slots, %s giant steps: mean %.1f bits, worst %.1f bits, %zu rotation keys\n",
+                  log_slots, chained ? "chained" : "summed", p.mean_bits, p.worst_bits, s.boot.rotation_levels().size());
+      EXPECT_GT(p.mean_bits, 25) << log_slots;
+      EXPECT_GT(p.worst_bits, 21) << log_slots;
+      if (!chained) summed_keys = s.boot.rotation_levels().size();
+      else if (log_slots == 11) EXPECT_LT(s.boot.rotation_levels().size(), summed_keys);
+    }
   }
 }
 

@@ -1,10 +1,13 @@
 // CKKS scheme: parameters, encoder, encryption, evaluator operations and their precision.
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include "ckks/encoder.h"
 #include "ckks/encryptor.h"
 #include "ckks/evaluator.h"
 #include "ckks/keygen.h"
+#include "ckks/serialization.h"
 #include "test_util.h"
 
 using namespace pfhe;
@@ -58,6 +61,106 @@ TEST(Parameters, TableAndFingerprints) {
   EXPECT_THROW(Parameters::create(spec), std::invalid_argument);
   spec.dnum = 0;
   EXPECT_EQ(Parameters::create(spec).dnum(), 2);
+}
+
+// A bootstrapping-like chain (a big q_0, 40-bit computation primes under 60- and 50-bit
+// ones): digits filled from q_0 up give the fewest digits at every level, where equal runs
+// of primes waste one at the computation levels.
+ParameterSpec mixed_chain_spec() {
+  ParameterSpec spec;
+  spec.log_n = 12;
+  spec.q_bits = {54, 42, 42, 40, 40, 40, 40, 40, 40, 60, 60, 60, 50, 50};
+  spec.p_bits = {46, 46, 46, 46};
+  spec.digit_headroom_bits = 0;
+  spec.default_scale = std::ldexp(1.0, 40);
+  return spec;
+}
+
+// The fewest runs of consecutive primes, each within `bound` bits, covering q_0..q_level.
+std::size_t fewest_digits(const Parameters& params, std::size_t level, double bound) {
+  std::vector<std::size_t> best(level + 2, SIZE_MAX);  // best[i]: primes 0..i-1 covered
+  best[0] = 0;
+  for (std::size_t end = 1; end <= level + 1; ++end) {
+    double bits = 0;
+    for (std::size_t begin = end; begin-- > 0;) {
+      bits += std::log2(static_cast<double>(params.q()[begin]));
+      if (bits > bound) break;
+      if (best[begin] != SIZE_MAX) best[end] = std::min(best[end], best[begin] + 1);
+    }
+  }
+  return best[level + 1];
+}
+
+TEST(Parameters, DigitsFilledFromTheBottomAreTheFewestAtEveryLevel) {
+  const Parameters params = Parameters::create_insecure_for_testing(mixed_chain_spec());
+  double log_p = 0;
+  for (auto p : params.p()) log_p += std::log2(static_cast<double>(p));
+  bool fewer_than_equal_runs = false;
+  // Equal runs: the fewest that fit (what the automatic choice was before digits were
+  // filled), 5 here.
+  ParameterSpec equal = mixed_chain_spec();
+  equal.dnum = 5;
+  const Parameters runs = Parameters::create_insecure_for_testing(equal);
+  equal.dnum = 4;
+  EXPECT_THROW(Parameters::create_insecure_for_testing(equal), std::invalid_argument);
+  for (std::size_t level = 0; level <= params.max_level(); ++level) {
+    EXPECT_EQ(params.digits_at(level), fewest_digits(params, level, log_p)) << "level " << level;
+    EXPECT_LE(params.digits_at(level), runs.digits_at(level)) << "level " << level;
+    fewer_than_equal_runs = fewer_than_equal_runs || params.digits_at(level) < runs.digits_at(level);
+  }
+  EXPECT_TRUE(fewer_than_equal_runs);
+  EXPECT_EQ(params.digit_primes(), (std::vector<std::size_t>{4, 4, 3, 3}));
+  EXPECT_NE(params.fingerprint(), runs.fingerprint());  // the cut is part of the set
+}
+
+TEST(Parameters, StoredDigitsLoadBackAndSetsWithoutThemAreEqualRuns) {
+  const Parameters params = Parameters::create_insecure_for_testing(mixed_chain_spec());
+  const Bytes stored = save_parameters(params);
+  const Parameters loaded = load_parameters(stored);
+  EXPECT_EQ(loaded.digit_primes(), params.digit_primes());
+  EXPECT_EQ(loaded.fingerprint(), params.fingerprint());
+  // A set written before digits were stored: the payload ends after `insecure`. Equal runs
+  // load with the fingerprint they always had; a cut that is not equal runs cannot be
+  // told from such a file, so its fingerprint does not match.
+  const auto without_digits = [](const Parameters& p) {
+    Bytes b = save_parameters(p);
+    b.resize(b.size() - 4 * static_cast<std::size_t>(p.dnum()));
+    const std::uint64_t size = b.size() - 40;
+    std::memcpy(b.data() + 24, &size, 8);  // header: stored and raw payload sizes
+    std::memcpy(b.data() + 32, &size, 8);
+    return b;
+  };
+  ParameterSpec equal = mixed_chain_spec();
+  equal.dnum = 5;
+  const Parameters runs = Parameters::create_insecure_for_testing(equal);
+  EXPECT_EQ(load_parameters(without_digits(runs)).fingerprint(), runs.fingerprint());
+  EXPECT_EQ(load_parameters(without_digits(runs)).digit_primes(), runs.digit_primes());
+  EXPECT_THROW(load_parameters(without_digits(params)), SerializationError);
+  // A stored cut that does not cover the chain is refused.
+  Bytes bad = stored;
+  bad[bad.size() - 4] += 1;
+  EXPECT_THROW(load_parameters(bad), SerializationError);
+}
+
+TEST(Parameters, KeySwitchingWorksAtEveryLevelOfAFilledCut) {
+  const Context ctx(Parameters::create_insecure_for_testing(mixed_chain_spec()));
+  Encoder enc(ctx);
+  KeyGenerator kg(ctx);
+  const RelinKey rlk = kg.create_relin_key();
+  const GaloisKeys gk = kg.create_galois_keys({3}, false);
+  Evaluator eval(ctx, &rlk, &gk);
+  Encryptor encryptor(ctx, kg.secret_key());
+  Decryptor decryptor(ctx, kg.secret_key());
+  const auto v = test::random_complex(ctx.n() / 2, 5);
+  std::vector<std::complex<double>> want(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) want[i] = v[(i + 3) % v.size()] * v[(i + 3) % v.size()];
+  for (std::size_t level = 1; level <= ctx.max_level(); ++level) {
+    const double scale = static_cast<double>(ctx.params().q()[level]);
+    const Ciphertext c = encryptor.encrypt(enc.encode(v, level, scale));
+    Ciphertext sq = eval.rotate(eval.multiply_relin(c, c), 3);
+    eval.rescale_inplace(sq);
+    EXPECT_GT(precision_bits(enc.decode(decryptor.decrypt(sq)), want), 20) << "level " << level;
+  }
 }
 
 class CkksTest : public ::testing::Test {

@@ -441,6 +441,8 @@ TEST(GraphParameters, DeepGraphsBootstrapAtTwoToTheSixteen) {
   // with no more key-switching digits than it has.
   EXPECT_GE(std::count(chosen.spec.q_bits.begin(), chosen.spec.q_bits.end(), 40), 12);
   EXPECT_LE(params.dnum(), kBootstrapMaxDigits);
+  // Keys bound memory at these levels: giant steps are chained (ckks::GiantSteps).
+  EXPECT_EQ(chosen.bootstrapping->giant_steps, ckks::GiantSteps::kChained);
 
   Graph shallow({1, 4, 4});
   shallow.add("conv", conv(1, 1, 1, false, 700), 0);

@@ -99,6 +99,53 @@ TEST(LinearTransform, ChoosesBalancedBabyStepsAndRejectsBadInput) {
   EXPECT_THROW(lt.apply(eval, wrong_level), std::invalid_argument);
 }
 
+// Chained giant steps: one key per gap between giant steps on each side of 0 instead of
+// one per step, the same product (both evaluation orders: babies before giants and giants
+// before babies), and the mode survives the stored form.
+TEST(LinearTransform, ChainedGiantStepsNeedOneKeyPerGapAndMatch) {
+  Context ctx(test::small_params(10, 2));
+  Encoder enc(ctx);
+  KeyGenerator kg(ctx);
+  const Encryptor encryptor(ctx, kg.secret_key());
+  const Decryptor decryptor(ctx, kg.secret_key());
+  const std::size_t slots = 512;
+  std::vector<long> symmetric;  // -40 .. 40: giant steps +-8 .. +-40 with 8 baby steps
+  for (long k = -40; k <= 40; ++k) symmetric.push_back(k);
+  const Diagonals diags = random_diagonals(symmetric, slots, 11);
+  const LinearTransform summed(enc, diags, slots, 2, 8, 0, DiagonalStorage::kEncoded, GiantSteps::kSummed);
+  const LinearTransform chained(enc, diags, slots, 2, 8, 0, DiagonalStorage::kEncoded, GiantSteps::kChained);
+  EXPECT_EQ(chained.giant_rotations(), summed.giant_rotations());
+  EXPECT_EQ(summed.rotation_steps().size(), 7u + 10u);
+  const std::vector<long> want{1, 2, 3, 4, 5, 6, 7, 8, static_cast<long>(slots) - 8};
+  EXPECT_EQ(chained.rotation_steps(), want);
+  // Baby steps 64: 41 baby rotations against 2 giant steps (-64 and 0): the other order.
+  const LinearTransform wide(enc, diags, slots, 2, 64, 0, DiagonalStorage::kEncoded, GiantSteps::kChained);
+  const auto x = test::random_complex(slots, 5);
+  const Ciphertext in = encryptor.encrypt(enc.encode(x, 2, ctx.params().default_scale()));
+  const auto plain = apply_plain(diags, x);
+  for (const LinearTransform* lt : {&summed, &chained, &wide}) {
+    const GaloisKeys gk = kg.create_galois_keys(lt->rotation_steps());
+    Evaluator eval(ctx, nullptr, &gk);
+    Ciphertext out = lt->apply(eval, in);
+    eval.rescale_inplace(out);
+    EXPECT_GT(test::precision_bits(enc.decode(decryptor.decrypt(out)), plain), 16)
+        << "baby steps " << lt->baby_steps() << ", chained " << (lt->giant_steps() == GiantSteps::kChained);
+  }
+  ByteWriter w;
+  chained.save(w);
+  ByteReader r(w.bytes());
+  const LinearTransform loaded = LinearTransform::load(enc, r);
+  EXPECT_EQ(loaded.giant_steps(), GiantSteps::kChained);
+  EXPECT_EQ(loaded.rotation_steps(), want);
+  const GaloisKeys gk = kg.create_galois_keys(want);
+  Evaluator eval(ctx, nullptr, &gk);
+  const Ciphertext a = chained.apply(eval, in), b = loaded.apply(eval, in);
+  EXPECT_TRUE(std::equal(a.polys[1].words().begin(), a.polys[1].words().end(), b.polys[1].words().begin()));
+  // A plan lists the same keys.
+  EXPECT_EQ(LinearTransform::plan(enc, symmetric, slots, 2, 0, GiantSteps::kChained).rotation_steps().size(),
+            LinearTransform::plan(enc, symmetric, slots, 2, 0, GiantSteps::kChained).baby_rotations() + 2);
+}
+
 // Just-in-time diagonals are encoded limb by limb inside the product (the limb-source
 // Evaluator::multiply_plain_accumulate): the same bytes as encoded plaintexts, with sparse
 // packing (64 of 512 slots) and with full slots.

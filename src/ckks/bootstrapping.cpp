@@ -239,7 +239,7 @@ Bootstrapper::Bootstrapper(const Encoder& encoder, const BootstrapConfig& config
   for (std::size_t i = 0; i < cts.size(); ++i) {
     const std::size_t level = top - i;
     const double q = static_cast<double>(ctx.ring_q().modulus(level).value());
-    cts_.emplace_back(encoder, cts[i], width, level, 0, q * cts_step, config_.storage);
+    cts_.emplace_back(encoder, cts[i], width, level, 0, q * cts_step, config_.storage, config_.giant_steps);
   }
   // Standard order: EvalMod ends near the scale of its last prime; relabelled so that the
   // slots read as the message's coefficients (see bootstrap), that is stc_input_scale_ for
@@ -256,7 +256,7 @@ Bootstrapper::Bootstrapper(const Encoder& encoder, const BootstrapConfig& config
           : std::pow(config_.output_scale / stc_input_scale_, 1.0 / static_cast<double>(stc.size()));
   for (std::size_t i = 0; i < stc.size(); ++i) {
     const double q = static_cast<double>(ctx.ring_q().modulus(stc_top - i).value());
-    stc_.emplace_back(encoder, stc[i], width, stc_top - i, 0, q * stc_step, config_.storage);
+    stc_.emplace_back(encoder, stc[i], width, stc_top - i, 0, q * stc_step, config_.storage, config_.giant_steps);
   }
 
   cosine_ = chebyshev_interpolate(
@@ -358,6 +358,7 @@ void save_bootstrap_config(ByteWriter& w, const BootstrapConfig& c) {
   w.put<double>(c.output_scale);
   w.put<std::uint8_t>(c.slots_to_coeffs_first ? 1 : 0);
   w.put<std::uint8_t>(c.storage == DiagonalStorage::kJustInTime ? 1 : 0);
+  w.put<std::uint8_t>(static_cast<std::uint8_t>(c.giant_steps));
 }
 
 BootstrapConfig load_bootstrap_config(ByteReader& r) {
@@ -372,10 +373,12 @@ BootstrapConfig load_bootstrap_config(ByteReader& r) {
   c.k_range = r.get<double>(what);
   c.output_scale = r.get<double>(what);
   const auto order = r.get<std::uint8_t>(what), storage = r.get<std::uint8_t>(what);
-  if (order > 1 || storage > 1 || !std::isfinite(c.k_range) || !std::isfinite(c.output_scale))
+  const auto giant_steps = r.get<std::uint8_t>(what);
+  if (order > 1 || storage > 1 || giant_steps > 1 || !std::isfinite(c.k_range) || !std::isfinite(c.output_scale))
     throw SerializationError(std::string(what) + ": a field out of range");
   c.slots_to_coeffs_first = order == 1;
   c.storage = storage == 1 ? DiagonalStorage::kJustInTime : DiagonalStorage::kEncoded;
+  c.giant_steps = static_cast<GiantSteps>(giant_steps);
   return c;
 }
 

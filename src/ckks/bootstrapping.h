@@ -63,6 +63,9 @@ struct BootstrapConfig {
   // Diagonals of the DFT stages: encoded once (fast, (level + 1) limbs each) or kept as
   // rounded coefficients and encoded inside each bootstrap (one limb-sized vector each).
   DiagonalStorage storage = DiagonalStorage::kEncoded;
+  // Giant steps of the DFT stages (ckks/linear_transform.h): kChained needs ~20 keys of the
+  // top levels instead of ~40 (2^15 slots, 3 + 3 stages).
+  GiantSteps giant_steps = GiantSteps::kSummed;
 
   // Levels EvalMod consumes.
   std::size_t eval_mod_depth() const;

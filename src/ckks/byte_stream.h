@@ -166,6 +166,7 @@ class ByteReader {
   }
   // Where reading has got to (the next unread byte of the input).
   const std::uint8_t* position() const { return in_.data() + pos_; }
+  bool at_end() const { return pos_ == in_.size(); }
   void expect_end(const char* what) const {
     if (pos_ != in_.size())
       throw SerializationError(std::string(what) + ": " + std::to_string(in_.size() - pos_) + " trailing bytes");

@@ -24,10 +24,8 @@ class Context {
   const ring::Ring& ring_p() const { return ring_p_; }
 
   // Digit j at level l covers q-primes [digit_begin, digit_end).
-  std::size_t digit_begin(std::size_t j) const { return j * params_.alpha(); }
-  std::size_t digit_end(std::size_t j, std::size_t level) const {
-    return std::min((j + 1) * params_.alpha(), level + 1);
-  }
+  std::size_t digit_begin(std::size_t j) const { return params_.digit_begin(j); }
+  std::size_t digit_end(std::size_t j, std::size_t level) const { return params_.digit_end(j, level); }
   // ModUp converter for digit j at level l: its primes -> (Q_l without them) then P.
   const ring::BaseConverter& mod_up(std::size_t level, std::size_t digit) const {
     return *mod_up_[level][digit];

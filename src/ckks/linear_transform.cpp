@@ -18,6 +18,58 @@ long normalize(long k, std::size_t slots) {
   const long n = static_cast<long>(slots);
   return ((k % n) + n) % n;
 }
+
+// A step in [0, slots) as the offset of smallest magnitude (rotating left by it).
+long signed_offset(long k, std::size_t slots) {
+  return k > static_cast<long>(slots / 2) ? k - static_cast<long>(slots) : k;
+}
+
+// sum_g rot(row_g, g) over a transform's giant steps, as its GiantSteps says; kChained
+// takes the rows in fold_order().
+class GiantStepSum {
+ public:
+  GiantStepSum(const Evaluator& eval, GiantSteps mode, std::size_t slots)
+      : eval_(eval), mode_(mode), slots_(slots), summed_(eval) {}
+
+  void add(const Ciphertext& row, long step) {
+    if (mode_ == GiantSteps::kSummed) return summed_.add(row, step);
+    const long offset = signed_offset(step, slots_);
+    if (offset == 0) return add_to(unrotated_, row);
+    Fold& fold = offset > 0 ? positive_ : negative_;
+    if (!fold.acc.polys.empty()) {
+      // Everything folded so far moves on by the gap to this row's step.
+      fold.acc = eval_.rotate(fold.acc, fold.last - offset);
+      eval_.add_inplace(fold.acc, row);
+    } else {
+      fold.acc = row;
+    }
+    fold.last = offset;
+  }
+
+  Ciphertext result() {
+    if (mode_ == GiantSteps::kSummed) return summed_.result();
+    Ciphertext sum = std::move(unrotated_);
+    for (const Fold* fold : {&positive_, &negative_})
+      if (!fold->acc.polys.empty()) add_to(sum, eval_.rotate(fold->acc, fold->last));
+    return sum;
+  }
+
+ private:
+  struct Fold {
+    Ciphertext acc;  // empty until a row arrives
+    long last = 0;   // the offset acc still has to be rotated by
+  };
+  void add_to(Ciphertext& sum, const Ciphertext& c) const {
+    if (sum.polys.empty()) sum = c;
+    else eval_.add_inplace(sum, c);
+  }
+  const Evaluator& eval_;
+  GiantSteps mode_;
+  std::size_t slots_;
+  RotationSum summed_;
+  Ciphertext unrotated_;
+  Fold positive_, negative_;
+};
 }  // namespace
 
 std::size_t LinearTransform::optimal_baby_steps(const std::vector<long>& indices, std::size_t slots) {
@@ -49,9 +101,9 @@ std::size_t LinearTransform::encoded_bytes(const Context& context, std::size_t d
 
 LinearTransform::LinearTransform(const Encoder& encoder, const Diagonals& diagonals, std::size_t slots,
                                  std::size_t level, std::size_t baby_steps, double diagonal_scale,
-                                 DiagonalStorage storage)
+                                 DiagonalStorage storage, GiantSteps giant_steps)
     : encoder_(&encoder), slots_(slots), level_(level), baby_steps_(baby_steps), diagonal_scale_(diagonal_scale),
-      storage_(storage) {
+      storage_(storage), giant_steps_(giant_steps) {
   if (slots == 0 || (slots & (slots - 1)) != 0)
     throw std::invalid_argument("linear transform: slot count must be a power of two");
   if (diagonals.empty()) throw std::invalid_argument("linear transform: no diagonals");
@@ -102,7 +154,7 @@ LinearTransform::LinearTransform(const Encoder& encoder, const Diagonals& diagon
 }
 
 LinearTransform LinearTransform::plan(const Encoder& encoder, const std::vector<long>& indices, std::size_t slots,
-                                      std::size_t level, double diagonal_scale) {
+                                      std::size_t level, double diagonal_scale, GiantSteps giant_steps) {
   if (slots == 0 || (slots & (slots - 1)) != 0 || slots > encoder.context().n() / 2)
     throw std::invalid_argument("linear transform plan: invalid slot count");
   if (indices.empty()) throw std::invalid_argument("linear transform plan: no diagonals");
@@ -111,6 +163,7 @@ LinearTransform LinearTransform::plan(const Encoder& encoder, const std::vector<
   lt.level_ = level;
   lt.diagonal_scale_ = diagonal_scale;
   lt.storage_ = DiagonalStorage::kPlanOnly;
+  lt.giant_steps_ = giant_steps;
   lt.baby_steps_ = optimal_baby_steps(indices, slots);
   const long n1 = static_cast<long>(lt.baby_steps_);
   for (const long index : indices) {
@@ -140,12 +193,34 @@ std::size_t LinearTransform::baby_rotations() const {
 
 std::size_t LinearTransform::giant_rotations() const { return terms_.size() - terms_.count(0); }
 
+std::vector<long> LinearTransform::fold_order() const {
+  std::vector<long> order;
+  for (auto g = terms_.rbegin(); g != terms_.rend(); ++g)  // positive offsets, largest first
+    if (signed_offset(g->first, slots_) > 0) order.push_back(g->first);
+  for (const auto& [g, row] : terms_)  // negative offsets, most negative first
+    if (signed_offset(g, slots_) < 0) order.push_back(g);
+  if (terms_.count(0)) order.push_back(0);
+  return order;
+}
+
 std::vector<long> LinearTransform::rotation_steps() const {
   std::set<long> steps;
   for (const long b : baby_steps_used())
     if (b != 0) steps.insert(b);
-  for (const auto& [g, row] : terms_)
-    if (g != 0) steps.insert(g);
+  if (giant_steps_ == GiantSteps::kSummed) {
+    for (const auto& [g, row] : terms_)
+      if (g != 0) steps.insert(g);
+  } else {
+    // Each side of 0 folds by the gaps between its steps, then rotates by its innermost one.
+    const std::vector<long> order = fold_order();
+    for (std::size_t i = 0; i < order.size(); ++i) {
+      const long offset = signed_offset(order[i], slots_);
+      if (offset == 0) continue;
+      const long next = i + 1 < order.size() ? signed_offset(order[i + 1], slots_) : 0;
+      const bool same_side = next != 0 && (next > 0) == (offset > 0);
+      steps.insert(normalize(same_side ? offset - next : offset, slots_));
+    }
+  }
   return {steps.begin(), steps.end()};
 }
 
@@ -184,16 +259,16 @@ Ciphertext LinearTransform::apply(const Evaluator& eval, const Ciphertext& input
     throw std::invalid_argument("linear transform for " + std::to_string(slots_) + " slots, input has " +
                                 std::to_string(input.slots()));
   const std::vector<long> babies = baby_steps_used();
-  RotationSum giant_steps(eval);
+  GiantStepSum giant_steps(eval, giant_steps_, slots_);
   if (babies.size() <= terms_.size()) {
     // All baby rotations at once, then one giant step after the other.
     const std::vector<Ciphertext> rotated = eval.rotate_hoisted(input, babies);
     std::map<long, const Ciphertext*> by_step;
     for (std::size_t i = 0; i < babies.size(); ++i) by_step[babies[i]] = &rotated[i];
-    for (const auto& [g, row] : terms_) {
+    for (const long g : fold_order()) {
       Ciphertext inner;  // one row into one accumulator
       std::vector<Product> products;
-      for (const auto& [b, term] : row) products.push_back({&inner, by_step.at(b), &term});
+      for (const auto& [b, term] : terms_.at(g)) products.push_back({&inner, by_step.at(b), &term});
       accumulate(eval, products);
       giant_steps.add(inner, g);
     }
@@ -210,7 +285,7 @@ Ciphertext LinearTransform::apply(const Evaluator& eval, const Ciphertext& input
         if (const auto term = row.find(b); term != row.end()) products.push_back({&inner[g], &rotated, &term->second});
       accumulate(eval, products);
     }
-    for (const auto& [g, sum] : inner) giant_steps.add(sum, g);
+    for (const long g : fold_order()) giant_steps.add(inner.at(g), g);
   }
   return giant_steps.result();
 }
@@ -258,6 +333,7 @@ void LinearTransform::save(ByteWriter& w) const {
   w.put<std::uint64_t>(level_);
   w.put<std::uint64_t>(baby_steps_);
   w.put<double>(diagonal_scale_);
+  w.put<std::uint8_t>(static_cast<std::uint8_t>(giant_steps_));
   w.put<std::uint64_t>(diagonal_count());
   for (const auto& [g, row] : terms_)
     for (const auto& [b, term] : row) {
@@ -285,6 +361,10 @@ LinearTransform LinearTransform::load(const Encoder& encoder, ByteReader& r, con
   lt.level_ = r.get_count(what, ctx.max_level());
   lt.baby_steps_ = r.get_count(what, lt.slots_);
   lt.diagonal_scale_ = r.get<double>(what);
+  const auto giant_steps = r.get<std::uint8_t>(what);
+  if (giant_steps > static_cast<std::uint8_t>(GiantSteps::kChained))
+    throw SerializationError("linear transform: unknown giant-step mode");
+  lt.giant_steps_ = static_cast<GiantSteps>(giant_steps);
   const auto pow2 = [](std::size_t v) { return v != 0 && (v & (v - 1)) == 0; };
   if (!pow2(lt.slots_) || !pow2(lt.baby_steps_) || lt.level_ == 0 || !(lt.diagonal_scale_ > 0) ||
       !std::isfinite(lt.diagonal_scale_))

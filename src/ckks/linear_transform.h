@@ -3,7 +3,8 @@
 // evaluated with baby-step giant-step: k = g + b with g a multiple of the baby-step count
 // n1, y = sum_g rot( sum_b rot(diag_{g+b}, -g) (.) rot(x, b), g ). The baby rotations of x
 // share one decomposition (hoisting); the diagonals are pre-rotated by -g when encoded; the
-// giant-step rotations are summed over Q x P and divided by P once (RotationSum).
+// giant-step rotations are summed over Q x P and divided by P once (RotationSum), or
+// folded into each other (GiantSteps::kChained).
 #pragma once
 #include <atomic>
 #include <complex>
@@ -28,6 +29,15 @@ using Diagonals = std::map<long, std::vector<std::complex<double>>>;
 // enough to list the rotation keys a client must generate; apply() and save() refuse it.
 enum class DiagonalStorage { kEncoded, kJustInTime, kPlanOnly };
 
+// How the giant steps are rotated. kSummed: each row by its own step over Q x P, one
+// division by P for all (RotationSum: ~0.67 of a rotation each), one Galois key per giant
+// step. kChained: Horner-like, from the outermost step inward on each side of 0, each fold
+// a full rotation by the gap to the next step: the same number of rotations at ~1.5x the
+// time, but one key per distinct gap (steps n1, 2 n1, 3 n1 ... need one). For settings
+// whose keys bound memory (a bootstrapped network holds keys at up to 4 digits and 37
+// limbs: ~150 MB each at N = 2^16).
+enum class GiantSteps : std::uint8_t { kSummed = 0, kChained = 1 };
+
 class LinearTransform {
  public:
   // diagonals: index k in (-slots, slots) -> `slots` values. level: the level of the input
@@ -36,12 +46,12 @@ class LinearTransform {
   // to an output of scale t). baby_steps = 0 picks the count minimising rotations.
   LinearTransform(const Encoder& encoder, const Diagonals& diagonals, std::size_t slots,
                   std::size_t level, std::size_t baby_steps = 0, double diagonal_scale = 0,
-                  DiagonalStorage storage = DiagonalStorage::kEncoded);
+                  DiagonalStorage storage = DiagonalStorage::kEncoded, GiantSteps giant_steps = GiantSteps::kSummed);
 
   // The geometry of a transform with diagonals at these indices (baby steps chosen as the
   // constructor would), without their values.
   static LinearTransform plan(const Encoder& encoder, const std::vector<long>& indices, std::size_t slots,
-                              std::size_t level, double diagonal_scale);
+                              std::size_t level, double diagonal_scale, GiantSteps giant_steps = GiantSteps::kSummed);
 
   // Bytes the encoded plaintexts of these diagonals would take at this level.
   static std::size_t encoded_bytes(const Context& context, std::size_t diagonals, std::size_t level);
@@ -57,6 +67,7 @@ class LinearTransform {
   std::vector<long> rotation_steps() const;
   std::size_t plaintext_bytes() const;  // memory held for the diagonals
   DiagonalStorage storage() const { return storage_; }
+  GiantSteps giant_steps() const { return giant_steps_; }
   const Context& encoder_context() const { return encoder_->context(); }
   // Switches a just-in-time transform to encoded storage (encodes every diagonal now).
   void encode_all();
@@ -81,7 +92,7 @@ class LinearTransform {
  private:
   explicit LinearTransform(const Encoder& encoder)
       : encoder_(&encoder), slots_(0), level_(0), baby_steps_(0), diagonal_scale_(0),
-        storage_(DiagonalStorage::kEncoded) {}
+        storage_(DiagonalStorage::kEncoded), giant_steps_(GiantSteps::kSummed) {}
   // The bit width of in-place coefficients, measured by whichever thread uses them first
   // (threads that race measure the same value): loading does not read the diagonals
   // (measuring CryptoFaceNet4's 3.4 GB was most of its load time, and faulted the pages in
@@ -113,10 +124,15 @@ class LinearTransform {
   // The baby steps the diagonals use, sorted, 0 included when present (one hoisted
   // rotation each in apply(), the identity for 0).
   std::vector<long> baby_steps_used() const;
+  // The giant steps (as stored, in [0, slots)) in the order kChained folds them: positive
+  // offsets from the largest down, then negative ones (k - slots for k > slots / 2) from
+  // the most negative up, 0 last.
+  std::vector<long> fold_order() const;
   const Encoder* encoder_;
   std::size_t slots_, level_, baby_steps_;
   double diagonal_scale_;
   DiagonalStorage storage_;
+  GiantSteps giant_steps_;
   // giant step g -> (baby step b -> rot(diag_{g+b}, -g))
   std::map<long, std::map<long, Term>> terms_;
   std::shared_ptr<const Backing> backing_;  // set when terms are used in place

@@ -37,6 +37,42 @@ double sum_log2(const std::vector<std::uint64_t>& primes, std::size_t begin, std
   return s;
 }
 
+// Digit starts when each digit takes primes from q_0 up while its product stays within
+// `bound_bits`; empty if a single prime exceeds it.
+std::vector<std::size_t> fill_digits(const std::vector<std::uint64_t>& q, double bound_bits) {
+  std::vector<std::size_t> begins;
+  for (std::size_t s = 0; s < q.size();) {
+    begins.push_back(s);
+    double bits = 0;
+    const std::size_t start = s;
+    while (s < q.size() && bits + std::log2(static_cast<double>(q[s])) <= bound_bits)
+      bits += std::log2(static_cast<double>(q[s++]));
+    if (s == start) return {};
+  }
+  return begins;
+}
+
+// Digit starts from the number of primes in each digit (a stored set's cut).
+std::vector<std::size_t> digit_begins_of(const std::vector<std::size_t>& primes_per_digit, std::size_t nq) {
+  std::vector<std::size_t> begins;
+  std::size_t s = 0;
+  for (std::size_t count : primes_per_digit) {
+    if (count == 0 || count > nq - s)
+      throw std::invalid_argument("key-switching digits do not cut the q chain into non-empty runs");
+    begins.push_back(s);
+    s += count;
+  }
+  if (s != nq) throw std::invalid_argument("key-switching digits do not cover the q chain");
+  return begins;
+}
+
+// Whether the digits are equal runs of primes (the last one possibly shorter).
+bool equal_runs(const std::vector<std::size_t>& begins) {
+  for (std::size_t j = 0; j < begins.size(); ++j)
+    if (begins[j] != j * (begins.size() > 1 ? begins[1] : 0)) return false;
+  return true;
+}
+
 // Primes for all requested sizes, largest first within a size, distinct across q and p.
 std::vector<std::uint64_t> make_primes(const std::vector<int>& bits, std::size_t n,
                                        std::vector<std::uint64_t>& taken) {
@@ -55,12 +91,19 @@ std::vector<std::uint64_t> make_primes(const std::vector<int>& bits, std::size_t
 
 }  // namespace
 
+std::vector<std::size_t> Parameters::digit_primes() const {
+  std::vector<std::size_t> counts;
+  for (std::size_t j = 0; j < digit_begins_.size(); ++j) counts.push_back(digit_end(j, max_level()) - digit_begin(j));
+  return counts;
+}
+
 double Parameters::log2_q() const { return sum_log2(q_, 0, q_.size()); }
 double Parameters::log2_qp() const { return log2_q() + sum_log2(p_, 0, p_.size()); }
 
 Parameters Parameters::from_primes(int log_n, std::vector<std::uint64_t> q, std::vector<std::uint64_t> p,
                                    int dnum, SecretDistribution secret, int hamming_weight,
-                                   double default_scale, bool insecure, double digit_headroom_bits) {
+                                   double default_scale, bool insecure, double digit_headroom_bits,
+                                   const std::vector<std::size_t>& primes_per_digit) {
   Parameters params;
   params.log_n_ = log_n;
   params.q_ = std::move(q);
@@ -76,29 +119,20 @@ Parameters Parameters::from_primes(int log_n, std::vector<std::uint64_t> q, std:
   if (!(digit_headroom_bits >= 0) || !std::isfinite(digit_headroom_bits))
     throw std::invalid_argument("digit headroom must be a finite number of bits >= 0");
   const std::size_t nq = params.q_.size();
-  if (dnum == 0) {
-    // Smallest digit count whose digits stay digit_headroom_bits below P (10 bits: the
-    // key-switching noise is below the ModDown rounding noise); if no count achieves
-    // that, the smallest one whose digits fit below P at all.
+  if (!primes_per_digit.empty()) {
+    params.digit_begins_ = digit_begins_of(primes_per_digit, nq);
+  } else if (dnum > 0) {
+    const std::size_t alpha = (nq + static_cast<std::size_t>(dnum) - 1) / static_cast<std::size_t>(dnum);
+    for (std::size_t s = 0; s < nq; s += alpha) params.digit_begins_.push_back(s);
+  } else {
+    // Greedy from q_0 up: the fewest digits at every level. If a single prime is already
+    // within the headroom of P, digits merely below P.
     const double log_p = sum_log2(params.p_, 0, params.p_.size());
-    const auto smallest_fitting = [&](double margin) {
-      for (std::size_t d = 1; d <= nq; ++d) {
-        const std::size_t a = (nq + d - 1) / d;
-        bool fits = true;
-        for (std::size_t s = 0; s < nq; s += a)
-          fits = fits && sum_log2(params.q_, s, std::min(nq, s + a)) <= log_p + margin;
-        if (fits) return static_cast<int>(d);
-      }
-      return 0;
-    };
-    dnum = smallest_fitting(-digit_headroom_bits);
-    if (dnum == 0) dnum = smallest_fitting(kDigitSlackBits);
-    if (dnum == 0)
+    params.digit_begins_ = fill_digits(params.q_, log_p - digit_headroom_bits);
+    if (params.digit_begins_.empty()) params.digit_begins_ = fill_digits(params.q_, log_p + kDigitSlackBits);
+    if (params.digit_begins_.empty())
       throw std::invalid_argument("special primes too small: even one prime per digit exceeds P");
   }
-  params.dnum_ = dnum;
-  params.alpha_ = (nq + dnum - 1) / dnum;
-  params.dnum_ = static_cast<int>((nq + params.alpha_ - 1) / params.alpha_);
   if (params.default_scale_ == 0) {
     const double bits = nq > 1 ? std::round(std::log2(static_cast<double>(params.q_[1])))
                                : std::round(std::log2(static_cast<double>(params.q_[0]))) - 20;
@@ -165,8 +199,8 @@ void Parameters::validate() const {
   if (!(default_scale_ > 1.0) || !std::isfinite(default_scale_))
     throw std::invalid_argument("default scale must be a finite number > 1");
   const double log_p = sum_log2(p_, 0, p_.size());
-  for (std::size_t s = 0; s < q_.size(); s += alpha_) {
-    const double digit = sum_log2(q_, s, std::min(q_.size(), s + alpha_));
+  for (std::size_t j = 0; j < digit_begins_.size(); ++j) {
+    const double digit = sum_log2(q_, digit_begin(j), digit_end(j, max_level()));
     if (digit > log_p + kDigitSlackBits)
       throw std::invalid_argument("key-switching digit of " + std::to_string(digit) +
                                   " bits exceeds log2(P) = " + std::to_string(log_p) +
@@ -190,7 +224,14 @@ void Parameters::compute_fingerprint() {
   for (auto v : q_) s << ':' << v;
   s << "|p";
   for (auto v : p_) s << ':' << v;
-  s << "|dnum:" << dnum_ << "|secret:" << static_cast<int>(secret_) << ':' << hamming_weight_
+ s << "|dnum:" << dnum();
+  // Sets whose digits are equal runs (every set before digits could differ) keep the
+  // fingerprint they had; any other cut is part of it.
+  if (!equal_runs(digit_begins_)) {
+    s << "|digits";
+    for (std::size_t count : digit_primes()) s << ':' << count;
+  }
+  s << "|secret:" << static_cast<int>(secret_) << ':' << hamming_weight_
     << "|insecure:" << insecure_;
   const std::string text = s.str();
   unsigned char digest[SHA256_DIGEST_LENGTH];
@@ -201,7 +242,7 @@ void Parameters::compute_fingerprint() {
 std::string Parameters::describe() const {
   std::ostringstream s;
   s << "N=2^" << log_n_ << ", levels=" << max_level() << ", log2(Q)=" << log2_q()
-    << ", |P|=" << p_.size() << ", log2(QP)=" << log2_qp() << ", dnum=" << dnum_
+    << ", |P|=" << p_.size() << ", log2(QP)=" << log2_qp() << ", dnum=" << dnum()
     << ", scale=2^" << std::log2(default_scale_) << (insecure_ ? " [INSECURE TEST SET]" : "");
   return s.str();
 }

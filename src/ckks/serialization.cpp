@@ -206,6 +206,7 @@ Bytes save_parameters(const Parameters& params, SaveOptions options) {
   w.put<std::uint32_t>(static_cast<std::uint32_t>(params.hamming_weight()));
   w.put<double>(params.default_scale());
   w.put<std::uint8_t>(params.insecure() ? 1 : 0);
+  for (std::size_t count : params.digit_primes()) w.put<std::uint32_t>(static_cast<std::uint32_t>(count));
   return finish(ObjectType::kParameters, params.fingerprint(), std::move(w.bytes()), options);
 }
 
@@ -226,13 +227,19 @@ Parameters load_parameters(std::span<const std::uint8_t> bytes) {
   const auto hamming = r.get<std::uint32_t>(what);
   const double scale = r.get<double>(what);
   const auto insecure = r.get<std::uint8_t>(what);
+  if (dnum == 0 || dnum > nq) throw SerializationError("parameter set: invalid field");
+  // The primes of each digit; sets written before they were stored have equal runs, which
+  // is what dnum alone gives.
+  std::vector<std::size_t> primes_per_digit;
+  if (!r.at_end())
+    for (std::uint32_t j = 0; j < dnum; ++j) primes_per_digit.push_back(r.get<std::uint32_t>(what));
   r.expect_end(what);
-  if (secret > 1 || insecure > 1 || dnum == 0 || dnum > nq || hamming > (1u << log_n))
+  if (secret > 1 || insecure > 1 || hamming > (1u << log_n))
     throw SerializationError("parameter set: invalid field");
   try {
     Parameters params = Parameters::from_primes(static_cast<int>(log_n), q, p, static_cast<int>(dnum),
                                                 static_cast<SecretDistribution>(secret), static_cast<int>(hamming),
-                                                scale, insecure == 1);
+                                                scale, insecure == 1, 10, primes_per_digit);
     if (params.fingerprint() != h.fingerprint)
       throw SerializationError("parameter set: fingerprint does not match its contents");
     return params;

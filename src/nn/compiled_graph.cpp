@@ -303,8 +303,13 @@ class CompiledGraph::Builder {
       const std::vector<double> packed = pack_elements(v.multiplier, v.layout);
       for (auto& e : map.entries) e.weight *= packed[e.in];
     }
-    return make_linear(enc_of(v), mode_of_next_step(), map, v.layout, out, v.level, v.scale, target_scale);
+    return make_linear(enc_of(v), mode_of_next_step(), map, v.layout, out, v.level, v.scale, target_scale,
+                       giant_steps());
   }
+
+  // A bootstrapped graph's transforms rotate their giant steps as its bootstrapper's do:
+  // where keys bound memory (nn::graph_bootstrap_config chains them), they do for all.
+  ckks::GiantSteps giant_steps() const { return boot_ ? boot_->config().giant_steps : ckks::GiantSteps::kSummed; }
 
   // A kLayout step's transform: never run, saved or asked for keys (one planned diagonal).
   static ckks::LinearTransform placeholder(const ckks::Encoder& enc, std::size_t slots, std::size_t level) {

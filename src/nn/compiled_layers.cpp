@@ -51,15 +51,17 @@ void require_level(std::size_t level) {
 
 // A transform from (level, in_scale) landing exactly on (level - 1, target_scale).
 CompiledLinear make_linear(const ckks::Encoder& enc, Compilation mode, const SlotLinearMap& map, const Layout& in,
-                           const Layout& out, std::size_t level, double in_scale, double target_scale) {
+                           const Layout& out, std::size_t level, double in_scale, double target_scale,
+                           ckks::GiantSteps giant_steps) {
   require_level(level);
   const double diagonal_scale = prime_at(enc.context(), level) * target_scale / in_scale;
   if (mode == Compilation::kPlanOnly)
-    return {level, target_scale, ckks::LinearTransform::plan(enc, map.diagonal_indices(), in.slots, level, diagonal_scale),
+    return {level, target_scale,
+            ckks::LinearTransform::plan(enc, map.diagonal_indices(), in.slots, level, diagonal_scale, giant_steps),
             std::nullopt, in, out, map.post_sum_steps};
   CompiledLinear c{level, target_scale,
                    ckks::LinearTransform(enc, map.diagonals(), in.slots, level, 0, diagonal_scale,
-                                         ckks::DiagonalStorage::kJustInTime),
+                                         ckks::DiagonalStorage::kJustInTime, giant_steps),
                    std::nullopt, in, out, map.post_sum_steps};
   if (std::any_of(map.bias.begin(), map.bias.end(), [](double b) { return b != 0.0; }))
     c.bias = enc.encode(map.bias, level - 1, target_scale);

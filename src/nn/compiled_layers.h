@@ -66,7 +66,8 @@ void require_level(std::size_t level);
 // A transform from (level, in_scale) landing exactly on (level - 1, target_scale); the
 // diagonals are kept for just-in-time encoding (pre_encode_within_budget encodes them).
 CompiledLinear make_linear(const ckks::Encoder& enc, Compilation mode, const SlotLinearMap& map, const Layout& in,
-                           const Layout& out, std::size_t level, double in_scale, double target_scale);
+                           const Layout& out, std::size_t level, double in_scale, double target_scale,
+                           ckks::GiantSteps giant_steps = ckks::GiantSteps::kSummed);
 
 // x (x + a1) + a0 at (level, scale): a1 and a0 given per lane as tensors of layout.shape.
 // A plan leaves a1 and a0 unencoded (levels and scales only): a plan of a large grid would

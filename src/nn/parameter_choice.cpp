@@ -278,6 +278,7 @@ ckks::BootstrapConfig graph_bootstrap_config() {
   c.ephemeral_weight = 32;
   c.slots_to_coeffs_first = true;
   c.storage = ckks::DiagonalStorage::kJustInTime;
+  c.giant_steps = ckks::GiantSteps::kChained;
   return c;
 }
 
