@@ -136,6 +136,23 @@ TEST(Parameters, StoredDigitsLoadBackAndSetsWithoutThemAreEqualRuns) {
   EXPECT_EQ(load_parameters(without_digits(runs)).fingerprint(), runs.fingerprint());
   EXPECT_EQ(load_parameters(without_digits(runs)).digit_primes(), runs.digit_primes());
   EXPECT_THROW(load_parameters(without_digits(params)), SerializationError);
+  // A cut is part of the fingerprint unless it is the equal runs its count alone gives:
+  // 14 primes in 3 digits mean 5 + 5 + 4, so 6 + 6 + 2 (equal runs too) must differ.
+  ParameterSpec wide;
+  wide.log_n = 10;
+  wide.q_bits.assign(14, 30);
+  wide.p_bits = {60, 60, 60};
+  wide.dnum = 3;
+  const Parameters three = Parameters::create_insecure_for_testing(wide);
+  const auto cut = [&](const std::vector<std::size_t>& primes_per_digit) {
+    return Parameters::from_primes(10, three.q(), three.p(), 0, SecretDistribution::kTernaryUniform, 0,
+                                   three.default_scale(), true, 10, primes_per_digit);
+  };
+  EXPECT_EQ(cut({5, 5, 4}).fingerprint(), three.fingerprint());
+  EXPECT_NE(cut({6, 6, 2}).fingerprint(), three.fingerprint());
+  EXPECT_NE(cut({4, 5, 5}).fingerprint(), three.fingerprint());
+  EXPECT_THROW(cut({5, 5, 5}), std::invalid_argument);  // more primes than the chain has
+  EXPECT_THROW(cut({5, 0, 9}), std::invalid_argument);  // an empty digit
   // A stored cut that does not cover the chain is refused.
   Bytes bad = stored;
   bad[bad.size() - 4] += 1;

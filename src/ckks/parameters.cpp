@@ -66,10 +66,12 @@ std::vector<std::size_t> digit_begins_of(const std::vector<std::size_t>& primes_
   return begins;
 }
 
-// Whether the digits are equal runs of primes (the last one possibly shorter).
-bool equal_runs(const std::vector<std::size_t>& begins) {
+// Whether the digits are the equal runs their count alone gives (ceil(nq / count) primes
+// each, the last one possibly shorter): what a stored set without its cut means.
+bool equal_runs(const std::vector<std::size_t>& begins, std::size_t nq) {
+  const std::size_t alpha = (nq + begins.size() - 1) / begins.size();
   for (std::size_t j = 0; j < begins.size(); ++j)
-    if (begins[j] != j * (begins.size() > 1 ? begins[1] : 0)) return false;
+    if (begins[j] != j * alpha) return false;
   return true;
 }
 
@@ -224,10 +226,10 @@ void Parameters::compute_fingerprint() {
   for (auto v : q_) s << ':' << v;
   s << "|p";
   for (auto v : p_) s << ':' << v;
- s << "|dnum:" << dnum();
+  s << "|dnum:" << dnum();
   // Sets whose digits are equal runs (every set before digits could differ) keep the
   // fingerprint they had; any other cut is part of it.
-  if (!equal_runs(digit_begins_)) {
+  if (!equal_runs(digit_begins_, q_.size())) {
     s << "|digits";
     for (std::size_t count : digit_primes()) s << ':' << count;
   }
