@@ -5,6 +5,7 @@
 //                        [--ephemeral-weight 32] [--jit] [--runs 2] [--log-message-ratio 10]
 //                        [--cts-stages 3] [--stc-stages 3] [--k 16] [--double-angles 4]
 //                        [--cosine-degree 30] [--arcsine-degree 0] [--digit-headroom 0] [--stc-first]
+//                        [--chained] (chained giant steps in the DFT stages: fewer keys, what graphs use)
 #include <omp.h>
 
 #include <chrono>
@@ -54,6 +55,7 @@ int main(int argc, char** argv) try {
   config.cosine_degree = int_arg(argc, argv, "--cosine-degree", 30);
   if (flag(argc, argv, "--jit")) config.storage = DiagonalStorage::kJustInTime;
   config.slots_to_coeffs_first = flag(argc, argv, "--stc-first");
+  if (flag(argc, argv, "--chained")) config.giant_steps = GiantSteps::kChained;
   const int compute_levels = int_arg(argc, argv, "--compute-levels", 12);
   const int runs = int_arg(argc, argv, "--runs", 2);
 

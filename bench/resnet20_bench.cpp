@@ -4,7 +4,9 @@
 // encrypted inference on the first test images of Fashion-MNIST (Debian's
 // dataset-fashion-mnist) against the float64 forward: labels, logits' relative error,
 // bootstraps, latency per image on the machine's threads, key sizes, peak RSS.
-//   pfhe_resnet20_bench MODEL.pfhm [IMAGES=2] [--key-budget-gb 14]
+//   pfhe_resnet20_bench MODEL.pfhm [IMAGES=2] [--key-budget-gb 14] [--first K]
+// (--first K evaluates test images K .. K+IMAGES-1, so that a long run cut off can be
+// continued with the same model, keys chosen the same way and the same images after it)
 // (exits 3 without making keys when the rotation keys alone would exceed the budget)
 #include <omp.h>
 
@@ -48,16 +50,20 @@ nn::Tensor grey(const nn::Tensor& rgb) {
 
 int main(int argc, char** argv) try {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: pfhe_resnet20_bench MODEL.pfhm [IMAGES=2] [--key-budget-gb G]\n");
+    std::fprintf(stderr, "usage: pfhe_resnet20_bench MODEL.pfhm [IMAGES=2] [--key-budget-gb G] [--first K]\n");
     return 2;
   }
   ring::keep_freed_memory_for_reuse();
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress lines as they come
   const std::size_t count = argc > 2 && argv[2][0] != '-' ? std::stoul(argv[2]) : 2;
   double key_budget_gb = 14;
+  std::size_t first = 0;
   for (int i = 2; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--key-budget-gb") && i + 1 < argc) key_budget_gb = std::stod(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--first") && i + 1 < argc) first = std::stoul(argv[i + 1]);
   }
+  // Images 1000..1063 calibrate the ranges; the evaluated ones must stay below them.
+  if (first + count > 1000) throw std::runtime_error("--first + IMAGES must be at most 1000 (1000..1063 calibrate)");
 
   const nn::Graph g = nn::load_graph_file(argv[1]);
   const test::FashionMnist data = test::load_fashion_mnist_test(1064);
@@ -108,7 +114,7 @@ int main(int argc, char** argv) try {
 
   std::size_t agree = 0, correct = 0, plain_correct = 0;
   double worst = 0;
-  for (std::size_t i = 0; i < count; ++i) {
+  for (std::size_t i = first; i < first + count; ++i) {
     const nn::Tensor x = grey(data.images[i]);
     const nn::Tensor want = g.forward(x);
     t = Clock::now();
@@ -130,9 +136,9 @@ int main(int argc, char** argv) try {
                 i, seconds, in_bootstraps, relative, argmax(got.data), argmax(want.data), data.labels[i]);
     std::fflush(stdout);
   }
-  std::printf("%zu images: labels equal to float64 %zu/%zu, encrypted accuracy %zu/%zu (float64 %zu/%zu), worst "
+  std::printf("%zu images from %zu: labels equal to float64 %zu/%zu, encrypted accuracy %zu/%zu (float64 %zu/%zu), worst "
               "relative error %.2e, %d threads, peak RSS %.2f GB\n",
-              count, agree, count, correct, count, plain_correct, count, worst, omp_get_max_threads(), peak_rss_gb());
+              count, first, agree, count, correct, count, plain_correct, count, worst, omp_get_max_threads(), peak_rss_gb());
   return agree == count ? 0 : 1;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "pfhe_resnet20_bench: %s\n", e.what());

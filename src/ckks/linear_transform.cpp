@@ -24,51 +24,59 @@ long signed_offset(long k, std::size_t slots) {
   return k > static_cast<long>(slots / 2) ? k - static_cast<long>(slots) : k;
 }
 
-// sum_g rot(row_g, g) over a transform's giant steps, as its GiantSteps says; kChained
-// takes the rows in fold_order().
+// One giant-step row of a chained fold: after the row is added to the accumulator of its
+// side of 0, the accumulator is rotated by `rotate_after` (the gap to the next row on that
+// side, or the row's own offset for the innermost one, which then `closes` the side).
+struct ChainLink {
+  long rotate_after;
+  bool closes;
+};
+
+// The chain of rows taken in fold_order() (the unrotated row 0 is a link rotating by 0):
+// what GiantStepSum folds by and what rotation_steps() lists keys for, in one place.
+std::vector<ChainLink> chain_links(const std::vector<long>& order, std::size_t slots) {
+  std::vector<ChainLink> links;
+  for (std::size_t i = 0; i < order.size(); ++i) {
+    const long offset = signed_offset(order[i], slots);
+    const long next = i + 1 < order.size() ? signed_offset(order[i + 1], slots) : 0;
+    const bool same_side = offset != 0 && next != 0 && (next > 0) == (offset > 0);
+    links.push_back({same_side ? offset - next : offset, !same_side});
+  }
+  return links;
+}
+
+// sum_g rot(row_g, g) over a transform's giant steps, as its GiantSteps says; rows come in
+// fold_order(), the order `links` was made for.
 class GiantStepSum {
  public:
-  GiantStepSum(const Evaluator& eval, GiantSteps mode, std::size_t slots)
-      : eval_(eval), mode_(mode), slots_(slots), summed_(eval) {}
+  GiantStepSum(const Evaluator& eval, GiantSteps mode, std::vector<ChainLink> links)
+      : eval_(eval), mode_(mode), links_(std::move(links)), summed_(eval) {}
 
   void add(const Ciphertext& row, long step) {
     if (mode_ == GiantSteps::kSummed) return summed_.add(row, step);
-    const long offset = signed_offset(step, slots_);
-    if (offset == 0) return add_to(unrotated_, row);
-    Fold& fold = offset > 0 ? positive_ : negative_;
-    if (!fold.acc.polys.empty()) {
-      // Everything folded so far moves on by the gap to this row's step.
-      fold.acc = eval_.rotate(fold.acc, fold.last - offset);
-      eval_.add_inplace(fold.acc, row);
-    } else {
-      fold.acc = row;
+    const ChainLink& link = links_.at(next_++);
+    if (acc_.polys.empty()) acc_ = row;
+    else eval_.add_inplace(acc_, row);
+    if (link.rotate_after != 0) acc_ = eval_.rotate(acc_, link.rotate_after);
+    if (link.closes) {  // this side of 0 (or the unrotated row) is complete
+      if (sum_.polys.empty()) sum_ = std::move(acc_);
+      else eval_.add_inplace(sum_, acc_);
+      acc_ = Ciphertext{};
     }
-    fold.last = offset;
   }
 
   Ciphertext result() {
     if (mode_ == GiantSteps::kSummed) return summed_.result();
-    Ciphertext sum = std::move(unrotated_);
-    for (const Fold* fold : {&positive_, &negative_})
-      if (!fold->acc.polys.empty()) add_to(sum, eval_.rotate(fold->acc, fold->last));
-    return sum;
+    return std::move(sum_);
   }
 
  private:
-  struct Fold {
-    Ciphertext acc;  // empty until a row arrives
-    long last = 0;   // the offset acc still has to be rotated by
-  };
-  void add_to(Ciphertext& sum, const Ciphertext& c) const {
-    if (sum.polys.empty()) sum = c;
-    else eval_.add_inplace(sum, c);
-  }
   const Evaluator& eval_;
   GiantSteps mode_;
-  std::size_t slots_;
+  std::vector<ChainLink> links_;
+  std::size_t next_ = 0;
   RotationSum summed_;
-  Ciphertext unrotated_;
-  Fold positive_, negative_;
+  Ciphertext acc_, sum_;
 };
 }  // namespace
 
@@ -211,15 +219,8 @@ std::vector<long> LinearTransform::rotation_steps() const {
     for (const auto& [g, row] : terms_)
       if (g != 0) steps.insert(g);
   } else {
-    // Each side of 0 folds by the gaps between its steps, then rotates by its innermost one.
-    const std::vector<long> order = fold_order();
-    for (std::size_t i = 0; i < order.size(); ++i) {
-      const long offset = signed_offset(order[i], slots_);
-      if (offset == 0) continue;
-      const long next = i + 1 < order.size() ? signed_offset(order[i + 1], slots_) : 0;
-      const bool same_side = next != 0 && (next > 0) == (offset > 0);
-      steps.insert(normalize(same_side ? offset - next : offset, slots_));
-    }
+    for (const ChainLink& link : chain_links(fold_order(), slots_))
+      if (link.rotate_after != 0) steps.insert(normalize(link.rotate_after, slots_));
   }
   return {steps.begin(), steps.end()};
 }
@@ -259,7 +260,7 @@ Ciphertext LinearTransform::apply(const Evaluator& eval, const Ciphertext& input
     throw std::invalid_argument("linear transform for " + std::to_string(slots_) + " slots, input has " +
                                 std::to_string(input.slots()));
   const std::vector<long> babies = baby_steps_used();
-  GiantStepSum giant_steps(eval, giant_steps_, slots_);
+  GiantStepSum giant_steps(eval, giant_steps_, chain_links(fold_order(), slots_));
   if (babies.size() <= terms_.size()) {
     // All baby rotations at once, then one giant step after the other.
     const std::vector<Ciphertext> rotated = eval.rotate_hoisted(input, babies);

@@ -71,6 +71,9 @@ done
 [ "$(wc -l < io/single/client/reference_scores.txt)" = 1 ] || fail "no float64 reference score"
 json_has io/single/provenance.json "j['reference_check']['max_abs_score_error_vs_float64'] < 1e-5"
 json_has io/single/server_reported.json "isinstance(j['Encrypted computation'], float) and isinstance(j['Total'], float)"
+json_has io/single/server_reported.json \
+  "j['additional_measurements']['Encrypted computation per pair'] == j['Encrypted computation'] and \
+   1 <= j['additional_measurements']['Images in flight'] <= 2"
 json_has io/single/submission_reported.json \
   "all(isinstance(v, int) and v > 0 for v in j['Bandwidth'].values()) and sorted(j['Bandwidth']) == \
    ['encrypted_inputs', 'encrypted_scores', 'evaluation_keys', 'packed_model', 'public_parameters']"
