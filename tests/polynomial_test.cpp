@@ -1,6 +1,8 @@
 // Polynomial evaluation: power and Chebyshev bases, depth, precision against float64.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "ckks/encoder.h"
 #include "ckks/encryptor.h"
 #include "ckks/keygen.h"
@@ -70,6 +72,32 @@ TEST(Polynomial, ChebyshevOnUnitAndShiftedIntervals) {
   const Polynomial g = chebyshev_interpolate(gelu, 15, -6, 6);
   for (double v = -6; v <= 6; v += 0.25) EXPECT_NEAR(g.evaluate(v), gelu(v), 2e-2);
   check(g, -6, 6, 5, 12);
+}
+
+// Baby-step giant-step at the degrees EvalMod uses: dense, odd-only (the arcsine's) and
+// sparse coefficients with zero runs, where leaves skip baby steps or hold a constant
+// only; still at optimal depth and landing exactly at the input's scale.
+TEST(Polynomial, BabyStepLeavesKeepOptimalDepthAtHighDegrees) {
+  const auto depth_of = [](std::size_t d) {
+    std::size_t depth = 0;
+    while ((std::size_t{1} << depth) < d + 1) ++depth;
+    return depth;
+  };
+  for (std::size_t d : {5, 12, 30, 31, 63}) {
+    Polynomial dense{PolynomialBasis::kChebyshev, test::random_real(d + 1, 300 + d, 1.0)};
+    for (auto& c : dense.coeffs) c /= std::sqrt(static_cast<double>(d));
+    check(dense, -1, 1, depth_of(d), 12);
+    Polynomial odd = dense;
+    for (std::size_t k = 0; k <= d; k += 2) odd.coeffs[k] = 0;
+    if (odd.degree() == d) check(odd, -1, 1, depth_of(d), 12);
+    Polynomial sparse = dense;
+    for (std::size_t k = 1; k < d; ++k)
+      if (k % 8 != 3) sparse.coeffs[k] = 0;
+    check(sparse, -1, 1, depth_of(d), 12);
+  }
+  Polynomial power;
+  power.coeffs = test::random_real(31, 400, 1.0 / 8);
+  check(power, -1, 1, 5, 12);
 }
 
 TEST(Polynomial, GenericQuadraticTakesTwoLevels) {

@@ -182,20 +182,32 @@ void Evaluator::multiply_plain_accumulate(std::span<const PlainProduct> products
 }
 
 Ciphertext Evaluator::multiply_const_to(const Ciphertext& a, double c, std::size_t level, double scale) const {
-  check_ciphertext(a, "multiply_const_to");
-  if (a.level() <= level)
-    throw std::invalid_argument("multiply_const_to: needs a level above the target (" + level_scale(a) +
-                                ", target level " + std::to_string(level) + ")");
-  if (!(scale > 0) || !std::isfinite(scale)) throw std::invalid_argument("multiply_const_to: invalid scale");
-  Ciphertext r = a;
-  drop_to_level_inplace(r, level + 1);
+  const ConstTerm term{&a, c};
+  return linear_combination_to({&term, 1}, level, scale);
+}
+
+Ciphertext Evaluator::linear_combination_to(std::span<const ConstTerm> terms, std::size_t level, double scale) const {
+  if (terms.empty()) throw std::invalid_argument("linear_combination_to: no terms");
+  if (!(scale > 0) || !std::isfinite(scale)) throw std::invalid_argument("linear_combination_to: invalid scale");
   const double q_next = static_cast<double>(context_.ring_q().modulus(level + 1).value());
-  const auto res = constant_residues(context_, c * scale * q_next / a.scale, level + 2);
-  for (auto& p : r.polys) context_.ring_q().multiply_scalar(p, res, p);
-  r.scale = scale * q_next;
-  rescale_inplace(r);
-  r.scale = scale;  // exact by construction (up to the rounding of the constant)
-  return r;
+  Ciphertext sum;
+  for (const ConstTerm& term : terms) {
+    const Ciphertext& a = *term.a;
+    check_ciphertext(a, "linear_combination_to");
+    if (a.level() <= level)
+      throw std::invalid_argument("linear_combination_to: needs a level above the target (" + level_scale(a) +
+                                  ", target level " + std::to_string(level) + ")");
+    Ciphertext r = a;
+    drop_to_level_inplace(r, level + 1);
+    const auto res = constant_residues(context_, term.c * scale * q_next / a.scale, level + 2);
+    for (auto& p : r.polys) context_.ring_q().multiply_scalar(p, res, p);
+    r.scale = scale * q_next;
+    if (sum.polys.empty()) sum = std::move(r);
+    else add_inplace(sum, r);
+  }
+  rescale_inplace(sum);
+  sum.scale = scale;  // exact by construction (up to the rounding of the constants)
+  return sum;
 }
 
 void Evaluator::add_const_inplace(Ciphertext& a, double c) const {

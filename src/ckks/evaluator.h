@@ -61,6 +61,13 @@ class Evaluator {
   // integer round(c * scale * q_{level+1} / a.scale) and rescaled. Needs a.level() > level.
   // With c = 1 this aligns a ciphertext to another one's level and scale.
   Ciphertext multiply_const_to(const Ciphertext& a, double c, std::size_t level, double scale) const;
+  // sum_k c_k * a_k landing exactly at (level, scale), each term as in multiply_const_to
+  // but one rescale for the sum. Needs every a_k.level() > level and one slot count.
+  struct ConstTerm {
+    const Ciphertext* a;
+    double c;
+  };
+  Ciphertext linear_combination_to(std::span<const ConstTerm> terms, std::size_t level, double scale) const;
 
   // Adds the real constant c to every slot (encoded at the ciphertext's scale).
   void add_const_inplace(Ciphertext& a, double c) const;

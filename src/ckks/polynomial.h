@@ -1,8 +1,9 @@
 // Polynomial evaluation on ciphertexts in the power or the Chebyshev basis with optimal
 // depth ceil(log2(degree + 1)) (plus one level for a Chebyshev interval other than
-// [-1, 1]). p = q * T_{2^m} + r with 2^m <= degree, recursively (Chebyshev:
-// T_{2^m + j} = 2 T_{2^m} T_j - T_{2^m - j}); leaves c1 * x + c0 use exact scale-landing
-// constant multiplications, so every branch meets at exactly the scale its sum needs.
+// [-1, 1]), baby-step giant-step: p = q * T_{2^m} + r with 2^m <= degree, recursively,
+// and parts of degree below ~sqrt(degree) that have a level to spare evaluated from baby
+// steps T_j with scalar products only (polynomial.cpp says where the products go). Every
+// scalar combination lands at exactly the scale its sum needs.
 #pragma once
 #include <functional>
 #include <vector>
