@@ -276,7 +276,7 @@ class CompiledModel {
 };
 
 std::unique_ptr<CompiledModel> compile_model(const Model& model, int scale_bits, double precision_bits, double budget_gb,
-                                             bool progress) {
+                                             bool bootstrap, bool progress) {
   if (!model.ranges)
     throw std::invalid_argument("compile: call fit(calibration_inputs) first (the ranges choose q_0 and check "
                                 "every polynomial's domain)");
@@ -288,7 +288,11 @@ std::unique_ptr<CompiledModel> compile_model(const Model& model, int scale_bits,
   {
     py::gil_scoped_release release;
     const double output_max_abs = model.ranges->ranges.back().max_abs;
-    ckks::ParameterSpec spec = nn::parameters_for(model.graph, output_max_abs, scale_bits);
+    // As `pfhe compile` chooses: the smallest ring holding the graph, else (or with
+    // `bootstrap`) the bootstrapping chain with bootstraps placed from the fit() ranges.
+    const nn::GraphParameters chosen = nn::graph_parameters(model.graph, output_max_abs, scale_bits, bootstrap);
+    nn::check_precision_target(chosen, precision_bits);
+    ckks::ParameterSpec spec = chosen.spec;
     if (precision_bits > 0) {
       report(progress, "precision target %.1f bits: measuring encrypted runs (a key pair made for it, dropped)",
              precision_bits);
@@ -301,12 +305,16 @@ std::unique_ptr<CompiledModel> compile_model(const Model& model, int scale_bits,
     report(progress, "a graph of %zu nodes, input %s -> parameters %s", model.graph.nodes().size(),
            model.graph.input_shape().str().c_str(), params.describe().c_str());
     const auto budget = static_cast<std::size_t>(budget_gb * static_cast<double>(1ULL << 30));
-    served = std::make_unique<runtime::ServedModel>(
-        params, [&](const ckks::Encoder& enc) { return nn::compile_graph(model.graph, enc, budget); });
+    if (chosen.bootstrapping)
+      report(progress, "bootstrapping at N = 2^16 (%s)",
+             bootstrap ? "bootstrap=True" : "the graph is deeper than N = 2^16 holds without it");
+    served = std::make_unique<runtime::ServedModel>(params, [&](const ckks::Encoder& enc) {
+      return nn::compile_graph(model.graph, enc, budget, !chosen.bootstrapping, chosen.bootstrapping, &*model.ranges);
+    });
   }
   const nn::CompiledGraph& g = served->graph();
-  report(progress, "compiled in %.1f s: depth %zu, %zu parallel region(s), %zu rotation keys", seconds_since(t),
-         g.depth(), g.parallel_regions().size(), g.rotation_levels().size());
+  report(progress, "compiled in %.1f s: depth %zu, %zu bootstrap(s), %zu parallel region(s), %zu rotation keys",
+         seconds_since(t), g.depth(), g.bootstraps(), g.parallel_regions().size(), g.rotation_levels().size());
   return std::make_unique<CompiledModel>(std::move(served));
 }
 
@@ -348,10 +356,12 @@ PYBIND11_MODULE(_pfhe, m) {
            "float64 reference output of one input", py::arg("x"))
       .def("fit", &fit_model, "measure every node's range on calibration inputs (B, C, H, W)", py::arg("inputs"))
       .def("compile", &compile_model,
-           "compile at 128-bit security: the smallest ring holding the model's depth; precision_bits: the scale "
-           "from a precision target, measured on the first fit() inputs (instead of scale_bits)",
+           "compile at 128-bit security: the smallest ring holding the model's depth, or, for a model deeper "
+           "than N = 2^16 holds (or with bootstrap=True), the bootstrapping chain with bootstraps placed; "
+           "precision_bits: the scale from a precision target, measured on the first fit() inputs (instead of "
+           "scale_bits; not for a model that bootstraps)",
            py::arg("scale_bits") = nn::kDefaultScaleBits, py::arg("precision_bits") = 0.0, py::arg("budget_gb") = 0.5,
-           py::arg("progress") = true)
+           py::arg("bootstrap") = false, py::arg("progress") = true)
       .def("save", [](const Model& mo, const std::string& path) { nn::save_graph_file(mo.graph, path); },
            py::arg("path"));
   m.def("from_onnx", [](const std::string& path) { return Model{nn::import_onnx_file(path), std::nullopt, {}}; },
@@ -397,6 +407,7 @@ PYBIND11_MODULE(_pfhe, m) {
       .def("save", &CompiledModel::save, py::arg("dir"))
       .def_property_readonly("spec", &CompiledModel::spec)
       .def_property_readonly("depth", [](const CompiledModel& c) { return c.graph().depth(); })
+      .def_property_readonly("bootstraps", [](const CompiledModel& c) { return c.graph().bootstraps(); })
       .def_property_readonly("rotation_keys", [](const CompiledModel& c) { return c.graph().rotation_levels().size(); })
       .def_property_readonly("branch_tasks", &CompiledModel::branch_tasks)
       .def("run", &CompiledModel::run, py::arg("ciphertext"), py::arg("keys"), py::arg("executor") = "seq",

@@ -248,9 +248,7 @@ int cmd_compile_graph(const CompileOptions& o) {
   const double output_max_abs = ranges.ranges.back().max_abs;
   const nn::GraphParameters chosen = nn::graph_parameters(graph, output_max_abs, nn::kDefaultScaleBits, o.bootstrap);
   ckks::ParameterSpec spec = chosen.spec;
-  if (chosen.bootstrapping && o.precision_bits > 0)
-    throw std::invalid_argument("--precision-bits is not supported yet for a graph that bootstraps (its precision is "
-                                "bounded by the bootstraps': docs/BENCHMARKS.md)");
+  nn::check_precision_target(chosen, o.precision_bits);
   if (o.precision_bits > 0) {
     progress("precision target %.1f bits: measuring encrypted runs of the graph (a key pair made for it, dropped)",
              o.precision_bits);

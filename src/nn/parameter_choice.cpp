@@ -309,6 +309,12 @@ GraphParameters graph_parameters(const Graph& graph, double output_max_abs, int 
                               std::to_string(scale_bits) + " and outputs up to " + std::to_string(output_max_abs));
 }
 
+void check_precision_target(const GraphParameters& chosen, double precision_bits) {
+  if (chosen.bootstrapping && precision_bits > 0)
+    throw std::invalid_argument("a precision target is not supported yet for a graph that bootstraps (its precision "
+                                "is bounded by the bootstraps': docs/BENCHMARKS.md); give the scale instead");
+}
+
 CompiledGraph compile_graph(const Graph& graph, const ckks::Encoder& encoder, std::size_t plaintext_budget,
                             bool ring_switch, const std::optional<ckks::BootstrapConfig>& bootstrapping,
                             const FitReport* ranges) {

@@ -162,6 +162,10 @@ inline constexpr int kMaxDigitsWithoutBootstrapping = 8;
 inline constexpr int kBootstrapMaxDigits = 4;
 GraphParameters graph_parameters(const Graph& graph, double output_max_abs, int scale_bits = kDefaultScaleBits,
                                  bool bootstrap = false);
+// Throws when a precision target (`precision_bits` > 0) is asked of a choice that
+// bootstraps: the measured choice (parameters_for_precision) covers unbootstrapped chains
+// only, and a bootstrapped graph's precision is bounded by its bootstraps'.
+void check_precision_target(const GraphParameters& chosen, double precision_bits);
 
 // How `pfhe compile` and a server given a graph model file compile a graph: inputs at the
 // parameters' top level and default scale (parameters_for gives exactly the levels the

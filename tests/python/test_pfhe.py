@@ -20,7 +20,7 @@ import pfhe
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "tests", "tools"))
 # The models the ONNX import check writes in torch (one definition for both tests).
-from onnx_import_check import LeNetSquare, SmallResidual, WithRelu, randomize_batch_norms  # noqa: E402
+from onnx_import_check import DeepResidual, LeNetSquare, SmallResidual, WithRelu, randomize_batch_norms  # noqa: E402
 
 
 class Square(nn.Module):
@@ -193,6 +193,31 @@ def test_precision_target_chooses_the_scale():
     assert scales[14] < scales[26]
     with pytest.raises(ValueError, match="scale_bits or precision_bits"):
         net.compile(scale_bits=35, precision_bits=20)
+
+
+def test_deep_model_bootstraps_and_matches_torch():
+    """Issue 24 through the package: compile(bootstrap=True) gives the residual network of
+    depth 16 N = 2^16's bootstrapping chain and one placed bootstrap, the client's keys
+    include the bootstrapping keys, and the run matches torch; a precision target is
+    refused for it with the reason."""
+    model = DeepResidual().eval()
+    shape = (1, 8, 8)
+    rng = np.random.default_rng(5)
+    net = pfhe.from_torch(model, torch.randn(1, *shape))
+    net.fit(rng.standard_normal((8, *shape)))
+    with pytest.raises(ValueError, match="precision target is not supported yet for a graph that bootstraps"):
+        net.compile(precision_bits=20, bootstrap=True, progress=False)
+    compiled = net.compile(bootstrap=True, budget_gb=0.1, progress=False)
+    assert compiled.bootstraps == 1
+    assert "N=2^16" in compiled.spec.parameters
+    client = pfhe.Client(compiled.spec)
+    x = rng.standard_normal(shape)
+    got = client.decrypt(compiled.run(client.encrypt(x), keys=client.evaluation_keys(progress=False),
+                                      executor="threads", workers=2, progress=False))
+    want = torch_logits(model, x)
+    print(f"deep, bootstrapped from Python: relative error {relative_error(got, want):.2e}")
+    assert relative_error(got, want) < 1e-4
+    assert np.argmax(got) == np.argmax(want)
 
 
 def test_readme_flow_runs_as_written():
