@@ -444,6 +444,24 @@ TEST(GraphParameters, DeepGraphsBootstrapAtTwoToTheSixteen) {
   // Keys bound memory at these levels: giant steps are chained (ckks::GiantSteps).
   EXPECT_EQ(chosen.bootstrapping->giant_steps, ckks::GiantSteps::kChained);
 
+  // Deeper than a plan measures (kPlanLevels): still a clear choice, bootstrapping.
+  Graph deeper({1, 4, 4});
+  x = 0;
+  for (int i = 0; i < 70; ++i)
+    x = deeper.add("act" + std::to_string(i), PolynomialActivation{{0.0, 1.0, i % 2 ? 0.05 : -0.05}}, x);
+  const GraphNeeds needs = graph_needs(deeper);
+  EXPECT_EQ(needs.levels, kPlanLevels + 1);
+  EXPECT_EQ(needs.min_log_n, 12);
+  try {
+    parameters_for(deeper, 1.0);
+    ADD_FAILURE() << "a 70-level graph got parameters without bootstrapping";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("needs more than 64 levels"), std::string::npos) << e.what();
+  }
+  const GraphParameters deeper_chosen = graph_parameters(deeper, 1.0);
+  ASSERT_TRUE(deeper_chosen.bootstrapping.has_value());
+  EXPECT_EQ(deeper_chosen.spec.log_n, 16);
+
   Graph shallow({1, 4, 4});
   shallow.add("conv", conv(1, 1, 1, false, 700), 0);
   EXPECT_FALSE(graph_parameters(shallow, 1.0).bootstrapping.has_value());

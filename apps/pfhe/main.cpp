@@ -258,8 +258,11 @@ int cmd_compile_graph(const CompileOptions& o) {
              choice.estimated_bits, seconds_since(t));
   }
   const ckks::Context ctx(ckks::Parameters::create(spec));
-  progress("model %s: a graph of %zu nodes, input %s, depth %zu -> parameters %s", o.model.c_str(),
-           graph.nodes().size(), graph.input_shape().str().c_str(), chosen.graph_levels, ctx.params().describe().c_str());
+  // (graph_needs measures depth up to nn::kPlanLevels; a deeper graph only bootstraps)
+  const std::string depth = chosen.graph_levels > nn::kPlanLevels ? "more than " + std::to_string(nn::kPlanLevels)
+                                                                  : std::to_string(chosen.graph_levels);
+  progress("model %s: a graph of %zu nodes, input %s, depth %s -> parameters %s", o.model.c_str(),
+           graph.nodes().size(), graph.input_shape().str().c_str(), depth.c_str(), ctx.params().describe().c_str());
   const ckks::Encoder enc(ctx);
   const auto budget = static_cast<std::size_t>(o.budget_gb * static_cast<double>(1ULL << 30));
   if (chosen.bootstrapping)
@@ -274,9 +277,10 @@ int cmd_compile_graph(const CompileOptions& o) {
     report_ring_switch(compiled.half_ring().get(), o.no_ring_switch);
   std::size_t branches = 0;
   for (const auto& region : compiled.parallel_regions()) branches += region.branches.size();
-  progress("compiled in %.1f s: %zu levels used, %zu parallel region(s) with %zu branch tasks, diagonals hold %.2f GB, "
+  progress("compiled in %.1f s: %s levels used, %zu parallel region(s) with %zu branch tasks, diagonals hold %.2f GB, "
            "%zu rotation keys",
-           seconds_since(t), compiled.bootstraps() > 0 ? chosen.graph_levels : compiled.depth(), compiled.parallel_regions().size(), branches,
+           seconds_since(t), compiled.bootstraps() > 0 ? depth.c_str() : std::to_string(compiled.depth()).c_str(),
+           compiled.parallel_regions().size(), branches,
            static_cast<double>(compiled.plaintext_bytes()) / 1e9,
            compiled.rotation_levels().size() + compiled.half_ring_rotation_levels().size());
   t = Clock::now();

@@ -191,7 +191,7 @@ class CompiledGraph::Builder {
     for (double& coeff : p.coeffs) coeff *= power, power *= c;
     if (p.degree() == 0) throw std::invalid_argument("compile: node '" + name + "': constant polynomial activation");
     if (p.depth() > x.level)
-      throw std::invalid_argument("compile: node '" + name + "': the polynomial needs " + std::to_string(p.depth()) +
+      throw ModelTooDeep("compile: node '" + name + "': the polynomial needs " + std::to_string(p.depth()) +
                                   " levels, " + std::to_string(x.level) + " are left (the model is too deep)");
     const std::size_t depth = p.depth();
     return {push(name, {x.index}, Poly{x.level, x.scale, scale_, std::move(p)}, x.half), x.layout, x.shape,
@@ -205,7 +205,7 @@ class CompiledGraph::Builder {
     if (n.polynomial.degree() == 0) throw std::invalid_argument("compile: node '" + name + "': constant polynomial");
     const Value x = ready(name, in_ring(name, materialize(name + ".multiplier", v)), n.depth());
     if (n.depth() > x.level)
-      throw std::invalid_argument("compile: node '" + name + "': L2Normalize needs " + std::to_string(n.depth()) +
+      throw ModelTooDeep("compile: node '" + name + "': L2Normalize needs " + std::to_string(n.depth()) +
                                   " levels, " + std::to_string(x.level) + " are left (the model is too deep)");
     n.input_level = x.level;
     n.input_scale = x.scale;
@@ -563,7 +563,9 @@ CompiledGraph CompiledGraph::build(const Graph& graph, const Recipe& recipe, con
     } catch (const std::invalid_argument& e) {
       const std::string what = e.what();
       if (what.find("compile: node") == 0) throw;
-      throw std::invalid_argument("compile: node '" + node.name + "' (" + op_name(node.op) + "): " + what);
+      const std::string named = "compile: node '" + node.name + "' (" + op_name(node.op) + "): " + what;
+      if (dynamic_cast<const ModelTooDeep*>(&e)) throw ModelTooDeep(named);  // its kind kept
+      throw std::invalid_argument(named);
     }
   }
   if (!values.back()) throw std::logic_error("compile: the output node was not computed");

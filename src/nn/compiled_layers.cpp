@@ -46,7 +46,7 @@ double prime_at(const ckks::Context& ctx, std::size_t level) {
 
 // Every step consumes one level; level 0 has none left.
 void require_level(std::size_t level) {
-  if (level == 0) throw std::invalid_argument("compile: the model is deeper than the available levels");
+  if (level == 0) throw ModelTooDeep("compile: the model is deeper than the available levels");
 }
 
 // A transform from (level, in_scale) landing exactly on (level - 1, target_scale).

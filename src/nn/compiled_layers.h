@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <vector>
 
 #include "ckks/byte_stream.h"
@@ -17,6 +18,13 @@
 #include "nn/linear_map.h"
 
 namespace pfhe::nn {
+
+// A value ran out of levels while compiling without a bootstrapper (the model is deeper
+// than the chain): what the parameter choice tells apart from other compile errors.
+class ModelTooDeep : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
 
 // kPlanOnly lowers every layer but keeps only which diagonals each transform has: the
 // rotation keys and layouts a client needs, in a fraction of the time, and nothing that

@@ -212,7 +212,6 @@ std::shared_ptr<const HalfRing> chosen_half_ring(const Graph& graph, const ckks:
 }
 
 GraphNeeds graph_needs(const Graph& graph) {
-  constexpr int kPlanLevels = 64;  // more than any ring up to 2^17 holds at 128 bits
   const Shape& in = graph.input_shape();
   const std::size_t input_span = on_grid(in, 1, std::bit_ceil(in.height), std::bit_ceil(in.width), 1, 1).span();
   std::string last_error;
@@ -227,8 +226,12 @@ GraphNeeds graph_needs(const Graph& graph) {
       const CompiledGraph plan =
           CompiledGraph::compile(graph, enc, kPlanLevels, ctx.params().default_scale(), 0, Compilation::kPlanOnly);
       return {plan.depth(), log_n};
+    } catch (const ModelTooDeep&) {
+      // Deeper than any chain without bootstrapping: the layouts held in this ring as far as
+      // the plan went (a bootstrapped compile checks the rest).
+      return {kPlanLevels + 1, log_n};
     } catch (const std::invalid_argument& e) {
-      last_error = e.what();  // a layout needing more slots, or a graph no ring can hold
+      last_error = e.what();  // a layout needing more slots
     }
   }
   throw std::invalid_argument(last_error);
@@ -265,7 +268,9 @@ ckks::ParameterSpec parameters_for(const Graph& graph, double output_max_abs, in
   check_scale_bits(scale_bits);
   const GraphNeeds needs = graph_needs(graph);
   if (auto spec = unbootstrapped(needs, output_max_abs, scale_bits)) return *spec;
-  throw std::invalid_argument("the graph needs " + std::to_string(needs.levels) +
+  throw std::invalid_argument("the graph needs " +
+                              (needs.levels > kPlanLevels ? "more than " + std::to_string(kPlanLevels)
+                                                          : std::to_string(needs.levels)) +
                               " levels, more than N = 2^" + std::to_string(unbootstrapped_max_log_n(needs)) +
                               " holds at 128-bit security with at most " +
                               std::to_string(kMaxDigitsWithoutBootstrapping) +

@@ -111,13 +111,16 @@ std::shared_ptr<const HalfRing> chosen_half_ring(const Graph& graph, const ckks:
 
 // What a model graph needs from its parameters without bootstrapping: the levels it
 // consumes and the smallest ring whose slots hold every layout. Measured by planning the
-// graph (CompiledGraph, Compilation::kPlanOnly) on throwaway contexts of 64 levels from
-// the smallest ring that holds the input upwards; those contexts are not secure and
-// never leave this function (nothing is encrypted under them). Throws
+// graph (CompiledGraph, Compilation::kPlanOnly) on throwaway contexts of kPlanLevels
+// levels from the smallest ring that holds the input upwards; those contexts are not
+// secure and never leave this function (nothing is encrypted under them). A graph deeper
+// than kPlanLevels gets levels = kPlanLevels + 1 (only bootstrapping holds it; a deeper
+// plan context would hold a base converter per level and digit: gigabytes). Throws
 // std::invalid_argument (the compiler's message for the largest ring) when no ring up to
-// 2^17 can hold the graph or it needs more than 64 levels.
+// 2^17 can hold the graph's layouts.
+inline constexpr std::size_t kPlanLevels = 64;  // more than any ring up to 2^17 holds at 128 bits
 struct GraphNeeds {
-  std::size_t levels = 0;
+  std::size_t levels = 0;  // kPlanLevels + 1: more than kPlanLevels
   int min_log_n = 0;
 };
 GraphNeeds graph_needs(const Graph& graph);
