@@ -329,10 +329,9 @@ ServedModel::ServedModel(const std::string& params_path, const std::string& mode
   if (graph_file) {
     try {
       graph_ = std::make_unique<nn::CompiledGraph>(nn::compile_graph(nn::load_graph_file(model_path), *enc_));
-    } catch (const std::invalid_argument& e) {
+    } catch (const nn::ModelTooDeep& e) {
       // A bootstrapped graph's placement depends on its calibration ranges: `pfhe compile` has them.
-      throw std::invalid_argument(std::string(e.what()) +
-                                  " (a graph that bootstraps is served from its compiled model.pfhc, not its model file)");
+      throw std::invalid_argument(std::string(e.what()) + " (" + kServeBootstrappedFromArtefact + ")");
     }
   } else if (model_file) {
     const nn::PatchCNN model = nn::load_model_file(model_path);

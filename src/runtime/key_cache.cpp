@@ -232,7 +232,8 @@ void check_header(std::span<const std::uint8_t> header, const Contexts& c, Index
                                           : "key cache with half-ring keys the model does not use");
   if (r.get<std::uint64_t>(what) != c.fingerprint(c.encapsulation))
     throw ckks::SerializationError(c.encapsulation ? "key cache without the bootstrapping (encapsulation) keys the model needs"
-                                                   : "key cache with bootstrapping keys the model does not use");
+                                                   : std::string("key cache with bootstrapping keys the model does not use (") +
+                                                         kServeBootstrappedFromArtefact + ")");
 }
 
 Entry get_entry(ckks::ByteReader& r) {
@@ -372,11 +373,7 @@ std::uint64_t write_key_cache(const std::string& keys_path, const std::string& c
   return load_mapped_in_place(keys_path, [&](std::span<const std::uint8_t> bytes,
                                              const std::shared_ptr<const ckks::Backing>& mapping) {
     const BundleView b = load_bundle(bytes);
-    const std::size_t ring_keys = half_ring ? 5u : 2u, expected = ring_keys + (encapsulation ? 2u : 0u);
-    if (b.objects.size() != expected)
-      throw ckks::SerializationError("evaluation keys: " + std::to_string(b.objects.size()) + " objects, expected " +
-                                     std::to_string(expected) + (half_ring ? " (a model with a ring switch" : " (a model without a ring switch") +
-                                     (encapsulation ? ", bootstrapping with encapsulation)" : ")") + " (keys of another model?)");
+    const std::size_t ring_keys = check_evaluation_key_objects(b.objects.size(), half_ring, encapsulation);
     CacheWriter cache(cache_path, b.key_set, contexts);
     // Two keys per thread in memory at a time: CryptoFaceNet4's keys are ~70 MB each.
     const std::size_t batch = 2 * static_cast<std::size_t>(std::max(1, omp_get_max_threads()));

@@ -163,23 +163,19 @@ void write_evaluation_keys(const std::string& path, const ckks::Context& ctx, co
   write_bundle_file(path, keys.key_set, objects);
 }
 
-namespace {
-// The object count of an evaluation-key file for a model with (or without) a half ring and
-// encapsulation: returns the count of ring keys (before the encapsulation keys), throws
-// saying which kind of model the file was made for otherwise.
 std::size_t check_evaluation_key_objects(std::size_t found, const nn::HalfRing* half_ring,
-                                        const ckks::Context* encapsulation) {
+                                         const ckks::Context* encapsulation) {
   const std::size_t ring_keys = half_ring ? 5u : 2u, encapsulation_keys = encapsulation ? 2u : 0u;
   if (found == ring_keys + encapsulation_keys) return ring_keys;
   if (found == ring_keys + 2 - encapsulation_keys)
-    throw ckks::SerializationError(std::string("evaluation keys: ") +
-                                   (encapsulation ? "without the bootstrapping (encapsulation) keys the model needs"
-                                                  : "with bootstrapping keys the model does not use") +
-                                   " (keys of another model?)");
+    throw ckks::SerializationError(
+        encapsulation ? std::string("evaluation keys: without the bootstrapping (encapsulation) keys the model needs "
+                                    "(keys of another model?)")
+                      : std::string("evaluation keys: with bootstrapping keys the model does not use (keys of another "
+                                    "model? ") + kServeBootstrappedFromArtefact + ")");
   throw ckks::SerializationError(
       count_problem("evaluation keys", found, 2 + encapsulation_keys, 5 + encapsulation_keys, half_ring));
 }
-}  // namespace
 
 EvaluationKeys read_evaluation_keys(const std::string& path, const ckks::Context& ctx, const nn::HalfRing* half_ring,
                                     const ckks::Context* encapsulation) {

@@ -19,6 +19,12 @@
 
 namespace pfhe::runtime {
 
+// What to do when a model that bootstraps meets a server given its model file: its
+// bootstraps are placed from the calibration ranges only `pfhe compile` has, so the model
+// file alone compiles without them (and refuses the keys made for the artefact's spec).
+inline constexpr const char* kServeBootstrappedFromArtefact =
+    "a model that bootstraps is served from its compiled model.pfhc, not its model file";
+
 struct SecretKeyFile {
   std::uint64_t key_set = 0;
   ckks::SecretKey key;
@@ -73,6 +79,11 @@ void write_evaluation_keys(const std::string& path, const ckks::Context& ctx, co
 // Keys already in memory (e.g. made by make_evaluation_keys), in the same file format.
 void write_evaluation_keys(const std::string& path, const ckks::Context& ctx, const nn::HalfRing* half_ring,
                            const EvaluationKeys& keys);
+// The object count of an evaluation-key file for a model with (or without) a half ring and
+// encapsulation: returns the count of ring keys (before the encapsulation keys); throws
+// ckks::SerializationError saying which kind of model the file was made for otherwise.
+std::size_t check_evaluation_key_objects(std::size_t found, const nn::HalfRing* half_ring,
+                                         const ckks::Context* encapsulation);
 // Refuses a file without (or with) the half ring's keys when `half_ring` is (not) given, and
 // without (or with) encapsulation keys when `encapsulation` (their context) is (not) given.
 EvaluationKeys read_evaluation_keys(const std::string& path, const ckks::Context& ctx, const nn::HalfRing* half_ring,

@@ -619,5 +619,15 @@ TEST(ClientServer, BootstrappedGraphServedFromItsFilesOnEveryExecutor) {
   }
   // A key file read as if the model did not bootstrap: the object count names the reason.
   EXPECT_THROW(runtime::read_evaluation_keys(key_file, served.context(), nullptr), ckks::SerializationError);
+  // The graph compiled without its bootstraps under the same parameters (what a server
+  // given the model file does): the keys are refused saying how to serve it.
+  const runtime::ServedModel from_model_file(
+      params, [&](const ckks::Encoder& enc) { return nn::compile_graph(graph, enc, 0, false); });
+  try {
+    const runtime::KeySet keys(from_model_file, key_file);
+    ADD_FAILURE() << "bootstrapping keys accepted by the graph compiled without bootstraps";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("served from its compiled model.pfhc"), std::string::npos) << e.what();
+  }
   std::filesystem::remove_all(dir);
 }
