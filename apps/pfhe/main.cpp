@@ -258,9 +258,7 @@ int cmd_compile_graph(const CompileOptions& o) {
              choice.estimated_bits, seconds_since(t));
   }
   const ckks::Context ctx(ckks::Parameters::create(spec));
-  // (graph_needs measures depth up to nn::kPlanLevels; a deeper graph only bootstraps)
-  const std::string depth = chosen.graph_levels > nn::kPlanLevels ? "more than " + std::to_string(nn::kPlanLevels)
-                                                                  : std::to_string(chosen.graph_levels);
+  const std::string depth = nn::levels_text(chosen.graph_levels);  // a graph past the plan only bootstraps
   progress("model %s: a graph of %zu nodes, input %s, depth %s -> parameters %s", o.model.c_str(),
            graph.nodes().size(), graph.input_shape().str().c_str(), depth.c_str(), ctx.params().describe().c_str());
   const ckks::Encoder enc(ctx);

@@ -237,6 +237,10 @@ GraphNeeds graph_needs(const Graph& graph) {
   throw std::invalid_argument(last_error);
 }
 
+std::string levels_text(std::size_t levels) {
+  return levels > kPlanLevels ? "more than " + std::to_string(kPlanLevels) : std::to_string(levels);
+}
+
 namespace {
 void check_scale_bits(int scale_bits) {
   if (scale_bits < kMinScaleBits || scale_bits > kMaxScaleBits)
@@ -268,10 +272,7 @@ ckks::ParameterSpec parameters_for(const Graph& graph, double output_max_abs, in
   check_scale_bits(scale_bits);
   const GraphNeeds needs = graph_needs(graph);
   if (auto spec = unbootstrapped(needs, output_max_abs, scale_bits)) return *spec;
-  throw std::invalid_argument("the graph needs " +
-                              (needs.levels > kPlanLevels ? "more than " + std::to_string(kPlanLevels)
-                                                          : std::to_string(needs.levels)) +
-                              " levels, more than N = 2^" + std::to_string(unbootstrapped_max_log_n(needs)) +
+  throw std::invalid_argument("the graph needs " + levels_text(needs.levels) + " levels, more than N = 2^" + std::to_string(unbootstrapped_max_log_n(needs)) +
                               " holds at 128-bit security with at most " +
                               std::to_string(kMaxDigitsWithoutBootstrapping) +
                               " key-switching digits: it needs bootstrapping");

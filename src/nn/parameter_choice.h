@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <functional>
 #include <optional>
+#include <string>
 
 #include "ckks/parameters.h"
 #include "nn/compiled_graph.h"
@@ -124,6 +125,8 @@ struct GraphNeeds {
   int min_log_n = 0;
 };
 GraphNeeds graph_needs(const Graph& graph);
+// GraphNeeds::levels as text for messages: the count, or "more than 64" past the plan.
+std::string levels_text(std::size_t levels);
 // The parameters `pfhe compile` chooses for a graph without bootstrapping: its levels at a
 // 2^scale_bits scale (the CLI: 2^40), q_0 from the output's range on calibration inputs
 // (`output_max_abs`, from fit()), in rings up to 2^16 (2^17 only for a graph whose layouts
