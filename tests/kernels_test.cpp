@@ -68,6 +68,10 @@ TEST_P(KernelPaths, MatchScalarReference) {
       const auto big = random_below(n, u64{1} << 52, bits + n);
       kernels::reduce(big.data(), 52, got.data(), n, m, path);
       for (std::size_t j = 0; j < n; ++j) ASSERT_EQ(got[j], big[j] % m.value()) << "reduce bits " << bits;
+      auto any = random_below(n, ~u64{0}, bits + 3 * n);  // 64-bit inputs (the wide lanes on AVX-512)
+      any[0] = ~u64{0};
+      kernels::reduce(any.data(), 64, got.data(), n, m, path);
+      for (std::size_t j = 0; j < n; ++j) ASSERT_EQ(got[j], any[j] % m.value()) << "reduce 64 bits " << bits;
       // Signed inputs, both magnitude ranges (the IFMA path takes <= 52 bits), zero and the
       // 64-bit extremes included.
       for (const int magnitude_bits : {52, 63}) {
@@ -92,6 +96,32 @@ TEST_P(KernelPaths, MatchScalarReference) {
       kernels::multiply(inplace.data(), b.data(), inplace.data(), n, m, path);
       kernels::multiply(a2.data(), b.data(), want.data(), n, m, SimdPath::kScalar);
       ASSERT_EQ(inplace, want);
+    }
+  }
+}
+
+// The lazily reduced dot product on every path against term-by-term arithmetic: 1 term, a
+// digit count, and more than the 32 terms after which the 128-bit sum is reduced; rows of
+// q - 1 (the largest products).
+TEST_P(KernelPaths, DotProductMatchesTermByTerm) {
+  const SimdPath path = GetParam();
+  if (!cpu_supports(path)) GTEST_SKIP() << to_string(path) << " not supported on this CPU";
+  const std::size_t n = 37;
+  for (int bits : {30, 50, 55, 61}) {
+    const Modulus m(generate_ntt_primes(bits, 1, 16)[0]);
+    for (std::size_t terms : {std::size_t{1}, std::size_t{4}, std::size_t{70}}) {
+      std::vector<std::vector<u64>> a, b;
+      std::vector<const u64*> pa, pb;
+      for (std::size_t t = 0; t < terms; ++t) {
+        a.push_back(t % 3 == 0 ? std::vector<u64>(n, m.value() - 1) : random_below(n, m.value(), bits + 2 * t));
+        b.push_back(t % 5 == 0 ? std::vector<u64>(n, m.value() - 1) : random_below(n, m.value(), bits + 2 * t + 1));
+      }
+      for (std::size_t t = 0; t < terms; ++t) { pa.push_back(a[t].data()); pb.push_back(b[t].data()); }
+      std::vector<u64> got(n), want(n, 0);
+      kernels::dot_product(pa.data(), pb.data(), terms, got.data(), n, m, path);
+      for (std::size_t t = 0; t < terms; ++t)
+        for (std::size_t j = 0; j < n; ++j) want[j] = add_mod(want[j], mul_mod(a[t][j], b[t][j], m), m.value());
+      ASSERT_EQ(got, want) << "bits " << bits << " terms " << terms;
     }
   }
 }

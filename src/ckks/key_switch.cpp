@@ -53,15 +53,8 @@ namespace {
 void inner_product_limb(const std::vector<const u64*>& d, const std::vector<const u64*>& b,
                         const std::vector<const u64*>& a, const ring::Modulus& m, std::size_t n, u64* out0,
                         u64* out1, ring::SimdPath path) {
-  for (std::size_t j = 0; j < d.size(); ++j) {
-    if (j == 0) {
-      ring::kernels::multiply(d[j], b[j], out0, n, m, path);
-      ring::kernels::multiply(d[j], a[j], out1, n, m, path);
-    } else {
-      ring::kernels::multiply_add(d[j], b[j], out0, n, m, path);
-      ring::kernels::multiply_add(d[j], a[j], out1, n, m, path);
-    }
-  }
+  ring::kernels::dot_product(d.data(), b.data(), d.size(), out0, n, m, path);
+  ring::kernels::dot_product(d.data(), a.data(), d.size(), out1, n, m, path);
 }
 
 }  // namespace

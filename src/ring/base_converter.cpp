@@ -26,6 +26,9 @@ BaseConverter::BaseConverter(std::vector<Modulus> from, std::vector<Modulus> to)
         if (l != i) hat = mul_mod(hat, reduce64(from_[l].value(), to_[k]), to_[k]);
       hat_mod_to_[k * nb + i] = hat;
     }
+  hat_mod_to_shoup_.resize(hat_mod_to_.size());
+  for (std::size_t k = 0; k < to_.size(); ++k)
+    for (std::size_t i = 0; i < nb; ++i) hat_mod_to_shoup_[k * nb + i] = shoup(hat_mod_to_[k * nb + i], to_[k]);
   for (const auto& c : to_) {
     u64 b = 1;
     for (const auto& f : from_) b = mul_mod(b, reduce64(f.value(), c), c);
@@ -105,7 +108,8 @@ void BaseConverter::convert(const u64* const* in, u64* const* out, std::size_t n
   std::vector<double> fraction(kBlock);
   const std::size_t nt = ifma_terms_.size();
   std::vector<u64> split(nt * kBlock);      // IFMA term rows
-  std::vector<const u64*> term_rows(nt);
+  std::vector<const u64*> term_rows(nt), y_rows(nb);
+  for (std::size_t i = 0; i < nb; ++i) y_rows[i] = y.data() + i * kBlock;
   for (std::size_t t = 0; t < nt; ++t) {
     const auto& term = ifma_terms_[t];
     const bool direct = from_[term.source].ifma_eligible();
@@ -140,6 +144,8 @@ void BaseConverter::convert(const u64* const* in, u64* const* out, std::size_t n
       if (kernels::use_ifma(path, to_[k])) {
         kernels::detail::dot_constant_ifma(term_rows.data(), ifma_weights_.data() + k * nt,
                                            ifma_weights_shoup52_.data() + k * nt, nt, z, len, to_[k]);
+      } else if (kernels::use_avx512_wide(path, to_[k])) {
+        kernels::detail::dot_constant_wide(y_rows.data(), hat, hat_mod_to_shoup_.data() + k * nb, nb, z, len, to_[k]);
       } else {
         convert_row_scalar(y.data(), kBlock, hat, z, len, to_[k]);
       }

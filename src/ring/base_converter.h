@@ -37,6 +37,7 @@ class BaseConverter {
   };
   std::vector<u64> hat_inv_;                  // (B/b_i)^-1 mod b_i
   std::vector<u64> hat_mod_to_;               // (B/b_i) mod c_k, row k
+  std::vector<u64> hat_mod_to_shoup_;         // their 64-bit Shoup constants (wide AVX-512 targets)
   std::vector<IfmaTerm> ifma_terms_;
   std::vector<u64> ifma_weights_, ifma_weights_shoup52_;  // per target row k, per IFMA term
   std::vector<u64> b_multiples_;              // u * B mod c_k for u = 0..|B|, row k

@@ -25,7 +25,8 @@ bool cpu_supports(SimdPath path) {
     case SimdPath::kScalar: return true;
     case SimdPath::kAvx2: return __builtin_cpu_supports("avx2");
     case SimdPath::kAvx512Ifma:
-      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512ifma");
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx512ifma");
   }
   return false;
 }

@@ -41,16 +41,37 @@ void add_constant(const u64* a, u64 c, u64* out, std::size_t n, const Modulus& m
 
 void multiply(const u64* a, const u64* b, u64* out, std::size_t n, const Modulus& m, SimdPath path) {
   if (use_ifma(path, m)) return detail::multiply_ifma(a, b, out, n, m);
+  if (use_avx512_wide(path, m)) return detail::multiply_wide(a, b, out, n, m);
   for (std::size_t j = 0; j < n; ++j) out[j] = mul_mod(a[j], b[j], m);
 }
 
 void multiply_add(const u64* a, const u64* b, u64* acc, std::size_t n, const Modulus& m, SimdPath path) {
   if (use_ifma(path, m)) return detail::multiply_add_ifma(a, b, acc, n, m);
+  if (use_avx512_wide(path, m)) return detail::multiply_add_wide(a, b, acc, n, m);
   for (std::size_t j = 0; j < n; ++j) acc[j] = reduce128(static_cast<u128>(a[j]) * b[j] + acc[j], m);
+}
+
+void dot_product(const u64* const* a, const u64* const* b, std::size_t terms, u64* out, std::size_t n,
+                 const Modulus& m, SimdPath path) {
+  if (path == SimdPath::kAvx512Ifma) {
+    multiply(a[0], b[0], out, n, m, path);
+    for (std::size_t t = 1; t < terms; ++t) multiply_add(a[t], b[t], out, n, m, path);
+    return;
+  }
+  constexpr std::size_t kTermsPerReduce = 32;  // products < 2^122: 32 of them stay below 2^127
+  for (std::size_t j = 0; j < n; ++j) {
+    u128 acc = 0;
+    for (std::size_t t = 0; t < terms; ++t) {
+      acc += static_cast<u128>(a[t][j]) * b[t][j];
+      if ((t + 1) % kTermsPerReduce == 0) acc = reduce128(acc, m);
+    }
+    out[j] = reduce128(acc, m);
+  }
 }
 
 void multiply_constant(const u64* a, u64 w, u64* out, std::size_t n, const Modulus& m, SimdPath path) {
   if (use_ifma(path, m)) return detail::multiply_constant_ifma(a, w, out, n, m);
+  if (use_avx512_wide(path, m)) return detail::multiply_constant_wide(a, w, out, n, m);
   const u64 q = m.value(), ws = shoup(w, q);
   for (std::size_t j = 0; j < n; ++j) out[j] = mul_shoup(a[j], w, ws, q);
 }
@@ -58,18 +79,21 @@ void multiply_constant(const u64* a, u64 w, u64* out, std::size_t n, const Modul
 void subtract_multiply_constant(const u64* a, const u64* b, u64 w, u64* out, std::size_t n, const Modulus& m,
                                 SimdPath path) {
   if (use_ifma(path, m)) return detail::subtract_multiply_constant_ifma(a, b, w, out, n, m);
+  if (use_avx512_wide(path, m)) return detail::subtract_multiply_constant_wide(a, b, w, out, n, m);
   const u64 q = m.value(), ws = shoup(w, q);
   for (std::size_t j = 0; j < n; ++j) out[j] = mul_shoup(a[j] + q - b[j], w, ws, q);
 }
 
 void reduce(const u64* x, int input_bits, u64* out, std::size_t n, const Modulus& m, SimdPath path) {
   if (use_ifma(path, m) && input_bits <= 52) return detail::reduce_ifma(x, out, n, m);
+  if (path == SimdPath::kAvx512Ifma) return detail::reduce_wide(x, out, n, m);
   for (std::size_t j = 0; j < n; ++j) out[j] = reduce64(x[j], m);
 }
 
 void reduce_signed(const std::int64_t* x, int magnitude_bits, u64* out, std::size_t n, const Modulus& m,
                    SimdPath path) {
   if (use_ifma(path, m) && magnitude_bits <= 52) return detail::reduce_signed_ifma(x, out, n, m);
+  if (path == SimdPath::kAvx512Ifma) return detail::reduce_signed_wide(x, out, n, m);
   for (std::size_t j = 0; j < n; ++j) out[j] = reduce_signed64(x[j], m);
 }
 

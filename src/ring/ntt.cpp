@@ -51,32 +51,32 @@ NttTables::NttTables(std::size_t n, const Modulus& modulus) : n_(n), modulus_(mo
   n_inv_shoup52_ = n_inv_shoup_ >> 12;
 }
 
-SimdPath NttTables::effective_path(SimdPath requested) const {
-  if (!cpu_supports(requested))
-    throw std::invalid_argument("SIMD path " + to_string(requested) + " is not supported by this CPU");
-  if (requested == SimdPath::kAvx512Ifma && modulus_.bits() > kIfmaMaxBits)
-    return cpu_supports(SimdPath::kAvx2) ? SimdPath::kAvx2 : SimdPath::kScalar;
-  return requested;
+namespace {
+SimdPath supported(SimdPath path) {
+  if (!cpu_supports(path))
+    throw std::invalid_argument("SIMD path " + to_string(path) + " is not supported by this CPU");
+  return path;
 }
+}  // namespace
 
 void NttTables::forward(u64* a, SimdPath path) const {
-  switch (effective_path(path)) {
-    case SimdPath::kAvx512Ifma: detail::ntt_forward_ifma(*this, a); return;
+  switch (supported(path)) {
+    case SimdPath::kAvx512Ifma: detail::ntt_forward_avx512(*this, a); return;
     case SimdPath::kAvx2: detail::ntt_forward_avx2(*this, a); return;
     case SimdPath::kScalar: detail::ntt_forward_scalar(*this, a); return;
   }
 }
 
 void NttTables::forward_from_signed(const std::int64_t* x, int magnitude_bits, u64* out, SimdPath path) const {
-  if (effective_path(path) == SimdPath::kAvx512Ifma && magnitude_bits <= 52 && n_ >= 64)
+  if (supported(path) == SimdPath::kAvx512Ifma && modulus_.ifma_eligible() && magnitude_bits <= 52 && n_ >= 64)
     return detail::ntt_forward_signed_ifma(*this, x, out);
   kernels::reduce_signed(x, magnitude_bits, out, n_, modulus_, path);
   forward(out, path);
 }
 
 void NttTables::inverse(u64* a, SimdPath path) const {
-  switch (effective_path(path)) {
-    case SimdPath::kAvx512Ifma: detail::ntt_inverse_ifma(*this, a); return;
+  switch (supported(path)) {
+    case SimdPath::kAvx512Ifma: detail::ntt_inverse_avx512(*this, a); return;
     case SimdPath::kAvx2: detail::ntt_inverse_avx2(*this, a); return;
     case SimdPath::kScalar: detail::ntt_inverse_scalar(*this, a); return;
   }

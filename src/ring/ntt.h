@@ -20,8 +20,9 @@ class NttTables {
   const Modulus& modulus() const { return modulus_; }
   u64 psi() const { return psi_; }
 
-  // In place; input and output in [0, q). `path` is a request: a limb whose prime is
-  // too large for the IFMA path (>= 2^50) runs on the next best path.
+  // In place; input and output in [0, q). `path` must be supported by the CPU
+  // (std::invalid_argument otherwise); on the AVX-512 IFMA path a prime of 2^50 or more
+  // runs 64-bit AVX-512 lanes instead of the 52-bit IFMA ones.
   void forward(u64* a, SimdPath path) const;
   void inverse(u64* a, SimdPath path) const;
   void forward(u64* a) const { forward(a, default_simd_path()); }
@@ -30,9 +31,6 @@ class NttTables {
   // pass of the transform instead of in a pass of its own; the result is the same bits.
   void forward_from_signed(const std::int64_t* x, int magnitude_bits, u64* out, SimdPath path) const;
   void inverse(u64* a) const { inverse(a, default_simd_path()); }
-
-  // Which path forward/inverse actually run for a requested one.
-  SimdPath effective_path(SimdPath requested) const;
 
   // Twiddles, bit-reversed: root_powers[k] = psi^bitrev(k), inv_root_powers[k] = psi^-bitrev(k).
   const std::vector<u64>& root_powers() const { return root_powers_; }
@@ -67,9 +65,10 @@ void ntt_forward_scalar(const NttTables& t, u64* a);
 void ntt_inverse_scalar(const NttTables& t, u64* a);
 void ntt_forward_avx2(const NttTables& t, u64* a);
 void ntt_inverse_avx2(const NttTables& t, u64* a);
-void ntt_forward_ifma(const NttTables& t, u64* a);
-void ntt_forward_signed_ifma(const NttTables& t, const std::int64_t* x, u64* a);  // n >= 64
-void ntt_inverse_ifma(const NttTables& t, u64* a);
+// AVX-512: IFMA lanes for primes below 2^50, 64-bit lanes for larger ones.
+void ntt_forward_avx512(const NttTables& t, u64* a);
+void ntt_inverse_avx512(const NttTables& t, u64* a);
+void ntt_forward_signed_ifma(const NttTables& t, const std::int64_t* x, u64* a);  // n >= 64, primes < 2^50
 }  // namespace detail
 
 }  // namespace pfhe::ring

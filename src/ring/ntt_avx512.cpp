@@ -1,6 +1,10 @@
-// AVX-512 IFMA NTT kernels: 8 lanes of 52-bit Shoup multiplication (primes < 2^50).
-// Functions carry target attributes instead of per-file flags, so no AVX-512 code can leak
-// into inline functions shared with the portable build.
+// AVX-512 NTT kernels, 8 lanes. Primes below 2^50 use 52-bit Shoup multiplication on the
+// IFMA units; larger primes (the 60-bit EvalMod primes of bootstrapping) use 64-bit Shoup
+// multiplication, the low product native (AVX-512DQ) and the high product assembled from
+// four 32x32-bit products. Both share every stage and lane permutation below through the
+// multiplication policy (Shoup52 / Shoup64). Functions carry target attributes instead of
+// per-file flags, so no AVX-512 code can leak into inline functions shared with the
+// portable build.
 #include <immintrin.h>
 
 // GCC 12 flags _mm512_undefined_epi32() inside the masked-min intrinsic; a false positive.
@@ -10,9 +14,10 @@
 
 #include <array>
 
+#include "ring/avx512_wide.h"
 #include "ring/ntt.h"
 
-#define PFHE_IFMA __attribute__((target("avx512f,avx512ifma")))
+#define PFHE_IFMA __attribute__((target("avx512f,avx512dq,avx512ifma")))
 
 namespace pfhe::ring::detail {
 namespace {
@@ -30,12 +35,33 @@ PFHE_IFMA inline __m512i mul_shoup52(__m512i y, __m512i w, __m512i w_shoup, __m5
 
 PFHE_IFMA inline __m512i negated_modulus(__m512i q) { return _mm512_sub_epi64(_mm512_set1_epi64(1LL << 52), q); }
 
+// The two Shoup multiplications y * w mod q in [0, 2q), with the tables each reads.
+struct Shoup52 {  // primes < 2^50, inputs < 2^52
+  __m512i neg_q;
+  PFHE_IFMA static Shoup52 of(__m512i q) { return {negated_modulus(q)}; }
+  PFHE_IFMA __m512i operator()(__m512i y, __m512i w, __m512i w_shoup) const { return mul_shoup52(y, w, w_shoup, neg_q); }
+  static const u64* forward_shoup(const NttTables& t) { return t.root_powers_shoup52().data(); }
+  static const u64* inverse_shoup(const NttTables& t) { return t.inv_root_powers_shoup52().data(); }
+  static u64 n_inv_shoup(const NttTables& t) { return t.n_inv_shoup52(); }
+};
+
+struct Shoup64 {  // any prime < 2^61, any 64-bit input
+  __m512i q;
+  PFHE_IFMA static Shoup64 of(__m512i q) { return {q}; }
+  PFHE_IFMA __m512i operator()(__m512i y, __m512i w, __m512i w_shoup) const {
+    return wide::mul_shoup_lazy(y, w, w_shoup, q);
+  }
+  static const u64* forward_shoup(const NttTables& t) { return t.root_powers_shoup().data(); }
+  static const u64* inverse_shoup(const NttTables& t) { return t.inv_root_powers_shoup().data(); }
+  static u64 n_inv_shoup(const NttTables& t) { return t.n_inv_shoup(); }
+};
+
 // x >= bound ? x - bound : x, for x < 2 * bound (unsigned min trick).
 PFHE_IFMA inline __m512i reduce_once(__m512i x, __m512i bound) {
   return _mm512_min_epu64(x, _mm512_sub_epi64(x, bound));
 }
 
-// A twiddle and its 52-bit Shoup constant, broadcast.
+// A twiddle and its Shoup constant, broadcast.
 struct Twiddle {
   __m512i w, w_shoup;
 };
@@ -45,22 +71,26 @@ PFHE_IFMA inline Twiddle twiddle(const u64* w, const u64* ws, std::size_t k) {
 }
 
 // Cooley-Tukey butterfly with Harvey's lazy reduction: inputs and outputs in [0, 4q).
+template <class Mul>
 struct ForwardButterfly {
-  __m512i two_q, neg_q;  // neg_q = 2^52 - q (mul_shoup52)
+  __m512i two_q;
+  Mul mul;
   PFHE_IFMA void operator()(__m512i& x, __m512i& y, const Twiddle& tw) const {
     const __m512i xr = reduce_once(x, two_q);
-    const __m512i t = mul_shoup52(y, tw.w, tw.w_shoup, neg_q);
+    const __m512i t = mul(y, tw.w, tw.w_shoup);
     x = _mm512_add_epi64(xr, t);
     y = _mm512_sub_epi64(_mm512_add_epi64(xr, two_q), t);
   }
 };
 
 // Gentleman-Sande butterfly: inputs and outputs in [0, 2q).
+template <class Mul>
 struct InverseButterfly {
-  __m512i two_q, neg_q;  // neg_q = 2^52 - q (mul_shoup52)
+  __m512i two_q;
+  Mul mul;
   PFHE_IFMA void operator()(__m512i& x, __m512i& y, const Twiddle& tw) const {
     const __m512i sum = reduce_once(_mm512_add_epi64(x, y), two_q);
-    y = mul_shoup52(_mm512_sub_epi64(_mm512_add_epi64(x, two_q), y), tw.w, tw.w_shoup, neg_q);
+    y = mul(_mm512_sub_epi64(_mm512_add_epi64(x, two_q), y), tw.w, tw.w_shoup);
     x = sum;
   }
 };
@@ -162,12 +192,13 @@ struct TwoStages {
 
 // The forward stages from the one whose first twiddle index is m (pairs t apart) to the
 // last, in place; inputs in [0, 4q), outputs in [0, q).
+template <class Mul>
 PFHE_IFMA void forward_stages_from(const NttTables& tab, u64* a, std::size_t m, std::size_t t) {
   const std::size_t n = tab.n();
   const __m512i q = _mm512_set1_epi64(static_cast<long long>(tab.modulus().value()));
-  const ForwardButterfly butterfly{_mm512_add_epi64(q, q), negated_modulus(q)};
+  const ForwardButterfly<Mul> butterfly{_mm512_add_epi64(q, q), Mul::of(q)};
   const u64* w = tab.root_powers().data();
-  const u64* ws = tab.root_powers_shoup52().data();
+  const u64* ws = Mul::forward_shoup(tab);
   // Two stages per pass while both have pairs at least a vector apart: the pass reads and
   // writes the limb once instead of twice (same butterflies in the same order, so the
   // result is the radix-2 result bit for bit).
@@ -191,42 +222,15 @@ PFHE_IFMA void forward_stages_from(const NttTables& tab, u64* a, std::size_t m, 
     _mm512_storeu_si512(blk + 8, reduce_once(reduce_once(bv, butterfly.two_q), q));
   }
 }
-}  // namespace
 
-PFHE_IFMA void ntt_forward_ifma(const NttTables& tab, u64* a) { forward_stages_from(tab, a, 1, tab.n() / 2); }
-
-PFHE_IFMA void ntt_forward_signed_ifma(const NttTables& tab, const std::int64_t* x, u64* a) {
-  const std::size_t n = tab.n(), s = n / 4;
-  const __m512i q = _mm512_set1_epi64(static_cast<long long>(tab.modulus().value()));
-  const __m512i two_q = _mm512_add_epi64(q, q), neg_q = negated_modulus(q);
-  const __m512i one = _mm512_set1_epi64(1);
-  const __m512i one_shoup = _mm512_set1_epi64(static_cast<long long>(tab.modulus().one_shoup52()));
-  const __m512i zero = _mm512_setzero_si512();
-  const ForwardButterfly butterfly{two_q, neg_q};
-  const u64* w = tab.root_powers().data();
-  const u64* ws = tab.root_powers_shoup52().data();
-  const TwoStages stages{twiddle(w, ws, 1), twiddle(w, ws, 2), twiddle(w, ws, 3)};
-  // The first two stages, as in forward_stages_from, on inputs lifted lazily: |x| mod q in
-  // [0, 2q), negated as 2q - r for negative x, so in [0, 2q] (the butterflies take [0, 4q)).
-  for (std::size_t j = 0; j < s; j += 8) {
-    __m512i v[4];
-    for (std::size_t k = 0; k < 4; ++k) {
-      const __m512i x_k = _mm512_loadu_si512(x + k * s + j);
-      const __m512i r = mul_shoup52(_mm512_abs_epi64(x_k), one, one_shoup, neg_q);
-      v[k] = _mm512_mask_sub_epi64(r, _mm512_cmplt_epi64_mask(x_k, zero), two_q, r);
-    }
-    stages(v, butterfly);
-    for (std::size_t k = 0; k < 4; ++k) _mm512_storeu_si512(a + k * s + j, v[k]);
-  }
-  forward_stages_from(tab, a, 4, n / 8);
-}
-
-PFHE_IFMA void ntt_inverse_ifma(const NttTables& tab, u64* a) {
+// The inverse transform, in place; inputs and outputs in [0, q).
+template <class Mul>
+PFHE_IFMA void inverse_transform(const NttTables& tab, u64* a) {
   const std::size_t n = tab.n();
   const __m512i q = _mm512_set1_epi64(static_cast<long long>(tab.modulus().value()));
-  const InverseButterfly butterfly{_mm512_add_epi64(q, q), negated_modulus(q)};
+  const InverseButterfly<Mul> butterfly{_mm512_add_epi64(q, q), Mul::of(q)};
   const u64* w = tab.inv_root_powers().data();
-  const u64* ws = tab.inv_root_powers_shoup52().data();
+  const u64* ws = Mul::inverse_shoup(tab);
   const SmallStages small = make_small_stages(n);
   for (std::size_t b = 0; b < n / 16; ++b) {  // t = 1, 2, 4, 8 on each block in registers
     u64* blk = a + 16 * b;
@@ -251,11 +255,49 @@ PFHE_IFMA void ntt_inverse_ifma(const NttTables& tab, u64* a) {
   }
   for (; h >= 1; h >>= 1, t <<= 1) radix2_stage(a, h, t, w, ws, h, butterfly);
   const __m512i ni = _mm512_set1_epi64(static_cast<long long>(tab.n_inv()));
-  const __m512i nis = _mm512_set1_epi64(static_cast<long long>(tab.n_inv_shoup52()));
+  const __m512i nis = _mm512_set1_epi64(static_cast<long long>(Mul::n_inv_shoup(tab)));
   for (std::size_t j = 0; j < n; j += 8) {
     const __m512i v = _mm512_loadu_si512(a + j);
-    _mm512_storeu_si512(a + j, reduce_once(mul_shoup52(v, ni, nis, butterfly.neg_q), q));
+    _mm512_storeu_si512(a + j, reduce_once(butterfly.mul(v, ni, nis), q));
   }
+}
+
+}  // namespace
+
+PFHE_IFMA void ntt_forward_avx512(const NttTables& tab, u64* a) {
+  if (tab.modulus().ifma_eligible()) return forward_stages_from<Shoup52>(tab, a, 1, tab.n() / 2);
+  forward_stages_from<Shoup64>(tab, a, 1, tab.n() / 2);
+}
+
+PFHE_IFMA void ntt_inverse_avx512(const NttTables& tab, u64* a) {
+  if (tab.modulus().ifma_eligible()) return inverse_transform<Shoup52>(tab, a);
+  inverse_transform<Shoup64>(tab, a);
+}
+
+PFHE_IFMA void ntt_forward_signed_ifma(const NttTables& tab, const std::int64_t* x, u64* a) {
+  const std::size_t n = tab.n(), s = n / 4;
+  const __m512i q = _mm512_set1_epi64(static_cast<long long>(tab.modulus().value()));
+  const __m512i two_q = _mm512_add_epi64(q, q), neg_q = negated_modulus(q);
+  const __m512i one = _mm512_set1_epi64(1);
+  const __m512i one_shoup = _mm512_set1_epi64(static_cast<long long>(tab.modulus().one_shoup52()));
+  const __m512i zero = _mm512_setzero_si512();
+  const ForwardButterfly<Shoup52> butterfly{two_q, {neg_q}};
+  const u64* w = tab.root_powers().data();
+  const u64* ws = tab.root_powers_shoup52().data();
+  const TwoStages stages{twiddle(w, ws, 1), twiddle(w, ws, 2), twiddle(w, ws, 3)};
+  // The first two stages, as in forward_stages_from, on inputs lifted lazily: |x| mod q in
+  // [0, 2q), negated as 2q - r for negative x, so in [0, 2q] (the butterflies take [0, 4q)).
+  for (std::size_t j = 0; j < s; j += 8) {
+    __m512i v[4];
+    for (std::size_t k = 0; k < 4; ++k) {
+      const __m512i x_k = _mm512_loadu_si512(x + k * s + j);
+      const __m512i r = mul_shoup52(_mm512_abs_epi64(x_k), one, one_shoup, neg_q);
+      v[k] = _mm512_mask_sub_epi64(r, _mm512_cmplt_epi64_mask(x_k, zero), two_q, r);
+    }
+    stages(v, butterfly);
+    for (std::size_t k = 0; k < 4; ++k) _mm512_storeu_si512(a + k * s + j, v[k]);
+  }
+  forward_stages_from<Shoup52>(tab, a, 4, n / 8);
 }
 
 }  // namespace pfhe::ring::detail
