@@ -337,6 +337,45 @@ TEST_F(CkksTest, MultiplyRelinearizeRescaleChain) {
   EXPECT_EQ(cur.level(), 0u);
 }
 
+// The fused relinearize-and-rescale (one division by P q_l) against the two steps: the
+// same level and scale, every coefficient of both polynomials within 1 of the two-step
+// result (both round nearly the same quotient), the same precision; a relinearized
+// ciphertext is only rescaled, and level 0 is refused.
+TEST_F(CkksTest, RelinearizeRescaleIsOneRoundingOfTheTwoSteps) {
+  const std::size_t n = context_.n() / 2;
+  const auto a = test::random_complex(n, 6), b = test::random_complex(n, 7);
+  std::vector<std::complex<double>> want(n);
+  for (std::size_t i = 0; i < n; ++i) want[i] = a[i] * b[i];
+  for (std::size_t level : {4u, 1u}) {
+    const Ciphertext product = evaluator_.multiply(encrypt(a, level), encrypt(b, level));
+    Ciphertext two_steps = product, fused = product;
+    evaluator_.relinearize_inplace(two_steps);
+    evaluator_.rescale_inplace(two_steps);
+    evaluator_.relinearize_rescale_inplace(fused);
+    ASSERT_EQ(fused.size(), 2u);
+    ASSERT_EQ(fused.level(), two_steps.level());
+    EXPECT_EQ(fused.scale, two_steps.scale);
+    for (std::size_t k = 0; k < 2; ++k) {
+      ring::Poly f = fused.polys[k], t = two_steps.polys[k];
+      context_.ring_q().from_ntt(f);
+      context_.ring_q().from_ntt(t);
+      for (std::size_t i = 0; i < f.limbs(); ++i) {
+        const ring::u64 q = context_.ring_q().modulus(i).value();
+        for (std::size_t j = 0; j < context_.n(); ++j)
+          ASSERT_LE(std::abs(ring::centered(ring::sub_mod(f.limb(i)[j], t.limb(i)[j], q), q)), 1)
+              << "level " << level << " poly " << k << " limb " << i << " coefficient " << j;
+      }
+    }
+    EXPECT_GT(precision_bits(decrypt(fused), want), 20) << "level " << level;
+  }
+  Ciphertext relinearized = evaluator_.multiply_relin(encrypt(a, 2), encrypt(b, 2)), rescaled = relinearized;
+  evaluator_.relinearize_rescale_inplace(relinearized);
+  evaluator_.rescale_inplace(rescaled);
+  EXPECT_EQ(save(context_, relinearized), save(context_, rescaled));
+  Ciphertext bottom = evaluator_.multiply(encrypt(a, 0), encrypt(b, 0));
+  EXPECT_THROW(evaluator_.relinearize_rescale_inplace(bottom), std::invalid_argument);
+}
+
 // The figure named in the engine issue: >= 25 bits after mult + relin + rescale at scale
 // 2^40 on N = 2^13 (128-bit secure parameters). The client encrypts its own inputs with the
 // secret key (fresh noise: the Gaussian e alone). Public-key encryption adds the ModDown

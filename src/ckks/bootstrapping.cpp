@@ -480,9 +480,9 @@ Ciphertext Bootstrapper::eval_mod(const Evaluator& eval, const Ciphertext& x, do
   }
   Ciphertext c = evaluate_polynomial(eval, x, cosine_, cosine_scale);
   for (int r = 0; r < config_.double_angles; ++r) {  // cos 2a = 2 cos^2 a - 1
-    c = eval.square_relin(c);
+    c = eval.multiply(c, c);
     eval.multiply_integer_inplace(c, 2);
-    eval.rescale_inplace(c);
+    eval.relinearize_rescale_inplace(c);
     eval.add_const_inplace(c, -1.0);
   }
   if (config_.arcsine_degree > 0) return evaluate_polynomial(eval, c, arcsine_, target_scale);

@@ -44,6 +44,26 @@ Context::Context(Parameters params)
   for (std::size_t l = 1; l < nq; ++l)
     for (std::size_t i = 0; i < l; ++i)
       rescale_inv_[l].push_back(ring::inv_mod(ring::reduce64(qm[l].value(), qm[i]), qm[i]));
+  // (m - 1)/2 mod t for an odd m given modulo t.
+  const auto half_mod = [](u64 m_mod_t, const Modulus& t) {
+    return ring::mul_mod(ring::sub_mod(m_mod_t, 1, t.value()), ring::inv_mod(2, t), t);
+  };
+  division_by_pq_.resize(nq);
+  for (std::size_t l = 1; l < nq; ++l) {
+    DivisionByPq& d = division_by_pq_[l];
+    std::vector<Modulus> source(pm.begin(), pm.end()), target(qm.begin(), qm.begin() + static_cast<std::ptrdiff_t>(l));
+    source.push_back(qm[l]);
+    d.to_q = std::make_unique<ring::BaseConverter>(source, target);
+    for (const auto& m : source) {
+      const u64 pq = ring::mul_mod(p_mod(m), ring::reduce64(qm[l].value(), m), m);
+      d.half_mod_source.push_back(half_mod(pq, m));
+    }
+    for (std::size_t i = 0; i < l; ++i) {
+      const u64 pq = ring::mul_mod(p_mod_q_[i], ring::reduce64(qm[l].value(), qm[i]), qm[i]);
+      d.minus_half_mod_q.push_back(ring::neg_mod(half_mod(pq, qm[i]), qm[i].value()));
+      d.inverse_mod_q.push_back(ring::inv_mod(pq, qm[i]));
+    }
+  }
   double acc = 0;
   for (std::size_t l = 0; l < nq; ++l) {
     acc += std::log2(static_cast<double>(qm[l].value()));

@@ -41,6 +41,15 @@ class Context {
   const std::vector<ring::u64>& minus_half_p_mod_q() const { return minus_half_p_mod_q_; }
   // q_l^{-1} mod q_i for i < l: rescale_inv_[l][i].
   const std::vector<ring::u64>& rescale_inv(std::size_t level) const { return rescale_inv_[level]; }
+  // Division by D = P q_l at level l >= 1 (a key switch's ModDown fused with the rescale
+  // after it): the exact converter from (p_0 .. p_{K-1}, q_l) to q_0 .. q_{l-1}, (D - 1)/2
+  // modulo each of its source primes (rounding, as for P), its negation and D^{-1} modulo
+  // each q_i.
+  struct DivisionByPq {
+    std::unique_ptr<ring::BaseConverter> to_q;
+    std::vector<ring::u64> half_mod_source, minus_half_mod_q, inverse_mod_q;
+  };
+  const DivisionByPq& division_by_pq(std::size_t level) const { return division_by_pq_.at(level); }
   // A small signed polynomial (secret, error or ternary mask) in NTT form on the first
   // `limbs` q primes, and also on every special prime for the QP version.
   ring::Poly small_poly(const std::vector<std::int64_t>& coeffs, std::size_t limbs) const;
@@ -56,6 +65,7 @@ class Context {
   std::unique_ptr<ring::BaseConverter> p_to_q_;
   std::vector<ring::u64> p_inv_mod_q_, p_mod_q_, half_p_mod_p_, minus_half_p_mod_q_;
   std::vector<std::vector<ring::u64>> rescale_inv_;
+  std::vector<DivisionByPq> division_by_pq_;  // index 0 unused
   std::vector<double> log2_q_prefix_;
 };
 

@@ -267,6 +267,37 @@ Ciphertext Evaluator::multiply_relin(const Ciphertext& a, const Ciphertext& b) c
   return r;
 }
 
+void Evaluator::relinearize_rescale_inplace(Ciphertext& a) const {
+  check_ciphertext(a, "relinearize_rescale");
+  if (a.size() == 2) return rescale_inplace(a);
+  if (a.size() != 3) throw std::invalid_argument("relinearize_rescale: only size-3 ciphertexts are supported");
+  if (!relin_key_) throw std::logic_error("relinearize_rescale: the evaluator has no relinearization key");
+  const std::size_t l = a.level();
+  if (l == 0) throw std::invalid_argument("relinearize_rescale: ciphertext is at level 0");
+  const auto& rq = context_.ring_q();
+  const Decomposition d = decompose(context_, a.polys[2]);
+  QPPoly acc[2];
+  key_switch_product(context_, d, relin_key_->key, acc[0], acc[1]);
+  // P c_k + the key switch of c_2, over Q_l P: P c_k is 0 modulo P's primes, so dividing the
+  // sum by P q_l is the relinearized ciphertext divided by q_l.
+  for (int k = 0; k < 2; ++k) {
+    rq.multiply_scalar(a.polys[k], context_.p_mod_q(), a.polys[k]);
+    rq.add(acc[k].q, a.polys[k], acc[k].q);
+  }
+  a.polys.resize(2);
+  for (int k = 0; k < 2; ++k) {
+    a.polys[k] = rq.make_output(l);
+    mod_down_rescale(context_, acc[k], a.polys[k]);
+  }
+  a.scale /= static_cast<double>(rq.modulus(l).value());
+}
+
+Ciphertext Evaluator::multiply_relin_rescale(const Ciphertext& a, const Ciphertext& b) const {
+  Ciphertext r = multiply(a, b);
+  relinearize_rescale_inplace(r);
+  return r;
+}
+
 void Evaluator::rescale_inplace(Ciphertext& a) const {
   check_ciphertext(a, "rescale");
   const std::size_t l = a.level();

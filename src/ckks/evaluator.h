@@ -82,6 +82,11 @@ class Evaluator {
   void relinearize_inplace(Ciphertext& a) const;
   Ciphertext multiply_relin(const Ciphertext& a, const Ciphertext& b) const;
   Ciphertext square_relin(const Ciphertext& a) const { return multiply_relin(a, a); }
+  // Relinearization followed by a rescale, with the key switch's division by P and the
+  // rescale's by q_l done as one (key_switch.h: mod_down_rescale). Needs level >= 1; a
+  // size-2 ciphertext is only rescaled.
+  void relinearize_rescale_inplace(Ciphertext& a) const;
+  Ciphertext multiply_relin_rescale(const Ciphertext& a, const Ciphertext& b) const;
 
   // Divides by the last prime: level - 1, scale / q_level (rounded).
   void rescale_inplace(Ciphertext& a) const;

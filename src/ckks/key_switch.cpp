@@ -96,28 +96,62 @@ void key_switch_inner(const Context& ctx, const Decomposition& d, const Switchin
   mod_down(ctx, acc1, out1);
 }
 
-void mod_down(const Context& ctx, const QPPoly& x, Poly& out) {
+namespace {
+
+// out_i = (x_i - y_i) D^{-1} mod q_i for the limbs of out, where y is the residue of x modulo
+// D = the product of the dropped primes, centred: `dropped` holds x's residues modulo them
+// in coefficient form, already shifted by (D - 1)/2, and minus_half_mod_q undoes the shift.
+// That is round(x / D).
+void divide_rounded(const Context& ctx, const ring::BaseConverter& to_q, const std::vector<const u64*>& dropped,
+                    const std::vector<u64>& minus_half_mod_q, const std::vector<u64>& inverse_mod_q, const Poly& xq,
+                    Poly& out) {
   const auto& rq = ctx.ring_q();
-  const auto& rp = ctx.ring_p();
-  const std::size_t limbs = x.q.limbs();
-  Poly p_coeff = x.p;
-  rp.from_ntt(p_coeff);
-  rp.add_to_each(p_coeff, ctx.half_p_mod_p(), p_coeff);  // x + (P-1)/2: round, not floor
+  const std::size_t limbs = out.limbs();
   Poly conv = rq.make_output(limbs, false);
-  std::vector<const u64*> in;
   std::vector<u64*> outs;
-  for (std::size_t k = 0; k < rp.size(); ++k) in.push_back(p_coeff.limb(k));
   for (std::size_t i = 0; i < limbs; ++i) outs.push_back(conv.limb(i));
-  ctx.p_to_q().convert(in.data(), outs.data(), ctx.n(), limbs, /*exact=*/true);
-  rq.add_to_each(conv, ctx.minus_half_p_mod_q(), conv);  // [x + (P-1)/2]_P - (P-1)/2
+  to_q.convert(dropped.data(), outs.data(), ctx.n(), limbs, /*exact=*/true);
+  rq.add_to_each(conv, minus_half_mod_q, conv);  // [x + (D-1)/2]_D - (D-1)/2
   rq.to_ntt(conv);
-  const auto& p_inv = ctx.p_inv_mod_q();
   const ring::SimdPath path = ring::default_simd_path();
-  // out = (x_Q - conv) / P = round(x / P).
   for (std::size_t i = 0; i < limbs; ++i)
-    ring::kernels::subtract_multiply_constant(x.q.limb(i), conv.limb(i), p_inv[i], out.limb(i), ctx.n(),
+    ring::kernels::subtract_multiply_constant(xq.limb(i), conv.limb(i), inverse_mod_q[i], out.limb(i), ctx.n(),
                                               rq.modulus(i), path);
   out.set_ntt_form(true);
+}
+
+// x's P limbs in coefficient form, shifted by the given constants (one per special prime).
+Poly shifted_p_limbs(const Context& ctx, const QPPoly& x, const std::vector<u64>& shift) {
+  Poly p_coeff = x.p;
+  ctx.ring_p().from_ntt(p_coeff);
+  ctx.ring_p().add_to_each(p_coeff, shift, p_coeff);
+  return p_coeff;
+}
+
+}  // namespace
+
+void mod_down(const Context& ctx, const QPPoly& x, Poly& out) {
+  const Poly p_coeff = shifted_p_limbs(ctx, x, ctx.half_p_mod_p());
+  std::vector<const u64*> dropped;
+  for (std::size_t k = 0; k < p_coeff.limbs(); ++k) dropped.push_back(p_coeff.limb(k));
+  divide_rounded(ctx, ctx.p_to_q(), dropped, ctx.minus_half_p_mod_q(), ctx.p_inv_mod_q(), x.q, out);
+}
+
+void mod_down_rescale(const Context& ctx, const QPPoly& x, Poly& out) {
+  const std::size_t level = x.q.limbs() - 1;
+  if (level == 0) throw std::invalid_argument("mod_down_rescale: nothing to rescale at level 0");
+  const Context::DivisionByPq& d = ctx.division_by_pq(level);
+  const Poly p_coeff = shifted_p_limbs(ctx, x, d.half_mod_source);  // the first K constants
+  const auto& rq = ctx.ring_q();
+  Poly last = rq.make_output(1, false);
+  std::copy(x.q.limb(level), x.q.limb(level) + ctx.n(), last.limb(0));
+  const ring::SimdPath path = ring::default_simd_path();
+  rq.ntt(level).inverse(last.limb(0), path);
+  ring::kernels::add_constant(last.limb(0), d.half_mod_source.back(), last.limb(0), ctx.n(), rq.modulus(level), path);
+  std::vector<const u64*> dropped;
+  for (std::size_t k = 0; k < p_coeff.limbs(); ++k) dropped.push_back(p_coeff.limb(k));
+  dropped.push_back(last.limb(0));
+  divide_rounded(ctx, *d.to_q, dropped, d.minus_half_mod_q, d.inverse_mod_q, x.q, out);
 }
 
 }  // namespace pfhe::ckks

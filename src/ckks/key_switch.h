@@ -29,5 +29,9 @@ void key_switch_inner(const Context& ctx, const Decomposition& d, const Switchin
 
 // ModDown: (x over Q_l x P, NTT) -> round(x / P) over Q_l (NTT).
 void mod_down(const Context& ctx, const QPPoly& x, ring::Poly& out);
+// ModDown and the rescale after it at once: (x over Q_l x P, NTT, l >= 1) -> round(x / (P q_l))
+// over Q_{l-1} (NTT): one exact base conversion from (P, q_l) where the two steps take
+// one from P and one from q_l (l forward NTTs fewer per polynomial), and one rounding.
+void mod_down_rescale(const Context& ctx, const QPPoly& x, ring::Poly& out);
 
 }  // namespace pfhe::ckks

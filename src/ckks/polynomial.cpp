@@ -65,8 +65,7 @@ class Recursion {
     eval_.drop_to_level_inplace(t, level + 1);
     const double q_next = static_cast<double>(eval_.context().ring_q().modulus(level + 1).value());
     Ciphertext qc = run(q, level + 1, scale * q_next / t.scale);
-    Ciphertext out = eval_.multiply_relin(qc, t);
-    eval_.rescale_inplace(out);
+    Ciphertext out = eval_.multiply_relin_rescale(qc, t);
     out.scale = scale;  // (scale * q_next / t.scale) * t.scale / q_next, exact up to rounding
     eval_.add_inplace(out, run(r, level, scale));
     return out;
@@ -100,9 +99,9 @@ class Recursion {
     Ciphertext lower = basis(b);
     const Ciphertext& upper = basis(a);
     eval_.drop_to_level_inplace(lower, upper.level());
-    Ciphertext product = eval_.multiply_relin(upper, lower);
+    Ciphertext product = eval_.multiply(upper, lower);
     if (chebyshev_) eval_.multiply_integer_inplace(product, 2);
-    eval_.rescale_inplace(product);
+    eval_.relinearize_rescale_inplace(product);
     if (chebyshev_ && a == b) eval_.add_const_inplace(product, -1.0);
     if (chebyshev_ && a != b) eval_.sub_inplace(product, eval_.multiply_const_to(basis(a - b), 1.0, product.level(),
                                                                                 product.scale));

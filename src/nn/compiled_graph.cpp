@@ -629,8 +629,7 @@ ckks::Ciphertext CompiledGraph::match(const ckks::Evaluator& eval, const ckks::C
 ckks::Ciphertext CompiledGraph::similarity(const ckks::Evaluator& eval, const ckks::Ciphertext& a,
                                            const ckks::Ciphertext& b) const {
   if (!embeds()) throw std::invalid_argument("similarity: the model's output is not a normalised embedding");
-  ckks::Ciphertext product = eval.multiply_relin(a, b);
-  eval.rescale_inplace(product);
+  ckks::Ciphertext product = eval.multiply_relin_rescale(a, b);
   return sum_over_span(eval, std::move(product), output_layout_.span());
 }
 
@@ -693,8 +692,7 @@ ckks::Ciphertext normalize(const ckks::Evaluator& eval, const std::string& name,
                            const ckks::Ciphertext& x) {
   if (x.level() != n.input_level) throw std::invalid_argument(name + ": input level mismatch");
   check_scale(x.scale, n.input_scale, name);
-  ckks::Ciphertext sum = eval.square_relin(x);
-  eval.rescale_inplace(sum);
+  ckks::Ciphertext sum = eval.multiply_relin_rescale(x, x);
   sum = sum_over_span(eval, std::move(sum), n.span);
   // p lands where the product with x rescales onto output_scale.
   const std::size_t factor_level = n.input_level - 1 - n.polynomial.depth();
@@ -702,8 +700,7 @@ ckks::Ciphertext normalize(const ckks::Evaluator& eval, const std::string& name,
   const ckks::Ciphertext factor = ckks::evaluate_polynomial(eval, sum, n.polynomial, target);
   ckks::Ciphertext y = x;
   eval.drop_to_level_inplace(y, factor.level());
-  ckks::Ciphertext out = eval.multiply_relin(y, factor);
-  eval.rescale_inplace(out);
+  ckks::Ciphertext out = eval.multiply_relin_rescale(y, factor);
   return out;
 }
 

@@ -17,8 +17,10 @@ void check_close(double got, double want, const char* what) {
 }
 
 // Rescales y and pins its scale to the compiled one (equal within 1e-9 by construction).
+// Rescales y (relinearizing it first if it is a product: one division by P q_l) onto the
+// output scale it must reach.
 void rescale_to(const ckks::Evaluator& eval, ckks::Ciphertext& y, double output_scale, const char* what) {
-  eval.rescale_inplace(y);
+  eval.relinearize_rescale_inplace(y);
   check_close(y.scale, output_scale, what);
   y.scale = output_scale;
 }
@@ -33,8 +35,7 @@ ckks::Ciphertext sum_over_span(const ckks::Evaluator& eval, ckks::Ciphertext x, 
 ckks::Ciphertext match_embeddings(const ckks::Evaluator& eval, const ckks::Ciphertext& probe,
                                   const ckks::Ciphertext& enrolled, double threshold, std::size_t span) {
   ckks::Ciphertext d = eval.sub(probe, enrolled);
-  ckks::Ciphertext sq = eval.square_relin(d);
-  eval.rescale_inplace(sq);
+  ckks::Ciphertext sq = eval.multiply_relin_rescale(d, d);
   ckks::Ciphertext score = sum_over_span(eval, sq, span);
   eval.add_const_inplace(score, -threshold);
   return score;
@@ -99,7 +100,7 @@ ckks::Ciphertext CompiledQuadratic::apply(const ckks::Evaluator& eval, const ckk
   check_close(x.scale, input_scale, "compiled quadratic");
   ckks::Ciphertext shifted = x;
   eval.add_plain_inplace(shifted, a1);
-  ckks::Ciphertext y = eval.multiply_relin(x, shifted);
+  ckks::Ciphertext y = eval.multiply(x, shifted);
   rescale_to(eval, y, output_scale, "compiled quadratic");
   eval.add_plain_inplace(y, a0);
   return y;
