@@ -31,9 +31,11 @@ Context::Context(Parameters params)
     for (const auto& p : pm) r = ring::mul_mod(r, ring::reduce64(p.value(), m), m);
     return r;
   };
-  const auto half_p_mod = [&](const Modulus& m) {
-    return ring::mul_mod(ring::sub_mod(p_mod(m), 1, m.value()), ring::inv_mod(2, m), m);
+  // (D - 1)/2 mod t for an odd D given modulo t.
+  const auto half_mod = [](u64 d_mod_t, const Modulus& t) {
+    return ring::mul_mod(ring::sub_mod(d_mod_t, 1, t.value()), ring::inv_mod(2, t), t);
   };
+  const auto half_p_mod = [&](const Modulus& m) { return half_mod(p_mod(m), m); };
   for (std::size_t i = 0; i < nq; ++i) {
     p_mod_q_.push_back(p_mod(qm[i]));
     p_inv_mod_q_.push_back(ring::inv_mod(p_mod_q_.back(), qm[i]));
@@ -44,10 +46,6 @@ Context::Context(Parameters params)
   for (std::size_t l = 1; l < nq; ++l)
     for (std::size_t i = 0; i < l; ++i)
       rescale_inv_[l].push_back(ring::inv_mod(ring::reduce64(qm[l].value(), qm[i]), qm[i]));
-  // (m - 1)/2 mod t for an odd m given modulo t.
-  const auto half_mod = [](u64 m_mod_t, const Modulus& t) {
-    return ring::mul_mod(ring::sub_mod(m_mod_t, 1, t.value()), ring::inv_mod(2, t), t);
-  };
   division_by_pq_.resize(nq);
   for (std::size_t l = 1; l < nq; ++l) {
     DivisionByPq& d = division_by_pq_[l];
