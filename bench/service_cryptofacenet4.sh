@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
 # CryptoFaceNet4 behind `pfhe serve` (issue 22's amortised-cost figure): the bare compute
-# of one image (`pfhe infer --executor threads --workers 2`, loading excluded) against the
+# of one image (`pfhe infer --executor EXECUTOR --workers 2`, loading excluded) against the
 # service under steady load: N encrypted faces submitted at once, one job at a time on
-# two worker threads, the model and the key set loaded once. Prints the bare compute, the
+# two workers, the model and the key set loaded once. Prints the bare compute, the
 # service's wall time from the first submission to the last result per image (amortised),
 # the service's own compute per job (metrics), its start and key-registration times and
 # peak RSS; checks the first result equals `pfhe infer`'s bytes. Then restarts the server
 # with the key set registered and sends one more face: how soon it is ready, how long the
 # job's key set took to map from its key cache, and that job's compute.
+# EXECUTOR (threads or fork) runs both the bare inference and the service's jobs.
 # Needs ~20 GB of RAM and ~25 GB of disk; ~12 minutes on 2 cores with N = 4.
-#   bench/service_cryptofacenet4.sh [WORK_DIR] [N]   (default build/cfn4-service, 4)
+#   bench/service_cryptofacenet4.sh [WORK_DIR] [N] [EXECUTOR]   (default build/cfn4-service, 4, threads)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 pfhe=$root/build/apps/pfhe
 work=${1:-$root/build/cfn4-service}
 count=${2:-4}
+executor=${3:-threads}
 mkdir -p "$work" && cd "$work"
 spec=(--spec srv/client.json --params srv/params.pfhe)
 [ -f model.pfhm ] || "$pfhe" make-model --kind cryptofacenet4 --out model.pfhm
@@ -25,11 +27,11 @@ for i in $(seq 1 "$count"); do
   "$pfhe" encrypt "${spec[@]}" --secret-key sk.key --image face$i.png --out face$i.cts 2> /dev/null
 done
 "$pfhe" infer --params srv/params.pfhe --model srv/model.pfhc --eval-keys eval.keys --input face1.cts \
-  --out bare.ct --executor threads --workers 2 --json bare.json
+  --out bare.ct --executor "$executor" --workers 2 --json bare.json
 rm -rf state
 start=$(date +%s.%N)
 "$pfhe" serve --params srv/params.pfhe --model srv/model.pfhc --state-dir state --port 0 --max-requests 1 \
-  --workers 2 2> serve.log &
+  --workers 2 --executor "$executor" 2> serve.log &
 server=$!
 trap 'kill $server 2> /dev/null || true' EXIT
 for _ in $(seq 1 600); do [ -s state/port ] && break; sleep 0.2; done
@@ -47,7 +49,7 @@ wait $server || true
 rm -f state/port
 restart=$(date +%s.%N)
 "$pfhe" serve --params srv/params.pfhe --model srv/model.pfhc --state-dir state --port 0 --max-requests 1 \
-  --workers 2 2>> serve.log &
+  --workers 2 --executor "$executor" 2>> serve.log &
 server=$!
 for _ in $(seq 1 600); do [ -s state/port ] && break; sleep 0.05; done
 ready_again=$(date +%s.%N)

@@ -239,8 +239,11 @@ TEST(Bootstrapping, SlotsToCoeffsFirst) {
                   log_slots, chained ? "chained" : "summed", p.mean_bits, p.worst_bits, s.boot.rotation_levels().size());
       EXPECT_GT(p.mean_bits, 25) << log_slots;
       EXPECT_GT(p.worst_bits, 21) << log_slots;
-      if (!chained) summed_keys = s.boot.rotation_levels().size();
-      else if (log_slots == 11) EXPECT_LT(s.boot.rotation_levels().size(), summed_keys);
+      if (!chained) {
+        summed_keys = s.boot.rotation_levels().size();
+      } else if (log_slots == 11) {
+        EXPECT_LT(s.boot.rotation_levels().size(), summed_keys);
+      }
     }
   }
 }

@@ -8,6 +8,7 @@
 #include <limits>
 #include <memory>
 #include <random>
+#include <string>
 
 #include "ckks/encryptor.h"
 #include "ckks/keygen.h"
@@ -144,6 +145,73 @@ TEST(LinearTransform, ChainedGiantStepsNeedOneKeyPerGapAndMatch) {
   // A plan lists the same keys.
   EXPECT_EQ(LinearTransform::plan(enc, symmetric, slots, 2, 0, GiantSteps::kChained).rotation_steps().size(),
             LinearTransform::plan(enc, symmetric, slots, 2, 0, GiantSteps::kChained).baby_rotations() + 2);
+}
+
+namespace {
+// Every coefficient of a and b (same level) within `bound` of each other.
+void expect_coefficients_within(const Context& ctx, const Ciphertext& a, const Ciphertext& b, long bound,
+                                const std::string& what) {
+  ASSERT_EQ(a.level(), b.level()) << what;
+  for (std::size_t k = 0; k < 2; ++k) {
+    ring::Poly x = a.polys[k], y = b.polys[k];
+    ctx.ring_q().from_ntt(x);
+    ctx.ring_q().from_ntt(y);
+    for (std::size_t i = 0; i < x.limbs(); ++i) {
+      const ring::u64 q = ctx.ring_q().modulus(i).value();
+      for (std::size_t j = 0; j < ctx.n(); ++j)
+        ASSERT_LE(std::abs(ring::centered(ring::sub_mod(x.limb(i)[j], y.limb(i)[j], q), q)), bound)
+            << what << ": poly " << k << " limb " << i << " coefficient " << j;
+    }
+  }
+}
+}  // namespace
+
+// apply_rescaled against apply and a rescale: summed giant steps divide by P q_l once
+// (every coefficient within 1 of the two roundings, the same level, scale and precision),
+// with baby steps hoisted at once (giant step 0 present) and one at a time; chained giant
+// steps and a transform without giant rotations rescale as before (the same bytes). A
+// rotation sum at level 0 is refused and a consumed one is empty.
+TEST(LinearTransform, ApplyRescaledIsOneRoundingOfApplyThenRescale) {
+  Context ctx(test::small_params(10, 3));
+  Encoder enc(ctx);
+  KeyGenerator kg(ctx);
+  const Encryptor encryptor(ctx, kg.secret_key());
+  const Decryptor decryptor(ctx, kg.secret_key());
+  const std::size_t slots = 512;
+  std::vector<long> symmetric;
+  for (long k = -40; k <= 40; ++k) symmetric.push_back(k);
+  const Diagonals diags = random_diagonals(symmetric, slots, 13), near = random_diagonals({0, 1, 2, 3}, slots, 14);
+  const LinearTransform summed(enc, diags, slots, 3, 8), wide(enc, diags, slots, 3, 64),
+      chained(enc, diags, slots, 3, 8, 0, DiagonalStorage::kEncoded, GiantSteps::kChained),
+      babies_only(enc, near, slots, 3, 4);
+  ASSERT_EQ(babies_only.giant_rotations(), 0u);
+  const auto x = test::random_complex(slots, 15);
+  const Ciphertext in = encryptor.encrypt(enc.encode(x, 3, ctx.params().default_scale()));
+  for (const LinearTransform* lt : {&summed, &wide, &chained, &babies_only}) {
+    const std::string what = "baby steps " + std::to_string(lt->baby_steps()) + ", giant rotations " +
+                             std::to_string(lt->giant_rotations());
+    const GaloisKeys gk = kg.create_galois_keys(lt->rotation_steps());
+    Evaluator eval(ctx, nullptr, &gk);
+    Ciphertext two_steps = lt->apply(eval, in);
+    eval.rescale_inplace(two_steps);
+    const Ciphertext fused = lt->apply_rescaled(eval, in);
+    EXPECT_EQ(fused.scale, two_steps.scale) << what;
+    EXPECT_EQ(fused.log_slots, two_steps.log_slots) << what;
+    const bool rescaled_as_before = lt == &chained || lt == &babies_only;
+    expect_coefficients_within(ctx, fused, two_steps, rescaled_as_before ? 0 : 1, what);
+    const auto plain = apply_plain(lt == &babies_only ? near : diags, x);
+    EXPECT_GT(test::precision_bits(enc.decode(decryptor.decrypt(fused)), plain), 16) << what;
+  }
+  const GaloisKeys gk = kg.create_galois_keys({1});
+  Evaluator eval(ctx, nullptr, &gk);
+  RotationSum bottom(eval);
+  bottom.add(encryptor.encrypt(enc.encode(x, 0, ctx.params().default_scale())), 1);
+  EXPECT_THROW(bottom.result_rescaled(), std::invalid_argument);
+  RotationSum consumed(eval);
+  consumed.add(in, 1);
+  consumed.add(in, 0);
+  EXPECT_EQ(consumed.result_rescaled().level(), 2u);
+  EXPECT_THROW(consumed.result(), std::logic_error);
 }
 
 // Just-in-time diagonals are encoded limb by limb inside the product (the limb-source

@@ -453,10 +453,7 @@ std::vector<Ciphertext> Bootstrapper::coeffs_to_slots(const Evaluator& eval, con
   x.scale = static_cast<double>(ctx.ring_q().modulus(0).value()) * config_.k_range * trace_factor;
   if (trace_factor > 1) x = sub_sum(eval, std::move(x));
   if (packed_) ++x.log_slots;  // the n slots seen replicated in 2n
-  for (const auto& lt : cts_) {
-    x = lt.apply(eval, x);
-    eval.rescale_inplace(x);
-  }
+  for (const auto& lt : cts_) x = lt.apply_rescaled(eval, x);
   const Ciphertext conj = eval.conjugate(x);
   if (packed_) return {eval.add(x, conj)};
   Ciphertext imag = multiply_by_i(eval, eval.sub(conj, x));
@@ -493,8 +490,7 @@ Ciphertext Bootstrapper::eval_mod(const Evaluator& eval, const Ciphertext& x, do
 Ciphertext Bootstrapper::apply_stc_stages(const Evaluator& eval, Ciphertext x) const {
   for (const auto& lt : stc_) {
     if (x.level() > lt.level()) eval.drop_to_level_inplace(x, lt.level());
-    x = lt.apply(eval, x);
-    eval.rescale_inplace(x);
+    x = lt.apply_rescaled(eval, x);
   }
   return x;
 }

@@ -248,11 +248,16 @@ Ciphertext Evaluator::multiply(const Ciphertext& a, const Ciphertext& b) const {
   return r;
 }
 
+bool Evaluator::check_relinearizable(const Ciphertext& a, const char* op) const {
+  check_ciphertext(a, op);
+  if (a.size() == 2) return false;
+  if (a.size() != 3) throw std::invalid_argument(std::string(op) + ": only size-3 ciphertexts are supported");
+  if (!relin_key_) throw std::logic_error(std::string(op) + ": the evaluator has no relinearization key");
+  return true;
+}
+
 void Evaluator::relinearize_inplace(Ciphertext& a) const {
-  check_ciphertext(a, "relinearize");
-  if (a.size() == 2) return;
-  if (a.size() != 3) throw std::invalid_argument("relinearize: only size-3 ciphertexts are supported");
-  if (!relin_key_) throw std::logic_error("relinearize: the evaluator has no relinearization key");
+  if (!check_relinearizable(a, "relinearize")) return;
   const Decomposition d = decompose(context_, a.polys[2]);
   Poly k0, k1;
   key_switch_inner(context_, d, relin_key_->key, k0, k1);
@@ -268,10 +273,7 @@ Ciphertext Evaluator::multiply_relin(const Ciphertext& a, const Ciphertext& b) c
 }
 
 void Evaluator::relinearize_rescale_inplace(Ciphertext& a) const {
-  check_ciphertext(a, "relinearize_rescale");
-  if (a.size() == 2) return rescale_inplace(a);
-  if (a.size() != 3) throw std::invalid_argument("relinearize_rescale: only size-3 ciphertexts are supported");
-  if (!relin_key_) throw std::logic_error("relinearize_rescale: the evaluator has no relinearization key");
+  if (!check_relinearizable(a, "relinearize_rescale")) return rescale_inplace(a);
   const std::size_t l = a.level();
   if (l == 0) throw std::invalid_argument("relinearize_rescale: ciphertext is at level 0");
   const auto& rq = context_.ring_q();
@@ -472,6 +474,33 @@ Ciphertext RotationSum::result() const {
   mod_down(eval_.context_, sum0_, r.polys[0]);
   mod_down(eval_.context_, sum1_, r.polys[1]);
   if (!unrotated_.polys.empty()) eval_.add_inplace(r, unrotated_);
+  return r;
+}
+
+Ciphertext RotationSum::result_rescaled() {
+  if (terms_ == 0) throw std::logic_error("rotation sum: no terms");
+  if (level_ == 0) throw std::invalid_argument("rotation sum: the terms are at level 0, nothing to rescale");
+  if (sum0_.q.limbs() == 0) {
+    Ciphertext r = unrotated_;
+    eval_.rescale_inplace(r);
+    return r;
+  }
+  const Context& ctx = eval_.context_;
+  const auto& rq = ctx.ring_q();
+  QPPoly* sums[2] = {&sum0_, &sum1_};
+  Ciphertext r{{rq.make_output(level_), rq.make_output(level_)}, scale_ / static_cast<double>(rq.modulus(level_).value()),
+               log_slots_};
+  for (int k = 0; k < 2; ++k) {
+    if (!unrotated_.polys.empty()) {  // P c_k is 0 modulo P's primes: only its Q limbs are added
+      Poly p_c = rq.make_output(level_ + 1);
+      rq.multiply_scalar(unrotated_.polys[k], ctx.p_mod_q(), p_c);
+      rq.add(sums[k]->q, p_c, sums[k]->q);
+    }
+    mod_down_rescale(ctx, *sums[k], r.polys[k]);
+  }
+  terms_ = 0;  // the sums now hold the unrotated terms too
+  sum0_ = sum1_ = QPPoly{};
+  unrotated_ = Ciphertext{};
   return r;
 }
 

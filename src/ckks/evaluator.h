@@ -116,6 +116,8 @@ class Evaluator {
   bool start_accumulation(Ciphertext& acc, const Ciphertext& a, double p_scale) const;
   void check_compatible(const Ciphertext& a, const Ciphertext& b, const char* op) const;
   void check_ciphertext(const Ciphertext& a, const char* op) const;
+  // Checks a for the relinearization `op` names: false when it has nothing to do (size 2).
+  bool check_relinearizable(const Ciphertext& a, const char* op) const;
   const SwitchingKey& galois_key(std::uint64_t g) const;
   Ciphertext apply_galois(const Ciphertext& a, std::uint64_t g) const;
   // phi_g(a) given the decomposition d of a's c1 (shared by hoisted rotations).
@@ -137,6 +139,11 @@ class RotationSum {
   void add(const Ciphertext& c, long step);
   // The sum; throws when nothing was added.
   Ciphertext result() const;
+  // The sum rescaled (divided by q_l): the unrotated terms are multiplied by P and added to
+  // the rotated ones over Q x P, and one division by P q_l ends it (mod_down_rescale: one
+  // rounding where result() and a rescale take two, l NTTs fewer per polynomial). Consumes
+  // the terms: the sum is empty afterwards.
+  Ciphertext result_rescaled();
 
  private:
   void check_term(const Ciphertext& c);

@@ -65,8 +65,9 @@ class GiantStepSum {
     }
   }
 
-  Ciphertext result() {
-    if (mode_ == GiantSteps::kSummed) return summed_.result();
+  Ciphertext result(bool rescale) {
+    if (mode_ == GiantSteps::kSummed) return rescale ? summed_.result_rescaled() : summed_.result();
+    if (rescale) eval_.rescale_inplace(sum_);
     return std::move(sum_);
   }
 
@@ -251,6 +252,14 @@ std::size_t LinearTransform::plaintext_bytes() const {
 }
 
 Ciphertext LinearTransform::apply(const Evaluator& eval, const Ciphertext& input) const {
+  return evaluate(eval, input, false);
+}
+
+Ciphertext LinearTransform::apply_rescaled(const Evaluator& eval, const Ciphertext& input) const {
+  return evaluate(eval, input, true);
+}
+
+Ciphertext LinearTransform::evaluate(const Evaluator& eval, const Ciphertext& input, bool rescale) const {
   if (storage_ == DiagonalStorage::kPlanOnly)
     throw std::logic_error("linear transform: a plan (rotation steps only) cannot be evaluated");
   if (input.level() != level_)
@@ -288,7 +297,7 @@ Ciphertext LinearTransform::apply(const Evaluator& eval, const Ciphertext& input
     }
     for (const long g : fold_order()) giant_steps.add(inner.at(g), g);
   }
-  return giant_steps.result();
+  return giant_steps.result(rescale);
 }
 
 void LinearTransform::accumulate(const Evaluator& eval, const std::vector<Product>& products) const {

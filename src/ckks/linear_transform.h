@@ -75,6 +75,10 @@ class LinearTransform {
   double diagonal_scale() const { return diagonal_scale_; }
   // Result: level unchanged, scale = input scale * diagonal_scale (rescale next).
   Ciphertext apply(const Evaluator& eval, const Ciphertext& input) const;
+  // apply() and a rescale: level - 1, scale = input scale * diagonal_scale / q_level. With
+  // summed giant steps their division by P and the rescale are one division by P q_level
+  // (RotationSum::result_rescaled): one rounding instead of two, l NTTs fewer per polynomial.
+  Ciphertext apply_rescaled(const Evaluator& eval, const Ciphertext& input) const;
 
   // Stored form (inside a compiled model file): geometry, then every diagonal either as a
   // serialized plaintext or as its rounded coefficients. load validates everything.
@@ -121,6 +125,8 @@ class LinearTransform {
     const Term* term;
   };
   void accumulate(const Evaluator& eval, const std::vector<Product>& products) const;
+  // apply() with or without the rescale.
+  Ciphertext evaluate(const Evaluator& eval, const Ciphertext& input, bool rescale) const;
   // The baby steps the diagonals use, sorted, 0 included when present (one hoisted
   // rotation each in apply(), the identity for 0).
   std::vector<long> baby_steps_used() const;

@@ -16,11 +16,8 @@ void check_close(double got, double want, const char* what) {
     throw std::logic_error(std::string(what) + ": ciphertext scale differs from the compiled scale");
 }
 
-// Rescales y and pins its scale to the compiled one (equal within 1e-9 by construction).
-// Rescales y (relinearizing it first if it is a product: one division by P q_l) onto the
-// output scale it must reach.
-void rescale_to(const ckks::Evaluator& eval, ckks::Ciphertext& y, double output_scale, const char* what) {
-  eval.relinearize_rescale_inplace(y);
+// Pins a rescaled y's scale to the compiled one (equal within 1e-9 by construction).
+void pin_scale(ckks::Ciphertext& y, double output_scale, const char* what) {
   check_close(y.scale, output_scale, what);
   y.scale = output_scale;
 }
@@ -85,12 +82,18 @@ ckks::Ciphertext CompiledLinear::apply(const ckks::Evaluator& eval, const ckks::
                                 std::to_string(x.level()));
   ckks::Ciphertext in = x;
   eval.drop_to_level_inplace(in, input_level);
-  ckks::Ciphertext y = transform.apply(eval, in);
-  // Rotate-and-sum before rescaling: each step adds up 2^k copies of the error already in
-  // y, and the product's scale (input scale x q_level) makes those ModDown errors ~2^-40
-  // of what they would be after the rescale, whose single rounding then comes last.
-  for (long step : post_sum_steps) eval.add_inplace(y, eval.rotate(y, step));
-  rescale_to(eval, y, output_scale, "compiled linear layer");
+  ckks::Ciphertext y;
+  if (post_sum_steps.empty()) {
+    y = transform.apply_rescaled(eval, in);
+  } else {
+    // Rotate-and-sum before rescaling: each step adds up 2^k copies of the error already in
+    // y, and the product's scale (input scale x q_level) makes those ModDown errors ~2^-40
+    // of what they would be after the rescale, whose single rounding then comes last.
+    y = transform.apply(eval, in);
+    for (long step : post_sum_steps) eval.add_inplace(y, eval.rotate(y, step));
+    eval.rescale_inplace(y);
+  }
+  pin_scale(y, output_scale, "compiled linear layer");
   if (bias) eval.add_plain_inplace(y, *bias);
   return y;
 }
@@ -101,7 +104,8 @@ ckks::Ciphertext CompiledQuadratic::apply(const ckks::Evaluator& eval, const ckk
   ckks::Ciphertext shifted = x;
   eval.add_plain_inplace(shifted, a1);
   ckks::Ciphertext y = eval.multiply(x, shifted);
-  rescale_to(eval, y, output_scale, "compiled quadratic");
+  eval.relinearize_rescale_inplace(y);  // one division by P q_l
+  pin_scale(y, output_scale, "compiled quadratic");
   eval.add_plain_inplace(y, a0);
   return y;
 }

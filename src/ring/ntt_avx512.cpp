@@ -7,66 +7,24 @@
 // portable build.
 #include <immintrin.h>
 
-// GCC 12 flags _mm512_undefined_epi32() inside the masked-min intrinsic; a false positive.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-
 #include <array>
 
-#include "ring/avx512_wide.h"
+#include "ring/avx512_shoup.h"
 #include "ring/ntt.h"
-
-#define PFHE_IFMA __attribute__((target("avx512f,avx512dq,avx512ifma")))
 
 namespace pfhe::ring::detail {
 namespace {
 
-// y * w mod q in [0, 2q) for y < 2^52 (Shoup with 52-bit precision). neg_q = 2^52 - q:
-// adding quot * neg_q to the low product subtracts quot * q modulo 2^52 inside the
-// multiply-add, one instruction fewer than a separate subtraction.
-PFHE_IFMA inline __m512i mul_shoup52(__m512i y, __m512i w, __m512i w_shoup, __m512i neg_q) {
-  const __m512i zero = _mm512_setzero_si512();
-  const __m512i mask52 = _mm512_set1_epi64((1LL << 52) - 1);
-  const __m512i quot = _mm512_madd52hi_epu64(zero, y, w_shoup);
-  const __m512i prod = _mm512_madd52lo_epu64(zero, y, w);
-  return _mm512_and_si512(_mm512_madd52lo_epu64(prod, quot, neg_q), mask52);
-}
-
-PFHE_IFMA inline __m512i negated_modulus(__m512i q) { return _mm512_sub_epi64(_mm512_set1_epi64(1LL << 52), q); }
-
-// The two Shoup multiplications y * w mod q in [0, 2q), with the tables each reads.
-struct Shoup52 {  // primes < 2^50, inputs < 2^52
-  __m512i neg_q;
-  PFHE_IFMA static Shoup52 of(__m512i q) { return {negated_modulus(q)}; }
-  PFHE_IFMA __m512i operator()(__m512i y, __m512i w, __m512i w_shoup) const { return mul_shoup52(y, w, w_shoup, neg_q); }
-  static const u64* forward_shoup(const NttTables& t) { return t.root_powers_shoup52().data(); }
-  static const u64* inverse_shoup(const NttTables& t) { return t.inv_root_powers_shoup52().data(); }
-  static u64 n_inv_shoup(const NttTables& t) { return t.n_inv_shoup52(); }
-};
-
-struct Shoup64 {  // any prime < 2^61, any 64-bit input
-  __m512i q;
-  PFHE_IFMA static Shoup64 of(__m512i q) { return {q}; }
-  PFHE_IFMA __m512i operator()(__m512i y, __m512i w, __m512i w_shoup) const {
-    return wide::mul_shoup_lazy(y, w, w_shoup, q);
-  }
-  static const u64* forward_shoup(const NttTables& t) { return t.root_powers_shoup().data(); }
-  static const u64* inverse_shoup(const NttTables& t) { return t.inv_root_powers_shoup().data(); }
-  static u64 n_inv_shoup(const NttTables& t) { return t.n_inv_shoup(); }
-};
-
-// x >= bound ? x - bound : x, for x < 2 * bound (unsigned min trick).
-PFHE_IFMA inline __m512i reduce_once(__m512i x, __m512i bound) {
-  return _mm512_min_epu64(x, _mm512_sub_epi64(x, bound));
-}
+using avx512::reduce_once;
+using avx512::Shoup52;
+using avx512::Shoup64;
 
 // A twiddle and its Shoup constant, broadcast.
 struct Twiddle {
   __m512i w, w_shoup;
 };
 
-PFHE_IFMA inline Twiddle twiddle(const u64* w, const u64* ws, std::size_t k) {
+PFHE_AVX512 inline Twiddle twiddle(const u64* w, const u64* ws, std::size_t k) {
   return {_mm512_set1_epi64(static_cast<long long>(w[k])), _mm512_set1_epi64(static_cast<long long>(ws[k]))};
 }
 
@@ -75,7 +33,7 @@ template <class Mul>
 struct ForwardButterfly {
   __m512i two_q;
   Mul mul;
-  PFHE_IFMA void operator()(__m512i& x, __m512i& y, const Twiddle& tw) const {
+  PFHE_AVX512 void operator()(__m512i& x, __m512i& y, const Twiddle& tw) const {
     const __m512i xr = reduce_once(x, two_q);
     const __m512i t = mul(y, tw.w, tw.w_shoup);
     x = _mm512_add_epi64(xr, t);
@@ -88,7 +46,7 @@ template <class Mul>
 struct InverseButterfly {
   __m512i two_q;
   Mul mul;
-  PFHE_IFMA void operator()(__m512i& x, __m512i& y, const Twiddle& tw) const {
+  PFHE_AVX512 void operator()(__m512i& x, __m512i& y, const Twiddle& tw) const {
     const __m512i sum = reduce_once(_mm512_add_epi64(x, y), two_q);
     y = mul(_mm512_sub_epi64(_mm512_add_epi64(x, two_q), y), tw.w, tw.w_shoup);
     x = sum;
@@ -98,7 +56,7 @@ struct InverseButterfly {
 // One radix-2 stage: `blocks` blocks of 2t elements, block i pairing (x, x + t) with
 // twiddle k0 + i. For the stages whose pairs are at least a vector apart (t >= 8).
 template <class Butterfly>
-PFHE_IFMA void radix2_stage(u64* a, std::size_t blocks, std::size_t t, const u64* w, const u64* ws, std::size_t k0,
+PFHE_AVX512 void radix2_stage(u64* a, std::size_t blocks, std::size_t t, const u64* w, const u64* ws, std::size_t k0,
                             const Butterfly& butterfly) {
   for (std::size_t i = 0; i < blocks; ++i) {
     const Twiddle tw = twiddle(w, ws, k0 + i);
@@ -115,7 +73,7 @@ PFHE_IFMA void radix2_stage(u64* a, std::size_t blocks, std::size_t t, const u64
 // Two stages in one pass over 4-vector groups x, x + s, x + 2s, x + 3s (s >= 8): `stages`
 // gets the group and runs the four butterflies of both stages on it in registers.
 template <class Stages>
-PFHE_IFMA void quad_pass(u64* x, std::size_t s, const Stages& stages) {
+PFHE_AVX512 void quad_pass(u64* x, std::size_t s, const Stages& stages) {
   for (std::size_t j = 0; j < s; j += 8) {
     __m512i v[4];
     for (std::size_t k = 0; k < 4; ++k) v[k] = _mm512_loadu_si512(x + k * s + j);
@@ -137,7 +95,7 @@ struct SmallStagePerm {
   std::size_t first, per_block;  // m and 8 / t
 };
 
-PFHE_IFMA SmallStagePerm make_perm(int t, std::size_t n) {
+PFHE_AVX512 SmallStagePerm make_perm(int t, std::size_t n) {
   alignas(64) std::array<long long, 8> gx{}, gy{}, sa{}, sb{}, tl{};
   std::array<int, 16> source{};  // element -> index into (X' lanes 0..7, Y' lanes 8..15)
   for (int l = 0; l < 8; ++l) {
@@ -158,14 +116,14 @@ PFHE_IFMA SmallStagePerm make_perm(int t, std::size_t n) {
 struct SmallStages {
   SmallStagePerm stage[3];
 };
-PFHE_IFMA SmallStages make_small_stages(std::size_t n) {
+PFHE_AVX512 SmallStages make_small_stages(std::size_t n) {
   return {{make_perm(4, n), make_perm(2, n), make_perm(1, n)}};
 }
 
 // One of the three stages inside a 16-element block (A = av, B = bv), block b's twiddles
 // from the table w (Shoup constants ws).
 template <class Butterfly>
-PFHE_IFMA inline void block_stage(__m512i& av, __m512i& bv, const SmallStagePerm& perm, const u64* w, const u64* ws,
+PFHE_AVX512 inline void block_stage(__m512i& av, __m512i& bv, const SmallStagePerm& perm, const u64* w, const u64* ws,
                                   std::size_t b, const Butterfly& butterfly) {
   const std::size_t k = perm.first + b * perm.per_block;  // at most n - 8: 8 entries always readable
   const Twiddle tw{_mm512_permutexvar_epi64(perm.twiddle_lanes, _mm512_loadu_si512(w + k)),
@@ -182,7 +140,7 @@ PFHE_IFMA inline void block_stage(__m512i& av, __m512i& bv, const SmallStagePerm
 struct TwoStages {
   Twiddle outer, inner_lo, inner_hi;
   template <class Butterfly>
-  PFHE_IFMA void operator()(__m512i* v, const Butterfly& butterfly) const {
+  PFHE_AVX512 void operator()(__m512i* v, const Butterfly& butterfly) const {
     butterfly(v[0], v[2], outer);
     butterfly(v[1], v[3], outer);
     butterfly(v[0], v[1], inner_lo);
@@ -193,7 +151,7 @@ struct TwoStages {
 // The forward stages from the one whose first twiddle index is m (pairs t apart) to the
 // last, in place; inputs in [0, 4q), outputs in [0, q).
 template <class Mul>
-PFHE_IFMA void forward_stages_from(const NttTables& tab, u64* a, std::size_t m, std::size_t t) {
+PFHE_AVX512 void forward_stages_from(const NttTables& tab, u64* a, std::size_t m, std::size_t t) {
   const std::size_t n = tab.n();
   const __m512i q = _mm512_set1_epi64(static_cast<long long>(tab.modulus().value()));
   const ForwardButterfly<Mul> butterfly{_mm512_add_epi64(q, q), Mul::of(q)};
@@ -205,7 +163,7 @@ PFHE_IFMA void forward_stages_from(const NttTables& tab, u64* a, std::size_t m, 
   for (; t >= 32; m <<= 2, t >>= 2) {
     for (std::size_t i = 0; i < m; ++i) {
       const TwoStages stages{twiddle(w, ws, m + i), twiddle(w, ws, 2 * m + 2 * i), twiddle(w, ws, 2 * m + 2 * i + 1)};
-      quad_pass(a + 2 * i * t, t / 2, [&](__m512i* v) PFHE_IFMA { stages(v, butterfly); });
+      quad_pass(a + 2 * i * t, t / 2, [&](__m512i* v) PFHE_AVX512 { stages(v, butterfly); });
     }
   }
   for (; t >= 16; m <<= 1, t >>= 1) radix2_stage(a, m, t, w, ws, m, butterfly);
@@ -225,7 +183,7 @@ PFHE_IFMA void forward_stages_from(const NttTables& tab, u64* a, std::size_t m, 
 
 // The inverse transform, in place; inputs and outputs in [0, q).
 template <class Mul>
-PFHE_IFMA void inverse_transform(const NttTables& tab, u64* a) {
+PFHE_AVX512 void inverse_transform(const NttTables& tab, u64* a) {
   const std::size_t n = tab.n();
   const __m512i q = _mm512_set1_epi64(static_cast<long long>(tab.modulus().value()));
   const InverseButterfly<Mul> butterfly{_mm512_add_epi64(q, q), Mul::of(q)};
@@ -245,7 +203,7 @@ PFHE_IFMA void inverse_transform(const NttTables& tab, u64* a) {
     for (std::size_t i = 0; i < h / 2; ++i) {
       const Twiddle inner_lo = twiddle(w, ws, h + 2 * i), inner_hi = twiddle(w, ws, h + 2 * i + 1);
       const Twiddle outer = twiddle(w, ws, h / 2 + i);
-      quad_pass(a + 4 * i * t, t, [&](__m512i* v) PFHE_IFMA {
+      quad_pass(a + 4 * i * t, t, [&](__m512i* v) PFHE_AVX512 {
         butterfly(v[0], v[1], inner_lo);
         butterfly(v[2], v[3], inner_hi);
         butterfly(v[0], v[2], outer);
@@ -264,24 +222,24 @@ PFHE_IFMA void inverse_transform(const NttTables& tab, u64* a) {
 
 }  // namespace
 
-PFHE_IFMA void ntt_forward_avx512(const NttTables& tab, u64* a) {
+PFHE_AVX512 void ntt_forward_avx512(const NttTables& tab, u64* a) {
   if (tab.modulus().ifma_eligible()) return forward_stages_from<Shoup52>(tab, a, 1, tab.n() / 2);
   forward_stages_from<Shoup64>(tab, a, 1, tab.n() / 2);
 }
 
-PFHE_IFMA void ntt_inverse_avx512(const NttTables& tab, u64* a) {
+PFHE_AVX512 void ntt_inverse_avx512(const NttTables& tab, u64* a) {
   if (tab.modulus().ifma_eligible()) return inverse_transform<Shoup52>(tab, a);
   inverse_transform<Shoup64>(tab, a);
 }
 
-PFHE_IFMA void ntt_forward_signed_ifma(const NttTables& tab, const std::int64_t* x, u64* a) {
+PFHE_AVX512 void ntt_forward_signed_ifma(const NttTables& tab, const std::int64_t* x, u64* a) {
   const std::size_t n = tab.n(), s = n / 4;
   const __m512i q = _mm512_set1_epi64(static_cast<long long>(tab.modulus().value()));
-  const __m512i two_q = _mm512_add_epi64(q, q), neg_q = negated_modulus(q);
+  const __m512i two_q = _mm512_add_epi64(q, q);
   const __m512i one = _mm512_set1_epi64(1);
   const __m512i one_shoup = _mm512_set1_epi64(static_cast<long long>(tab.modulus().one_shoup52()));
   const __m512i zero = _mm512_setzero_si512();
-  const ForwardButterfly<Shoup52> butterfly{two_q, {neg_q}};
+  const ForwardButterfly<Shoup52> butterfly{two_q, Shoup52::of(q)};
   const u64* w = tab.root_powers().data();
   const u64* ws = tab.root_powers_shoup52().data();
   const TwoStages stages{twiddle(w, ws, 1), twiddle(w, ws, 2), twiddle(w, ws, 3)};
@@ -291,7 +249,7 @@ PFHE_IFMA void ntt_forward_signed_ifma(const NttTables& tab, const std::int64_t*
     __m512i v[4];
     for (std::size_t k = 0; k < 4; ++k) {
       const __m512i x_k = _mm512_loadu_si512(x + k * s + j);
-      const __m512i r = mul_shoup52(_mm512_abs_epi64(x_k), one, one_shoup, neg_q);
+      const __m512i r = butterfly.mul(_mm512_abs_epi64(x_k), one, one_shoup);
       v[k] = _mm512_mask_sub_epi64(r, _mm512_cmplt_epi64_mask(x_k, zero), two_q, r);
     }
     stages(v, butterfly);
