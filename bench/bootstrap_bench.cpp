@@ -6,6 +6,7 @@
 //                        [--cts-stages 3] [--stc-stages 3] [--k 16] [--double-angles 4]
 //                        [--cosine-degree 30] [--arcsine-degree 0] [--digit-headroom 0] [--stc-first]
 //                        [--chained] (chained giant steps in the DFT stages: fewer keys, what graphs use)
+//                        [--baby-step-shift 0] (DFT baby steps divided by 2^shift: fewer keys, more rotations)
 #include <omp.h>
 
 #include <chrono>
@@ -56,6 +57,7 @@ int main(int argc, char** argv) try {
   if (flag(argc, argv, "--jit")) config.storage = DiagonalStorage::kJustInTime;
   config.slots_to_coeffs_first = flag(argc, argv, "--stc-first");
   if (flag(argc, argv, "--chained")) config.giant_steps = GiantSteps::kChained;
+  config.baby_step_shift = int_arg(argc, argv, "--baby-step-shift", 0);
   const int compute_levels = int_arg(argc, argv, "--compute-levels", 12);
   const int runs = int_arg(argc, argv, "--runs", 2);
 

@@ -248,6 +248,34 @@ TEST(Bootstrapping, SlotsToCoeffsFirst) {
   }
 }
 
+// A baby-step shift halves the DFT stages' baby steps: fewer rotation keys, more giant
+// rotations, the same precision class; the stored configuration keeps it, and a stored
+// shift out of range is refused.
+TEST(Bootstrapping, BabyStepShiftTradesKeysForRotations) {
+  BootstrapConfig config = config_for(11);
+  config.slots_to_coeffs_first = true;
+  config.giant_steps = GiantSteps::kChained;
+  const BootSetup plain(12, config, SecretDistribution::kTernaryHamming, 32, 54);
+  config.baby_step_shift = 1;
+  const BootSetup shifted(12, config, SecretDistribution::kTernaryHamming, 32, 54);
+  EXPECT_LT(shifted.boot.rotation_levels().size(), plain.boot.rotation_levels().size());
+  EXPECT_GT(shifted.boot.cts_rotations(), plain.boot.cts_rotations());
+  const auto x = test::random_complex(shifted.boot.slots(), 71);
+  const Ciphertext in = shifted.keys.encryptor.encrypt(
+      shifted.encoder.encode(x, shifted.boot.input_level(), shifted.ctx.params().default_scale()));
+  const Precision p = precision(shifted.decrypt(shifted.boot.bootstrap(shifted.keys.eval, in)), x);
+  EXPECT_GT(p.mean_bits, 25);
+  EXPECT_GT(p.worst_bits, 21);
+  ByteWriter w;
+  save_bootstrap_config(w, config);
+  ByteReader r(w.bytes());
+  EXPECT_EQ(load_bootstrap_config(r).baby_step_shift, 1);
+  std::vector<std::uint8_t> bytes = w.bytes();
+  bytes.back() = 17;  // the shift is the last byte
+  ByteReader bad(bytes);
+  EXPECT_THROW(load_bootstrap_config(bad), SerializationError);
+}
+
 TEST(Bootstrapping, RefusesConfigurationsThatCannotWork) {
   const BootstrapConfig good = config_for(4);
   const Context ctx(test::bootstrap_params(12, good, 2));
@@ -267,6 +295,9 @@ TEST(Bootstrapping, RefusesConfigurationsThatCannotWork) {
   refused(c);
   c = good;
   c.k_range = 0;
+  refused(c);
+  c = good;
+  c.baby_step_shift = -1;
   refused(c);
   const Bootstrapper boot(encoder, good);
   const KeyGenerator keygen(ctx);

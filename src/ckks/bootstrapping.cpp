@@ -191,9 +191,17 @@ void Bootstrapper::check_config() const {
   if (config_.ephemeral_weight < 0 || static_cast<std::size_t>(config_.ephemeral_weight) > ctx.n())
     fail("ephemeral_weight must be in [0, N]");
   if (config_.ephemeral_weight > 0 && ctx.params().p().empty()) fail("encapsulation needs a special prime");
+  if (config_.baby_step_shift < 0 || config_.baby_step_shift > log_half)
+    fail("baby_step_shift must be in [0, log2(N/2)]");
   if (config_.depth() >= ctx.max_level() + 1)
     fail("needs " + std::to_string(config_.depth()) + " levels above level 0, the chain has " +
          std::to_string(ctx.max_level()));
+}
+
+std::size_t Bootstrapper::baby_steps(const Diagonals& stage, std::size_t width) const {
+  std::vector<long> indices;
+  for (const auto& [k, values] : stage) indices.push_back(k);
+  return std::max<std::size_t>(1, LinearTransform::optimal_baby_steps(indices, width) >> config_.baby_step_shift);
 }
 
 Bootstrapper::Bootstrapper(const Encoder& encoder, const BootstrapConfig& config)
@@ -239,7 +247,8 @@ Bootstrapper::Bootstrapper(const Encoder& encoder, const BootstrapConfig& config
   for (std::size_t i = 0; i < cts.size(); ++i) {
     const std::size_t level = top - i;
     const double q = static_cast<double>(ctx.ring_q().modulus(level).value());
-    cts_.emplace_back(encoder, cts[i], width, level, 0, q * cts_step, config_.storage, config_.giant_steps);
+    cts_.emplace_back(encoder, cts[i], width, level, baby_steps(cts[i], width), q * cts_step, config_.storage,
+                      config_.giant_steps);
   }
   // Standard order: EvalMod ends near the scale of its last prime; relabelled so that the
   // slots read as the message's coefficients (see bootstrap), that is stc_input_scale_ for
@@ -256,7 +265,8 @@ Bootstrapper::Bootstrapper(const Encoder& encoder, const BootstrapConfig& config
           : std::pow(config_.output_scale / stc_input_scale_, 1.0 / static_cast<double>(stc.size()));
   for (std::size_t i = 0; i < stc.size(); ++i) {
     const double q = static_cast<double>(ctx.ring_q().modulus(stc_top - i).value());
-    stc_.emplace_back(encoder, stc[i], width, stc_top - i, 0, q * stc_step, config_.storage, config_.giant_steps);
+    stc_.emplace_back(encoder, stc[i], width, stc_top - i, baby_steps(stc[i], width), q * stc_step, config_.storage,
+                      config_.giant_steps);
   }
 
   cosine_ = chebyshev_interpolate(
@@ -359,6 +369,7 @@ void save_bootstrap_config(ByteWriter& w, const BootstrapConfig& c) {
   w.put<std::uint8_t>(c.slots_to_coeffs_first ? 1 : 0);
   w.put<std::uint8_t>(c.storage == DiagonalStorage::kJustInTime ? 1 : 0);
   w.put<std::uint8_t>(static_cast<std::uint8_t>(c.giant_steps));
+  w.put<std::uint8_t>(static_cast<std::uint8_t>(c.baby_step_shift));
 }
 
 BootstrapConfig load_bootstrap_config(ByteReader& r) {
@@ -373,9 +384,11 @@ BootstrapConfig load_bootstrap_config(ByteReader& r) {
   c.k_range = r.get<double>(what);
   c.output_scale = r.get<double>(what);
   const auto order = r.get<std::uint8_t>(what), storage = r.get<std::uint8_t>(what);
-  const auto giant_steps = r.get<std::uint8_t>(what);
-  if (order > 1 || storage > 1 || giant_steps > 1 || !std::isfinite(c.k_range) || !std::isfinite(c.output_scale))
+  const auto giant_steps = r.get<std::uint8_t>(what), baby_step_shift = r.get<std::uint8_t>(what);
+  if (order > 1 || storage > 1 || giant_steps > 1 || baby_step_shift > 16 || !std::isfinite(c.k_range) ||
+      !std::isfinite(c.output_scale))
     throw SerializationError(std::string(what) + ": a field out of range");
+  c.baby_step_shift = baby_step_shift;
   c.slots_to_coeffs_first = order == 1;
   c.storage = storage == 1 ? DiagonalStorage::kJustInTime : DiagonalStorage::kEncoded;
   c.giant_steps = static_cast<GiantSteps>(giant_steps);

@@ -66,6 +66,11 @@ struct BootstrapConfig {
   // Giant steps of the DFT stages (ckks/linear_transform.h): kChained needs ~20 keys of the
   // top levels instead of ~40 (2^15 slots, 3 + 3 stages).
   GiantSteps giant_steps = GiantSteps::kSummed;
+  // Baby steps of the DFT stages: the rotation-minimising count divided by 2^shift (at
+  // least 1). Each baby step is a key of the stage's level (at the top levels for
+  // CoeffsToSlots: ~151 MB each at N = 2^16, 4 digits), each giant step a rotation; a shift
+  // of 1 trades ~1/3 of the keys for twice the giant rotations (docs/BENCHMARKS.md).
+  int baby_step_shift = 0;
 
   // Levels EvalMod consumes.
   std::size_t eval_mod_depth() const;
@@ -162,6 +167,8 @@ class Bootstrapper {
 
  private:
   void check_config() const;
+  // A DFT stage's baby-step count (BootstrapConfig::baby_step_shift).
+  std::size_t baby_steps(const Diagonals& stage, std::size_t width) const;
   Ciphertext multiply_by_i(const Evaluator& eval, const Ciphertext& a) const;
   Ciphertext sub_sum(const Evaluator& eval, Ciphertext ct) const;
   Ciphertext apply_stc_stages(const Evaluator& eval, Ciphertext x) const;

@@ -17,7 +17,7 @@ constexpr char kGraphMagic[4] = {'P', 'F', 'H', 'G'};
 // 4: the ring switch names no PatchCNN block; 5: pre-encoded diagonals used in place;
 // 6: every plaintext (quadratics, shifts, biases, diagonals) stored to be used in place;
 // 7: the bootstrapper's configuration (built again on load).
-constexpr std::uint32_t kGraphVersion = 8;
+constexpr std::uint32_t kGraphVersion = 9;
 
 }  // namespace
 
