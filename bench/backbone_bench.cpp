@@ -120,7 +120,8 @@ int run(int argc, char** argv) {
   // the switch key too.
   t = std::chrono::steady_clock::now();
   const runtime::SecretKeyFile secret = runtime::new_secret_keys(ctx, half_ring.get());
-  const runtime::EvaluationKeys keys = runtime::make_evaluation_keys(ctx, half_ring.get(), secret, {levels, half_levels, std::nullopt, 0});
+  const runtime::EvaluationKeys keys =
+      runtime::make_evaluation_keys(ctx, half_ring.get(), secret, {levels, half_levels, std::nullopt, 0});
   std::printf("keygen: %.1f s, evaluation keys %.2f GB", seconds_since(t),
               (keys.galois.byte_size() + keys.relin.byte_size()) / 1e9);
   if (keys.half)

@@ -212,6 +212,10 @@ TEST(LinearTransform, ApplyRescaledIsOneRoundingOfApplyThenRescale) {
   consumed.add(in, 0);
   EXPECT_EQ(consumed.result_rescaled().level(), 2u);
   EXPECT_THROW(consumed.result(), std::logic_error);
+  RotationSum unrotated_only(eval);
+  unrotated_only.add(in, 0);
+  EXPECT_EQ(unrotated_only.result_rescaled().level(), 2u);
+  EXPECT_THROW(unrotated_only.result(), std::logic_error);
 }
 
 // Just-in-time diagonals are encoded limb by limb inside the product (the limb-source

@@ -282,10 +282,7 @@ void Evaluator::relinearize_rescale_inplace(Ciphertext& a) const {
   key_switch_product(context_, d, relin_key_->key, acc[0], acc[1]);
   // P c_k + the key switch of c_2, over Q_l P: P c_k is 0 modulo P's primes, so dividing the
   // sum by P q_l is the relinearized ciphertext divided by q_l.
-  for (int k = 0; k < 2; ++k) {
-    rq.multiply_scalar(a.polys[k], context_.p_mod_q(), a.polys[k]);
-    rq.add(acc[k].q, a.polys[k], acc[k].q);
-  }
+  for (int k = 0; k < 2; ++k) add_p_multiple(context_, a.polys[k], acc[k]);
   a.polys.resize(2);
   for (int k = 0; k < 2; ++k) {
     a.polys[k] = rq.make_output(l);
@@ -453,9 +450,7 @@ void RotationSum::add(const Ciphertext& c, long step) {
   // phi(u0 + P c0) / P, and the P part of P c0 is zero.
   QPPoly u0, u1;
   key_switch_product(ctx, decompose(ctx, c.polys[1]), eval_.galois_key(g), u0, u1);
-  Poly p_c0 = rq.make_output(level_ + 1);
-  rq.multiply_scalar(c.polys[0], ctx.p_mod_q(), p_c0);
-  rq.add(u0.q, p_c0, u0.q);
+  add_p_multiple(ctx, c.polys[0], u0);
   if (sum0_.q.limbs() == 0) {  // zeros, so that every term is added
     sum0_ = {rq.make_poly(level_ + 1), rp.make_poly(rp.size())};
     sum1_ = {rq.make_poly(level_ + 1), rp.make_poly(rp.size())};
@@ -480,8 +475,10 @@ Ciphertext RotationSum::result() const {
 Ciphertext RotationSum::result_rescaled() {
   if (terms_ == 0) throw std::logic_error("rotation sum: no terms");
   if (level_ == 0) throw std::invalid_argument("rotation sum: the terms are at level 0, nothing to rescale");
+  terms_ = 0;
   if (sum0_.q.limbs() == 0) {
-    Ciphertext r = unrotated_;
+    Ciphertext r = std::move(unrotated_);
+    unrotated_ = Ciphertext{};
     eval_.rescale_inplace(r);
     return r;
   }
@@ -491,14 +488,9 @@ Ciphertext RotationSum::result_rescaled() {
   Ciphertext r{{rq.make_output(level_), rq.make_output(level_)}, scale_ / static_cast<double>(rq.modulus(level_).value()),
                log_slots_};
   for (int k = 0; k < 2; ++k) {
-    if (!unrotated_.polys.empty()) {  // P c_k is 0 modulo P's primes: only its Q limbs are added
-      Poly p_c = rq.make_output(level_ + 1);
-      rq.multiply_scalar(unrotated_.polys[k], ctx.p_mod_q(), p_c);
-      rq.add(sums[k]->q, p_c, sums[k]->q);
-    }
+    if (!unrotated_.polys.empty()) add_p_multiple(ctx, unrotated_.polys[k], *sums[k]);
     mod_down_rescale(ctx, *sums[k], r.polys[k]);
   }
-  terms_ = 0;  // the sums now hold the unrotated terms too
   sum0_ = sum1_ = QPPoly{};
   unrotated_ = Ciphertext{};
   return r;

@@ -130,6 +130,13 @@ Poly shifted_p_limbs(const Context& ctx, const QPPoly& x, const std::vector<u64>
 
 }  // namespace
 
+void add_p_multiple(const Context& ctx, const Poly& c, QPPoly& x) {
+  const auto& rq = ctx.ring_q();
+  Poly p_c = rq.make_output(c.limbs());
+  rq.multiply_scalar(c, ctx.p_mod_q(), p_c);
+  rq.add(x.q, p_c, x.q);
+}
+
 void mod_down(const Context& ctx, const QPPoly& x, Poly& out) {
   const Poly p_coeff = shifted_p_limbs(ctx, x, ctx.half_p_mod_p());
   std::vector<const u64*> dropped;

@@ -27,6 +27,11 @@ void key_switch_product(const Context& ctx, const Decomposition& d, const Switch
 void key_switch_inner(const Context& ctx, const Decomposition& d, const SwitchingKey& key, ring::Poly& out0,
                       ring::Poly& out1);
 
+// x += P c over Q_l x P, for c over Q_l (NTT form): P c is 0 modulo P's primes, so only x's
+// Q limbs change. How a ciphertext's own part joins a key switch's sum before the division
+// by P (relinearization, rotation sums).
+void add_p_multiple(const Context& ctx, const ring::Poly& c, QPPoly& x);
+
 // ModDown: (x over Q_l x P, NTT) -> round(x / P) over Q_l (NTT).
 void mod_down(const Context& ctx, const QPPoly& x, ring::Poly& out);
 // ModDown and the rescale after it at once: (x over Q_l x P, NTT, l >= 1) -> round(x / (P q_l))
