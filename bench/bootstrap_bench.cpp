@@ -1,12 +1,13 @@
 // One CKKS bootstrap at 128-bit security: key generation, set-up, time on 1 and 2 threads,
 // precision (mean and worst bits over uniform random complex slots in [-1, 1]), key sizes
 // and peak RSS. docs/BENCHMARKS.md gives the command behind each figure.
-//   pfhe_bootstrap_bench [--log-n 16] [--log-slots 15] [--compute-levels 12]
+//   pfhe_bootstrap_bench [--help] [--log-n 16] [--log-slots 15] [--compute-levels 12]
 //                        [--ephemeral-weight 32] [--jit] [--runs 2] [--log-message-ratio 10]
 //                        [--cts-stages 3] [--stc-stages 3] [--k 16] [--double-angles 4]
 //                        [--cosine-degree 30] [--arcsine-degree 0] [--digit-headroom 0] [--stc-first]
 //                        [--chained] (chained giant steps in the DFT stages: fewer keys, what graphs use)
 //                        [--baby-step-shift 0] (DFT baby steps divided by 2^shift: fewer keys, more rotations)
+#include <CLI/CLI.hpp>
 #include <omp.h>
 
 #include <chrono>
@@ -29,42 +30,67 @@ using pfhe::runtime::seconds_since;
 
 namespace {
 
-int int_arg(int argc, char** argv, const std::string& name, int fallback) {
-  for (int i = 1; i + 1 < argc; ++i)
-    if (argv[i] == name) return std::stoi(argv[i + 1]);
-  return fallback;
-}
+// The bench's options (CLI11): an unknown or malformed option is an error, `--help` lists
+// them, instead of a two-minute run with a typo silently ignored.
+struct Options {
+  BootstrapConfig config;
+  int log_n = 16, compute_levels = 12, runs = 2, log_message_ratio = 10, digit_headroom = 0;
+  bool jit = false, stc_first = false, chained = false;
+};
 
-bool flag(int argc, char** argv, const std::string& name) {
-  for (int i = 1; i < argc; ++i)
-    if (argv[i] == name) return true;
-  return false;
+Options parse(int argc, char** argv) {
+  Options o;
+  BootstrapConfig& c = o.config;
+  c.log_slots = -1;  // N/2 unless given
+  c.cts_stages = c.stc_stages = 3;
+  c.ephemeral_weight = 32;
+  c.k_range = 16;
+  c.double_angles = 4;
+  c.cosine_degree = 30;
+  c.arcsine_degree = 0;
+  c.baby_step_shift = 0;
+  CLI::App app{"One CKKS bootstrap at 128-bit security: key generation, set-up, time on 1 and 2 threads, "
+               "precision, key sizes, peak RSS"};
+  app.add_option("--log-n", o.log_n, "ring degree 2^log-n")->capture_default_str();
+  app.add_option("--log-slots", c.log_slots, "slots 2^log-slots (default: N/2)");
+  app.add_option("--compute-levels", o.compute_levels, "levels left after a bootstrap")->capture_default_str();
+  app.add_option("--runs", o.runs, "bootstraps per thread count")->capture_default_str()->check(CLI::Range(1, 100));
+  app.add_option("--log-message-ratio", o.log_message_ratio, "q_0 / scale in bits")->capture_default_str();
+  app.add_option("--digit-headroom", o.digit_headroom, "ParameterSpec::digit_headroom_bits")->capture_default_str();
+  app.add_option("--cts-stages", c.cts_stages, "CoeffsToSlots stages")->capture_default_str();
+  app.add_option("--stc-stages", c.stc_stages, "SlotsToCoeffs stages")->capture_default_str();
+  app.add_option("--ephemeral-weight", c.ephemeral_weight, "encapsulation secret weight (0: none)")
+      ->capture_default_str();
+  app.add_option("--k", c.k_range, "EvalMod's range K")->capture_default_str();
+  app.add_option("--double-angles", c.double_angles, "EvalMod's double angles")->capture_default_str();
+  app.add_option("--cosine-degree", c.cosine_degree, "EvalMod's cosine degree")->capture_default_str();
+  app.add_option("--arcsine-degree", c.arcsine_degree, "arcsine correction degree (0: none)")->capture_default_str();
+  app.add_option("--baby-step-shift", c.baby_step_shift, "DFT baby steps divided by 2^shift: fewer keys, more rotations")
+      ->capture_default_str();
+  app.add_flag("--jit", o.jit, "DFT diagonals encoded just in time");
+  app.add_flag("--stc-first", o.stc_first, "SlotsToCoeffs before ModRaise");
+  app.add_flag("--chained", o.chained, "chained giant steps in the DFT stages: fewer keys, what graphs use");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    std::exit(app.exit(e));
+  }
+  if (c.log_slots < 0) c.log_slots = o.log_n - 1;
+  if (o.jit) c.storage = DiagonalStorage::kJustInTime;
+  c.slots_to_coeffs_first = o.stc_first;
+  if (o.chained) c.giant_steps = GiantSteps::kChained;
+  return o;  // Bootstrapper and Parameters::create check the values
 }
 
 }  // namespace
 
 int main(int argc, char** argv) try {
   pfhe::ring::keep_freed_memory_for_reuse();  // as the pfhe programs do
-  BootstrapConfig config;
-  const int log_n = int_arg(argc, argv, "--log-n", 16);
-  config.log_slots = int_arg(argc, argv, "--log-slots", log_n - 1);
-  config.cts_stages = int_arg(argc, argv, "--cts-stages", 3);
-  config.stc_stages = int_arg(argc, argv, "--stc-stages", 3);
-  config.ephemeral_weight = int_arg(argc, argv, "--ephemeral-weight", 32);
-  config.k_range = int_arg(argc, argv, "--k", 16);
-  config.double_angles = int_arg(argc, argv, "--double-angles", 4);
-  config.cosine_degree = int_arg(argc, argv, "--cosine-degree", 30);
-  if (flag(argc, argv, "--jit")) config.storage = DiagonalStorage::kJustInTime;
-  config.slots_to_coeffs_first = flag(argc, argv, "--stc-first");
-  if (flag(argc, argv, "--chained")) config.giant_steps = GiantSteps::kChained;
-  config.baby_step_shift = int_arg(argc, argv, "--baby-step-shift", 0);
-  const int compute_levels = int_arg(argc, argv, "--compute-levels", 12);
-  const int runs = int_arg(argc, argv, "--runs", 2);
-
-  config.arcsine_degree = int_arg(argc, argv, "--arcsine-degree", 0);
-  ParameterSpec spec = bootstrap_parameter_spec(log_n, compute_levels, config, 40,
-                                                int_arg(argc, argv, "--log-message-ratio", 10));
-  spec.digit_headroom_bits = int_arg(argc, argv, "--digit-headroom", 0);
+  const Options o = parse(argc, argv);
+  const BootstrapConfig& config = o.config;
+  const int runs = o.runs;
+  ParameterSpec spec = bootstrap_parameter_spec(o.log_n, o.compute_levels, config, 40, o.log_message_ratio);
+  spec.digit_headroom_bits = o.digit_headroom;
   const Context ctx(Parameters::create(spec));
   std::printf("parameters: %s\n", ctx.params().describe().c_str());
 

@@ -290,17 +290,16 @@ std::unique_ptr<CompiledModel> compile_model(const Model& model, int scale_bits,
     const double output_max_abs = model.ranges->ranges.back().max_abs;
     // As `pfhe compile` chooses: the smallest ring holding the graph, else (or with
     // `bootstrap`) the bootstrapping chain with bootstraps placed from the fit() ranges.
-    const nn::GraphParameters chosen = nn::graph_parameters(model.graph, output_max_abs, scale_bits, bootstrap);
-    nn::check_precision_target(chosen, precision_bits);
-    ckks::ParameterSpec spec = chosen.spec;
+    nn::GraphParameters chosen = nn::graph_parameters(model.graph, output_max_abs, scale_bits, bootstrap);
     if (precision_bits > 0) {
       report(progress, "precision target %.1f bits: measuring encrypted runs (a key pair made for it, dropped)",
              precision_bits);
-      const nn::PrecisionChoice choice =
-          nn::parameters_for_precision(model.graph, model.calibration, output_max_abs, precision_bits);
-      spec = choice.spec;
-      report(progress, "scale 2^%d: %.1f bits measured", choice.scale_bits, choice.estimated_bits);
+      const nn::GraphPrecisionChoice choice =
+          nn::graph_parameters_for_precision(model.graph, model.calibration, *model.ranges, chosen, precision_bits);
+      chosen = choice.parameters;
+      report(progress, "%s: %.1f bits measured", choice.what.c_str(), choice.measured_bits);
     }
+    const ckks::ParameterSpec& spec = chosen.spec;
     const ckks::Parameters params = ckks::Parameters::create(spec);
     report(progress, "a graph of %zu nodes, input %s -> parameters %s", model.graph.nodes().size(),
            model.graph.input_shape().str().c_str(), params.describe().c_str());

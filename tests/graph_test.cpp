@@ -447,6 +447,26 @@ TEST(GraphParameters, DeepGraphsBootstrapAtTwoToTheSixteen) {
   EXPECT_LE(params.dnum(), kBootstrapMaxDigits);
   // Keys bound memory at these levels: giant steps are chained (ckks::GiantSteps).
   EXPECT_EQ(chosen.bootstrapping->giant_steps, ckks::GiantSteps::kChained);
+  // The precise bootstraps a precision target falls back on: the arcsine step, a message
+  // ratio of 2^10, still 128-bit and at most kBootstrapMaxDigits digits, fewer levels between
+  // bootstraps.
+  const GraphParameters precise = graph_parameters(deep, 1.0, kDefaultScaleBits, false, true);
+  ASSERT_TRUE(precise.bootstrapping.has_value());
+  EXPECT_EQ(precise.bootstrapping->arcsine_degree, 3);
+  EXPECT_EQ(chosen.bootstrapping->arcsine_degree, 0);
+  EXPECT_EQ(precise.spec.q_bits.front(), kDefaultScaleBits + kPreciseBootstrapMessageRatioBits);
+  EXPECT_FALSE(ckks::Parameters::create(precise.spec).insecure());
+  EXPECT_LE(ckks::Parameters::create(precise.spec).dnum(), kBootstrapMaxDigits);
+  const auto precise_levels = std::count(precise.spec.q_bits.begin(), precise.spec.q_bits.end(), 40);
+  EXPECT_LT(precise_levels, std::count(chosen.spec.q_bits.begin(), chosen.spec.q_bits.end(), 40));
+  EXPECT_GE(precise_levels, 10);
+  // A precision target out of range is refused before anything is measured.
+  Tensor input({1, 4, 4});
+  input.data = uniform(16, -1, 1, 650);
+  const FitReport ranges = fit(deep, {input}, kIntermediateLimit);
+  for (const double bits : {0.0, 41.0})
+    EXPECT_THROW(graph_parameters_for_precision(deep, {input}, ranges, chosen, bits), std::invalid_argument) << bits;
+  EXPECT_THROW(graph_parameters_for_precision(deep, {input}, FitReport{}, chosen, 20), std::invalid_argument);
 
   // Deeper than a plan measures (kPlanLevels): still a clear choice, bootstrapping.
   Graph deeper({1, 4, 4});

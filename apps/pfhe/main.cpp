@@ -246,17 +246,17 @@ int cmd_compile_graph(const CompileOptions& o) {
   const std::vector<nn::Tensor> calibration = graph_inputs(graph.input_shape(), o.calibrate_on, 1, 8);
   const nn::FitReport ranges = nn::fit(graph, calibration, nn::kIntermediateLimit);
   const double output_max_abs = ranges.ranges.back().max_abs;
-  const nn::GraphParameters chosen = nn::graph_parameters(graph, output_max_abs, nn::kDefaultScaleBits, o.bootstrap);
-  ckks::ParameterSpec spec = chosen.spec;
-  nn::check_precision_target(chosen, o.precision_bits);
+  nn::GraphParameters chosen = nn::graph_parameters(graph, output_max_abs, nn::kDefaultScaleBits, o.bootstrap);
   if (o.precision_bits > 0) {
-    progress("precision target %.1f bits: measuring encrypted runs of the graph (a key pair made for it, dropped)",
-             o.precision_bits);
-    const nn::PrecisionChoice choice = nn::parameters_for_precision(graph, calibration, output_max_abs, o.precision_bits);
-    spec = choice.spec;
-    progress("scale 2^%d: %.1f bits measured on the first calibration inputs, %.1f s", choice.scale_bits,
-             choice.estimated_bits, seconds_since(t));
+    progress("precision target %.1f bits: measuring encrypted runs of the graph (a key pair made for it, dropped%s)",
+             o.precision_bits, chosen.bootstrapping ? "; with bootstraps, minutes and the bootstrapping keys' memory" : "");
+    const nn::GraphPrecisionChoice choice =
+        nn::graph_parameters_for_precision(graph, calibration, ranges, chosen, o.precision_bits);
+    chosen = choice.parameters;
+    progress("%s: %.1f bits measured on the first calibration inputs, %.1f s", choice.what.c_str(),
+             choice.measured_bits, seconds_since(t));
   }
+  const ckks::ParameterSpec& spec = chosen.spec;
   const ckks::Context ctx(ckks::Parameters::create(spec));
   const std::string depth = nn::levels_text(chosen.graph_levels);  // a graph past the plan only bootstraps
   progress("model %s: a graph of %zu nodes, input %s, depth %s -> parameters %s", o.model.c_str(),
@@ -617,8 +617,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 1e6));
   compile->add_option("--lanes", comp.lanes, "patches per ciphertext (power of two; 0: as many as fit)")->capture_default_str();
   compile->add_option("--precision-bits", comp.precision_bits,
-                      "target bits of the encrypted output (-log2 relative error): the scale is chosen for it "
-                      "(0: a 2^40 scale)")
+                      "target bits of the encrypted output (-log2 relative error): the scale is chosen for it, "
+                      "or, for a graph that bootstraps, the bootstraps (0: a 2^40 scale)")
       ->check(CLI::Range(0.0, 40.0))
       ->capture_default_str();
   compile->add_option("--calibrate-on", comp.calibrate_on,

@@ -23,6 +23,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -38,6 +39,7 @@
 #include "nn/synthetic.h"
 #include "ring/poly.h"
 #include "runtime/client_server.h"
+#include "runtime/mapped_file.h"
 #include "runtime/process_stats.h"
 #include "test_pairs.h"
 
@@ -149,26 +151,29 @@ void server_preprocess_model() {
   }
 }
 
-// Stage 5: decode, crop and resize every image of the pairs to the model's input.
+// Stage 5: decode, crop and resize every image of the pairs to the model's input, one
+// pair at a time from the store to the file (memory does not grow with the instance).
 void client_preprocess_input(const Instance& in) {
   const runtime::ClientSpec spec = runtime::ClientSpec::read((in.keys / "client.json").string());
   const std::string store = find_test_pairs(in.dataset.string());
-  const TestPairs pairs = read_test_pairs(store);
-  if (pairs.image0.size() != in.pairs)
-    throw std::invalid_argument(store + ": " + std::to_string(pairs.image0.size()) + " pairs, the " + in.name +
+  const PairReader pairs(store);
+  if (pairs.size() != in.pairs)
+    throw std::invalid_argument(store + ": " + std::to_string(pairs.size()) + " pairs, the " + in.name +
                                 " instance has " + std::to_string(in.pairs));
-  ckks::ByteWriter w;
+  ckks::FileWriter out((in.client / "inputs.bin").string());
+  const ckks::ByteWriter::Sink sink = [&](std::span<const std::uint8_t> bytes) { out.write(bytes); };
+  ckks::ByteWriter w(sink, std::size_t{1} << 20);
   w.put<std::uint64_t>(in.pairs);
   const std::size_t side = spec.image_shape().height;
   for (std::size_t i = 0; i < in.pairs; ++i)
-    for (const auto* images : {&pairs.image0, &pairs.image1}) {
-      const PairImage& image = (*images)[i];
+    for (const PairImage& image : pairs.pair(i)) {
       const nn::Tensor t = image.encoded()
                                ? app::decode_image(image.data.data(), image.data.size(), side, "pair " + std::to_string(i))
                                : app::pixels_to_tensor(image.data.data(), image.width, image.height, side);
       for (double v : t.data) w.put<float>(static_cast<float>(v));
+      w.flush();
     }
-  ckks::write_file((in.client / "inputs.bin").string(), w.bytes());
+  out.commit();
 }
 
 fs::path encrypted_image(const Instance& in, std::size_t pair, int k) {
@@ -176,16 +181,23 @@ fs::path encrypted_image(const Instance& in, std::size_t pair, int k) {
 }
 
 // Calls visit(pair, k, image) for image k of every pair prepared by stage 5
-// (client/inputs.bin), in order, one image at a time.
+// (client/inputs.bin), in order, one image at a time: the file is mapped (its checksum
+// verified first) and each image's pages are dropped once read.
 template <typename Visit>
 void for_each_prepared_image(const Instance& in, const nn::Shape& shape, Visit&& visit) {
-  const ckks::Bytes inputs = ckks::read_file((in.client / "inputs.bin").string());
-  ckks::ByteReader r(inputs);
+  const runtime::MappedFile inputs((in.client / "inputs.bin").string());
+  ckks::ByteReader r(inputs.bytes());
   if (r.get_count("prepared inputs", 1 << 20) != in.pairs) throw std::invalid_argument("prepared inputs: wrong pair count");
   for (std::size_t i = 0; i < in.pairs; ++i)
     for (int k = 0; k < 2; ++k) {
       nn::Tensor t(shape);
-      for (double& v : t.data) v = r.get<float>("prepared inputs");
+      const std::span<const std::uint8_t> floats = r.get_view(t.data.size() * sizeof(float), "prepared inputs");
+      for (std::size_t j = 0; j < t.data.size(); ++j) {
+        float v;
+        std::memcpy(&v, floats.data() + j * sizeof(float), sizeof v);
+        t.data[j] = v;
+      }
+      inputs.release(floats);
       visit(i, k, t);
     }
   r.expect_end("prepared inputs");
@@ -272,20 +284,23 @@ void server_encrypted_compute(const Instance& in) {
                  .dump(1));
 }
 
-// Stage 8: decrypt the scores (slot 0 of each ciphertext).
+// Stage 8: decrypt the scores (slot 0 of each ciphertext), one ciphertext at a time.
 void client_decrypt_decode(const Instance& in) {
   const runtime::LoadedClient loaded((in.keys / "params.pfhe").string(), (in.keys / "client.json").string(),
                                      (in.client / "secret.key").string());
   const runtime::Client& client = loaded.client;
-  const runtime::CiphertextFile scores =
-      runtime::read_ciphertexts((in.download / "scores.cts").string(), client.output_context());
-  if (scores.ciphertexts.size() != in.pairs) throw std::invalid_argument("scores: wrong count");
   std::string text;
-  char line[64];
-  for (const auto& c : scores.ciphertexts) {
-    std::snprintf(line, sizeof line, "%.9g\n", client.decrypt_score({scores.key_set, {c}}));
-    text += line;
-  }
+  std::size_t count = 0;
+  runtime::for_each_ciphertext((in.download / "scores.cts").string(), client.output_context(),
+                               [&](std::uint64_t key_set, ckks::Ciphertext&& c) {
+                                 char line[64];
+                                 std::snprintf(line, sizeof line, "%.9g\n", client.decrypt_score({key_set, {std::move(c)}}));
+                                 text += line;
+                                 ++count;
+                               });
+  if (count != in.pairs)
+    throw std::invalid_argument("scores: " + std::to_string(count) + " ciphertexts for " + std::to_string(in.pairs) +
+                                " pairs");
   write_text(in.client / "scores.txt", text);
 }
 

@@ -24,29 +24,6 @@ struct Handle {
 
 namespace fs = std::filesystem;
 
-std::vector<PairImage> read_vlen_bytes(hid_t file, const char* name, const std::string& path) {
-  if (H5Lexists(file, name, H5P_DEFAULT) <= 0) throw std::invalid_argument(path + ": no dataset '" + name + "'");
-  const Handle set{H5Dopen2(file, name, H5P_DEFAULT), H5Dclose};
-  const Handle type{H5Dget_type(set.id), H5Tclose};
-  if (set.id < 0 || type.id < 0 || H5Tget_class(type.id) != H5T_VLEN)
-    throw std::invalid_argument(path + ": dataset '" + name + "' is not variable-length");
-  const Handle space{H5Dget_space(set.id), H5Sclose};
-  if (H5Sget_simple_extent_ndims(space.id) != 1) throw std::invalid_argument(path + ": '" + name + "' is not 1-D");
-  hsize_t count = 0;
-  H5Sget_simple_extent_dims(space.id, &count, nullptr);
-  const Handle mem_type{H5Tvlen_create(H5T_NATIVE_UINT8), H5Tclose};
-  std::vector<hvl_t> raw(count);
-  if (count > 0 && H5Dread(set.id, mem_type.id, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw.data()) < 0)
-    throw std::invalid_argument(path + ": cannot read '" + name + "' as variable-length uint8");
-  std::vector<PairImage> out;
-  for (const hvl_t& v : raw) {
-    const auto* p = static_cast<const std::uint8_t*>(v.p);
-    out.push_back({{p, p + v.len}});
-  }
-  if (count > 0) H5Dvlen_reclaim(mem_type.id, space.id, H5P_DEFAULT, raw.data());
-  return out;
-}
-
 void write_vlen_bytes(hid_t file, const char* name, const std::vector<PairImage>& rows) {
   const hsize_t count = rows.size();
   const Handle space{H5Screate_simple(1, &count, nullptr), H5Sclose};
@@ -59,14 +36,6 @@ void write_vlen_bytes(hid_t file, const char* name, const std::vector<PairImage>
   }
   if (set.id < 0 || H5Dwrite(set.id, type.id, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw.data()) < 0)
     throw std::runtime_error(std::string("cannot write dataset ") + name);
-}
-
-TestPairs read_h5_pairs(const std::string& path) {
-  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // errors become exceptions, not HDF5's stack dump
-  if (H5Fis_hdf5(path.c_str()) <= 0) throw std::invalid_argument(path + ": not an HDF5 file");
-  const Handle file{H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose};
-  if (file.id < 0) throw std::invalid_argument(path + ": cannot open (corrupt HDF5?)");
-  return {read_vlen_bytes(file.id, "image0", path), read_vlen_bytes(file.id, "image1", path)};
 }
 
 void write_h5_pairs(const std::string& path, const TestPairs& pairs) {
@@ -83,20 +52,6 @@ std::string member_name(std::size_t pair, int k) {
   char name[64];
   std::snprintf(name, sizeof name, "pair_%05zu_img%d.npy", pair, k);
   return name;
-}
-
-// A member's bytes, or nullopt-like empty with `found` false when the archive lacks it.
-bool read_member(zip_t* archive, const std::string& name, std::string& out, const std::string& path) {
-  zip_stat_t st;
-  zip_stat_init(&st);
-  if (zip_stat(archive, name.c_str(), 0, &st) != 0) return false;
-  if (!(st.valid & ZIP_STAT_SIZE) || st.size > (std::uint64_t{1} << 30))
-    throw std::invalid_argument(path + ": member " + name + " has no size or is over 1 GB");
-  const std::unique_ptr<zip_file_t, int (*)(zip_file_t*)> f(zip_fopen(archive, name.c_str(), 0), zip_fclose);
-  out.resize(st.size);
-  if (!f || zip_fread(f.get(), out.data(), st.size) != static_cast<zip_int64_t>(st.size))
-    throw std::invalid_argument(path + ": cannot read member " + name + " (corrupt archive?)");
-  return true;
 }
 
 // A (3, H, W) uint8 array, as interleaved RGB rows.
@@ -118,27 +73,6 @@ PairImage npy_image(const std::string& bytes, const std::string& what) {
     for (std::size_t x = 0; x < image.width; ++x)
       for (std::size_t c = 0; c < 3; ++c) image.data[(y * image.width + x) * 3 + c] = a(c, y, x);
   return image;
-}
-
-TestPairs read_npz_pairs(const std::string& path) {
-  int error = 0;
-  const Archive archive(zip_open(path.c_str(), ZIP_RDONLY, &error), zip_close);
-  if (!archive) throw std::invalid_argument(path + ": not a zip (.npz) archive");
-  const zip_int64_t members = zip_get_num_entries(archive.get(), 0);
-  TestPairs pairs;
-  std::string bytes;
-  for (std::size_t i = 0;; ++i) {
-    const bool first = read_member(archive.get(), member_name(i, 0), bytes, path);
-    if (first) pairs.image0.push_back(npy_image(bytes, path + ": " + member_name(i, 0)));
-    const bool second = read_member(archive.get(), member_name(i, 1), bytes, path);
-    if (second) pairs.image1.push_back(npy_image(bytes, path + ": " + member_name(i, 1)));
-    if (first != second) throw std::invalid_argument(path + ": pair " + std::to_string(i) + " lacks one of its images");
-    if (!first) break;
-  }
-  if (static_cast<std::size_t>(members) != 2 * pairs.image0.size())
-    throw std::invalid_argument(path + ": " + std::to_string(members) + " members, expected pair_00000_img0.npy ... "
-                                "numbered without gaps (" + std::to_string(2 * pairs.image0.size()) + " found)");
-  return pairs;
 }
 
 void write_npz_pairs(const std::string& path, const TestPairs& pairs) {
@@ -169,6 +103,106 @@ bool has_extension(const std::string& path, const char* ext) { return fs::path(p
 
 }  // namespace
 
+struct PairReader::Store {
+  virtual ~Store() = default;
+  virtual PairImage image(std::size_t pair, int k) const = 0;
+  std::size_t pairs = 0;
+};
+
+namespace {
+
+// test_pairs.h5: the datasets image0 and image1 stay open; a pair is one element of each,
+// read through a one-element hyperslab.
+class H5Store final : public PairReader::Store {
+ public:
+  explicit H5Store(const std::string& path) : path_(path) {
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // errors become exceptions, not HDF5's stack dump
+    if (H5Fis_hdf5(path.c_str()) <= 0) throw std::invalid_argument(path + ": not an HDF5 file");
+    file_.id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (file_.id < 0) throw std::invalid_argument(path + ": cannot open (corrupt HDF5?)");
+    const hsize_t first = open(0, "image0"), second = open(1, "image1");
+    if (first != second) throw std::invalid_argument(path + ": image0 and image1 differ in length");
+    pairs = first;
+  }
+
+  PairImage image(std::size_t pair, int k) const override {
+    const char* name = k == 0 ? "image0" : "image1";
+    const Handle file_space{H5Dget_space(sets_[k].id), H5Sclose};
+    const hsize_t start = pair, one = 1;
+    const Handle memory_space{H5Screate_simple(1, &one, nullptr), H5Sclose};
+    hvl_t v{0, nullptr};
+    if (file_space.id < 0 || memory_space.id < 0 ||
+        H5Sselect_hyperslab(file_space.id, H5S_SELECT_SET, &start, nullptr, &one, nullptr) < 0 ||
+        H5Dread(sets_[k].id, vlen_.id, memory_space.id, file_space.id, H5P_DEFAULT, &v) < 0)
+      throw std::invalid_argument(path_ + ": cannot read element " + std::to_string(pair) + " of '" + name +
+                                  "' as variable-length uint8");
+    const auto* p = static_cast<const std::uint8_t*>(v.p);
+    PairImage out{{p, p + v.len}};
+    H5Dvlen_reclaim(vlen_.id, memory_space.id, H5P_DEFAULT, &v);
+    return out;
+  }
+
+ private:
+  // Opens dataset k and returns its length after checking its type and rank.
+  hsize_t open(int k, const char* name) {
+    if (H5Lexists(file_.id, name, H5P_DEFAULT) <= 0) throw std::invalid_argument(path_ + ": no dataset '" + name + "'");
+    sets_[k].id = H5Dopen2(file_.id, name, H5P_DEFAULT);
+    const Handle type{sets_[k].id < 0 ? -1 : H5Dget_type(sets_[k].id), H5Tclose};
+    if (sets_[k].id < 0 || type.id < 0 || H5Tget_class(type.id) != H5T_VLEN)
+      throw std::invalid_argument(path_ + ": dataset '" + name + "' is not variable-length");
+    const Handle space{H5Dget_space(sets_[k].id), H5Sclose};
+    if (H5Sget_simple_extent_ndims(space.id) != 1) throw std::invalid_argument(path_ + ": '" + name + "' is not 1-D");
+    hsize_t count = 0;
+    H5Sget_simple_extent_dims(space.id, &count, nullptr);
+    return count;
+  }
+
+  std::string path_;
+  Handle file_{-1, H5Fclose};
+  std::array<Handle, 2> sets_{Handle{-1, H5Dclose}, Handle{-1, H5Dclose}};
+  Handle vlen_{H5Tvlen_create(H5T_NATIVE_UINT8), H5Tclose};
+};
+
+// test_pairs.npz: the archive stays open; a pair is its two members, read when asked for.
+class NpzStore final : public PairReader::Store {
+ public:
+  explicit NpzStore(const std::string& path) : path_(path), archive_(nullptr, zip_close) {
+    int error = 0;
+    archive_.reset(zip_open(path.c_str(), ZIP_RDONLY, &error));
+    if (!archive_) throw std::invalid_argument(path + ": not a zip (.npz) archive");
+    const auto members = static_cast<std::size_t>(zip_get_num_entries(archive_.get(), 0));
+    const auto has = [&](std::size_t i, int k) { return zip_name_locate(archive_.get(), member_name(i, k).c_str(), 0) >= 0; };
+    while (has(pairs, 0) || has(pairs, 1)) {
+      if (!has(pairs, 0) || !has(pairs, 1))
+        throw std::invalid_argument(path + ": pair " + std::to_string(pairs) + " lacks one of its images");
+      ++pairs;
+    }
+    if (members != 2 * pairs)
+      throw std::invalid_argument(path + ": " + std::to_string(members) + " members, expected pair_00000_img0.npy ... "
+                                  "numbered without gaps (" + std::to_string(2 * pairs) + " found)");
+  }
+
+  PairImage image(std::size_t pair, int k) const override {
+    const std::string name = member_name(pair, k);
+    zip_stat_t st;
+    zip_stat_init(&st);
+    if (zip_stat(archive_.get(), name.c_str(), 0, &st) != 0) throw std::invalid_argument(path_ + ": no member " + name);
+    if (!(st.valid & ZIP_STAT_SIZE) || st.size > (std::uint64_t{1} << 30))
+      throw std::invalid_argument(path_ + ": member " + name + " has no size or is over 1 GB");
+    const std::unique_ptr<zip_file_t, int (*)(zip_file_t*)> f(zip_fopen(archive_.get(), name.c_str(), 0), zip_fclose);
+    std::string bytes(st.size, '\0');
+    if (!f || zip_fread(f.get(), bytes.data(), st.size) != static_cast<zip_int64_t>(st.size))
+      throw std::invalid_argument(path_ + ": cannot read member " + name + " (corrupt archive?)");
+    return npy_image(bytes, path_ + ": " + name);
+  }
+
+ private:
+  std::string path_;
+  Archive archive_;
+};
+
+}  // namespace
+
 InstanceSize instance_size(const std::string& size) {
   static const InstanceSize sizes[] = {{"single", 1}, {"small", 128}, {"medium", 256}, {"large", 1024}};
   if (size.size() != 1 || size[0] < '0' || size[0] > '3') throw std::invalid_argument("size must be 0, 1, 2 or 3");
@@ -183,15 +217,20 @@ std::string find_test_pairs(const std::string& dir) {
   return (has_h5 ? h5 : npz).string();
 }
 
-TestPairs read_test_pairs(const std::string& path) {
+PairReader::PairReader(const std::string& path) {
   if (!fs::exists(path)) throw std::invalid_argument(path + ": no such file");
-  TestPairs pairs;
-  if (has_extension(path, ".h5")) pairs = read_h5_pairs(path);
-  else if (has_extension(path, ".npz")) pairs = read_npz_pairs(path);
+  if (has_extension(path, ".h5")) store_ = std::make_unique<H5Store>(path);
+  else if (has_extension(path, ".npz")) store_ = std::make_unique<NpzStore>(path);
   else throw std::invalid_argument(path + ": a pair store is .h5 or .npz");
-  if (pairs.image0.size() != pairs.image1.size())
-    throw std::invalid_argument(path + ": image0 and image1 differ in length");
-  return pairs;
+}
+
+PairReader::~PairReader() = default;
+
+std::size_t PairReader::size() const { return store_->pairs; }
+
+std::array<PairImage, 2> PairReader::pair(std::size_t i) const {
+  if (i >= size()) throw std::out_of_range("pair " + std::to_string(i) + " of " + std::to_string(size()));
+  return {store_->image(i, 0), store_->image(i, 1)};
 }
 
 void write_test_pairs(const std::string& path, const TestPairs& pairs) {

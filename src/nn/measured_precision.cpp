@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <stdexcept>
 #include <string>
 
+#include "ckks/bootstrapping.h"
 #include "ckks/encryptor.h"
 #include "ckks/evaluator.h"
 #include "ckks/keygen.h"
@@ -13,24 +15,43 @@
 
 namespace pfhe::nn {
 
-double measured_precision_bits(const Graph& graph, const std::vector<Tensor>& inputs, const ckks::ParameterSpec& spec) {
+namespace {
+// The inputs a precision search runs (each candidate is one encrypted run per input).
+std::vector<Tensor> first_two(const std::vector<Tensor>& inputs) {
   if (inputs.empty()) throw std::invalid_argument("precision: no calibration inputs to measure on");
-  const ckks::Context ctx(ckks::Parameters::create(spec));
+  return {inputs.begin(), inputs.begin() + static_cast<std::ptrdiff_t>(std::min<std::size_t>(2, inputs.size()))};
+}
+}  // namespace
+
+double measured_precision_bits(const Graph& graph, const std::vector<Tensor>& inputs, const ckks::ParameterSpec& spec) {
+  return measured_precision_bits(graph, inputs, GraphParameters{spec, std::nullopt, 0}, FitReport{});
+}
+
+double measured_precision_bits(const Graph& graph, const std::vector<Tensor>& inputs, const GraphParameters& parameters,
+                               const FitReport& ranges) {
+  if (inputs.empty()) throw std::invalid_argument("precision: no calibration inputs to measure on");
+  const ckks::Context ctx(ckks::Parameters::create(parameters.spec));
   const ckks::Encoder enc(ctx);
-  const std::size_t level = ctx.params().max_level();
-  const double scale = ctx.params().default_scale();
-  const CompiledGraph compiled = CompiledGraph::compile(graph, enc, level, scale, 0);  // diagonals just in time
+  // Diagonals just in time, no ring switch.
+  const CompiledGraph compiled = compile_graph(graph, enc, 0, false, parameters.bootstrapping, &ranges);
+  const ckks::Bootstrapper* boot = compiled.bootstrapper();
   const ckks::KeyGenerator keygen(ctx);
   const ckks::RelinKey relin = keygen.create_relin_key();
-  const ckks::GaloisKeys galois = keygen.create_galois_keys(compiled.rotation_levels());
+  const ckks::GaloisKeys galois = boot ? boot->create_galois_keys(keygen, compiled.rotation_levels())
+                                       : keygen.create_galois_keys(compiled.rotation_levels());
+  const ckks::EncapsulationKeys encapsulation =
+      boot && boot->config().ephemeral_weight > 0 ? boot->create_encapsulation_keys(keygen) : ckks::EncapsulationKeys{};
   const ckks::Evaluator eval(ctx, &relin, &galois);
   const ckks::Encryptor encryptor(ctx, keygen.secret_key());
   const ckks::Decryptor decryptor(ctx, keygen.secret_key());
+  const std::size_t level = compiled.input_level();
+  const double scale = compiled.input_scale();
   double worst = INFINITY;
   for (const Tensor& x : inputs) {
     std::vector<ckks::Ciphertext> in;
     for (const auto& slots : compiled.pack_inputs(x)) in.push_back(encryptor.encrypt(enc.encode(slots, level, scale)));
-    const Tensor got = compiled.unpack_output(enc.decode_real(decryptor.decrypt(compiled.run(eval, in))));
+    const ckks::Ciphertext out = compiled.run(eval, in, nullptr, boot ? &encapsulation : nullptr);
+    const Tensor got = compiled.unpack_output(enc.decode_real(decryptor.decrypt(out)));
     worst = std::min(worst, precision_of(got, graph.forward(x)).bits());
   }
   return worst;
@@ -38,9 +59,7 @@ double measured_precision_bits(const Graph& graph, const std::vector<Tensor>& in
 
 PrecisionChoice parameters_for_precision(const Graph& graph, const std::vector<Tensor>& inputs, double output_max_abs,
                                          double target_bits, double margin_bits) {
-  if (inputs.empty()) throw std::invalid_argument("precision: no calibration inputs to measure on");
-  const std::vector<Tensor> runs(inputs.begin(),
-                                 inputs.begin() + static_cast<std::ptrdiff_t>(std::min<std::size_t>(2, inputs.size())));
+  const std::vector<Tensor> runs = first_two(inputs);
   const auto at = [&](int scale_bits) {
     PrecisionChoice c;
     c.scale_bits = scale_bits;
@@ -51,6 +70,34 @@ PrecisionChoice parameters_for_precision(const Graph& graph, const std::vector<T
   };
   // Upwards only: every step down would be one more encrypted run.
   return smallest_scale_reaching(at, target_bits, margin_bits, "measured", false);
+}
+
+GraphPrecisionChoice graph_parameters_for_precision(const Graph& graph, const std::vector<Tensor>& inputs,
+                                                    const FitReport& ranges, const GraphParameters& chosen,
+                                                    double target_bits, double margin_bits) {
+  if (ranges.ranges.empty()) throw std::invalid_argument("precision: the graph's ranges (fit()) are needed");
+  const double output_max_abs = ranges.ranges.back().max_abs;
+  if (!chosen.bootstrapping) {
+    const PrecisionChoice c = parameters_for_precision(graph, inputs, output_max_abs, target_bits, margin_bits);
+    return {{c.spec, std::nullopt, chosen.graph_levels}, c.estimated_bits, "scale 2^" + std::to_string(c.scale_bits)};
+  }
+  if (!(target_bits > 0 && target_bits <= 40))
+    throw std::invalid_argument("precision target of " + std::to_string(target_bits) + " bits: choose from (0, 40]");
+  const std::vector<Tensor> runs = first_two(inputs);
+  const double wanted = target_bits + margin_bits;
+  GraphPrecisionChoice standard{chosen, measured_precision_bits(graph, runs, chosen, ranges), "standard bootstraps"};
+  if (standard.measured_bits >= wanted) return standard;
+  const int scale_bits = static_cast<int>(std::lround(std::log2(ckks::Parameters::create(chosen.spec).default_scale())));
+  const GraphParameters precise = graph_parameters(graph, output_max_abs, scale_bits, true, true);
+  GraphPrecisionChoice better{precise, measured_precision_bits(graph, runs, precise, ranges),
+                              "precise bootstraps (the arcsine step)"};
+  if (better.measured_bits >= wanted) return better;
+  char message[320];
+  std::snprintf(message, sizeof message,
+                "precision target of %.1f bits (+%.1f margin) not reached by a graph that bootstraps: measured %.1f "
+                "bits with the standard bootstraps and %.1f with the precise ones (docs/BOOTSTRAPPING.md)",
+                target_bits, margin_bits, standard.measured_bits, better.measured_bits);
+  throw std::invalid_argument(message);
 }
 
 }  // namespace pfhe::nn

@@ -11,8 +11,10 @@
 // scale for target + margin bits; that scale is measured and raised a bit at a time until
 // it reaches them. Two or three encrypted runs in all.
 #pragma once
+#include <string>
 #include <vector>
 
+#include "nn/fit.h"
 #include "nn/graph.h"
 #include "nn/parameter_choice.h"
 
@@ -21,6 +23,10 @@ namespace pfhe::nn {
 // The precision in bits (nn::Precision::bits, the worst over `inputs`) of `graph` run
 // encrypted at `spec` (inputs at its top level and default scale, no ring switch).
 double measured_precision_bits(const Graph& graph, const std::vector<Tensor>& inputs, const ckks::ParameterSpec& spec);
+// The same for parameters that may bootstrap (compiled as compile_graph does, bootstraps
+// placed from `ranges`; the measurement's keys include the bootstrapping keys).
+double measured_precision_bits(const Graph& graph, const std::vector<Tensor>& inputs, const GraphParameters& parameters,
+                               const FitReport& ranges);
 
 // The smallest scale in [kMinScaleBits, kMaxScaleBits] whose measured precision on
 // `inputs` (at most the first two are run) reaches target_bits + margin_bits, q_0 from
@@ -30,5 +36,24 @@ double measured_precision_bits(const Graph& graph, const std::vector<Tensor>& in
 // reaches it.
 PrecisionChoice parameters_for_precision(const Graph& graph, const std::vector<Tensor>& inputs, double output_max_abs,
                                          double target_bits, double margin_bits = 1.0);
+
+// A precision target for the parameters graph_parameters chose (`pfhe compile
+// --precision-bits B` on a graph, Python's `Model.compile(precision_bits=B)`), measured on
+// at most the first two `inputs`:
+// - a graph without bootstraps: the smallest scale reaching target + margin (above);
+// - a graph that bootstraps (its scale stays 2^40: a bootstrap's error does not shrink
+//   with the scale): `chosen` if it reaches target + margin, else the same graph with
+//   precise bootstraps (graph_parameters(..., precise_bootstraps)), else
+//   std::invalid_argument with both measurements. Decision: measure rather than predict,
+//   because how a bootstrap's error (21-22 worst-slot bits at N = 2^16) reaches the output
+//   depends on the layers after it.
+struct GraphPrecisionChoice {
+  GraphParameters parameters;
+  double measured_bits = 0;
+  std::string what;  // for progress output: "scale 2^S", "standard bootstraps", "precise bootstraps"
+};
+GraphPrecisionChoice graph_parameters_for_precision(const Graph& graph, const std::vector<Tensor>& inputs,
+                                                    const FitReport& ranges, const GraphParameters& chosen,
+                                                    double target_bits, double margin_bits = 1.0);
 
 }  // namespace pfhe::nn

@@ -278,8 +278,9 @@ ckks::ParameterSpec parameters_for(const Graph& graph, double output_max_abs, in
                               " key-switching digits: it needs bootstrapping");
 }
 
-ckks::BootstrapConfig graph_bootstrap_config() {
+ckks::BootstrapConfig graph_bootstrap_config(bool precise) {
   ckks::BootstrapConfig c;
+  if (precise) c.arcsine_degree = 3;
   c.log_slots = 15;
   c.ephemeral_weight = 32;
   c.slots_to_coeffs_first = true;
@@ -288,7 +289,8 @@ ckks::BootstrapConfig graph_bootstrap_config() {
   return c;
 }
 
-GraphParameters graph_parameters(const Graph& graph, double output_max_abs, int scale_bits, bool bootstrap) {
+GraphParameters graph_parameters(const Graph& graph, double output_max_abs, int scale_bits, bool bootstrap,
+                                 bool precise_bootstraps) {
   check_scale_bits(scale_bits);
   const GraphNeeds needs = graph_needs(graph);
   if (!bootstrap)
@@ -297,8 +299,9 @@ GraphParameters graph_parameters(const Graph& graph, double output_max_abs, int 
   if (needs.min_log_n > kLogN)
     throw std::invalid_argument("the graph's layouts need N = 2^" + std::to_string(needs.min_log_n) +
                                 ", bootstrapping runs at 2^16 (2^15 slots)");
-  const ckks::BootstrapConfig config = graph_bootstrap_config();
-  const int ratio = std::max(kBootstrapMessageRatioBits, base_bits_for_range(output_max_abs, scale_bits) - scale_bits);
+  const ckks::BootstrapConfig config = graph_bootstrap_config(precise_bootstraps);
+  const int ratio = std::max(precise_bootstraps ? kPreciseBootstrapMessageRatioBits : kBootstrapMessageRatioBits,
+                             base_bits_for_range(output_max_abs, scale_bits) - scale_bits);
   // The most computation levels between bootstraps whose 128-bit chain keeps key switching
   // at kBootstrapMaxDigits digits: more levels leave less room for the special primes, so
   // every key and every rotation grows with the digit count (21 levels fit at 2^40, with
@@ -313,12 +316,6 @@ GraphParameters graph_parameters(const Graph& graph, double output_max_abs, int 
   }
   throw std::invalid_argument("no 128-bit bootstrapping chain at N = 2^16 for a scale of 2^" +
                               std::to_string(scale_bits) + " and outputs up to " + std::to_string(output_max_abs));
-}
-
-void check_precision_target(const GraphParameters& chosen, double precision_bits) {
-  if (chosen.bootstrapping && precision_bits > 0)
-    throw std::invalid_argument("a precision target is not supported yet for a graph that bootstraps (its precision "
-                                "is bounded by the bootstraps': docs/BENCHMARKS.md); give the scale instead");
 }
 
 CompiledGraph compile_graph(const Graph& graph, const ckks::Encoder& encoder, std::size_t plaintext_budget,

@@ -149,7 +149,12 @@ ckks::ParameterSpec parameters_for(const Graph& graph, double output_max_abs, in
 // 15 GB, chained 78 keys 7.5 GB, and no slower: docs/BENCHMARKS.md); between bootstraps
 // as many levels of 2^scale_bits as a 128-bit chain holds with kBootstrapMaxDigits
 // key-switching digits (14 at 2^40).
-ckks::BootstrapConfig graph_bootstrap_config();
+// `precise`: the same with the arcsine step after EvalMod (degree 3), which lets the
+// message ratio drop from 2^14 to 2^10 (kPreciseBootstrapMessageRatioBits): a bootstrap
+// at N = 2^16 measured 24.2 -> 25.6 mean and 21.3 -> 22.4 worst-slot bits, +21 % time on
+// one thread, and its two extra levels take the room of two special primes (docs/
+// BENCHMARKS.md, "Precision for levels"). What a precision target falls back on.
+ckks::BootstrapConfig graph_bootstrap_config(bool precise = false);
 struct GraphParameters {
   ckks::ParameterSpec spec;
   std::optional<ckks::BootstrapConfig> bootstrapping;  // set: compile with it (compile_graph)
@@ -160,18 +165,16 @@ struct GraphParameters {
 // scale. `bootstrap` true asks for the bootstrapping chain even when the graph fits
 // (bootstraps are then placed only where a value runs out of its levels).
 inline constexpr int kBootstrapMessageRatioBits = 14;
+inline constexpr int kPreciseBootstrapMessageRatioBits = 10;
 // The most key-switching digits a chain without bootstrapping may have (CryptoFaceNet-size
 // graphs have 3-6; beyond 8 a graph bootstraps).
 inline constexpr int kMaxDigitsWithoutBootstrapping = 8;
 // Digits of key switching in the bootstrapping chain, as in the measured set (12 levels at
 // 2^40, 4 digits, 6 GB of bootstrapping keys).
 inline constexpr int kBootstrapMaxDigits = 4;
+// `precise_bootstraps`: graph_bootstrap_config(true) where the graph bootstraps.
 GraphParameters graph_parameters(const Graph& graph, double output_max_abs, int scale_bits = kDefaultScaleBits,
-                                 bool bootstrap = false);
-// Throws when a precision target (`precision_bits` > 0) is asked of a choice that
-// bootstraps: the measured choice (parameters_for_precision) covers unbootstrapped chains
-// only, and a bootstrapped graph's precision is bounded by its bootstraps'.
-void check_precision_target(const GraphParameters& chosen, double precision_bits);
+                                 bool bootstrap = false, bool precise_bootstraps = false);
 
 // How `pfhe compile` and a server given a graph model file compile a graph: inputs at the
 // parameters' top level and default scale (parameters_for gives exactly the levels the

@@ -1,9 +1,8 @@
 #include "runtime/bundle.h"
 
-#include "ckks/checksum.h"
-
 #include <cstring>
 
+#include "ckks/checksum.h"
 #include "ckks/encryptor.h"
 #include "ckks/serialization.h"
 #include "ring/prng.h"
@@ -30,13 +29,17 @@ std::string hex(std::uint64_t v) {
 }  // namespace
 
 namespace {
+// Fixed-size fields copied into place, as ByteWriter::put writes them (ByteWriter's
+// growing vector here made GCC 12 report a false -Wstringop-overflow).
 ckks::Bytes bundle_header(std::uint64_t key_set, std::size_t count) {
-  ckks::ByteWriter w;
-  w.put_bytes(reinterpret_cast<const std::uint8_t*>(kMagic), 4);
-  w.put<std::uint32_t>(kVersion);
-  w.put<std::uint64_t>(key_set);
-  w.put<std::uint64_t>(count);
-  return std::move(w.bytes());
+  ckks::Bytes out(24);
+  const std::uint32_t version = kVersion;
+  const std::uint64_t objects = count;
+  std::memcpy(out.data(), kMagic, 4);
+  std::memcpy(out.data() + 4, &version, 4);
+  std::memcpy(out.data() + 8, &key_set, 8);
+  std::memcpy(out.data() + 16, &objects, 8);
+  return out;
 }
 }  // namespace
 
@@ -134,20 +137,33 @@ BundleView view_of(const Bundle& bundle) {
   return v;
 }
 
+namespace {
+// One ciphertext object of a bundle, validated; a seeded one expanded.
+ckks::Ciphertext load_one(std::span<const std::uint8_t> object, const ckks::Context& ctx) {
+  if (ckks::peek_type(object) == ckks::ObjectType::kSeededCiphertext)
+    return ckks::expand_seeded(ctx, ckks::load_seeded_ciphertext(ctx, object));
+  return ckks::load_ciphertext(ctx, object);
+}
+}  // namespace
+
 CiphertextFile load_ciphertexts(const BundleView& bundle, const ckks::Context& ctx) {
   CiphertextFile out{bundle.key_set, {}};
-  for (const auto& o : bundle.objects) {
-    if (ckks::peek_type(o) == ckks::ObjectType::kSeededCiphertext)
-      out.ciphertexts.push_back(ckks::expand_seeded(ctx, ckks::load_seeded_ciphertext(ctx, o)));
-    else
-      out.ciphertexts.push_back(ckks::load_ciphertext(ctx, o));
-  }
+  for (const auto& o : bundle.objects) out.ciphertexts.push_back(load_one(o, ctx));
   if (out.ciphertexts.empty()) throw ckks::SerializationError("no ciphertexts");
   return out;
 }
 
 CiphertextFile read_ciphertexts(const std::string& path, const ckks::Context& ctx) {
   return load_from(path, [&](const BundleView& b) { return load_ciphertexts(b, ctx); });
+}
+
+void for_each_ciphertext(const std::string& path, const ckks::Context& ctx,
+                         const std::function<void(std::uint64_t key_set, ckks::Ciphertext&&)>& visit) {
+  load_from(path, [&](const BundleView& b) {
+    if (b.objects.empty()) throw ckks::SerializationError("no ciphertexts");
+    for (const auto& o : b.objects) visit(b.key_set, load_one(o, ctx));
+    return 0;
+  });
 }
 
 }  // namespace pfhe::runtime

@@ -53,6 +53,11 @@ struct CiphertextFile {
 // Compressed; seeded ciphertexts in a file are expanded on reading.
 void write_ciphertexts(const std::string& path, const ckks::Context& ctx, const CiphertextFile& file);
 CiphertextFile read_ciphertexts(const std::string& path, const ckks::Context& ctx);
+// The same file's ciphertexts one at a time, in order, each validated and handed to
+// `visit` (then dropped by the caller): a file of many results without all of them
+// expanded in memory (the benchmark's 1,024 scores).
+void for_each_ciphertext(const std::string& path, const ckks::Context& ctx,
+                         const std::function<void(std::uint64_t key_set, ckks::Ciphertext&&)>& visit);
 // The bytes write_ciphertexts puts in a file (checksum trailer included) and back, for
 // ciphertexts that travel without a file (the service); errors name `what`.
 ckks::Bytes ciphertext_file_bytes(const ckks::Context& ctx, const CiphertextFile& file);

@@ -49,6 +49,18 @@ stage client_preprocess_input 0
 cmp io/single/client/inputs.bin inputs.h5.bin || fail "the .npz store prepared other inputs than the .h5 one"
 python3 -c "import zipfile; assert zipfile.ZipFile('datasets/single/intermediate/test_pairs.npz').namelist() == ['pair_00000_img0.npy', 'pair_00000_img1.npy']" \
   || fail "the fixture .npz does not have the harness's member names"
+# 128 pairs (instance size 1), read one pair at a time from either store: the same inputs.
+mkdir -p io/small/client && cp io/single/public_keys/client.json io/small/public_keys/
+for format in h5 npz; do
+  "$build/apps/pfhe_make_test_pairs" "$root" 1 16 $format
+  stage client_preprocess_input 1
+  mv io/small/client/inputs.bin inputs.small.$format.bin
+  rm datasets/small/intermediate/test_pairs.$format
+done
+cmp inputs.small.h5.bin inputs.small.npz.bin || fail "128 pairs: the .npz store prepared other inputs than the .h5 one"
+# u64 count, the images, the 16-byte checksum trailer (the single instance's file: 2 images)
+image_bytes=$(( ($(stat -c %s inputs.h5.bin) - 24) / 2 ))
+[ "$(stat -c %s inputs.small.h5.bin)" = $((8 + 256 * image_bytes + 16)) ] || fail "128 pairs: wrong prepared size"
 # With both stores present, the newer one is read: a damaged older .h5 is not touched.
 echo "stale" > datasets/single/intermediate/test_pairs.h5
 touch -d "1 hour ago" datasets/single/intermediate/test_pairs.h5
@@ -95,6 +107,8 @@ expect_error "not an HDF5 file" stage client_preprocess_input 0
 rm datasets/single/intermediate/test_pairs.h5
 echo "garbage" > datasets/single/intermediate/test_pairs.npz
 expect_error "not a zip (.npz) archive" stage client_preprocess_input 0
+python3 -c "import zipfile; zipfile.ZipFile('datasets/single/intermediate/test_pairs.npz', 'w').writestr('pair_00000_img0.npy', b'')"
+expect_error "pair 0 lacks one of its images" stage client_preprocess_input 0
 expect_error "usage" stage server_preprocess_model 0 1
 expect_error "size must be" stage client_postprocess 7
 rm io/single/ciphertexts_download/scores.cts
