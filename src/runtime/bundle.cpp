@@ -68,18 +68,31 @@ StreamedObject streamed(ckks::Bytes bytes) {
 }
 
 void write_bundle_file(const std::string& path, std::uint64_t key_set, const std::vector<StreamedObject>& objects) {
-  ckks::FileWriter f(path);
-  f.write(bundle_header(key_set, objects.size()));
-  for (const StreamedObject& o : objects) {
-    write_length(f, o.size);
-    std::uint64_t written = 0;
-    o.write([&](std::span<const std::uint8_t> piece) {
-      written += piece.size();
-      f.write(piece);
-    });
-    if (written != o.size) throw std::logic_error("bundle: an object's bytes differ from its declared size");
-  }
-  f.commit();
+  BundleFileWriter w(path, key_set, objects.size());
+  for (const StreamedObject& o : objects) w.add(o);
+  w.commit();
+}
+
+BundleFileWriter::BundleFileWriter(const std::string& path, std::uint64_t key_set, std::size_t count)
+    : file_(path), count_(count) {
+  file_.write(bundle_header(key_set, count));
+}
+
+void BundleFileWriter::add(const StreamedObject& object) {
+  if (added_ == count_) throw std::logic_error("bundle: more objects than declared");
+  write_length(file_, object.size);
+  std::uint64_t written = 0;
+  object.write([&](std::span<const std::uint8_t> piece) {
+    written += piece.size();
+    file_.write(piece);
+  });
+  if (written != object.size) throw std::logic_error("bundle: an object's bytes differ from its declared size");
+  ++added_;
+}
+
+void BundleFileWriter::commit() {
+  if (added_ != count_) throw std::logic_error("bundle: fewer objects than declared");
+  file_.commit();
 }
 
 BundleView load_bundle(std::span<const std::uint8_t> bytes) {
@@ -109,9 +122,13 @@ void check_same_key_set(std::uint64_t a, const std::string& what_a, std::uint64_
                                 ") belong to different key sets");
 }
 
+ckks::Bytes stored_ciphertext(const ckks::Context& ctx, const ckks::Ciphertext& c) {
+  return ckks::save(ctx, c, {.compress = true});
+}
+
 ckks::Bytes ciphertext_file_bytes(const ckks::Context& ctx, const CiphertextFile& file) {
   Bundle b{file.key_set, {}};
-  for (const auto& c : file.ciphertexts) b.objects.push_back(ckks::save(ctx, c, {.compress = true}));
+  for (const auto& c : file.ciphertexts) b.objects.push_back(stored_ciphertext(ctx, c));
   ckks::Bytes bytes = save_bundle(b);
   ckks::append_trailer(bytes);
   return bytes;

@@ -15,6 +15,7 @@
 #include "ckks/byte_stream.h"
 #include "ckks/ciphertext.h"
 #include "ckks/context.h"
+#include "ckks/serialization.h"
 
 namespace pfhe::runtime {
 
@@ -33,6 +34,19 @@ struct StreamedObject {
 StreamedObject streamed(ckks::Bytes bytes);  // an object already in memory
 // The same bytes as save_bundle, written straight to a file one object at a time.
 void write_bundle_file(const std::string& path, std::uint64_t key_set, const std::vector<StreamedObject>& objects);
+// The same file written as its objects become available (the benchmark's scores, in pair
+// order as the pairs finish): `count` objects, each added in order, then commit().
+// Uncommitted (an error on the way), the partial file is removed.
+class BundleFileWriter {
+ public:
+  BundleFileWriter(const std::string& path, std::uint64_t key_set, std::size_t count);
+  void add(const StreamedObject& object);
+  void commit();  // throws std::logic_error unless `count` objects were added
+
+ private:
+  ckks::FileWriter file_;
+  std::size_t count_, added_ = 0;
+};
 // A parsed bundle: views into the bytes it was parsed from (no copy of the objects).
 struct BundleView {
   std::uint64_t key_set = 0;
@@ -61,6 +75,8 @@ void for_each_ciphertext(const std::string& path, const ckks::Context& ctx,
 // The bytes write_ciphertexts puts in a file (checksum trailer included) and back, for
 // ciphertexts that travel without a file (the service); errors name `what`.
 ckks::Bytes ciphertext_file_bytes(const ckks::Context& ctx, const CiphertextFile& file);
+// One ciphertext as a ciphertext file stores it (compressed), for BundleFileWriter.
+ckks::Bytes stored_ciphertext(const ckks::Context& ctx, const ckks::Ciphertext& c);
 CiphertextFile parse_ciphertext_file(std::span<const std::uint8_t> bytes, const ckks::Context& ctx,
                                      const std::string& what);
 // The ciphertexts of a bundle in memory (e.g. a client's freshly encrypted patches), each
