@@ -8,12 +8,12 @@
 // (--first K evaluates test images K .. K+IMAGES-1, so that a long run cut off can be
 // continued with the same model, keys chosen the same way and the same images after it)
 // (exits 3 without making keys when the rotation keys alone would exceed the budget)
+#include <CLI/CLI.hpp>
 #include <omp.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <map>
 #include <string>
 
@@ -49,23 +49,26 @@ nn::Tensor grey(const nn::Tensor& rgb) {
 }  // namespace
 
 int main(int argc, char** argv) try {
-  if (argc < 2) {
-    std::fprintf(stderr, "usage: pfhe_resnet20_bench MODEL.pfhm [IMAGES=2] [--key-budget-gb G] [--first K]\n");
-    return 2;
+  std::string model;
+  std::size_t count = 2, first = 0;
+  double key_budget_gb = 14;
+  CLI::App app{"ResNet-20 (Fashion-MNIST) encrypted with placed bootstraps, against float64"};
+  app.add_option("model", model, "the graph model file (tools/train_resnet20_fashion.py)")->required();
+  app.add_option("images", count, "test images to evaluate")->capture_default_str()->check(CLI::Range(1, 1000));
+  app.add_option("--key-budget-gb", key_budget_gb, "exit 3 without making keys when the rotation keys exceed it")
+      ->capture_default_str();
+  app.add_option("--first", first, "the first test image (continues a run cut off)")->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
   }
   ring::keep_freed_memory_for_reuse();
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress lines as they come
-  const std::size_t count = argc > 2 && argv[2][0] != '-' ? std::stoul(argv[2]) : 2;
-  double key_budget_gb = 14;
-  std::size_t first = 0;
-  for (int i = 2; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--key-budget-gb") && i + 1 < argc) key_budget_gb = std::stod(argv[i + 1]);
-    if (!std::strcmp(argv[i], "--first") && i + 1 < argc) first = std::stoul(argv[i + 1]);
-  }
   // Images 1000..1063 calibrate the ranges; the evaluated ones must stay below them.
   if (first + count > 1000) throw std::runtime_error("--first + IMAGES must be at most 1000 (1000..1063 calibrate)");
 
-  const nn::Graph g = nn::load_graph_file(argv[1]);
+  const nn::Graph g = nn::load_graph_file(model);
   const test::FashionMnist data = test::load_fashion_mnist_test(1064);
   std::vector<nn::Tensor> calibration;
   for (std::size_t i = 1000; i < 1064; ++i) calibration.push_back(grey(data.images[i]));

@@ -47,6 +47,11 @@ std::uint64_t* allocate(std::size_t bytes) {
 }
 }  // namespace
 
+void return_freed_memory() {
+  BufferPool::trim();
+  ::malloc_trim(0);
+}
+
 void keep_freed_memory_for_reuse() {
   mallopt(M_MMAP_THRESHOLD, 256 << 20);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);

@@ -27,6 +27,10 @@ class BufferPool {
 // and fresh pages cost a page fault plus zeroing each time (measured: a third of the
 // compile time). Programs call it once at start; it changes process-wide malloc settings.
 void keep_freed_memory_for_reuse();
+// Hands the cached buffers (BufferPool) and glibc's free heap back to the kernel: before a
+// fork, and after a large piece of work whose memory is not reused soon (a precision
+// measurement's keys before the compile that follows).
+void return_freed_memory();
 
 class Poly {
  public:

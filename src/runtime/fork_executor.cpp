@@ -1,7 +1,6 @@
 // The fork pool: "compile once, fork to inherit, serialize ciphertexts". Workers are forked
 // per run, so they see the model and keys exactly as the parent holds them (copy-on-write,
 // nothing reloaded) and never outlive the run.
-#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -215,8 +214,7 @@ class ForkExecutor final : public Executor {
     // Cached buffers and free heap inherited by a worker become copy-on-write pages: its
     // first write to each 4 KiB page copies it. Returning them to the kernel first lets the
     // workers start from zero-filled pages instead, which are cheaper to fault in.
-    ring::BufferPool::trim();
-    ::malloc_trim(0);
+    ring::return_freed_memory();
   }
 
   // A new worker; the caller puts it in `set` (whose other sockets the child closes).
