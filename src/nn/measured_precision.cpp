@@ -94,13 +94,13 @@ GraphPrecisionChoice graph_parameters_for_precision(const Graph& graph, const st
     const PrecisionChoice c = parameters_for_precision(graph, inputs, output_max_abs, target_bits, margin_bits);
     return {{c.spec, std::nullopt, chosen.graph_levels}, c.estimated_bits, "scale 2^" + std::to_string(c.scale_bits)};
   }
-  if (!(target_bits > 0 && target_bits <= 40))
-    throw std::invalid_argument("precision target of " + std::to_string(target_bits) + " bits: choose from (0, 40]");
+  check_target_bits(target_bits, margin_bits);
   const std::vector<Tensor> runs = first_two(inputs);
   const double wanted = target_bits + margin_bits;
   GraphPrecisionChoice standard{chosen, measured_precision_bits(graph, runs, chosen, ranges), "standard bootstraps"};
   if (standard.measured_bits >= wanted) return standard;
-  const int scale_bits = static_cast<int>(std::lround(std::log2(ckks::Parameters::create(chosen.spec).default_scale())));
+  // The same scale (a bootstrapping spec states it, ckks::bootstrap_parameter_spec).
+  const int scale_bits = std::ilogb(chosen.spec.default_scale);
   const GraphParameters precise = graph_parameters(graph, output_max_abs, scale_bits, true, true);
   GraphPrecisionChoice better{precise, measured_precision_bits(graph, runs, precise, ranges),
                               "precise bootstraps (the arcsine step)"};

@@ -79,10 +79,14 @@ double output_bound(const PatchCNN& model, const FitReport& ranges) {
   return model.classifier ? it->max_abs : std::max(it->max_abs, 4.0);
 }
 
-PrecisionChoice smallest_scale_reaching(const std::function<PrecisionChoice(int scale_bits)>& at, double target_bits,
-                                        double margin_bits, const char* how, bool walk_down) {
+void check_target_bits(double target_bits, double margin_bits) {
   if (!(target_bits > 0 && target_bits <= 40) || !(margin_bits >= 0))
     throw std::invalid_argument("precision target must be in (0, 40] bits");
+}
+
+PrecisionChoice smallest_scale_reaching(const std::function<PrecisionChoice(int scale_bits)>& at, double target_bits,
+                                        double margin_bits, const char* how, bool walk_down) {
+  check_target_bits(target_bits, margin_bits);
   const double wanted = target_bits + margin_bits;
   // About one bit of precision per bit of scale: start from the guess the default scale
   // gives, then walk to the smallest scale that reaches the target.

@@ -68,6 +68,9 @@ PrecisionChoice parameters_for_precision(const PatchCNN& model, const std::vecto
 // estimated_bits; the guess one evaluation at 2^40 makes (about a bit of precision per bit
 // of scale), raised until it reaches target + margin, then lowered while it still does
 // when `walk_down`. `how` ("estimated", "measured") words the error when no scale reaches it.
+// Every precision target's bounds: throws std::invalid_argument unless target_bits is in
+// (0, 40] and margin_bits >= 0.
+void check_target_bits(double target_bits, double margin_bits);
 PrecisionChoice smallest_scale_reaching(const std::function<PrecisionChoice(int scale_bits)>& at, double target_bits,
                                         double margin_bits, const char* how, bool walk_down);
 
