@@ -245,6 +245,21 @@ void BM_decompose(benchmark::State& st) {
   for (auto _ : st) benchmark::DoNotOptimize(decompose(a.s.ctx, x.polys[1]));
 }
 
+// The key-switching inner product alone (a decomposition times one Galois key, both
+// halves, over Q·P): what each extra hoisted rotation pays before its ModDown.
+void BM_key_switch_product(benchmark::State& st) {
+  Args a(st);
+  const Ciphertext x = a.s.cipher(a.level);
+  const Decomposition d = decompose(a.s.ctx, x.polys[1]);
+  const SwitchingKey& key = a.s.gk.keys.begin()->second;
+  QPPoly acc0, acc1;
+  key_switch_product(a.s.ctx, d, key, acc0, acc1);
+  for (auto _ : st) {
+    key_switch_product(a.s.ctx, d, key, acc0, acc1);
+    benchmark::DoNotOptimize(acc0.q.limb(0));
+  }
+}
+
 void BM_rotate_hoisted16(benchmark::State& st) {
   Args a(st);
   const Ciphertext x = a.s.cipher(a.level);
@@ -304,6 +319,7 @@ void register_all() {
       {"mul_plain_row8", BM_mul_plain_row8},
       {"mul_plain_rescale", BM_mul_plain_rescale}, {"rescale", BM_rescale},
       {"mul_relin", BM_mul_relin},       {"decompose", BM_decompose},       {"rotate", BM_rotate},
+      {"key_switch_product", BM_key_switch_product},
       {"rotate_hoisted16", BM_rotate_hoisted16}, {"rotation_sum16", BM_rotation_sum16},
       {"linear_transform64", BM_linear_transform64}, {"linear_transform64_jit", BM_linear_transform64_jit}};
   for (int log_n : {16, 15})

@@ -217,6 +217,35 @@ TEST_F(SerializationTest, FilesAreWrittenAtomically) {
   EXPECT_FALSE(std::filesystem::exists(full));
 }
 
+// FileWriter hands the kernel whole chunks (so that the page cache keeps the file in 2 MiB
+// folios); pieces that end short of, exactly at and across chunk boundaries, empty ones
+// and several chunks at once must still give the file the same bytes, with and without
+// the trailer.
+TEST_F(SerializationTest, FileWriterChunksKeepEveryByte) {
+  const std::size_t c = FileWriter::kChunkBytes;
+  const std::vector<std::size_t> pieces = {0, 1, c - 2, 1, c, 3, 0, 2 * c + 5, 7, c - 15};
+  Bytes all;
+  for (std::size_t size : pieces)
+    for (std::size_t i = 0; i < size; ++i) all.push_back(static_cast<std::uint8_t>((all.size() * 131) >> 3));
+  const std::string path = ::testing::TempDir() + "/pfhe_chunks.bin";
+  for (const auto trailer : {FileWriter::Trailer::kChecksum, FileWriter::Trailer::kNone}) {
+    FileWriter w(path, trailer);
+    std::size_t at = 0;
+    for (std::size_t size : pieces) {
+      w.write(std::span<const std::uint8_t>(all).subspan(at, size));
+      at += size;
+    }
+    w.commit();
+    if (trailer == FileWriter::Trailer::kChecksum) {
+      EXPECT_EQ(read_file(path), all);
+    } else {
+      const std::string raw = read_text_file(path);
+      EXPECT_EQ(Bytes(raw.begin(), raw.end()), all);
+    }
+  }
+  std::filesystem::remove(path);
+}
+
 // Galois keys written key by key (client key generation without the set in memory) are
 // byte for byte the stored form of the whole set, at every key's own level, and load back.
 TEST_F(SerializationTest, StreamedGaloisKeysEqualTheWholeSet) {

@@ -1,9 +1,13 @@
 #include "ckks/serialization.h"
 
+#include <fcntl.h>
 #include <omp.h>
+#include <unistd.h>
 
 #include <zstd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -513,21 +517,35 @@ GaloisKeys load_galois_keys(const Context& ctx, std::span<const std::uint8_t> by
 }
 
 FileWriter::FileWriter(const std::string& path, Trailer trailer) : path_(path), partial_(path + ".partial") {
-  out_.open(partial_, std::ios::binary | std::ios::trunc);
-  if (!out_) throw FileWriteError(errno, "cannot open " + partial_ + " for writing");
+  fd_ = ::open(partial_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw FileWriteError(errno, "cannot open " + partial_ + " for writing");
+  chunk_.reserve(kChunkBytes);
   if (trailer == Trailer::kChecksum) checksum_ = std::make_unique<Checksum>();
 }
 
 FileWriter::~FileWriter() {
-  if (!committed_) {
-    out_.close();
-    std::remove(partial_.c_str());  // an abandoned write leaves nothing behind
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_) std::remove(partial_.c_str());  // an abandoned write leaves nothing behind
+}
+
+void FileWriter::flush_chunk() {
+  std::size_t done = 0;
+  while (done < chunk_.size()) {
+    const ssize_t n = ::write(fd_, chunk_.data() + done, chunk_.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) throw FileWriteError(n < 0 ? errno : EIO, "write to " + partial_ + " failed");
+    done += static_cast<std::size_t>(n);
   }
+  chunk_.clear();
 }
 
 void FileWriter::write_raw(std::span<const std::uint8_t> bytes) {
-  out_.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-  if (!out_) throw FileWriteError(errno, "write to " + partial_ + " failed");
+  while (!bytes.empty()) {
+    const std::size_t take = std::min(bytes.size(), kChunkBytes - chunk_.size());
+    chunk_.insert(chunk_.end(), bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(take));
+    bytes = bytes.subspan(take);
+    if (chunk_.size() == kChunkBytes) flush_chunk();
+  }
 }
 
 void FileWriter::write(std::span<const std::uint8_t> bytes) {
@@ -537,9 +555,10 @@ void FileWriter::write(std::span<const std::uint8_t> bytes) {
 
 void FileWriter::commit() {
   if (checksum_) write_raw(make_trailer(checksum_->digest()));
-  out_.flush();
-  out_.close();
-  if (!out_) throw FileWriteError(errno, "write to " + partial_ + " failed");
+  flush_chunk();
+  const int fd = fd_;
+  fd_ = -1;
+  if (::close(fd) != 0) throw FileWriteError(errno, "write to " + partial_ + " failed");
   // Rename last so that a reader never sees a half-written file.
   if (std::rename(partial_.c_str(), path_.c_str()) != 0)
     throw FileWriteError(errno, "cannot rename " + partial_ + " to " + path_);

@@ -6,7 +6,6 @@
 #pragma once
 #include <cerrno>
 #include <cstdint>
-#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
@@ -117,9 +116,16 @@ class FileWriteError : public std::system_error {
 // error on the way), it removes the partial file. Errors (FileWriteError) name the path.
 // pfhe's binary files end in a checksum trailer (ckks/checksum.h) that commit() appends; files read by
 // other programs (text, images) are written without one (Trailer::kNone).
+// The bytes reach the kernel in whole chunks of kChunkBytes at chunk-aligned offsets (the
+// last chunk excepted): a kernel with large page-cache folios (ext4 on Linux 6.18 here)
+// then caches the file in 2 MiB folios, and every later mapping of it (a compiled model,
+// a key cache; each fork worker again) maps 2 MiB pages. Written in the serializers'
+// pieces, a third of a 5.5 GB key cache stayed in small folios and a forked child's first
+// read of its mapping took 0.67-0.74 s instead of 0.17-0.18 s (docs/BENCHMARKS.md).
 class FileWriter {
  public:
   enum class Trailer { kChecksum, kNone };
+  static constexpr std::size_t kChunkBytes = std::size_t{8} << 20;  // a multiple of 2 MiB
   explicit FileWriter(const std::string& path, Trailer trailer = Trailer::kChecksum);
   ~FileWriter();
   FileWriter(const FileWriter&) = delete;
@@ -129,8 +135,10 @@ class FileWriter {
 
  private:
   void write_raw(std::span<const std::uint8_t> bytes);
+  void flush_chunk();
   std::string path_, partial_;
-  std::ofstream out_;
+  int fd_ = -1;
+  std::vector<std::uint8_t> chunk_;  // bytes not yet handed to the kernel
   std::unique_ptr<Checksum> checksum_;  // null for Trailer::kNone
   bool committed_ = false;
 };
