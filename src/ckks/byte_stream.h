@@ -53,6 +53,9 @@ class ByteWriter {
   // -Wstringop-overflow on every vector insert here).
   explicit ByteWriter(const Sink& sink, std::size_t piece = std::size_t{64} << 20) : sink_(&sink), piece_(piece) {}
 
+  // Room for `bytes` more without reallocating (a writer whose final size is known).
+  void reserve(std::size_t bytes) { out_.reserve(out_.size() + bytes); }
+
   template <typename T>
   void put(T v) {
     static_assert(std::is_trivially_copyable_v<T>);

@@ -455,6 +455,7 @@ void StreamedGaloisKeys::write(const std::function<SwitchingKey(std::uint64_t el
     ring::parallel_for(count_now, [&](std::size_t i) { keys[i] = make(todo[first + i].first, todo[first + i].second); });
     for (std::size_t i = 0; i < count_now; ++i) {
       ByteWriter w;
+      w.reserve(8 + stored_switching_key_size(ctx, todo[first + i].second));
       w.put<std::uint64_t>(todo[first + i].first);
       put_switching_key(w, keys[i]);
       written += w.bytes().size();
