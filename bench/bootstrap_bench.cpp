@@ -25,6 +25,8 @@
 
 using namespace pfhe::ckks;
 using pfhe::runtime::Clock;
+using pfhe::runtime::cpu_seconds;
+using pfhe::runtime::minor_page_faults;
 using pfhe::runtime::peak_rss_gb;
 using pfhe::runtime::seconds_since;
 
@@ -120,10 +122,14 @@ int main(int argc, char** argv) try {
   for (int threads : {1, 2}) {
     omp_set_num_threads(threads);
     for (int r = 0; r < runs; ++r) {
+      const long faults = minor_page_faults();
+      const double system_s = cpu_seconds().system;
       t = Clock::now();
       Bootstrapper::StepSeconds steps;
       const Ciphertext out = boot.bootstrap(eval, input, keys, &steps);
       const double s = seconds_since(t);
+      const long run_faults = minor_page_faults() - faults;
+      const double run_system_s = cpu_seconds().system - system_s;
       const auto got = encoder.decode(decryptor.decrypt(out));
       double sum = 0, worst = 0;
       for (std::size_t i = 0; i < x.size(); ++i) {
@@ -132,9 +138,9 @@ int main(int argc, char** argv) try {
         worst = std::max(worst, e);
       }
       std::printf("threads %d run %d: %.2f s (ModRaise %.2f, CoeffsToSlots %.2f, EvalMod %.2f, SlotsToCoeffs %.2f), "
-                  "precision mean %.1f bits, worst %.1f bits\n",
+                  "precision mean %.1f bits, worst %.1f bits; %ld page faults, %.2f s in the kernel\n",
                   threads, r, s, steps.mod_raise, steps.coeffs_to_slots, steps.eval_mod, steps.slots_to_coeffs,
-                  sum / static_cast<double>(x.size()), -std::log2(worst));
+                  sum / static_cast<double>(x.size()), -std::log2(worst), run_faults, run_system_s);
       std::fflush(stdout);
     }
   }

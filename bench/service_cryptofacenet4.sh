@@ -8,7 +8,8 @@
 # peak RSS; checks the first result equals `pfhe infer`'s bytes. Then restarts the server
 # with the key set registered and sends one more face: how soon it is ready, how long the
 # job's key set took to map from its key cache, and that job's compute.
-# EXECUTOR (threads or fork) runs both the bare inference and the service's jobs.
+# EXECUTOR (threads, fork or mpi) runs both the bare inference and the service's jobs (mpi:
+# the bare run under mpirun with rank 0 and two worker ranks, the service's MPI jobs alike).
 # Needs ~20 GB of RAM and ~25 GB of disk; ~12 minutes on 2 cores with N = 4.
 #   bench/service_cryptofacenet4.sh [WORK_DIR] [N] [EXECUTOR]   (default build/cfn4-service, 4, threads)
 set -euo pipefail
@@ -17,6 +18,11 @@ pfhe=$root/build/apps/pfhe
 work=${1:-$root/build/cfn4-service}
 count=${2:-4}
 executor=${3:-threads}
+bare_launcher=()
+if [ "$executor" = mpi ]; then
+  bare_launcher=(mpirun -np 3 --oversubscribe)
+  [ "$(id -u)" != 0 ] || bare_launcher+=(--allow-run-as-root)
+fi
 mkdir -p "$work" && cd "$work"
 spec=(--spec srv/client.json --params srv/params.pfhe)
 [ -f model.pfhm ] || "$pfhe" make-model --kind cryptofacenet4 --out model.pfhm
@@ -26,7 +32,7 @@ for i in $(seq 1 "$count"); do
   "$pfhe" sample-image --size 64 --seed "$((20 + i))" --out face$i.png 2> /dev/null
   "$pfhe" encrypt "${spec[@]}" --secret-key sk.key --image face$i.png --out face$i.cts 2> /dev/null
 done
-"$pfhe" infer --params srv/params.pfhe --model srv/model.pfhc --eval-keys eval.keys --input face1.cts \
+"${bare_launcher[@]}" "$pfhe" infer --params srv/params.pfhe --model srv/model.pfhc --eval-keys eval.keys --input face1.cts \
   --out bare.ct --executor "$executor" --workers 2 --json bare.json
 rm -rf state
 start=$(date +%s.%N)

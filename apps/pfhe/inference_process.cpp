@@ -69,7 +69,47 @@ std::vector<pid_t> InferenceProcesses::pids() const {
   return all_;
 }
 
+pid_t spawn_process(const std::vector<std::string>& args, int child_socket) {
+  posix_spawn_file_actions_t files;
+  posix_spawn_file_actions_init(&files);
+  if (child_socket >= 0) posix_spawn_file_actions_adddup2(&files, child_socket, kChildSocket);
+  posix_spawn_file_actions_addopen(&files, 0, "/dev/null", O_RDONLY, 0);  // mpirun would forward a terminal's input
+  // The server blocks its termination signals in every thread; the process must not inherit that.
+  posix_spawnattr_t attributes;
+  posix_spawnattr_init(&attributes);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attributes, &none);
+  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK);
+  std::vector<char*> argv;
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  pid_t pid = -1;
+  const int error = posix_spawnp(&pid, args[0].c_str(), &files, &attributes, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&files);
+  posix_spawnattr_destroy(&attributes);
+  if (error != 0)
+    throw std::runtime_error("inference process: cannot start " + args[0] + ": " + std::strerror(error));
+  return pid;
+}
+
+std::vector<std::string> inference_process_arguments(const InferenceProcessOptions& o) {
+  return {std::filesystem::read_symlink("/proc/self/exe").string(),
+          "inference-process",
+          "--executor",
+          o.executor,
+          "--params",
+          o.params,
+          "--model",
+          o.model,
+          "--workers",
+          std::to_string(o.workers),
+          "--retries",
+          std::to_string(o.retries)};
+}
+
 InferenceProcesses::Process InferenceProcesses::spawn() const {
+  if (options_.executor == "mpi") return spawn_mpi_job();
   int sockets[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sockets) != 0)
     throw std::runtime_error(std::string("inference process: socketpair: ") + std::strerror(errno));
@@ -80,32 +120,37 @@ InferenceProcesses::Process InferenceProcesses::spawn() const {
     child_end = fcntl(sockets[1], F_DUPFD_CLOEXEC, kChildSocket + 1);
     close(sockets[1]);
   }
-  posix_spawn_file_actions_t files;
-  posix_spawn_file_actions_init(&files);
-  posix_spawn_file_actions_adddup2(&files, child_end, kChildSocket);
-  // The server blocks its termination signals in every thread; the process must not inherit that.
-  posix_spawnattr_t attributes;
-  posix_spawnattr_init(&attributes);
-  sigset_t none;
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attributes, &none);
-  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK);
-  const std::string exe = std::filesystem::read_symlink("/proc/self/exe").string();
-  const std::string workers = std::to_string(options_.workers), retries = std::to_string(options_.retries),
-                    fd = std::to_string(kChildSocket);
-  std::vector<const char*> argv = {exe.c_str(), "inference-process", "--params", options_.params.c_str(), "--model",
-                                   options_.model.c_str(), "--workers", workers.c_str(), "--retries", retries.c_str(),
-                                   "--fd", fd.c_str(), nullptr};
+  std::vector<std::string> args = inference_process_arguments(options_);
+  args.insert(args.end(), {"--fd", std::to_string(kChildSocket)});
   pid_t pid = -1;
-  const int error = posix_spawn(&pid, exe.c_str(), &files, &attributes, const_cast<char* const*>(argv.data()), environ);
-  posix_spawn_file_actions_destroy(&files);
-  posix_spawnattr_destroy(&attributes);
-  close(child_end);
-  if (error != 0) {
+  try {
+    pid = spawn_process(args, child_end);
+  } catch (...) {
+    close(child_end);
     close(sockets[0]);
-    throw std::runtime_error(std::string("inference process: cannot start ") + exe + ": " + std::strerror(error));
+    throw;
   }
+  close(child_end);
   return {pid, sockets[0]};
+}
+
+int InferenceProcesses::stop(const Process& p) const {
+  int status = 0;
+  if (options_.executor != "mpi") {
+    kill(p.pid, SIGKILL);
+    waitpid(p.pid, &status, 0);
+    return status;
+  }
+  // mpirun ends its ranks on SIGTERM (a SIGKILL would leave them running); one that does
+  // not exit within 10 s is killed.
+  kill(p.pid, SIGTERM);
+  for (int i = 0; i < 1000; ++i) {
+    if (waitpid(p.pid, &status, WNOHANG) == p.pid) return status;
+    usleep(10000);
+  }
+  kill(p.pid, SIGKILL);
+  waitpid(p.pid, &status, 0);
+  return status;
 }
 
 ckks::Bytes InferenceProcesses::infer(const std::string& key_cache, std::span<const std::uint8_t> input) {
@@ -149,10 +194,7 @@ ckks::Bytes InferenceProcesses::infer(const std::string& key_cache, std::span<co
       return std::move(answer.payload);
     }
     close(p.fd);
-    kill(p.pid, SIGKILL);  // a broken stream from a live process: it goes too
-    int status = 0;
-    waitpid(p.pid, &status, 0);
-    const std::string how = exit_description(status);
+    const std::string how = exit_description(stop(p));  // a broken stream from a live process: it goes too
     std::fprintf(stderr, "[pfhe serve] inference process %d %s during a job; starting another\n", static_cast<int>(p.pid),
                  how.c_str());
     start();
@@ -163,13 +205,7 @@ ckks::Bytes InferenceProcesses::infer(const std::string& key_cache, std::span<co
   }
 }
 
-int run_inference_process(const InferenceProcessOptions& o, int fd) {
-  prctl(PR_SET_PDEATHSIG, SIGKILL);  // the server's end: this process goes with it
-  if (getppid() == 1) return 1;
-  omp_set_num_threads(1);  // the fork pool needs this process single-threaded
-  const runtime::ServedModel model(o.params, o.model);
-  std::unique_ptr<runtime::KeySet> set;
-  std::string set_path;
+void answer_jobs(int fd, const std::function<ckks::Bytes(const JobRequest&)>& run) {
   runtime::Frame request;
   while (runtime::receive_frame(fd, request, kMaxFrameBytes)) {
     runtime::Frame answer;
@@ -178,16 +214,9 @@ int run_inference_process(const InferenceProcessOptions& o, int fd) {
       if (request.payload.size() < 4) throw std::runtime_error("inference process: a malformed request");
       std::memcpy(&length, request.payload.data(), 4);
       if (request.payload.size() - 4 < length) throw std::runtime_error("inference process: a malformed request");
-      const std::string path(request.payload.begin() + 4, request.payload.begin() + 4 + length);
-      const std::span<const std::uint8_t> input(request.payload.data() + 4 + length, request.payload.size() - 4 - length);
-      if (path != set_path) {
-        set.reset();  // unmapped before the next is mapped
-        set = std::make_unique<runtime::KeySet>(model, path);
-        set_path = path;
-      }
-      const runtime::CiphertextFile in = runtime::parse_ciphertext_file(input, model.context(), "the encrypted input");
-      const auto executor = runtime::make_fork_executor(o.workers, o.retries);
-      answer.payload = runtime::ciphertext_file_bytes(set->output_context(), set->infer(in, *executor));
+      const JobRequest job{std::string(request.payload.begin() + 4, request.payload.begin() + 4 + length),
+                           {request.payload.data() + 4 + length, request.payload.size() - 4 - length}};
+      answer.payload = run(job);
     } catch (const std::exception& e) {
       const std::string what = e.what();
       answer.status = 1;
@@ -195,6 +224,20 @@ int run_inference_process(const InferenceProcessOptions& o, int fd) {
     }
     runtime::send_frame(fd, answer);
   }
+}
+
+int run_inference_process(const InferenceProcessOptions& o, int fd) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL);  // the server's end: this process goes with it
+  if (getppid() == 1) return 1;
+  omp_set_num_threads(1);  // the fork pool needs this process single-threaded
+  const runtime::ServedModel model(o.params, o.model);
+  runtime::LastKeySet keys(model);
+  answer_jobs(fd, [&](const JobRequest& job) {
+    const runtime::KeySet& set = keys.get(job.key_cache);
+    const runtime::CiphertextFile in = runtime::parse_ciphertext_file(job.input, model.context(), "the encrypted input");
+    const auto executor = runtime::make_fork_executor(o.workers, o.retries);
+    return runtime::ciphertext_file_bytes(set.output_context(), set.infer(in, *executor));
+  });
   return 0;
 }
 

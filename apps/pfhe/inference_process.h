@@ -10,11 +10,21 @@
 // error. The process keeps the last key set mapped. It exits when the server goes (end of
 // its socket, or the kernel's parent-death signal); a process that dies while it runs a job
 // is started again and the job run once more on the new one.
+//
+// `pfhe serve --executor mpi`: each job slot owns an MPI job instead, started as
+// `mpirun -np W+1 pfhe inference-process --executor mpi --socket PATH` (mpi_inference_process.cpp).
+// Rank 0 connects to the server on a Unix socket in a private directory (mpirun does not
+// pass descriptors on to its ranks), is that slot's inference process and runs each job on
+// the MPI executor; ranks 1..W map the job's key set and run its branch tasks. A rank that
+// dies ends its MPI job (mpirun stops the others): the server starts a new one and runs the
+// job once more, as for a dead inference process. When the server goes, rank 0 sees the end
+// of its socket once it is idle and ends every rank.
 #pragma once
 #include <sys/types.h>
 
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <span>
 #include <string>
@@ -26,8 +36,10 @@ namespace pfhe::app {
 
 struct InferenceProcessOptions {
   std::string params, model;
-  std::size_t workers = 2;  // fork workers per job
-  std::size_t retries = 1;  // runs of a task again after its worker died
+  std::string executor = "fork";  // or "mpi"
+  std::size_t workers = 2;        // fork workers (MPI worker ranks) per job
+  std::size_t retries = 1;        // fork: runs of a task again after its worker died
+  std::string mpirun = "mpirun";  // mpi: the launcher
 };
 
 class InferenceProcesses {
@@ -51,6 +63,9 @@ class InferenceProcesses {
     int fd = -1;
   };
   Process spawn() const;
+  Process spawn_mpi_job() const;
+  // Ends a process that failed (an MPI job through mpirun, which ends its ranks); its status.
+  int stop(const Process& p) const;
 
   InferenceProcessOptions options_;
   mutable std::mutex mutex_;
@@ -61,5 +76,22 @@ class InferenceProcesses {
 
 // `pfhe inference-process`: serves jobs arriving on socket `fd` until it closes.
 int run_inference_process(const InferenceProcessOptions& options, int fd);
+// `pfhe inference-process --executor mpi` on every rank of the MPI job (rank 0 connects to
+// `socket_path`). MPI_Init takes argc and argv.
+int run_mpi_inference_process(const InferenceProcessOptions& options, const std::string& socket_path, int* argc,
+                              char*** argv);
+
+// For both kinds: a job as it travels to an inference process, and the loop that answers
+// each job (its result, or its error as the answer) until the socket closes.
+struct JobRequest {
+  std::string key_cache;
+  std::span<const std::uint8_t> input;
+};
+void answer_jobs(int fd, const std::function<ckks::Bytes(const JobRequest&)>& run);
+// posix_spawnp of args (args[0] the program) with no signal blocked, input from /dev/null and,
+// when child_socket >= 0, that descriptor as the child's 3.
+pid_t spawn_process(const std::vector<std::string>& args, int child_socket);
+// `pfhe inference-process` with the options (this executable).
+std::vector<std::string> inference_process_arguments(const InferenceProcessOptions& options);
 
 }  // namespace pfhe::app

@@ -718,13 +718,17 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--host", serve.host)->capture_default_str();
   serve_cmd->add_option("--port", serve.port, "0: any free port")->capture_default_str()->check(CLI::Range(0, 65535));
   serve_cmd->add_option("--executor", serve.executor,
-                        "threads, or fork: each job slot's inference process runs jobs on a fork pool")
+                        "threads; fork: each job slot's inference process runs jobs on a fork pool; mpi: each job "
+                        "slot's MPI job (mpirun) runs them on its ranks")
       ->capture_default_str()
-      ->check(CLI::IsMember({"threads", "fork"}));
-  serve_cmd->add_option("--workers", serve.workers, "threads (or fork workers) per job")->capture_default_str();
-  serve_cmd->add_option("--retries", serve.retries, "fork: runs of a task again after its worker died")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 16));
+      ->check(CLI::IsMember({"threads", "fork", "mpi"}));
+  serve_cmd->add_option("--workers", serve.workers, "threads (fork workers, MPI worker ranks) per job")
+      ->capture_default_str();
+  auto* serve_retries = serve_cmd->add_option("--retries", serve.retries,
+                                              "fork: runs of a task again after its worker died")
+                            ->capture_default_str()
+                            ->check(CLI::Range(0, 16));
+  serve_cmd->add_option("--mpirun", serve.mpirun, "mpi: the MPI launcher")->capture_default_str();
   serve_cmd->add_option("--max-requests", serve.max_requests, "jobs running at once")->capture_default_str();
   serve_cmd->add_option("--max-queue", serve.max_queue, "jobs waiting or running; more get HTTP 503")
       ->capture_default_str();
@@ -739,12 +743,15 @@ int main(int argc, char** argv) {
   // Started by `pfhe serve --executor fork` (apps/pfhe/inference_process.h), not by users.
   app::InferenceProcessOptions inference_process;
   int inference_fd = -1;
+  std::string inference_socket;
   auto* inference_cmd = app.add_subcommand("inference-process", "")->group("");
   inference_cmd->add_option("--params", inference_process.params)->required();
   inference_cmd->add_option("--model", inference_process.model)->required();
+  inference_cmd->add_option("--executor", inference_process.executor)->required()->check(CLI::IsMember({"fork", "mpi"}));
   inference_cmd->add_option("--workers", inference_process.workers)->required();
   inference_cmd->add_option("--retries", inference_process.retries)->required();
-  inference_cmd->add_option("--fd", inference_fd)->required();
+  inference_cmd->add_option("--fd", inference_fd, "fork: the server's socket");
+  inference_cmd->add_option("--socket", inference_socket, "mpi: the path rank 0 connects to");
   std::string server_url, job;
   auto* client_cmd = app.add_subcommand("client", "client: talk to a pfhe serve");
   client_cmd->require_subcommand(1);
@@ -755,11 +762,26 @@ int main(int argc, char** argv) {
   auto* client_status = client_cmd->add_subcommand("status", "print a job's state (JSON)");
   auto* client_fetch = client_cmd->add_subcommand("fetch", "wait for a job and write its encrypted result");
   auto* client_infer = client_cmd->add_subcommand("infer", "submit encrypted input, wait, write the encrypted result");
+  auto* client_enroll =
+      client_cmd->add_subcommand("enroll", "store an encrypted embedding as a named template of its key set");
+  auto* client_match = client_cmd->add_subcommand(
+      "match", "match an encrypted embedding against its key set's template; write the encrypted score");
+  auto* client_forget = client_cmd->add_subcommand("forget", "remove a template of a key set");
   double client_wait = 600;
   for (auto* c : {client_health, client_metrics, client_register, client_submit, client_status, client_fetch,
-                  client_infer})
+                  client_infer, client_enroll, client_match, client_forget})
     c->add_option("--server", server_url, "http://host:port")->required();
-  for (auto* c : {client_register, client_submit, client_fetch, client_infer})
+  for (auto* c : {client_enroll, client_match, client_forget})
+    c->add_option("--name", name, "the template's name (letters, digits, '_', '-')")->required();
+  client_enroll->add_option("--embedding", input, "an encrypted embedding (an infer result)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  client_match->add_option("--input", input, "the probe: an encrypted embedding")->required()->check(CLI::ExistingFile);
+  client_match->add_option("--threshold", threshold, "squared-distance threshold")->required();
+  client_match->add_option("--out", out)->required();
+  std::string client_key_set;
+  client_forget->add_option("--key-set", client_key_set, "the key set's tag (register printed it)")->required();
+  for (auto* c : {client_register, client_submit, client_fetch, client_infer, client_enroll, client_match})
     c->add_option("--wait", client_wait, "seconds to wait for the job and to keep asking a busy or restarting server")
         ->capture_default_str()
         ->check(CLI::Range(0.0, 86400.0));
@@ -791,12 +813,25 @@ int main(int argc, char** argv) {
     if (*enroll) return cmd_enroll(params, spec, store, name, input);
     if (*match) return cmd_match(infer, store, name, threshold);
     if (*bench_cmd) return app::run_bench(bench);
-    if (*serve_cmd) return app::run_serve(serve);
-    if (*inference_cmd) return app::run_inference_process(inference_process, inference_fd);
+    if (*serve_cmd) {
+      if (serve.executor == "mpi" && serve_retries->count() > 0)
+        throw std::invalid_argument("--retries applies to the fork executor (a dead MPI rank ends its MPI job: the "
+                                    "server starts another and runs the job once more)");
+      return app::run_serve(serve);
+    }
+    if (*inference_cmd) {
+      if (inference_process.executor == "mpi")
+        return app::run_mpi_inference_process(inference_process, inference_socket, &argc, &argv);
+      if (inference_fd < 0) throw std::invalid_argument("inference-process: --fd is required");
+      return app::run_inference_process(inference_process, inference_fd);
+    }
     if (*client_health) return app::run_client_health(server_url);
     if (*client_register) return app::run_client_register(server_url, keys, client_wait);
     if (*client_metrics) return app::run_client_metrics(server_url);
     if (*client_submit) return app::run_client_submit(server_url, input, client_wait);
+    if (*client_enroll) return app::run_client_enroll(server_url, name, input, client_wait);
+    if (*client_match) return app::run_client_match(server_url, name, input, threshold, out, client_wait);
+    if (*client_forget) return app::run_client_forget(server_url, name, client_key_set);
     if (*client_status) return app::run_client_status(server_url, job);
     if (*client_fetch) return app::run_client_fetch(server_url, job, out, client_wait);
     if (*client_infer) return app::run_client_infer(server_url, input, out, client_wait);

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cerrno>
 #include <atomic>
 #include <csignal>
@@ -27,6 +28,7 @@
 #include "inference_process.h"
 #include "job_queue.h"
 #include "key_registry.h"
+#include "template_store.h"
 #include "runtime/client_server.h"
 #include "runtime/process_stats.h"
 
@@ -47,6 +49,8 @@ void log(const char* fmt, auto... args) {
 constexpr const char* kBinary = "application/octet-stream";
 // Encrypted inputs and results are tens of MB; evaluation keys (GBs) stream to disk.
 constexpr std::size_t kMaxRequestBytes = std::size_t{4} << 30;
+// An embedding is one ciphertext (CryptoFaceNet4's: 0.9 MB; one of 60 limbs at N = 2^16: 63 MB).
+constexpr std::size_t kMaxEmbeddingBytes = std::size_t{256} << 20;
 
 void reply_error(httplib::Response& res, int status, const std::string& message) {
   res.status = status;
@@ -77,7 +81,7 @@ void guarded(const char* what, httplib::Response& res, Handle&& handle) {
 namespace {
 
 // The job every submitted input becomes: its key set's inference on the thread executor, or
-// in an inference process on its fork pool (`processes`).
+// in an inference process on its fork pool or MPI ranks (`processes`).
 JobOutput run_inference_job(const runtime::ServedModel& model, KeyRegistry& keys, std::size_t workers,
                             InferenceProcesses* processes, std::span<const std::uint8_t> bytes) {
   JobOutput out;
@@ -134,8 +138,11 @@ sigset_t termination_signals() {
 int run_serve(const ServeOptions& o) {
   if (o.workers == 0 || o.max_requests == 0) throw std::invalid_argument("--workers and --max-requests must be >= 1");
   if (o.max_queue < o.max_requests) throw std::invalid_argument("--max-queue must be at least --max-requests");
-  if (o.executor != "threads" && o.executor != "fork")
-    throw std::invalid_argument("--executor must be threads or fork (MPI ranks cannot be started by a server)");
+  if (o.executor != "threads" && o.executor != "fork" && o.executor != "mpi")
+    throw std::invalid_argument("--executor must be threads, fork or mpi");
+#ifndef PFHE_HAVE_MPI
+  if (o.executor == "mpi") throw std::invalid_argument("this pfhe was built without MPI (install libopenmpi-dev and rebuild)");
+#endif
   // Every job's executor makes new threads, and glibc gives new threads new allocator
   // arenas that keep what they free: without a cap a long-running server's memory grows
   // with the jobs it has served (measured: CryptoFaceNet4 12.1 GB after 4 jobs, 14.6 GB
@@ -147,14 +154,21 @@ int run_serve(const ServeOptions& o) {
   log("loading parameters and model");
   const runtime::ServedModel model(o.params, o.model);
   KeyRegistry keys(model, fs::path(o.state_dir) / "keys", o.max_loaded_keys);
+  TemplateStore templates(fs::path(o.state_dir) / "templates");
+  // Embeddings, templates and scores live in the half ring when the model switches rings.
+  const ckks::Context& output = model.half_ring() ? model.half_ring()->context : model.context();
   std::unique_ptr<InferenceProcesses> processes;
-  if (o.executor == "fork") {
+  if (o.executor != "threads") {
     processes = std::make_unique<InferenceProcesses>(
-        InferenceProcessOptions{o.params, o.model, o.workers, o.retries}, o.max_requests);
+        InferenceProcessOptions{o.params, o.model, o.executor, o.workers, o.retries, o.mpirun}, o.max_requests);
     std::string pids;
     for (const pid_t pid : processes->pids()) pids += (pids.empty() ? "" : ", ") + std::to_string(pid);
-    log("inference processes (fork pools of %zu workers, %zu retries per task): %s", o.workers, o.retries,
-        pids.c_str());
+    if (o.executor == "fork")
+      log("inference processes (fork pools of %zu workers, %zu retries per task): %s", o.workers, o.retries,
+          pids.c_str());
+    else
+      log("inference processes (MPI jobs of rank 0 and %zu worker ranks, by %s): %s", o.workers, o.mpirun.c_str(),
+          pids.c_str());
   }
   JobQueue jobs(fs::path(o.state_dir) / "jobs", o.max_requests, o.max_queue, o.keep_jobs_seconds,
                 [&](std::span<const std::uint8_t> input) {
@@ -168,12 +182,20 @@ int run_serve(const ServeOptions& o) {
 
   httplib::Server server;
   server.set_payload_max_length(std::size_t{1} << 40);  // key uploads stream to disk
-  // A job's input is read into memory: one announced larger than any encrypted input is
-  // refused before it is read.
+  // A job's input, a template and a probe are read into memory: a body announced larger
+  // than any of them can be is refused before it is read, and so is one that announces no
+  // length (a chunked upload would be read whole, up to the key uploads' limit).
   server.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
-    if (req.path != "/v1/jobs" || req.get_header_value<std::uint64_t>("Content-Length") <= kMaxRequestBytes)
+    const bool templates = req.path.starts_with("/v1/templates/");
+    if (req.path != "/v1/jobs" && !(templates && req.method != "DELETE"))
       return httplib::Server::HandlerResponse::Unhandled;
-    reply_error(res, 413, "the encrypted input is too large");
+    if (!req.has_header("Content-Length")) {
+      reply_error(res, 411, "the request must give its Content-Length");
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    const std::uint64_t limit = templates ? kMaxEmbeddingBytes : kMaxRequestBytes;
+    if (req.get_header_value<std::uint64_t>("Content-Length") <= limit) return httplib::Server::HandlerResponse::Unhandled;
+    reply_error(res, 413, templates ? "the encrypted embedding is too large" : "the encrypted input is too large");
     return httplib::Server::HandlerResponse::Handled;
   });
   server.set_read_timeout(600, 0);
@@ -183,6 +205,7 @@ int run_serve(const ServeOptions& o) {
     reply_json(res, 200, {{"input_ciphertexts", model.inputs()},
                           {"tasks", model.tasks()},
                           {"key_sets", keys.metrics().registered},
+                          {"templates", templates.count()},
                           {"jobs_queued", m.queued},
                           {"jobs_running", m.running},
                           {"max_requests", o.max_requests}});
@@ -268,6 +291,65 @@ int run_serve(const ServeOptions& o) {
       const std::optional<ckks::Bytes> bytes = jobs.result(id);
       if (!bytes) return reply_error(res, 404, "no job " + id + " (its retention period ended)");
       res.set_content(std::string(bytes->begin(), bytes->end()), kBinary);
+    });
+  });
+  // Templates: an encrypted embedding stored under its key set and a name; a probe of the
+  // same key set is matched against it (encrypted squared distance minus the threshold).
+  const auto embedding_of = [&](const httplib::Request& req, const char* what) {
+    if (model.client_spec().classifier)
+      throw std::invalid_argument("the model is a classifier: its outputs are logits, not embeddings to match");
+    const std::span<const std::uint8_t> body(reinterpret_cast<const std::uint8_t*>(req.body.data()), req.body.size());
+    return runtime::parse_ciphertext_file(body, output, what);
+  };
+  const std::string name_route = "/v1/templates/([A-Za-z0-9_-]{1,64})";
+  server.Put(name_route, [&](const httplib::Request& req, httplib::Response& res) {
+    guarded("template", res, [&] {
+      const std::string name = req.matches[1];
+      const runtime::CiphertextFile embedding = embedding_of(req, "the template");
+      if (!keys.registered(embedding.key_set))
+        return reply_error(res, 404, "unknown key set " + ckks::checksum_hex(embedding.key_set));
+      const bool replaced = templates.put(output, embedding, name);
+      log("template '%s' %s for key set %s", name.c_str(), replaced ? "replaced" : "enrolled",
+          ckks::checksum_hex(embedding.key_set).c_str());
+      reply_json(res, replaced ? 200 : 201, {{"template", name}, {"key_set", ckks::checksum_hex(embedding.key_set)}});
+    });
+  });
+  server.Post(name_route + "/match", [&](const httplib::Request& req, httplib::Response& res) {
+    guarded("match", res, [&] {
+      const std::string name = req.matches[1];
+      double threshold = 0;
+      const std::string text = req.get_param_value("threshold");
+      std::size_t used = 0;
+      try {
+        threshold = std::stod(text, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (text.empty() || used != text.size() || !std::isfinite(threshold))
+        return reply_error(res, 400, "?threshold=T (a number: the squared-distance threshold) is required");
+      const runtime::CiphertextFile probe = embedding_of(req, "the probe");
+      if (!keys.registered(probe.key_set))
+        return reply_error(res, 404, "unknown key set " + ckks::checksum_hex(probe.key_set));
+      const auto enrolled = templates.get(output, probe.key_set, name);
+      if (!enrolled)
+        return reply_error(res, 404, "no template '" + name + "' for key set " + ckks::checksum_hex(probe.key_set));
+      const auto t = Clock::now();
+      const auto set = keys.get(probe.key_set);
+      const ckks::Bytes score = runtime::ciphertext_file_bytes(output, set->match(probe, *enrolled, threshold));
+      log("match against '%s' for key set %s in %.2f s", name.c_str(), ckks::checksum_hex(probe.key_set).c_str(),
+          seconds_since(t));
+      res.set_content(std::string(score.begin(), score.end()), kBinary);
+    });
+  });
+  server.Delete(name_route, [&](const httplib::Request& req, httplib::Response& res) {
+    guarded("template removal", res, [&] {
+      const std::string name = req.matches[1], key_set = req.get_param_value("key_set");
+      if (!JobQueue::is_job_id(key_set))  // the same form: 16 hex digits
+        return reply_error(res, 400, "?key_set=TAG (the 16 hex digits pfhe client register printed) is required");
+      if (!templates.remove(std::stoull(key_set, nullptr, 16), name))
+        return reply_error(res, 404, "no template '" + name + "' for key set " + key_set);
+      log("template '%s' removed for key set %s", name.c_str(), key_set.c_str());
+      reply_json(res, 200, {{"removed", name}, {"key_set", key_set}});
     });
   });
   const int port = o.port == 0 ? server.bind_to_any_port(o.host) : (server.bind_to_port(o.host, o.port) ? o.port : -1);
@@ -453,6 +535,44 @@ int run_client_infer(const std::string& server, const std::string& input_path, c
   write_result(fetch(client, server, job, wait), out);
   std::fprintf(stderr, "[pfhe] encrypted result from %s (job %s) in %.2f s -> %s\n", server.c_str(), job.c_str(),
                seconds_since(t), out.c_str());
+  return 0;
+}
+
+namespace {
+
+std::string template_route(const std::string& name) {
+  if (!TemplateStore::is_name(name)) throw std::invalid_argument("--name: 1 to 64 letters, digits, '_' and '-'");
+  return "/v1/templates/" + name;
+}
+
+}  // namespace
+
+int run_client_enroll(const std::string& server, const std::string& name, const std::string& embedding_path,
+                      double wait) {
+  const std::string route = template_route(name), body = read_whole(embedding_path);
+  httplib::Client client = connect(server);
+  std::printf("%s", expect_ok(send_with_retries([&] { return client.Put(route, body, kBinary); }, wait), server,
+                              {201})
+                        .c_str());
+  return 0;
+}
+
+int run_client_match(const std::string& server, const std::string& name, const std::string& probe_path,
+                     double threshold, const std::string& out, double wait) {
+  if (!std::isfinite(threshold)) throw std::invalid_argument("--threshold must be a number");
+  char text[64];
+  std::snprintf(text, sizeof text, "%.17g", threshold);
+  const std::string route = template_route(name) + "/match?threshold=" + text, body = read_whole(probe_path);
+  httplib::Client client = connect(server);
+  write_result(expect_ok(send_with_retries([&] { return client.Post(route, body, kBinary); }, wait), server), out);
+  std::fprintf(stderr, "[pfhe] encrypted score against template '%s' -> %s\n", name.c_str(), out.c_str());
+  return 0;
+}
+
+int run_client_forget(const std::string& server, const std::string& name, const std::string& key_set) {
+  if (!JobQueue::is_job_id(key_set)) throw std::invalid_argument("--key-set: the 16 hex digits register printed");
+  httplib::Client client = connect(server);
+  std::printf("%s", expect_ok(client.Delete(template_route(name) + "?key_set=" + key_set), server).c_str());
   return 0;
 }
 

@@ -10,9 +10,11 @@ namespace pfhe::app {
 struct ServeOptions {
   std::string params, model, state_dir, host = "127.0.0.1";
   int port = 8750;               // 0: any free port (printed, and written to state_dir/port)
-  std::string executor = "threads";  // or "fork": each job slot's own inference process (app/inference_process.h)
-  std::size_t workers = 2;       // threads (or fork workers) per job
-  std::size_t retries = 1;       // fork: runs of a task again after its worker died
+  // or "fork" / "mpi": each job slot's own inference process, or MPI job (app/inference_process.h)
+  std::string executor = "threads";
+  std::size_t workers = 2;        // threads (fork workers, MPI worker ranks) per job
+  std::size_t retries = 1;        // fork: runs of a task again after its worker died
+  std::string mpirun = "mpirun";  // mpi: the launcher
   std::size_t max_requests = 2;  // jobs running at once
   std::size_t max_queue = 16;    // jobs waiting or running; more are refused with 503
   std::size_t max_loaded_keys = 4;  // key sets kept mapped (the rest are mapped when a job needs them)
@@ -42,5 +44,14 @@ int run_client_fetch(const std::string& server, const std::string& job, const st
 // submit, then fetch.
 int run_client_infer(const std::string& server, const std::string& input_path, const std::string& out,
                      double wait);
+// Stores an encrypted embedding (an infer result) as the template `name` of its key set.
+int run_client_enroll(const std::string& server, const std::string& name, const std::string& embedding_path,
+                      double wait);
+// Matches an encrypted embedding against its key set's template `name`; writes the
+// encrypted score (squared distance minus the threshold) for `pfhe decrypt --score`.
+int run_client_match(const std::string& server, const std::string& name, const std::string& probe_path,
+                     double threshold, const std::string& out, double wait);
+// Removes the template `name` of key set `key_set` (the tag register printed).
+int run_client_forget(const std::string& server, const std::string& name, const std::string& key_set);
 
 }  // namespace pfhe::app

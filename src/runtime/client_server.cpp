@@ -366,6 +366,14 @@ std::size_t ServedModel::tasks() const { return graph_task_offsets(*graph_).back
 
 KeySet::KeySet(const ServedModel& model, const std::string& keys_path) : KeySet(model, keys_path, Clock::now()) {}
 
+const KeySet& LastKeySet::get(const std::string& keys_path) {
+  if (set_ && keys_path == path_) return *set_;
+  set_.reset();
+  set_ = std::make_unique<KeySet>(model_, keys_path);
+  path_ = keys_path;
+  return *set_;
+}
+
 KeySet::KeySet(const ServedModel& model, const std::string& keys_path, Clock::time_point start)
     : KeySet(model, load_evaluation_keys(keys_path, model.context(), model.half_ring().get(), model.encapsulation_context()),
              keys_path) {

@@ -237,6 +237,21 @@ class KeySet {
   double load_seconds_ = 0;
 };
 
+// The key set of the last key file or key cache asked for, kept loaded: an inference
+// process's (a fork pool's or MPI rank's, apps/pfhe/inference_process.h) consecutive jobs
+// mostly come from one client. The previous set is dropped (unmapped) before the next is
+// loaded, and a failed load leaves none, so the next request loads its path anew.
+class LastKeySet {
+ public:
+  explicit LastKeySet(const ServedModel& model) : model_(model) {}
+  const KeySet& get(const std::string& keys_path);
+
+ private:
+  const ServedModel& model_;
+  std::unique_ptr<KeySet> set_;
+  std::string path_;
+};
+
 // One served model with one client's keys: what the CLI's server commands load.
 class Server {
  public:

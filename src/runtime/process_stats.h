@@ -35,4 +35,12 @@ inline CpuSeconds cpu_seconds() {
   return {to_s(usage.ru_utime), to_s(usage.ru_stime)};
 }
 
+// Page faults of this process so far that needed no disk read (getrusage's ru_minflt):
+// mostly first touches of fresh memory, each a page the kernel clears.
+inline long minor_page_faults() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_minflt;
+}
+
 }  // namespace pfhe::runtime

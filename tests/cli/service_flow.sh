@@ -17,9 +17,7 @@ start_server() {  # start_server [PORT [OPTION...]]
   "$pfhe" serve --params srv/params.pfhe --model srv/model.pfhc --state-dir state --port "${1:-0}" --max-requests 1 \
     --max-queue 2 "${@:2}" 2>> serve.log &
   server_pid=$!
-  for _ in $(seq 1 120); do [ -s state/port ] && break; sleep 0.5; done
-  [ -s state/port ] || fail "the server did not start"
-  url="http://127.0.0.1:$(cat state/port)"
+  await_server
 }
 start_server
 "$pfhe" client health --server "$url" | grep -q '"key_sets":0' || fail "health before registration"
@@ -37,6 +35,9 @@ cmp local.ct fetched.ct || fail "fetched result"
 if "$pfhe" client status --server "$url" --job 0123456789abcdef 2> err.txt; then fail "an unknown job has a status"; fi
 grep -q "HTTP 404.*no job 0123456789abcdef" err.txt || { cat err.txt; fail "unknown job message"; }
 "$pfhe" decrypt "${spec[@]}" --secret-key sk --input served.ct > /dev/null
+# A classifier's logits are no template (service_match tests templates on an embedder).
+if "$pfhe" client enroll --server "$url" --name a --embedding served.ct 2> err.txt; then fail "logits enrolled"; fi
+grep -q "HTTP 400.*classifier" err.txt || { cat err.txt; fail "classifier template message"; }
 # Garbage is refused and the service goes on.
 head -c 5000 a.cts > cut.cts
 if "$pfhe" client infer --server "$url" --input cut.cts --out x.ct 2> err.txt; then fail "truncated input accepted"; fi

@@ -16,9 +16,7 @@ done
 "$pfhe" serve --params srv/params.pfhe --model srv/model.pfhc --state-dir state --port 0 --max-requests 1 \
   --executor fork --workers 2 --retries 1 2>> serve.log &
 server_pid=$!
-for _ in $(seq 1 120); do [ -s state/port ] && break; sleep 0.5; done
-[ -s state/port ] || fail "the server did not start"
-url="http://127.0.0.1:$(cat state/port)"
+await_server
 inference_pid=$(sed -n 's/.*inference processes ([^)]*): \([0-9]*\)$/\1/p' serve.log)
 [ -n "$inference_pid" ] || fail "no inference process logged"
 "$pfhe" client register --server "$url" --eval-keys ek > /dev/null

@@ -435,6 +435,41 @@ TEST(ClientServer, OneServedModelServesSeveralKeySets) {
   EXPECT_THROW(runtime::KeySet(served, std::move(carol_eval), "carol's keys"), std::invalid_argument);
 }
 
+// An inference process keeps the last key set it was given. A path that fails to load
+// leaves none loaded, so the previous path asked for again is loaded anew (regression: the
+// process kept that path with no key set behind it, and its next job used nothing).
+TEST(ClientServer, LastKeySetLoadsAgainAfterAFailedLoad) {
+  const nn::Graph graph = nn::make_synthetic_graph("two-tower-tiny", 3, nn::synthetic_images(32, {3, 8, 8}, 4));
+  const runtime::ServedModel served(test::small_params(12, 10),
+                                    [&](const ckks::Encoder& enc) { return nn::compile_graph(graph, enc); });
+  const auto dir = std::filesystem::temp_directory_path() / ("pfhe-last-keys-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string key_file = (dir / "eval.keys").string(), damaged = (dir / "damaged.keys").string();
+  const runtime::SecretKeyFile secret = runtime::generate_keys(served.context(), served.client_spec(), key_file);
+  std::filesystem::copy_file(key_file, damaged);
+  {
+    std::fstream f(damaged, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(static_cast<std::streamoff>(std::filesystem::file_size(damaged) / 2));
+    const char byte = static_cast<char>(f.get() ^ 0x10);
+    f.seekp(static_cast<std::streamoff>(std::filesystem::file_size(damaged) / 2));
+    f.put(byte);
+  }
+  runtime::LastKeySet keys(served);
+  const runtime::KeySet& first = keys.get(key_file);
+  EXPECT_EQ(first.tag(), secret.key_set);
+  EXPECT_EQ(&keys.get(key_file), &first);  // kept, not loaded again
+  EXPECT_ANY_THROW(keys.get(damaged));
+  const runtime::KeySet& again = keys.get(key_file);
+  EXPECT_EQ(again.tag(), secret.key_set);
+  const runtime::Client client(served.context(), served.client_spec(), secret);
+  const nn::Tensor image = nn::synthetic_images(1, {3, 8, 8}, 77)[0];
+  const runtime::CiphertextFile input =
+      runtime::load_ciphertexts(runtime::view_of(client.encrypt_image(image)), served.context());
+  const nn::Tensor got = client.decrypt_output(again.infer(input, *runtime::make_sequential_executor()));
+  EXPECT_LT(nn::precision_of(got, graph.forward(image)).relative, 1e-5);
+  std::filesystem::remove_all(dir);
+}
+
 // A model graph with two parallel branches (two towers) served like a PatchCNN: its
 // branches are the executor's tasks, every executor gives the same bytes, and the result
 // decrypts to the float64 forward.
