@@ -32,8 +32,15 @@ for i in $(seq 1 "$count"); do
   "$pfhe" sample-image --size 64 --seed "$((20 + i))" --out face$i.png 2> /dev/null
   "$pfhe" encrypt "${spec[@]}" --secret-key sk.key --image face$i.png --out face$i.cts 2> /dev/null
 done
-"${bare_launcher[@]}" "$pfhe" infer --params srv/params.pfhe --model srv/model.pfhc --eval-keys eval.keys --input face1.cts \
-  --out bare.ct --executor "$executor" --workers 2 --json bare.json
+# MPI ranks each load the keys they are given: from a key cache they map the same pages,
+# from the key file each would expand its own copy (3 x 9.6 GB: more than the machine has).
+bare_keys=eval.keys
+if [ "$executor" = mpi ]; then
+  [ -f eval.cache ] || "$pfhe" expand-keys "${spec[@]}" --eval-keys eval.keys --out eval.cache
+  bare_keys=eval.cache
+fi
+"${bare_launcher[@]}" "$pfhe" infer --params srv/params.pfhe --model srv/model.pfhc --eval-keys "$bare_keys" \
+  --input face1.cts --out bare.ct --executor "$executor" --workers 2 --json bare.json
 rm -rf state
 start=$(date +%s.%N)
 "$pfhe" serve --params srv/params.pfhe --model srv/model.pfhc --state-dir state --port 0 --max-requests 1 \

@@ -31,7 +31,7 @@ metric() { "$pfhe" client metrics --server "$url" | sed "s/.*\"$1\":\\([0-9.e+-]
 for c in $(seq 1 $clients); do
   [ -f sk$c ] || "$pfhe" keygen "${spec[@]}" --secret-key sk$c --eval-keys ek$c 2> /dev/null
   if [ -f ek$c ]; then
-    "$pfhe" client register --server "$url" --eval-keys ek$c > tag$c
+    "$pfhe" client register --server "$url" --eval-keys ek$c | sed -n 's/registered key set //p' > tag$c
     rm ek$c
   fi
   for i in $(seq 1 $per_client); do

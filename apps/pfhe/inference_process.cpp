@@ -58,7 +58,8 @@ InferenceProcesses::~InferenceProcesses() {
   const std::lock_guard lock(mutex_);
   for (Process& p : idle_) {
     if (p.pid < 0) continue;
-    close(p.fd);  // the process sees the end of its socket and exits
+    if (p.fd >= 0) close(p.fd);  // the process sees the end of its socket and exits
+    p.pending.reset();           // (an MPI job's rank 0 not connected yet: it cannot, and ends every rank)
     int status = 0;
     waitpid(p.pid, &status, 0);
   }
@@ -131,7 +132,7 @@ InferenceProcesses::Process InferenceProcesses::spawn() const {
     throw;
   }
   close(child_end);
-  return {pid, sockets[0]};
+  return {pid, sockets[0], nullptr};
 }
 
 int InferenceProcesses::stop(const Process& p) const {
@@ -183,17 +184,19 @@ ckks::Bytes InferenceProcesses::infer(const std::string& key_cache, std::span<co
     runtime::Frame answer;
     bool answered = false;
     try {
+      connect(p);  // an MPI job's rank 0, the first time
       runtime::send_frame(p.fd, request);
       answered = runtime::receive_frame(p.fd, answer, kMaxFrameBytes);
-    } catch (const std::runtime_error&) {
-      answered = false;  // the process died or its stream broke: as below
+    } catch (const std::runtime_error& e) {
+      answered = false;  // the process died, never connected, or its stream broke: as below
+      if (p.fd < 0) std::fprintf(stderr, "[pfhe serve] %s\n", e.what());
     }
     if (answered) {
       give_back(p);
       if (answer.status != 0) throw std::runtime_error(std::string(answer.payload.begin(), answer.payload.end()));
       return std::move(answer.payload);
     }
-    close(p.fd);
+    if (p.fd >= 0) close(p.fd);
     const std::string how = exit_description(stop(p));  // a broken stream from a live process: it goes too
     std::fprintf(stderr, "[pfhe serve] inference process %d %s during a job; starting another\n", static_cast<int>(p.pid),
                  how.c_str());

@@ -25,6 +25,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <span>
 #include <string>
@@ -33,6 +34,8 @@
 #include "ckks/byte_stream.h"
 
 namespace pfhe::app {
+
+class PendingConnection;  // mpi_inference_process.cpp
 
 struct InferenceProcessOptions {
   std::string params, model;
@@ -61,9 +64,14 @@ class InferenceProcesses {
   struct Process {
     pid_t pid = -1;
     int fd = -1;
+    // mpi: rank 0 has not connected yet (the server does not wait for mpirun to start).
+    std::shared_ptr<PendingConnection> pending;
   };
   Process spawn() const;
   Process spawn_mpi_job() const;
+  // Takes rank 0's connection when it is still pending (waits for it); throws when mpirun
+  // ended first or rank 0 did not connect in time (the process is left for stop()).
+  void connect(Process& p) const;
   // Ends a process that failed (an MPI job through mpirun, which ends its ranks); its status.
   int stop(const Process& p) const;
 

@@ -722,7 +722,8 @@ int main(int argc, char** argv) {
                         "slot's MPI job (mpirun) runs them on its ranks")
       ->capture_default_str()
       ->check(CLI::IsMember({"threads", "fork", "mpi"}));
-  serve_cmd->add_option("--workers", serve.workers, "threads (fork workers, MPI worker ranks) per job")
+  serve_cmd->add_option("--workers", serve.workers,
+                        "threads shared by the running jobs (fork: workers per job; mpi: worker ranks per job)")
       ->capture_default_str();
   auto* serve_retries = serve_cmd->add_option("--retries", serve.retries,
                                               "fork: runs of a task again after its worker died")

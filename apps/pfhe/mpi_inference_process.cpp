@@ -40,10 +40,13 @@ sockaddr_un socket_address(const std::string& path) {
   return address;
 }
 
-// A listening Unix socket in a directory only this user can enter, removed with the object.
-class PrivateSocket {
+}  // namespace
+
+// A listening Unix socket in a directory only this user can enter, removed with the object:
+// where rank 0 of an MPI job connects.
+class PendingConnection {
  public:
-  PrivateSocket() {
+  PendingConnection() {
     const char* tmp = std::getenv("TMPDIR");
     std::string dir = std::string(tmp && *tmp ? tmp : "/tmp") + "/pfhe-mpi-XXXXXX";
     if (mkdtemp(dir.data()) == nullptr)
@@ -55,13 +58,13 @@ class PrivateSocket {
     if (fd_ < 0 || bind(fd_, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0 || listen(fd_, 1) != 0)
       throw std::runtime_error("MPI inference process: cannot listen on " + path_ + ": " + std::strerror(errno));
   }
-  ~PrivateSocket() {
+  ~PendingConnection() {
     if (fd_ >= 0) close(fd_);
     std::error_code ignored;
     std::filesystem::remove_all(dir_, ignored);
   }
-  PrivateSocket(const PrivateSocket&) = delete;
-  PrivateSocket& operator=(const PrivateSocket&) = delete;
+  PendingConnection(const PendingConnection&) = delete;
+  PendingConnection& operator=(const PendingConnection&) = delete;
   const std::string& path() const { return path_; }
   int fd() const { return fd_; }
 
@@ -70,10 +73,8 @@ class PrivateSocket {
   int fd_ = -1;
 };
 
-}  // namespace
-
 InferenceProcesses::Process InferenceProcesses::spawn_mpi_job() const {
-  PrivateSocket listener;
+  auto listener = std::make_shared<PendingConnection>();
   // --oversubscribe: rank 0 mostly waits (without spinning: runtime/mpi.h), so W workers
   // and it fit W cores. Open MPI refuses root unless told; a server run as root is the
   // operator's decision, already made.
@@ -81,23 +82,28 @@ InferenceProcesses::Process InferenceProcesses::spawn_mpi_job() const {
   if (geteuid() == 0) args.push_back("--allow-run-as-root");
   const std::vector<std::string> rank_args = inference_process_arguments(options_);
   args.insert(args.end(), rank_args.begin(), rank_args.end());
-  args.insert(args.end(), {"--socket", listener.path()});
-  const pid_t pid = spawn_process(args, -1);
+  args.insert(args.end(), {"--socket", listener->path()});
+  return {spawn_process(args, -1), -1, std::move(listener)};
+}
+
+void InferenceProcesses::connect(Process& p) const {
+  if (!p.pending) return;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(kConnectSeconds);
   for (;;) {
-    pollfd ready{listener.fd(), POLLIN, 0};
+    pollfd ready{p.pending->fd(), POLLIN, 0};
     if (poll(&ready, 1, 200) == 1) {
-      const int fd = accept4(listener.fd(), nullptr, nullptr, SOCK_CLOEXEC);
-      if (fd >= 0) return {pid, fd};
+      p.fd = accept4(p.pending->fd(), nullptr, nullptr, SOCK_CLOEXEC);
+      if (p.fd >= 0) {
+        p.pending.reset();  // the socket's directory goes
+        return;
+      }
     }
-    int status = 0;
-    if (waitpid(pid, &status, WNOHANG) == pid)
-      throw std::runtime_error(options_.mpirun + " ended before rank 0 started (its messages are above in the server's log)");
-    if (std::chrono::steady_clock::now() > deadline) {
-      stop({pid, -1});
+    siginfo_t info{};  // (WNOWAIT: stop() reaps it and reports how it ended)
+    if (waitid(P_PID, static_cast<id_t>(p.pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == p.pid)
+      throw std::runtime_error(options_.mpirun + " ended before rank 0 connected (its messages are in the server's log)");
+    if (std::chrono::steady_clock::now() > deadline)
       throw std::runtime_error("rank 0 of " + options_.mpirun + " did not connect within " +
                                std::to_string(kConnectSeconds) + " s");
-    }
   }
 }
 

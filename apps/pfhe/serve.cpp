@@ -80,9 +80,10 @@ void guarded(const char* what, httplib::Response& res, Handle&& handle) {
 
 namespace {
 
-// The job every submitted input becomes: its key set's inference on the thread executor, or
-// in an inference process on its fork pool or MPI ranks (`processes`).
-JobOutput run_inference_job(const runtime::ServedModel& model, KeyRegistry& keys, std::size_t workers,
+// The job every submitted input becomes: its key set's inference on the thread executor
+// that every job shares, or in an inference process on its fork pool or MPI ranks
+// (`processes`).
+JobOutput run_inference_job(const runtime::ServedModel& model, KeyRegistry& keys, runtime::Executor* threads,
                             InferenceProcesses* processes, std::span<const std::uint8_t> bytes) {
   JobOutput out;
   auto t = Clock::now();
@@ -99,8 +100,7 @@ JobOutput run_inference_job(const runtime::ServedModel& model, KeyRegistry& keys
         out.stage_seconds["infer"]);
     return out;
   }
-  const auto executor = runtime::make_thread_executor(workers);
-  const runtime::CiphertextFile result = set->infer(input, *executor);
+  const runtime::CiphertextFile result = set->infer(input, *threads);
   out.stage_seconds["infer"] = seconds_since(t);
   t = Clock::now();
   out.result = runtime::ciphertext_file_bytes(set->output_context(), result);
@@ -133,6 +133,74 @@ sigset_t termination_signals() {
   return set;
 }
 
+// Templates: an encrypted embedding stored under its key set and a name; a probe of the
+// same key set is matched against it (encrypted squared distance minus the threshold).
+void add_template_routes(httplib::Server& server, const runtime::ServedModel& model, KeyRegistry& keys,
+                         TemplateStore& templates) {
+  // Embeddings, templates and scores live in the half ring when the model switches rings.
+  // (The routes outlive this function: they capture the objects, not its locals.)
+  const ckks::Context* output = model.half_ring() ? &model.half_ring()->context : &model.context();
+  const auto embedding_of = [&model, output](const httplib::Request& req, const char* what) {
+    if (model.client_spec().classifier)
+      throw std::invalid_argument("the model is a classifier: its outputs are logits, not embeddings to match");
+    const std::span<const std::uint8_t> body(reinterpret_cast<const std::uint8_t*>(req.body.data()), req.body.size());
+    return runtime::parse_ciphertext_file(body, *output, what);
+  };
+  const std::string name_route = "/v1/templates/([A-Za-z0-9_-]{1,64})";
+  server.Put(name_route, [&keys, &templates, output, embedding_of](const httplib::Request& req,
+                                                                   httplib::Response& res) {
+    guarded("template", res, [&] {
+      const std::string name = req.matches[1];
+      const runtime::CiphertextFile embedding = embedding_of(req, "the template");
+      if (!keys.registered(embedding.key_set))
+        return reply_error(res, 404, "unknown key set " + ckks::checksum_hex(embedding.key_set));
+      const bool replaced = templates.put(*output, embedding, name);
+      log("template '%s' %s for key set %s", name.c_str(), replaced ? "replaced" : "enrolled",
+          ckks::checksum_hex(embedding.key_set).c_str());
+      reply_json(res, replaced ? 200 : 201, {{"template", name}, {"key_set", ckks::checksum_hex(embedding.key_set)}});
+    });
+  });
+  server.Post(name_route + "/match", [&keys, &templates, output, embedding_of](const httplib::Request& req,
+                                                                               httplib::Response& res) {
+    guarded("match", res, [&] {
+      const std::string name = req.matches[1];
+      double threshold = 0;
+      const std::string text = req.get_param_value("threshold");
+      std::size_t used = 0;
+      try {
+        threshold = std::stod(text, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (text.empty() || used != text.size() || !std::isfinite(threshold))
+        return reply_error(res, 400, "?threshold=T (a number: the squared-distance threshold) is required");
+      const runtime::CiphertextFile probe = embedding_of(req, "the probe");
+      if (!keys.registered(probe.key_set))
+        return reply_error(res, 404, "unknown key set " + ckks::checksum_hex(probe.key_set));
+      const auto enrolled = templates.get(*output, probe.key_set, name);
+      if (!enrolled)
+        return reply_error(res, 404, "no template '" + name + "' for key set " + ckks::checksum_hex(probe.key_set));
+      const auto t = Clock::now();
+      const auto set = keys.get(probe.key_set);
+      const ckks::Bytes score = runtime::ciphertext_file_bytes(*output, set->match(probe, *enrolled, threshold));
+      log("match against '%s' for key set %s in %.2f s", name.c_str(), ckks::checksum_hex(probe.key_set).c_str(),
+          seconds_since(t));
+      res.set_content(std::string(score.begin(), score.end()), kBinary);
+    });
+  });
+  server.Delete(name_route, [&templates](const httplib::Request& req, httplib::Response& res) {
+    guarded("template removal", res, [&] {
+      const std::string name = req.matches[1], key_set = req.get_param_value("key_set");
+      if (!JobQueue::is_job_id(key_set))  // the same form: 16 hex digits
+        return reply_error(res, 400, "?key_set=TAG (the 16 hex digits pfhe client register printed) is required");
+      if (!templates.remove(std::stoull(key_set, nullptr, 16), name))
+        return reply_error(res, 404, "no template '" + name + "' for key set " + key_set);
+      log("template '%s' removed for key set %s", name.c_str(), key_set.c_str());
+      reply_json(res, 200, {{"removed", name}, {"key_set", key_set}});
+    });
+  });
+}
+
 }  // namespace
 
 int run_serve(const ServeOptions& o) {
@@ -143,11 +211,12 @@ int run_serve(const ServeOptions& o) {
 #ifndef PFHE_HAVE_MPI
   if (o.executor == "mpi") throw std::invalid_argument("this pfhe was built without MPI (install libopenmpi-dev and rebuild)");
 #endif
-  // Every job's executor makes new threads, and glibc gives new threads new allocator
-  // arenas that keep what they free: without a cap a long-running server's memory grows
-  // with the jobs it has served (measured: CryptoFaceNet4 12.1 GB after 4 jobs, 14.6 GB
-  // after 8). The threads that allocate at once are the jobs' workers and the HTTP ones.
-  mallopt(M_ARENA_MAX, static_cast<int>(std::min<std::size_t>(o.max_requests * o.workers + 2, 64)));
+  // The executor's threads are made anew when no job runs, and glibc gives new threads new
+  // allocator arenas that keep what they free: without a cap a long-running server's memory
+  // grows with the jobs it has served (measured: CryptoFaceNet4 12.1 GB after 4 jobs, 14.6
+  // GB after 8). The threads that allocate at once are the workers, the jobs' own threads
+  // (the steps outside the branches) and the HTTP ones.
+  mallopt(M_ARENA_MAX, static_cast<int>(std::min<std::size_t>(o.workers + o.max_requests + 2, 64)));
   const sigset_t signals = termination_signals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   const auto start = Clock::now();
@@ -155,8 +224,6 @@ int run_serve(const ServeOptions& o) {
   const runtime::ServedModel model(o.params, o.model);
   KeyRegistry keys(model, fs::path(o.state_dir) / "keys", o.max_loaded_keys);
   TemplateStore templates(fs::path(o.state_dir) / "templates");
-  // Embeddings, templates and scores live in the half ring when the model switches rings.
-  const ckks::Context& output = model.half_ring() ? model.half_ring()->context : model.context();
   std::unique_ptr<InferenceProcesses> processes;
   if (o.executor != "threads") {
     processes = std::make_unique<InferenceProcesses>(
@@ -170,9 +237,12 @@ int run_serve(const ServeOptions& o) {
       log("inference processes (MPI jobs of rank 0 and %zu worker ranks, by %s): %s", o.workers, o.mpirun.c_str(),
           pids.c_str());
   }
+  // Threads: one pool of --workers threads for all jobs, so that the branch tasks of jobs
+  // running at once interleave on it, first come, first served.
+  const auto threads = runtime::make_thread_executor(o.workers);
   JobQueue jobs(fs::path(o.state_dir) / "jobs", o.max_requests, o.max_queue, o.keep_jobs_seconds,
                 [&](std::span<const std::uint8_t> input) {
-                  return run_inference_job(model, keys, o.workers, processes.get(), input);
+                  return run_inference_job(model, keys, threads.get(), processes.get(), input);
                 });
   const JobMetrics journal = jobs.metrics();
   log("loaded in %.1f s: a model of %zu input ciphertext(s) and %zu branch task(s)%s, %zu registered key set(s), %zu "
@@ -293,65 +363,7 @@ int run_serve(const ServeOptions& o) {
       res.set_content(std::string(bytes->begin(), bytes->end()), kBinary);
     });
   });
-  // Templates: an encrypted embedding stored under its key set and a name; a probe of the
-  // same key set is matched against it (encrypted squared distance minus the threshold).
-  const auto embedding_of = [&](const httplib::Request& req, const char* what) {
-    if (model.client_spec().classifier)
-      throw std::invalid_argument("the model is a classifier: its outputs are logits, not embeddings to match");
-    const std::span<const std::uint8_t> body(reinterpret_cast<const std::uint8_t*>(req.body.data()), req.body.size());
-    return runtime::parse_ciphertext_file(body, output, what);
-  };
-  const std::string name_route = "/v1/templates/([A-Za-z0-9_-]{1,64})";
-  server.Put(name_route, [&](const httplib::Request& req, httplib::Response& res) {
-    guarded("template", res, [&] {
-      const std::string name = req.matches[1];
-      const runtime::CiphertextFile embedding = embedding_of(req, "the template");
-      if (!keys.registered(embedding.key_set))
-        return reply_error(res, 404, "unknown key set " + ckks::checksum_hex(embedding.key_set));
-      const bool replaced = templates.put(output, embedding, name);
-      log("template '%s' %s for key set %s", name.c_str(), replaced ? "replaced" : "enrolled",
-          ckks::checksum_hex(embedding.key_set).c_str());
-      reply_json(res, replaced ? 200 : 201, {{"template", name}, {"key_set", ckks::checksum_hex(embedding.key_set)}});
-    });
-  });
-  server.Post(name_route + "/match", [&](const httplib::Request& req, httplib::Response& res) {
-    guarded("match", res, [&] {
-      const std::string name = req.matches[1];
-      double threshold = 0;
-      const std::string text = req.get_param_value("threshold");
-      std::size_t used = 0;
-      try {
-        threshold = std::stod(text, &used);
-      } catch (const std::exception&) {
-        used = 0;
-      }
-      if (text.empty() || used != text.size() || !std::isfinite(threshold))
-        return reply_error(res, 400, "?threshold=T (a number: the squared-distance threshold) is required");
-      const runtime::CiphertextFile probe = embedding_of(req, "the probe");
-      if (!keys.registered(probe.key_set))
-        return reply_error(res, 404, "unknown key set " + ckks::checksum_hex(probe.key_set));
-      const auto enrolled = templates.get(output, probe.key_set, name);
-      if (!enrolled)
-        return reply_error(res, 404, "no template '" + name + "' for key set " + ckks::checksum_hex(probe.key_set));
-      const auto t = Clock::now();
-      const auto set = keys.get(probe.key_set);
-      const ckks::Bytes score = runtime::ciphertext_file_bytes(output, set->match(probe, *enrolled, threshold));
-      log("match against '%s' for key set %s in %.2f s", name.c_str(), ckks::checksum_hex(probe.key_set).c_str(),
-          seconds_since(t));
-      res.set_content(std::string(score.begin(), score.end()), kBinary);
-    });
-  });
-  server.Delete(name_route, [&](const httplib::Request& req, httplib::Response& res) {
-    guarded("template removal", res, [&] {
-      const std::string name = req.matches[1], key_set = req.get_param_value("key_set");
-      if (!JobQueue::is_job_id(key_set))  // the same form: 16 hex digits
-        return reply_error(res, 400, "?key_set=TAG (the 16 hex digits pfhe client register printed) is required");
-      if (!templates.remove(std::stoull(key_set, nullptr, 16), name))
-        return reply_error(res, 404, "no template '" + name + "' for key set " + key_set);
-      log("template '%s' removed for key set %s", name.c_str(), key_set.c_str());
-      reply_json(res, 200, {{"removed", name}, {"key_set", key_set}});
-    });
-  });
+  add_template_routes(server, model, keys, templates);
   const int port = o.port == 0 ? server.bind_to_any_port(o.host) : (server.bind_to_port(o.host, o.port) ? o.port : -1);
   if (port < 0) throw std::runtime_error("cannot listen on " + o.host + ":" + std::to_string(o.port));
   ckks::write_text_file((fs::path(o.state_dir) / "port").string(), std::to_string(port) + "\n");
@@ -363,8 +375,11 @@ int run_serve(const ServeOptions& o) {
     jobs.drain();
     server.stop();
   });
-  log("serving on http://%s:%d (%zu jobs at once with %zu worker threads each, up to %zu waiting or running)",
-      o.host.c_str(), port, o.max_requests, o.workers, o.max_queue);
+  log("serving on http://%s:%d (%zu jobs at once, %zu %s, up to %zu waiting or running)", o.host.c_str(), port,
+      o.max_requests, o.workers,
+      o.executor == "threads" ? "worker threads shared by the jobs"
+                              : (o.executor == "fork" ? "fork workers per job" : "worker ranks per job"),
+      o.max_queue);
   const bool listened = server.listen_after_bind();
   if (!stopping.exchange(true)) pthread_kill(terminator.native_handle(), SIGTERM);  // not stopped by a signal
   terminator.join();

@@ -12,7 +12,7 @@ struct ServeOptions {
   int port = 8750;               // 0: any free port (printed, and written to state_dir/port)
   // or "fork" / "mpi": each job slot's own inference process, or MPI job (app/inference_process.h)
   std::string executor = "threads";
-  std::size_t workers = 2;        // threads (fork workers, MPI worker ranks) per job
+  std::size_t workers = 2;        // threads shared by the running jobs (fork workers, MPI worker ranks per job)
   std::size_t retries = 1;        // fork: runs of a task again after its worker died
   std::string mpirun = "mpirun";  // mpi: the launcher
   std::size_t max_requests = 2;  // jobs running at once

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <stdexcept>
+#include <vector>
 
 #include "ckks/checksum.h"
 
@@ -9,7 +10,14 @@ namespace pfhe::app {
 
 namespace fs = std::filesystem;
 
-TemplateStore::TemplateStore(fs::path dir) : dir_(std::move(dir)) { fs::create_directories(dir_); }
+TemplateStore::TemplateStore(fs::path dir) : dir_(std::move(dir)) {
+  fs::create_directories(dir_);
+  // A write cut off by a crash left only its partial file (ckks::FileWriter renames when complete).
+  std::vector<fs::path> partial;
+  for (const auto& entry : fs::recursive_directory_iterator(dir_))
+    if (entry.path().extension() == ".partial") partial.push_back(entry.path());
+  for (const fs::path& p : partial) fs::remove(p);
+}
 
 bool TemplateStore::is_name(const std::string& name) {
   return !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {

@@ -4,10 +4,12 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <deque>
 #include <exception>
 #include <filesystem>
+#include <mutex>
 #include <stdexcept>
 #include <thread>
 
@@ -35,6 +37,10 @@ class SequentialExecutor final : public Executor {
   }
 };
 
+// W threads shared by every run in progress: runs that overlap (a service's jobs) queue
+// their tasks in one FIFO, and each thread takes the next task of whichever run. The
+// threads start with the first run and end with the last one in progress, so that none is
+// left alive between runs (a fork pool needs a single-threaded parent).
 class ThreadExecutor final : public Executor {
  public:
   explicit ThreadExecutor(std::size_t workers) : workers_(workers) {
@@ -46,39 +52,101 @@ class ThreadExecutor final : public Executor {
                                     const std::vector<ckks::Ciphertext>& inputs, RunStats* stats,
                                     std::size_t first_task) override {
     const auto start = std::chrono::steady_clock::now();
-    std::vector<ckks::Ciphertext> out(inputs.size());
-    std::vector<double> times(inputs.size(), 0.0);
-    std::vector<std::exception_ptr> errors(inputs.size());
-    std::atomic<std::size_t> next{0};
-    const auto work = [&] {
-      omp_set_num_threads(1);  // the pool, not OpenMP, uses the cores
-      for (std::size_t t = next++; t < inputs.size(); t = next++) {
-        const auto t0 = std::chrono::steady_clock::now();
-        try {
-          out[t] = task(first_task + t, inputs[t]);
-        } catch (...) {
-          errors[t] = std::current_exception();
-        }
-        times[t] = seconds_since(t0);
-      }
-    };
-    std::vector<std::thread> pool;
-    for (std::size_t w = 0; w < std::min(workers_, inputs.size()); ++w) pool.emplace_back(work);
-    for (auto& th : pool) th.join();
+    RunState state{task, inputs, first_task, std::vector<ckks::Ciphertext>(inputs.size()),
+                   std::vector<double>(inputs.size(), 0.0), std::vector<std::exception_ptr>(inputs.size()),
+                   inputs.size(), {}};
+    begin(state);
+    {
+      std::unique_lock lock(mutex_);
+      state.done.wait(lock, [&] { return state.left == 0; });
+    }
+    end();
     for (std::size_t t = 0; t < inputs.size(); ++t)
-      if (errors[t]) {
+      if (state.errors[t]) {
         try {
-          std::rethrow_exception(errors[t]);
+          std::rethrow_exception(state.errors[t]);
         } catch (const std::exception& e) {
           throw std::runtime_error("task " + std::to_string(first_task + t) + " failed: " + e.what());
         }
       }
-    if (stats) *stats = RunStats{seconds_since(start), 0, 0, std::move(times), {}};
-    return out;
+    if (stats) *stats = RunStats{seconds_since(start), 0, 0, std::move(state.times), {}};
+    return std::move(state.out);
   }
 
  private:
+  struct RunState {
+    const TaskFunction& task;
+    const std::vector<ckks::Ciphertext>& inputs;
+    std::size_t first_task;
+    std::vector<ckks::Ciphertext> out;
+    std::vector<double> times;
+    std::vector<std::exception_ptr> errors;
+    std::size_t left;  // tasks not finished (under mutex_)
+    std::condition_variable done;
+  };
+  struct Item {
+    RunState* run;
+    std::size_t task;
+  };
+
+  // Queues the run's tasks; starts the threads when no run was in progress.
+  void begin(RunState& state) {
+    const std::lock_guard life(lifecycle_);
+    const std::lock_guard lock(mutex_);
+    for (std::size_t t = 0; t < state.inputs.size(); ++t) queue_.push_back({&state, t});
+    ++active_;
+    if (threads_.empty()) {
+      stopping_ = false;
+      for (std::size_t w = 0; w < workers_; ++w) threads_.emplace_back([this] { work(); });
+    }
+    ready_.notify_all();
+  }
+  // The last run in progress ends the threads.
+  void end() {
+    const std::lock_guard life(lifecycle_);
+    std::vector<std::thread> finished;
+    {
+      const std::lock_guard lock(mutex_);
+      if (--active_ == 0) {
+        stopping_ = true;
+        finished.swap(threads_);
+        ready_.notify_all();
+      }
+    }
+    for (auto& th : finished) th.join();
+  }
+  void work() {
+    omp_set_num_threads(1);  // the pool, not OpenMP, uses the cores
+    for (;;) {
+      Item item{};
+      {
+        std::unique_lock lock(mutex_);
+        ready_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+        if (queue_.empty()) return;
+        item = queue_.front();
+        queue_.pop_front();
+      }
+      RunState& run = *item.run;
+      const auto t0 = std::chrono::steady_clock::now();
+      try {
+        run.out[item.task] = run.task(run.first_task + item.task, run.inputs[item.task]);
+      } catch (...) {
+        run.errors[item.task] = std::current_exception();
+      }
+      run.times[item.task] = seconds_since(t0);
+      const std::lock_guard lock(mutex_);
+      if (--run.left == 0) run.done.notify_all();
+    }
+  }
+
   std::size_t workers_;
+  std::mutex lifecycle_;  // starting and ending the threads
+  std::mutex mutex_;      // the queue and the runs' counts
+  std::condition_variable ready_;
+  std::deque<Item> queue_;
+  std::vector<std::thread> threads_;
+  std::size_t active_ = 0;
+  bool stopping_ = false;
 };
 
 }  // namespace

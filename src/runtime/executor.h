@@ -57,6 +57,8 @@ class Executor {
 
 std::unique_ptr<Executor> make_sequential_executor();
 // W threads share the caller's model and keys; each task runs with one OpenMP thread.
+// Thread-safe: runs that overlap (a service's jobs, from their own threads) share the W
+// threads, their tasks taken first come, first served; no thread is alive between runs.
 std::unique_ptr<Executor> make_thread_executor(std::size_t workers);
 // Forks W single-threaded workers per run (the parent must have no other thread alive:
 // it checks and refuses otherwise). Ciphertexts travel serialized over socket pairs and

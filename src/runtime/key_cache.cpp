@@ -373,7 +373,7 @@ std::uint64_t write_key_cache(const std::string& keys_path, const std::string& c
   return load_mapped_in_place(keys_path, [&](std::span<const std::uint8_t> bytes,
                                              const std::shared_ptr<const ckks::Backing>& mapping) {
     const BundleView b = load_bundle(bytes);
-    const std::size_t ring_keys = check_evaluation_key_objects(b.objects.size(), half_ring, encapsulation);
+    const std::size_t ring_keys = check_evaluation_key_objects(b, half_ring, encapsulation);
     CacheWriter cache(cache_path, b.key_set, contexts);
     // Two keys per thread in memory at a time: CryptoFaceNet4's keys are ~70 MB each.
     const std::size_t batch = 2 * static_cast<std::size_t>(std::max(1, omp_get_max_threads()));

@@ -163,8 +163,13 @@ void write_evaluation_keys(const std::string& path, const ckks::Context& ctx, co
   write_bundle_file(path, keys.key_set, objects);
 }
 
-std::size_t check_evaluation_key_objects(std::size_t found, const nn::HalfRing* half_ring,
+std::size_t check_evaluation_key_objects(const BundleView& file, const nn::HalfRing* half_ring,
                                          const ckks::Context* encapsulation) {
+  for (const auto& object : file.objects)
+    if (ckks::peek_type(object) == ckks::ObjectType::kSecretKey)
+      throw ckks::SerializationError("a secret key, not evaluation keys: the secret key stays with the client "
+                                     "(send the file keygen wrote as --eval-keys)");
+  const std::size_t found = file.objects.size();
   const std::size_t ring_keys = half_ring ? 5u : 2u, encapsulation_keys = encapsulation ? 2u : 0u;
   if (found == ring_keys + encapsulation_keys) return ring_keys;
   if (found == ring_keys + 2 - encapsulation_keys)
@@ -182,7 +187,7 @@ EvaluationKeys read_evaluation_keys(const std::string& path, const ckks::Context
   return load_mapped_in_place(path, [&](std::span<const std::uint8_t> bytes,
                                         const std::shared_ptr<const ckks::Backing>& mapping) {
     const BundleView b = load_bundle(bytes);
-    const std::size_t ring_keys = check_evaluation_key_objects(b.objects.size(), half_ring, encapsulation);
+    const std::size_t ring_keys = check_evaluation_key_objects(b, half_ring, encapsulation);
     // The stored keys' pages are released as they are parsed: loading then peaks near the
     // expanded keys alone, not the expanded keys plus the 4.8 GB file of CryptoFaceNet's.
     EvaluationKeys keys{b.key_set, ckks::load_relin_key(ctx, b.objects[0]),

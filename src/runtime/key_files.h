@@ -16,6 +16,7 @@
 #include "ckks/keygen.h"
 #include "ckks/keys.h"
 #include "nn/half_ring.h"
+#include "runtime/bundle.h"
 
 namespace pfhe::runtime {
 
@@ -79,10 +80,11 @@ void write_evaluation_keys(const std::string& path, const ckks::Context& ctx, co
 // Keys already in memory (e.g. made by make_evaluation_keys), in the same file format.
 void write_evaluation_keys(const std::string& path, const ckks::Context& ctx, const nn::HalfRing* half_ring,
                            const EvaluationKeys& keys);
-// The object count of an evaluation-key file for a model with (or without) a half ring and
+// The objects of an evaluation-key file for a model with (or without) a half ring and
 // encapsulation: returns the count of ring keys (before the encapsulation keys); throws
-// ckks::SerializationError saying which kind of model the file was made for otherwise.
-std::size_t check_evaluation_key_objects(std::size_t found, const nn::HalfRing* half_ring,
+// ckks::SerializationError saying which kind of model the file was made for otherwise, or
+// that it is a secret key (which a server must never be given).
+std::size_t check_evaluation_key_objects(const BundleView& file, const nn::HalfRing* half_ring,
                                          const ckks::Context* encapsulation);
 // Refuses a file without (or with) the half ring's keys when `half_ring` is (not) given, and
 // without (or with) encapsulation keys when `encapsulation` (their context) is (not) given.

@@ -42,6 +42,9 @@ grep -q "HTTP 400.*classifier" err.txt || { cat err.txt; fail "classifier templa
 head -c 5000 a.cts > cut.cts
 if "$pfhe" client infer --server "$url" --input cut.cts --out x.ct 2> err.txt; then fail "truncated input accepted"; fi
 grep -q "HTTP 400.*the encrypted input" err.txt || { cat err.txt; fail "400 message"; }
+# A secret key is never taken (the server says what it is).
+if "$pfhe" client register --server "$url" --eval-keys sk 2> err.txt; then fail "a secret key was registered"; fi
+grep -q "HTTP 400.*a secret key, not evaluation keys" err.txt || { cat err.txt; fail "secret key message"; }
 echo "not keys" > bad.keys
 if "$pfhe" client register --server "$url" --eval-keys bad.keys 2> err.txt; then fail "garbage keys registered"; fi
 grep -q "HTTP 400" err.txt || { cat err.txt; fail "bad keys message"; }

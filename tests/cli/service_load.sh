@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Load test of `pfhe serve` (issue 22) on loopback: 4 clients with their own key sets send
-# 6 encrypted inputs each, all at once (24 jobs, 2 running at a time, 2 of the 4 key sets
-# kept in memory: the others are loaded again when a job needs them); every result must
+# 6 encrypted inputs each, all at once (24 jobs, 2 running at a time on 2 shared worker
+# threads, 2 of the 4 key sets kept in memory: the others are loaded again when a job
+# needs them); every result must
 # equal the bytes `pfhe infer` gives for the same input, no job may fail, and the server's
 # peak RSS after all 24 must stay within 10 % of its peak after the first 12, or within
 # docs/CLI.md's bound: the model + (max-loaded-keys + max-requests) key sets +
@@ -37,7 +38,7 @@ for c in $(seq 1 $clients); do
 done
 
 "$pfhe" serve --params srv/params.pfhe --model srv/model.pfhc --state-dir state --port 0 --max-requests 2 \
-  --max-queue 8 --workers 1 --max-loaded-keys 2 2> serve.log &
+  --max-queue 8 --workers 2 --max-loaded-keys 2 2> serve.log &
 server_pid=$!
 for _ in $(seq 1 120); do [ -s state/port ] && break; sleep 0.5; done
 [ -s state/port ] || fail "the server did not start"

@@ -95,10 +95,12 @@ print("malformed requests:", ", ".join(f"{k} {v[0]}" for k, v in checks.items())
 sys.exit(1 if bad else 0)
 PY
 
-# A restart keeps the templates; forget removes one.
+# A restart keeps the templates and removes what a crash cut off; forget removes one.
 kill -TERM "$server_pid"
 wait "$server_pid" || true
+echo "cut off" > "state/templates/$tag/bob.ct.partial"
 start_server
+[ ! -e "state/templates/$tag/bob.ct.partial" ] || fail "a partial template was left at the restart"
 "$pfhe" client match --server "$url" --name alice --input alice2.ct --threshold 0.5 --out again.score 2> /dev/null
 cmp alice2.score again.score || fail "the template did not survive the restart"
 "$pfhe" client forget --server "$url" --name alice --key-set "$tag" | grep -q '"removed":"alice"' || fail "forget"

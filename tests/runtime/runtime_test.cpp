@@ -8,11 +8,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "ckks/serialization.h"
@@ -235,6 +238,55 @@ TEST(Runtime, TaskErrorsNameTheTask) {
   EXPECT_TRUE(no_children_left());
   EXPECT_THROW(runtime::make_fork_executor(0), std::invalid_argument);
   EXPECT_THROW(runtime::make_thread_executor(0), std::invalid_argument);
+}
+
+// Runs that overlap, from two threads (a service's jobs), share the thread executor's
+// workers: every task of both ran on the same two threads, each run got its own outputs, a
+// failing task failed its own run only, and no thread is left once both ended (a fork pool
+// can run next).
+TEST(Runtime, OverlappingThreadRunsShareTheWorkers) {
+  const SmallRing r;
+  const ckks::Context& ctx = r.ctx;
+  const auto executor = runtime::make_thread_executor(2);
+  std::mutex mutex;
+  std::set<std::thread::id> threads;
+  std::atomic<int> started{0};
+  const runtime::TaskFunction task = [&](std::size_t t, const ckks::Ciphertext& x) {
+    {
+      const std::lock_guard lock(mutex);
+      threads.insert(std::this_thread::get_id());
+    }
+    ++started;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    if (t == 7) throw std::invalid_argument("the failing task");
+    ckks::Ciphertext y = x;
+    y.scale *= 2;
+    return y;
+  };
+  const std::vector<ckks::Ciphertext> first = {r.encrypt(0.1), r.encrypt(0.2), r.encrypt(0.3)};
+  std::vector<ckks::Ciphertext> second = {r.encrypt(0.4), r.encrypt(0.5)};
+  second[0].scale *= 3;
+  std::vector<ckks::Ciphertext> first_out;
+  std::string second_error;
+  std::thread a([&] { first_out = executor->run({ctx, ctx}, task, first); });
+  while (started == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::thread b([&] {
+    try {
+      executor->run({ctx, ctx}, task, second, nullptr, 6);  // tasks 6 and 7
+    } catch (const std::runtime_error& e) {
+      second_error = e.what();
+    }
+  });
+  a.join();
+  b.join();
+  EXPECT_EQ(threads.size(), 2u) << "the overlapping runs did not share the two workers";
+  ASSERT_EQ(first_out.size(), first.size());
+  for (std::size_t t = 0; t < first.size(); ++t) EXPECT_EQ(first_out[t].scale, 2 * first[t].scale) << t;
+  EXPECT_NE(second_error.find("task 7 failed"), std::string::npos) << second_error;
+  EXPECT_NE(second_error.find("the failing task"), std::string::npos) << second_error;
+  const auto forked = runtime::make_fork_executor(2)->run({ctx, ctx}, scaling_tasks(r.eval), first);
+  EXPECT_EQ(forked.size(), first.size());
+  EXPECT_TRUE(no_children_left());
 }
 
 TEST(Runtime, ForkRefusesAMultiThreadedParent) {
