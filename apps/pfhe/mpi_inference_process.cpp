@@ -55,20 +55,25 @@ class PendingConnection {
     path_ = dir_ + "/rank0";
     const sockaddr_un address = socket_address(path_);
     fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd_ < 0 || bind(fd_, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0 || listen(fd_, 1) != 0)
-      throw std::runtime_error("MPI inference process: cannot listen on " + path_ + ": " + std::strerror(errno));
+    if (fd_ < 0 || bind(fd_, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0 || listen(fd_, 1) != 0) {
+      const std::string reason = std::strerror(errno);
+      release();  // (no destructor runs for an object that was not made)
+      throw std::runtime_error("MPI inference process: cannot listen on " + path_ + ": " + reason);
+    }
   }
-  ~PendingConnection() {
-    if (fd_ >= 0) close(fd_);
-    std::error_code ignored;
-    std::filesystem::remove_all(dir_, ignored);
-  }
+  ~PendingConnection() { release(); }
   PendingConnection(const PendingConnection&) = delete;
   PendingConnection& operator=(const PendingConnection&) = delete;
   const std::string& path() const { return path_; }
   int fd() const { return fd_; }
 
  private:
+  void release() {
+    if (fd_ >= 0) close(fd_);
+    fd_ = -1;
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
+  }
   std::string dir_, path_;
   int fd_ = -1;
 };
