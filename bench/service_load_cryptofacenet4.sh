@@ -42,20 +42,10 @@ for c in $(seq 1 $clients); do
 done
 echo "4 key sets registered: $(metric key_sets) in the server; peak RSS so far $(metric peak_rss_gb) GB"
 
-client_loop() {  # client_loop C: its faces one after another, each latency in milliseconds
-  for i in $(seq 1 $per_client); do
-    local t0 t1
-    t0=$(date +%s%N)
-    "$pfhe" client infer --server "$url" --input in.$1.$i.cts --out got.$1.$i.ct 2> log.$1.$i || return 1
-    t1=$(date +%s%N)
-    echo $(((t1 - t0) / 1000000)) >> latency.ms
-  done
-}
+source "$root/tests/cli/load_clients.sh"
 rm -f latency.ms
 start=$(date +%s%N)
-pids=()
-for c in $(seq 1 $clients); do client_loop $c & pids+=($!); done
-for pid in "${pids[@]}"; do wait "$pid" || { echo "a client's request failed"; exit 1; }; done
+run_clients $clients 1 $per_client || { echo "a client's request failed"; exit 1; }
 wall_ms=$((($(date +%s%N) - start) / 1000000))
 "$pfhe" client metrics --server "$url" > metrics.json
 kill -TERM $server

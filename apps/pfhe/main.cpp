@@ -21,6 +21,7 @@
 #include "image.h"
 #include "inference_process.h"
 #include "serve.h"
+#include "template_store.h"
 #include "nn/fit.h"
 #include "nn/graph_file.h"
 #include "nn/measured_precision.h"
@@ -537,8 +538,7 @@ int cmd_infer(InferOptions o, int* argc, char*** argv) {
 }
 
 std::string template_path(const std::string& store, const std::string& name) {
-  if (name.empty() || name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
-                          std::string::npos)
+  if (!app::TemplateStore::is_name_text(name))
     throw std::invalid_argument("template name must be non-empty and use only letters, digits, '_' and '-'");
   return store + "/" + name + ".ct";
 }

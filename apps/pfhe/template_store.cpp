@@ -19,11 +19,13 @@ TemplateStore::TemplateStore(fs::path dir) : dir_(std::move(dir)) {
   for (const fs::path& p : partial) fs::remove(p);
 }
 
-bool TemplateStore::is_name(const std::string& name) {
-  return !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
+bool TemplateStore::is_name_text(const std::string& name) {
+  return !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
   });
 }
+
+bool TemplateStore::is_name(const std::string& name) { return name.size() <= 64 && is_name_text(name); }
 
 fs::path TemplateStore::path(std::uint64_t key_set, const std::string& name) const {
   if (!is_name(name)) throw std::invalid_argument("a template name is 1 to 64 letters, digits, '_' and '-'");

@@ -17,7 +17,10 @@ namespace pfhe::app {
 class TemplateStore {
  public:
   explicit TemplateStore(std::filesystem::path dir);
-  // 1 to 64 letters, digits, '_' and '-' (what the routes accept).
+  // A template's name, in a server's store and in `pfhe enroll`'s directory alike: letters,
+  // digits, '_' and '-', at least one.
+  static bool is_name_text(const std::string& name);
+  // That, and at most 64 characters (what the service's routes accept).
   static bool is_name(const std::string& name);
   // Stores a checked template (one ciphertext) under its key set, written whole (a crash
   // leaves the previous template or none). True when it replaced one.

@@ -529,19 +529,31 @@ FileWriter::~FileWriter() {
   if (!committed_) std::remove(partial_.c_str());  // an abandoned write leaves nothing behind
 }
 
-void FileWriter::flush_chunk() {
+void FileWriter::write_all(std::span<const std::uint8_t> bytes) {
   std::size_t done = 0;
-  while (done < chunk_.size()) {
-    const ssize_t n = ::write(fd_, chunk_.data() + done, chunk_.size() - done);
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd_, bytes.data() + done, bytes.size() - done);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) throw FileWriteError(n < 0 ? errno : EIO, "write to " + partial_ + " failed");
     done += static_cast<std::size_t>(n);
   }
+}
+
+void FileWriter::flush_chunk() {
+  write_all(chunk_);
   chunk_.clear();
 }
 
 void FileWriter::write_raw(std::span<const std::uint8_t> bytes) {
   while (!bytes.empty()) {
+    if (chunk_.empty() && bytes.size() >= kChunkBytes) {
+      // Whole chunks at a chunk-aligned offset (an empty buffer means every byte before
+      // went out in whole chunks): straight from the caller's bytes, without a copy.
+      const std::size_t whole = bytes.size() / kChunkBytes * kChunkBytes;
+      write_all(bytes.first(whole));
+      bytes = bytes.subspan(whole);
+      continue;
+    }
     const std::size_t take = std::min(bytes.size(), kChunkBytes - chunk_.size());
     chunk_.insert(chunk_.end(), bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(take));
     bytes = bytes.subspan(take);

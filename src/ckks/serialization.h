@@ -135,6 +135,7 @@ class FileWriter {
 
  private:
   void write_raw(std::span<const std::uint8_t> bytes);
+  void write_all(std::span<const std::uint8_t> bytes);  // to the kernel, all of it
   void flush_chunk();
   std::string path_, partial_;
   int fd_ = -1;

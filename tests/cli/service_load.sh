@@ -14,6 +14,7 @@
 #   service_load.sh PFHE_BINARY
 set -euo pipefail
 pfhe=$1
+here=$(dirname "$(readlink -f "$0")")
 clients=4
 per_client=${PFHE_LOAD_REQUESTS:-6}
 work=$(mktemp -d)
@@ -45,21 +46,8 @@ for _ in $(seq 1 120); do [ -s state/port ] && break; sleep 0.5; done
 url="http://127.0.0.1:$(cat state/port)"
 for c in $(seq 1 $clients); do "$pfhe" client register --server "$url" --eval-keys ek$c > /dev/null; done
 
-# One client loop: its inputs one after another, each latency in milliseconds.
-client_loop() {  # client_loop C FIRST LAST
-  for i in $(seq "$2" "$3"); do
-    local t0 t1
-    t0=$(date +%s%N)
-    "$pfhe" client infer --server "$url" --input in.$1.$i.cts --out got.$1.$i.ct 2> log.$1.$i || return 1
-    t1=$(date +%s%N)
-    echo $(((t1 - t0) / 1000000)) >> latency.ms
-  done
-}
-run_round() {  # run_round FIRST LAST: every client at once
-  local pids=()
-  for c in $(seq 1 $clients); do client_loop $c "$1" "$2" & pids+=($!); done
-  for pid in "${pids[@]}"; do wait "$pid" || fail "a client's request failed"; done
-}
+source "$here/load_clients.sh"
+run_round() { run_clients $clients "$1" "$2" || fail "a client's request failed"; }  # run_round FIRST LAST
 start=$(date +%s%N)
 run_round 1 $((per_client / 2))
 peak_half=$(metric peak_rss_gb)
