@@ -89,6 +89,9 @@ int main(int argc, char** argv) try {
   const std::size_t top = compiled.input_level();
   std::printf("compile %.1f s (bootstrapper set-up included): %zu bootstraps placed, %.2f GB of diagonals\n",
               seconds_since(t), compiled.bootstraps(), static_cast<double>(compiled.plaintext_bytes()) / 1e9);
+  std::printf("input level %zu (a bootstrap gives %zu)\n", top, boot.output_level());
+  for (const auto& b : compiled.placed_bootstraps())
+    std::printf("  %s: level %zu -> %zu\n", b.name.c_str(), b.input_level, b.output_level);
 
   // The key set before it is made: it is what decides memory (the machine has 24 GB).
   std::map<long, std::size_t> all_steps = compiled.rotation_levels();

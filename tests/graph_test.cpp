@@ -705,6 +705,13 @@ TEST_F(BootstrapPlacement, DeepNetworkGetsBootstrapsAndMatchesFloat64) {
   const CompiledGraph compiled = CompiledGraph::compile(g, enc, top, scale, SIZE_MAX, Compilation::kFull, shared_boot, &ranges);
   EXPECT_GE(compiled.bootstraps(), 2u);
   EXPECT_LE(compiled.bootstraps(), 4u);
+  // Levels: the layers after the last bootstrap need fewer than it gives; its output is
+  // dropped so that they run on fewer primes and the output lands on the floor.
+  const std::vector<CompiledGraph::PlacedBootstrap> placed = compiled.placed_bootstraps();
+  ASSERT_EQ(placed.size(), compiled.bootstraps());
+  for (const auto& b : placed) std::printf("%s: level %zu -> %zu\n", b.name.c_str(), b.input_level, b.output_level);
+  EXPECT_LT(placed.back().output_level, top);
+  EXPECT_EQ(compiled.output_level(), boot.input_level() + 1);
 
   const test::ModelKeys keys(ctx, boot, compiled.rotation_levels());
   const Tensor x = input_image(5);
@@ -726,6 +733,7 @@ TEST_F(BootstrapPlacement, DeepNetworkGetsBootstrapsAndMatchesFloat64) {
   const ckks::Bytes bytes = compiled.save();
   const CompiledGraph loaded = CompiledGraph::load(enc, bytes);
   EXPECT_EQ(loaded.bootstraps(), compiled.bootstraps());
+  EXPECT_EQ(loaded.placed_bootstraps().back().output_level, placed.back().output_level);
   ASSERT_NE(loaded.bootstrapper(), nullptr);
   EXPECT_EQ(loaded.bootstrapper()->output_level(), boot.output_level());
   EXPECT_EQ(loaded.bootstrapper()->conjugation_level(), boot.conjugation_level());

@@ -269,10 +269,12 @@ int cmd_compile_graph(const CompileOptions& o) {
              o.bootstrap ? "--bootstrap" : "the graph is deeper than N = 2^16 holds without it", calibration.size());
   const nn::CompiledGraph compiled =
       nn::compile_graph(graph, enc, budget, !o.no_ring_switch && !chosen.bootstrapping, chosen.bootstrapping, &ranges);
-  if (compiled.bootstrapper())
-    progress("%zu bootstrap(s) placed; a bootstrap leaves level %zu", compiled.bootstraps(),
-             compiled.bootstrapper()->output_level());
-  else
+  if (compiled.bootstrapper()) {
+    progress("%zu bootstrap(s) placed; a bootstrap leaves level %zu, the input is at level %zu", compiled.bootstraps(),
+             compiled.bootstrapper()->output_level(), compiled.input_level());
+    for (const auto& b : compiled.placed_bootstraps())
+      progress("  %s: level %zu -> %zu", b.name.c_str(), b.input_level, b.output_level);
+  } else
     report_ring_switch(compiled.half_ring().get(), o.no_ring_switch);
   std::size_t branches = 0;
   for (const auto& region : compiled.parallel_regions()) branches += region.branches.size();

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <iterator>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -31,7 +32,16 @@ struct Value {
   double max_abs = 0;  // the node's fitted range (0: not known)
   std::size_t members = 1;
   bool half = false;  // in the half ring (after a ring switch)
+  // What its level comes from: 0 the graph's input, k the k-th bootstrap (sorted; a sum
+  // has both operands'). Lowering an origin's level lowers this value's by at most as much.
+  std::vector<std::size_t> origins{0};
 };
+
+std::vector<std::size_t> both_origins(const Value& a, const Value& b) {
+  std::vector<std::size_t> out;
+  std::set_union(a.origins.begin(), a.origins.end(), b.origins.begin(), b.origins.end(), std::back_inserter(out));
+  return out;
+}
 
 std::vector<double> multiplier_of(const Value& v) {
   return v.multiplier.empty() ? std::vector<double>(v.members * v.shape.size(), 1.0) : v.multiplier;
@@ -63,10 +73,24 @@ using LazyMap = std::function<SlotLinearMap(Lowered)>;
 
 class CompiledGraph::Builder {
  public:
+  // `drops`: levels each bootstrap's output is dropped by (by origin, Value::origins; none
+  // past the end).
   Builder(const ckks::Encoder& enc, LoweringOf lowering_of, double scale, const ckks::Bootstrapper* bootstrapper,
-          bool have_ranges, const HalfRing* half, CompiledGraph& out)
+          bool have_ranges, const HalfRing* half, std::vector<std::size_t> drops, CompiledGraph& out)
       : enc_(enc), lowering_of_(std::move(lowering_of)), scale_(scale), boot_(bootstrapper), have_ranges_(have_ranges),
-        half_(half), out_(out) {}
+        half_(half), drops_(std::move(drops)), out_(out) {}
+
+  // Per origin (Value::origins), the fewest levels any of its values had above what the
+  // placement needed of it: by that many the origin's level can drop with every bootstrap
+  // where it is (SIZE_MAX: no value of it was needed anywhere).
+  const std::vector<std::size_t>& slack() const { return slack_; }
+  // A value that must keep `level` - `margin` levels or more for the placement to stand.
+  void note_margin(const Value& v, std::size_t margin) {
+    for (const std::size_t o : v.origins) {
+      if (slack_.size() <= o) slack_.resize(o + 1, SIZE_MAX);
+      slack_[o] = std::min(slack_[o], margin);
+    }
+  }
 
   // Lowest level a value may keep before its next node (with a bootstrapper: one above
   // its input level, for the scaling into EvalMod's domain).
@@ -177,7 +201,7 @@ class CompiledGraph::Builder {
     CompiledQuadratic quadratic = make_quadratic(enc_of(v), mode_of_next_step(), a1, a0, v.layout, v.level, v.scale);
     const double output_scale = quadratic.output_scale;
     return {push(name, {v.index}, std::move(quadratic), v.half), v.layout, v.shape, v.level - 1, output_scale, w2, 0,
-            v.members, v.half};
+            v.members, v.half, v.origins};
   }
 
   Value polynomial(const std::string& name, const Value& v, const PolynomialActivation& activation) {
@@ -195,7 +219,7 @@ class CompiledGraph::Builder {
                                   " levels, " + std::to_string(x.level) + " are left (the model is too deep)");
     const std::size_t depth = p.depth();
     return {push(name, {x.index}, Poly{x.level, x.scale, scale_, std::move(p)}, x.half), x.layout, x.shape,
-            x.level - depth, scale_, {}, 0, x.members, x.half};
+            x.level - depth, scale_, {}, 0, x.members, x.half, x.origins};
   }
 
   Value normalize(const std::string& name, const Value& v, const L2Normalize& l2) {
@@ -210,7 +234,8 @@ class CompiledGraph::Builder {
     n.input_level = x.level;
     n.input_scale = x.scale;
     const std::size_t depth = n.depth();
-    return {push(name, {x.index}, std::move(n), x.half), x.layout, x.shape, x.level - depth, scale_, {}, 0, 1, x.half};
+    return {push(name, {x.index}, std::move(n), x.half), x.layout, x.shape, x.level - depth, scale_, {}, 0, 1, x.half,
+            x.origins};
   }
 
   Value add(const std::string& name, const Value& a_in, const Value& b_in) {
@@ -234,15 +259,21 @@ class CompiledGraph::Builder {
 
   Value sum(const std::string& name, const Value& a, const Value& b, Value like) {
     like.level = std::min(a.level, b.level);
+    like.origins = both_origins(a, b);
     like.index = push(name, {a.index, b.index}, Sum{like.level}, a.half);
     return like;
   }
 
   // v, or v bootstrapped when a node needing `needed` levels would leave it below floor().
   Value ready(const std::string& name, const Value& v, std::size_t needed) {
-    if (!boot_ || v.level >= needed + floor()) return v;
+    if (!boot_) return v;
+    if (v.level >= needed + floor()) {
+      note_margin(v, v.level - needed - floor());
+      return v;
+    }
     if (const auto it = bootstrapped_.find(v.index); it != bootstrapped_.end()) return it->second;
     if (v.level < floor()) throw std::logic_error("compile: a value fell below the bootstrapping floor");
+    note_margin(v, v.level - floor());
     if (!have_ranges_ || !(v.max_abs > 0))
       throw std::invalid_argument("compile: node '" + name + "' needs a bootstrap: pass the ranges fit() measured");
     if (needed + floor() > boot_->output_level())
@@ -265,8 +296,10 @@ class CompiledGraph::Builder {
       x = linear_here(name + ".to_bootstrap", v, map, v.layout, v.shape, scale_, v.members);
       x.multiplier.assign(m.size(), r);
     }
-    const Value out{push(name + ".bootstrap", {x.index}, Bootstrap{x.level, x.scale}, false), x.layout, x.shape,
-                    boot_->output_level(), boot_->config().output_scale, x.multiplier, x.max_abs, x.members};
+    const std::size_t origin = out_.bootstraps() + 1, drop = origin < drops_.size() ? drops_[origin] : 0;
+    const std::size_t level = boot_->output_level() - drop;
+    const Value out{push(name + ".bootstrap", {x.index}, Bootstrap{x.level, x.scale, level}, false), x.layout, x.shape,
+                    level, boot_->config().output_scale, x.multiplier, x.max_abs, x.members, false, {origin}};
     bootstrapped_.emplace(v.index, out);
     return out;
   }
@@ -283,7 +316,7 @@ class CompiledGraph::Builder {
             : lowered_linear(v, lower(lowering == Lowering::kFull ? Lowered::kEntries : Lowered::kDiagonalIndices), out,
                              target_scale);
     return {push(name, {v.index}, std::move(l), v.half), out, shape, v.level - 1, target_scale, {}, v.max_abs, members,
-            v.half};
+            v.half, v.origins};
   }
 
   std::size_t push(const std::string& name, std::vector<std::size_t> inputs, StepOp op, bool half) {
@@ -324,6 +357,7 @@ class CompiledGraph::Builder {
   const HalfRing* half_;
   std::map<std::size_t, Value> bootstrapped_;  // by the index of the value bootstrapped
   std::map<std::size_t, Value> switched_;      // by the index of the value switched
+  std::vector<std::size_t> drops_, slack_;
   CompiledGraph& out_;
 };
 
@@ -335,7 +369,8 @@ CompiledGraph CompiledGraph::compile(const Graph& input_graph, const ckks::Encod
                                      std::shared_ptr<const HalfRing> half_ring) {
   if (input_level > encoder.context().max_level()) throw std::invalid_argument("compile: input level above the top");
   const Graph graph = fold_into_linear_layers(input_graph);
-  const Recipe recipe{&encoder, input_level, scale, bootstrapper, ranges, lanes, std::move(half_ring)};
+  Recipe recipe{&encoder, input_level, scale, bootstrapper, ranges, lanes, std::move(half_ring), {}};
+  if (bootstrapper && mode != Compilation::kPerTask) recipe = at_lowest_levels(graph, std::move(recipe));
   if (mode != Compilation::kPerTask) {
     const Lowering lowering = mode == Compilation::kFull       ? Lowering::kFull
                               : mode == Compilation::kPlanOnly ? Lowering::kPlan
@@ -360,7 +395,43 @@ CompiledGraph CompiledGraph::compile(const Graph& input_graph, const ckks::Encod
   return g;
 }
 
-CompiledGraph CompiledGraph::build(const Graph& graph, const Recipe& recipe, const LoweringOf& lowering_of) {
+// A first pass measures each origin's slack. The drops it allows keep every bootstrap in
+// place by construction, except where the compiler compares two operands' levels (an Add's
+// alignment, a late level), so a second pass must give the same steps; else the drops are
+// halved until it does.
+CompiledGraph::Recipe CompiledGraph::at_lowest_levels(const Graph& graph, Recipe recipe) {
+  const auto layout = [](std::size_t) { return Lowering::kLayout; };
+  std::vector<std::size_t> slack;
+  const CompiledGraph first = build(graph, recipe, layout, &slack);
+  const ckks::Bootstrapper& boot = *recipe.bootstrapper;
+  const std::size_t floor = boot.input_level() + 1;
+  slack.resize(first.bootstraps() + 1, SIZE_MAX);
+  std::vector<std::size_t> drops(slack.size());
+  drops[0] = std::min(slack[0], recipe.input_level - floor);
+  for (std::size_t k = 1; k < drops.size(); ++k) drops[k] = std::min(slack[k], boot.output_level() - floor);
+  const auto same_steps = [&](const CompiledGraph& g) {
+    if (g.steps_.size() != first.steps_.size()) return false;
+    for (std::size_t s = 0; s < g.steps_.size(); ++s)
+      if (g.steps_[s].name != first.steps_[s].name || g.steps_[s].inputs != first.steps_[s].inputs ||
+          g.steps_[s].op.index() != first.steps_[s].op.index())
+        return false;
+    return true;
+  };
+  for (;;) {
+    Recipe lowered = recipe;
+    lowered.input_level -= drops[0];
+    lowered.bootstrap_drops = drops;
+    if (std::all_of(drops.begin(), drops.end(), [](std::size_t d) { return d == 0; })) return lowered;
+    try {
+      if (same_steps(build(graph, lowered, layout))) return lowered;
+    } catch (const std::invalid_argument&) {  // a level comparison went the other way: fewer drops
+    }
+    for (std::size_t& d : drops) d /= 2;
+  }
+}
+
+CompiledGraph CompiledGraph::build(const Graph& graph, const Recipe& recipe, const LoweringOf& lowering_of,
+                                   std::vector<std::size_t>* slack) {
   const ckks::Encoder& encoder = *recipe.encoder;
   const std::size_t input_level = recipe.input_level, lanes = recipe.lanes;
   const double scale = recipe.scale;
@@ -396,7 +467,7 @@ CompiledGraph CompiledGraph::build(const Graph& graph, const Recipe& recipe, con
     if (half_ring->big_fingerprint != encoder.context().params().fingerprint())
       throw std::invalid_argument("compile: the half ring was derived from other parameters than the encoder's");
   }
-  Builder b(encoder, lowering_of, scale, bootstrapper, ranges != nullptr, half_ring.get(), g);
+  Builder b(encoder, lowering_of, scale, bootstrapper, ranges != nullptr, half_ring.get(), recipe.bootstrap_drops, g);
   // The nodes computed together with node n: its counterparts in the other patches of its
   // lane group (n alone outside lane groups).
   const auto members = [&](std::size_t n) {
@@ -570,6 +641,8 @@ CompiledGraph CompiledGraph::build(const Graph& graph, const Recipe& recipe, con
   }
   if (!values.back()) throw std::logic_error("compile: the output node was not computed");
   const Value out = b.materialize(nodes.back().name + ".multiplier", *values.back());
+  if (bootstrapper) b.note_margin(out, out.level > b.floor() ? out.level - b.floor() : 0);
+  if (slack) *slack = b.slack();
   if (out.members != 1 || out.layout.lanes != 1)
     throw std::invalid_argument("compile: the output is still spread over lanes");
   if (g.bootstraps() > 0) g.bootstrapper_ = recipe.bootstrapper;
@@ -669,6 +742,13 @@ std::map<long, std::size_t> CompiledGraph::rotation_levels() const {
   return levels;
 }
 
+std::vector<CompiledGraph::PlacedBootstrap> CompiledGraph::placed_bootstraps() const {
+  std::vector<PlacedBootstrap> out;
+  for (const Step& s : steps_)
+    if (const auto* b = std::get_if<Bootstrap>(&s.op)) out.push_back({s.name, b->input_level, b->output_level});
+  return out;
+}
+
 std::size_t CompiledGraph::bootstraps() const {
   return static_cast<std::size_t>(
       std::count_if(steps_.begin(), steps_.end(), [](const Step& s) { return std::holds_alternative<Bootstrap>(s.op); }));
@@ -745,7 +825,9 @@ ckks::Ciphertext apply_step(const ckks::Evaluator& big, const CompiledGraph::Ste
           [&](const CompiledGraph::Bootstrap& b) {
             if (in[0]->level() != b.input_level) throw std::invalid_argument(step.name + ": input level mismatch");
             check_scale(in[0]->scale, b.input_scale, step.name);
-            return bootstrapper->bootstrap(eval, *in[0], encapsulation);
+            ckks::Ciphertext out = bootstrapper->bootstrap(eval, *in[0], encapsulation);
+            eval.drop_to_level_inplace(out, b.output_level);
+            return out;
           },
           [&](const CompiledGraph::Normalize& n) { return normalize(eval, step.name, n, *in[0]); },
           [&](const CompiledGraph::RingSwitch&) {

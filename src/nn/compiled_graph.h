@@ -49,7 +49,10 @@
 // all of them (a residual block's trunk: nn/bootstrap_placement.h). The value entering a bootstrap is scaled (one
 // element-wise step) so that its stored part, value / multiplier, stays within
 // [-1/2, 1/2] by its fitted range and a margin of 2, unless it already lies in
-// [1/8, 1/2]; the multiplier carries the factor to the next linear node.
+// [1/8, 1/2]; the multiplier carries the factor to the next linear node. Levels: the input
+// and each bootstrap's output are dropped by the levels the placement leaves unused after
+// them (a first pass measures them), so every layer runs at the lowest level it can
+// (docs/BOOTSTRAPPING.md, "Placement in the graph compiler").
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -126,6 +129,12 @@ class CompiledGraph {
   ckks::Ciphertext similarity(const ckks::Evaluator& eval, const ckks::Ciphertext& a, const ckks::Ciphertext& b) const;
   std::size_t plaintext_bytes() const;
   std::size_t bootstraps() const;
+  // Each bootstrap step: its name (the bootstrapped node's, ".bootstrap"), input and output level.
+  struct PlacedBootstrap {
+    std::string name;
+    std::size_t input_level = 0, output_level = 0;
+  };
+  std::vector<PlacedBootstrap> placed_bootstraps() const;
   // The bootstrapper its Bootstrap steps run (null without bootstraps): the one it was
   // compiled with, or, loaded, one built from the configuration the artefact stores.
   const ckks::Bootstrapper* bootstrapper() const { return bootstrapper_.get(); }
@@ -211,9 +220,12 @@ class CompiledGraph {
   struct Sum {  // both inputs dropped to `level`, then added
     std::size_t level = 0;
   };
-  struct Bootstrap {  // the bootstrapper's output level and scale from this input
+  // The bootstrapper's output scale from this input, dropped to `output_level` (at most the
+  // bootstrapper's: the placement's level assignment, above).
+  struct Bootstrap {
     std::size_t input_level = 0;
     double input_scale = 0;
+    std::size_t output_level = 0;
   };
   // x * p(sum of squares of x): square and rescale, sum over the span by rotations
   // (steps 1, 2, 4, ... below it), p landing where the product rescales onto output_scale.
@@ -248,9 +260,15 @@ class CompiledGraph {
     const FitReport* ranges;
     std::size_t lanes;
     std::shared_ptr<const HalfRing> half_ring;
+    std::vector<std::size_t> bootstrap_drops;  // levels the k-th bootstrap's output drops by (index k)
   };
-  // The steps and regions of a graph already rewritten by fold_into_linear_layers.
-  static CompiledGraph build(const Graph& graph, const Recipe& recipe, const LoweringOf& lowering_of);
+  // The steps and regions of a graph already rewritten by fold_into_linear_layers; with
+  // `slack`, the builder's slack per origin of a level (input 0, bootstrap k).
+  static CompiledGraph build(const Graph& graph, const Recipe& recipe, const LoweringOf& lowering_of,
+                             std::vector<std::size_t>* slack = nullptr);
+  // The recipe with its input and its bootstraps' outputs at the lowest levels that keep
+  // the placement (the level assignment described above).
+  static Recipe at_lowest_levels(const Graph& graph, Recipe recipe);
   // Throws when `other` has other steps (compile_task given another graph).
   void check_same_steps(const CompiledGraph& other) const;
   // Throws std::logic_error when the step is left to a per-task compilation.

@@ -104,7 +104,7 @@ void CompiledGraph::save(const ckks::ByteWriter::Sink& sink) const {
                    [&](const Bootstrap& b) {
                      w.put<std::uint64_t>(b.input_level);
                      w.put<double>(b.input_scale);
-                     w.put<std::uint64_t>(bootstrapper_->output_level());
+                     w.put<std::uint64_t>(b.output_level);
                      w.put<std::uint64_t>(bootstrapper_->slots());
                    },
                    [&](const Normalize& n) {
@@ -255,16 +255,17 @@ CompiledGraph CompiledGraph::load(const ckks::Encoder& encoder, std::span<const 
         Bootstrap b;
         b.input_level = r.get_count(what, ctx.max_level());
         b.input_scale = r.get<double>(what);
-        const std::size_t output_level = r.get_count(what, ctx.max_level());
+        b.output_level = r.get_count(what, ctx.max_level());
         const std::size_t boot_slots = r.get_count(what, slots);
         if (!bootstrapper) throw ckks::SerializationError("compiled graph: a bootstrap step without a bootstrapper");
         if (s.half) throw ckks::SerializationError("compiled graph: a bootstrap in the half ring");
-        if (output_level != bootstrapper->output_level() || boot_slots != bootstrapper->slots())
+        if (b.output_level > bootstrapper->output_level() || b.output_level <= bootstrapper->input_level() ||
+            boot_slots != bootstrapper->slots())
           throw ckks::SerializationError("compiled graph: a bootstrap step its bootstrapper does not make");
         if (b.input_level != in_level || b.input_level < bootstrapper->input_level() || !(b.input_scale > 0) ||
             !std::isfinite(b.input_scale))
           throw ckks::SerializationError("compiled graph: malformed bootstrap step");
-        out_level = output_level;
+        out_level = b.output_level;
         out_scale = bootstrapper->config().output_scale;
         s.op = b;
         break;

@@ -157,7 +157,7 @@ CompiledGraph CompiledGraph::compile_task(const Graph& input_graph, std::size_t 
     throw std::out_of_range("compile_task: no branch " + std::to_string(branch) + " in region " + std::to_string(region));
   std::vector<bool> in_task(steps_.size(), false);
   for (const std::size_t s : regions_[region].branches[branch].steps) in_task[s] = true;
-  const Recipe recipe{encoder_, input_level_, input_scale_, nullptr, nullptr, input_layout_.lanes, half_ring_};
+  const Recipe recipe{encoder_, input_level_, input_scale_, nullptr, nullptr, input_layout_.lanes, half_ring_, {}};
   CompiledGraph g = build(fold_into_linear_layers(input_graph), recipe, [&](std::size_t s) {
     return s < in_task.size() && in_task[s] ? Lowering::kFull : Lowering::kLayout;
   });
