@@ -65,6 +65,14 @@ TEST_P(KernelPaths, MatchScalarReference) {
       kernels::subtract_multiply_constant(a2.data(), b.data(), w, got.data(), n, m, path);
       kernels::subtract_multiply_constant(a2.data(), b.data(), w, want.data(), n, m, SimdPath::kScalar);
       ASSERT_EQ(got, want) << "subtract_multiply_constant bits " << bits;
+      // The same with an addend (no permutation), against the plain formula.
+      for (const u64* c : {static_cast<const u64*>(nullptr), a.data()}) {
+        kernels::subtract_multiply_add_permute(a2.data(), b.data(), w, c, nullptr, got.data(), n, m, path);
+        for (std::size_t j = 0; j < n; ++j) {
+          const u64 v = mul_mod(sub_mod(a2[j], b[j], m.value()), w, m);
+          ASSERT_EQ(got[j], c ? add_mod(v, c[j], m.value()) : v) << "subtract_multiply_add_permute bits " << bits;
+        }
+      }
       const auto big = random_below(n, u64{1} << 52, bits + n);
       kernels::reduce(big.data(), 52, got.data(), n, m, path);
       for (std::size_t j = 0; j < n; ++j) ASSERT_EQ(got[j], big[j] % m.value()) << "reduce bits " << bits;
@@ -109,7 +117,8 @@ TEST_P(KernelPaths, DotProductMatchesTermByTerm) {
   const std::size_t n = 37;
   for (int bits : {30, 50, 55, 61}) {
     const Modulus m(generate_ntt_primes(bits, 1, 16)[0]);
-    for (std::size_t terms : {std::size_t{1}, std::size_t{4}, std::size_t{70}}) {
+    // 15 and 16: the most terms the IFMA lazy sum takes, and the first it leaves.
+    for (std::size_t terms : {std::size_t{1}, std::size_t{4}, std::size_t{15}, std::size_t{16}, std::size_t{70}}) {
       std::vector<std::vector<u64>> a, b;
       std::vector<const u64*> pa, pb;
       for (std::size_t t = 0; t < terms; ++t) {
@@ -144,6 +153,18 @@ TEST_P(KernelPaths, PermuteMatchesGather) {
         ASSERT_EQ(got[j], x[perm[j]]) << "n " << n << " g " << g;
         ASSERT_EQ(got_acc[j], add_mod(acc[j], x[perm[j]], m.value())) << "n " << n << " g " << g;
       }
+      // ModDown's last pass with the rotation's permutation, on a 50-bit (IFMA) and a
+      // 60-bit (wide lanes) prime: (x - y) w + y, permuted.
+      for (const Modulus& q : {m, Modulus(generate_ntt_primes(60, 1, n)[0])}) {
+        const auto xq = random_below(n, q.value(), n + 3), yq = random_below(n, q.value(), n + 4);
+        const u64 w = q.value() - 5;
+        kernels::subtract_multiply_add_permute(xq.data(), yq.data(), w, yq.data(), perm.data(), got.data(), n, q, path);
+        for (std::size_t j = 0; j < n; ++j) {
+          const std::size_t k = perm[j];
+          const u64 v = mul_mod(sub_mod(xq[k], yq[k], q.value()), w, q);
+          ASSERT_EQ(got[j], add_mod(v, yq[k], q.value())) << "permuted ModDown pass n " << n << " g " << g;
+        }
+      }
     }
   }
 }
@@ -151,22 +172,26 @@ TEST_P(KernelPaths, PermuteMatchesGather) {
 TEST(Kernels, DotConstantIfmaMatchesScalar) {
   if (!cpu_supports(SimdPath::kAvx512Ifma)) GTEST_SKIP() << "no AVX-512 IFMA";
   const Modulus m(generate_ntt_primes(45, 1, 16)[0]);
-  const std::size_t n = 100, terms = 9;
-  std::vector<std::vector<u64>> y;
-  std::vector<const u64*> ptr;
-  std::vector<u64> w, ws;
-  for (std::size_t i = 0; i < terms; ++i) {
-    y.push_back(random_below(n, u64{1} << 50, i));
-    w.push_back(m.value() - 1 - i);
-    ws.push_back(static_cast<u64>((static_cast<u128>(w.back()) << 52) / m.value()));
-  }
-  for (auto& v : y) ptr.push_back(v.data());
-  std::vector<u64> out(n);
-  kernels::detail::dot_constant_ifma(ptr.data(), w.data(), ws.data(), terms, out.data(), n, m);
-  for (std::size_t j = 0; j < n; ++j) {
-    u64 acc = 0;
-    for (std::size_t i = 0; i < terms; ++i) acc = add_mod(acc, mul_mod(y[i][j] % m.value(), w[i], m), m.value());
-    ASSERT_EQ(out[j], acc);
+  const std::size_t n = 100;
+  // 9 and 15 terms: the lazy sum of the halves; 16: the per-term reduction it leaves.
+  for (const std::size_t terms : {std::size_t{9}, std::size_t{15}, std::size_t{16}}) {
+    std::vector<std::vector<u64>> y;
+    std::vector<const u64*> ptr;
+    std::vector<u64> w, ws;
+    for (std::size_t i = 0; i < terms; ++i) {
+      y.push_back(random_below(n, u64{1} << 50, i));
+      y.back()[0] = (u64{1} << 50) - 1;  // the largest input in every row
+      w.push_back(m.value() - 1 - i);
+      ws.push_back(static_cast<u64>((static_cast<u128>(w.back()) << 52) / m.value()));
+    }
+    for (auto& v : y) ptr.push_back(v.data());
+    std::vector<u64> out(n);
+    kernels::detail::dot_constant_ifma(ptr.data(), w.data(), ws.data(), terms, out.data(), n, m);
+    for (std::size_t j = 0; j < n; ++j) {
+      u64 acc = 0;
+      for (std::size_t i = 0; i < terms; ++i) acc = add_mod(acc, mul_mod(y[i][j] % m.value(), w[i], m), m.value());
+      ASSERT_EQ(out[j], acc) << "terms " << terms;
+    }
   }
 }
 

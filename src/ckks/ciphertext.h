@@ -10,6 +10,16 @@
 
 namespace pfhe::ckks {
 
+// Polynomials moved into a ciphertext's vector. A braced list would copy each one (an
+// std::initializer_list holds const elements): a whole allocation and copy per polynomial.
+template <typename... P>
+std::vector<ring::Poly> moved_polys(P&&... polys) {
+  std::vector<ring::Poly> out;
+  out.reserve(sizeof...(polys));
+  (out.push_back(std::forward<P>(polys)), ...);
+  return out;
+}
+
 struct Plaintext {
   ring::Poly poly;
   double scale = 1;

@@ -54,7 +54,7 @@ Ciphertext Encryptor::encrypt(const Plaintext& pt) const {
   const auto& rq = context_.ring_q();
   const std::size_t limbs = pt.level() + 1;
   ring::Prng prng(ring::random_seed());
-  Ciphertext ct{{rq.make_poly(limbs), rq.make_poly(limbs)}, pt.scale, pt.log_slots};
+  Ciphertext ct{moved_polys(rq.make_poly(limbs), rq.make_poly(limbs)), pt.scale, pt.log_slots};
   if (public_key_) {
     const QPPoly u = context_.small_qp_poly(ring::sample_ternary_uniform(prng, context_.n()), limbs);
     const QPPoly e0 = context_.small_qp_poly(ring::sample_gaussian(prng, context_.n()), limbs);
@@ -87,7 +87,8 @@ SeededCiphertext Encryptor::encrypt_seeded(const Plaintext& pt) const {
 Ciphertext expand_seeded(const Context& context, const SeededCiphertext& seeded) {
   const std::size_t limbs = seeded.c0.limbs();
   if (limbs == 0 || limbs > context.max_level() + 1) throw std::invalid_argument("seeded ciphertext level out of range");
-  return Ciphertext{{seeded.c0, uniform_from_seed(context, seeded.seed, limbs)}, seeded.scale, seeded.log_slots};
+  return Ciphertext{moved_polys(seeded.c0, uniform_from_seed(context, seeded.seed, limbs)), seeded.scale,
+                    seeded.log_slots};
 }
 
 Decryptor::Decryptor(const Context& context, const SecretKey& secret_key)

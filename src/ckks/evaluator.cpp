@@ -241,7 +241,8 @@ Ciphertext Evaluator::multiply(const Ciphertext& a, const Ciphertext& b) const {
   if (a.log_slots != b.log_slots) throw std::invalid_argument("multiply: slot counts differ");
   const auto& rq = context_.ring_q();
   const std::size_t limbs = a.level() + 1;
-  Ciphertext r{{rq.make_output(limbs), rq.make_output(limbs), rq.make_output(limbs)}, a.scale * b.scale, a.log_slots};
+  Ciphertext r{moved_polys(rq.make_output(limbs), rq.make_output(limbs), rq.make_output(limbs)), a.scale * b.scale,
+               a.log_slots};
   rq.multiply(a.polys[0], b.polys[0], r.polys[0]);
   rq.multiply(a.polys[0], b.polys[1], r.polys[1]);
   rq.multiply_add(a.polys[1], b.polys[0], r.polys[1]);
@@ -370,12 +371,12 @@ Ciphertext Evaluator::apply_galois(const Ciphertext& a, const Decomposition& d, 
   // (u0, u1) = KS(c1) with u0 + u1 phi^{-1}(s) ~ c1 s, so (phi(c0 + u0), phi(u1)) decrypts
   // under s to phi(m). Permuting the two outputs is cheaper than permuting every digit.
   const auto& rq = context_.ring_q();
-  Poly u0, u1;
-  key_switch_inner(context_, d, galois_key(g), u0, u1);
-  rq.add(u0, a.polys[0], u0);
-  Ciphertext r{{rq.make_output(a.level() + 1), rq.make_output(a.level() + 1)}, a.scale, a.log_slots};
-  rq.automorphism_ntt(u0, g, r.polys[0]);
-  rq.automorphism_ntt(u1, g, r.polys[1]);
+  QPPoly u0, u1;
+  key_switch_product(context_, d, galois_key(g), u0, u1);
+  Ciphertext r{moved_polys(rq.make_output(a.level() + 1), rq.make_output(a.level() + 1)), a.scale, a.log_slots};
+  const std::vector<std::uint32_t>& perm = rq.automorphism_permutation(g);
+  mod_down(context_, u0, r.polys[0], &a.polys[0], &perm);
+  mod_down(context_, u1, r.polys[1], nullptr, &perm);
   return r;
 }
 
@@ -473,7 +474,7 @@ Ciphertext RotationSum::result() const {
   if (terms_ == 0) throw std::logic_error("rotation sum: no terms");
   if (sum0_.q.limbs() == 0) return unrotated_;
   const auto& rq = eval_.context_.ring_q();
-  Ciphertext r{{rq.make_output(level_ + 1), rq.make_output(level_ + 1)}, scale_, log_slots_};
+  Ciphertext r{moved_polys(rq.make_output(level_ + 1), rq.make_output(level_ + 1)), scale_, log_slots_};
   mod_down(eval_.context_, sum0_, r.polys[0]);
   mod_down(eval_.context_, sum1_, r.polys[1]);
   if (!unrotated_.polys.empty()) eval_.add_inplace(r, unrotated_);
@@ -493,8 +494,8 @@ Ciphertext RotationSum::result_rescaled() {
   const Context& ctx = eval_.context_;
   const auto& rq = ctx.ring_q();
   QPPoly* sums[2] = {&sum0_, &sum1_};
-  Ciphertext r{{rq.make_output(level_), rq.make_output(level_)}, scale_ / static_cast<double>(rq.modulus(level_).value()),
-               log_slots_};
+  Ciphertext r{moved_polys(rq.make_output(level_), rq.make_output(level_)),
+               scale_ / static_cast<double>(rq.modulus(level_).value()), log_slots_};
   for (int k = 0; k < 2; ++k) {
     if (!unrotated_.polys.empty()) add_p_multiple(ctx, unrotated_.polys[k], *sums[k]);
     mod_down_rescale(ctx, *sums[k], r.polys[k]);

@@ -98,25 +98,27 @@ void key_switch_inner(const Context& ctx, const Decomposition& d, const Switchin
 
 namespace {
 
-// out_i = (x_i - y_i) D^{-1} mod q_i for the limbs of out, where y is the residue of x modulo
-// D = the product of the dropped primes, centred: `dropped` holds x's residues modulo them
-// in coefficient form, already shifted by (D - 1)/2, and minus_half_mod_q undoes the shift.
-// That is round(x / D).
+// out_i = (x_i - y_i) D^{-1} (+ c_i) mod q_i for the limbs of out, where y is the residue of x
+// modulo D = the product of the dropped primes, centred: `dropped` holds x's residues modulo
+// them in coefficient form, already shifted by (D - 1)/2, and minus_half_mod_q undoes the
+// shift. That is round(x / D). The addend c and the permutation perm (may be null) join the
+// last pass.
 void divide_rounded(const Context& ctx, const ring::BaseConverter& to_q, const std::vector<const u64*>& dropped,
                     const std::vector<u64>& minus_half_mod_q, const std::vector<u64>& inverse_mod_q, const Poly& xq,
-                    Poly& out) {
+                    Poly& out, const Poly* addend = nullptr, const std::vector<std::uint32_t>* perm = nullptr) {
   const auto& rq = ctx.ring_q();
   const std::size_t limbs = out.limbs();
   Poly conv = rq.make_output(limbs, false);
   std::vector<u64*> outs;
   for (std::size_t i = 0; i < limbs; ++i) outs.push_back(conv.limb(i));
   to_q.convert(dropped.data(), outs.data(), ctx.n(), limbs, /*exact=*/true);
-  rq.add_to_each(conv, minus_half_mod_q, conv);  // [x + (D-1)/2]_D - (D-1)/2
+  rq.add_to_each(conv, minus_half_mod_q, conv);  // [x + (D-1)/2]_D - (D-1)/2, every coefficient
   rq.to_ntt(conv);
   const ring::SimdPath path = ring::default_simd_path();
   for (std::size_t i = 0; i < limbs; ++i)
-    ring::kernels::subtract_multiply_constant(xq.limb(i), conv.limb(i), inverse_mod_q[i], out.limb(i), ctx.n(),
-                                              rq.modulus(i), path);
+    ring::kernels::subtract_multiply_add_permute(xq.limb(i), conv.limb(i), inverse_mod_q[i],
+                                                 addend ? addend->limb(i) : nullptr, perm ? perm->data() : nullptr,
+                                                 out.limb(i), ctx.n(), rq.modulus(i), path);
   out.set_ntt_form(true);
 }
 
@@ -137,11 +139,12 @@ void add_p_multiple(const Context& ctx, const Poly& c, QPPoly& x) {
   rq.add(x.q, p_c, x.q);
 }
 
-void mod_down(const Context& ctx, const QPPoly& x, Poly& out) {
+void mod_down(const Context& ctx, const QPPoly& x, Poly& out, const Poly* addend,
+              const std::vector<std::uint32_t>* perm) {
   const Poly p_coeff = shifted_p_limbs(ctx, x, ctx.half_p_mod_p());
   std::vector<const u64*> dropped;
   for (std::size_t k = 0; k < p_coeff.limbs(); ++k) dropped.push_back(p_coeff.limb(k));
-  divide_rounded(ctx, ctx.p_to_q(), dropped, ctx.minus_half_p_mod_q(), ctx.p_inv_mod_q(), x.q, out);
+  divide_rounded(ctx, ctx.p_to_q(), dropped, ctx.minus_half_p_mod_q(), ctx.p_inv_mod_q(), x.q, out, addend, perm);
 }
 
 void mod_down_rescale(const Context& ctx, const QPPoly& x, Poly& out) {

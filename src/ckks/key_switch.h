@@ -32,8 +32,11 @@ void key_switch_inner(const Context& ctx, const Decomposition& d, const Switchin
 // by P (relinearization, rotation sums).
 void add_p_multiple(const Context& ctx, const ring::Poly& c, QPPoly& x);
 
-// ModDown: (x over Q_l x P, NTT) -> round(x / P) over Q_l (NTT).
-void mod_down(const Context& ctx, const QPPoly& x, ring::Poly& out);
+// ModDown: (x over Q_l x P, NTT) -> round(x / P) over Q_l (NTT); with `addend`, + addend
+// (NTT, Q_l); with `perm`, the result's coefficients permuted as ring::kernels::permute (an
+// automorphism in NTT form). A hoisted rotation's phi(c0 + u0) in the division's last pass.
+void mod_down(const Context& ctx, const QPPoly& x, ring::Poly& out, const ring::Poly* addend = nullptr,
+              const std::vector<std::uint32_t>* perm = nullptr);
 // ModDown and the rescale after it at once: (x over Q_l x P, NTT, l >= 1) -> round(x / (P q_l))
 // over Q_{l-1} (NTT): one exact base conversion from (P, q_l) where the two steps take
 // one from P and one from q_l (l forward NTTs fewer per polynomial), and one rounding.

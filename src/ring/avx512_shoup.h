@@ -92,6 +92,46 @@ PFHE_AVX512 void subtract_multiply_constant(const u64* a, const u64* b, u64 w, u
   for (; j < n; ++j) out[j] = mul_mod(sub_mod(a[j], b[j], m.value()), w, m);
 }
 
+// (a - b) * w (+ c) mod q at the 8 words from k (c may be null).
+template <class Mul>
+PFHE_AVX512 inline __m512i subtract_multiply_add_block(const u64* a, const u64* b, const u64* c, std::size_t k,
+                                                       __m512i q, __m512i w, __m512i w_shoup, const Mul& mul) {
+  const __m512i diff = _mm512_sub_epi64(_mm512_add_epi64(_mm512_loadu_si512(a + k), q), _mm512_loadu_si512(b + k));
+  __m512i v = reduce_once(mul(diff, w, w_shoup), q);
+  if (c) v = reduce_once(_mm512_add_epi64(v, _mm512_loadu_si512(c + k)), q);
+  return v;
+}
+
+// out[j] = v[perm[j]] for v = (a - b) * w (+ c) mod q; perm and c may be null (the
+// identity, no addend). perm: every aligned block of 8 outputs reads one aligned block of
+// 8 inputs (kernels::permute); n % 8 == 0.
+template <class Mul>
+PFHE_AVX512 void subtract_multiply_add_permute(const u64* a, const u64* b, u64 w, const u64* c,
+                                               const std::uint32_t* perm, u64* out, std::size_t n, const Modulus& m) {
+  const __m512i q = broadcast(m.value()), wv = broadcast(w), ws = broadcast(Mul::shoup_of(w, m));
+  const Mul mul = Mul::of(q);
+  if (!perm) {
+    for (std::size_t j = 0; j < n; j += 8)
+      _mm512_storeu_si512(out + j, subtract_multiply_add_block(a, b, c, j, q, wv, ws, mul));
+    return;
+  }
+  // The blocks are read in the permutation's order, which the hardware prefetcher cannot
+  // follow: each is fetched kAhead blocks before its turn.
+  constexpr std::size_t kAhead = 16 * 8;
+  for (std::size_t j = 0; j < n; j += 8) {
+    if (j + kAhead < n) {
+      const std::size_t next = perm[j + kAhead] & ~7U;
+      _mm_prefetch(reinterpret_cast<const char*>(a + next), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(b + next), _MM_HINT_T0);
+      if (c) _mm_prefetch(reinterpret_cast<const char*>(c + next), _MM_HINT_T0);
+    }
+    const __m256i lanes = _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(perm + j)),
+                                           _mm256_set1_epi32(7));
+    const __m512i v = subtract_multiply_add_block(a, b, c, perm[j] & ~7U, q, wv, ws, mul);
+    _mm512_storeu_si512(out + j, _mm512_permutexvar_epi64(_mm512_cvtepu32_epi64(lanes), v));
+  }
+}
+
 // out = x mod q for the inputs Mul takes: a multiplication by 1.
 template <class Mul>
 PFHE_AVX512 void reduce(const u64* x, u64* out, std::size_t n, const Modulus& m) {

@@ -53,6 +53,7 @@ void multiply_add(const u64* a, const u64* b, u64* acc, std::size_t n, const Mod
 
 void dot_product(const u64* const* a, const u64* const* b, std::size_t terms, u64* out, std::size_t n,
                  const Modulus& m, SimdPath path) {
+  if (use_ifma(path, m) && terms <= detail::kIfmaDotTerms) return detail::dot_product_ifma(a, b, terms, out, n, m);
   if (path == SimdPath::kAvx512Ifma) {
     multiply(a[0], b[0], out, n, m, path);
     for (std::size_t t = 1; t < terms; ++t) multiply_add(a[t], b[t], out, n, m, path);
@@ -82,6 +83,20 @@ void subtract_multiply_constant(const u64* a, const u64* b, u64 w, u64* out, std
   if (use_avx512_wide(path, m)) return detail::subtract_multiply_constant_wide(a, b, w, out, n, m);
   const u64 q = m.value(), ws = shoup(w, q);
   for (std::size_t j = 0; j < n; ++j) out[j] = mul_shoup(a[j] + q - b[j], w, ws, q);
+}
+
+void subtract_multiply_add_permute(const u64* a, const u64* b, u64 w, const u64* c,
+                                   const std::uint32_t* perm, u64* out, std::size_t n, const Modulus& m, SimdPath path) {
+  if (n % 8 == 0) {
+    if (use_ifma(path, m)) return detail::subtract_multiply_add_permute_ifma(a, b, w, c, perm, out, n, m);
+    if (use_avx512_wide(path, m)) return detail::subtract_multiply_add_permute_wide(a, b, w, c, perm, out, n, m);
+  }
+  const u64 q = m.value(), ws = shoup(w, q);
+  for (std::size_t j = 0; j < n; ++j) {
+    const std::size_t k = perm ? perm[j] : j;
+    const u64 v = mul_shoup(a[k] + q - b[k], w, ws, q);
+    out[j] = c ? add_mod(v, c[k], q) : v;
+  }
 }
 
 void reduce(const u64* x, int input_bits, u64* out, std::size_t n, const Modulus& m, SimdPath path) {

@@ -46,6 +46,10 @@ void multiply_constant(const u64* a, u64 w, u64* out, std::size_t n, const Modul
 // out = (a - b) * w for a fixed w (the last step of rescale and ModDown).
 void subtract_multiply_constant(const u64* a, const u64* b, u64 w, u64* out, std::size_t n, const Modulus& m,
                                 SimdPath path);
+// out[j] = v[perm[j]] for v = (a - b) * w (+ c), with w < q; c and perm may be null (no addend; the identity). ModDown's last step with a ciphertext's own part
+// added and a hoisted rotation's automorphism (a permutation as permute's) in one pass.
+void subtract_multiply_add_permute(const u64* a, const u64* b, u64 w, const u64* c,
+                                   const std::uint32_t* perm, u64* out, std::size_t n, const Modulus& m, SimdPath path);
 // out = x mod q for inputs below 2^input_bits (IFMA needs input_bits <= 52).
 void reduce(const u64* x, int input_bits, u64* out, std::size_t n, const Modulus& m, SimdPath path);
 // out = x mod q in [0, q) for signed inputs with |x| < 2^magnitude_bits (IFMA: <= 52).
@@ -69,9 +73,17 @@ void add_constant_avx512(const u64* a, u64 c, u64* out, std::size_t n, u64 q);
 void subtract_indexed_avx512(const u64* table, std::size_t table_size, const u64* index, u64* acc, std::size_t n,
                              u64 q);
 void multiply_ifma(const u64* a, const u64* b, u64* out, std::size_t n, const Modulus& m);
+// sum_t a[t][j] b[t][j] mod q for q < 2^50 and terms <= kIfmaDotTerms: the products' low and
+// high 52-bit halves summed in two registers, reduced once (the high sum, terms * 2^48 plus
+// the low sum's carry, stays below 2^52).
+constexpr std::size_t kIfmaDotTerms = 15;
+void dot_product_ifma(const u64* const* a, const u64* const* b, std::size_t terms, u64* out, std::size_t n,
+                      const Modulus& m);
 void multiply_add_ifma(const u64* a, const u64* b, u64* acc, std::size_t n, const Modulus& m);
 void multiply_constant_ifma(const u64* a, u64 w, u64* out, std::size_t n, const Modulus& m);
 void subtract_multiply_constant_ifma(const u64* a, const u64* b, u64 w, u64* out, std::size_t n, const Modulus& m);
+void subtract_multiply_add_permute_ifma(const u64* a, const u64* b, u64 w, const u64* c,
+                                        const std::uint32_t* perm, u64* out, std::size_t n, const Modulus& m);
 void reduce_ifma(const u64* x, u64* out, std::size_t n, const Modulus& m);
 void reduce_signed_ifma(const std::int64_t* x, u64* out, std::size_t n, const Modulus& m);
 // acc[j] = sum_i y[i][j] * w[i] mod q for fixed w[i] (Shoup constants w_shoup52[i]);
@@ -84,6 +96,8 @@ void multiply_wide(const u64* a, const u64* b, u64* out, std::size_t n, const Mo
 void multiply_add_wide(const u64* a, const u64* b, u64* acc, std::size_t n, const Modulus& m);
 void multiply_constant_wide(const u64* a, u64 w, u64* out, std::size_t n, const Modulus& m);
 void subtract_multiply_constant_wide(const u64* a, const u64* b, u64 w, u64* out, std::size_t n, const Modulus& m);
+void subtract_multiply_add_permute_wide(const u64* a, const u64* b, u64 w, const u64* c,
+                                        const std::uint32_t* perm, u64* out, std::size_t n, const Modulus& m);
 void reduce_wide(const u64* x, u64* out, std::size_t n, const Modulus& m);
 void reduce_signed_wide(const std::int64_t* x, u64* out, std::size_t n, const Modulus& m);
 void dot_constant_wide(const u64* const* y, const u64* w, const u64* w_shoup, std::size_t terms, u64* out,

@@ -68,6 +68,11 @@ void subtract_multiply_constant_wide(const u64* a, const u64* b, u64 w, u64* out
   avx512::subtract_multiply_constant<avx512::Shoup64>(a, b, w, out, n, m);
 }
 
+void subtract_multiply_add_permute_wide(const u64* a, const u64* b, u64 w, const u64* c,
+                                        const std::uint32_t* perm, u64* out, std::size_t n, const Modulus& m) {
+  avx512::subtract_multiply_add_permute<avx512::Shoup64>(a, b, w, c, perm, out, n, m);
+}
+
 void reduce_wide(const u64* x, u64* out, std::size_t n, const Modulus& m) {
   avx512::reduce<avx512::Shoup64>(x, out, n, m);
 }

@@ -130,6 +130,47 @@ PFHE_AVX512 void multiply_add_ifma(const u64* a, const u64* b, u64* acc, std::si
   for (; j < n; ++j) acc[j] = add_mod(mul_mod(a[j], b[j], m), acc[j], m.value());
 }
 
+// A sum of at most kIfmaDotTerms products of words below 2^50, kept as the sums of their
+// low and high 52-bit halves (lo, hi), reduced once: z = hi 2^52 + lo = hi radix + lo mod q.
+struct LazySum {
+  PFHE_AVX512 explicit LazySum(const Modulus& m)
+      : q(_mm512_set1_epi64(static_cast<long long>(m.value()))), mul(avx512::Shoup52::of(q)),
+        radix(_mm512_set1_epi64(static_cast<long long>((u64{1} << 52) % m.value()))),
+        radix_shoup(_mm512_set1_epi64(
+            static_cast<long long>(avx512::Shoup52::shoup_of((u64{1} << 52) % m.value(), m)))),
+        one_shoup(_mm512_set1_epi64(static_cast<long long>(m.one_shoup52()))) {}
+  PFHE_AVX512 __m512i reduce(__m512i lo, __m512i hi) const {
+    hi = _mm512_add_epi64(hi, _mm512_srli_epi64(lo, 52));  // < terms 2^48 + terms < 2^52
+    lo = _mm512_and_si512(lo, mask52());
+    const __m512i h = reduce_once(mul(hi, radix, radix_shoup), q);
+    const __m512i l = reduce_once(mul(lo, _mm512_set1_epi64(1), one_shoup), q);
+    return reduce_once(_mm512_add_epi64(h, l), q);
+  }
+  __m512i q;
+  avx512::Shoup52 mul;
+  __m512i radix, radix_shoup, one_shoup;
+};
+
+PFHE_AVX512 void dot_product_ifma(const u64* const* a, const u64* const* b, std::size_t terms, u64* out,
+                                  std::size_t n, const Modulus& m) {
+  const LazySum sum(m);
+  std::size_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+    for (std::size_t t = 0; t < terms; ++t) {
+      const __m512i x = _mm512_loadu_si512(a[t] + j), y = _mm512_loadu_si512(b[t] + j);
+      lo = _mm512_madd52lo_epu64(lo, x, y);
+      hi = _mm512_madd52hi_epu64(hi, x, y);
+    }
+    _mm512_storeu_si512(out + j, sum.reduce(lo, hi));
+  }
+  for (; j < n; ++j) {
+    u64 acc = 0;
+    for (std::size_t t = 0; t < terms; ++t) acc = add_mod(acc, mul_mod(a[t][j], b[t][j], m), m.value());
+    out[j] = acc;
+  }
+}
+
 void multiply_constant_ifma(const u64* a, u64 w, u64* out, std::size_t n, const Modulus& m) {
   avx512::multiply_constant<avx512::Shoup52>(a, w, out, n, m);
 }
@@ -137,6 +178,11 @@ void multiply_constant_ifma(const u64* a, u64 w, u64* out, std::size_t n, const 
 void subtract_multiply_constant_ifma(const u64* a, const u64* b, u64 w, u64* out, std::size_t n,
                                      const Modulus& m) {
   avx512::subtract_multiply_constant<avx512::Shoup52>(a, b, w, out, n, m);
+}
+
+void subtract_multiply_add_permute_ifma(const u64* a, const u64* b, u64 w, const u64* c,
+                                        const std::uint32_t* perm, u64* out, std::size_t n, const Modulus& m) {
+  avx512::subtract_multiply_add_permute<avx512::Shoup52>(a, b, w, c, perm, out, n, m);
 }
 
 void reduce_ifma(const u64* x, u64* out, std::size_t n, const Modulus& m) {
@@ -147,9 +193,28 @@ void reduce_signed_ifma(const std::int64_t* x, u64* out, std::size_t n, const Mo
   avx512::reduce_signed<avx512::Shoup52>(x, out, n, m);
 }
 
-void dot_constant_ifma(const u64* const* y, const u64* w, const u64* w_shoup52, std::size_t terms, u64* out,
-                       std::size_t n, const Modulus& m) {
-  avx512::dot_constant<avx512::Shoup52>(y, w, w_shoup52, terms, out, n, m);
+PFHE_AVX512 void dot_constant_ifma(const u64* const* y, const u64* w, const u64* w_shoup52, std::size_t terms,
+                                   u64* out, std::size_t n, const Modulus& m) {
+  if (terms > kIfmaDotTerms) return avx512::dot_constant<avx512::Shoup52>(y, w, w_shoup52, terms, out, n, m);
+  // A base conversion's row: the same lazy sum as dot_product_ifma, the constants broadcast.
+  const LazySum sum(m);
+  std::array<__m512i, kIfmaDotTerms> wv;
+  for (std::size_t i = 0; i < terms; ++i) wv[i] = _mm512_set1_epi64(static_cast<long long>(w[i]));
+  std::size_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+    for (std::size_t i = 0; i < terms; ++i) {
+      const __m512i x = _mm512_loadu_si512(y[i] + j);
+      lo = _mm512_madd52lo_epu64(lo, x, wv[i]);
+      hi = _mm512_madd52hi_epu64(hi, x, wv[i]);
+    }
+    _mm512_storeu_si512(out + j, sum.reduce(lo, hi));
+  }
+  for (; j < n; ++j) {
+    u64 acc = 0;
+    for (std::size_t i = 0; i < terms; ++i) acc = add_mod(acc, mul_mod(y[i][j], w[i], m), m.value());
+    out[j] = acc;
+  }
 }
 
 }  // namespace pfhe::ring::kernels::detail
