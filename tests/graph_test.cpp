@@ -206,7 +206,10 @@ TEST(GraphPasses, PoolingAndBatchNormAfterASumFoldIntoTheLinears) {
 
 // A graph's scale from a precision target (nn/measured_precision.h): measured encrypted
 // runs at 128-bit secure parameters; a higher target takes a larger scale, and the chosen
-// parameters reach the target in a run of their own (fresh keys).
+// parameters reach the target in a run of their own (fresh keys). A run's precision varies
+// by about a bit with its keys (28.4-31.9 bits over 30 runs at the 28-bit choice), so the
+// fresh-key check asks for a choice with a 2-bit margin: with the default 1-bit margin it
+// failed about once in 70 runs (session 30).
 TEST(MeasuredPrecision, ScaleFromATargetReachesIt) {
   Graph g({2, 8, 8});
   std::size_t x = g.add("conv", conv(2, 4, 1, true, 140), 0);
@@ -222,14 +225,16 @@ TEST(MeasuredPrecision, ScaleFromATargetReachesIt) {
   }
   const double max_abs = fit(g, inputs, kIntermediateLimit).ranges.back().max_abs;
   const PrecisionChoice low = parameters_for_precision(g, inputs, max_abs, 14);
-  const PrecisionChoice high = parameters_for_precision(g, inputs, max_abs, 28);
+  const PrecisionChoice high = parameters_for_precision(g, inputs, max_abs, 28, 2.0);
   std::printf("target 14 bits: scale 2^%d, %.1f bits measured; target 28: 2^%d, %.1f bits (%s)\n", low.scale_bits,
               low.estimated_bits, high.scale_bits, high.estimated_bits,
               ckks::Parameters::create(high.spec).describe().c_str());
   EXPECT_LT(low.scale_bits, high.scale_bits);
   EXPECT_GE(low.estimated_bits, 15.0);
-  EXPECT_GE(high.estimated_bits, 29.0);
-  EXPECT_GE(measured_precision_bits(g, inputs, high.spec), 28.0);
+  EXPECT_GE(high.estimated_bits, 30.0);
+  const double fresh = measured_precision_bits(g, inputs, high.spec);
+  std::printf("fresh keys at the 28-bit choice: %.1f bits\n", fresh);
+  EXPECT_GE(fresh, 28.0);
   EXPECT_FALSE(ckks::Parameters::create(high.spec).insecure());
   EXPECT_THROW(parameters_for_precision(g, inputs, max_abs, 41), std::invalid_argument);
   EXPECT_THROW(parameters_for_precision(g, {}, max_abs, 20), std::invalid_argument);
