@@ -249,11 +249,18 @@ TEST(BaseConverter, ExactUpToMultipleOfSourceProduct) {
     u64* exacts[3] = {exact[0].data(), exact[1].data(), exact[2].data()};
     conv.convert(ins, outs, n);
     conv.convert(ins, exacts, n, 3, /*exact=*/true);
+    // With offsets (ModDown's centring): x + offset[k] in every coefficient; 0 and q - 1 included.
+    std::vector<std::vector<u64>> shifted(3, std::vector<u64>(n));
+    u64* shifteds[3] = {shifted[0].data(), shifted[1].data(), shifted[2].data()};
+    const u64 offsets[3] = {0, to_p[1] - 1, to_p[2] / 3};
+    conv.convert(ins, shifteds, n, 3, /*exact=*/true, offsets);
+    EXPECT_THROW(conv.convert(ins, shifteds, n, 3, /*exact=*/false, offsets), std::invalid_argument);
     for (std::size_t j = 0; j < n; ++j)
       for (std::size_t k = 0; k < 3; ++k) {
         const Modulus& m = to[k];
         const u64 x_mod = static_cast<u64>(xs[j] % m.value());
         ASSERT_EQ(exact[k][j], x_mod) << "exact, big source " << big_source;
+        ASSERT_EQ(shifted[k][j], add_mod(x_mod, offsets[k], m.value())) << "offset, big source " << big_source;
         const u64 b_mod = mul_mod(mul_mod(from_p[0] % m.value(), from_p[1] % m.value(), m), from_p[2] % m.value(), m);
         bool found = false;  // x + u*B for some 0 <= u < 3
         for (u64 u = 0; u < 3; ++u) found |= out[k][j] == add_mod(x_mod, mul_mod(u, b_mod, m), m.value());

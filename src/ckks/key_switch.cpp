@@ -111,8 +111,8 @@ void divide_rounded(const Context& ctx, const ring::BaseConverter& to_q, const s
   Poly conv = rq.make_output(limbs, false);
   std::vector<u64*> outs;
   for (std::size_t i = 0; i < limbs; ++i) outs.push_back(conv.limb(i));
-  to_q.convert(dropped.data(), outs.data(), ctx.n(), limbs, /*exact=*/true);
-  rq.add_to_each(conv, minus_half_mod_q, conv);  // [x + (D-1)/2]_D - (D-1)/2, every coefficient
+  // [x + (D-1)/2]_D - (D-1)/2 in every coefficient
+  to_q.convert(dropped.data(), outs.data(), ctx.n(), limbs, /*exact=*/true, minus_half_mod_q.data());
   rq.to_ntt(conv);
   const ring::SimdPath path = ring::default_simd_path();
   for (std::size_t i = 0; i < limbs; ++i)

@@ -98,8 +98,9 @@ void BaseConverter::convert_row_scalar(const u64* y, std::size_t stride, const u
 }
 
 void BaseConverter::convert(const u64* const* in, u64* const* out, std::size_t n,
-                            std::size_t to_count, bool exact) const {
+                            std::size_t to_count, bool exact, const u64* offsets) const {
   if (to_count > to_.size()) throw std::invalid_argument("BaseConverter: too many outputs");
+  if (offsets && !exact) throw std::invalid_argument("BaseConverter: offsets need the exact conversion");
   constexpr std::size_t kBlock = 256;
   const SimdPath path = default_simd_path();
   const std::size_t nb = from_.size();
@@ -115,6 +116,15 @@ void BaseConverter::convert(const u64* const* in, u64* const* out, std::size_t n
     const bool direct = from_[term.source].ifma_eligible();
     term_rows[t] = direct ? y.data() + term.source * kBlock : split.data() + t * kBlock;
   }
+  // The exact correction subtracts u B mod to[k] (u <= nb); with offsets, u B - offsets[k].
+  std::vector<u64> shifted;
+  if (offsets) {
+    shifted.resize(to_count * (nb + 1));
+    for (std::size_t k = 0; k < to_count; ++k)
+      for (std::size_t u = 0; u <= nb; ++u)
+        shifted[k * (nb + 1) + u] = sub_mod(b_multiples_[k * (nb + 1) + u], offsets[k], to_[k].value());
+  }
+  const u64* corrections = offsets ? shifted.data() : b_multiples_.data();
   const u64 low_mask = (u64{1} << kSplitBits) - 1;
   for (std::size_t j0 = 0; j0 < n; j0 += kBlock) {
     const std::size_t len = std::min(kBlock, n - j0);
@@ -149,8 +159,8 @@ void BaseConverter::convert(const u64* const* in, u64* const* out, std::size_t n
       } else {
         convert_row_scalar(y.data(), kBlock, hat, z, len, to_[k]);
       }
-      if (exact)  // minus u * B mod c_k (u <= nb)
-        kernels::subtract_indexed(b_multiples_.data() + k * (nb + 1), nb + 1, overflow.data(), z, len, to_[k], path);
+      if (exact)  // minus u * B mod c_k (u <= nb), plus the offset
+        kernels::subtract_indexed(corrections + k * (nb + 1), nb + 1, overflow.data(), z, len, to_[k], path);
     }
   }
 }

@@ -19,9 +19,10 @@ class BaseConverter {
   // in[i] points to n coefficients modulo from[i] (coefficient form, reduced);
   // out[k] receives n coefficients modulo to[k] for k < to_count (default: all).
   // With `exact`, the result is x itself (for x in [0, B); off by one B only when x/B is
-  // within 2^-40 of an integer).
+  // within 2^-40 of an integer), plus offsets[k] (< to[k]) in every coefficient of out[k]
+  // when offsets are given (exact only: folded into the exact correction's table, so free).
   void convert(const u64* const* in, u64* const* out, std::size_t n, std::size_t to_count,
-               bool exact = false) const;
+               bool exact = false, const u64* offsets = nullptr) const;
   void convert(const u64* const* in, u64* const* out, std::size_t n) const {
     convert(in, out, n, to_.size());
   }
