@@ -131,6 +131,13 @@ TEST_P(KernelPaths, DotProductMatchesTermByTerm) {
       for (std::size_t t = 0; t < terms; ++t)
         for (std::size_t j = 0; j < n; ++j) want[j] = add_mod(want[j], mul_mod(a[t][j], b[t][j], m), m.value());
       ASSERT_EQ(got, want) << "bits " << bits << " terms " << terms;
+      // Accumulating onto what out holds (q - 1 in the first lanes).
+      auto start = random_below(n, m.value(), bits + 3 * terms);
+      std::fill_n(start.begin(), std::min<std::size_t>(n, 8), m.value() - 1);
+      got = start;
+      kernels::dot_product(pa.data(), pb.data(), terms, got.data(), n, m, path, /*accumulate=*/true);
+      for (std::size_t j = 0; j < n; ++j)
+        ASSERT_EQ(got[j], add_mod(start[j], want[j], m.value())) << "accumulate bits " << bits << " terms " << terms;
     }
   }
 }

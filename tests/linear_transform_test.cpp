@@ -271,8 +271,10 @@ TEST(LinearTransform, BatchedPlainProductsEqualOneAtATime) {
   const auto limb_of_plain_2 = [&](std::size_t l, ring::u64* out) {
     std::copy_n(plains[2].poly.limb(l), ctx.n(), out);
   };
-  // (accumulator, input, plaintext): accumulator 0 takes three products, input 1 feeds two.
-  const std::vector<std::array<int, 3>> shape = {{0, 0, 0}, {0, 1, 1}, {1, 1, 2}, {0, 2, 2}, {1, 0, 1}};
+  // (accumulator, input, plaintext): accumulator 0 takes four products, input 1 feeds two;
+  // runs into one accumulator (one dot product per limb): products 0-1 start accumulator 0,
+  // products 3-4 (a limb source among them) add to it.
+  const std::vector<std::array<int, 3>> shape = {{0, 0, 0}, {0, 1, 1}, {1, 1, 2}, {0, 2, 2}, {0, 0, 1}, {1, 0, 1}};
   std::vector<Ciphertext> one_at_a_time(2), batched(2);
   std::vector<Evaluator::PlainProduct> batch;
   for (const auto& [acc, in, pt] : shape) {

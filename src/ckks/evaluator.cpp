@@ -164,19 +164,41 @@ void Evaluator::multiply_plain_accumulate(std::span<const PlainProduct> products
       if (first[i]) products[i].acc->polys.clear();
     throw;
   }
+  // Runs of consecutive products of encoded plaintexts into one accumulator (a transform's
+  // row) are one dot product per limb: on IFMA lanes one reduction per coefficient instead
+  // of one per product, and the accumulator's limb read and written once. A limb source
+  // stays alone: its limb is made just before its product, still in cache (a run's limbs
+  // made first measured 4 % slower on CryptoFaceNet4). So does a product reading its own
+  // accumulator (the per-product path of a dot product would overwrite it first).
+  const auto alone = [&](std::size_t i) { return !products[i].encoded || products[i].a == products[i].acc; };
+  const auto joins = [&](std::size_t i) {  // product i + 1 continues product i's run
+    return products[i + 1].acc == products[i].acc && !first[i + 1] && !alone(i) && !alone(i + 1);
+  };
+  std::vector<std::size_t> run_end(products.size());
+  for (std::size_t i = products.size(); i-- > 0;)
+    run_end[i] = i + 1 < products.size() && joins(i) && run_end[i + 1] - i <= ring::kernels::detail::kIfmaDotTerms
+                     ? run_end[i + 1]
+                     : i + 1;
+  std::size_t longest = 0;
+  for (std::size_t i = 0; i < products.size(); i = run_end[i]) longest = std::max(longest, run_end[i] - i);
   const ring::SimdPath path = ring::default_simd_path();
   const std::size_t n = context_.n();
 #pragma omp parallel for if (level > 0 && !omp_in_parallel())
   for (std::size_t l = 0; l <= level; ++l) {
     Poly scratch = any_limb_source ? context_.ring_q().make_output(1) : Poly{};
+    std::vector<const u64*> plains(longest), inputs(longest);
     const auto& m = context_.ring_q().modulus(l);
-    for (std::size_t i = 0; i < products.size(); ++i) {
-      const PlainProduct& p = products[i];
-      const u64* plain = p.encoded ? p.encoded->poly.limb(l) : scratch.limb(0);
-      if (!p.encoded) p.limb(l, scratch.limb(0));
-      for (std::size_t k = 0; k < p.a->size(); ++k) {
-        if (first[i]) ring::kernels::multiply(p.a->polys[k].limb(l), plain, p.acc->polys[k].limb(l), n, m, path);
-        else ring::kernels::multiply_add(p.a->polys[k].limb(l), plain, p.acc->polys[k].limb(l), n, m, path);
+    for (std::size_t i = 0; i < products.size(); i = run_end[i]) {
+      const std::size_t terms = run_end[i] - i;
+      for (std::size_t t = 0; t < terms; ++t) {
+        const PlainProduct& p = products[i + t];
+        if (!p.encoded) p.limb(l, scratch.limb(0));  // alone in its run
+        plains[t] = p.encoded ? p.encoded->poly.limb(l) : scratch.limb(0);
+      }
+      for (std::size_t k = 0; k < products[i].a->size(); ++k) {
+        for (std::size_t t = 0; t < terms; ++t) inputs[t] = products[i + t].a->polys[k].limb(l);
+        ring::kernels::dot_product(inputs.data(), plains.data(), terms, products[i].acc->polys[k].limb(l), n, m, path,
+                                   !first[i]);
       }
     }
   }

@@ -52,16 +52,17 @@ void multiply_add(const u64* a, const u64* b, u64* acc, std::size_t n, const Mod
 }
 
 void dot_product(const u64* const* a, const u64* const* b, std::size_t terms, u64* out, std::size_t n,
-                 const Modulus& m, SimdPath path) {
-  if (use_ifma(path, m) && terms <= detail::kIfmaDotTerms) return detail::dot_product_ifma(a, b, terms, out, n, m);
+                 const Modulus& m, SimdPath path, bool accumulate) {
+  if (use_ifma(path, m) && terms <= detail::kIfmaDotTerms)
+    return detail::dot_product_ifma(a, b, terms, out, n, m, accumulate);
   if (path == SimdPath::kAvx512Ifma) {
-    multiply(a[0], b[0], out, n, m, path);
-    for (std::size_t t = 1; t < terms; ++t) multiply_add(a[t], b[t], out, n, m, path);
+    if (!accumulate) multiply(a[0], b[0], out, n, m, path);
+    for (std::size_t t = accumulate ? 0 : 1; t < terms; ++t) multiply_add(a[t], b[t], out, n, m, path);
     return;
   }
   constexpr std::size_t kTermsPerReduce = 32;  // products < 2^122: 32 of them stay below 2^127
   for (std::size_t j = 0; j < n; ++j) {
-    u128 acc = 0;
+    u128 acc = accumulate ? out[j] : 0;
     for (std::size_t t = 0; t < terms; ++t) {
       acc += static_cast<u128>(a[t][j]) * b[t][j];
       if ((t + 1) % kTermsPerReduce == 0) acc = reduce128(acc, m);

@@ -35,12 +35,13 @@ void subtract_indexed(const u64* table, std::size_t table_size, const u64* index
 
 void multiply(const u64* a, const u64* b, u64* out, std::size_t n, const Modulus& m, SimdPath path);
 void multiply_add(const u64* a, const u64* b, u64* acc, std::size_t n, const Modulus& m, SimdPath path);
-// out[j] = sum_t a[t][j] * b[t][j] mod q (terms >= 1; out may alias no input). AVX-512
-// reduces every product in its lanes; the scalar loop sums the 128-bit products and reduces
-// once per 32 terms: the key-switching inner product then pays one Barrett reduction per
-// coefficient instead of one per digit (1.8x faster at 4 digits, measured).
+// out[j] = sum_t a[t][j] * b[t][j] mod q, plus out[j] itself with `accumulate` (terms >= 1;
+// out may alias no input). The scalar loop sums the 128-bit products and reduces once per
+// 32 terms: the key-switching inner product then pays one Barrett reduction per coefficient
+// instead of one per digit (1.8x faster at 4 digits, measured); IFMA lanes sum the 52-bit
+// halves (detail::dot_product_ifma); the 64-bit lanes reduce every product.
 void dot_product(const u64* const* a, const u64* const* b, std::size_t terms, u64* out, std::size_t n,
-                 const Modulus& m, SimdPath path);
+                 const Modulus& m, SimdPath path, bool accumulate = false);
 // out = a * w for a fixed w < q (Shoup).
 void multiply_constant(const u64* a, u64 w, u64* out, std::size_t n, const Modulus& m, SimdPath path);
 // out = (a - b) * w for a fixed w (the last step of rescale and ModDown).
@@ -73,12 +74,12 @@ void add_constant_avx512(const u64* a, u64 c, u64* out, std::size_t n, u64 q);
 void subtract_indexed_avx512(const u64* table, std::size_t table_size, const u64* index, u64* acc, std::size_t n,
                              u64 q);
 void multiply_ifma(const u64* a, const u64* b, u64* out, std::size_t n, const Modulus& m);
-// sum_t a[t][j] b[t][j] mod q for q < 2^50 and terms <= kIfmaDotTerms: the products' low and
-// high 52-bit halves summed in two registers, reduced once (the high sum, terms * 2^48 plus
-// the low sum's carry, stays below 2^52).
+// sum_t a[t][j] b[t][j] (+ out[j] with accumulate) mod q for q < 2^50 and terms <=
+// kIfmaDotTerms: the products' low and high 52-bit halves summed in two registers, reduced
+// once (the high sum, terms * 2^48 plus the low sum's carry, stays below 2^52).
 constexpr std::size_t kIfmaDotTerms = 15;
 void dot_product_ifma(const u64* const* a, const u64* const* b, std::size_t terms, u64* out, std::size_t n,
-                      const Modulus& m);
+                      const Modulus& m, bool accumulate);
 void multiply_add_ifma(const u64* a, const u64* b, u64* acc, std::size_t n, const Modulus& m);
 void multiply_constant_ifma(const u64* a, u64 w, u64* out, std::size_t n, const Modulus& m);
 void subtract_multiply_constant_ifma(const u64* a, const u64* b, u64 w, u64* out, std::size_t n, const Modulus& m);

@@ -152,11 +152,12 @@ struct LazySum {
 };
 
 PFHE_AVX512 void dot_product_ifma(const u64* const* a, const u64* const* b, std::size_t terms, u64* out,
-                                  std::size_t n, const Modulus& m) {
+                                  std::size_t n, const Modulus& m, bool accumulate) {
   const LazySum sum(m);
   std::size_t j = 0;
   for (; j + 8 <= n; j += 8) {
-    __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+    // out < q adds less than one more 2^52 to the low sum (its carry stays <= terms)
+    __m512i lo = accumulate ? _mm512_loadu_si512(out + j) : _mm512_setzero_si512(), hi = _mm512_setzero_si512();
     for (std::size_t t = 0; t < terms; ++t) {
       const __m512i x = _mm512_loadu_si512(a[t] + j), y = _mm512_loadu_si512(b[t] + j);
       lo = _mm512_madd52lo_epu64(lo, x, y);
@@ -165,7 +166,7 @@ PFHE_AVX512 void dot_product_ifma(const u64* const* a, const u64* const* b, std:
     _mm512_storeu_si512(out + j, sum.reduce(lo, hi));
   }
   for (; j < n; ++j) {
-    u64 acc = 0;
+    u64 acc = accumulate ? out[j] : 0;
     for (std::size_t t = 0; t < terms; ++t) acc = add_mod(acc, mul_mod(a[t][j], b[t][j], m), m.value());
     out[j] = acc;
   }
