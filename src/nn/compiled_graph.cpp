@@ -409,21 +409,13 @@ CompiledGraph::Recipe CompiledGraph::at_lowest_levels(const Graph& graph, Recipe
   std::vector<std::size_t> drops(slack.size());
   drops[0] = std::min(slack[0], recipe.input_level - floor);
   for (std::size_t k = 1; k < drops.size(); ++k) drops[k] = std::min(slack[k], boot.output_level() - floor);
-  const auto same_steps = [&](const CompiledGraph& g) {
-    if (g.steps_.size() != first.steps_.size()) return false;
-    for (std::size_t s = 0; s < g.steps_.size(); ++s)
-      if (g.steps_[s].name != first.steps_[s].name || g.steps_[s].inputs != first.steps_[s].inputs ||
-          g.steps_[s].op.index() != first.steps_[s].op.index())
-        return false;
-    return true;
-  };
   for (;;) {
     Recipe lowered = recipe;
     lowered.input_level -= drops[0];
     lowered.bootstrap_drops = drops;
     if (std::all_of(drops.begin(), drops.end(), [](std::size_t d) { return d == 0; })) return lowered;
     try {
-      if (same_steps(build(graph, lowered, layout))) return lowered;
+      if (build(graph, lowered, layout).same_step_structure(first)) return lowered;
     } catch (const std::invalid_argument&) {  // a level comparison went the other way: fewer drops
     }
     for (std::size_t& d : drops) d /= 2;

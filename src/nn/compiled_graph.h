@@ -269,7 +269,11 @@ class CompiledGraph {
   // The recipe with its input and its bootstraps' outputs at the lowest levels that keep
   // the placement (the level assignment described above).
   static Recipe at_lowest_levels(const Graph& graph, Recipe recipe);
-  // Throws when `other` has other steps (compile_task given another graph).
+  // The same steps by name, inputs and kind, in the same order (two compilations of one
+  // graph; their levels and layouts may differ).
+  bool same_step_structure(const CompiledGraph& other) const;
+  // Throws when `other` has other steps or inputs, or its linear steps another geometry
+  // (compile_task given another graph).
   void check_same_steps(const CompiledGraph& other) const;
   // Throws std::logic_error when the step is left to a per-task compilation.
   void check_compiled(std::size_t step) const;

@@ -181,11 +181,18 @@ bool same_geometry(const CompiledGraph::StepOp& a, const CompiledGraph::StepOp& 
 }
 }  // namespace
 
+bool CompiledGraph::same_step_structure(const CompiledGraph& other) const {
+  if (steps_.size() != other.steps_.size()) return false;
+  for (std::size_t s = 0; s < steps_.size(); ++s)
+    if (steps_[s].name != other.steps_[s].name || steps_[s].inputs != other.steps_[s].inputs ||
+        steps_[s].op.index() != other.steps_[s].op.index())
+      return false;
+  return true;
+}
+
 void CompiledGraph::check_same_steps(const CompiledGraph& other) const {
-  bool same = steps_.size() == other.steps_.size() && inputs_ == other.inputs_;
-  for (std::size_t s = 0; same && s < steps_.size(); ++s)
-    same = steps_[s].name == other.steps_[s].name && steps_[s].inputs == other.steps_[s].inputs &&
-           steps_[s].op.index() == other.steps_[s].op.index() && same_geometry(steps_[s].op, other.steps_[s].op);
+  bool same = inputs_ == other.inputs_ && same_step_structure(other);
+  for (std::size_t s = 0; same && s < steps_.size(); ++s) same = same_geometry(steps_[s].op, other.steps_[s].op);
   if (!same) throw std::invalid_argument("compile_task: the graph is not the one this model was compiled from");
 }
 
