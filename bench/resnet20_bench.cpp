@@ -4,7 +4,7 @@
 // encrypted inference on the first test images of Fashion-MNIST (Debian's
 // dataset-fashion-mnist) against the float64 forward: labels, logits' relative error,
 // bootstraps, latency per image on the machine's threads, key sizes, peak RSS.
-//   pfhe_resnet20_bench MODEL.pfhm [IMAGES=2] [--key-budget-gb 14] [--first K]
+//   pfhe_resnet20_bench MODEL.pfhm [IMAGES=2] [--key-budget-gb 14] [--first K] [--bootstrap-levels L]
 // (--first K evaluates test images K .. K+IMAGES-1, so that a long run cut off can be
 // continued with the same model, keys chosen the same way and the same images after it)
 // (exits 3 without making keys when the rotation keys alone would exceed the budget)
@@ -58,6 +58,9 @@ int main(int argc, char** argv) try {
   app.add_option("--key-budget-gb", key_budget_gb, "exit 3 without making keys when the rotation keys exceed it")
       ->capture_default_str();
   app.add_option("--first", first, "the first test image (continues a run cut off)")->capture_default_str();
+  int bootstrap_levels = 0;
+  app.add_option("--bootstrap-levels", bootstrap_levels, "at most this many levels between bootstraps (0: the most)")
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -77,7 +80,8 @@ int main(int argc, char** argv) try {
 
   // The parameters, bootstrapping and placement `pfhe compile` chooses (nn/parameter_choice.h).
   auto t = Clock::now();
-  const nn::GraphParameters chosen = nn::graph_parameters(g, ranges.ranges.back().max_abs);
+  const nn::GraphParameters chosen =
+      nn::graph_parameters(g, ranges.ranges.back().max_abs, nn::kDefaultScaleBits, false, false, bootstrap_levels);
   if (!chosen.bootstrapping) throw std::runtime_error("the model fits without bootstrapping");
   const ckks::Context ctx(ckks::Parameters::create(chosen.spec));
   std::printf("parameters: %s (graph depth %zu)\n", ctx.params().describe().c_str(), chosen.graph_levels);

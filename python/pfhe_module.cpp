@@ -276,7 +276,7 @@ class CompiledModel {
 };
 
 std::unique_ptr<CompiledModel> compile_model(const Model& model, int scale_bits, double precision_bits, double budget_gb,
-                                             bool bootstrap, bool progress) {
+                                             bool bootstrap, int bootstrap_levels, bool progress) {
   if (!model.ranges)
     throw std::invalid_argument("compile: call fit(calibration_inputs) first (the ranges choose q_0 and check "
                                 "every polynomial's domain)");
@@ -290,7 +290,8 @@ std::unique_ptr<CompiledModel> compile_model(const Model& model, int scale_bits,
     const double output_max_abs = model.ranges->ranges.back().max_abs;
     // As `pfhe compile` chooses: the smallest ring holding the graph, else (or with
     // `bootstrap`) the bootstrapping chain with bootstraps placed from the fit() ranges.
-    nn::GraphParameters chosen = nn::graph_parameters(model.graph, output_max_abs, scale_bits, bootstrap);
+    nn::GraphParameters chosen =
+        nn::graph_parameters(model.graph, output_max_abs, scale_bits, bootstrap, false, bootstrap_levels);
     if (precision_bits > 0) {
       report(progress, "precision target %.1f bits: measuring encrypted runs (a key pair made for it, dropped)",
              precision_bits);
@@ -358,9 +359,10 @@ PYBIND11_MODULE(_pfhe, m) {
            "compile at 128-bit security: the smallest ring holding the model's depth, or, for a model deeper "
            "than N = 2^16 holds (or with bootstrap=True), the bootstrapping chain with bootstraps placed; "
            "precision_bits: the scale from a precision target, measured on the first fit() inputs (instead of "
-           "scale_bits; not for a model that bootstraps)",
+           "scale_bits; not for a model that bootstraps); bootstrap_levels: for a model that bootstraps, at most "
+           "this many levels between bootstraps (0: the most; fewer give smaller keys for more bootstraps)",
            py::arg("scale_bits") = nn::kDefaultScaleBits, py::arg("precision_bits") = 0.0, py::arg("budget_gb") = 0.5,
-           py::arg("bootstrap") = false, py::arg("progress") = true)
+           py::arg("bootstrap") = false, py::arg("bootstrap_levels") = 0, py::arg("progress") = true)
       .def("save", [](const Model& mo, const std::string& path) { nn::save_graph_file(mo.graph, path); },
            py::arg("path"));
   m.def("from_onnx", [](const std::string& path) { return Model{nn::import_onnx_file(path), std::nullopt, {}}; },

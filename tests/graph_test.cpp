@@ -452,6 +452,21 @@ TEST(GraphParameters, DeepGraphsBootstrapAtTwoToTheSixteen) {
   EXPECT_LE(params.dnum(), kBootstrapMaxDigits);
   // Keys bound memory at these levels: giant steps are chained (ckks::GiantSteps).
   EXPECT_EQ(chosen.bootstrapping->giant_steps, ckks::GiantSteps::kChained);
+  // Levels between bootstraps: by default the most such a chain holds; a cap gives that many
+  // (a shorter chain, so smaller keys); caps outside 2..kBootstrapMostComputeLevels are refused.
+  const auto levels_of_2_40 = [](const GraphParameters& p) {
+    return static_cast<std::size_t>(std::count(p.spec.q_bits.begin(), p.spec.q_bits.end(), 40));
+  };
+  EXPECT_EQ(levels_of_2_40(chosen), chosen.compute_levels);
+  const GraphParameters capped = graph_parameters(deep, 1.0, kDefaultScaleBits, false, false, 10);
+  ASSERT_TRUE(capped.bootstrapping.has_value());
+  EXPECT_EQ(capped.compute_levels, 10u);
+  EXPECT_EQ(levels_of_2_40(capped), 10u);
+  EXPECT_LT(capped.spec.q_bits.size(), chosen.spec.q_bits.size());
+  EXPECT_FALSE(ckks::Parameters::create(capped.spec).insecure());
+  EXPECT_LE(ckks::Parameters::create(capped.spec).dnum(), kBootstrapMaxDigits);
+  for (const int cap : {-1, 1, kBootstrapMostComputeLevels + 1})
+    EXPECT_THROW(graph_parameters(deep, 1.0, kDefaultScaleBits, false, false, cap), std::invalid_argument) << cap;
   // The precise bootstraps a precision target falls back on: the arcsine step, a message
   // ratio of 2^10, still 128-bit and at most kBootstrapMaxDigits digits, fewer levels between
   // bootstraps.
@@ -490,6 +505,9 @@ TEST(GraphParameters, DeepGraphsBootstrapAtTwoToTheSixteen) {
   shallow.add("conv", conv(1, 1, 1, false, 700), 0);
   EXPECT_FALSE(graph_parameters(shallow, 1.0).bootstrapping.has_value());
   EXPECT_TRUE(graph_parameters(shallow, 1.0, kDefaultScaleBits, true).bootstrapping.has_value());
+  // A cap on levels between bootstraps is refused for a graph that fits without them.
+  EXPECT_THROW(graph_parameters(shallow, 1.0, kDefaultScaleBits, false, false, 10), std::invalid_argument);
+  EXPECT_EQ(graph_parameters(shallow, 1.0, kDefaultScaleBits, true, false, 10).compute_levels, 10u);
 }
 
 TEST(GraphParameters, QZeroFollowsTheFittedRange) {

@@ -211,6 +211,7 @@ struct CompileOptions {
   std::size_t lanes = 0;
   bool plan_only = false, no_ring_switch = false;
   bool bootstrap = false;  // graphs: the bootstrapping chain even when the graph fits without
+  int bootstrap_levels = 0;  // graphs that bootstrap: the cap on levels between bootstraps (0: none)
 };
 
 void report_ring_switch(const nn::HalfRing* half, bool switched_off) {
@@ -247,7 +248,8 @@ int cmd_compile_graph(const CompileOptions& o) {
   const std::vector<nn::Tensor> calibration = graph_inputs(graph.input_shape(), o.calibrate_on, 1, 8);
   const nn::FitReport ranges = nn::fit(graph, calibration, nn::kIntermediateLimit);
   const double output_max_abs = ranges.ranges.back().max_abs;
-  nn::GraphParameters chosen = nn::graph_parameters(graph, output_max_abs, nn::kDefaultScaleBits, o.bootstrap);
+  nn::GraphParameters chosen =
+      nn::graph_parameters(graph, output_max_abs, nn::kDefaultScaleBits, o.bootstrap, false, o.bootstrap_levels);
   if (o.precision_bits > 0) {
     progress("precision target %.1f bits: measuring encrypted runs of the graph (a key pair made for it, dropped%s)",
              o.precision_bits, chosen.bootstrapping ? "; with bootstraps, minutes and the bootstrapping keys' memory" : "");
@@ -292,7 +294,8 @@ int cmd_compile_graph(const CompileOptions& o) {
 
 int cmd_compile(const CompileOptions& o) {
   if (is_onnx(o.model) || nn::is_graph_model_file(o.model)) return cmd_compile_graph(o);
-  if (o.bootstrap) throw std::invalid_argument("--bootstrap applies to graph models; a PatchCNN fits its chain");
+  if (o.bootstrap || o.bootstrap_levels != 0)
+    throw std::invalid_argument("--bootstrap and --bootstrap-levels apply to graph models; a PatchCNN fits its chain");
   auto t = Clock::now();
   const nn::PatchCNN model = nn::load_model_file(o.model);
   const ckks::Context ctx(compile_parameters(model, o.calibrate_on, o.precision_bits));
@@ -631,8 +634,13 @@ int main(int argc, char** argv) {
   compile->add_flag("--no-ring-switch", comp.no_ring_switch,
                     "keep every block in the big ring (default: switch to N/2 where it is estimated to pay off)");
   compile->add_flag("--bootstrap", comp.bootstrap,
-                    "graphs: the bootstrapping chain (N = 2^16, 13 levels of 2^40 between bootstraps) even when the graph fits "
+                    "graphs: the bootstrapping chain (N = 2^16, 14 levels of 2^40 between bootstraps) even when the graph fits "
                     "without it (default: only for graphs deeper than N = 2^16 holds)");
+  compile->add_option("--bootstrap-levels", comp.bootstrap_levels,
+                      "graphs that bootstrap: at most this many levels between bootstraps (0: the most a 4-digit chain "
+                      "holds, 14); fewer give smaller keys and less memory for more bootstraps (docs/BOOTSTRAPPING.md)")
+      ->check(CLI::Range(0, nn::kBootstrapMostComputeLevels))
+      ->capture_default_str();
 
   auto* keygen = app.add_subcommand("keygen", "client: secret key + evaluation keys for a compiled model");
   keygen->add_option("--spec", spec, "client.json from compile")->required()->check(CLI::ExistingFile);

@@ -101,7 +101,8 @@ GraphPrecisionChoice graph_parameters_for_precision(const Graph& graph, const st
   if (standard.measured_bits >= wanted) return standard;
   // The same scale (a bootstrapping spec states it, ckks::bootstrap_parameter_spec).
   const int scale_bits = std::ilogb(chosen.spec.default_scale);
-  const GraphParameters precise = graph_parameters(graph, output_max_abs, scale_bits, true, true);
+  const GraphParameters precise =
+      graph_parameters(graph, output_max_abs, scale_bits, true, true, static_cast<int>(chosen.compute_levels));
   GraphPrecisionChoice better{precise, measured_precision_bits(graph, runs, precise, ranges),
                               "precise bootstraps (the arcsine step)"};
   if (better.measured_bits >= wanted) return better;

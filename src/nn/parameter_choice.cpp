@@ -294,11 +294,19 @@ ckks::BootstrapConfig graph_bootstrap_config(bool precise) {
 }
 
 GraphParameters graph_parameters(const Graph& graph, double output_max_abs, int scale_bits, bool bootstrap,
-                                 bool precise_bootstraps) {
+                                 bool precise_bootstraps, int max_compute_levels) {
   check_scale_bits(scale_bits);
+  if (max_compute_levels != 0 && (max_compute_levels < 2 || max_compute_levels > kBootstrapMostComputeLevels))
+    throw std::invalid_argument("levels between bootstraps: " + std::to_string(max_compute_levels) +
+                                " is outside 2.." + std::to_string(kBootstrapMostComputeLevels));
   const GraphNeeds needs = graph_needs(graph);
   if (!bootstrap)
-    if (auto spec = unbootstrapped(needs, output_max_abs, scale_bits)) return {*spec, std::nullopt, needs.levels};
+    if (auto spec = unbootstrapped(needs, output_max_abs, scale_bits)) {
+      if (max_compute_levels != 0)
+        throw std::invalid_argument("levels between bootstraps apply to a graph that bootstraps; this one fits "
+                                    "without (ask for bootstrapping to have them)");
+      return {*spec, std::nullopt, needs.levels};
+    }
   constexpr int kLogN = 16;
   if (needs.min_log_n > kLogN)
     throw std::invalid_argument("the graph's layouts need N = 2^" + std::to_string(needs.min_log_n) +
@@ -310,10 +318,11 @@ GraphParameters graph_parameters(const Graph& graph, double output_max_abs, int 
   // at kBootstrapMaxDigits digits: more levels leave less room for the special primes, so
   // every key and every rotation grows with the digit count (21 levels fit at 2^40, with
   // 18 digits).
-  for (int levels = 24; levels >= 2; --levels) {
+  for (int levels = max_compute_levels > 0 ? max_compute_levels : kBootstrapMostComputeLevels; levels >= 2; --levels) {
     try {
       const ckks::ParameterSpec spec = ckks::bootstrap_parameter_spec(kLogN, levels, config, scale_bits, ratio);
-      if (ckks::Parameters::create(spec).dnum() <= kBootstrapMaxDigits) return {spec, config, needs.levels};
+      if (ckks::Parameters::create(spec).dnum() <= kBootstrapMaxDigits)
+        return {spec, config, needs.levels, static_cast<std::size_t>(levels)};
     } catch (const std::invalid_argument&) {
       // fewer levels
     }

@@ -162,6 +162,7 @@ struct GraphParameters {
   ckks::ParameterSpec spec;
   std::optional<ckks::BootstrapConfig> bootstrapping;  // set: compile with it (compile_graph)
   std::size_t graph_levels = 0;                        // the graph's depth without bootstraps
+  std::size_t compute_levels = 0;                      // with bootstrapping: levels between bootstraps
 };
 // parameters_for when the graph fits (and `bootstrap` is false), else the bootstrapping
 // chain: q_0 from the output's range with at least kBootstrapMessageRatioBits above the
@@ -176,8 +177,15 @@ inline constexpr int kMaxDigitsWithoutBootstrapping = 8;
 // 2^40, 4 digits, 6 GB of bootstrapping keys).
 inline constexpr int kBootstrapMaxDigits = 4;
 // `precise_bootstraps`: graph_bootstrap_config(true) where the graph bootstraps.
+// `max_compute_levels` (2..kBootstrapMostComputeLevels; 0: no cap) caps the levels between
+// bootstraps of a graph that bootstraps (refused for one that fits without): fewer levels
+// make a smaller chain, so smaller keys and less memory, and more bootstraps. On ResNet-20
+// 14 (the default's), 12 and 10 levels measured the same time per image with 7.5, 5.5 and
+// 5.0 GB of keys; 8 levels 6 bootstraps and +16 % time (docs/BENCHMARKS.md, "Levels
+// between bootstraps").
+inline constexpr int kBootstrapMostComputeLevels = 24;
 GraphParameters graph_parameters(const Graph& graph, double output_max_abs, int scale_bits = kDefaultScaleBits,
-                                 bool bootstrap = false, bool precise_bootstraps = false);
+                                 bool bootstrap = false, bool precise_bootstraps = false, int max_compute_levels = 0);
 
 // How `pfhe compile` and a server given a graph model file compile a graph: inputs at the
 // parameters' top level and default scale (parameters_for gives exactly the levels the

@@ -272,6 +272,8 @@ def test_refused_inputs_raise_with_pfhe_message(residual, tmp_path):
         compiled.run(client.encrypt(np.zeros((3, 16, 16))), keys=keys, executor="gpu")
     with pytest.raises(ValueError, match="call fit"):
         pfhe.from_torch(randomized(SmallResidual(), 1), torch.randn(1, 3, 16, 16)).compile()
+    with pytest.raises(ValueError, match="apply to a graph that bootstraps"):
+        net.compile(bootstrap_levels=10, progress=False)
     with pytest.raises(ValueError, match=r"node '.*' \(Relu\)"):
         pfhe.from_torch(WithRelu(), torch.randn(1, 1, 8, 8))
     with pytest.raises(ValueError, match=r"\(Mul\): a product of two different values"):

@@ -49,7 +49,7 @@ echo "herpn: 3 HerPNs imported as 3 per-channel quadratics"
     { echo "windows: encrypted run differs"; exit 1; }
 )
 # Bootstrapping from the command line (issue 24): the deep residual network (depth 16) with
-# `--bootstrap` gets N = 2^16's bootstrapping chain (13 levels between bootstraps) and one
+# `--bootstrap` gets N = 2^16's bootstrapping chain (14 levels between bootstraps) and one
 # bootstrap, placed on the trunk before a residual block; its keys (rotations, conjugation,
 # encapsulation) come from the client spec, and the result matches float64.
 (
@@ -71,6 +71,16 @@ echo "herpn: 3 HerPNs imported as 3 per-channel quadratics"
   /usr/bin/python3 -c 'import json; e = json.load(open("deep.result.json"))["relative_error"]; print(f"deep, bootstrapped from the CLI: relative error {e:.2e}"); exit(0 if e < 1e-4 else 1)' ||
     { echo "deep: bootstrapped run differs"; exit 1; }
   rm -f deep.ek  # 3.3 GB
+  # --bootstrap-levels caps the levels between bootstraps of a graph that bootstraps: refused
+  # out of its range and for a graph that fits without bootstrapping, with the reason.
+  refused() {  # refused SAYS ARGS...: pfhe compile ARGS fails and says SAYS
+    local says=$1; shift
+    if "$pfhe" compile --out-dir srv-refused "$@" 2> refused.log; then echo "accepted: $*"; exit 1; fi
+    grep -q "$says" refused.log || { cat refused.log; echo "refused without saying '$says': $*"; exit 1; }
+  }
+  refused "outside 2..24" --model deep.pfhm --bootstrap --bootstrap-levels 1
+  refused "apply to a graph that bootstraps" --model windows.pfhm --bootstrap-levels 10
+  echo "deep: --bootstrap-levels refused out of range and for a graph that fits"
 )
 # The imported models, encrypted from the command line: compile, keygen, encrypt of a .npy
 # input, infer on two fork workers, decrypt against the float64 reference; then issue 21's
