@@ -180,9 +180,9 @@ inline constexpr int kBootstrapMaxDigits = 4;
 // `max_compute_levels` (2..kBootstrapMostComputeLevels; 0: no cap) caps the levels between
 // bootstraps of a graph that bootstraps (refused for one that fits without): fewer levels
 // make a smaller chain, so smaller keys and less memory, and more bootstraps. On ResNet-20
-// 14 (the default's), 12 and 10 levels measured the same time per image with 7.5, 5.5 and
-// 5.0 GB of keys; 8 levels 6 bootstraps and +16 % time (docs/BENCHMARKS.md, "Levels
-// between bootstraps").
+// 12 levels measured 10 % faster than the default's 14 with 5.5 instead of 7.5 GB of keys,
+// 10 levels within noise of 14 with 5.0 GB, 8 levels 6 bootstraps and +16 % time
+// (docs/BENCHMARKS.md, "Levels between bootstraps").
 inline constexpr int kBootstrapMostComputeLevels = 24;
 GraphParameters graph_parameters(const Graph& graph, double output_max_abs, int scale_bits = kDefaultScaleBits,
                                  bool bootstrap = false, bool precise_bootstraps = false, int max_compute_levels = 0);
