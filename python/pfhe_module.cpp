@@ -292,6 +292,7 @@ std::unique_ptr<CompiledModel> compile_model(const Model& model, int scale_bits,
     // `bootstrap`) the bootstrapping chain with bootstraps placed from the fit() ranges.
     nn::GraphParameters chosen =
         nn::graph_parameters(model.graph, output_max_abs, scale_bits, bootstrap, false, bootstrap_levels);
+    if (bootstrap_levels == 0) chosen = nn::fewest_levels_keeping_bootstraps(model.graph, *model.ranges, chosen);
     if (precision_bits > 0) {
       report(progress, "precision target %.1f bits: measuring encrypted runs (a key pair made for it, dropped)",
              precision_bits);

@@ -487,6 +487,27 @@ TEST(GraphParameters, DeepGraphsBootstrapAtTwoToTheSixteen) {
   for (const double bits : {0.0, 41.0})
     EXPECT_THROW(graph_parameters_for_precision(deep, {input}, ranges, chosen, bits), std::invalid_argument) << bits;
   EXPECT_THROW(graph_parameters_for_precision(deep, {input}, FitReport{}, chosen, 20), std::invalid_argument);
+  // The fewest levels between bootstraps that keep the bootstraps the most levels place: a
+  // shorter chain placing as many, where one level fewer places more.
+  const auto placed = [&](const GraphParameters& p) {
+    const ckks::Context ctx(ckks::Parameters::create(p.spec));
+    const ckks::Encoder enc(ctx);
+    auto boot = std::make_shared<const ckks::Bootstrapper>(enc, *p.bootstrapping);
+    const std::size_t top = boot->output_level();
+    return CompiledGraph::compile(deep, enc, top, ctx.params().default_scale(), 0, Compilation::kLayoutOnly,
+                                  std::move(boot), &ranges)
+        .bootstraps();
+  };
+  const GraphParameters fewest = fewest_levels_keeping_bootstraps(deep, ranges, chosen);
+  ASSERT_TRUE(fewest.bootstrapping.has_value());
+  EXPECT_LT(fewest.compute_levels, chosen.compute_levels);
+  EXPECT_EQ(levels_of_2_40(fewest), fewest.compute_levels);
+  EXPECT_FALSE(ckks::Parameters::create(fewest.spec).insecure());
+  const std::size_t bootstraps = placed(chosen);
+  EXPECT_GE(bootstraps, 3u);  // 44 levels, 14 per bootstrap
+  EXPECT_EQ(placed(fewest), bootstraps);
+  const int one_fewer = static_cast<int>(fewest.compute_levels) - 1;
+  EXPECT_GT(placed(graph_parameters(deep, 1.0, kDefaultScaleBits, false, false, one_fewer)), bootstraps);
 
   // Deeper than a plan measures (kPlanLevels): still a clear choice, bootstrapping.
   Graph deeper({1, 4, 4});
@@ -505,8 +526,12 @@ TEST(GraphParameters, DeepGraphsBootstrapAtTwoToTheSixteen) {
   shallow.add("conv", conv(1, 1, 1, false, 700), 0);
   EXPECT_FALSE(graph_parameters(shallow, 1.0).bootstrapping.has_value());
   EXPECT_TRUE(graph_parameters(shallow, 1.0, kDefaultScaleBits, true).bootstrapping.has_value());
-  // A cap on levels between bootstraps is refused for a graph that fits without them.
+  // A cap on levels between bootstraps is refused for a graph that fits without them, and
+  // parameters without bootstrapping have no levels between bootstraps to lower.
   EXPECT_THROW(graph_parameters(shallow, 1.0, kDefaultScaleBits, false, false, 10), std::invalid_argument);
+  const GraphParameters unbootstrapped = graph_parameters(shallow, 1.0);
+  EXPECT_EQ(fewest_levels_keeping_bootstraps(shallow, FitReport{}, unbootstrapped).spec.q_bits,
+            unbootstrapped.spec.q_bits);
   EXPECT_EQ(graph_parameters(shallow, 1.0, kDefaultScaleBits, true, false, 10).compute_levels, 10u);
 }
 

@@ -250,6 +250,13 @@ int cmd_compile_graph(const CompileOptions& o) {
   const double output_max_abs = ranges.ranges.back().max_abs;
   nn::GraphParameters chosen =
       nn::graph_parameters(graph, output_max_abs, nn::kDefaultScaleBits, o.bootstrap, false, o.bootstrap_levels);
+  if (chosen.bootstrapping && o.bootstrap_levels == 0) {
+    const std::size_t most = chosen.compute_levels;
+    const auto search = Clock::now();
+    chosen = nn::fewest_levels_keeping_bootstraps(graph, ranges, chosen);
+    progress("%zu levels between bootstraps: the fewest that place no more bootstraps than %zu do (%.1f s)",
+             chosen.compute_levels, most, seconds_since(search));
+  }
   if (o.precision_bits > 0) {
     progress("precision target %.1f bits: measuring encrypted runs of the graph (a key pair made for it, dropped%s)",
              o.precision_bits, chosen.bootstrapping ? "; with bootstraps, minutes and the bootstrapping keys' memory" : "");
@@ -637,8 +644,9 @@ int main(int argc, char** argv) {
                     "graphs: the bootstrapping chain (N = 2^16, 14 levels of 2^40 between bootstraps) even when the graph fits "
                     "without it (default: only for graphs deeper than N = 2^16 holds)");
   compile->add_option("--bootstrap-levels", comp.bootstrap_levels,
-                      "graphs that bootstrap: at most this many levels between bootstraps (0: the most a 4-digit chain "
-                      "holds, 14); fewer give smaller keys and less memory for more bootstraps (docs/BOOTSTRAPPING.md)")
+                      "graphs that bootstrap: at most this many levels between bootstraps (0: the fewest that place no "
+                      "more bootstraps than the most a 4-digit chain holds, 14); fewer give smaller keys and less memory "
+                      "for more bootstraps (docs/BOOTSTRAPPING.md)")
       ->check(CLI::Range(0, nn::kBootstrapMostComputeLevels))
       ->capture_default_str();
 

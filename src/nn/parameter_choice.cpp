@@ -331,6 +331,50 @@ GraphParameters graph_parameters(const Graph& graph, double output_max_abs, int 
                               std::to_string(scale_bits) + " and outputs up to " + std::to_string(output_max_abs));
 }
 
+namespace {
+// Bootstraps the compiler places in `graph` on the chain of `spec` (levels and layouts only:
+// a context and a bootstrapper for the chain, no diagonals lowered).
+std::size_t bootstraps_on(const Graph& graph, const FitReport& ranges, const ckks::ParameterSpec& spec,
+                          const ckks::BootstrapConfig& config) {
+  const ckks::Context ctx(ckks::Parameters::create(spec));
+  const ckks::Encoder enc(ctx);
+  auto boot = std::make_shared<const ckks::Bootstrapper>(enc, config);
+  const std::size_t top = boot->output_level();
+  return CompiledGraph::compile(graph, enc, top, ctx.params().default_scale(), 0, Compilation::kLayoutOnly,
+                                std::move(boot), &ranges)
+      .bootstraps();
+}
+}  // namespace
+
+GraphParameters fewest_levels_keeping_bootstraps(const Graph& graph, const FitReport& ranges,
+                                                 const GraphParameters& chosen) {
+  if (!chosen.bootstrapping || chosen.compute_levels < 3) return chosen;
+  const ckks::BootstrapConfig& config = *chosen.bootstrapping;
+  const int scale_bits = std::ilogb(chosen.spec.default_scale);
+  const int ratio = chosen.spec.q_bits.front() - scale_bits;
+  const auto spec_with = [&](std::size_t levels) {
+    return ckks::bootstrap_parameter_spec(16, static_cast<int>(levels), config, scale_bits, ratio);
+  };
+  const std::size_t fewest = bootstraps_on(graph, ranges, chosen.spec, config);
+  // Binary search for the fewest levels that keep that count (more levels never need more
+  // bootstraps: the placement is greedy and looks ahead at forks with the same rule).
+  std::size_t lo = 2, hi = chosen.compute_levels;  // hi keeps the count; is lo too few?
+  while (lo < hi) {
+    const std::size_t mid = (lo + hi) / 2;
+    bool keeps = false;
+    try {
+      const ckks::ParameterSpec spec = spec_with(mid);
+      keeps = ckks::Parameters::create(spec).dnum() <= kBootstrapMaxDigits &&
+              bootstraps_on(graph, ranges, spec, config) <= fewest;
+    } catch (const std::invalid_argument&) {  // a node needs more levels than the chain gives
+    }
+    if (keeps) hi = mid;
+    else lo = mid + 1;
+  }
+  if (hi == chosen.compute_levels) return chosen;
+  return {spec_with(hi), config, chosen.graph_levels, hi};
+}
+
 CompiledGraph compile_graph(const Graph& graph, const ckks::Encoder& encoder, std::size_t plaintext_budget,
                             bool ring_switch, const std::optional<ckks::BootstrapConfig>& bootstrapping,
                             const FitReport* ranges) {

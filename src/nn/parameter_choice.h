@@ -187,6 +187,18 @@ inline constexpr int kBootstrapMostComputeLevels = 24;
 GraphParameters graph_parameters(const Graph& graph, double output_max_abs, int scale_bits = kDefaultScaleBits,
                                  bool bootstrap = false, bool precise_bootstraps = false, int max_compute_levels = 0);
 
+// With bootstrapping: the chain with the fewest levels between bootstraps on which the
+// compiler places no more bootstraps than on `chosen`'s (graph_parameters' most levels), found
+// by laying the graph out on candidate chains (a context and a bootstrapper each: seconds
+// apiece at N = 2^16). With the count unchanged every operation runs on fewer primes and
+// every key is smaller: the `deep` ONNX network keeps its one bootstrap at 10 levels instead
+// of 14 and ran 25 % faster with 30 % smaller keys (docs/BENCHMARKS.md, "Levels between
+// bootstraps"). A lexicographic rule, fewest bootstraps first, not yet a latency model: on
+// ResNet-20 one more bootstrap at 12 levels measured faster still. `chosen` without
+// bootstrapping is returned as it is.
+GraphParameters fewest_levels_keeping_bootstraps(const Graph& graph, const FitReport& ranges,
+                                                 const GraphParameters& chosen);
+
 // How `pfhe compile` and a server given a graph model file compile a graph: inputs at the
 // parameters' top level and default scale (parameters_for gives exactly the levels the
 // graph needs), `plaintext_budget` bytes of diagonals pre-encoded (the CLI's default:
