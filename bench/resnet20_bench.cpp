@@ -59,7 +59,8 @@ int main(int argc, char** argv) try {
       ->capture_default_str();
   app.add_option("--first", first, "the first test image (continues a run cut off)")->capture_default_str();
   int bootstrap_levels = 0;
-  app.add_option("--bootstrap-levels", bootstrap_levels, "at most this many levels between bootstraps (0: the most)")
+  app.add_option("--bootstrap-levels", bootstrap_levels,
+                 "this many levels between bootstraps (0: the fewest that place no more bootstraps than the most)")
       ->capture_default_str();
   try {
     app.parse(argc, argv);
