@@ -81,9 +81,8 @@ int main(int argc, char** argv) try {
 
   // The parameters, bootstrapping and placement `pfhe compile` chooses (nn/parameter_choice.h).
   auto t = Clock::now();
-  nn::GraphParameters chosen =
-      nn::graph_parameters(g, ranges.ranges.back().max_abs, nn::kDefaultScaleBits, false, false, bootstrap_levels);
-  if (bootstrap_levels == 0) chosen = nn::fewest_levels_keeping_bootstraps(g, ranges, chosen);
+  const nn::GraphParameters chosen =
+      nn::graph_parameters_for_compile(g, ranges, nn::kDefaultScaleBits, false, bootstrap_levels);
   if (!chosen.bootstrapping) throw std::runtime_error("the model fits without bootstrapping");
   const ckks::Context ctx(ckks::Parameters::create(chosen.spec));
   std::printf("parameters: %s (graph depth %zu, %zu levels between bootstraps)\n", ctx.params().describe().c_str(),

@@ -287,12 +287,10 @@ std::unique_ptr<CompiledModel> compile_model(const Model& model, int scale_bits,
   std::unique_ptr<runtime::ServedModel> served;
   {
     py::gil_scoped_release release;
-    const double output_max_abs = model.ranges->ranges.back().max_abs;
     // As `pfhe compile` chooses: the smallest ring holding the graph, else (or with
     // `bootstrap`) the bootstrapping chain with bootstraps placed from the fit() ranges.
     nn::GraphParameters chosen =
-        nn::graph_parameters(model.graph, output_max_abs, scale_bits, bootstrap, false, bootstrap_levels);
-    if (bootstrap_levels == 0) chosen = nn::fewest_levels_keeping_bootstraps(model.graph, *model.ranges, chosen);
+        nn::graph_parameters_for_compile(model.graph, *model.ranges, scale_bits, bootstrap, bootstrap_levels);
     if (precision_bits > 0) {
       report(progress, "precision target %.1f bits: measuring encrypted runs (a key pair made for it, dropped)",
              precision_bits);

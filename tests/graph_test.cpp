@@ -490,15 +490,11 @@ TEST(GraphParameters, DeepGraphsBootstrapAtTwoToTheSixteen) {
   // The fewest levels between bootstraps that keep the bootstraps the most levels place: a
   // shorter chain placing as many, where one level fewer places more.
   const auto placed = [&](const GraphParameters& p) {
-    const ckks::Context ctx(ckks::Parameters::create(p.spec));
-    const ckks::Encoder enc(ctx);
-    auto boot = std::make_shared<const ckks::Bootstrapper>(enc, *p.bootstrapping);
-    const std::size_t top = boot->output_level();
-    return CompiledGraph::compile(deep, enc, top, ctx.params().default_scale(), 0, Compilation::kLayoutOnly,
-                                  std::move(boot), &ranges)
-        .bootstraps();
+    return bootstraps_placed(deep, ranges, p.spec, *p.bootstrapping);
   };
-  const GraphParameters fewest = fewest_levels_keeping_bootstraps(deep, ranges, chosen);
+  // (graph_parameters_for_compile, what the CLI and the package choose, applies it when no
+  // number of levels is given)
+  const GraphParameters fewest = graph_parameters_for_compile(deep, ranges, kDefaultScaleBits, false, 0);
   ASSERT_TRUE(fewest.bootstrapping.has_value());
   EXPECT_LT(fewest.compute_levels, chosen.compute_levels);
   EXPECT_EQ(levels_of_2_40(fewest), fewest.compute_levels);
@@ -508,6 +504,8 @@ TEST(GraphParameters, DeepGraphsBootstrapAtTwoToTheSixteen) {
   EXPECT_EQ(placed(fewest), bootstraps);
   const int one_fewer = static_cast<int>(fewest.compute_levels) - 1;
   EXPECT_GT(placed(graph_parameters(deep, 1.0, kDefaultScaleBits, false, false, one_fewer)), bootstraps);
+  EXPECT_EQ(graph_parameters_for_compile(deep, ranges, kDefaultScaleBits, false, 12).compute_levels, 12u);
+  EXPECT_THROW(graph_parameters_for_compile(deep, FitReport{}, kDefaultScaleBits, false, 0), std::invalid_argument);
 
   // Deeper than a plan measures (kPlanLevels): still a clear choice, bootstrapping.
   Graph deeper({1, 4, 4});

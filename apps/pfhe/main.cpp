@@ -247,16 +247,13 @@ int cmd_compile_graph(const CompileOptions& o) {
   const nn::Graph graph = is_onnx(o.model) ? nn::import_onnx_file(o.model) : nn::load_graph_file(o.model);
   const std::vector<nn::Tensor> calibration = graph_inputs(graph.input_shape(), o.calibrate_on, 1, 8);
   const nn::FitReport ranges = nn::fit(graph, calibration, nn::kIntermediateLimit);
-  const double output_max_abs = ranges.ranges.back().max_abs;
+  const auto choice = Clock::now();
   nn::GraphParameters chosen =
-      nn::graph_parameters(graph, output_max_abs, nn::kDefaultScaleBits, o.bootstrap, false, o.bootstrap_levels);
-  if (chosen.bootstrapping && o.bootstrap_levels == 0) {
-    const std::size_t most = chosen.compute_levels;
-    const auto search = Clock::now();
-    chosen = nn::fewest_levels_keeping_bootstraps(graph, ranges, chosen);
-    progress("%zu levels between bootstraps: the fewest that place no more bootstraps than %zu do (%.1f s)",
-             chosen.compute_levels, most, seconds_since(search));
-  }
+      nn::graph_parameters_for_compile(graph, ranges, nn::kDefaultScaleBits, o.bootstrap, o.bootstrap_levels);
+  if (chosen.bootstrapping)
+    progress("%zu levels between bootstraps (%s; chosen in %.1f s)", chosen.compute_levels,
+             o.bootstrap_levels != 0 ? "--bootstrap-levels" : "the fewest that place no more bootstraps than the most",
+             seconds_since(choice));
   if (o.precision_bits > 0) {
     progress("precision target %.1f bits: measuring encrypted runs of the graph (a key pair made for it, dropped%s)",
              o.precision_bits, chosen.bootstrapping ? "; with bootstraps, minutes and the bootstrapping keys' memory" : "");

@@ -331,11 +331,8 @@ GraphParameters graph_parameters(const Graph& graph, double output_max_abs, int 
                               std::to_string(scale_bits) + " and outputs up to " + std::to_string(output_max_abs));
 }
 
-namespace {
-// Bootstraps the compiler places in `graph` on the chain of `spec` (levels and layouts only:
-// a context and a bootstrapper for the chain, no diagonals lowered).
-std::size_t bootstraps_on(const Graph& graph, const FitReport& ranges, const ckks::ParameterSpec& spec,
-                          const ckks::BootstrapConfig& config) {
+std::size_t bootstraps_placed(const Graph& graph, const FitReport& ranges, const ckks::ParameterSpec& spec,
+                              const ckks::BootstrapConfig& config) {
   const ckks::Context ctx(ckks::Parameters::create(spec));
   const ckks::Encoder enc(ctx);
   auto boot = std::make_shared<const ckks::Bootstrapper>(enc, config);
@@ -344,7 +341,6 @@ std::size_t bootstraps_on(const Graph& graph, const FitReport& ranges, const ckk
                                 std::move(boot), &ranges)
       .bootstraps();
 }
-}  // namespace
 
 GraphParameters fewest_levels_keeping_bootstraps(const Graph& graph, const FitReport& ranges,
                                                  const GraphParameters& chosen) {
@@ -355,7 +351,7 @@ GraphParameters fewest_levels_keeping_bootstraps(const Graph& graph, const FitRe
   const auto spec_with = [&](std::size_t levels) {
     return ckks::bootstrap_parameter_spec(16, static_cast<int>(levels), config, scale_bits, ratio);
   };
-  const std::size_t fewest = bootstraps_on(graph, ranges, chosen.spec, config);
+  const std::size_t fewest = bootstraps_placed(graph, ranges, chosen.spec, config);
   // Binary search for the fewest levels that keep that count (more levels never need more
   // bootstraps: the placement is greedy and looks ahead at forks with the same rule).
   std::size_t lo = 2, hi = chosen.compute_levels;  // hi keeps the count; is lo too few?
@@ -365,7 +361,7 @@ GraphParameters fewest_levels_keeping_bootstraps(const Graph& graph, const FitRe
     try {
       const ckks::ParameterSpec spec = spec_with(mid);
       keeps = ckks::Parameters::create(spec).dnum() <= kBootstrapMaxDigits &&
-              bootstraps_on(graph, ranges, spec, config) <= fewest;
+              bootstraps_placed(graph, ranges, spec, config) <= fewest;
     } catch (const std::invalid_argument&) {  // a node needs more levels than the chain gives
     }
     if (keeps) hi = mid;
@@ -373,6 +369,14 @@ GraphParameters fewest_levels_keeping_bootstraps(const Graph& graph, const FitRe
   }
   if (hi == chosen.compute_levels) return chosen;
   return {spec_with(hi), config, chosen.graph_levels, hi};
+}
+
+GraphParameters graph_parameters_for_compile(const Graph& graph, const FitReport& ranges, int scale_bits, bool bootstrap,
+                                   int bootstrap_levels) {
+  if (ranges.ranges.empty()) throw std::invalid_argument("parameters: the graph's ranges (fit()) are needed");
+  const GraphParameters chosen =
+      graph_parameters(graph, ranges.ranges.back().max_abs, scale_bits, bootstrap, false, bootstrap_levels);
+  return bootstrap_levels == 0 ? fewest_levels_keeping_bootstraps(graph, ranges, chosen) : chosen;
 }
 
 CompiledGraph compile_graph(const Graph& graph, const ckks::Encoder& encoder, std::size_t plaintext_budget,

@@ -198,6 +198,16 @@ GraphParameters graph_parameters(const Graph& graph, double output_max_abs, int 
 // bootstrapping is returned as it is.
 GraphParameters fewest_levels_keeping_bootstraps(const Graph& graph, const FitReport& ranges,
                                                  const GraphParameters& chosen);
+// The bootstraps the compiler places in `graph` on the chain of `spec` (levels and layouts
+// only: a context and a bootstrapper for the chain, no diagonal lowered).
+std::size_t bootstraps_placed(const Graph& graph, const FitReport& ranges, const ckks::ParameterSpec& spec,
+                              const ckks::BootstrapConfig& config);
+// What `pfhe compile`, the Python package and pfhe_resnet20_bench choose for a graph with its
+// fit() ranges: graph_parameters with the output's range, then, for a graph that bootstraps,
+// `bootstrap_levels` levels between bootstraps when given (not 0), else the fewest that keep
+// the bootstraps (fewest_levels_keeping_bootstraps).
+GraphParameters graph_parameters_for_compile(const Graph& graph, const FitReport& ranges, int scale_bits, bool bootstrap,
+                                   int bootstrap_levels);
 
 // How `pfhe compile` and a server given a graph model file compile a graph: inputs at the
 // parameters' top level and default scale (parameters_for gives exactly the levels the
