@@ -20,6 +20,7 @@
 
 #include "ckks/bootstrapping.h"
 #include "ckks/encryptor.h"
+#include "ckks/operation_counts.h"
 #include "ring/poly.h"
 #include "runtime/process_stats.h"
 
@@ -109,6 +110,9 @@ int main(int argc, char** argv) try {
               setup_s, keygen_s, galois.keys.size(), key_gb);
   std::printf("levels: %zu consumed, output level %zu; rotations CtS %zu, StC %zu\n", boot.config().depth(),
               boot.output_level(), boot.cts_rotations(), boot.stc_rotations());
+  OperationCounts counts;
+  boot.count_operations(counts);
+  std::printf("estimated on one thread (ckks/operation_counts.h): %.2f s\n", estimated_seconds(counts, ctx.params()));
 
   const Evaluator eval(ctx, &relin, &galois);
   const Encryptor encryptor(ctx, keygen.secret_key());

@@ -60,7 +60,7 @@ int main(int argc, char** argv) try {
   app.add_option("--first", first, "the first test image (continues a run cut off)")->capture_default_str();
   int bootstrap_levels = 0;
   app.add_option("--bootstrap-levels", bootstrap_levels,
-                 "this many levels between bootstraps (0: the fewest that place no more bootstraps than the most)")
+                 "this many levels between bootstraps (0: the count with the least estimated latency)")
       ->capture_default_str();
   try {
     app.parse(argc, argv);
@@ -81,9 +81,13 @@ int main(int argc, char** argv) try {
 
   // The parameters, bootstrapping and placement `pfhe compile` chooses (nn/parameter_choice.h).
   auto t = Clock::now();
+  std::vector<nn::LevelsEstimate> estimates;
   const nn::GraphParameters chosen =
-      nn::graph_parameters_for_compile(g, ranges, nn::kDefaultScaleBits, false, bootstrap_levels);
+      nn::graph_parameters_for_compile(g, ranges, nn::kDefaultScaleBits, false, bootstrap_levels, &estimates);
   if (!chosen.bootstrapping) throw std::runtime_error("the model fits without bootstrapping");
+  if (!estimates.empty())
+    std::printf("levels between bootstraps by estimated latency on one thread (%.1f s): %s\n", seconds_since(t),
+                nn::estimates_text(estimates).c_str());
   const ckks::Context ctx(ckks::Parameters::create(chosen.spec));
   std::printf("parameters: %s (graph depth %zu, %zu levels between bootstraps)\n", ctx.params().describe().c_str(),
               chosen.graph_levels, chosen.compute_levels);

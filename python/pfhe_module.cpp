@@ -359,8 +359,8 @@ PYBIND11_MODULE(_pfhe, m) {
            "than N = 2^16 holds (or with bootstrap=True), the bootstrapping chain with bootstraps placed; "
            "precision_bits: the scale from a precision target, measured on the first fit() inputs (instead of "
            "scale_bits; not for a model that bootstraps); bootstrap_levels: for a model that bootstraps, this many "
-           "levels between bootstraps (0: the fewest that place no more bootstraps than the most would; fewer "
-           "give smaller keys for more bootstraps)",
+           "levels between bootstraps (0: the count with the least estimated latency; fewer give smaller keys "
+           "for more bootstraps)",
            py::arg("scale_bits") = nn::kDefaultScaleBits, py::arg("precision_bits") = 0.0, py::arg("budget_gb") = 0.5,
            py::arg("bootstrap") = false, py::arg("bootstrap_levels") = 0, py::arg("progress") = true)
       .def("save", [](const Model& mo, const std::string& path) { nn::save_graph_file(mo.graph, path); },

@@ -487,23 +487,36 @@ TEST(GraphParameters, DeepGraphsBootstrapAtTwoToTheSixteen) {
   for (const double bits : {0.0, 41.0})
     EXPECT_THROW(graph_parameters_for_precision(deep, {input}, ranges, chosen, bits), std::invalid_argument) << bits;
   EXPECT_THROW(graph_parameters_for_precision(deep, {input}, FitReport{}, chosen, 20), std::invalid_argument);
-  // The fewest levels between bootstraps that keep the bootstraps the most levels place: a
-  // shorter chain placing as many, where one level fewer places more.
-  const auto placed = [&](const GraphParameters& p) {
-    return bootstraps_placed(deep, ranges, p.spec, *p.bootstrapping);
-  };
-  // (graph_parameters_for_compile, what the CLI and the package choose, applies it when no
-  // number of levels is given)
-  const GraphParameters fewest = graph_parameters_for_compile(deep, ranges, kDefaultScaleBits, false, 0);
-  ASSERT_TRUE(fewest.bootstrapping.has_value());
-  EXPECT_LT(fewest.compute_levels, chosen.compute_levels);
-  EXPECT_EQ(levels_of_2_40(fewest), fewest.compute_levels);
-  EXPECT_FALSE(ckks::Parameters::create(fewest.spec).insecure());
-  const std::size_t bootstraps = placed(chosen);
-  EXPECT_GE(bootstraps, 3u);  // 44 levels, 14 per bootstrap
-  EXPECT_EQ(placed(fewest), bootstraps);
-  const int one_fewer = static_cast<int>(fewest.compute_levels) - 1;
-  EXPECT_GT(placed(graph_parameters(deep, 1.0, kDefaultScaleBits, false, false, one_fewer)), bootstraps);
+  // The levels between bootstraps with the least estimated latency, among every chain
+  // from the most levels down (graph_parameters_for_compile, what the CLI and the package
+  // choose, applies it when no number of levels is given).
+  std::vector<LevelsEstimate> estimates;
+  const GraphParameters fastest =
+      graph_parameters_for_compile(deep, ranges, kDefaultScaleBits, false, 0, &estimates);
+  ASSERT_TRUE(fastest.bootstrapping.has_value());
+  EXPECT_EQ(levels_of_2_40(fastest), fastest.compute_levels);
+  EXPECT_FALSE(ckks::Parameters::create(fastest.spec).insecure());
+  EXPECT_LE(ckks::Parameters::create(fastest.spec).dnum(), kBootstrapMaxDigits);
+  ASSERT_GE(estimates.size(), 3u);
+  EXPECT_EQ(estimates.front().levels, chosen.compute_levels);
+  EXPECT_GE(estimates.front().bootstraps, 3u);  // 44 levels, 14 per bootstrap
+  const LevelsEstimate* best = nullptr;
+  for (const LevelsEstimate& e : estimates) {
+    EXPECT_GT(e.seconds, 0) << e.levels;
+    if (!best || e.seconds < best->seconds) best = &e;
+  }
+  EXPECT_EQ(fastest.compute_levels, best->levels);
+  for (std::size_t i = 1; i < estimates.size(); ++i) {  // fewer levels never place fewer bootstraps
+    EXPECT_LT(estimates[i].levels, estimates[i - 1].levels);
+    EXPECT_GE(estimates[i].bootstraps, estimates[i - 1].bootstraps);
+  }
+  // A candidate's estimate (laid out, with the geometry of the plan on the most levels) is
+  // the estimate of the graph planned on its own chain.
+  for (const LevelsEstimate* e : {best, static_cast<const LevelsEstimate*>(&estimates.back())}) {
+    const GraphParameters on_its_chain =
+        graph_parameters(deep, ranges.ranges.back().max_abs, kDefaultScaleBits, false, false, static_cast<int>(e->levels));
+    EXPECT_NEAR(estimated_seconds(deep, ranges, on_its_chain), e->seconds, 1e-9 * e->seconds) << e->levels;
+  }
   EXPECT_EQ(graph_parameters_for_compile(deep, ranges, kDefaultScaleBits, false, 12).compute_levels, 12u);
   EXPECT_THROW(graph_parameters_for_compile(deep, FitReport{}, kDefaultScaleBits, false, 0), std::invalid_argument);
 
@@ -528,8 +541,9 @@ TEST(GraphParameters, DeepGraphsBootstrapAtTwoToTheSixteen) {
   // parameters without bootstrapping have no levels between bootstraps to lower.
   EXPECT_THROW(graph_parameters(shallow, 1.0, kDefaultScaleBits, false, false, 10), std::invalid_argument);
   const GraphParameters unbootstrapped = graph_parameters(shallow, 1.0);
-  EXPECT_EQ(fewest_levels_keeping_bootstraps(shallow, FitReport{}, unbootstrapped).spec.q_bits,
+  EXPECT_EQ(fastest_levels_between_bootstraps(shallow, FitReport{}, unbootstrapped).spec.q_bits,
             unbootstrapped.spec.q_bits);
+  EXPECT_THROW(estimated_seconds(shallow, FitReport{}, unbootstrapped), std::invalid_argument);
   EXPECT_EQ(graph_parameters(shallow, 1.0, kDefaultScaleBits, true, false, 10).compute_levels, 10u);
 }
 
@@ -785,6 +799,40 @@ TEST_F(BootstrapPlacement, DeepNetworkGetsBootstrapsAndMatchesFloat64) {
   EXPECT_EQ(loaded.bootstrapper()->conjugation_level(), boot.conjugation_level());
   EXPECT_EQ(loaded.rotation_levels(), compiled.rotation_levels());
   EXPECT_EQ(ckks::save(ctx, loaded.run(keys.eval, {in})), ckks::save(ctx, out));
+}
+
+// What the levels between bootstraps are chosen by: each step's operations. A plan counts
+// what the compiled graph runs (every diagonal just in time at a budget of 0), and a graph
+// only laid out counts with the plan's geometry; without it, it cannot count.
+TEST_F(BootstrapPlacement, StepOperationsOfAPlanAreTheCompiledGraphs) {
+  const double scale = ctx.params().default_scale();
+  const Graph g = residual_net();
+  std::vector<Tensor> calibration;
+  for (std::uint64_t seed = 100; seed < 104; ++seed) calibration.push_back(input_image(seed));
+  const FitReport ranges = fit(g, calibration, 1e6);
+  const std::size_t top = boot.output_level();
+  const auto compiled = [&](Compilation mode) {
+    return CompiledGraph::compile(g, enc, top, scale, 0, mode, shared_boot, &ranges);
+  };
+  const CompiledGraph full = compiled(Compilation::kFull), plan = compiled(Compilation::kPlanOnly),
+                      layout = compiled(Compilation::kLayoutOnly);
+  ASSERT_GE(full.bootstraps(), 1u);
+  const auto seconds = [&](const std::vector<std::pair<std::string, ckks::OperationCounts>>& steps) {
+    std::vector<std::pair<std::string, double>> out;
+    for (const auto& [name, ops] : steps) out.emplace_back(name, ckks::estimated_seconds(ops, ctx.params()));
+    return out;
+  };
+  const auto of_full = seconds(full.step_operations());
+  EXPECT_EQ(seconds(plan.step_operations()), of_full);
+  EXPECT_EQ(seconds(layout.step_operations(&plan)), of_full);
+  EXPECT_THROW(layout.step_operations(), std::logic_error);
+  // A bootstrap step counts its bootstrapper's operations.
+  ckks::OperationCounts one;
+  boot.count_operations(one);
+  for (const auto& [name, s] : of_full)
+    if (name.find(".bootstrap") != std::string::npos) {
+      EXPECT_EQ(s, ckks::estimated_seconds(one, ctx.params())) << name;
+    }
 }
 
 TEST_F(BootstrapPlacement, ValueWithATinyChannelMultiplierKeepsItsPrecision) {

@@ -248,11 +248,14 @@ int cmd_compile_graph(const CompileOptions& o) {
   const std::vector<nn::Tensor> calibration = graph_inputs(graph.input_shape(), o.calibrate_on, 1, 8);
   const nn::FitReport ranges = nn::fit(graph, calibration, nn::kIntermediateLimit);
   const auto choice = Clock::now();
-  nn::GraphParameters chosen =
-      nn::graph_parameters_for_compile(graph, ranges, nn::kDefaultScaleBits, o.bootstrap, o.bootstrap_levels);
+  std::vector<nn::LevelsEstimate> estimates;
+  nn::GraphParameters chosen = nn::graph_parameters_for_compile(graph, ranges, nn::kDefaultScaleBits, o.bootstrap,
+                                                                o.bootstrap_levels, &estimates);
   if (chosen.bootstrapping)
     progress("%zu levels between bootstraps (%s; chosen in %.1f s)", chosen.compute_levels,
-             o.bootstrap_levels != 0 ? "--bootstrap-levels" : "the fewest that place no more bootstraps than the most",
+             o.bootstrap_levels != 0
+                 ? "--bootstrap-levels"
+                 : ("the least estimated latency on one thread of " + nn::estimates_text(estimates)).c_str(),
              seconds_since(choice));
   if (o.precision_bits > 0) {
     progress("precision target %.1f bits: measuring encrypted runs of the graph (a key pair made for it, dropped%s)",
@@ -641,9 +644,9 @@ int main(int argc, char** argv) {
                     "graphs: the bootstrapping chain (N = 2^16, 14 levels of 2^40 between bootstraps) even when the graph fits "
                     "without it (default: only for graphs deeper than N = 2^16 holds)");
   compile->add_option("--bootstrap-levels", comp.bootstrap_levels,
-                      "graphs that bootstrap: at most this many levels between bootstraps (0: the fewest that place no "
-                      "more bootstraps than the most a 4-digit chain holds, 14); fewer give smaller keys and less memory "
-                      "for more bootstraps (docs/BOOTSTRAPPING.md)")
+                      "graphs that bootstrap: at most this many levels between bootstraps (0: the count with the least "
+                      "estimated latency, from 2 to the most a 4-digit chain holds, 14); fewer give smaller keys and less "
+                      "memory for more bootstraps (docs/BOOTSTRAPPING.md)")
       ->check(CLI::Range(0, nn::kBootstrapMostComputeLevels))
       ->capture_default_str();
 

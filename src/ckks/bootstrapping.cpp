@@ -519,6 +519,32 @@ Ciphertext Bootstrapper::slots_to_coeffs(const Evaluator& eval, const std::vecto
   return x;
 }
 
+void Bootstrapper::count_operations(OperationCounts& counts) const {
+  const std::size_t top = encoder_.context().max_level();
+  if (config_.slots_to_coeffs_first)
+    for (const auto& lt : stc_) lt.count_operations(counts, lt.level());
+  counts[top].rescales += 1;                   // ModRaise: both polynomials transformed at the top
+  if (encapsulation_) counts[top].key_switches += 1;  // back to the dense secret (to s' is on one limb)
+  for (std::size_t step = slots(); step < encoder_.context().n() / 2; step <<= 1) counts[top].key_switches += 1;
+  for (const auto& lt : cts_) lt.count_operations(counts, lt.level());
+  const std::size_t cts_out = cts_.back().level() - 1;
+  counts[cts_out].key_switches += 1;  // the conjugation
+  const std::size_t parts = config_.slots_to_coeffs_first || !packed_ ? 2 : 1;
+  OperationCounts eval_mod;
+  count_polynomial(eval_mod, cosine_, cts_out);
+  for (int r = 0; r < config_.double_angles; ++r) {
+    LevelOperations& ops = eval_mod[cts_out - cosine_.depth() - static_cast<std::size_t>(r)];
+    ops.tensor_products += 1;
+    ops.key_switches += 1;
+    ops.rescales += 1;
+  }
+  if (config_.arcsine_degree > 0)
+    count_polynomial(eval_mod, arcsine_, cts_out - cosine_.depth() - static_cast<std::size_t>(config_.double_angles));
+  counts += repeated(eval_mod, static_cast<double>(parts));
+  if (!config_.slots_to_coeffs_first)
+    for (const auto& lt : stc_) lt.count_operations(counts, lt.level());
+}
+
 Ciphertext Bootstrapper::bootstrap(const Evaluator& eval, const Ciphertext& ct, const EncapsulationKeys* keys,
                                    StepSeconds* times) const {
   if (ct.log_slots != config_.log_slots)

@@ -37,6 +37,7 @@
 #include "ckks/evaluator.h"
 #include "ckks/keygen.h"
 #include "ckks/linear_transform.h"
+#include "ckks/operation_counts.h"
 #include "ckks/polynomial.h"
 
 namespace pfhe::ckks {
@@ -162,6 +163,9 @@ class Bootstrapper {
 
   // Which n <= N/4 bootstraps put both halves in one ciphertext of 2n slots.
   bool packed() const { return packed_; }
+  // Adds what one bootstrap() performs (ckks/operation_counts.h), at the levels it runs at:
+  // what a compiler weighs a bootstrap with against the layers on a chain.
+  void count_operations(OperationCounts& counts) const;
   std::size_t cts_rotations() const;  // rotations of one CoeffsToSlots (baby + giant)
   std::size_t stc_rotations() const;
 

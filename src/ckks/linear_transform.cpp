@@ -200,6 +200,20 @@ std::size_t LinearTransform::baby_rotations() const {
   return babies.size() - (!babies.empty() && babies.front() == 0 ? 1 : 0);
 }
 
+void LinearTransform::count_operations(OperationCounts& counts, std::size_t level) const {
+  LevelOperations& ops = counts[level];
+  const std::size_t babies = baby_rotations();
+  if (babies > 0) ops.decompositions += 1;
+  ops.hoisted_rotations += static_cast<double>(babies);
+  ops.key_switches += static_cast<double>(giant_rotations());
+  for (const auto& [g, row] : terms_)
+    for (const auto& [b, term] : row) {
+      ops.plaintext_products += 1;
+      if (!term.encoded) ops.diagonal_encodings += 1;
+    }
+  ops.rescales += 1;
+}
+
 std::size_t LinearTransform::giant_rotations() const { return terms_.size() - terms_.count(0); }
 
 std::vector<long> LinearTransform::fold_order() const {

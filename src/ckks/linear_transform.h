@@ -16,6 +16,7 @@
 #include "ckks/byte_stream.h"
 #include "ckks/encoder.h"
 #include "ckks/evaluator.h"
+#include "ckks/operation_counts.h"
 
 namespace pfhe::ckks {
 
@@ -66,6 +67,12 @@ class LinearTransform {
   // Rotation steps whose Galois keys evaluation needs (baby steps and giant steps).
   std::vector<long> rotation_steps() const;
   std::size_t plaintext_bytes() const;  // memory held for the diagonals
+  // Adds what one apply() and its rescale perform at `level` (ckks/operation_counts.h; the
+  // transform's own level, or another chain's for the same geometry): the shared
+  // decomposition, the hoisted baby steps, the giant steps (each counted as a full key
+  // switch; summed ones cost ~0.7 of that), the diagonal products, and the encoding of each
+  // diagonal not encoded yet (a plan's: all of them, as a just-in-time transform would).
+  void count_operations(OperationCounts& counts, std::size_t level) const;
   DiagonalStorage storage() const { return storage_; }
   GiantSteps giant_steps() const { return giant_steps_; }
   const Context& encoder_context() const { return encoder_->context(); }

@@ -1,10 +1,14 @@
 #include "ckks/polynomial.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <numbers>
 #include <stdexcept>
 #include <string>
+#include <utility>
+
+#include "ckks/operation_counts.h"
 
 namespace pfhe::ckks {
 
@@ -38,6 +42,69 @@ void split(const std::vector<double>& c, std::size_t degree, std::size_t big, bo
   }
 }
 
+// The arithmetic the recursion below runs on: ciphertexts, or levels alone
+// (count_polynomial, which records each product instead of making it).
+struct CiphertextArithmetic {
+  using Value = Ciphertext;
+  const Evaluator& eval;
+
+  double prime(std::size_t level) const {
+    return static_cast<double>(eval.context().ring_q().modulus(level).value());
+  }
+  void drop(Ciphertext& v, std::size_t level) const { eval.drop_to_level_inplace(v, level); }
+  Ciphertext multiply_relin_rescale(const Ciphertext& a, const Ciphertext& b) const {
+    return eval.multiply_relin_rescale(a, b);
+  }
+  void add(Ciphertext& a, const Ciphertext& b) const { eval.add_inplace(a, b); }
+  Ciphertext combination(const std::vector<std::pair<const Ciphertext*, double>>& terms, std::size_t level,
+                         double scale, double constant) const {
+    std::vector<Evaluator::ConstTerm> t;
+    for (const auto& [v, c] : terms) t.push_back({v, c});
+    Ciphertext out = eval.linear_combination_to(t, level, scale);
+    if (constant != 0.0) eval.add_const_inplace(out, constant);
+    return out;
+  }
+  // B_a B_b (lower dropped to upper's level), or T_j = 2 T_a T_b - T_{a-b} (a_minus_b:
+  // T_{a-b}, null when a = b: then 2 T_a^2 - 1).
+  Ciphertext basis_product(const Ciphertext& upper, const Ciphertext& lower, bool chebyshev,
+                           const Ciphertext* a_minus_b) const {
+    Ciphertext product = eval.multiply(upper, lower);
+    if (chebyshev) eval.multiply_integer_inplace(product, 2);
+    eval.relinearize_rescale_inplace(product);
+    if (chebyshev && !a_minus_b) eval.add_const_inplace(product, -1.0);
+    if (chebyshev && a_minus_b)
+      eval.sub_inplace(product, eval.multiply_const_to(*a_minus_b, 1.0, product.level(), product.scale));
+    return product;
+  }
+};
+
+struct LevelCounter {
+  struct Value {
+    std::size_t at = 0;
+    double scale = 1;
+    std::size_t level() const { return at; }
+  };
+  OperationCounts& counts;
+
+  double prime(std::size_t) const { return 1; }
+  void drop(Value& v, std::size_t level) const { v.at = level; }
+  Value multiply_relin_rescale(const Value& a, const Value& b) const {
+    const std::size_t level = std::min(a.at, b.at);
+    LevelOperations& ops = counts[level];
+    ops.tensor_products += 1;
+    ops.key_switches += 1;
+    ops.rescales += 1;
+    return {level - 1, 1};
+  }
+  void add(Value&, const Value&) const {}
+  Value combination(const std::vector<std::pair<const Value*, double>>&, std::size_t level, double, double) const {
+    return {level, 1};
+  }
+  Value basis_product(const Value& upper, const Value& lower, bool, const Value*) const {
+    return multiply_relin_rescale(upper, lower);
+  }
+};
+
 // Baby-step giant-step evaluation at optimal depth. Giant steps: p = q * B_M + r with
 // M = 2^m <= degree, recursively. A part of degree below the baby bound (about
 // sqrt(degree)) becomes a leaf, sum c_j B_j over baby steps with scalar products only,
@@ -46,28 +113,31 @@ void split(const std::vector<double>& c, std::size_t degree, std::size_t big, bo
 // the parts with slack (the remainders) cost no ciphertext products: degree 30 needs 12
 // instead of 19 (Bossuat et al., Eurocrypt 2021, evaluate the cosine of EvalMod the same
 // way). B_j is x^j or T_j, made when first read.
+template <class Arithmetic>
 class Recursion {
+  using Value = typename Arithmetic::Value;
+
  public:
-  Recursion(const Evaluator& eval, const Ciphertext& x, std::size_t degree, bool chebyshev)
-      : eval_(eval), chebyshev_(chebyshev), top_(x.level()),
+  Recursion(const Arithmetic& arith, const Value& x, std::size_t degree, bool chebyshev)
+      : arith_(arith), chebyshev_(chebyshev), top_(x.level()),
         baby_bound_(std::size_t{1} << ((ceil_log2(degree + 1) + 1) / 2)) {
     basis_.emplace(1, x);
   }
 
   // Evaluates sum c_k B_k landing at (level, scale).
-  Ciphertext run(const std::vector<double>& c, std::size_t level, double scale) {
+  Value run(const std::vector<double>& c, std::size_t level, double scale) {
     const std::size_t degree = trimmed_degree(c);
     if (degree <= 1 || (degree < baby_bound_ && leaf_fits(c, degree, level))) return leaf(c, degree, level, scale);
     const std::size_t m = ceil_log2(degree + 1) - 1, big = std::size_t{1} << m;
     std::vector<double> q, r;
     split(c, degree, big, chebyshev_, q, r);
-    Ciphertext t = basis(big);
-    eval_.drop_to_level_inplace(t, level + 1);
-    const double q_next = static_cast<double>(eval_.context().ring_q().modulus(level + 1).value());
-    Ciphertext qc = run(q, level + 1, scale * q_next / t.scale);
-    Ciphertext out = eval_.multiply_relin_rescale(qc, t);
+    Value t = basis(big);
+    arith_.drop(t, level + 1);
+    const double q_next = arith_.prime(level + 1);
+    Value qc = run(q, level + 1, scale * q_next / t.scale);
+    Value out = arith_.multiply_relin_rescale(qc, t);
     out.scale = scale;  // (scale * q_next / t.scale) * t.scale / q_next, exact up to rounding
-    eval_.add_inplace(out, run(r, level, scale));
+    arith_.add(out, run(r, level, scale));
     return out;
   }
 
@@ -81,37 +151,30 @@ class Recursion {
     return true;
   }
 
-  Ciphertext leaf(const std::vector<double>& c, std::size_t degree, std::size_t level, double scale) {
-    std::vector<Evaluator::ConstTerm> terms;
+  Value leaf(const std::vector<double>& c, std::size_t degree, std::size_t level, double scale) {
+    std::vector<std::pair<const Value*, double>> terms;
     for (std::size_t j = 1; j <= degree; ++j)
-      if (c[j] != 0.0) terms.push_back({&basis(j), c[j]});
-    if (terms.empty()) terms.push_back({&basis(1), 0.0});  // a constant: zero at (level, scale)
-    Ciphertext out = eval_.linear_combination_to(terms, level, scale);
-    if (!c.empty() && c[0] != 0.0) eval_.add_const_inplace(out, c[0]);
-    return out;
+      if (c[j] != 0.0) terms.emplace_back(&basis(j), c[j]);
+    if (terms.empty()) terms.emplace_back(&basis(1), 0.0);  // a constant: zero at (level, scale)
+    return arith_.combination(terms, level, scale, c.empty() ? 0.0 : c[0]);
   }
 
   // B_j from B_a and B_b, a the largest power of two below j and b = j - a (a = b for a
   // power of two): x^a x^b, or T_j = 2 T_a T_b - T_{a-b}. Depth ceil(log2 j).
-  const Ciphertext& basis(std::size_t j) {
+  const Value& basis(std::size_t j) {
     if (const auto found = basis_.find(j); found != basis_.end()) return found->second;
     const std::size_t a = std::size_t{1} << (ceil_log2(j) - 1), b = j - a;
-    Ciphertext lower = basis(b);
-    const Ciphertext& upper = basis(a);
-    eval_.drop_to_level_inplace(lower, upper.level());
-    Ciphertext product = eval_.multiply(upper, lower);
-    if (chebyshev_) eval_.multiply_integer_inplace(product, 2);
-    eval_.relinearize_rescale_inplace(product);
-    if (chebyshev_ && a == b) eval_.add_const_inplace(product, -1.0);
-    if (chebyshev_ && a != b) eval_.sub_inplace(product, eval_.multiply_const_to(basis(a - b), 1.0, product.level(),
-                                                                                product.scale));
-    return basis_.emplace(j, std::move(product)).first->second;
+    Value lower = basis(b);
+    const Value& upper = basis(a);
+    arith_.drop(lower, upper.level());
+    const Value* a_minus_b = a == b ? nullptr : &basis(a - b);
+    return basis_.emplace(j, arith_.basis_product(upper, lower, chebyshev_, a_minus_b)).first->second;
   }
 
-  const Evaluator& eval_;
+  const Arithmetic& arith_;
   bool chebyshev_;
   std::size_t top_, baby_bound_;
-  std::map<std::size_t, Ciphertext> basis_;  // B_j, j >= 1; references stay valid
+  std::map<std::size_t, Value> basis_;  // B_j, j >= 1; references stay valid
 };
 
 }  // namespace
@@ -175,8 +238,19 @@ Ciphertext evaluate_polynomial(const Evaluator& eval, const Ciphertext& x, const
     input = eval.multiply_const_to(x, 2.0 / (p.upper - p.lower), x.level() - 1, x.scale);
     eval.add_const_inplace(input, -(p.upper + p.lower) / (p.upper - p.lower));
   }
-  Recursion recursion(eval, input, p.degree(), chebyshev);
+  const CiphertextArithmetic arith{eval};
+  Recursion<CiphertextArithmetic> recursion(arith, input, p.degree(), chebyshev);
   return recursion.run(p.coeffs, x.level() - p.depth(), scale);
+}
+
+void count_polynomial(OperationCounts& counts, const Polynomial& p, std::size_t level) {
+  if (p.coeffs.empty() || level < p.depth()) throw std::invalid_argument("count_polynomial: no coefficients or too few levels");
+  const bool chebyshev = p.basis == PolynomialBasis::kChebyshev;
+  const bool shifted = chebyshev && (p.lower != -1.0 || p.upper != 1.0);
+  if (shifted) counts[level].rescales += 1;  // the interval's affine map
+  const LevelCounter counter{counts};
+  Recursion<LevelCounter> recursion(counter, {shifted ? level - 1 : level, 1}, p.degree(), chebyshev);
+  recursion.run(p.coeffs, level - p.depth(), 1);
 }
 
 }  // namespace pfhe::ckks

@@ -746,6 +746,52 @@ std::size_t CompiledGraph::bootstraps() const {
       std::count_if(steps_.begin(), steps_.end(), [](const Step& s) { return std::holds_alternative<Bootstrap>(s.op); }));
 }
 
+namespace {
+// One product of two ciphertexts at `level`, relinearized and rescaled.
+void count_product(ckks::OperationCounts& counts, std::size_t level) {
+  ckks::LevelOperations& ops = counts[level];
+  ops.tensor_products += 1;
+  ops.key_switches += 1;
+  ops.rescales += 1;
+}
+}  // namespace
+
+std::vector<std::pair<std::string, ckks::OperationCounts>> CompiledGraph::step_operations(
+    const CompiledGraph* geometry) const {
+  if (keys_unknown_ && (!geometry || geometry->keys_unknown_))
+    throw std::logic_error("compiled graph: steps only laid out need a plan's geometry to count their operations");
+  if (half_ring_) throw std::logic_error("compiled graph: the operations of a graph that switches rings are not counted");
+  std::map<std::string, const CompiledLinear*> planned;
+  if (keys_unknown_)
+    for (const Step& s : geometry->steps_)
+      if (const auto* l = std::get_if<CompiledLinear>(&s.op)) planned.emplace(s.name, l);
+  std::vector<std::pair<std::string, ckks::OperationCounts>> out;
+  for (const Step& step : steps_) {
+    ckks::OperationCounts c;
+    std::visit(Overloaded{
+                   [&](const CompiledLinear& here) {
+                     const auto found = planned.find(step.name);
+                     const CompiledLinear& l = found != planned.end() ? *found->second : here;
+                     l.transform.count_operations(c, here.input_level);
+                     c[here.input_level].key_switches += static_cast<double>(l.post_sum_steps.size());
+                   },
+                   [&](const CompiledQuadratic& q) { count_product(c, q.input_level); },
+                   [&](const Poly& p) { ckks::count_polynomial(c, p.polynomial, p.input_level); },
+                   [&](const Bootstrap&) { bootstrapper_->count_operations(c); },
+                   [&](const Normalize& n) {
+                     count_product(c, n.input_level);
+                     for (std::size_t s = 1; s < n.span; s <<= 1) c[n.input_level - 1].key_switches += 1;
+                     ckks::count_polynomial(c, n.polynomial, n.input_level - 1);
+                     count_product(c, n.input_level - 1 - n.polynomial.depth());
+                   },
+                   [&](const auto&) {},  // additions: no limb-sized work worth counting
+               },
+               step.op);
+    out.emplace_back(step.name, std::move(c));
+  }
+  return out;
+}
+
 std::size_t CompiledGraph::plaintext_bytes() const {
   std::size_t bytes = 0;
   for (const Step& s : steps_)

@@ -128,6 +128,18 @@ class CompiledGraph {
   // Their inner product in every slot (the cosine similarity of normalised embeddings); one level.
   ckks::Ciphertext similarity(const ckks::Evaluator& eval, const ckks::Ciphertext& a, const ckks::Ciphertext& b) const;
   std::size_t plaintext_bytes() const;
+  // What each step performs when it runs (ckks/operation_counts.h), by step name in step
+  // order: the geometry of its transforms, polynomials and bootstraps at their levels, so
+  // a plan (Compilation::kPlanOnly) gives it too. What the levels between bootstraps are
+  // chosen by (nn/parameter_choice.h). Steps only laid out (Compilation::kLayoutOnly) take
+  // the geometry of the linear step of the same name in `geometry`, a plan of the same
+  // graph on another chain (a node's layouts, so its diagonals and rotations, do not depend
+  // on the chain: lowering them is most of a plan's time); a linear step it does not have
+  // is one the placement added on this chain, an element-wise map (one diagonal).
+  // std::logic_error for steps only laid out without `geometry`, and for a graph that
+  // switches rings (its steps run on two chains).
+  std::vector<std::pair<std::string, ckks::OperationCounts>> step_operations(
+      const CompiledGraph* geometry = nullptr) const;
   std::size_t bootstraps() const;
   // Each bootstrap step: its name (the bootstrapped node's, ".bootstrap"), input and output level.
   struct PlacedBootstrap {

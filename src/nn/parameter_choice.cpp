@@ -331,52 +331,85 @@ GraphParameters graph_parameters(const Graph& graph, double output_max_abs, int 
                               std::to_string(scale_bits) + " and outputs up to " + std::to_string(output_max_abs));
 }
 
-std::size_t bootstraps_placed(const Graph& graph, const FitReport& ranges, const ckks::ParameterSpec& spec,
-                              const ckks::BootstrapConfig& config) {
-  const ckks::Context ctx(ckks::Parameters::create(spec));
-  const ckks::Encoder enc(ctx);
-  auto boot = std::make_shared<const ckks::Bootstrapper>(enc, config);
-  const std::size_t top = boot->output_level();
-  return CompiledGraph::compile(graph, enc, top, ctx.params().default_scale(), 0, Compilation::kLayoutOnly,
-                                std::move(boot), &ranges)
-      .bootstraps();
+namespace {
+// The context, encoder and bootstrapper of a candidate chain, and the graph on it: laid out
+// (levels, layouts, bootstraps placed) or planned (with every linear step's geometry).
+struct CandidateChain {
+  ckks::Context context;
+  ckks::Encoder encoder;
+  CompiledGraph graph;
+
+  CandidateChain(const Graph& g, const FitReport& ranges, const ckks::ParameterSpec& spec,
+                 const ckks::BootstrapConfig& config, Compilation mode)
+      : context(ckks::Parameters::create(spec)), encoder(context), graph(lay_out(g, ranges, config, mode)) {}
+
+ private:
+  CompiledGraph lay_out(const Graph& g, const FitReport& ranges, const ckks::BootstrapConfig& config,
+                        Compilation mode) const {
+    auto boot = std::make_shared<const ckks::Bootstrapper>(encoder, config);
+    const std::size_t top = boot->output_level();
+    return CompiledGraph::compile(g, encoder, top, context.params().default_scale(), 0, mode, std::move(boot), &ranges);
+  }
+};
+
+double estimated_seconds(const CompiledGraph& graph, const ckks::Parameters& params, const CompiledGraph* geometry) {
+  double seconds = 0;
+  for (const auto& [name, ops] : graph.step_operations(geometry)) seconds += ckks::estimated_seconds(ops, params);
+  return seconds;
+}
+}  // namespace
+
+double estimated_seconds(const Graph& graph, const FitReport& ranges, const GraphParameters& chosen) {
+  if (!chosen.bootstrapping) throw std::invalid_argument("estimated_seconds: the parameters do not bootstrap");
+  const CandidateChain chain(graph, ranges, chosen.spec, *chosen.bootstrapping, Compilation::kPlanOnly);
+  return estimated_seconds(chain.graph, chain.context.params(), nullptr);
 }
 
-GraphParameters fewest_levels_keeping_bootstraps(const Graph& graph, const FitReport& ranges,
-                                                 const GraphParameters& chosen) {
-  if (!chosen.bootstrapping || chosen.compute_levels < 3) return chosen;
+GraphParameters fastest_levels_between_bootstraps(const Graph& graph, const FitReport& ranges,
+                                                  const GraphParameters& chosen, std::vector<LevelsEstimate>* estimates) {
+  if (!chosen.bootstrapping) return chosen;
   const ckks::BootstrapConfig& config = *chosen.bootstrapping;
   const int scale_bits = std::ilogb(chosen.spec.default_scale);
   const int ratio = chosen.spec.q_bits.front() - scale_bits;
-  const auto spec_with = [&](std::size_t levels) {
-    return ckks::bootstrap_parameter_spec(16, static_cast<int>(levels), config, scale_bits, ratio);
-  };
-  const std::size_t fewest = bootstraps_placed(graph, ranges, chosen.spec, config);
-  // Binary search for the fewest levels that keep that count (more levels never need more
-  // bootstraps: the placement is greedy and looks ahead at forks with the same rule).
-  std::size_t lo = 2, hi = chosen.compute_levels;  // hi keeps the count; is lo too few?
-  while (lo < hi) {
-    const std::size_t mid = (lo + hi) / 2;
-    bool keeps = false;
+  const CandidateChain most(graph, ranges, chosen.spec, config, Compilation::kPlanOnly);  // the geometry
+  GraphParameters best = chosen;
+  double best_seconds = estimated_seconds(most.graph, most.context.params(), nullptr);
+  if (estimates) estimates->assign(1, {chosen.compute_levels, most.graph.bootstraps(), best_seconds});
+  for (std::size_t levels = chosen.compute_levels; levels-- > 2;) {
     try {
-      const ckks::ParameterSpec spec = spec_with(mid);
-      keeps = ckks::Parameters::create(spec).dnum() <= kBootstrapMaxDigits &&
-              bootstraps_placed(graph, ranges, spec, config) <= fewest;
-    } catch (const std::invalid_argument&) {  // a node needs more levels than the chain gives
+      const ckks::ParameterSpec spec =
+          ckks::bootstrap_parameter_spec(16, static_cast<int>(levels), config, scale_bits, ratio);
+      if (ckks::Parameters::create(spec).dnum() > kBootstrapMaxDigits) continue;
+      const CandidateChain candidate(graph, ranges, spec, config, Compilation::kLayoutOnly);
+      const double seconds = estimated_seconds(candidate.graph, candidate.context.params(), &most.graph);
+      if (estimates) estimates->push_back({levels, candidate.graph.bootstraps(), seconds});
+      if (seconds < best_seconds) {
+        best_seconds = seconds;
+        best = {spec, config, chosen.graph_levels, levels};
+      }
+    } catch (const std::invalid_argument&) {  // a node needs more levels than this chain gives
     }
-    if (keeps) hi = mid;
-    else lo = mid + 1;
   }
-  if (hi == chosen.compute_levels) return chosen;
-  return {spec_with(hi), config, chosen.graph_levels, hi};
+  return best;
 }
 
 GraphParameters graph_parameters_for_compile(const Graph& graph, const FitReport& ranges, int scale_bits, bool bootstrap,
-                                   int bootstrap_levels) {
+                                             int bootstrap_levels, std::vector<LevelsEstimate>* estimates) {
   if (ranges.ranges.empty()) throw std::invalid_argument("parameters: the graph's ranges (fit()) are needed");
   const GraphParameters chosen =
       graph_parameters(graph, ranges.ranges.back().max_abs, scale_bits, bootstrap, false, bootstrap_levels);
-  return bootstrap_levels == 0 ? fewest_levels_keeping_bootstraps(graph, ranges, chosen) : chosen;
+  return bootstrap_levels == 0 ? fastest_levels_between_bootstraps(graph, ranges, chosen, estimates) : chosen;
+}
+
+std::string estimates_text(const std::vector<LevelsEstimate>& estimates) {
+  std::string text;
+  char line[96];
+  for (const LevelsEstimate& e : estimates) {
+    std::snprintf(line, sizeof line, "%s%zu levels %zu bootstrap%s %.1f s", text.empty() ? "" : ", ", e.levels,
+                  e.bootstraps, e.bootstraps == 1 ? "" : "s", e.seconds);
+    text += line;
+  }
+  return text;
 }
 
 CompiledGraph compile_graph(const Graph& graph, const ckks::Encoder& encoder, std::size_t plaintext_budget,

@@ -179,35 +179,46 @@ inline constexpr int kBootstrapMaxDigits = 4;
 // `precise_bootstraps`: graph_bootstrap_config(true) where the graph bootstraps.
 // `max_compute_levels` (2..kBootstrapMostComputeLevels; 0: no cap) caps the levels between
 // bootstraps of a graph that bootstraps (refused for one that fits without): fewer levels
-// make a smaller chain, so smaller keys and less memory, and more bootstraps. On ResNet-20
-// 12 levels measured 10 % faster than the default's 14 with 5.5 instead of 7.5 GB of keys,
-// 10 levels within noise of 14 with 5.0 GB, 8 levels 6 bootstraps and +16 % time
-// (docs/BENCHMARKS.md, "Levels between bootstraps").
+// make a smaller chain, so smaller keys and less memory, and more bootstraps
+// (fastest_levels_between_bootstraps chooses among them; docs/BENCHMARKS.md, "Levels
+// between bootstraps").
 inline constexpr int kBootstrapMostComputeLevels = 24;
 GraphParameters graph_parameters(const Graph& graph, double output_max_abs, int scale_bits = kDefaultScaleBits,
                                  bool bootstrap = false, bool precise_bootstraps = false, int max_compute_levels = 0);
 
-// With bootstrapping: the chain with the fewest levels between bootstraps on which the
-// compiler places no more bootstraps than on `chosen`'s (graph_parameters' most levels), found
-// by laying the graph out on candidate chains (a context and a bootstrapper each: seconds
-// apiece at N = 2^16). With the count unchanged every operation runs on fewer primes and
-// every key is smaller: the `deep` ONNX network keeps its one bootstrap at 10 levels instead
-// of 14 and ran 25 % faster with 30 % smaller keys (docs/BENCHMARKS.md, "Levels between
-// bootstraps"). A lexicographic rule, fewest bootstraps first, not yet a latency model: on
-// ResNet-20 one more bootstrap at 12 levels measured faster still. `chosen` without
-// bootstrapping is returned as it is.
-GraphParameters fewest_levels_keeping_bootstraps(const Graph& graph, const FitReport& ranges,
-                                                 const GraphParameters& chosen);
-// The bootstraps the compiler places in `graph` on the chain of `spec` (levels and layouts
-// only: a context and a bootstrapper for the chain, no diagonal lowered).
-std::size_t bootstraps_placed(const Graph& graph, const FitReport& ranges, const ckks::ParameterSpec& spec,
-                              const ckks::BootstrapConfig& config);
+// The levels between bootstraps, chosen by estimated latency. Fewer levels make every prime
+// count smaller (the bootstraps' own levels sit on top of them), so each bootstrap, each
+// layer and each key is cheaper, while the graph may need more bootstraps; which wins
+// depends on the graph (ResNet-20: 12 levels and 3 bootstraps within noise of 14 and 2,
+// with 2 GB fewer keys; the `deep` ONNX network keeps its 1 bootstrap down to 10 levels,
+// 25 % faster than 14; 8 levels slower on both: docs/BENCHMARKS.md, "Levels between
+// bootstraps", "Latency estimate"). So every chain from `chosen`'s
+// (graph_parameters' most levels) down to 2 levels with at most kBootstrapMaxDigits digits
+// is a candidate: the graph is planned once on `chosen`'s chain (the geometry of its linear
+// steps, which does not depend on the chain), laid out on each candidate (a context and a
+// bootstrapper each: the bootstraps placed and every step's level), and each step's
+// operations weighed at its level (CompiledGraph::step_operations, ckks::estimated_seconds);
+// the least estimate wins. About 0.5 s per candidate at N = 2^16 (ResNet-20: 2 s for the
+// plan, 11 s in all for 13 candidates). `estimates`, when given, receives each candidate's (the first is
+// `chosen`'s). `chosen` without bootstrapping is returned as it is.
+struct LevelsEstimate {
+  std::size_t levels = 0, bootstraps = 0;
+  double seconds = 0;  // one thread, ckks::estimated_seconds
+};
+GraphParameters fastest_levels_between_bootstraps(const Graph& graph, const FitReport& ranges,
+                                                  const GraphParameters& chosen,
+                                                  std::vector<LevelsEstimate>* estimates = nullptr);
+// The estimate for one bootstrapping choice (`chosen.bootstrapping` must be set): the graph
+// planned on its chain, weighed as above.
+double estimated_seconds(const Graph& graph, const FitReport& ranges, const GraphParameters& chosen);
 // What `pfhe compile`, the Python package and pfhe_resnet20_bench choose for a graph with its
 // fit() ranges: graph_parameters with the output's range, then, for a graph that bootstraps,
-// `bootstrap_levels` levels between bootstraps when given (not 0), else the fewest that keep
-// the bootstraps (fewest_levels_keeping_bootstraps).
+// `bootstrap_levels` levels between bootstraps when given (not 0), else the fastest by the
+// estimate (fastest_levels_between_bootstraps, its candidates' estimates into `estimates`).
 GraphParameters graph_parameters_for_compile(const Graph& graph, const FitReport& ranges, int scale_bits, bool bootstrap,
-                                   int bootstrap_levels);
+                                             int bootstrap_levels, std::vector<LevelsEstimate>* estimates = nullptr);
+// Candidates' estimates as text for progress lines: "14 levels 2 bootstraps 58.1 s, ...".
+std::string estimates_text(const std::vector<LevelsEstimate>& estimates);
 
 // How `pfhe compile` and a server given a graph model file compile a graph: inputs at the
 // parameters' top level and default scale (parameters_for gives exactly the levels the

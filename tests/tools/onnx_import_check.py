@@ -129,8 +129,9 @@ class HerPNNet(nn.Module):
 
 
 class DeepResidual(nn.Module):
-    """Seven residual blocks x + conv(x^2 / 4) on 4 channels: depth 16, deeper than the 14
-    levels between bootstraps of `pfhe compile --bootstrap`, so one bootstrap is placed."""
+    """Seven residual blocks x + conv(x^2 / 4) on 4 channels: depth 16, deeper than the
+    levels between bootstraps of `pfhe compile --bootstrap` (at most 14), so one bootstrap
+    is placed."""
 
     def __init__(self):
         super().__init__()

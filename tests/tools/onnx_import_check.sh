@@ -49,8 +49,9 @@ echo "herpn: 3 HerPNs imported as 3 per-channel quadratics"
     { echo "windows: encrypted run differs"; exit 1; }
 )
 # Bootstrapping from the command line (issue 24): the deep residual network (depth 16) with
-# `--bootstrap` gets N = 2^16's bootstrapping chain (14 levels between bootstraps) and one
-# bootstrap, placed on the trunk before a residual block; its keys (rotations, conjugation,
+# `--bootstrap` gets N = 2^16's bootstrapping chain (the levels between bootstraps with the
+# least estimated latency: 10 of at most 14) and one bootstrap, placed on the trunk before a
+# residual block; its keys (rotations, conjugation,
 # encapsulation) come from the client spec, and the result matches float64.
 (
   cd "$work"
@@ -58,6 +59,8 @@ echo "herpn: 3 HerPNs imported as 3 per-channel quadratics"
   "$pfhe" compile --model deep.pfhm --out-dir srv-deep --bootstrap --budget-gb 0.1 2> deep.compile.log ||
     { cat deep.compile.log; exit 1; }
   grep -q "1 bootstrap(s) placed" deep.compile.log || { cat deep.compile.log; echo "deep: not one bootstrap"; exit 1; }
+  grep -q "levels between bootstraps (the least estimated latency" deep.compile.log ||
+    { cat deep.compile.log; echo "deep: the levels were not chosen by the estimate"; exit 1; }
   grep -q '"ephemeral_weight": 32' srv-deep/client.json || { echo "deep: the spec names no encapsulation"; exit 1; }
   "$pfhe" keygen "${d[@]}" --secret-key deep.sk --eval-keys deep.ek 2> deep.keygen.log ||
     { cat deep.keygen.log; exit 1; }
