@@ -44,7 +44,12 @@ void count_polynomial(OperationCounts& counts, const Polynomial& p, std::size_t 
 // decides is how the counts grow with limbs, special primes and digits, not the absolute
 // figure. The two constants are a least-squares fit (relative errors) to the P16 table of
 // docs/BENCHMARKS.md (rotation, hoisted rotation, ct x pt, rescale, ct x ct at the top and
-// mid levels): each of those within -22 % .. +28 % ("Latency estimate" there).
+// mid levels): each of those within -22 % .. +28 % ("Latency estimate" there). It does not
+// see memory traffic: the chains it compares keep key switching at a few digits, but a
+// half ring of 1 special prime and 20 digits (14 GB of keys) after CryptoFaceNet4's block 2
+// is estimated to save 21 % of its time; a lane group measured 9 % (docs/BENCHMARKS.md,
+// session 7), against 22 % estimated and 18 % measured after block 3. So the ring-switch
+// choice keeps its measured rule (nn/parameter_choice.h).
 inline constexpr double kNttLimbSeconds = 0.132e-3;
 inline constexpr double kPassLimbSeconds = 0.038e-3;
 double estimated_seconds(const OperationCounts& counts, const Parameters& params);
