@@ -641,11 +641,11 @@ int main(int argc, char** argv) {
   compile->add_flag("--no-ring-switch", comp.no_ring_switch,
                     "keep every block in the big ring (default: switch to N/2 where it is estimated to pay off)");
   compile->add_flag("--bootstrap", comp.bootstrap,
-                    "graphs: the bootstrapping chain (N = 2^16, 14 levels of 2^40 between bootstraps) even when the graph fits "
+                    "graphs: the bootstrapping chain (N = 2^16, up to 12 levels of 2^40 between bootstraps) even when the graph fits "
                     "without it (default: only for graphs deeper than N = 2^16 holds)");
   compile->add_option("--bootstrap-levels", comp.bootstrap_levels,
                       "graphs that bootstrap: at most this many levels between bootstraps (0: the count with the least "
-                      "estimated latency, from 2 to the most a 4-digit chain holds, 14); fewer give smaller keys and less "
+                      "estimated latency, from 2 to the most a 4-digit chain holds, 12); fewer give smaller keys and less "
                       "memory for more bootstraps (docs/BOOTSTRAPPING.md)")
       ->check(CLI::Range(0, nn::kBootstrapMostComputeLevels))
       ->capture_default_str();

@@ -286,6 +286,12 @@ ckks::BootstrapConfig graph_bootstrap_config(bool precise) {
   ckks::BootstrapConfig c;
   if (precise) c.arcsine_degree = 3;
   c.log_slots = 15;
+  // EvalMod as measured (docs/BENCHMARKS.md): K = 16, a cosine of degree 30 and 4 double
+  // angles. With BootstrapConfig's 3 the cosine spans twice the range that degree covers
+  // well: 19.0 instead of 24.2 mean bits at N = 2^16, for one level less.
+  c.k_range = 16;
+  c.cosine_degree = 30;
+  c.double_angles = 4;
   c.ephemeral_weight = 32;
   c.slots_to_coeffs_first = true;
   c.storage = ckks::DiagonalStorage::kJustInTime;

@@ -146,12 +146,14 @@ ckks::ParameterSpec parameters_for(const Graph& graph, double output_max_abs, in
 // shipped ResNet-20 (depth 39) fits 2^16 only with 2 special primes and 20 digits: 168
 // rotation keys of ~0.9 GB each (its bootstrapping chain has 4 digits). The configuration is the one measured best in
 // docs/BENCHMARKS.md ("Bootstrapping at N = 2^16"): 2^15 full slots, SlotsToCoeffs first,
+// EvalMod with K = 16, a cosine of degree 30 and 4 double angles (until session 32 graphs
+// kept 3, 5 bits less precise: "Graph bootstraps with the measured EvalMod" there),
 // sparse-secret encapsulation of weight 32 (docs/BOOTSTRAPPING.md), DFT diagonals encoded
 // just in time and giant steps chained, in the DFT stages and in every linear layer of the
 // graph (memory goes to the keys: ResNet-20's 173 keys of up to 37 limbs and 4 digits took
 // 15 GB, chained 78 keys 7.5 GB, and no slower: docs/BENCHMARKS.md); between bootstraps
 // as many levels of 2^scale_bits as a 128-bit chain holds with kBootstrapMaxDigits
-// key-switching digits (14 at 2^40).
+// key-switching digits (12 at 2^40).
 // `precise`: the same with the arcsine step after EvalMod (degree 3), which lets the
 // message ratio drop from 2^14 to 2^10 (kPreciseBootstrapMessageRatioBits): a bootstrap
 // at N = 2^16 measured 24.2 -> 25.6 mean and 21.3 -> 22.4 worst-slot bits, +21 % time on
@@ -217,7 +219,7 @@ double estimated_seconds(const Graph& graph, const FitReport& ranges, const Grap
 // estimate (fastest_levels_between_bootstraps, its candidates' estimates into `estimates`).
 GraphParameters graph_parameters_for_compile(const Graph& graph, const FitReport& ranges, int scale_bits, bool bootstrap,
                                              int bootstrap_levels, std::vector<LevelsEstimate>* estimates = nullptr);
-// Candidates' estimates as text for progress lines: "14 levels 2 bootstraps 58.1 s, ...".
+// Candidates' estimates as text for progress lines: "12 levels 3 bootstraps 56.2 s, ...".
 std::string estimates_text(const std::vector<LevelsEstimate>& estimates);
 
 // How `pfhe compile` and a server given a graph model file compile a graph: inputs at the

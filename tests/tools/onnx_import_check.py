@@ -130,7 +130,7 @@ class HerPNNet(nn.Module):
 
 class DeepResidual(nn.Module):
     """Seven residual blocks x + conv(x^2 / 4) on 4 channels: depth 16, deeper than the
-    levels between bootstraps of `pfhe compile --bootstrap` (at most 14), so one bootstrap
+    levels between bootstraps of `pfhe compile --bootstrap` (at most 12), so one bootstrap
     is placed."""
 
     def __init__(self):

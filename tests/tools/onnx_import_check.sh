@@ -50,7 +50,7 @@ echo "herpn: 3 HerPNs imported as 3 per-channel quadratics"
 )
 # Bootstrapping from the command line (issue 24): the deep residual network (depth 16) with
 # `--bootstrap` gets N = 2^16's bootstrapping chain (the levels between bootstraps with the
-# least estimated latency: 10 of at most 14) and one bootstrap, placed on the trunk before a
+# least estimated latency: 10 of at most 12) and one bootstrap, placed on the trunk before a
 # residual block; its keys (rotations, conjugation,
 # encapsulation) come from the client spec, and the result matches float64.
 (
