@@ -532,12 +532,8 @@ void Bootstrapper::count_operations(OperationCounts& counts) const {
   const std::size_t parts = config_.slots_to_coeffs_first || !packed_ ? 2 : 1;
   OperationCounts eval_mod;
   count_polynomial(eval_mod, cosine_, cts_out);
-  for (int r = 0; r < config_.double_angles; ++r) {
-    LevelOperations& ops = eval_mod[cts_out - cosine_.depth() - static_cast<std::size_t>(r)];
-    ops.tensor_products += 1;
-    ops.key_switches += 1;
-    ops.rescales += 1;
-  }
+  for (int r = 0; r < config_.double_angles; ++r)
+    count_product(eval_mod, cts_out - cosine_.depth() - static_cast<std::size_t>(r));
   if (config_.arcsine_degree > 0)
     count_polynomial(eval_mod, arcsine_, cts_out - cosine_.depth() - static_cast<std::size_t>(config_.double_angles));
   counts += repeated(eval_mod, static_cast<double>(parts));

@@ -33,6 +33,13 @@ OperationCounts repeated(const OperationCounts& counts, double times) {
   return out;
 }
 
+void count_product(OperationCounts& counts, std::size_t level) {
+  LevelOperations& ops = counts[level];
+  ops.tensor_products += 1;
+  ops.key_switches += 1;
+  ops.rescales += 1;
+}
+
 namespace {
 
 // Work in limb-sized units: NTTs (forward or inverse) and element-wise passes.

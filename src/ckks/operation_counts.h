@@ -31,6 +31,9 @@ using OperationCounts = std::map<std::size_t, LevelOperations>;  // by level
 OperationCounts& operator+=(OperationCounts& a, const OperationCounts& b);
 // `times` copies of the operations.
 OperationCounts repeated(const OperationCounts& counts, double times);
+// One product of two ciphertexts at `level`: the tensor product, its relinearization and
+// the rescale.
+void count_product(OperationCounts& counts, std::size_t level);
 
 // The products evaluate_polynomial makes (each a tensor product, a relinearization and a
 // rescale) for `p` from `level`, at the level each starts from: the same recursion the

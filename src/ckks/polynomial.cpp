@@ -90,10 +90,7 @@ struct LevelCounter {
   void drop(Value& v, std::size_t level) const { v.at = level; }
   Value multiply_relin_rescale(const Value& a, const Value& b) const {
     const std::size_t level = std::min(a.at, b.at);
-    LevelOperations& ops = counts[level];
-    ops.tensor_products += 1;
-    ops.key_switches += 1;
-    ops.rescales += 1;
+    count_product(counts, level);
     return {level - 1, 1};
   }
   void add(Value&, const Value&) const {}

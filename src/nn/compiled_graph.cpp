@@ -746,16 +746,6 @@ std::size_t CompiledGraph::bootstraps() const {
       std::count_if(steps_.begin(), steps_.end(), [](const Step& s) { return std::holds_alternative<Bootstrap>(s.op); }));
 }
 
-namespace {
-// One product of two ciphertexts at `level`, relinearized and rescaled.
-void count_product(ckks::OperationCounts& counts, std::size_t level) {
-  ckks::LevelOperations& ops = counts[level];
-  ops.tensor_products += 1;
-  ops.key_switches += 1;
-  ops.rescales += 1;
-}
-}  // namespace
-
 std::vector<std::pair<std::string, ckks::OperationCounts>> CompiledGraph::step_operations(
     const CompiledGraph* geometry) const {
   if (keys_unknown_ && (!geometry || geometry->keys_unknown_))
@@ -775,14 +765,14 @@ std::vector<std::pair<std::string, ckks::OperationCounts>> CompiledGraph::step_o
                      l.transform.count_operations(c, here.input_level);
                      c[here.input_level].key_switches += static_cast<double>(l.post_sum_steps.size());
                    },
-                   [&](const CompiledQuadratic& q) { count_product(c, q.input_level); },
+                   [&](const CompiledQuadratic& q) { ckks::count_product(c, q.input_level); },
                    [&](const Poly& p) { ckks::count_polynomial(c, p.polynomial, p.input_level); },
                    [&](const Bootstrap&) { bootstrapper_->count_operations(c); },
                    [&](const Normalize& n) {
-                     count_product(c, n.input_level);
+                     ckks::count_product(c, n.input_level);
                      for (std::size_t s = 1; s < n.span; s <<= 1) c[n.input_level - 1].key_switches += 1;
                      ckks::count_polynomial(c, n.polynomial, n.input_level - 1);
-                     count_product(c, n.input_level - 1 - n.polynomial.depth());
+                     ckks::count_product(c, n.input_level - 1 - n.polynomial.depth());
                    },
                    [&](const auto&) {},  // additions: no limb-sized work worth counting
                },

@@ -299,6 +299,24 @@ ckks::BootstrapConfig graph_bootstrap_config(bool precise) {
   return c;
 }
 
+namespace {
+constexpr int kBootstrapLogN = 16;
+
+// The bootstrapping chain with `levels` levels of 2^scale_bits between bootstraps, when it is
+// 128-bit secure and keeps key switching at kBootstrapMaxDigits digits: more levels leave
+// less room for the special primes, so every key and every rotation grows with the digit
+// count (21 levels fit at 2^40, with 18 digits).
+std::optional<ckks::ParameterSpec> bootstrap_chain(int levels, const ckks::BootstrapConfig& config, int scale_bits,
+                                                   int ratio) {
+  try {
+    ckks::ParameterSpec spec = ckks::bootstrap_parameter_spec(kBootstrapLogN, levels, config, scale_bits, ratio);
+    if (ckks::Parameters::create(spec).dnum() <= kBootstrapMaxDigits) return spec;
+  } catch (const std::invalid_argument&) {  // not 128-bit at these levels
+  }
+  return std::nullopt;
+}
+}  // namespace
+
 GraphParameters graph_parameters(const Graph& graph, double output_max_abs, int scale_bits, bool bootstrap,
                                  bool precise_bootstraps, int max_compute_levels) {
   check_scale_bits(scale_bits);
@@ -313,26 +331,16 @@ GraphParameters graph_parameters(const Graph& graph, double output_max_abs, int 
                                     "without (ask for bootstrapping to have them)");
       return {*spec, std::nullopt, needs.levels};
     }
-  constexpr int kLogN = 16;
-  if (needs.min_log_n > kLogN)
+  if (needs.min_log_n > kBootstrapLogN)
     throw std::invalid_argument("the graph's layouts need N = 2^" + std::to_string(needs.min_log_n) +
                                 ", bootstrapping runs at 2^16 (2^15 slots)");
   const ckks::BootstrapConfig config = graph_bootstrap_config(precise_bootstraps);
   const int ratio = std::max(precise_bootstraps ? kPreciseBootstrapMessageRatioBits : kBootstrapMessageRatioBits,
                              base_bits_for_range(output_max_abs, scale_bits) - scale_bits);
-  // The most computation levels between bootstraps whose 128-bit chain keeps key switching
-  // at kBootstrapMaxDigits digits: more levels leave less room for the special primes, so
-  // every key and every rotation grows with the digit count (21 levels fit at 2^40, with
-  // 18 digits).
-  for (int levels = max_compute_levels > 0 ? max_compute_levels : kBootstrapMostComputeLevels; levels >= 2; --levels) {
-    try {
-      const ckks::ParameterSpec spec = ckks::bootstrap_parameter_spec(kLogN, levels, config, scale_bits, ratio);
-      if (ckks::Parameters::create(spec).dnum() <= kBootstrapMaxDigits)
-        return {spec, config, needs.levels, static_cast<std::size_t>(levels)};
-    } catch (const std::invalid_argument&) {
-      // fewer levels
-    }
-  }
+  // The most computation levels between bootstraps with such a chain (or the cap).
+  for (int levels = max_compute_levels > 0 ? max_compute_levels : kBootstrapMostComputeLevels; levels >= 2; --levels)
+    if (auto spec = bootstrap_chain(levels, config, scale_bits, ratio))
+      return {*spec, config, needs.levels, static_cast<std::size_t>(levels)};
   throw std::invalid_argument("no 128-bit bootstrapping chain at N = 2^16 for a scale of 2^" +
                               std::to_string(scale_bits) + " and outputs up to " + std::to_string(output_max_abs));
 }
@@ -382,16 +390,15 @@ GraphParameters fastest_levels_between_bootstraps(const Graph& graph, const FitR
   double best_seconds = estimated_seconds(most.graph, most.context.params(), nullptr);
   if (estimates) estimates->assign(1, {chosen.compute_levels, most.graph.bootstraps(), best_seconds});
   for (std::size_t levels = chosen.compute_levels; levels-- > 2;) {
+    const auto spec = bootstrap_chain(static_cast<int>(levels), config, scale_bits, ratio);
+    if (!spec) continue;
     try {
-      const ckks::ParameterSpec spec =
-          ckks::bootstrap_parameter_spec(16, static_cast<int>(levels), config, scale_bits, ratio);
-      if (ckks::Parameters::create(spec).dnum() > kBootstrapMaxDigits) continue;
-      const CandidateChain candidate(graph, ranges, spec, config, Compilation::kLayoutOnly);
+      const CandidateChain candidate(graph, ranges, *spec, config, Compilation::kLayoutOnly);
       const double seconds = estimated_seconds(candidate.graph, candidate.context.params(), &most.graph);
       if (estimates) estimates->push_back({levels, candidate.graph.bootstraps(), seconds});
       if (seconds < best_seconds) {
         best_seconds = seconds;
-        best = {spec, config, chosen.graph_levels, levels};
+        best = {*spec, config, chosen.graph_levels, levels};
       }
     } catch (const std::invalid_argument&) {  // a node needs more levels than this chain gives
     }
