@@ -313,5 +313,33 @@ TEST(Bootstrapping, RefusesConfigurationsThatCannotWork) {
                std::logic_error);
 }
 
+// The primes whose errors the message ratio multiplies (EvalMod's, and CoeffsToSlots', which
+// set the diagonals' scale) grow above a ratio of 2^12: at 2^14, N = 2^16, 1 more bit of
+// precision for the same digits and keys (docs/BENCHMARKS.md, "CoeffsToSlots and EvalMod
+// primes"); at 2^10 they stay, where they would cost a digit for no precision.
+TEST(BootstrapParameters, PrimesTheMessageRatioAmplifiesGrowWithIt) {
+  BootstrapConfig config;
+  config.log_slots = 15;
+  config.ephemeral_weight = 32;
+  config.slots_to_coeffs_first = true;
+  const std::size_t eval_mod = config.eval_mod_depth(), cts = static_cast<std::size_t>(config.cts_stages);
+  const auto top_primes = [&](int ratio) {
+    const ParameterSpec spec = bootstrap_parameter_spec(16, 12, config, 40, ratio);
+    const std::vector<int> top(spec.q_bits.end() - static_cast<long>(eval_mod + cts), spec.q_bits.end());
+    const Parameters params = Parameters::create(spec);  // 128-bit checked
+    EXPECT_FALSE(params.insecure());
+    EXPECT_LE(params.dnum(), 4u) << "ratio 2^" << ratio;  // the measured set's digits
+    return top;
+  };
+  const auto expected = [&](int eval_mod_bits, int cts_bits) {
+    std::vector<int> bits(eval_mod, eval_mod_bits);
+    bits.insert(bits.end(), cts, cts_bits);
+    return bits;
+  };
+  EXPECT_EQ(top_primes(14), expected(61, 52));
+  EXPECT_EQ(top_primes(12), expected(60, 50));
+  EXPECT_EQ(top_primes(10), expected(60, 50));
+}
+
 }  // namespace
 }  // namespace pfhe::ckks

@@ -128,13 +128,24 @@ std::size_t BootstrapConfig::eval_mod_depth() const {
 
 namespace {
 // EvalMod's scale: its input noise is multiplied by 2 pi K and by the message ratio (see
-// docs/BOOTSTRAPPING.md), so it gets the largest primes the NTT takes.
-constexpr int kEvalModBits = 60;
+// docs/BOOTSTRAPPING.md), so it gets large primes.
 // CoeffsToSlots' rescaling noise is relative to its ciphertexts' scale (q0 K and up), not
-// to its primes, which only set the diagonals' scale: primes the IFMA NTT takes (< 2^50),
-// like the special primes.
+// to its primes, which set the diagonals' scale (the prime times the stage's step, about 2):
+// primes the IFMA NTT takes (< 2^50), like the special primes.
+constexpr int kEvalModBits = 60;
 constexpr int kCoeffsToSlotsBits = 50;
 constexpr int kSpecialBits = 50;
+// Both errors above are multiplied by the message ratio (the diagonals' rounding acts on
+// the integer part q0 I, 2^(ratio + 4) times the message). Above 2^12 they are the largest
+// left, so both primes grow: EvalMod's to the most the NTT takes (61 bits), CoeffsToSlots'
+// to 52 bits, which puts the diagonals at 2^53, the precision of the double-precision
+// encoding they come from. Measured at N = 2^16 (docs/BENCHMARKS.md, "CoeffsToSlots and
+// EvalMod primes"): ratio 2^14 24.2 / 21.2 -> 25.2 / 22.0 mean / worst bits, same digits
+// and keys, time unchanged within noise (the three 52-bit limbs take 64-bit lanes only at
+// the top levels); ratio 2^10 with the arcsine 25.6 bits either way, but 7 digits for 6.
+constexpr int kLargeRatioBits = 12;
+constexpr int kLargeRatioEvalModBits = ring::kMaxModulusBits;
+constexpr int kLargeRatioCoeffsToSlotsBits = 52;
 }  // namespace
 
 ParameterSpec bootstrap_parameter_spec(int log_n, int compute_levels, const BootstrapConfig& config, int scale_bits,
@@ -150,8 +161,10 @@ ParameterSpec bootstrap_parameter_spec(int log_n, int compute_levels, const Boot
   if (config.slots_to_coeffs_first) stc();
   spec.q_bits.insert(spec.q_bits.end(), static_cast<std::size_t>(compute_levels), scale_bits);
   if (!config.slots_to_coeffs_first) stc();
-  spec.q_bits.insert(spec.q_bits.end(), config.eval_mod_depth(), kEvalModBits);
-  spec.q_bits.insert(spec.q_bits.end(), static_cast<std::size_t>(config.cts_stages), kCoeffsToSlotsBits);
+  const bool large_ratio = log_message_ratio > kLargeRatioBits;
+  spec.q_bits.insert(spec.q_bits.end(), config.eval_mod_depth(), large_ratio ? kLargeRatioEvalModBits : kEvalModBits);
+  spec.q_bits.insert(spec.q_bits.end(), static_cast<std::size_t>(config.cts_stages),
+                     large_ratio ? kLargeRatioCoeffsToSlotsBits : kCoeffsToSlotsBits);
   int log_q = 0;
   for (int b : spec.q_bits) log_q += b;
   const int room = max_log_qp_128(log_n) - log_q;

@@ -104,8 +104,9 @@ BootstrapConfig load_bootstrap_config(ByteReader& r);
 // A parameter set for bootstrapping with `compute_levels` levels of scale 2^scale_bits left
 // after each bootstrap: q0 of scale_bits + log_message_ratio bits (the message ratio
 // q0 / scale, for |m| <= 1), the computation levels, SlotsToCoeffs (scale_bits + 2),
-// EvalMod (60) and CoeffsToSlots (50) from the bottom up, and as many 50-bit special
-// primes as the 128-bit bound on log2(QP) leaves room for, with the fewest digits up to P.
+// EvalMod (60; 61 above a message ratio of 2^12) and CoeffsToSlots (50; 52 above 2^12)
+// from the bottom up, and as many 50-bit special primes as the 128-bit bound on log2(QP)
+// leaves room for, with the fewest digits up to P.
 // Parameters::create checks it.
 ParameterSpec bootstrap_parameter_spec(int log_n, int compute_levels, const BootstrapConfig& config,
                                        int scale_bits = 40, int log_message_ratio = 10);
