@@ -141,8 +141,9 @@ constexpr int kSpecialBits = 50;
 // to 52 bits, which puts the diagonals at 2^53, the precision of the double-precision
 // encoding they come from. Measured at N = 2^16 (docs/BENCHMARKS.md, "CoeffsToSlots and
 // EvalMod primes"): ratio 2^14 24.2 / 21.2 -> 25.2 / 22.0 mean / worst bits, same digits
-// and keys, time unchanged within noise (the three 52-bit limbs take 64-bit lanes only at
-// the top levels); ratio 2^10 with the arcsine 25.6 bits either way, but 7 digits for 6.
+// and keys; one thread unchanged within noise, CoeffsToSlots on two threads +7-16 % (its
+// three 52-bit limbs take 64-bit lanes instead of IFMA); ratio 2^10 with the arcsine 25.6
+// bits either way, but 7 digits for 6.
 constexpr int kLargeRatioBits = 12;
 constexpr int kLargeRatioEvalModBits = ring::kMaxModulusBits;
 constexpr int kLargeRatioCoeffsToSlotsBits = 52;

@@ -157,8 +157,9 @@ ckks::ParameterSpec parameters_for(const Graph& graph, double output_max_abs, in
 // `precise`: the same with the arcsine step after EvalMod (degree 3), which lets the
 // message ratio drop from 2^14 to 2^10 (kPreciseBootstrapMessageRatioBits): a bootstrap
 // at N = 2^16 measured 24.2 -> 25.6 mean and 21.3 -> 22.4 worst-slot bits (the standard
-// ones reach 25.2 / 22.0 since their chain's larger primes), +21 % time on one thread, and its two extra levels take the room of two special primes (docs/
-// BENCHMARKS.md, "Precision for levels"). What a precision target falls back on.
+// ones reach 25.2 / 22.0 since their chain's larger primes), +21 % time on one thread,
+// and its two extra levels take the room of two special primes (docs/BENCHMARKS.md,
+// "Precision for levels"). What a precision target falls back on.
 ckks::BootstrapConfig graph_bootstrap_config(bool precise = false);
 struct GraphParameters {
   ckks::ParameterSpec spec;
