@@ -7,13 +7,17 @@
 // two patches in one ciphertext, the most CryptoFace's 16x32x32 stem output leaves room
 // for; --lanes 1 is one backbone alone.
 //   pfhe_backbone_bench [--dry-run] [--budget-gb G] [--lanes L] [--special-primes K]
-//                       [--ring-switch-after B [--half-special-primes K']]
+//                       [--ring-switch-after B [--half-special-primes K']] [--batch I]
 // Parameters: those `pfhe compile` chooses for CryptoFaceNet (depth 28); --special-primes
 // replaces the special-prime count (50-bit primes) to compare key-switching costs.
 // --ring-switch-after B runs the blocks after block B (1-5) in the half ring N = 2^15 with
 // K' (default 4) of the special primes (nn/half_ring.h; `pfhe compile` switches after block 3
 // with 4).
 // --dry-run stops after compiling and prints the key set it would generate.
+// --batch I runs the lane group of I images at once (CompiledGraph::run_branch of a batch:
+// each just-in-time diagonal encoded once for all of them) after running the first image
+// alone, checks that every image's output is byte-identical to its own run, and reports the
+// time per image of both.
 #include <omp.h>
 
 #include <chrono>
@@ -26,6 +30,7 @@
 #include <string>
 
 #include "ckks/encryptor.h"
+#include "ckks/serialization.h"
 #include "ring/poly.h"
 #include "nn/compiled_graph.h"
 #include "nn/half_ring.h"
@@ -53,6 +58,7 @@ int run(int argc, char** argv) {
   std::size_t lanes = 2;
   std::size_t special_primes = 0;  // 0: what pfhe compile chooses for CryptoFaceNet (nn::choose_parameters)
   std::size_t switch_after = 0, half_special_primes = 4;  // 0: no ring switch
+  std::size_t batch = 1;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--dry-run")) dry_run = true;
     else if (!std::strcmp(argv[i], "--budget-gb") && i + 1 < argc) budget_gb = std::stod(argv[++i]);
@@ -64,9 +70,12 @@ int run(int argc, char** argv) {
       switch_after = static_cast<std::size_t>(std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--half-special-primes") && i + 1 < argc && std::atoi(argv[i + 1]) > 0)
       half_special_primes = static_cast<std::size_t>(std::atoi(argv[++i]));
+    else if (!std::strcmp(argv[i], "--batch") && i + 1 < argc && std::atoi(argv[i + 1]) >= 1 &&
+             std::atoi(argv[i + 1]) <= 8)
+      batch = static_cast<std::size_t>(std::atoi(argv[++i]));
     else {
       std::fprintf(stderr, "usage: pfhe_backbone_bench [--dry-run] [--budget-gb G] [--lanes 1|2] [--special-primes K] "
-                           "[--ring-switch-after 1-5 [--half-special-primes K]]\n");
+                           "[--ring-switch-after 1-5 [--half-special-primes K]] [--batch 1-8]\n");
       return 2;
     }
   }
@@ -159,6 +168,21 @@ int run(int argc, char** argv) {
               lanes, run_s, run_s / static_cast<double>(lanes), out.level(), precision.max_abs, precision.relative);
   std::printf("encrypted run CPU time: user %.1f s, system %.1f s\n", cpu_after.user - cpu_before.user,
               cpu_after.system - cpu_before.system);
+  if (batch > 1) {
+    std::vector<ckks::Ciphertext> ins = {in};
+    const std::vector<nn::Tensor> images = nn::synthetic_images(batch - 1, {3, side, side}, 78);
+    for (const nn::Tensor& other : images)
+      ins.push_back(encryptor.encrypt(enc.encode(compiled.pack_inputs(other).front(), 28, scale)));
+    t = std::chrono::steady_clock::now();
+    const std::vector<ckks::Ciphertext> outs =
+        compiled.run_branch(evaluators.big(), 0, branch, ins, nullptr, nullptr, evaluators.half_ring());
+    const double batch_s = seconds_since(t);
+    const auto bytes = [&](const ckks::Ciphertext& c) { return ckks::save(evaluators.output().context(), c); };
+    const bool same = bytes(outs.front()) == bytes(out);
+    std::printf("batch of %zu images on 1 core: %.1f s, %.1f s per image (alone: %.1f s); first output %s its own run\n",
+                batch, batch_s, batch_s / static_cast<double>(batch), run_s, same ? "byte-identical to" : "DIFFERS from");
+    if (!same) return 1;
+  }
   std::printf("peak RSS: %.2f GB\n", peak_rss_gb());
   return 0;
 }

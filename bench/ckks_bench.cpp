@@ -300,6 +300,16 @@ void BM_linear_transform64_jit(benchmark::State& st) {
   for (auto _ : st) benchmark::DoNotOptimize(lt.apply(*a.s.eval, x));
 }
 
+// Two inputs through the just-in-time transform at once (LinearTransform::apply of a
+// batch): each diagonal encoded once for both. Compare with twice linear_transform64_jit.
+void BM_linear_transform64_jit_batch2(benchmark::State& st) {
+  Args a(st);
+  const std::vector<Ciphertext> x = {a.s.cipher(a.level), a.s.cipher(a.level)};
+  const LinearTransform& lt = a.s.transform(a.level, DiagonalStorage::kJustInTime);
+  benchmark::DoNotOptimize(lt.apply(*a.s.eval, x, false));
+  for (auto _ : st) benchmark::DoNotOptimize(lt.apply(*a.s.eval, x, false));
+}
+
 // The checksum every file and message carries (ckks/checksum.h): bytes per second over a
 // 256 MB buffer, the cost it adds to loading a multi-GB key file.
 void BM_checksum(benchmark::State& st) {
@@ -321,7 +331,8 @@ void register_all() {
       {"mul_relin", BM_mul_relin},       {"decompose", BM_decompose},       {"rotate", BM_rotate},
       {"key_switch_product", BM_key_switch_product},
       {"rotate_hoisted16", BM_rotate_hoisted16}, {"rotation_sum16", BM_rotation_sum16},
-      {"linear_transform64", BM_linear_transform64}, {"linear_transform64_jit", BM_linear_transform64_jit}};
+      {"linear_transform64", BM_linear_transform64}, {"linear_transform64_jit", BM_linear_transform64_jit},
+      {"linear_transform64_jit_batch2", BM_linear_transform64_jit_batch2}};
   for (int log_n : {16, 15})
     for (int mid : {0, 1})
       for (int threads : {1, 2})

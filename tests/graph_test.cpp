@@ -306,6 +306,31 @@ TEST_F(CompiledGraphTest, ParallelBranchesAreFoundAndRunInAnyOrder) {
     return std::vector<ckks::Ciphertext>(entries.begin(), entries.end() - 1);
   };
   EXPECT_THROW(compiled.run(keys.eval, {in}, nullptr, nullptr, lose_one), std::logic_error);
+  // A batch of two images with a runner of batches (branch by branch, each on the batch):
+  // each output is its own run's bytes; a runner losing an item is an error.
+  const ckks::Ciphertext in2 =
+      keys.encryptor.encrypt(enc_.encode(compiled.pack_inputs(synthetic_images(1, {3, 8, 8}, 98)[0])[0], kLevels, scale));
+  const auto by_branch = [&](std::size_t region, const std::vector<std::vector<ckks::Ciphertext>>& entries) {
+    std::vector<std::vector<ckks::Ciphertext>> exits(entries.size());
+    for (std::size_t b = 0; b < entries.front().size(); ++b) {
+      std::vector<ckks::Ciphertext> batch;
+      for (const auto& item : entries) batch.push_back(item[b]);
+      std::vector<ckks::Ciphertext> out = compiled.run_branch(keys.eval, region, b, batch);
+      for (std::size_t i = 0; i < entries.size(); ++i) exits[i].push_back(std::move(out[i]));
+    }
+    return exits;
+  };
+  const std::vector<ckks::Ciphertext> both = compiled.run_batch(keys.eval, {{in}, {in2}}, nullptr, nullptr, by_branch);
+  ASSERT_EQ(both.size(), 2u);
+  EXPECT_EQ(ckks::save(ctx_, both[0]), ckks::save(ctx_, sequential));
+  EXPECT_EQ(ckks::save(ctx_, both[1]), ckks::save(ctx_, compiled.run(keys.eval, {in2})));
+  const auto lose_item = [&](std::size_t region, const std::vector<std::vector<ckks::Ciphertext>>& entries) {
+    auto exits = by_branch(region, entries);
+    exits.pop_back();
+    return exits;
+  };
+  EXPECT_THROW(compiled.run_batch(keys.eval, {{in}, {in2}}, nullptr, nullptr, lose_item), std::logic_error);
+  EXPECT_THROW(compiled.run_branch(keys.eval, 0, 0, std::span<const ckks::Ciphertext>()), std::invalid_argument);
 }
 
 TEST_F(CompiledGraphTest, PlanHasTheSameRotationKeys) {

@@ -3,6 +3,7 @@
 
 #include <atomic>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <limits>
@@ -250,6 +251,49 @@ TEST(LinearTransform, JustInTimeStorageGivesIdenticalResults) {
   }
 }
 
+// A batch of inputs through one transform (each just-in-time diagonal made once per limb
+// for all of them) gives every input the bytes of its own apply(), rescaled or not: encoded
+// and just-in-time diagonals, summed and chained giant steps, and both evaluation orders
+// (baby rotations first, or one baby rotation at a time when there are more baby than giant
+// steps).
+TEST(LinearTransform, BatchOfInputsEqualsEachInputAlone) {
+  Context ctx(test::small_params(10, 2));
+  Encoder enc(ctx);
+  KeyGenerator kg(ctx);
+  const Encryptor encryptor(ctx, kg.secret_key());
+  const std::size_t slots = 256;
+  const Diagonals diags = random_diagonals({-9, -3, 0, 2, 7, 12, 33, 70}, slots, 6);
+  std::vector<Ciphertext> inputs;
+  for (std::uint64_t seed = 1; seed <= 3; ++seed)
+    inputs.push_back(encryptor.encrypt(enc.encode(test::random_complex(slots, seed), 2, ctx.params().default_scale())));
+  const auto same = [](const Ciphertext& a, const Ciphertext& b) {
+    if (a.level() != b.level() || a.scale != b.scale) return false;
+    for (std::size_t p = 0; p < 2; ++p)
+      if (!std::ranges::equal(a.polys[p].words(), b.polys[p].words())) return false;
+    return true;
+  };
+  for (const DiagonalStorage storage : {DiagonalStorage::kEncoded, DiagonalStorage::kJustInTime})
+    for (const GiantSteps giants : {GiantSteps::kSummed, GiantSteps::kChained})
+      for (const std::size_t baby_steps : {std::size_t{0}, std::size_t{128}}) {  // 128: more baby than giant steps
+        const LinearTransform lt(enc, diags, slots, 2, baby_steps, 0, storage, giants);
+        const GaloisKeys gk = kg.create_galois_keys(lt.rotation_steps());
+        const Evaluator eval(ctx, nullptr, &gk);
+        for (const bool rescale : {false, true}) {
+          const std::vector<Ciphertext> batch = lt.apply(eval, inputs, rescale);
+          ASSERT_EQ(batch.size(), inputs.size());
+          for (std::size_t i = 0; i < inputs.size(); ++i) {
+            const Ciphertext alone = rescale ? lt.apply_rescaled(eval, inputs[i]) : lt.apply(eval, inputs[i]);
+            EXPECT_TRUE(same(batch[i], alone)) << "input " << i << ", storage " << static_cast<int>(storage)
+                                               << ", chained " << (giants == GiantSteps::kChained) << ", baby steps "
+                                               << lt.baby_steps() << ", rescale " << rescale;
+          }
+        }
+        EXPECT_THROW(lt.apply(eval, std::span<const Ciphertext>(), false), std::invalid_argument);
+        const Ciphertext lower = encryptor.encrypt(enc.encode(test::random_complex(slots, 9), 1, ctx.params().default_scale()));
+        EXPECT_THROW(lt.apply(eval, std::vector<Ciphertext>{inputs[0], lower}, false), std::invalid_argument);
+      }
+}
+
 // The batched multiply-accumulate (limb l of every product, then limb l + 1) sums what one
 // product at a time sums: products sharing an accumulator, sharing an input, encoded and
 // limb-source plaintexts mixed; a batch across levels or without a plaintext is refused.
@@ -286,6 +330,12 @@ TEST(LinearTransform, BatchedPlainProductsEqualOneAtATime) {
       batch.push_back({&batched[acc], &inputs[in], &plains[pt], 0, {}});
     }
   }
+  // A product sharing the previous limb source's plaintext (one diagonal, two inputs): its
+  // limbs are not made again (`limb` left empty), the sum is the same.
+  eval.multiply_plain_accumulate(one_at_a_time[1], inputs[0], plains[2].scale, limb_of_plain_2);
+  batch.push_back({&batched[0], &inputs[2], nullptr, plains[2].scale, limb_of_plain_2});
+  batch.push_back({&batched[1], &inputs[0], nullptr, plains[2].scale, {}, true});
+  eval.multiply_plain_accumulate(one_at_a_time[0], inputs[2], plains[2].scale, limb_of_plain_2);
   eval.multiply_plain_accumulate(batch);
   for (int a = 0; a < 2; ++a)
     for (std::size_t p = 0; p < 2; ++p) {
@@ -299,6 +349,13 @@ TEST(LinearTransform, BatchedPlainProductsEqualOneAtATime) {
   EXPECT_THROW(eval.multiply_plain_accumulate(mixed_levels), std::invalid_argument);
   const std::vector<Evaluator::PlainProduct> no_plaintext = {{&fresh, &inputs[0], nullptr, scale, {}}};
   EXPECT_THROW(eval.multiply_plain_accumulate(no_plaintext), std::invalid_argument);
+  // Sharing needs a previous product with the same plaintext.
+  const std::vector<Evaluator::PlainProduct> shares_nothing = {{&fresh, &inputs[0], nullptr, scale, {}, true}};
+  EXPECT_THROW(eval.multiply_plain_accumulate(shares_nothing), std::invalid_argument);
+  const std::vector<Evaluator::PlainProduct> shares_another = {{&fresh, &inputs[0], &plains[0], 0, {}},
+                                                               {&fresh, &inputs[1], nullptr, scale, {}, true}};
+  EXPECT_THROW(eval.multiply_plain_accumulate(shares_another), std::invalid_argument);
+  EXPECT_TRUE(fresh.polys.empty());
   // A second product into the fresh accumulator at another scale: refused, and the
   // accumulator the batch had started is empty again.
   const std::vector<Evaluator::PlainProduct> mismatched = {{&fresh, &inputs[0], &plains[0], 0, {}},

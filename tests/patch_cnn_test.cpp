@@ -144,6 +144,11 @@ TEST_P(PatchCnnGraph, CompilesToItsLaneGroupsAndMatchesFloat64) {
         EXPECT_LT(task.plaintext_bytes(), compiled.plaintext_bytes());  // one group's diagonals
         EXPECT_THROW(task.run_branch(keys.eval, region, (b + 1) % entries.size(), entries[b]), std::logic_error);
         exits.push_back(task.run_branch(keys.eval, region, b, entries[b]));
+        // The same branch for a batch (this entry and another group's): the same bytes.
+        const std::vector<ckks::Ciphertext> batch =
+            task.run_branch(keys.eval, region, b, std::vector<ckks::Ciphertext>{entries[b], entries[1 - b]});
+        EXPECT_EQ(ckks::save(ctx, batch.at(0)), ckks::save(ctx, exits.back()));
+        EXPECT_EQ(batch.size(), 2u);
       }
       return exits;
     };

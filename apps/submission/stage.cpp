@@ -215,20 +215,24 @@ void client_encode_encrypt_input(const Instance& in) {
 }
 
 // Stage 7: embeddings of both images of every pair, then their encrypted inner product.
-// Never opens client/. Model and keys are loaded once; images are in flight on every core:
-// each core takes the next image, runs its embedding on one thread (its lane groups one
-// after another, reading its input only then) and the core finishing a pair's second
-// image scores the pair. Decision: one image per core rather than each image's lane groups
-// spread over the cores in turn, because independent images need no joins (an image's
-// sum and normalisation would leave a core idle) and key switching gains only 1.2-1.4x
-// from a second OpenMP thread; measured in docs/BENCHMARKS.md ("Face-verification
-// benchmark stages").
+// Never opens client/. Model and keys are loaded once; images are in flight on every core.
+// With at least as many pairs as cores each core takes the next pair and computes both
+// embeddings as one batch on one thread (KeySet::infer_batch: each linear layer's
+// just-in-time diagonals encoded once for the two images, about a quarter of an image's
+// work), then scores it. With fewer pairs than cores (the single instance) each core takes
+// one image instead, and the core finishing a pair's second image scores the pair: a pair
+// on one core would leave the other idle. Decision: images on separate cores rather than
+// each image's lane groups spread over the cores in turn, because independent images need
+// no joins (an image's sum and normalisation would leave a core idle) and key switching
+// gains only 1.2-1.4x from a second OpenMP thread; measured in docs/BENCHMARKS.md
+// ("Face-verification benchmark stages").
 //
 // Scores are written to `out` in pair order as the pairs finish: a score finished before an
 // earlier pair's waits in memory (about one per core), so memory does not grow with the
 // instance (a CryptoFaceNet4 score is ~0.9 MB stored; 1,024 of them would be ~1 GB).
-void scores_in_flight(const Instance& in, const runtime::Server& server, std::size_t cores,
-                      runtime::BundleFileWriter& out) {
+// Returns the number of images in flight.
+std::size_t scores_in_flight(const Instance& in, const runtime::Server& server, std::size_t cores,
+                             runtime::BundleFileWriter& out) {
   const nn::CompiledGraph& model = server.served().graph();
   std::vector<std::array<std::optional<ckks::Ciphertext>, 2>> embeddings(in.pairs);
   std::map<std::size_t, ckks::Bytes> finished;  // scores waiting for an earlier pair's
@@ -237,20 +241,23 @@ void scores_in_flight(const Instance& in, const runtime::Server& server, std::si
   std::exception_ptr error;
   std::atomic<std::size_t> next{0};
   const std::size_t images = 2 * in.pairs;
+  const std::size_t batch = in.pairs >= cores ? 2 : 1;  // images per work item: a pair, or one image
+  const std::size_t items = images / batch;
   const auto work = [&] {
     omp_set_num_threads(1);  // the images, not OpenMP, use the cores
-    const auto sequential = runtime::make_sequential_executor();
-    for (std::size_t j = next++; j < images; j = next++) {
+    for (std::size_t item = next++; item < items; item = next++) {
       try {
-        const std::size_t pair = j / 2;
-        const runtime::CiphertextFile input =
-            runtime::read_ciphertexts(encrypted_image(in, pair, static_cast<int>(j % 2)).string(), server.context());
-        ckks::Ciphertext e = std::move(server.key_set().infer(input, *sequential).ciphertexts[0]);
+        std::vector<runtime::CiphertextFile> inputs;
+        for (std::size_t j = item * batch; j < (item + 1) * batch; ++j)
+          inputs.push_back(runtime::read_ciphertexts(encrypted_image(in, j / 2, static_cast<int>(j % 2)).string(),
+                                                     server.context()));
+        std::vector<runtime::CiphertextFile> results = server.key_set().infer_batch(inputs);
+        const std::size_t pair = item * batch / 2;
         std::unique_lock lock(mutex);
         auto& both = embeddings[pair];
-        both[j % 2] = std::move(e);
+        for (std::size_t k = 0; k < batch; ++k) both[(item * batch + k) % 2] = std::move(results[k].ciphertexts[0]);
         if (!both[0] || !both[1]) continue;
-        lock.unlock();  // the other image of the pair is done: only this core touches it now
+        lock.unlock();  // both images of the pair are done: only this core touches it now
         ckks::Bytes score = runtime::stored_ciphertext(
             server.output_context(), model.similarity(server.evaluators().output(), *both[0], *both[1]));
         both = {};
@@ -264,14 +271,15 @@ void scores_in_flight(const Instance& in, const runtime::Server& server, std::si
       } catch (...) {
         const std::lock_guard lock(mutex);
         if (!error) error = std::current_exception();
-        next = images;  // the others stop after their current image
+        next = items;  // the others stop after their current item
       }
     }
   };
   std::vector<std::thread> pool;
-  for (std::size_t c = 0; c < std::min(cores, images); ++c) pool.emplace_back(work);
+  for (std::size_t c = 0; c < std::min(cores, items); ++c) pool.emplace_back(work);
   for (auto& t : pool) t.join();
   if (error) std::rethrow_exception(error);
+  return pool.size() * batch;
 }
 
 void server_encrypted_compute(const Instance& in) {
@@ -285,7 +293,7 @@ void server_encrypted_compute(const Instance& in) {
   fs::create_directories(in.download);
   const auto compute_start = Clock::now();
   runtime::BundleFileWriter scores((in.download / "scores.cts").string(), server.key_set().tag(), in.pairs);
-  scores_in_flight(in, server, cores, scores);
+  const std::size_t in_flight = scores_in_flight(in, server, cores, scores);
   const double compute_s = seconds_since(compute_start);
   scores.commit();
   // The harness's schema (harness/utils.py): seconds, pure compute and the stage's total.
@@ -295,7 +303,7 @@ void server_encrypted_compute(const Instance& in) {
                             {"additional_measurements",
                              {{"Loading model and keys", load_s},
                               {"Encrypted computation per pair", compute_s / static_cast<double>(in.pairs)},
-                             {"Images in flight", std::min(cores, 2 * in.pairs)}}}}
+                             {"Images in flight", in_flight}}}}
                  .dump(1));
 }
 

@@ -143,11 +143,18 @@ void Evaluator::multiply_plain_accumulate(std::span<const PlainProduct> products
   if (products.empty()) return;
   const std::size_t level = products.front().a->level();
   bool any_limb_source = false;
-  for (const PlainProduct& p : products) {
+  for (std::size_t i = 0; i < products.size(); ++i) {
+    const PlainProduct& p = products[i];
     check_ciphertext(*p.a, "multiply_plain_accumulate");
     if (p.a->level() != level) throw std::invalid_argument("multiply_plain_accumulate: batch inputs at different levels");
+    if (p.same_plaintext_as_previous) {
+      const PlainProduct* previous = i > 0 ? &products[i - 1] : nullptr;
+      if (!previous || previous->encoded != p.encoded || (!p.encoded && previous->p_scale != p.p_scale))
+        throw std::invalid_argument("multiply_plain_accumulate: a product shares the plaintext of no previous product");
+    }
     if (p.encoded) check_plain(context_, *p.a, *p.encoded, "multiply_plain_accumulate", false);
-    else if (!p.limb) throw std::invalid_argument("multiply_plain_accumulate: product without a plaintext");
+    else if (!p.limb && !p.same_plaintext_as_previous)
+      throw std::invalid_argument("multiply_plain_accumulate: product without a plaintext");
     any_limb_source = any_limb_source || !p.encoded;
   }
   // Started in order, so that of several products into one fresh accumulator only the
@@ -192,7 +199,8 @@ void Evaluator::multiply_plain_accumulate(std::span<const PlainProduct> products
       const std::size_t terms = run_end[i] - i;
       for (std::size_t t = 0; t < terms; ++t) {
         const PlainProduct& p = products[i + t];
-        if (!p.encoded) p.limb(l, scratch.limb(0));  // alone in its run
+        // Alone in its run; a product sharing the previous one's limb finds it in scratch.
+        if (!p.encoded && !p.same_plaintext_as_previous) p.limb(l, scratch.limb(0));
         plains[t] = p.encoded ? p.encoded->poly.limb(l) : scratch.limb(0);
       }
       for (std::size_t k = 0; k < products[i].a->size(); ++k) {

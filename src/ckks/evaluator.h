@@ -43,13 +43,17 @@ class Evaluator {
                                  const std::function<void(std::size_t, ring::u64*)>& limb) const;
 
   // One product of a batch: *acc += *a * plaintext, the plaintext either `encoded` or made
-  // limb by limb by `limb` at scale `p_scale` (as in the two calls above).
+  // limb by limb by `limb` at scale `p_scale` (as in the two calls above). With
+  // `same_plaintext_as_previous`, the plaintext is the previous product's (same `encoded`,
+  // or the limbs its `limb` made, which are then made once for both; `limb` may be empty):
+  // one layer's diagonal applied to several ciphertexts (a batch of inputs).
   struct PlainProduct {
     Ciphertext* acc;
     const Ciphertext* a;
     const Plaintext* encoded = nullptr;
     double p_scale = 0;
     std::function<void(std::size_t, ring::u64*)> limb;
+    bool same_plaintext_as_previous = false;
   };
   // All products limb by limb: limb l of every product, then limb l + 1. Products that
   // share an accumulator or an input (a linear transform's row, or one baby rotation) then

@@ -3,6 +3,7 @@
 #include "ckks/serialization.h"
 #include "ring/parallel.h"
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -266,69 +267,110 @@ std::size_t LinearTransform::plaintext_bytes() const {
 }
 
 Ciphertext LinearTransform::apply(const Evaluator& eval, const Ciphertext& input) const {
-  return evaluate(eval, input, false);
+  return std::move(evaluate(eval, std::span(&input, 1), false).front());
 }
 
 Ciphertext LinearTransform::apply_rescaled(const Evaluator& eval, const Ciphertext& input) const {
-  return evaluate(eval, input, true);
+  return std::move(evaluate(eval, std::span(&input, 1), true).front());
 }
 
-Ciphertext LinearTransform::evaluate(const Evaluator& eval, const Ciphertext& input, bool rescale) const {
+std::vector<Ciphertext> LinearTransform::apply(const Evaluator& eval, std::span<const Ciphertext> inputs,
+                                               bool rescale) const {
+  return evaluate(eval, inputs, rescale);
+}
+
+std::vector<Ciphertext> LinearTransform::evaluate(const Evaluator& eval, std::span<const Ciphertext> inputs,
+                                                  bool rescale) const {
   if (storage_ == DiagonalStorage::kPlanOnly)
     throw std::logic_error("linear transform: a plan (rotation steps only) cannot be evaluated");
-  if (input.level() != level_)
-    throw std::invalid_argument("linear transform encoded for level " + std::to_string(level_) +
-                                ", input at level " + std::to_string(input.level()));
-  if (input.slots() != slots_)
-    throw std::invalid_argument("linear transform for " + std::to_string(slots_) + " slots, input has " +
-                                std::to_string(input.slots()));
+  if (inputs.empty()) throw std::invalid_argument("linear transform: no input");
+  for (const Ciphertext& input : inputs) {
+    if (input.level() != level_)
+      throw std::invalid_argument("linear transform encoded for level " + std::to_string(level_) +
+                                  ", input at level " + std::to_string(input.level()));
+    if (input.slots() != slots_)
+      throw std::invalid_argument("linear transform for " + std::to_string(slots_) + " slots, input has " +
+                                  std::to_string(input.slots()));
+  }
+  const std::size_t batch = inputs.size();
   const std::vector<long> babies = baby_steps_used();
-  GiantStepSum giant_steps(eval, giant_steps_, chain_links(fold_order(), slots_));
+  std::vector<GiantStepSum> giant_steps;
+  for (std::size_t i = 0; i < batch; ++i) giant_steps.emplace_back(eval, giant_steps_, chain_links(fold_order(), slots_));
   if (babies.size() <= terms_.size()) {
     // All baby rotations at once, then one giant step after the other.
-    const std::vector<Ciphertext> rotated = eval.rotate_hoisted(input, babies);
-    std::map<long, const Ciphertext*> by_step;
-    for (std::size_t i = 0; i < babies.size(); ++i) by_step[babies[i]] = &rotated[i];
+    std::vector<std::vector<Ciphertext>> rotated;
+    for (const Ciphertext& input : inputs) rotated.push_back(eval.rotate_hoisted(input, babies));
+    std::map<long, std::size_t> baby_index;
+    for (std::size_t j = 0; j < babies.size(); ++j) baby_index[babies[j]] = j;
     for (const long g : fold_order()) {
-      Ciphertext inner;  // one row into one accumulator
+      std::vector<Ciphertext> inner(batch);  // one row into one accumulator per input
       std::vector<Product> products;
-      for (const auto& [b, term] : terms_.at(g)) products.push_back({&inner, by_step.at(b), &term});
+      for (const auto& [b, term] : terms_.at(g))
+        for (std::size_t i = 0; i < batch; ++i) products.push_back({&inner[i], &rotated[i][baby_index.at(b)], &term});
       accumulate(eval, products);
-      giant_steps.add(inner, g);
+      for (std::size_t i = 0; i < batch; ++i) giant_steps[i].add(inner[i], g);
     }
   } else {
     // More baby steps than giant steps: one baby rotation at a time into one accumulator
-    // per giant step, so that the transform holds min(baby, giant) ciphertexts (modular
-    // sums: the result is the same in either order).
-    const Decomposition hoisted = eval.hoist(input);
-    std::map<long, Ciphertext> inner;
+    // per giant step, so that the transform holds min(baby, giant) ciphertexts per input
+    // (modular sums: the result is the same in either order).
+    std::vector<Decomposition> hoisted;
+    for (const Ciphertext& input : inputs) hoisted.push_back(eval.hoist(input));
+    std::vector<std::map<long, Ciphertext>> inner(batch);
     for (const long b : babies) {
-      const Ciphertext rotated = eval.rotate_hoisted(input, hoisted, b);  // one input, many accumulators
+      std::vector<Ciphertext> rotated;  // one input, many accumulators
+      for (std::size_t i = 0; i < batch; ++i) rotated.push_back(eval.rotate_hoisted(inputs[i], hoisted[i], b));
       std::vector<Product> products;
       for (const auto& [g, row] : terms_)
-        if (const auto term = row.find(b); term != row.end()) products.push_back({&inner[g], &rotated, &term->second});
+        if (const auto term = row.find(b); term != row.end())
+          for (std::size_t i = 0; i < batch; ++i) products.push_back({&inner[i][g], &rotated[i], &term->second});
       accumulate(eval, products);
     }
-    for (const long g : fold_order()) giant_steps.add(inner.at(g), g);
+    for (const long g : fold_order())
+      for (std::size_t i = 0; i < batch; ++i) giant_steps[i].add(inner[i].at(g), g);
   }
-  return giant_steps.result(rescale);
+  std::vector<Ciphertext> results;
+  for (GiantStepSum& sum : giant_steps) results.push_back(sum.result(rescale));
+  return results;
 }
 
 void LinearTransform::accumulate(const Evaluator& eval, const std::vector<Product>& products) const {
+  // Products of one term follow each other (one per input of a batch): a just-in-time
+  // diagonal is then made once per limb for all of them. Encoded products go input by
+  // input instead, so that a row's products into one accumulator stay adjacent and run as
+  // one dot product per limb (Evaluator::multiply_plain_accumulate).
+  std::vector<const Ciphertext*> accumulators;  // in order of first appearance
+  for (const Product& p : products)
+    if (p.term->encoded && std::find(accumulators.begin(), accumulators.end(), p.acc) == accumulators.end())
+      accumulators.push_back(p.acc);
+  std::vector<const Product*> order;
+  for (const Ciphertext* acc : accumulators)
+    for (const Product& p : products)
+      if (p.term->encoded && p.acc == acc) order.push_back(&p);
+  for (const Product& p : products)
+    if (!p.term->encoded) order.push_back(&p);
   std::vector<Evaluator::PlainProduct> batch;
   batch.reserve(products.size());
-  for (const Product& p : products) {
-    const Term& term = *p.term;
+  const Term* previous = nullptr;
+  for (const Product* p : order) {
+    const Term& term = *p->term;
     if (term.encoded) {
-      batch.push_back({p.acc, p.rotated, &*term.encoded, 0, {}});
-      continue;
+      batch.push_back({p->acc, p->rotated, &*term.encoded, 0, {}});
+    } else if (&term == previous) {
+      batch.push_back({p->acc, p->rotated, nullptr, term.coefficients.scale, {}, true});
+    } else {
+      const int bits = encoder_->coefficient_bits(term.measured(), level_);
+      batch.push_back({p->acc, p->rotated, nullptr, term.coefficients.scale,
+                       [this, &term, bits](std::size_t l, ring::u64* out) { encoder_->to_limb(term.coefficients, bits, l, out); }});
     }
-    const int bits = encoder_->coefficient_bits(term.measured(), level_);
-    batch.push_back({p.acc, p.rotated, nullptr, term.coefficients.scale,
-                     [this, &term, bits](std::size_t l, ring::u64* out) { encoder_->to_limb(term.coefficients, bits, l, out); }});
+    previous = &term;
   }
   eval.multiply_plain_accumulate(batch);
-  for (const Product& p : products) release(*p.term);
+  previous = nullptr;
+  for (const Product* p : order) {
+    if (p->term != previous) release(*p->term);
+    previous = p->term;
+  }
 }
 
 Encoder::RoundedCoefficients LinearTransform::Term::measured() const {

@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "ckks/byte_stream.h"
@@ -86,6 +87,10 @@ class LinearTransform {
   // summed giant steps their division by P and the rescale are one division by P q_level
   // (RotationSum::result_rescaled): one rounding instead of two, l NTTs fewer per polynomial.
   Ciphertext apply_rescaled(const Evaluator& eval, const Ciphertext& input) const;
+  // apply() (or apply_rescaled()) to several inputs at once, results in their order, each
+  // byte-identical to its own apply(). A diagonal encoded just in time is made once per limb
+  // for all of them: a batch of images through one layer pays its diagonals' encoding once.
+  std::vector<Ciphertext> apply(const Evaluator& eval, std::span<const Ciphertext> inputs, bool rescale) const;
 
   // Stored form (inside a compiled model file): geometry, then every diagonal either as a
   // serialized plaintext or as its rounded coefficients. load validates everything.
@@ -132,8 +137,8 @@ class LinearTransform {
     const Term* term;
   };
   void accumulate(const Evaluator& eval, const std::vector<Product>& products) const;
-  // apply() with or without the rescale.
-  Ciphertext evaluate(const Evaluator& eval, const Ciphertext& input, bool rescale) const;
+  // apply() of a batch, with or without the rescale.
+  std::vector<Ciphertext> evaluate(const Evaluator& eval, std::span<const Ciphertext> inputs, bool rescale) const;
   // The baby steps the diagonals use, sorted, 0 included when present (one hoisted
   // rotation each in apply(), the identity for 0).
   std::vector<long> baby_steps_used() const;

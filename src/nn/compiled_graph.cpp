@@ -817,12 +817,16 @@ struct RunKeys {
   const ckks::Bootstrapper* bootstrapper;
   const ckks::EncapsulationKeys* encapsulation;
   const HalfRingEvaluation* half;
+
+  const ckks::Evaluator& half_evaluator(const std::string& step) const {
+    if (!half) throw std::invalid_argument("compiled graph: it switches rings (" + step + "); run it with the half ring's keys");
+    return half->evaluator;
+  }
 };
 
 ckks::Ciphertext apply_step(const ckks::Evaluator& big, const CompiledGraph::Step& step,
                             const std::vector<const ckks::Ciphertext*>& in, const RunKeys& keys) {
-  if (step.half && !keys.half)
-    throw std::invalid_argument("compiled graph: it switches rings; run it with the half ring's keys");
+  if (step.half) keys.half_evaluator(step.name);  // throws without the half ring's keys
   const ckks::Evaluator& eval =
       step.half && !std::holds_alternative<CompiledGraph::RingSwitch>(step.op) ? keys.half->evaluator : big;
   const ckks::Bootstrapper* bootstrapper = keys.bootstrapper;
@@ -866,16 +870,32 @@ ckks::Ciphertext apply_step(const ckks::Evaluator& big, const CompiledGraph::Ste
       step.op);
 }
 
-// One step on the values `value_of` gives for its inputs, timed when `timings` is given.
+// One step on a batch of inputs: `value_of(v)` gives value v of every batch item. A linear
+// step takes the batch at once (its diagonals encoded once for all); the others run item by
+// item. Timed when `timings` is given.
 template <typename ValueOf>
-ckks::Ciphertext timed_step(const ckks::Evaluator& eval, const CompiledGraph::Step& step, ValueOf&& value_of,
-                            const RunKeys& keys, std::vector<CompiledGraph::StepTiming>* timings) {
-  std::vector<const ckks::Ciphertext*> in;
-  for (const std::size_t v : step.inputs) in.push_back(&value_of(v));
+std::vector<ckks::Ciphertext> timed_step(const ckks::Evaluator& eval, const CompiledGraph::Step& step,
+                                         ValueOf&& value_of, const RunKeys& keys,
+                                         std::vector<CompiledGraph::StepTiming>* timings) {
+  const std::size_t batch = value_of(step.inputs.front()).size();
+  std::vector<std::vector<const ckks::Ciphertext*>> in(batch);
+  for (const std::size_t v : step.inputs) {
+    const std::span<const ckks::Ciphertext> values = value_of(v);
+    for (std::size_t i = 0; i < batch; ++i) in[i].push_back(&values[i]);
+  }
   const auto start = std::chrono::steady_clock::now();
-  ckks::Ciphertext out = apply_step(eval, step, in, keys);
+  std::vector<ckks::Ciphertext> out;
+  const auto* linear = std::get_if<CompiledLinear>(&step.op);
+  if (linear && batch > 1) {
+    const ckks::Evaluator& linear_eval = step.half ? keys.half_evaluator(step.name) : eval;
+    std::vector<const ckks::Ciphertext*> xs;
+    for (const auto& item : in) xs.push_back(item.front());
+    out = linear->apply(linear_eval, xs);
+  } else {
+    for (const auto& item : in) out.push_back(apply_step(eval, step, item, keys));
+  }
   if (timings)
-    timings->push_back({step.name, in[0]->level(),
+    timings->push_back({step.name, in[0][0]->level(),
                         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()});
   return out;
 }
@@ -885,18 +905,37 @@ ckks::Ciphertext timed_step(const ckks::Evaluator& eval, const CompiledGraph::St
 ckks::Ciphertext CompiledGraph::run(const ckks::Evaluator& eval, const std::vector<ckks::Ciphertext>& inputs,
                                     std::vector<StepTiming>* timings, const ckks::EncapsulationKeys* encapsulation,
                                     const RegionRunner& runner, const HalfRingEvaluation* half) const {
+  BatchRegionRunner batch_runner;
+  if (runner)  // one item: the runner's branches are the batch's
+    batch_runner = [&](std::size_t region, const std::vector<std::vector<ckks::Ciphertext>>& entries) {
+      std::vector<ckks::Ciphertext> exits = runner(region, entries.front());
+      if (exits.size() != entries.front().size()) throw std::logic_error("compiled graph: a region runner lost a branch");
+      return std::vector<std::vector<ckks::Ciphertext>>{std::move(exits)};
+    };
+  return std::move(run_batch(eval, {inputs}, timings, encapsulation, batch_runner, half).front());
+}
+
+std::vector<ckks::Ciphertext> CompiledGraph::run_batch(const ckks::Evaluator& eval,
+                                                       const std::vector<std::vector<ckks::Ciphertext>>& batch,
+                                                       std::vector<StepTiming>* timings,
+                                                 const ckks::EncapsulationKeys* encapsulation,
+                                                 const BatchRegionRunner& runner, const HalfRingEvaluation* half) const {
   if (plan_) throw std::logic_error("compiled graph: a plan (rotation keys and layouts only) cannot run");
-  if (inputs.size() != inputs_)
-    throw std::invalid_argument("compiled graph: " + std::to_string(inputs.size()) + " input ciphertexts, needs " +
-                                std::to_string(inputs_));
-  for (const ckks::Ciphertext& input : inputs) {
-    if (input.level() < input_level_)
-      throw std::invalid_argument("compiled graph: input at level " + std::to_string(input.level()) + ", needs " +
-                                  std::to_string(input_level_));
-    if (input.slots() != input_layout_.slots) throw std::invalid_argument("compiled graph: input slot count mismatch");
-    check_scale(input.scale, input_scale_, "compiled graph input");
+  if (batch.empty()) throw std::invalid_argument("compiled graph: an empty batch");
+  for (const std::vector<ckks::Ciphertext>& inputs : batch) {
+    if (inputs.size() != inputs_)
+      throw std::invalid_argument("compiled graph: " + std::to_string(inputs.size()) + " input ciphertexts, needs " +
+                                  std::to_string(inputs_));
+    for (const ckks::Ciphertext& input : inputs) {
+      if (input.level() < input_level_)
+        throw std::invalid_argument("compiled graph: input at level " + std::to_string(input.level()) + ", needs " +
+                                    std::to_string(input_level_));
+      if (input.slots() != input_layout_.slots) throw std::invalid_argument("compiled graph: input slot count mismatch");
+      check_scale(input.scale, input_scale_, "compiled graph input");
+    }
   }
-  // Values are freed after their last use.
+  const std::size_t items = batch.size();
+  // Values are freed after their last use; values[v][i] is value v of batch item i.
   std::vector<std::size_t> uses(inputs_ + steps_.size(), 0);
   for (const Unit& u : order_) {
     if (u.region)
@@ -905,62 +944,80 @@ ckks::Ciphertext CompiledGraph::run(const ckks::Evaluator& eval, const std::vect
       for (const std::size_t v : steps_[u.index].inputs) ++uses[v];
   }
   ++uses[output_value_];
-  std::vector<ckks::Ciphertext> values(inputs_ + steps_.size());
-  for (std::size_t k = 0; k < inputs_; ++k) {
-    values[k] = inputs[k];
-    eval.drop_to_level_inplace(values[k], input_level_);
-  }
+  std::vector<std::vector<ckks::Ciphertext>> values(inputs_ + steps_.size());
+  for (std::size_t k = 0; k < inputs_; ++k)
+    for (const std::vector<ckks::Ciphertext>& inputs : batch) {
+      values[k].push_back(inputs[k]);
+      eval.drop_to_level_inplace(values[k].back(), input_level_);
+    }
   const auto release = [&](std::size_t v) {
     if (--uses[v] == 0) values[v] = {};
   };
   for (const Unit& u : order_) {
     if (u.region) {
       const std::vector<Branch>& branches = regions_[u.index].branches;
-      std::vector<ckks::Ciphertext> exits;
+      std::vector<std::vector<ckks::Ciphertext>> exits(items);  // [item][branch]
       if (runner) {
-        std::vector<ckks::Ciphertext> entries;
-        for (const Branch& b : branches) entries.push_back(values[b.entry]);
+        std::vector<std::vector<ckks::Ciphertext>> entries(items);
+        for (std::size_t i = 0; i < items; ++i)
+          for (const Branch& b : branches) entries[i].push_back(values[b.entry][i]);
         exits = runner(u.index, entries);
-        if (exits.size() != branches.size()) throw std::logic_error("compiled graph: a region runner lost a branch");
+        if (exits.size() != items) throw std::logic_error("compiled graph: a region runner lost a batch item");
+        for (const auto& item : exits)
+          if (item.size() != branches.size()) throw std::logic_error("compiled graph: a region runner lost a branch");
       } else {
-        for (std::size_t b = 0; b < branches.size(); ++b)
-          exits.push_back(run_branch(eval, u.index, b, values[branches[b].entry], timings, encapsulation, half));
+        for (std::size_t b = 0; b < branches.size(); ++b) {
+          std::vector<ckks::Ciphertext> out =
+              run_branch(eval, u.index, b, values[branches[b].entry], timings, encapsulation, half);
+          for (std::size_t i = 0; i < items; ++i) exits[i].push_back(std::move(out[i]));
+        }
       }
-      for (std::size_t b = 0; b < branches.size(); ++b) values[branches[b].exit] = std::move(exits[b]);
+      for (std::size_t b = 0; b < branches.size(); ++b)
+        for (std::size_t i = 0; i < items; ++i) values[branches[b].exit].push_back(std::move(exits[i][b]));
       for (const Branch& b : branches) release(b.entry);
       continue;
     }
     const Step& step = steps_[u.index];
     check_compiled(u.index);
     values[inputs_ + u.index] = timed_step(
-        eval, step, [&](std::size_t v) -> const ckks::Ciphertext& { return values[v]; },
+        eval, step, [&](std::size_t v) { return std::span<const ckks::Ciphertext>(values[v]); },
         {bootstrapper_.get(), encapsulation, half}, timings);
     for (const std::size_t v : step.inputs) release(v);
   }
-  return values[output_value_];
+  return std::move(values[output_value_]);
 }
 
 ckks::Ciphertext CompiledGraph::run_branch(const ckks::Evaluator& eval, std::size_t region, std::size_t branch,
                                            const ckks::Ciphertext& entry, std::vector<StepTiming>* timings,
                                            const ckks::EncapsulationKeys* encapsulation,
                                            const HalfRingEvaluation* half) const {
+  return std::move(run_branch(eval, region, branch, std::span(&entry, 1), timings, encapsulation, half).front());
+}
+
+std::vector<ckks::Ciphertext> CompiledGraph::run_branch(const ckks::Evaluator& eval, std::size_t region,
+                                                        std::size_t branch, std::span<const ckks::Ciphertext> entries,
+                                                        std::vector<StepTiming>* timings,
+                                                        const ckks::EncapsulationKeys* encapsulation,
+                                                        const HalfRingEvaluation* half) const {
   if (plan_) throw std::logic_error("compiled graph: a plan (rotation keys and layouts only) cannot run");
   if (region >= regions_.size() || branch >= regions_[region].branches.size())
     throw std::out_of_range("compiled graph: no branch " + std::to_string(branch) + " in region " +
                             std::to_string(region));
+  if (entries.empty()) throw std::invalid_argument("compiled graph: a branch run without an entry");
   const Branch& br = regions_[region].branches[branch];
-  if (br.entry < inputs_ && entry.slots() != input_layout_.slots)
-    throw std::invalid_argument("compiled graph: branch input slot count mismatch");
-  std::map<std::size_t, ckks::Ciphertext> values;  // by value index
+  for (const ckks::Ciphertext& entry : entries)
+    if (br.entry < inputs_ && entry.slots() != input_layout_.slots)
+      throw std::invalid_argument("compiled graph: branch input slot count mismatch");
+  std::map<std::size_t, std::vector<ckks::Ciphertext>> values;  // by value index, one per batch item
   std::map<std::size_t, std::size_t> uses;
   for (const std::size_t s : br.steps)
     for (const std::size_t v : steps_[s].inputs) ++uses[v];
-  values[br.entry] = entry;
+  values[br.entry].assign(entries.begin(), entries.end());
   for (const std::size_t s : br.steps) {
     const Step& step = steps_[s];
     check_compiled(s);
-    ckks::Ciphertext out = timed_step(
-        eval, step, [&](std::size_t v) -> const ckks::Ciphertext& { return values.at(v); },
+    std::vector<ckks::Ciphertext> out = timed_step(
+        eval, step, [&](std::size_t v) { return std::span<const ckks::Ciphertext>(values.at(v)); },
         RunKeys{bootstrapper_.get(), encapsulation, half}, timings);
     for (const std::size_t v : step.inputs)
       if (--uses[v] == 0) values.erase(v);

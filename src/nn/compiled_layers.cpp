@@ -77,25 +77,32 @@ CompiledQuadratic make_quadratic(const ckks::Encoder& enc, Compilation mode, con
 }
 
 ckks::Ciphertext CompiledLinear::apply(const ckks::Evaluator& eval, const ckks::Ciphertext& x) const {
-  if (x.level() < input_level)
-    throw std::invalid_argument("compiled linear layer expects level " + std::to_string(input_level) + ", input at " +
-                                std::to_string(x.level()));
-  ckks::Ciphertext in = x;
-  eval.drop_to_level_inplace(in, input_level);
-  ckks::Ciphertext y;
-  if (post_sum_steps.empty()) {
-    y = transform.apply_rescaled(eval, in);
-  } else {
-    // Rotate-and-sum before rescaling: each step adds up 2^k copies of the error already in
-    // y, and the product's scale (input scale x q_level) makes those ModDown errors ~2^-40
-    // of what they would be after the rescale, whose single rounding then comes last.
-    y = transform.apply(eval, in);
-    for (long step : post_sum_steps) eval.add_inplace(y, eval.rotate(y, step));
-    eval.rescale_inplace(y);
+  return std::move(apply(eval, std::vector<const ckks::Ciphertext*>{&x}).front());
+}
+
+std::vector<ckks::Ciphertext> CompiledLinear::apply(const ckks::Evaluator& eval,
+                                                    const std::vector<const ckks::Ciphertext*>& xs) const {
+  std::vector<ckks::Ciphertext> in;
+  for (const ckks::Ciphertext* x : xs) {
+    if (x->level() < input_level)
+      throw std::invalid_argument("compiled linear layer expects level " + std::to_string(input_level) + ", input at " +
+                                  std::to_string(x->level()));
+    in.push_back(*x);
+    eval.drop_to_level_inplace(in.back(), input_level);
   }
-  pin_scale(y, output_scale, "compiled linear layer");
-  if (bias) eval.add_plain_inplace(y, *bias);
-  return y;
+  // Rotate-and-sum before rescaling: each step adds up 2^k copies of the error already in
+  // y, and the product's scale (input scale x q_level) makes those ModDown errors ~2^-40
+  // of what they would be after the rescale, whose single rounding then comes last.
+  std::vector<ckks::Ciphertext> ys = transform.apply(eval, in, post_sum_steps.empty());
+  for (ckks::Ciphertext& y : ys) {
+    if (!post_sum_steps.empty()) {
+      for (long step : post_sum_steps) eval.add_inplace(y, eval.rotate(y, step));
+      eval.rescale_inplace(y);
+    }
+    pin_scale(y, output_scale, "compiled linear layer");
+    if (bias) eval.add_plain_inplace(y, *bias);
+  }
+  return ys;
 }
 
 ckks::Ciphertext CompiledQuadratic::apply(const ckks::Evaluator& eval, const ckks::Ciphertext& x) const {

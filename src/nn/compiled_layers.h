@@ -44,6 +44,9 @@ struct CompiledLinear {
 
   // Drops x to input_level, applies the transform, rescales, rotates and sums, adds the bias.
   ckks::Ciphertext apply(const ckks::Evaluator& eval, const ckks::Ciphertext& x) const;
+  // The same for several inputs at once (a batch of images), each result byte-identical to
+  // its own apply(): diagonals encoded just in time are made once for the batch.
+  std::vector<ckks::Ciphertext> apply(const ckks::Evaluator& eval, const std::vector<const ckks::Ciphertext*>& xs) const;
 };
 
 // u = x (x + a1) + a0 element-wise (a HerPN divided by its leading coefficient).

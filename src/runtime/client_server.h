@@ -217,9 +217,18 @@ class KeySet {
   // The same with another task function (e.g. compiling_graph_tasks).
   CiphertextFile infer(const CiphertextFile& input, Executor& executor, const TaskFunction& tasks,
                        RunStats* stats = nullptr) const;
+  // infer() of several inputs at once on the calling thread, results in their order, each
+  // the bytes infer() gives it: every region's branches run one after another, each on the
+  // whole batch, so that each linear layer's just-in-time diagonals are encoded once for
+  // all of them (CompiledGraph::run_batch). What a server keeping its cores busy with
+  // several images in flight runs per core (the two images of a face pair). Needs the
+  // compiled model (a model served from its model file is refused).
+  std::vector<CiphertextFile> infer_batch(const std::vector<CiphertextFile>& inputs) const;
   CiphertextFile match(const CiphertextFile& probe, const CiphertextFile& enrolled, double threshold) const;
 
  private:
+  // Throws unless the input belongs to this key set and has the model's ciphertext count.
+  void check_input(const CiphertextFile& input) const;
   // Reads the file, then checks as the in-memory constructor does; the load time counts
   // from `start`.
   KeySet(const ServedModel& model, const std::string& keys_path, Clock::time_point start);

@@ -609,7 +609,18 @@ TEST(ClientServer, PatchCnnGraphServedWithItsRingSwitch) {
   EXPECT_EQ(outputs[2], outputs[0]);
   EXPECT_TRUE(no_children_left());
   EXPECT_LT(nn::precision_of(client.decrypt_output(probe), model.normalized(images[1])).relative, 1e-5);
-  const runtime::CiphertextFile enrolled = keys.infer(encrypt(images[0]), *runtime::make_sequential_executor());
+  const runtime::CiphertextFile enrolled_input = encrypt(images[0]);
+  const runtime::CiphertextFile enrolled = keys.infer(enrolled_input, *runtime::make_sequential_executor());
+  // Both images as one batch (KeySet::infer_batch): each gets its own inference's bytes.
+  const std::vector<runtime::CiphertextFile> batch = keys.infer_batch({input, enrolled_input});
+  ASSERT_EQ(batch.size(), 2u);
+  EXPECT_EQ(ckks::save(keys.output_context(), batch[0].ciphertexts.at(0)), outputs[0]);
+  EXPECT_EQ(ckks::save(keys.output_context(), batch[1].ciphertexts.at(0)),
+            ckks::save(keys.output_context(), enrolled.ciphertexts.at(0)));
+  EXPECT_EQ(batch[1].key_set, keys.tag());
+  runtime::CiphertextFile foreign = input;
+  foreign.key_set ^= 1;
+  EXPECT_THROW(keys.infer_batch({input, foreign}), std::invalid_argument);  // another client's input
   const double want = nn::match_score(model.normalized(images[1]), model.normalized(images[0]), 0.5);
   const double score = client.decrypt_score(keys.match(probe, enrolled, 0.5));
   EXPECT_NEAR(score, want, 1e-4 * std::max(1.0, std::fabs(want)));

@@ -69,6 +69,14 @@ mv pairs.h5 datasets/single/intermediate/test_pairs.h5
 rm datasets/single/intermediate/test_pairs.npz
 stage client_encode_encrypt_input 0
 server_stage server_encrypted_compute 0
+# On one core there are as many pairs as cores: both images of the pair run as one batch
+# (each layer's diagonals encoded once for the two); the scores are the same bytes.
+cp io/single/ciphertexts_download/scores.cts scores.cores.cts
+mv io/single/client client.hidden
+taskset -c 0 "$build/submission/server_encrypted_compute" 0
+mv client.hidden io/single/client
+cmp io/single/ciphertexts_download/scores.cts scores.cores.cts || fail "a pair run as one batch gave other scores"
+json_has io/single/server_reported.json "j['additional_measurements']['Images in flight'] == 2"
 stage client_decrypt_decode 0
 stage client_postprocess 0
 lines=$(wc -l < io/single/encrypted_model_predictions.txt)
