@@ -320,7 +320,8 @@ TEST_F(CompiledGraphTest, ParallelBranchesAreFoundAndRunInAnyOrder) {
     }
     return exits;
   };
-  const std::vector<ckks::Ciphertext> both = compiled.run_batch(keys.eval, {{in}, {in2}}, nullptr, nullptr, by_branch);
+  const std::vector<std::vector<ckks::Ciphertext>> pair = {{in}, {in2}};
+  const std::vector<ckks::Ciphertext> both = compiled.run_batch(keys.eval, pair, nullptr, nullptr, by_branch);
   ASSERT_EQ(both.size(), 2u);
   EXPECT_EQ(ckks::save(ctx_, both[0]), ckks::save(ctx_, sequential));
   EXPECT_EQ(ckks::save(ctx_, both[1]), ckks::save(ctx_, compiled.run(keys.eval, {in2})));
@@ -329,7 +330,7 @@ TEST_F(CompiledGraphTest, ParallelBranchesAreFoundAndRunInAnyOrder) {
     exits.pop_back();
     return exits;
   };
-  EXPECT_THROW(compiled.run_batch(keys.eval, {{in}, {in2}}, nullptr, nullptr, lose_item), std::logic_error);
+  EXPECT_THROW(compiled.run_batch(keys.eval, pair, nullptr, nullptr, lose_item), std::logic_error);
   EXPECT_THROW(compiled.run_branch(keys.eval, 0, 0, std::span<const ckks::Ciphertext>()), std::invalid_argument);
 }
 

@@ -212,15 +212,18 @@ TEST(RingSwitch, PatchCnnNormalisesAndMatchesInTheHalfRing) {
   const Ciphertext b = compiled.run(keys.big.eval, other_in, nullptr, nullptr, {}, &keys.evaluation);
   // Both images as one batch (each linear step applied to both at once, its just-in-time
   // diagonals made once): each output is the bytes of its own run.
-  const std::vector<Ciphertext> both =
-      compiled.run_batch(keys.big.eval, {in, other_in}, nullptr, nullptr, {}, &keys.evaluation);
+  const std::vector<std::vector<Ciphertext>> pair = {in, other_in};
+  const std::vector<Ciphertext> both = compiled.run_batch(keys.big.eval, pair, nullptr, nullptr, {}, &keys.evaluation);
   ASSERT_EQ(both.size(), 2u);
   EXPECT_EQ(save(rings.half, both[0]), save(rings.half, out));
   EXPECT_EQ(save(rings.half, both[1]), save(rings.half, b));
-  EXPECT_THROW(compiled.run_batch(keys.big.eval, {}, nullptr, nullptr, {}, &keys.evaluation), std::invalid_argument);
+  EXPECT_THROW(compiled.run_batch(keys.big.eval, std::span<const std::vector<Ciphertext>>(), nullptr, nullptr, {},
+                                  &keys.evaluation),
+               std::invalid_argument);
   std::vector<Ciphertext> one_too_many = in;
   one_too_many.push_back(in[0]);
-  EXPECT_THROW(compiled.run_batch(keys.big.eval, {in, one_too_many}, nullptr, nullptr, {}, &keys.evaluation),
+  const std::vector<std::vector<Ciphertext>> mismatched = {in, one_too_many};
+  EXPECT_THROW(compiled.run_batch(keys.big.eval, mismatched, nullptr, nullptr, {}, &keys.evaluation),
                std::invalid_argument);  // an item with other input ciphertexts than the model takes
   const double want = nn::match_score(model.normalized(images[1]), model.normalized(images[0]), 0.5);
   const double score =

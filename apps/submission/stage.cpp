@@ -251,7 +251,7 @@ std::size_t scores_in_flight(const Instance& in, const runtime::Server& server, 
         for (std::size_t j = item * batch; j < (item + 1) * batch; ++j)
           inputs.push_back(runtime::read_ciphertexts(encrypted_image(in, j / 2, static_cast<int>(j % 2)).string(),
                                                      server.context()));
-        std::vector<runtime::CiphertextFile> results = server.key_set().infer_batch(inputs);
+        std::vector<runtime::CiphertextFile> results = server.key_set().infer_batch(std::move(inputs));
         const std::size_t pair = item * batch / 2;
         std::unique_lock lock(mutex);
         auto& both = embeddings[pair];

@@ -912,11 +912,11 @@ ckks::Ciphertext CompiledGraph::run(const ckks::Evaluator& eval, const std::vect
       if (exits.size() != entries.front().size()) throw std::logic_error("compiled graph: a region runner lost a branch");
       return std::vector<std::vector<ckks::Ciphertext>>{std::move(exits)};
     };
-  return std::move(run_batch(eval, {inputs}, timings, encapsulation, batch_runner, half).front());
+  return std::move(run_batch(eval, std::span(&inputs, 1), timings, encapsulation, batch_runner, half).front());
 }
 
 std::vector<ckks::Ciphertext> CompiledGraph::run_batch(const ckks::Evaluator& eval,
-                                                       const std::vector<std::vector<ckks::Ciphertext>>& batch,
+                                                       std::span<const std::vector<ckks::Ciphertext>> batch,
                                                        std::vector<StepTiming>* timings,
                                                  const ckks::EncapsulationKeys* encapsulation,
                                                  const BatchRegionRunner& runner, const HalfRingEvaluation* half) const {

@@ -208,7 +208,7 @@ class CompiledGraph {
   // encoded once for all (run_branch of a batch). Without a runner the branches run here,
   // each on the whole batch.
   std::vector<ckks::Ciphertext> run_batch(const ckks::Evaluator& eval,
-                                          const std::vector<std::vector<ckks::Ciphertext>>& batch,
+                                          std::span<const std::vector<ckks::Ciphertext>> batch,
                                           std::vector<StepTiming>* timings = nullptr,
                                     const ckks::EncapsulationKeys* encapsulation = nullptr,
                                     const BatchRegionRunner& runner = {},

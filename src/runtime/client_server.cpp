@@ -460,7 +460,7 @@ void KeySet::check_input(const CiphertextFile& input) const {
                                 std::to_string(input.ciphertexts.size()));
 }
 
-std::vector<CiphertextFile> KeySet::infer_batch(const std::vector<CiphertextFile>& inputs) const {
+std::vector<CiphertextFile> KeySet::infer_batch(std::vector<CiphertextFile> inputs) const {
   // Decision: batches need the compiled model. Served from its model file, a model compiles
   // each branch inside its task (compiling_graph_tasks); doing that per batch is possible
   // but has no user yet (the benchmark stages serve the artefact), and untested code would
@@ -469,9 +469,9 @@ std::vector<CiphertextFile> KeySet::infer_batch(const std::vector<CiphertextFile
     throw std::invalid_argument("a batch of inputs needs the compiled model (pfhe compile), not the model file");
   const nn::CompiledGraph& graph = *model_.graph_;
   std::vector<std::vector<ckks::Ciphertext>> batch;
-  for (const CiphertextFile& input : inputs) {
+  for (CiphertextFile& input : inputs) {
     check_input(input);
-    batch.push_back(input.ciphertexts);
+    batch.push_back(std::move(input.ciphertexts));  // taken, not copied: a batch's inputs are large
   }
   const Evaluators& e = *evaluators_;
   std::vector<ckks::Ciphertext> outs = graph.run_batch(e.big(), batch, nullptr, encapsulation(), {}, e.half_ring());

@@ -223,7 +223,7 @@ class KeySet {
   // all of them (CompiledGraph::run_batch). What a server keeping its cores busy with
   // several images in flight runs per core (the two images of a face pair). Needs the
   // compiled model (a model served from its model file is refused).
-  std::vector<CiphertextFile> infer_batch(const std::vector<CiphertextFile>& inputs) const;
+  std::vector<CiphertextFile> infer_batch(std::vector<CiphertextFile> inputs) const;
   CiphertextFile match(const CiphertextFile& probe, const CiphertextFile& enrolled, double threshold) const;
 
  private:
