@@ -818,17 +818,19 @@ struct RunKeys {
   const ckks::EncapsulationKeys* encapsulation;
   const HalfRingEvaluation* half;
 
-  const ckks::Evaluator& half_evaluator(const std::string& step) const {
-    if (!half) throw std::invalid_argument("compiled graph: it switches rings (" + step + "); run it with the half ring's keys");
-    return half->evaluator;
+  // The evaluator a step runs on: the half ring's after a switch (a switch itself starts
+  // from the big ring, but needs the half ring's keys too).
+  const ckks::Evaluator& of(const CompiledGraph::Step& step, const ckks::Evaluator& big) const {
+    if (!step.half) return big;
+    if (!half)
+      throw std::invalid_argument("compiled graph: it switches rings (" + step.name + "); run it with the half ring's keys");
+    return std::holds_alternative<CompiledGraph::RingSwitch>(step.op) ? big : half->evaluator;
   }
 };
 
 ckks::Ciphertext apply_step(const ckks::Evaluator& big, const CompiledGraph::Step& step,
                             const std::vector<const ckks::Ciphertext*>& in, const RunKeys& keys) {
-  if (step.half) keys.half_evaluator(step.name);  // throws without the half ring's keys
-  const ckks::Evaluator& eval =
-      step.half && !std::holds_alternative<CompiledGraph::RingSwitch>(step.op) ? keys.half->evaluator : big;
+  const ckks::Evaluator& eval = keys.of(step, big);
   const ckks::Bootstrapper* bootstrapper = keys.bootstrapper;
   const ckks::EncapsulationKeys* encapsulation = keys.encapsulation;
   return std::visit(
@@ -887,10 +889,9 @@ std::vector<ckks::Ciphertext> timed_step(const ckks::Evaluator& eval, const Comp
   std::vector<ckks::Ciphertext> out;
   const auto* linear = std::get_if<CompiledLinear>(&step.op);
   if (linear && batch > 1) {
-    const ckks::Evaluator& linear_eval = step.half ? keys.half_evaluator(step.name) : eval;
     std::vector<const ckks::Ciphertext*> xs;
     for (const auto& item : in) xs.push_back(item.front());
-    out = linear->apply(linear_eval, xs);
+    out = linear->apply(keys.of(step, eval), xs);
   } else {
     for (const auto& item : in) out.push_back(apply_step(eval, step, item, keys));
   }
@@ -908,9 +909,7 @@ ckks::Ciphertext CompiledGraph::run(const ckks::Evaluator& eval, const std::vect
   BatchRegionRunner batch_runner;
   if (runner)  // one item: the runner's branches are the batch's
     batch_runner = [&](std::size_t region, const std::vector<std::vector<ckks::Ciphertext>>& entries) {
-      std::vector<ckks::Ciphertext> exits = runner(region, entries.front());
-      if (exits.size() != entries.front().size()) throw std::logic_error("compiled graph: a region runner lost a branch");
-      return std::vector<std::vector<ckks::Ciphertext>>{std::move(exits)};
+      return std::vector<std::vector<ckks::Ciphertext>>{runner(region, entries.front())};  // run_batch checks the exits
     };
   return std::move(run_batch(eval, std::span(&inputs, 1), timings, encapsulation, batch_runner, half).front());
 }
