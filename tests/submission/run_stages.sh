@@ -6,9 +6,9 @@
 # keys in public_keys/, the packed model in io/server_data/ (stage 3 takes no size and
 # compiles once, whatever instances an earlier run left), submission_reported.json after
 # stage 3, the upload and download directories, one finite plausible score, the reports;
-# stage 5 on the .npz pair store gives the same prepared inputs as on the .h5 one; the
-# server stages run with the client's directory moved away; clear failures on missing,
-# truncated, non-HDF5 and non-zip inputs and bad sizes.
+# stage 5 on the .npz pair store gives the same prepared inputs as on the .h5 one; stages 6
+# and 7 report their progress on stderr; the server stages run with the client's directory
+# moved away; clear failures on missing, truncated, non-HDF5 and non-zip inputs and bad sizes.
 #   run_stages.sh BUILD_DIR
 set -euo pipefail
 build=$(cd "$1" && pwd)
@@ -67,8 +67,10 @@ touch -d "1 hour ago" datasets/single/intermediate/test_pairs.h5
 stage client_preprocess_input 0
 mv pairs.h5 datasets/single/intermediate/test_pairs.h5
 rm datasets/single/intermediate/test_pairs.npz
-stage client_encode_encrypt_input 0
-server_stage server_encrypted_compute 0
+stage client_encode_encrypt_input 0 2> stage6.err || { cat stage6.err; fail "stage 6 failed"; }
+grep -q "^client_encode_encrypt_input: 2/2 images encrypted, " stage6.err || { cat stage6.err; fail "stage 6 reported no progress"; }
+server_stage server_encrypted_compute 0 2> stage7.err || { cat stage7.err; fail "stage 7 failed"; }
+grep -q "^server_encrypted_compute: 1/1 pairs scored, .* s per pair$" stage7.err || { cat stage7.err; fail "stage 7 reported no progress"; }
 # On one core there are as many pairs as cores: both images of the pair run as one batch
 # (each layer's diagonals encoded once for the two); the scores are the same bytes.
 cp io/single/ciphertexts_download/scores.cts scores.cores.cts
