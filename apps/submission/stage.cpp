@@ -283,6 +283,7 @@ std::size_t scores_in_flight(const Instance& in, const runtime::Server& server, 
           inputs.push_back(runtime::read_ciphertexts(encrypted_image(in, j / 2, static_cast<int>(j % 2)).string(),
                                                      server.context()));
         std::vector<runtime::CiphertextFile> results = server.key_set().infer_batch(std::move(inputs));
+        ring::return_free_heap();  // else the arenas' fragmented free memory grows pair after pair
         const std::size_t pair = item * batch / 2;
         std::unique_lock lock(mutex);
         auto& both = embeddings[pair];

@@ -49,8 +49,10 @@ std::uint64_t* allocate(std::size_t bytes) {
 
 void return_freed_memory() {
   BufferPool::trim();
-  ::malloc_trim(0);
+  return_free_heap();
 }
+
+void return_free_heap() { ::malloc_trim(0); }
 
 void keep_freed_memory_for_reuse() {
   mallopt(M_MMAP_THRESHOLD, 256 << 20);
