@@ -230,6 +230,8 @@ TEST(Ring, AutomorphismMatchesCoefficientMap) {
   EXPECT_THROW(r.automorphism_ntt(an, 4, out), std::invalid_argument);
 }
 
+std::vector<Modulus> moduli_of(const std::vector<u64>& primes) { return {primes.begin(), primes.end()}; }
+
 // Source bases with and without primes above 2^50 (those take the split IFMA terms), and
 // target primes on both sides of 2^50; the exact variant must return x itself.
 TEST(BaseConverter, ExactUpToMultipleOfSourceProduct) {
@@ -239,9 +241,7 @@ TEST(BaseConverter, ExactUpToMultipleOfSourceProduct) {
     if (big_source) from_p[1] = generate_ntt_primes(60, 1, n)[0];
     std::vector<u64> to_p = generate_ntt_primes(50, 2, n);
     to_p.push_back(generate_ntt_primes(58, 1, n)[0]);
-    std::vector<Modulus> from, to;
-    for (u64 p : from_p) from.emplace_back(p);
-    for (u64 p : to_p) to.emplace_back(p);
+    const std::vector<Modulus> from = moduli_of(from_p), to = moduli_of(to_p);
     const BaseConverter conv(from, to);
     std::vector<std::vector<u64>> in(3, std::vector<u64>(n)), out(3, std::vector<u64>(n)), exact(3, std::vector<u64>(n));
     std::vector<u128> xs(n);
@@ -271,6 +271,41 @@ TEST(BaseConverter, ExactUpToMultipleOfSourceProduct) {
         for (u64 u = 0; u < 3; ++u) found |= out[k][j] == add_mod(x_mod, mul_mod(u, b_mod, m), m.value());
         ASSERT_TRUE(found) << "big source " << big_source << " target " << k;
       }
+  }
+}
+
+// Many source primes at the largest size the 52-bit kernels take (2^50), extreme residues
+// included: every path's sum_i y_i (B / b_i) mod c, with y_i = x_i (B / b_i)^-1 mod b_i,
+// equals the one computed here term by term (the AVX2 kernel re-centres its double sums
+// every four terms; nine terms cross that twice).
+TEST(BaseConverter, ManyLargeSourcePrimesMatchTheTermByTermSum) {
+  const std::size_t n = 260, terms = 9;
+  const std::vector<u64> from_p = generate_ntt_primes(50, terms, n);
+  std::vector<u64> to_p = generate_ntt_primes(49, 2, n);
+  to_p.push_back(generate_ntt_primes(59, 1, n)[0]);
+  const std::vector<Modulus> from = moduli_of(from_p), to = moduli_of(to_p);
+  const BaseConverter conv(from, to);
+  std::vector<std::vector<u64>> in(terms, std::vector<u64>(n)), out(to.size(), std::vector<u64>(n));
+  for (std::size_t i = 0; i < terms; ++i)
+    for (std::size_t j = 0; j < n; ++j) in[i][j] = j < 4 ? from_p[i] - 1 - j % 2 : test_rng() % from_p[i];
+  std::vector<const u64*> ins;
+  std::vector<u64*> outs;
+  for (const auto& v : in) ins.push_back(v.data());
+  for (auto& v : out) outs.push_back(v.data());
+  conv.convert(ins.data(), outs.data(), n);
+  for (std::size_t k = 0; k < to.size(); ++k) {
+    const Modulus& c = to[k];
+    for (std::size_t j = 0; j < n; ++j) {
+      u64 expect = 0;
+      for (std::size_t i = 0; i < terms; ++i) {
+        u64 hat_b = 1, hat_c = 1;  // (B / b_i) mod b_i and mod c
+        for (std::size_t l = 0; l < terms; ++l)
+          if (l != i) hat_b = mul_mod(hat_b, from_p[l] % from_p[i], from[i]), hat_c = mul_mod(hat_c, from_p[l] % c.value(), c);
+        const u64 y = mul_mod(in[i][j], inv_mod(hat_b, from[i]), from[i]);
+        expect = add_mod(expect, mul_mod(y % c.value(), hat_c, c), c.value());
+      }
+      ASSERT_EQ(out[k][j], expect) << "target " << k << " coefficient " << j;
+    }
   }
 }
 

@@ -49,6 +49,8 @@ BaseConverter::BaseConverter(std::vector<Modulus> from, std::vector<Modulus> to)
   const std::size_t nt = ifma_terms_.size();
   ifma_weights_.resize(to_.size() * nt);
   ifma_weights_shoup52_.resize(to_.size() * nt);
+  avx2_weights_.resize(to_.size() * nt);
+  avx2_weights_over_q_.resize(to_.size() * nt);
   for (std::size_t k = 0; k < to_.size(); ++k) {
     if (!to_[k].ifma_eligible()) continue;
     const u64 shift = pow_mod(2, kSplitBits, to_[k]);
@@ -57,6 +59,8 @@ BaseConverter::BaseConverter(std::vector<Modulus> from, std::vector<Modulus> to)
       const u64 w = term.high ? mul_mod(hat_mod_to_[k * nb + term.source], shift, to_[k]) : hat_mod_to_[k * nb + term.source];
       ifma_weights_[k * nt + t] = w;
       ifma_weights_shoup52_[k * nt + t] = static_cast<u64>((static_cast<u128>(w) << 52) / to_[k].value());
+      avx2_weights_[k * nt + t] = static_cast<double>(w);
+      avx2_weights_over_q_[k * nt + t] = static_cast<double>(w) / static_cast<double>(to_[k].value());
     }
   }
 }
@@ -110,6 +114,11 @@ void BaseConverter::convert(const u64* const* in, u64* const* out, std::size_t n
   const std::size_t nt = ifma_terms_.size();
   std::vector<u64> split(nt * kBlock);      // IFMA term rows
   std::vector<const u64*> term_rows(nt), y_rows(nb);
+  // AVX2: the IFMA terms as doubles, made once per block for every target row.
+  const bool avx2 = path == SimdPath::kAvx2;
+  std::vector<double> term_doubles(avx2 ? nt * kBlock : 0);
+  std::vector<const double*> term_double_rows(nt);
+  for (std::size_t t = 0; avx2 && t < nt; ++t) term_double_rows[t] = term_doubles.data() + t * kBlock;
   for (std::size_t i = 0; i < nb; ++i) y_rows[i] = y.data() + i * kBlock;
   for (std::size_t t = 0; t < nt; ++t) {
     const auto& term = ifma_terms_[t];
@@ -137,6 +146,8 @@ void BaseConverter::convert(const u64* const* in, u64* const* out, std::size_t n
       u64* dst = split.data() + t * kBlock;
       for (std::size_t j = 0; j < len; ++j) dst[j] = term.high ? src[j] >> kSplitBits : src[j] & low_mask;
     }
+    for (std::size_t t = 0; avx2 && t < nt; ++t)
+      kernels::detail::to_doubles_avx2(term_rows[t], term_doubles.data() + t * kBlock, len);
     if (exact) {
       // sum_i y_i / b_i = x / B + u with x / B in [0, 1). Row by row so the loop vectorises;
       // y < 2^61 converts through a signed integer (cheaper than an unsigned conversion).
@@ -154,6 +165,9 @@ void BaseConverter::convert(const u64* const* in, u64* const* out, std::size_t n
       if (kernels::use_ifma(path, to_[k])) {
         kernels::detail::dot_constant_ifma(term_rows.data(), ifma_weights_.data() + k * nt,
                                            ifma_weights_shoup52_.data() + k * nt, nt, z, len, to_[k]);
+      } else if (kernels::use_avx2_double(path, to_[k])) {
+        kernels::detail::dot_constant_avx2(term_double_rows.data(), avx2_weights_.data() + k * nt,
+                                           avx2_weights_over_q_.data() + k * nt, nt, z, len, to_[k]);
       } else if (kernels::use_avx512_wide(path, to_[k])) {
         kernels::detail::dot_constant_wide(y_rows.data(), hat, hat_mod_to_shoup_.data() + k * nb, nb, z, len, to_[k]);
       } else {

@@ -41,6 +41,7 @@ class BaseConverter {
   std::vector<u64> hat_mod_to_shoup_;         // their 64-bit Shoup constants (wide AVX-512 targets)
   std::vector<IfmaTerm> ifma_terms_;
   std::vector<u64> ifma_weights_, ifma_weights_shoup52_;  // per target row k, per IFMA term
+  std::vector<double> avx2_weights_, avx2_weights_over_q_;  // the same weights as doubles, and w / c_k
   std::vector<u64> b_multiples_;              // u * B mod c_k for u = 0..|B|, row k
   std::vector<double> inv_from_;              // 1 / b_i
 };

@@ -23,7 +23,8 @@ SimdPath parse_simd_path(const std::string& name) {
 bool cpu_supports(SimdPath path) {
   switch (path) {
     case SimdPath::kScalar: return true;
-    case SimdPath::kAvx2: return __builtin_cpu_supports("avx2");
+    // FMA: the AVX2 kernels multiply exactly on double lanes (ring/avx2_double.h).
+    case SimdPath::kAvx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     case SimdPath::kAvx512Ifma:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
              __builtin_cpu_supports("avx512ifma");

@@ -42,12 +42,14 @@ void add_constant(const u64* a, u64 c, u64* out, std::size_t n, const Modulus& m
 void multiply(const u64* a, const u64* b, u64* out, std::size_t n, const Modulus& m, SimdPath path) {
   if (use_ifma(path, m)) return detail::multiply_ifma(a, b, out, n, m);
   if (use_avx512_wide(path, m)) return detail::multiply_wide(a, b, out, n, m);
+  if (use_avx2_double(path, m)) return detail::dot_product_avx2(&a, &b, 1, out, n, m, false);
   for (std::size_t j = 0; j < n; ++j) out[j] = mul_mod(a[j], b[j], m);
 }
 
 void multiply_add(const u64* a, const u64* b, u64* acc, std::size_t n, const Modulus& m, SimdPath path) {
   if (use_ifma(path, m)) return detail::multiply_add_ifma(a, b, acc, n, m);
   if (use_avx512_wide(path, m)) return detail::multiply_add_wide(a, b, acc, n, m);
+  if (use_avx2_double(path, m)) return detail::dot_product_avx2(&a, &b, 1, acc, n, m, true);
   for (std::size_t j = 0; j < n; ++j) acc[j] = reduce128(static_cast<u128>(a[j]) * b[j] + acc[j], m);
 }
 
@@ -60,6 +62,7 @@ void dot_product(const u64* const* a, const u64* const* b, std::size_t terms, u6
     for (std::size_t t = accumulate ? 0 : 1; t < terms; ++t) multiply_add(a[t], b[t], out, n, m, path);
     return;
   }
+  if (use_avx2_double(path, m)) return detail::dot_product_avx2(a, b, terms, out, n, m, accumulate);
   constexpr std::size_t kTermsPerReduce = 32;  // products < 2^122: 32 of them stay below 2^127
   for (std::size_t j = 0; j < n; ++j) {
     u128 acc = accumulate ? out[j] : 0;
@@ -74,6 +77,7 @@ void dot_product(const u64* const* a, const u64* const* b, std::size_t terms, u6
 void multiply_constant(const u64* a, u64 w, u64* out, std::size_t n, const Modulus& m, SimdPath path) {
   if (use_ifma(path, m)) return detail::multiply_constant_ifma(a, w, out, n, m);
   if (use_avx512_wide(path, m)) return detail::multiply_constant_wide(a, w, out, n, m);
+  if (use_avx2_double(path, m)) return detail::multiply_constant_avx2(a, w, out, n, m);
   const u64 q = m.value(), ws = shoup(w, q);
   for (std::size_t j = 0; j < n; ++j) out[j] = mul_shoup(a[j], w, ws, q);
 }
@@ -82,6 +86,7 @@ void subtract_multiply_constant(const u64* a, const u64* b, u64 w, u64* out, std
                                 SimdPath path) {
   if (use_ifma(path, m)) return detail::subtract_multiply_constant_ifma(a, b, w, out, n, m);
   if (use_avx512_wide(path, m)) return detail::subtract_multiply_constant_wide(a, b, w, out, n, m);
+  if (use_avx2_double(path, m)) return detail::subtract_multiply_add_permute_avx2(a, b, w, nullptr, nullptr, out, n, m);
   const u64 q = m.value(), ws = shoup(w, q);
   for (std::size_t j = 0; j < n; ++j) out[j] = mul_shoup(a[j] + q - b[j], w, ws, q);
 }

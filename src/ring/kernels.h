@@ -17,6 +17,10 @@ namespace pfhe::ring::kernels {
 inline bool use_ifma(SimdPath path, const Modulus& m) {
   return path == SimdPath::kAvx512Ifma && m.ifma_eligible();
 }
+// The AVX2 path runs its double-lane kernels for this prime (below 2^50, like IFMA's).
+inline bool use_avx2_double(SimdPath path, const Modulus& m) {
+  return path == SimdPath::kAvx2 && m.ifma_eligible();
+}
 // The path runs the 64-bit-lane AVX-512 kernels for this prime.
 inline bool use_avx512_wide(SimdPath path, const Modulus& m) {
   return path == SimdPath::kAvx512Ifma && !m.ifma_eligible();
@@ -103,6 +107,19 @@ void reduce_wide(const u64* x, u64* out, std::size_t n, const Modulus& m);
 void reduce_signed_wide(const std::int64_t* x, u64* out, std::size_t n, const Modulus& m);
 void dot_constant_wide(const u64* const* y, const u64* w, const u64* w_shoup, std::size_t terms, u64* out,
                        std::size_t n, const Modulus& m);
+// AVX2 with FMA, on double lanes (kernels_avx2.cpp), for primes below 2^50: x (< 2^52)
+// as doubles; and out[j] = sum_t y[t][j] w[t] mod q for y[t][j] < 2^50 given as doubles,
+// constants w[t] < q with w_over_q[t] = fl(w[t] / q).
+void to_doubles_avx2(const u64* x, double* out, std::size_t n);
+// sum_t a[t][j] b[t][j] (+ out[j] with accumulate) mod q, every input below q.
+void dot_product_avx2(const u64* const* a, const u64* const* b, std::size_t terms, u64* out, std::size_t n,
+                      const Modulus& m, bool accumulate);
+// a w mod q for a < q; and subtract_multiply_add_permute's (a - b) w (+ c) with optional perm.
+void multiply_constant_avx2(const u64* a, u64 w, u64* out, std::size_t n, const Modulus& m);
+void subtract_multiply_add_permute_avx2(const u64* a, const u64* b, u64 w, const u64* c,
+                                        const std::uint32_t* perm, u64* out, std::size_t n, const Modulus& m);
+void dot_constant_avx2(const double* const* y, const double* w, const double* w_over_q, std::size_t terms,
+                       u64* out, std::size_t n, const Modulus& m);
 }  // namespace detail
 
 }  // namespace pfhe::ring::kernels

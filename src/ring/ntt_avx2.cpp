@@ -1,16 +1,19 @@
-// AVX2 NTT kernels: 4 lanes of 64-bit Shoup multiplication. AVX2 has no 64x64-bit
-// multiply, so the high and low halves are assembled from 32x32-bit products; stages whose
-// butterfly span is below 4 run the portable scalar butterflies.
+// AVX2 NTT kernels. Primes below 2^50 run on double lanes (ring/avx2_double.h): every
+// stage, the last two with in-register shuffles. Larger primes run 4 lanes of 64-bit Shoup
+// multiplication: AVX2 has no 64x64-bit multiply, so the high and low halves are assembled
+// from 32x32-bit products, and stages whose butterfly span is below 4 run the portable
+// scalar butterflies.
 #include <immintrin.h>
 
-#include "ring/ntt.h"
+#include <cstdint>
 
-#define PFHE_AVX2 __attribute__((target("avx2")))
+#include "ring/avx2_double.h"
+#include "ring/ntt.h"
 
 namespace pfhe::ring::detail {
 namespace {
 
-PFHE_AVX2 inline __m256i mulhi64(__m256i a, __m256i b) {
+PFHE_AVX2_FMA inline __m256i mulhi64(__m256i a, __m256i b) {
   const __m256i lo32 = _mm256_set1_epi64x(0xffffffffLL);
   const __m256i a_hi = _mm256_srli_epi64(a, 32), b_hi = _mm256_srli_epi64(b, 32);
   const __m256i ll = _mm256_mul_epu32(a, b);
@@ -24,7 +27,7 @@ PFHE_AVX2 inline __m256i mulhi64(__m256i a, __m256i b) {
                           _mm256_add_epi64(_mm256_srli_epi64(lh, 32), _mm256_srli_epi64(cross, 32)));
 }
 
-PFHE_AVX2 inline __m256i mullo64(__m256i a, __m256i b) {
+PFHE_AVX2_FMA inline __m256i mullo64(__m256i a, __m256i b) {
   const __m256i ll = _mm256_mul_epu32(a, b);
   const __m256i cross = _mm256_add_epi64(_mm256_mul_epu32(_mm256_srli_epi64(a, 32), b),
                                          _mm256_mul_epu32(a, _mm256_srli_epi64(b, 32)));
@@ -32,20 +35,186 @@ PFHE_AVX2 inline __m256i mullo64(__m256i a, __m256i b) {
 }
 
 // x * w mod q in [0, 2q).
-PFHE_AVX2 inline __m256i mul_shoup_lazy4(__m256i x, __m256i w, __m256i w_shoup, __m256i q) {
+PFHE_AVX2_FMA inline __m256i mul_shoup_lazy4(__m256i x, __m256i w, __m256i w_shoup, __m256i q) {
   const __m256i quot = mulhi64(x, w_shoup);
   return _mm256_sub_epi64(mullo64(x, w), mullo64(quot, q));
 }
 
 // x >= bound ? x - bound : x for x < 2^63 (signed compare is safe below 2^63).
-PFHE_AVX2 inline __m256i reduce_once4(__m256i x, __m256i bound) {
+PFHE_AVX2_FMA inline __m256i reduce_once4(__m256i x, __m256i bound) {
   const __m256i ge = _mm256_cmpgt_epi64(bound, x);  // bound > x
   return _mm256_sub_epi64(x, _mm256_andnot_si256(ge, bound));
 }
 
+namespace on_doubles {
+using namespace avx2_double;
+
+struct Lanes {
+  __m256d q, two_q, q_inv;
+  PFHE_AVX2_FMA explicit Lanes(u64 modulus)
+      : q(_mm256_set1_pd(static_cast<double>(modulus))),
+        two_q(_mm256_set1_pd(2.0 * static_cast<double>(modulus))),
+        q_inv(_mm256_set1_pd(1.0 / static_cast<double>(modulus))) {}
+};
+
+PFHE_AVX2_FMA inline double twiddle(const u64* w, std::size_t k) {
+  return static_cast<double>(static_cast<std::int64_t>(w[k]));
+}
+PFHE_AVX2_FMA inline __m256d load(const u64* p) {
+  return _mm256_castsi256_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+PFHE_AVX2_FMA inline void store(u64* p, __m256d v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_castpd_si256(v));
+}
+
+// Harvey's forward butterfly: x in [0, 4q) is brought to [0, 2q); outputs in [0, 4q).
+PFHE_AVX2_FMA inline void forward_butterfly(__m256d& x, __m256d& y, __m256d w, const Lanes& c) {
+  x = reduce_once(x, c.two_q);
+  const __m256d t = mul_mod_lazy(y, w, c.q, c.q_inv, c.two_q);
+  y = _mm256_add_pd(_mm256_sub_pd(x, t), c.two_q);
+  x = _mm256_add_pd(x, t);
+}
+
+// Gentleman-Sande butterfly on values in [0, 2q); outputs in [0, 2q).
+PFHE_AVX2_FMA inline void inverse_butterfly(__m256d& x, __m256d& y, __m256d w, const Lanes& c) {
+  const __m256d s = reduce_once(_mm256_add_pd(x, y), c.two_q);
+  y = mul_mod_lazy(_mm256_add_pd(_mm256_sub_pd(x, y), c.two_q), w, c.q, c.q_inv, c.two_q);
+  x = s;
+}
+
+// The stage of half-width t >= 4 at twiddle offset m (m groups of 2t values).
+PFHE_AVX2_FMA inline void wide_stage(u64* a, std::size_t m, std::size_t t, const u64* w, const Lanes& c,
+                                     bool forward) {
+  for (std::size_t i = 0; i < m; ++i) {
+    const __m256d wv = _mm256_set1_pd(twiddle(w, m + i));
+    u64* x = a + 2 * i * t;
+    u64* y = x + t;
+    for (std::size_t j = 0; j < t; j += 4) {
+      __m256d xv = load(x + j), yv = load(y + j);
+      if (forward) forward_butterfly(xv, yv, wv, c);
+      else inverse_butterfly(xv, yv, wv, c);
+      store(x + j, xv);
+      store(y + j, yv);
+    }
+  }
+}
+
+// Two forward stages in one pass over memory (a limb does not fit this machine's L2): the
+// stage of half-width t >= 8 at twiddle offset m, then the stage of half-width t / 2 at 2m,
+// on the four values j, j + t/2, j + t, j + 3t/2 of each group.
+PFHE_AVX2_FMA inline void forward_two_stages(u64* a, std::size_t m, std::size_t t, const u64* w, const Lanes& c) {
+  const std::size_t h = t / 2;
+  for (std::size_t i = 0; i < m; ++i) {
+    const __m256d w1 = _mm256_set1_pd(twiddle(w, m + i));
+    const __m256d w2 = _mm256_set1_pd(twiddle(w, 2 * m + 2 * i)), w3 = _mm256_set1_pd(twiddle(w, 2 * m + 2 * i + 1));
+    u64* x = a + 2 * i * t;
+    for (std::size_t j = 0; j < h; j += 4) {
+      __m256d x0 = load(x + j), x1 = load(x + j + h), x2 = load(x + j + t), x3 = load(x + j + t + h);
+      forward_butterfly(x0, x2, w1, c);
+      forward_butterfly(x1, x3, w1, c);
+      forward_butterfly(x0, x1, w2, c);
+      forward_butterfly(x2, x3, w3, c);
+      store(x + j, x0), store(x + j + h, x1), store(x + j + t, x2), store(x + j + t + h, x3);
+    }
+  }
+}
+
+// The inverse's counterpart: half-width t at twiddle offset h (>= 2), then 2t at h / 2, on
+// the values j, j + t, j + 2t, j + 3t of each group of 4t.
+PFHE_AVX2_FMA inline void inverse_two_stages(u64* a, std::size_t h, std::size_t t, const u64* w, const Lanes& c) {
+  for (std::size_t i = 0; i < h / 2; ++i) {
+    const __m256d w0 = _mm256_set1_pd(twiddle(w, h + 2 * i)), w1 = _mm256_set1_pd(twiddle(w, h + 2 * i + 1));
+    const __m256d w2 = _mm256_set1_pd(twiddle(w, h / 2 + i));
+    u64* x = a + 4 * i * t;
+    for (std::size_t j = 0; j < t; j += 4) {
+      __m256d x0 = load(x + j), x1 = load(x + j + t), x2 = load(x + j + 2 * t), x3 = load(x + j + 3 * t);
+      inverse_butterfly(x0, x1, w0, c);
+      inverse_butterfly(x2, x3, w1, c);
+      inverse_butterfly(x0, x2, w2, c);
+      inverse_butterfly(x1, x3, w2, c);
+      store(x + j, x0), store(x + j + t, x1), store(x + j + 2 * t, x2), store(x + j + 3 * t, x3);
+    }
+  }
+}
+
+// Half-width 2 (twiddle offset n / 4) on eight values (v0, v1): two groups (x x y y each),
+// which 128-bit lane swaps turn into one vector of x and one of y.
+PFHE_AVX2_FMA inline void half_width2(__m256d& v0, __m256d& v1, const u64* w, std::size_t g, const Lanes& c,
+                                      bool forward) {
+  __m256d x = _mm256_permute2f128_pd(v0, v1, 0x20), y = _mm256_permute2f128_pd(v0, v1, 0x31);
+  const double w0 = twiddle(w, g), w1 = twiddle(w, g + 1);
+  const __m256d wv = _mm256_set_pd(w1, w1, w0, w0);
+  if (forward) forward_butterfly(x, y, wv, c);
+  else inverse_butterfly(x, y, wv, c);
+  v0 = _mm256_permute2f128_pd(x, y, 0x20);
+  v1 = _mm256_permute2f128_pd(x, y, 0x31);
+}
+
+// Half-width 1 (twiddle offset n / 2) on eight values: four groups (x y each); unpacking
+// takes them in the order g, g + 2, g + 1, g + 3.
+PFHE_AVX2_FMA inline void half_width1(__m256d& v0, __m256d& v1, const u64* w, std::size_t g, const Lanes& c,
+                                      bool forward) {
+  __m256d x = _mm256_unpacklo_pd(v0, v1), y = _mm256_unpackhi_pd(v0, v1);
+  const __m256d wv =
+      _mm256_set_pd(twiddle(w, g + 3), twiddle(w, g + 1), twiddle(w, g + 2), twiddle(w, g));
+  if (forward) forward_butterfly(x, y, wv, c);
+  else inverse_butterfly(x, y, wv, c);
+  v0 = _mm256_unpacklo_pd(x, y);
+  v1 = _mm256_unpackhi_pd(x, y);
+}
+
+// Input integers (< 2^52) as doubles, in place.
+PFHE_AVX2_FMA inline void to_doubles(u64* a, std::size_t n) {
+  for (std::size_t j = 0; j < n; j += 4)
+    store(a + j, from_u64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + j))));
+}
+
+PFHE_AVX2_FMA inline void store_integers(u64* p, __m256d v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), to_u64(v));
+}
+
+PFHE_AVX2_FMA void forward(const NttTables& tab, u64* a) {
+  const std::size_t n = tab.n();
+  const Lanes c(tab.modulus().value());
+  const u64* w = tab.root_powers().data();
+  to_doubles(a, n);
+  std::size_t m = 1, t = n / 2;
+  if (tab.log_n() % 2 == 1) wide_stage(a, m, t, w, c, true), m <<= 1, t >>= 1;  // an odd count of wide stages
+  for (; t >= 8; m <<= 2, t >>= 2) forward_two_stages(a, m, t, w, c);
+  // The last two stages and the reduction to [0, q), on registers.
+  for (std::size_t j = 0; j < n; j += 8) {
+    __m256d v0 = load(a + j), v1 = load(a + j + 4);
+    half_width2(v0, v1, w, n / 4 + j / 4, c, true);
+    half_width1(v0, v1, w, n / 2 + j / 2, c, true);
+    store_integers(a + j, reduce_once(reduce_once(v0, c.two_q), c.q));
+    store_integers(a + j + 4, reduce_once(reduce_once(v1, c.two_q), c.q));
+  }
+}
+
+PFHE_AVX2_FMA void inverse(const NttTables& tab, u64* a) {
+  const std::size_t n = tab.n();
+  const Lanes c(tab.modulus().value());
+  const u64* w = tab.inv_root_powers().data();
+  for (std::size_t j = 0; j < n; j += 8) {
+    __m256d v0 = from_u64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + j)));
+    __m256d v1 = from_u64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + j + 4)));
+    half_width1(v0, v1, w, n / 2 + j / 2, c, false);
+    half_width2(v0, v1, w, n / 4 + j / 4, c, false);
+    store(a + j, v0), store(a + j + 4, v1);
+  }
+  std::size_t h = n / 8, t = 4;
+  for (; h >= 2; h >>= 2, t <<= 2) inverse_two_stages(a, h, t, w, c);
+  if (h == 1) wide_stage(a, h, t, w, c, false);  // an odd count of wide stages
+  const __m256d n_inv = _mm256_set1_pd(static_cast<double>(static_cast<std::int64_t>(tab.n_inv())));
+  for (std::size_t j = 0; j < n; j += 4)
+    store_integers(a + j, reduce_once(mul_mod_lazy(load(a + j), n_inv, c.q, c.q_inv, c.two_q), c.q));
+}
+}  // namespace on_doubles
+
 }  // namespace
 
-PFHE_AVX2 void ntt_forward_avx2(const NttTables& tab, u64* a) {
+PFHE_AVX2_FMA void ntt_forward_avx2(const NttTables& tab, u64* a) {
+  if (tab.modulus().ifma_eligible() && tab.n() >= 8) return on_doubles::forward(tab, a);
   const std::size_t n = tab.n();
   const u64 qs = tab.modulus().value();
   const __m256i q = _mm256_set1_epi64x(static_cast<long long>(qs));
@@ -78,7 +247,8 @@ PFHE_AVX2 void ntt_forward_avx2(const NttTables& tab, u64* a) {
   }
 }
 
-PFHE_AVX2 void ntt_inverse_avx2(const NttTables& tab, u64* a) {
+PFHE_AVX2_FMA void ntt_inverse_avx2(const NttTables& tab, u64* a) {
+  if (tab.modulus().ifma_eligible() && tab.n() >= 8) return on_doubles::inverse(tab, a);
   const std::size_t n = tab.n();
   const u64 qs = tab.modulus().value();
   const __m256i q = _mm256_set1_epi64x(static_cast<long long>(qs));

@@ -1,0 +1,64 @@
+// Modular arithmetic on AVX2 double lanes, for primes q < 2^50 (Modulus::ifma_eligible).
+// AVX2 has no 64x64-bit integer multiply: an integer Shoup product takes ten 32x32-bit
+// multiplies per four lanes. Its two FMA pipes do exact integer arithmetic on doubles
+// instead: a double holds every integer below 2^53, and fma(x, w, -fl(x w)) is the exact
+// rounding error of a product, so x w = hi + lo exactly (the error-free product). Values
+// stay integers in doubles, lazily below 4q < 2^52 as in Harvey's butterflies.
+// Included only by files compiled for AVX2 (callers' functions carry target("avx2,fma")).
+#pragma once
+#include <immintrin.h>
+
+#include <cstdint>
+
+#define PFHE_AVX2_FMA __attribute__((target("avx2,fma")))
+
+namespace pfhe::ring::avx2_double {
+
+// 2^52 as a double and as its bit pattern: for an integer 0 <= v < 2^52, the double
+// 2^52 + v has the bits of 2^52 OR v, so the conversions are one integer and one
+// floating-point operation (AVX2 has no 64-bit integer <-> double conversion).
+inline constexpr double kTwo52 = 4503599627370496.0;
+inline constexpr long long kTwo52Bits = 0x4330000000000000LL;
+
+PFHE_AVX2_FMA inline __m256d from_u64(__m256i v) {
+  return _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(v, _mm256_set1_epi64x(kTwo52Bits))),
+                       _mm256_set1_pd(kTwo52));
+}
+
+PFHE_AVX2_FMA inline __m256i to_u64(__m256d d) {
+  return _mm256_xor_si256(_mm256_castpd_si256(_mm256_add_pd(d, _mm256_set1_pd(kTwo52))),
+                          _mm256_set1_epi64x(kTwo52Bits));
+}
+
+// x >= bound ? x - bound : x.
+PFHE_AVX2_FMA inline __m256d reduce_once(__m256d x, __m256d bound) {
+  return _mm256_sub_pd(x, _mm256_and_pd(_mm256_cmp_pd(x, bound, _CMP_GE_OQ), bound));
+}
+
+// x w mod q in [0, 2q) for integers 0 <= x < 4q, 0 <= w < q, q < 2^50; q_inv = fl(1/q).
+// The quotient estimate k = rint(fl(fl(x w) q_inv)) is within 2 of x w / q (x w / q < 2^52
+// and three roundings of relative error 2^-53 each, plus the rint), so r = x w - k q lies
+// in (-2q, 2q). hi - k q = r - lo is an integer below 2^53 in magnitude (|lo| <= 2^48 for
+// hi < 2^102), so the fused multiply-add computes it exactly, and adding lo back is exact.
+PFHE_AVX2_FMA inline __m256d mul_mod_lazy(__m256d x, __m256d w, __m256d q, __m256d q_inv, __m256d two_q) {
+  const __m256d hi = _mm256_mul_pd(x, w);
+  const __m256d lo = _mm256_fmsub_pd(x, w, hi);
+  const __m256d k = _mm256_round_pd(_mm256_mul_pd(hi, q_inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256d r = _mm256_add_pd(_mm256_fnmadd_pd(k, q, hi), lo);
+  return _mm256_add_pd(r, _mm256_and_pd(_mm256_cmp_pd(r, _mm256_setzero_pd(), _CMP_LT_OQ), two_q));
+}
+
+// s - rint(s / q) q for an integer |s| < 2^52: within (-q, q), mostly [-q/2, q/2] (q is
+// odd, so s / q is never a half; the rounding of s q_inv can only pick the other neighbour
+// of a value next to a half).
+PFHE_AVX2_FMA inline __m256d centre(__m256d s, __m256d q, __m256d q_inv) {
+  return _mm256_fnmadd_pd(_mm256_round_pd(_mm256_mul_pd(s, q_inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                          q, s);
+}
+
+// x in (-q, q) to [0, q).
+PFHE_AVX2_FMA inline __m256d make_non_negative(__m256d x, __m256d q) {
+  return _mm256_add_pd(x, _mm256_and_pd(_mm256_cmp_pd(x, _mm256_setzero_pd(), _CMP_LT_OQ), q));
+}
+
+}  // namespace pfhe::ring::avx2_double
