@@ -30,30 +30,47 @@ PFHE_AVX2_FMA inline __m256i to_u64(__m256d d) {
                           _mm256_set1_epi64x(kTwo52Bits));
 }
 
+// Four words below 2^52 as doubles, and four such doubles back as words.
+PFHE_AVX2_FMA inline __m256d load_integers(const std::uint64_t* p) {
+  return from_u64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+PFHE_AVX2_FMA inline void store_integers(std::uint64_t* p, __m256d v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), to_u64(v));
+}
+
+// The nearest integer (the quotient estimates).
+PFHE_AVX2_FMA inline __m256d nearest(__m256d v) {
+  return _mm256_round_pd(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
+// x w - k q for hi = fl(x w), exact when the true value r = x w - k q is an integer with
+// |r| < 2^51 and x w < 2^102: hi - k q = r - lo with lo = fma(x, w, -hi), |lo| <= 2^48, is an
+// integer below 2^53 in magnitude, so the fused multiply-add computes it exactly, and adding
+// lo back is exact.
+PFHE_AVX2_FMA inline __m256d exact_remainder(__m256d x, __m256d w, __m256d hi, __m256d k, __m256d q) {
+  return _mm256_add_pd(_mm256_fnmadd_pd(k, q, hi), _mm256_fmsub_pd(x, w, hi));
+}
+
 // x >= bound ? x - bound : x.
 PFHE_AVX2_FMA inline __m256d reduce_once(__m256d x, __m256d bound) {
   return _mm256_sub_pd(x, _mm256_and_pd(_mm256_cmp_pd(x, bound, _CMP_GE_OQ), bound));
 }
 
 // x w mod q in [0, 2q) for integers 0 <= x < 4q, 0 <= w < q, q < 2^50; q_inv = fl(1/q).
-// The quotient estimate k = rint(fl(fl(x w) q_inv)) is within 2 of x w / q (x w / q < 2^52
-// and three roundings of relative error 2^-53 each, plus the rint), so r = x w - k q lies
-// in (-2q, 2q). hi - k q = r - lo is an integer below 2^53 in magnitude (|lo| <= 2^48 for
-// hi < 2^102), so the fused multiply-add computes it exactly, and adding lo back is exact.
+// The quotient estimate k = nearest(fl(fl(x w) q_inv)) is within 2 of x w / q (x w / q < 2^52
+// and three roundings of relative error 2^-53 each, plus the rounding), so r = x w - k q lies
+// in (-2q, 2q), computed exactly (exact_remainder).
 PFHE_AVX2_FMA inline __m256d mul_mod_lazy(__m256d x, __m256d w, __m256d q, __m256d q_inv, __m256d two_q) {
   const __m256d hi = _mm256_mul_pd(x, w);
-  const __m256d lo = _mm256_fmsub_pd(x, w, hi);
-  const __m256d k = _mm256_round_pd(_mm256_mul_pd(hi, q_inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m256d r = _mm256_add_pd(_mm256_fnmadd_pd(k, q, hi), lo);
+  const __m256d r = exact_remainder(x, w, hi, nearest(_mm256_mul_pd(hi, q_inv)), q);
   return _mm256_add_pd(r, _mm256_and_pd(_mm256_cmp_pd(r, _mm256_setzero_pd(), _CMP_LT_OQ), two_q));
 }
 
-// s - rint(s / q) q for an integer |s| < 2^52: within (-q, q), mostly [-q/2, q/2] (q is
+// s - nearest(s / q) q for an integer |s| < 2^52: within (-q, q), mostly [-q/2, q/2] (q is
 // odd, so s / q is never a half; the rounding of s q_inv can only pick the other neighbour
 // of a value next to a half).
 PFHE_AVX2_FMA inline __m256d centre(__m256d s, __m256d q, __m256d q_inv) {
-  return _mm256_fnmadd_pd(_mm256_round_pd(_mm256_mul_pd(s, q_inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
-                          q, s);
+  return _mm256_fnmadd_pd(nearest(_mm256_mul_pd(s, q_inv)), q, s);
 }
 
 // x in (-q, q) to [0, q).

@@ -114,8 +114,9 @@ void BaseConverter::convert(const u64* const* in, u64* const* out, std::size_t n
   const std::size_t nt = ifma_terms_.size();
   std::vector<u64> split(nt * kBlock);      // IFMA term rows
   std::vector<const u64*> term_rows(nt), y_rows(nb);
-  // AVX2: the IFMA terms as doubles, made once per block for every target row.
-  const bool avx2 = path == SimdPath::kAvx2;
+  // AVX2: the IFMA terms as doubles, made once per block for the target rows that use them.
+  bool avx2 = false;
+  for (std::size_t k = 0; k < to_count; ++k) avx2 = avx2 || kernels::use_avx2_double(path, to_[k]);
   std::vector<double> term_doubles(avx2 ? nt * kBlock : 0);
   std::vector<const double*> term_double_rows(nt);
   for (std::size_t t = 0; avx2 && t < nt; ++t) term_double_rows[t] = term_doubles.data() + t * kBlock;

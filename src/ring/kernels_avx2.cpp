@@ -3,26 +3,18 @@
 #include "ring/kernels.h"
 
 namespace pfhe::ring::kernels::detail {
-using avx2_double::centre;
-using avx2_double::make_non_negative;
-
-namespace {
-PFHE_AVX2_FMA inline __m256d load_integers(const u64* p) {
-  return avx2_double::from_u64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-}
-}  // namespace
+using namespace avx2_double;
 
 PFHE_AVX2_FMA void to_doubles_avx2(const u64* x, double* out, std::size_t n) {
   std::size_t j = 0;
   for (; j + 4 <= n; j += 4)
-    _mm256_storeu_pd(out + j, avx2_double::from_u64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + j))));
+    _mm256_storeu_pd(out + j, load_integers(x + j));
   for (; j < n; ++j) out[j] = static_cast<double>(static_cast<std::int64_t>(x[j]));
 }
 
-
-// Each term's x w mod q in (-0.75q, 0.75q): its quotient estimate rint(x fl(w/q)) is within
-// 0.75 of x w / q (x w / q < x < 2^50 and two roundings of relative error 2^-53); hi - k q
-// is then exact as in avx2_double::mul_mod_lazy. Four terms, with the sum brought back to
+// Each term's x w mod q in (-0.75q, 0.75q): its quotient estimate nearest(x fl(w/q)) is within
+// 0.75 of x w / q (x w / q < x < 2^50 and two roundings of relative error 2^-53), and the
+// remainder is exact (exact_remainder). Four terms, with the sum brought back to
 // [-q/2, q/2] between them, keep every sum below 3.5q < 2^52.
 PFHE_AVX2_FMA void dot_constant_avx2(const double* const* y, const double* w, const double* w_over_q,
                                      std::size_t terms, u64* out, std::size_t n, const Modulus& m) {
@@ -34,14 +26,12 @@ PFHE_AVX2_FMA void dot_constant_avx2(const double* const* y, const double* w, co
     __m256d sum = _mm256_setzero_pd();
     for (std::size_t t = 0; t < terms; ++t) {
       const __m256d x = _mm256_loadu_pd(y[t] + j), wt = _mm256_set1_pd(w[t]);
-      const __m256d hi = _mm256_mul_pd(x, wt), lo = _mm256_fmsub_pd(x, wt, hi);
-      const __m256d k = _mm256_round_pd(_mm256_mul_pd(x, _mm256_set1_pd(w_over_q[t])),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-      sum = _mm256_add_pd(sum, _mm256_add_pd(_mm256_fnmadd_pd(k, q, hi), lo));
+      const __m256d k = nearest(_mm256_mul_pd(x, _mm256_set1_pd(w_over_q[t])));
+      sum = _mm256_add_pd(sum, exact_remainder(x, wt, _mm256_mul_pd(x, wt), k, q));
       if ((t + 1) % kTermsPerCentre == 0) sum = centre(sum, q, q_inv);
     }
     sum = make_non_negative(centre(sum, q, q_inv), q);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + j), avx2_double::to_u64(sum));
+    store_integers(out + j, sum);
   }
   for (; j < n; ++j) {
     u64 acc = 0;
@@ -52,8 +42,8 @@ PFHE_AVX2_FMA void dot_constant_avx2(const double* const* y, const double* w, co
 }
 
 // Each product a b mod q in (-0.9q, 0.9q): a b / q < q < 2^50, so the quotient estimate
-// rint(fl(fl(a b) q_inv)) is within 0.9 of it (three roundings of relative error 2^-53);
-// hi - k q is exact as in avx2_double::mul_mod_lazy. Four products, with the sum brought
+// nearest(fl(fl(a b) q_inv)) is within 0.9 of it (three roundings of relative error 2^-53),
+// and the remainder is exact (exact_remainder). Four products, with the sum brought
 // back to [-q/2, q/2] (or [0, q) for the accumulator) between them, keep every sum below
 // 4.6q < 2^53.
 PFHE_AVX2_FMA void dot_product_avx2(const u64* const* a, const u64* const* b, std::size_t terms, u64* out,
@@ -66,13 +56,12 @@ PFHE_AVX2_FMA void dot_product_avx2(const u64* const* a, const u64* const* b, st
     __m256d sum = accumulate ? load_integers(out + j) : _mm256_setzero_pd();
     for (std::size_t t = 0; t < terms; ++t) {
       const __m256d x = load_integers(a[t] + j), y = load_integers(b[t] + j);
-      const __m256d hi = _mm256_mul_pd(x, y), lo = _mm256_fmsub_pd(x, y, hi);
-      const __m256d k = _mm256_round_pd(_mm256_mul_pd(hi, q_inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-      sum = _mm256_add_pd(sum, _mm256_add_pd(_mm256_fnmadd_pd(k, q, hi), lo));
+      const __m256d hi = _mm256_mul_pd(x, y);
+      sum = _mm256_add_pd(sum, exact_remainder(x, y, hi, nearest(_mm256_mul_pd(hi, q_inv)), q));
       if ((t + 1) % kTermsPerCentre == 0) sum = centre(sum, q, q_inv);
     }
     sum = make_non_negative(centre(sum, q, q_inv), q);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + j), avx2_double::to_u64(sum));
+    store_integers(out + j, sum);
   }
   for (; j < n; ++j) {
     u64 acc = accumulate ? out[j] : 0;
@@ -83,12 +72,10 @@ PFHE_AVX2_FMA void dot_product_avx2(const u64* const* a, const u64* const* b, st
 
 namespace {
 // x w mod q in [0, q) for integers 0 <= x < 2q, w < q, w_over_q = fl(w / q): the quotient
-// estimate rint(x w_over_q) is within 1 of x w / q (< 2^51, two roundings of relative
-// error 2^-53), so x w - k q lies in (-q, q); hi - k q is exact as in mul_mod_lazy.
+// estimate nearest(x w_over_q) is within 1 of x w / q (< 2^51, two roundings of relative
+// error 2^-53), so x w - k q lies in (-q, q), computed exactly (exact_remainder).
 PFHE_AVX2_FMA inline __m256d mul_constant(__m256d x, __m256d w, __m256d w_over_q, __m256d q) {
-  const __m256d hi = _mm256_mul_pd(x, w), lo = _mm256_fmsub_pd(x, w, hi);
-  const __m256d k = _mm256_round_pd(_mm256_mul_pd(x, w_over_q), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  return make_non_negative(_mm256_add_pd(_mm256_fnmadd_pd(k, q, hi), lo), q);
+  return make_non_negative(exact_remainder(x, w, _mm256_mul_pd(x, w), nearest(_mm256_mul_pd(x, w_over_q)), q), q);
 }
 
 // x[perm[j .. j + 3]], or x[j .. j + 3] without a permutation.
@@ -109,9 +96,9 @@ PFHE_AVX2_FMA void subtract_multiply_add_permute_avx2(const u64* a, const u64* b
   std::size_t j = 0;
   for (; j + 4 <= n; j += 4) {
     const __m256i x = _mm256_sub_epi64(_mm256_add_epi64(gather4(a, perm, j), q_int), gather4(b, perm, j));  // < 2q
-    __m256d v = mul_constant(avx2_double::from_u64(x), wv, w_over_q, q);
-    if (c) v = avx2_double::reduce_once(_mm256_add_pd(v, avx2_double::from_u64(gather4(c, perm, j))), q);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + j), avx2_double::to_u64(v));
+    __m256d v = mul_constant(from_u64(x), wv, w_over_q, q);
+    if (c) v = reduce_once(_mm256_add_pd(v, from_u64(gather4(c, perm, j))), q);
+    store_integers(out + j, v);
   }
   for (; j < n; ++j) {
     const std::size_t k = perm ? perm[j] : j;
@@ -125,8 +112,7 @@ PFHE_AVX2_FMA void multiply_constant_avx2(const u64* a, u64 w, u64* out, std::si
   const __m256d w_over_q = _mm256_set1_pd(static_cast<double>(w) / static_cast<double>(m.value()));
   std::size_t j = 0;
   for (; j + 4 <= n; j += 4)
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + j),
-                        avx2_double::to_u64(mul_constant(load_integers(a + j), wv, w_over_q, q)));
+    store_integers(out + j, mul_constant(load_integers(a + j), wv, w_over_q, q));
   for (; j < n; ++j) out[j] = mul_mod(a[j], w, m);
 }
 

@@ -165,12 +165,7 @@ PFHE_AVX2_FMA inline void half_width1(__m256d& v0, __m256d& v1, const u64* w, st
 
 // Input integers (< 2^52) as doubles, in place.
 PFHE_AVX2_FMA inline void to_doubles(u64* a, std::size_t n) {
-  for (std::size_t j = 0; j < n; j += 4)
-    store(a + j, from_u64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + j))));
-}
-
-PFHE_AVX2_FMA inline void store_integers(u64* p, __m256d v) {
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), to_u64(v));
+  for (std::size_t j = 0; j < n; j += 4) store(a + j, load_integers(a + j));
 }
 
 PFHE_AVX2_FMA void forward(const NttTables& tab, u64* a) {
@@ -196,8 +191,7 @@ PFHE_AVX2_FMA void inverse(const NttTables& tab, u64* a) {
   const Lanes c(tab.modulus().value());
   const u64* w = tab.inv_root_powers().data();
   for (std::size_t j = 0; j < n; j += 8) {
-    __m256d v0 = from_u64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + j)));
-    __m256d v1 = from_u64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + j + 4)));
+    __m256d v0 = load_integers(a + j), v1 = load_integers(a + j + 4);
     half_width1(v0, v1, w, n / 2 + j / 2, c, false);
     half_width2(v0, v1, w, n / 4 + j / 4, c, false);
     store(a + j, v0), store(a + j + 4, v1);
