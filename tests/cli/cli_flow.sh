@@ -8,6 +8,7 @@
 set -euo pipefail
 pfhe=$1
 mpirun=${2:-}
+mpi_run=$(cd "$(dirname "$0")/.." && pwd)/mpi_run.sh  # tolerates Open MPI 4.x's PID-0 teardown race only
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
@@ -53,7 +54,7 @@ grep -Eq "loaded in [0-9.]+ s \(model [0-9.]+ s, evaluation keys [0-9.]+ s\)" fo
 "$pfhe" infer "${server[@]}" --input alice.cts --out alice.fork8.ct --executor fork --workers 8
 for e in threads fork fork8; do cmp alice.seq.ct alice.$e.ct || fail "$e output differs from sequential"; done
 if [ -n "$mpirun" ]; then
-  OMP_NUM_THREADS=1 "$mpirun" -np 3 --oversubscribe --allow-run-as-root \
+  OMP_NUM_THREADS=1 "$mpi_run" "$mpirun" -np 3 --oversubscribe --allow-run-as-root \
     "$pfhe" infer "${server[@]}" --input alice.cts --out alice.mpi.ct --executor mpi
   cmp alice.seq.ct alice.mpi.ct || fail "MPI output differs from sequential"
 fi
@@ -172,7 +173,7 @@ for b in 1 2; do grep -Eq "^\[pfhe\] branch $b of 2 done in [0-9.]+ s$" gthreads
 for b in 1 2; do grep -q "branch $b of 2 done" gfork.txt || { cat gfork.txt; fail "no progress for branch $b"; }; done
 for e in threads fork; do cmp g.seq.ct g.$e.ct || fail "graph: $e output differs from sequential"; done
 if [ -n "$mpirun" ]; then
-  OMP_NUM_THREADS=1 "$mpirun" -np 3 --oversubscribe --allow-run-as-root "$pfhe" infer "${gserver[@]}" --out g.mpi.ct \
+  OMP_NUM_THREADS=1 "$mpi_run" "$mpirun" -np 3 --oversubscribe --allow-run-as-root "$pfhe" infer "${gserver[@]}" --out g.mpi.ct \
     --executor mpi
   cmp g.seq.ct g.mpi.ct || fail "graph: MPI output differs from sequential"
 fi
