@@ -10,6 +10,7 @@ void permute(const u64* x, const std::uint32_t* perm, u64* out, std::size_t n, S
 
 void permute_add(const u64* x, const std::uint32_t* perm, u64* acc, std::size_t n, const Modulus& m, SimdPath path) {
   if (path == SimdPath::kAvx512Ifma && n % 8 == 0) return detail::permute_blocks_add_avx512(x, perm, acc, n, m.value());
+  if (path == SimdPath::kAvx2) return detail::permute_add_avx2(x, perm, acc, n, m.value());
   for (std::size_t j = 0; j < n; ++j) acc[j] = add_mod(acc[j], x[perm[j]], m.value());
 }
 
@@ -97,6 +98,7 @@ void subtract_multiply_add_permute(const u64* a, const u64* b, u64 w, const u64*
     if (use_ifma(path, m)) return detail::subtract_multiply_add_permute_ifma(a, b, w, c, perm, out, n, m);
     if (use_avx512_wide(path, m)) return detail::subtract_multiply_add_permute_wide(a, b, w, c, perm, out, n, m);
   }
+  if (use_avx2_double(path, m)) return detail::subtract_multiply_add_permute_avx2(a, b, w, c, perm, out, n, m);
   const u64 q = m.value(), ws = shoup(w, q);
   for (std::size_t j = 0; j < n; ++j) {
     const std::size_t k = perm ? perm[j] : j;
@@ -115,6 +117,7 @@ void reduce_signed(const std::int64_t* x, int magnitude_bits, u64* out, std::siz
                    SimdPath path) {
   if (use_ifma(path, m) && magnitude_bits <= 52) return detail::reduce_signed_ifma(x, out, n, m);
   if (path == SimdPath::kAvx512Ifma) return detail::reduce_signed_wide(x, out, n, m);
+  if (use_avx2_double(path, m) && magnitude_bits <= 52) return detail::reduce_signed_avx2(x, out, n, m);
   for (std::size_t j = 0; j < n; ++j) out[j] = reduce_signed64(x[j], m);
 }
 

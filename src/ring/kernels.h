@@ -2,8 +2,9 @@
 // portable scalar, AVX-512 IFMA (52-bit lanes, primes below 2^50) and AVX-512 with 64-bit
 // lanes (the "wide" kernels, primes from 2^50 up). The caller passes the path; on the
 // AVX-512 IFMA path a limb takes the IFMA or the wide kernels by its prime's size, and the
-// AVX2 path runs the scalar versions (only the NTT has AVX2 kernels). All inputs < q, all
-// outputs < q, and `out` may alias an input.
+// AVX2 path runs double-lane kernels for primes below 2^50 (kernels_avx2.cpp) where it has
+// them and the scalar versions otherwise. All inputs < q, all outputs < q, and `out` may
+// alias an input.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -118,6 +119,10 @@ void dot_product_avx2(const u64* const* a, const u64* const* b, std::size_t term
 void multiply_constant_avx2(const u64* a, u64 w, u64* out, std::size_t n, const Modulus& m);
 void subtract_multiply_add_permute_avx2(const u64* a, const u64* b, u64 w, const u64* c,
                                         const std::uint32_t* perm, u64* out, std::size_t n, const Modulus& m);
+// x mod q in [0, q) for signed |x| < 2^52.
+void reduce_signed_avx2(const std::int64_t* x, u64* out, std::size_t n, const Modulus& m);
+// acc[j] = acc[j] + x[perm[j]] mod q, for any prime (integer lanes; q < 2^62).
+void permute_add_avx2(const u64* x, const std::uint32_t* perm, u64* acc, std::size_t n, u64 q);
 void dot_constant_avx2(const double* const* y, const double* w, const double* w_over_q, std::size_t terms,
                        u64* out, std::size_t n, const Modulus& m);
 }  // namespace detail
