@@ -30,11 +30,16 @@ TEST_P(KernelPaths, MatchScalarReference) {
       // Extremes: q - 1 everywhere in the first lanes.
       auto a2 = a;
       for (std::size_t j = 0; j < std::min<std::size_t>(n, 8); ++j) a2[j] = m.value() - 1;
+      // Sums of exactly q and equal operands (the reductions' edges) in lanes 0-3 and 4-7.
+      auto b2 = b;
+      for (std::size_t j = 0; j < std::min<std::size_t>(n, 8); ++j) b2[j] = j < 4 ? 1 : a2[j];
       std::vector<u64> got(n), want(n);
-      kernels::add(a2.data(), b.data(), got.data(), n, m, path);
-      for (std::size_t j = 0; j < n; ++j) ASSERT_EQ(got[j], (a2[j] + b[j]) % m.value()) << "add bits " << bits;
-      kernels::sub(a2.data(), b.data(), got.data(), n, m, path);
-      for (std::size_t j = 0; j < n; ++j) ASSERT_EQ(got[j], (a2[j] + m.value() - b[j]) % m.value()) << "sub";
+      kernels::add(a2.data(), b2.data(), got.data(), n, m, path);
+      for (std::size_t j = 0; j < n; ++j) ASSERT_EQ(got[j], (a2[j] + b2[j]) % m.value()) << "add bits " << bits;
+      kernels::sub(a2.data(), b2.data(), got.data(), n, m, path);
+      for (std::size_t j = 0; j < n; ++j) ASSERT_EQ(got[j], (a2[j] + m.value() - b2[j]) % m.value()) << "sub";
+      kernels::add_constant(a2.data(), 1, got.data(), n, m, path);
+      for (std::size_t j = 0; j < n; ++j) ASSERT_EQ(got[j], (a2[j] + 1) % m.value()) << "add_constant 1";
       kernels::add_constant(a2.data(), m.value() - 1, got.data(), n, m, path);
       for (std::size_t j = 0; j < n; ++j) ASSERT_EQ(got[j], (a2[j] + m.value() - 1) % m.value()) << "add_constant";
       // Tables of 10, 16 and 17 entries (AVX-512: in registers up to 16), q - 1 and 0
@@ -42,7 +47,8 @@ TEST_P(KernelPaths, MatchScalarReference) {
       for (const std::size_t entries : {10, 16, 17}) {
         auto table = random_below(entries, m.value(), bits + entries);
         table[0] = m.value() - 1, table[1] = 0;
-        const auto index = random_below(n, entries, bits * 5 + n + entries);
+        auto index = random_below(n, entries, bits * 5 + n + entries);
+        index[0] = 1;  // acc - 0: the difference plus q is exactly q
         got = a2;
         kernels::subtract_indexed(table.data(), entries, index.data(), got.data(), n, m, path);
         for (std::size_t j = 0; j < n; ++j)

@@ -16,11 +16,13 @@ void permute_add(const u64* x, const std::uint32_t* perm, u64* acc, std::size_t 
 
 void add(const u64* a, const u64* b, u64* out, std::size_t n, const Modulus& m, SimdPath path) {
   if (path == SimdPath::kAvx512Ifma) return detail::add_avx512(a, b, out, n, m.value());
+  if (path == SimdPath::kAvx2) return detail::add_avx2(a, b, out, n, m.value());
   for (std::size_t j = 0; j < n; ++j) out[j] = add_mod(a[j], b[j], m.value());
 }
 
 void sub(const u64* a, const u64* b, u64* out, std::size_t n, const Modulus& m, SimdPath path) {
   if (path == SimdPath::kAvx512Ifma) return detail::sub_avx512(a, b, out, n, m.value());
+  if (path == SimdPath::kAvx2) return detail::sub_avx2(a, b, out, n, m.value());
   for (std::size_t j = 0; j < n; ++j) out[j] = sub_mod(a[j], b[j], m.value());
 }
 
@@ -28,6 +30,7 @@ void subtract_indexed(const u64* table, std::size_t table_size, const u64* index
                       const Modulus& m, SimdPath path) {
   if (path == SimdPath::kAvx512Ifma)
     return detail::subtract_indexed_avx512(table, table_size, index, acc, n, m.value());
+  if (path == SimdPath::kAvx2) return detail::subtract_indexed_avx2(table, index, acc, n, m.value());
   const u64 q = m.value();
   for (std::size_t j = 0; j < n; ++j) {
     const u64 t = table[index[j]], d = acc[j] - t;
@@ -37,6 +40,7 @@ void subtract_indexed(const u64* table, std::size_t table_size, const u64* index
 
 void add_constant(const u64* a, u64 c, u64* out, std::size_t n, const Modulus& m, SimdPath path) {
   if (path == SimdPath::kAvx512Ifma) return detail::add_constant_avx512(a, c, out, n, m.value());
+  if (path == SimdPath::kAvx2) return detail::add_constant_avx2(a, c, out, n, m.value());
   for (std::size_t j = 0; j < n; ++j) out[j] = add_mod(a[j], c, m.value());
 }
 

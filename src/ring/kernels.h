@@ -27,7 +27,8 @@ inline bool use_avx512_wide(SimdPath path, const Modulus& m) {
   return path == SimdPath::kAvx512Ifma && !m.ifma_eligible();
 }
 
-// Additive kernels (any prime): on the IFMA path they use plain AVX-512F lanes.
+// Additive kernels (any prime): on the IFMA path they use plain AVX-512F lanes, on the
+// AVX2 path 64-bit integer lanes.
 void add(const u64* a, const u64* b, u64* out, std::size_t n, const Modulus& m, SimdPath path);
 void sub(const u64* a, const u64* b, u64* out, std::size_t n, const Modulus& m, SimdPath path);
 void add_constant(const u64* a, u64 c, u64* out, std::size_t n, const Modulus& m, SimdPath path);
@@ -121,7 +122,11 @@ void subtract_multiply_add_permute_avx2(const u64* a, const u64* b, u64 w, const
                                         const std::uint32_t* perm, u64* out, std::size_t n, const Modulus& m);
 // x mod q in [0, q) for signed |x| < 2^52.
 void reduce_signed_avx2(const std::int64_t* x, u64* out, std::size_t n, const Modulus& m);
-// acc[j] = acc[j] + x[perm[j]] mod q, for any prime (integer lanes; q < 2^62).
+// The additive kernels and permuted sums on AVX2's 64-bit integer lanes, for any prime.
+void add_avx2(const u64* a, const u64* b, u64* out, std::size_t n, u64 q);
+void sub_avx2(const u64* a, const u64* b, u64* out, std::size_t n, u64 q);
+void add_constant_avx2(const u64* a, u64 c, u64* out, std::size_t n, u64 q);
+void subtract_indexed_avx2(const u64* table, const u64* index, u64* acc, std::size_t n, u64 q);
 void permute_add_avx2(const u64* x, const std::uint32_t* perm, u64* acc, std::size_t n, u64 q);
 void dot_constant_avx2(const double* const* y, const double* w, const double* w_over_q, std::size_t terms,
                        u64* out, std::size_t n, const Modulus& m);

@@ -128,17 +128,65 @@ PFHE_AVX2_FMA void reduce_signed_avx2(const std::int64_t* x, u64* out, std::size
   for (; j < n; ++j) out[j] = reduce_signed64(x[j], m);
 }
 
-// acc + x[perm] mod q for any q < 2^62 (every pfhe prime): the words gathered one by one (AVX2's gather is no
-// faster than scalar loads on the Zen 3 measured), added and reduced four at a time.
-PFHE_AVX2_FMA void permute_add_avx2(const u64* x, const std::uint32_t* perm, u64* acc, std::size_t n, u64 q) {
-  const __m256i q_int = _mm256_set1_epi64x(static_cast<long long>(q));
-  const __m256i q_minus_1 = _mm256_set1_epi64x(static_cast<long long>(q - 1));
+// Additive kernels on 64-bit integer lanes, for any q < 2^62 (every pfhe prime): sums and
+// differences offset by q stay below 2q < 2^63, so AVX2's signed compare decides the one
+// subtraction of q.
+namespace {
+struct IntegerLanes {
+  __m256i q, q_minus_1;
+  PFHE_AVX2_FMA explicit IntegerLanes(u64 modulus)
+      : q(_mm256_set1_epi64x(static_cast<long long>(modulus))),
+        q_minus_1(_mm256_set1_epi64x(static_cast<long long>(modulus - 1))) {}
+  // s mod q for 0 <= s < 2q.
+  PFHE_AVX2_FMA __m256i reduce_once(__m256i s) const {
+    return _mm256_sub_epi64(s, _mm256_and_si256(_mm256_cmpgt_epi64(s, q_minus_1), q));
+  }
+};
+PFHE_AVX2_FMA inline __m256i load4(const u64* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+PFHE_AVX2_FMA inline void store4(u64* p, __m256i v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
+}  // namespace
+
+PFHE_AVX2_FMA void add_avx2(const u64* a, const u64* b, u64* out, std::size_t n, u64 q) {
+  const IntegerLanes l(q);
+  std::size_t j = 0;
+  for (; j + 4 <= n; j += 4) store4(out + j, l.reduce_once(_mm256_add_epi64(load4(a + j), load4(b + j))));
+  for (; j < n; ++j) out[j] = add_mod(a[j], b[j], q);
+}
+
+PFHE_AVX2_FMA void sub_avx2(const u64* a, const u64* b, u64* out, std::size_t n, u64 q) {
+  const IntegerLanes l(q);
+  std::size_t j = 0;
+  for (; j + 4 <= n; j += 4)
+    store4(out + j, l.reduce_once(_mm256_sub_epi64(_mm256_add_epi64(load4(a + j), l.q), load4(b + j))));
+  for (; j < n; ++j) out[j] = sub_mod(a[j], b[j], q);
+}
+
+PFHE_AVX2_FMA void add_constant_avx2(const u64* a, u64 c, u64* out, std::size_t n, u64 q) {
+  const IntegerLanes l(q);
+  const __m256i cv = _mm256_set1_epi64x(static_cast<long long>(c));
+  std::size_t j = 0;
+  for (; j + 4 <= n; j += 4) store4(out + j, l.reduce_once(_mm256_add_epi64(load4(a + j), cv)));
+  for (; j < n; ++j) out[j] = add_mod(a[j], c, q);
+}
+
+// The table entries are loaded one by one (AVX2's gather is no faster than scalar loads on
+// the Zen 3 measured).
+PFHE_AVX2_FMA void subtract_indexed_avx2(const u64* table, const u64* index, u64* acc, std::size_t n, u64 q) {
+  const IntegerLanes l(q);
   std::size_t j = 0;
   for (; j + 4 <= n; j += 4) {
-    auto* a = reinterpret_cast<__m256i*>(acc + j);
-    const __m256i s = _mm256_add_epi64(_mm256_loadu_si256(a), gather4(x, perm, j));  // < 2q < 2^63: signed compare
-    _mm256_storeu_si256(a, _mm256_sub_epi64(s, _mm256_and_si256(_mm256_cmpgt_epi64(s, q_minus_1), q_int)));
+    const __m256i t = _mm256_set_epi64x(static_cast<long long>(table[index[j + 3]]),
+                                        static_cast<long long>(table[index[j + 2]]),
+                                        static_cast<long long>(table[index[j + 1]]), static_cast<long long>(table[index[j]]));
+    store4(acc + j, l.reduce_once(_mm256_sub_epi64(_mm256_add_epi64(load4(acc + j), l.q), t)));
   }
+  for (; j < n; ++j) acc[j] = sub_mod(acc[j], table[index[j]], q);
+}
+
+PFHE_AVX2_FMA void permute_add_avx2(const u64* x, const std::uint32_t* perm, u64* acc, std::size_t n, u64 q) {
+  const IntegerLanes l(q);
+  std::size_t j = 0;
+  for (; j + 4 <= n; j += 4) store4(acc + j, l.reduce_once(_mm256_add_epi64(load4(acc + j), gather4(x, perm, j))));
   for (; j < n; ++j) acc[j] = add_mod(acc[j], x[perm[j]], q);
 }
 
