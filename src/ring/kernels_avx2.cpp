@@ -128,7 +128,7 @@ PFHE_AVX2_FMA void reduce_signed_avx2(const std::int64_t* x, u64* out, std::size
   for (; j < n; ++j) out[j] = reduce_signed64(x[j], m);
 }
 
-// Additive kernels on 64-bit integer lanes, for any q < 2^62 (every pfhe prime): sums and
+// Additive kernels on 64-bit integer lanes, for any q < 2^62 (pfhe's primes are below 2^61): sums and
 // differences offset by q stay below 2q < 2^63, so AVX2's signed compare decides the one
 // subtraction of q.
 namespace {
@@ -169,8 +169,7 @@ PFHE_AVX2_FMA void add_constant_avx2(const u64* a, u64 c, u64* out, std::size_t 
   for (; j < n; ++j) out[j] = add_mod(a[j], c, q);
 }
 
-// The table entries are loaded one by one (AVX2's gather is no faster than scalar loads on
-// the Zen 3 measured).
+// The table entries are loaded one by one, as gather4 loads a permutation's words.
 PFHE_AVX2_FMA void subtract_indexed_avx2(const u64* table, const u64* index, u64* acc, std::size_t n, u64 q) {
   const IntegerLanes l(q);
   std::size_t j = 0;
