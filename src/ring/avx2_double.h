@@ -1,4 +1,5 @@
-// Modular arithmetic on AVX2 double lanes, for primes q < 2^50 (Modulus::ifma_eligible).
+// Modular arithmetic on AVX2 double lanes, for primes q < 2^50 (Modulus::ifma_eligible),
+// and the one conditional subtraction the 64-bit integer lanes share.
 // AVX2 has no 64x64-bit integer multiply: an integer Shoup product takes ten 32x32-bit
 // multiplies per four lanes. Its two FMA pipes do exact integer arithmetic on doubles
 // instead: a double holds every integer below 2^53, and fma(x, w, -fl(x w)) is the exact
@@ -54,6 +55,12 @@ PFHE_AVX2_FMA inline __m256d exact_remainder(__m256d x, __m256d w, __m256d hi, _
 // x >= bound ? x - bound : x.
 PFHE_AVX2_FMA inline __m256d reduce_once(__m256d x, __m256d bound) {
   return _mm256_sub_pd(x, _mm256_and_pd(_mm256_cmp_pd(x, bound, _CMP_GE_OQ), bound));
+}
+
+// The same on 64-bit integer lanes (the NTT of larger primes, the additive kernels), for
+// 0 <= x < 2^63: AVX2 compares signed words only.
+PFHE_AVX2_FMA inline __m256i reduce_once(__m256i x, __m256i bound) {
+  return _mm256_sub_epi64(x, _mm256_andnot_si256(_mm256_cmpgt_epi64(bound, x), bound));
 }
 
 // x w mod q in [0, 2q) for integers 0 <= x < 4q, 0 <= w < q, q < 2^50; q_inv = fl(1/q).

@@ -78,11 +78,13 @@ PFHE_AVX2_FMA inline __m256d mul_constant(__m256d x, __m256d w, __m256d w_over_q
   return make_non_negative(exact_remainder(x, w, _mm256_mul_pd(x, w), nearest(_mm256_mul_pd(x, w_over_q)), q), q);
 }
 
-// x[perm[j .. j + 3]], or x[j .. j + 3] without a permutation.
-PFHE_AVX2_FMA inline __m256i gather4(const u64* x, const std::uint32_t* perm, std::size_t j) {
-  if (!perm) return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + j));
-  return _mm256_set_epi64x(static_cast<long long>(x[perm[j + 3]]), static_cast<long long>(x[perm[j + 2]]),
-                           static_cast<long long>(x[perm[j + 1]]), static_cast<long long>(x[perm[j]]));
+// x[index[j .. j + 3]] (a permutation, a table lookup), or x[j .. j + 3] without an index;
+// loaded one by one.
+template <class Index>
+PFHE_AVX2_FMA inline __m256i gather4(const u64* x, const Index* index, std::size_t j) {
+  if (!index) return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + j));
+  return _mm256_set_epi64x(static_cast<long long>(x[index[j + 3]]), static_cast<long long>(x[index[j + 2]]),
+                           static_cast<long long>(x[index[j + 1]]), static_cast<long long>(x[index[j]]));
 }
 }  // namespace
 
@@ -128,64 +130,49 @@ PFHE_AVX2_FMA void reduce_signed_avx2(const std::int64_t* x, u64* out, std::size
   for (; j < n; ++j) out[j] = reduce_signed64(x[j], m);
 }
 
-// Additive kernels on 64-bit integer lanes, for any q < 2^62 (pfhe's primes are below 2^61): sums and
-// differences offset by q stay below 2q < 2^63, so AVX2's signed compare decides the one
-// subtraction of q.
+// Additive kernels on 64-bit integer lanes, for any q < 2^62 (pfhe's primes are below 2^61):
+// sums and differences offset by q stay below 2q < 2^63, where reduce_once's signed compare
+// holds.
 namespace {
-struct IntegerLanes {
-  __m256i q, q_minus_1;
-  PFHE_AVX2_FMA explicit IntegerLanes(u64 modulus)
-      : q(_mm256_set1_epi64x(static_cast<long long>(modulus))),
-        q_minus_1(_mm256_set1_epi64x(static_cast<long long>(modulus - 1))) {}
-  // s mod q for 0 <= s < 2q.
-  PFHE_AVX2_FMA __m256i reduce_once(__m256i s) const {
-    return _mm256_sub_epi64(s, _mm256_and_si256(_mm256_cmpgt_epi64(s, q_minus_1), q));
-  }
-};
+PFHE_AVX2_FMA inline __m256i broadcast(u64 v) { return _mm256_set1_epi64x(static_cast<long long>(v)); }
 PFHE_AVX2_FMA inline __m256i load4(const u64* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
 PFHE_AVX2_FMA inline void store4(u64* p, __m256i v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
 }  // namespace
 
 PFHE_AVX2_FMA void add_avx2(const u64* a, const u64* b, u64* out, std::size_t n, u64 q) {
-  const IntegerLanes l(q);
+  const __m256i qv = broadcast(q);
   std::size_t j = 0;
-  for (; j + 4 <= n; j += 4) store4(out + j, l.reduce_once(_mm256_add_epi64(load4(a + j), load4(b + j))));
+  for (; j + 4 <= n; j += 4) store4(out + j, reduce_once(_mm256_add_epi64(load4(a + j), load4(b + j)), qv));
   for (; j < n; ++j) out[j] = add_mod(a[j], b[j], q);
 }
 
 PFHE_AVX2_FMA void sub_avx2(const u64* a, const u64* b, u64* out, std::size_t n, u64 q) {
-  const IntegerLanes l(q);
+  const __m256i qv = broadcast(q);
   std::size_t j = 0;
   for (; j + 4 <= n; j += 4)
-    store4(out + j, l.reduce_once(_mm256_sub_epi64(_mm256_add_epi64(load4(a + j), l.q), load4(b + j))));
+    store4(out + j, reduce_once(_mm256_sub_epi64(_mm256_add_epi64(load4(a + j), qv), load4(b + j)), qv));
   for (; j < n; ++j) out[j] = sub_mod(a[j], b[j], q);
 }
 
 PFHE_AVX2_FMA void add_constant_avx2(const u64* a, u64 c, u64* out, std::size_t n, u64 q) {
-  const IntegerLanes l(q);
-  const __m256i cv = _mm256_set1_epi64x(static_cast<long long>(c));
+  const __m256i qv = broadcast(q), cv = broadcast(c);
   std::size_t j = 0;
-  for (; j + 4 <= n; j += 4) store4(out + j, l.reduce_once(_mm256_add_epi64(load4(a + j), cv)));
+  for (; j + 4 <= n; j += 4) store4(out + j, reduce_once(_mm256_add_epi64(load4(a + j), cv), qv));
   for (; j < n; ++j) out[j] = add_mod(a[j], c, q);
 }
 
-// The table entries are loaded one by one, as gather4 loads a permutation's words.
 PFHE_AVX2_FMA void subtract_indexed_avx2(const u64* table, const u64* index, u64* acc, std::size_t n, u64 q) {
-  const IntegerLanes l(q);
+  const __m256i qv = broadcast(q);
   std::size_t j = 0;
-  for (; j + 4 <= n; j += 4) {
-    const __m256i t = _mm256_set_epi64x(static_cast<long long>(table[index[j + 3]]),
-                                        static_cast<long long>(table[index[j + 2]]),
-                                        static_cast<long long>(table[index[j + 1]]), static_cast<long long>(table[index[j]]));
-    store4(acc + j, l.reduce_once(_mm256_sub_epi64(_mm256_add_epi64(load4(acc + j), l.q), t)));
-  }
+  for (; j + 4 <= n; j += 4)
+    store4(acc + j, reduce_once(_mm256_sub_epi64(_mm256_add_epi64(load4(acc + j), qv), gather4(table, index, j)), qv));
   for (; j < n; ++j) acc[j] = sub_mod(acc[j], table[index[j]], q);
 }
 
 PFHE_AVX2_FMA void permute_add_avx2(const u64* x, const std::uint32_t* perm, u64* acc, std::size_t n, u64 q) {
-  const IntegerLanes l(q);
+  const __m256i qv = broadcast(q);
   std::size_t j = 0;
-  for (; j + 4 <= n; j += 4) store4(acc + j, l.reduce_once(_mm256_add_epi64(load4(acc + j), gather4(x, perm, j))));
+  for (; j + 4 <= n; j += 4) store4(acc + j, reduce_once(_mm256_add_epi64(load4(acc + j), gather4(x, perm, j)), qv));
   for (; j < n; ++j) acc[j] = add_mod(acc[j], x[perm[j]], q);
 }
 

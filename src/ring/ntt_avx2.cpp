@@ -40,12 +40,6 @@ PFHE_AVX2_FMA inline __m256i mul_shoup_lazy4(__m256i x, __m256i w, __m256i w_sho
   return _mm256_sub_epi64(mullo64(x, w), mullo64(quot, q));
 }
 
-// x >= bound ? x - bound : x for x < 2^63 (signed compare is safe below 2^63).
-PFHE_AVX2_FMA inline __m256i reduce_once4(__m256i x, __m256i bound) {
-  const __m256i ge = _mm256_cmpgt_epi64(bound, x);  // bound > x
-  return _mm256_sub_epi64(x, _mm256_andnot_si256(ge, bound));
-}
-
 namespace on_doubles {
 using namespace avx2_double;
 
@@ -225,7 +219,7 @@ PFHE_AVX2_FMA void ntt_forward_avx2(const NttTables& tab, u64* a) {
       for (std::size_t j = 0; j < t; j += 4) {
         __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + j));
         const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y + j));
-        xv = reduce_once4(xv, two_q);
+        xv = avx2_double::reduce_once(xv, two_q);
         const __m256i tv = mul_shoup_lazy4(yv, wv, wsv, q);
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(x + j), _mm256_add_epi64(xv, tv));
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + j),
@@ -236,7 +230,7 @@ PFHE_AVX2_FMA void ntt_forward_avx2(const NttTables& tab, u64* a) {
   forward_stages_scalar(tab, a, 2, 1);
   for (std::size_t j = 0; j < n; j += 4) {
     __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + j));
-    v = reduce_once4(reduce_once4(v, two_q), q);
+    v = avx2_double::reduce_once(avx2_double::reduce_once(v, two_q), q);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(a + j), v);
   }
 }
@@ -261,7 +255,7 @@ PFHE_AVX2_FMA void ntt_inverse_avx2(const NttTables& tab, u64* a) {
         const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + j));
         const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y + j));
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(x + j),
-                            reduce_once4(_mm256_add_epi64(xv, yv), two_q));
+                            avx2_double::reduce_once(_mm256_add_epi64(xv, yv), two_q));
         _mm256_storeu_si256(
             reinterpret_cast<__m256i*>(y + j),
             mul_shoup_lazy4(_mm256_sub_epi64(_mm256_add_epi64(xv, two_q), yv), wv, wsv, q));
@@ -273,7 +267,7 @@ PFHE_AVX2_FMA void ntt_inverse_avx2(const NttTables& tab, u64* a) {
   for (std::size_t j = 0; j < n; j += 4) {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + j));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(a + j),
-                        reduce_once4(mul_shoup_lazy4(v, ni, nis, q), q));
+                        avx2_double::reduce_once(mul_shoup_lazy4(v, ni, nis, q), q));
   }
 }
 
