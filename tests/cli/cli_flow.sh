@@ -87,12 +87,14 @@ expect_error "another --lanes" "$pfhe" infer --params srv/params.pfhe --model mo
 expect_error "lanes are chosen when compiling" "$pfhe" infer "${server[@]}" --lanes 2 --input alice.cts --out x.ct
 
 # pfhe bench: every configuration in its own process, outputs compared byte for byte
-# (exit status 0 only when all agree), the sequential run's bytes equal infer's.
-"$pfhe" bench "${server[@]}" --input alice.cts --model-file model.pfhm --runs seq,threads:2,fork:3,recompile:2 \
+# (exit status 0 only when all agree), the sequential run's bytes equal infer's. (Threads
+# and fork workers agree with the sequential run above; bench runs the two configurations
+# only it has.)
+"$pfhe" bench "${server[@]}" --input alice.cts --model-file model.pfhm --runs seq,recompile:2 \
   --out-dir bench-out --json bench.json > bench.md
 grep -q '| recompile W=2 |.*| byte-identical |' bench.md || { cat bench.md; fail "bench table lacks the recompile row"; }
 cmp alice.seq.ct bench-out/run-0.ct || fail "bench sequential output differs from infer's"
-python3 -c "import json,sys; r=json.load(open('bench.json'))['runs']; sys.exit(0 if len(r) == 4 and all(x['byte_identical'] for x in r) else 1)" \
+python3 -c "import json,sys; r=json.load(open('bench.json'))['runs']; sys.exit(0 if len(r) == 2 and all(x['byte_identical'] for x in r) else 1)" \
   || fail "bench JSON: $(cat bench.json)"
 expect_error "fork:W" "$pfhe" bench "${server[@]}" --input alice.cts --runs seq,fork:0
 expect_error "model-file" "$pfhe" bench "${server[@]}" --input alice.cts --runs recompile:2

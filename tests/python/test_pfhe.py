@@ -20,7 +20,7 @@ import pfhe
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "tests", "tools"))
 # The models the ONNX import check writes in torch (one definition for both tests).
-from onnx_import_check import DeepResidual, LeNetSquare, SmallResidual, WithRelu, randomize_batch_norms  # noqa: E402
+from onnx_import_check import DeepResidual, LeNetSquare, PatchNet, SmallResidual, WithRelu, randomize_batch_norms  # noqa: E402
 
 
 class Square(nn.Module):
@@ -110,10 +110,17 @@ def lenet():
     return compiled_with_client(randomized(LeNetSquare(), 8), (1, 28, 28), 1)
 
 
-@pytest.mark.parametrize("name", ["lenet", "residual"])
+@pytest.fixture(scope="module")
+def patches():
+    """A PatchCNN written in torch (slices of the input, one CNN per patch, one linear head)."""
+    return compiled_with_client(randomized(PatchNet(), 9), (3, 16, 16), 1)
+
+
+@pytest.mark.parametrize("name", ["lenet", "residual", "patches"])
 def test_model_matches_torch_on_20_inputs(name, request):
     """Issue 21's acceptance through the package: 128-bit parameters, 20 inputs, logits
-    within 1e-3 relative of torch's, the same predicted classes."""
+    within 1e-3 relative of torch's, the same predicted classes. (The ONNX import check runs
+    the same three models once each through the CLI.)"""
     model, net, compiled, client, keys = request.getfixturevalue(name)
     assert "N=2^" in compiled.spec.parameters and compiled.depth > 0
     shape = net.input_shape

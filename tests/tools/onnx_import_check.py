@@ -243,17 +243,6 @@ def export(model, shape, work, name, gen):
         f.writelines(f"{v:.17g}\n" for v in y.tolist())
 
 
-def write_batch(model, shape, work, name, gen, count):
-    """count more inputs of `name` with torch's float64 logits: <name>.<i>.npy, <name>.<i>.expected.txt."""
-    with torch.no_grad():
-        for i in range(count):
-            x = torch.randn(1, *shape, generator=gen, dtype=torch.float64)
-            numpy.save(f"{work}/{name}.{i}.npy", x.numpy().reshape(shape))
-            y = model.double()(x).reshape(-1)
-            with open(f"{work}/{name}.{i}.expected.txt", "w") as f:
-                f.writelines(f"{v:.17g}\n" for v in y.tolist())
-
-
 def main():
     work = sys.argv[1]
     gen = torch.Generator().manual_seed(7)
@@ -267,9 +256,6 @@ def main():
     export(herpn, (3, 16, 16), work, "herpn", gen)
     export(ChannelWindows(), (3, 16, 16), work, "windows", gen)
     export(DeepResidual(), (1, 8, 8), work, "deep", gen)
-    write_batch(lenet, (1, 28, 28), work, "lenet", gen, 20)
-    write_batch(residual, (3, 16, 16), work, "residual", gen, 20)
-    write_batch(patches, (3, 16, 16), work, "patches", gen, 20)
     export(WithMatMul(), (2, 8, 8), work, "matmul", gen)
     external_data_copies(work)
     with open(f"{work}/refusals.txt", "w") as f:

@@ -9,8 +9,7 @@
 # use instead. A PatchCNN written in torch (Slice of the input per patch, Concat of the
 # features into one Gemm) imports as crops whose branches the compiler puts in lanes. Both imported models (the LeNet with its unpadded 5x5 convolution, and the
 # residual CNN) then run encrypted through the CLI (compile, keygen, encrypt of a .npy
-# input, infer on two fork workers, decrypt) to within 1e-4 of float64, and on 20 more
-# inputs within 1e-3 of torch's logits with the same classes.
+# input, infer on two fork workers, decrypt) to within 1e-4 of float64 with torch's class.
 set -euo pipefail
 pfhe=$1
 model_tool=$2
@@ -86,9 +85,12 @@ echo "herpn: 3 HerPNs imported as 3 per-channel quadratics"
   echo "deep: --bootstrap-levels refused out of range and for a graph that fits"
 )
 # The imported models, encrypted from the command line: compile, keygen, encrypt of a .npy
-# input, infer on two fork workers, decrypt against the float64 reference; then issue 21's
-# acceptance: 20 more inputs, logits within 1e-3 relative of torch's, the same classes.
-encrypted_acceptance() {  # encrypted_acceptance NAME (in the work directory)
+# input, infer on two fork workers and on two threads (the same bytes), decrypt against the
+# float64 reference and torch's class.
+# Issue 21's acceptance on 20 more inputs of the same three models runs in-process in the
+# Python package's test (tests/python: test_model_matches_torch_on_20_inputs); here it cost
+# 60 more processes of each command, ~3 min of the suite's CI time.
+encrypted_check() {  # encrypted_check NAME (in the work directory)
   local name=$1 srv=srv-$1
   "$pfhe" compile --model $name.pfhm --out-dir $srv --budget-gb 0.1 2> $name.compile.log ||
     { cat $name.compile.log; exit 1; }
@@ -98,6 +100,9 @@ encrypted_acceptance() {  # encrypted_acceptance NAME (in the work directory)
     --out $name.x.cts 2> /dev/null
   OMP_NUM_THREADS=1 "$pfhe" infer --params $srv/params.pfhe --model $srv/model.pfhc --eval-keys $name.ek \
     --input $name.x.cts --out $name.y.ct --executor fork --workers 2 2> /dev/null
+  "$pfhe" infer --params $srv/params.pfhe --model $srv/model.pfhc --eval-keys $name.ek \
+    --input $name.x.cts --out $name.threads.ct --executor threads --workers 2 2> /dev/null
+  cmp $name.y.ct $name.threads.ct || { echo "$name: threads and fork workers give different bytes"; exit 1; }
   "$pfhe" decrypt --spec $srv/client.json --params $srv/params.pfhe --secret-key $name.sk --input $name.y.ct \
     --reference-model $name.pfhm --reference-image $name.input.npy --json $name.result.json > /dev/null
   /usr/bin/python3 -c '
@@ -109,38 +114,18 @@ best = max(range(len(want)), key=lambda i: want[i])
 err, cls = r["relative_error"], r["class"]
 print(f"{name} encrypted: relative error {err:.2e}, class {cls} (torch: {best})")
 sys.exit(0 if err < 1e-4 and cls == best else 1)' $name || { echo "$name: encrypted run differs"; exit 1; }
-  for i in $(seq 0 19); do
-    "$pfhe" encrypt --spec $srv/client.json --params $srv/params.pfhe --secret-key $name.sk --image $name.$i.npy \
-      --out $name.in.$i.cts 2> /dev/null
-    "$pfhe" infer --params $srv/params.pfhe --model $srv/model.pfhc --eval-keys $name.ek --input $name.in.$i.cts \
-      --out $name.out.$i.ct --executor threads --workers 2 2> /dev/null
-    "$pfhe" decrypt --spec $srv/client.json --params $srv/params.pfhe --secret-key $name.sk --input $name.out.$i.ct \
-      --json $name.out.$i.json > /dev/null
-  done
-  /usr/bin/python3 -c '
-import json, sys
-name = sys.argv[1]
-worst, same = 0.0, 0
-for i in range(20):
-    got = json.load(open(f"{name}.out.{i}.json"))["logits"]
-    want = [float(v) for v in open(f"{name}.{i}.expected.txt")]
-    norm = max(abs(v) for v in want)
-    worst = max(worst, max(abs(g - w) for g, w in zip(got, want)) / norm)
-    same += max(range(len(got)), key=got.__getitem__) == max(range(len(want)), key=want.__getitem__)
-print(f"{name} encrypted on 20 inputs: worst relative error {worst:.2e} against torch, {same}/20 classes equal")
-sys.exit(0 if worst < 1e-3 and same == 20 else 1)' $name || { echo "$name: 20-input acceptance failed"; exit 1; }
 }
 (
   cd "$work"
   # LeNet's second convolution is valid (unpadded): its output stays on the 28x28 grid.
-  encrypted_acceptance lenet
+  encrypted_check lenet
   # The LeNet graph ends in the half ring (its keys allow it): a graph file's ring switch
   # through every command, on fork workers and threads.
   grep -q "ring switch at level" lenet.compile.log || { echo "lenet: no ring switch"; exit 1; }
-  encrypted_acceptance residual
+  encrypted_check residual
   # A PatchCNN written in torch (slices of the input, per-patch CNNs, one head over the
   # concatenated features): its slices are the client's patches, packed in lanes.
-  encrypted_acceptance patches
+  encrypted_check patches
   grep -q '"grid": 2' srv-patches/client.json || { cat srv-patches/client.json; echo "patches: not a 2x2 grid"; exit 1; }
   srv=srv-residual
   # compile reads ONNX directly: the same artefact as compiling the imported file.
