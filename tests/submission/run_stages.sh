@@ -37,6 +37,8 @@ for f in params.pfhe client.json eval.keys; do [ -s io/single/public_keys/$f ] |
 server_stage server_preprocess_model
 [ -s io/server_data/model.pfhc ] || fail "stage 3 wrote no packed model to io/server_data/"
 [ "$(find io/server_data -type f | wc -l)" = 1 ] || fail "io/server_data/ holds more than the packed model: $(ls -R io/server_data)"
+# 98cb374's harness sums the regular files under io/server_data and refuses symbolic links.
+[ -z "$(find io/server_data ! -type f ! -type d)" ] || fail "io/server_data/ holds a link or special file: $(ls -lR io/server_data)"
 [ -z "$(find io -name '*.pfhc' -not -path 'io/server_data/*')" ] || fail "a packed model outside io/server_data/"
 json_has io/single/submission_reported.json "j['Bandwidth']['packed_model'] > 0 and j['Bandwidth']['evaluation_keys'] > 0"
 stage client_preprocess_input 0
