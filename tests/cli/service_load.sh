@@ -31,8 +31,8 @@ metric() { "$pfhe" client metrics --server "$url" | sed "s/.*\"$1\":\\([0-9.e+-]
 spec=(--spec srv/client.json --params srv/params.pfhe)
 # Request i of every client sends image i: a result handed to another job decrypts to
 # another image's logits. The first and the last request of each client are also run by
-# `pfhe infer` for their bytes (a reference run per request was ~2 of the test's 6 minutes
-# of CI time).
+# `pfhe infer` for their bytes (a reference run per request was ~105 of the test's ~190 s
+# alone).
 referenced() { [ "$1" = 1 ] || [ "$1" = "$per_client" ]; }  # referenced I: request I is compared byte for byte
 for i in $(seq 1 $per_client); do "$pfhe" sample-image --size 8 --seed $((3 + i)) --out a.$i.png 2> /dev/null; done
 for c in $(seq 1 $clients); do
