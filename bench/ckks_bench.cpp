@@ -114,6 +114,17 @@ void ntt_limb(benchmark::State& st, std::size_t prime) {
 void BM_ntt_limb(benchmark::State& st) { ntt_limb(st, 1); }
 void BM_ntt_limb60(benchmark::State& st) { ntt_limb(st, 0); }
 
+// One inverse transform of one limb on the 40-bit prime (decompositions, ModDown, rescales).
+void BM_intt_limb(benchmark::State& st) {
+  Args a(st);
+  std::vector<std::uint64_t> limb(a.s.ctx.n(), 12345);
+  const auto& ntt = a.s.ctx.ring_q().ntt(1);
+  for (auto _ : st) {
+    ntt.inverse(limb.data());
+    benchmark::DoNotOptimize(limb.data());
+  }
+}
+
 // Every limb of a ciphertext polynomial at the level, each prime with its own twiddle
 // tables (ntt_limb reuses one prime's, which stay in cache): with two threads this is where
 // the transforms compete for the shared cache and memory.
@@ -322,7 +333,8 @@ void BM_checksum(benchmark::State& st) {
 void register_all() {
   benchmark::RegisterBenchmark("checksum_256MB", BM_checksum)->Unit(benchmark::kMillisecond)->UseRealTime();
   const std::vector<std::pair<const char*, void (*)(benchmark::State&)>> ops = {
-      {"ntt_limb", BM_ntt_limb},         {"ntt_limb60", BM_ntt_limb60},     {"ntt_all_limbs", BM_ntt_all_limbs},
+      {"ntt_limb", BM_ntt_limb},         {"ntt_limb60", BM_ntt_limb60},     {"intt_limb", BM_intt_limb},
+      {"ntt_all_limbs", BM_ntt_all_limbs},
       {"jit_limb", BM_jit_limb},         {"encode", BM_encode},
       {"encrypt_pk", BM_encrypt_public}, {"decrypt_decode", BM_decrypt_decode},
       {"add", BM_add},                   {"mul_plain", BM_mul_plain},

@@ -145,6 +145,35 @@ TEST_P(NttPaths, AgreesWithScalarOnLargeRings) {
   }
 }
 
+// Inputs at the ends of [0, q) on the widest primes each path has lanes for: the AVX2
+// double lanes keep signed values below 4q < 2^52 by stated bounds (ring/ntt_avx2.cpp), which
+// these push hardest (every coefficient q - 1, alternating 0 and q - 1, one nonzero); forward
+// and inverse are each compared with the scalar transform of the same input.
+TEST_P(NttPaths, ExtremeResiduesAgreeWithScalar) {
+  const SimdPath path = GetParam();
+  if (!cpu_supports(path)) GTEST_SKIP() << to_string(path) << " not supported on this CPU";
+  for (std::size_t n : {std::size_t{16}, std::size_t{32}, std::size_t{1} << 15, std::size_t{1} << 16}) {
+    for (int bits : {49, 50, 61}) {
+      const Modulus m(generate_ntt_primes(bits, 1, n)[0]);
+      const NttTables tab(n, m);
+      const u64 top = m.value() - 1;
+      std::vector<std::vector<u64>> inputs(3, std::vector<u64>(n, 0));
+      for (std::size_t i = 0; i < n; ++i) inputs[0][i] = top, inputs[1][i] = i % 2 ? top : 0;
+      inputs[2][n / 2 + 1] = top;
+      for (const auto& a : inputs) {
+        auto x = a, y = a;
+        tab.forward(x.data(), SimdPath::kScalar);
+        tab.forward(y.data(), path);
+        ASSERT_EQ(x, y) << "forward, n " << n << " bits " << bits;
+        x = a, y = a;
+        tab.inverse(x.data(), SimdPath::kScalar);
+        tab.inverse(y.data(), path);
+        ASSERT_EQ(x, y) << "inverse, n " << n << " bits " << bits;
+      }
+    }
+  }
+}
+
 // The transform of signed coefficients (just-in-time diagonals) is the scalar transform of
 // their residues on every path: the fused IFMA kernel (n >= 64, |x| < 2^52, extremes and
 // zeros included) and the fallbacks (small n, wider magnitudes, primes above 50 bits).

@@ -4,7 +4,7 @@
 // multiplies per four lanes. Its two FMA pipes do exact integer arithmetic on doubles
 // instead: a double holds every integer below 2^53, and fma(x, w, -fl(x w)) is the exact
 // rounding error of a product, so x w = hi + lo exactly (the error-free product). Values
-// stay integers in doubles, lazily below 4q < 2^52 as in Harvey's butterflies.
+// stay integers in doubles below 2^53 in magnitude (each kernel states its bounds).
 // Included only by files compiled for AVX2 (callers' functions carry target("avx2,fma")).
 #pragma once
 #include <immintrin.h>
@@ -61,16 +61,6 @@ PFHE_AVX2_FMA inline __m256d reduce_once(__m256d x, __m256d bound) {
 // 0 <= x < 2^63: AVX2 compares signed words only.
 PFHE_AVX2_FMA inline __m256i reduce_once(__m256i x, __m256i bound) {
   return _mm256_sub_epi64(x, _mm256_andnot_si256(_mm256_cmpgt_epi64(bound, x), bound));
-}
-
-// x w mod q in [0, 2q) for integers 0 <= x < 4q, 0 <= w < q, q < 2^50; q_inv = fl(1/q).
-// The quotient estimate k = nearest(fl(fl(x w) q_inv)) is within 2 of x w / q (x w / q < 2^52
-// and three roundings of relative error 2^-53 each, plus the rounding), so r = x w - k q lies
-// in (-2q, 2q), computed exactly (exact_remainder).
-PFHE_AVX2_FMA inline __m256d mul_mod_lazy(__m256d x, __m256d w, __m256d q, __m256d q_inv, __m256d two_q) {
-  const __m256d hi = _mm256_mul_pd(x, w);
-  const __m256d r = exact_remainder(x, w, hi, nearest(_mm256_mul_pd(hi, q_inv)), q);
-  return _mm256_add_pd(r, _mm256_and_pd(_mm256_cmp_pd(r, _mm256_setzero_pd(), _CMP_LT_OQ), two_q));
 }
 
 // s - nearest(s / q) q for an integer |s| < 2^52: within (-q, q), mostly [-q/2, q/2] (q is

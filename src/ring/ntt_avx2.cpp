@@ -43,16 +43,41 @@ PFHE_AVX2_FMA inline __m256i mul_shoup_lazy4(__m256i x, __m256i w, __m256i w_sho
 namespace on_doubles {
 using namespace avx2_double;
 
+// Values are signed integers in doubles; Harvey's butterflies keep [0, 4q) with a correction
+// per product, signed values need none. Bounds (q < 2^50; mul_twiddle's product of a value v
+// has magnitude at most (1/2 + 3.01 |v| 2^-53) q, centre's result at most q/2 + 1 for
+// |v| <= 4q):
+// - forward: every pass of two stages starts from values below 4q in magnitude and centres
+//   the two it adds without a product; the first stage's products are then below 2q, its
+//   outputs below q/2 + 1 + 2q, the second stage's products below 1.44q and its outputs below
+//   3.95q. A single stage (an odd count) starts from [0, q) and ends below 1.9q.
+// - inverse: each butterfly centres its sum and multiplies its difference, so a value
+//   below 2q in magnitude stays below 2q (the difference is below 4q, its product below 2q).
+// Every product then has |x w| < 2^102 and a remainder below 2^51 (exact_remainder) and
+// every value stays an integer below 2^52.
 struct Lanes {
-  __m256d q, two_q, q_inv;
+  __m256d q, q_inv;
   PFHE_AVX2_FMA explicit Lanes(u64 modulus)
-      : q(_mm256_set1_pd(static_cast<double>(modulus))),
-        two_q(_mm256_set1_pd(2.0 * static_cast<double>(modulus))),
-        q_inv(_mm256_set1_pd(1.0 / static_cast<double>(modulus))) {}
+      : q(_mm256_set1_pd(static_cast<double>(modulus))), q_inv(_mm256_set1_pd(1.0 / static_cast<double>(modulus))) {}
 };
 
 PFHE_AVX2_FMA inline double twiddle(const u64* w, std::size_t k) {
   return static_cast<double>(static_cast<std::int64_t>(w[k]));
+}
+
+// A twiddle w < q and its quotient factor fl(fl(w q_inv)). The product x w mod q, signed:
+// the quotient estimate k = nearest(fl(x fl(w q_inv))) is within 1/2 + 3.01 |x| 2^-53 of
+// z = x w / q (|z| < |x|; three roundings of relative error 2^-53, plus the rounding; it
+// does not wait for x w), so r = x w - k q is at most (1/2 + 3.01 |x| 2^-53) q in
+// magnitude, computed exactly (exact_remainder) while |x| <= 4q < 2^52.
+struct Twiddle {
+  __m256d w, w_over_q;
+  PFHE_AVX2_FMA Twiddle(__m256d wv, const Lanes& c) : w(wv), w_over_q(_mm256_mul_pd(wv, c.q_inv)) {}
+  PFHE_AVX2_FMA Twiddle(double wd, const Lanes& c) : Twiddle(_mm256_set1_pd(wd), c) {}
+};
+
+PFHE_AVX2_FMA inline __m256d mul_twiddle(__m256d x, const Twiddle& t, const Lanes& c) {
+  return exact_remainder(x, t.w, _mm256_mul_pd(x, t.w), nearest(_mm256_mul_pd(x, t.w_over_q)), c.q);
 }
 PFHE_AVX2_FMA inline __m256d load(const u64* p) {
   return _mm256_castsi256_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
@@ -60,50 +85,84 @@ PFHE_AVX2_FMA inline __m256d load(const u64* p) {
 PFHE_AVX2_FMA inline void store(u64* p, __m256d v) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_castpd_si256(v));
 }
+// The first pass reads the input words, the later ones the doubles stored before them.
+template <bool kFromWords>
+PFHE_AVX2_FMA inline __m256d load_value(const u64* p) {
+  if constexpr (kFromWords) return load_integers(p);
+  else return load(p);
+}
 
-// Harvey's forward butterfly: x in [0, 4q) is brought to [0, 2q); outputs in [0, 4q).
-PFHE_AVX2_FMA inline void forward_butterfly(__m256d& x, __m256d& y, __m256d w, const Lanes& c) {
-  x = reduce_once(x, c.two_q);
-  const __m256d t = mul_mod_lazy(y, w, c.q, c.q_inv, c.two_q);
-  y = _mm256_add_pd(_mm256_sub_pd(x, t), c.two_q);
+// A signed value below 4q in magnitude to its residue in [0, q).
+PFHE_AVX2_FMA inline __m256d residue(__m256d v, const Lanes& c) {
+  return make_non_negative(centre(v, c.q, c.q_inv), c.q);
+}
+
+// Cooley-Tukey butterfly without reduction: the caller centres x where the bounds need it.
+PFHE_AVX2_FMA inline void forward_butterfly(__m256d& x, __m256d& y, const Twiddle& w, const Lanes& c) {
+  const __m256d t = mul_twiddle(y, w, c);
+  y = _mm256_sub_pd(x, t);
   x = _mm256_add_pd(x, t);
 }
 
-// Gentleman-Sande butterfly on values in [0, 2q); outputs in [0, 2q).
-PFHE_AVX2_FMA inline void inverse_butterfly(__m256d& x, __m256d& y, __m256d w, const Lanes& c) {
-  const __m256d s = reduce_once(_mm256_add_pd(x, y), c.two_q);
-  y = mul_mod_lazy(_mm256_add_pd(_mm256_sub_pd(x, y), c.two_q), w, c.q, c.q_inv, c.two_q);
-  x = s;
+// Gentleman-Sande butterfly: the sum centred, the difference multiplied.
+PFHE_AVX2_FMA inline void inverse_butterfly(__m256d& x, __m256d& y, const Twiddle& w, const Lanes& c) {
+  const __m256d d = _mm256_sub_pd(x, y);
+  x = centre(_mm256_add_pd(x, y), c.q, c.q_inv);
+  y = mul_twiddle(d, w, c);
 }
 
-// The stage of half-width t >= 4 at twiddle offset m (m groups of 2t values).
-PFHE_AVX2_FMA inline void wide_stage(u64* a, std::size_t m, std::size_t t, const u64* w, const Lanes& c,
-                                     bool forward) {
-  for (std::size_t i = 0; i < m; ++i) {
-    const __m256d wv = _mm256_set1_pd(twiddle(w, m + i));
-    u64* x = a + 2 * i * t;
-    u64* y = x + t;
-    for (std::size_t j = 0; j < t; j += 4) {
-      __m256d xv = load(x + j), yv = load(y + j);
-      if (forward) forward_butterfly(xv, yv, wv, c);
-      else inverse_butterfly(xv, yv, wv, c);
-      store(x + j, xv);
-      store(y + j, yv);
-    }
+// The last stage's butterfly with the inverse's factor n^-1 folded in (no pass of its own):
+// the sum times n^-1 and the difference times w n^-1 (both below 4q), as residues in [0, q).
+PFHE_AVX2_FMA inline void inverse_last_butterfly(__m256d& x, __m256d& y, const Twiddle& n_inv, const Twiddle& w_n_inv,
+                                                  const Lanes& c) {
+  const __m256d d = _mm256_sub_pd(x, y);
+  x = residue(mul_twiddle(_mm256_add_pd(x, y), n_inv, c), c);
+  y = residue(mul_twiddle(d, w_n_inv, c), c);
+}
+
+// The factors of the inverse's last stage: n^-1 and w_1 n^-1.
+struct LastStage {
+  Twiddle n_inv, w_n_inv;
+  PFHE_AVX2_FMA LastStage(const NttTables& tab, const Lanes& c)
+      : n_inv(static_cast<double>(tab.n_inv()), c),
+        w_n_inv(static_cast<double>(mul_mod(tab.inv_root_powers()[1], tab.n_inv(), tab.modulus())), c) {}
+};
+
+// The inverse's last stage alone (an odd count of wide stages): half-width t = n / 2.
+PFHE_AVX2_FMA inline void inverse_last_stage(u64* a, std::size_t t, const LastStage& last, const Lanes& c) {
+  for (std::size_t j = 0; j < t; j += 4) {
+    __m256d xv = load(a + j), yv = load(a + t + j);
+    inverse_last_butterfly(xv, yv, last.n_inv, last.w_n_inv, c);
+    store_integers(a + j, xv);
+    store_integers(a + t + j, yv);
+  }
+}
+
+// The single stage of an odd count: half-width t = n / 2, one group, input words in [0, q).
+PFHE_AVX2_FMA inline void forward_first_stage(u64* a, std::size_t t, const u64* w, const Lanes& c) {
+  const Twiddle wv(twiddle(w, 1), c);
+  for (std::size_t j = 0; j < t; j += 4) {
+    __m256d xv = load_integers(a + j), yv = load_integers(a + t + j);
+    forward_butterfly(xv, yv, wv, c);
+    store(a + j, xv);
+    store(a + t + j, yv);
   }
 }
 
 // Two forward stages in one pass over memory (a limb does not fit this machine's L2): the
 // stage of half-width t >= 8 at twiddle offset m, then the stage of half-width t / 2 at 2m,
-// on the four values j, j + t/2, j + t, j + 3t/2 of each group.
+// on the four values j, j + t/2, j + t, j + 3t/2 of each group. Input words (the first
+// pass) are in [0, q) and need no centring.
+template <bool kFromWords>
 PFHE_AVX2_FMA inline void forward_two_stages(u64* a, std::size_t m, std::size_t t, const u64* w, const Lanes& c) {
   const std::size_t h = t / 2;
   for (std::size_t i = 0; i < m; ++i) {
-    const __m256d w1 = _mm256_set1_pd(twiddle(w, m + i));
-    const __m256d w2 = _mm256_set1_pd(twiddle(w, 2 * m + 2 * i)), w3 = _mm256_set1_pd(twiddle(w, 2 * m + 2 * i + 1));
+    const Twiddle w1(twiddle(w, m + i), c), w2(twiddle(w, 2 * m + 2 * i), c), w3(twiddle(w, 2 * m + 2 * i + 1), c);
     u64* x = a + 2 * i * t;
     for (std::size_t j = 0; j < h; j += 4) {
-      __m256d x0 = load(x + j), x1 = load(x + j + h), x2 = load(x + j + t), x3 = load(x + j + t + h);
+      __m256d x0 = load_value<kFromWords>(x + j), x1 = load_value<kFromWords>(x + j + h);
+      __m256d x2 = load_value<kFromWords>(x + j + t), x3 = load_value<kFromWords>(x + j + t + h);
+      if constexpr (!kFromWords) x0 = centre(x0, c.q, c.q_inv), x1 = centre(x1, c.q, c.q_inv);
       forward_butterfly(x0, x2, w1, c);
       forward_butterfly(x1, x3, w1, c);
       forward_butterfly(x0, x1, w2, c);
@@ -114,16 +173,24 @@ PFHE_AVX2_FMA inline void forward_two_stages(u64* a, std::size_t m, std::size_t 
 }
 
 // The inverse's counterpart: half-width t at twiddle offset h (>= 2), then 2t at h / 2, on
-// the values j, j + t, j + 2t, j + 3t of each group of 4t.
-PFHE_AVX2_FMA inline void inverse_two_stages(u64* a, std::size_t h, std::size_t t, const u64* w, const Lanes& c) {
+// the values j, j + t, j + 2t, j + 3t of each group of 4t. With `last` (h = 2: the second
+// stage is the transform's last) the outputs are residues with n^-1 folded in.
+PFHE_AVX2_FMA inline void inverse_two_stages(u64* a, std::size_t h, std::size_t t, const u64* w, const Lanes& c,
+                                             const LastStage* last) {
   for (std::size_t i = 0; i < h / 2; ++i) {
-    const __m256d w0 = _mm256_set1_pd(twiddle(w, h + 2 * i)), w1 = _mm256_set1_pd(twiddle(w, h + 2 * i + 1));
-    const __m256d w2 = _mm256_set1_pd(twiddle(w, h / 2 + i));
+    const Twiddle w0(twiddle(w, h + 2 * i), c), w1(twiddle(w, h + 2 * i + 1), c), w2(twiddle(w, h / 2 + i), c);
     u64* x = a + 4 * i * t;
     for (std::size_t j = 0; j < t; j += 4) {
       __m256d x0 = load(x + j), x1 = load(x + j + t), x2 = load(x + j + 2 * t), x3 = load(x + j + 3 * t);
       inverse_butterfly(x0, x1, w0, c);
       inverse_butterfly(x2, x3, w1, c);
+      if (last) {
+        inverse_last_butterfly(x0, x2, last->n_inv, last->w_n_inv, c);
+        inverse_last_butterfly(x1, x3, last->n_inv, last->w_n_inv, c);
+        store_integers(x + j, x0), store_integers(x + j + t, x1);
+        store_integers(x + j + 2 * t, x2), store_integers(x + j + 3 * t, x3);
+        continue;
+      }
       inverse_butterfly(x0, x2, w2, c);
       inverse_butterfly(x1, x3, w2, c);
       store(x + j, x0), store(x + j + t, x1), store(x + j + 2 * t, x2), store(x + j + 3 * t, x3);
@@ -132,13 +199,14 @@ PFHE_AVX2_FMA inline void inverse_two_stages(u64* a, std::size_t h, std::size_t 
 }
 
 // Half-width 2 (twiddle offset n / 4) on eight values (v0, v1): two groups (x x y y each),
-// which 128-bit lane swaps turn into one vector of x and one of y.
+// which 128-bit lane swaps turn into one vector of x and one of y. The forward centres x
+// (the first of the pass's two stages).
 PFHE_AVX2_FMA inline void half_width2(__m256d& v0, __m256d& v1, const u64* w, std::size_t g, const Lanes& c,
                                       bool forward) {
   __m256d x = _mm256_permute2f128_pd(v0, v1, 0x20), y = _mm256_permute2f128_pd(v0, v1, 0x31);
   const double w0 = twiddle(w, g), w1 = twiddle(w, g + 1);
-  const __m256d wv = _mm256_set_pd(w1, w1, w0, w0);
-  if (forward) forward_butterfly(x, y, wv, c);
+  const Twiddle wv(_mm256_set_pd(w1, w1, w0, w0), c);
+  if (forward) forward_butterfly(x = centre(x, c.q, c.q_inv), y, wv, c);
   else inverse_butterfly(x, y, wv, c);
   v0 = _mm256_permute2f128_pd(x, y, 0x20);
   v1 = _mm256_permute2f128_pd(x, y, 0x31);
@@ -149,34 +217,28 @@ PFHE_AVX2_FMA inline void half_width2(__m256d& v0, __m256d& v1, const u64* w, st
 PFHE_AVX2_FMA inline void half_width1(__m256d& v0, __m256d& v1, const u64* w, std::size_t g, const Lanes& c,
                                       bool forward) {
   __m256d x = _mm256_unpacklo_pd(v0, v1), y = _mm256_unpackhi_pd(v0, v1);
-  const __m256d wv =
-      _mm256_set_pd(twiddle(w, g + 3), twiddle(w, g + 1), twiddle(w, g + 2), twiddle(w, g));
+  const Twiddle wv(_mm256_set_pd(twiddle(w, g + 3), twiddle(w, g + 1), twiddle(w, g + 2), twiddle(w, g)), c);
   if (forward) forward_butterfly(x, y, wv, c);
   else inverse_butterfly(x, y, wv, c);
   v0 = _mm256_unpacklo_pd(x, y);
   v1 = _mm256_unpackhi_pd(x, y);
 }
 
-// Input integers (< 2^52) as doubles, in place.
-PFHE_AVX2_FMA inline void to_doubles(u64* a, std::size_t n) {
-  for (std::size_t j = 0; j < n; j += 4) store(a + j, load_integers(a + j));
-}
-
 PFHE_AVX2_FMA void forward(const NttTables& tab, u64* a) {
   const std::size_t n = tab.n();
   const Lanes c(tab.modulus().value());
   const u64* w = tab.root_powers().data();
-  to_doubles(a, n);
   std::size_t m = 1, t = n / 2;
-  if (tab.log_n() % 2 == 1) wide_stage(a, m, t, w, c, true), m <<= 1, t >>= 1;  // an odd count of wide stages
-  for (; t >= 8; m <<= 2, t >>= 2) forward_two_stages(a, m, t, w, c);
+  if (tab.log_n() % 2 == 1) forward_first_stage(a, t, w, c), m <<= 1, t >>= 1;
+  else forward_two_stages<true>(a, m, t, w, c), m <<= 2, t >>= 2;
+  for (; t >= 8; m <<= 2, t >>= 2) forward_two_stages<false>(a, m, t, w, c);
   // The last two stages and the reduction to [0, q), on registers.
   for (std::size_t j = 0; j < n; j += 8) {
     __m256d v0 = load(a + j), v1 = load(a + j + 4);
     half_width2(v0, v1, w, n / 4 + j / 4, c, true);
     half_width1(v0, v1, w, n / 2 + j / 2, c, true);
-    store_integers(a + j, reduce_once(reduce_once(v0, c.two_q), c.q));
-    store_integers(a + j + 4, reduce_once(reduce_once(v1, c.two_q), c.q));
+    store_integers(a + j, residue(v0, c));
+    store_integers(a + j + 4, residue(v1, c));
   }
 }
 
@@ -190,12 +252,10 @@ PFHE_AVX2_FMA void inverse(const NttTables& tab, u64* a) {
     half_width2(v0, v1, w, n / 4 + j / 4, c, false);
     store(a + j, v0), store(a + j + 4, v1);
   }
+  const LastStage last(tab, c);
   std::size_t h = n / 8, t = 4;
-  for (; h >= 2; h >>= 2, t <<= 2) inverse_two_stages(a, h, t, w, c);
-  if (h == 1) wide_stage(a, h, t, w, c, false);  // an odd count of wide stages
-  const __m256d n_inv = _mm256_set1_pd(static_cast<double>(static_cast<std::int64_t>(tab.n_inv())));
-  for (std::size_t j = 0; j < n; j += 4)
-    store_integers(a + j, reduce_once(mul_mod_lazy(load(a + j), n_inv, c.q, c.q_inv, c.two_q), c.q));
+  for (; h >= 2; h >>= 2, t <<= 2) inverse_two_stages(a, h, t, w, c, h == 2 ? &last : nullptr);
+  if (h == 1) inverse_last_stage(a, t, last, c);  // an odd count of wide stages
 }
 }  // namespace on_doubles
 
