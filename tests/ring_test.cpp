@@ -175,7 +175,7 @@ TEST_P(NttPaths, ExtremeResiduesAgreeWithScalar) {
 }
 
 // The transform of signed coefficients (just-in-time diagonals) is the scalar transform of
-// their residues on every path: the fused IFMA kernel (n >= 64, |x| < 2^52, extremes and
+// their residues on every path: the fused IFMA (n >= 64) and AVX2 kernels (|x| < 2^52, extremes and
 // zeros included) and the fallbacks (small n, wider magnitudes, primes above 50 bits).
 TEST_P(NttPaths, ForwardFromSignedIsTheTransformOfTheResidues) {
   const SimdPath path = GetParam();

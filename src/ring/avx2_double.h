@@ -39,6 +39,14 @@ PFHE_AVX2_FMA inline void store_integers(std::uint64_t* p, __m256d v) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), to_u64(v));
 }
 
+// Four signed words with |v| < 2^52 as doubles: the magnitude converted, the sign put back.
+PFHE_AVX2_FMA inline __m256d load_signed(const std::int64_t* p) {
+  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  const __m256i negative = _mm256_cmpgt_epi64(_mm256_setzero_si256(), v);  // all ones where v < 0
+  const __m256i magnitude = _mm256_sub_epi64(_mm256_xor_si256(v, negative), negative);
+  return _mm256_xor_pd(from_u64(magnitude), _mm256_and_pd(_mm256_castsi256_pd(negative), _mm256_set1_pd(-0.0)));
+}
+
 // The nearest integer (the quotient estimates).
 PFHE_AVX2_FMA inline __m256d nearest(__m256d v) {
   return _mm256_round_pd(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);

@@ -109,21 +109,16 @@ PFHE_AVX2_FMA void subtract_multiply_add_permute_avx2(const u64* a, const u64* b
   }
 }
 
-// x mod q for |x| < 2^52: x as a double (its magnitude converted, the sign put back), the
-// quotient estimate nearest(x q_inv) within 1 of x / q (one rounding of relative error
+// x mod q for |x| < 2^52: x as a double (load_signed), the quotient estimate nearest(x q_inv) within 1 of x / q (one rounding of relative error
 // 2^-53 on a value below 2^52 / q, plus the rounding), so r = x - k q lies in (-q, q); k q
 // is an integer below 2^52 + q < 2^53 in magnitude and r one below q, so the fused
 // multiply-add computes r exactly.
 PFHE_AVX2_FMA void reduce_signed_avx2(const std::int64_t* x, u64* out, std::size_t n, const Modulus& m) {
   const __m256d q = _mm256_set1_pd(static_cast<double>(m.value()));
   const __m256d q_inv = _mm256_set1_pd(1.0 / static_cast<double>(m.value()));
-  const __m256d sign_bit = _mm256_set1_pd(-0.0);
   std::size_t j = 0;
   for (; j + 4 <= n; j += 4) {
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + j));
-    const __m256i negative = _mm256_cmpgt_epi64(_mm256_setzero_si256(), v);  // all ones where v < 0
-    const __m256i magnitude = _mm256_sub_epi64(_mm256_xor_si256(v, negative), negative);
-    const __m256d d = _mm256_xor_pd(from_u64(magnitude), _mm256_and_pd(_mm256_castsi256_pd(negative), sign_bit));
+    const __m256d d = load_signed(x + j);
     const __m256d r = _mm256_fnmadd_pd(nearest(_mm256_mul_pd(d, q_inv)), q, d);
     store_integers(out + j, make_non_negative(r, q));
   }

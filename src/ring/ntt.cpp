@@ -70,6 +70,8 @@ void NttTables::forward(u64* a, SimdPath path) const {
 void NttTables::forward_from_signed(const std::int64_t* x, int magnitude_bits, u64* out, SimdPath path) const {
   if (supported(path) == SimdPath::kAvx512Ifma && modulus_.ifma_eligible() && magnitude_bits <= 52 && n_ >= 64)
     return detail::ntt_forward_signed_ifma(*this, x, out);
+  if (supported(path) == SimdPath::kAvx2 && modulus_.ifma_eligible() && magnitude_bits <= 52)
+    return detail::ntt_forward_signed_avx2(*this, x, out);
   kernels::reduce_signed(x, magnitude_bits, out, n_, modulus_, path);
   forward(out, path);
 }

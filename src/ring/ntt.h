@@ -27,8 +27,9 @@ class NttTables {
   void inverse(u64* a, SimdPath path) const;
   void forward(u64* a) const { forward(a, default_simd_path()); }
   // out = forward(x mod q) for signed x with |x| < 2^magnitude_bits (magnitude_bits <= 63).
-  // On the IFMA path (magnitude_bits <= 52, n >= 64) the reduction runs inside the first
-  // pass of the transform instead of in a pass of its own; the result is the same bits.
+  // On the IFMA and AVX2 paths (primes below 2^50, magnitude_bits <= 52; IFMA n >= 64) the
+  // reduction runs inside the first pass of the transform instead of in a pass of its own;
+  // the result is the same bits.
   void forward_from_signed(const std::int64_t* x, int magnitude_bits, u64* out, SimdPath path) const;
   void inverse(u64* a) const { inverse(a, default_simd_path()); }
 
@@ -69,6 +70,7 @@ void ntt_inverse_avx2(const NttTables& t, u64* a);
 void ntt_forward_avx512(const NttTables& t, u64* a);
 void ntt_inverse_avx512(const NttTables& t, u64* a);
 void ntt_forward_signed_ifma(const NttTables& t, const std::int64_t* x, u64* a);  // n >= 64, primes < 2^50
+void ntt_forward_signed_avx2(const NttTables& t, const std::int64_t* x, u64* a);  // primes < 2^50, |x| < 2^52
 }  // namespace detail
 
 }  // namespace pfhe::ring

@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "ring/avx2_double.h"
 #include "ring/ntt.h"
@@ -46,7 +47,7 @@ using namespace avx2_double;
 // Values are signed integers in doubles; Harvey's butterflies keep [0, 4q) with a correction
 // per product, signed values need none. Bounds (q < 2^50; mul_twiddle's product of a value v
 // has magnitude at most (1/2 + 3.01 |v| 2^-53) q, centre's result at most q/2 + 1 for
-// |v| <= 4q):
+// |v| < 2^52):
 // - forward: every pass of two stages starts from values below 4q in magnitude and centres
 //   the two it adds without a product; the first stage's products are then below 2q, its
 //   outputs below q/2 + 1 + 2q, the second stage's products below 1.44q and its outputs below
@@ -85,12 +86,27 @@ PFHE_AVX2_FMA inline __m256d load(const u64* p) {
 PFHE_AVX2_FMA inline void store(u64* p, __m256d v) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_castpd_si256(v));
 }
-// The first pass reads the input words, the later ones the doubles stored before them.
-template <bool kFromWords>
-PFHE_AVX2_FMA inline __m256d load_value(const u64* p) {
-  if constexpr (kFromWords) return load_integers(p);
-  else return load(p);
-}
+// Where the forward's first pass reads its four values (a source's `bounded` says they are
+// already below q/2 + 1 or in [0, q), so the pass centres none of them):
+// the doubles a previous pass stored (below 4q, centred where the pass adds them),
+struct FromDoubles {
+  const u64* p;
+  static constexpr bool kBounded = false;
+  PFHE_AVX2_FMA __m256d operator()(std::size_t k, const Lanes&) const { return load(p + k); }
+};
+// the input words in [0, q),
+struct FromWords {
+  const u64* p;
+  static constexpr bool kBounded = true;
+  PFHE_AVX2_FMA __m256d operator()(std::size_t k, const Lanes&) const { return load_integers(p + k); }
+};
+// or signed words below 2^52 in magnitude, centred as they are read (their reduction fused
+// into the first pass: no pass of its own).
+struct FromSigned {
+  const std::int64_t* p;
+  static constexpr bool kBounded = true;
+  PFHE_AVX2_FMA __m256d operator()(std::size_t k, const Lanes& c) const { return centre(load_signed(p + k), c.q, c.q_inv); }
+};
 
 // A signed value below 4q in magnitude to its residue in [0, q).
 PFHE_AVX2_FMA inline __m256d residue(__m256d v, const Lanes& c) {
@@ -138,11 +154,12 @@ PFHE_AVX2_FMA inline void inverse_last_stage(u64* a, std::size_t t, const LastSt
   }
 }
 
-// The single stage of an odd count: half-width t = n / 2, one group, input words in [0, q).
-PFHE_AVX2_FMA inline void forward_first_stage(u64* a, std::size_t t, const u64* w, const Lanes& c) {
+// The single stage of an odd count: half-width t = n / 2, one group, bounded inputs.
+template <class Source>
+PFHE_AVX2_FMA inline void forward_first_stage(u64* a, Source source, std::size_t t, const u64* w, const Lanes& c) {
   const Twiddle wv(twiddle(w, 1), c);
   for (std::size_t j = 0; j < t; j += 4) {
-    __m256d xv = load_integers(a + j), yv = load_integers(a + t + j);
+    __m256d xv = source(j, c), yv = source(t + j, c);
     forward_butterfly(xv, yv, wv, c);
     store(a + j, xv);
     store(a + t + j, yv);
@@ -151,18 +168,20 @@ PFHE_AVX2_FMA inline void forward_first_stage(u64* a, std::size_t t, const u64* 
 
 // Two forward stages in one pass over memory (a limb does not fit this machine's L2): the
 // stage of half-width t >= 8 at twiddle offset m, then the stage of half-width t / 2 at 2m,
-// on the four values j, j + t/2, j + t, j + 3t/2 of each group. Input words (the first
-// pass) are in [0, q) and need no centring.
-template <bool kFromWords>
-PFHE_AVX2_FMA inline void forward_two_stages(u64* a, std::size_t m, std::size_t t, const u64* w, const Lanes& c) {
+// on the four values j, j + t/2, j + t, j + 3t/2 of each group, read from `source` (the
+// first pass) or from a.
+template <class Source = FromDoubles>
+PFHE_AVX2_FMA inline void forward_two_stages(u64* a, std::size_t m, std::size_t t, const u64* w, const Lanes& c,
+                                             Source source = {}) {
+  if constexpr (std::is_same_v<Source, FromDoubles>) source.p = a;
   const std::size_t h = t / 2;
   for (std::size_t i = 0; i < m; ++i) {
     const Twiddle w1(twiddle(w, m + i), c), w2(twiddle(w, 2 * m + 2 * i), c), w3(twiddle(w, 2 * m + 2 * i + 1), c);
     u64* x = a + 2 * i * t;
     for (std::size_t j = 0; j < h; j += 4) {
-      __m256d x0 = load_value<kFromWords>(x + j), x1 = load_value<kFromWords>(x + j + h);
-      __m256d x2 = load_value<kFromWords>(x + j + t), x3 = load_value<kFromWords>(x + j + t + h);
-      if constexpr (!kFromWords) x0 = centre(x0, c.q, c.q_inv), x1 = centre(x1, c.q, c.q_inv);
+      const std::size_t k = 2 * i * t + j;
+      __m256d x0 = source(k, c), x1 = source(k + h, c), x2 = source(k + t, c), x3 = source(k + t + h, c);
+      if constexpr (!Source::kBounded) x0 = centre(x0, c.q, c.q_inv), x1 = centre(x1, c.q, c.q_inv);
       forward_butterfly(x0, x2, w1, c);
       forward_butterfly(x1, x3, w1, c);
       forward_butterfly(x0, x1, w2, c);
@@ -224,14 +243,16 @@ PFHE_AVX2_FMA inline void half_width1(__m256d& v0, __m256d& v1, const u64* w, st
   v1 = _mm256_unpackhi_pd(x, y);
 }
 
-PFHE_AVX2_FMA void forward(const NttTables& tab, u64* a) {
+// The forward transform of the values `source` reads, into a.
+template <class Source>
+PFHE_AVX2_FMA void forward(const NttTables& tab, Source source, u64* a) {
   const std::size_t n = tab.n();
   const Lanes c(tab.modulus().value());
   const u64* w = tab.root_powers().data();
   std::size_t m = 1, t = n / 2;
-  if (tab.log_n() % 2 == 1) forward_first_stage(a, t, w, c), m <<= 1, t >>= 1;
-  else forward_two_stages<true>(a, m, t, w, c), m <<= 2, t >>= 2;
-  for (; t >= 8; m <<= 2, t >>= 2) forward_two_stages<false>(a, m, t, w, c);
+  if (tab.log_n() % 2 == 1) forward_first_stage(a, source, t, w, c), m <<= 1, t >>= 1;
+  else forward_two_stages(a, m, t, w, c, source), m <<= 2, t >>= 2;
+  for (; t >= 8; m <<= 2, t >>= 2) forward_two_stages(a, m, t, w, c);
   // The last two stages and the reduction to [0, q), on registers.
   for (std::size_t j = 0; j < n; j += 8) {
     __m256d v0 = load(a + j), v1 = load(a + j + 4);
@@ -262,7 +283,7 @@ PFHE_AVX2_FMA void inverse(const NttTables& tab, u64* a) {
 }  // namespace
 
 PFHE_AVX2_FMA void ntt_forward_avx2(const NttTables& tab, u64* a) {
-  if (tab.modulus().ifma_eligible() && tab.n() >= 8) return on_doubles::forward(tab, a);
+  if (tab.modulus().ifma_eligible()) return on_doubles::forward(tab, on_doubles::FromWords{a}, a);
   const std::size_t n = tab.n();
   const u64 qs = tab.modulus().value();
   const __m256i q = _mm256_set1_epi64x(static_cast<long long>(qs));
@@ -295,8 +316,12 @@ PFHE_AVX2_FMA void ntt_forward_avx2(const NttTables& tab, u64* a) {
   }
 }
 
+PFHE_AVX2_FMA void ntt_forward_signed_avx2(const NttTables& tab, const std::int64_t* x, u64* a) {
+  on_doubles::forward(tab, on_doubles::FromSigned{x}, a);
+}
+
 PFHE_AVX2_FMA void ntt_inverse_avx2(const NttTables& tab, u64* a) {
-  if (tab.modulus().ifma_eligible() && tab.n() >= 8) return on_doubles::inverse(tab, a);
+  if (tab.modulus().ifma_eligible()) return on_doubles::inverse(tab, a);
   const std::size_t n = tab.n();
   const u64 qs = tab.modulus().value();
   const __m256i q = _mm256_set1_epi64x(static_cast<long long>(qs));
