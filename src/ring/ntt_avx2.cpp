@@ -80,13 +80,15 @@ struct Twiddle {
 PFHE_AVX2_FMA inline __m256d mul_twiddle(__m256d x, const Twiddle& t, const Lanes& c) {
   return exact_remainder(x, t.w, _mm256_mul_pd(x, t.w), nearest(_mm256_mul_pd(x, t.w_over_q)), c.q);
 }
+
 PFHE_AVX2_FMA inline __m256d load(const u64* p) {
   return _mm256_castsi256_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 PFHE_AVX2_FMA inline void store(u64* p, __m256d v) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_castpd_si256(v));
 }
-// Where the forward's first pass reads its four values (a source's `bounded` says they are
+
+// Where the forward's first pass reads its four values (a source's kBounded says they are
 // already below q/2 + 1 or in [0, q), so the pass centres none of them):
 // the doubles a previous pass stored (below 4q, centred where the pass adds them),
 struct FromDoubles {
