@@ -1,8 +1,8 @@
 // AVX2 NTT kernels. Primes below 2^50 run on double lanes (ring/avx2_double.h): every
 // stage, the last two with in-register shuffles. Larger primes run 4 lanes of 64-bit Shoup
 // multiplication: AVX2 has no 64x64-bit multiply, so the high and low halves are assembled
-// from 32x32-bit products, and stages whose butterfly span is below 4 run the portable
-// scalar butterflies.
+// from 32x32-bit products; their forward's last two stages also run on registers, their
+// inverse's first two the portable scalar butterflies.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -310,11 +310,31 @@ PFHE_AVX2_FMA void ntt_forward_avx2(const NttTables& tab, u64* a) {
       }
     }
   }
-  forward_stages_scalar(tab, a, 2, 1);
-  for (std::size_t j = 0; j < n; j += 4) {
-    __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + j));
-    v = avx2_double::reduce_once(avx2_double::reduce_once(v, two_q), q);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(a + j), v);
+  // Half-widths 2 and 1 on registers (as on double lanes: 128-bit lane swaps, then
+  // unpacking, whose order is g, g + 2, g + 1, g + 3), then the reduction to [0, q).
+  const auto butterfly = [&](__m256i& x, __m256i& y, __m256i wv, __m256i wsv) PFHE_AVX2_FMA {
+    x = avx2_double::reduce_once(x, two_q);
+    const __m256i tv = mul_shoup_lazy4(y, wv, wsv, q);
+    y = _mm256_sub_epi64(_mm256_add_epi64(x, two_q), tv);
+    x = _mm256_add_epi64(x, tv);
+  };
+  const auto pick = [](const u64* table, std::size_t i3, std::size_t i2, std::size_t i1, std::size_t i0) PFHE_AVX2_FMA {
+    return _mm256_set_epi64x(static_cast<long long>(table[i3]), static_cast<long long>(table[i2]),
+                             static_cast<long long>(table[i1]), static_cast<long long>(table[i0]));
+  };
+  for (std::size_t j = 0; j < n; j += 8) {
+    __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + j));
+    __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + j + 4));
+    const std::size_t g2 = n / 4 + j / 4, g1 = n / 2 + j / 2;
+    __m256i x = _mm256_permute2x128_si256(v0, v1, 0x20), y = _mm256_permute2x128_si256(v0, v1, 0x31);
+    butterfly(x, y, pick(w, g2 + 1, g2 + 1, g2, g2), pick(ws, g2 + 1, g2 + 1, g2, g2));
+    v0 = _mm256_permute2x128_si256(x, y, 0x20), v1 = _mm256_permute2x128_si256(x, y, 0x31);
+    x = _mm256_unpacklo_epi64(v0, v1), y = _mm256_unpackhi_epi64(v0, v1);
+    butterfly(x, y, pick(w, g1 + 3, g1 + 1, g1 + 2, g1), pick(ws, g1 + 3, g1 + 1, g1 + 2, g1));
+    v0 = _mm256_unpacklo_epi64(x, y), v1 = _mm256_unpackhi_epi64(x, y);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(a + j), avx2_double::reduce_once(avx2_double::reduce_once(v0, two_q), q));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(a + j + 4),
+                        avx2_double::reduce_once(avx2_double::reduce_once(v1, two_q), q));
   }
 }
 
