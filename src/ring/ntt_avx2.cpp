@@ -41,6 +41,21 @@ PFHE_AVX2_FMA inline __m256i mul_shoup_lazy4(__m256i x, __m256i w, __m256i w_sho
   return _mm256_sub_epi64(mullo64(x, w), mullo64(quot, q));
 }
 
+// Harvey's forward butterfly on 64-bit lanes: x in [0, 4q) brought to [0, 2q), outputs in [0, 4q).
+PFHE_AVX2_FMA inline void forward_butterfly4(__m256i& x, __m256i& y, __m256i w, __m256i w_shoup, __m256i q,
+                                             __m256i two_q) {
+  x = avx2_double::reduce_once(x, two_q);
+  const __m256i t = mul_shoup_lazy4(y, w, w_shoup, q);
+  y = _mm256_sub_epi64(_mm256_add_epi64(x, two_q), t);
+  x = _mm256_add_epi64(x, t);
+}
+
+// table[i0 .. i3] in lanes 0 .. 3.
+PFHE_AVX2_FMA inline __m256i pick4(const u64* table, std::size_t i3, std::size_t i2, std::size_t i1, std::size_t i0) {
+  return _mm256_set_epi64x(static_cast<long long>(table[i3]), static_cast<long long>(table[i2]),
+                           static_cast<long long>(table[i1]), static_cast<long long>(table[i0]));
+}
+
 namespace on_doubles {
 using namespace avx2_double;
 
@@ -301,36 +316,24 @@ PFHE_AVX2_FMA void ntt_forward_avx2(const NttTables& tab, u64* a) {
       u64* y = x + t;
       for (std::size_t j = 0; j < t; j += 4) {
         __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + j));
-        const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y + j));
-        xv = avx2_double::reduce_once(xv, two_q);
-        const __m256i tv = mul_shoup_lazy4(yv, wv, wsv, q);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(x + j), _mm256_add_epi64(xv, tv));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + j),
-                            _mm256_sub_epi64(_mm256_add_epi64(xv, two_q), tv));
+        __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y + j));
+        forward_butterfly4(xv, yv, wv, wsv, q, two_q);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(x + j), xv);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + j), yv);
       }
     }
   }
   // Half-widths 2 and 1 on registers (as on double lanes: 128-bit lane swaps, then
   // unpacking, whose order is g, g + 2, g + 1, g + 3), then the reduction to [0, q).
-  const auto butterfly = [&](__m256i& x, __m256i& y, __m256i wv, __m256i wsv) PFHE_AVX2_FMA {
-    x = avx2_double::reduce_once(x, two_q);
-    const __m256i tv = mul_shoup_lazy4(y, wv, wsv, q);
-    y = _mm256_sub_epi64(_mm256_add_epi64(x, two_q), tv);
-    x = _mm256_add_epi64(x, tv);
-  };
-  const auto pick = [](const u64* table, std::size_t i3, std::size_t i2, std::size_t i1, std::size_t i0) PFHE_AVX2_FMA {
-    return _mm256_set_epi64x(static_cast<long long>(table[i3]), static_cast<long long>(table[i2]),
-                             static_cast<long long>(table[i1]), static_cast<long long>(table[i0]));
-  };
   for (std::size_t j = 0; j < n; j += 8) {
     __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + j));
     __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + j + 4));
     const std::size_t g2 = n / 4 + j / 4, g1 = n / 2 + j / 2;
     __m256i x = _mm256_permute2x128_si256(v0, v1, 0x20), y = _mm256_permute2x128_si256(v0, v1, 0x31);
-    butterfly(x, y, pick(w, g2 + 1, g2 + 1, g2, g2), pick(ws, g2 + 1, g2 + 1, g2, g2));
+    forward_butterfly4(x, y, pick4(w, g2 + 1, g2 + 1, g2, g2), pick4(ws, g2 + 1, g2 + 1, g2, g2), q, two_q);
     v0 = _mm256_permute2x128_si256(x, y, 0x20), v1 = _mm256_permute2x128_si256(x, y, 0x31);
     x = _mm256_unpacklo_epi64(v0, v1), y = _mm256_unpackhi_epi64(v0, v1);
-    butterfly(x, y, pick(w, g1 + 3, g1 + 1, g1 + 2, g1), pick(ws, g1 + 3, g1 + 1, g1 + 2, g1));
+    forward_butterfly4(x, y, pick4(w, g1 + 3, g1 + 1, g1 + 2, g1), pick4(ws, g1 + 3, g1 + 1, g1 + 2, g1), q, two_q);
     v0 = _mm256_unpacklo_epi64(x, y), v1 = _mm256_unpackhi_epi64(x, y);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(a + j), avx2_double::reduce_once(avx2_double::reduce_once(v0, two_q), q));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(a + j + 4),
