@@ -151,9 +151,9 @@ void BM_permuted_mod_down_all_limbs(benchmark::State& st) {
   const auto& perm = ring.automorphism_permutation(5);
   for (auto _ : st) {
     for (std::size_t l = 0; l <= a.level; ++l)
-      pfhe::ring::kernels::subtract_multiply_add_permute(x.polys[0].limb(l), x.polys[1].limb(l), 12345, y.polys[0].limb(l),
-                                                         perm.data(), out.polys[0].limb(l), a.s.ctx.n(), ring.modulus(l),
-                                                         pfhe::ring::default_simd_path());
+      pfhe::ring::kernels::subtract_multiply_add_permute(x.polys[0].limb(l), x.polys[1].limb(l), 12345,
+                                                         y.polys[0].limb(l), perm.data(), out.polys[0].limb(l),
+                                                         a.s.ctx.n(), ring.modulus(l), pfhe::ring::default_simd_path());
     benchmark::DoNotOptimize(out.polys[0].limb(0));
   }
 }
@@ -353,7 +353,8 @@ void register_all() {
   benchmark::RegisterBenchmark("checksum_256MB", BM_checksum)->Unit(benchmark::kMillisecond)->UseRealTime();
   const std::vector<std::pair<const char*, void (*)(benchmark::State&)>> ops = {
       {"ntt_limb", BM_ntt_limb},         {"ntt_limb60", BM_ntt_limb60},     {"intt_limb", BM_intt_limb},
-      {"ntt_all_limbs", BM_ntt_all_limbs},  {"permuted_mod_down_all_limbs", BM_permuted_mod_down_all_limbs},
+      {"ntt_all_limbs", BM_ntt_all_limbs},
+      {"permuted_mod_down_all_limbs", BM_permuted_mod_down_all_limbs},
       {"jit_limb", BM_jit_limb},         {"encode", BM_encode},
       {"encrypt_pk", BM_encrypt_public}, {"decrypt_decode", BM_decrypt_decode},
       {"add", BM_add},                   {"mul_plain", BM_mul_plain},

@@ -175,8 +175,9 @@ TEST_P(NttPaths, ExtremeResiduesAgreeWithScalar) {
 }
 
 // The transform of signed coefficients (just-in-time diagonals) is the scalar transform of
-// their residues on every path: the fused IFMA (n >= 64) and AVX2 kernels (|x| < 2^52, extremes and
-// zeros included) and the fallbacks (small n, wider magnitudes, primes above 50 bits).
+// their residues on every path: the fused IFMA (n >= 64) and AVX2 kernels (|x| < 2^52,
+// extremes and zeros included) and the fallbacks (small n, wider magnitudes, primes above
+// 50 bits).
 TEST_P(NttPaths, ForwardFromSignedIsTheTransformOfTheResidues) {
   const SimdPath path = GetParam();
   if (!cpu_supports(path)) GTEST_SKIP() << to_string(path) << " not supported on this CPU";

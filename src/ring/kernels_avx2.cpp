@@ -109,8 +109,9 @@ PFHE_AVX2_FMA void subtract_multiply_add_permute_avx2(const u64* a, const u64* b
   }
 }
 
-// x mod q for |x| < 2^52: x as a double (load_signed), the quotient estimate nearest(x q_inv) within 1 of x / q (one rounding of relative error
-// 2^-53 on a value below 2^52 / q, plus the rounding), so r = x - k q lies in (-q, q); k q
+// x mod q for |x| < 2^52: x as a double (load_signed), the quotient estimate nearest(x q_inv)
+// within 1 of x / q (one rounding of relative error 2^-53 on a value below 2^52 / q, plus
+// the rounding), so r = x - k q lies in (-q, q); k q
 // is an integer below 2^52 + q < 2^53 in magnitude and r one below q, so the fused
 // multiply-add computes r exactly.
 PFHE_AVX2_FMA void reduce_signed_avx2(const std::int64_t* x, u64* out, std::size_t n, const Modulus& m) {

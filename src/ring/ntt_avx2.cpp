@@ -6,7 +6,6 @@
 #include <immintrin.h>
 
 #include <cstdint>
-#include <type_traits>
 
 #include "ring/avx2_double.h"
 #include "ring/ntt.h"
@@ -48,6 +47,11 @@ PFHE_AVX2_FMA inline void forward_butterfly4(__m256i& x, __m256i& y, __m256i w, 
   const __m256i t = mul_shoup_lazy4(y, w, w_shoup, q);
   y = _mm256_sub_epi64(_mm256_add_epi64(x, two_q), t);
   x = _mm256_add_epi64(x, t);
+}
+
+// A value in [0, 4q) to [0, q).
+PFHE_AVX2_FMA inline __m256i residue4(__m256i v, __m256i q, __m256i two_q) {
+  return avx2_double::reduce_once(avx2_double::reduce_once(v, two_q), q);
 }
 
 // table[i0 .. i3] in lanes 0 .. 3.
@@ -122,7 +126,9 @@ struct FromWords {
 struct FromSigned {
   const std::int64_t* p;
   static constexpr bool kBounded = true;
-  PFHE_AVX2_FMA __m256d operator()(std::size_t k, const Lanes& c) const { return centre(load_signed(p + k), c.q, c.q_inv); }
+  PFHE_AVX2_FMA __m256d operator()(std::size_t k, const Lanes& c) const {
+    return centre(load_signed(p + k), c.q, c.q_inv);
+  }
 };
 
 // A signed value below 4q in magnitude to its residue in [0, q).
@@ -144,15 +150,6 @@ PFHE_AVX2_FMA inline void inverse_butterfly(__m256d& x, __m256d& y, const Twiddl
   y = mul_twiddle(d, w, c);
 }
 
-// The last stage's butterfly with the inverse's factor n^-1 folded in (no pass of its own):
-// the sum times n^-1 and the difference times w n^-1 (both below 4q), as residues in [0, q).
-PFHE_AVX2_FMA inline void inverse_last_butterfly(__m256d& x, __m256d& y, const Twiddle& n_inv, const Twiddle& w_n_inv,
-                                                  const Lanes& c) {
-  const __m256d d = _mm256_sub_pd(x, y);
-  x = residue(mul_twiddle(_mm256_add_pd(x, y), n_inv, c), c);
-  y = residue(mul_twiddle(d, w_n_inv, c), c);
-}
-
 // The factors of the inverse's last stage: n^-1 and w_1 n^-1.
 struct LastStage {
   Twiddle n_inv, w_n_inv;
@@ -161,11 +158,19 @@ struct LastStage {
         w_n_inv(static_cast<double>(mul_mod(tab.inv_root_powers()[1], tab.n_inv(), tab.modulus())), c) {}
 };
 
+// The last stage's butterfly with the inverse's factor n^-1 folded in (no pass of its own):
+// the sum times n^-1 and the difference times w n^-1 (both below 4q), as residues in [0, q).
+PFHE_AVX2_FMA inline void inverse_last_butterfly(__m256d& x, __m256d& y, const LastStage& last, const Lanes& c) {
+  const __m256d d = _mm256_sub_pd(x, y);
+  x = residue(mul_twiddle(_mm256_add_pd(x, y), last.n_inv, c), c);
+  y = residue(mul_twiddle(d, last.w_n_inv, c), c);
+}
+
 // The inverse's last stage alone (an odd count of wide stages): half-width t = n / 2.
 PFHE_AVX2_FMA inline void inverse_last_stage(u64* a, std::size_t t, const LastStage& last, const Lanes& c) {
   for (std::size_t j = 0; j < t; j += 4) {
     __m256d xv = load(a + j), yv = load(a + t + j);
-    inverse_last_butterfly(xv, yv, last.n_inv, last.w_n_inv, c);
+    inverse_last_butterfly(xv, yv, last, c);
     store_integers(a + j, xv);
     store_integers(a + t + j, yv);
   }
@@ -187,10 +192,9 @@ PFHE_AVX2_FMA inline void forward_first_stage(u64* a, Source source, std::size_t
 // stage of half-width t >= 8 at twiddle offset m, then the stage of half-width t / 2 at 2m,
 // on the four values j, j + t/2, j + t, j + 3t/2 of each group, read from `source` (the
 // first pass) or from a.
-template <class Source = FromDoubles>
+template <class Source>
 PFHE_AVX2_FMA inline void forward_two_stages(u64* a, std::size_t m, std::size_t t, const u64* w, const Lanes& c,
-                                             Source source = {}) {
-  if constexpr (std::is_same_v<Source, FromDoubles>) source.p = a;
+                                             Source source) {
   const std::size_t h = t / 2;
   for (std::size_t i = 0; i < m; ++i) {
     const Twiddle w1(twiddle(w, m + i), c), w2(twiddle(w, 2 * m + 2 * i), c), w3(twiddle(w, 2 * m + 2 * i + 1), c);
@@ -221,8 +225,8 @@ PFHE_AVX2_FMA inline void inverse_two_stages(u64* a, std::size_t h, std::size_t 
       inverse_butterfly(x0, x1, w0, c);
       inverse_butterfly(x2, x3, w1, c);
       if (last) {
-        inverse_last_butterfly(x0, x2, last->n_inv, last->w_n_inv, c);
-        inverse_last_butterfly(x1, x3, last->n_inv, last->w_n_inv, c);
+        inverse_last_butterfly(x0, x2, *last, c);
+        inverse_last_butterfly(x1, x3, *last, c);
         store_integers(x + j, x0), store_integers(x + j + t, x1);
         store_integers(x + j + 2 * t, x2), store_integers(x + j + 3 * t, x3);
         continue;
@@ -269,7 +273,7 @@ PFHE_AVX2_FMA void forward(const NttTables& tab, Source source, u64* a) {
   std::size_t m = 1, t = n / 2;
   if (tab.log_n() % 2 == 1) forward_first_stage(a, source, t, w, c), m <<= 1, t >>= 1;
   else forward_two_stages(a, m, t, w, c, source), m <<= 2, t >>= 2;
-  for (; t >= 8; m <<= 2, t >>= 2) forward_two_stages(a, m, t, w, c);
+  for (; t >= 8; m <<= 2, t >>= 2) forward_two_stages(a, m, t, w, c, FromDoubles{a});
   // The last two stages and the reduction to [0, q), on registers.
   for (std::size_t j = 0; j < n; j += 8) {
     __m256d v0 = load(a + j), v1 = load(a + j + 4);
@@ -335,9 +339,8 @@ PFHE_AVX2_FMA void ntt_forward_avx2(const NttTables& tab, u64* a) {
     x = _mm256_unpacklo_epi64(v0, v1), y = _mm256_unpackhi_epi64(v0, v1);
     forward_butterfly4(x, y, pick4(w, g1 + 3, g1 + 1, g1 + 2, g1), pick4(ws, g1 + 3, g1 + 1, g1 + 2, g1), q, two_q);
     v0 = _mm256_unpacklo_epi64(x, y), v1 = _mm256_unpackhi_epi64(x, y);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(a + j), avx2_double::reduce_once(avx2_double::reduce_once(v0, two_q), q));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(a + j + 4),
-                        avx2_double::reduce_once(avx2_double::reduce_once(v1, two_q), q));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(a + j), residue4(v0, q, two_q));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(a + j + 4), residue4(v1, q, two_q));
   }
 }
 
